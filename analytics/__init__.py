@@ -1,0 +1,1 @@
+"""Encrypted analytics: CKKS diagnostic models on Celery (issue: Encrypted analytics)."""

@@ -1,0 +1,1 @@
+"""Audit: access-log search, export and verification (issue: Audit)."""

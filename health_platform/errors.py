@@ -1,0 +1,68 @@
+"""The one family of application errors.
+
+Every error a user can see carries a stable machine-readable `code`, a human message and an
+optional `detail` mapping. Messages and details name fields, limits and ids, never values: they
+must not contain health data, keys or ciphertexts (they end up in responses and logs).
+"""
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    """Base class: `code` is stable API, `status` is the HTTP status the API answers with."""
+
+    code = "application_error"
+    status = 400
+    message = "The request could not be processed."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, detail: Any = None):
+        self.message = message or self.message
+        if code is not None:
+            self.code = code
+        self.detail = detail
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "detail": self.detail}
+
+
+class ValidationFailed(ApplicationError):
+    code = "validation_failed"
+    status = 400
+    message = "The input is not valid."
+
+
+class PayloadTooLarge(ApplicationError):
+    code = "payload_too_large"
+    status = 413
+    message = "The payload is larger than the configured limit."
+
+
+class NotFound(ApplicationError):
+    code = "not_found"
+    status = 404
+    message = "Not found."
+
+
+class PermissionDenied(ApplicationError):
+    code = "permission_denied"
+    status = 403
+    message = "You do not have permission to perform this action."
+
+
+class Conflict(ApplicationError):
+    code = "conflict"
+    status = 409
+    message = "The request conflicts with the current state."
+
+
+class LedgerUnavailableError(ApplicationError):
+    code = "ledger_unavailable"
+    status = 503
+    message = "The ledger did not answer; nothing was changed."
+
+
+class LedgerRejected(ApplicationError):
+    code = "ledger_rejected"
+    status = 409
+    message = "The ledger refused the transaction."

@@ -1,0 +1,195 @@
+"""Settings, read from the environment with embedded defaults.
+
+Every default is for one machine with nothing installed beyond the project: SQLite, the embedded
+ledger file and a broker that needs no server, all under VAR_DIR. Production sets the variables
+documented in .env.example; switching database, broker or ledger is configuration only.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+VAR_DIR = Path(env.str("HEALTH_PLATFORM_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# The embedded default generates no secrets: without DJANGO_SECRET_KEY a per-installation key is
+# created once under VAR_DIR (never in the repository).
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    from health_platform.local_secrets import local_secret
+
+    SECRET_KEY = local_secret(VAR_DIR, "django-secret-key")
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_filters",
+    "django_htmx",
+    "health_platform",
+    "records",
+    "consent",
+    "analytics",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "health_platform.urls"
+WSGI_APPLICATION = "health_platform.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "health_platform.roles.roles_context",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'health_platform.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL and a busy timeout let the web process and the workers share the file.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# Request size: the ingest limit is enforced by the API with a stable error code, so Django's own
+# limit sits just above it.
+INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=5 * 1024 * 1024)
+INGEST_MAX_ENTRIES = env.int("INGEST_MAX_ENTRIES", default=1000)
+INGEST_MAX_JSON_DEPTH = env.int("INGEST_MAX_JSON_DEPTH", default=32)
+DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 64 * 1024
+
+# --- Keys (from configuration; the embedded default creates per-installation keys under VAR_DIR) ---
+# RECORD_ENCRYPTION_KEYS: "key-id:base64(32 bytes),..."; RECORD_ENCRYPTION_ACTIVE_KEY names the one used
+# for new records. Older ids stay listed so that records written under them can still be read.
+_default_record_key = None
+if not env.str("RECORD_ENCRYPTION_KEYS", default=""):
+    from health_platform.local_secrets import local_key_b64
+
+    _default_record_key = f"local-1:{local_key_b64(VAR_DIR, 'record-key-local-1')}"
+RECORD_ENCRYPTION_KEYS = env.str("RECORD_ENCRYPTION_KEYS", default="") or _default_record_key
+RECORD_ENCRYPTION_ACTIVE_KEY = env.str(
+    "RECORD_ENCRYPTION_ACTIVE_KEY", default=RECORD_ENCRYPTION_KEYS.split(",")[0].split(":", 1)[0]
+)
+PSEUDONYM_KEY = env.str("PSEUDONYM_KEY", default="")
+if not PSEUDONYM_KEY:
+    from health_platform.local_secrets import local_key_b64
+
+    PSEUDONYM_KEY = local_key_b64(VAR_DIR, "pseudonym-key")
+
+# --- Ledger ---
+# embedded:///absolute/path.sqlite3 (default) or fabric://... (see .env.example).
+LEDGER_URL = env.str("LEDGER_URL", default=f"embedded://{VAR_DIR / 'ledger.sqlite3'}")
+
+# --- Celery ---
+# The default broker is kombu's filesystem transport: a real worker with no server to install.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS = {}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "custodian"
+ANCHOR_RETRY_COUNTDOWN_SECONDS = env.int("ANCHOR_RETRY_COUNTDOWN_SECONDS", default=10)
+
+# --- API ---
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "health_platform.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "health_platform API",
+    "DESCRIPTION": "Records anchored on a permissioned ledger; consent and access on the same ledger.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Logging: structured events carrying ids only ---
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # The chaincode library logs state values at DEBUG; nothing below WARNING leaves it.
+        "asyncio": {"level": "WARNING"},
+        "fabric_chaincode_python": {"level": "WARNING"},
+    },
+}
