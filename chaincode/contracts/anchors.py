@@ -1,0 +1,95 @@
+"""Record anchors: the SHA-256 of each record version's canonical form, per record id.
+
+A record's versions are anchored in order (1, 2, 3...); anchoring the same version with the same
+hash again is a no-op, so a client may retry safely. The patient pseudonym of a record never
+changes. No health data: ids, a pseudonym, a hash and a version number.
+"""
+
+from typing import Any
+
+from chaincode import state, validation
+from chaincode.errors import ContractError, InvalidArgument, NotFound, VersionOutOfOrder
+from chaincode.library import Contract, TransactionContext
+
+ANCHOR = "anchor"
+_ANCHOR_FIELDS = {"record_id", "patient_pseudonym", "sha256", "version"}
+
+
+def anchor_key(stub: Any, record_id: str) -> str:
+    return stub.create_composite_key(ANCHOR, [record_id])
+
+
+class AnchorContract(Contract):
+    Name = "anchors"
+
+    def get_evaluate_transactions(self) -> list[str]:
+        return ["ReadAnchor", "AnchorHistory"]
+
+    async def AnchorRecord(
+        self, ctx: TransactionContext, record_id: str, patient_pseudonym: str, sha256: str, version: str
+    ) -> str:
+        """Anchor one record version."""
+        anchor = await _anchor(
+            ctx.get_stub(),
+            {"record_id": record_id, "patient_pseudonym": patient_pseudonym, "sha256": sha256, "version": version},
+            "anchor",
+        )
+        return state.dumps(anchor).decode()
+
+    async def AnchorRecords(self, ctx: TransactionContext, anchors_json: str) -> str:
+        """Anchor many record versions in one transaction (at most one version per record)."""
+        items = validation.batch(anchors_json, "anchors")
+        seen: set[str] = set()
+        anchored = [await _anchor(ctx.get_stub(), item, f"anchors[{index}]", seen) for index, item in enumerate(items)]
+        return state.dumps(anchored).decode()
+
+    async def ReadAnchor(self, ctx: TransactionContext, record_id: str) -> str:
+        """The latest anchored version of a record."""
+        validation.identifier(record_id, "record_id")
+        anchor = await state.get_json(ctx.get_stub(), anchor_key(ctx.get_stub(), record_id))
+        if anchor is None:
+            raise NotFound("no anchor for this record_id")
+        return state.dumps(anchor).decode()
+
+    async def AnchorHistory(self, ctx: TransactionContext, record_id: str) -> str:
+        """Every anchored version of a record, oldest first, with its transaction."""
+        validation.identifier(record_id, "record_id")
+        return state.dumps(await state.history(ctx.get_stub(), anchor_key(ctx.get_stub(), record_id))).decode()
+
+
+async def _anchor(stub: Any, item: dict[str, Any], field: str, seen: set[str] | None = None) -> dict[str, Any]:
+    validation.only_fields(item, field, _ANCHOR_FIELDS, _ANCHOR_FIELDS)
+    record_id = validation.identifier(item["record_id"], f"{field}.record_id")
+    if seen is not None:
+        if record_id in seen:
+            raise InvalidArgument(f"{field}.record_id repeats an earlier record in the batch")
+        seen.add(record_id)
+    pseudonym = validation.pseudonym(item["patient_pseudonym"], f"{field}.patient_pseudonym")
+    digest = validation.sha256(item["sha256"], f"{field}.sha256")
+    version = validation.positive_int(item["version"], f"{field}.version")
+
+    key = anchor_key(stub, record_id)
+    current = await state.get_json(stub, key)
+    if current is not None:
+        if current["patient_pseudonym"] != pseudonym:
+            raise InvalidArgument(f"{field}.patient_pseudonym differs from the record's anchored patient")
+        if current["version"] == version:
+            if current["sha256"] == digest:
+                return current  # a retry of a committed anchor: nothing to write
+            raise ContractError(
+                f"{field}: version {version} is already anchored with another hash", code="version_exists"
+            )
+    expected = 1 if current is None else current["version"] + 1
+    if version != expected:
+        raise VersionOutOfOrder(f"{field}.version must be {expected}")
+
+    anchor = {
+        "record_id": record_id,
+        "patient_pseudonym": pseudonym,
+        "sha256": digest,
+        "version": version,
+        "anchored_at": state.tx_time_text(stub),
+        "tx_id": stub.get_txid(),
+    }
+    await state.put_json(stub, key, anchor)
+    return anchor

@@ -1,0 +1,198 @@
+"""Consent: grants and revocations, and the access gate that reads them.
+
+A consent lets one grantee (a clinician or an organisation) use one patient's records of the
+listed data categories for the listed purposes between valid_from (inclusive) and valid_until
+(exclusive). Revocation is final and idempotent. CheckAccessBatch answers, for thousands of
+records in one read-only call, whether a consent covers each and whether its hash matches its
+anchor: the analytics gate asks it once per batch, at the moment the batch runs.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from chaincode import state, validation
+from chaincode.contracts.anchors import anchor_key
+from chaincode.errors import AlreadyExists, InvalidArgument, NotFound
+from chaincode.library import Contract, TransactionContext
+from chaincode.vocabulary import CATEGORIES, PURPOSES
+
+CONSENT = "consent"
+CONSENT_BY_PATIENT = "consent_by_patient"
+_GRANT_FIELDS = {"consent_id", "patient_pseudonym", "grantee", "purposes", "categories", "valid_from", "valid_until"}
+_CHECK_FIELDS = {"grantee", "organisation", "purpose", "at", "items"}
+_ITEM_FIELDS = {"record_id", "category", "sha256"}
+
+
+def consent_key(stub: Any, consent_id: str) -> str:
+    return stub.create_composite_key(CONSENT, [consent_id])
+
+
+class ConsentContract(Contract):
+    Name = "consent"
+
+    def get_evaluate_transactions(self) -> list[str]:
+        return ["ReadConsent", "ConsentHistory", "ListConsentsForPatient", "CheckAccessBatch"]
+
+    async def GrantConsent(self, ctx: TransactionContext, consent_json: str) -> str:
+        """Record a new consent. Refused if the id exists or the period is empty or already over."""
+        stub = ctx.get_stub()
+        grant = validation.json_argument(consent_json, "consent", dict)
+        validation.only_fields(grant, "consent", _GRANT_FIELDS, _GRANT_FIELDS)
+        consent_id = validation.identifier(grant["consent_id"], "consent.consent_id")
+        pseudonym = validation.pseudonym(grant["patient_pseudonym"], "consent.patient_pseudonym")
+        grantee = validation.grantee(grant["grantee"], "consent.grantee")
+        purposes = validation.code_list(grant["purposes"], "consent.purposes", PURPOSES)
+        categories = validation.code_list(grant["categories"], "consent.categories", CATEGORIES)
+        valid_from = validation.timestamp(grant["valid_from"], "consent.valid_from")
+        valid_until = validation.timestamp(grant["valid_until"], "consent.valid_until")
+        if valid_until <= valid_from:
+            raise InvalidArgument("consent.valid_until must be later than consent.valid_from")
+        if valid_until <= state.tx_time(stub):
+            raise InvalidArgument("consent.valid_until is in the past")
+
+        key = consent_key(stub, consent_id)
+        if await stub.get_state(key):
+            raise AlreadyExists("a consent with this consent_id exists")
+        consent = {
+            "consent_id": consent_id,
+            "patient_pseudonym": pseudonym,
+            "grantee": grantee,
+            "purposes": purposes,
+            "categories": categories,
+            "valid_from": validation.format_timestamp(valid_from),
+            "valid_until": validation.format_timestamp(valid_until),
+            "status": "active",
+            "granted_at": state.tx_time_text(stub),
+            "granted_tx_id": stub.get_txid(),
+            "revoked_at": None,
+            "revoked_tx_id": None,
+        }
+        await state.put_json(stub, key, consent)
+        await stub.put_state(stub.create_composite_key(CONSENT_BY_PATIENT, [pseudonym, consent_id]), state.INDEX_MARKER)
+        return state.dumps(consent).decode()
+
+    async def RevokeConsent(self, ctx: TransactionContext, consent_id: str) -> str:
+        """Revoke a consent. Revoking a revoked consent changes nothing and answers the same."""
+        stub = ctx.get_stub()
+        validation.identifier(consent_id, "consent_id")
+        key = consent_key(stub, consent_id)
+        consent = await state.get_json(stub, key)
+        if consent is None:
+            raise NotFound("no consent with this consent_id")
+        if consent["status"] == "revoked":
+            return state.dumps(consent).decode()
+        consent.update(status="revoked", revoked_at=state.tx_time_text(stub), revoked_tx_id=stub.get_txid())
+        await state.put_json(stub, key, consent)
+        return state.dumps(consent).decode()
+
+    async def ReadConsent(self, ctx: TransactionContext, consent_id: str) -> str:
+        validation.identifier(consent_id, "consent_id")
+        consent = await state.get_json(ctx.get_stub(), consent_key(ctx.get_stub(), consent_id))
+        if consent is None:
+            raise NotFound("no consent with this consent_id")
+        return state.dumps(consent).decode()
+
+    async def ConsentHistory(self, ctx: TransactionContext, consent_id: str) -> str:
+        """Every committed change of a consent (grant, revocation), oldest first."""
+        validation.identifier(consent_id, "consent_id")
+        return state.dumps(await state.history(ctx.get_stub(), consent_key(ctx.get_stub(), consent_id))).decode()
+
+    async def ListConsentsForPatient(self, ctx: TransactionContext, patient_pseudonym: str) -> str:
+        validation.pseudonym(patient_pseudonym)
+        return state.dumps(await _consents_of(ctx.get_stub(), patient_pseudonym)).decode()
+
+    async def CheckAccessBatch(self, ctx: TransactionContext, request_json: str) -> str:
+        """Admit or refuse each record for (grantee, purpose) at time `at`.
+
+        Per record, in this order: no_anchor, hash_mismatch (the caller's recomputed hash differs
+        from the anchored latest version), then the patient's consents naming this grantee (or its
+        organisation) and purpose: admit if one is unrevoked, in its period and covers the
+        category; otherwise category_not_covered, consent_revoked, consent_expired or no_consent,
+        the first that applies. A consent whose period has not begun counts as no consent.
+        """
+        stub = ctx.get_stub()
+        request = validation.json_argument(request_json, "request", dict)
+        validation.only_fields(request, "request", _CHECK_FIELDS, _CHECK_FIELDS - {"organisation"})
+        grantees = {validation.grantee(request["grantee"], "request.grantee")}
+        if request.get("organisation"):
+            grantees.add(validation.grantee(request["organisation"], "request.organisation"))
+        purpose = validation.code(request["purpose"], "request.purpose", PURPOSES)
+        at = validation.timestamp(request["at"], "request.at")
+        items = validation.object_list(request["items"], "request.items")
+
+        anchors: dict[str, Any] = {}
+        consents_by_patient: dict[str, list[dict[str, Any]]] = {}
+        results = []
+        for index, item in enumerate(items):
+            field = f"request.items[{index}]"
+            validation.only_fields(item, field, _ITEM_FIELDS, _ITEM_FIELDS)
+            record_id = validation.identifier(item["record_id"], f"{field}.record_id")
+            category = validation.code(item["category"], f"{field}.category", CATEGORIES)
+            digest = validation.sha256(item["sha256"], f"{field}.sha256")
+            if record_id in anchors:
+                raise InvalidArgument(f"{field}.record_id repeats an earlier record in the batch")
+            anchor = anchors[record_id] = await state.get_json(stub, anchor_key(stub, record_id))
+            result: dict[str, Any] = {
+                "record_id": record_id,
+                "decision": "refuse",
+                "reason": None,
+                "consent_id": None,
+                "patient_pseudonym": None,
+            }
+            if anchor is None:
+                result["reason"] = "no_anchor"
+            else:
+                pseudonym = result["patient_pseudonym"] = anchor["patient_pseudonym"]
+                if anchor["sha256"] != digest:
+                    result["reason"] = "hash_mismatch"
+                else:
+                    if pseudonym not in consents_by_patient:
+                        consents_by_patient[pseudonym] = await _consents_of(stub, pseudonym)
+                    reason, consent_id = _decide(consents_by_patient[pseudonym], grantees, purpose, category, at)
+                    result.update(reason=reason, consent_id=consent_id)
+                    if reason is None:
+                        result["decision"] = "admit"
+            results.append(result)
+        return state.dumps(
+            {
+                "at": validation.format_timestamp(at),
+                "grantee": request["grantee"],
+                "purpose": purpose,
+                "results": results,
+            }
+        ).decode()
+
+
+async def _consents_of(stub: Any, pseudonym: str) -> list[dict[str, Any]]:
+    consents = []
+    async for key, _ in state.scan_prefix(stub, CONSENT_BY_PATIENT, [pseudonym]):
+        _, attributes = stub.split_composite_key(key)
+        consent = await state.get_json(stub, consent_key(stub, attributes[1]))
+        if consent is not None:
+            consents.append(consent)
+    return consents
+
+
+def _decide(
+    consents: list[dict[str, Any]], grantees: set[str], purpose: str, category: str, at: datetime
+) -> tuple[str | None, str | None]:
+    """(None, consent_id) to admit, or (reason, None) to refuse."""
+    relevant = [c for c in consents if c["grantee"] in grantees and purpose in c["purposes"]]
+    in_period = [
+        c
+        for c in relevant
+        if c["status"] == "active"
+        and validation.timestamp(c["valid_from"], "valid_from")
+        <= at
+        < validation.timestamp(c["valid_until"], "valid_until")
+    ]
+    covering = sorted(c["consent_id"] for c in in_period if category in c["categories"])
+    if covering:
+        return None, covering[0]
+    if in_period:
+        return "category_not_covered", None
+    if any(c["status"] == "revoked" for c in relevant):
+        return "consent_revoked", None
+    if any(validation.timestamp(c["valid_until"], "valid_until") <= at for c in relevant):
+        return "consent_expired", None
+    return "no_consent", None

@@ -1,0 +1,146 @@
+"""Input validation done inside the contracts: every argument is checked for format, length and
+presence before anything is read or written, and refused with a message naming the field (never
+echoing a value that could be health data)."""
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from chaincode.errors import InvalidArgument
+
+MAX_JSON_ARGUMENT_BYTES = 8 * 1024 * 1024
+MAX_BATCH_ITEMS = 10_000
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_PSEUDONYM = re.compile(r"[0-9a-f]{64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_GRANTEE = re.compile(r"(clinician|org):[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_CODE = re.compile(r"[a-z0-9][a-z0-9:._-]{0,63}")
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)")
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{field} is required and must be a non-empty string")
+    return value
+
+
+def identifier(value: Any, field: str) -> str:
+    """Record, consent, event and request ids: 1-128 characters of [A-Za-z0-9._:-]."""
+    if not _IDENTIFIER.fullmatch(_string(value, field)):
+        raise InvalidArgument(f"{field} must be 1-128 characters of letters, digits and . _ : -")
+    return value
+
+
+def pseudonym(value: Any, field: str = "patient_pseudonym") -> str:
+    if not _PSEUDONYM.fullmatch(_string(value, field)):
+        raise InvalidArgument(f"{field} must be 64 lowercase hex characters (a keyed HMAC-SHA256)")
+    return value
+
+
+def sha256(value: Any, field: str = "sha256") -> str:
+    if not _SHA256.fullmatch(_string(value, field)):
+        raise InvalidArgument(f"{field} must be 64 lowercase hex characters")
+    return value
+
+
+def grantee(value: Any, field: str = "grantee") -> str:
+    if not _GRANTEE.fullmatch(_string(value, field)):
+        raise InvalidArgument(f"{field} must be 'clinician:<id>' or 'org:<id>'")
+    return value
+
+
+def code(value: Any, field: str, vocabulary: dict[str, str] | tuple[str, ...]) -> str:
+    if not _CODE.fullmatch(_string(value, field)) or value not in vocabulary:
+        raise InvalidArgument(f"{field} must be one of: {', '.join(sorted(vocabulary))}")
+    return value
+
+
+def code_list(value: Any, field: str, vocabulary: dict[str, str]) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise InvalidArgument(f"{field} must be a non-empty list")
+    if len(value) > len(vocabulary):
+        raise InvalidArgument(f"{field} has more entries than the vocabulary")
+    codes = [code(item, f"{field}[{index}]", vocabulary) for index, item in enumerate(value)]
+    if len(set(codes)) != len(codes):
+        raise InvalidArgument(f"{field} must not repeat a code")
+    return sorted(codes)
+
+
+def positive_int(value: Any, field: str, maximum: int = 2**31 - 1) -> int:
+    """An integer given as int or decimal string (Fabric passes every argument as a string)."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{field} must be a positive integer")
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,10}", value):
+        value = int(value)
+    if not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidArgument(f"{field} must be an integer from 1 to {maximum}")
+    return value
+
+
+def timestamp(value: Any, field: str) -> datetime:
+    """An RFC 3339 UTC timestamp such as 2026-01-31T12:00:00Z."""
+    if not _TIMESTAMP.fullmatch(_string(value, field)):
+        raise InvalidArgument(f"{field} must be an RFC 3339 UTC timestamp like 2026-01-31T12:00:00Z")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        raise InvalidArgument(f"{field} is not a valid date and time") from None
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def json_argument(value: Any, field: str, kind: type) -> Any:
+    """Parse a JSON argument, refusing oversize input and the wrong top-level type."""
+    text = _string(value, field)
+    if len(text) > MAX_JSON_ARGUMENT_BYTES:
+        raise InvalidArgument(f"{field} is larger than {MAX_JSON_ARGUMENT_BYTES} bytes")
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidArgument(f"{field} is not valid JSON") from None
+    if not isinstance(parsed, kind):
+        raise InvalidArgument(f"{field} must be a JSON {'object' if kind is dict else 'array'}")
+    return parsed
+
+
+def batch(value: Any, field: str, maximum: int = MAX_BATCH_ITEMS) -> list[dict[str, Any]]:
+    """A JSON array argument of 1..maximum objects."""
+    return object_list(json_argument(value, field, list), field, maximum)
+
+
+def object_list(items: Any, field: str, maximum: int = MAX_BATCH_ITEMS) -> list[dict[str, Any]]:
+    if not isinstance(items, list):
+        raise InvalidArgument(f"{field} must be a JSON array")
+    if not items:
+        raise InvalidArgument(f"{field} must not be empty")
+    if len(items) > maximum:
+        raise InvalidArgument(f"{field} holds {len(items)} items; at most {maximum} are accepted")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidArgument(f"{field}[{index}] must be a JSON object")
+    return items
+
+
+def only_fields(obj: dict[str, Any], field: str, allowed: set[str], required: set[str]) -> None:
+    unknown = set(obj) - allowed
+    if unknown:
+        raise InvalidArgument(f"{field} has unknown fields: {', '.join(sorted(unknown))}")
+    missing = required - set(obj)
+    if missing:
+        raise InvalidArgument(f"{field} is missing required fields: {', '.join(sorted(missing))}")
+
+
+_ACTOR = re.compile(r"(clinician|org|auditor|custodian|patient|system):[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def actor(value: Any, field: str) -> str:
+    """Whoever acts in an access event: a grantee, or an auditor exporting the log."""
+    if not _ACTOR.fullmatch(_string(value, field)):
+        raise InvalidArgument(
+            f"{field} must be '<role>:<id>' with role clinician, org, auditor, custodian, patient or system"
+        )
+    return value

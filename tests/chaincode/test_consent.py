@@ -1,0 +1,254 @@
+import json
+from datetime import timedelta
+
+import pytest
+
+from ledger import ContractRejected
+from tests.chaincode.conftest import digest, now, pseudonym, rfc3339
+
+BREAST_CANCER = "diagnostic-model:breast-cancer"
+
+
+def check(chain, items, *, grantee="clinician:alice", purpose=BREAST_CANCER, at=None, organisation=None):
+    request = {"grantee": grantee, "purpose": purpose, "at": rfc3339(at or now()), "items": items}
+    if organisation:
+        request["organisation"] = organisation
+    return chain.evaluate("consent", "CheckAccessBatch", json.dumps(request)).json()
+
+
+def item(record_id, sha, category="imaging"):
+    return {"record_id": record_id, "category": category, "sha256": sha}
+
+
+def test_grant_then_read_list_and_history(chain, grant):
+    granted = grant("consent-1", 1)
+    assert granted["status"] == "active"
+    assert chain.evaluate("consent", "ReadConsent", "consent-1").json() == granted
+    assert [c["consent_id"] for c in chain.evaluate("consent", "ListConsentsForPatient", pseudonym(1)).json()] == [
+        "consent-1"
+    ]
+    assert chain.evaluate("consent", "ListConsentsForPatient", pseudonym(2)).json() == []
+    history = chain.evaluate("consent", "ConsentHistory", "consent-1").json()
+    assert [h["value"]["status"] for h in history] == ["active"]
+
+
+def test_revoke_is_recorded_in_history_and_is_idempotent(chain, grant):
+    grant("consent-1", 1)
+    revoked = chain.submit("consent", "RevokeConsent", "consent-1").json()
+    again = chain.submit("consent", "RevokeConsent", "consent-1").json()
+    history = chain.evaluate("consent", "ConsentHistory", "consent-1").json()
+    assert revoked["status"] == "revoked"
+    assert revoked["revoked_at"] is not None
+    assert again == revoked
+    assert [h["value"]["status"] for h in history] == ["active", "revoked"]
+
+
+def test_revoke_unknown_consent_is_not_found(chain):
+    with pytest.raises(ContractRejected) as refused:
+        chain.submit("consent", "RevokeConsent", "nope")
+    assert refused.value.code == "not_found"
+
+
+def test_grant_refuses_an_existing_consent_id(chain, grant):
+    grant("consent-1", 1)
+    with pytest.raises(ContractRejected) as refused:
+        grant("consent-1", 2)
+    assert refused.value.code == "already_exists"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"consent_id": ""}, "consent.consent_id is required"),
+        ({"patient_pseudonym": "Jane Doe"}, "consent.patient_pseudonym must be 64"),
+        ({"grantee": "alice"}, "consent.grantee must be"),
+        ({"purposes": []}, "consent.purposes must be a non-empty list"),
+        ({"purposes": ["marketing"]}, "consent.purposes[0] must be one of"),
+        ({"purposes": [BREAST_CANCER, BREAST_CANCER]}, "must not repeat"),
+        ({"categories": ["genome"]}, "consent.categories[0] must be one of"),
+        ({"categories": "imaging"}, "consent.categories must be a non-empty list"),
+        ({"valid_from": "yesterday"}, "consent.valid_from must be an RFC 3339"),
+        ({"valid_until": "2026-02-30T00:00:00Z"}, "consent.valid_until is not a valid date"),
+        (
+            {"valid_from": rfc3339(now() + timedelta(days=2)), "valid_until": rfc3339(now() + timedelta(days=1))},
+            "valid_until must be later than",
+        ),
+        (
+            {"valid_from": rfc3339(now() - timedelta(days=9)), "valid_until": rfc3339(now() - timedelta(days=1))},
+            "valid_until is in the past",
+        ),
+        ({"extra": 1}, "unknown fields: extra"),
+    ],
+)
+def test_grant_refuses_invalid_input_and_writes_nothing(chain, grant, overrides, fragment):
+    height = chain.height()
+    with pytest.raises(ContractRejected) as refused:
+        grant("consent-1", 1, **overrides)
+    assert refused.value.code == "invalid_argument"
+    assert fragment in refused.value.message
+    assert chain.height() == height
+
+
+def test_grant_refuses_a_missing_field(chain):
+    with pytest.raises(ContractRejected) as refused:
+        chain.submit("consent", "GrantConsent", json.dumps({"consent_id": "c"}))
+    assert "missing required fields" in refused.value.message
+
+
+def test_check_access_batch_returns_every_reason(chain, grant, anchor):
+    anchor("rec-admit", 1, digest(1))
+    grant("c-ok", 1)
+    anchor("rec-none", 2, digest(2))
+    anchor("rec-expired", 3, digest(3))
+    grant("c-expiring", 3, valid_until=rfc3339(now() + timedelta(seconds=30)))
+    anchor("rec-revoked", 4, digest(4))
+    grant("c-revoked", 4)
+    chain.submit("consent", "RevokeConsent", "c-revoked")
+    anchor("rec-category", 5, digest(5))
+    grant("c-labs-only", 5, categories=["laboratory"])
+    anchor("rec-tampered", 6, digest(6))
+    grant("c-6", 6)
+
+    answer = check(
+        chain,
+        [
+            item("rec-admit", digest(1)),
+            item("rec-none", digest(2)),
+            item("rec-expired", digest(3)),
+            item("rec-revoked", digest(4)),
+            item("rec-category", digest(5)),
+            item("rec-unanchored", digest(7)),
+            item("rec-tampered", digest(99)),
+        ],
+        at=now() + timedelta(minutes=5),
+    )
+    outcome = {r["record_id"]: (r["decision"], r["reason"]) for r in answer["results"]}
+    assert outcome == {
+        "rec-admit": ("admit", None),
+        "rec-none": ("refuse", "no_consent"),
+        "rec-expired": ("refuse", "consent_expired"),
+        "rec-revoked": ("refuse", "consent_revoked"),
+        "rec-category": ("refuse", "category_not_covered"),
+        "rec-unanchored": ("refuse", "no_anchor"),
+        "rec-tampered": ("refuse", "hash_mismatch"),
+    }
+    assert answer["results"][0]["consent_id"] == "c-ok"
+    assert [r["record_id"] for r in answer["results"]][:2] == ["rec-admit", "rec-none"]
+
+
+def test_check_access_batch_honours_grantee_purpose_and_period(chain, grant, anchor):
+    anchor("rec-1", 1, digest(1))
+    grant("c-1", 1, valid_from=rfc3339(now() + timedelta(days=1)), valid_until=rfc3339(now() + timedelta(days=3)))
+    items = [item("rec-1", digest(1))]
+    assert check(chain, items)["results"][0]["reason"] == "no_consent"  # not yet begun
+    assert check(chain, items, at=now() + timedelta(days=2))["results"][0]["decision"] == "admit"
+    assert (
+        check(chain, items, at=now() + timedelta(days=2), grantee="clinician:bob")["results"][0]["reason"]
+        == "no_consent"
+    )
+    assert check(chain, items, at=now() + timedelta(days=2), purpose="research")["results"][0]["reason"] == "no_consent"
+
+
+def test_check_access_batch_admits_through_an_organisation_grant(chain, grant, anchor):
+    anchor("rec-1", 1, digest(1))
+    grant("c-org", 1, grantee="org:st-mary")
+    items = [item("rec-1", digest(1))]
+    assert check(chain, items)["results"][0]["reason"] == "no_consent"
+    assert check(chain, items, organisation="org:st-mary")["results"][0]["decision"] == "admit"
+
+
+def test_check_access_batch_uses_the_latest_anchored_version(chain, grant, anchor):
+    anchor("rec-1", 1, digest(1), 1)
+    anchor("rec-1", 1, digest(2), 2)
+    grant("c-1", 1)
+    assert check(chain, [item("rec-1", digest(1))])["results"][0]["reason"] == "hash_mismatch"
+    assert check(chain, [item("rec-1", digest(2))])["results"][0]["decision"] == "admit"
+
+
+def test_check_access_batch_handles_thousands_of_records_in_one_call(chain, grant):
+    batch = [
+        {"record_id": f"rec-{i}", "patient_pseudonym": pseudonym(i % 100), "sha256": digest(i), "version": 1}
+        for i in range(3000)
+    ]
+    chain.submit("anchors", "AnchorRecords", json.dumps(batch))
+    for patient in range(0, 100, 2):
+        grant(f"c-{patient}", patient)
+    answer = check(chain, [item(f"rec-{i}", digest(i)) for i in range(3000)])
+    admitted = [r["record_id"] for r in answer["results"] if r["decision"] == "admit"]
+    assert len(answer["results"]) == 3000
+    assert admitted == [f"rec-{i}" for i in range(3000) if (i % 100) % 2 == 0]
+
+
+@pytest.mark.parametrize(
+    ("request_body", "fragment"),
+    [
+        (
+            {"grantee": "clinician:alice", "purpose": BREAST_CANCER, "at": "2026-01-01T00:00:00Z", "items": []},
+            "request.items must not be empty",
+        ),
+        (
+            {
+                "grantee": "clinician:alice",
+                "purpose": "x",
+                "at": "2026-01-01T00:00:00Z",
+                "items": [item("r", digest(1))],
+            },
+            "request.purpose must be one of",
+        ),
+        (
+            {"grantee": "clinician:alice", "purpose": BREAST_CANCER, "at": "now", "items": [item("r", digest(1))]},
+            "request.at must be an RFC 3339",
+        ),
+        (
+            {
+                "grantee": "clinician:alice",
+                "purpose": BREAST_CANCER,
+                "at": "2026-01-01T00:00:00Z",
+                "items": [item("r", digest(1), category="dna")],
+            },
+            "request.items[0].category must be one of",
+        ),
+        (
+            {
+                "grantee": "clinician:alice",
+                "purpose": BREAST_CANCER,
+                "at": "2026-01-01T00:00:00Z",
+                "items": [item("r", digest(1)), item("r", digest(1))],
+            },
+            "repeats an earlier record",
+        ),
+        (
+            {
+                "grantee": "clinician:alice",
+                "purpose": BREAST_CANCER,
+                "at": "2026-01-01T00:00:00Z",
+                "items": [item("r", digest(1))] * 1 + [{"record_id": "s"}],
+            },
+            "missing required fields",
+        ),
+        (
+            {"purpose": BREAST_CANCER, "at": "2026-01-01T00:00:00Z", "items": [item("r", digest(1))]},
+            "missing required fields: grantee",
+        ),
+    ],
+)
+def test_check_access_batch_refuses_invalid_requests(chain, request_body, fragment):
+    with pytest.raises(ContractRejected) as refused:
+        chain.evaluate("consent", "CheckAccessBatch", json.dumps(request_body))
+    assert refused.value.code == "invalid_argument"
+    assert fragment in refused.value.message
+
+
+def test_check_access_batch_refuses_more_than_the_batch_limit(chain):
+    items = [item(f"r{i}", digest(i)) for i in range(10_001)]
+    with pytest.raises(ContractRejected) as refused:
+        check(chain, items)
+    assert "at most 10000 are accepted" in refused.value.message
+
+
+def test_check_access_batch_writes_nothing(chain, grant, anchor):
+    anchor("rec-1", 1, digest(1))
+    grant("c-1", 1)
+    height = chain.height()
+    check(chain, [item("rec-1", digest(1))])
+    assert chain.height() == height
