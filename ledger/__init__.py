@@ -1,0 +1,37 @@
+"""The ledger: a LedgerClient protocol and its backends. Free of Django.
+
+embedded://<path>   the chaincode/ contracts run in-process over SQLite (ledger.embedded)
+"""
+
+from ledger.client import ChaincodeEvent, LedgerClient, Receipt
+from ledger.errors import (
+    ContractRejected,
+    LedgerError,
+    LedgerIntegrityError,
+    LedgerUnavailable,
+    TransactionConflict,
+)
+
+__all__ = [
+    "ChaincodeEvent",
+    "ContractRejected",
+    "LedgerClient",
+    "LedgerError",
+    "LedgerIntegrityError",
+    "LedgerUnavailable",
+    "Receipt",
+    "TransactionConflict",
+    "open_ledger",
+]
+
+
+def open_ledger(url: str) -> LedgerClient:
+    """Open the backend named by `url` (the LEDGER_URL setting)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("LEDGER_URL must look like embedded:///path/to/ledger.sqlite3")
+    if scheme == "embedded":
+        from ledger.embedded import EmbeddedLedger
+
+        return EmbeddedLedger(rest)
+    raise ValueError(f"unknown ledger backend {scheme!r}")
