@@ -1,0 +1,23 @@
+.PHONY: setup run test lint format bench lock
+
+setup:  ## create .venv and install the locked dependencies
+	scripts/setup.sh
+
+run:  ## set up and run the platform on its embedded defaults (portal on http://127.0.0.1:8000/)
+	scripts/run.sh
+
+test:  ## set up and run the whole test suite (what CI runs)
+	scripts/test.sh
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+format:
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+bench:  ## run the benchmarks, each against its naive baseline
+	.venv/bin/python -m benchmarks.ledger_gate
+	.venv/bin/python -m benchmarks.ingest
+
+lock:  ## re-resolve requirements.lock from pyproject.toml
+	.venv/bin/uv pip compile pyproject.toml --extra dev --python 3.11 --generate-hashes -q -o requirements.lock

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up and run the platform on its embedded defaults: SQLite, the embedded ledger, a local Celery
+# worker on a broker that needs no server, demo data, the portal and API on http://127.0.0.1:8000/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+export DJANGO_SETTINGS_MODULE=health_platform.settings
+PORT="${PORT:-8000}"
+py=.venv/bin/python
+
+$py manage.py migrate --no-input
+$py manage.py collectstatic --no-input --verbosity 0
+$py manage.py seed_demo --patients "${DEMO_PATIENTS:-200}"
+
+echo "==> starting a Celery worker (queues custodian, compute)"
+.venv/bin/celery -A health_platform worker --queues custodian,compute --concurrency 2 --loglevel INFO \
+  >var/celery-worker.log 2>&1 &
+worker=$!
+trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM
+
+echo "==> portal: http://127.0.0.1:${PORT}/   API docs: http://127.0.0.1:${PORT}/api/docs/   (Ctrl-C stops)"
+$py manage.py runserver "127.0.0.1:${PORT}" --noreload
