@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fabric_protos.ledger.queryresult import kv_query_result_pb2
+from fabric_protos.ledger.queryresult import kv_query_result_pb2  # type: ignore[attr-defined]
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from chaincode.library import ChaincodeStub
@@ -211,7 +211,7 @@ class _EmbeddedStub:
     async def delete_state(self, key: str) -> None:
         self._simulation.write_set[key.encode()] = None
 
-    async def get_state_by_range(self, start_key: str, end_key: str) -> AsyncIterator[kv_query_result_pb2.KV]:
+    async def get_state_by_range(self, start_key: str, end_key: str) -> AsyncIterator[Any]:
         start, end = start_key.encode(), (end_key.encode() if end_key else None)
         query = "SELECT key, value, block_number, position FROM state WHERE key >= ?"
         parameters: tuple[bytes, ...] = (start,)
@@ -220,15 +220,20 @@ class _EmbeddedStub:
             parameters = (start, end)
         rows = self._connection.execute(query + " ORDER BY key", parameters).fetchall()
         self._simulation.range_reads.append((start, end or b"", [(bytes(row[0]), (row[2], row[3])) for row in rows]))
-        return _iterate([kv_query_result_pb2.KV(key=bytes(row[0]).decode(), value=bytes(row[1])) for row in rows])
+        return _iterate(
+            [
+                kv_query_result_pb2.KV(  # type: ignore[attr-defined]
+                    key=bytes(row[0]).decode(), value=bytes(row[1])
+                )
+                for row in rows
+            ]
+        )
 
-    async def get_state_by_partial_composite_key(
-        self, object_type: str, attributes: list[str]
-    ) -> AsyncIterator[kv_query_result_pb2.KV]:
+    async def get_state_by_partial_composite_key(self, object_type: str, attributes: list[str]) -> AsyncIterator[Any]:
         prefix = self.create_composite_key(object_type, attributes)
         return await self.get_state_by_range(prefix, prefix + "\U0010ffff")
 
-    async def get_history_for_key(self, key: str) -> AsyncIterator[kv_query_result_pb2.KeyModification]:
+    async def get_history_for_key(self, key: str) -> AsyncIterator[Any]:
         rows = self._connection.execute(
             "SELECT tx_id, value, timestamp FROM history WHERE key = ? ORDER BY block_number, position",
             (key.encode(),),
@@ -238,7 +243,7 @@ class _EmbeddedStub:
             moment = Timestamp()
             moment.FromJsonString(timestamp)
             modifications.append(
-                kv_query_result_pb2.KeyModification(
+                kv_query_result_pb2.KeyModification(  # type: ignore[attr-defined]
                     tx_id=tx_id,
                     value=b"" if value is None else bytes(value),
                     timestamp=moment,

@@ -12,6 +12,8 @@ trap 'rm -rf "$HEALTH_PLATFORM_VAR_DIR"' EXIT
 echo "==> ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "==> mypy"
+.venv/bin/mypy
 
 echo "==> pytest"
 .venv/bin/pytest "$@"
