@@ -1,0 +1,59 @@
+"""Who may do what with records: the one place these rules live.
+
+    custodian (or superuser)  ingests records; reads every record's metadata
+    auditor                   reads every record's metadata, never clinical content
+    patient                   reads their own records, content included
+    clinician                 nothing here: clinicians reach records only through analyses
+
+Roles add up: a clinician who is also a patient reads their own records as a patient. Views,
+the API and the selectors all go through these functions.
+"""
+
+from typing import Any
+
+from rest_framework.permissions import BasePermission
+
+from health_platform.roles import Role, user_has_role, user_roles
+
+
+def user_may_ingest_records(user: Any) -> bool:
+    return _is_active_superuser(user) or user_has_role(user, Role.CUSTODIAN)
+
+
+def user_may_read_all_record_metadata(user: Any) -> bool:
+    return _is_active_superuser(user) or bool(user_roles(user) & {Role.AUDITOR, Role.CUSTODIAN})
+
+
+def user_may_read_own_records(user: Any) -> bool:
+    return user_has_role(user, Role.PATIENT)
+
+
+def user_may_read_records(user: Any) -> bool:
+    return user_may_read_all_record_metadata(user) or user_may_read_own_records(user)
+
+
+def user_owns_record(user: Any, record: Any) -> bool:
+    """True when `record` belongs to the patient linked to `user` (and the user is a patient)."""
+    return (
+        user_may_read_own_records(user)
+        and record.patient.user_id is not None
+        and record.patient.user_id == getattr(user, "pk", None)
+    )
+
+
+def _is_active_superuser(user: Any) -> bool:
+    return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_superuser)
+
+
+class CanIngestRecords(BasePermission):
+    message = "Only a custodian may ingest records."
+
+    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        return user_may_ingest_records(request.user)
+
+
+class CanReadRecords(BasePermission):
+    message = "Clinicians and users without a role do not read records directly."
+
+    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        return user_may_read_records(request.user)

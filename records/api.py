@@ -1,0 +1,187 @@
+"""The records API: ingest (custodians), list/read (patients: own; auditors, custodians: metadata),
+integrity check. Clinicians never read records here."""
+
+from typing import Any
+from uuid import UUID
+
+import structlog
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from health_platform.errors import NotFound
+from records.access import CanIngestRecords, CanReadRecords
+from records.errors import BundleTooLarge, CiphertextInvalid, UnsupportedMediaType
+from records.filters import RecordFilter
+from records.models import Record
+from records.selectors import (
+    record_get_visible,
+    record_integrity_check,
+    record_shows_clinical_content,
+    record_version_document,
+    records_visible_to,
+)
+from records.serializers import (
+    ErrorSerializer,
+    IngestResponseSerializer,
+    IntegritySerializer,
+    RecordDetailSerializer,
+    RecordSerializer,
+)
+from records.services import record_ingest
+
+log = structlog.get_logger(__name__)
+
+ACCEPTED_CONTENT_TYPES = ("application/fhir+json", "application/json")
+
+
+class FhirJsonParser(JSONParser):
+    """Advertises application/fhir+json in the schema. Ingest reads the raw body itself."""
+
+    media_type = "application/fhir+json"
+
+
+_ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="The bundle cannot be ingested (see `code`)."),
+    403: OpenApiResponse(ErrorSerializer, description="Not allowed for this role."),
+}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List records (metadata; patients see only their own)",
+        responses={200: RecordSerializer(many=True), 403: _ERRORS[403]},
+    ),
+    retrieve=extend_schema(
+        summary="Read a record (the owning patient also gets the decrypted bundle)",
+        responses={
+            200: RecordDetailSerializer,
+            403: _ERRORS[403],
+            404: OpenApiResponse(ErrorSerializer, description="No such record visible to you."),
+        },
+    ),
+)
+class RecordViewSet(viewsets.GenericViewSet):
+    serializer_class = RecordSerializer
+    filterset_class = RecordFilter
+    parser_classes = [FhirJsonParser, JSONParser]
+    queryset = Record.objects.none()  # replaced per user by get_queryset (schema generation needs a model)
+
+    def get_permissions(self):  # type: ignore[no-untyped-def]
+        if self.action == "create":
+            return [IsAuthenticated(), CanIngestRecords()]
+        return [IsAuthenticated(), CanReadRecords()]
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):
+            return Record.objects.none()
+        return records_visible_to(user=self.request.user)
+
+    def list(self, request: Request) -> Response:
+        records = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(records)
+        if page is not None:
+            return self.get_paginated_response(RecordSerializer(page, many=True).data)
+        return Response(RecordSerializer(records, many=True).data)
+
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        record = self._visible_record(pk)
+        context: dict[str, Any] = {"bundle": None}
+        if record_shows_clinical_content(user=request.user, record=record):
+            versions = list(record.versions.all())
+            if versions:
+                try:
+                    context["bundle"] = record_version_document(record_version=versions[-1])
+                except CiphertextInvalid:
+                    log.warning("record_ciphertext_invalid", record_id=str(record.pk), version=versions[-1].version)
+        return Response(RecordDetailSerializer(record, context=context).data)
+
+    @extend_schema(
+        summary="Ingest a FHIR R4 Bundle (custodians)",
+        description=(
+            "A Bundle of type collection, batch or transaction holding Patient and Observation resources. "
+            "One record per patient and observation category; each new version is encrypted at rest and "
+            "its SHA-256 (RFC 8785 canonical form) anchored on the ledger. 201 when every record is "
+            "anchored, 202 when some wait for the ledger (anchored=false). Error codes: payload_too_large, "
+            "too_many_entries (413); malformed_json, json_too_deep, not_a_bundle, unsupported_bundle_type, "
+            "empty_bundle, unsupported_resource_type, duplicate_resource_id, duplicate_patient, "
+            "patient_identifier_missing, observation_subject_missing, observation_subject_unknown, "
+            "observation_code_missing, observation_category_missing, observation_category_unknown, "
+            "observation_category_ambiguous, fhir_invalid (400); unsupported_media_type (415)."
+        ),
+        request={"application/fhir+json": OpenApiTypes.OBJECT, "application/json": OpenApiTypes.OBJECT},
+        responses={
+            201: IngestResponseSerializer,
+            202: IngestResponseSerializer,
+            400: _ERRORS[400],
+            403: _ERRORS[403],
+            413: OpenApiResponse(ErrorSerializer, description="payload_too_large or too_many_entries"),
+            415: OpenApiResponse(ErrorSerializer, description="unsupported_media_type"),
+        },
+    )
+    def create(self, request: Request) -> Response:
+        result = record_ingest(raw_body=_raw_body(request), actor=request.user)
+        body = IngestResponseSerializer({"records": result.records}).data
+        return Response(body, status=status.HTTP_201_CREATED if result.all_anchored else status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Check a record version's integrity against its ciphertext, its hash and the ledger",
+        parameters=[OpenApiParameter("version", int, description="Version to check; the latest by default.")],
+        responses={
+            200: IntegritySerializer,
+            403: _ERRORS[403],
+            404: OpenApiResponse(ErrorSerializer, description="No such record or version visible to you."),
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def integrity(self, request: Request, pk: str | None = None) -> Response:
+        record = self._visible_record(pk)
+        versions = list(record.versions.all())
+        wanted = request.query_params.get("version")
+        if wanted is not None:
+            versions = [version for version in versions if str(version.version) == wanted]
+        if not versions:
+            raise NotFound("No such record version.")
+        # The prefetched versions omit the ciphertext; the check reads it.
+        version = record.versions.get(pk=versions[-1].pk)
+        return Response(IntegritySerializer(record_integrity_check(record_version=version)).data)
+
+    def _visible_record(self, pk: str | None) -> Record:
+        try:
+            record_id = UUID(str(pk))
+        except ValueError:
+            raise NotFound("No such record.") from None
+        return record_get_visible(user=self.request.user, record_id=record_id)
+
+
+def _raw_body(request: Request) -> bytes:
+    """The request body as sent, with the size limit enforced before it is read whole.
+
+    DRF's parsers never run on it: the depth limit must be checked before any JSON parsing, and
+    the canonical hash is computed from this exact body's content.
+    """
+    content_type = (request.content_type or "").split(";")[0].strip().lower()
+    if content_type and content_type not in ACCEPTED_CONTENT_TYPES:
+        raise UnsupportedMediaType()
+    too_large = BundleTooLarge(
+        "The bundle is larger than the configured limit.",
+        code="payload_too_large",
+        detail={"max_bytes": settings.INGEST_MAX_BYTES},
+    )
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > settings.INGEST_MAX_BYTES:
+        raise too_large
+    try:
+        return request.body
+    except RequestDataTooBig:
+        raise too_large from None

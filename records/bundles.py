@@ -1,0 +1,389 @@
+"""Checking an incoming FHIR R4 Bundle and splitting it into records.
+
+`bundle_parse` does the checks in the order a sender can act on: size, JSON, depth, Bundle shape,
+entries, references and codes, then FHIR validation of every resource (fhir.resources, R4B models,
+which are wire-compatible with R4 for Patient and Observation). Nothing here touches the database.
+
+Errors name entry indexes and field paths, never values (pydantic's messages quote the input, so
+only the location of each error is kept).
+"""
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+from django.conf import settings
+from fhir.resources.R4B.observation import Observation as FhirObservation
+from fhir.resources.R4B.patient import Patient as FhirPatient
+from pydantic import ValidationError
+
+from chaincode.vocabulary import CATEGORIES, OBSERVATION_CATEGORY_SYSTEM
+from records.canonical import canonical_json, record_document, sha256_hex
+from records.errors import BundleRejected, BundleTooLarge
+
+SUPPORTED_BUNDLE_TYPES = ("collection", "batch", "transaction")
+SUPPORTED_RESOURCE_TYPES = ("Patient", "Observation")
+MAX_REPORTED_ERRORS = 20
+
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_FHIR_MODELS: dict[str, Any] = {"Patient": FhirPatient, "Observation": FhirObservation}
+
+
+@dataclass(frozen=True)
+class ParsedRecord:
+    """One patient's observations of one category, ready to store: its document and hash."""
+
+    patient_key: str
+    category: str
+    document: dict[str, Any]
+    canonical: bytes
+    sha256: str
+
+
+def bundle_parse(raw_body: bytes) -> list[ParsedRecord]:
+    """Check `raw_body` and return its records, one per (patient, category), in a stable order.
+
+    Raises BundleTooLarge (413) or BundleRejected (400) with a stable code.
+    """
+    document = bundle_load_json(raw_body)
+    entries = _check_bundle(document)
+    patients, observations = _check_entries(entries)
+    _check_fhir(entries)
+    return _records(patients, observations)
+
+
+def bundle_load_json(raw_body: bytes) -> Any:
+    """Parse the body as strict JSON after checking its size and nesting depth.
+
+    Depth is measured on the text before parsing, so a deeply nested body never reaches the
+    recursive parser (nor the validators and the canonicaliser after it).
+    """
+    if len(raw_body) > settings.INGEST_MAX_BYTES:
+        raise BundleTooLarge(
+            "The bundle is larger than the configured limit.",
+            code="payload_too_large",
+            detail={"max_bytes": settings.INGEST_MAX_BYTES},
+        )
+    try:
+        text = raw_body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleRejected("The body is not UTF-8 encoded JSON.", code="malformed_json") from None
+    _check_depth(text, settings.INGEST_MAX_JSON_DEPTH)
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_duplicate_keys, parse_constant=_reject_constant)
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError as error:
+        detail = {"line": error.lineno, "column": error.colno} if isinstance(error, json.JSONDecodeError) else None
+        raise BundleRejected("The body is not valid JSON.", code="malformed_json", detail=detail) from None
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > max_depth:
+                raise _too_deep()
+        elif token in ("]", "}"):
+            depth -= 1
+
+
+def _too_deep() -> BundleRejected:
+    return BundleRejected(
+        "The JSON is nested deeper than the configured limit.",
+        code="json_too_deep",
+        detail={"max_depth": settings.INGEST_MAX_JSON_DEPTH},
+    )
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A repeated key would make the canonical form (and so the anchored hash) depend on the parser.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
+def _check_bundle(document: Any) -> list[Any]:
+    if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
+        raise BundleRejected("The body is not a FHIR Bundle.", code="not_a_bundle", detail={"path": "resourceType"})
+    if document.get("type") not in SUPPORTED_BUNDLE_TYPES:
+        raise BundleRejected(
+            "The Bundle type is not supported.",
+            code="unsupported_bundle_type",
+            detail={"path": "type", "supported": list(SUPPORTED_BUNDLE_TYPES)},
+        )
+    entries = document.get("entry", [])
+    if not isinstance(entries, list):
+        raise BundleRejected(
+            "Bundle.entry must be a list.", code="fhir_invalid", detail={"errors": [{"path": "entry"}]}
+        )
+    if len(entries) > settings.INGEST_MAX_ENTRIES:
+        raise BundleTooLarge(
+            "The bundle has more entries than the configured limit.",
+            code="too_many_entries",
+            detail={"max_entries": settings.INGEST_MAX_ENTRIES},
+        )
+    if not entries:
+        raise BundleRejected("The bundle has no entries.", code="empty_bundle")
+    return entries
+
+
+@dataclass
+class _Patient:
+    index: int
+    resource: dict[str, Any]
+    patient_key: str
+
+
+@dataclass
+class _Observation:
+    index: int
+    resource: dict[str, Any]
+    patient: _Patient
+    category: str
+
+
+def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observation]]:
+    seen_ids: dict[tuple[str, str], int] = {}
+    seen_full_urls: dict[str, int] = {}
+    patients: list[_Patient] = []
+    references: dict[str, _Patient] = {}
+    patients_by_key: dict[str, _Patient] = {}
+    observation_entries: list[tuple[int, dict[str, Any]]] = []
+
+    for index, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            raise BundleRejected(
+                "An entry has no resource.",
+                code="fhir_invalid",
+                detail={"errors": [{"entry": index, "path": "resource"}]},
+            )
+        resource_type = resource.get("resourceType")
+        if resource_type not in SUPPORTED_RESOURCE_TYPES:
+            raise BundleRejected(
+                "Only Patient and Observation resources are accepted.",
+                code="unsupported_resource_type",
+                detail={"entry": index, "path": "resource.resourceType", "supported": list(SUPPORTED_RESOURCE_TYPES)},
+            )
+        resource_id = resource.get("id")
+        if isinstance(resource_id, str):
+            first = seen_ids.setdefault((resource_type, resource_id), index)
+            if first != index:
+                raise BundleRejected(
+                    "Two entries carry the same resource id.",
+                    code="duplicate_resource_id",
+                    detail={"entries": [first, index], "path": "resource.id"},
+                )
+        full_url = entry.get("fullUrl")
+        if isinstance(full_url, str):
+            first = seen_full_urls.setdefault(full_url, index)
+            if first != index:
+                raise BundleRejected(
+                    "Two entries carry the same fullUrl.",
+                    code="duplicate_resource_id",
+                    detail={"entries": [first, index], "path": "fullUrl"},
+                )
+
+        if resource_type == "Patient":
+            patient = _Patient(index=index, resource=resource, patient_key=_patient_key(resource, index))
+            first_patient = patients_by_key.setdefault(patient.patient_key, patient)
+            if first_patient is not patient:
+                raise BundleRejected(
+                    "Two Patient entries carry the same identifier.",
+                    code="duplicate_patient",
+                    detail={"entries": [first_patient.index, index], "path": "resource.identifier"},
+                )
+            patients.append(patient)
+            if isinstance(resource_id, str):
+                references[f"Patient/{resource_id}"] = patient
+            if isinstance(full_url, str):
+                references[full_url] = patient
+        else:
+            observation_entries.append((index, resource))
+
+    if not observation_entries:
+        raise BundleRejected("The bundle has no Observation to record.", code="empty_bundle")
+    observations = [
+        _Observation(
+            index=index,
+            resource=resource,
+            patient=_subject(resource, index, references),
+            category=_category(resource, index),
+        )
+        for index, resource in observation_entries
+    ]
+    for observation in observations:
+        _check_code(observation.resource, observation.index)
+    return patients, observations
+
+
+def _patient_key(resource: dict[str, Any], index: int) -> str:
+    """ "system|value" of the patient's first identifier that has both."""
+    identifiers = resource.get("identifier")
+    for identifier in identifiers if isinstance(identifiers, list) else ():
+        if not isinstance(identifier, dict):
+            continue
+        system, value = identifier.get("system"), identifier.get("value")
+        if isinstance(system, str) and system.strip() and isinstance(value, str) and value.strip():
+            return f"{system}|{value}"
+    raise BundleRejected(
+        "A Patient has no identifier with both system and value.",
+        code="patient_identifier_missing",
+        detail={"entry": index, "path": "resource.identifier"},
+    )
+
+
+def _subject(resource: dict[str, Any], index: int, references: dict[str, _Patient]) -> _Patient:
+    subject = resource.get("subject")
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(reference, str) or not reference:
+        raise BundleRejected(
+            "An Observation has no subject reference.",
+            code="observation_subject_missing",
+            detail={"entry": index, "path": "resource.subject.reference"},
+        )
+    patient = references.get(reference)
+    if patient is None:
+        raise BundleRejected(
+            "An Observation's subject is not a Patient in this bundle.",
+            code="observation_subject_unknown",
+            detail={"entry": index, "path": "resource.subject.reference"},
+        )
+    return patient
+
+
+def _category(resource: dict[str, Any], index: int) -> str:
+    codes: set[Any] = set()
+    categories = resource.get("category")
+    for concept in categories if isinstance(categories, list) else ():
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for coding in codings if isinstance(codings, list) else ():
+            if isinstance(coding, dict) and coding.get("system") == OBSERVATION_CATEGORY_SYSTEM:
+                codes.add(coding.get("code"))
+    path = {"entry": index, "path": "resource.category"}
+    if not codes:
+        raise BundleRejected(
+            "An Observation has no category from the observation-category system.",
+            code="observation_category_missing",
+            detail=path,
+        )
+    if not all(isinstance(code, str) and code in CATEGORIES for code in codes):
+        raise BundleRejected(
+            "An Observation's category is not one of the accepted categories.",
+            code="observation_category_unknown",
+            detail={**path, "supported": sorted(CATEGORIES)},
+        )
+    if len(codes) > 1:
+        raise BundleRejected(
+            "An Observation must have exactly one observation-category code.",
+            code="observation_category_ambiguous",
+            detail=path,
+        )
+    category: str = codes.pop()
+    return category
+
+
+def _check_code(resource: dict[str, Any], index: int) -> None:
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    if not isinstance(codings, list) or not any(
+        isinstance(coding, dict) and isinstance(coding.get("code"), str) and coding["code"] for coding in codings
+    ):
+        raise BundleRejected(
+            "An Observation has no code.coding with a code.",
+            code="observation_code_missing",
+            detail={"entry": index, "path": "resource.code.coding"},
+        )
+
+
+def _check_fhir(entries: list[dict[str, Any]]) -> None:
+    errors: list[dict[str, Any]] = []
+    for index, entry in enumerate(entries):
+        resource = entry["resource"]
+        try:
+            _FHIR_MODELS[resource["resourceType"]].model_validate(resource)
+        except ValidationError as error:
+            for item in error.errors(include_url=False, include_context=False, include_input=False):
+                errors.append({"entry": index, "path": _error_path(item["loc"])})
+                if len(errors) >= MAX_REPORTED_ERRORS:
+                    break
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+    if errors:
+        raise BundleRejected("A resource is not valid FHIR R4.", code="fhir_invalid", detail={"errors": errors})
+
+
+def _error_path(location: tuple[int | str, ...]) -> str:
+    """ "resource.valueQuantity.value"-style path; keys that are not plain names are masked."""
+    parts = ["resource"]
+    for part in location:
+        if isinstance(part, int):
+            parts[-1] += f"[{part}]"
+        elif _SAFE_KEY.fullmatch(part):
+            parts.append(part)
+        else:
+            parts.append("<key>")
+    return ".".join(parts)
+
+
+def _records(patients: list[_Patient], observations: list[_Observation]) -> list[ParsedRecord]:
+    grouped: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for observation in observations:
+        grouped.setdefault((observation.patient.index, observation.category), []).append(observation.resource)
+    patients_by_index = {patient.index: patient for patient in patients}
+    try:
+        return list(_build_records(grouped, patients_by_index))
+    except _NotCanonicalizable:
+        # rfc8785 refuses integers beyond 2^53 and lone surrogates: name the first entry that has one.
+        raise BundleRejected(
+            "A resource holds a value that has no canonical JSON form.",
+            code="fhir_invalid",
+            detail={"errors": [{"entry": _first_not_canonicalizable(patients, observations), "path": "resource"}]},
+        ) from None
+
+
+class _NotCanonicalizable(Exception):
+    pass
+
+
+def _build_records(
+    grouped: dict[tuple[int, str], list[dict[str, Any]]], patients_by_index: dict[int, _Patient]
+) -> Iterator[ParsedRecord]:
+    for (patient_index, category), resources in sorted(grouped.items()):
+        patient = patients_by_index[patient_index]
+        try:
+            document = record_document(patient=patient.resource, observations=resources)
+            canonical = canonical_json(document)
+        except rfc8785.CanonicalizationError as error:
+            raise _NotCanonicalizable from error
+        yield ParsedRecord(
+            patient_key=patient.patient_key,
+            category=category,
+            document=document,
+            canonical=canonical,
+            sha256=sha256_hex(canonical),
+        )
+
+
+def _first_not_canonicalizable(patients: list[_Patient], observations: list[_Observation]) -> int | None:
+    for index, resource in sorted(
+        [(patient.index, patient.resource) for patient in patients]
+        + [(observation.index, observation.resource) for observation in observations]
+    ):
+        try:
+            canonical_json(resource)
+        except rfc8785.CanonicalizationError:
+            return index
+    return None

@@ -1,0 +1,144 @@
+"""Keys: the record cipher (AES-256-GCM, rotating key ids) and the patient pseudonym (HMAC-SHA256).
+
+Both are built from settings, once per configuration. Key rotation: add a new "kid:key" pair to
+RECORD_ENCRYPTION_KEYS and name it in RECORD_ENCRYPTION_ACTIVE_KEY; new versions are written under
+it and the old ids stay listed so that what was written under them still opens.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import threading
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from records.errors import CiphertextInvalid
+
+NONCE_BYTES = 12
+KEY_BYTES = 32
+
+
+class RecordCipher(Protocol):
+    """Encrypts record plaintext at rest. `associated_data` binds a ciphertext to its row."""
+
+    @property
+    def active_key_id(self) -> str: ...
+
+    def encrypt(self, plaintext: bytes, *, associated_data: bytes) -> tuple[str, bytes]:
+        """Return (key id, nonce || ciphertext || tag) under the active key."""
+        ...
+
+    def decrypt(self, ciphertext: bytes, *, key_id: str, associated_data: bytes) -> bytes:
+        """Open what `encrypt` produced; raise CiphertextInvalid if it does not open."""
+        ...
+
+
+class AesGcmRecordCipher:
+    """AES-256-GCM with a random 96-bit nonce per encryption.
+
+    Random nonces are safe for well under 2^32 encryptions per key; rotate long before that.
+    """
+
+    def __init__(self, keys: dict[str, bytes], active_key_id: str):
+        if active_key_id not in keys:
+            raise ImproperlyConfigured("RECORD_ENCRYPTION_ACTIVE_KEY is not one of RECORD_ENCRYPTION_KEYS")
+        self._aeads = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self._active_key_id = active_key_id
+
+    @property
+    def active_key_id(self) -> str:
+        return self._active_key_id
+
+    def encrypt(self, plaintext: bytes, *, associated_data: bytes) -> tuple[str, bytes]:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._aeads[self._active_key_id].encrypt(nonce, plaintext, associated_data)
+        return self._active_key_id, nonce + sealed
+
+    def decrypt(self, ciphertext: bytes, *, key_id: str, associated_data: bytes) -> bytes:
+        aead = self._aeads.get(key_id)
+        if aead is None or len(ciphertext) < NONCE_BYTES + 16:
+            raise CiphertextInvalid(key_id)
+        try:
+            return aead.decrypt(ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:], associated_data)
+        except InvalidTag:
+            raise CiphertextInvalid(key_id) from None
+
+
+def parse_record_keys(value: str) -> dict[str, bytes]:
+    """Parse "kid:base64key,kid2:base64key" into {kid: 32-byte key}; raise ImproperlyConfigured."""
+    keys: dict[str, bytes] = {}
+    for item in (part.strip() for part in (value or "").split(",")):
+        if not item:
+            continue
+        key_id, sep, encoded = item.partition(":")
+        if not sep or not key_id or ":" in key_id:
+            raise ImproperlyConfigured("RECORD_ENCRYPTION_KEYS must look like kid:base64key,kid2:base64key")
+        key = _decode_key(encoded, name=f"RECORD_ENCRYPTION_KEYS[{key_id}]")
+        if key_id in keys:
+            raise ImproperlyConfigured(f"RECORD_ENCRYPTION_KEYS lists key id {key_id!r} twice")
+        keys[key_id] = key
+    if not keys:
+        raise ImproperlyConfigured("RECORD_ENCRYPTION_KEYS is empty")
+    return keys
+
+
+def _decode_key(encoded: str, *, name: str) -> bytes:
+    try:
+        key = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImproperlyConfigured(f"{name} is not base64") from None
+    if len(key) != KEY_BYTES:
+        raise ImproperlyConfigured(f"{name} must be {KEY_BYTES} bytes")
+    return key
+
+
+_lock = threading.Lock()
+_cipher: tuple[tuple[str, str], RecordCipher] | None = None
+_pseudonym_key: tuple[str, bytes] | None = None
+
+
+def record_cipher() -> RecordCipher:
+    """The record cipher for the current settings (rebuilt only when the key settings change)."""
+    global _cipher
+    configuration = (str(settings.RECORD_ENCRYPTION_KEYS or ""), str(settings.RECORD_ENCRYPTION_ACTIVE_KEY or ""))
+    with _lock:
+        if _cipher is None or _cipher[0] != configuration:
+            cipher: RecordCipher = AesGcmRecordCipher(parse_record_keys(configuration[0]), configuration[1])
+            _cipher = (configuration, cipher)
+        return _cipher[1]
+
+
+def record_associated_data(*, record_id: object, version: int, key_id: str) -> bytes:
+    """What a version's ciphertext is bound to: moved to another record, version or key id, it fails."""
+    return f"health_platform/record-version/v1|{record_id}|{version}|{key_id}".encode()
+
+
+def patient_pseudonym(patient_key: str) -> str:
+    """The pseudonymous patient id: hex HMAC-SHA256 of "system|value" under PSEUDONYM_KEY.
+
+    Deterministic, so the same patient maps to the same pseudonym on every ingest and on the
+    ledger, and not reversible without the key.
+    """
+    global _pseudonym_key
+    encoded = settings.PSEUDONYM_KEY
+    with _lock:
+        if _pseudonym_key is None or _pseudonym_key[0] != encoded:
+            _pseudonym_key = (encoded, _decode_pseudonym_key(encoded))
+        key = _pseudonym_key[1]
+    return hmac.new(key, patient_key.encode(), hashlib.sha256).hexdigest()
+
+
+def _decode_pseudonym_key(encoded: str) -> bytes:
+    try:
+        key = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImproperlyConfigured("PSEUDONYM_KEY is not base64") from None
+    if len(key) < 16:
+        raise ImproperlyConfigured("PSEUDONYM_KEY must be at least 16 bytes")
+    return key

@@ -1,0 +1,31 @@
+"""Errors of the records app, each with a stable code.
+
+Details name entry indexes and field paths, never values: what a sender put in a bundle is health
+data, and error bodies end up in responses and logs.
+"""
+
+from health_platform.errors import ApplicationError, PayloadTooLarge, ValidationFailed
+
+
+class BundleRejected(ValidationFailed):
+    """The bundle cannot be ingested; `code` says why (malformed_json, not_a_bundle, ...)."""
+
+    code = "bundle_rejected"
+    message = "The bundle cannot be ingested."
+
+
+class BundleTooLarge(PayloadTooLarge):
+    """The bundle is over a configured size limit (bytes or entries): 413."""
+
+
+class UnsupportedMediaType(ApplicationError):
+    code = "unsupported_media_type"
+    status = 415
+    message = "Send the bundle as application/fhir+json or application/json."
+
+
+class CiphertextInvalid(Exception):
+    """A stored ciphertext does not open: wrong row, unknown key id, or altered bytes.
+
+    Internal: the integrity check turns it into the reason "ciphertext_invalid".
+    """

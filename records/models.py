@@ -1,0 +1,89 @@
+"""Patients, records and record versions.
+
+No names or identifiers are stored in plaintext: a patient is known by the keyed pseudonym of their
+identifier, and a record version's content exists only as AES-256-GCM ciphertext, bound to its row.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from chaincode.vocabulary import CATEGORIES
+
+
+class Patient(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="patient"
+    )
+    pseudonym = models.CharField(max_length=64, unique=True, help_text="hex HMAC-SHA256 of system|value")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Patient {self.pseudonym[:12]}"
+
+
+class Record(models.Model):
+    """One patient's observations of one category; each ingest that changes them adds a version."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="records")
+    category = models.CharField(max_length=32, choices=sorted(CATEGORIES.items()))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["patient", "category"], name="record_patient_category_unique")]
+
+    def __str__(self) -> str:
+        return f"Record {self.id} ({self.category})"
+
+    @property
+    def latest_version(self) -> "RecordVersion | None":
+        """The newest version, anchored or not (see selectors for the analysis-safe one)."""
+        return self.versions.order_by("-version").first()
+
+
+class AnchorState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ANCHORED = "anchored", "Anchored"
+
+
+class RecordVersion(models.Model):
+    """One version of a record: its hash, its ciphertext and where its anchor is on the ledger.
+
+    `ciphertext` is nonce || ciphertext || tag under key `key_id`, with the record id, version and
+    key id as associated data. `sha256` is the hash of the RFC 8785 canonical plaintext; it is what
+    the ledger anchors. A pending version is not on the ledger yet and must never be analysed.
+    """
+
+    record = models.ForeignKey(Record, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=64)
+    ciphertext = models.BinaryField()
+    anchor_state = models.CharField(max_length=16, choices=AnchorState.choices, default=AnchorState.PENDING)
+    anchor_tx_id = models.CharField(max_length=128, blank=True, default="")
+    anchor_block = models.PositiveBigIntegerField(null=True, blank=True)
+    anchored_at = models.DateTimeField(null=True, blank=True)
+    anchor_attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["record_id", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["record", "version"], name="record_version_unique"),
+            models.CheckConstraint(condition=models.Q(version__gte=1), name="record_version_positive"),
+        ]
+        indexes = [models.Index(fields=["anchor_state", "created_at"], name="record_version_anchor_state")]
+
+    def __str__(self) -> str:
+        return f"Record {self.record_id} v{self.version}"
+
+    @property
+    def is_anchored(self) -> bool:
+        return self.anchor_state == AnchorState.ANCHORED

@@ -1,0 +1,306 @@
+"""Reads: which records a user sees, which versions analytics may use, and the integrity check.
+
+Pending versions (not yet anchored on the ledger) are never returned for analysis: nothing proves
+their hash to anyone but us.
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import structlog
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
+
+from health_platform import bootstrap
+from health_platform.errors import NotFound, PermissionDenied
+from ledger import ContractRejected, LedgerClient, LedgerError
+from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
+from records.canonical import canonical_sha256
+from records.crypto import record_associated_data, record_cipher
+from records.errors import CiphertextInvalid
+from records.models import AnchorState, Record, RecordVersion
+
+log = structlog.get_logger(__name__)
+
+
+# --- versions -----------------------------------------------------------------------------------
+
+
+def record_latest_version(*, record: Record) -> RecordVersion | None:
+    """The newest version, anchored or not."""
+    return record.versions.order_by("-version").first()
+
+
+def record_latest_anchored_version(*, record: Record) -> RecordVersion | None:
+    """The newest version whose hash is on the ledger; None while only pending versions exist."""
+    return record.versions.filter(anchor_state=AnchorState.ANCHORED).order_by("-version").first()
+
+
+def record_versions_usable_for_analysis(
+    *, categories: Iterable[str] | None = None, record_ids: Iterable[UUID | str] | None = None
+) -> QuerySet[RecordVersion]:
+    """Per record, its newest anchored version (pending versions are never included).
+
+    A record whose newest version is still pending is analysed at its newest anchored version,
+    which is also the one the ledger's ReadAnchor answers with.
+    """
+    newer_anchored = RecordVersion.objects.filter(
+        record=OuterRef("record"), anchor_state=AnchorState.ANCHORED, version__gt=OuterRef("version")
+    )
+    versions = (
+        RecordVersion.objects.filter(anchor_state=AnchorState.ANCHORED)
+        .exclude(Exists(newer_anchored))
+        .select_related("record", "record__patient")
+        .order_by("record__created_at", "record_id")
+    )
+    if categories is not None:
+        versions = versions.filter(record__category__in=list(categories))
+    if record_ids is not None:
+        versions = versions.filter(record_id__in=list(record_ids))
+    return versions
+
+
+def record_versions_anchorable(
+    *, record_ids: Iterable[UUID] | None = None, exclude_ids: Iterable[int] = (), limit: int
+) -> list[RecordVersion]:
+    """Pending versions that may be anchored now: per record, its lowest pending version.
+
+    The anchor contract takes a record's versions in order and at most one per record per
+    transaction, so a record's next pending version waits until this one is anchored.
+    """
+    lower_pending = RecordVersion.objects.filter(
+        record=OuterRef("record"), anchor_state=AnchorState.PENDING, version__lt=OuterRef("version")
+    )
+    versions = (
+        RecordVersion.objects.filter(anchor_state=AnchorState.PENDING)
+        .exclude(Exists(lower_pending))
+        .exclude(pk__in=list(exclude_ids))
+        .select_related("record__patient")
+        .order_by("created_at", "pk")
+    )
+    if record_ids is not None:
+        versions = versions.filter(record_id__in=list(record_ids))
+    return list(versions[:limit])
+
+
+# --- who sees which records ---------------------------------------------------------------------
+
+
+def records_visible_to(*, user: Any) -> QuerySet[Record]:
+    """The records `user` may list: all (metadata) for auditors and custodians, own for patients.
+
+    Raises PermissionDenied for everyone else (clinicians never read records directly). Each
+    record carries `latest_version_number` and `latest_anchor_state` annotations and its versions.
+    """
+    if user_may_read_all_record_metadata(user):
+        records = Record.objects.all()
+    elif user_may_read_own_records(user):
+        records = Record.objects.filter(patient__user=user)
+    else:
+        raise PermissionDenied("Clinicians and users without a role do not read records directly.")
+    latest = RecordVersion.objects.filter(record=OuterRef("pk")).order_by("-version")
+    return (
+        records.select_related("patient")
+        .annotate(
+            latest_version_number=Subquery(latest.values("version")[:1]),
+            latest_anchor_state=Subquery(latest.values("anchor_state")[:1]),
+        )
+        .prefetch_related(Prefetch("versions", queryset=RecordVersion.objects.defer("ciphertext").order_by("version")))
+        .order_by("created_at", "id")
+    )
+
+
+def record_get_visible(*, user: Any, record_id: UUID | str) -> Record:
+    """The record if `user` may see it; NotFound otherwise, so that existence is not revealed."""
+    try:
+        return records_visible_to(user=user).get(pk=record_id)
+    except (Record.DoesNotExist, ValueError, TypeError):
+        raise NotFound("No such record.") from None
+
+
+def record_shows_clinical_content(*, user: Any, record: Record) -> bool:
+    """Only the patient the record belongs to reads its content; everyone else reads metadata."""
+    return user_owns_record(user, record)
+
+
+def patient_records(*, patient: Any) -> QuerySet[Record]:
+    """A patient's own records, with their versions, for the portal."""
+    return (
+        Record.objects.filter(patient=patient)
+        .select_related("patient")
+        .prefetch_related(Prefetch("versions", queryset=RecordVersion.objects.order_by("version")))
+        .order_by("category")
+    )
+
+
+# --- content ------------------------------------------------------------------------------------
+
+
+def record_version_plaintext(*, record_version: RecordVersion) -> bytes:
+    """The canonical (RFC 8785) bytes of a version; raises CiphertextInvalid if it does not open.
+
+    For the owning patient's view and for analytics only: callers check access first.
+    """
+    associated_data = record_associated_data(
+        record_id=record_version.record_id, version=record_version.version, key_id=record_version.key_id
+    )
+    return record_cipher().decrypt(
+        bytes(record_version.ciphertext), key_id=record_version.key_id, associated_data=associated_data
+    )
+
+
+def record_version_document(*, record_version: RecordVersion) -> dict[str, Any]:
+    """The decrypted FHIR Bundle (collection) of a version."""
+    return json.loads(record_version_plaintext(record_version=record_version))
+
+
+@dataclass(frozen=True)
+class RecomputedHash:
+    record_id: UUID
+    category: str
+    version: int
+    sha256: str | None
+    """SHA-256 recomputed from the decrypted content; None when the ciphertext does not open."""
+
+
+def record_versions_recomputed_hashes(*, record_versions: Iterable[RecordVersion]) -> list[RecomputedHash]:
+    """Per version, the hash recomputed from its plaintext, for the analysis gate to check on the ledger.
+
+    The stored `sha256` column is not trusted here: the gate must compare what will actually be
+    analysed with what was anchored.
+    """
+    results = []
+    for record_version in record_versions:
+        try:
+            recomputed: str | None = canonical_sha256(
+                json.loads(record_version_plaintext(record_version=record_version))
+            )
+        except CiphertextInvalid:
+            log.warning(
+                "record_ciphertext_invalid", record_id=str(record_version.record_id), version=record_version.version
+            )
+            recomputed = None
+        results.append(
+            RecomputedHash(
+                record_id=record_version.record_id,
+                category=record_version.record.category,
+                version=record_version.version,
+                sha256=recomputed,
+            )
+        )
+    return results
+
+
+# --- the ledger ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerAnchor:
+    """What the ledger holds for one version of a record (None fields when absent)."""
+
+    anchor: dict[str, Any] | None
+    latest_version: int
+    """The newest version anchored for the record on the ledger; 0 when it has none."""
+
+
+def ledger_anchor_for_version(*, client: LedgerClient, record_id: UUID | str, version: int) -> LedgerAnchor:
+    """The ledger's anchor of `version` of a record: ReadAnchor, then AnchorHistory for older ones.
+
+    Raises LedgerError (LedgerUnavailable...) when the ledger does not answer.
+    """
+    try:
+        latest = client.evaluate("anchors", "ReadAnchor", str(record_id)).json()
+    except ContractRejected as rejection:
+        if rejection.code == "not_found":
+            return LedgerAnchor(anchor=None, latest_version=0)
+        raise
+    latest_version = int(latest["version"])
+    if latest_version == version:
+        return LedgerAnchor(anchor=latest, latest_version=latest_version)
+    if latest_version < version:
+        return LedgerAnchor(anchor=None, latest_version=latest_version)
+    for entry in client.evaluate("anchors", "AnchorHistory", str(record_id)).json() or []:
+        value = entry.get("value") if isinstance(entry, dict) else None
+        if isinstance(value, dict) and int(value.get("version", 0)) == version:
+            return LedgerAnchor(anchor=value, latest_version=latest_version)
+    return LedgerAnchor(anchor=None, latest_version=latest_version)
+
+
+class IntegrityReason:
+    OK = "ok"
+    CIPHERTEXT_INVALID = "ciphertext_invalid"
+    HASH_MISMATCH_LOCAL = "hash_mismatch_local"
+    NOT_ANCHORED = "not_anchored"
+    NO_ANCHOR = "no_anchor"
+    HASH_MISMATCH = "hash_mismatch"
+    LEDGER_UNAVAILABLE = "ledger_unavailable"
+
+
+@dataclass(frozen=True)
+class IntegrityResult:
+    ok: bool
+    reason: str
+    record_id: UUID
+    version: int
+    sha256: str
+    """The hash stored with the version."""
+    recomputed_sha256: str | None = None
+    ledger_sha256: str | None = None
+    tx_id: str | None = None
+    block_number: int | None = None
+    anchored_at: str | None = None
+
+
+def record_integrity_check(*, record_version: RecordVersion) -> IntegrityResult:
+    """Check a version end to end: it decrypts, its content hashes to its stored hash, and that
+    hash is the one anchored on the ledger for this record and version.
+
+    Reasons, in the order checked: ciphertext_invalid, hash_mismatch_local, not_anchored (still
+    pending), ledger_unavailable (fail closed), no_anchor, hash_mismatch; "ok" when all hold.
+    """
+    base = {
+        "record_id": record_version.record_id,
+        "version": record_version.version,
+        "sha256": record_version.sha256,
+        "tx_id": record_version.anchor_tx_id or None,
+        "block_number": record_version.anchor_block,
+    }
+
+    def result(reason: str, **fields: Any) -> IntegrityResult:
+        if reason != IntegrityReason.OK:
+            log.info(
+                "record_integrity_failed",
+                record_id=str(record_version.record_id),
+                version=record_version.version,
+                reason=reason,
+            )
+        return IntegrityResult(ok=reason == IntegrityReason.OK, reason=reason, **{**base, **fields})
+
+    try:
+        plaintext = record_version_plaintext(record_version=record_version)
+    except CiphertextInvalid:
+        return result(IntegrityReason.CIPHERTEXT_INVALID)
+    recomputed = canonical_sha256(json.loads(plaintext))
+    if recomputed != record_version.sha256:
+        return result(IntegrityReason.HASH_MISMATCH_LOCAL, recomputed_sha256=recomputed)
+    if record_version.anchor_state != AnchorState.ANCHORED:
+        return result(IntegrityReason.NOT_ANCHORED, recomputed_sha256=recomputed)
+    try:
+        found = ledger_anchor_for_version(
+            client=bootstrap.ledger(), record_id=record_version.record_id, version=record_version.version
+        )
+    except LedgerError:
+        return result(IntegrityReason.LEDGER_UNAVAILABLE, recomputed_sha256=recomputed)
+    if found.anchor is None:
+        return result(IntegrityReason.NO_ANCHOR, recomputed_sha256=recomputed)
+    fields = {
+        "recomputed_sha256": recomputed,
+        "ledger_sha256": found.anchor.get("sha256"),
+        "tx_id": found.anchor.get("tx_id") or base["tx_id"],
+        "anchored_at": found.anchor.get("anchored_at"),
+    }
+    if found.anchor.get("sha256") != recomputed:
+        return result(IntegrityReason.HASH_MISMATCH, **fields)
+    return result(IntegrityReason.OK, **fields)

@@ -1,0 +1,97 @@
+"""The patient portal's record pages (server-rendered; no JavaScript needed)."""
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from records.access import user_may_read_own_records
+from records.codes import FEATURE_CODES_BY_CODE
+from records.errors import CiphertextInvalid
+from records.models import Patient, Record, RecordVersion
+from records.selectors import (
+    IntegrityResult,
+    patient_records,
+    record_integrity_check,
+    record_version_document,
+)
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    record: Record
+    latest: RecordVersion | None
+    integrity: IntegrityResult | None
+
+
+def _own_patient(request: HttpRequest) -> Patient | None:
+    if not user_may_read_own_records(request.user):
+        raise PermissionDenied
+    return Patient.objects.filter(user_id=int(request.user.pk or 0)).first()
+
+
+@login_required
+def my_records(request: HttpRequest) -> HttpResponse:
+    """The patient's records: category, latest version, its anchor and a live integrity check."""
+    patient = _own_patient(request)
+    rows = []
+    for record in patient_records(patient=patient) if patient else []:
+        versions = list(record.versions.all())
+        latest = versions[-1] if versions else None
+        integrity = record_integrity_check(record_version=latest) if latest else None
+        rows.append(RecordRow(record=record, latest=latest, integrity=integrity))
+    return render(request, "records/my_records.html", {"rows": rows, "patient": patient})
+
+
+@login_required
+def my_record_detail(request: HttpRequest, record_id: UUID) -> HttpResponse:
+    """One of the patient's records, decrypted: its observations as a table."""
+    patient = _own_patient(request)
+    record = next((r for r in patient_records(patient=patient) if r.pk == record_id), None) if patient else None
+    if record is None:
+        raise Http404
+    versions = list(record.versions.all())
+    latest = versions[-1] if versions else None
+    observations: list[dict[str, Any]] = []
+    unreadable = False
+    if latest is not None:
+        try:
+            observations = _observation_rows(record_version_document(record_version=latest))
+        except CiphertextInvalid:
+            unreadable = True
+    return render(
+        request,
+        "records/record_detail.html",
+        {
+            "record": record,
+            "latest": latest,
+            "versions": versions,
+            "observations": observations,
+            "unreadable": unreadable,
+        },
+    )
+
+
+def _observation_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource", {})
+        if resource.get("resourceType") != "Observation":
+            continue
+        coding: dict[str, Any] = next(iter(resource.get("code", {}).get("coding", [])), {})
+        known = FEATURE_CODES_BY_CODE.get(coding.get("code", ""))
+        quantity = resource.get("valueQuantity") or {}
+        rows.append(
+            {
+                "label": coding.get("display") or (known.display if known else coding.get("code", "")),
+                "code": coding.get("code", ""),
+                "value": quantity.get("value", resource.get("valueString", "")),
+                "unit": quantity.get("unit", ""),
+                "effective": resource.get("effectiveDateTime", ""),
+            }
+        )
+    return rows

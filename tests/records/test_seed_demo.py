@@ -1,0 +1,105 @@
+"""manage.py seed_demo, and the demo feature codes."""
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from records.codes import FEATURE_CODES, feature_codes_for_dataset
+from records.models import Patient, Record, RecordVersion
+
+CODES_DOC = Path(__file__).resolve().parents[2] / "docs" / "CODES.md"
+
+
+def _seed(patients: int) -> tuple[str, dict[str, tuple[str, str]]]:
+    out = io.StringIO()
+    call_command("seed_demo", "--patients", str(patients), stdout=out)
+    text = out.getvalue()
+    table = text[text.index("role ") :].splitlines()[1:]
+    credentials = {}
+    for line in table:
+        role, username, password = line.split()
+        credentials[username] = (role, password)
+    return text, credentials
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_anchored_records_and_printed_credentials_sign_in(client):
+    text, credentials = _seed(patients=3)
+
+    assert {role for role, _ in credentials.values()} == {"patient", "clinician", "auditor", "custodian"}
+    for username, (_role, password) in credentials.items():
+        assert client.login(username=username, password=password), username
+        client.logout()
+    token = client.post("/api/auth/token/", {"username": "demo-auditor", "password": credentials["demo-auditor"][1]})
+    assert token.status_code == 200
+    assert Record.objects.filter(category="imaging").count() == 3
+    assert Record.objects.filter(category="laboratory").count() == 3
+    assert set(RecordVersion.objects.values_list("anchor_state", flat=True)) == {"anchored"}
+    assert "0 waiting for the ledger" in text
+    assert Patient.objects.exclude(user=None).count() == 2
+
+
+@pytest.mark.django_db
+def test_seeded_patient_record_carries_the_dataset_features_and_no_label(client):
+    from sklearn.datasets import load_breast_cancer
+
+    _text, credentials = _seed(patients=1)
+    client.login(username="demo-patient-bc", password=credentials["demo-patient-bc"][1])
+
+    [record] = client.get("/api/records/").json()["results"]
+    document = client.get(f"/api/records/{record['id']}/").json()["bundle"]
+
+    observations = [entry["resource"] for entry in document["entry"][1:]]
+    by_code = {o["code"]["coding"][0]["code"]: o["valueQuantity"]["value"] for o in observations}
+    expected = dict(
+        zip(
+            (f.code for f in feature_codes_for_dataset("breast_cancer")),
+            load_breast_cancer().data[0].tolist(),
+            strict=True,
+        )
+    )
+    assert by_code == expected
+    assert record["category"] == "imaging"
+    for label_word in ("target", "malignant", "benign", "diagnosis"):
+        assert label_word not in str(document)
+
+
+@pytest.mark.django_db
+def test_rerunning_seed_demo_resets_passwords_and_duplicates_nothing(client):
+    _seed(patients=2)
+    versions = list(RecordVersion.objects.values_list("pk", "sha256"))
+    users_before = {u: p for u, (_r, p) in _seed(patients=2)[1].items()}
+
+    text, credentials = _seed(patients=2)
+
+    assert list(RecordVersion.objects.values_list("pk", "sha256")) == versions
+    assert "0 new versions" in text
+    for username, (_role, password) in credentials.items():
+        assert password != users_before[username]
+        assert not client.login(username=username, password=users_before[username])
+        assert client.login(username=username, password=password)
+
+
+@pytest.mark.django_db
+def test_demo_datasets_give_every_row_and_build_valid_fhir_bundles():
+    from records.bundles import bundle_parse
+    from records.demo import demo_patient_resources, demo_patients
+    from tests.records.factories import bundle, encode
+
+    for dataset in ("breast_cancer", "diabetes"):
+        patients = demo_patients(dataset=dataset, count=10_000)
+        assert len(patients) == {"breast_cancer": 569, "diabetes": 442}[dataset]
+        # One bundle of a handful of rows through the full parser (FHIR validation included).
+        resources = [r for patient in patients[:5] for r in demo_patient_resources(patient)]
+        assert len(bundle_parse(encode(bundle(*resources)))) == 5
+
+
+def test_codes_doc_lists_every_feature_code_with_its_column():
+    rows = re.findall(r"^\| `([^`]+)` \|.*\| `([^`]+)` \|$", CODES_DOC.read_text(), flags=re.MULTILINE)
+
+    assert rows == [(feature.code, feature.column) for feature in FEATURE_CODES]
+    assert len(FEATURE_CODES) == 40
+    assert len({feature.code for feature in FEATURE_CODES}) == 40
