@@ -36,16 +36,33 @@ def _stamp(moment: datetime) -> str:
 def populate(chain: EmbeddedLedger, records: int) -> None:
     """One record per patient; every other patient consents."""
     for start in range(0, records, 5000):
-        chain.submit("anchors", "AnchorRecords", json.dumps([
-            {"record_id": f"rec-{i}", "patient_pseudonym": _pseudonym(i), "sha256": _digest(i), "version": 1}
-            for i in range(start, min(records, start + 5000))
-        ]))
+        chain.submit(
+            "anchors",
+            "AnchorRecords",
+            json.dumps(
+                [
+                    {"record_id": f"rec-{i}", "patient_pseudonym": _pseudonym(i), "sha256": _digest(i), "version": 1}
+                    for i in range(start, min(records, start + 5000))
+                ]
+            ),
+        )
     now = datetime.now(UTC)
     for patient in range(0, records, 2):
-        chain.submit("consent", "GrantConsent", json.dumps({
-            "consent_id": f"c-{patient}", "patient_pseudonym": _pseudonym(patient), "grantee": GRANTEE,
-            "purposes": [PURPOSE], "categories": ["imaging"], "valid_from": _stamp(now - timedelta(days=1)),
-            "valid_until": _stamp(now + timedelta(days=30))}))
+        chain.submit(
+            "consent",
+            "GrantConsent",
+            json.dumps(
+                {
+                    "consent_id": f"c-{patient}",
+                    "patient_pseudonym": _pseudonym(patient),
+                    "grantee": GRANTEE,
+                    "purposes": [PURPOSE],
+                    "categories": ["imaging"],
+                    "valid_from": _stamp(now - timedelta(days=1)),
+                    "valid_until": _stamp(now + timedelta(days=30)),
+                }
+            ),
+        )
 
 
 def _items(indices: range) -> list[dict[str, str]]:
@@ -53,9 +70,19 @@ def _items(indices: range) -> list[dict[str, str]]:
 
 
 def _events(indices: range, run: str) -> list[dict[str, str]]:
-    return [{"event_id": f"{run}-{i}", "kind": "record_access", "record_id": f"rec-{i}",
-             "patient_pseudonym": _pseudonym(i), "grantee": GRANTEE, "purpose": PURPOSE, "request_id": run,
-             "decision": "admit"} for i in indices]
+    return [
+        {
+            "event_id": f"{run}-{i}",
+            "kind": "record_access",
+            "record_id": f"rec-{i}",
+            "patient_pseudonym": _pseudonym(i),
+            "grantee": GRANTEE,
+            "purpose": PURPOSE,
+            "request_id": run,
+            "decision": "admit",
+        }
+        for i in indices
+    ]
 
 
 def gate_batched(chain: EmbeddedLedger, indices: range) -> int:
@@ -87,33 +114,76 @@ def main() -> None:
         every = range(arguments.records)
         seconds, admitted = timed(lambda: gate_batched(chain, every))
         assert admitted == arguments.records // 2
-        rows.append({"operation": "gate", "design": f"CheckAccessBatch x1 ({arguments.records})",
-                     "records": arguments.records, "seconds": seconds, "records_per_s": arguments.records / seconds})
+        rows.append(
+            {
+                "operation": "gate",
+                "design": f"CheckAccessBatch x1 ({arguments.records})",
+                "records": arguments.records,
+                "seconds": seconds,
+                "records_per_s": arguments.records / seconds,
+            }
+        )
         for size in [int(s) for s in arguments.batch_sizes.split(",")]:
             batches = [range(s, min(s + size, arguments.records)) for s in range(0, arguments.records, size)]
             seconds, _ = timed(lambda batches=batches: [gate_batched(chain, b) for b in batches])
-            rows.append({"operation": "gate", "design": f"batched, {size}/call", "records": arguments.records,
-                         "seconds": seconds, "records_per_s": arguments.records / seconds})
-            seconds, _ = timed(lambda batches=batches, size=size: [
-                chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(b, f"run{size}")))
-                for b in batches])
-            rows.append({"operation": "log", "design": f"batched, {size}/tx", "records": arguments.records,
-                         "seconds": seconds, "records_per_s": arguments.records / seconds})
+            rows.append(
+                {
+                    "operation": "gate",
+                    "design": f"batched, {size}/call",
+                    "records": arguments.records,
+                    "seconds": seconds,
+                    "records_per_s": arguments.records / seconds,
+                }
+            )
+            seconds, _ = timed(
+                lambda batches=batches, size=size: [
+                    chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(b, f"run{size}")))
+                    for b in batches
+                ]
+            )
+            rows.append(
+                {
+                    "operation": "log",
+                    "design": f"batched, {size}/tx",
+                    "records": arguments.records,
+                    "seconds": seconds,
+                    "records_per_s": arguments.records / seconds,
+                }
+            )
         sample = range(arguments.naive_sample)
         seconds, _ = timed(lambda: gate_naive(chain, sample))
-        rows.append({"operation": "gate", "design": "naive: 2 calls/record", "records": len(sample),
-                     "seconds": seconds, "records_per_s": len(sample) / seconds})
-        seconds, _ = timed(lambda: [chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(range(i, i + 1),
-                                                                                                      "naive")))
-                                    for i in sample])
-        rows.append({"operation": "log", "design": "naive: 1 tx/record", "records": len(sample), "seconds": seconds,
-                     "records_per_s": len(sample) / seconds})
+        rows.append(
+            {
+                "operation": "gate",
+                "design": "naive: 2 calls/record",
+                "records": len(sample),
+                "seconds": seconds,
+                "records_per_s": len(sample) / seconds,
+            }
+        )
+        seconds, _ = timed(
+            lambda: [
+                chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(range(i, i + 1), "naive")))
+                for i in sample
+            ]
+        )
+        rows.append(
+            {
+                "operation": "log",
+                "design": "naive: 1 tx/record",
+                "records": len(sample),
+                "seconds": seconds,
+                "records_per_s": len(sample) / seconds,
+            }
+        )
         assert chain.verify().ok
     report("ledger_gate_embedded", rows)
     gate = {r["design"]: r["records_per_s"] for r in rows if r["operation"] == "gate"}
     log = {r["design"]: r["records_per_s"] for r in rows if r["operation"] == "log"}
-    print(f"\ngate: batched 1000/call is {gate['batched, 1000/call'] / gate['naive: 2 calls/record']:.0f}x naive; "
-          f"log: batched 1000/tx is {log['batched, 1000/tx'] / log['naive: 1 tx/record']:.0f}x naive")
+    print(
+        f"\ngate: batched 1000/call is {gate['batched, 1000/call'] / gate['naive: 2 calls/record']:.0f}x naive; "
+        f"log: batched 1000/tx is {log['batched, 1000/tx'] / log['naive: 1 tx/record']:.0f}x naive"
+    )
 
 
 if __name__ == "__main__":

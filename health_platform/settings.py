@@ -131,7 +131,7 @@ if not env.str("RECORD_ENCRYPTION_KEYS", default=""):
     from health_platform.local_secrets import local_key_b64
 
     _default_record_key = f"local-1:{local_key_b64(VAR_DIR, 'record-key-local-1')}"
-RECORD_ENCRYPTION_KEYS = env.str("RECORD_ENCRYPTION_KEYS", default="") or _default_record_key
+RECORD_ENCRYPTION_KEYS: str = env.str("RECORD_ENCRYPTION_KEYS", default="") or _default_record_key or ""
 RECORD_ENCRYPTION_ACTIVE_KEY = env.str(
     "RECORD_ENCRYPTION_ACTIVE_KEY", default=RECORD_ENCRYPTION_KEYS.split(",")[0].split(":", 1)[0]
 )
@@ -168,12 +168,21 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "custodian"
 ANCHOR_RETRY_COUNTDOWN_SECONDS = env.int("ANCHOR_RETRY_COUNTDOWN_SECONDS", default=10)
+# Safety net behind the per-ingest retries: anything still pending is anchored every few minutes
+# (run by the worker started with --beat in the embedded default, or a separate beat process).
+CELERY_BEAT_SCHEDULE = {
+    "anchor-pending-records": {
+        "task": "records.tasks.anchor_pending_records",
+        "schedule": env.int("ANCHOR_SWEEP_SECONDS", default=300),
+    },
+}
 
 # --- API ---
 REST_FRAMEWORK = {
+    # Token first: a bad token is then answered 401 with WWW-Authenticate, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -15,6 +15,7 @@ $py manage.py seed_demo --patients "${DEMO_PATIENTS:-200}"
 
 echo "==> starting a Celery worker (queues custodian, compute)"
 .venv/bin/celery -A health_platform worker --queues custodian,compute --concurrency 2 --loglevel INFO \
+  --beat --schedule var/celerybeat-schedule \
   >var/celery-worker.log 2>&1 &
 worker=$!
 trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM

@@ -44,8 +44,12 @@ def celery_worker(tmp_path, ledger_url):
     broker = tmp_path / "broker"
     for folder in ("queue", "processed"):
         (broker / folder).mkdir(parents=True)
-    options = {"data_folder_in": str(broker / "queue"), "data_folder_out": str(broker / "queue"),
-               "processed_folder": str(broker / "processed"), "store_processed": False}
+    options = {
+        "data_folder_in": str(broker / "queue"),
+        "data_folder_out": str(broker / "queue"),
+        "processed_folder": str(broker / "processed"),
+        "store_processed": False,
+    }
     saved = dict(app.conf.broker_transport_options or {})
     app.conf.broker_transport_options = options
     app.pool.force_close_all()
@@ -59,10 +63,27 @@ def celery_worker(tmp_path, ledger_url):
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "celery"), "-A", "health_platform", "worker", "--queues",
-             "custodian,compute", "--pool", "prefork", "--concurrency", "1", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "--loglevel", "INFO"],
-            cwd=REPO, env=environment, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                str(REPO / ".venv" / "bin" / "celery"),
+                "-A",
+                "health_platform",
+                "worker",
+                "--queues",
+                "custodian,compute",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=REPO,
+            env=environment,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
     while b"ready." not in log_path.read_bytes():
