@@ -51,8 +51,9 @@ def celery_worker(tmp_path, ledger_url):
         "store_processed": False,
     }
     saved = dict(app.conf.broker_transport_options or {})
-    app.conf.broker_transport_options = options
-    app.pool.force_close_all()
+    # The app reads Django settings under the CELERY_ namespace: the namespaced key is the one it looks up.
+    app.conf.update(CELERY_BROKER_TRANSPORT_OPTIONS=options)
+    _reset_broker_connections(app)
     environment = {
         **os.environ,
         "CELERY_BROKER_URL": "filesystem://",
@@ -98,8 +99,19 @@ def celery_worker(tmp_path, ledger_url):
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-    app.conf.broker_transport_options = saved
-    app.pool.force_close_all()
+    app.conf.update(CELERY_BROKER_TRANSPORT_OPTIONS=saved)
+    _reset_broker_connections(app)
+
+
+def _reset_broker_connections(app) -> None:
+    """Drop every cached broker connection so the next publish uses the current transport options."""
+    import kombu.pools
+
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+    kombu.pools.reset()
 
 
 def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
