@@ -35,17 +35,18 @@ def main() -> None:
         import json
 
         from django.conf import settings
-        from django.contrib.auth.models import Group, User
+        from django.contrib.auth.models import User
 
         from benchmarks.common import report, timed
         from health_platform import bootstrap
+        from health_platform.roles import Role, role_group
         from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
         from records.demo import demo_bundles, demo_patients
         from records.models import RecordVersion
         from records.services import record_ingest
 
         custodian = User.objects.create(username="bench-custodian")
-        custodian.groups.add(Group.objects.get(name="custodian"))
+        custodian.groups.add(role_group(Role.CUSTODIAN))
         rows = []
         for dataset in (BREAST_CANCER_DATASET, DIABETES_DATASET):
             patients = demo_patients(dataset=dataset, count=arguments.patients)

@@ -34,6 +34,13 @@ def user_roles(user: Any) -> frozenset[Role]:
     return cached
 
 
+def role_group(role: Role) -> Any:
+    """The auth Group of `role` (created by migration health_platform/0001_roles; recreated if missing)."""
+    from django.contrib.auth.models import Group
+
+    return Group.objects.get_or_create(name=role.value)[0]
+
+
 def user_has_role(user: Any, role: Role) -> bool:
     return role in user_roles(user)
 

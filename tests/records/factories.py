@@ -5,10 +5,10 @@ from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from factory.django import DjangoModelFactory
 
 from chaincode.vocabulary import OBSERVATION_CATEGORY_SYSTEM
+from health_platform.roles import Role, role_group
 from records.codes import FEATURE_SYSTEM
 from records.crypto import patient_pseudonym
 from records.models import Patient
@@ -31,7 +31,7 @@ class UserFactory(DjangoModelFactory):
         """UserFactory(roles=[Role.PATIENT]): the groups come from migration health_platform/0001_roles."""
         self.save()
         for role in extracted or ():
-            self.groups.add(Group.objects.get(name=str(role)))
+            self.groups.add(role_group(Role(role)))
 
 
 class PatientFactory(DjangoModelFactory):

@@ -12,11 +12,10 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
-from health_platform.roles import Role
+from health_platform.roles import Role, role_group
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
 from records.crypto import patient_pseudonym
 from records.demo import demo_bundles, demo_patients
@@ -96,5 +95,5 @@ def _demo_user(*, username: str, role: Role, password: str) -> Any:
     user.is_active = True
     user.set_password(password)
     user.save()
-    user.groups.add(Group.objects.get(name=role.value))
+    user.groups.add(role_group(role))
     return user
