@@ -21,4 +21,6 @@ worker=$!
 trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM
 
 echo "==> portal: http://127.0.0.1:${PORT}/   API docs: http://127.0.0.1:${PORT}/api/docs/   (Ctrl-C stops)"
-$py manage.py runserver "127.0.0.1:${PORT}" --noreload
+# gunicorn, not the development server; whitenoise serves the static files.
+.venv/bin/gunicorn health_platform.wsgi --bind "127.0.0.1:${PORT}" --workers "${WEB_WORKERS:-2}" \
+  --access-logfile - --graceful-timeout 10
