@@ -1,0 +1,51 @@
+"""Reads of the grantee directory."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from health_platform.models import ClinicianProfile, Organisation
+
+
+@dataclass(frozen=True)
+class Grantee:
+    grantee_id: str  # "clinician:<public id>" or "org:<slug>": what the ledger knows
+    kind: str  # "clinician" or "organisation"
+    display_name: str
+
+
+def grantees_all() -> list[Grantee]:
+    """Everyone a patient may grant consent to: clinicians with an active account, and organisations."""
+    clinicians = ClinicianProfile.objects.filter(user__is_active=True).select_related("organisation")
+    found = [
+        Grantee(
+            c.grantee_id,
+            "clinician",
+            f"{c.display_name} ({c.organisation.name})" if c.organisation else c.display_name,
+        )
+        for c in clinicians
+    ]
+    found += [Grantee(o.grantee_id, "organisation", o.name) for o in Organisation.objects.all()]
+    return found
+
+
+def grantee_get(*, grantee_id: str) -> Grantee | None:
+    """The grantee with this ledger id, or None if there is no such active clinician or organisation."""
+    kind, _, key = grantee_id.partition(":")
+    if kind == "clinician":
+        profile = ClinicianProfile.objects.filter(public_id=key, user__is_active=True).first()
+        return Grantee(profile.grantee_id, "clinician", profile.display_name) if profile else None
+    if kind == "org":
+        organisation = Organisation.objects.filter(slug=key).first()
+        return Grantee(organisation.grantee_id, "organisation", organisation.name) if organisation else None
+    return None
+
+
+def grantee_ids_of_user(*, user: Any) -> set[str]:
+    """The grantee ids under which `user` acts: their own clinician id and their organisation's."""
+    profile = ClinicianProfile.objects.filter(user=user).select_related("organisation").first()
+    if profile is None:
+        return set()
+    ids = {profile.grantee_id}
+    if profile.organisation is not None:
+        ids.add(profile.organisation.grantee_id)
+    return ids
