@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from consent.api import GranteeListView
 from health_platform import views
 
 urlpatterns = [
@@ -11,8 +12,11 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("records/", include("records.portal_urls")),
+    path("consent/", include("consent.portal_urls")),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/records/", include("records.api_urls")),
+    path("api/consents/", include("consent.api_urls")),
+    path("api/grantees/", GranteeListView.as_view(), name="api-grantees"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),

@@ -3,7 +3,7 @@
 embedded://<path>   the chaincode/ contracts run in-process over SQLite (ledger.embedded)
 """
 
-from ledger.client import ChaincodeEvent, LedgerClient, Receipt
+from ledger.client import ChaincodeEvent, LedgerClient, Receipt, TransactionLocation
 from ledger.errors import (
     ContractRejected,
     LedgerError,
@@ -21,6 +21,7 @@ __all__ = [
     "LedgerUnavailable",
     "Receipt",
     "TransactionConflict",
+    "TransactionLocation",
     "open_ledger",
 ]
 

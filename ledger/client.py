@@ -32,6 +32,15 @@ class Receipt:
         return json.loads(self.payload) if self.payload else None
 
 
+@dataclass(frozen=True)
+class TransactionLocation:
+    """Where a committed transaction is: its block and its validation status."""
+
+    tx_id: str
+    block_number: int
+    status: str
+
+
 @runtime_checkable
 class LedgerClient(Protocol):
     def submit(self, contract: str, function: str, *args: str) -> Receipt:
@@ -44,6 +53,10 @@ class LedgerClient(Protocol):
 
     def evaluate(self, contract: str, function: str, *args: str) -> Receipt:
         """Run a read-only call against committed state. Nothing is recorded."""
+        ...
+
+    def locate(self, tx_id: str) -> TransactionLocation | None:
+        """The block and status of a committed transaction, or None if the ledger has no such transaction."""
         ...
 
     def close(self) -> None: ...

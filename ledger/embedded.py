@@ -36,7 +36,7 @@ from fabric_protos.ledger.queryresult import kv_query_result_pb2  # type: ignore
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from chaincode.library import ChaincodeStub
-from ledger.client import ChaincodeEvent, Receipt
+from ledger.client import ChaincodeEvent, Receipt, TransactionLocation
 from ledger.errors import ContractRejected, LedgerUnavailable, TransactionConflict
 
 GENESIS_PREVIOUS_HASH = "0" * 64
@@ -325,6 +325,17 @@ class EmbeddedLedger:
             payload=simulation.payload,
             events=tuple(simulation.events),
         )
+
+    def locate(self, tx_id: str) -> TransactionLocation | None:
+        try:
+            row = (
+                self._connection()
+                .execute("SELECT block_number, status FROM transactions WHERE tx_id = ?", (tx_id,))
+                .fetchone()
+            )
+        except sqlite3.Error as error:
+            raise LedgerUnavailable(f"embedded ledger read failed: {type(error).__name__}") from error
+        return None if row is None else TransactionLocation(tx_id=tx_id, block_number=row[0], status=row[1])
 
     def close(self) -> None:
         with self._connections_lock:

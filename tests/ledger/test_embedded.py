@@ -262,3 +262,10 @@ def test_an_unreachable_ledger_file_raises_ledger_unavailable(tmp_path):
 def test_open_ledger_refuses_an_unknown_backend():
     with pytest.raises(ValueError, match="unknown ledger backend"):
         open_ledger("carrier-pigeon://somewhere")
+
+
+def test_locate_finds_the_block_and_status_of_a_committed_transaction(chain):
+    receipt = chain.submit("anchors", "AnchorRecord", "rec-1", PSEUDONYM, sha(1), "1")
+    location = chain.locate(receipt.tx_id)
+    assert (location.block_number, location.status) == (receipt.block_number, "VALID")
+    assert chain.locate("f" * 64) is None

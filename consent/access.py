@@ -1,0 +1,52 @@
+"""Who may see and change which consents: the one place these rules live.
+
+patient    sees and changes their own consents only
+clinician  sees the consents that name them or their organisation (pseudonymous ids, codes)
+auditor    sees every consent (codes, ids, periods; no clinical values exist in a consent)
+"""
+
+from typing import Any
+
+from rest_framework.permissions import BasePermission
+
+from consent.models import Consent
+from health_platform.roles import Role, user_has_role, user_roles
+from health_platform.selectors import grantee_ids_of_user
+
+
+def patient_of(user: Any) -> Any:
+    """The Patient linked to `user` if the user holds the patient role, else None."""
+    if not user_has_role(user, Role.PATIENT):
+        return None
+    return getattr(user, "patient", None)
+
+
+def user_may_change_consents_of(user: Any, patient: Any) -> bool:
+    own = patient_of(user)
+    return own is not None and own.pk == patient.pk
+
+
+def user_may_view_consent(user: Any, consent: Consent) -> bool:
+    if user_may_change_consents_of(user, consent.patient):
+        return True
+    if user_has_role(user, Role.AUDITOR):
+        return True
+    return user_has_role(user, Role.CLINICIAN) and consent.grantee in grantee_ids_of_user(user=user)
+
+
+def user_may_read_consents(user: Any) -> bool:
+    return bool(user_roles(user) & {Role.PATIENT, Role.CLINICIAN, Role.AUDITOR})
+
+
+class CanReadConsents(BasePermission):
+    message = "Only patients, clinicians and auditors read consents."
+
+    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        return user_may_read_consents(request.user)
+
+
+class IsPatient(BasePermission):
+    message = "Only a patient can grant or revoke consent, and only their own."
+
+    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+        return patient_of(request.user) is not None

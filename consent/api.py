@@ -1,0 +1,151 @@
+"""The consent API: list, grant, read, revoke, history, FHIR export and import; the grantee directory.
+
+Patients grant and revoke their own consents only; a request naming another patient is refused
+with 403 before anything reaches the ledger. Clinicians list the consents naming them; auditors
+list all. Every change is a ledger transaction; responses carry its id and block.
+"""
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from consent.access import CanReadConsents, IsPatient, patient_of, user_may_change_consents_of
+from consent.fhir import consent_to_fhir
+from consent.filters import ConsentFilter
+from consent.models import Consent
+from consent.selectors import consent_history, consents_visible_to
+from consent.serializers import (
+    ConsentChangeSerializer,
+    ConsentGrantSerializer,
+    ConsentSerializer,
+    GranteeSerializer,
+)
+from consent.services import consent_grant, consent_import_fhir, consent_revoke
+from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
+from health_platform.selectors import grantees_all
+
+FHIR_JSON = "application/fhir+json"
+_ERROR = OpenApiResponse(description='{"code", "message", "detail"} with a stable code')
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the consents visible to you (filters: status, grantee, purpose, category)"),
+    retrieve=extend_schema(
+        summary="Read one consent (mirror of the ledger)", responses={200: ConsentSerializer, 404: _ERROR}
+    ),
+)
+class ConsentViewSet(viewsets.GenericViewSet):
+    serializer_class = ConsentSerializer
+    filterset_class = ConsentFilter
+    lookup_field = "consent_id"
+    lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
+    queryset = Consent.objects.none()
+
+    def get_permissions(self):  # type: ignore[no-untyped-def]
+        if self.action in ("create", "revoke", "import_fhir"):
+            return [IsAuthenticated(), IsPatient()]
+        return [IsAuthenticated(), CanReadConsents()]
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        if getattr(self, "swagger_fake_view", False):
+            return Consent.objects.none()
+        return consents_visible_to(user=self.request.user)
+
+    def list(self, request: Request) -> Response:
+        consents = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(consents)
+        return self.get_paginated_response(ConsentSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, consent_id: str | None = None) -> Response:
+        return Response(ConsentSerializer(self._visible(consent_id)).data)
+
+    @extend_schema(
+        summary="Grant a consent (patients, for themselves)",
+        request=ConsentGrantSerializer,
+        responses={201: ConsentSerializer, 400: _ERROR, 403: _ERROR, 503: _ERROR},
+        description="Error codes: unknown_grantee, unknown_purpose, unknown_category, invalid_period, "
+        "period_in_past (400); permission_denied (403, e.g. another patient's pseudonym); ledger_unavailable (503).",
+    )
+    def create(self, request: Request) -> Response:
+        payload = ConsentGrantSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data: dict[str, Any] = payload.validated_data
+        patient = patient_of(request.user)
+        if data.get("patient_pseudonym") not in (None, patient.pseudonym):
+            raise PermissionDenied("A patient can grant consent only for themselves.")
+        consent = consent_grant(
+            actor=request.user,
+            patient=patient,
+            grantee_id=data["grantee"],
+            purposes=data["purposes"],
+            categories=data["categories"],
+            valid_from=data["valid_from"],
+            valid_until=data["valid_until"],
+        )
+        return Response(ConsentSerializer(consent).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Revoke a consent (its patient only; idempotent)",
+        request=None,
+        responses={200: ConsentSerializer, 403: _ERROR, 404: _ERROR, 503: _ERROR},
+    )
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, consent_id: str | None = None) -> Response:
+        consent = Consent.objects.select_related("patient").filter(consent_id=consent_id).first()
+        if consent is None:
+            raise NotFound("No such consent.")
+        if not user_may_change_consents_of(request.user, consent.patient):
+            raise PermissionDenied("A patient can revoke only their own consents.")
+        return Response(ConsentSerializer(consent_revoke(actor=request.user, consent=consent)).data)
+
+    @extend_schema(
+        summary="The consent's changes as committed on the ledger",
+        responses={200: ConsentChangeSerializer(many=True), 404: _ERROR, 503: _ERROR},
+    )
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, consent_id: str | None = None) -> Response:
+        return Response(ConsentChangeSerializer(consent_history(consent=self._visible(consent_id)), many=True).data)
+
+    @extend_schema(
+        summary="Export as a FHIR R4 Consent", responses={(200, FHIR_JSON): OpenApiTypes.OBJECT, 404: _ERROR}
+    )
+    @action(detail=True, methods=["get"])
+    def fhir(self, request: Request, consent_id: str | None = None) -> Response:
+        return Response(consent_to_fhir(self._visible(consent_id)), content_type=FHIR_JSON)
+
+    @extend_schema(
+        summary="Import a FHIR R4 Consent (patients, for themselves)",
+        request={FHIR_JSON: OpenApiTypes.OBJECT, "application/json": OpenApiTypes.OBJECT},
+        responses={201: ConsentSerializer, 400: _ERROR, 403: _ERROR, 503: _ERROR},
+        description="What the platform cannot represent is refused with code fhir_unsupported and "
+        "detail.field naming it (e.g. provision.type for a deny provision); fhir_invalid for invalid FHIR.",
+    )
+    @action(detail=False, methods=["post"], url_path="fhir")
+    def import_fhir(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise ValidationFailed("The body must be a FHIR Consent resource.", code="not_a_consent")
+        consent = consent_import_fhir(actor=request.user, resource=dict(request.data))
+        return Response(ConsentSerializer(consent).data, status=status.HTTP_201_CREATED)
+
+    def _visible(self, consent_id: str | None) -> Consent:
+        consent = self.get_queryset().filter(consent_id=consent_id).first()
+        if consent is None:
+            raise NotFound("No such consent.")
+        return consent
+
+
+class GranteeListView(APIView):
+    """Clinicians and organisations a patient can grant consent to."""
+
+    permission_classes = [IsAuthenticated, IsPatient]
+
+    @extend_schema(summary="The grantee directory (patients)", responses={200: GranteeSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(GranteeSerializer(grantees_all(), many=True).data)

@@ -1,0 +1,30 @@
+import django_filters
+
+from chaincode.vocabulary import CATEGORIES, PURPOSES
+from consent.models import Consent
+from consent.selectors import consents_with_effective_status
+
+
+class ConsentFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(
+        choices=[(s, s) for s in ("active", "expired", "pending", "revoked")],
+        method="filter_status",
+        label="effective status as of now",
+    )
+    grantee = django_filters.CharFilter()
+    purpose = django_filters.ChoiceFilter(choices=sorted(PURPOSES.items()), method="filter_purpose")
+    category = django_filters.ChoiceFilter(choices=sorted(CATEGORIES.items()), method="filter_category")
+    patient_pseudonym = django_filters.CharFilter(field_name="patient__pseudonym")
+
+    class Meta:
+        model = Consent
+        fields = ["status", "grantee", "purpose", "category", "patient_pseudonym"]
+
+    def filter_status(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        return consents_with_effective_status(queryset, value)
+
+    def filter_purpose(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        return queryset.filter(pk__in=[c.pk for c in queryset if value in c.purposes])
+
+    def filter_category(self, queryset, name, value):  # type: ignore[no-untyped-def]
+        return queryset.filter(pk__in=[c.pk for c in queryset if value in c.categories])

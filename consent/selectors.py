@@ -1,0 +1,87 @@
+"""Reads: consents from the mirror for display, their history from the ledger."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from consent.access import patient_of
+from consent.models import Consent, ConsentStatus
+from health_platform import bootstrap
+from health_platform.errors import LedgerUnavailableError
+from health_platform.roles import Role, user_has_role
+from health_platform.selectors import grantee_ids_of_user
+from ledger import LedgerUnavailable
+from records.models import Patient
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    tx_id: str
+    block_number: int | None
+    timestamp: datetime
+    status: str
+
+
+def consents_of_patient(*, patient: Patient) -> QuerySet[Consent]:
+    return Consent.objects.filter(patient=patient)
+
+
+def consent_get_for_patient(*, patient: Patient, consent_id: str) -> Consent | None:
+    return Consent.objects.filter(patient=patient, consent_id=consent_id).first()
+
+
+def consents_granted_to(*, user: Any) -> QuerySet[Consent]:
+    """Consents naming the clinician `user` or their organisation."""
+    return Consent.objects.filter(grantee__in=grantee_ids_of_user(user=user)).select_related("patient")
+
+
+def consents_visible_to(*, user: Any) -> QuerySet[Consent]:
+    """Everything `user` may list: a patient their own, a clinician theirs, an auditor all."""
+    if user_has_role(user, Role.AUDITOR):
+        return Consent.objects.select_related("patient")
+    visible = Q(pk__in=[])
+    own = patient_of(user)
+    if own is not None:
+        visible |= Q(patient=own)
+    if user_has_role(user, Role.CLINICIAN):
+        visible |= Q(grantee__in=grantee_ids_of_user(user=user))
+    return Consent.objects.filter(visible).select_related("patient")
+
+
+def consents_with_effective_status(queryset: QuerySet[Consent], status: str) -> QuerySet[Consent]:
+    """Filter by active / expired / pending / revoked as of now."""
+    now = timezone.now()
+    if status == "revoked":
+        return queryset.filter(status=ConsentStatus.REVOKED)
+    live = queryset.filter(status=ConsentStatus.ACTIVE)
+    if status == "active":
+        return live.filter(valid_from__lte=now, valid_until__gt=now)
+    if status == "expired":
+        return live.filter(valid_until__lte=now)
+    if status == "pending":
+        return live.filter(valid_from__gt=now)
+    return queryset.none()
+
+
+def consent_history(*, consent: Consent) -> list[ConsentChange]:
+    """Every committed change of the consent, oldest first, read from the ledger."""
+    try:
+        ledger = bootstrap.ledger()
+        entries = ledger.evaluate("consent", "ConsentHistory", consent.consent_id).json()
+        changes = []
+        for entry in entries:
+            location = ledger.locate(entry["tx_id"])
+            changes.append(
+                ConsentChange(
+                    tx_id=entry["tx_id"],
+                    block_number=location.block_number if location else None,
+                    timestamp=datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")),
+                    status=entry["value"]["status"] if entry["value"] else "deleted",
+                )
+            )
+    except LedgerUnavailable as error:
+        raise LedgerUnavailableError() from error
+    return changes

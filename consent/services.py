@@ -1,0 +1,242 @@
+"""Writes: granting and revoking consent on the ledger, and the mirror that follows it.
+
+Every change is a ledger transaction first; the mirror row is written only after the ledger has
+committed it. If the ledger cannot be reached nothing is written anywhere and the caller gets
+ledger_unavailable. The mirror can always be rebuilt from the ledger (consent_mirror_rebuild).
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from django.db import transaction
+from django.utils import timezone
+
+from chaincode.validation import format_timestamp
+from chaincode.vocabulary import CATEGORIES, PURPOSES
+from consent.access import user_may_change_consents_of
+from consent.models import Consent, ConsentStatus
+from health_platform import bootstrap
+from health_platform.errors import LedgerRejected, LedgerUnavailableError, PermissionDenied, ValidationFailed
+from health_platform.selectors import grantee_get
+from ledger import ContractRejected, LedgerClient, LedgerUnavailable, TransactionConflict
+from records.models import Patient
+
+log = structlog.get_logger(__name__)
+
+# A grant may start this much before "now" (clocks differ, forms take time to fill); never earlier.
+BACKDATING_TOLERANCE = timedelta(minutes=5)
+MAX_CODES = 32
+
+
+@dataclass(frozen=True)
+class ConsentTerms:
+    """What a patient grants, checked against the vocabulary and the directory."""
+
+    grantee_id: str
+    purposes: list[str]
+    categories: list[str]
+    valid_from: datetime
+    valid_until: datetime
+
+
+def consent_terms_check(
+    *, grantee_id: str, purposes: list[str], categories: list[str], valid_from: datetime, valid_until: datetime
+) -> ConsentTerms:
+    """Refuse terms the platform cannot grant, with a code naming the field. Writes nothing."""
+    if not isinstance(grantee_id, str) or grantee_get(grantee_id=grantee_id) is None:
+        raise ValidationFailed(
+            "The grantee is not a known clinician or organisation.", code="unknown_grantee", detail={"field": "grantee"}
+        )
+    checked_purposes = _codes(purposes, PURPOSES, field="purposes", code="unknown_purpose")
+    checked_categories = _codes(categories, CATEGORIES, field="categories", code="unknown_category")
+    if valid_from.tzinfo is None or valid_until.tzinfo is None:
+        raise ValidationFailed("Dates must carry a time zone.", code="invalid_period", detail={"field": "valid_from"})
+    if valid_until <= valid_from:
+        raise ValidationFailed(
+            "The end of the period must be after its start.", code="invalid_period", detail={"field": "valid_until"}
+        )
+    now = timezone.now()
+    if valid_until <= now:
+        raise ValidationFailed("The period is over already.", code="period_in_past", detail={"field": "valid_until"})
+    if valid_from < now - BACKDATING_TOLERANCE:
+        raise ValidationFailed(
+            "A consent cannot start in the past.", code="period_in_past", detail={"field": "valid_from"}
+        )
+    return ConsentTerms(grantee_id, checked_purposes, checked_categories, valid_from, valid_until)
+
+
+def consent_grant(
+    *,
+    actor: Any,
+    patient: Patient,
+    grantee_id: str,
+    purposes: list[str],
+    categories: list[str],
+    valid_from: datetime,
+    valid_until: datetime,
+    consent_id: str | None = None,
+) -> Consent:
+    """Grant consent as `patient` (who must be `actor`): a ledger transaction, then the mirror row."""
+    if not user_may_change_consents_of(actor, patient):
+        raise PermissionDenied("A consent can only be granted by the patient it concerns.")
+    terms = consent_terms_check(
+        grantee_id=grantee_id, purposes=purposes, categories=categories, valid_from=valid_from, valid_until=valid_until
+    )
+    consent_id = consent_id or f"cns-{uuid.uuid4().hex}"
+    receipt = _submit(
+        "GrantConsent",
+        json.dumps(
+            {
+                "consent_id": consent_id,
+                "patient_pseudonym": patient.pseudonym,
+                "grantee": terms.grantee_id,
+                "purposes": terms.purposes,
+                "categories": terms.categories,
+                "valid_from": format_timestamp(terms.valid_from),
+                "valid_until": format_timestamp(terms.valid_until),
+            }
+        ),
+    )
+    consent = Consent.objects.create(
+        **_mirror_fields(receipt.json(), granted_block=receipt.block_number, revoked_block=None), patient=patient
+    )
+    log.info(
+        "consent_granted",
+        consent_id=consent_id,
+        patient_id=str(patient.pk),
+        tx_id=receipt.tx_id,
+        block=receipt.block_number,
+    )
+    return consent
+
+
+def consent_revoke(*, actor: Any, consent: Consent) -> Consent:
+    """Revoke a consent. Idempotent: revoking a revoked consent writes nothing to the ledger."""
+    if not user_may_change_consents_of(actor, consent.patient):
+        raise PermissionDenied("A consent can only be revoked by the patient it concerns.")
+    try:
+        ledger = bootstrap.ledger()
+        current = ledger.evaluate("consent", "ReadConsent", consent.consent_id).json()
+    except LedgerUnavailable as error:
+        raise LedgerUnavailableError() from error
+    except ContractRejected as error:
+        raise LedgerRejected(
+            "The ledger holds no such consent.", code="consent_not_on_ledger", detail={"consent_id": consent.consent_id}
+        ) from error
+    if current["status"] == ConsentStatus.REVOKED:
+        ledger_consent, revoked_block = current, _block_of(ledger, current["revoked_tx_id"])
+    else:
+        receipt = _submit("RevokeConsent", consent.consent_id)
+        ledger_consent, revoked_block = receipt.json(), receipt.block_number
+        log.info("consent_revoked", consent_id=consent.consent_id, tx_id=receipt.tx_id, block=receipt.block_number)
+    fields = _mirror_fields(ledger_consent, granted_block=consent.granted_block, revoked_block=revoked_block)
+    Consent.objects.filter(pk=consent.pk).update(**fields)
+    consent.refresh_from_db()
+    return consent
+
+
+def consent_mirror_rebuild() -> int:
+    """Replace the mirror with what the ledger holds for every known patient. Returns the row count."""
+    rows = []
+    try:
+        ledger = bootstrap.ledger()
+        for patient in Patient.objects.order_by("pk").iterator():
+            for ledger_consent in ledger.evaluate("consent", "ListConsentsForPatient", patient.pseudonym).json():
+                revoked_tx = ledger_consent.get("revoked_tx_id")
+                rows.append(
+                    Consent(
+                        patient=patient,
+                        **_mirror_fields(
+                            ledger_consent,
+                            granted_block=_block_of(ledger, ledger_consent["granted_tx_id"]),
+                            revoked_block=_block_of(ledger, revoked_tx) if revoked_tx else None,
+                        ),
+                    )
+                )
+    except LedgerUnavailable as error:
+        raise LedgerUnavailableError() from error
+    with transaction.atomic():
+        Consent.objects.all().delete()
+        Consent.objects.bulk_create(rows)
+    log.info("consent_mirror_rebuilt", consents=len(rows))
+    return len(rows)
+
+
+def _codes(values: Any, vocabulary: dict[str, str], *, field: str, code: str) -> list[str]:
+    if not isinstance(values, list | tuple) or not values or len(values) > MAX_CODES:
+        raise ValidationFailed(f"Choose at least one of the {field}.", code=code, detail={"field": field})
+    unknown = [index for index, value in enumerate(values) if value not in vocabulary]
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown {field}; allowed: {', '.join(sorted(vocabulary))}.",
+            code=code,
+            detail={"field": field, "indexes": unknown},
+        )
+    return sorted(set(values))
+
+
+def _submit(function: str, *args: str) -> Any:
+    try:
+        return bootstrap.ledger().submit("consent", function, *args)
+    except (LedgerUnavailable, TransactionConflict) as error:
+        log.warning("consent_ledger_unavailable", function=function, error=type(error).__name__)
+        raise LedgerUnavailableError() from error
+    except ContractRejected as error:
+        log.warning("consent_ledger_rejected", function=function, code=error.code)
+        raise LedgerRejected(detail={"ledger_code": error.code}) from error
+
+
+def _block_of(ledger: LedgerClient, tx_id: str) -> int | None:
+    location = ledger.locate(tx_id)
+    return None if location is None else location.block_number
+
+
+def _mirror_fields(
+    ledger_consent: dict[str, Any], *, granted_block: int | None, revoked_block: int | None
+) -> dict[str, Any]:
+    return {
+        "consent_id": ledger_consent["consent_id"],
+        "grantee": ledger_consent["grantee"],
+        "purposes": ledger_consent["purposes"],
+        "categories": ledger_consent["categories"],
+        "valid_from": _parse(ledger_consent["valid_from"]),
+        "valid_until": _parse(ledger_consent["valid_until"]),
+        "status": ledger_consent["status"],
+        "granted_at": _parse(ledger_consent["granted_at"]),
+        "granted_tx_id": ledger_consent["granted_tx_id"],
+        "granted_block": granted_block,
+        "revoked_at": _parse(ledger_consent["revoked_at"]) if ledger_consent.get("revoked_at") else None,
+        "revoked_tx_id": ledger_consent.get("revoked_tx_id") or "",
+        "revoked_block": revoked_block,
+    }
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def consent_import_fhir(*, actor: Any, resource: Any) -> Consent:
+    """Grant the consent a FHIR Consent describes, as its patient (who must be `actor`).
+
+    The resource's own id is not reused: consent ids are the platform's. Everything else maps one to
+    one (consent.fhir); what cannot be represented has been refused before anything is written.
+    """
+    from consent.fhir import consent_from_fhir
+
+    document = consent_from_fhir(resource)
+    patient = Patient.objects.filter(pseudonym=document.patient_pseudonym).first()
+    if patient is None or not user_may_change_consents_of(actor, patient):
+        raise PermissionDenied("A consent can only be imported by the patient it concerns.")
+    return consent_grant(
+        actor=actor,
+        patient=patient,
+        grantee_id=document.grantee_id,
+        purposes=document.purposes,
+        categories=document.categories,
+        valid_from=document.valid_from,
+        valid_until=document.valid_until,
+    )

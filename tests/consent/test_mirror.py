@@ -1,0 +1,39 @@
+from django.core.management import call_command
+from django.db import connection
+
+from consent.models import Consent
+from consent.services import consent_grant, consent_revoke
+
+FIELDS = [f.attname for f in Consent._meta.fields]
+
+
+def _snapshot():
+    return sorted(tuple(row) for row in Consent.objects.order_by("consent_id").values_list(*FIELDS))
+
+
+def test_dropping_the_mirror_and_rebuilding_restores_it_exactly(
+    patient_user, other_patient_user, terms, organisation, capsys
+):
+    first = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    consent_grant(actor=patient_user, patient=patient_user.patient, **{**terms, "grantee_id": organisation.grantee_id})
+    consent_revoke(actor=patient_user, consent=first)
+    consent_grant(actor=other_patient_user, patient=other_patient_user.patient, **terms)
+    before = _snapshot()
+    assert len(before) == 3
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {Consent._meta.db_table}")
+    assert Consent.objects.count() == 0
+
+    call_command("rebuild_consent_mirror")
+
+    assert _snapshot() == before
+    assert "3 consents" in capsys.readouterr().out
+
+
+def test_rebuild_replaces_a_tampered_mirror_row_with_the_ledger_truth(patient_user, terms):
+    consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    Consent.objects.filter(pk=consent.pk).update(categories=["imaging", "laboratory"], status="revoked")
+    call_command("rebuild_consent_mirror")
+    consent.refresh_from_db()
+    assert (consent.categories, consent.status) == (["imaging"], "active")
