@@ -10,6 +10,8 @@ Contract "anchors" (chaincode.contracts.anchors):
     ReadAnchor(record_id)                                          -> anchor (latest version)
     AnchorHistory(record_id)                                       -> [{tx_id, timestamp, is_delete, value}]
     anchor = {record_id, patient_pseudonym, sha256, version, anchored_at, tx_id}
+    AnchorModel(model_name, model_version, sha256)                 -> model anchor (immutable)
+    ReadModelAnchor(model_name, model_version)                     -> model anchor
 
 Contract "consent" (chaincode.contracts.consent):
     GrantConsent(consent_json: {consent_id, patient_pseudonym, grantee, purposes, categories,

@@ -4,6 +4,7 @@ Pending versions (not yet anchored on the ledger) are never returned for analysi
 their hash to anyone but us.
 """
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
 from ledger import ContractRejected, LedgerClient, LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
-from records.canonical import canonical_sha256
 from records.crypto import record_associated_data, record_cipher
 from records.errors import CiphertextInvalid
 from records.models import AnchorState, Record, RecordVersion
@@ -151,6 +151,13 @@ def record_version_plaintext(*, record_version: RecordVersion) -> bytes:
     )
 
 
+def content_sha256(plaintext: bytes) -> str:
+    """The SHA-256 of stored content. What is stored is the RFC 8785 canonical form itself, so hashing the
+    bytes gives the anchored hash without canonicalising again; content that is not byte-identical to
+    what was anchored (re-serialised, edited) fails the comparison, which is the safe direction."""
+    return hashlib.sha256(plaintext).hexdigest()
+
+
 def record_version_document(*, record_version: RecordVersion) -> dict[str, Any]:
     """The decrypted FHIR Bundle (collection) of a version."""
     return json.loads(record_version_plaintext(record_version=record_version))
@@ -174,9 +181,7 @@ def record_versions_recomputed_hashes(*, record_versions: Iterable[RecordVersion
     results = []
     for record_version in record_versions:
         try:
-            recomputed: str | None = canonical_sha256(
-                json.loads(record_version_plaintext(record_version=record_version))
-            )
+            recomputed: str | None = content_sha256(record_version_plaintext(record_version=record_version))
         except CiphertextInvalid:
             log.warning(
                 "record_ciphertext_invalid", record_id=str(record_version.record_id), version=record_version.version
@@ -282,7 +287,7 @@ def record_integrity_check(*, record_version: RecordVersion) -> IntegrityResult:
         plaintext = record_version_plaintext(record_version=record_version)
     except CiphertextInvalid:
         return result(IntegrityReason.CIPHERTEXT_INVALID)
-    recomputed = canonical_sha256(json.loads(plaintext))
+    recomputed = content_sha256(plaintext)
     if recomputed != record_version.sha256:
         return result(IntegrityReason.HASH_MISMATCH_LOCAL, recomputed_sha256=recomputed)
     if record_version.anchor_state != AnchorState.ANCHORED:

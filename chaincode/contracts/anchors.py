@@ -12,6 +12,7 @@ from chaincode.errors import ContractError, InvalidArgument, NotFound, VersionOu
 from chaincode.library import Contract, TransactionContext
 
 ANCHOR = "anchor"
+MODEL = "model"
 _ANCHOR_FIELDS = {"record_id", "patient_pseudonym", "sha256", "version"}
 
 
@@ -23,7 +24,7 @@ class AnchorContract(Contract):
     Name = "anchors"
 
     def get_evaluate_transactions(self) -> list[str]:
-        return ["ReadAnchor", "AnchorHistory"]
+        return ["ReadAnchor", "AnchorHistory", "ReadModelAnchor"]
 
     async def AnchorRecord(
         self, ctx: TransactionContext, record_id: str, patient_pseudonym: str, sha256: str, version: str
@@ -55,6 +56,33 @@ class AnchorContract(Contract):
         """Every anchored version of a record, oldest first, with its transaction."""
         validation.identifier(record_id, "record_id")
         return state.dumps(await state.history(ctx.get_stub(), anchor_key(ctx.get_stub(), record_id))).decode()
+
+    async def AnchorModel(self, ctx: TransactionContext, model_name: str, model_version: str, sha256: str) -> str:
+        """Anchor the SHA-256 of a diagnostic model's weights. A model version's hash never changes:
+        anchoring the same hash again is a no-op, another hash is refused."""
+        stub = ctx.get_stub()
+        validation.identifier(model_name, "model_name")
+        validation.identifier(model_version, "model_version")
+        validation.sha256(sha256)
+        key = stub.create_composite_key(MODEL, [model_name, model_version])
+        current = await state.get_json(stub, key)
+        if current is not None:
+            if current["sha256"] != sha256:
+                raise ContractError("this model version is anchored with another hash", code="version_exists")
+            return state.dumps(current).decode()
+        anchor = {"model_name": model_name, "model_version": model_version, "sha256": sha256,
+                  "anchored_at": state.tx_time_text(stub), "tx_id": stub.get_txid()}
+        await state.put_json(stub, key, anchor)
+        return state.dumps(anchor).decode()
+
+    async def ReadModelAnchor(self, ctx: TransactionContext, model_name: str, model_version: str) -> str:
+        stub = ctx.get_stub()
+        validation.identifier(model_name, "model_name")
+        validation.identifier(model_version, "model_version")
+        anchor = await state.get_json(stub, stub.create_composite_key(MODEL, [model_name, model_version]))
+        if anchor is None:
+            raise NotFound("no anchor for this model version")
+        return state.dumps(anchor).decode()
 
 
 async def _anchor(stub: Any, item: dict[str, Any], field: str, seen: set[str] | None = None) -> dict[str, Any]:

@@ -132,3 +132,34 @@ def test_read_anchor_of_unknown_record_is_not_found(chain):
 
 def test_anchor_history_of_unknown_record_is_empty(chain):
     assert chain.evaluate("anchors", "AnchorHistory", "rec-unknown").json() == []
+
+
+def test_a_model_hash_is_anchored_once_and_never_changes(chain):
+    first = chain.submit("anchors", "AnchorModel", "breast-cancer", "1", digest(1)).json()
+    again = chain.submit("anchors", "AnchorModel", "breast-cancer", "1", digest(1)).json()
+    assert again == first
+    assert chain.evaluate("anchors", "ReadModelAnchor", "breast-cancer", "1").json()["sha256"] == digest(1)
+    with pytest.raises(ContractRejected) as refused:
+        chain.submit("anchors", "AnchorModel", "breast-cancer", "1", digest(2))
+    assert refused.value.code == "version_exists"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("", "1", digest(1)), "model_name is required"),
+        (("breast cancer", "1", digest(1)), "model_name must be"),
+        (("breast-cancer", "", digest(1)), "model_version is required"),
+        (("breast-cancer", "1", "nope"), "sha256 must be 64"),
+    ],
+)
+def test_anchor_model_refuses_invalid_input(chain, args, fragment):
+    with pytest.raises(ContractRejected) as refused:
+        chain.submit("anchors", "AnchorModel", *args)
+    assert fragment in refused.value.message
+
+
+def test_read_model_anchor_of_unknown_model_is_not_found(chain):
+    with pytest.raises(ContractRejected) as refused:
+        chain.evaluate("anchors", "ReadModelAnchor", "unknown", "1")
+    assert refused.value.code == "not_found"
