@@ -9,7 +9,11 @@ from health_platform.roles import Role, user_roles
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    """Patients land on their consent dashboard, clinicians on the consents naming them; anyone with
+    several roles or none gets the page of links."""
     roles = user_roles(request.user)
     if roles == {Role.PATIENT}:
-        return redirect("records:my-records")
+        return redirect("consent:dashboard")
+    if roles == {Role.CLINICIAN}:
+        return redirect("consent:granted-to-me")
     return render(request, "home.html", {"role_names": sorted(role.value for role in roles)})

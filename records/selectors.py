@@ -309,3 +309,21 @@ def record_integrity_check(*, record_version: RecordVersion) -> IntegrityResult:
     if found.anchor.get("sha256") != recomputed:
         return result(IntegrityReason.HASH_MISMATCH, **fields)
     return result(IntegrityReason.OK, **fields)
+
+
+@dataclass(frozen=True)
+class RecordWithIntegrity:
+    record: Record
+    latest: RecordVersion | None
+    integrity: "IntegrityResult | None"
+
+
+def patient_records_with_integrity(*, patient: Any) -> list[RecordWithIntegrity]:
+    """The patient's records, each with its latest version and a live integrity check on the ledger."""
+    rows = []
+    for record in patient_records(patient=patient):
+        versions = list(record.versions.all())
+        latest = versions[-1] if versions else None
+        integrity = record_integrity_check(record_version=latest) if latest else None
+        rows.append(RecordWithIntegrity(record=record, latest=latest, integrity=integrity))
+    return rows

@@ -1,6 +1,5 @@
 """The patient portal's record pages (server-rendered; no JavaScript needed)."""
 
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -12,20 +11,12 @@ from django.shortcuts import render
 from records.access import user_may_read_own_records
 from records.codes import FEATURE_CODES_BY_CODE
 from records.errors import CiphertextInvalid
-from records.models import Patient, Record, RecordVersion
+from records.models import Patient
 from records.selectors import (
-    IntegrityResult,
     patient_records,
-    record_integrity_check,
+    patient_records_with_integrity,
     record_version_document,
 )
-
-
-@dataclass(frozen=True)
-class RecordRow:
-    record: Record
-    latest: RecordVersion | None
-    integrity: IntegrityResult | None
 
 
 def _own_patient(request: HttpRequest) -> Patient | None:
@@ -38,12 +29,7 @@ def _own_patient(request: HttpRequest) -> Patient | None:
 def my_records(request: HttpRequest) -> HttpResponse:
     """The patient's records: category, latest version, its anchor and a live integrity check."""
     patient = _own_patient(request)
-    rows = []
-    for record in patient_records(patient=patient) if patient else []:
-        versions = list(record.versions.all())
-        latest = versions[-1] if versions else None
-        integrity = record_integrity_check(record_version=latest) if latest else None
-        rows.append(RecordRow(record=record, latest=latest, integrity=integrity))
+    rows = patient_records_with_integrity(patient=patient) if patient else []
     return render(request, "records/my_records.html", {"rows": rows, "patient": patient})
 
 

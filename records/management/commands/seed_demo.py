@@ -2,7 +2,8 @@
 
 Everything goes through record_ingest, so every record is encrypted and anchored exactly as a real
 ingest would be. Re-running is safe: records whose content is unchanged are left alone, users are
-kept and their passwords reset (the new ones are printed).
+kept and their passwords reset (the new ones are printed). The demo clinician is registered in the
+grantee directory with their organisation, so the demo patients have someone to grant consent to.
 """
 
 import json
@@ -16,11 +17,16 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
 from health_platform.roles import Role, role_group
+from health_platform.services import clinician_register, organisation_create
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
 from records.crypto import patient_pseudonym
 from records.demo import demo_bundles, demo_patients
 from records.models import Patient
 from records.services import patient_link_user, record_ingest
+
+# The demo clinician's name in the grantee directory and their organisation: what the patients' grant form offers.
+DEMO_CLINICIAN_NAME = "Dr Alex Morgan"
+DEMO_ORGANISATION = ("st-marys", "St Mary's Hospital")
 
 # (username, role, demo patient linked to it)
 DEMO_USERS = (
@@ -34,7 +40,8 @@ DEMO_USERS = (
 
 class Command(BaseCommand):
     help = (
-        "Create demo users (one per role, two patients) and ingest demo patients built from scikit-learn's "
+        "Create demo users (one per role, two patients; the clinician at St Mary's Hospital) and ingest demo "
+        "patients built from scikit-learn's "
         "breast-cancer (imaging) and diabetes (laboratory) datasets. Prints the users' new passwords."
     )
 
@@ -56,6 +63,10 @@ class Command(BaseCommand):
                 password = secrets.token_urlsafe(18)
                 users[username] = _demo_user(username=username, role=role, password=password)
                 passwords.append((role.value, username, password))
+            organisation = organisation_create(slug=DEMO_ORGANISATION[0], name=DEMO_ORGANISATION[1])
+            clinician_register(
+                user=users["demo-clinician"], display_name=DEMO_CLINICIAN_NAME, organisation=organisation
+            )
 
         started = time.perf_counter()
         totals = {"records": 0, "new": 0, "pending": 0, "bundles": 0}

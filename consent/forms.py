@@ -1,0 +1,129 @@
+"""The portal's grant form: it parses what the patient typed; the consent service decides what is allowed.
+
+The form checks only shape (a choice was made, the dates are dates). Whether the grantee exists, the
+codes are known and the period is acceptable is decided once, in consent.services.consent_grant; its
+ValidationFailed errors are put back on the form's fields by `add_service_error`, so the patient sees
+the message next to the field it concerns. The form has no patient field: the view takes the patient
+from the signed-in user only.
+"""
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from django import forms
+from django.utils import timezone
+
+from chaincode.vocabulary import CATEGORIES, PURPOSES
+from health_platform.errors import ValidationFailed
+from health_platform.selectors import Grantee
+
+# What the patient reads for each ValidationFailed code of consent_grant.
+SERVICE_ERROR_MESSAGES: dict[str, str] = {
+    "unknown_grantee": "Choose a clinician or an organisation from the list.",
+    "unknown_purpose": "Choose purposes from the list.",
+    "unknown_category": "Choose data categories from the list.",
+    "invalid_period": "The last day must be on or after the first day.",
+    "period_in_past": "This period is already over: choose a last day that is today or later.",
+}
+# Where one code means different things for different fields.
+SERVICE_ERROR_FIELD_MESSAGES: dict[tuple[str, str], str] = {
+    ("period_in_past", "valid_from"): "A consent cannot start in the past: choose today or a later day.",
+}
+# Which form field a service error's detail["field"] belongs to.
+SERVICE_ERROR_FIELDS: dict[str, str] = {
+    "grantee": "grantee",
+    "grantee_id": "grantee",
+    "purpose": "purposes",
+    "purposes": "purposes",
+    "category": "categories",
+    "categories": "categories",
+    "valid_from": "valid_from",
+    "valid_until": "valid_until",
+    "period": "valid_until",
+}
+SERVICE_ERROR_DEFAULT_FIELDS: dict[str, str] = {
+    "unknown_grantee": "grantee",
+    "unknown_purpose": "purposes",
+    "unknown_category": "categories",
+    "invalid_period": "valid_until",
+    "period_in_past": "valid_until",
+}
+
+
+class UncheckedChoiceField(forms.ChoiceField):
+    """A select whose value the consent service validates (the one place that knows the grantees)."""
+
+    def valid_value(self, value: Any) -> bool:
+        return True
+
+
+class UncheckedMultipleChoiceField(forms.MultipleChoiceField):
+    """Checkboxes whose codes the consent service validates against the ledger vocabulary."""
+
+    def valid_value(self, value: Any) -> bool:
+        return True
+
+
+class ConsentGrantForm(forms.Form):
+    grantee = UncheckedChoiceField(
+        label="Who may use your records",
+        error_messages={"required": "Choose a clinician or an organisation."},
+    )
+    purposes = UncheckedMultipleChoiceField(
+        label="For what purposes",
+        choices=list(PURPOSES.items()),
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Choose at least one purpose."},
+    )
+    categories = UncheckedMultipleChoiceField(
+        label="Which kinds of data",
+        choices=list(CATEGORIES.items()),
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Choose at least one kind of data."},
+    )
+    valid_from = forms.DateField(
+        label="First day",
+        initial=lambda: timezone.now().astimezone(UTC).date(),
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        input_formats=["%Y-%m-%d"],
+        error_messages={"required": "Enter the first day.", "invalid": "Enter a date such as 2025-01-31."},
+    )
+    valid_until = forms.DateField(
+        label="Last day",
+        initial=lambda: timezone.now().astimezone(UTC).date() + timedelta(days=365),
+        help_text="The consent ends at the end of this day (UTC).",
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        input_formats=["%Y-%m-%d"],
+        error_messages={"required": "Enter the last day.", "invalid": "Enter a date such as 2025-12-31."},
+    )
+
+    def __init__(self, *args: Any, grantees: list[Grantee], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["grantee"].choices = [("", "Choose…")] + [
+            (grantee.grantee_id, grantee.display_name + (" (organisation)" if grantee.kind == "organisation" else ""))
+            for grantee in grantees
+        ]
+
+    def period(self) -> tuple[datetime, datetime]:
+        """The validity period the service receives: [first day, day after the last day), in UTC.
+
+        A first day of today starts now, so that a consent granted today is in force at once.
+        """
+        first_day: date = self.cleaned_data["valid_from"]
+        last_day: date = self.cleaned_data["valid_until"]
+        valid_from = datetime.combine(first_day, time.min, tzinfo=UTC)
+        now = timezone.now()
+        if first_day == now.astimezone(UTC).date():
+            valid_from = now
+        valid_until = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
+        return valid_from, valid_until
+
+    def add_service_error(self, error: ValidationFailed) -> None:
+        """Show the consent service's refusal next to the field it names (its detail carries no values)."""
+        detail = error.detail if isinstance(error.detail, dict) else {}
+        field = SERVICE_ERROR_FIELDS.get(str(detail.get("field", "")).split(".")[-1].split("[")[0])
+        field = field or SERVICE_ERROR_DEFAULT_FIELDS.get(error.code)
+        message = SERVICE_ERROR_FIELD_MESSAGES.get(
+            (error.code, field or ""), SERVICE_ERROR_MESSAGES.get(error.code, error.message)
+        )
+        self.add_error(field, message)

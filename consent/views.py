@@ -1,0 +1,236 @@
+"""The consent portal: the patient's dashboard (records, consents, grant, revoke, history) and the
+clinician's page of consents naming them.
+
+Server-rendered; htmx only enhances (the history panel and the revoke confirmation load in place),
+and every action works without JavaScript. The patient is always the signed-in user's own: no
+form or URL carries a patient. Writes go through consent.services, reads through the selectors.
+"""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import structlog
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from chaincode.vocabulary import CATEGORIES, PURPOSES
+from consent.access import patient_of
+from consent.forms import ConsentGrantForm
+from consent.models import Consent
+from consent.selectors import consent_get_for_patient, consent_history, consents_granted_to, consents_of_patient
+from consent.services import consent_grant, consent_revoke
+from health_platform.errors import LedgerRejected, LedgerUnavailableError, PermissionDenied, ValidationFailed
+from health_platform.roles import Role, user_has_role
+from health_platform.selectors import grantee_get, grantees_all
+from ledger import LedgerError
+from records.models import Patient
+from records.selectors import patient_records_with_integrity
+
+log = structlog.get_logger(__name__)
+
+LEDGER_UNAVAILABLE_MESSAGE = (
+    "The ledger is not reachable at the moment, so nothing was changed. Please try again later."
+)
+HISTORY_UNAVAILABLE_MESSAGE = (
+    "The ledger is not reachable at the moment, so the history cannot be shown. Please try again later."
+)
+LEDGER_REJECTED_MESSAGE = "The ledger refused this change, so nothing was changed. Please try again."
+
+
+@dataclass(frozen=True)
+class ConsentRow:
+    """A consent as the portal shows it: names and labels resolved, the period as whole days."""
+
+    consent: Consent
+    grantee_name: str
+    purposes: list[tuple[str, str]]
+    categories: list[tuple[str, str]]
+    first_day: date
+    last_day: date
+    status: str
+
+
+# --- patient --------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """The patient's records with their integrity, their consents, and the grant form."""
+    patient = patient_of(request.user)
+    if patient is None:
+        return _forbidden_to_non_patients(request)
+    return _render_dashboard(request, patient=patient, form=ConsentGrantForm(grantees=grantees_all()))
+
+
+@login_required
+@require_POST
+def grant(request: HttpRequest) -> HttpResponse:
+    """Grant a consent from the form; on a refusal, the dashboard again with the reason by the field."""
+    patient = patient_of(request.user)
+    if patient is None:
+        return _forbidden_to_non_patients(request)
+    form = ConsentGrantForm(request.POST, grantees=grantees_all())
+    if not form.is_valid():
+        return _render_dashboard(request, patient=patient, form=form, status=400)
+    valid_from, valid_until = form.period()
+    try:
+        consent = consent_grant(
+            actor=request.user,
+            patient=patient,
+            grantee_id=form.cleaned_data["grantee"],
+            purposes=form.cleaned_data["purposes"],
+            categories=form.cleaned_data["categories"],
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )
+    except ValidationFailed as error:
+        form.add_service_error(error)
+        return _render_dashboard(request, patient=patient, form=form, status=400)
+    except PermissionDenied:
+        return _forbidden(request, "Only the patient a consent concerns can grant it.")
+    except (LedgerUnavailableError, LedgerError):
+        log.warning("consent_portal_ledger_unavailable", action="grant", user_id=request.user.pk)
+        return _render_dashboard(request, patient=patient, form=form, status=503, error=LEDGER_UNAVAILABLE_MESSAGE)
+    except LedgerRejected:
+        return _render_dashboard(request, patient=patient, form=form, status=409, error=LEDGER_REJECTED_MESSAGE)
+    messages.success(
+        request,
+        f"Consent granted. It is on the ledger in transaction {consent.granted_tx_id}"
+        + (f", block {consent.granted_block}." if consent.granted_block is not None else "."),
+    )
+    return redirect(f"{reverse('consent:dashboard')}#consent-{consent.consent_id}")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def revoke(request: HttpRequest, consent_id: str) -> HttpResponse:
+    """GET: the confirmation (a page of its own, or loaded in place by htmx). POST: revoke.
+
+    Any consent id that is not one of the signed-in patient's own consents is refused with 403
+    before anything reaches the ledger, whether it belongs to someone else or does not exist.
+    """
+    patient = patient_of(request.user)
+    if patient is None:
+        return _forbidden_to_non_patients(request)
+    consent = consent_get_for_patient(patient=patient, consent_id=consent_id)
+    if consent is None:
+        log.warning("consent_portal_foreign_consent", user_id=request.user.pk, action=request.method)
+        return _forbidden(request, "This is not one of your consents.")
+    row = _consent_rows([consent])[0]
+    if request.method == "GET":
+        return render(request, "consent/revoke_confirm.html", {"row": row})
+    try:
+        consent = consent_revoke(actor=request.user, consent=consent)
+    except PermissionDenied:
+        return _forbidden(request, "This is not one of your consents.")
+    except (LedgerUnavailableError, LedgerError):
+        log.warning("consent_portal_ledger_unavailable", action="revoke", user_id=request.user.pk)
+        return render(
+            request, "consent/revoke_confirm.html", {"row": row, "error": LEDGER_UNAVAILABLE_MESSAGE}, status=503
+        )
+    except LedgerRejected:
+        return render(
+            request, "consent/revoke_confirm.html", {"row": row, "error": LEDGER_REJECTED_MESSAGE}, status=409
+        )
+    messages.success(
+        request,
+        f"Consent revoked. The revocation is on the ledger in transaction {consent.revoked_tx_id}"
+        + (f", block {consent.revoked_block}." if consent.revoked_block is not None else "."),
+    )
+    return redirect(f"{reverse('consent:dashboard')}#consent-{consent.consent_id}")
+
+
+@login_required
+@require_GET
+def detail(request: HttpRequest, consent_id: str) -> HttpResponse:
+    """One consent and its history as the ledger records it (each change: transaction, block, time).
+
+    The dashboard loads this page's #consent-history section in place with htmx.
+    """
+    patient = patient_of(request.user)
+    if patient is None:
+        return _forbidden_to_non_patients(request)
+    consent = consent_get_for_patient(patient=patient, consent_id=consent_id)
+    if consent is None:
+        return _forbidden(request, "This is not one of your consents.")
+    context = {"row": _consent_rows([consent])[0], "changes": None, "error": None}
+    try:
+        context["changes"] = consent_history(consent=consent)
+    except (LedgerUnavailableError, LedgerError):
+        log.warning("consent_portal_ledger_unavailable", action="history", user_id=request.user.pk)
+        context["error"] = HISTORY_UNAVAILABLE_MESSAGE
+        return render(request, "consent/detail.html", context, status=503)
+    return render(request, "consent/detail.html", context)
+
+
+# --- clinician ------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def granted_to_me(request: HttpRequest) -> HttpResponse:
+    """Which patients (pseudonymous ids only) have granted this clinician, or their organisation, what."""
+    if not user_has_role(request.user, Role.CLINICIAN):
+        return _forbidden(request, "This page is for clinicians.")
+    consents = list(consents_granted_to(user=request.user).select_related("patient"))
+    rows = _consent_rows(consents)
+    active_patients = {row.consent.patient_id for row in rows if row.status == "active"}
+    return render(
+        request,
+        "consent/granted_to_me.html",
+        {"rows": rows, "active_patient_count": len(active_patients)},
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _render_dashboard(
+    request: HttpRequest, *, patient: Patient, form: ConsentGrantForm, status: int = 200, error: str | None = None
+) -> HttpResponse:
+    context = {
+        "patient": patient,
+        "rows": patient_records_with_integrity(patient=patient),
+        "consents": _consent_rows(list(consents_of_patient(patient=patient))),
+        "form": form,
+        "error": error,
+    }
+    return render(request, "consent/dashboard.html", context, status=status)
+
+
+def _consent_rows(consents: list[Consent]) -> list[ConsentRow]:
+    names = {grantee.grantee_id: grantee.display_name for grantee in grantees_all()}
+    rows = []
+    for consent in consents:
+        name = names.get(consent.grantee)
+        if name is None:
+            known = grantee_get(grantee_id=consent.grantee)
+            name = known.display_name if known else f"No longer in the directory ({consent.grantee})"
+        rows.append(
+            ConsentRow(
+                consent=consent,
+                grantee_name=name,
+                purposes=[(code, PURPOSES.get(code, code)) for code in consent.purposes],
+                categories=[(code, CATEGORIES.get(code, code)) for code in consent.categories],
+                first_day=consent.valid_from.date(),
+                # valid_until is exclusive: the last day is the one before it ends.
+                last_day=(consent.valid_until - timedelta(microseconds=1)).date(),
+                status=consent.effective_status,
+            )
+        )
+    return rows
+
+
+def _forbidden_to_non_patients(request: HttpRequest) -> HttpResponse:
+    if user_has_role(request.user, Role.PATIENT):
+        return _forbidden(request, "Your account is not linked to a patient record yet. Please contact the hospital.")
+    return _forbidden(request, "This page is for patients.")
+
+
+def _forbidden(request: HttpRequest, message: str) -> HttpResponse:
+    return render(request, "consent/forbidden.html", {"message": message}, status=403)

@@ -1,0 +1,123 @@
+"""Browser tests: Playwright's sync API driving Debian's Chromium against pytest-django's live server.
+
+The live server runs in a thread of this process over the file-based test database, so each test
+needs `django_db(transaction=True)`. Chromium is the distribution's package (scripts/test.sh installs
+it); Playwright's own browser download is never used. The flags keep Chromium from reaching for the
+network, which is closed on these machines and would make it hang.
+
+Playwright's sync API keeps an asyncio event loop running on the test's thread while a browser is
+open. Django refuses ORM calls from such a thread and the embedded ledger runs its contracts with
+asyncio.run, so while a browser is open the test reaches the database and the ledger through
+`off_browser_thread`. The browser is closed before the test database is flushed.
+"""
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from django.db import connections
+from playwright.sync_api import Browser, Page, sync_playwright
+
+CHROMIUM = os.environ.get("HEALTH_PLATFORM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 812}
+TIMEOUT_MS = 15_000
+
+T = TypeVar("T")
+
+
+def off_browser_thread(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run `function` (ORM or ledger calls) on a thread without the browser driver's event loop."""
+
+    def run() -> T:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result(timeout=60)
+
+
+@pytest.fixture
+def chromium(live_server, transactional_db) -> Iterator[Browser]:
+    """Chromium for one test; set up after (so torn down before) the live server and the database."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/test.sh, which installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def new_page(chromium, live_server) -> Callable[..., Page]:
+    """new_page(javascript=True, viewport=DESKTOP): a page in a fresh context (its own cookies)."""
+
+    def make(*, javascript: bool = True, viewport: dict[str, int] = DESKTOP) -> Page:
+        context = chromium.new_context(base_url=live_server.url, java_script_enabled=javascript, viewport=viewport)
+        context.set_default_timeout(TIMEOUT_MS)
+        return context.new_page()
+
+    return make
+
+
+def sign_in(page: Page, username: str, password: str) -> None:
+    """Sign in through the login form, as a person would."""
+    page.goto("/accounts/login/?next=/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+
+
+def sign_out(page: Page) -> None:
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/accounts/login/")
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """Full-page screenshot to test-artifacts/screenshots/<name>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def wider_than_the_viewport(page: Page) -> list[str]:
+    """What reaches past the right edge of the viewport (the page then scrolls sideways); [] if nothing.
+
+    Measured against the layout width without the scroll bar. Reading the sizes forces the layout, so
+    this works right after a viewport change, and with JavaScript disabled for the page too.
+    """
+    return page.evaluate(
+        """() => {
+            const width = document.documentElement.clientWidth;
+            const wide = [...document.querySelectorAll("body *")]
+                .filter((element) => element.getBoundingClientRect().right > width + 0.5)
+                .map((element) => {
+                    const name = element.tagName.toLowerCase() + (element.id ? "#" + element.id : "");
+                    return `${name}.${[...element.classList].join(".")} (${element.getBoundingClientRect().right}px)`;
+                });
+            if (document.documentElement.scrollWidth > width) {
+                wide.push(`document (${document.documentElement.scrollWidth}px > ${width}px)`);
+            }
+            return wide;
+        }"""
+    )

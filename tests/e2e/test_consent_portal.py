@@ -1,0 +1,340 @@
+"""The consent portal in a real browser: grant, see the transaction, revoke, and nobody else sees it.
+
+Screenshots of the dashboard (desktop and 375px phone width) and of the clinician's page are written to
+test-artifacts/screenshots/.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from playwright.sync_api import Page, expect
+
+from consent.services import consent_grant
+from health_platform import bootstrap
+from health_platform.roles import Role
+from health_platform.services import clinician_register, organisation_create
+from records.crypto import patient_pseudonym
+from records.models import Patient
+from records.services import patient_link_user, record_ingest
+from tests.e2e.conftest import (
+    DESKTOP,
+    PHONE,
+    off_browser_thread,
+    screenshot,
+    sign_in,
+    sign_out,
+    wider_than_the_viewport,
+)
+from tests.records.factories import (
+    MRN_SYSTEM,
+    PASSWORD,
+    ObservationResourceFactory,
+    PatientResourceFactory,
+    UserFactory,
+    bundle,
+    encode,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+
+BREAST_CANCER = "diagnostic-model:breast-cancer"
+BREAST_CANCER_LABEL = "Running the breast-cancer diagnostic model (DUO:0000007)"
+CLINICIAN_LABEL = "Dr Carol Jones (St Mary's Hospital)"
+
+
+@dataclass(frozen=True)
+class People:
+    alice: Any
+    bob: Any
+    carol: Any
+    st_marys: Any
+
+
+def _patient_resources(mrn: str) -> list[dict[str, Any]]:
+    """One patient with an imaging and a laboratory observation: two records on the dashboard."""
+    patient = PatientResourceFactory(mrn=mrn)
+    return [
+        patient,
+        ObservationResourceFactory(
+            patient=patient,
+            category_code="imaging",
+            code_value="bc-mean-radius",
+            display="Nucleus radius, mean",
+            value=14.1,
+            unit="[arb'U]",
+        ),
+        ObservationResourceFactory(patient=patient, category_code="laboratory", value=87.0),
+    ]
+
+
+@pytest.fixture
+def people(transactional_db):
+    """Two patients with anchored records and portal accounts, and a clinician of St Mary's Hospital."""
+    custodian = UserFactory(username="e2e-custodian", roles=[Role.CUSTODIAN])
+    record_ingest(
+        raw_body=encode(bundle(*_patient_resources("MRN-ALICE"), *_patient_resources("MRN-BOB"))), actor=custodian
+    )
+    accounts = {}
+    for username, mrn in (("alice", "MRN-ALICE"), ("bob", "MRN-BOB")):
+        accounts[username] = UserFactory(username=username, roles=[Role.PATIENT])
+        patient = Patient.objects.get(pseudonym=patient_pseudonym(f"{MRN_SYSTEM}|{mrn}"))
+        patient_link_user(patient=patient, user=accounts[username])
+    st_marys = organisation_create(slug="st-marys", name="St Mary's Hospital")
+    carol = UserFactory(username="dr-carol")
+    clinician_register(user=carol, display_name="Dr Carol Jones", organisation=st_marys)
+    return People(alice=accounts["alice"], bob=accounts["bob"], carol=carol, st_marys=st_marys)
+
+
+def read_consent(consent_id: str) -> dict[str, Any]:
+    return bootstrap.ledger().evaluate("consent", "ReadConsent", consent_id).json()
+
+
+def ledger_history(consent_id: str) -> list[dict[str, Any]]:
+    return bootstrap.ledger().evaluate("consent", "ConsentHistory", consent_id).json()
+
+
+def block_of(tx_id: str) -> int | None:
+    location = bootstrap.ledger().locate(tx_id)
+    return None if location is None else location.block_number
+
+
+def ledger_height() -> int:
+    return bootstrap.ledger().height()
+
+
+def today():
+    return timezone.now().astimezone(UTC).date()
+
+
+def on_the_ledger(function, *args):
+    return off_browser_thread(function, *args)
+
+
+def status_message(page: Page):
+    return page.locator("ul.messages")
+
+
+def screenshots_at_both_widths(page: Page, name: str) -> None:
+    screenshot(page, f"{name}-desktop")
+    page.set_viewport_size(PHONE)
+    assert wider_than_the_viewport(page) == [], f"{name}: the page scrolls sideways at 375px"
+    screenshot(page, f"{name}-phone")
+    page.set_viewport_size(DESKTOP)
+
+
+def test_patient_grants_sees_the_transaction_revokes_and_another_patient_sees_none_of_it(people, new_page):
+    page = new_page()
+
+    # Alice signs in and lands on her dashboard: her records, verified on the ledger, and no consent yet.
+    sign_in(page, "alice", PASSWORD)
+    expect(page).to_have_url(re.compile(r"/consent/$"))
+    expect(page.get_by_role("heading", name="My records and consents", level=1)).to_be_visible()
+    expect(page.locator("table.stack tbody tr")).to_have_count(2)
+    expect(page.locator("table.stack .status-ok")).to_have_count(2)
+    expect(page.locator("#no-consents")).to_be_visible()
+
+    # She grants Dr Carol Jones the breast-cancer model over her imaging data for 90 days.
+    last_day = today() + timedelta(days=90)
+    page.get_by_label("Who may use your records").select_option(label=CLINICIAN_LABEL)
+    page.get_by_label(BREAST_CANCER_LABEL).check()
+    page.get_by_label("Imaging-derived measurements").check()
+    page.get_by_label("Last day").fill(last_day.isoformat())
+    page.get_by_role("button", name="Grant consent").click()
+
+    card = page.locator("article.consent-card")
+    expect(card).to_have_count(1)
+    expect(card.locator("[data-status]")).to_have_text("Active")
+    expect(card.get_by_role("heading", name="Dr Carol Jones (St Mary's Hospital)")).to_be_visible()
+    consent_id = card.get_attribute("data-consent-id")
+    granted_tx = card.locator("[data-tx=granted]").inner_text()
+    expect(status_message(page)).to_contain_text(f"Consent granted. It is on the ledger in transaction {granted_tx}")
+
+    # What the page shows is what the ledger holds.
+    on_ledger = on_the_ledger(read_consent, consent_id)
+    assert on_ledger["status"] == "active"
+    assert on_ledger["granted_tx_id"] == granted_tx
+    assert on_ledger["patient_pseudonym"] == people.alice.patient.pseudonym
+    assert on_ledger["grantee"] == people.carol.clinician_profile.grantee_id
+    assert (on_ledger["purposes"], on_ledger["categories"]) == ([BREAST_CANCER], ["imaging"])
+    ends = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=UTC)
+    assert datetime.fromisoformat(on_ledger["valid_until"].replace("Z", "+00:00")) == ends
+    granted_block = on_the_ledger(block_of, granted_tx)
+    expect(card.locator("[data-block=granted]")).to_have_text(str(granted_block))
+    screenshots_at_both_widths(page, "dashboard-granted")
+
+    # The consent's history loads in place (htmx): one change so far, the grant.
+    dashboard_url = page.url
+    card.get_by_role("link", name="Ledger history").click()
+    history = card.locator(".history-slot li")
+    expect(history).to_have_count(1)
+    expect(history.first).to_contain_text("Granted")
+    expect(history.first).to_contain_text(f"{granted_tx}, block {granted_block}")
+    assert page.url == dashboard_url
+
+    # Revoking asks first; nothing happens on the ledger until she confirms.
+    height = on_the_ledger(ledger_height)
+    card.get_by_role("link", name="Revoke…").click()
+    confirm = card.locator(".confirm-slot")
+    expect(confirm).to_contain_text("Revoke the consent you gave Dr Carol Jones (St Mary's Hospital)?")
+    assert on_the_ledger(ledger_height) == height
+    assert on_the_ledger(read_consent, consent_id)["status"] == "active"
+    screenshots_at_both_widths(page, "dashboard-revoke-confirmation")
+    confirm.get_by_role("button", name="Yes, revoke this consent").click()
+
+    expect(card.locator("[data-status]")).to_have_text("Revoked")
+    revoked_tx = card.locator("[data-tx=revoked]").inner_text()
+    expect(status_message(page)).to_contain_text(f"The revocation is on the ledger in transaction {revoked_tx}")
+    expect(card.locator("[data-tx=granted]")).to_have_text(granted_tx)
+    expect(card.get_by_role("link", name="Revoke…")).to_have_count(0)
+    on_ledger = on_the_ledger(read_consent, consent_id)
+    assert (on_ledger["status"], on_ledger["revoked_tx_id"]) == ("revoked", revoked_tx)
+    assert [entry["tx_id"] for entry in on_the_ledger(ledger_history, consent_id)] == [granted_tx, revoked_tx]
+    expect(card.locator("[data-block=revoked]")).to_have_text(str(on_the_ledger(block_of, revoked_tx)))
+    card.get_by_role("link", name="Ledger history").click()
+    expect(history).to_have_count(2)
+    expect(history.nth(1)).to_contain_text("Revoked")
+    expect(history.nth(1)).to_contain_text(revoked_tx)
+    screenshots_at_both_widths(page, "dashboard-revoked")
+
+    # Bob signs in: none of it is visible to him, and he cannot reach it by its address either.
+    sign_out(page)
+    sign_in(page, "bob", PASSWORD)
+    expect(page.get_by_role("heading", name="My records and consents", level=1)).to_be_visible()
+    expect(page.locator("#no-consents")).to_be_visible()
+    expect(page.locator("article.consent-card")).to_have_count(0)
+    html = page.content()
+    for secret in (consent_id, granted_tx, revoked_tx, people.alice.patient.pseudonym):
+        assert secret not in html
+    for address in (f"/consent/{consent_id}/", f"/consent/{consent_id}/revoke/"):
+        response = page.goto(address)
+        assert response is not None
+        assert response.status == 403
+        expect(page.get_by_role("alert")).to_have_text("This is not one of your consents.")
+    height = on_the_ledger(ledger_height)
+    token = next(cookie["value"] for cookie in page.context.cookies() if cookie["name"] == "csrftoken")
+    forged = page.request.post(f"/consent/{consent_id}/revoke/", headers={"X-CSRFToken": token})
+    assert forged.status == 403
+    assert on_the_ledger(ledger_height) == height
+
+
+def test_without_javascript_errors_show_by_their_fields_and_the_confirmation_page_revokes(people, new_page):
+    page = new_page(javascript=False, viewport=PHONE)
+    sign_in(page, "alice", PASSWORD)
+    height = on_the_ledger(ledger_height)
+
+    # Nothing chosen: each missing answer is named next to its field and in the summary.
+    page.get_by_role("button", name="Grant consent").click()
+    expect(page.get_by_role("alert")).to_contain_text("The consent was not granted.")
+    expect(page.locator("#id_grantee_error")).to_have_text("Choose a clinician or an organisation.")
+    expect(page.locator("#id_purposes_error")).to_have_text("Choose at least one purpose.")
+    expect(page.locator("#id_categories_error")).to_have_text("Choose at least one kind of data.")
+    expect(page.get_by_label("Who may use your records")).to_have_attribute("aria-invalid", "true")
+    assert wider_than_the_viewport(page) == []
+    screenshot(page, "dashboard-errors-phone")
+
+    # A last day before the first day: refused by the consent service, shown by the last day.
+    page.get_by_label("Who may use your records").select_option(label=CLINICIAN_LABEL)
+    page.get_by_label(BREAST_CANCER_LABEL).check()
+    page.get_by_label("Laboratory results").check()
+    page.get_by_label("First day").fill((today() + timedelta(days=10)).isoformat())
+    page.get_by_label("Last day").fill((today() + timedelta(days=5)).isoformat())
+    page.get_by_role("button", name="Grant consent").click()
+    expect(page.locator("#id_valid_until_error")).to_have_text("The last day must be on or after the first day.")
+    assert on_the_ledger(ledger_height) == height
+
+    # Corrected, it is granted (starting in ten days: not yet in force).
+    page.get_by_label("Last day").fill((today() + timedelta(days=40)).isoformat())
+    page.get_by_role("button", name="Grant consent").click()
+    card = page.locator("article.consent-card")
+    expect(card.locator("[data-status]")).to_have_text("Not yet in force")
+    consent_id = card.get_attribute("data-consent-id")
+
+    # Without JavaScript the revoke link opens a confirmation page of its own.
+    card.get_by_role("link", name="Revoke…").click()
+    expect(page).to_have_url(re.compile(rf"/consent/{re.escape(consent_id)}/revoke/$"))
+    expect(page.get_by_role("heading", name="Revoke consent")).to_be_visible()
+    page.get_by_role("button", name="Yes, revoke this consent").click()
+    expect(page).to_have_url(re.compile(rf"/consent/#consent-{re.escape(consent_id)}$"))
+    expect(card.locator("[data-status]")).to_have_text("Revoked")
+    assert on_the_ledger(read_consent, consent_id)["status"] == "revoked"
+
+    # ...and the history link opens the consent's page with both changes.
+    card.get_by_role("link", name="Ledger history").click()
+    expect(page.locator("#consent-history li")).to_have_count(2)
+    assert wider_than_the_viewport(page) == []
+
+
+@pytest.fixture
+def grants(people):
+    """Alice grants Dr Carol Jones; Bob grants St Mary's Hospital (Dr Carol's organisation)."""
+    now = timezone.now()
+    terms = {"purposes": [BREAST_CANCER], "valid_from": now, "valid_until": now + timedelta(days=60)}
+    return [
+        consent_grant(
+            actor=people.alice,
+            patient=people.alice.patient,
+            grantee_id=people.carol.clinician_profile.grantee_id,
+            categories=["imaging"],
+            **terms,
+        ),
+        consent_grant(
+            actor=people.bob,
+            patient=people.bob.patient,
+            grantee_id=people.st_marys.grantee_id,
+            categories=["imaging", "laboratory"],
+            **terms,
+        ),
+    ]
+
+
+def test_clinician_sees_which_patients_granted_what_by_pseudonym_only(people, grants, new_page):
+    page = new_page()
+
+    sign_in(page, "dr-carol", PASSWORD)
+
+    expect(page).to_have_url(re.compile(r"/consent/granted-to-me/$"))
+    rows = page.locator("#granted-consents tbody tr")
+    expect(rows).to_have_count(2)
+    for consent in grants:
+        row = page.locator(f'tr[data-consent-id="{consent.consent_id}"]')
+        expect(row.locator("[data-pseudonym]")).to_have_attribute("title", consent.patient.pseudonym)
+        expect(row.locator("[data-status]")).to_have_text("Active")
+    expect(page.get_by_text("2 patients with an active consent")).to_be_visible()
+    html = page.content()
+    for identifying in ("alice", "bob", "MRN-", str(people.alice.patient.pk), "14.1", "87.0"):
+        assert identifying not in html
+    screenshots_at_both_widths(page, "granted-to-me")
+    # The patients' own pages are not the clinician's.
+    response = page.goto("/consent/")
+    assert response is not None
+    assert response.status == 403
+
+
+def test_grant_form_can_be_filled_with_the_keyboard(people, new_page):
+    page = new_page()
+    sign_in(page, "alice", PASSWORD)
+
+    page.get_by_label("Who may use your records").focus()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Treatment of the patient (HL7 v3 TREAT)")).to_be_focused()
+    page.keyboard.press("Space")
+    for _ in range(4):
+        page.keyboard.press("Tab")
+    expect(page.get_by_label("Vital signs")).to_be_focused()
+    page.keyboard.press("Space")
+    page.get_by_role("button", name="Grant consent").focus()
+    page.keyboard.press("Enter")
+
+    card = page.locator("article.consent-card")
+    expect(card.locator("[data-status]")).to_have_text("Active")
+    on_ledger = on_the_ledger(read_consent, card.get_attribute("data-consent-id"))
+    assert (on_ledger["purposes"], on_ledger["categories"]) == (["treatment"], ["vital-signs"])
+    # Focus is visible: the focused control draws an outline.
+    page.get_by_role("link", name="Revoke…").focus()
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("", "none")
