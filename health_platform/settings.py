@@ -141,6 +141,26 @@ if not PSEUDONYM_KEY:
 
     PSEUDONYM_KEY = local_key_b64(VAR_DIR, "pseudonym-key")
 
+# The portal's key vault: requesters' CKKS secret contexts (portal mode) are sealed under these keys,
+# in the same "key-id:base64" format, and opened only by the web process.
+ANALYTICS_KEY_VAULT_KEYS: str = env.str("ANALYTICS_KEY_VAULT_KEYS", default="") or ""
+if not ANALYTICS_KEY_VAULT_KEYS:
+    from health_platform.local_secrets import local_key_b64
+
+    ANALYTICS_KEY_VAULT_KEYS = f"local-1:{local_key_b64(VAR_DIR, 'analytics-vault-key-local-1')}"
+ANALYTICS_KEY_VAULT_ACTIVE_KEY = env.str(
+    "ANALYTICS_KEY_VAULT_ACTIVE_KEY", default=ANALYTICS_KEY_VAULT_KEYS.split(",")[0].split(":", 1)[0]
+)
+
+# --- Analytics ---
+# Ciphertexts and contexts are stored here and passed by key; compute workers need this folder only.
+ANALYTICS_BLOB_DIR = env.str("ANALYTICS_BLOB_DIR", default=str(VAR_DIR / "blobs"))
+ANALYTICS_BATCH_SIZE = env.int("ANALYTICS_BATCH_SIZE", default=4096)
+ANALYTICS_MAX_BATCH_SIZE = 10_000  # CheckAccessBatch's limit
+ANALYTICS_MAX_COHORT = env.int("ANALYTICS_MAX_COHORT", default=100_000)
+ANALYTICS_LEDGER_MAX_RETRIES = env.int("ANALYTICS_LEDGER_MAX_RETRIES", default=8)
+ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS", default=2)
+
 # --- Ledger ---
 # embedded:///absolute/path.sqlite3 (default) or fabric://... (see .env.example).
 LEDGER_URL = env.str("LEDGER_URL", default=f"embedded://{VAR_DIR / 'ledger.sqlite3'}")
@@ -157,6 +177,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)

@@ -45,9 +45,9 @@ class AesGcmRecordCipher:
     Random nonces are safe for well under 2^32 encryptions per key; rotate long before that.
     """
 
-    def __init__(self, keys: dict[str, bytes], active_key_id: str):
+    def __init__(self, keys: dict[str, bytes], active_key_id: str, *, setting: str = "RECORD_ENCRYPTION"):
         if active_key_id not in keys:
-            raise ImproperlyConfigured("RECORD_ENCRYPTION_ACTIVE_KEY is not one of RECORD_ENCRYPTION_KEYS")
+            raise ImproperlyConfigured(f"{setting}_ACTIVE_KEY is not one of {setting}_KEYS")
         self._aeads = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self._active_key_id = active_key_id
 
@@ -70,7 +70,7 @@ class AesGcmRecordCipher:
             raise CiphertextInvalid(key_id) from None
 
 
-def parse_record_keys(value: str) -> dict[str, bytes]:
+def parse_record_keys(value: str, *, setting: str = "RECORD_ENCRYPTION_KEYS") -> dict[str, bytes]:
     """Parse "kid:base64key,kid2:base64key" into {kid: 32-byte key}; raise ImproperlyConfigured."""
     keys: dict[str, bytes] = {}
     for item in (part.strip() for part in (value or "").split(",")):
@@ -78,13 +78,13 @@ def parse_record_keys(value: str) -> dict[str, bytes]:
             continue
         key_id, sep, encoded = item.partition(":")
         if not sep or not key_id or ":" in key_id:
-            raise ImproperlyConfigured("RECORD_ENCRYPTION_KEYS must look like kid:base64key,kid2:base64key")
-        key = _decode_key(encoded, name=f"RECORD_ENCRYPTION_KEYS[{key_id}]")
+            raise ImproperlyConfigured(f"{setting} must look like kid:base64key,kid2:base64key")
+        key = _decode_key(encoded, name=f"{setting}[{key_id}]")
         if key_id in keys:
-            raise ImproperlyConfigured(f"RECORD_ENCRYPTION_KEYS lists key id {key_id!r} twice")
+            raise ImproperlyConfigured(f"{setting} lists key id {key_id!r} twice")
         keys[key_id] = key
     if not keys:
-        raise ImproperlyConfigured("RECORD_ENCRYPTION_KEYS is empty")
+        raise ImproperlyConfigured(f"{setting} is empty")
     return keys
 
 

@@ -30,77 +30,105 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def celery_worker(tmp_path, ledger_url):
-    """A real Celery worker process on the embedded default's broker (kombu's filesystem transport).
-
-    The test must use `django_db(transaction=True)`: the worker is another process and sees only
-    committed rows of the (file-based) test database. Each test gets its own broker folder, so no
-    message outlives its test.
-    """
-    from django.db import connection
-
+def broker(tmp_path):
+    """This test's broker: a fresh folder of kombu's filesystem transport (the embedded default), used by
+    this process and by every worker the test starts. Returns the environment that points workers at it."""
     from health_platform.celery import app
 
-    broker = tmp_path / "broker"
-    for folder in ("queue", "processed"):
-        (broker / folder).mkdir(parents=True)
+    folder = tmp_path / "broker"
+    for sub in ("queue", "processed"):
+        (folder / sub).mkdir(parents=True)
     options = {
-        "data_folder_in": str(broker / "queue"),
-        "data_folder_out": str(broker / "queue"),
-        "processed_folder": str(broker / "processed"),
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "processed_folder": str(folder / "processed"),
+        "control_folder": str(folder / "control"),
         "store_processed": False,
     }
-    saved = dict(app.conf.broker_transport_options or {})
+    saved_url, saved_options = app.conf.broker_url, dict(app.conf.broker_transport_options or {})
     # The app reads Django settings under the CELERY_ namespace: the namespaced key is the one it looks up.
-    app.conf.update(CELERY_BROKER_TRANSPORT_OPTIONS=options)
+    app.conf.update(CELERY_BROKER_URL="filesystem://", CELERY_BROKER_TRANSPORT_OPTIONS=options)
     _reset_broker_connections(app)
-    environment = {
-        **os.environ,
-        "CELERY_BROKER_URL": "filesystem://",
-        "CELERY_FILESYSTEM_BROKER_DIR": str(broker),
-        "LEDGER_URL": ledger_url,
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
-    }
-    log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                str(REPO / ".venv" / "bin" / "celery"),
-                "-A",
-                "health_platform",
-                "worker",
-                "--queues",
-                "custodian,compute",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "1",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel",
-                "INFO",
-            ],
-            cwd=REPO,
-            env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while b"ready." not in log_path.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
+    yield {"CELERY_BROKER_URL": "filesystem://", "CELERY_FILESYSTEM_BROKER_DIR": str(folder)}
+    app.conf.update(CELERY_BROKER_URL=saved_url, CELERY_BROKER_TRANSPORT_OPTIONS=saved_options)
+    _reset_broker_connections(app)
+
+
+@pytest.fixture
+def start_worker(tmp_path, ledger_url, broker):
+    """Start real Celery worker processes; all are stopped at the end of the test.
+
+    start_worker(app="health_platform", queues="custodian,compute", environment=None) uses the test's
+    settings (database file, ledger, broker, blob folder). `environment`, when given, is the worker's
+    WHOLE environment (plus PATH and the broker variables): how the compute worker is started with no
+    database settings and no keys. Tests must use `django_db(transaction=True)`: a worker is another
+    process and sees only committed rows of the (file-based) test database.
+    """
+    from django.conf import settings
+    from django.db import connection
+
+    processes = []
+
+    def start(app: str = "health_platform", queues: str = "custodian,compute", environment: dict | None = None):
+        if environment is None:
+            environment = {
+                **os.environ,
+                "LEDGER_URL": ledger_url,
+                "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+                "ANALYTICS_BLOB_DIR": str(settings.ANALYTICS_BLOB_DIR),
+            }
+        environment = {"PATH": os.environ["PATH"], **environment, **broker}
+        log_path = tmp_path / f"worker-{len(processes)}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [
+                    str(REPO / ".venv" / "bin" / "celery"),
+                    "-A",
+                    app,
+                    "worker",
+                    "--queues",
+                    queues,
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    "1",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "--loglevel",
+                    "INFO",
+                    "--hostname",
+                    f"worker{len(processes)}@%h",
+                ],
+                cwd=REPO,
+                env=environment,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        process.log_path = log_path  # type: ignore[attr-defined]
+        processes.append(process)
+        deadline = time.monotonic() + 60
+        while b"ready." not in log_path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"Celery worker did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return process
+
+    yield start
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
             process.kill()
-            pytest.fail(f"Celery worker did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
-    process.log_path = log_path  # type: ignore[attr-defined]
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    app.conf.update(CELERY_BROKER_TRANSPORT_OPTIONS=saved)
-    _reset_broker_connections(app)
+
+
+@pytest.fixture
+def celery_worker(start_worker):
+    """One real worker on both queues with the test's settings."""
+    return start_worker()
 
 
 def _reset_broker_connections(app) -> None:

@@ -1,0 +1,119 @@
+"""The homomorphic engine: CKKS through TenSEAL, behind a small protocol.
+
+Layout: column packing. A batch of records becomes one ciphertext per feature, each holding up to
+N/2 records in its slots. A linear model's score is then Σ wᵢ·ctᵢ + b: plaintext multiplications and
+additions only, no rotations, so the compute side needs no evaluation keys at all. It receives a
+context holding the parameters only (~100 bytes): it can evaluate, it cannot encrypt or decrypt.
+
+Parameters: N = 8192, coefficient moduli [60, 40, 60] (160 bits, within the 218-bit bound for
+128-bit security at N = 8192), scale 2^40. One multiplicative level: enough for Σ wᵢ·ctᵢ + b.
+Scores are returned as encrypted LOGITS (or values); the sigmoid and thresholds are applied after
+decryption, exactly.
+
+Domain code never imports tenseal: it asks analytics.bootstrap for the engine.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+POLY_MODULUS_DEGREE = 8192
+COEFF_MOD_BIT_SIZES = (60, 40, 60)
+GLOBAL_SCALE = 2**40
+SLOTS = POLY_MODULUS_DEGREE // 2
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """A requester's keys, serialised.
+
+    secret:   everything, secret key included: only the requester (or the portal's key vault) holds it
+    public:   public key and parameters, no secret key: enough to encrypt (the custodian)
+    compute:  parameters only, no keys at all: enough to evaluate (the compute worker)
+    """
+
+    secret: bytes
+    public: bytes
+    compute: bytes
+
+
+class HomomorphicEngine(Protocol):
+    slots: int
+
+    def keygen(self) -> KeySet: ...
+
+    def public_parts(self, secret: bytes) -> KeySet:
+        """Derive the public and compute contexts from a secret context."""
+        ...
+
+    def encrypt_columns(self, public: bytes, features: np.ndarray) -> list[bytes]:
+        """Encrypt a (records × features) matrix, records ≤ slots, as one ciphertext per feature."""
+        ...
+
+    def linear_score(self, compute: bytes, columns: Sequence[bytes], weights: Sequence[float], bias: float) -> bytes:
+        """Σ wᵢ·ctᵢ + b on ciphertexts, with the parameters-only context. Returns one ciphertext."""
+        ...
+
+    def decrypt(self, secret: bytes, ciphertext: bytes, count: int) -> np.ndarray:
+        """The first `count` slots of a ciphertext, decrypted."""
+        ...
+
+    def is_secret_context(self, context: bytes) -> bool:
+        """Whether a serialised context carries a secret key (the server refuses to store one)."""
+        ...
+
+
+class TenSEALEngine:
+    slots = SLOTS
+
+    def __init__(self) -> None:
+        import tenseal
+
+        self._ts = tenseal
+
+    def keygen(self) -> KeySet:
+        context = self._ts.context(
+            self._ts.SCHEME_TYPE.CKKS, POLY_MODULUS_DEGREE, coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES)
+        )
+        context.global_scale = GLOBAL_SCALE
+        return self._parts(context)
+
+    def public_parts(self, secret: bytes) -> KeySet:
+        return self._parts(self._ts.context_from(secret))
+
+    def encrypt_columns(self, public: bytes, features: np.ndarray) -> list[bytes]:
+        if features.ndim != 2 or not 0 < features.shape[0] <= self.slots:
+            raise ValueError(f"expected 1..{self.slots} records by features")
+        context = self._ts.context_from(public)
+        return [self._ts.ckks_vector(context, column.tolist()).serialize() for column in features.T]
+
+    def linear_score(self, compute: bytes, columns: Sequence[bytes], weights: Sequence[float], bias: float) -> bytes:
+        if len(columns) != len(weights) or not columns:
+            raise ValueError("one ciphertext per weight is required")
+        context = self._ts.context_from(compute)
+        total = None
+        for column, weight in zip(columns, weights, strict=True):
+            term = self._ts.ckks_vector_from(context, column) * float(weight)
+            total = term if total is None else total + term
+        assert total is not None
+        return (total + float(bias)).serialize()
+
+    def decrypt(self, secret: bytes, ciphertext: bytes, count: int) -> np.ndarray:
+        context = self._ts.context_from(secret)
+        if not context.has_secret_key():
+            raise ValueError("this context holds no secret key")
+        return np.asarray(self._ts.ckks_vector_from(context, ciphertext).decrypt()[:count])
+
+    def is_secret_context(self, context: bytes) -> bool:
+        return bool(self._ts.context_from(context).has_secret_key())
+
+    def _parts(self, context) -> KeySet:  # type: ignore[no-untyped-def]
+        return KeySet(
+            secret=context.serialize(save_secret_key=True),
+            public=context.serialize(save_secret_key=False, save_galois_keys=False, save_relin_keys=False),
+            compute=context.serialize(
+                save_public_key=False, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+            ),
+        )

@@ -1,0 +1,146 @@
+"""Reads: a request's progress, its decrypted results (portal mode, requester only), its encrypted
+scores (requester-held mode), and the requests a clinician may see."""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import QuerySet
+
+from analytics.keys import secret_context_open
+from analytics.models import AnalysisBatch, AnalysisRequest, BatchStatus, KeyMode
+from analytics.services import model_spec
+from health_platform import bootstrap
+from health_platform.errors import PermissionDenied, ValidationFailed
+
+
+def analyses_of(*, user: Any) -> QuerySet[AnalysisRequest]:
+    """A clinician sees their own requests only."""
+    return AnalysisRequest.objects.filter(requester=user).select_related("model")
+
+
+@dataclass(frozen=True)
+class Progress:
+    status: str
+    failure_code: str
+    total: int
+    gated: int
+    admitted: int
+    refused: int
+    refusals: dict[str, int]
+    scored: int
+    batches: int
+    batches_done: int
+
+
+def analysis_progress(*, request: AnalysisRequest) -> Progress:
+    batches = list(request.batches.all())
+    refusals: Counter[str] = Counter()
+    for batch in batches:
+        refusals.update(batch.refusals)
+    gated = [b for b in batches if b.decisions]
+    return Progress(
+        status=request.status,
+        failure_code=request.failure_code,
+        total=request.total_records,
+        gated=sum(len(b.decisions) for b in gated),
+        admitted=sum(b.admitted_count for b in gated),
+        refused=sum(refusals.values()),
+        refusals=dict(refusals),
+        scored=sum(b.admitted_count for b in batches if b.status == BatchStatus.SCORED),
+        batches=len(batches),
+        batches_done=sum(b.status == BatchStatus.SCORED for b in batches),
+    )
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    record_id: str
+    patient_pseudonym: str
+    score: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Results:
+    model_name: str
+    model_version: str
+    model_sha256: str
+    kind: str
+    rows: list[ResultRow]
+    refusals: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        scores = [row.score for row in self.rows]
+        labels = Counter(row.label for row in self.rows if row.label)
+        if not scores:
+            return {"count": 0, "labels": {}}
+        ordered = sorted(scores)
+        return {
+            "count": len(scores),
+            "mean": sum(scores) / len(scores),
+            "min": ordered[0],
+            "max": ordered[-1],
+            "median": ordered[len(ordered) // 2],
+            "labels": dict(labels),
+        }
+
+    def histogram(self, bins: int = 10) -> list[dict[str, float]]:
+        if not self.rows:
+            return []
+        scores = [row.score for row in self.rows]
+        low, high = (0.0, 1.0) if self.kind == "logistic" else (min(scores), max(scores))
+        width = (high - low) / bins or 1.0
+        counts = [0] * bins
+        for score in scores:
+            counts[min(bins - 1, max(0, int((score - low) / width)))] += 1
+        return [{"from": low + i * width, "to": low + (i + 1) * width, "count": c} for i, c in enumerate(counts)]
+
+
+def analysis_results(*, request: AnalysisRequest, viewer: Any) -> Results:
+    """Decrypt and interpret the scores: the requester only, in portal mode, in the web process."""
+    if viewer.pk != request.requester_id:
+        raise PermissionDenied("Only the requester can read an analysis's results.")
+    if request.key_mode != KeyMode.PORTAL or not request.sealed_secret_context:
+        raise ValidationFailed(
+            "The requester holds this analysis's key: download the encrypted scores.", code="results_held_by_requester"
+        )
+    spec = model_spec(request.model)
+    secret = secret_context_open(
+        request_id=request.id, key_id=request.sealed_key_id, sealed=bytes(request.sealed_secret_context)
+    )
+    engine, blobs = bootstrap.homomorphic_engine(), bootstrap.blob_store()
+    rows: list[ResultRow] = []
+    refusals: Counter[str] = Counter()
+    for batch in request.batches.filter(status=BatchStatus.SCORED).order_by("index"):
+        refusals.update(batch.refusals)
+        pseudonyms = {d["record_id"]: d["patient_pseudonym"] for d in batch.decisions}
+        for chunk, score_key in zip(batch.column_keys, batch.score_keys, strict=True):
+            scores = engine.decrypt(secret, blobs.get(score_key), len(chunk["record_ids"]))
+            for record_id, result in zip(chunk["record_ids"], spec.interpret(scores), strict=True):
+                rows.append(ResultRow(record_id, pseudonyms[record_id], result["score"], result["label"]))
+    return Results(spec.name, spec.version, spec.sha256, spec.kind, rows, dict(refusals))
+
+
+def analysis_encrypted_scores(*, request: AnalysisRequest, viewer: Any) -> dict[str, Any]:
+    """The score ciphertexts with the records they belong to, for the requester to decrypt."""
+    if viewer.pk != request.requester_id:
+        raise PermissionDenied("Only the requester can download an analysis's scores.")
+    spec = model_spec(request.model)
+    blobs = bootstrap.blob_store()
+    chunks = []
+    batches: list[AnalysisBatch] = list(request.batches.filter(status=BatchStatus.SCORED).order_by("index"))
+    for batch in batches:
+        pseudonyms = {d["record_id"]: d["patient_pseudonym"] for d in batch.decisions}
+        for chunk, score_key in zip(batch.column_keys, batch.score_keys, strict=True):
+            chunks.append(
+                {
+                    "record_ids": chunk["record_ids"],
+                    "patient_pseudonyms": [pseudonyms[r] for r in chunk["record_ids"]],
+                    "ciphertext": blobs.get(score_key),
+                }
+            )
+    return {
+        "model": {"name": spec.name, "version": spec.version, "sha256": spec.sha256, "kind": spec.kind},
+        "chunks": chunks,
+    }

@@ -1,0 +1,528 @@
+"""Writes: registering models, creating analysis requests, and each step of the batch pipeline.
+
+The pipeline per batch (custodian side, analytics.tasks):
+    gate     ONE CheckAccessBatch on the ledger, at the moment the batch runs   pending  -> gated
+    log      ONE AppendAccessEvents transaction: every record, admitted or not  gated    -> logged
+    encrypt  admitted records' features, clipped, column-packed, with the        logged   -> encrypted
+             requester's PUBLIC context; ciphertexts go to the blob store
+then the compute worker scores the ciphertexts (analytics.compute) and the custodian collects the
+result keys (encrypted -> scored). Every transition is a conditional UPDATE from the state before,
+so a task delivered twice or resumed after a crash continues from the stored state and does no step
+twice. Fail closed: without a positive answer from the ledger nothing is encrypted or scored.
+"""
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from analytics.diagnostic_models import LinearModel, all_models
+from analytics.keys import secret_context_seal
+from analytics.models import (
+    AnalysisBatch,
+    AnalysisRequest,
+    AnalysisStatus,
+    BatchStatus,
+    CohortKind,
+    DiagnosticModel,
+    KeyMode,
+)
+from chaincode.validation import format_timestamp
+from consent.models import Consent, ConsentStatus
+from health_platform import bootstrap
+from health_platform.errors import LedgerUnavailableError, PermissionDenied, ValidationFailed
+from health_platform.roles import Role, user_has_role
+from ledger import ContractRejected, LedgerUnavailable, TransactionConflict
+from records.errors import CiphertextInvalid
+from records.models import RecordVersion
+from records.selectors import content_sha256, record_version_plaintext, record_versions_usable_for_analysis
+
+log = structlog.get_logger(__name__)
+
+NO_CONTENT_HASH = "0" * 64  # sent to the gate for a record whose ciphertext does not open: never matches
+
+
+class LedgerNotAnswering(Exception):
+    """The ledger did not answer a pipeline step; the task retries it, then fails the request closed."""
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+def diagnostic_models_register() -> list[DiagnosticModel]:
+    """Train the registry's models and anchor each one's weights hash on the ledger (idempotent)."""
+    registered = []
+    for spec in all_models():
+        try:
+            receipt = bootstrap.ledger().submit("anchors", "AnchorModel", spec.name, spec.version, spec.sha256)
+        except (LedgerUnavailable, TransactionConflict) as error:
+            raise LedgerUnavailableError() from error
+        anchor = receipt.json()
+        location = bootstrap.ledger().locate(anchor["tx_id"])
+        row, _ = DiagnosticModel.objects.update_or_create(
+            name=spec.name,
+            version=spec.version,
+            defaults={
+                "sha256": spec.sha256,
+                "anchor_tx_id": anchor["tx_id"],
+                "anchor_block": location.block_number if location else None,
+            },
+        )
+        registered.append(row)
+        log.info("diagnostic_model_registered", model=spec.model_id, sha256=spec.sha256, tx_id=anchor["tx_id"])
+    return registered
+
+
+def model_spec(model: DiagnosticModel) -> LinearModel:
+    """The weights of a registered model, refusing any whose hash differs from the registered one."""
+    for spec in all_models():
+        if (spec.name, spec.version) == (model.name, model.version):
+            if spec.sha256 != model.sha256:
+                raise ValidationFailed(
+                    "The model's weights differ from the anchored ones.",
+                    code="model_hash_mismatch",
+                    detail={"model": str(model)},
+                )
+            return spec
+    raise ValidationFailed("The model is not in the registry.", code="unknown_model", detail={"model": str(model)})
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+def analysis_request_create(
+    *,
+    requester: Any,
+    model_name: str,
+    cohort_kind: str,
+    pseudonyms: list[str] | None = None,
+    key_mode: str = KeyMode.PORTAL,
+    public_context: bytes | None = None,
+    batch_size: int | None = None,
+) -> AnalysisRequest:
+    """Create a request and queue it. Keys: generated here (portal mode) or uploaded (requester mode)."""
+    if not user_has_role(requester, Role.CLINICIAN) or not hasattr(requester, "clinician_profile"):
+        raise PermissionDenied("Only a registered clinician can request an analysis.")
+    model = DiagnosticModel.objects.filter(name=model_name).order_by("-version").first()
+    if model is None:
+        raise ValidationFailed("Unknown model.", code="unknown_model", detail={"field": "model"})
+    spec = model_spec(model)
+    if cohort_kind not in CohortKind.values:
+        raise ValidationFailed("Unknown cohort kind.", code="invalid_cohort", detail={"field": "cohort_kind"})
+    cohort = _checked_pseudonyms(pseudonyms) if cohort_kind == CohortKind.EXPLICIT else []
+    size = batch_size or settings.ANALYTICS_BATCH_SIZE
+    if not 1 <= size <= settings.ANALYTICS_MAX_BATCH_SIZE:
+        raise ValidationFailed(
+            f"batch_size must be 1 to {settings.ANALYTICS_MAX_BATCH_SIZE}.",
+            code="invalid_batch_size",
+            detail={"field": "batch_size"},
+        )
+
+    engine, blobs = bootstrap.homomorphic_engine(), bootstrap.blob_store()
+    if key_mode == KeyMode.PORTAL:
+        keys = engine.keygen()
+    elif key_mode == KeyMode.REQUESTER:
+        keys = _uploaded_public_context(engine, public_context)
+    else:
+        raise ValidationFailed("Unknown key mode.", code="invalid_key_mode", detail={"field": "key_mode"})
+
+    profile = requester.clinician_profile
+    with transaction.atomic():
+        request = AnalysisRequest(
+            requester=requester,
+            grantee_id=profile.grantee_id,
+            organisation_grantee_id=profile.organisation.grantee_id if profile.organisation else "",
+            model=model,
+            purpose=spec.purpose,
+            cohort_kind=cohort_kind,
+            cohort_pseudonyms=cohort,
+            key_mode=key_mode,
+            public_context_key=blobs.put(keys.public),
+            compute_context_key=blobs.put(keys.compute),
+            batch_size=size,
+        )
+        if key_mode == KeyMode.PORTAL:
+            request.sealed_key_id, request.sealed_secret_context = secret_context_seal(
+                request_id=request.id, secret=keys.secret
+            )
+        request.save()
+        transaction.on_commit(lambda: _enqueue_start(request.id))
+    log.info(
+        "analysis_requested",
+        request_id=str(request.id),
+        model=str(model),
+        cohort_kind=cohort_kind,
+        key_mode=key_mode,
+        requester_id=requester.pk,
+    )
+    return request
+
+
+def _checked_pseudonyms(pseudonyms: Any) -> list[str]:
+    if not isinstance(pseudonyms, list) or not pseudonyms:
+        raise ValidationFailed(
+            "List at least one pseudonymous patient id.", code="invalid_cohort", detail={"field": "pseudonyms"}
+        )
+    if len(pseudonyms) > settings.ANALYTICS_MAX_COHORT:
+        raise ValidationFailed(
+            f"At most {settings.ANALYTICS_MAX_COHORT} patients per request.",
+            code="cohort_too_large",
+            detail={"field": "pseudonyms"},
+        )
+    bad = [
+        i
+        for i, p in enumerate(pseudonyms)
+        if not isinstance(p, str) or len(p) != 64 or any(c not in "0123456789abcdef" for c in p)
+    ]
+    if bad:
+        raise ValidationFailed(
+            "Pseudonymous ids are 64 lowercase hex characters.",
+            code="invalid_cohort",
+            detail={"field": "pseudonyms", "indexes": bad[:20]},
+        )
+    return list(dict.fromkeys(pseudonyms))
+
+
+def _uploaded_public_context(engine: Any, public_context: bytes | None) -> Any:
+    if not public_context:
+        raise ValidationFailed(
+            "Requester-held keys need the public context.",
+            code="public_context_missing",
+            detail={"field": "public_context"},
+        )
+    try:
+        holds_secret = engine.is_secret_context(public_context)
+        keys = engine.public_parts(public_context)
+    except Exception:  # TenSEAL raises bare exceptions for malformed input
+        raise ValidationFailed(
+            "The public context cannot be read.", code="public_context_invalid", detail={"field": "public_context"}
+        ) from None
+    if holds_secret:
+        # Refused and not stored: the server must never hold a key that opens the requester's results.
+        raise ValidationFailed(
+            "The uploaded context holds a secret key; upload the public context only.",
+            code="secret_key_uploaded",
+            detail={"field": "public_context"},
+        )
+    return keys
+
+
+def _enqueue_start(request_id: object) -> None:
+    from analytics.tasks import analysis_start
+
+    analysis_start.delay(str(request_id))
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+
+
+def analysis_start(*, request_id: str) -> list[int]:
+    """Plan the batches (once) and return the ids of those not scored yet, for the gate tasks."""
+    with transaction.atomic():
+        request = AnalysisRequest.objects.select_for_update().select_related("model").filter(pk=request_id).first()
+        if request is None or request.status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED):
+            return []
+        if request.status == AnalysisStatus.QUEUED:
+            _plan_batches(request)
+    return list(
+        AnalysisBatch.objects.filter(request_id=request_id)
+        .exclude(status__in=[BatchStatus.SCORED, BatchStatus.FAILED])
+        .values_list("pk", flat=True)
+    )
+
+
+def _plan_batches(request: AnalysisRequest) -> None:
+    spec = model_spec(request.model)
+    versions = record_versions_usable_for_analysis(categories=[spec.category])
+    if request.cohort_kind == CohortKind.EXPLICIT:
+        versions = versions.filter(record__patient__pseudonym__in=request.cohort_pseudonyms)
+        found = set(versions.values_list("record__patient__pseudonym", flat=True))
+        request.unknown_patients = len(set(request.cohort_pseudonyms) - found)
+    else:
+        # Candidates from the consent mirror; the ledger gate decides. A stale mirror can only
+        # add candidates that the gate then refuses, or miss some that a later request includes.
+        grantees = [g for g in (request.grantee_id, request.organisation_grantee_id) if g]
+        candidates = [
+            c.patient_id
+            for c in Consent.objects.filter(grantee__in=grantees, status=ConsentStatus.ACTIVE)
+            if request.purpose in c.purposes
+        ]
+        versions = versions.filter(record__patient_id__in=candidates)
+    ids = list(versions.values_list("pk", flat=True))
+    AnalysisBatch.objects.bulk_create(
+        AnalysisBatch(request=request, index=index, record_version_ids=ids[start : start + request.batch_size])
+        for index, start in enumerate(range(0, len(ids), request.batch_size))
+    )
+    request.total_records = len(ids)
+    request.status = AnalysisStatus.COMPLETED if not ids else AnalysisStatus.RUNNING
+    request.started_at = timezone.now()
+    if not ids:
+        request.finished_at = request.started_at
+    request.save(update_fields=["total_records", "unknown_patients", "status", "started_at", "finished_at"])
+    log.info(
+        "analysis_planned",
+        request_id=str(request.id),
+        records=len(ids),
+        batches=(len(ids) + request.batch_size - 1) // request.batch_size,
+    )
+
+
+@dataclass(frozen=True)
+class ComputeOrder:
+    """What the compute worker needs: blob keys and plaintext weights; no record, no key."""
+
+    batch_id: int
+    compute_context_key: str
+    column_keys: list[list[str]]
+    weights: list[float]
+    bias: float
+
+
+def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
+    """Run the custodian steps the batch still needs; return the compute order once encrypted.
+
+    Raises LedgerNotAnswering when the ledger does not answer the gate or the log (the task retries).
+    """
+    batch = AnalysisBatch.objects.select_related("request__model").filter(pk=batch_id).first()
+    if batch is None or batch.request.status == AnalysisStatus.FAILED:
+        return None
+    spec = model_spec(batch.request.model)
+    if batch.status == BatchStatus.PENDING:
+        batch = _gate(batch)
+    if batch.status == BatchStatus.GATED:
+        batch = _log(batch, spec)
+    if batch.status == BatchStatus.LOGGED:
+        batch = _encrypt(batch, spec)
+    if batch.status == BatchStatus.ENCRYPTED:
+        return ComputeOrder(
+            batch.pk,
+            batch.request.compute_context_key,
+            [c["columns"] for c in batch.column_keys],
+            list(spec.weights),
+            spec.bias,
+        )
+    return None
+
+
+def _transition(batch: AnalysisBatch, expected: str, **fields: Any) -> AnalysisBatch:
+    """Move the batch on if it is still in `expected`; either way, return it as stored now."""
+    AnalysisBatch.objects.filter(pk=batch.pk, status=expected).update(**fields, updated_at=timezone.now())
+    return AnalysisBatch.objects.select_related("request__model").get(pk=batch.pk)
+
+
+def _gate(batch: AnalysisBatch) -> AnalysisBatch:
+    request = batch.request
+    versions = _versions_in_order(batch)
+    items = []
+    for version in versions:
+        try:
+            digest = content_sha256(record_version_plaintext(record_version=version))
+        except CiphertextInvalid:
+            digest = NO_CONTENT_HASH
+        items.append({"record_id": str(version.record_id), "category": version.record.category, "sha256": digest})
+    at = datetime.now(UTC)
+    query: dict[str, Any] = {
+        "grantee": request.grantee_id,
+        "purpose": request.purpose,
+        "at": format_timestamp(at),
+        "items": items,
+    }
+    if request.organisation_grantee_id:
+        query["organisation"] = request.organisation_grantee_id
+    try:
+        answer = bootstrap.ledger().evaluate("consent", "CheckAccessBatch", json.dumps(query)).json()
+    except (LedgerUnavailable, TransactionConflict) as error:
+        raise LedgerNotAnswering("gate") from error
+    decisions = [
+        {
+            "version_id": version.pk,
+            "record_id": item["record_id"],
+            "category": item["category"],
+            "sha256": item["sha256"],
+            "patient_pseudonym": version.record.patient.pseudonym,
+            "decision": result["decision"],
+            "reason": result["reason"],
+            "consent_id": result["consent_id"],
+        }
+        for version, item, result in zip(versions, items, answer["results"], strict=True)
+    ]
+    refusals = Counter(d["reason"] for d in decisions if d["decision"] != "admit")
+    log.info(
+        "analysis_batch_gated",
+        request_id=str(request.id),
+        batch=batch.index,
+        admitted=len(decisions) - sum(refusals.values()),
+        refused=dict(refusals),
+    )
+    return _transition(
+        batch,
+        BatchStatus.PENDING,
+        status=BatchStatus.GATED,
+        gate_at=at,
+        decisions=decisions,
+        admitted_count=len(decisions) - sum(refusals.values()),
+        refusals=dict(refusals),
+    )
+
+
+def _log(batch: AnalysisBatch, spec: LinearModel) -> AnalysisBatch:
+    request = batch.request
+    events = [
+        {
+            "event_id": access_event_id(request.id, d["record_id"]),
+            "kind": "record_access",
+            "record_id": d["record_id"],
+            "patient_pseudonym": d["patient_pseudonym"],
+            "grantee": request.grantee_id,
+            "purpose": request.purpose,
+            "request_id": str(request.id),
+            "model_hash": spec.sha256,
+            "category": d["category"],
+            "decision": d["decision"],
+            "reason": d["reason"],
+        }
+        for d in batch.decisions
+    ]
+    if not events:
+        return _transition(batch, BatchStatus.GATED, status=BatchStatus.LOGGED)
+    try:
+        receipt = bootstrap.ledger().submit("accesslog", "AppendAccessEvents", json.dumps(events))
+    except (LedgerUnavailable, TransactionConflict) as error:
+        raise LedgerNotAnswering("log") from error
+    log.info(
+        "analysis_batch_logged",
+        request_id=str(request.id),
+        batch=batch.index,
+        events=len(events),
+        tx_id=receipt.tx_id,
+        block=receipt.block_number,
+    )
+    return _transition(
+        batch,
+        BatchStatus.GATED,
+        status=BatchStatus.LOGGED,
+        access_log_tx_id=receipt.tx_id,
+        access_log_block=receipt.block_number,
+    )
+
+
+def access_event_id(request_id: object, record_id: str) -> str:
+    """Deterministic per (request, record): a batch logged twice appends nothing the second time."""
+    return f"acc:{request_id}:{record_id}"
+
+
+def _encrypt(batch: AnalysisBatch, spec: LinearModel) -> AnalysisBatch:
+    """Encrypt what the gate admitted, if its content is still exactly what was gated."""
+    request = batch.request
+    admitted = [d for d in batch.decisions if d["decision"] == "admit"]
+    versions = {v.pk: v for v in RecordVersion.objects.filter(pk__in=[d["version_id"] for d in admitted])}
+    rows, features, skipped = [], [], Counter()
+    for decision in admitted:
+        try:
+            plaintext = record_version_plaintext(record_version=versions[decision["version_id"]])
+        except (KeyError, CiphertextInvalid):
+            skipped["content_unavailable"] += 1
+            continue
+        if content_sha256(plaintext) != decision["sha256"]:
+            skipped["changed_after_gate"] += 1
+            continue
+        values = _features(plaintext, spec.feature_codes)
+        if values is None:
+            skipped["missing_features"] += 1
+            continue
+        rows.append(decision["record_id"])
+        features.append(values)
+    engine, blobs = bootstrap.homomorphic_engine(), bootstrap.blob_store()
+    public = blobs.get(request.public_context_key)
+    chunks, clipped = [], 0
+    if rows:
+        matrix, outside = spec.clip(np.asarray(features, dtype=float))
+        clipped = int(outside.sum())
+        for start in range(0, len(rows), engine.slots):
+            columns = engine.encrypt_columns(public, matrix[start : start + engine.slots])
+            chunks.append(
+                {"record_ids": rows[start : start + engine.slots], "columns": [blobs.put(c) for c in columns]}
+            )
+    if skipped:
+        log.warning(
+            "analysis_batch_records_skipped", request_id=str(request.id), batch=batch.index, skipped=dict(skipped)
+        )
+    refusals = {**batch.refusals, **{k: batch.refusals.get(k, 0) + v for k, v in skipped.items()}}
+    return _transition(
+        batch,
+        BatchStatus.LOGGED,
+        status=BatchStatus.ENCRYPTED,
+        column_keys=chunks,
+        clipped_count=clipped,
+        refusals=refusals,
+        admitted_count=len(rows),
+    )
+
+
+def _features(plaintext: bytes, codes: tuple[str, ...]) -> list[float] | None:
+    """The model's features from a record's FHIR bundle, in the model's order; None if any is missing."""
+    wanted = set(codes)
+    found: dict[str, float] = {}
+    for entry in json.loads(plaintext).get("entry", []):
+        resource = entry.get("resource", {})
+        if resource.get("resourceType") != "Observation":
+            continue
+        value = (resource.get("valueQuantity") or {}).get("value")
+        for coding in (resource.get("code") or {}).get("coding", []):
+            if coding.get("code") in wanted and isinstance(value, int | float) and not isinstance(value, bool):
+                found[coding["code"]] = float(value)
+    if len(found) != len(codes) or not all(np.isfinite(list(found.values()))):
+        return None
+    return [found[code] for code in codes]
+
+
+def _versions_in_order(batch: AnalysisBatch) -> list[RecordVersion]:
+    by_id = {
+        v.pk: v
+        for v in RecordVersion.objects.filter(pk__in=batch.record_version_ids).select_related(
+            "record", "record__patient"
+        )
+    }
+    return [by_id[i] for i in batch.record_version_ids if i in by_id]
+
+
+def analysis_batch_collect(*, batch_id: int, score_keys: list[str]) -> None:
+    """Record the compute result of a batch (once) and complete the request when all are scored."""
+    updated = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED).update(
+        status=BatchStatus.SCORED, score_keys=score_keys, updated_at=timezone.now()
+    )
+    if not updated:
+        return
+    batch = AnalysisBatch.objects.get(pk=batch_id)
+    log.info("analysis_batch_scored", request_id=str(batch.request_id), batch=batch.index)
+    if not AnalysisBatch.objects.filter(request_id=batch.request_id).exclude(status=BatchStatus.SCORED).exists():
+        AnalysisRequest.objects.filter(pk=batch.request_id, status=AnalysisStatus.RUNNING).update(
+            status=AnalysisStatus.COMPLETED, finished_at=timezone.now()
+        )
+        log.info("analysis_completed", request_id=str(batch.request_id))
+
+
+def analysis_fail(*, batch_id: int, code: str) -> None:
+    """Fail the batch's request closed: no batch of it is encrypted or scored from now on."""
+    batch = AnalysisBatch.objects.filter(pk=batch_id).first()
+    if batch is None:
+        return
+    with transaction.atomic():
+        AnalysisRequest.objects.filter(pk=batch.request_id).exclude(status=AnalysisStatus.COMPLETED).update(
+            status=AnalysisStatus.FAILED, failure_code=code, finished_at=timezone.now()
+        )
+        AnalysisBatch.objects.filter(request_id=batch.request_id).exclude(status=BatchStatus.SCORED).update(
+            status=BatchStatus.FAILED
+        )
+    log.error("analysis_failed", request_id=str(batch.request_id), batch=batch.index, code=code)
+
+
+def contract_rejection_code(error: ContractRejected) -> str:
+    return f"ledger_rejected_{error.code}"

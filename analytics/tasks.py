@@ -1,0 +1,71 @@
+"""Celery tasks of the custodian side (queue "custodian"). Each takes ids, re-reads state and calls
+a service; each is safe to deliver twice. The compute step runs on the "compute" queue."""
+
+import structlog
+from celery import chain, shared_task
+from django.conf import settings
+
+from analytics import services
+from analytics.compute import SCORE_TASK, score_batch
+from health_platform import bootstrap
+from health_platform.celery import app
+from ledger import ContractRejected
+
+log = structlog.get_logger(__name__)
+
+
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
+def analysis_start(request_id: str) -> None:
+    for batch_id in services.analysis_start(request_id=request_id):
+        analysis_batch_gate.delay(batch_id)
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None, soft_time_limit=540, time_limit=600)
+def analysis_batch_gate(self, batch_id: int) -> None:  # type: ignore[no-untyped-def]
+    """Gate, log and encrypt one batch, then send it to the compute queue.
+
+    The ledger not answering is retried with exponential backoff; after
+    ANALYTICS_LEDGER_MAX_RETRIES the request fails closed with code ledger_unavailable.
+    """
+    try:
+        order = services.analysis_batch_advance(batch_id=batch_id)
+    except services.LedgerNotAnswering as error:
+        if self.request.retries >= settings.ANALYTICS_LEDGER_MAX_RETRIES:
+            services.analysis_fail(batch_id=batch_id, code="ledger_unavailable")
+            return
+        countdown = settings.ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS * 2**self.request.retries
+        log.warning("analysis_batch_ledger_retry", batch_id=batch_id, step=str(error), retry=self.request.retries + 1)
+        raise self.retry(exc=error, countdown=countdown) from None
+    except ContractRejected as error:
+        services.analysis_fail(batch_id=batch_id, code=services.contract_rejection_code(error))
+        return
+    if order is not None:
+        chain(
+            app.signature(
+                SCORE_TASK,
+                args=(order.compute_context_key, order.column_keys, order.weights, order.bias),
+                queue="compute",
+            ),
+            analysis_batch_collect.s(order.batch_id).set(queue="custodian"),
+        ).apply_async()
+
+
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
+def analysis_batch_collect(score_keys: list[str], batch_id: int) -> None:
+    services.analysis_batch_collect(batch_id=batch_id, score_keys=score_keys)
+
+
+@app.task(name=SCORE_TASK, acks_late=True, soft_time_limit=540, time_limit=600)
+def score(compute_context_key: str, column_keys: list[list[str]], weights: list[float], bias: float) -> list[str]:
+    """The compute step registered in the custodian app too, for eager runs and single-worker setups.
+
+    Same code as the compute worker's (analytics.compute.score_batch): it touches no database or key.
+    """
+    return score_batch(
+        engine=bootstrap.homomorphic_engine(),
+        blobs=bootstrap.blob_store(),
+        compute_context_key=compute_context_key,
+        column_keys=column_keys,
+        weights=weights,
+        bias=bias,
+    )

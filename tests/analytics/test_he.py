@@ -1,0 +1,98 @@
+"""The CKKS engine against plaintext scikit-learn, on the real models and the real test splits."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from analytics.diagnostic_models import SPLIT_SEED, TEST_SIZE, breast_cancer_model, breast_cancer_split, diabetes_model
+from analytics.he import TenSEALEngine
+
+pytestmark = pytest.mark.he
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return TenSEALEngine()
+
+
+@pytest.fixture(scope="module")
+def keys(engine):
+    return engine.keygen()
+
+
+def _encrypted_scores(engine, keys, model, features):
+    clipped, outside = model.clip(features)
+    assert not outside.any()
+    columns = engine.encrypt_columns(keys.public, clipped)
+    return engine.decrypt(
+        keys.secret, engine.linear_score(keys.compute, columns, model.weights, model.bias), len(features)
+    )
+
+
+def test_encrypted_breast_cancer_labels_equal_scikit_learn_on_the_whole_test_split(engine, keys):
+    x_train, x_test, y_train, _ = breast_cancer_split()
+    reference = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=SPLIT_SEED))
+    reference.fit(x_train, y_train)
+    model = breast_cancer_model()
+
+    logits = _encrypted_scores(engine, keys, model, x_test)
+
+    sklearn_malignant = reference.predict(x_test) == 0  # sklearn's class 0 is malignant
+    encrypted_malignant = np.array([r["label"] == "malignant" for r in model.interpret(logits)])
+    assert len(x_test) == 143
+    assert (encrypted_malignant == sklearn_malignant).all()
+    sklearn_probability = reference.predict_proba(x_test)[:, 0]
+    encrypted_probability = np.array([r["score"] for r in model.interpret(logits)])
+    assert np.abs(encrypted_probability - sklearn_probability).max() < 1e-3
+    assert np.abs(logits - model.score_plain(x_test)).max() < 1e-3
+
+
+def test_encrypted_diabetes_predictions_are_within_1e_3_of_plaintext(engine, keys):
+    data = load_diabetes(scaled=False)
+    _, x_test, _, _ = train_test_split(data.data, data.target, test_size=TEST_SIZE, random_state=SPLIT_SEED)
+    model = diabetes_model()
+    predictions = _encrypted_scores(engine, keys, model, x_test)
+    assert np.abs(predictions - model.score_plain(x_test)).max() < 1e-3
+
+
+def test_a_full_ciphertext_of_records_is_scored_correctly(engine, keys):
+    model = breast_cancer_model()
+    rng = np.random.default_rng(7)
+    low, high = np.asarray(model.feature_min), np.asarray(model.feature_max)
+    features = low + rng.random((engine.slots, len(low))) * (high - low)
+    assert np.abs(_encrypted_scores(engine, keys, model, features) - model.score_plain(features)).max() < 1e-3
+
+
+def test_clipping_keeps_an_extreme_value_from_corrupting_the_other_records(engine, keys):
+    model = breast_cancer_model()
+    _, x_test, _, _ = breast_cancer_split()
+    features = x_test[:10].copy()
+    features[3, 0] = 1e12  # one absurd value
+    clipped, outside = model.clip(features)
+    assert outside.tolist() == [i == 3 for i in range(10)]
+    columns = engine.encrypt_columns(keys.public, clipped)
+    scores = engine.decrypt(keys.secret, engine.linear_score(keys.compute, columns, model.weights, model.bias), 10)
+    others = [i for i in range(10) if i != 3]
+    assert np.abs(scores[others] - model.score_plain(x_test[:10])[others]).max() < 1e-3
+
+
+def test_the_public_and_compute_contexts_cannot_decrypt(engine, keys):
+    columns = engine.encrypt_columns(keys.public, breast_cancer_split()[1][:4])
+    assert not engine.is_secret_context(keys.public)
+    assert not engine.is_secret_context(keys.compute)
+    assert engine.is_secret_context(keys.secret)
+    assert len(keys.compute) < 1000  # parameters only
+    for context in (keys.public, keys.compute):
+        with pytest.raises(ValueError, match="no secret key"):
+            engine.decrypt(context, columns[0], 4)
+
+
+def test_model_hashes_are_stable_and_cover_the_weights():
+    model = breast_cancer_model()
+    assert model.sha256 == breast_cancer_model().sha256
+    assert model.metrics["accuracy"] > 0.9
+    assert diabetes_model().sha256 != model.sha256

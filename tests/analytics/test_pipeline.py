@@ -1,0 +1,194 @@
+"""The analysis pipeline, run eagerly in this process against the real embedded ledger and TenSEAL."""
+
+import json
+import time
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from analytics.diagnostic_models import breast_cancer_model
+from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
+from analytics.selectors import analysis_results
+from analytics.services import analysis_request_create, analysis_start
+from analytics.tasks import analysis_batch_gate
+from consent.services import consent_revoke
+from health_platform.celery import app
+from records.codes import BREAST_CANCER_DATASET
+from records.demo import demo_patients
+from records.models import RecordVersion
+from tests.analytics.conftest import grant
+
+pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
+
+
+def _access_log(ledger, request_id):
+    return {
+        e["record_id"]: (e["decision"], e["reason"], e["model_hash"])
+        for e in ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(request_id)})).json()[
+            "events"
+        ]
+    }
+
+
+def test_a_mixed_cohort_scores_exactly_the_consented_intact_records(
+    cohort, clinician, models_registered, ledger, blob_dir, eager
+):
+    people = cohort(6)
+    (u0, p0, r0), (_, _p1, r1), (u2, p2, r2), (u3, p3, r3), (u4, p4, r4), (u5, p5, r5) = people
+    grant(u0, p0, clinician)  # consented, intact: the only one scored
+    grant(u2, p2, clinician, valid_until=timezone.now() + timedelta(seconds=1))  # expires before the batch
+    consent_revoke(actor=u3, consent=grant(u3, p3, clinician))  # revoked before the batch
+    grant(u4, p4, clinician, categories=["laboratory"])  # does not cover imaging
+    grant(u5, p5, clinician)  # consented, but its stored ciphertext is tampered with
+    version5 = RecordVersion.objects.get(record=r5)
+    tampered = bytearray(version5.ciphertext)
+    tampered[40] ^= 1
+    RecordVersion.objects.filter(pk=version5.pk).update(ciphertext=bytes(tampered))
+    time.sleep(1.2)
+
+    request = analysis_request_create(
+        requester=clinician,
+        model_name="breast-cancer",
+        cohort_kind="explicit",
+        pseudonyms=[p.pseudonym for _, p, _ in people],
+    )
+
+    request.refresh_from_db()
+    assert request.status == AnalysisStatus.COMPLETED
+    results = analysis_results(request=request, viewer=clinician)
+    assert [row.record_id for row in results.rows] == [str(r0.id)]
+    model = breast_cancer_model()
+    features = np.asarray(demo_patients(dataset=BREAST_CANCER_DATASET, count=1)[0].features)[None, :]
+    expected = model.interpret(model.score_plain(features))[0]
+    assert results.rows[0].label == expected["label"]
+    assert abs(results.rows[0].score - expected["score"]) < 1e-3
+    assert results.model_sha256 == model.sha256
+    assert _access_log(ledger, request.id) == {
+        str(r0.id): ("admit", None, model.sha256),
+        str(r1.id): ("refuse", "no_consent", model.sha256),
+        str(r2.id): ("refuse", "consent_expired", model.sha256),
+        str(r3.id): ("refuse", "consent_revoked", model.sha256),
+        str(r4.id): ("refuse", "category_not_covered", model.sha256),
+        str(r5.id): ("refuse", "hash_mismatch", model.sha256),
+    }
+    assert results.refusals == {
+        "no_consent": 1,
+        "consent_expired": 1,
+        "consent_revoked": 1,
+        "category_not_covered": 1,
+        "hash_mismatch": 1,
+    }
+
+
+def test_a_revocation_takes_effect_for_every_batch_not_yet_gated(
+    cohort, clinician, models_registered, ledger, blob_dir, monkeypatch
+):
+    people = cohort(4)
+    consents = [grant(u, p, clinician) for u, p, _ in people]
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)  # we run the steps
+    request = analysis_request_create(
+        requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=2
+    )
+    first, second = analysis_start(request_id=str(request.id))
+    analysis_batch_gate.apply(args=[first])
+    late = AnalysisBatch.objects.get(pk=second).decisions
+    assert late == []  # not gated yet
+    revoked_record = AnalysisBatch.objects.get(pk=second).record_version_ids[0]
+    owner = RecordVersion.objects.get(pk=revoked_record).record.patient
+    consent_revoke(actor=owner.user, consent=next(c for c in consents if c.patient_id == owner.pk))
+
+    analysis_batch_gate.apply(args=[second])
+
+    decisions = {d["version_id"]: d["reason"] for d in AnalysisBatch.objects.get(pk=second).decisions}
+    assert decisions[revoked_record] == "consent_revoked"
+    assert list(decisions.values()).count(None) == 1
+
+
+def test_with_the_ledger_unavailable_nothing_is_scored_and_the_job_fails_clearly(
+    cohort, clinician, models_registered, blob_dir, settings, eager
+):
+    ((user, patient, _),) = cohort(1)
+    grant(user, patient, clinician)
+    settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
+    settings.ANALYTICS_LEDGER_MAX_RETRIES = 2
+    app.conf.update(CELERY_TASK_EAGER_PROPAGATES=False)  # eager retries raise Retry to the caller otherwise
+
+    request = analysis_request_create(
+        requester=clinician, model_name="breast-cancer", cohort_kind="explicit", pseudonyms=[patient.pseudonym]
+    )
+
+    request.refresh_from_db()
+    batch = request.batches.get()
+    assert (request.status, request.failure_code) == (AnalysisStatus.FAILED, "ledger_unavailable")
+    assert batch.status == BatchStatus.FAILED
+    assert (batch.decisions, batch.column_keys, batch.score_keys) == ([], [], [])
+    stored = {p.name for p in blob_dir.rglob("*") if p.is_file()}
+    assert stored == {request.public_context_key, request.compute_context_key}  # no ciphertext of any record
+
+
+def test_a_batch_task_run_twice_scores_once_and_logs_once_per_record(
+    cohort, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
+):
+    people = cohort(3)
+    for user, patient, _ in people:
+        grant(user, patient, clinician)
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    (batch_id,) = analysis_start(request_id=str(request.id))
+
+    analysis_batch_gate.apply(args=[batch_id])
+    scores, height = AnalysisBatch.objects.get(pk=batch_id).score_keys, ledger.height()
+    analysis_batch_gate.apply(args=[batch_id])  # delivered again
+
+    assert AnalysisBatch.objects.get(pk=batch_id).score_keys == scores
+    assert ledger.height() == height  # the second delivery wrote nothing to the ledger
+    events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(request.id)})).json()
+    assert sorted(e["record_id"] for e in events["events"]) == sorted(str(r.id) for _, _, r in people)
+    assert len(analysis_results(request=request, viewer=clinician).rows) == 3
+
+
+def test_a_batch_resumed_after_dying_mid_way_logs_once_and_scores_once(
+    cohort, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
+):
+    people = cohort(2)
+    for user, patient, _ in people:
+        grant(user, patient, clinician)
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    (batch_id,) = analysis_start(request_id=str(request.id))
+    from analytics import services
+
+    real_encrypt = services._encrypt
+
+    def die(*args, **kwargs):
+        raise SystemExit("worker killed after logging")
+
+    monkeypatch.setattr(services, "_encrypt", die)
+    with pytest.raises(SystemExit):
+        services.analysis_batch_advance(batch_id=batch_id)
+    assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.LOGGED
+    height = ledger.height()
+
+    monkeypatch.setattr(services, "_encrypt", real_encrypt)
+    analysis_batch_gate.apply(args=[batch_id])  # redelivered
+
+    assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.SCORED
+    assert ledger.height() == height  # not logged again
+    events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(request.id)})).json()
+    assert len(events["events"]) == 2
+    assert len(analysis_results(request=request, viewer=clinician).rows) == 2
+
+
+def test_the_gate_reads_the_ledger_not_the_consent_mirror(cohort, clinician, models_registered, blob_dir, eager):
+    ((user, patient, _),) = cohort(1)
+    consent = grant(user, patient, clinician)
+    with connection.cursor() as cursor:  # the mirror loses the consent; the ledger still holds it
+        cursor.execute("DELETE FROM consent_consent")
+    request = analysis_request_create(
+        requester=clinician, model_name="breast-cancer", cohort_kind="explicit", pseudonyms=[patient.pseudonym]
+    )
+    assert len(analysis_results(request=request, viewer=clinician).rows) == 1
+    assert consent.consent_id

@@ -1,0 +1,137 @@
+"""The pipeline through real worker processes: a custodian worker (Django) and a compute worker that
+has no database settings and no keys, on the embedded default's broker and on a real Redis."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from analytics.models import AnalysisRequest, AnalysisStatus
+from analytics.selectors import analysis_results
+from analytics.services import analysis_request_create
+from health_platform.celery import app
+from tests.analytics.conftest import grant
+from tests.conftest import REPO, _reset_broker_connections, wait_for
+
+pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def _compute_environment(tmp_path, blob_dir):
+    """Everything the compute worker gets: the blob folder and the code. No database, no key, no settings."""
+    return {
+        "ANALYTICS_BLOB_DIR": str(blob_dir),
+        "PYTHONPATH": str(REPO),
+        "HOME": str(tmp_path),
+        "HEALTH_PLATFORM_VAR_DIR": str(tmp_path / "compute-var"),
+    }
+
+
+def _run_analysis(cohort, clinician, start_worker, tmp_path, blob_dir, patients=3):
+    people = cohort(patients)
+    for user, patient, _ in people:
+        grant(user, patient, clinician)
+    custodian = start_worker(queues="custodian")
+    compute = start_worker(
+        app="analytics.compute_app", queues="compute", environment=_compute_environment(tmp_path, blob_dir)
+    )
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    wait_for(
+        lambda: AnalysisRequest.objects.get(pk=request.id).status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED),
+        timeout=120,
+        what="the analysis to finish",
+    )
+    request.refresh_from_db()
+    return request, custodian, compute, people
+
+
+def test_compute_worker_without_database_settings_or_keys_scores_the_batches(
+    cohort, clinician, models_registered, blob_dir, start_worker, tmp_path
+):
+    request, custodian, compute, people = _run_analysis(cohort, clinician, start_worker, tmp_path, blob_dir)
+
+    assert request.status == AnalysisStatus.COMPLETED
+    assert len(analysis_results(request=request, viewer=clinician).rows) == len(people)
+    compute_log, custodian_log = compute.log_path.read_text(), custodian.log_path.read_text()
+    assert "analytics.compute.score_batch" in compute_log
+    assert "succeeded" in compute_log
+    assert "analytics.compute.score_batch[" not in custodian_log  # the custodian never computed
+    assert "analytics.tasks.analysis_batch_gate" in custodian_log
+
+
+def test_the_compute_app_loads_no_django_settings_database_or_record_code():
+    # (kombu imports django.utils.functional when Django is installed; nothing of Django's
+    # configuration, ORM or the project's custodian code may be loaded.)
+    forbidden = ("django.conf", "django.db", "sqlite3", "psycopg", "records", "health_platform", "consent")
+    probe = f"import sys, analytics.compute_app; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
+    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, env=environment, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real Redis server on 127.0.0.1 (installed by the project's test setup)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run the test command from the README (it installs it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_broker(redis_url, broker):
+    """Switch this process and every worker the test starts from the filesystem broker to Redis."""
+    app.conf.update(CELERY_BROKER_URL=redis_url, CELERY_BROKER_TRANSPORT_OPTIONS={})
+    _reset_broker_connections(app)
+    broker.clear()
+    broker.update({"CELERY_BROKER_URL": redis_url})
+    yield redis_url
+    app.conf.update(CELERY_BROKER_URL="filesystem://")
+    _reset_broker_connections(app)
+
+
+def test_the_same_pipeline_runs_on_a_real_redis(
+    cohort, clinician, models_registered, blob_dir, redis_broker, start_worker, tmp_path
+):
+    request, _custodian, compute, people = _run_analysis(cohort, clinician, start_worker, tmp_path, blob_dir)
+
+    assert request.status == AnalysisStatus.COMPLETED
+    assert len(analysis_results(request=request, viewer=clinician).rows) == len(people)
+    assert f"redis://127.0.0.1:{redis_broker.rsplit(':', 1)[1].split('/')[0]}" in compute.log_path.read_text()
