@@ -7,14 +7,19 @@ Every model here is linear in its features so that it can run under CKKS as Σ w
 - diabetes-progression: linear regression on the 10 raw diabetes features; the score is the predicted
   disease progression one year after baseline.
 
-Training is deterministic (fixed split and seed): the same code gives the same weights and so the same
-SHA-256, which is what the ledger anchors and every result cites. Free of Django.
+The platform runs the weights kept in analytics/weights/ (one JSON document per model version): their
+SHA-256 is what the ledger anchors and every result cites. Training (fixed split and seed) is how
+those documents were made, but its last digits depend on the machine's BLAS (OpenBLAS picks kernels by
+CPU), so weights are never retrained at run time: `manage.py train_models --check` retrains and shows
+that the result agrees with the kept weights within tolerance; `--write` replaces them (a new version).
+Free of Django.
 """
 
 import hashlib
 import json
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import asdict, dataclass, field
+from functools import cache, cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +27,7 @@ import numpy as np
 TEST_SIZE = 0.25
 SPLIT_SEED = 0
 RANGE_MARGIN = 0.10  # documented input range: the dataset's range widened by 10% each side
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,19 @@ class LinearModel:
             "feature_max": [repr(v) for v in self.feature_max],
         }
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         canonical = json.dumps(self.weights_document(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_document(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> "LinearModel":
+        tuples = ("feature_codes", "weights", "feature_min", "feature_max")
+        fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in document.items()}
+        return cls(**fields)
 
     def clip(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features clipped to the documented range, and which records had a value outside it.
@@ -71,7 +86,7 @@ class LinearModel:
         corrupt every record packed with it, so nothing outside the range is ever encrypted.
         """
         low, high = np.asarray(self.feature_min), np.asarray(self.feature_max)
-        outside = ((features < low) | (features > high)).any(axis=1)
+        outside = np.asarray(((features < low) | (features > high)).any(axis=1), dtype=bool)
         return np.clip(features, low, high), outside
 
     def score_plain(self, features: np.ndarray) -> np.ndarray:
@@ -94,8 +109,32 @@ def _ranges(data: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(float(v) for v in low - RANGE_MARGIN * span), tuple(float(v) for v in high + RANGE_MARGIN * span)
 
 
+def weights_path(name: str, version: str) -> Path:
+    return WEIGHTS_DIR / f"{name}@{version}.json"
+
+
+def load_model(name: str, version: str) -> LinearModel:
+    """A model as kept in analytics/weights/: the weights the platform runs and anchors."""
+    return LinearModel.from_document(json.loads(weights_path(name, version).read_text()))
+
+
+def write_model(model: LinearModel) -> Path:
+    path = weights_path(model.name, model.version)
+    path.write_text(json.dumps(model.to_document(), indent=1) + "\n")
+    return path
+
+
 @cache
 def breast_cancer_model() -> LinearModel:
+    return load_model("breast-cancer", "1")
+
+
+@cache
+def diabetes_model() -> LinearModel:
+    return load_model("diabetes-progression", "1")
+
+
+def train_breast_cancer_model() -> LinearModel:
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, roc_auc_score
@@ -150,8 +189,7 @@ def breast_cancer_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     )  # type: ignore[return-value]
 
 
-@cache
-def diabetes_model() -> LinearModel:
+def train_diabetes_model() -> LinearModel:
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import LinearRegression
     from sklearn.metrics import mean_absolute_error, r2_score
@@ -191,3 +229,7 @@ def diabetes_model() -> LinearModel:
 
 def all_models() -> list[LinearModel]:
     return [breast_cancer_model(), diabetes_model()]
+
+
+def trainers() -> dict[str, Any]:
+    return {"breast-cancer": train_breast_cancer_model, "diabetes-progression": train_diabetes_model}
