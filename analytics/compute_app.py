@@ -39,6 +39,8 @@ if _broker_url.startswith("filesystem://"):
         "processed_folder": str(_folder / "processed"),
         "control_folder": str(_folder / "control"),
         "store_processed": False,
+        # How often an idle worker looks for messages: the latency of each step of a pipeline.
+        "polling_interval": float(os.environ.get("CELERY_FILESYSTEM_POLLING_INTERVAL", "0.1")),
     }
 
 

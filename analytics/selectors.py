@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from analytics.keys import secret_context_open
-from analytics.models import AnalysisBatch, AnalysisRequest, BatchStatus, KeyMode
+from analytics.models import AnalysisBatch, AnalysisRequest, BatchStatus, DiagnosticModel, KeyMode
 from analytics.services import model_spec
 from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, ValidationFailed
@@ -144,3 +144,93 @@ def analysis_encrypted_scores(*, request: AnalysisRequest, viewer: Any) -> dict[
         "model": {"name": spec.name, "version": spec.version, "sha256": spec.sha256, "kind": spec.kind},
         "chunks": chunks,
     }
+
+
+# --- model cards (added with the clinicians' API and portal) ------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelFeature:
+    code: str
+    display: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a registered model is, what it reads, how well it did, and where its hash is anchored.
+
+    `available` is False when the code's weights no longer hash to the anchored SHA-256 (or the model
+    left the registry): the card then carries the anchored facts and `unavailable_code`, nothing else.
+    """
+
+    name: str
+    version: str
+    sha256: str
+    anchor_tx_id: str
+    anchor_block: int | None
+    registered_at: Any
+    available: bool
+    unavailable_code: str = ""
+    kind: str = ""
+    purpose: str = ""
+    purpose_label: str = ""
+    category: str = ""
+    category_label: str = ""
+    description: str = ""
+    positive_label: str = ""
+    negative_label: str = ""
+    features: list[ModelFeature] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def diagnostic_models_latest() -> list[DiagnosticModel]:
+    """The version of each registered model that a new request uses (as analysis_request_create picks it)."""
+    latest: dict[str, DiagnosticModel] = {}
+    for model in DiagnosticModel.objects.order_by("name", "-version"):
+        latest.setdefault(model.name, model)
+    return list(latest.values())
+
+
+def diagnostic_model_get(*, name: str, version: str | None = None) -> DiagnosticModel | None:
+    """A registered model by name: the given version, else the one a new request uses."""
+    models = DiagnosticModel.objects.filter(name=name)
+    if version is not None:
+        models = models.filter(version=version)
+    return models.order_by("-version").first()
+
+
+def diagnostic_model_card(*, model: DiagnosticModel) -> ModelCard:
+    from chaincode.vocabulary import CATEGORIES, PURPOSES
+    from records.codes import FEATURE_CODES_BY_CODE
+
+    anchored: dict[str, Any] = {
+        "name": model.name,
+        "version": model.version,
+        "sha256": model.sha256,
+        "anchor_tx_id": model.anchor_tx_id,
+        "anchor_block": model.anchor_block,
+        "registered_at": model.registered_at,
+    }
+    try:
+        spec = model_spec(model)
+    except ValidationFailed as error:
+        return ModelCard(**anchored, available=False, unavailable_code=error.code)
+    features = []
+    for code in spec.feature_codes:
+        known = FEATURE_CODES_BY_CODE.get(code)
+        features.append(ModelFeature(code, known.display if known else code, known.unit if known else ""))
+    return ModelCard(
+        **anchored,
+        available=True,
+        kind=spec.kind,
+        purpose=spec.purpose,
+        purpose_label=PURPOSES.get(spec.purpose, spec.purpose),
+        category=spec.category,
+        category_label=CATEGORIES.get(spec.category, spec.category),
+        description=spec.description,
+        positive_label=spec.positive_label,
+        negative_label=spec.negative_label,
+        features=features,
+        metrics=dict(spec.metrics),
+    )

@@ -40,9 +40,12 @@ from health_platform import bootstrap
 from health_platform.errors import LedgerUnavailableError, PermissionDenied, ValidationFailed
 from health_platform.roles import Role, user_has_role
 from ledger import ContractRejected, LedgerUnavailable, TransactionConflict
-from records.errors import CiphertextInvalid
-from records.models import RecordVersion
-from records.selectors import content_sha256, record_version_plaintext, record_versions_usable_for_analysis
+from records.selectors import (
+    VersionContent,
+    content_sha256,
+    record_versions_contents,
+    record_versions_usable_for_analysis,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -117,7 +120,7 @@ def analysis_request_create(
     if cohort_kind not in CohortKind.values:
         raise ValidationFailed("Unknown cohort kind.", code="invalid_cohort", detail={"field": "cohort_kind"})
     cohort = _checked_pseudonyms(pseudonyms) if cohort_kind == CohortKind.EXPLICIT else []
-    size = batch_size or settings.ANALYTICS_BATCH_SIZE
+    size = settings.ANALYTICS_BATCH_SIZE if batch_size is None else batch_size
     if not 1 <= size <= settings.ANALYTICS_MAX_BATCH_SIZE:
         raise ValidationFailed(
             f"batch_size must be 1 to {settings.ANALYTICS_MAX_BATCH_SIZE}.",
@@ -232,7 +235,7 @@ def analysis_start(*, request_id: str) -> list[int]:
         if request.status == AnalysisStatus.QUEUED:
             _plan_batches(request)
     return list(
-        AnalysisBatch.objects.filter(request_id=request_id)
+        AnalysisBatch.objects.filter(request_id=request.pk)
         .exclude(status__in=[BatchStatus.SCORED, BatchStatus.FAILED])
         .values_list("pk", flat=True)
     )
@@ -294,12 +297,13 @@ def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
     if batch is None or batch.request.status == AnalysisStatus.FAILED:
         return None
     spec = model_spec(batch.request.model)
+    contents: dict[int, VersionContent] | None = None  # decrypted once when gate and encrypt run together
     if batch.status == BatchStatus.PENDING:
-        batch = _gate(batch)
+        batch, contents = _gate(batch)
     if batch.status == BatchStatus.GATED:
         batch = _log(batch, spec)
     if batch.status == BatchStatus.LOGGED:
-        batch = _encrypt(batch, spec)
+        batch = _encrypt(batch, spec, contents)
     if batch.status == BatchStatus.ENCRYPTED:
         return ComputeOrder(
             batch.pk,
@@ -317,16 +321,17 @@ def _transition(batch: AnalysisBatch, expected: str, **fields: Any) -> AnalysisB
     return AnalysisBatch.objects.select_related("request__model").get(pk=batch.pk)
 
 
-def _gate(batch: AnalysisBatch) -> AnalysisBatch:
+def _gate(batch: AnalysisBatch) -> tuple[AnalysisBatch, dict[int, VersionContent]]:
     request = batch.request
-    versions = _versions_in_order(batch)
-    items = []
-    for version in versions:
-        try:
-            digest = content_sha256(record_version_plaintext(record_version=version))
-        except CiphertextInvalid:
-            digest = NO_CONTENT_HASH
-        items.append({"record_id": str(version.record_id), "category": version.record.category, "sha256": digest})
+    contents = record_versions_contents(version_ids=batch.record_version_ids)
+    items = [
+        {
+            "record_id": str(content.record_id),
+            "category": content.category,
+            "sha256": content_sha256(content.plaintext) if content.plaintext is not None else NO_CONTENT_HASH,
+        }
+        for content in contents
+    ]
     at = datetime.now(UTC)
     query: dict[str, Any] = {
         "grantee": request.grantee_id,
@@ -342,16 +347,16 @@ def _gate(batch: AnalysisBatch) -> AnalysisBatch:
         raise LedgerNotAnswering("gate") from error
     decisions = [
         {
-            "version_id": version.pk,
+            "version_id": content.version_id,
             "record_id": item["record_id"],
             "category": item["category"],
             "sha256": item["sha256"],
-            "patient_pseudonym": version.record.patient.pseudonym,
+            "patient_pseudonym": content.patient_pseudonym,
             "decision": result["decision"],
             "reason": result["reason"],
             "consent_id": result["consent_id"],
         }
-        for version, item, result in zip(versions, items, answer["results"], strict=True)
+        for content, item, result in zip(contents, items, answer["results"], strict=True)
     ]
     refusals = Counter(d["reason"] for d in decisions if d["decision"] != "admit")
     log.info(
@@ -361,7 +366,7 @@ def _gate(batch: AnalysisBatch) -> AnalysisBatch:
         admitted=len(decisions) - sum(refusals.values()),
         refused=dict(refusals),
     )
-    return _transition(
+    gated = _transition(
         batch,
         BatchStatus.PENDING,
         status=BatchStatus.GATED,
@@ -370,6 +375,7 @@ def _gate(batch: AnalysisBatch) -> AnalysisBatch:
         admitted_count=len(decisions) - sum(refusals.values()),
         refusals=dict(refusals),
     )
+    return gated, {content.version_id: content for content in contents}
 
 
 def _log(batch: AnalysisBatch, spec: LinearModel) -> AnalysisBatch:
@@ -418,16 +424,22 @@ def access_event_id(request_id: object, record_id: str) -> str:
     return f"acc:{request_id}:{record_id}"
 
 
-def _encrypt(batch: AnalysisBatch, spec: LinearModel) -> AnalysisBatch:
-    """Encrypt what the gate admitted, if its content is still exactly what was gated."""
+def _encrypt(batch: AnalysisBatch, spec: LinearModel, contents: dict[int, VersionContent] | None) -> AnalysisBatch:
+    """Encrypt what the gate admitted, if its content is still exactly what was gated.
+
+    `contents` are the versions decrypted by the gate in this same run; a resumed batch decrypts again.
+    """
     request = batch.request
     admitted = [d for d in batch.decisions if d["decision"] == "admit"]
-    versions = {v.pk: v for v in RecordVersion.objects.filter(pk__in=[d["version_id"] for d in admitted])}
-    rows, features, skipped = [], [], Counter()
+    if contents is None:
+        contents = {c.version_id: c for c in record_versions_contents(version_ids=[d["version_id"] for d in admitted])}
+    rows: list[str] = []
+    features: list[list[float]] = []
+    skipped: Counter[str] = Counter()
     for decision in admitted:
-        try:
-            plaintext = record_version_plaintext(record_version=versions[decision["version_id"]])
-        except (KeyError, CiphertextInvalid):
+        content = contents.get(decision["version_id"])
+        plaintext = content.plaintext if content is not None else None
+        if plaintext is None:
             skipped["content_unavailable"] += 1
             continue
         if content_sha256(plaintext) != decision["sha256"]:
@@ -481,16 +493,6 @@ def _features(plaintext: bytes, codes: tuple[str, ...]) -> list[float] | None:
     if len(found) != len(codes) or not all(np.isfinite(list(found.values()))):
         return None
     return [found[code] for code in codes]
-
-
-def _versions_in_order(batch: AnalysisBatch) -> list[RecordVersion]:
-    by_id = {
-        v.pk: v
-        for v in RecordVersion.objects.filter(pk__in=batch.record_version_ids).select_related(
-            "record", "record__patient"
-        )
-    }
-    return [by_id[i] for i in batch.record_version_ids if i in by_id]
 
 
 def analysis_batch_collect(*, batch_id: int, score_keys: list[str]) -> None:

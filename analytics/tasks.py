@@ -9,6 +9,7 @@ from analytics import services
 from analytics.compute import SCORE_TASK, score_batch
 from health_platform import bootstrap
 from health_platform.celery import app
+from health_platform.errors import ApplicationError
 from ledger import ContractRejected
 
 log = structlog.get_logger(__name__)
@@ -38,6 +39,9 @@ def analysis_batch_gate(self, batch_id: int) -> None:  # type: ignore[no-untyped
         raise self.retry(exc=error, countdown=countdown) from None
     except ContractRejected as error:
         services.analysis_fail(batch_id=batch_id, code=services.contract_rejection_code(error))
+        return
+    except ApplicationError as error:  # e.g. model_hash_mismatch: retrying cannot help
+        services.analysis_fail(batch_id=batch_id, code=error.code)
         return
     if order is not None:
         chain(

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from analytics.api_urls import model_urlpatterns
 from consent.api import GranteeListView
 from health_platform import views
 
@@ -13,10 +14,13 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("records/", include("records.portal_urls")),
     path("consent/", include("consent.portal_urls")),
+    path("analytics/", include("analytics.portal_urls")),
     path("api/auth/token/", obtain_auth_token, name="api-token"),
     path("api/records/", include("records.api_urls")),
     path("api/consents/", include("consent.api_urls")),
     path("api/grantees/", GranteeListView.as_view(), name="api-grantees"),
+    path("api/analyses/", include("analytics.api_urls")),
+    path("api/models/", include(model_urlpatterns)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),

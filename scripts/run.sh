@@ -11,14 +11,21 @@ py=.venv/bin/python
 
 $py manage.py migrate --no-input
 $py manage.py collectstatic --no-input --verbosity 0
+$py manage.py register_models
 $py manage.py seed_demo --patients "${DEMO_PATIENTS:-200}"
 
-echo "==> starting a Celery worker (queues custodian, compute)"
-.venv/bin/celery -A health_platform worker --queues custodian,compute --concurrency 2 --loglevel INFO \
-  --beat --schedule var/celerybeat-schedule \
-  >var/celery-worker.log 2>&1 &
-worker=$!
-trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM
+# Custodian work (gate, log, encrypt: database, record keys) and compute work (ciphertexts only: no
+# database, no keys) run in separate workers, as they would on separately trusted machines.
+echo "==> starting the custodian worker (queue custodian, with the beat schedule) and the compute worker (queue compute)"
+.venv/bin/celery -A health_platform worker --queues custodian --concurrency 2 --loglevel INFO \
+  --hostname custodian@%h --beat --schedule var/celerybeat-schedule >var/celery-custodian.log 2>&1 &
+custodian=$!
+env -i PATH="$PATH" HOME="${HOME:-/tmp}" PYTHONPATH="$PWD" HEALTH_PLATFORM_VAR_DIR="${HEALTH_PLATFORM_VAR_DIR:-$PWD/var}" \
+  ${CELERY_BROKER_URL:+CELERY_BROKER_URL="$CELERY_BROKER_URL"} \
+  .venv/bin/celery -A analytics.compute_app worker --queues compute --concurrency 2 --loglevel INFO \
+  --hostname compute@%h >var/celery-compute.log 2>&1 &
+compute=$!
+trap 'kill "$custodian" "$compute" 2>/dev/null || true; wait 2>/dev/null || true' EXIT INT TERM
 
 echo "==> portal: http://127.0.0.1:${PORT}/   API docs: http://127.0.0.1:${PORT}/api/docs/   (Ctrl-C stops)"
 # gunicorn, not the development server; whitenoise serves the static files.

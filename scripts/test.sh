@@ -4,19 +4,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
-# The browser tests (tests/e2e) drive Debian's Chromium package; Playwright's own browser download is never used.
-if [ ! -x /usr/bin/chromium ]; then
-  echo "==> installing chromium (apt)"
+# System packages the tests use for real: Debian's Chromium (the browser tests; Playwright's own browser
+# download is never used) and a Redis server (the broker tests). Installed with apt when missing.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> installing ${missing[*]} (apt)"
   if [ "$(id -u)" -eq 0 ]; then
     as_root=()
   elif command -v sudo >/dev/null 2>&1; then
     as_root=(sudo)
   else
-    echo "The browser tests need /usr/bin/chromium: install Debian's chromium package (as root)." >&2
+    echo "The tests need these Debian packages: ${missing[*]}. Install them as root." >&2
     exit 1
   fi
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package starts a system Redis; the tests start their own on free ports.
 fi
 
 # Tests never touch the developer's own data or keys.

@@ -70,8 +70,13 @@ class AnchorContract(Contract):
             if current["sha256"] != sha256:
                 raise ContractError("this model version is anchored with another hash", code="version_exists")
             return state.dumps(current).decode()
-        anchor = {"model_name": model_name, "model_version": model_version, "sha256": sha256,
-                  "anchored_at": state.tx_time_text(stub), "tx_id": stub.get_txid()}
+        anchor = {
+            "model_name": model_name,
+            "model_version": model_version,
+            "sha256": sha256,
+            "anchored_at": state.tx_time_text(stub),
+            "tx_id": stub.get_txid(),
+        }
         await state.put_json(stub, key, anchor)
         return state.dumps(anchor).decode()
 

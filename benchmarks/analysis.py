@@ -1,0 +1,340 @@
+"""A 10,000-record encrypted analysis end to end on the embedded ledger, against the naive design.
+
+    python -m benchmarks.analysis [--records 10000] [--naive-sample 50]
+
+Design (the platform): batches of 4,096 records; per batch ONE CheckAccessBatch, ONE AppendAccessEvents,
+column-packed CKKS encryption (one ciphertext per feature), Σ wᵢ·ctᵢ + b, then decryption of the scores.
+The pipeline runs its real tasks in this process (Celery eager) on SQLite and the embedded ledger.
+
+Naive (the tutorial's way, on a sample, same run): one ciphertext per record scored with a dot product
+(Galois keys), one CheckAccessBatch call and one AppendAccessEvents transaction per record.
+
+The analysis runs twice on the same records: once with every task in this process (Celery eager, one
+core), once through real worker processes as deployed (two custodian processes and two compute
+processes on the embedded default's broker), which is what two cores give.
+
+Also measured: encrypt+score+decrypt alone, in 1 process and in 2 processes.
+Setup (ingesting the records, granting the consents, starting workers) is not timed.
+"""
+
+import argparse
+import cProfile
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+
+def _setup_django(directory: str) -> None:
+    os.environ["HEALTH_PLATFORM_VAR_DIR"] = directory
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_platform.settings")
+    import django
+
+    django.setup()
+    import logging
+
+    logging.disable(logging.WARNING)
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _synthetic_patients(count: int):  # type: ignore[no-untyped-def]
+    """Breast-cancer-like patients: dataset rows with 1% noise, clipped to the model's range."""
+    from analytics.diagnostic_models import breast_cancer_model
+    from records.codes import BREAST_CANCER_DATASET
+    from records.demo import DemoPatient, demo_patients
+
+    base = demo_patients(dataset=BREAST_CANCER_DATASET, count=569)
+    model = breast_cancer_model()
+    rng = np.random.default_rng(0)
+    patients = []
+    for index in range(count):
+        features = np.asarray(base[index % len(base)].features) * (1 + 0.01 * rng.standard_normal(30))
+        features = np.clip(features, model.feature_min, model.feature_max)
+        patients.append(
+            DemoPatient(dataset=BREAST_CANCER_DATASET, row=index, features=tuple(float(v) for v in features))
+        )
+    return patients
+
+
+def _he_throughput(records: int, processes: int) -> float:
+    """Records/s for encrypt + score + decrypt alone, chunks of 4,096 spread over `processes`."""
+    chunks = [min(4096, records - start) for start in range(0, records, 4096)]
+    start = time.perf_counter()
+    if processes == 1:
+        for size in chunks:
+            _he_chunk(size)
+    else:
+        with ProcessPoolExecutor(processes) as pool:
+            list(pool.map(_he_chunk, chunks))
+    return records / (time.perf_counter() - start)
+
+
+def _he_chunk(size: int) -> int:
+    from analytics.diagnostic_models import breast_cancer_model
+    from analytics.he import TenSEALEngine
+
+    model = breast_cancer_model()
+    engine = TenSEALEngine()
+    keys = engine.keygen()
+    low, high = np.asarray(model.feature_min), np.asarray(model.feature_max)
+    features = low + np.random.default_rng(size).random((size, 30)) * (high - low)
+    columns = engine.encrypt_columns(keys.public, features)
+    engine.decrypt(keys.secret, engine.linear_score(keys.compute, columns, model.weights, model.bias), size)
+    return size
+
+
+def _start_workers(directory: str) -> list[subprocess.Popen]:
+    """Two custodian processes (Django) and two compute processes (no Django, no keys), as deployed."""
+    celery = os.path.join(os.path.dirname(sys.executable), "celery")
+    base = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": os.getcwd(),
+        "HEALTH_PLATFORM_VAR_DIR": directory,
+        "HOME": directory,
+    }
+    commands = [
+        (
+            [celery, "-A", "health_platform", "worker", "-Q", "custodian", "-c", "2", "-n", "custodian@%h"],
+            {**base, "DJANGO_SETTINGS_MODULE": "health_platform.settings"},
+        ),
+        ([celery, "-A", "analytics.compute_app", "worker", "-Q", "compute", "-c", "2", "-n", "compute@%h"], base),
+    ]
+    workers = []
+    for index, (command, environment) in enumerate(commands):
+        log_path = os.path.join(directory, f"worker-{index}.log")
+        with open(log_path, "wb") as log_file:
+            worker = subprocess.Popen(
+                [*command, "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                env=environment,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while b"ready." not in Path(log_path).read_bytes():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start: {Path(log_path).read_text()[-2000:]}")
+            time.sleep(0.1)
+        workers.append(worker)
+    return workers
+
+
+def _naive(sample, grantee: str, ledger) -> float:  # type: ignore[no-untyped-def]
+    """One ciphertext per record (dot product with Galois keys), one ledger call per record each way."""
+    import tenseal as ts
+
+    from analytics.diagnostic_models import breast_cancer_model
+    from records.selectors import content_sha256, record_version_plaintext
+
+    model = breast_cancer_model()
+    context = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40, 60])
+    context.global_scale = 2**40
+    context.generate_galois_keys()
+    start = time.perf_counter()
+    for index, version in enumerate(sample):
+        plaintext = record_version_plaintext(record_version=version)
+        item = {"record_id": str(version.record_id), "category": "imaging", "sha256": content_sha256(plaintext)}
+        answer = ledger.evaluate(
+            "consent",
+            "CheckAccessBatch",
+            json.dumps(
+                {
+                    "grantee": grantee,
+                    "purpose": model.purpose,
+                    "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "items": [item],
+                }
+            ),
+        ).json()["results"][0]
+        ledger.submit(
+            "accesslog",
+            "AppendAccessEvents",
+            json.dumps(
+                [
+                    {
+                        "event_id": f"naive-{index}",
+                        "kind": "record_access",
+                        "record_id": item["record_id"],
+                        "patient_pseudonym": version.record.patient.pseudonym,
+                        "grantee": grantee,
+                        "purpose": model.purpose,
+                        "decision": answer["decision"],
+                        "reason": answer["reason"],
+                    }
+                ]
+            ),
+        )
+        if answer["decision"] == "admit":
+            entries = json.loads(plaintext)["entry"]
+            values = {
+                c["code"]: e["resource"]["valueQuantity"]["value"]
+                for e in entries
+                if e["resource"]["resourceType"] == "Observation"
+                for c in e["resource"]["code"]["coding"]
+            }
+            features = [values[code] for code in model.feature_codes]
+            encrypted = ts.ckks_vector(context, features)
+            (encrypted.dot(list(model.weights)) + model.bias).decrypt()
+    return len(sample) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--naive-sample", type=int, default=50)
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the timed analysis to FILE")
+    arguments = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as directory:
+        _setup_django(directory)
+        from django.conf import settings
+        from django.contrib.auth.models import User
+
+        from analytics.models import AnalysisStatus
+        from analytics.selectors import analysis_results
+        from analytics.services import analysis_request_create, diagnostic_models_register
+        from benchmarks.common import report
+        from health_platform import bootstrap
+        from health_platform.celery import app
+        from health_platform.roles import Role, role_group
+        from health_platform.services import clinician_register
+        from records.demo import demo_bundles
+        from records.models import Patient, RecordVersion
+        from records.services import record_ingest
+
+        print(f"setting up {arguments.records} records and consents (not timed)...", flush=True)
+        app.conf.update(CELERY_TASK_ALWAYS_EAGER=True, CELERY_TASK_EAGER_PROPAGATES=True)
+        ledger = bootstrap.ledger()
+        diagnostic_models_register()
+        custodian = User.objects.create(username="bench-custodian")
+        custodian.groups.add(role_group(Role.CUSTODIAN))
+        patients = _synthetic_patients(arguments.records + arguments.naive_sample)
+        for document in demo_bundles(patients=patients, max_entries=settings.INGEST_MAX_ENTRIES):
+            record_ingest(raw_body=json.dumps(document).encode(), actor=custodian)
+        clinician = User.objects.create(username="bench-clinician")
+        grantee = clinician_register(user=clinician, display_name="Bench").grantee_id
+        now = datetime.now(UTC)
+        pseudonyms = list(Patient.objects.order_by("created_at", "pk").values_list("pseudonym", flat=True))
+        for index, pseudonym in enumerate(pseudonyms):  # 9 in 10 consent; the gate refuses the others
+            if index % 10:
+                ledger.submit(
+                    "consent",
+                    "GrantConsent",
+                    json.dumps(
+                        {
+                            "consent_id": f"bench-{index}",
+                            "patient_pseudonym": pseudonym,
+                            "grantee": grantee,
+                            "purposes": ["diagnostic-model:breast-cancer"],
+                            "categories": ["imaging"],
+                            "valid_from": (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "valid_until": (now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        }
+                    ),
+                )
+        cohort, naive_cohort = pseudonyms[: arguments.records], pseudonyms[arguments.records :]
+
+        expected_rows = sum(1 for i in range(arguments.records) if i % 10)
+        print("running the analysis in this process...", flush=True)
+        profiler = cProfile.Profile() if arguments.profile else None
+        if profiler:
+            profiler.enable()
+        start = time.perf_counter()
+        request = analysis_request_create(
+            requester=clinician, model_name="breast-cancer", cohort_kind="explicit", pseudonyms=cohort
+        )
+        request.refresh_from_db()
+        results = analysis_results(request=request, viewer=clinician)
+        end_to_end = time.perf_counter() - start
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(arguments.profile)
+        assert request.status == AnalysisStatus.COMPLETED, request.failure_code
+        assert len(results.rows) == expected_rows
+
+        print("running the analysis through worker processes...", flush=True)
+        app.conf.update(CELERY_TASK_ALWAYS_EAGER=False)
+        workers = _start_workers(directory)
+        try:
+            start = time.perf_counter()
+            request = analysis_request_create(
+                requester=clinician, model_name="breast-cancer", cohort_kind="explicit", pseudonyms=cohort
+            )
+            while request.status not in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED):
+                time.sleep(0.02)
+                request.refresh_from_db()
+            results = analysis_results(request=request, viewer=clinician)
+            end_to_end_workers = time.perf_counter() - start
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(timeout=30)
+        assert request.status == AnalysisStatus.COMPLETED, request.failure_code
+        assert len(results.rows) == expected_rows
+
+        naive_versions = list(
+            RecordVersion.objects.filter(record__patient__pseudonym__in=naive_cohort).select_related("record__patient")
+        )
+        naive_rate = _naive(naive_versions, grantee, ledger)
+        he_one, he_two = _he_throughput(arguments.records, 1), _he_throughput(arguments.records, 2)
+        assert ledger.verify().ok  # type: ignore[attr-defined]
+
+    design_rate = arguments.records / end_to_end_workers
+    rows = [
+        {
+            "what": "analysis end to end (gate, log, encrypt, score, decrypt)",
+            "design": "batched, column-packed; 1 process",
+            "records": arguments.records,
+            "seconds": end_to_end,
+            "records_per_s": arguments.records / end_to_end,
+        },
+        {
+            "what": "analysis end to end (gate, log, encrypt, score, decrypt)",
+            "design": "batched, column-packed; workers 2+2 processes",
+            "records": arguments.records,
+            "seconds": end_to_end_workers,
+            "records_per_s": design_rate,
+        },
+        {
+            "what": "analysis end to end",
+            "design": "naive: 1 ciphertext + 2 ledger calls per record",
+            "records": len(naive_versions),
+            "seconds": len(naive_versions) / naive_rate,
+            "records_per_s": naive_rate,
+        },
+        {
+            "what": "encrypt+score+decrypt only",
+            "design": "column-packed, 1 process",
+            "records": arguments.records,
+            "seconds": arguments.records / he_one,
+            "records_per_s": he_one,
+        },
+        {
+            "what": "encrypt+score+decrypt only",
+            "design": "column-packed, 2 processes",
+            "records": arguments.records,
+            "seconds": arguments.records / he_two,
+            "records_per_s": he_two,
+        },
+    ]
+    report("analysis_embedded", rows)
+    print(
+        f"\nend to end: {design_rate:,.0f} records/s vs naive {naive_rate:,.1f} records/s"
+        f" = {design_rate / naive_rate:,.0f}x; {arguments.records:,} records in {end_to_end_workers:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
