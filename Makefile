@@ -18,6 +18,7 @@ format:
 bench:  ## run the benchmarks, each against its naive baseline
 	.venv/bin/python -m benchmarks.ledger_gate
 	.venv/bin/python -m benchmarks.ingest
+	.venv/bin/python -m benchmarks.analysis
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	.venv/bin/uv pip compile pyproject.toml --extra dev --python 3.11 --generate-hashes -q -o requirements.lock

@@ -509,9 +509,17 @@ class EmbeddedLedger:
             raise LedgerUnavailable(f"embedded ledger cannot be initialised: {type(error).__name__}") from error
 
     def _validate_reads(self, connection: sqlite3.Connection, simulation: Simulation) -> str:
-        for key, version in simulation.read_set.items():
-            row = connection.execute("SELECT block_number, position FROM state WHERE key = ?", (key,)).fetchone()
-            if (None if row is None else (row[0], row[1])) != version:
+        keys = list(simulation.read_set)
+        for start in range(0, len(keys), 500):  # one query per 500 keys, not one per key
+            chunk = keys[start : start + 500]
+            current = {
+                bytes(row[0]): (row[1], row[2])
+                for row in connection.execute(
+                    f"SELECT key, block_number, position FROM state WHERE key IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                    chunk,
+                )
+            }
+            if any(current.get(key) != simulation.read_set[key] for key in chunk):
                 return MVCC_READ_CONFLICT
         for start, end, seen in simulation.range_reads:
             query, parameters = "SELECT key, block_number, position FROM state WHERE key >= ?", [start]
@@ -548,19 +556,19 @@ class EmbeddedLedger:
             {**tx, "response": _unb64(tx["response"])},
         )
         if status == VALID:
-            for key, value in sorted(simulation.write_set.items()):
-                connection.execute(
-                    "INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)",
-                    (key, number, position, simulation.tx_id, value, simulation.timestamp),
-                )
-                if value is None:
-                    connection.execute("DELETE FROM state WHERE key = ?", (key,))
-                else:
-                    connection.execute(
-                        "INSERT INTO state VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-                        "value = excluded.value, block_number = excluded.block_number, position = excluded.position",
-                        (key, value, number, position),
-                    )
+            writes = sorted(simulation.write_set.items())
+            connection.executemany(
+                "INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, number, position, simulation.tx_id, value, simulation.timestamp) for key, value in writes],
+            )
+            connection.executemany(
+                "DELETE FROM state WHERE key = ?", [(key,) for key, value in writes if value is None]
+            )
+            connection.executemany(
+                "INSERT INTO state VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "value = excluded.value, block_number = excluded.block_number, position = excluded.position",
+                [(key, value, number, position) for key, value in writes if value is not None],
+            )
         return Receipt(
             tx_id=simulation.tx_id,
             block_number=number,

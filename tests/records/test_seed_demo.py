@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
+from consent.models import Consent
+from health_platform.models import ClinicianProfile
 from records.codes import FEATURE_CODES, feature_codes_for_dataset
 from records.models import Patient, Record, RecordVersion
 
@@ -39,7 +41,15 @@ def test_seed_demo_creates_anchored_records_and_printed_credentials_sign_in(clie
     assert Record.objects.filter(category="laboratory").count() == 3
     assert set(RecordVersion.objects.values_list("anchor_state", flat=True)) == {"anchored"}
     assert "0 waiting for the ledger" in text
-    assert Patient.objects.exclude(user=None).count() == 2
+    printed = {"demo-patient-bc", "demo-patient-db"}
+    linked = Patient.objects.exclude(user=None).select_related("user")
+    assert printed <= {p.user.username for p in linked}
+    # The other demo patients who consent got an account nobody can sign in to.
+    assert all(not p.user.has_usable_password() for p in linked if p.user.username not in printed)
+    consents = Consent.objects.all()
+    assert consents.count() == 4  # rows 1 and 2 of each dataset; row 0 belongs to the printed patients
+    assert {c.grantee for c in consents} == {"clinician:" + ClinicianProfile.objects.get().public_id}
+    assert "4 demo patients granted the demo clinician consent" in text
 
 
 @pytest.mark.django_db

@@ -86,6 +86,10 @@ class Command(BaseCommand):
                 key = demo_patients(dataset=dataset, count=row + 1)[row].patient_key
                 patient = Patient.objects.get(pseudonym=patient_pseudonym(key))
                 patient_link_user(patient=patient, user=users[username])
+        granted = _demo_consents(count=count, clinician=users["demo-clinician"])
+        self.stdout.write(
+            f"{granted} demo patients granted the demo clinician consent for their model (on the ledger)."
+        )
 
         self.stdout.write(
             f"Ingested {totals['records']} records in {totals['bundles']} bundles in {elapsed:.1f} s "
@@ -101,10 +105,58 @@ class Command(BaseCommand):
             self.stdout.write(f"{role_name:<10}  {username:<{width}}  {password}")
 
 
-def _demo_user(*, username: str, role: Role, password: str) -> Any:
+def _demo_user(*, username: str, role: Role, password: str | None) -> Any:
     user, _created = get_user_model().objects.get_or_create(username=username)
     user.is_active = True
     user.set_password(password)
     user.save()
     user.groups.add(role_group(role))
     return user
+
+
+# Three demo patients in four consent to the demo clinician running their dataset's model, so that a
+# clinician's analysis over "everyone who consented to me" has a cohort (and refusals) from the start.
+DEMO_CONSENT_TERMS = {
+    BREAST_CANCER_DATASET: ("diagnostic-model:breast-cancer", "imaging"),
+    DIABETES_DATASET: ("diagnostic-model:diabetes-progression", "laboratory"),
+}
+
+
+def _demo_consents(*, count: int, clinician: Any) -> int:
+    """Give every other demo patient an account (no usable password) and grant, as that patient, the
+    demo clinician consent for a year. Idempotent: patients with a consent to the clinician are skipped."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from consent.models import Consent
+    from consent.services import consent_grant
+
+    grantee = clinician.clinician_profile.grantee_id
+    linked = {username for username, _role, patient in DEMO_USERS if patient is not None}
+    granted = 0
+    for dataset, (purpose, category) in DEMO_CONSENT_TERMS.items():
+        for demo in demo_patients(dataset=dataset, count=count):
+            if demo.row % 4 == 3:
+                continue
+            patient = Patient.objects.get(pseudonym=patient_pseudonym(demo.patient_key))
+            if patient.user is not None and patient.user.get_username() in linked:
+                continue  # the printed demo patients grant for themselves in the portal
+            if Consent.objects.filter(patient=patient, grantee=grantee).exists():
+                continue
+            user = patient.user
+            if user is None:
+                user = _demo_user(username=f"demo-{demo.identifier}", role=Role.PATIENT, password=None)
+                patient_link_user(patient=patient, user=user)
+            now = timezone.now()
+            consent_grant(
+                actor=user,
+                patient=patient,
+                grantee_id=grantee,
+                purposes=[purpose],
+                categories=[category],
+                valid_from=now,
+                valid_until=now + timedelta(days=365),
+            )
+            granted += 1
+    return granted
