@@ -510,8 +510,8 @@ class EmbeddedLedger:
 
     def _validate_reads(self, connection: sqlite3.Connection, simulation: Simulation) -> str:
         keys = list(simulation.read_set)
-        for start in range(0, len(keys), 500):  # one query per 500 keys, not one per key
-            chunk = keys[start : start + 500]
+        for offset in range(0, len(keys), 500):  # one query per 500 keys, not one per key
+            chunk = keys[offset : offset + 500]
             current = {
                 bytes(row[0]): (row[1], row[2])
                 for row in connection.execute(
