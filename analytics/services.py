@@ -12,6 +12,7 @@ twice. Fail closed: without a positive answer from the ledger nothing is encrypt
 """
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -487,10 +488,13 @@ def _features(plaintext: bytes, codes: tuple[str, ...]) -> list[float] | None:
         if resource.get("resourceType") != "Observation":
             continue
         value = (resource.get("valueQuantity") or {}).get("value")
+        if type(value) not in (int, float) or not math.isfinite(value):
+            continue
         for coding in (resource.get("code") or {}).get("coding", []):
-            if coding.get("code") in wanted and isinstance(value, int | float) and not isinstance(value, bool):
-                found[coding["code"]] = float(value)
-    if len(found) != len(codes) or not all(np.isfinite(list(found.values()))):
+            code = coding.get("code")
+            if code in wanted:
+                found[code] = float(value)
+    if len(found) != len(codes):
         return None
     return [found[code] for code in codes]
 

@@ -194,6 +194,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--naive-sample", type=int, default=50)
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the timed analysis to FILE")
+    parser.add_argument("--batch-size", type=int, default=None, help="records per batch (default: the setting)")
+    parser.add_argument("--keep-logs", metavar="DIR", help="copy the workers' logs to DIR")
     arguments = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as directory:
@@ -269,7 +271,11 @@ def main() -> None:
         try:
             start = time.perf_counter()
             request = analysis_request_create(
-                requester=clinician, model_name="breast-cancer", cohort_kind="explicit", pseudonyms=cohort
+                requester=clinician,
+                model_name="breast-cancer",
+                cohort_kind="explicit",
+                pseudonyms=cohort,
+                batch_size=arguments.batch_size,
             )
             while request.status not in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED):
                 time.sleep(0.02)
@@ -281,6 +287,11 @@ def main() -> None:
                 worker.terminate()
             for worker in workers:
                 worker.wait(timeout=30)
+            if arguments.keep_logs:
+                import shutil
+
+                for log in Path(directory).glob("worker-*.log"):
+                    shutil.copy(log, arguments.keep_logs)
         assert request.status == AnalysisStatus.COMPLETED, request.failure_code
         assert len(results.rows) == expected_rows
 

@@ -176,16 +176,14 @@ async def _consents_of(stub: Any, pseudonym: str) -> list[dict[str, Any]]:
 def _decide(
     consents: list[dict[str, Any]], grantees: set[str], purpose: str, category: str, at: datetime
 ) -> tuple[str | None, str | None]:
-    """(None, consent_id) to admit, or (reason, None) to refuse."""
+    """(None, consent_id) to admit, or (reason, None) to refuse.
+
+    Stored periods are written by GrantConsent in one fixed-width UTC format, so they compare as text in
+    time order: no parsing per record.
+    """
+    moment = validation.format_timestamp(at)
     relevant = [c for c in consents if c["grantee"] in grantees and purpose in c["purposes"]]
-    in_period = [
-        c
-        for c in relevant
-        if c["status"] == "active"
-        and validation.timestamp(c["valid_from"], "valid_from")
-        <= at
-        < validation.timestamp(c["valid_until"], "valid_until")
-    ]
+    in_period = [c for c in relevant if c["status"] == "active" and c["valid_from"] <= moment < c["valid_until"]]
     covering = sorted(c["consent_id"] for c in in_period if category in c["categories"])
     if covering:
         return None, covering[0]
@@ -193,6 +191,6 @@ def _decide(
         return "category_not_covered", None
     if any(c["status"] == "revoked" for c in relevant):
         return "consent_revoked", None
-    if any(validation.timestamp(c["valid_until"], "valid_until") <= at for c in relevant):
+    if any(c["valid_until"] <= moment for c in relevant):
         return "consent_expired", None
     return "no_consent", None

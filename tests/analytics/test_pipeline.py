@@ -192,3 +192,28 @@ def test_the_gate_reads_the_ledger_not_the_consent_mirror(cohort, clinician, mod
     )
     assert len(analysis_results(request=request, viewer=clinician).rows) == 1
     assert consent.consent_id
+
+
+def _bundle_with(values: dict[str, object]) -> bytes:
+    entries = [{"resource": {"resourceType": "Patient", "id": "p"}}] + [
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "code": {"coding": [{"code": code}]},
+                "valueQuantity": {"value": value},
+            }
+        }
+        for code, value in values.items()
+    ]
+    return json.dumps({"resourceType": "Bundle", "entry": entries}).encode()
+
+
+def test_features_are_read_in_the_models_order_and_a_record_missing_one_is_not_scored():
+    from analytics.services import _features
+
+    codes = ("a", "b", "c")
+    assert _features(_bundle_with({"c": 3, "a": 1.5, "b": 2}), codes) == [1.5, 2.0, 3.0]
+    assert _features(_bundle_with({"a": 1, "b": 2}), codes) is None  # missing c
+    assert _features(_bundle_with({"a": 1, "b": 2, "c": True}), codes) is None  # a boolean is not a measurement
+    assert _features(_bundle_with({"a": 1, "b": 2, "c": "3"}), codes) is None  # nor is a string
+    assert _features(_bundle_with({"a": 1, "b": 2, "c": float("nan")}), codes) is None
