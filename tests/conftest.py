@@ -21,6 +21,25 @@ def ledger_url(tmp_path, settings):
 
 
 @pytest.fixture
+def auditor(db):
+    from health_platform.roles import Role
+    from tests.records.factories import UserFactory
+
+    return UserFactory(username="auditor-erin", roles=[Role.AUDITOR])
+
+
+@pytest.fixture
+def other_clinician(db):
+    """A clinician with no organisation, for "another clinician's" checks."""
+    from health_platform.services import clinician_register
+    from tests.records.factories import UserFactory
+
+    user = UserFactory(username="dr-dave")
+    clinician_register(user=user, display_name="Dr Dave")
+    return user
+
+
+@pytest.fixture
 def ledger(ledger_url):
     """The ledger client the application uses in this test."""
     return bootstrap.ledger()

@@ -13,7 +13,6 @@ from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.services import analysis_request_create
 from health_platform.celery import app
 from health_platform.roles import Role
-from health_platform.services import clinician_register
 from tests.analytics.conftest import grant
 from tests.records.factories import UserFactory
 
@@ -21,20 +20,8 @@ VALID_PSEUDONYM = "cd" * 32
 
 
 @pytest.fixture
-def other_clinician(db):
-    user = UserFactory(username="dr-dave")
-    clinician_register(user=user, display_name="Dr Dave")
-    return user
-
-
-@pytest.fixture
 def patient_user(db):
     return UserFactory(username="patient-pat", roles=[Role.PATIENT])
-
-
-@pytest.fixture
-def auditor(db):
-    return UserFactory(username="auditor-erin", roles=[Role.AUDITOR])
 
 
 @pytest.fixture

@@ -40,18 +40,6 @@ def clinician(organisation):
 
 
 @pytest.fixture
-def other_clinician(db):
-    user = UserFactory(username="dr-dave")
-    clinician_register(user=user, display_name="Dr Dave")
-    return user
-
-
-@pytest.fixture
-def auditor(db):
-    return UserFactory(username="auditor-erin", roles=[Role.AUDITOR])
-
-
-@pytest.fixture
 def api_as():
     def make(user):
         client = APIClient()
