@@ -488,7 +488,7 @@ def _features(plaintext: bytes, codes: tuple[str, ...]) -> list[float] | None:
         if resource.get("resourceType") != "Observation":
             continue
         value = (resource.get("valueQuantity") or {}).get("value")
-        if type(value) not in (int, float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             continue
         for coding in (resource.get("code") or {}).get("coding", []):
             code = coding.get("code")
