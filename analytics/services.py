@@ -37,6 +37,7 @@ from analytics.models import (
 )
 from chaincode.validation import format_timestamp
 from consent.models import Consent, ConsentStatus
+from consent.selectors import consents_listing
 from health_platform import bootstrap
 from health_platform.errors import LedgerUnavailableError, PermissionDenied, ValidationFailed
 from health_platform.roles import Role, user_has_role
@@ -253,11 +254,11 @@ def _plan_batches(request: AnalysisRequest) -> None:
         # Candidates from the consent mirror; the ledger gate decides. A stale mirror can only
         # add candidates that the gate then refuses, or miss some that a later request includes.
         grantees = [g for g in (request.grantee_id, request.organisation_grantee_id) if g]
-        candidates = [
-            c.patient_id
-            for c in Consent.objects.filter(grantee__in=grantees, status=ConsentStatus.ACTIVE)
-            if request.purpose in c.purposes
-        ]
+        candidates = consents_listing(
+            Consent.objects.filter(grantee__in=grantees, status=ConsentStatus.ACTIVE),
+            field="purposes",
+            code=request.purpose,
+        ).values_list("patient_id", flat=True)
         versions = versions.filter(record__patient_id__in=candidates)
     ids = list(versions.values_list("pk", flat=True))
     AnalysisBatch.objects.bulk_create(

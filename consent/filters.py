@@ -2,7 +2,7 @@ import django_filters
 
 from chaincode.vocabulary import CATEGORIES, PURPOSES
 from consent.models import Consent
-from consent.selectors import consents_with_effective_status
+from consent.selectors import consents_listing, consents_with_effective_status
 
 
 class ConsentFilter(django_filters.FilterSet):
@@ -24,7 +24,7 @@ class ConsentFilter(django_filters.FilterSet):
         return consents_with_effective_status(queryset, value)
 
     def filter_purpose(self, queryset, name, value):  # type: ignore[no-untyped-def]
-        return queryset.filter(pk__in=[c.pk for c in queryset if value in c.purposes])
+        return consents_listing(queryset, field="purposes", code=value)
 
     def filter_category(self, queryset, name, value):  # type: ignore[no-untyped-def]
-        return queryset.filter(pk__in=[c.pk for c in queryset if value in c.categories])
+        return consents_listing(queryset, field="categories", code=value)

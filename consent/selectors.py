@@ -66,6 +66,15 @@ def consents_with_effective_status(queryset: QuerySet[Consent], status: str) -> 
     return queryset.none()
 
 
+def consents_listing(queryset: QuerySet[Consent], *, field: str, code: str) -> QuerySet[Consent]:
+    """Consents whose `field` (purposes or categories, JSON lists of vocabulary codes) lists `code`.
+
+    Matched in the database on the JSON text, quotes included: vocabulary codes are lower-case and hold
+    no quote, so the match is exact. (JSON containment lookups are not available on SQLite.)
+    """
+    return queryset.filter(**{f"{field}__icontains": f'"{code}"'})
+
+
 def consent_history(*, consent: Consent) -> list[ConsentChange]:
     """Every committed change of the consent, oldest first, read from the ledger."""
     try:
