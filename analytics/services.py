@@ -262,8 +262,8 @@ def _plan_batches(request: AnalysisRequest) -> None:
         versions = versions.filter(record__patient_id__in=candidates)
     ids = list(versions.values_list("pk", flat=True))
     AnalysisBatch.objects.bulk_create(
-        AnalysisBatch(request=request, index=index, record_version_ids=ids[start : start + request.batch_size])
-        for index, start in enumerate(range(0, len(ids), request.batch_size))
+        AnalysisBatch(request=request, index=index, record_version_ids=chunk)
+        for index, chunk in enumerate(even_batches(ids, request.batch_size))
     )
     request.total_records = len(ids)
     request.status = AnalysisStatus.COMPLETED if not ids else AnalysisStatus.RUNNING
@@ -277,6 +277,21 @@ def _plan_batches(request: AnalysisRequest) -> None:
         records=len(ids),
         batches=(len(ids) + request.batch_size - 1) // request.batch_size,
     )
+
+
+def even_batches(ids: list[int], batch_size: int) -> list[list[int]]:
+    """As few batches as `batch_size` allows, of equal size (±1): batches run in parallel on the custodian
+    workers, and a short last batch would leave a worker idle while the others finish."""
+    count = -(-len(ids) // batch_size)  # ceiling
+    if count == 0:
+        return []
+    size, extra = divmod(len(ids), count)
+    batches, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        batches.append(ids[start:end])
+        start = end
+    return batches
 
 
 @dataclass(frozen=True)

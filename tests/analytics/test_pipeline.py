@@ -217,3 +217,15 @@ def test_features_are_read_in_the_models_order_and_a_record_missing_one_is_not_s
     assert _features(_bundle_with({"a": 1, "b": 2, "c": True}), codes) is None  # a boolean is not a measurement
     assert _features(_bundle_with({"a": 1, "b": 2, "c": "3"}), codes) is None  # nor is a string
     assert _features(_bundle_with({"a": 1, "b": 2, "c": float("nan")}), codes) is None
+
+
+@pytest.mark.parametrize(
+    ("count", "batch_size", "sizes"),
+    [(10_000, 5000, [5000, 5000]), (10_000, 4096, [3334, 3333, 3333]), (7, 3, [3, 2, 2]), (0, 5, []), (4, 10, [4])],
+)
+def test_batches_are_as_few_as_the_size_allows_and_even(count, batch_size, sizes):
+    from analytics.services import even_batches
+
+    batches = even_batches(list(range(count)), batch_size)
+    assert [len(b) for b in batches] == sizes
+    assert [i for b in batches for i in b] == list(range(count))
