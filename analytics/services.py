@@ -248,8 +248,6 @@ def _plan_batches(request: AnalysisRequest) -> None:
     versions = record_versions_usable_for_analysis(categories=[spec.category])
     if request.cohort_kind == CohortKind.EXPLICIT:
         versions = versions.filter(record__patient__pseudonym__in=request.cohort_pseudonyms)
-        found = set(versions.values_list("record__patient__pseudonym", flat=True))
-        request.unknown_patients = len(set(request.cohort_pseudonyms) - found)
     else:
         # Candidates from the consent mirror; the ledger gate decides. A stale mirror can only
         # add candidates that the gate then refuses, or miss some that a later request includes.
@@ -260,7 +258,10 @@ def _plan_batches(request: AnalysisRequest) -> None:
             code=request.purpose,
         ).values_list("patient_id", flat=True)
         versions = versions.filter(record__patient_id__in=candidates)
-    ids = list(versions.values_list("pk", flat=True))
+    rows = list(versions.values_list("pk", "record__patient__pseudonym"))
+    ids = [pk for pk, _ in rows]
+    if request.cohort_kind == CohortKind.EXPLICIT:
+        request.unknown_patients = len(set(request.cohort_pseudonyms) - {pseudonym for _, pseudonym in rows})
     AnalysisBatch.objects.bulk_create(
         AnalysisBatch(request=request, index=index, record_version_ids=chunk)
         for index, chunk in enumerate(even_batches(ids, request.batch_size))

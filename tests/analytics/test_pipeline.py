@@ -53,11 +53,12 @@ def test_a_mixed_cohort_scores_exactly_the_consented_intact_records(
         requester=clinician,
         model_name="breast-cancer",
         cohort_kind="explicit",
-        pseudonyms=[p.pseudonym for _, p, _ in people],
+        pseudonyms=[p.pseudonym for _, p, _ in people] + ["f" * 64],
     )
 
     request.refresh_from_db()
     assert request.status == AnalysisStatus.COMPLETED
+    assert (request.total_records, request.unknown_patients) == (6, 1)
     results = analysis_results(request=request, viewer=clinician)
     assert [row.record_id for row in results.rows] == [str(r0.id)]
     model = breast_cancer_model()
