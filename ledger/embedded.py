@@ -388,7 +388,7 @@ class EmbeddedLedger:
             raise ContractRejected.from_response_message(simulation.message)
         connection = self._connection()
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            self._begin_write(connection)
             try:
                 status = self._validate_reads(connection, simulation)
                 receipt = self._append_block(connection, simulation, status)
@@ -477,6 +477,28 @@ class EmbeddedLedger:
             with self._connections_lock:
                 self._connections.append(connection)
         return connection
+
+    def _begin_write(self, connection: sqlite3.Connection) -> None:
+        """Take the write lock, polling every 2 ms while another process holds it.
+
+        SQLite's own busy handler backs off to 100 ms sleeps; ledger commits hold the lock for a few
+        milliseconds to a few hundred, so a short poll keeps concurrent workers from idling.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    connection.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) and "busy" not in str(error):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.002)
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
 
     def _initialise(self) -> None:
         try:
