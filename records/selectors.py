@@ -28,11 +28,6 @@ log = structlog.get_logger(__name__)
 # --- versions -----------------------------------------------------------------------------------
 
 
-def record_latest_version(*, record: Record) -> RecordVersion | None:
-    """The newest version, anchored or not."""
-    return record.versions.order_by("-version").first()
-
-
 def record_latest_anchored_version(*, record: Record) -> RecordVersion | None:
     """The newest version whose hash is on the ledger; None while only pending versions exist."""
     return record.versions.filter(anchor_state=AnchorState.ANCHORED).order_by("-version").first()
@@ -161,41 +156,6 @@ def content_sha256(plaintext: bytes) -> str:
 def record_version_document(*, record_version: RecordVersion) -> dict[str, Any]:
     """The decrypted FHIR Bundle (collection) of a version."""
     return json.loads(record_version_plaintext(record_version=record_version))
-
-
-@dataclass(frozen=True)
-class RecomputedHash:
-    record_id: UUID
-    category: str
-    version: int
-    sha256: str | None
-    """SHA-256 recomputed from the decrypted content; None when the ciphertext does not open."""
-
-
-def record_versions_recomputed_hashes(*, record_versions: Iterable[RecordVersion]) -> list[RecomputedHash]:
-    """Per version, the hash recomputed from its plaintext, for the analysis gate to check on the ledger.
-
-    The stored `sha256` column is not trusted here: the gate must compare what will actually be
-    analysed with what was anchored.
-    """
-    results = []
-    for record_version in record_versions:
-        try:
-            recomputed: str | None = content_sha256(record_version_plaintext(record_version=record_version))
-        except CiphertextInvalid:
-            log.warning(
-                "record_ciphertext_invalid", record_id=str(record_version.record_id), version=record_version.version
-            )
-            recomputed = None
-        results.append(
-            RecomputedHash(
-                record_id=record_version.record_id,
-                category=record_version.record.category,
-                version=record_version.version,
-                sha256=recomputed,
-            )
-        )
-    return results
 
 
 # --- the ledger ---------------------------------------------------------------------------------
