@@ -3,7 +3,16 @@
 embedded://<path>   the chaincode/ contracts run in-process over SQLite (ledger.embedded)
 """
 
-from ledger.client import ChaincodeEvent, LedgerClient, Receipt, TransactionLocation
+from ledger.client import (
+    BlockSummary,
+    BlockTransaction,
+    ChaincodeEvent,
+    LedgerClient,
+    Problem,
+    Receipt,
+    TransactionLocation,
+    VerificationReport,
+)
 from ledger.errors import (
     ContractRejected,
     LedgerError,
@@ -13,15 +22,19 @@ from ledger.errors import (
 )
 
 __all__ = [
+    "BlockSummary",
+    "BlockTransaction",
     "ChaincodeEvent",
     "ContractRejected",
     "LedgerClient",
     "LedgerError",
     "LedgerIntegrityError",
     "LedgerUnavailable",
+    "Problem",
     "Receipt",
     "TransactionConflict",
     "TransactionLocation",
+    "VerificationReport",
     "open_ledger",
 ]
 

@@ -41,6 +41,49 @@ class TransactionLocation:
     status: str
 
 
+@dataclass(frozen=True)
+class BlockTransaction:
+    """A transaction as an auditor may see it: ids and status, never arguments or values."""
+
+    tx_id: str
+    status: str
+    contract: str
+    function: str
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    """A committed block's header and its transactions (no payloads)."""
+
+    number: int
+    hash: str
+    previous_hash: str
+    data_hash: str
+    transactions: tuple[BlockTransaction, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # "block", "transaction", "history" or "state"
+    ref: str  # block number, transaction id or key (printable)
+    detail: str
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """The result of re-checking the chain: the block hash chain on every backend, and on the
+    embedded ledger also every transaction, the key history and the world state."""
+
+    height: int
+    transactions: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
 @runtime_checkable
 class LedgerClient(Protocol):
     def submit(self, contract: str, function: str, *args: str) -> Receipt:
@@ -57,6 +100,18 @@ class LedgerClient(Protocol):
 
     def locate(self, tx_id: str) -> TransactionLocation | None:
         """The block and status of a committed transaction, or None if the ledger has no such transaction."""
+        ...
+
+    def height(self) -> int:
+        """The number of committed blocks."""
+        ...
+
+    def block_summary(self, number: int) -> BlockSummary | None:
+        """Block `number`'s header hashes and transaction ids, or None past the height."""
+        ...
+
+    def verify(self) -> VerificationReport:
+        """Re-check the chain and name every problem found."""
         ...
 
     def close(self) -> None: ...

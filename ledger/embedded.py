@@ -36,7 +36,15 @@ from fabric_protos.ledger.queryresult import kv_query_result_pb2  # type: ignore
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from chaincode.library import ChaincodeStub
-from ledger.client import ChaincodeEvent, Receipt, TransactionLocation
+from ledger.client import (
+    BlockSummary,
+    BlockTransaction,
+    ChaincodeEvent,
+    Problem,
+    Receipt,
+    TransactionLocation,
+    VerificationReport,
+)
 from ledger.errors import ContractRejected, LedgerUnavailable, TransactionConflict
 
 GENESIS_PREVIOUS_HASH = "0" * 64
@@ -139,24 +147,6 @@ class Simulation:
     @property
     def ok(self) -> bool:
         return self.status_code < 400
-
-
-@dataclass(frozen=True)
-class Problem:
-    kind: str  # "block", "transaction", "history" or "state"
-    ref: str  # block number, transaction id or key (printable)
-    detail: str
-
-
-@dataclass(frozen=True)
-class VerificationReport:
-    height: int
-    transactions: int
-    problems: tuple[Problem, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 class _EmbeddedStub:
@@ -430,6 +420,25 @@ class EmbeddedLedger:
             "created_at": row[4],
             "tx_ids": tx_ids,
         }
+
+    def block_summary(self, number: int) -> BlockSummary | None:
+        connection = self._connection()
+        row = connection.execute(
+            "SELECT number, previous_hash, data_hash, hash FROM blocks WHERE number = ?", (number,)
+        ).fetchone()
+        if row is None:
+            return None
+        transactions = tuple(
+            BlockTransaction(tx_id=r[0], status=r[1], contract=r[2], function=r[3], timestamp=r[4])
+            for r in connection.execute(
+                "SELECT tx_id, status, contract, function, timestamp FROM transactions "
+                "WHERE block_number = ? ORDER BY position",
+                (number,),
+            )
+        )
+        return BlockSummary(
+            number=row[0], previous_hash=row[1], data_hash=row[2], hash=row[3], transactions=transactions
+        )
 
     def transaction(self, tx_id: str) -> dict[str, Any] | None:
         """A committed transaction's metadata (no payload values): where it is and its status."""
