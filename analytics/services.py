@@ -35,6 +35,7 @@ from analytics.models import (
     DiagnosticModel,
     KeyMode,
 )
+from audit.services import access_batch_log
 from chaincode.validation import format_timestamp
 from consent.models import Consent, ConsentStatus
 from consent.selectors import consents_listing
@@ -417,24 +418,21 @@ def _log(batch: AnalysisBatch, spec: LinearModel) -> AnalysisBatch:
     if not events:
         return _transition(batch, BatchStatus.GATED, status=BatchStatus.LOGGED)
     try:
-        receipt = bootstrap.ledger().submit("accesslog", "AppendAccessEvents", json.dumps(events))
+        logged = access_batch_log(batch_id=access_batch_id(request.id, batch.index), events=events)
     except (LedgerUnavailable, TransactionConflict) as error:
         raise LedgerNotAnswering("log") from error
-    log.info(
-        "analysis_batch_logged",
-        request_id=str(request.id),
-        batch=batch.index,
-        events=len(events),
-        tx_id=receipt.tx_id,
-        block=receipt.block_number,
-    )
     return _transition(
         batch,
         BatchStatus.GATED,
         status=BatchStatus.LOGGED,
-        access_log_tx_id=receipt.tx_id,
-        access_log_block=receipt.block_number,
+        access_log_tx_id=logged.tx_id,
+        access_log_block=logged.block_number,
     )
+
+
+def access_batch_id(request_id: object, batch_index: int) -> str:
+    """Deterministic per (request, batch): a batch logged twice is one ledger entry."""
+    return f"{request_id}:{batch_index}"
 
 
 def access_event_id(request_id: object, record_id: str) -> str:

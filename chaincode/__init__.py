@@ -21,10 +21,15 @@ Contract "consent" (chaincode.contracts.consent):
     CheckAccessBatch(request_json: {grantee, purpose, at, items: [{record_id, category, sha256}]})
         -> {at, grantee, purpose, results: [{record_id, decision, reason, consent_id, patient_pseudonym}]}
 
-Contract "accesslog" (chaincode.contracts.access_log):
-    AppendAccessEvents(events_json: [event, ...])                  -> {count, event_ids, recorded_at}
-    ReadAccessEvent(event_id)
-    QueryAccessEvents(query_json: {patient_pseudonym | grantee | request_id, since, until, limit})
+Contract "accesslog" (chaincode.contracts.access_log): one state entry per batch of events
+    AppendAccessEvents(batch_json: {batch_id, events: [event, ...]})
+        -> {batch_id, count, recorded_at, tx_id, appended}  (an identical batch again: appended false)
+    ReadAccessBatch(batch_id) -> {batch_id, recorded_at, tx_id, events}
+    ReadAccessBatches(batch_ids_json: [batch_id, ...]) -> {batches: [...], missing: [batch_id]}
+    QueryAccessEvents(query_json: {request_id, patient_pseudonym, grantee, since, until, limit, bookmark})
+        -> {events: [event + batch_id, position, recorded_at, tx_id], bookmark}
+    event = {event_id, kind, record_id, patient_pseudonym, grantee, purpose, request_id, model_hash,
+             category, decision, reason, export_sha256}
 
 Errors are raised as ContractError and reach the client as "code: message".
 """

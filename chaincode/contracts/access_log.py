@@ -1,10 +1,20 @@
 """The access log: one event per record per access, admitted or refused, appended in batches.
 
 An event names who (grantee: a clinician, organisation or auditor id), what (record id, patient
-pseudonym, data category), why (purpose, request id, model hash) and the decision with its reason.
-The time is the transaction's. Events are never changed: appending an identical event again is a
-no-op (so a retried batch is logged once), a different event under an existing id is refused.
-Indexes by patient, grantee, request and time serve the auditors' queries.
+pseudonym, data category), why (purpose, request id, model hash) and the decision with its reason. An export event (an
+auditor exporting the log) carries the export's id as request id and the SHA-256 of the file.
+The time and the transaction id are the transaction's.
+
+Layout: a batch of events is ONE state entry, `access_batch/<batch_id>`, plus one index entry by
+time and one per request id it names. On Fabric every state write is a round trip on the chaincode
+stream, so per-event keys and indexes (5 writes per event) would make logging a 5,000-record batch
+cost 25,000 round trips; this layout costs three. Searches by patient, grantee, model or decision
+are served by the audit mirror, which is verified batch by batch against these entries.
+
+Batches are never changed: appending an identical batch again is a no-op that answers with the
+original transaction (so a retried batch is logged once), a different batch under an existing
+batch_id is refused. Event ids are unique within a batch; across batches they are unique by
+construction (the analytics pipeline derives them from the request and the record).
 """
 
 from typing import Any
@@ -14,9 +24,7 @@ from chaincode.errors import AlreadyExists, InvalidArgument, NotFound
 from chaincode.library import Contract, TransactionContext
 from chaincode.vocabulary import AUDIT_PURPOSES, CATEGORIES, DECISIONS, PURPOSES, REFUSAL_REASONS
 
-EVENT = "access"
-BY_PATIENT = "access_by_patient"
-BY_GRANTEE = "access_by_grantee"
+BATCH = "access_batch"
 BY_REQUEST = "access_by_request"
 BY_TIME = "access_by_time"
 EVENT_KINDS = {"record_access": "A record was requested for use", "export": "An access log export"}
@@ -32,129 +40,163 @@ _EVENT_FIELDS = {
     "category",
     "decision",
     "reason",
+    "export_sha256",
 }
 _REQUIRED_EVENT_FIELDS = {"event_id", "kind", "grantee", "purpose", "decision"}
+_APPEND_FIELDS = {"batch_id", "events"}
 _QUERY_FIELDS = {"patient_pseudonym", "grantee", "request_id", "since", "until", "limit", "bookmark"}
 DEFAULT_QUERY_LIMIT = 1000
 MAX_QUERY_LIMIT = 10_000
+MAX_BATCHES_PER_READ = 1000
 
 
-def event_key(stub: Any, event_id: str) -> str:
-    return stub.create_composite_key(EVENT, [event_id])
+def batch_key(stub: Any, batch_id: str) -> str:
+    return stub.create_composite_key(BATCH, [batch_id])
 
 
 class AccessLogContract(Contract):
     Name = "accesslog"
 
     def get_evaluate_transactions(self) -> list[str]:
-        return ["ReadAccessEvent", "QueryAccessEvents"]
+        return ["ReadAccessBatch", "ReadAccessBatches", "QueryAccessEvents"]
 
-    async def AppendAccessEvents(self, ctx: TransactionContext, events_json: str) -> str:
-        """Append a batch of events in one transaction."""
+    async def AppendAccessEvents(self, ctx: TransactionContext, batch_json: str) -> str:
+        """Append a batch of events in one transaction, as one state entry."""
         stub = ctx.get_stub()
-        items = validation.batch(events_json, "events")
-        recorded_at = state.tx_time_text(stub)
-        event_ids: list[str] = []
+        request = validation.json_argument(batch_json, "batch", dict)
+        validation.only_fields(request, "batch", _APPEND_FIELDS, _APPEND_FIELDS)
+        batch_id = validation.identifier(request["batch_id"], "batch.batch_id")
+        items = validation.object_list(request["events"], "batch.events")
+        events: list[dict[str, Any]] = []
         seen: set[str] = set()
         for index, item in enumerate(items):
-            event = _validated_event(item, f"events[{index}]")
+            event = _validated_event(item, f"batch.events[{index}]")
             if event["event_id"] in seen:
-                raise InvalidArgument(f"events[{index}].event_id repeats an earlier event in the batch")
+                raise InvalidArgument(f"batch.events[{index}].event_id repeats an earlier event in the batch")
             seen.add(event["event_id"])
-            event_ids.append(event["event_id"])
-            key = event_key(stub, event["event_id"])
-            existing = await state.get_json(stub, key)
-            if existing is not None:
-                if {k: existing.get(k) for k in event} != event:
-                    raise AlreadyExists(f"events[{index}].event_id is already logged with other content")
-                continue
-            await state.put_json(stub, key, {**event, "recorded_at": recorded_at, "tx_id": stub.get_txid()})
-            for index_name, attribute in (
-                (BY_PATIENT, "patient_pseudonym"),
-                (BY_GRANTEE, "grantee"),
-                (BY_REQUEST, "request_id"),
-            ):
-                if event[attribute]:
-                    await stub.put_state(
-                        stub.create_composite_key(index_name, [event[attribute], recorded_at, event["event_id"]]),
-                        state.INDEX_MARKER,
-                    )
-            await stub.put_state(
-                stub.create_composite_key(BY_TIME, [recorded_at, event["event_id"]]), state.INDEX_MARKER
-            )
-        return state.dumps({"count": len(event_ids), "event_ids": event_ids, "recorded_at": recorded_at}).decode()
+            events.append(event)
 
-    async def ReadAccessEvent(self, ctx: TransactionContext, event_id: str) -> str:
-        validation.identifier(event_id, "event_id")
-        event = await state.get_json(ctx.get_stub(), event_key(ctx.get_stub(), event_id))
-        if event is None:
-            raise NotFound("no access event with this event_id")
-        return state.dumps(event).decode()
+        key = batch_key(stub, batch_id)
+        existing = await state.get_json(stub, key)
+        if existing is not None:
+            if existing["events"] != events:
+                raise AlreadyExists("batch.batch_id is already logged with other events")
+            return _answer(existing, appended=False)
+        recorded_at = state.tx_time_text(stub)
+        entry = {"batch_id": batch_id, "recorded_at": recorded_at, "tx_id": stub.get_txid(), "events": events}
+        await state.put_json(stub, key, entry)
+        await stub.put_state(stub.create_composite_key(BY_TIME, [recorded_at, batch_id]), state.INDEX_MARKER)
+        for request_id in sorted({e["request_id"] for e in events if e["request_id"]}):
+            await stub.put_state(
+                stub.create_composite_key(BY_REQUEST, [request_id, recorded_at, batch_id]), state.INDEX_MARKER
+            )
+        return _answer(entry, appended=True)
+
+    async def ReadAccessBatch(self, ctx: TransactionContext, batch_id: str) -> str:
+        validation.identifier(batch_id, "batch_id")
+        entry = await state.get_json(ctx.get_stub(), batch_key(ctx.get_stub(), batch_id))
+        if entry is None:
+            raise NotFound("no access batch with this batch_id")
+        return state.dumps(entry).decode()
+
+    async def ReadAccessBatches(self, ctx: TransactionContext, batch_ids_json: str) -> str:
+        """Several batches in one call (what verification reads): {batches: [...], missing: [ids]}."""
+        stub = ctx.get_stub()
+        batch_ids = validation.json_argument(batch_ids_json, "batch_ids", list)
+        if not batch_ids or len(batch_ids) > MAX_BATCHES_PER_READ:
+            raise InvalidArgument(f"batch_ids must hold 1 to {MAX_BATCHES_PER_READ} ids")
+        batches, missing = [], []
+        for index, batch_id in enumerate(batch_ids):
+            validation.identifier(batch_id, f"batch_ids[{index}]")
+            entry = await state.get_json(stub, batch_key(stub, batch_id))
+            if entry is None:
+                missing.append(batch_id)
+            else:
+                batches.append(entry)
+        return state.dumps({"batches": batches, "missing": missing}).decode()
 
     async def QueryAccessEvents(self, ctx: TransactionContext, query_json: str) -> str:
-        """Events by request, patient or grantee (the first given, the others filter), in a time
-        range [since, until), oldest first; `limit` per page and a `bookmark` to continue."""
+        """Events by request (index) or by time, filtered by patient and grantee, in [since, until),
+        oldest first; at most `limit` events per page and a `bookmark` to continue.
+
+        Each event comes with its batch_id, its position in the batch, recorded_at and tx_id.
+        """
         stub = ctx.get_stub()
         query = validation.json_argument(query_json, "query", dict)
         validation.only_fields(query, "query", _QUERY_FIELDS, set())
         filters: dict[str, str] = {}
-        if query.get("request_id"):
-            filters["request_id"] = validation.identifier(query["request_id"], "query.request_id")
         if query.get("patient_pseudonym"):
             filters["patient_pseudonym"] = validation.pseudonym(query["patient_pseudonym"], "query.patient_pseudonym")
         if query.get("grantee"):
             filters["grantee"] = validation.actor(query["grantee"], "query.grantee")
-        since = (
-            validation.format_timestamp(validation.timestamp(query["since"], "query.since"))
-            if query.get("since")
-            else ""
-        )
-        until = (
-            validation.format_timestamp(validation.timestamp(query["until"], "query.until"))
-            if query.get("until")
-            else ""
-        )
+        request_id = validation.identifier(query["request_id"], "query.request_id") if query.get("request_id") else ""
+        if request_id:
+            filters["request_id"] = request_id
+        since = _time_bound(query, "since")
+        until = _time_bound(query, "until")
         limit = validation.positive_int(query.get("limit", DEFAULT_QUERY_LIMIT), "query.limit", MAX_QUERY_LIMIT)
-        bookmark = query.get("bookmark") or ""
-        if not isinstance(bookmark, str) or len(bookmark) > 1024:
-            raise InvalidArgument("query.bookmark must be a bookmark returned by an earlier query")
-
-        if "request_id" in filters:
-            index_name, prefix = BY_REQUEST, [filters["request_id"]]
-        elif "patient_pseudonym" in filters:
-            index_name, prefix = BY_PATIENT, [filters["patient_pseudonym"]]
-        elif "grantee" in filters:
-            index_name, prefix = BY_GRANTEE, [filters["grantee"]]
-        else:
-            index_name, prefix = BY_TIME, []
-        start = (
-            stub.create_composite_key(index_name, [*prefix, since])
-            if since
-            else stub.create_composite_key(index_name, prefix)
-        )
+        index_name, prefix = (BY_REQUEST, [request_id]) if request_id else (BY_TIME, [])
+        start = stub.create_composite_key(index_name, [*prefix, since] if since else prefix)
         end = (
             stub.create_composite_key(index_name, [*prefix, until])
             if until
             else stub.create_composite_key(index_name, prefix) + state.MAX_RUNE
         )
-        if bookmark:
-            if not (start < bookmark < end):
-                raise InvalidArgument("query.bookmark does not belong to this query")
-            start = bookmark + "\x00"
+        skip = 0
+        if query.get("bookmark"):
+            start, skip = _bookmark(query["bookmark"], start, end)
 
         events: list[dict[str, Any]] = []
-        next_bookmark = last_key = ""
+        next_bookmark = ""
         async for key, _ in state.scan(stub, start, end):
-            if len(events) == limit:
-                next_bookmark = last_key
-                break
             _, attributes = stub.split_composite_key(key)
-            event = await state.get_json(stub, event_key(stub, attributes[-1]))
-            last_key = key
-            if event is None or any(event.get(name) != value for name, value in filters.items()):
+            entry = await state.get_json(stub, batch_key(stub, attributes[-1]))
+            if entry is None:
                 continue
-            events.append(event)
+            stamp = {"batch_id": entry["batch_id"], "recorded_at": entry["recorded_at"], "tx_id": entry["tx_id"]}
+            for position, event in enumerate(entry["events"][skip:], start=skip):
+                if any(event.get(name) != value for name, value in filters.items()):
+                    continue
+                if len(events) == limit:
+                    next_bookmark = state.dumps([key, position]).decode()
+                    break
+                events.append({**event, **stamp, "position": position})
+            skip = 0
+            if next_bookmark:
+                break
         return state.dumps({"events": events, "bookmark": next_bookmark}).decode()
+
+
+def _answer(entry: dict[str, Any], *, appended: bool) -> str:
+    return state.dumps(
+        {
+            "batch_id": entry["batch_id"],
+            "count": len(entry["events"]),
+            "recorded_at": entry["recorded_at"],
+            "tx_id": entry["tx_id"],
+            "appended": appended,
+        }
+    ).decode()
+
+
+def _time_bound(query: dict[str, Any], name: str) -> str:
+    if not query.get(name):
+        return ""
+    return validation.format_timestamp(validation.timestamp(query[name], f"query.{name}"))
+
+
+def _bookmark(value: Any, start: str, end: str) -> tuple[str, int]:
+    """A bookmark is [index key, position in its batch] from an earlier page of the same query."""
+    invalid = InvalidArgument("query.bookmark does not belong to this query")
+    if not isinstance(value, str) or len(value) > 2048:
+        raise invalid
+    try:
+        key, position = validation.json_argument(value, "query.bookmark", list)
+    except (InvalidArgument, ValueError, TypeError):
+        raise invalid from None
+    if not isinstance(key, str) or not isinstance(position, int) or position < 0 or not (start <= key < end):
+        raise invalid
+    return key, position
 
 
 def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
@@ -172,6 +214,10 @@ def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
         validation.pseudonym(event["patient_pseudonym"], f"{field}.patient_pseudonym")
     if event["model_hash"] is not None:
         validation.sha256(event["model_hash"], f"{field}.model_hash")
+    if event["export_sha256"] is not None:
+        validation.sha256(event["export_sha256"], f"{field}.export_sha256")
+        if event["kind"] != "export":
+            raise InvalidArgument(f"{field}.export_sha256 belongs to export events only")
     if event["category"] is not None:
         validation.code(event["category"], f"{field}.category", CATEGORIES)
     if event["decision"] == "refuse":

@@ -1,4 +1,5 @@
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,13 @@ from tests.chaincode.conftest import digest, now, pseudonym, rfc3339
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 
 
-def event(event_id, patient=1, **overrides):
+@pytest.fixture
+def ns():
+    """A prefix that keeps this test's ids apart from every other test's on a shared ledger."""
+    return uuid.uuid4().hex[:12]
+
+
+def event(event_id, patient=1, request="req-1", **overrides):
     return {
         "event_id": event_id,
         "kind": "record_access",
@@ -17,7 +24,7 @@ def event(event_id, patient=1, **overrides):
         "patient_pseudonym": pseudonym(patient),
         "grantee": "clinician:alice",
         "purpose": BREAST_CANCER,
-        "request_id": "req-1",
+        "request_id": request,
         "model_hash": digest(0),
         "category": "imaging",
         "decision": "admit",
@@ -25,96 +32,149 @@ def event(event_id, patient=1, **overrides):
     }
 
 
-def append(chain, events):
-    return chain.submit("accesslog", "AppendAccessEvents", json.dumps(events))
+def append(chain, batch_id, events):
+    return chain.submit("accesslog", "AppendAccessEvents", json.dumps({"batch_id": batch_id, "events": events}))
 
 
 def query(chain, **filters):
     return chain.evaluate("accesslog", "QueryAccessEvents", json.dumps(filters)).json()
 
 
-def test_append_a_batch_in_one_transaction_then_read_each_event(chain):
-    receipt = append(chain, [event("e1"), event("e2", decision="refuse", reason="consent_revoked")])
-    assert receipt.json()["count"] == 2
-    stored = chain.evaluate("accesslog", "ReadAccessEvent", "e2").json()
-    assert stored["reason"] == "consent_revoked"
+def test_a_batch_is_appended_in_one_transaction_and_read_back_whole(chain, ns):
+    receipt = append(chain, f"{ns}-b1", [event("e1"), event("e2", decision="refuse", reason="consent_revoked")])
+    answer = receipt.json()
+    assert answer == {
+        "batch_id": f"{ns}-b1",
+        "count": 2,
+        "recorded_at": answer["recorded_at"],
+        "tx_id": receipt.tx_id,
+        "appended": True,
+    }
+    stored = chain.evaluate("accesslog", "ReadAccessBatch", f"{ns}-b1").json()
     assert stored["tx_id"] == receipt.tx_id
-    assert stored["recorded_at"] == receipt.json()["recorded_at"]
+    assert stored["recorded_at"] == answer["recorded_at"]
+    assert [e["event_id"] for e in stored["events"]] == ["e1", "e2"]
+    assert stored["events"][1]["reason"] == "consent_revoked"
+    assert stored["events"][0]["reason"] is None
 
 
-def test_appending_the_same_batch_twice_logs_each_event_once(chain):
-    append(chain, [event("e1"), event("e2")])
-    append(chain, [event("e1"), event("e2")])
-    assert [e["event_id"] for e in query(chain, request_id="req-1")["events"]] == ["e1", "e2"]
+def test_appending_the_same_batch_twice_logs_it_once_and_answers_with_the_first_transaction(chain, ns):
+    first = append(chain, f"{ns}-b1", [event("e1", request=ns), event("e2", request=ns)])
+    second = append(chain, f"{ns}-b1", [event("e1", request=ns), event("e2", request=ns)])
+    assert second.json()["appended"] is False
+    assert second.json()["tx_id"] == first.tx_id
+    assert second.json()["recorded_at"] == first.json()["recorded_at"]
+    assert [e["event_id"] for e in query(chain, request_id=ns)["events"]] == ["e1", "e2"]
 
 
-def test_an_event_id_cannot_be_reused_for_other_content(chain):
-    append(chain, [event("e1")])
+def test_a_batch_id_cannot_be_reused_for_other_events(chain, ns):
+    append(chain, f"{ns}-b1", [event("e1")])
     with pytest.raises(ContractRejected) as refused:
-        append(chain, [event("e1", decision="refuse", reason="no_consent")])
+        append(chain, f"{ns}-b1", [event("e1", decision="refuse", reason="no_consent")])
     assert refused.value.code == "already_exists"
 
 
-def test_query_by_patient_grantee_request_and_time_range(chain):
+def test_an_event_id_may_not_repeat_within_a_batch(chain, ns):
+    with pytest.raises(ContractRejected) as refused:
+        append(chain, f"{ns}-b1", [event("e1"), event("e1")])
+    assert "batch.events[1].event_id repeats" in refused.value.message
+
+
+def test_read_batches_names_the_missing_ones(chain, ns):
+    append(chain, f"{ns}-b1", [event("e1")])
+    answer = chain.evaluate("accesslog", "ReadAccessBatches", json.dumps([f"{ns}-b1", f"{ns}-nope"])).json()
+    assert [b["batch_id"] for b in answer["batches"]] == [f"{ns}-b1"]
+    assert answer["missing"] == [f"{ns}-nope"]
+
+
+def test_query_by_request_patient_grantee_and_time_range(chain, ns):
     before = now() - timedelta(seconds=1)
-    append(chain, [event("e1", patient=1), event("e2", patient=2, grantee="clinician:bob", request_id="req-2")])
+    append(
+        chain,
+        f"{ns}-b1",
+        [event("e1", patient=1, request=ns), event("e2", patient=2, grantee="clinician:bob", request=f"{ns}-2")],
+    )
     middle = now()
-    append(chain, [event("e3", patient=1, request_id="req-3")])
+    append(chain, f"{ns}-b2", [event("e3", patient=1, request=ns)])
     after = now() + timedelta(seconds=1)
 
     def ids(**filters):
         return [e["event_id"] for e in query(chain, **filters)["events"]]
 
-    assert ids(patient_pseudonym=pseudonym(1)) == ["e1", "e3"]
-    assert ids(grantee="clinician:bob") == ["e2"]
-    assert ids(request_id="req-1") == ["e1"]
-    assert ids(since=rfc3339(before), until=rfc3339(after)) == ["e1", "e2", "e3"]
-    assert ids(patient_pseudonym=pseudonym(1), since=middle.isoformat().replace("+00:00", "Z")) == ["e3"]
-    assert ids(patient_pseudonym=pseudonym(1), grantee="clinician:bob") == []
-    assert ids(since=rfc3339(after)) == []
+    assert ids(request_id=ns) == ["e1", "e3"]
+    assert ids(request_id=f"{ns}-2") == ["e2"]
+    assert ids(request_id=ns, patient_pseudonym=pseudonym(1)) == ["e1", "e3"]
+    assert ids(request_id=f"{ns}-2", grantee="clinician:bob") == ["e2"]
+    assert ids(request_id=ns, grantee="clinician:bob") == []
+    assert ids(request_id=ns, since=middle.isoformat().replace("+00:00", "Z")) == ["e3"]
+    in_range = query(chain, since=rfc3339(before), until=rfc3339(after), limit=10_000)["events"]
+    assert {"e1", "e2", "e3"} <= {e["event_id"] for e in in_range if e["batch_id"].startswith(ns)}
+    assert ids(request_id=ns, since=rfc3339(after)) == []
+    stamped = query(chain, request_id=f"{ns}-2")["events"][0]
+    assert stamped["batch_id"] == f"{ns}-b1"
+    assert stamped["tx_id"] and stamped["recorded_at"]
 
 
-def test_query_pages_with_a_bookmark(chain):
-    append(chain, [event(f"e{i:02d}") for i in range(25)])
-    seen, bookmark = [], ""
+def test_query_pages_with_a_bookmark_inside_and_across_batches(chain, ns):
+    append(chain, f"{ns}-b1", [event(f"e{i:02d}", request=ns) for i in range(15)])
+    append(chain, f"{ns}-b2", [event(f"e{i:02d}", request=ns) for i in range(15, 25)])
+    seen, bookmark, pages = [], "", 0
     while True:
-        page = query(chain, grantee="clinician:alice", limit=10, bookmark=bookmark)
+        page = query(chain, request_id=ns, limit=10, bookmark=bookmark)
         seen += [e["event_id"] for e in page["events"]]
+        pages += 1
         bookmark = page["bookmark"]
         if not bookmark:
             break
     assert seen == [f"e{i:02d}" for i in range(25)]
+    assert pages == 3
 
 
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        ({"decision": "maybe"}, "events[0].decision must be one of"),
-        ({"decision": "refuse"}, "events[0].reason is required"),
-        ({"decision": "refuse", "reason": "because"}, "events[0].reason must be one of"),
+        ({"decision": "maybe"}, "batch.events[0].decision must be one of"),
+        ({"decision": "refuse"}, "batch.events[0].reason is required"),
+        ({"decision": "refuse", "reason": "because"}, "batch.events[0].reason must be one of"),
         ({"reason": "no_consent"}, "reason must be empty when the decision is admit"),
-        ({"purpose": "marketing"}, "events[0].purpose must be one of"),
-        ({"grantee": "Dr Alice Smith"}, "events[0].grantee must be"),
-        ({"patient_pseudonym": "Jane Doe"}, "events[0].patient_pseudonym must be 64"),
-        ({"model_hash": "x"}, "events[0].model_hash must be 64"),
-        ({"kind": "gossip"}, "events[0].kind must be one of"),
+        ({"purpose": "marketing"}, "batch.events[0].purpose must be one of"),
+        ({"grantee": "Dr Alice Smith"}, "batch.events[0].grantee must be"),
+        ({"patient_pseudonym": "Jane Doe"}, "batch.events[0].patient_pseudonym must be 64"),
+        ({"model_hash": "x"}, "batch.events[0].model_hash must be 64"),
+        ({"kind": "gossip"}, "batch.events[0].kind must be one of"),
         ({"record_id": None}, "a record_access event needs record_id"),
         ({"diagnosis": "malignant"}, "unknown fields: diagnosis"),
     ],
 )
-def test_append_refuses_invalid_events_and_writes_nothing(chain, overrides, fragment):
+def test_append_refuses_invalid_events_and_writes_nothing(chain, ns, overrides, fragment):
     height = chain.height()
     with pytest.raises(ContractRejected) as refused:
-        append(chain, [event("e1", **overrides)])
+        append(chain, f"{ns}-b1", [event("e1", **overrides)])
     assert fragment in refused.value.message
+    assert "malignant" not in refused.value.message
     assert chain.height() == height
 
 
-def test_append_is_all_or_nothing(chain):
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"events": []}, "batch is missing required fields: batch_id"),
+        ({"batch_id": "b", "events": []}, "batch.events must not be empty"),
+        ({"batch_id": "has space", "events": [{}]}, "batch.batch_id"),
+        ({"batch_id": "b", "events": "all"}, "batch.events must be a JSON array"),
+    ],
+)
+def test_append_refuses_a_malformed_batch(chain, body, fragment):
+    with pytest.raises(ContractRejected) as refused:
+        chain.submit("accesslog", "AppendAccessEvents", json.dumps(body))
+    assert fragment in refused.value.message
+
+
+def test_append_is_all_or_nothing(chain, ns):
     with pytest.raises(ContractRejected):
-        append(chain, [event("good"), event("bad", decision="maybe")])
+        append(chain, f"{ns}-b1", [event("good"), event("bad", decision="maybe")])
     with pytest.raises(ContractRejected) as missing:
-        chain.evaluate("accesslog", "ReadAccessEvent", "good")
+        chain.evaluate("accesslog", "ReadAccessBatch", f"{ns}-b1")
     assert missing.value.code == "not_found"
 
 
@@ -126,10 +186,35 @@ def test_append_is_all_or_nothing(chain):
         ({"limit": 100_000}, "query.limit must be an integer from 1 to 10000"),
         ({"grantee": "nobody"}, "query.grantee must be"),
         ({"sort": "desc"}, "unknown fields: sort"),
-        ({"grantee": "clinician:alice", "bookmark": "forged"}, "bookmark does not belong"),
+        ({"request_id": "r", "bookmark": "forged"}, "bookmark does not belong"),
+        ({"request_id": "r", "bookmark": json.dumps(["\x00access_by_time\x00", 0])}, "bookmark does not belong"),
     ],
 )
 def test_query_refuses_invalid_filters(chain, filters, fragment):
     with pytest.raises(ContractRejected) as refused:
         chain.evaluate("accesslog", "QueryAccessEvents", json.dumps(filters))
     assert fragment in refused.value.message
+
+
+def test_read_batches_refuses_too_many_or_none(chain):
+    for ids in ([], [f"b{i}" for i in range(1001)]):
+        with pytest.raises(ContractRejected) as refused:
+            chain.evaluate("accesslog", "ReadAccessBatches", json.dumps(ids))
+        assert "batch_ids must hold 1 to 1000 ids" in refused.value.message
+
+
+def test_an_export_event_carries_the_file_hash_and_only_an_export_may(chain, ns):
+    export = {
+        "event_id": f"{ns}-x",
+        "kind": "export",
+        "grantee": "auditor:u1",
+        "purpose": "audit",
+        "request_id": ns,
+        "decision": "admit",
+        "export_sha256": digest(5),
+    }
+    append(chain, f"{ns}-x", [export])
+    assert query(chain, request_id=ns)["events"][0]["export_sha256"] == digest(5)
+    with pytest.raises(ContractRejected) as refused:
+        append(chain, f"{ns}-b1", [event("e1", export_sha256=digest(5))])
+    assert "export_sha256 belongs to export events only" in refused.value.message

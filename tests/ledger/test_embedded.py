@@ -223,10 +223,10 @@ def test_two_processes_writing_at_once_lose_no_transaction(tmp_path):
         name = sys.argv[2]
         for i in range(60):
             chain.submit("anchors", "AnchorRecord", f"{name}-{i}", "a" * 64, format(i, "064x"), "1")
-            chain.submit("accesslog", "AppendAccessEvents", json.dumps([{
+            chain.submit("accesslog", "AppendAccessEvents", json.dumps({"batch_id": f"{name}-b{i}", "events": [{
                 "event_id": f"{name}-e{i}", "kind": "record_access", "record_id": f"{name}-{i}",
                 "patient_pseudonym": "a" * 64, "grantee": "clinician:alice", "purpose": "research",
-                "decision": "admit"}]))
+                "decision": "admit"}]}))
         print("done")
     """)
     processes = [
@@ -247,6 +247,7 @@ def test_two_processes_writing_at_once_lose_no_transaction(tmp_path):
         for i in range(60):
             assert chain.evaluate("anchors", "ReadAnchor", f"{name}-{i}").json()["sha256"] == format(i, "064x")
     events = chain.evaluate("accesslog", "QueryAccessEvents", json.dumps({"grantee": "clinician:alice"})).json()
+    assert events["bookmark"] == ""
     assert len(events["events"]) == 120
     assert chain.height() == 1 + 240
     assert chain.verify().ok
