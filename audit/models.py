@@ -102,3 +102,12 @@ class AuditExport(models.Model):
 
     def __str__(self) -> str:
         return f"Export {self.id}"
+
+
+def export_batch_id(export_id: object) -> str:
+    """The ledger batch that records an export (one event: who exported, when, the file's hash)."""
+    return f"export:{export_id}"
+
+
+def export_event_id(export_id: object) -> str:
+    return f"exp:{export_id}"

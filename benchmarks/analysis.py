@@ -161,18 +161,21 @@ def _naive(sample, grantee: str, ledger) -> float:  # type: ignore[no-untyped-de
             "accesslog",
             "AppendAccessEvents",
             json.dumps(
-                [
-                    {
-                        "event_id": f"naive-{index}",
-                        "kind": "record_access",
-                        "record_id": item["record_id"],
-                        "patient_pseudonym": version.record.patient.pseudonym,
-                        "grantee": grantee,
-                        "purpose": model.purpose,
-                        "decision": answer["decision"],
-                        "reason": answer["reason"],
-                    }
-                ]
+                {
+                    "batch_id": f"naive-{index}",
+                    "events": [
+                        {
+                            "event_id": f"naive-{index}",
+                            "kind": "record_access",
+                            "record_id": item["record_id"],
+                            "patient_pseudonym": version.record.patient.pseudonym,
+                            "grantee": grantee,
+                            "purpose": model.purpose,
+                            "decision": answer["decision"],
+                            "reason": answer["reason"],
+                        }
+                    ],
+                }
             ),
         )
         if answer["decision"] == "admit":

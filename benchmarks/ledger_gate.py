@@ -69,8 +69,9 @@ def _items(indices: range) -> list[dict[str, str]]:
     return [{"record_id": f"rec-{i}", "category": "imaging", "sha256": _digest(i)} for i in indices]
 
 
-def _events(indices: range, run: str) -> list[dict[str, str]]:
-    return [
+def _events(indices: range, run: str) -> dict[str, object]:
+    """One access-log batch (the contract's AppendAccessEvents argument) for records `indices`."""
+    events = [
         {
             "event_id": f"{run}-{i}",
             "kind": "record_access",
@@ -83,6 +84,7 @@ def _events(indices: range, run: str) -> list[dict[str, str]]:
         }
         for i in indices
     ]
+    return {"batch_id": f"{run}-{indices.start}", "events": events}
 
 
 def gate_batched(chain: EmbeddedLedger, indices: range) -> int:

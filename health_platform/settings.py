@@ -154,6 +154,7 @@ ANALYTICS_KEY_VAULT_ACTIVE_KEY = env.str(
 
 # --- Analytics ---
 # Ciphertexts and contexts are stored here and passed by key; compute workers need this folder only.
+AUDIT_EXPORT_DIR = env.str("AUDIT_EXPORT_DIR", default=str(VAR_DIR / "exports"))
 ANALYTICS_BLOB_DIR = env.str("ANALYTICS_BLOB_DIR", default=str(VAR_DIR / "blobs"))
 # Records per batch (at most; batches are evened out). One CheckAccessBatch and one access-log transaction
 # each; measured fastest around 5,000 on 2 cores (benchmarks/analysis.py).

@@ -1,0 +1,231 @@
+"""Export formats of the access log: CSV, JSON and FHIR R4 AuditEvent (NDJSON), written and read back.
+
+Every format carries, per event, all the event's fields and where it is on the ledger (batch,
+position, transaction, block), so that any copy can be verified against the chain
+(audit.verification) after it has been handed over. Rows are written one at a time: an export of
+any size is streamed from the database to the file in bounded memory. Every value is an id, a
+code, a pseudonym, a hash or a time, each starting with a letter or a digit, so no CSV cell can
+be read as a spreadsheet formula.
+"""
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from typing import IO, Any
+
+from audit.models import EVENT_FIELDS, AccessEvent
+from audit.selectors import AccessEventFilters, access_events_search
+from chaincode.validation import format_timestamp
+
+COLUMNS = (*EVENT_FIELDS, "recorded_at", "batch_id", "position", "tx_id", "block_number")
+FETCH_CHUNK = 2000
+MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "fhir": "application/fhir+ndjson"}
+EXTENSIONS = {"csv": "csv", "json": "json", "fhir": "ndjson"}
+
+SYSTEM = "urn:health-platform"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+EVENT_TYPES = {"record_access": ("110110", "Patient Record"), "export": ("110106", "Export")}
+ACTIONS = {"record_access": "E", "export": "R"}  # a record used by an analysis; the log read for an export
+OUTCOMES = {"admit": "0", "refuse": "4"}  # success; minor failure (access refused)
+_DETAILS = ("event_id", "kind", "request_id", "model_hash", "category", "reason", "export_sha256", "batch_id")
+
+
+def mirror_rows(filters: AccessEventFilters, *, viewer: Any = None) -> Iterator[dict[str, Any]]:
+    """The mirror's events under `filters`, oldest first, as flat dicts; streamed in chunks.
+
+    `viewer` None means the caller (a service or command) has already checked the right to read.
+    """
+    if viewer is None:
+        from audit.selectors import _search_unchecked
+
+        events = _search_unchecked(filters)
+    else:
+        events = access_events_search(viewer=viewer, filters=filters)
+    names = [*EVENT_FIELDS, "recorded_at", "batch_id", "position", "tx_id", "block_number"]
+    for values in events.values_list(*names).iterator(chunk_size=FETCH_CHUNK):
+        row = dict(zip(names, values, strict=True))
+        row["recorded_at"] = format_timestamp(row["recorded_at"])
+        for name in EVENT_FIELDS:
+            row[name] = row[name] or None
+        yield row
+
+
+def event_row(event: AccessEvent) -> dict[str, Any]:
+    row: dict[str, Any] = event.as_ledger_event()
+    row.update(
+        recorded_at=format_timestamp(event.recorded_at),
+        batch_id=event.batch_id,
+        position=event.position,
+        tx_id=event.tx_id,
+        block_number=event.block_number,
+    )
+    return row
+
+
+class HashingWriter:
+    """A text sink that writes UTF-8 to `target` and keeps the SHA-256 and size of what it wrote."""
+
+    def __init__(self, target: IO[bytes]):
+        self.target = target
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, text: str) -> int:
+        data = text.encode()
+        self.target.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(text)
+
+
+class ExportWriter:
+    """Writes events to a HashingWriter in one format, one event at a time: begin, write..., end."""
+
+    def __init__(self, format: str, sink: HashingWriter):
+        if format not in EXTENSIONS:
+            raise ValueError(f"unknown export format {format!r}")
+        self.format, self.sink, self.count = format, sink, 0
+        self._csv = csv.writer(sink, lineterminator="\n")
+
+    def begin(self) -> None:
+        if self.format == "csv":
+            self._csv.writerow(COLUMNS)
+        elif self.format == "json":
+            self.sink.write('{"events": [\n')
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.format == "csv":
+            self._csv.writerow(["" if row[name] is None else row[name] for name in COLUMNS])
+        elif self.format == "json":
+            self.sink.write(("" if self.count == 0 else ",\n") + json.dumps({name: row[name] for name in COLUMNS}))
+        else:
+            self.sink.write(json.dumps(audit_event(row), separators=(",", ":")) + "\n")
+        self.count += 1
+
+    def end(self) -> None:
+        if self.format == "json":
+            self.sink.write("\n]}\n")
+
+
+def audit_event(row: dict[str, Any]) -> dict[str, Any]:
+    """One access event as a FHIR R4 AuditEvent (validates with fhir.resources' R4B model)."""
+    code, display = EVENT_TYPES[row["kind"]]
+    entities: list[dict[str, Any]] = []
+    if row["patient_pseudonym"]:
+        entities.append(
+            {
+                "what": {"identifier": {"system": f"{SYSTEM}:patient-pseudonym", "value": row["patient_pseudonym"]}},
+                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+            }
+        )
+    if row["record_id"]:
+        entities.append(
+            {
+                "what": {"identifier": {"system": f"{SYSTEM}:record", "value": row["record_id"]}},
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+            }
+        )
+    details = [{"type": name, "valueString": str(row[name])} for name in _DETAILS if row[name] is not None]
+    details.append({"type": "position", "valueString": str(row["position"])})
+    if row["block_number"] is not None:
+        details.append({"type": "block_number", "valueString": str(row["block_number"])})
+    entities.append(
+        {
+            "what": {"identifier": {"system": f"{SYSTEM}:ledger-transaction", "value": row["tx_id"]}},
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE, "code": "13", "display": "Security Resource"},
+            "detail": details,
+        }
+    )
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": hashlib.sha256(row["event_id"].encode()).hexdigest(),
+        "type": {"system": DCM, "code": code, "display": display},
+        "subtype": [{"system": f"{SYSTEM}:access-event-kind", "code": row["kind"]}],
+        "action": ACTIONS[row["kind"]],
+        "recorded": row["recorded_at"],
+        "outcome": OUTCOMES[row["decision"]],
+        "purposeOfEvent": [{"coding": [{"system": f"{SYSTEM}:purpose", "code": row["purpose"]}]}],
+        "agent": [{"who": {"identifier": {"system": f"{SYSTEM}:actor", "value": row["grantee"]}}, "requestor": True}],
+        "source": {
+            "observer": {"identifier": {"system": SYSTEM, "value": "health_platform"}},
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
+        "entity": entities,
+    }
+    if row["reason"]:
+        event["outcomeDesc"] = row["reason"]
+    return event
+
+
+def rows_from_audit_event(event: dict[str, Any]) -> dict[str, Any]:
+    """Read an AuditEvent of ours back into an event row (each field from its FHIR place)."""
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    entities = event.get("entity") or []
+    for entity in entities:
+        identifier = (entity.get("what") or {}).get("identifier") or {}
+        system = identifier.get("system")
+        if system == f"{SYSTEM}:patient-pseudonym":
+            row["patient_pseudonym"] = identifier.get("value")
+        elif system == f"{SYSTEM}:record":
+            row["record_id"] = identifier.get("value")
+        elif system == f"{SYSTEM}:ledger-transaction":
+            row["tx_id"] = identifier.get("value")
+            for detail in entity.get("detail") or []:
+                if detail.get("type") in COLUMNS:
+                    row[detail["type"]] = detail.get("valueString")
+    decisions = {code: decision for decision, code in OUTCOMES.items()}
+    outcome = str(event.get("outcome"))
+    row["decision"] = decisions.get(outcome, outcome)
+    row["recorded_at"] = event.get("recorded")
+    codings = [c for p in event.get("purposeOfEvent") or [] for c in p.get("coding") or []]
+    row["purpose"] = codings[0].get("code") if codings else None
+    agents = event.get("agent") or []
+    row["grantee"] = ((agents[0].get("who") or {}).get("identifier") or {}).get("value") if agents else None
+    return row
+
+
+def rows_from_file(stream: IO[bytes], *, format: str) -> Iterator[dict[str, Any]]:
+    """Read an export (or an edited copy of one) back into event rows, one at a time.
+
+    Raises ValueError (with a line number, never a value) on a file that is not in `format`.
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    if format == "csv":
+        reader = csv.DictReader(text)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError("the CSV header is not the export's")
+        for row in reader:
+            yield {name: (row.get(name) or None) for name in COLUMNS}
+    elif format == "json":
+        first = text.readline()
+        if first.strip() != '{"events": [':
+            raise ValueError("line 1 is not the start of an export's JSON")
+        for number, line in enumerate(text, start=2):
+            line = line.strip().rstrip(",")
+            if line in ("]}", ""):
+                continue
+            yield _json_line(line, number)
+    elif format == "fhir":
+        for number, line in enumerate(text, start=1):
+            if line.strip():
+                yield rows_from_audit_event(_json_line(line, number))
+    else:
+        raise ValueError(f"unknown export format {format!r}")
+
+
+def _json_line(line: str, number: int) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        raise ValueError(f"line {number} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"line {number} is not a JSON object")
+    return value

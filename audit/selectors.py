@@ -1,0 +1,153 @@
+"""Reads: who may see which access events, searches over the mirror, and the auditor's ledger view.
+
+`access_events_visible_to` is the ONE place that decides what a user may read of the access log:
+an auditor every event; a patient the events about their own records; anyone else nothing.
+Auditors see codes, pseudonyms, ids and hashes only: no clinical value or score is ever logged.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+
+from audit.models import AccessEvent, AuditExport, export_batch_id, export_event_id
+from health_platform import bootstrap
+from health_platform.errors import PermissionDenied
+from health_platform.roles import Role, user_has_role, user_roles
+from ledger import BlockSummary
+
+SEARCH_FIELDS = ("patient_pseudonym", "grantee", "request_id", "model_hash", "decision", "reason", "kind")
+
+
+@dataclass(frozen=True)
+class AccessEventFilters:
+    """A search over the access log. Empty strings and None mean "any"."""
+
+    patient_pseudonym: str = ""
+    grantee: str = ""
+    request_id: str = ""
+    model_hash: str = ""
+    decision: str = ""
+    reason: str = ""
+    kind: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def as_json(self) -> dict[str, str]:
+        """The filters that are set, as strings (what a manifest records)."""
+        values: dict[str, str] = {name: getattr(self, name) for name in SEARCH_FIELDS if getattr(self, name)}
+        for name in ("since", "until"):
+            moment = getattr(self, name)
+            if moment is not None:
+                values[name] = moment.isoformat()
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "AccessEventFilters":
+        texts: dict[str, Any] = {name: values.get(name) or "" for name in SEARCH_FIELDS}
+        for name in ("since", "until"):
+            texts[name] = datetime.fromisoformat(values[name]) if values.get(name) else None
+        return cls(**texts)
+
+    def matches(self, event: dict[str, Any], recorded_at: datetime) -> bool:
+        """Whether a ledger event (fields as the contract stores them) falls under these filters."""
+        for name in SEARCH_FIELDS:
+            wanted = getattr(self, name)
+            if wanted and (event.get(name) or "") != wanted:
+                return False
+        if self.since is not None and recorded_at < self.since:
+            return False
+        return self.until is None or recorded_at < self.until
+
+
+def access_events_visible_to(*, viewer: Any) -> QuerySet[AccessEvent]:
+    """Every event `viewer` may read. Raises PermissionDenied for a user with no such right."""
+    roles = user_roles(viewer)
+    if Role.AUDITOR in roles:
+        return AccessEvent.objects.all()
+    if Role.PATIENT in roles:
+        from records.models import Patient
+
+        pseudonyms = Patient.objects.filter(user=viewer).values("pseudonym")
+        return AccessEvent.objects.filter(patient_pseudonym__in=pseudonyms)
+    raise PermissionDenied("Only auditors and patients can read the access log.", code="audit_forbidden")
+
+
+def access_events_search(
+    *, viewer: Any, filters: AccessEventFilters, newest_first: bool = False
+) -> QuerySet[AccessEvent]:
+    """The events `viewer` may read that match `filters`, ordered by time."""
+    return _filtered(access_events_visible_to(viewer=viewer), filters, newest_first=newest_first)
+
+
+def _search_unchecked(filters: AccessEventFilters) -> QuerySet[AccessEvent]:
+    """Every event under `filters`, for services that have already checked the caller's right."""
+    return _filtered(AccessEvent.objects.all(), filters, newest_first=False)
+
+
+def _filtered(
+    events: QuerySet[AccessEvent], filters: AccessEventFilters, *, newest_first: bool
+) -> QuerySet[AccessEvent]:
+    conditions = Q(**{name: getattr(filters, name) for name in SEARCH_FIELDS if getattr(filters, name)})
+    if filters.since is not None:
+        conditions &= Q(recorded_at__gte=filters.since)
+    if filters.until is not None:
+        conditions &= Q(recorded_at__lt=filters.until)
+    order = ("recorded_at", "batch_id", "position")
+    return events.filter(conditions).order_by(*(f"-{name}" for name in order) if newest_first else order)
+
+
+def audit_exports_of(*, viewer: Any) -> QuerySet[AuditExport]:
+    """Exports an auditor may see: every auditor's (an audit team shares its evidence)."""
+    if not user_has_role(viewer, Role.AUDITOR):
+        raise PermissionDenied("Only auditors can see exports.", code="audit_forbidden")
+    return AuditExport.objects.select_related("requester")
+
+
+def audit_export_get(*, viewer: Any, export_id: Any) -> AuditExport | None:
+    return audit_exports_of(viewer=viewer).filter(pk=export_id).first()
+
+
+def ledger_recent_blocks(*, viewer: Any, limit: int = 20, before: int | None = None) -> list[BlockSummary]:
+    """The newest blocks (ids, hashes, transaction counts; no payloads), newest first."""
+    if not user_has_role(viewer, Role.AUDITOR):
+        raise PermissionDenied("Only auditors can read the ledger view.", code="audit_forbidden")
+    ledger = bootstrap.ledger()
+    top = ledger.height() if before is None else min(before, ledger.height())
+    summaries = []
+    for number in range(top - 1, max(top - limit, 0) - 1, -1):
+        summary = ledger.block_summary(number)
+        if summary is not None:
+            summaries.append(summary)
+    return summaries
+
+
+def audit_export_manifest(*, export: AuditExport) -> dict[str, Any]:
+    """What an export is: filters, count, time, file hash, verification result and its own ledger entry."""
+    from audit.exports import EXTENSIONS, MEDIA_TYPES
+
+    return {
+        "export_id": str(export.id),
+        "status": export.status,
+        "failure_code": export.failure_code or None,
+        "format": export.format,
+        "filters": export.filters,
+        "count": export.event_count,
+        "requested_at": export.created_at.isoformat(),
+        "exported_at": export.finished_at.isoformat() if export.finished_at else None,
+        "exported_by": export.actor_id,
+        "file": {
+            "name": f"access-log-{export.id}.{EXTENSIONS[export.format]}",
+            "media_type": MEDIA_TYPES[export.format],
+            "sha256": export.sha256 or None,
+            "bytes": export.size_bytes,
+        },
+        "verification": export.verification or None,
+        "ledger": {
+            "event_id": export_event_id(export.id),
+            "batch_id": export_batch_id(export.id),
+            "tx_id": export.log_tx_id or None,
+            "block_number": export.log_block,
+        },
+    }

@@ -1,0 +1,253 @@
+"""The access log's mirror, exports and their verification, against the real embedded ledger."""
+
+import hashlib
+import io
+import json
+import sqlite3
+import tracemalloc
+
+import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
+
+from audit.exports import COLUMNS, rows_from_file
+from audit.models import AccessEvent, AuditExport, ExportStatus
+from audit.selectors import AccessEventFilters, audit_export_manifest
+from audit.services import access_log_mirror_rebuild, audit_export_create, auditor_actor_id, export_path
+from audit.verification import events_verify, mirror_verify
+from health_platform.errors import PermissionDenied, ValidationFailed
+from tests.audit.conftest import access_event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def export(user, format="csv", **filters):
+    """Create an export and run it (eager Celery, on commit); return it as stored."""
+    created = audit_export_create(requester=user, format=format, filters=AccessEventFilters(**filters))
+    return AuditExport.objects.get(pk=created.pk)
+
+
+def file_rows(done):
+    with export_path(done).open("rb") as stream:
+        return list(rows_from_file(stream, format=done.format))
+
+
+@pytest.mark.he
+def test_an_analysis_mirrors_every_access_event_with_its_transaction_and_block(mixed_analysis, ledger):
+    request, expected, _ = mixed_analysis
+    events = AccessEvent.objects.filter(request_id=str(request.id))
+    assert {e.record_id: (e.decision, e.reason or None) for e in events} == expected
+    batch = request.batches.get()
+    location = ledger.locate(batch.access_log_tx_id)
+    assert {(e.tx_id, e.block_number) for e in events} == {(batch.access_log_tx_id, location.block_number)}
+    assert {e.model_hash for e in events} == {request.model.sha256}
+
+
+@pytest.mark.he
+@pytest.mark.parametrize("format", ["csv", "json", "fhir"])
+def test_an_export_holds_exactly_the_expected_events_and_verifies(mixed_analysis, audit_user, export_dir, format):
+    request, expected, _ = mixed_analysis
+
+    done = export(audit_user, format, request_id=str(request.id))
+
+    assert done.status == ExportStatus.COMPLETED
+    rows = file_rows(done)
+    assert {r["record_id"]: (r["decision"], r["reason"]) for r in rows} == expected
+    assert done.event_count == len(expected)
+    assert done.verification["ok"] is True
+    assert done.verification["checked"] == len(expected)
+    content = export_path(done).read_bytes()
+    manifest = audit_export_manifest(export=done)
+    assert manifest["file"]["sha256"] == hashlib.sha256(content).hexdigest() == done.sha256
+    assert manifest["count"] == len(expected)
+    assert manifest["filters"] == {"request_id": str(request.id)}
+    assert manifest["exported_by"] == auditor_actor_id(audit_user)
+    if format == "fhir":
+        for line in content.decode().splitlines():
+            resource = AuditEvent.model_validate_json(line)
+            assert resource.outcome in ("0", "4")
+            assert resource.purposeOfEvent[0].coding[0].code == request.purpose
+    assert b"malignan" not in content.lower()
+    assert b"score" not in content.lower()
+
+
+def test_exporting_is_logged_on_the_ledger_and_appears_in_the_next_export(
+    logged, audit_user, export_dir, ledger, eager
+):
+    logged("b1", [access_event("e1")])
+    first = export(audit_user, "json")
+    second = export(audit_user, "json")
+
+    exports_seen = [r for r in file_rows(second) if r["kind"] == "export"]
+    assert [(r["request_id"], r["export_sha256"], r["grantee"]) for r in exports_seen] == [
+        (str(first.id), first.sha256, auditor_actor_id(audit_user))
+    ]
+    on_ledger = ledger.evaluate("accesslog", "ReadAccessBatch", f"export:{first.id}").json()
+    assert on_ledger["tx_id"] == first.log_tx_id
+    assert on_ledger["events"][0]["export_sha256"] == first.sha256
+    assert second.verification["ok"] is True
+
+
+@pytest.mark.parametrize("format", ["csv", "json", "fhir"])
+def test_editing_an_event_in_an_export_file_makes_verification_name_it(logged, audit_user, export_dir, eager, format):
+    logged("b1", [access_event(f"e{i}") for i in range(5)])
+    done = export(audit_user, format, request_id="req-1")
+    path = export_path(done)
+    untouched = path.read_text()
+    assert events_verify(rows_from_file(io.BytesIO(untouched.encode()), format=format)).ok
+
+    lines = untouched.splitlines(keepends=True)
+    target = next(i for i, line in enumerate(lines) if "e2" in line and "rec-e2" in line)
+    lines[target] = (
+        lines[target].replace('"0"', '"4"') if format == "fhir" else lines[target].replace("admit", "refuse")
+    )
+    if format == "fhir":
+        lines[target] = lines[target].replace('"outcome":"0"', '"outcome":"4"')
+    edited = "".join(lines).encode()
+    result = events_verify(rows_from_file(io.BytesIO(edited), format=format), filters=AccessEventFilters())
+
+    assert not result.ok
+    assert [(p.event_id, p.kind, p.fields) for p in result.problems] == [("e2", "changed", ("decision",))]
+
+
+@pytest.mark.parametrize("format", ["csv", "fhir"])
+def test_a_copy_missing_an_event_is_named(logged, audit_user, export_dir, eager, format):
+    logged("b1", [access_event(f"e{i}") for i in range(3)])
+    done = export(audit_user, format, request_id="req-1")
+    lines = export_path(done).read_text().splitlines(keepends=True)
+    kept = [line for line in lines if "rec-e1" not in line]
+
+    result = events_verify(
+        rows_from_file(io.BytesIO("".join(kept).encode()), format=format),
+        filters=AccessEventFilters(request_id="req-1"),
+    )
+
+    assert [(p.event_id, p.kind) for p in result.problems] == [("e1", "missing_from_copy")]
+
+
+def test_a_copy_claiming_another_transaction_or_block_is_named(logged, eager):
+    logged("b1", [access_event("e1"), access_event("e2")])
+    rows = list(mirror_verify_rows())
+    rows[0]["tx_id"] = "f" * 64
+    rows[1]["block_number"] = 999
+
+    result = events_verify(iter(rows))
+
+    assert [(p.event_id, p.kind) for p in result.problems] == [("e1", "wrong_transaction"), ("e2", "wrong_block")]
+
+
+def mirror_verify_rows():
+    from audit.exports import mirror_rows
+
+    return mirror_rows(AccessEventFilters())
+
+
+def test_an_event_not_on_the_ledger_is_named(logged, eager):
+    logged("b1", [access_event("e1")])
+    forged = dict(next(iter(mirror_verify_rows())), event_id="e-forged")
+    result = events_verify(iter([forged]))
+    assert [(p.event_id, p.kind) for p in result.problems] == [("e-forged", "absent_from_ledger")]
+
+
+def test_editing_an_event_in_the_mirror_makes_verification_name_it(logged, eager):
+    logged("b1", [access_event("e1"), access_event("e2", decision="refuse", reason="no_consent")])
+    assert mirror_verify().ok
+
+    AccessEvent.objects.filter(event_id="e2").update(reason="consent_expired")
+    result = mirror_verify()
+
+    assert [(p.event_id, p.kind, p.fields) for p in result.problems] == [("e2", "changed", ("reason",))]
+    assert result.chain_ok
+
+
+def test_editing_a_block_in_the_embedded_ledger_file_fails_verification(logged, ledger, eager):
+    receipt = logged("b1", [access_event("e1")])
+    assert mirror_verify().ok
+
+    with sqlite3.connect(ledger.path) as connection:
+        connection.execute("UPDATE blocks SET data_hash = ? WHERE number = ?", ("0" * 64, receipt.block_number))
+    result = mirror_verify()
+
+    assert not result.ok
+    assert {
+        "kind": "block",
+        "ref": str(receipt.block_number),
+        "detail": "data_hash does not match the block's transactions",
+    } in result.chain["problems"]
+
+
+def test_editing_an_event_in_the_ledgers_state_is_named_twice(logged, ledger, eager):
+    logged("b1", [access_event("e1")])
+    with sqlite3.connect(ledger.path) as connection:
+        key = "\x00access_batch\x00b1\x00".encode()
+        (value,) = connection.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        connection.execute(
+            "UPDATE state SET value = ? WHERE key = ?", (bytes(value).replace(b'"admit"', b'"refuse"'), key)
+        )
+    result = mirror_verify()
+
+    assert ("e1", "changed", ("decision",)) in [(p.event_id, p.kind, p.fields) for p in result.problems]
+    assert any(p["kind"] == "state" for p in result.chain["problems"])
+
+
+def test_rebuilding_the_mirror_restores_it_from_the_ledger(logged, eager):
+    logged("b1", [access_event("e1"), access_event("e2")])
+    logged("b2", [access_event("e3", request_id="req-2")])
+    AccessEvent.objects.filter(event_id="e1").delete()
+    AccessEvent.objects.filter(event_id="e2").update(decision="refuse", reason="no_consent")
+
+    assert access_log_mirror_rebuild() == 3
+
+    assert mirror_verify().ok
+    assert list(AccessEvent.objects.values_list("event_id", "decision", "position")) == [
+        ("e1", "admit", 0),
+        ("e2", "admit", 1),
+        ("e3", "admit", 0),
+    ]
+
+
+def test_an_export_fails_closed_when_the_ledger_cannot_verify(logged, audit_user, export_dir, settings, eager):
+    logged("b1", [access_event("e1")])
+    settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
+
+    done = export(audit_user, "csv")
+
+    assert (done.status, done.failure_code) == (ExportStatus.FAILED, "ledger_unavailable")
+    assert not export_path(done).exists()
+    assert not list(export_dir.glob("*")) if export_dir.exists() else True
+
+
+def test_only_auditors_export_and_formats_are_checked(clinician, audit_user, export_dir):
+    with pytest.raises(PermissionDenied):
+        audit_export_create(requester=clinician, format="csv", filters=AccessEventFilters())
+    with pytest.raises(ValidationFailed) as refused:
+        audit_export_create(requester=audit_user, format="xlsx", filters=AccessEventFilters())
+    assert refused.value.code == "unknown_export_format"
+
+
+@pytest.mark.slow
+def test_an_export_of_100k_events_runs_in_bounded_memory(logged, audit_user, export_dir, eager):
+    for batch in range(20):
+        logged(
+            f"big-{batch}",
+            [access_event(f"big-{batch}-{i}", decision="refuse", reason="no_consent") for i in range(5000)],
+        )
+    assert AccessEvent.objects.count() == 100_000
+
+    tracemalloc.start()
+    try:
+        done = export(audit_user, "fhir")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert done.status == ExportStatus.COMPLETED
+    assert done.event_count == 100_000
+    assert done.verification["ok"] is True
+    assert peak < 100 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert export_path(done).stat().st_size > 100 * 2**20  # the file itself is far larger than the memory used
+    print(f"100k-event FHIR export: peak traced memory {peak / 2**20:.1f} MiB, file {done.size_bytes / 2**20:.0f} MiB")
+
+
+def test_columns_name_every_field_and_where_it_is_on_the_ledger():
+    assert set(COLUMNS) >= {"event_id", "decision", "reason", "tx_id", "block_number", "batch_id", "recorded_at"}
+    assert json.loads(json.dumps(COLUMNS))
