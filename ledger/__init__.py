@@ -1,6 +1,9 @@
 """The ledger: a LedgerClient protocol and its backends. Free of Django.
 
 embedded://<path>   the chaincode/ contracts run in-process over SQLite (ledger.embedded)
+fabric://<gateway host:port>/<channel>/<chaincode name>
+                    a Hyperledger Fabric network through its Gateway (ledger.fabric); the client's
+                    identity, TLS and deadlines come from the FABRIC_* environment variables
 """
 
 from ledger.client import (
@@ -48,4 +51,8 @@ def open_ledger(url: str) -> LedgerClient:
         from ledger.embedded import EmbeddedLedger
 
         return EmbeddedLedger(rest)
+    if scheme == "fabric":
+        from ledger.fabric import FabricLedger
+
+        return FabricLedger.from_url(url)
     raise ValueError(f"unknown ledger backend {scheme!r}")
