@@ -42,7 +42,7 @@ async def scan_prefix(stub: Any, object_type: str, attributes: list[str]) -> Asy
 
 
 async def history(stub: Any, key: str) -> list[dict[str, Any]]:
-    """Every committed modification of `key`, oldest first."""
+    """Every committed modification of `key`, oldest first (Fabric's history iterator gives newest first)."""
     entries = []
     iterator = await stub.get_history_for_key(key)
     async for modification in iterator:
@@ -54,6 +54,7 @@ async def history(stub: Any, key: str) -> list[dict[str, Any]]:
                 "value": None if modification.is_delete else json.loads(modification.value),
             }
         )
+    entries.reverse()
     return entries
 
 

@@ -224,8 +224,9 @@ class _EmbeddedStub:
         return await self.get_state_by_range(prefix, prefix + "\U0010ffff")
 
     async def get_history_for_key(self, key: str) -> AsyncIterator[Any]:
+        """Newest first, as Fabric's GetHistoryForKey answers."""
         rows = self._connection.execute(
-            "SELECT tx_id, value, timestamp FROM history WHERE key = ? ORDER BY block_number, position",
+            "SELECT tx_id, value, timestamp FROM history WHERE key = ? ORDER BY block_number DESC, position DESC",
             (key.encode(),),
         ).fetchall()
         modifications = []

@@ -178,7 +178,7 @@ def test_editing_a_block_in_the_embedded_ledger_file_fails_verification(logged, 
 def test_editing_an_event_in_the_ledgers_state_is_named_twice(logged, ledger, eager):
     logged("b1", [access_event("e1")])
     with sqlite3.connect(ledger.path) as connection:
-        key = "\x00access_batch\x00b1\x00".encode()
+        key = b"\x00access_batch\x00b1\x00"
         (value,) = connection.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         connection.execute(
             "UPDATE state SET value = ? WHERE key = ?", (bytes(value).replace(b'"admit"', b'"refuse"'), key)

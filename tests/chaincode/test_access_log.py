@@ -1,5 +1,4 @@
 import json
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -8,12 +7,6 @@ from ledger import ContractRejected
 from tests.chaincode.conftest import digest, now, pseudonym, rfc3339
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
-
-
-@pytest.fixture
-def ns():
-    """A prefix that keeps this test's ids apart from every other test's on a shared ledger."""
-    return uuid.uuid4().hex[:12]
 
 
 def event(event_id, patient=1, request="req-1", **overrides):
@@ -40,17 +33,17 @@ def query(chain, **filters):
     return chain.evaluate("accesslog", "QueryAccessEvents", json.dumps(filters)).json()
 
 
-def test_a_batch_is_appended_in_one_transaction_and_read_back_whole(chain, ns):
-    receipt = append(chain, f"{ns}-b1", [event("e1"), event("e2", decision="refuse", reason="consent_revoked")])
+def test_a_batch_is_appended_in_one_transaction_and_read_back_whole(chain, namespace):
+    receipt = append(chain, f"{namespace}-b1", [event("e1"), event("e2", decision="refuse", reason="consent_revoked")])
     answer = receipt.json()
     assert answer == {
-        "batch_id": f"{ns}-b1",
+        "batch_id": f"{namespace}-b1",
         "count": 2,
         "recorded_at": answer["recorded_at"],
         "tx_id": receipt.tx_id,
         "appended": True,
     }
-    stored = chain.evaluate("accesslog", "ReadAccessBatch", f"{ns}-b1").json()
+    stored = chain.evaluate("accesslog", "ReadAccessBatch", f"{namespace}-b1").json()
     assert stored["tx_id"] == receipt.tx_id
     assert stored["recorded_at"] == answer["recorded_at"]
     assert [e["event_id"] for e in stored["events"]] == ["e1", "e2"]
@@ -58,69 +51,75 @@ def test_a_batch_is_appended_in_one_transaction_and_read_back_whole(chain, ns):
     assert stored["events"][0]["reason"] is None
 
 
-def test_appending_the_same_batch_twice_logs_it_once_and_answers_with_the_first_transaction(chain, ns):
-    first = append(chain, f"{ns}-b1", [event("e1", request=ns), event("e2", request=ns)])
-    second = append(chain, f"{ns}-b1", [event("e1", request=ns), event("e2", request=ns)])
+def test_appending_the_same_batch_twice_logs_it_once_and_answers_with_the_first_transaction(chain, namespace):
+    first = append(chain, f"{namespace}-b1", [event("e1", request=namespace), event("e2", request=namespace)])
+    second = append(chain, f"{namespace}-b1", [event("e1", request=namespace), event("e2", request=namespace)])
     assert second.json()["appended"] is False
     assert second.json()["tx_id"] == first.tx_id
     assert second.json()["recorded_at"] == first.json()["recorded_at"]
-    assert [e["event_id"] for e in query(chain, request_id=ns)["events"]] == ["e1", "e2"]
+    assert [e["event_id"] for e in query(chain, request_id=namespace)["events"]] == ["e1", "e2"]
 
 
-def test_a_batch_id_cannot_be_reused_for_other_events(chain, ns):
-    append(chain, f"{ns}-b1", [event("e1")])
+def test_a_batch_id_cannot_be_reused_for_other_events(chain, namespace):
+    append(chain, f"{namespace}-b1", [event("e1")])
     with pytest.raises(ContractRejected) as refused:
-        append(chain, f"{ns}-b1", [event("e1", decision="refuse", reason="no_consent")])
+        append(chain, f"{namespace}-b1", [event("e1", decision="refuse", reason="no_consent")])
     assert refused.value.code == "already_exists"
 
 
-def test_an_event_id_may_not_repeat_within_a_batch(chain, ns):
+def test_an_event_id_may_not_repeat_within_a_batch(chain, namespace):
     with pytest.raises(ContractRejected) as refused:
-        append(chain, f"{ns}-b1", [event("e1"), event("e1")])
+        append(chain, f"{namespace}-b1", [event("e1"), event("e1")])
     assert "batch.events[1].event_id repeats" in refused.value.message
 
 
-def test_read_batches_names_the_missing_ones(chain, ns):
-    append(chain, f"{ns}-b1", [event("e1")])
-    answer = chain.evaluate("accesslog", "ReadAccessBatches", json.dumps([f"{ns}-b1", f"{ns}-nope"])).json()
-    assert [b["batch_id"] for b in answer["batches"]] == [f"{ns}-b1"]
-    assert answer["missing"] == [f"{ns}-nope"]
+def test_read_batches_names_the_missing_ones(chain, namespace):
+    append(chain, f"{namespace}-b1", [event("e1")])
+    answer = chain.evaluate(
+        "accesslog", "ReadAccessBatches", json.dumps([f"{namespace}-b1", f"{namespace}-nope"])
+    ).json()
+    assert [b["batch_id"] for b in answer["batches"]] == [f"{namespace}-b1"]
+    assert answer["missing"] == [f"{namespace}-nope"]
 
 
-def test_query_by_request_patient_grantee_and_time_range(chain, ns):
+def test_query_by_request_patient_grantee_and_time_range(chain, namespace):
     before = now() - timedelta(seconds=1)
-    append(
+    first = append(
         chain,
-        f"{ns}-b1",
-        [event("e1", patient=1, request=ns), event("e2", patient=2, grantee="clinician:bob", request=f"{ns}-2")],
+        f"{namespace}-b1",
+        [
+            event("e1", patient=1, request=namespace),
+            event("e2", patient=2, grantee="clinician:bob", request=f"{namespace}-2"),
+        ],
     )
     middle = now()
-    append(chain, f"{ns}-b2", [event("e3", patient=1, request=ns)])
+    append(chain, f"{namespace}-b2", [event("e3", patient=1, request=namespace)])
     after = now() + timedelta(seconds=1)
 
     def ids(**filters):
         return [e["event_id"] for e in query(chain, **filters)["events"]]
 
-    assert ids(request_id=ns) == ["e1", "e3"]
-    assert ids(request_id=f"{ns}-2") == ["e2"]
-    assert ids(request_id=ns, patient_pseudonym=pseudonym(1)) == ["e1", "e3"]
-    assert ids(request_id=f"{ns}-2", grantee="clinician:bob") == ["e2"]
-    assert ids(request_id=ns, grantee="clinician:bob") == []
-    assert ids(request_id=ns, since=middle.isoformat().replace("+00:00", "Z")) == ["e3"]
+    assert ids(request_id=namespace) == ["e1", "e3"]
+    assert ids(request_id=f"{namespace}-2") == ["e2"]
+    assert ids(request_id=namespace, patient_pseudonym=pseudonym(1)) == ["e1", "e3"]
+    assert ids(request_id=f"{namespace}-2", grantee="clinician:bob") == ["e2"]
+    assert ids(request_id=namespace, grantee="clinician:bob") == []
+    assert ids(request_id=namespace, since=middle.isoformat().replace("+00:00", "Z")) == ["e3"]
     in_range = query(chain, since=rfc3339(before), until=rfc3339(after), limit=10_000)["events"]
-    assert {"e1", "e2", "e3"} <= {e["event_id"] for e in in_range if e["batch_id"].startswith(ns)}
-    assert ids(request_id=ns, since=rfc3339(after)) == []
-    stamped = query(chain, request_id=f"{ns}-2")["events"][0]
-    assert stamped["batch_id"] == f"{ns}-b1"
-    assert stamped["tx_id"] and stamped["recorded_at"]
+    assert {"e1", "e2", "e3"} <= {e["event_id"] for e in in_range if e["batch_id"].startswith(namespace)}
+    assert ids(request_id=namespace, since=rfc3339(after)) == []
+    stamped = query(chain, request_id=f"{namespace}-2")["events"][0]
+    assert stamped["batch_id"] == f"{namespace}-b1"
+    assert stamped["tx_id"] == first.tx_id
+    assert stamped["recorded_at"] == first.json()["recorded_at"]
 
 
-def test_query_pages_with_a_bookmark_inside_and_across_batches(chain, ns):
-    append(chain, f"{ns}-b1", [event(f"e{i:02d}", request=ns) for i in range(15)])
-    append(chain, f"{ns}-b2", [event(f"e{i:02d}", request=ns) for i in range(15, 25)])
+def test_query_pages_with_a_bookmark_inside_and_across_batches(chain, namespace):
+    append(chain, f"{namespace}-b1", [event(f"e{i:02d}", request=namespace) for i in range(15)])
+    append(chain, f"{namespace}-b2", [event(f"e{i:02d}", request=namespace) for i in range(15, 25)])
     seen, bookmark, pages = [], "", 0
     while True:
-        page = query(chain, request_id=ns, limit=10, bookmark=bookmark)
+        page = query(chain, request_id=namespace, limit=10, bookmark=bookmark)
         seen += [e["event_id"] for e in page["events"]]
         pages += 1
         bookmark = page["bookmark"]
@@ -146,10 +145,10 @@ def test_query_pages_with_a_bookmark_inside_and_across_batches(chain, ns):
         ({"diagnosis": "malignant"}, "unknown fields: diagnosis"),
     ],
 )
-def test_append_refuses_invalid_events_and_writes_nothing(chain, ns, overrides, fragment):
+def test_append_refuses_invalid_events_and_writes_nothing(chain, namespace, overrides, fragment):
     height = chain.height()
     with pytest.raises(ContractRejected) as refused:
-        append(chain, f"{ns}-b1", [event("e1", **overrides)])
+        append(chain, f"{namespace}-b1", [event("e1", **overrides)])
     assert fragment in refused.value.message
     assert "malignant" not in refused.value.message
     assert chain.height() == height
@@ -170,11 +169,11 @@ def test_append_refuses_a_malformed_batch(chain, body, fragment):
     assert fragment in refused.value.message
 
 
-def test_append_is_all_or_nothing(chain, ns):
+def test_append_is_all_or_nothing(chain, namespace):
     with pytest.raises(ContractRejected):
-        append(chain, f"{ns}-b1", [event("good"), event("bad", decision="maybe")])
+        append(chain, f"{namespace}-b1", [event("good"), event("bad", decision="maybe")])
     with pytest.raises(ContractRejected) as missing:
-        chain.evaluate("accesslog", "ReadAccessBatch", f"{ns}-b1")
+        chain.evaluate("accesslog", "ReadAccessBatch", f"{namespace}-b1")
     assert missing.value.code == "not_found"
 
 
@@ -203,18 +202,18 @@ def test_read_batches_refuses_too_many_or_none(chain):
         assert "batch_ids must hold 1 to 1000 ids" in refused.value.message
 
 
-def test_an_export_event_carries_the_file_hash_and_only_an_export_may(chain, ns):
+def test_an_export_event_carries_the_file_hash_and_only_an_export_may(chain, namespace):
     export = {
-        "event_id": f"{ns}-x",
+        "event_id": f"{namespace}-x",
         "kind": "export",
         "grantee": "auditor:u1",
         "purpose": "audit",
-        "request_id": ns,
+        "request_id": namespace,
         "decision": "admit",
         "export_sha256": digest(5),
     }
-    append(chain, f"{ns}-x", [export])
-    assert query(chain, request_id=ns)["events"][0]["export_sha256"] == digest(5)
+    append(chain, f"{namespace}-x", [export])
+    assert query(chain, request_id=namespace)["events"][0]["export_sha256"] == digest(5)
     with pytest.raises(ContractRejected) as refused:
-        append(chain, f"{ns}-b1", [event("e1", export_sha256=digest(5))])
+        append(chain, f"{namespace}-b1", [event("e1", export_sha256=digest(5))])
     assert "export_sha256 belongs to export events only" in refused.value.message

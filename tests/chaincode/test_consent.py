@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 
 from ledger import ContractRejected
-from tests.chaincode.conftest import digest, now, pseudonym, rfc3339
+from tests.chaincode.conftest import digest, ident, now, pseudonym, rfc3339
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 
@@ -21,22 +21,22 @@ def item(record_id, sha, category="imaging"):
 
 
 def test_grant_then_read_list_and_history(chain, grant):
-    granted = grant("consent-1", 1)
+    granted = grant(ident("consent-1"), 1)
     assert granted["status"] == "active"
-    assert chain.evaluate("consent", "ReadConsent", "consent-1").json() == granted
+    assert chain.evaluate("consent", "ReadConsent", ident("consent-1")).json() == granted
     assert [c["consent_id"] for c in chain.evaluate("consent", "ListConsentsForPatient", pseudonym(1)).json()] == [
-        "consent-1"
+        ident("consent-1")
     ]
     assert chain.evaluate("consent", "ListConsentsForPatient", pseudonym(2)).json() == []
-    history = chain.evaluate("consent", "ConsentHistory", "consent-1").json()
+    history = chain.evaluate("consent", "ConsentHistory", ident("consent-1")).json()
     assert [h["value"]["status"] for h in history] == ["active"]
 
 
 def test_revoke_is_recorded_in_history_and_is_idempotent(chain, grant):
-    grant("consent-1", 1)
-    revoked = chain.submit("consent", "RevokeConsent", "consent-1").json()
-    again = chain.submit("consent", "RevokeConsent", "consent-1").json()
-    history = chain.evaluate("consent", "ConsentHistory", "consent-1").json()
+    grant(ident("consent-1"), 1)
+    revoked = chain.submit("consent", "RevokeConsent", ident("consent-1")).json()
+    again = chain.submit("consent", "RevokeConsent", ident("consent-1")).json()
+    history = chain.evaluate("consent", "ConsentHistory", ident("consent-1")).json()
     assert revoked["status"] == "revoked"
     assert revoked["revoked_at"] is not None
     assert again == revoked
@@ -45,14 +45,14 @@ def test_revoke_is_recorded_in_history_and_is_idempotent(chain, grant):
 
 def test_revoke_unknown_consent_is_not_found(chain):
     with pytest.raises(ContractRejected) as refused:
-        chain.submit("consent", "RevokeConsent", "nope")
+        chain.submit("consent", "RevokeConsent", ident("nope"))
     assert refused.value.code == "not_found"
 
 
 def test_grant_refuses_an_existing_consent_id(chain, grant):
-    grant("consent-1", 1)
+    grant(ident("consent-1"), 1)
     with pytest.raises(ContractRejected) as refused:
-        grant("consent-1", 2)
+        grant(ident("consent-1"), 2)
     assert refused.value.code == "already_exists"
 
 
@@ -83,7 +83,7 @@ def test_grant_refuses_an_existing_consent_id(chain, grant):
 def test_grant_refuses_invalid_input_and_writes_nothing(chain, grant, overrides, fragment):
     height = chain.height()
     with pytest.raises(ContractRejected) as refused:
-        grant("consent-1", 1, **overrides)
+        grant(ident("consent-1"), 1, **overrides)
     assert refused.value.code == "invalid_argument"
     assert fragment in refused.value.message
     assert chain.height() == height
@@ -96,50 +96,52 @@ def test_grant_refuses_a_missing_field(chain):
 
 
 def test_check_access_batch_returns_every_reason(chain, grant, anchor):
-    anchor("rec-admit", 1, digest(1))
-    grant("c-ok", 1)
-    anchor("rec-none", 2, digest(2))
-    anchor("rec-expired", 3, digest(3))
-    grant("c-expiring", 3, valid_until=rfc3339(now() + timedelta(seconds=30)))
-    anchor("rec-revoked", 4, digest(4))
-    grant("c-revoked", 4)
-    chain.submit("consent", "RevokeConsent", "c-revoked")
-    anchor("rec-category", 5, digest(5))
-    grant("c-labs-only", 5, categories=["laboratory"])
-    anchor("rec-tampered", 6, digest(6))
-    grant("c-6", 6)
+    anchor(ident("rec-admit"), 1, digest(1))
+    grant(ident("c-ok"), 1)
+    anchor(ident("rec-none"), 2, digest(2))
+    anchor(ident("rec-expired"), 3, digest(3))
+    grant(ident("c-expiring"), 3, valid_until=rfc3339(now() + timedelta(seconds=30)))
+    anchor(ident("rec-revoked"), 4, digest(4))
+    grant(ident("c-revoked"), 4)
+    chain.submit("consent", "RevokeConsent", ident("c-revoked"))
+    anchor(ident("rec-category"), 5, digest(5))
+    grant(ident("c-labs-only"), 5, categories=["laboratory"])
+    anchor(ident("rec-tampered"), 6, digest(6))
+    grant(ident("c-6"), 6)
 
     answer = check(
         chain,
         [
-            item("rec-admit", digest(1)),
-            item("rec-none", digest(2)),
-            item("rec-expired", digest(3)),
-            item("rec-revoked", digest(4)),
-            item("rec-category", digest(5)),
-            item("rec-unanchored", digest(7)),
-            item("rec-tampered", digest(99)),
+            item(ident("rec-admit"), digest(1)),
+            item(ident("rec-none"), digest(2)),
+            item(ident("rec-expired"), digest(3)),
+            item(ident("rec-revoked"), digest(4)),
+            item(ident("rec-category"), digest(5)),
+            item(ident("rec-unanchored"), digest(7)),
+            item(ident("rec-tampered"), digest(99)),
         ],
         at=now() + timedelta(minutes=5),
     )
     outcome = {r["record_id"]: (r["decision"], r["reason"]) for r in answer["results"]}
     assert outcome == {
-        "rec-admit": ("admit", None),
-        "rec-none": ("refuse", "no_consent"),
-        "rec-expired": ("refuse", "consent_expired"),
-        "rec-revoked": ("refuse", "consent_revoked"),
-        "rec-category": ("refuse", "category_not_covered"),
-        "rec-unanchored": ("refuse", "no_anchor"),
-        "rec-tampered": ("refuse", "hash_mismatch"),
+        ident("rec-admit"): ("admit", None),
+        ident("rec-none"): ("refuse", "no_consent"),
+        ident("rec-expired"): ("refuse", "consent_expired"),
+        ident("rec-revoked"): ("refuse", "consent_revoked"),
+        ident("rec-category"): ("refuse", "category_not_covered"),
+        ident("rec-unanchored"): ("refuse", "no_anchor"),
+        ident("rec-tampered"): ("refuse", "hash_mismatch"),
     }
-    assert answer["results"][0]["consent_id"] == "c-ok"
-    assert [r["record_id"] for r in answer["results"]][:2] == ["rec-admit", "rec-none"]
+    assert answer["results"][0]["consent_id"] == ident("c-ok")
+    assert [r["record_id"] for r in answer["results"]][:2] == [ident("rec-admit"), ident("rec-none")]
 
 
 def test_check_access_batch_honours_grantee_purpose_and_period(chain, grant, anchor):
-    anchor("rec-1", 1, digest(1))
-    grant("c-1", 1, valid_from=rfc3339(now() + timedelta(days=1)), valid_until=rfc3339(now() + timedelta(days=3)))
-    items = [item("rec-1", digest(1))]
+    anchor(ident("rec-1"), 1, digest(1))
+    grant(
+        ident("c-1"), 1, valid_from=rfc3339(now() + timedelta(days=1)), valid_until=rfc3339(now() + timedelta(days=3))
+    )
+    items = [item(ident("rec-1"), digest(1))]
     assert check(chain, items)["results"][0]["reason"] == "no_consent"  # not yet begun
     assert check(chain, items, at=now() + timedelta(days=2))["results"][0]["decision"] == "admit"
     assert (
@@ -150,33 +152,33 @@ def test_check_access_batch_honours_grantee_purpose_and_period(chain, grant, anc
 
 
 def test_check_access_batch_admits_through_an_organisation_grant(chain, grant, anchor):
-    anchor("rec-1", 1, digest(1))
-    grant("c-org", 1, grantee="org:st-mary")
-    items = [item("rec-1", digest(1))]
+    anchor(ident("rec-1"), 1, digest(1))
+    grant(ident("c-org"), 1, grantee="org:st-mary")
+    items = [item(ident("rec-1"), digest(1))]
     assert check(chain, items)["results"][0]["reason"] == "no_consent"
     assert check(chain, items, organisation="org:st-mary")["results"][0]["decision"] == "admit"
 
 
 def test_check_access_batch_uses_the_latest_anchored_version(chain, grant, anchor):
-    anchor("rec-1", 1, digest(1), 1)
-    anchor("rec-1", 1, digest(2), 2)
-    grant("c-1", 1)
-    assert check(chain, [item("rec-1", digest(1))])["results"][0]["reason"] == "hash_mismatch"
-    assert check(chain, [item("rec-1", digest(2))])["results"][0]["decision"] == "admit"
+    anchor(ident("rec-1"), 1, digest(1), 1)
+    anchor(ident("rec-1"), 1, digest(2), 2)
+    grant(ident("c-1"), 1)
+    assert check(chain, [item(ident("rec-1"), digest(1))])["results"][0]["reason"] == "hash_mismatch"
+    assert check(chain, [item(ident("rec-1"), digest(2))])["results"][0]["decision"] == "admit"
 
 
 def test_check_access_batch_handles_thousands_of_records_in_one_call(chain, grant):
     batch = [
-        {"record_id": f"rec-{i}", "patient_pseudonym": pseudonym(i % 100), "sha256": digest(i), "version": 1}
+        {"record_id": ident(f"rec-{i}"), "patient_pseudonym": pseudonym(i % 100), "sha256": digest(i), "version": 1}
         for i in range(3000)
     ]
     chain.submit("anchors", "AnchorRecords", json.dumps(batch))
     for patient in range(0, 100, 2):
-        grant(f"c-{patient}", patient)
-    answer = check(chain, [item(f"rec-{i}", digest(i)) for i in range(3000)])
+        grant(ident(f"c-{patient}"), patient)
+    answer = check(chain, [item(ident(f"rec-{i}"), digest(i)) for i in range(3000)])
     admitted = [r["record_id"] for r in answer["results"] if r["decision"] == "admit"]
     assert len(answer["results"]) == 3000
-    assert admitted == [f"rec-{i}" for i in range(3000) if (i % 100) % 2 == 0]
+    assert admitted == [ident(f"rec-{i}") for i in range(3000) if (i % 100) % 2 == 0]
 
 
 @pytest.mark.parametrize(
@@ -240,15 +242,15 @@ def test_check_access_batch_refuses_invalid_requests(chain, request_body, fragme
 
 
 def test_check_access_batch_refuses_more_than_the_batch_limit(chain):
-    items = [item(f"r{i}", digest(i)) for i in range(10_001)]
+    items = [item(ident(f"r{i}"), digest(i)) for i in range(10_001)]
     with pytest.raises(ContractRejected) as refused:
         check(chain, items)
     assert "at most 10000 are accepted" in refused.value.message
 
 
 def test_check_access_batch_writes_nothing(chain, grant, anchor):
-    anchor("rec-1", 1, digest(1))
-    grant("c-1", 1)
+    anchor(ident("rec-1"), 1, digest(1))
+    grant(ident("c-1"), 1)
     height = chain.height()
-    check(chain, [item("rec-1", digest(1))])
+    check(chain, [item(ident("rec-1"), digest(1))])
     assert chain.height() == height

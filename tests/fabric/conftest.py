@@ -1,0 +1,35 @@
+"""Tests against a real Fabric network (marker `fabric`): the session's network from tests/fabric/network.py,
+skipped with the reason when FABRIC_BIN_DIR is not set.
+
+`ledger_url` here replaces the root conftest's embedded ledger with the Fabric network for every test in
+this folder, and gives each test its own PSEUDONYM_KEY: the network keeps every test's consents and
+anchors for the whole session, and fresh pseudonyms keep one test's patients from meeting another's.
+"""
+
+import base64
+import os
+
+import pytest
+
+from health_platform import bootstrap
+from tests.analytics.conftest import blob_dir, clinician, cohort, eager, models_registered
+from tests.fabric.network import shared_network
+
+__all__ = ["blob_dir", "clinician", "cohort", "eager", "models_registered"]
+
+
+@pytest.fixture
+def fabric_network(request):
+    return shared_network(request)
+
+
+@pytest.fixture(autouse=True)
+def ledger_url(request, settings, monkeypatch):
+    network = shared_network(request)
+    for name, value in network.client_environment.items():
+        monkeypatch.setenv(name, value)
+    settings.LEDGER_URL = network.ledger_url
+    settings.PSEUDONYM_KEY = base64.b64encode(os.urandom(32)).decode()
+    bootstrap.reset_ledger()
+    yield network.ledger_url
+    bootstrap.reset_ledger()

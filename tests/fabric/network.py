@@ -1,0 +1,162 @@
+"""A real Fabric network for tests: started once per test session from FABRIC_BIN_DIR, stopped at its end.
+
+`shared_network()` starts network/fabric.sh's native network (two organisations, one orderer, the
+chaincode as a service) on free 127.0.0.1 ports in a temporary folder, the first time any test asks
+for it; every later caller in the session gets the same network. `stop_shared_network()` stops it
+(idempotent); every fixture that starts it registers that as a session finalizer.
+
+Without FABRIC_BIN_DIR the callers skip with FABRIC_BIN_NOT_SET as the visible reason. A network
+that fails to start fails every test that needs it, with the tail of the failing node's log, and is
+not started again in the same session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FABRIC_SCRIPT = REPO / "network" / "fabric.sh"
+FABRIC_BIN_NOT_SET = (
+    "FABRIC_BIN_DIR is not set: the Fabric backend needs Fabric v2.5 binaries "
+    "(peer, orderer, configtxgen, osnadmin, cryptogen, discover); see network/README.md"
+)
+PORT_VARIABLES = (
+    "ORDERER_PORT",
+    "ORDERER_ADMIN_PORT",
+    "ORDERER_OPERATIONS_PORT",
+    "HOSPITAL_PEER_PORT",
+    "HOSPITAL_PEER_CHAINCODE_PORT",
+    "HOSPITAL_PEER_OPERATIONS_PORT",
+    "RESEARCH_PEER_PORT",
+    "RESEARCH_PEER_CHAINCODE_PORT",
+    "RESEARCH_PEER_OPERATIONS_PORT",
+    "CHAINCODE_PORT",
+)
+
+
+@dataclass
+class FabricNetwork:
+    """A running network: where it lives and what a Gateway client needs to reach it."""
+
+    directory: Path
+    script_environment: dict[str, str]
+    client_environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ledger_url(self) -> str:
+        return self.client_environment["LEDGER_URL"]
+
+    def open_ledger(self):  # -> ledger.fabric.FabricLedger
+        from ledger.fabric import FabricLedger
+
+        return FabricLedger.from_url(self.ledger_url, environ=self.client_environment)
+
+    def run(self, command: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["sh", str(FABRIC_SCRIPT), command],
+            cwd=REPO,
+            env=self.script_environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.directory / "logs" / f"{name}.log"
+        if not path.exists():
+            return f"(no {path})"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 now (the OS picks them; a small race is accepted)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(closing(socket.socket())) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def start_network(bin_dir: str, directory: Path) -> FabricNetwork:
+    """Start the native network in `directory`; raise RuntimeError with the logs if it does not come up."""
+    environment = {
+        **os.environ,
+        "FABRIC_BIN_DIR": bin_dir,
+        "NETWORK_DIR": str(directory),
+        "PYTHON": sys.executable,
+        "FABRIC_LOGGING_SPEC": os.environ.get("FABRIC_TEST_LOGGING_SPEC", "WARNING"),
+        **dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True)),
+    }
+    network = FabricNetwork(directory=directory, script_environment=environment)
+    result = network.run("up")
+    if result.returncode != 0:
+        logs = "\n".join(
+            f"--- {name}.log\n{network.log_tail(name)}"
+            for name in ("orderer", "peer0.hospital", "peer0.research", "chaincode")
+        )
+        raise RuntimeError(f"network/fabric.sh up failed ({result.returncode}):\n{result.stderr[-4000:]}\n{logs}")
+    for line in (directory / "client.env").read_text().splitlines():
+        name, _, value = line.partition("=")
+        if name:
+            network.client_environment[name] = value
+    return network
+
+
+_shared: dict[str, FabricNetwork | Exception | None] = {"network": None}
+
+
+def shared_network(request: pytest.FixtureRequest) -> FabricNetwork:
+    """The session's network, started on first use; skips without FABRIC_BIN_DIR."""
+    bin_dir = os.environ.get("FABRIC_BIN_DIR")
+    if not bin_dir:
+        pytest.skip(FABRIC_BIN_NOT_SET)
+    current = _shared["network"]
+    if current is None:
+        request.session.config.add_cleanup(stop_shared_network)
+        directory = Path(tempfile.mkdtemp(prefix="health-fabric-"))
+        try:
+            current = start_network(bin_dir, directory)
+        except Exception as error:  # kept, and reported to every test that needs the network
+            current = error
+        _shared["network"] = current
+    if isinstance(current, Exception):
+        pytest.fail(f"the Fabric test network did not start: {current}", pytrace=False)
+    return current
+
+
+def stop_shared_network() -> None:
+    current = _shared["network"]
+    _shared["network"] = None
+    if isinstance(current, FabricNetwork):
+        current.run("down", timeout=60)
+        if not os.environ.get("FABRIC_KEEP_NETWORK_DIR"):
+            shutil.rmtree(current.directory, ignore_errors=True)
+
+
+def backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
+    """A LedgerClient of backend `kind` ("embedded": a fresh ledger file; "fabric": the session's network)."""
+    if kind == "embedded":
+        from ledger.embedded import EmbeddedLedger
+
+        client = EmbeddedLedger(tmp_path / "chain.sqlite3")
+    else:
+        client = shared_network(request).open_ledger()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+BACKENDS = ["embedded", pytest.param("fabric", marks=pytest.mark.fabric)]

@@ -1,0 +1,291 @@
+"""docker-compose.yml checked statically, with no Docker: it parses, it is valid Compose, it names only
+images built here or pinned public ones, its dependencies and health checks hold together, and it
+carries no secret. `compose_problems` names every fault; the tests below also break a copy of the file
+on purpose to show that each check catches its fault."""
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+SCHEMA_FILE = Path(__file__).parent / "compose_spec" / "compose-spec.json"  # vendored: see its README.md
+
+FABRIC_VERSION = "2.5.16"
+# Every image not built from the repository's Dockerfile, with its pinned tag.
+PUBLIC_IMAGES = {
+    "hyperledger/fabric-orderer": FABRIC_VERSION,
+    "hyperledger/fabric-peer": FABRIC_VERSION,
+    "hyperledger/fabric-tools": FABRIC_VERSION,
+    "postgres": "16.6-alpine",
+    "redis": "7.4.2-alpine",
+}
+# Environment variables whose value is a secret: only ever interpolated from the environment or .env.
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEYS?$|PSEUDONYM_KEY)", re.IGNORECASE)
+INTERPOLATED = re.compile(r"^\$\{[A-Z0-9_]+(:?[-?][^}]*)?\}$")
+SECRET_IN_URL = re.compile(r"://[^:/@\s]+:(\$\{[^}]*\}|[^@\s]+)@")
+KEY_MATERIAL = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def load(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def environment_of(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.partition("=")[::2] for item in environment)
+    return {str(name): "" if value is None else str(value) for name, value in environment.items()}
+
+
+def depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    dependencies = service.get("depends_on") or {}
+    if isinstance(dependencies, list):
+        return {name: {"condition": "service_started"} for name in dependencies}
+    return dependencies
+
+
+def one_shot_services(document: dict[str, Any]) -> set[str]:
+    """Services that run to completion: the ones others wait for with service_completed_successfully."""
+    return {
+        name
+        for service in document["services"].values()
+        for name, dependency in depends_on(service).items()
+        if dependency.get("condition") == "service_completed_successfully"
+    }
+
+
+def schema_problems(document: Any) -> list[str]:
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA_FILE.read_text()))
+    return [
+        f"schema: {'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
+
+
+def compose_problems(document: Any) -> list[str]:
+    """Every fault of a parsed compose document, as readable sentences (empty if none)."""
+    if not isinstance(document, dict) or not isinstance(document.get("services"), dict):
+        return ["the file has no services mapping"]
+    problems = schema_problems(document)
+    services: dict[str, dict[str, Any]] = document["services"]
+    one_shot = one_shot_services(document)
+    for name, service in services.items():
+        problems += _image_problems(name, service)
+        for target, dependency in depends_on(service).items():
+            if target not in services:
+                problems.append(f"{name}: depends on {target!r}, which is not a service")
+            elif dependency.get("condition") == "service_healthy" and "healthcheck" not in services[target]:
+                problems.append(f"{name}: waits for {target} to be healthy, but {target} has no healthcheck")
+        if name in one_shot:
+            if service.get("restart") not in (None, "no", "on-failure"):
+                problems.append(f"{name}: runs once, but restart is {service['restart']!r}")
+        else:
+            test = (service.get("healthcheck") or {}).get("test")
+            if not test or service["healthcheck"].get("disable") or test in (["NONE"], "NONE"):
+                problems.append(f"{name}: a long-running service without a healthcheck")
+        problems += _secret_problems(name, service)
+    return problems
+
+
+def _image_problems(name: str, service: dict[str, Any]) -> list[str]:
+    if "build" in service:
+        build = service["build"]
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        if (REPO / context).resolve() != REPO or dockerfile != "Dockerfile":
+            return [f"{name}: built from something other than the repository's Dockerfile"]
+        return []
+    image = service.get("image")
+    if not image:
+        return [f"{name}: neither built nor given an image"]
+    repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+    if not tag:
+        return [f"{name}: image {image} has no pinned tag"]
+    if repository not in PUBLIC_IMAGES:
+        return [f"{name}: image {repository} is not one of the allowed public images"]
+    if tag != PUBLIC_IMAGES[repository]:
+        return [f"{name}: image {image} is not the pinned {repository}:{PUBLIC_IMAGES[repository]}"]
+    return []
+
+
+def _secret_problems(name: str, service: dict[str, Any]) -> list[str]:
+    problems = []
+    if "env_file" in service:
+        problems.append(f"{name}: env_file is not used (secrets come from the environment or an uncommitted .env)")
+    for variable, value in environment_of(service).items():
+        if SECRET_NAME.search(variable) and not variable.endswith("_PATH") and value and not INTERPOLATED.match(value):
+            problems.append(f"{name}: {variable} holds a literal secret")
+        password = SECRET_IN_URL.search(value)
+        if password and not INTERPOLATED.match(password.group(1)):
+            problems.append(f"{name}: {variable} holds a literal password in a URL")
+        if KEY_MATERIAL.search(value):
+            problems.append(f"{name}: {variable} holds a private key")
+    return problems
+
+
+# --- the real file ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load()
+
+
+def test_the_compose_file_parses_as_yaml(compose):
+    assert isinstance(compose["services"], dict)
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification(compose):
+    assert schema_problems(compose) == []
+
+
+def test_the_compose_file_has_no_problems(compose):
+    assert compose_problems(compose) == []
+
+
+def test_the_stack_has_every_component(compose):
+    expected = {
+        "fabric-prepare",
+        "orderer",
+        "peer-hospital",
+        "peer-research",
+        "fabric-setup",
+        "chaincode",
+        "postgres",
+        "redis",
+        "web",
+        "custodian-worker",
+        "compute-worker",
+    }
+    assert expected <= set(compose["services"])
+
+
+def test_fabric_images_share_one_2_5_release(compose):
+    tags = {s["image"].rpartition(":")[2] for s in compose["services"].values() if "hyperledger/" in s.get("image", "")}
+    assert tags == {FABRIC_VERSION}
+    assert FABRIC_VERSION.startswith("2.5.")
+
+
+def test_the_compute_worker_gets_no_database_credentials_and_no_keys(compose):
+    environment = environment_of(compose["services"]["compute-worker"])
+    assert set(environment) <= {"CELERY_BROKER_URL", "ANALYTICS_BLOB_DIR", "HEALTH_PLATFORM_VAR_DIR"}
+    mounts = [str(volume).split(":")[0] for volume in compose["services"]["compute-worker"].get("volumes", [])]
+    assert mounts == ["blobs"]
+
+
+def test_the_app_reaches_the_ledger_through_fabric_with_an_exported_client_identity(compose):
+    environment = environment_of(compose["services"]["web"])
+    assert environment["LEDGER_URL"] == "fabric://peer0.hospital:7051/health/health"
+    for variable in ("FABRIC_CERT_PATH", "FABRIC_KEY_PATH", "FABRIC_TLS_CA_PATH"):
+        assert environment[variable].startswith("/var/fabric-client/")
+    assert "export-client /var/fabric-client" in " ".join(compose["services"]["fabric-setup"]["command"])
+
+
+def test_fabric_settings_are_ones_the_network_scripts_read(compose):
+    scripts = (REPO / "network" / "env.sh").read_text() + (REPO / "network" / "fabric.sh").read_text()
+    for service in ("fabric-prepare", "orderer", "peer-hospital", "peer-research", "fabric-setup", "chaincode"):
+        for variable in environment_of(compose["services"][service]):
+            if variable != "FABRIC_LOGGING_SPEC":
+                assert f"${{{variable}" in scripts or f"${variable}" in scripts, f"{service}: {variable}"
+
+
+def test_mounted_repository_paths_and_scripts_exist(compose):
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), source
+    for builder_step in ("detect", "build", "release"):
+        assert (REPO / "chaincode" / "builder" / "bin" / builder_step).stat().st_mode & 0o111
+
+
+def test_the_dockerfile_builds_from_python_3_11_slim_and_the_lock_file():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.MULTILINE)
+    assert "pip install --require-hashes -r requirements.lock" in dockerfile
+    assert re.search(r"^USER app$", dockerfile, re.MULTILINE)
+
+
+def test_no_env_file_or_secret_reaches_the_repository_or_the_image():
+    ignored = (REPO / ".gitignore").read_text().split()
+    docker_ignored = (REPO / ".dockerignore").read_text().split()
+    assert "/.env" in ignored
+    assert ".env" in docker_ignored
+    assert ".venv" in docker_ignored
+    assert "var" in docker_ignored
+
+
+# --- the checks catch a broken file ------------------------------------------------------------------
+
+
+def broken(compose: dict[str, Any], change) -> list[str]:
+    document = copy.deepcopy(compose)
+    change(document)
+    return compose_problems(document)
+
+
+def test_a_file_that_is_not_compose_is_caught():
+    assert compose_problems(yaml.safe_load("just: [a, list]")) == ["the file has no services mapping"]
+    assert compose_problems(yaml.safe_load("- 1")) == ["the file has no services mapping"]
+
+
+def test_a_schema_violation_is_caught(compose):
+    def change(document):
+        document["services"]["redis"]["ports"] = {"not": "a list"}
+
+    assert any(problem.startswith("schema: services/redis/ports") for problem in broken(compose, change))
+
+
+def test_an_unpinned_or_unknown_image_is_caught(compose):
+    assert "redis: image redis has no pinned tag" in broken(
+        compose, lambda document: document["services"]["redis"].update(image="redis")
+    )
+    assert "redis: image redis:latest is not the pinned redis:7.4.2-alpine" in broken(
+        compose, lambda document: document["services"]["redis"].update(image="redis:latest")
+    )
+    assert "redis: image example/redis is not one of the allowed public images" in broken(
+        compose, lambda document: document["services"]["redis"].update(image="example/redis:1.0")
+    )
+
+
+def test_a_build_from_elsewhere_is_caught(compose):
+    assert "web: built from something other than the repository's Dockerfile" in broken(
+        compose, lambda document: document["services"]["web"].update(build={"context": "other"})
+    )
+
+
+def test_a_dependency_on_a_missing_service_is_caught(compose):
+    def change(document):
+        document["services"]["web"]["depends_on"]["ghost"] = {"condition": "service_started"}
+
+    assert "web: depends on 'ghost', which is not a service" in broken(compose, change)
+
+
+def test_a_long_running_service_without_a_healthcheck_is_caught(compose):
+    problems = broken(compose, lambda document: document["services"]["orderer"].pop("healthcheck"))
+    assert "orderer: a long-running service without a healthcheck" in problems
+    assert "fabric-setup: waits for orderer to be healthy, but orderer has no healthcheck" in problems
+
+
+def test_a_literal_secret_is_caught(compose):
+    def change(document):
+        document["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] = "hunter2"
+        document["services"]["web"]["environment"] = dict(
+            document["services"]["web"]["environment"],
+            DATABASE_URL="postgres://health_platform:hunter2@postgres:5432/health_platform",
+            DJANGO_SECRET_KEY="not-so-secret",
+        )
+        document["services"]["web"]["env_file"] = [".env"]
+
+    problems = broken(compose, change)
+    assert "postgres: POSTGRES_PASSWORD holds a literal secret" in problems
+    assert "web: DATABASE_URL holds a literal password in a URL" in problems
+    assert "web: DJANGO_SECRET_KEY holds a literal secret" in problems
+    assert any(problem.startswith("web: env_file") for problem in problems)
