@@ -1,4 +1,4 @@
-.PHONY: setup run test lint format bench lock
+.PHONY: setup run test lint format bench lock fabric-up fabric-down test-fabric
 
 setup:  ## create .venv and install the locked dependencies
 	scripts/setup.sh
@@ -22,3 +22,12 @@ bench:  ## run the benchmarks, each against its naive baseline
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	.venv/bin/uv pip compile pyproject.toml --extra dev --python 3.11 --generate-hashes -q -o requirements.lock
+
+fabric-up:  ## start the native Fabric network on 127.0.0.1 (needs FABRIC_BIN_DIR); writes var/fabric/client.env
+	sh network/fabric.sh up
+
+fabric-down:  ## stop it (its ledger stays in var/fabric until removed)
+	sh network/fabric.sh down
+
+test-fabric:  ## the conformance suite and an end-to-end analysis on a real Fabric network (needs FABRIC_BIN_DIR)
+	.venv/bin/pytest -m fabric tests/ledger tests/chaincode tests/fabric

@@ -1,20 +1,28 @@
-"""Gate and log throughput on the embedded ledger, against the naive per-record design.
+"""Gate and log throughput on both ledger backends, against the naive per-record design, in one run.
 
-    python -m benchmarks.ledger_gate [--records 10000] [--naive-sample 500]
+    python -m benchmarks.ledger_gate [--records 10000] [--batch-sizes 100,1000,5000] [--naive-sample 500]
+    FABRIC_BIN_DIR=/path/to/fabric/bin python -m benchmarks.ledger_gate      # also on a real Fabric network
 
 Batched (the design): ONE CheckAccessBatch evaluate per batch, ONE AppendAccessEvents transaction
 per batch. Naive: per record, a ReadAnchor and a ListConsentsForPatient evaluate (the gate done by
 the client), and one AppendAccessEvents transaction per record; run on a sample and reported per
 record, in the same run, on the same ledger.
+
+The embedded ledger always runs. With FABRIC_BIN_DIR set, the same measurements run on the native
+network of network/fabric.sh (two organisations, one orderer, the chaincode as a service, all on
+127.0.0.1), started for the run and stopped after it; --fabric-records sizes its data set.
 """
 
 import argparse
 import json
+import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchmarks.common import report, timed
+from ledger import LedgerClient
 from ledger.embedded import EmbeddedLedger
 
 PURPOSE = "diagnostic-model:breast-cancer"
@@ -33,7 +41,7 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def populate(chain: EmbeddedLedger, records: int) -> None:
+def populate(chain: LedgerClient, records: int) -> None:
     """One record per patient; every other patient consents."""
     for start in range(0, records, 5000):
         chain.submit(
@@ -47,7 +55,8 @@ def populate(chain: EmbeddedLedger, records: int) -> None:
             ),
         )
     now = datetime.now(UTC)
-    for patient in range(0, records, 2):
+
+    def grant(patient: int) -> None:
         chain.submit(
             "consent",
             "GrantConsent",
@@ -63,6 +72,9 @@ def populate(chain: EmbeddedLedger, records: int) -> None:
                 }
             ),
         )
+
+    with ThreadPoolExecutor(8) as pool:  # setup only: Fabric commits ~15 tx/s from one client thread
+        list(pool.map(grant, range(0, records, 2)))
 
 
 def _items(indices: range) -> list[dict[str, str]]:
@@ -87,13 +99,13 @@ def _events(indices: range, run: str) -> dict[str, object]:
     return {"batch_id": f"{run}-{indices.start}", "events": events}
 
 
-def gate_batched(chain: EmbeddedLedger, indices: range) -> int:
+def gate_batched(chain: LedgerClient, indices: range) -> int:
     request = {"grantee": GRANTEE, "purpose": PURPOSE, "at": _stamp(datetime.now(UTC)), "items": _items(indices)}
     results = chain.evaluate("consent", "CheckAccessBatch", json.dumps(request)).json()["results"]
     return sum(r["decision"] == "admit" for r in results)
 
 
-def gate_naive(chain: EmbeddedLedger, indices: range) -> int:
+def gate_naive(chain: LedgerClient, indices: range) -> int:
     admitted = 0
     for i in indices:
         chain.evaluate("anchors", "ReadAnchor", f"rec-{i}")
@@ -102,90 +114,89 @@ def gate_naive(chain: EmbeddedLedger, indices: range) -> int:
     return admitted
 
 
+def measure(backend: str, chain: LedgerClient, records: int, batch_sizes: list[int], naive_sample: int) -> list[dict]:
+    populate(chain, records)
+    rows = []
+
+    def row(operation: str, design: str, count: int, seconds: float) -> None:
+        rows.append(
+            {
+                "backend": backend,
+                "operation": operation,
+                "design": design,
+                "records": count,
+                "seconds": seconds,
+                "records_per_s": count / seconds,
+            }
+        )
+
+    every = range(records)
+    if records <= 10_000:
+        seconds, admitted = timed(lambda: gate_batched(chain, every))
+        assert admitted == records // 2
+        row("gate", f"CheckAccessBatch x1 ({records})", records, seconds)
+    for size in batch_sizes:
+        batches = [range(s, min(s + size, records)) for s in range(0, records, size)]
+        seconds, admitted = timed(lambda batches=batches: sum(gate_batched(chain, b) for b in batches))
+        assert admitted == records // 2
+        row("gate", f"batched, {size}/call", records, seconds)
+        seconds, _ = timed(
+            lambda batches=batches, size=size: [
+                chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(b, f"run{size}"))) for b in batches
+            ]
+        )
+        row("log", f"batched, {size}/tx", records, seconds)
+    sample = range(min(naive_sample, records))
+    seconds, _ = timed(lambda: gate_naive(chain, sample))
+    row("gate", "naive: 2 calls/record", len(sample), seconds)
+    seconds, _ = timed(
+        lambda: [
+            chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(range(i, i + 1), "naive")))
+            for i in sample
+        ]
+    )
+    row("log", "naive: 1 tx/record", len(sample), seconds)
+    report_chain = chain.verify()
+    assert report_chain.ok, report_chain.problems[:5]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--fabric-records", type=int, default=10_000)
     parser.add_argument("--batch-sizes", default="100,1000,5000")
     parser.add_argument("--naive-sample", type=int, default=500)
+    parser.add_argument("--fabric-naive-sample", type=int, default=100)
     arguments = parser.parse_args()
+    sizes = [int(s) for s in arguments.batch_sizes.split(",")]
 
+    rows = []
     with tempfile.TemporaryDirectory() as directory:
         chain = EmbeddedLedger(Path(directory) / "bench.sqlite3")
-        populate(chain, arguments.records)
-        rows = []
-        every = range(arguments.records)
-        seconds, admitted = timed(lambda: gate_batched(chain, every))
-        assert admitted == arguments.records // 2
-        rows.append(
-            {
-                "operation": "gate",
-                "design": f"CheckAccessBatch x1 ({arguments.records})",
-                "records": arguments.records,
-                "seconds": seconds,
-                "records_per_s": arguments.records / seconds,
-            }
+        rows += measure("embedded", chain, arguments.records, sizes, arguments.naive_sample)
+        chain.close()
+        bin_dir = os.environ.get("FABRIC_BIN_DIR")
+        if bin_dir:
+            from tests.fabric.network import start_network
+
+            network = start_network(bin_dir, Path(directory) / "fabric")
+            try:
+                fabric = network.open_ledger()
+                rows += measure("fabric", fabric, arguments.fabric_records, sizes, arguments.fabric_naive_sample)
+                fabric.close()
+            finally:
+                network.run("down", timeout=60)
+        else:
+            print("FABRIC_BIN_DIR is not set: measuring the embedded ledger only")
+    report("ledger_gate", rows)
+    for backend in sorted({r["backend"] for r in rows}):
+        gate = {r["design"]: r["records_per_s"] for r in rows if r["operation"] == "gate" and r["backend"] == backend}
+        log = {r["design"]: r["records_per_s"] for r in rows if r["operation"] == "log" and r["backend"] == backend}
+        print(
+            f"{backend}: gate batched 1000/call is {gate['batched, 1000/call'] / gate['naive: 2 calls/record']:.0f}x "
+            f"naive; log batched 1000/tx is {log['batched, 1000/tx'] / log['naive: 1 tx/record']:.0f}x naive"
         )
-        for size in [int(s) for s in arguments.batch_sizes.split(",")]:
-            batches = [range(s, min(s + size, arguments.records)) for s in range(0, arguments.records, size)]
-            seconds, _ = timed(lambda batches=batches: [gate_batched(chain, b) for b in batches])
-            rows.append(
-                {
-                    "operation": "gate",
-                    "design": f"batched, {size}/call",
-                    "records": arguments.records,
-                    "seconds": seconds,
-                    "records_per_s": arguments.records / seconds,
-                }
-            )
-            seconds, _ = timed(
-                lambda batches=batches, size=size: [
-                    chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(b, f"run{size}")))
-                    for b in batches
-                ]
-            )
-            rows.append(
-                {
-                    "operation": "log",
-                    "design": f"batched, {size}/tx",
-                    "records": arguments.records,
-                    "seconds": seconds,
-                    "records_per_s": arguments.records / seconds,
-                }
-            )
-        sample = range(arguments.naive_sample)
-        seconds, _ = timed(lambda: gate_naive(chain, sample))
-        rows.append(
-            {
-                "operation": "gate",
-                "design": "naive: 2 calls/record",
-                "records": len(sample),
-                "seconds": seconds,
-                "records_per_s": len(sample) / seconds,
-            }
-        )
-        seconds, _ = timed(
-            lambda: [
-                chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(range(i, i + 1), "naive")))
-                for i in sample
-            ]
-        )
-        rows.append(
-            {
-                "operation": "log",
-                "design": "naive: 1 tx/record",
-                "records": len(sample),
-                "seconds": seconds,
-                "records_per_s": len(sample) / seconds,
-            }
-        )
-        assert chain.verify().ok
-    report("ledger_gate_embedded", rows)
-    gate = {r["design"]: r["records_per_s"] for r in rows if r["operation"] == "gate"}
-    log = {r["design"]: r["records_per_s"] for r in rows if r["operation"] == "log"}
-    print(
-        f"\ngate: batched 1000/call is {gate['batched, 1000/call'] / gate['naive: 2 calls/record']:.0f}x naive; "
-        f"log: batched 1000/tx is {log['batched, 1000/tx'] / log['naive: 1 tx/record']:.0f}x naive"
-    )
 
 
 if __name__ == "__main__":
