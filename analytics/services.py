@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import structlog
 from django.conf import settings
 from django.db import transaction
@@ -498,7 +499,7 @@ def _features(plaintext: bytes, codes: tuple[str, ...]) -> list[float] | None:
     """The model's features from a record's FHIR bundle, in the model's order; None if any is missing."""
     wanted = set(codes)
     found: dict[str, float] = {}
-    for entry in json.loads(plaintext).get("entry", []):
+    for entry in orjson.loads(plaintext).get("entry", []):
         resource = entry.get("resource", {})
         if resource.get("resourceType") != "Observation":
             continue

@@ -271,7 +271,8 @@ def _category(resource: dict[str, Any], index: int) -> str:
         codings = concept.get("coding") if isinstance(concept, dict) else None
         for coding in codings if isinstance(codings, list) else ():
             if isinstance(coding, dict) and coding.get("system") == OBSERVATION_CATEGORY_SYSTEM:
-                codes.add(coding.get("code"))
+                code = coding.get("code")
+                codes.add(code if isinstance(code, str) else None)  # a list or object is no code (and unhashable)
     path = {"entry": index, "path": "resource.category"}
     if not codes:
         raise BundleRejected(

@@ -56,15 +56,19 @@ class AnchorState(models.TextChoices):
 class RecordVersion(models.Model):
     """One version of a record: its hash, its ciphertext and where its anchor is on the ledger.
 
-    `ciphertext` is nonce || ciphertext || tag under key `key_id`, with the record id, version and
-    key id as associated data. `sha256` is the hash of the RFC 8785 canonical plaintext; it is what
-    the ledger anchors. A pending version is not on the ledger yet and must never be analysed.
+    `ciphertext` is nonce || ciphertext || tag under key `key_id`, with the record id, version, key id
+    and content encoding as associated data (records/crypto.py: record_seal, record_open). `sha256`
+    is the hash of the RFC 8785 canonical plaintext; it is what the ledger anchors. A pending version
+    is not on the ledger yet and must never be analysed.
     """
 
     record = models.ForeignKey(Record, on_delete=models.PROTECT, related_name="versions")
     version = models.PositiveIntegerField()
     sha256 = models.CharField(max_length=64)
     key_id = models.CharField(max_length=64)
+    content_encoding = models.CharField(
+        max_length=16, default="identity", help_text="identity, or deflate: compressed before encryption"
+    )
     ciphertext = models.BinaryField()
     anchor_state = models.CharField(max_length=16, choices=AnchorState.choices, default=AnchorState.PENDING)
     anchor_tx_id = models.CharField(max_length=128, blank=True, default="")

@@ -18,7 +18,7 @@ from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
 from ledger import ContractRejected, LedgerClient, LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
-from records.crypto import record_associated_data, record_cipher
+from records.crypto import record_cipher, record_open
 from records.errors import CiphertextInvalid
 from records.models import AnchorState, Record, RecordVersion
 
@@ -138,11 +138,13 @@ def record_version_plaintext(*, record_version: RecordVersion) -> bytes:
 
     For the owning patient's view and for analytics only: callers check access first.
     """
-    associated_data = record_associated_data(
-        record_id=record_version.record_id, version=record_version.version, key_id=record_version.key_id
-    )
-    return record_cipher().decrypt(
-        bytes(record_version.ciphertext), key_id=record_version.key_id, associated_data=associated_data
+    return record_open(
+        record_cipher(),
+        ciphertext=bytes(record_version.ciphertext),
+        record_id=record_version.record_id,
+        version=record_version.version,
+        key_id=record_version.key_id,
+        encoding=record_version.content_encoding,
     )
 
 
@@ -306,14 +308,27 @@ def record_versions_contents(*, version_ids: list[int]) -> list[VersionContent]:
     batch, so rows are fetched as values, not model instances.
     """
     rows = RecordVersion.objects.filter(pk__in=version_ids).values_list(
-        "pk", "record_id", "version", "key_id", "ciphertext", "record__category", "record__patient__pseudonym"
+        "pk",
+        "record_id",
+        "version",
+        "key_id",
+        "content_encoding",
+        "ciphertext",
+        "record__category",
+        "record__patient__pseudonym",
     )
     cipher = record_cipher()
     found: dict[int, VersionContent] = {}
-    for pk, record_id, version, key_id, ciphertext, category, pseudonym in rows:
-        associated_data = record_associated_data(record_id=record_id, version=version, key_id=key_id)
+    for pk, record_id, version, key_id, encoding, ciphertext, category, pseudonym in rows:
         try:
-            plaintext: bytes | None = cipher.decrypt(bytes(ciphertext), key_id=key_id, associated_data=associated_data)
+            plaintext: bytes | None = record_open(
+                cipher,
+                ciphertext=bytes(ciphertext),
+                record_id=record_id,
+                version=version,
+                key_id=key_id,
+                encoding=encoding,
+            )
         except CiphertextInvalid:
             log.warning("record_ciphertext_invalid", record_id=str(record_id), version=version)
             plaintext = None

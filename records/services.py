@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_datetime
 from health_platform import bootstrap
 from ledger import ContractRejected, LedgerClient, LedgerError, Receipt
 from records.bundles import ParsedRecord, bundle_parse
-from records.crypto import RecordCipher, patient_pseudonym, record_associated_data, record_cipher
+from records.crypto import RecordCipher, patient_pseudonym, record_cipher, record_seal
 from records.models import AnchorState, Patient, Record, RecordVersion
 from records.selectors import ledger_anchor_for_version, record_versions_anchorable
 
@@ -123,14 +123,14 @@ def _record_store(*, parsed: ParsedRecord, cipher: RecordCipher) -> tuple[Record
     if latest is not None and latest.sha256 == parsed.sha256:
         return latest, True
     number = 1 if latest is None else latest.version + 1
-    key_id = cipher.active_key_id
-    used_key_id, ciphertext = cipher.encrypt(
-        parsed.canonical, associated_data=record_associated_data(record_id=record.pk, version=number, key_id=key_id)
-    )
-    if used_key_id != key_id:  # the associated data names the key id: they must agree
-        raise RuntimeError("the record cipher's active key changed during encryption")
+    key_id, ciphertext, encoding = record_seal(cipher, canonical=parsed.canonical, record_id=record.pk, version=number)
     version = RecordVersion.objects.create(
-        record=record, version=number, sha256=parsed.sha256, key_id=key_id, ciphertext=ciphertext
+        record=record,
+        version=number,
+        sha256=parsed.sha256,
+        key_id=key_id,
+        content_encoding=encoding,
+        ciphertext=ciphertext,
     )
     return version, False
 

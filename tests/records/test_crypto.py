@@ -2,11 +2,20 @@
 
 import base64
 import os
+import zlib
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from records.crypto import AesGcmRecordCipher, parse_record_keys, patient_pseudonym, record_cipher
+from records.crypto import (
+    AesGcmRecordCipher,
+    parse_record_keys,
+    patient_pseudonym,
+    record_associated_data,
+    record_cipher,
+    record_open,
+    record_seal,
+)
 from records.errors import CiphertextInvalid
 from records.models import RecordVersion
 from records.selectors import record_integrity_check, record_version_plaintext
@@ -95,3 +104,62 @@ def test_pseudonym_is_a_keyed_hmac_stable_per_patient_key(settings):
     assert first != patient_pseudonym("https://hospital.example/mrn|124")
     settings.PSEUDONYM_KEY = base64.b64encode(b"j" * 32).decode()
     assert patient_pseudonym("https://hospital.example/mrn|123") != first
+
+
+def test_a_sealed_version_is_compressed_and_opens_to_the_same_bytes(settings):
+    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    canonical = b'{"entry":[' + b",".join(b'{"resource":{"resourceType":"Observation"}}' for _ in range(200)) + b"]}"
+
+    key_id, sealed, encoding = record_seal(cipher, canonical=canonical, record_id="r1", version=1)
+
+    assert (key_id, encoding) == ("k1", "deflate")
+    assert len(sealed) < len(canonical) / 10
+    assert record_open(cipher, ciphertext=sealed, record_id="r1", version=1, key_id="k1", encoding=encoding) == (
+        canonical
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"record_id": "r2"}, {"version": 2}, {"encoding": "identity"}, {"encoding": "gzip"}],
+)
+def test_a_sealed_version_does_not_open_under_another_record_version_or_encoding(change):
+    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    _, sealed, encoding = record_seal(cipher, canonical=b'{"a":1}', record_id="r1", version=1)
+    where = {"record_id": "r1", "version": 1, "key_id": "k1", "encoding": encoding, **change}
+
+    with pytest.raises(CiphertextInvalid):
+        record_open(cipher, ciphertext=sealed, **where)
+
+
+def test_versions_stored_before_compression_still_open():
+    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    _, sealed = cipher.encrypt(
+        b'{"a":1}', associated_data=record_associated_data(record_id="r1", version=1, key_id="k1")
+    )
+
+    opened = record_open(cipher, ciphertext=sealed, record_id="r1", version=1, key_id="k1", encoding="identity")
+
+    assert opened == b'{"a":1}'
+
+
+def test_inflating_stops_at_the_largest_possible_record(settings):
+    settings.INGEST_MAX_BYTES = 10_000
+    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    bomb = zlib.compress(b"0" * 1_000_000, 9)
+    aad = record_associated_data(record_id="r1", version=1, key_id="k1", encoding="deflate")
+    _, sealed = cipher.encrypt(bomb, associated_data=aad)
+
+    with pytest.raises(CiphertextInvalid):
+        record_open(cipher, ciphertext=sealed, record_id="r1", version=1, key_id="k1", encoding="deflate")
+
+
+@pytest.mark.django_db
+def test_ingested_versions_are_stored_compressed(custodian):
+    patient = PatientResourceFactory()
+    record_ingest(raw_body=encode(bundle(patient, ObservationResourceFactory(patient=patient))), actor=custodian)
+
+    version = RecordVersion.objects.get()
+
+    assert version.content_encoding == "deflate"
+    assert record_version_plaintext(record_version=version).startswith(b'{"entry":')

@@ -1,6 +1,7 @@
 """record_ingest: what is stored, encrypted and anchored, and versioning."""
 
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,8 @@ def test_stored_version_decrypts_to_canonical_bundle_of_patient_and_sorted_obser
     }
     assert version.sha256 == canonical_sha256(document)
     assert version.key_id == record_cipher().active_key_id
-    assert len(version.ciphertext) == 12 + len(canonical_json(document)) + 16
+    assert version.content_encoding == "deflate"
+    assert len(version.ciphertext) == 12 + len(zlib.compress(canonical_json(document), 6)) + 16
 
 
 @pytest.mark.django_db

@@ -5,7 +5,7 @@ from django.db import connection
 
 from health_platform import bootstrap
 from records.canonical import canonical_json, canonical_sha256
-from records.crypto import record_associated_data, record_cipher
+from records.crypto import record_cipher, record_seal
 from records.models import RecordVersion
 from records.selectors import record_integrity_check, record_version_document
 from records.services import record_ingest
@@ -76,11 +76,8 @@ def test_integrity_check_reports_hash_mismatch_when_content_and_hash_are_rewritt
     document = record_version_document(record_version=version)
     document["entry"][1]["resource"]["valueQuantity"]["value"] = 42.0
     cipher = record_cipher()
-    _key_id, ciphertext = cipher.encrypt(
-        canonical_json(document),
-        associated_data=record_associated_data(
-            record_id=version.record_id, version=version.version, key_id=cipher.active_key_id
-        ),
+    _key_id, ciphertext, _encoding = record_seal(
+        cipher, canonical=canonical_json(document), record_id=version.record_id, version=version.version
     )
     _raw_update(version, "ciphertext", ciphertext)
     rewritten = _raw_update(version, "sha256", canonical_sha256(document))
