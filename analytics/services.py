@@ -13,6 +13,7 @@ twice. Fail closed: without a positive answer from the ledger nothing is encrypt
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ from records.selectors import (
 
 log = structlog.get_logger(__name__)
 
+_PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 NO_CONTENT_HASH = "0" * 64  # sent to the gate for a record whose ciphertext does not open: never matches
 
 
@@ -183,11 +185,7 @@ def _checked_pseudonyms(pseudonyms: Any) -> list[str]:
             code="cohort_too_large",
             detail={"field": "pseudonyms"},
         )
-    bad = [
-        i
-        for i, p in enumerate(pseudonyms)
-        if not isinstance(p, str) or len(p) != 64 or any(c not in "0123456789abcdef" for c in p)
-    ]
+    bad = [i for i, p in enumerate(pseudonyms) if not isinstance(p, str) or not _PSEUDONYM.fullmatch(p)]
     if bad:
         raise ValidationFailed(
             "Pseudonymous ids are 64 lowercase hex characters.",
@@ -444,10 +442,12 @@ def access_event_id(request_id: object, record_id: str) -> str:
 def _encrypt(batch: AnalysisBatch, spec: LinearModel, contents: dict[int, VersionContent] | None) -> AnalysisBatch:
     """Encrypt what the gate admitted, if its content is still exactly what was gated.
 
-    `contents` are the versions decrypted by the gate in this same run; a resumed batch decrypts again.
+    `contents` are the versions the gate decrypted and hashed in this same run: those very bytes are
+    encrypted, so they are not hashed again. A resumed batch decrypts again and re-checks every hash.
     """
     request = batch.request
     admitted = [d for d in batch.decisions if d["decision"] == "admit"]
+    rehash = contents is None  # contents gated in this same run were hashed by the gate already
     if contents is None:
         contents = {c.version_id: c for c in record_versions_contents(version_ids=[d["version_id"] for d in admitted])}
     rows: list[str] = []
@@ -459,7 +459,7 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, contents: dict[int, Versio
         if plaintext is None:
             skipped["content_unavailable"] += 1
             continue
-        if content_sha256(plaintext) != decision["sha256"]:
+        if rehash and content_sha256(plaintext) != decision["sha256"]:
             skipped["changed_after_gate"] += 1
             continue
         values = _features(plaintext, spec.feature_codes)
@@ -496,17 +496,26 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, contents: dict[int, Versio
 
 
 def _features(plaintext: bytes, codes: tuple[str, ...]) -> list[float] | None:
-    """The model's features from a record's FHIR bundle, in the model's order; None if any is missing."""
+    """The model's features from a record's FHIR bundle, in the model's order; None if any is missing.
+
+    Runs once per admitted record on the custodian's critical path, hence the plain loop: a value
+    counts if it is a finite int or float (not a bool) under a coding the model wants.
+    """
+    try:
+        document = orjson.loads(plaintext)
+    except orjson.JSONDecodeError:  # stored content is canonical JSON; anything else has no features
+        return None
     wanted = set(codes)
     found: dict[str, float] = {}
-    for entry in orjson.loads(plaintext).get("entry", []):
-        resource = entry.get("resource", {})
-        if resource.get("resourceType") != "Observation":
+    for entry in document.get("entry", ()):
+        resource = entry.get("resource")
+        if not resource or resource.get("resourceType") != "Observation":
             continue
-        value = (resource.get("valueQuantity") or {}).get("value")
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        quantity = resource.get("valueQuantity")
+        value: Any = quantity.get("value") if quantity else None
+        if type(value) not in (int, float) or not math.isfinite(value):
             continue
-        for coding in (resource.get("code") or {}).get("coding", []):
+        for coding in (resource.get("code") or {}).get("coding", ()):
             code = coding.get("code")
             if code in wanted:
                 found[code] = float(value)
