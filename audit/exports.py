@@ -224,7 +224,7 @@ def rows_from_file(stream: IO[bytes], *, format: str) -> Iterator[dict[str, Any]
 def _json_line(line: str, number: int) -> dict[str, Any]:
     try:
         value = json.loads(line)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise ValueError(f"line {number} is not valid JSON") from None
     if not isinstance(value, dict):
         raise ValueError(f"line {number} is not a JSON object")

@@ -51,6 +51,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Above whitenoise, so that static files carry the Content-Security-Policy too.
+    "health_platform.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -82,9 +84,16 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'health_platform.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL and a busy timeout let the web process and the workers share the file.
+    # WAL and a busy timeout let the web process and the workers share the file. Transactions begin
+    # IMMEDIATE (taking the write lock, waiting up to the timeout for it): SQLite has no SELECT ... FOR
+    # UPDATE, and a transaction that reads and then writes while another process has written since its
+    # read fails at once with "database is locked", whatever the timeout (seen under the load test).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
     # A file, not memory: tests start real worker processes that must see the same database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-health_platform.sqlite3")}
@@ -96,6 +105,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Failed sign-ins are counted per (username, client address) and per client address by this backend,
+# whichever door they come through (portal, API token, admin); see health_platform.security.
+AUTHENTICATION_BACKENDS = ["health_platform.security.ThrottledModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -115,6 +127,69 @@ STORAGES = {
 # Without collectstatic (tests, development) static files are served from the apps' folders.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Web security ---
+# Headers that hold on plain HTTP too (so on the embedded default, served on 127.0.0.1).
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+# URLs carry record, consent and analysis ids: never send them to another site.
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# A working shift, not Django's two weeks: a forgotten session on a ward computer ends the same day.
+SESSION_COOKIE_AGE = env.int("DJANGO_SESSION_COOKIE_AGE", default=8 * 60 * 60)
+# No page reads the CSRF cookie from JavaScript: every form carries the token as a hidden field.
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+# Production serves the site over HTTPS (directly or behind a TLS-terminating proxy) and sets
+# DJANGO_HTTPS=true. It is a switch of its own, not DEBUG: the embedded default runs without DEBUG on
+# http://127.0.0.1, where secure-only cookies and a redirect to https would lock everyone out.
+HTTPS = env.bool("DJANGO_HTTPS", default=False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=365 * 24 * 60 * 60) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=True)
+# Behind a proxy that terminates TLS: the header it sets on HTTPS requests, e.g. "X-Forwarded-Proto: https".
+# Set it only when the proxy always sets (or strips) that header: a client could forge it otherwise.
+_proxy_ssl_header = env.str("DJANGO_SECURE_PROXY_SSL_HEADER", default="")
+if _proxy_ssl_header:
+    _name, _, _value = _proxy_ssl_header.partition(":")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _name.strip().upper().replace("-", "_"), _value.strip())
+# How many proxies append to X-Forwarded-For in front of the application (0: use the peer address).
+# Login throttling counts per client address, so this must match the deployment.
+NUM_PROXIES = env.int("DJANGO_NUM_PROXIES", default=0)
+# Every response carries this Content-Security-Policy (health_platform.security): the portal loads
+# scripts (htmx from django-htmx's static file) and styles from its own origin only, with no inline code.
+CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+if HTTPS:
+    CONTENT_SECURITY_POLICY["upgrade-insecure-requests"] = []
+# true: send Content-Security-Policy-Report-Only instead (to try a changed policy without breaking pages).
+CONTENT_SECURITY_POLICY_REPORT_ONLY = env.bool("DJANGO_CSP_REPORT_ONLY", default=False)
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+# Sign-in throttling against password guessing: after LOGIN_THROTTLE_FAILURES failed sign-ins for one
+# username from one address, or LOGIN_THROTTLE_ADDRESS_FAILURES from one address whatever the username,
+# sign-in from there is refused (429) until LOGIN_THROTTLE_WINDOW_SECONDS after the first failure.
+LOGIN_THROTTLE_FAILURES = env.int("LOGIN_THROTTLE_FAILURES", default=5)
+LOGIN_THROTTLE_ADDRESS_FAILURES = env.int("LOGIN_THROTTLE_ADDRESS_FAILURES", default=100)
+LOGIN_THROTTLE_WINDOW_SECONDS = env.int("LOGIN_THROTTLE_WINDOW_SECONDS", default=15 * 60)
+LOGIN_THROTTLE_CACHE = "default"
+# The counters must be shared by every web process: the embedded default keeps them in files under
+# VAR_DIR (gunicorn's workers share them); production points CACHE_URL at Redis.
+CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
 
 # Request size: the ingest limit is enforced by the API with a stable error code, so Django's own
 # limit sits just above it.
@@ -155,6 +230,7 @@ ANALYTICS_KEY_VAULT_ACTIVE_KEY = env.str(
 # --- Analytics ---
 # Ciphertexts and contexts are stored here and passed by key; compute workers need this folder only.
 AUDIT_EXPORT_DIR = env.str("AUDIT_EXPORT_DIR", default=str(VAR_DIR / "exports"))
+AUDIT_VERIFY_MAX_BYTES = env.int("AUDIT_VERIFY_MAX_BYTES", default=200 * 1024 * 1024)
 ANALYTICS_BLOB_DIR = env.str("ANALYTICS_BLOB_DIR", default=str(VAR_DIR / "blobs"))
 # Records per batch (at most; batches are evened out). One CheckAccessBatch and one access-log transaction
 # each; measured fastest around 5,000 on 2 cores (benchmarks/analysis.py).
@@ -162,6 +238,8 @@ ANALYTICS_BATCH_SIZE = env.int("ANALYTICS_BATCH_SIZE", default=5000)
 ANALYTICS_MAX_BATCH_SIZE = 10_000  # CheckAccessBatch's limit
 ANALYTICS_MAX_COHORT = env.int("ANALYTICS_MAX_COHORT", default=100_000)
 ANALYTICS_LEDGER_MAX_RETRIES = env.int("ANALYTICS_LEDGER_MAX_RETRIES", default=8)
+# Work unchanged this long is sent again (its message was lost); longer than any step's time limit.
+ANALYTICS_STALL_SECONDS = env.int("ANALYTICS_STALL_SECONDS", default=900)
 ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS", default=2)
 
 # --- Ledger ---
@@ -201,6 +279,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "records.tasks.anchor_pending_records",
         "schedule": env.int("ANCHOR_SWEEP_SECONDS", default=300),
     },
+    "resume-stalled-analyses": {
+        "task": "analytics.tasks.resume_stalled_analyses",
+        "schedule": env.int("ANALYTICS_STALL_SWEEP_SECONDS", default=60),
+    },
 }
 
 # --- API ---
@@ -211,11 +293,18 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON bodies within DATA_UPLOAD_MAX_MEMORY_SIZE and INGEST_MAX_JSON_DEPTH, checked before parsing.
+    "DEFAULT_PARSER_CLASSES": [
+        "health_platform.parsers.LimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "health_platform.api.exception_handler",
+    "NUM_PROXIES": NUM_PROXIES or None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "health_platform API",
@@ -226,6 +315,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "health_platform.api.error_responses_documented",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "AnalysisStatusEnum": "analytics.models.AnalysisStatus",
         "CohortKindEnum": "analytics.models.CohortKind",
@@ -238,11 +331,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"request_path_redacted": {"()": "health_platform.log_filters.RequestPathRedacted"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # The chaincode library logs state values at DEBUG; nothing below WARNING leaves it.
         "asyncio": {"level": "WARNING"},
         "fabric_chaincode_python": {"level": "WARNING"},
+        # Django logs the path of every 4xx and 5xx: whatever a client put in it stays out.
+        "django.request": {"filters": ["request_path_redacted"]},
+        "django.security.csrf": {"filters": ["request_path_redacted"]},
     },
 }

@@ -1,27 +1,30 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from analytics.api_urls import model_urlpatterns
 from consent.api import GranteeListView
-from health_platform import views
+from health_platform import security, views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", security.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("records/", include("records.portal_urls")),
     path("consent/", include("consent.portal_urls")),
     path("analytics/", include("analytics.portal_urls")),
-    path("api/auth/token/", obtain_auth_token, name="api-token"),
+    path("audit/", include("audit.portal_urls")),
+    path("api/auth/token/", security.obtain_auth_token, name="api-token"),
     path("api/records/", include("records.api_urls")),
     path("api/consents/", include("consent.api_urls")),
     path("api/grantees/", GranteeListView.as_view(), name="api-grantees"),
     path("api/analyses/", include("analytics.api_urls")),
     path("api/models/", include(model_urlpatterns)),
+    path("api/audit/", include("audit.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
 ]
+
+handler404 = "health_platform.views.not_found"

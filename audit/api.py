@@ -1,0 +1,375 @@
+"""The audit API: search the access log, export it, download and verify exports, and the ledger view.
+
+Who may do what is decided in audit.selectors (`access_events_visible_to`, `audit_exports_of`,
+`ledger_recent_blocks`) and audit.services (`audit_export_create`): an auditor everything; a patient
+the events about their own records and nothing else; anyone else 403 audit_forbidden; anonymous 401.
+The permission is checked before the request's parameters are read, so that a refused caller learns
+nothing from validation errors. An export id that is not an export is 404 (exports are shared by the
+auditors, who form one team; see `audit_exports_of`).
+
+Nothing here returns a clinical value or a score: events hold ids, codes, pseudonyms, hashes and times.
+"""
+
+import base64
+import csv
+import hashlib
+from typing import IO, Any
+from uuid import UUID
+
+import structlog
+from django.conf import settings
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit.exports import EXTENSIONS
+from audit.filters import SEARCH_FIELDS, AccessEventFilter, SearchTerms
+from audit.models import AccessEvent, AuditExport, ExportStatus
+from audit.selectors import (
+    AccessEventFilters,
+    access_events_search,
+    access_events_visible_to,
+    audit_export_get,
+    audit_export_manifest,
+    audit_exports_of,
+    ledger_recent_blocks,
+)
+from audit.serializers import (
+    AccessEventSerializer,
+    AuditExportSerializer,
+    ExportCreateSerializer,
+    LedgerBlocksQuerySerializer,
+    LedgerBlocksSerializer,
+    VerificationResultSerializer,
+    VerifyUploadSerializer,
+)
+from audit.services import audit_export_create, export_path
+from health_platform.errors import (
+    Conflict,
+    LedgerRejected,
+    LedgerUnavailableError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ValidationFailed,
+)
+from health_platform.parsers import LimitedJSONParser
+from health_platform.roles import Role, user_has_role
+from ledger import ContractRejected, LedgerUnavailable, TransactionConflict
+from records.serializers import ErrorSerializer
+
+log = structlog.get_logger(__name__)
+
+_ERROR = OpenApiResponse(ErrorSerializer, description='{"code", "message", "detail"} with a stable code')
+_FORBIDDEN = OpenApiResponse(ErrorSerializer, description="audit_forbidden: not an auditor (or patient, for events)")
+_NOT_FOUND = OpenApiResponse(ErrorSerializer, description="not_found: no such export")
+_NOT_READY = OpenApiResponse(ErrorSerializer, description="export_not_ready: the export is pending or failed")
+_MULTIPART_ROOM = 64 * 1024
+DEFAULT_VERIFY_MAX_BYTES = 200 * 1024 * 1024
+HASH_CHUNK = 1024 * 1024
+
+
+def verify_max_bytes() -> int:
+    """The largest copy /api/audit/verify/ accepts (settings.AUDIT_VERIFY_MAX_BYTES, 200 MB by default)."""
+    return int(getattr(settings, "AUDIT_VERIFY_MAX_BYTES", DEFAULT_VERIFY_MAX_BYTES))
+
+
+def auditor_required(user: Any, message: str) -> None:
+    """Refuse non-auditors with the access log's code (for the endpoints that no selector guards)."""
+    if not user_has_role(user, Role.AUDITOR):
+        raise PermissionDenied(message, code="audit_forbidden")
+
+
+def validated_search(data: Any) -> SearchTerms:
+    """The search in `data` (query or body), or 400 validation_failed naming each bad field."""
+    filterset = AccessEventFilter(data=data, queryset=AccessEvent.objects.none())
+    if not filterset.is_valid():
+        raise ValidationError(filterset.errors)
+    return filterset.terms()
+
+
+def export_of_auditor(*, user: Any, export_id: object) -> AuditExport:
+    """An export the user may see (403 for non-auditors); a malformed or unknown id is 404."""
+    audit_exports_of(viewer=user)
+    try:
+        key = UUID(str(export_id))
+    except ValueError:
+        raise NotFound("No such export.") from None
+    export = audit_export_get(viewer=user, export_id=key)
+    if export is None:
+        raise NotFound("No such export.")
+    return export
+
+
+def export_file_response(*, export: AuditExport, user: Any) -> FileResponse:
+    """The export's file, streamed, named as its manifest names it; 409 export_not_ready unless completed."""
+    if export.status != ExportStatus.COMPLETED:
+        raise Conflict(
+            "The export has no file: it is still being written, or it failed.",
+            code="export_not_ready",
+            detail={"status": export.status},
+        )
+    try:
+        stream = export_path(export).open("rb")
+    except FileNotFoundError:
+        raise NotFound("The export's file is no longer stored.", code="export_file_missing") from None
+    described = audit_export_manifest(export=export)["file"]
+    response = FileResponse(
+        stream, as_attachment=True, filename=described["name"], content_type=described["media_type"]
+    )
+    # RFC 9530: the file's SHA-256, as in the manifest, for clients that check what they received.
+    response["Repr-Digest"] = f"sha-256=:{base64.b64encode(bytes.fromhex(export.sha256)).decode()}:"
+    log.info("audit_export_downloaded", export_id=str(export.pk), user_id=user.pk)
+    return response
+
+
+class FirstRendererNegotiation(BaseContentNegotiation):
+    """For file downloads: whatever the client accepts, errors are rendered as JSON (the file is not rendered)."""
+
+    def select_parser(self, request, parsers):  # type: ignore[no-untyped-def]
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):  # type: ignore[no-untyped-def]
+        return renderers[0], renderers[0].media_type
+
+
+def _ledger_error(error: Exception) -> Exception:
+    if isinstance(error, ContractRejected):
+        return LedgerRejected()
+    return LedgerUnavailableError("The ledger did not answer; try again later.")
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Search the access log (auditors: every event; patients: events about their own records)",
+        description="Every access to a record, admitted or refused, and every export, each with the ledger "
+        "transaction and block that hold it. Newest first unless ordering=recorded_at. Bad parameters: "
+        "validation_failed (400) with detail naming each field.",
+        responses={200: AccessEventSerializer(many=True), 400: _ERROR, 401: _ERROR, 403: _FORBIDDEN},
+    ),
+)
+class AccessEventViewSet(viewsets.GenericViewSet):
+    permission_classes = [IsAuthenticated]
+    serializer_class = AccessEventSerializer
+    filterset_class = AccessEventFilter
+    queryset = AccessEvent.objects.none()
+
+    def list(self, request: Request) -> Response:
+        access_events_visible_to(viewer=request.user)  # 403 before the query is read
+        terms = validated_search(request.query_params)
+        events = access_events_search(viewer=request.user, filters=terms.filters, newest_first=terms.newest_first)
+        page = self.paginate_queryset(events)
+        return self.get_paginated_response(AccessEventSerializer(page, many=True).data)
+
+
+# --- exports -------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="The audit team's exports, newest first",
+        responses={200: AuditExportSerializer(many=True), 401: _ERROR, 403: _FORBIDDEN},
+    ),
+    retrieve=extend_schema(
+        summary="One export: status, count, SHA-256 of the file, verification, and its own ledger entry",
+        responses={200: AuditExportSerializer, 401: _ERROR, 403: _FORBIDDEN, 404: _NOT_FOUND},
+    ),
+)
+class AuditExportViewSet(viewsets.GenericViewSet):
+    permission_classes = [IsAuthenticated]
+    parser_classes = [LimitedJSONParser, FormParser, MultiPartParser]
+    serializer_class = AuditExportSerializer
+    filter_backends: list[Any] = []
+    queryset = AuditExport.objects.none()
+    lookup_value_regex = r"[0-9A-Fa-f-]{32,36}"
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(audit_exports_of(viewer=request.user))
+        return self.get_paginated_response(AuditExportSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Export the access log (auditors): CSV, JSON or FHIR AuditEvent NDJSON",
+        description="The body holds `format` and the search's filters (patient, grantee, request, model, decision, "
+        "reason, kind, since, until). The export is written by a worker: follow links.self until status is "
+        "completed, then download links.file. Exporting is itself logged on the ledger. Error codes: "
+        "unknown_export_format, validation_failed (400); audit_forbidden (403).",
+        request=ExportCreateSerializer,
+        parameters=[
+            OpenApiParameter(name, str, description=f"filter {name}, as for the search") for name in SEARCH_FIELDS
+        ],
+        responses={202: AuditExportSerializer, 400: _ERROR, 401: _ERROR, 403: _FORBIDDEN},
+    )
+    def create(self, request: Request) -> Response:
+        audit_exports_of(viewer=request.user)  # 403 before the body is read
+        payload = ExportCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        terms = validated_search(request.data)
+        export = audit_export_create(
+            requester=request.user, format=payload.validated_data["format"], filters=terms.filters
+        )
+        export.refresh_from_db()  # without a request transaction the task may have run already
+        body = AuditExportSerializer(export).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["links"]["self"]})
+
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        return Response(AuditExportSerializer(export_of_auditor(user=request.user, export_id=pk)).data)
+
+    @extend_schema(
+        summary="The export's manifest: filters, count, time, file name, media type, SHA-256, verification",
+        responses={200: OpenApiTypes.OBJECT, 401: _ERROR, 403: _FORBIDDEN, 404: _NOT_FOUND},
+    )
+    @action(detail=True, methods=["get"])
+    def manifest(self, request: Request, pk: str | None = None) -> Response:
+        return Response(audit_export_manifest(export=export_of_auditor(user=request.user, export_id=pk)))
+
+    @extend_schema(
+        summary="Download the export's file (attachment; its SHA-256 is the manifest's)",
+        responses={
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            (200, "application/json"): OpenApiTypes.OBJECT,  # the JSON export is one document: {"events": [...]}
+            (200, "application/fhir+ndjson"): OpenApiTypes.BINARY,
+            401: _ERROR,
+            403: _FORBIDDEN,
+            404: _NOT_FOUND,
+            409: _NOT_READY,
+        },
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=FirstRendererNegotiation)
+    def file(self, request: Request, pk: str | None = None) -> FileResponse:
+        return export_file_response(export=export_of_auditor(user=request.user, export_id=pk), user=request.user)
+
+
+# --- verification of a copy ----------------------------------------------------------------------
+
+
+class VerifyCopyView(APIView):
+    """Check a copy of an export, as handed over, against the ledger."""
+
+    permission_classes = [IsAuthenticated]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        summary="Verify a copy of an export against the ledger (auditors)",
+        description="Multipart: `file` and its `format` (csv, json, fhir); optionally `export` (the export it is a "
+        "copy of: its filters are used to find events left out, and the file's SHA-256 is compared with the "
+        "export's) or the search's filters. Problems name event ids and field names, never values. Error codes: "
+        "unknown_export_format, invalid_export_file (names the line), validation_failed (400); audit_forbidden "
+        "(403); not_found (404, unknown export); payload_too_large (413); ledger_unavailable (503).",
+        request={"multipart/form-data": VerifyUploadSerializer},
+        responses={200: VerificationResultSerializer, 400: _ERROR, 401: _ERROR, 403: _FORBIDDEN, 413: _ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        auditor_required(request.user, "Only auditors can verify copies of the access log.")
+        limit = verify_max_bytes()
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit + _MULTIPART_ROOM:
+            raise PayloadTooLarge(detail={"max_bytes": limit})
+        payload = VerifyUploadSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data: dict[str, Any] = payload.validated_data
+        upload = data["file"]
+        if upload.size > limit:
+            raise PayloadTooLarge(detail={"max_bytes": limit})
+        format = data["format"]
+        if format not in EXTENSIONS:
+            raise ValidationFailed(
+                "Choose the copy's format: csv, json or fhir.", code="unknown_export_format", detail={"field": "format"}
+            )
+        digest = _sha256_of(upload)
+        filters: AccessEventFilters | None = None
+        matches_export: bool | None = None
+        if data.get("export") is not None:
+            export = export_of_auditor(user=request.user, export_id=data["export"])
+            filters = AccessEventFilters.from_json(export.filters)
+            matches_export = digest == export.sha256
+        elif any(request.data.get(name) for name in SEARCH_FIELDS):
+            filters = validated_search(request.data).filters
+        upload.seek(0)
+        result = _verified(upload.file, format=format, filters=filters)
+        body = {
+            **result,
+            "completeness_checked": filters is not None,
+            "sha256": digest,
+            "matches_export": matches_export,
+        }
+        log.info(
+            "audit_copy_verified",
+            user_id=request.user.pk,
+            format=format,
+            checked=result["checked"],
+            problems=result["problem_count"],
+            ok=result["ok"],
+        )
+        return Response(VerificationResultSerializer(body).data)
+
+
+def _sha256_of(upload: Any) -> str:
+    digest = hashlib.sha256()
+    upload.seek(0)
+    for chunk in upload.chunks(HASH_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verified(stream: IO[bytes], *, format: str, filters: AccessEventFilters | None) -> dict[str, Any]:
+    """events_verify over the copy; a copy that is not in `format` is 400 invalid_export_file naming the line."""
+    from audit.exports import rows_from_file
+    from audit.verification import events_verify
+
+    invalid = "The file is not a {format} export of the access log: {reason}."
+    try:
+        return events_verify(rows_from_file(stream, format=format), filters=filters).as_dict()
+    except UnicodeDecodeError:
+        reason = "it is not UTF-8 text"
+    except (ValueError, csv.Error) as error:
+        reason = str(error)  # rows_from_file names lines, never values
+    except (AttributeError, TypeError, KeyError):
+        reason = "an event is not shaped as the export writes it"
+    except (LedgerUnavailable, TransactionConflict, ContractRejected) as error:
+        raise _ledger_error(error) from error
+    raise ValidationFailed(
+        invalid.format(format=format.upper() if format != "fhir" else "FHIR", reason=reason),
+        code="invalid_export_file",
+        detail={"field": "file", "reason": reason},
+    )
+
+
+# --- the ledger view -----------------------------------------------------------------------------
+
+
+class LedgerBlocksView(APIView):
+    """Recent blocks and their transactions: ids, hashes, status, contract and function; no payloads."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="Recent ledger blocks, newest first (auditors)",
+        parameters=[LedgerBlocksQuerySerializer],
+        responses={200: LedgerBlocksSerializer, 400: _ERROR, 401: _ERROR, 403: _FORBIDDEN, 503: _ERROR},
+    )
+    def get(self, request: Request) -> Response:
+        auditor_required(request.user, "Only auditors can read the ledger view.")
+        query = LedgerBlocksQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        limit: int = query.validated_data["limit"]
+        try:
+            blocks = ledger_recent_blocks(viewer=request.user, limit=limit, before=query.validated_data.get("before"))
+        except (LedgerUnavailable, TransactionConflict, ContractRejected) as error:
+            raise _ledger_error(error) from error
+        next_before = blocks[-1].number if len(blocks) == limit and blocks and blocks[-1].number > 0 else None
+        return Response(LedgerBlocksSerializer({"blocks": blocks, "next_before": next_before}).data)

@@ -1,0 +1,924 @@
+"""The permission matrix: every URL of the project × every kind of user → the expected answer.
+
+Users: anonymous, a patient and another patient, a clinician and another clinician, an auditor, a custodian,
+the admin (a superuser holding no role) and a signed-in user with no role. Objects: each patient's record and
+consent, each clinician's analysis, two auditors' exports, and ids that exist nowhere. Unsafe methods are sent
+where a URL accepts them, with a valid body, so "allowed" shows as success and "refused" cannot be a mere
+validation error.
+
+The matrix is complete by construction: `test_every_url_pattern_is_in_the_matrix` walks the resolver and fails
+when a URL appears that no case covers (or a case names a URL that is gone).
+
+Conventions: API anonymous → 401; portal anonymous → sent to sign in ("login": a redirect, or htmx's
+HX-Redirect for a panel); the admin's pages send everyone but staff to the admin's sign-in ("admin-login").
+Another user's object is answered like an object that does not exist where the code says so (404), or 403
+where the page refuses every id that is not the user's own (consent pages).
+
+The world is built once per module on a real embedded ledger (records ingested and anchored, consents
+granted, one analysis run through the real pipeline, exports written and verified) and committed; each test
+runs in a transaction that is rolled back, and the module flushes the database at the end.
+"""
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.test import Client, override_settings
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from health_platform import bootstrap
+from health_platform.celery import app
+from health_platform.roles import Role
+
+ANONYMOUS = "anonymous"
+PATIENT = "patient"
+OTHER_PATIENT = "other_patient"
+CLINICIAN = "clinician"
+OTHER_CLINICIAN = "other_clinician"
+AUDITOR = "auditor"
+CUSTODIAN = "custodian"
+ADMIN = "admin"
+NO_ROLE = "no_role"
+SIGNED_IN = (PATIENT, OTHER_PATIENT, CLINICIAN, OTHER_CLINICIAN, AUDITOR, CUSTODIAN, ADMIN, NO_ROLE)
+USERS = (ANONYMOUS, *SIGNED_IN)
+PATIENTS = (PATIENT, OTHER_PATIENT)
+CLINICIANS = (CLINICIAN, OTHER_CLINICIAN)
+ROLE_HOLDERS = (PATIENT, OTHER_PATIENT, CLINICIAN, OTHER_CLINICIAN, AUDITOR, CUSTODIAN)
+BREAST_CANCER = "diagnostic-model:breast-cancer"
+MISSING_UUID = "00000000-0000-4000-8000-000000000000"
+
+
+# --- the world -----------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    users: dict[str, Any]
+    record: dict[str, str]  # PATIENT / OTHER_PATIENT -> record id
+    consent: dict[str, str]  # PATIENT / OTHER_PATIENT -> consent id (read)
+    revocable: dict[str, str]  # "portal" / "api" -> another consent of PATIENT, revoked by the allowed cases
+    analysis: dict[str, str]  # CLINICIAN / OTHER_CLINICIAN -> analysis id
+    export: dict[str, str]  # AUDITOR / "other_auditor" -> export id
+    export_copy: bytes  # the auditor's export file, for /api/audit/verify/
+    fhir_consent: dict[str, Any]  # PATIENT's consent as FHIR, for the import
+    pseudonym: dict[str, str]
+    grantee: dict[str, str]
+    admin_ids: dict[str, str] = field(default_factory=dict)
+
+
+def build_world() -> World:
+    """Everything the matrix needs, on the ledger and in the database (committed)."""
+    from analytics.services import analysis_request_create, diagnostic_models_register
+    from audit.selectors import AccessEventFilters
+    from audit.services import audit_export_create, export_path
+    from consent.fhir import consent_to_fhir
+    from consent.services import consent_grant
+    from health_platform.services import clinician_register, organisation_create
+    from records.codes import BREAST_CANCER_DATASET
+    from records.crypto import patient_pseudonym
+    from records.demo import demo_bundles, demo_patients
+    from records.models import Patient, Record
+    from records.services import patient_link_user, record_ingest
+    from tests.records.factories import UserFactory
+
+    users: dict[str, Any] = {
+        CUSTODIAN: UserFactory(username="matrix-custodian", roles=[Role.CUSTODIAN]),
+        AUDITOR: UserFactory(username="matrix-auditor", roles=[Role.AUDITOR]),
+        "other_auditor": UserFactory(username="matrix-other-auditor", roles=[Role.AUDITOR]),
+        NO_ROLE: UserFactory(username="matrix-nobody"),
+        CLINICIAN: UserFactory(username="matrix-dr-carol"),
+        OTHER_CLINICIAN: UserFactory(username="matrix-dr-dave"),
+        PATIENT: UserFactory(username="matrix-patient-alice", roles=[Role.PATIENT]),
+        OTHER_PATIENT: UserFactory(username="matrix-patient-bob", roles=[Role.PATIENT]),
+    }
+    users[ADMIN] = get_user_model().objects.create_superuser("matrix-admin", password="a-test-password-not-for-it")
+    clinician_register(
+        user=users[CLINICIAN],
+        display_name="Dr Carol",
+        organisation=organisation_create(slug="matrix-st-marys", name="St Mary's"),
+    )
+    clinician_register(user=users[OTHER_CLINICIAN], display_name="Dr Dave")
+    diagnostic_models_register()
+
+    demo = demo_patients(dataset=BREAST_CANCER_DATASET, count=2)
+    for document in demo_bundles(patients=demo, max_entries=1000):
+        record_ingest(raw_body=json.dumps(document).encode(), actor=users[CUSTODIAN])
+    record, pseudonym = {}, {}
+    for who, person in zip(PATIENTS, demo, strict=True):
+        patient = Patient.objects.get(pseudonym=patient_pseudonym(person.patient_key))
+        patient_link_user(patient=patient, user=users[who])
+        users[who].refresh_from_db()
+        record[who] = str(Record.objects.get(patient=patient, category="imaging").pk)
+        pseudonym[who] = patient.pseudonym
+
+    grantee = {who: users[who].clinician_profile.grantee_id for who in CLINICIANS}
+    now = timezone.now()
+
+    def grant(who: str, to: str) -> Any:
+        return consent_grant(
+            actor=users[who],
+            patient=users[who].patient,
+            grantee_id=grantee[to],
+            purposes=[BREAST_CANCER],
+            categories=["imaging"],
+            valid_from=now - timedelta(minutes=1),
+            valid_until=now + timedelta(days=30),
+        )
+
+    consents = {PATIENT: grant(PATIENT, CLINICIAN), OTHER_PATIENT: grant(OTHER_PATIENT, OTHER_CLINICIAN)}
+    revocable = {door: grant(PATIENT, CLINICIAN).consent_id for door in ("portal", "api")}
+
+    # The clinician's analysis runs through the real pipeline (in this process): the patient's record is
+    # admitted, the other patient's refused. The other clinician's stays queued.
+    analysis = {
+        CLINICIAN: analysis_request_create(
+            requester=users[CLINICIAN],
+            model_name="breast-cancer",
+            cohort_kind="explicit",
+            pseudonyms=[pseudonym[PATIENT], pseudonym[OTHER_PATIENT]],
+        )
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+        analysis[OTHER_CLINICIAN] = analysis_request_create(
+            requester=users[OTHER_CLINICIAN],
+            model_name="breast-cancer",
+            cohort_kind="explicit",
+            pseudonyms=[pseudonym[OTHER_PATIENT]],
+        )
+    analysis[CLINICIAN].refresh_from_db()
+    assert analysis[CLINICIAN].status == "completed", analysis[CLINICIAN].failure_code
+
+    exports = {
+        who: audit_export_create(requester=users[who], format="csv", filters=AccessEventFilters())
+        for who in (AUDITOR, "other_auditor")
+    }
+    for export in exports.values():
+        export.refresh_from_db()
+        assert export.status == "completed", export.failure_code
+
+    token = Token.objects.create(user=users[PATIENT])
+    admin_ids = {
+        "auth/group": str(Group.objects.get(name=Role.PATIENT.value).pk),
+        "auth/user": str(users[PATIENT].pk),
+        "authtoken/tokenproxy": str(token.user_id),
+        "records/patient": str(users[PATIENT].patient.pk),
+        "records/record": record[PATIENT],
+        "records/recordversion": str(Record.objects.get(pk=record[PATIENT]).versions.first().pk),  # type: ignore[union-attr]
+        "content_type": str(ContentType.objects.get_for_model(get_user_model()).pk),
+    }
+    return World(
+        users=users,
+        record=record,
+        consent={who: consent.consent_id for who, consent in consents.items()},
+        revocable=revocable,
+        analysis={who: str(request.pk) for who, request in analysis.items()},
+        export={who: str(export.pk) for who, export in exports.items()},
+        export_copy=export_path(exports[AUDITOR]).read_bytes(),
+        fhir_consent=consent_to_fhir(consents[PATIENT]),
+        pseudonym=pseudonym,
+        grantee=grantee,
+        admin_ids=admin_ids,
+    )
+
+
+@pytest.fixture(scope="module")
+def world_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("world")
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup, django_db_blocker, world_folder):
+    """The world, committed; flushed at the end of the module (as Django's TransactionTestCase does)."""
+    with (
+        django_db_blocker.unblock(),
+        override_settings(
+            LEDGER_URL=f"embedded://{world_folder / 'ledger.sqlite3'}",
+            ANALYTICS_BLOB_DIR=str(world_folder / "blobs"),
+            AUDIT_EXPORT_DIR=str(world_folder / "exports"),
+            ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS=0,
+        ),
+    ):
+        bootstrap.reset_ledger()
+        saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+        app.conf.update(CELERY_TASK_ALWAYS_EAGER=True, CELERY_TASK_EAGER_PROPAGATES=True)
+        try:
+            built = build_world()
+        finally:
+            app.conf.update(CELERY_TASK_ALWAYS_EAGER=saved[0], CELERY_TASK_EAGER_PROPAGATES=saved[1])
+        try:
+            yield built
+        finally:
+            call_command("flush", interactive=False, verbosity=0)
+            bootstrap.reset_ledger()
+
+
+@pytest.fixture(autouse=True)
+def ledger_url(world_folder, settings):
+    """Every test of the module reads the world's ledger (instead of a fresh empty one)."""
+    url = f"embedded://{world_folder / 'ledger.sqlite3'}"
+    settings.LEDGER_URL = url
+    bootstrap.reset_ledger()
+    yield url
+    bootstrap.reset_ledger()
+
+
+@pytest.fixture(autouse=True)
+def no_failed_sign_ins_counted():
+    """Each case starts with no failed sign-ins counted (the wrong-password cases are sent by every user)."""
+    from django.core.cache import caches
+
+    caches[settings.LOGIN_THROTTLE_CACHE].clear()
+
+
+@pytest.fixture(autouse=True)
+def nothing_is_queued(monkeypatch):
+    """Requests made by the allowed cases stay queued: the matrix tests who may ask, not the pipeline."""
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+
+
+# --- expectations --------------------------------------------------------------------------------
+
+Outcome = int | str
+
+
+def portal(allowed: dict[str, Outcome] | tuple[str, ...], ok: Outcome = 200, refused: Outcome = 403) -> dict:
+    """Anonymous → sign in; `allowed` users → `ok` (or their own outcome); every other signed-in user → `refused`."""
+    table = allowed if isinstance(allowed, dict) else dict.fromkeys(allowed, ok)
+    return {ANONYMOUS: "login", **{user: table.get(user, refused) for user in SIGNED_IN}}
+
+
+def api(allowed: dict[str, Outcome] | tuple[str, ...], ok: Outcome = 200, refused: Outcome = 403) -> dict:
+    """Anonymous → 401; `allowed` users → `ok` (or their own outcome); every other signed-in user → `refused`."""
+    table = allowed if isinstance(allowed, dict) else dict.fromkeys(allowed, ok)
+    return {ANONYMOUS: 401, **{user: table.get(user, refused) for user in SIGNED_IN}}
+
+
+def everyone(outcome: Outcome) -> dict:
+    return dict.fromkeys(USERS, outcome)
+
+
+def admin_only(superuser: Outcome, others: Outcome = "admin-login") -> dict:
+    return {**dict.fromkeys(USERS, others), ADMIN: superuser}
+
+
+@dataclass(frozen=True)
+class Case:
+    route: str  # the URL pattern, as the resolver walk spells it
+    method: str
+    variant: str  # whose object the URL names
+    path: Callable[[World], str]
+    expect: dict[str, Outcome]
+    body: Callable[[World], dict[str, Any]] | None = None
+    content_type: str = "application/json"
+    htmx: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.route or '/'} [{self.variant}]"
+
+
+def grant_form(world: World) -> dict[str, Any]:
+    today = timezone.localdate()
+    return {
+        "grantee": world.grantee[CLINICIAN],
+        "purposes": [BREAST_CANCER],
+        "categories": ["imaging"],
+        "valid_from": today.isoformat(),
+        "valid_until": (today + timedelta(days=30)).isoformat(),
+    }
+
+
+def grant_body(world: World) -> dict[str, Any]:
+    now = timezone.now()
+    return {
+        "grantee": world.grantee[CLINICIAN],
+        "purposes": [BREAST_CANCER],
+        "categories": ["imaging"],
+        "valid_from": now.isoformat(),
+        "valid_until": (now + timedelta(days=30)).isoformat(),
+    }
+
+
+def ingest_bundle(world: World) -> dict[str, Any]:
+    from tests.records.factories import bundle, patient_with_observations
+
+    return bundle(*patient_with_observations(mrn=f"MATRIX-{uuid.uuid4().hex[:8]}"))
+
+
+def analysis_body(world: World) -> dict[str, Any]:
+    return {"model": "breast-cancer", "cohort": {"kind": "explicit", "pseudonyms": [world.pseudonym[PATIENT]]}}
+
+
+def analysis_form(world: World) -> dict[str, Any]:
+    return {"model": "breast-cancer", "cohort_kind": "explicit", "pseudonyms": world.pseudonym[PATIENT]}
+
+
+def verify_upload(world: World) -> dict[str, Any]:
+    return {"format": "csv", "file": SimpleUploadedFile("copy.csv", world.export_copy, content_type="text/csv")}
+
+
+OWN_RECORD = {PATIENT: 200, OTHER_PATIENT: 404}
+AUDIT_READERS = (AUDITOR,)
+RECORD_METADATA = (AUDITOR, CUSTODIAN, ADMIN)
+
+
+def records_api(variant_owner: str | None) -> dict:
+    """/api/records/<id>/...: the owner and the metadata readers 200; the other patient and a missing id 404."""
+    allowed: dict[str, Outcome] = dict.fromkeys(PATIENTS, 404)
+    allowed.update(dict.fromkeys(RECORD_METADATA, 200 if variant_owner else 404))
+    if variant_owner:
+        allowed[variant_owner] = 200
+    return api(allowed)
+
+
+def consent_api(variant_owner: str | None) -> dict:
+    """/api/consents/<id>/...: its patient and the clinician it names 200, auditors all; other readers 404."""
+    allowed: dict[str, Outcome] = dict.fromkeys((*PATIENTS, *CLINICIANS), 404)
+    allowed[AUDITOR] = 200 if variant_owner else 404
+    if variant_owner:
+        allowed[variant_owner] = 200
+        allowed[CLINICIAN if variant_owner == PATIENT else OTHER_CLINICIAN] = 200
+    return api(allowed)
+
+
+def own_analysis(owner: str | None, ok: Outcome = 200) -> dict[str, Outcome]:
+    return {who: ok if who == owner else 404 for who in CLINICIANS}
+
+
+def exports_of_auditors(exists: bool, ok: Outcome = 200) -> dict[str, Outcome]:
+    return {AUDITOR: ok if exists else 404}
+
+
+def record_path(owner: str | None, suffix: str = "", api_: bool = True) -> Callable[[World], str]:
+    def path(world: World) -> str:
+        record_id = world.record[owner] if owner else MISSING_UUID
+        return f"/api/records/{record_id}/{suffix}" if api_ else f"/records/{record_id}/"
+
+    return path
+
+
+def consent_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[[World], str]:
+    return lambda world: f"{prefix}{world.consent[owner] if owner else 'no-such-consent'}/{suffix}"
+
+
+def analysis_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[[World], str]:
+    return lambda world: f"{prefix}{world.analysis[owner] if owner else MISSING_UUID}/{suffix}"
+
+
+def export_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[[World], str]:
+    return lambda world: f"{prefix}{world.export[owner] if owner else MISSING_UUID}/{suffix}"
+
+
+def fixed(path: str) -> Callable[[World], str]:
+    return lambda world: path
+
+
+OWNERS = {"own": PATIENT, "other patient's": OTHER_PATIENT, "missing": None}
+CLINICIAN_OWNERS = {"clinician's": CLINICIAN, "other clinician's": OTHER_CLINICIAN, "missing": None}
+EXPORT_OWNERS = {"auditor's": AUDITOR, "other auditor's": "other_auditor", "missing": None}
+
+
+def build_cases() -> list[Case]:
+    cases = [
+        # --- portal: entry and sign-in ---
+        Case(
+            "",
+            "GET",
+            "-",
+            fixed("/"),
+            {
+                ANONYMOUS: "login",
+                **dict.fromkeys(PATIENTS, 302),
+                **dict.fromkeys(CLINICIANS, 302),
+                **dict.fromkeys((AUDITOR, CUSTODIAN, ADMIN, NO_ROLE), 200),
+            },
+        ),
+        Case("accounts/login/", "GET", "-", fixed("/accounts/login/"), everyone(200)),
+        Case(
+            "accounts/login/",
+            "POST",
+            "wrong password",
+            fixed("/accounts/login/"),
+            everyone(200),
+            body=lambda world: {"username": "matrix-patient-alice", "password": "not-the-password"},
+            content_type="form",
+        ),
+        Case(
+            "accounts/logout/",
+            "POST",
+            "-",
+            fixed("/accounts/logout/"),
+            everyone(302),
+            body=lambda world: {},
+            content_type="form",
+        ),
+        # --- portal: records ---
+        Case("records/", "GET", "-", fixed("/records/"), portal(PATIENTS)),
+        *(
+            Case(
+                "records/<uuid:record_id>/",
+                "GET",
+                variant,
+                record_path(owner, api_=False),
+                portal(
+                    {PATIENT: 200 if owner == PATIENT else 404, OTHER_PATIENT: 200 if owner == OTHER_PATIENT else 404}
+                ),
+            )
+            for variant, owner in OWNERS.items()
+        ),
+        # --- portal: consent ---
+        Case("consent/", "GET", "-", fixed("/consent/"), portal(PATIENTS)),
+        Case(
+            "consent/grant/",
+            "POST",
+            "own",
+            fixed("/consent/grant/"),
+            portal(PATIENTS, ok=302),
+            body=grant_form,
+            content_type="form",
+        ),
+        Case("consent/granted-to-me/", "GET", "-", fixed("/consent/granted-to-me/"), portal(CLINICIANS)),
+        *(
+            Case(
+                "consent/<str:consent_id>/",
+                "GET",
+                variant,
+                consent_path("/consent/", owner),
+                portal((owner,) if owner else ()),
+            )
+            for variant, owner in OWNERS.items()
+        ),
+        *(
+            Case(
+                "consent/<str:consent_id>/revoke/",
+                "GET",
+                variant,
+                consent_path("/consent/", owner, "revoke/"),
+                portal((owner,) if owner else ()),
+            )
+            for variant, owner in OWNERS.items()
+        ),
+        Case(
+            "consent/<str:consent_id>/revoke/",
+            "POST",
+            "own",
+            lambda world: f"/consent/{world.revocable['portal']}/revoke/",
+            portal({PATIENT: 302}),
+            body=lambda world: {},
+            content_type="form",
+        ),
+        *(
+            Case(
+                "consent/<str:consent_id>/revoke/",
+                "POST",
+                variant,
+                consent_path("/consent/", owner, "revoke/"),
+                portal({OTHER_PATIENT: 302} if owner else ()),
+                body=lambda world: {},
+                content_type="form",
+            )
+            for variant, owner in (("other patient's", OTHER_PATIENT), ("missing", None))
+        ),
+        # --- portal: analytics ---
+        Case("analytics/", "GET", "-", fixed("/analytics/"), portal(CLINICIANS)),
+        Case("analytics/new/", "GET", "-", fixed("/analytics/new/"), portal(CLINICIANS)),
+        Case(
+            "analytics/new/",
+            "POST",
+            "-",
+            fixed("/analytics/new/"),
+            portal(CLINICIANS, ok=302),
+            body=analysis_form,
+            content_type="form",
+        ),
+        Case(
+            "analytics/models/<str:name>/",
+            "GET",
+            "existing",
+            fixed("/analytics/models/breast-cancer/"),
+            portal(ROLE_HOLDERS),
+        ),
+        Case(
+            "analytics/models/<str:name>/",
+            "GET",
+            "missing",
+            fixed("/analytics/models/no-such-model/"),
+            portal(ROLE_HOLDERS, ok=404),
+        ),
+        *(
+            Case(
+                f"analytics/<str:analysis_id>/{suffix}",
+                "GET",
+                variant,
+                analysis_path("/analytics/", owner, suffix),
+                portal(own_analysis(owner)),
+                htmx=bool(suffix),
+            )
+            for suffix in ("", "progress/", "results/")
+            for variant, owner in CLINICIAN_OWNERS.items()
+        ),
+        # --- portal: audit ---
+        Case("audit/", "GET", "-", fixed("/audit/"), portal(AUDIT_READERS)),
+        Case("audit/exports/", "GET", "-", fixed("/audit/exports/"), portal(AUDIT_READERS)),
+        Case(
+            "audit/exports/",
+            "POST",
+            "-",
+            fixed("/audit/exports/"),
+            portal(AUDIT_READERS, ok=302),
+            body=lambda world: {"format": "json"},
+            content_type="form",
+        ),
+        *(
+            Case(
+                f"audit/exports/<str:export_id>/{suffix}",
+                "GET",
+                variant,
+                export_path("/audit/exports/", owner, suffix),
+                portal(exports_of_auditors(owner is not None)),
+                htmx=suffix == "row/",
+            )
+            for suffix in ("row/", "download/", "manifest/")
+            for variant, owner in EXPORT_OWNERS.items()
+        ),
+        Case("audit/ledger/", "GET", "-", fixed("/audit/ledger/"), portal(AUDIT_READERS)),
+        Case("audit/my-data/", "GET", "-", fixed("/audit/my-data/"), portal(PATIENTS)),
+        # --- API: sign-in, schema ---
+        Case(
+            "api/auth/token/",
+            "POST",
+            "wrong password",
+            fixed("/api/auth/token/"),
+            everyone(400),
+            body=lambda world: {"username": "matrix-patient-bob", "password": "not-the-password"},
+        ),
+        Case("api/schema/", "GET", "-", fixed("/api/schema/"), everyone(200)),
+        Case("api/docs/", "GET", "-", fixed("/api/docs/"), everyone(200)),
+        # --- API: records ---
+        Case("api/records/^$", "GET", "-", fixed("/api/records/"), api((*PATIENTS, *RECORD_METADATA))),
+        Case(
+            "api/records/^$",
+            "POST",
+            "-",
+            fixed("/api/records/"),
+            api((CUSTODIAN, ADMIN), ok=201),
+            body=ingest_bundle,
+            content_type="application/fhir+json",
+        ),
+        *(
+            Case(
+                f"api/records/^(?P<pk>[^/.]+)/{suffix}$", "GET", variant, record_path(owner, suffix), records_api(owner)
+            )
+            for suffix in ("", "integrity/")
+            for variant, owner in OWNERS.items()
+        ),
+        # --- API: consents ---
+        Case("api/consents/^$", "GET", "-", fixed("/api/consents/"), api((*PATIENTS, *CLINICIANS, AUDITOR))),
+        Case("api/consents/^$", "POST", "-", fixed("/api/consents/"), api(PATIENTS, ok=201), body=grant_body),
+        Case(
+            "api/consents/^fhir/$",
+            "POST",
+            "own",
+            fixed("/api/consents/fhir/"),
+            api({PATIENT: 201, OTHER_PATIENT: 403}),
+            body=lambda world: world.fhir_consent,
+        ),
+        *(
+            Case(
+                f"api/consents/^(?P<consent_id>[A-Za-z0-9][A-Za-z0-9._:-]{{0,127}})/{suffix}$",
+                "GET",
+                variant,
+                consent_path("/api/consents/", owner, suffix),
+                consent_api(owner),
+            )
+            for suffix in ("", "fhir/", "history/")
+            for variant, owner in OWNERS.items()
+        ),
+        Case(
+            "api/consents/^(?P<consent_id>[A-Za-z0-9][A-Za-z0-9._:-]{0,127})/revoke/$",
+            "POST",
+            "own",
+            lambda world: f"/api/consents/{world.revocable['api']}/revoke/",
+            api({PATIENT: 200, OTHER_PATIENT: 403}),
+            body=lambda world: {},
+        ),
+        *(
+            Case(
+                "api/consents/^(?P<consent_id>[A-Za-z0-9][A-Za-z0-9._:-]{0,127})/revoke/$",
+                "POST",
+                variant,
+                consent_path("/api/consents/", owner, "revoke/"),
+                api({PATIENT: 403 if owner else 404, OTHER_PATIENT: 404 if owner is None else 200}),
+                body=lambda world: {},
+            )
+            for variant, owner in (("other patient's", OTHER_PATIENT), ("missing", None))
+        ),
+        Case("api/grantees/", "GET", "-", fixed("/api/grantees/"), api(PATIENTS)),
+        # --- API: analyses and models ---
+        Case("api/analyses/^$", "GET", "-", fixed("/api/analyses/"), api(CLINICIANS)),
+        Case("api/analyses/^$", "POST", "-", fixed("/api/analyses/"), api(CLINICIANS, ok=201), body=analysis_body),
+        *(
+            Case(
+                f"api/analyses/^(?P<pk>[0-9A-Fa-f-]{{32,36}})/{suffix}$",
+                "GET",
+                variant,
+                analysis_path("/api/analyses/", owner, suffix),
+                api(own_analysis(owner)),
+            )
+            for suffix in ("", "encrypted-scores/", "results/")
+            for variant, owner in CLINICIAN_OWNERS.items()
+        ),
+        Case("api/models/^$", "GET", "-", fixed("/api/models/"), api(ROLE_HOLDERS)),
+        Case(
+            "api/models/^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63})/$",
+            "GET",
+            "existing",
+            fixed("/api/models/breast-cancer/"),
+            api(ROLE_HOLDERS),
+        ),
+        Case(
+            "api/models/^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63})/$",
+            "GET",
+            "missing",
+            fixed("/api/models/no-such-model/"),
+            api(ROLE_HOLDERS, ok=404),
+        ),
+        # --- API: audit ---
+        Case("api/audit/^events/$", "GET", "-", fixed("/api/audit/events/"), api((AUDITOR, *PATIENTS))),
+        Case("api/audit/^exports/$", "GET", "-", fixed("/api/audit/exports/"), api(AUDIT_READERS)),
+        Case(
+            "api/audit/^exports/$",
+            "POST",
+            "-",
+            fixed("/api/audit/exports/"),
+            api(AUDIT_READERS, ok=202),
+            body=lambda world: {"format": "fhir"},
+        ),
+        *(
+            Case(
+                f"api/audit/^exports/(?P<pk>[0-9A-Fa-f-]{{32,36}})/{suffix}$",
+                "GET",
+                variant,
+                export_path("/api/audit/exports/", owner, suffix),
+                api(exports_of_auditors(owner is not None)),
+            )
+            for suffix in ("", "file/", "manifest/")
+            for variant, owner in EXPORT_OWNERS.items()
+        ),
+        Case(
+            "api/audit/verify/",
+            "POST",
+            "-",
+            fixed("/api/audit/verify/"),
+            api(AUDIT_READERS),
+            body=verify_upload,
+            content_type="multipart",
+        ),
+        Case("api/audit/ledger/blocks/", "GET", "-", fixed("/api/audit/ledger/blocks/"), api(AUDIT_READERS)),
+    ]
+    return cases + admin_cases()
+
+
+def admin_cases() -> list[Case]:
+    """The admin: staff only (here, the superuser); everyone else is sent to the admin's sign-in."""
+
+    def object_path(model: str, suffix: str) -> Callable[[World], str]:
+        return lambda world: f"/admin/{model}/{world.admin_ids[model]}/{suffix}"
+
+    cases = [
+        Case("admin/", "GET", "-", fixed("/admin/"), admin_only(200)),
+        Case("admin/login/", "GET", "-", fixed("/admin/login/"), {**everyone(200), ADMIN: 302}),
+        # Signing out is harmless: anyone may, and is sent on.
+        Case(
+            "admin/logout/",
+            "POST",
+            "-",
+            fixed("/admin/logout/"),
+            everyone(302),
+            body=lambda world: {},
+            content_type="form",
+        ),
+        Case("admin/password_change/", "GET", "-", fixed("/admin/password_change/"), admin_only(200)),
+        Case("admin/password_change/done/", "GET", "-", fixed("/admin/password_change/done/"), admin_only(200)),
+        Case("admin/autocomplete/", "GET", "-", fixed("/admin/autocomplete/"), admin_only(403)),
+        Case("admin/jsi18n/", "GET", "-", fixed("/admin/jsi18n/"), admin_only(200)),
+        # Django's "view on site" redirect: staff only; users have no public page (404).
+        Case(
+            "admin/r/<path:content_type_id>/<path:object_id>/",
+            "GET",
+            "-",
+            lambda world: f"/admin/r/{world.admin_ids['content_type']}/{world.admin_ids['auth/user']}/",
+            admin_only(404),
+        ),
+        Case(
+            "admin/^(?P<app_label>auth|authtoken|records)/$",
+            "GET",
+            "-",
+            fixed("/admin/records/"),
+            admin_only(200),
+        ),
+        Case("admin/(?P<url>.*)$", "GET", "-", fixed("/admin/no-such-page/"), admin_only(404)),
+        Case(
+            "admin/auth/user/<id>/password/",
+            "GET",
+            "-",
+            lambda world: f"/admin/auth/user/{world.admin_ids['auth/user']}/password/",
+            admin_only(200),
+        ),
+    ]
+    # Groups, users and tokens are managed here; records are read-only (nothing is added, changed or deleted).
+    editable = {"auth/group": True, "auth/user": True, "authtoken/tokenproxy": True}
+    for model in (
+        "auth/group",
+        "auth/user",
+        "authtoken/tokenproxy",
+        "records/patient",
+        "records/record",
+        "records/recordversion",
+    ):
+        writable = editable.get(model, False)
+        cases += [
+            Case(f"admin/{model}/", "GET", "-", fixed(f"/admin/{model}/"), admin_only(200)),
+            Case(
+                f"admin/{model}/add/", "GET", "-", fixed(f"/admin/{model}/add/"), admin_only(200 if writable else 403)
+            ),
+            Case(
+                f"admin/{model}/<path:object_id>/history/", "GET", "-", object_path(model, "history/"), admin_only(200)
+            ),
+            Case(
+                f"admin/{model}/<path:object_id>/delete/",
+                "GET",
+                "-",
+                object_path(model, "delete/"),
+                admin_only(200 if writable else 403),
+            ),
+            Case(f"admin/{model}/<path:object_id>/change/", "GET", "-", object_path(model, "change/"), admin_only(200)),
+            Case(
+                f"admin/{model}/<path:object_id>/change/",
+                "POST",
+                "-",
+                object_path(model, "change/"),
+                admin_only(200 if writable else 403),
+                body=lambda world: {},
+                content_type="form",
+            ),
+            # Django's redirect from the old object URL to its change page (which then asks for staff).
+            Case(f"admin/{model}/<path:object_id>/", "GET", "-", object_path(model, ""), everyone(302)),
+        ]
+    return cases
+
+
+CASES = build_cases()
+
+
+# --- running a case ------------------------------------------------------------------------------
+
+
+def client_for(world: World, who: str) -> Client:
+    client = Client()
+    if who != ANONYMOUS:
+        client.force_login(world.users[who])
+    return client
+
+
+def send(case: Case, world: World, who: str) -> Any:
+    client = client_for(world, who)
+    path = case.path(world)
+    headers: dict[str, str] = {}
+    if case.htmx:
+        headers = {"HX-Request": "true", "HX-Current-URL": f"http://testserver{path}"}
+    if case.method == "GET":
+        return client.get(path, headers=headers)
+    body = case.body(world) if case.body else {}
+    if case.content_type == "form" or case.content_type == "multipart":
+        return client.post(path, body, headers=headers)
+    return client.generic(case.method, path, json.dumps(body), content_type=case.content_type, headers=headers)
+
+
+def outcome_matches(response: Any, expected: Outcome) -> bool:
+    if expected == "login":
+        target = response.get("HX-Redirect") or (response.get("Location") if response.status_code == 302 else "")
+        return bool(target) and target.startswith("/accounts/login/")
+    if expected == "admin-login":
+        return response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    return response.status_code == expected
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("who", USERS)
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_permission(case, who, world):
+    response = send(case, world, who)
+
+    expected = case.expect[who]
+    location = response.get("Location") or response.get("HX-Redirect") or ""
+    assert outcome_matches(response, expected), (
+        f"{case.id} as {who}: expected {expected}, got {response.status_code} {location}".strip()
+    )
+    if isinstance(expected, int) and expected in (401, 403, 404) and case.route.startswith("api/"):
+        # Refusals name no object and carry the one error shape.
+        assert set(response.json()) == {"code", "message", "detail"}
+
+
+# --- completeness --------------------------------------------------------------------------------
+
+
+def url_routes() -> set[str]:
+    """Every URL pattern of the project, as its full route."""
+
+    def walk(resolver: URLResolver, prefix: str) -> set[str]:
+        routes = set()
+        for pattern in resolver.url_patterns:
+            if isinstance(pattern, URLResolver):
+                routes |= walk(pattern, prefix + str(pattern.pattern))
+            else:
+                assert isinstance(pattern, URLPattern)
+                routes.add(prefix + str(pattern.pattern))
+        return routes
+
+    return walk(get_resolver(), "")
+
+
+def test_every_url_pattern_is_in_the_matrix():
+    covered = {case.route for case in CASES}
+    missing = sorted(url_routes() - covered)
+    gone = sorted(covered - url_routes())
+    assert not missing, f"URL patterns the permission matrix does not cover: {missing}"
+    assert not gone, f"Matrix cases for URL patterns that no longer exist: {gone}"
+
+
+def test_every_case_names_every_user():
+    for case in CASES:
+        assert set(case.expect) == set(USERS), case.id
+
+
+def test_the_ids_of_other_users_objects_are_tried_on_every_url_that_takes_one():
+    """Every portal and API URL taking an object id is tried with another user's object and a missing one."""
+    others = {"other patient's", "other clinician's", "other auditor's"}
+    for route in {case.route for case in CASES}:
+        if route.startswith("admin/") or "<" not in route or "name>" in route:
+            continue
+        variants = {case.variant for case in CASES if case.route == route}
+        assert "missing" in variants, route
+        assert variants & others, route
+
+
+# --- what a list shows ---------------------------------------------------------------------------
+
+
+def listed(response: Any, key: str) -> set[str]:
+    body = response.json()
+    rows = body["results"] if isinstance(body, dict) else body
+    return {str(row[key]) for row in rows}
+
+
+@pytest.mark.django_db
+def test_lists_show_each_user_only_what_is_theirs(world):
+    def get(who: str, path: str) -> Any:
+        response = client_for(world, who).get(path)
+        assert response.status_code == 200, (who, path)
+        return response
+
+    for who, other in ((PATIENT, OTHER_PATIENT), (OTHER_PATIENT, PATIENT)):
+        records = listed(get(who, "/api/records/"), "id")
+        assert world.record[who] in records
+        assert world.record[other] not in records
+        consents = listed(get(who, "/api/consents/"), "consent_id")
+        assert world.consent[who] in consents
+        assert world.consent[other] not in consents
+        events = get(who, "/api/audit/events/").json()["results"]
+        assert events, who
+        assert {event["patient_pseudonym"] for event in events} == {world.pseudonym[who]}
+        page = get(who, "/records/").content.decode()
+        assert world.record[who] in page
+        assert world.record[other] not in page
+    for who, other in ((CLINICIAN, OTHER_CLINICIAN), (OTHER_CLINICIAN, CLINICIAN)):
+        analyses = listed(get(who, "/api/analyses/"), "id")
+        assert analyses == {world.analysis[who]}
+        named = {PATIENT: CLINICIAN, OTHER_PATIENT: OTHER_CLINICIAN}
+        consents = listed(get(who, "/api/consents/"), "consent_id")
+        assert {world.consent[p] for p, c in named.items() if c == who} <= consents
+        assert not {world.consent[p] for p, c in named.items() if c != who} & consents
+        assert world.analysis[other] not in get(who, "/analytics/").content.decode()
+    exports = listed(get(AUDITOR, "/api/audit/exports/"), "id")
+    assert set(world.export.values()) <= exports  # the audit team shares its exports
+
+
+@pytest.mark.django_db
+def test_only_the_owning_patient_reads_a_records_clinical_content(world):
+    for who in (PATIENT, AUDITOR, CUSTODIAN, ADMIN):
+        body = client_for(world, who).get(f"/api/records/{world.record[PATIENT]}/").json()
+        assert (body.get("bundle") is not None) == (who == PATIENT), who
