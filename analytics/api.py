@@ -22,7 +22,6 @@ from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -48,7 +47,8 @@ from analytics.serializers import (
     public_context_decoded,
 )
 from analytics.services import analysis_request_create, model_spec
-from health_platform.errors import NotFound, PayloadTooLarge
+from health_platform.errors import CHOICE_ERROR_MESSAGES, NotFound, PayloadTooLarge
+from health_platform.parsers import LimitedJSONParser
 from health_platform.roles import Role, user_has_role, user_roles
 from records.serializers import ErrorSerializer
 
@@ -139,7 +139,7 @@ class ModelCardViewSet(viewsets.ViewSet):
 
 
 class AnalysisFilter(filters.FilterSet):
-    status = filters.ChoiceFilter(choices=AnalysisStatus.choices)
+    status = filters.ChoiceFilter(choices=AnalysisStatus.choices, error_messages=CHOICE_ERROR_MESSAGES)
     model = filters.CharFilter(field_name="model__name", help_text="model name")
 
     class Meta:
@@ -159,11 +159,15 @@ class AnalysisFilter(filters.FilterSet):
 )
 class AnalysisViewSet(viewsets.GenericViewSet):
     permission_classes = [IsAuthenticated, IsClinician]
-    parser_classes = [JSONParser]
+    parser_classes = [LimitedJSONParser]
     serializer_class = AnalysisRequestSerializer
     filterset_class = AnalysisFilter
     queryset = AnalysisRequest.objects.none()
     lookup_value_regex = r"[0-9A-Fa-f-]{32,36}"
+
+    @property
+    def json_max_bytes(self) -> int:
+        return request_max_bytes()
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         if getattr(self, "swagger_fake_view", False):

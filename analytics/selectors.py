@@ -194,6 +194,8 @@ def diagnostic_models_latest() -> list[DiagnosticModel]:
 
 def diagnostic_model_get(*, name: str, version: str | None = None) -> DiagnosticModel | None:
     """A registered model by name: the given version, else the one a new request uses."""
+    if "\x00" in name or "\x00" in (version or ""):
+        return None  # no model is named so, and PostgreSQL cannot even be asked (text holds no NUL)
     models = DiagnosticModel.objects.filter(name=name)
     if version is not None:
         models = models.filter(version=version)

@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from analytics.models import AnalysisRequest, AnalysisStatus, CohortKind, KeyMode
 from analytics.selectors import Progress
-from health_platform.errors import PayloadTooLarge, ValidationFailed
+from health_platform.errors import CHOICE_ERROR_MESSAGES, PayloadTooLarge, ValidationFailed
 
 # A public context (N=8192, public key, no Galois or relinearisation keys) is ~360 KB, ~480 KB in base64.
 # Anything past this is not a context the platform uses: refused before it is decoded.
@@ -82,7 +82,7 @@ class PseudonymListField(serializers.Field):
 
 
 class CohortSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=CohortKind.choices)
+    kind = serializers.ChoiceField(choices=CohortKind.choices, error_messages=CHOICE_ERROR_MESSAGES)
     pseudonyms = PseudonymListField(
         required=False, help_text="kind explicit only: pseudonymous patient ids (at most ANALYTICS_MAX_COHORT)"
     )
@@ -96,7 +96,9 @@ class CohortSerializer(serializers.Serializer):
 class AnalysisCreateSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=64, help_text="a model name from /api/models/")
     cohort = CohortSerializer()
-    key_mode = serializers.ChoiceField(choices=KeyMode.choices, default=KeyMode.PORTAL)
+    key_mode = serializers.ChoiceField(
+        choices=KeyMode.choices, default=KeyMode.PORTAL, error_messages=CHOICE_ERROR_MESSAGES
+    )
     public_context = serializers.CharField(
         required=False,
         trim_whitespace=False,

@@ -29,6 +29,7 @@ from consent.serializers import (
 )
 from consent.services import consent_grant, consent_import_fhir, consent_revoke
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
+from health_platform.parsers import LimitedFhirJSONParser, LimitedJSONParser
 from health_platform.selectors import grantees_all
 
 FHIR_JSON = "application/fhir+json"
@@ -109,7 +110,7 @@ class ConsentViewSet(viewsets.GenericViewSet):
         summary="The consent's changes as committed on the ledger",
         responses={200: ConsentChangeSerializer(many=True), 404: _ERROR, 503: _ERROR},
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)  # the whole history, as a plain list
     def history(self, request: Request, consent_id: str | None = None) -> Response:
         return Response(ConsentChangeSerializer(consent_history(consent=self._visible(consent_id)), many=True).data)
 
@@ -127,7 +128,7 @@ class ConsentViewSet(viewsets.GenericViewSet):
         description="What the platform cannot represent is refused with code fhir_unsupported and "
         "detail.field naming it (e.g. provision.type for a deny provision); fhir_invalid for invalid FHIR.",
     )
-    @action(detail=False, methods=["post"], url_path="fhir")
+    @action(detail=False, methods=["post"], url_path="fhir", parser_classes=[LimitedFhirJSONParser, LimitedJSONParser])
     def import_fhir(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise ValidationFailed("The body must be a FHIR Consent resource.", code="not_a_consent")

@@ -3,6 +3,7 @@ import django_filters
 from chaincode.vocabulary import CATEGORIES, PURPOSES
 from consent.models import Consent
 from consent.selectors import consents_listing, consents_with_effective_status
+from health_platform.errors import CHOICE_ERROR_MESSAGES
 
 
 class ConsentFilter(django_filters.FilterSet):
@@ -10,10 +11,15 @@ class ConsentFilter(django_filters.FilterSet):
         choices=[(s, s) for s in ("active", "expired", "pending", "revoked")],
         method="filter_status",
         label="effective status as of now",
+        error_messages=CHOICE_ERROR_MESSAGES,
     )
     grantee = django_filters.CharFilter()
-    purpose = django_filters.ChoiceFilter(choices=sorted(PURPOSES.items()), method="filter_purpose")
-    category = django_filters.ChoiceFilter(choices=sorted(CATEGORIES.items()), method="filter_category")
+    purpose = django_filters.ChoiceFilter(
+        choices=sorted(PURPOSES.items()), method="filter_purpose", error_messages=CHOICE_ERROR_MESSAGES
+    )
+    category = django_filters.ChoiceFilter(
+        choices=sorted(CATEGORIES.items()), method="filter_category", error_messages=CHOICE_ERROR_MESSAGES
+    )
     patient_pseudonym = django_filters.CharFilter(field_name="patient__pseudonym")
 
     class Meta:

@@ -30,6 +30,8 @@ def consents_of_patient(*, patient: Patient) -> QuerySet[Consent]:
 
 
 def consent_get_for_patient(*, patient: Patient, consent_id: str) -> Consent | None:
+    if "\x00" in consent_id:
+        return None  # no consent id holds a NUL, and PostgreSQL cannot even be asked (text holds none)
     return Consent.objects.filter(patient=patient, consent_id=consent_id).first()
 
 

@@ -1,10 +1,12 @@
 """DRF glue: the one exception handler that renders every error as {"code", "message", "detail"}."""
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -48,6 +50,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             },
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
+    if isinstance(exc, OperationalError):
+        # The database is locked past its timeout or unreachable: say so, rather than a bare 500 page.
+        # The view's transaction was rolled back; the client may retry.
+        set_rollback()
+        log.warning("database_unavailable", view=_view_name(context))
+        return Response(
+            {"code": "database_unavailable", "message": "The database did not answer; try again.", "detail": None},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -72,3 +84,62 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 def _view_name(context: dict[str, Any]) -> str:
     view = context.get("view")
     return type(view).__name__ if view is not None else ""
+
+
+def _has_parameter(operation: dict[str, Any], location: str, name: str | None = None) -> bool:
+    return any(
+        parameter.get("in") == location and (name is None or parameter.get("name") == name)
+        for parameter in operation.get("parameters", [])
+    )
+
+
+def _any_operation(operation: dict[str, Any]) -> bool:
+    return True
+
+
+def _takes_input(operation: dict[str, Any]) -> bool:
+    return "requestBody" in operation or _has_parameter(operation, "query")
+
+
+def _takes_a_body(operation: dict[str, Any]) -> bool:
+    return "requestBody" in operation
+
+
+def _names_an_object_or_page(operation: dict[str, Any]) -> bool:
+    return _has_parameter(operation, "path") or _has_parameter(operation, "query", "page")
+
+
+# Errors the exception handler above answers on any operation, whatever the view declares: (status, which
+# operations, what it means). Views document their own codes; these fill the gaps.
+_COMMON_ERRORS: tuple[tuple[str, Callable[[dict[str, Any]], bool], str], ...] = (
+    ("400", _takes_input, "validation_failed, malformed_request or json_too_deep: the input is not valid"),
+    ("401", _any_operation, "not_authenticated or authentication_failed"),
+    ("403", _any_operation, "permission_denied: not allowed for this role (or a CSRF failure on a session)"),
+    ("404", _names_an_object_or_page, "not_found"),
+    ("413", _takes_a_body, "payload_too_large"),
+    ("415", _takes_a_body, "unsupported_media_type"),
+    ("503", _any_operation, "database_unavailable or ledger_unavailable: nothing was changed; try again"),
+)
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+
+def error_responses_documented(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: document the error shape on every operation.
+
+    Every error response gets the `{"code", "message", "detail"}` body, and each operation lists the
+    errors `exception_handler` answers for it (bad input, no or bad credentials, a refused role, an id
+    or page that does not exist, a body too large or of the wrong type, a backend that did not answer),
+    so a client generated from the schema knows every status it can receive.
+    """
+    if "Error" not in result.get("components", {}).get("schemas", {}):
+        return result
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status_code, applies, description in _COMMON_ERRORS:
+                if status_code not in responses and applies(operation):
+                    responses[status_code] = {"description": description}
+            for status_code, response in responses.items():
+                if status_code[:1] in ("4", "5") and not response.get("content"):
+                    response["content"] = _ERROR_CONTENT
+    return result

@@ -7,6 +7,9 @@ must not contain health data, keys or ciphertexts (they end up in responses and 
 
 from typing import Any
 
+# For choice fields: Django's and DRF's default messages repeat the value sent ("x is not one of ...").
+CHOICE_ERROR_MESSAGES = {"invalid_choice": "Choose one of the listed values."}
+
 
 class ApplicationError(Exception):
     """Base class: `code` is stable API, `status` is the HTTP status the API answers with."""
