@@ -16,7 +16,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -316,13 +316,16 @@ def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
         return None
     spec = model_spec(batch.request.model)
     contents: dict[int, VersionContent] | None = None  # decrypted once when gate and encrypt run together
+    # Only the delivery that encrypted the batch, or one that finds it encrypted already (its compute
+    # order may have been lost), sends it to compute: a concurrent duplicate that lost the race does not.
+    send = batch.status == BatchStatus.ENCRYPTED
     if batch.status == BatchStatus.PENDING:
         batch, contents = _gate(batch)
     if batch.status == BatchStatus.GATED:
         batch = _log(batch, spec)
     if batch.status == BatchStatus.LOGGED:
-        batch = _encrypt(batch, spec, contents)
-    if batch.status == BatchStatus.ENCRYPTED:
+        batch, send = _encrypt(batch, spec, contents)
+    if batch.status == BatchStatus.ENCRYPTED and send:
         return ComputeOrder(
             batch.pk,
             batch.request.compute_context_key,
@@ -335,8 +338,13 @@ def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
 
 def _transition(batch: AnalysisBatch, expected: str, **fields: Any) -> AnalysisBatch:
     """Move the batch on if it is still in `expected`; either way, return it as stored now."""
-    AnalysisBatch.objects.filter(pk=batch.pk, status=expected).update(**fields, updated_at=timezone.now())
-    return AnalysisBatch.objects.select_related("request__model").get(pk=batch.pk)
+    return _transition_moved(batch, expected, **fields)[0]
+
+
+def _transition_moved(batch: AnalysisBatch, expected: str, **fields: Any) -> tuple[AnalysisBatch, bool]:
+    """As _transition, and whether this call is the one that moved it."""
+    moved = AnalysisBatch.objects.filter(pk=batch.pk, status=expected).update(**fields, updated_at=timezone.now())
+    return AnalysisBatch.objects.select_related("request__model").get(pk=batch.pk), bool(moved)
 
 
 def _gate(batch: AnalysisBatch) -> tuple[AnalysisBatch, dict[int, VersionContent]]:
@@ -439,7 +447,9 @@ def access_event_id(request_id: object, record_id: str) -> str:
     return f"acc:{request_id}:{record_id}"
 
 
-def _encrypt(batch: AnalysisBatch, spec: LinearModel, contents: dict[int, VersionContent] | None) -> AnalysisBatch:
+def _encrypt(
+    batch: AnalysisBatch, spec: LinearModel, contents: dict[int, VersionContent] | None
+) -> tuple[AnalysisBatch, bool]:
     """Encrypt what the gate admitted, if its content is still exactly what was gated.
 
     `contents` are the versions the gate decrypted and hashed in this same run: those very bytes are
@@ -484,7 +494,7 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, contents: dict[int, Versio
             "analysis_batch_records_skipped", request_id=str(request.id), batch=batch.index, skipped=dict(skipped)
         )
     refusals = {**batch.refusals, **{k: batch.refusals.get(k, 0) + v for k, v in skipped.items()}}
-    return _transition(
+    return _transition_moved(
         batch,
         BatchStatus.LOGGED,
         status=BatchStatus.ENCRYPTED,
@@ -557,3 +567,30 @@ def analysis_fail(*, batch_id: int, code: str) -> None:
 
 def contract_rejection_code(error: ContractRejected) -> str:
     return f"ledger_rejected_{error.code}"
+
+
+def analyses_stalled(*, stalled_after: timedelta) -> tuple[list[str], list[int]]:
+    """Work whose message was lost: requests still queued, and unfinished batches of running requests,
+    unchanged for longer than `stalled_after` (longer than any step's time limit, so nothing live).
+
+    Messages can be lost when a whole worker dies (the filesystem broker has already handed the message
+    over), when the broker is down as a request is created, or when a compute order cannot be sent. Every
+    step is a conditional transition, so sending the work again is always safe.
+    """
+    cutoff = timezone.now() - stalled_after
+    requests = [
+        str(pk)
+        for pk in AnalysisRequest.objects.filter(status=AnalysisStatus.QUEUED, created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    ]
+    batches = list(
+        AnalysisBatch.objects.filter(
+            request__status=AnalysisStatus.RUNNING,
+            status__in=[BatchStatus.PENDING, BatchStatus.GATED, BatchStatus.LOGGED, BatchStatus.ENCRYPTED],
+            updated_at__lt=cutoff,
+        ).values_list("pk", flat=True)
+    )
+    if requests or batches:
+        log.warning("analyses_stalled", requests=len(requests), batches=len(batches))
+    return requests, batches

@@ -1,8 +1,12 @@
 """Celery tasks of the custodian side (queue "custodian"). Each takes ids, re-reads state and calls
 a service; each is safe to deliver twice. The compute step runs on the "compute" queue."""
 
+import time
+from datetime import timedelta
+
 import structlog
 from celery import chain, shared_task
+from celery.canvas import Signature
 from django.conf import settings
 
 from analytics import services
@@ -44,14 +48,46 @@ def analysis_batch_gate(self, batch_id: int) -> None:  # type: ignore[no-untyped
         services.analysis_fail(batch_id=batch_id, code=error.code)
         return
     if order is not None:
-        chain(
-            app.signature(
-                SCORE_TASK,
-                args=(order.compute_context_key, order.column_keys, order.weights, order.bias),
-                queue="compute",
+        _send_patiently(
+            chain(
+                app.signature(
+                    SCORE_TASK,
+                    args=(order.compute_context_key, order.column_keys, order.weights, order.bias),
+                    queue="compute",
+                ),
+                analysis_batch_collect.s(order.batch_id).set(queue="custodian"),
             ),
-            analysis_batch_collect.s(order.batch_id).set(queue="custodian"),
-        ).apply_async()
+            batch_id=batch_id,
+        )
+
+
+PUBLISH_PATIENCE_SECONDS = 300
+
+
+def _send_patiently(signature: Signature, *, batch_id: int) -> None:
+    """Send the compute order, waiting out a broker restart (up to PUBLISH_PATIENCE_SECONDS).
+
+    The batch is already stored as encrypted; if the order were lost, only the stalled-work sweep
+    (resume_stalled_analyses) would send it again, minutes later. The first attempt uses the pooled
+    producer; retries use a fresh connection each, because a pooled one that lived through a Redis
+    restart can fail in ways kombu does not retry (AttributeError in the Redis transport).
+    """
+    deadline = time.monotonic() + PUBLISH_PATIENCE_SECONDS
+    try:
+        signature.apply_async()  # the usual path: the pooled producer
+        return
+    except Exception as error:  # kombu raises OperationalError, ConnectionError or worse mid-restart
+        log.warning("analysis_compute_order_send_retry", batch_id=batch_id, error=type(error).__name__)
+    while True:
+        time.sleep(1)
+        try:
+            with app.connection_for_write() as connection, connection.Producer() as producer:
+                signature.apply_async(producer=producer)
+            return
+        except Exception as error:  # kombu raises OperationalError, ConnectionError or worse mid-restart
+            if time.monotonic() > deadline:
+                raise
+            log.warning("analysis_compute_order_send_retry", batch_id=batch_id, error=type(error).__name__)
 
 
 @shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
@@ -73,3 +109,13 @@ def score(compute_context_key: str, column_keys: list[list[str]], weights: list[
         weights=weights,
         bias=bias,
     )
+
+
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
+def resume_stalled_analyses() -> None:
+    """Beat: send again the work whose message was lost (see services.analyses_stalled)."""
+    requests, batches = services.analyses_stalled(stalled_after=timedelta(seconds=settings.ANALYTICS_STALL_SECONDS))
+    for request_id in requests:
+        analysis_start.delay(request_id)
+    for batch_id in batches:
+        analysis_batch_gate.delay(batch_id)

@@ -1,0 +1,293 @@
+"""Fault-injection fixtures: real Celery workers whose arguments and environment a test chooses, a
+Redis server that can be stopped and restarted on the same port with its data, and probes into
+the ledger and the blob store that tell what really happened (not what the application says)."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from health_platform.celery import app
+from tests.analytics.conftest import (  # noqa: F401  (fixtures shared with the analytics tests)
+    BREAST_CANCER,
+    blob_dir,
+    clinician,
+    cohort,
+    eager,
+    grant,
+    models_registered,
+)
+from tests.conftest import REPO, _reset_broker_connections, wait_for, worker_database_url
+
+WORKER_READY_TIMEOUT = 60
+
+
+@pytest.fixture
+def spawn_worker(tmp_path, ledger_url, broker, blob_dir):  # noqa: F811
+    """Start a real Celery worker; every one started is stopped (SIGKILL if it must) at the end.
+
+    spawn_worker(queues="custodian", app="health_platform", extra=[...], environment={...}, overrides={...})
+    `environment` replaces the worker's whole environment (the compute worker's case); `overrides` are
+    added to the default one (the test's database, ledger, broker and blob folder). Returns the Popen,
+    with `.log_path`. The worker runs in its own process group so that a test can kill it whole.
+    """
+    from django.db import connection
+
+    processes: list[subprocess.Popen] = []
+
+    def spawn(
+        queues: str = "custodian",
+        app: str = "health_platform",
+        extra: list[str] | None = None,
+        environment: dict[str, str] | None = None,
+        overrides: dict[str, str] | None = None,
+        concurrency: int = 1,
+    ) -> subprocess.Popen:
+        if environment is None:
+            environment = {
+                **os.environ,
+                "LEDGER_URL": ledger_url,
+                "DATABASE_URL": worker_database_url(connection),
+                "ANALYTICS_BLOB_DIR": str(blob_dir),
+            }
+        environment = {"PATH": os.environ["PATH"], **environment, **broker, **(overrides or {})}
+        number = len(processes)
+        log_path = tmp_path / f"worker-{number}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [
+                    str(REPO / ".venv" / "bin" / "celery"),
+                    "-A",
+                    app,
+                    "worker",
+                    "--queues",
+                    queues,
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    str(concurrency),
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "--loglevel",
+                    "INFO",
+                    "--hostname",
+                    f"fault{number}@%h",
+                    *(extra or []),
+                ],
+                cwd=REPO,
+                env=environment,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        process.log_path = log_path  # type: ignore[attr-defined]
+        processes.append(process)
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT
+        while b"ready." not in log_path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"Celery worker did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return process
+
+    yield spawn
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            kill_group(process)
+            process.wait(timeout=10)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a worker started by spawn_worker and its pool children (its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def pool_children(process: subprocess.Popen) -> list[int]:
+    """The pids of a worker's prefork pool processes (its children), from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == process.pid:
+            children.append(int(entry.name))
+    return children
+
+
+def compute_environment(tmp_path: Path, blob_dir: Path) -> dict[str, str]:  # noqa: F811
+    """The compute worker's whole environment: the blob folder and the code; no database, no key."""
+    return {
+        "ANALYTICS_BLOB_DIR": str(blob_dir),
+        "PYTHONPATH": str(REPO),
+        "HOME": str(tmp_path),
+        "HEALTH_PLATFORM_VAR_DIR": str(tmp_path / "compute-var"),
+    }
+
+
+# --- Redis that survives a restart -------------------------------------------------------------
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 with an append-only file fsynced on every write, so that a
+    stopped (even SIGKILLed) and restarted server still holds the queued messages, as a production
+    broker configured for durability does. stop() and start() keep the port and the data folder."""
+
+    def __init__(self, folder: Path):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: run the test command from the README (it installs it)")
+        self.binary = binary
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.process.kill()
+                    pytest.fail("redis-server did not start")
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """Stop the server the hard way (a crash): SIGKILL, then wait until the port is free."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def durable_redis(tmp_path, broker):
+    """Switch this process and every worker the test starts to a durable Redis broker."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    app.conf.update(CELERY_BROKER_URL=server.url, CELERY_BROKER_TRANSPORT_OPTIONS={})
+    _reset_broker_connections(app)
+    broker.clear()
+    broker.update({"CELERY_BROKER_URL": server.url})
+    yield server
+    app.conf.update(CELERY_BROKER_URL="filesystem://")
+    _reset_broker_connections(app)
+    server.stop()
+
+
+@pytest.fixture(params=["filesystem", "redis"])
+def either_broker(request, broker):
+    """The test runs once on the embedded default's filesystem broker and once on a durable Redis.
+
+    List it before spawn_worker: the workers are then stopped before the broker."""
+    if request.param == "redis":
+        return request.getfixturevalue("durable_redis").url
+    return "filesystem://"
+
+
+# --- what really happened ------------------------------------------------------------------------
+
+
+def ledger_access_events(ledger, request_id: object) -> list[dict]:
+    """Every access event the ledger holds for a request (all pages)."""
+    events, bookmark = [], ""
+    while True:
+        page = ledger.evaluate(
+            "accesslog",
+            "QueryAccessEvents",
+            json.dumps({"request_id": str(request_id), "limit": 1000, "bookmark": bookmark}),
+        ).json()
+        events.extend(page["events"])
+        bookmark = page["bookmark"]
+        if not bookmark:
+            return events
+
+
+def ledger_transactions(ledger, function: str) -> list[dict]:
+    """The committed transactions of one contract function, read from the ledger file itself."""
+    with sqlite3.connect(ledger.path) as connection:
+        rows = connection.execute(
+            "SELECT tx_id, block_number, status, args FROM transactions WHERE function = ? ORDER BY block_number",
+            (function,),
+        ).fetchall()
+    return [{"tx_id": r[0], "block_number": r[1], "status": r[2], "args": json.loads(r[3])} for r in rows]
+
+
+def access_log_transactions(ledger, request_id: object) -> dict[str, list[str]]:
+    """{batch_id: [statuses of the AppendAccessEvents transactions that carried it]} for a request."""
+    found: dict[str, list[str]] = {}
+    for tx in ledger_transactions(ledger, "AppendAccessEvents"):
+        batch = json.loads(tx["args"][0])
+        if batch["batch_id"].startswith(f"{request_id}:"):
+            found.setdefault(batch["batch_id"], []).append(tx["status"])
+    return found
+
+
+def request_finished(request_id: object):
+    from analytics.models import AnalysisRequest, AnalysisStatus
+
+    def check():
+        status = AnalysisRequest.objects.get(pk=request_id).status
+        return status if status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED) else None
+
+    return check
+
+
+def wait_until_finished(request_id: object, timeout: float = 120) -> str:
+    return wait_for(request_finished(request_id), timeout=timeout, interval=0.1, what="the analysis to finish")
+
+
+def stored_blobs(blob_dir: Path) -> set[str]:  # noqa: F811
+    return {p.name for p in blob_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}

@@ -1,0 +1,68 @@
+"""The broker restarts in the middle of an analysis: the real redis-server is killed and started
+again on the same port, with the append-only file a durable production broker keeps. The workers
+reconnect and the job completes, each record logged and scored once."""
+
+import time
+
+import pytest
+
+from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
+from analytics.selectors import analysis_results
+from analytics.services import analysis_request_create
+from audit.models import AccessEvent
+from tests.conftest import wait_for
+from tests.reliability.conftest import (
+    access_log_transactions,
+    compute_environment,
+    grant,
+    ledger_access_events,
+    wait_until_finished,
+)
+
+pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+RECORDS, BATCH_SIZE = 8, 2
+
+
+def test_a_redis_restart_mid_job_lets_the_job_complete_once(
+    durable_redis, cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+):
+    people = cohort(RECORDS)
+    for user, patient, _ in people:
+        grant(user, patient, clinician)
+    custodian = spawn_worker(queues="custodian")
+    compute = spawn_worker(
+        app="analytics.compute_app", queues="compute", environment=compute_environment(tmp_path, blob_dir)
+    )
+    analysis = analysis_request_create(
+        requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=BATCH_SIZE
+    )
+    wait_for(
+        lambda: AnalysisBatch.objects.filter(request=analysis).exclude(status=BatchStatus.PENDING).exists(),
+        timeout=60,
+        interval=0.005,
+        what="the first batch to be gated",
+    )
+
+    durable_redis.kill()
+    unfinished = AnalysisBatch.objects.filter(request=analysis).exclude(status=BatchStatus.SCORED).count()
+    assert unfinished, "the job finished before the broker went down: the fault came too late"
+    time.sleep(3)
+    durable_redis.start()
+
+    assert wait_until_finished(analysis.id, timeout=150) == AnalysisStatus.COMPLETED
+    for worker in (custodian, compute):
+        assert "Connection to broker lost" in worker.log_path.read_text() or "Cannot connect" in (
+            worker.log_path.read_text()
+        )
+    batches = list(AnalysisBatch.objects.filter(request=analysis))
+    assert {b.status for b in batches} == {BatchStatus.SCORED}
+    logged = access_log_transactions(ledger, analysis.id)
+    assert len(logged) == len(batches)
+    assert all(statuses == ["VALID"] for statuses in logged.values()), logged
+    record_ids = sorted(str(record.id) for _, _, record in people)
+    assert sorted(e["record_id"] for e in ledger_access_events(ledger, analysis.id)) == record_ids
+    assert sorted(AccessEvent.objects.filter(request_id=str(analysis.id)).values_list("record_id", flat=True)) == (
+        record_ids
+    )
+    assert sorted(row.record_id for row in analysis_results(request=analysis, viewer=clinician).rows) == record_ids

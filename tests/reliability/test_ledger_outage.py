@@ -1,0 +1,156 @@
+"""The ledger stops in the middle of an analysis run by real workers.
+
+The fault is real: the custodian worker reaches the embedded ledger through a directory (a mount, as
+a shared volume would be) that is repointed at a path that cannot exist, then back. A process that
+already holds the SQLite file open keeps reading its inode whatever happens to the path, so the
+worker runs with --max-tasks-per-child 1: every batch opens the ledger afresh, as a newly started
+worker would, and meets the outage through the operating system, not through a fake.
+"""
+
+import os
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
+from analytics.selectors import analysis_results
+from analytics.services import analysis_request_create
+from audit.models import AccessEvent
+from tests.conftest import wait_for
+from tests.reliability.conftest import (
+    access_log_transactions,
+    compute_environment,
+    grant,
+    ledger_access_events,
+    wait_until_finished,
+)
+
+pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+UNREACHABLE = "/proc/health-platform-ledger-unreachable"
+RECORDS = 4
+
+
+class LedgerMount:
+    """The directory the worker opens the ledger through; cut() makes it unreachable, restore() heals it."""
+
+    def __init__(self, tmp_path, ledger):
+        self.target = ledger.path.parent
+        self.link = tmp_path / "ledger-mount"
+        os.symlink(self.target, self.link)
+        self.url = f"embedded://{self.link / ledger.path.name}"
+
+    def cut(self) -> datetime:
+        replacement = self.link.with_name("ledger-mount.new")
+        os.symlink(UNREACHABLE, replacement)
+        os.replace(replacement, self.link)  # atomic: the path is either reachable or not
+        return datetime.now(UTC)
+
+    def restore(self) -> datetime:
+        replacement = self.link.with_name("ledger-mount.new")
+        os.symlink(self.target, replacement)
+        os.replace(replacement, self.link)
+        return datetime.now(UTC)
+
+
+def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, max_retries: int):
+    people = cohort(RECORDS)
+    for user, patient, _ in people:
+        grant(user, patient, clinician)
+    mount = LedgerMount(tmp_path, ledger)
+    custodian = spawn_worker(
+        queues="custodian",
+        extra=["--max-tasks-per-child", "1"],
+        overrides={
+            "LEDGER_URL": mount.url,
+            "ANALYTICS_LEDGER_MAX_RETRIES": str(max_retries),
+            "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
+        },
+    )
+    spawn_worker(app="analytics.compute_app", queues="compute", environment=compute_environment(tmp_path, blob_dir))
+    request = analysis_request_create(
+        requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=1
+    )
+    # Cut the ledger as soon as the first batch has had its gate answer: the rest are still to be gated.
+    wait_for(
+        lambda: AnalysisBatch.objects.filter(request=request).exclude(status=BatchStatus.PENDING).exists(),
+        timeout=60,
+        interval=0.01,
+        what="the first batch to be gated",
+    )
+    down = mount.cut()
+    not_gated = set(
+        AnalysisBatch.objects.filter(request=request, status=BatchStatus.PENDING).values_list("pk", flat=True)
+    )
+    assert not_gated, "the job finished gating before the ledger went away: the fault came too late"
+    return request, people, mount, custodian, down, not_gated
+
+
+def test_a_ledger_back_within_the_retry_window_resumes_the_job_and_logs_each_record_once(
+    cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+):
+    request, people, mount, custodian, down, not_gated = _start(
+        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, max_retries=5
+    )
+    wait_for(
+        lambda: b"analysis_batch_ledger_retry" in custodian.log_path.read_bytes(),
+        timeout=30,
+        what="a batch to meet the outage",
+    )
+    time.sleep(1.5)  # several gate attempts fail while it is away
+    up = mount.restore()
+
+    assert wait_until_finished(request.id) == AnalysisStatus.COMPLETED
+    batches = list(AnalysisBatch.objects.filter(request=request))
+    assert {b.status for b in batches} == {BatchStatus.SCORED}
+    for batch in batches:
+        # No gate answer dates from the outage; the batches that were waiting were gated after it.
+        assert not (down <= batch.gate_at <= up), batch.index
+        if batch.pk in not_gated:
+            assert batch.gate_at > up
+        # What was encrypted is exactly what the ledger admitted.
+        admitted = {d["record_id"] for d in batch.decisions if d["decision"] == "admit"}
+        assert {r for chunk in batch.column_keys for r in chunk["record_ids"]} == admitted
+    # Each record logged once, on the ledger and in the mirror; each batch in one valid transaction.
+    record_ids = sorted(str(record.id) for _, _, record in people)
+    events = ledger_access_events(ledger, request.id)
+    assert sorted(e["record_id"] for e in events) == record_ids
+    assert {e["decision"] for e in events} == {"admit"}
+    assert sorted(AccessEvent.objects.filter(request_id=str(request.id)).values_list("record_id", flat=True)) == (
+        record_ids
+    )
+    assert all(statuses == ["VALID"] for statuses in access_log_transactions(ledger, request.id).values())
+    assert len(access_log_transactions(ledger, request.id)) == RECORDS
+    results = analysis_results(request=request, viewer=clinician)
+    assert sorted(row.record_id for row in results.rows) == record_ids
+    assert ledger.verify().ok
+
+
+def test_a_ledger_that_does_not_come_back_fails_the_job_closed_with_ledger_unavailable(
+    cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+):
+    request, _people, _mount, custodian, _down, not_gated = _start(
+        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, max_retries=1
+    )
+
+    assert wait_until_finished(request.id, timeout=120) == AnalysisStatus.FAILED
+    request.refresh_from_db()
+    assert request.failure_code == "ledger_unavailable"
+    assert b"analysis_batch_ledger_retry" in custodian.log_path.read_bytes()
+    batches = {b.pk: b for b in AnalysisBatch.objects.filter(request=request)}
+    for batch_id in not_gated:
+        batch = batches[batch_id]
+        # Never gated, so never logged, encrypted or scored.
+        assert batch.status == BatchStatus.FAILED
+        assert (batch.decisions, batch.column_keys, batch.score_keys) == ([], [], [])
+        assert batch.gate_at is None
+    # Only the records of the batches gated before the outage were logged, each once.
+    gated_records = sorted(d["record_id"] for b in batches.values() if b.pk not in not_gated for d in b.decisions)
+    assert sorted(e["record_id"] for e in ledger_access_events(ledger, request.id)) == gated_records
+    # And nothing of the failed request is scored from now on, whatever was in flight.
+    assert (
+        not AnalysisBatch.objects.filter(request=request, status=BatchStatus.SCORED)
+        .exclude(pk__in=[b.pk for b in batches.values() if b.status == BatchStatus.SCORED])
+        .exists()
+    )

@@ -1,0 +1,130 @@
+"""Tampering, each detected where it matters: the gate refuses, the integrity view and the
+verification name it. (tests/audit/test_services.py covers the mirror, export files, a block's
+data_hash and the ledger state; tests/records/test_integrity.py the integrity check alone.)"""
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+from analytics.diagnostic_models import breast_cancer_model
+from analytics.selectors import analysis_results
+from analytics.services import analysis_request_create
+from audit.verification import mirror_verify
+from records.canonical import canonical_json, canonical_sha256
+from records.codes import BREAST_CANCER_DATASET
+from records.crypto import record_cipher, record_seal
+from records.demo import demo_patients
+from records.models import RecordVersion
+from records.selectors import record_version_document
+from tests.reliability.conftest import grant, ledger_access_events
+
+pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
+
+
+def _rewrite(version: RecordVersion, **columns) -> None:
+    RecordVersion.objects.filter(pk=version.pk).update(**columns)
+
+
+def _integrity(user, record) -> dict:
+    client = APIClient()
+    client.force_login(user)
+    response = client.get(f"/api/records/{record.id}/integrity/")
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_tampered_records_are_refused_by_the_gate_and_named_by_the_integrity_view_and_a_row_hash_edit_changes_nothing(
+    cohort, clinician, models_registered, ledger, blob_dir, eager
+):
+    people = cohort(4)
+    (u_intact, _p_intact, intact), (u_hash, _p_hash, row_hash), (u_flip, _p_flip, flipped), (u_rw, _p_rw, rewritten) = (
+        people
+    )
+    for user, patient, _ in people:
+        grant(user, patient, clinician)
+
+    # The row's hash column edited, content untouched: the gate hashes the content itself.
+    _rewrite(RecordVersion.objects.get(record=row_hash), sha256="0" * 64)
+    # One byte of the stored ciphertext flipped: it no longer opens.
+    version = RecordVersion.objects.get(record=flipped)
+    damaged = bytearray(version.ciphertext)
+    damaged[20] ^= 0x01
+    _rewrite(version, ciphertext=bytes(damaged))
+    # Someone with the record key changes a value and rewrites the row's hash to match: only the ledger knows.
+    version = RecordVersion.objects.get(record=rewritten)
+    document = record_version_document(record_version=version)
+    for entry in document["entry"]:
+        quantity = entry["resource"].get("valueQuantity")
+        if quantity:
+            quantity["value"] = 0.0001
+    key_id, ciphertext, encoding = record_seal(
+        record_cipher(), canonical=canonical_json(document), record_id=version.record_id, version=version.version
+    )
+    _rewrite(
+        version, key_id=key_id, ciphertext=ciphertext, content_encoding=encoding, sha256=canonical_sha256(document)
+    )
+
+    request = analysis_request_create(
+        requester=clinician,
+        model_name="breast-cancer",
+        cohort_kind="explicit",
+        pseudonyms=[p.pseudonym for _, p, _ in people],
+    )
+
+    events = {e["record_id"]: (e["decision"], e.get("reason")) for e in ledger_access_events(ledger, request.id)}
+    assert events == {
+        str(intact.id): ("admit", None),
+        str(row_hash.id): ("admit", None),
+        str(flipped.id): ("refuse", "hash_mismatch"),
+        str(rewritten.id): ("refuse", "hash_mismatch"),
+    }
+    rows = {row.record_id: row for row in analysis_results(request=request, viewer=clinician).rows}
+    assert set(rows) == {str(intact.id), str(row_hash.id)}
+    # The admitted record is scored from its true content: the edited column let nothing change.
+    model = breast_cancer_model()
+    features = np.asarray([d.features for d in demo_patients(dataset=BREAST_CANCER_DATASET, count=2)])
+    expected = model.interpret(model.score_plain(features))
+    assert abs(rows[str(row_hash.id)].score - expected[1]["score"]) < 1e-3
+
+    assert _integrity(u_intact, intact)["reason"] == "ok"
+    assert _integrity(u_hash, row_hash)["reason"] == "hash_mismatch_local"
+    assert _integrity(u_flip, flipped)["reason"] == "ciphertext_invalid"
+    rewritten_check = _integrity(u_rw, rewritten)
+    assert (rewritten_check["ok"], rewritten_check["reason"]) == (False, "hash_mismatch")
+
+
+def test_an_access_log_transaction_edited_in_the_ledger_file_is_named_by_tx_id(
+    cohort, clinician, models_registered, ledger, blob_dir, eager
+):
+    ((user, patient, record),) = cohort(1)
+    grant(user, patient, clinician)
+    request = analysis_request_create(
+        requester=clinician, model_name="breast-cancer", cohort_kind="explicit", pseudonyms=[patient.pseudonym]
+    )
+    batch = request.batches.get()
+    assert mirror_verify().ok
+
+    # Rewrite the logged decision inside the transaction itself (not its block header, not the state).
+    with sqlite3.connect(ledger.path) as connection:
+        (args,) = connection.execute(
+            "SELECT args FROM transactions WHERE tx_id = ?", (batch.access_log_tx_id,)
+        ).fetchone()
+        connection.execute(
+            "UPDATE transactions SET args = ? WHERE tx_id = ?",
+            (args.replace('\\"admit\\"', '\\"refuse\\"'), batch.access_log_tx_id),
+        )
+        assert json.loads(args) != json.loads(
+            connection.execute("SELECT args FROM transactions WHERE tx_id = ?", (batch.access_log_tx_id,)).fetchone()[0]
+        )
+    result = mirror_verify()
+
+    assert not result.ok
+    assert {
+        "kind": "transaction",
+        "ref": batch.access_log_tx_id,
+        "detail": "hash does not match the transaction's contents",
+    } in result.chain["problems"]
+    assert str(record.id) in {e["record_id"] for e in ledger_access_events(ledger, request.id)}
