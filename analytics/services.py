@@ -316,16 +316,13 @@ def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
         return None
     spec = model_spec(batch.request.model)
     contents: dict[int, VersionContent] | None = None  # decrypted once when gate and encrypt run together
-    # Only the delivery that encrypted the batch, or one that finds it encrypted already (its compute
-    # order may have been lost), sends it to compute: a concurrent duplicate that lost the race does not.
-    send = batch.status == BatchStatus.ENCRYPTED
     if batch.status == BatchStatus.PENDING:
         batch, contents = _gate(batch)
     if batch.status == BatchStatus.GATED:
         batch = _log(batch, spec)
     if batch.status == BatchStatus.LOGGED:
-        batch, send = _encrypt(batch, spec, contents)
-    if batch.status == BatchStatus.ENCRYPTED and send:
+        batch = _encrypt(batch, spec, contents)
+    if batch.status == BatchStatus.ENCRYPTED:
         return ComputeOrder(
             batch.pk,
             batch.request.compute_context_key,
@@ -338,13 +335,23 @@ def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
 
 def _transition(batch: AnalysisBatch, expected: str, **fields: Any) -> AnalysisBatch:
     """Move the batch on if it is still in `expected`; either way, return it as stored now."""
-    return _transition_moved(batch, expected, **fields)[0]
+    AnalysisBatch.objects.filter(pk=batch.pk, status=expected).update(**fields, updated_at=timezone.now())
+    return AnalysisBatch.objects.select_related("request__model").get(pk=batch.pk)
 
 
-def _transition_moved(batch: AnalysisBatch, expected: str, **fields: Any) -> tuple[AnalysisBatch, bool]:
-    """As _transition, and whether this call is the one that moved it."""
-    moved = AnalysisBatch.objects.filter(pk=batch.pk, status=expected).update(**fields, updated_at=timezone.now())
-    return AnalysisBatch.objects.select_related("request__model").get(pk=batch.pk), bool(moved)
+def compute_order_claim(*, batch_id: int, force: bool = False) -> bool:
+    """Claim the sending of an encrypted batch's compute order: True for exactly one caller, so that a
+    gate task delivered twice sends it once. `force` (the stalled-work sweep, when the order or its
+    result was lost) claims it again."""
+    rows = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED)
+    if not force:
+        rows = rows.filter(compute_sent_at__isnull=True)
+    return bool(rows.update(compute_sent_at=timezone.now(), updated_at=timezone.now()))
+
+
+def compute_order_release(*, batch_id: int) -> None:
+    """The order could not be sent: let the next delivery (or the sweep) claim it."""
+    AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED).update(compute_sent_at=None)
 
 
 def _gate(batch: AnalysisBatch) -> tuple[AnalysisBatch, dict[int, VersionContent]]:
@@ -447,9 +454,7 @@ def access_event_id(request_id: object, record_id: str) -> str:
     return f"acc:{request_id}:{record_id}"
 
 
-def _encrypt(
-    batch: AnalysisBatch, spec: LinearModel, contents: dict[int, VersionContent] | None
-) -> tuple[AnalysisBatch, bool]:
+def _encrypt(batch: AnalysisBatch, spec: LinearModel, contents: dict[int, VersionContent] | None) -> AnalysisBatch:
     """Encrypt what the gate admitted, if its content is still exactly what was gated.
 
     `contents` are the versions the gate decrypted and hashed in this same run: those very bytes are
@@ -494,7 +499,7 @@ def _encrypt(
             "analysis_batch_records_skipped", request_id=str(request.id), batch=batch.index, skipped=dict(skipped)
         )
     refusals = {**batch.refusals, **{k: batch.refusals.get(k, 0) + v for k, v in skipped.items()}}
-    return _transition_moved(
+    return _transition(
         batch,
         BatchStatus.LOGGED,
         status=BatchStatus.ENCRYPTED,

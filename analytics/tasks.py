@@ -26,8 +26,9 @@ def analysis_start(request_id: str) -> None:
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None, soft_time_limit=540, time_limit=600)
-def analysis_batch_gate(self, batch_id: int) -> None:  # type: ignore[no-untyped-def]
-    """Gate, log and encrypt one batch, then send it to the compute queue.
+def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """Gate, log and encrypt one batch, then send it to the compute queue (once: see compute_order_claim;
+    `resend` is the stalled-work sweep's, for an order or a result that was lost).
 
     The ledger not answering is retried with exponential backoff; after
     ANALYTICS_LEDGER_MAX_RETRIES the request fails closed with code ledger_unavailable.
@@ -47,7 +48,9 @@ def analysis_batch_gate(self, batch_id: int) -> None:  # type: ignore[no-untyped
     except ApplicationError as error:  # e.g. model_hash_mismatch: retrying cannot help
         services.analysis_fail(batch_id=batch_id, code=error.code)
         return
-    if order is not None:
+    if order is None or not services.compute_order_claim(batch_id=batch_id, force=resend):
+        return
+    try:
         _send_patiently(
             chain(
                 app.signature(
@@ -59,6 +62,9 @@ def analysis_batch_gate(self, batch_id: int) -> None:  # type: ignore[no-untyped
             ),
             batch_id=batch_id,
         )
+    except Exception:
+        services.compute_order_release(batch_id=batch_id)
+        raise
 
 
 PUBLISH_PATIENCE_SECONDS = 300
@@ -118,4 +124,4 @@ def resume_stalled_analyses() -> None:
     for request_id in requests:
         analysis_start.delay(request_id)
     for batch_id in batches:
-        analysis_batch_gate.delay(batch_id)
+        analysis_batch_gate.delay(batch_id, resend=True)

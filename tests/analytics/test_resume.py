@@ -8,14 +8,14 @@ from django.utils import timezone
 
 from analytics.models import AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus
 from analytics.services import (
-    _encrypt,
     analyses_stalled,
     analysis_batch_advance,
     analysis_request_create,
     analysis_start,
-    model_spec,
+    compute_order_claim,
+    compute_order_release,
 )
-from analytics.tasks import resume_stalled_analyses
+from analytics.tasks import analysis_batch_gate, resume_stalled_analyses
 from audit.models import AccessEvent
 from tests.analytics.conftest import grant
 
@@ -68,20 +68,33 @@ def test_a_batch_left_encrypted_without_its_compute_order_is_scored_after_the_sw
     assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == 3  # logged once, not again
 
 
-def test_a_duplicate_that_loses_the_race_to_encrypt_sends_no_compute_order(
+def test_only_one_delivery_claims_the_compute_order_unless_the_sweep_forces_it(
     consented, clinician, models_registered, blob_dir, eager, monkeypatch
 ):
     monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     (batch_id,) = analysis_start(request_id=str(request.pk))
-    batch = AnalysisBatch.objects.select_related("request__model").get(pk=batch_id)
-    first_order = analysis_batch_advance(batch_id=batch_id)  # the first delivery: gated, logged, encrypted
-    stale_copy = AnalysisBatch.objects.select_related("request__model").get(pk=batch_id)
-    stale_copy.status = BatchStatus.LOGGED  # what a concurrent delivery saw before the first one encrypted
+    assert compute_order_claim(batch_id=batch_id) is False  # not encrypted yet: nothing to send
+    assert analysis_batch_advance(batch_id=batch_id) is not None
 
-    stored, moved = _encrypt(stale_copy, model_spec(batch.request.model), None)
+    assert compute_order_claim(batch_id=batch_id) is True  # the first delivery sends it
+    assert compute_order_claim(batch_id=batch_id) is False  # a duplicate does not
+    compute_order_release(batch_id=batch_id)  # the send failed: the next delivery may try again
+    assert compute_order_claim(batch_id=batch_id) is True
+    assert compute_order_claim(batch_id=batch_id, force=True) is True  # the sweep, for a lost order or result
 
-    assert first_order is not None
-    assert moved is False
-    assert stored.column_keys == AnalysisBatch.objects.get(pk=batch_id).column_keys  # the winner's, untouched
-    assert analysis_batch_advance(batch_id=batch_id) is not None  # a later redelivery still resends the order
+
+def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
+    consented, clinician, models_registered, blob_dir, eager, monkeypatch
+):
+    sent = []
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    monkeypatch.setattr("analytics.tasks._send_patiently", lambda signature, batch_id: sent.append(batch_id))
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    (batch_id,) = analysis_start(request_id=str(request.pk))
+
+    analysis_batch_gate.apply(args=[batch_id])
+    analysis_batch_gate.apply(args=[batch_id])  # delivered twice
+    analysis_batch_gate.apply(args=[batch_id], kwargs={"resend": True})  # the sweep, later
+
+    assert sent == [batch_id, batch_id]
