@@ -1,4 +1,4 @@
-.PHONY: setup run test lint format bench lock fabric-up fabric-down test-fabric
+.PHONY: setup run test test-postgres lint format bench load lock fabric-up fabric-down test-fabric
 
 setup:  ## create .venv and install the locked dependencies
 	scripts/setup.sh
@@ -8,6 +8,9 @@ run:  ## set up and run the platform on its embedded defaults (portal on http://
 
 test:  ## set up and run the whole test suite (what CI runs)
 	scripts/test.sh
+
+test-postgres:  ## the PostgreSQL pass alone (make test runs it after the SQLite pass)
+	TEST_DATABASES=postgresql scripts/test.sh
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
@@ -19,6 +22,10 @@ bench:  ## run the benchmarks, each against its naive baseline
 	.venv/bin/python -m benchmarks.ledger_gate
 	.venv/bin/python -m benchmarks.ingest
 	.venv/bin/python -m benchmarks.analysis
+
+load:  ## load test: the platform as make run starts it, 50 users for 2 minutes (Locust, 127.0.0.1 only)
+	scripts/setup.sh
+	.venv/bin/python -m benchmarks.load.run
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	.venv/bin/uv pip compile pyproject.toml --extra dev --python 3.11 --generate-hashes -q -o requirements.lock

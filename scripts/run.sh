@@ -8,6 +8,9 @@ scripts/setup.sh
 export DJANGO_SETTINGS_MODULE=health_platform.settings
 PORT="${PORT:-8000}"
 py=.venv/bin/python
+# The workers' logs and the beat schedule go where the settings keep everything else.
+var_dir="${HEALTH_PLATFORM_VAR_DIR:-$PWD/var}"
+mkdir -p "$var_dir"
 
 $py manage.py migrate --no-input
 $py manage.py collectstatic --no-input --verbosity 0
@@ -18,12 +21,12 @@ $py manage.py seed_demo --patients "${DEMO_PATIENTS:-200}"
 # database, no keys) run in separate workers, as they would on separately trusted machines.
 echo "==> starting the custodian worker (queue custodian, with the beat schedule) and the compute worker (queue compute)"
 .venv/bin/celery -A health_platform worker --queues custodian --concurrency 2 --loglevel INFO \
-  --hostname custodian@%h --beat --schedule var/celerybeat-schedule >var/celery-custodian.log 2>&1 &
+  --hostname custodian@%h --beat --schedule "$var_dir/celerybeat-schedule" >"$var_dir/celery-custodian.log" 2>&1 &
 custodian=$!
-env -i PATH="$PATH" HOME="${HOME:-/tmp}" PYTHONPATH="$PWD" HEALTH_PLATFORM_VAR_DIR="${HEALTH_PLATFORM_VAR_DIR:-$PWD/var}" \
+env -i PATH="$PATH" HOME="${HOME:-/tmp}" PYTHONPATH="$PWD" HEALTH_PLATFORM_VAR_DIR="$var_dir" \
   ${CELERY_BROKER_URL:+CELERY_BROKER_URL="$CELERY_BROKER_URL"} \
   .venv/bin/celery -A analytics.compute_app worker --queues compute --concurrency 2 --loglevel INFO \
-  --hostname compute@%h >var/celery-compute.log 2>&1 &
+  --hostname compute@%h >"$var_dir/celery-compute.log" 2>&1 &
 compute=$!
 trap 'kill "$custodian" "$compute" 2>/dev/null || true; wait 2>/dev/null || true' EXIT INT TERM
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -46,6 +47,27 @@ def ledger(ledger_url):
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def worker_database_url(connection) -> str:
+    """The DATABASE_URL of the test database `connection` is on, for the worker processes a test starts.
+
+    Workers are other processes: they must open the test database (SQLite's test file, or PostgreSQL's
+    test_<name> database on the same server), never the one DATABASE_URL names.
+    """
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings_dict['NAME']}"
+    if connection.vendor == "postgresql":
+        credentials = quote(settings_dict["USER"] or "", safe="")
+        if settings_dict["PASSWORD"]:
+            credentials += ":" + quote(settings_dict["PASSWORD"], safe="")
+        host = settings_dict["HOST"] or ""
+        port = f":{settings_dict['PORT']}" if settings_dict["PORT"] else ""
+        # A unix-socket folder goes after the "@" as a path (django-environ's reading of it).
+        location = f"{port}/{host}" if host.startswith("/") else f"{host}{port}"
+        return f"postgres://{credentials}@{location}/{quote(settings_dict['NAME'], safe='')}"
+    raise NotImplementedError(f"no worker DATABASE_URL for the {connection.vendor} backend")
 
 
 @pytest.fixture
@@ -93,7 +115,7 @@ def start_worker(tmp_path, ledger_url, broker):
             environment = {
                 **os.environ,
                 "LEDGER_URL": ledger_url,
-                "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+                "DATABASE_URL": worker_database_url(connection),
                 "ANALYTICS_BLOB_DIR": str(settings.ANALYTICS_BLOB_DIR),
             }
         environment = {"PATH": os.environ["PATH"], **environment, **broker}

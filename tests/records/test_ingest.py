@@ -27,12 +27,22 @@ DISTINCTIVE_DISPLAY = "Plaintext-Marker-Glucose-Display"
 
 
 def _database_bytes() -> bytes:
-    """The bytes of the SQLite database as stored: the file (and its WAL), or the in-memory image.
+    """The bytes the database stores. SQLite: the file (and its WAL), or the in-memory image.
+    PostgreSQL: every value of every table as stored, raw (binary COPY: text as UTF-8, bytea as its
+    bytes), before TOAST compression, which could otherwise hide a plaintext from this search.
 
     pytest-django runs SQLite test databases in memory unless TEST NAME is set; `serialize()`
     returns exactly the bytes SQLite would write to disk for it.
     """
     connection.ensure_connection()
+    if connection.vendor == "postgresql":
+        chunks = []
+        with connection.cursor() as cursor:
+            for table in connection.introspection.table_names(cursor):
+                statement = f"COPY {connection.ops.quote_name(table)} TO STDOUT (FORMAT binary)"
+                with cursor.cursor.copy(statement) as copy:
+                    chunks.extend(bytes(block) for block in copy)
+        return b"".join(chunks)
     if connection.is_in_memory_db():
         return connection.connection.serialize()
     path = Path(connection.settings_dict["NAME"])

@@ -259,18 +259,26 @@ def ledger_transactions(ledger, function: str) -> list[dict]:
     """The committed transactions of one contract function, read from the ledger file itself."""
     with sqlite3.connect(ledger.path) as connection:
         rows = connection.execute(
-            "SELECT tx_id, block_number, status, args FROM transactions WHERE function = ? ORDER BY block_number",
+            "SELECT tx_id, block_number, status, args, write_set FROM transactions WHERE function = ? "
+            "ORDER BY block_number",
             (function,),
         ).fetchall()
-    return [{"tx_id": r[0], "block_number": r[1], "status": r[2], "args": json.loads(r[3])} for r in rows]
+    return [
+        {"tx_id": r[0], "block_number": r[1], "status": r[2], "args": json.loads(r[3]), "writes": json.loads(r[4])}
+        for r in rows
+    ]
 
 
 def access_log_transactions(ledger, request_id: object) -> dict[str, list[str]]:
-    """{batch_id: [statuses of the AppendAccessEvents transactions that carried it]} for a request."""
+    """{batch_id: [statuses of the AppendAccessEvents transactions that wrote it]} for a request.
+
+    A batch redone after a crash may submit its batch again: the contract answers that with the
+    original transaction and the new one writes nothing, so it logs nothing and is not counted.
+    """
     found: dict[str, list[str]] = {}
     for tx in ledger_transactions(ledger, "AppendAccessEvents"):
         batch = json.loads(tx["args"][0])
-        if batch["batch_id"].startswith(f"{request_id}:"):
+        if batch["batch_id"].startswith(f"{request_id}:") and tx["writes"]:
             found.setdefault(batch["batch_id"], []).append(tx["status"])
     return found
 
