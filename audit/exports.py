@@ -15,8 +15,8 @@ import json
 from collections.abc import Iterator
 from typing import IO, Any
 
-from audit.models import EVENT_FIELDS, AccessEvent
-from audit.selectors import AccessEventFilters, access_events_search
+from audit.models import EVENT_FIELDS
+from audit.selectors import AccessEventFilters, access_events_matching
 from chaincode.validation import format_timestamp
 
 COLUMNS = (*EVENT_FIELDS, "recorded_at", "batch_id", "position", "tx_id", "block_number")
@@ -35,36 +35,17 @@ OUTCOMES = {"admit": "0", "refuse": "4"}  # success; minor failure (access refus
 _DETAILS = ("event_id", "kind", "request_id", "model_hash", "category", "reason", "export_sha256", "batch_id")
 
 
-def mirror_rows(filters: AccessEventFilters, *, viewer: Any = None) -> Iterator[dict[str, Any]]:
-    """The mirror's events under `filters`, oldest first, as flat dicts; streamed in chunks.
+def mirror_rows(filters: AccessEventFilters) -> Iterator[dict[str, Any]]:
+    """The mirror's events under `filters`, oldest first, as flat dicts (COLUMNS); streamed in chunks.
 
-    `viewer` None means the caller (a service or command) has already checked the right to read.
+    For services and commands that have checked the caller's right to read the log already.
     """
-    if viewer is None:
-        from audit.selectors import _search_unchecked
-
-        events = _search_unchecked(filters)
-    else:
-        events = access_events_search(viewer=viewer, filters=filters)
-    names = [*EVENT_FIELDS, "recorded_at", "batch_id", "position", "tx_id", "block_number"]
-    for values in events.values_list(*names).iterator(chunk_size=FETCH_CHUNK):
-        row = dict(zip(names, values, strict=True))
+    for values in access_events_matching(filters).values_list(*COLUMNS).iterator(chunk_size=FETCH_CHUNK):
+        row = dict(zip(COLUMNS, values, strict=True))
         row["recorded_at"] = format_timestamp(row["recorded_at"])
         for name in EVENT_FIELDS:
             row[name] = row[name] or None
         yield row
-
-
-def event_row(event: AccessEvent) -> dict[str, Any]:
-    row: dict[str, Any] = event.as_ledger_event()
-    row.update(
-        recorded_at=format_timestamp(event.recorded_at),
-        batch_id=event.batch_id,
-        position=event.position,
-        tx_id=event.tx_id,
-        block_number=event.block_number,
-    )
-    return row
 
 
 class HashingWriter:

@@ -61,10 +61,6 @@ class AccessEvent(models.Model):
     def __str__(self) -> str:
         return self.event_id
 
-    def as_ledger_event(self) -> dict[str, str | None]:
-        """The event's fields as the contract stores them (absent values are None there)."""
-        return {name: getattr(self, name) or None for name in EVENT_FIELDS}
-
 
 class ExportFormat(models.TextChoices):
     CSV = "csv", "CSV"

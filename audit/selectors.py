@@ -81,8 +81,8 @@ def access_events_search(
     return _filtered(access_events_visible_to(viewer=viewer), filters, newest_first=newest_first)
 
 
-def _search_unchecked(filters: AccessEventFilters) -> QuerySet[AccessEvent]:
-    """Every event under `filters`, for services that have already checked the caller's right."""
+def access_events_matching(filters: AccessEventFilters) -> QuerySet[AccessEvent]:
+    """Every event under `filters`, oldest first, for services that have already checked the caller's right."""
     return _filtered(AccessEvent.objects.all(), filters, newest_first=False)
 
 

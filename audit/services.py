@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.exports import EXTENSIONS, ExportWriter, HashingWriter, mirror_rows
+from audit.exports import COLUMNS, EXTENSIONS, ExportWriter, HashingWriter, mirror_rows
 from audit.models import (
     EVENT_FIELDS,
     AccessEvent,
@@ -123,9 +123,6 @@ def _by_batch(events: list[dict[str, Any]]) -> Iterator[tuple[str, list[dict[str
         yield current[0]["batch_id"], current
 
 
-_MIRROR_COLUMNS = (*EVENT_FIELDS, "recorded_at", "batch_id", "position", "tx_id", "block_number")
-
-
 def _mirror(
     events: Iterable[dict[str, Any]],
     *,
@@ -141,8 +138,8 @@ def _mirror(
     """
     moment = connection.ops.adapt_datetimefield_value(datetime.fromisoformat(recorded_at.replace("Z", "+00:00")))
     table = connection.ops.quote_name(AccessEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(name) for name in _MIRROR_COLUMNS)
-    placeholders = ", ".join(["%s"] * len(_MIRROR_COLUMNS))
+    columns = ", ".join(connection.ops.quote_name(name) for name in COLUMNS)
+    placeholders = ", ".join(["%s"] * len(COLUMNS))
     # Table and column names come from the model; every value is bound.
     statement = f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"  # noqa: S608
     rows = [

@@ -10,13 +10,13 @@ batch are contiguous in a copy ordered by time) and only the ids seen per batch 
 memory stays bounded whatever the size of the copy. Problems name event ids and field names only.
 """
 
-import json
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from audit.exports import mirror_rows
 from audit.models import EVENT_FIELDS
 from audit.selectors import AccessEventFilters
 from health_platform import bootstrap
@@ -179,10 +179,5 @@ def _as_int(value: Any) -> int | None:
 
 def mirror_verify(*, filters: AccessEventFilters | None = None) -> VerificationResult:
     """Verify the audit mirror (all of it, or what `filters` select) against the ledger."""
-    from audit.exports import mirror_rows
-
-    return events_verify(mirror_rows(filters or AccessEventFilters()), filters=filters or AccessEventFilters())
-
-
-def result_json(result: VerificationResult) -> str:
-    return json.dumps(result.as_dict(), sort_keys=True)
+    filters = filters or AccessEventFilters()
+    return events_verify(mirror_rows(filters), filters=filters)

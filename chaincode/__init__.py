@@ -25,7 +25,6 @@ Contract "accesslog" (chaincode.contracts.access_log): one state entry per batch
     AppendAccessEvents(batch_json: {batch_id, events: [event, ...]})
         -> {batch_id, count, recorded_at, tx_id, appended}  (an identical batch again: appended false)
     ReadAccessBatch(batch_id) -> {batch_id, recorded_at, tx_id, events}
-    ReadAccessBatches(batch_ids_json: [batch_id, ...]) -> {batches: [...], missing: [batch_id]}
     QueryAccessEvents(query_json: {request_id, patient_pseudonym, grantee, since, until, limit, bookmark})
         -> {events: [event + batch_id, position, recorded_at, tx_id], bookmark}
     event = {event_id, kind, record_id, patient_pseudonym, grantee, purpose, request_id, model_hash,

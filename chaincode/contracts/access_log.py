@@ -47,7 +47,6 @@ _APPEND_FIELDS = {"batch_id", "events"}
 _QUERY_FIELDS = {"patient_pseudonym", "grantee", "request_id", "since", "until", "limit", "bookmark"}
 DEFAULT_QUERY_LIMIT = 1000
 MAX_QUERY_LIMIT = 10_000
-MAX_BATCHES_PER_READ = 1000
 
 
 def batch_key(stub: Any, batch_id: str) -> str:
@@ -58,7 +57,7 @@ class AccessLogContract(Contract):
     Name = "accesslog"
 
     def get_evaluate_transactions(self) -> list[str]:
-        return ["ReadAccessBatch", "ReadAccessBatches", "QueryAccessEvents"]
+        return ["ReadAccessBatch", "QueryAccessEvents"]
 
     async def AppendAccessEvents(self, ctx: TransactionContext, batch_json: str) -> str:
         """Append a batch of events in one transaction, as one state entry."""
@@ -98,22 +97,6 @@ class AccessLogContract(Contract):
         if entry is None:
             raise NotFound("no access batch with this batch_id")
         return state.dumps(entry).decode()
-
-    async def ReadAccessBatches(self, ctx: TransactionContext, batch_ids_json: str) -> str:
-        """Several batches in one call (what verification reads): {batches: [...], missing: [ids]}."""
-        stub = ctx.get_stub()
-        batch_ids = validation.json_argument(batch_ids_json, "batch_ids", list)
-        if not batch_ids or len(batch_ids) > MAX_BATCHES_PER_READ:
-            raise InvalidArgument(f"batch_ids must hold 1 to {MAX_BATCHES_PER_READ} ids")
-        batches, missing = [], []
-        for index, batch_id in enumerate(batch_ids):
-            validation.identifier(batch_id, f"batch_ids[{index}]")
-            entry = await state.get_json(stub, batch_key(stub, batch_id))
-            if entry is None:
-                missing.append(batch_id)
-            else:
-                batches.append(entry)
-        return state.dumps({"batches": batches, "missing": missing}).decode()
 
     async def QueryAccessEvents(self, ctx: TransactionContext, query_json: str) -> str:
         """Events by request (index) or by time, filtered by patient and grantee, in [since, until),

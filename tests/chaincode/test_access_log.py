@@ -73,15 +73,6 @@ def test_an_event_id_may_not_repeat_within_a_batch(chain, namespace):
     assert "batch.events[1].event_id repeats" in refused.value.message
 
 
-def test_read_batches_names_the_missing_ones(chain, namespace):
-    append(chain, f"{namespace}-b1", [event("e1")])
-    answer = chain.evaluate(
-        "accesslog", "ReadAccessBatches", json.dumps([f"{namespace}-b1", f"{namespace}-nope"])
-    ).json()
-    assert [b["batch_id"] for b in answer["batches"]] == [f"{namespace}-b1"]
-    assert answer["missing"] == [f"{namespace}-nope"]
-
-
 def test_query_by_request_patient_grantee_and_time_range(chain, namespace):
     before = now() - timedelta(seconds=1)
     first = append(
@@ -193,13 +184,6 @@ def test_query_refuses_invalid_filters(chain, filters, fragment):
     with pytest.raises(ContractRejected) as refused:
         chain.evaluate("accesslog", "QueryAccessEvents", json.dumps(filters))
     assert fragment in refused.value.message
-
-
-def test_read_batches_refuses_too_many_or_none(chain):
-    for ids in ([], [f"b{i}" for i in range(1001)]):
-        with pytest.raises(ContractRejected) as refused:
-            chain.evaluate("accesslog", "ReadAccessBatches", json.dumps(ids))
-        assert "batch_ids must hold 1 to 1000 ids" in refused.value.message
 
 
 def test_an_export_event_carries_the_file_hash_and_only_an_export_may(chain, namespace):
