@@ -192,6 +192,16 @@ def diagnostic_models_latest() -> list[DiagnosticModel]:
     return list(latest.values())
 
 
+def diagnostic_model_labels() -> dict[str, str]:
+    """sha256 -> "name@version" of every registered diagnostic model (what access events cite)."""
+    return {
+        sha256: f"{name}@{version}"
+        for sha256, name, version in DiagnosticModel.objects.order_by("name", "version").values_list(
+            "sha256", "name", "version"
+        )
+    }
+
+
 def diagnostic_model_get(*, name: str, version: str | None = None) -> DiagnosticModel | None:
     """A registered model by name: the given version, else the one a new request uses."""
     if "\x00" in name or "\x00" in (version or ""):

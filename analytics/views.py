@@ -10,21 +10,17 @@ Results are decrypted here, in the web process, only when their page is shown (p
 requests with requester-held keys show the progress only: the platform cannot read their results.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
 from typing import Any
 
 import structlog
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
-from django_htmx.http import HttpResponseClientRedirect
 
 from analytics.api import analysis_of_requester, user_may_read_model_cards, user_may_request_analyses
 from analytics.charts import histogram_svg
@@ -44,6 +40,7 @@ from analytics.selectors import (
 from analytics.services import analysis_request_create
 from consent.selectors import consents_granted_to, consents_with_effective_status
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
+from health_platform.portal import panel_login_required
 
 log = structlog.get_logger(__name__)
 
@@ -138,22 +135,6 @@ def progress_view(analysis: AnalysisRequest) -> ProgressView:
         if progress.status == AnalysisStatus.FAILED
         else "",
     )
-
-
-def panel_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """login_required for the htmx panels: a signed-out poll sends the whole page to sign in.
-
-    (A plain redirect would be followed by htmx and the sign-in page swapped into the panel.)
-    """
-
-    @wraps(view)
-    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        htmx = getattr(request, "htmx", None)
-        if not request.user.is_authenticated and htmx:
-            return HttpResponseClientRedirect(redirect_to_login(htmx.current_url_abs_path or request.path).url)
-        return login_required(view)(request, *args, **kwargs)
-
-    return checked
 
 
 # --- pages ---------------------------------------------------------------------------------------

@@ -9,24 +9,20 @@ auditor's search); anonymous visitors are sent to sign in. Writes go through aud
 Auditors read ids, codes, pseudonyms, hashes and times: access events hold no clinical value or score.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
 import structlog
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
-from django_htmx.http import HttpResponseClientRedirect
 
-from analytics.models import DiagnosticModel
+from analytics.selectors import diagnostic_model_labels
 from audit.api import export_file_response, export_of_auditor
 from audit.filters import DECISION_LABELS, KIND_LABELS, REASON_LABELS
 from audit.forms import AccessLogSearchForm, AuditExportForm
@@ -42,6 +38,7 @@ from audit.services import audit_export_create
 from chaincode.vocabulary import AUDIT_PURPOSES, CATEGORIES, PURPOSES
 from consent.access import patient_of
 from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from health_platform.portal import panel_login_required
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_get
 from ledger import ContractRejected, LedgerUnavailable, TransactionConflict
@@ -87,19 +84,6 @@ class ExportRow:
         return self.export.status == ExportStatus.PENDING
 
 
-def panel_login_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-    """login_required for htmx panels: a signed-out poll sends the whole page to sign in, not the panel."""
-
-    @wraps(view)
-    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        htmx = getattr(request, "htmx", None)
-        if not request.user.is_authenticated and htmx:
-            return HttpResponseClientRedirect(redirect_to_login(htmx.current_url_abs_path or request.path).url)
-        return login_required(view)(request, *args, **kwargs)
-
-    return checked
-
-
 # --- auditors: search ----------------------------------------------------------------------------
 
 
@@ -109,7 +93,7 @@ def search(request: HttpRequest) -> HttpResponse:
     """Search the access log: every filter of the API, newest or oldest first, paginated."""
     if not user_has_role(request.user, Role.AUDITOR):
         return _forbidden(request, FOR_AUDITORS)
-    models = _model_labels()
+    models = diagnostic_model_labels()
     form = AccessLogSearchForm(request.GET, models=sorted(models.items(), key=lambda item: item[1]))
     context: dict[str, Any] = {"form": form, "page": None, "rows": [], "newest_first": True, "export_query": ""}
     if not form.is_valid():
@@ -136,7 +120,7 @@ def exports(request: HttpRequest) -> HttpResponse:
     """GET: the export form (carrying the search's filters) and the exports. POST: start an export."""
     if not user_has_role(request.user, Role.AUDITOR):
         return _forbidden(request, FOR_AUDITORS)
-    models = _model_labels()
+    models = diagnostic_model_labels()
     choices = sorted(models.items(), key=lambda item: item[1])
     if request.method == "GET":
         # The filters come from the search page's "Export these results" link; bad ones are not dropped
@@ -173,7 +157,7 @@ def export_row(request: HttpRequest, export_id: str) -> HttpResponse:
         return redirect(f"{reverse('audit:exports')}#export-{export.pk}")
     if export.status == ExportStatus.PENDING:
         return HttpResponse(status=204)
-    return render(request, "audit/_export_row.html", {"row": _export_row(export, _model_labels())})
+    return render(request, "audit/_export_row.html", {"row": _export_row(export, diagnostic_model_labels())})
 
 
 @login_required
@@ -243,21 +227,11 @@ def my_data(request: HttpRequest) -> HttpResponse:
         viewer=request.user, filters=AccessEventFilters(patient_pseudonym=patient.pseudonym), newest_first=True
     )
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
-    rows = _event_rows(list(page.object_list), models=_model_labels(), with_names=True)
+    rows = _event_rows(list(page.object_list), models=diagnostic_model_labels(), with_names=True)
     return render(request, "audit/my_data.html", {"page": page, "rows": rows, "patient": patient})
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def _model_labels() -> dict[str, str]:
-    """sha256 -> "name@version" of every registered diagnostic model."""
-    return {
-        sha256: f"{name}@{version}"
-        for sha256, name, version in DiagnosticModel.objects.order_by("name", "version").values_list(
-            "sha256", "name", "version"
-        )
-    }
 
 
 def _event_rows(events: list[AccessEvent], *, models: dict[str, str], with_names: bool = False) -> list[EventRow]:
