@@ -1,6 +1,8 @@
 """Shared fixtures. Every test gets its own embedded ledger file: real contracts, real SQLite."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -97,20 +99,29 @@ def broker(tmp_path):
 
 @pytest.fixture
 def start_worker(tmp_path, ledger_url, broker):
-    """Start real Celery worker processes; all are stopped at the end of the test.
+    """Start real Celery worker processes; all are stopped at the end of the test (SIGKILL if they must).
 
-    start_worker(app="health_platform", queues="custodian,compute", environment=None) uses the test's
-    settings (database file, ledger, broker, blob folder). `environment`, when given, is the worker's
-    WHOLE environment (plus PATH and the broker variables): how the compute worker is started with no
-    database settings and no keys. Tests must use `django_db(transaction=True)`: a worker is another
-    process and sees only committed rows of the (file-based) test database.
+    start_worker(app="health_platform", queues="custodian,compute", environment=None, overrides=None,
+    extra=None, concurrency=1) uses the test's settings (database, ledger, broker, blob folder).
+    `environment`, when given, is the worker's WHOLE environment (plus PATH and the broker variables):
+    how the compute worker is started with no database settings and no keys; `overrides` are added to
+    the default one; `extra` are more worker arguments. Each worker runs in its own process group, so
+    a test can kill it whole. Tests must use `django_db(transaction=True)`: a worker is another process
+    and sees only committed rows of the test database.
     """
     from django.conf import settings
     from django.db import connection
 
     processes = []
 
-    def start(app: str = "health_platform", queues: str = "custodian,compute", environment: dict | None = None):
+    def start(
+        app: str = "health_platform",
+        queues: str = "custodian,compute",
+        environment: dict | None = None,
+        overrides: dict | None = None,
+        extra: list[str] | None = None,
+        concurrency: int = 1,
+    ):
         if environment is None:
             environment = {
                 **os.environ,
@@ -118,7 +129,7 @@ def start_worker(tmp_path, ledger_url, broker):
                 "DATABASE_URL": worker_database_url(connection),
                 "ANALYTICS_BLOB_DIR": str(settings.ANALYTICS_BLOB_DIR),
             }
-        environment = {"PATH": os.environ["PATH"], **environment, **broker}
+        environment = {"PATH": os.environ["PATH"], **environment, **broker, **(overrides or {})}
         log_path = tmp_path / f"worker-{len(processes)}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
@@ -132,7 +143,7 @@ def start_worker(tmp_path, ledger_url, broker):
                     "--pool",
                     "prefork",
                     "--concurrency",
-                    "1",
+                    str(concurrency),
                     "--without-gossip",
                     "--without-mingle",
                     "--without-heartbeat",
@@ -140,11 +151,13 @@ def start_worker(tmp_path, ledger_url, broker):
                     "INFO",
                     "--hostname",
                     f"worker{len(processes)}@%h",
+                    *(extra or []),
                 ],
                 cwd=REPO,
                 env=environment,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         process.log_path = log_path  # type: ignore[attr-defined]
         processes.append(process)
@@ -153,17 +166,20 @@ def start_worker(tmp_path, ledger_url, broker):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 pytest.fail(f"Celery worker did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+            time.sleep(0.1)
         return process
 
     yield start
     for process in processes:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
     for process in processes:
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -25,90 +25,18 @@ from tests.analytics.conftest import (  # noqa: F401  (fixtures shared with the 
     grant,
     models_registered,
 )
-from tests.conftest import REPO, _reset_broker_connections, wait_for, worker_database_url
-
-WORKER_READY_TIMEOUT = 60
+from tests.conftest import REPO, _reset_broker_connections, wait_for
 
 
 @pytest.fixture
-def spawn_worker(tmp_path, ledger_url, broker, blob_dir):  # noqa: F811
-    """Start a real Celery worker; every one started is stopped (SIGKILL if it must) at the end.
+def spawn_worker(start_worker, blob_dir):  # noqa: F811
+    """tests/conftest.py's start_worker, on the custodian queue unless told otherwise; the test's blob
+    folder is this test's (blob_dir). A test kills a worker whole with kill_group."""
 
-    spawn_worker(queues="custodian", app="health_platform", extra=[...], environment={...}, overrides={...})
-    `environment` replaces the worker's whole environment (the compute worker's case); `overrides` are
-    added to the default one (the test's database, ledger, broker and blob folder). Returns the Popen,
-    with `.log_path`. The worker runs in its own process group so that a test can kill it whole.
-    """
-    from django.db import connection
+    def spawn(queues: str = "custodian", **options):  # type: ignore[no-untyped-def]
+        return start_worker(queues=queues, **options)
 
-    processes: list[subprocess.Popen] = []
-
-    def spawn(
-        queues: str = "custodian",
-        app: str = "health_platform",
-        extra: list[str] | None = None,
-        environment: dict[str, str] | None = None,
-        overrides: dict[str, str] | None = None,
-        concurrency: int = 1,
-    ) -> subprocess.Popen:
-        if environment is None:
-            environment = {
-                **os.environ,
-                "LEDGER_URL": ledger_url,
-                "DATABASE_URL": worker_database_url(connection),
-                "ANALYTICS_BLOB_DIR": str(blob_dir),
-            }
-        environment = {"PATH": os.environ["PATH"], **environment, **broker, **(overrides or {})}
-        number = len(processes)
-        log_path = tmp_path / f"worker-{number}.log"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [
-                    str(REPO / ".venv" / "bin" / "celery"),
-                    "-A",
-                    app,
-                    "worker",
-                    "--queues",
-                    queues,
-                    "--pool",
-                    "prefork",
-                    "--concurrency",
-                    str(concurrency),
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    "--loglevel",
-                    "INFO",
-                    "--hostname",
-                    f"fault{number}@%h",
-                    *(extra or []),
-                ],
-                cwd=REPO,
-                env=environment,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process.log_path = log_path  # type: ignore[attr-defined]
-        processes.append(process)
-        deadline = time.monotonic() + WORKER_READY_TIMEOUT
-        while b"ready." not in log_path.read_bytes():
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"Celery worker did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        return process
-
-    yield spawn
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            kill_group(process)
-            process.wait(timeout=10)
+    return spawn
 
 
 def kill_group(process: subprocess.Popen) -> None:
