@@ -27,7 +27,7 @@ app.conf.update(
     task_ignore_result=True,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
+    worker_prefetch_multiplier=1,  # the filesystem broker's is raised below (see the Django settings)
     task_default_queue="compute",
     worker_hijack_root_logger=True,
 )
@@ -42,6 +42,7 @@ if _broker_url.startswith("filesystem://"):
         # How often an idle worker looks for messages: the latency of each step of a pipeline.
         "polling_interval": float(os.environ.get("CELERY_FILESYSTEM_POLLING_INTERVAL", "0.1")),
     }
+    app.conf.worker_prefetch_multiplier = int(os.environ.get("CELERY_FILESYSTEM_PREFETCH_MULTIPLIER", "16"))
 
 
 @app.task(name=SCORE_TASK, acks_late=True, soft_time_limit=540, time_limit=600)
