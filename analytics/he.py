@@ -62,6 +62,10 @@ class HomomorphicEngine(Protocol):
         """The first `count` slots of a ciphertext, decrypted."""
         ...
 
+    def decrypt_many(self, secret: bytes, ciphertexts: Sequence[tuple[bytes, int]]) -> list[np.ndarray]:
+        """decrypt() for each (ciphertext, count), the secret context read once."""
+        ...
+
     def is_secret_context(self, context: bytes) -> bool:
         """Whether a serialised context carries a secret key (the server refuses to store one)."""
         ...
@@ -77,8 +81,9 @@ class TenSEALEngine:
         self._public_contexts: dict[bytes, Any] = {}  # digest -> deserialised public context
 
     def _public_context(self, public: bytes) -> Any:
-        """The deserialised public context, kept for the few most recent ones: deserialising it takes
-        ~25 ms and every chunk of a batch uses the same one. Public material only (no secret key)."""
+        """The deserialised public or parameters-only context, kept for the few most recent ones:
+        deserialising one takes ~30 ms (SEAL precomputes its tables) and every chunk of a batch uses
+        the same one. Never a secret key: a context holding one is refused, not kept."""
         digest = hashlib.sha256(public).digest()
         context = self._public_contexts.get(digest)
         if context is None:
@@ -109,7 +114,7 @@ class TenSEALEngine:
     def linear_score(self, compute: bytes, columns: Sequence[bytes], weights: Sequence[float], bias: float) -> bytes:
         if len(columns) != len(weights) or not columns:
             raise ValueError("one ciphertext per weight is required")
-        context = self._ts.context_from(compute)
+        context = self._public_context(compute)
         total = None
         for column, weight in zip(columns, weights, strict=True):
             term = self._ts.ckks_vector_from(context, column) * float(weight)
@@ -118,10 +123,17 @@ class TenSEALEngine:
         return (total + float(bias)).serialize()
 
     def decrypt(self, secret: bytes, ciphertext: bytes, count: int) -> np.ndarray:
+        return self.decrypt_many(secret, [(ciphertext, count)])[0]
+
+    def decrypt_many(self, secret: bytes, ciphertexts: Sequence[tuple[bytes, int]]) -> list[np.ndarray]:
+        """The secret context lives for this call only: it is never cached."""
         context = self._ts.context_from(secret)
         if not context.has_secret_key():
             raise ValueError("this context holds no secret key")
-        return np.asarray(self._ts.ckks_vector_from(context, ciphertext).decrypt()[:count])
+        return [
+            np.asarray(self._ts.ckks_vector_from(context, ciphertext).decrypt()[:count])
+            for ciphertext, count in ciphertexts
+        ]
 
     def is_secret_context(self, context: bytes) -> bool:
         return bool(self._ts.context_from(context).has_secret_key())

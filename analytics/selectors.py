@@ -110,15 +110,20 @@ def analysis_results(*, request: AnalysisRequest, viewer: Any) -> Results:
         request_id=request.id, key_id=request.sealed_key_id, sealed=bytes(request.sealed_secret_context)
     )
     engine, blobs = bootstrap.homomorphic_engine(), bootstrap.blob_store()
-    rows: list[ResultRow] = []
     refusals: Counter[str] = Counter()
+    chunks: list[tuple[list[str], bytes]] = []  # (record ids, score ciphertext), in order
+    pseudonyms: dict[str, str] = {}
     for batch in request.batches.filter(status=BatchStatus.SCORED).order_by("index"):
         refusals.update(batch.refusals)
-        pseudonyms = {d["record_id"]: d["patient_pseudonym"] for d in batch.decisions}
+        pseudonyms.update((d["record_id"], d["patient_pseudonym"]) for d in batch.decisions)
         for chunk, score_key in zip(batch.column_keys, batch.score_keys, strict=True):
-            scores = engine.decrypt(secret, blobs.get(score_key), len(chunk["record_ids"]))
-            for record_id, result in zip(chunk["record_ids"], spec.interpret(scores), strict=True):
-                rows.append(ResultRow(record_id, pseudonyms[record_id], result["score"], result["label"]))
+            chunks.append((chunk["record_ids"], blobs.get(score_key)))
+    decrypted = engine.decrypt_many(secret, [(ciphertext, len(ids)) for ids, ciphertext in chunks])
+    rows = [
+        ResultRow(record_id, pseudonyms[record_id], result["score"], result["label"])
+        for (ids, _), scores in zip(chunks, decrypted, strict=True)
+        for record_id, result in zip(ids, spec.interpret(scores), strict=True)
+    ]
     return Results(spec.name, spec.version, spec.sha256, spec.kind, rows, dict(refusals))
 
 

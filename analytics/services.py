@@ -11,7 +11,6 @@ so a task delivered twice or resumed after a crash continues from the stored sta
 twice. Fail closed: without a positive answer from the ledger nothing is encrypted or scored.
 """
 
-import json
 import math
 import re
 from collections import Counter
@@ -334,8 +333,17 @@ def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
 
 
 def _transition(batch: AnalysisBatch, expected: str, **fields: Any) -> AnalysisBatch:
-    """Move the batch on if it is still in `expected`; either way, return it as stored now."""
-    AnalysisBatch.objects.filter(pk=batch.pk, status=expected).update(**fields, updated_at=timezone.now())
+    """Move the batch on if it is still in `expected`; either way, return it as stored now.
+
+    When this call moved it, the stored row is `batch` (read in `expected`) plus `fields`, so it is not
+    read back: that would decode the batch's thousands of decisions again. When another delivery moved
+    it first, the row is read back, and this run continues from what that one stored.
+    """
+    now = timezone.now()
+    if AnalysisBatch.objects.filter(pk=batch.pk, status=expected).update(**fields, updated_at=now):
+        for name, value in {**fields, "updated_at": now}.items():
+            setattr(batch, name, value)
+        return batch
     return AnalysisBatch.objects.select_related("request__model").get(pk=batch.pk)
 
 
@@ -375,7 +383,7 @@ def _gate(batch: AnalysisBatch) -> tuple[AnalysisBatch, dict[int, VersionContent
     if request.organisation_grantee_id:
         query["organisation"] = request.organisation_grantee_id
     try:
-        answer = bootstrap.ledger().evaluate("consent", "CheckAccessBatch", json.dumps(query)).json()
+        answer = bootstrap.ledger().evaluate("consent", "CheckAccessBatch", orjson.dumps(query).decode()).json()
     except (LedgerUnavailable, TransactionConflict) as error:
         raise LedgerNotAnswering("gate") from error
     decisions = [

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 from django.conf import settings
 from django.db import connection, transaction
@@ -57,7 +58,9 @@ def access_batch_log(*, batch_id: str, events: list[dict[str, Any]]) -> LoggedBa
     mirrored then) and ledger.ContractRejected when the contract refuses the batch.
     """
     ledger = bootstrap.ledger()
-    receipt = ledger.submit("accesslog", "AppendAccessEvents", json.dumps({"batch_id": batch_id, "events": events}))
+    receipt = ledger.submit(
+        "accesslog", "AppendAccessEvents", orjson.dumps({"batch_id": batch_id, "events": events}).decode()
+    )
     answer = receipt.json()
     block = receipt.block_number if answer["tx_id"] == receipt.tx_id else _block_of(ledger, answer["tx_id"])
     logged = LoggedBatch(batch_id, answer["tx_id"], block, answer["recorded_at"], answer["appended"])

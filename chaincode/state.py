@@ -1,14 +1,19 @@
 """World-state helpers shared by the contracts: JSON values, composite-key scans, transaction time.
 
 Values are stored as canonical JSON (sorted keys, no spaces) so that every endorsing peer writes
-byte-identical values. Reads see committed state only, as on Fabric: a contract must not expect
-to read its own writes within a transaction.
+byte-identical values. orjson writes it: for the values contracts store (strings, integers, booleans,
+null, lists, objects) its bytes equal json.dumps(sort_keys=True, separators=(",", ":"),
+ensure_ascii=False), which wrote the state before it (tests/chaincode/test_state.py holds it to that).
+
+Reads see committed state only, as on Fabric: a contract must not expect to read its own writes
+within a transaction.
 """
 
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from chaincode.validation import format_timestamp
 
@@ -17,12 +22,14 @@ MAX_RUNE = "\U0010ffff"
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Raises orjson.JSONEncodeError (a TypeError) for what state must not hold: integers beyond 64 bits
+    (orjson would read them back as floats), lone surrogates, keys that are not strings."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 async def get_json(stub: Any, key: str) -> Any | None:
     raw = await stub.get_state(key)
-    return json.loads(raw) if raw else None
+    return orjson.loads(raw) if raw else None
 
 
 async def put_json(stub: Any, key: str, value: Any) -> None:
@@ -51,7 +58,7 @@ async def history(stub: Any, key: str) -> list[dict[str, Any]]:
                 "tx_id": modification.tx_id,
                 "timestamp": format_timestamp(_from_proto(modification.timestamp)),
                 "is_delete": bool(modification.is_delete),
-                "value": None if modification.is_delete else json.loads(modification.value),
+                "value": None if modification.is_delete else orjson.loads(modification.value),
             }
         )
     entries.reverse()

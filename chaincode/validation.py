@@ -2,10 +2,11 @@
 presence before anything is read or written, and refused with a message naming the field (never
 echoing a value that could be health data)."""
 
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from chaincode.errors import InvalidArgument
 
@@ -99,7 +100,7 @@ def json_argument(value: Any, field: str, kind: type) -> Any:
     if len(text) > MAX_JSON_ARGUMENT_BYTES:
         raise InvalidArgument(f"{field} is larger than {MAX_JSON_ARGUMENT_BYTES} bytes")
     try:
-        parsed = json.loads(text)
+        parsed = orjson.loads(text)  # strict JSON: no NaN, no lone surrogates, nesting within 1,024
     except (ValueError, RecursionError):
         raise InvalidArgument(f"{field} is not valid JSON") from None
     if not isinstance(parsed, kind):

@@ -3,9 +3,10 @@
 Arguments and payloads are strings/bytes, as on Fabric: the contracts define their own JSON.
 """
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+import orjson
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Receipt:
     events: tuple[ChaincodeEvent, ...] = field(default=())
 
     def json(self) -> Any:
-        return json.loads(self.payload) if self.payload else None
+        return orjson.loads(self.payload) if self.payload else None
 
 
 @dataclass(frozen=True)

@@ -270,3 +270,24 @@ def test_locate_finds_the_block_and_status_of_a_committed_transaction(chain):
     location = chain.locate(receipt.tx_id)
     assert (location.block_number, location.status) == (receipt.block_number, "VALID")
     assert chain.locate("f" * 64) is None
+
+
+def test_transaction_hashes_are_computed_over_the_same_text_as_before_orjson():
+    """_canonical's fast path (orjson) must give json.dumps' ASCII text byte for byte, or old
+    transactions would no longer verify."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from ledger.embedded import _canonical
+
+    leaves = st.none() | st.integers(min_value=-(2**70), max_value=2**70) | st.text()
+    values = st.recursive(leaves, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=25)
+
+    @settings(max_examples=3000, deadline=None)
+    @given(values)
+    def same_text(value):
+        assert _canonical(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+    same_text()
+    for tricky in ["\x7f", "caf\u00e9", "\U0001f600", "\ud800", "\x00\x1f", 2**80]:
+        assert _canonical([tricky]) == json.dumps([tricky], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
