@@ -254,3 +254,93 @@ def test_check_access_batch_writes_nothing(chain, grant, anchor):
     height = chain.height()
     check(chain, [item(ident("rec-1"), digest(1))])
     assert chain.height() == height
+
+
+def test_the_patients_consent_entry_follows_every_grant_and_revocation(chain, grant, anchor):
+    """The gate reads a patient's consents from one entry: it must hold exactly what each consent
+    holds, after grants and revocations, in consent_id order."""
+    anchor(ident("rec-1"), 1, digest(1))
+    for name in ("c-b", "c-a", "c-c"):
+        grant(ident(name), 1, categories=["imaging"] if name != "c-c" else ["laboratory"])
+    chain.submit("consent", "RevokeConsent", ident("c-a"))
+    chain.submit("consent", "RevokeConsent", ident("c-b"))
+    listed = chain.evaluate("consent", "ListConsentsForPatient", pseudonym(1)).json()
+    read = [chain.evaluate("consent", "ReadConsent", ident(n)).json() for n in ("c-a", "c-b", "c-c")]
+    assert listed == read
+    assert [c["status"] for c in listed] == ["revoked", "revoked", "active"]
+    # Imaging was covered by c-a and c-b only, both revoked; c-c covers another category.
+    assert check(chain, [item(ident("rec-1"), digest(1))])["results"][0]["reason"] == "category_not_covered"
+    chain.submit("consent", "RevokeConsent", ident("c-c"))
+    assert check(chain, [item(ident("rec-1"), digest(1))])["results"][0]["reason"] == "consent_revoked"
+
+
+def test_consents_written_before_the_patient_entry_existed_still_count(tmp_path):
+    """A ledger whose consents were written by the contract before `patient_consents/<patient>` existed:
+    the gate reads them through the index, and the next grant or revocation builds the entry from it."""
+    from chaincode import state
+    from chaincode.contracts.access_log import AccessLogContract
+    from chaincode.contracts.anchors import AnchorContract
+    from chaincode.contracts.consent import CONSENT_BY_PATIENT, ConsentContract, consent_key
+    from chaincode.library import Contract, ContractChaincode, TransactionContext
+    from ledger.embedded import EmbeddedLedger
+
+    class EarlierConsentLayout(Contract):
+        """Writes a consent as GrantConsent did before: the consent and its index entry only."""
+
+        Name = "earlier"
+
+        async def Grant(self, ctx: TransactionContext, consent_json: str) -> str:
+            stub, consent = ctx.get_stub(), json.loads(consent_json)
+            await state.put_json(stub, consent_key(stub, consent["consent_id"]), consent)
+            index = stub.create_composite_key(CONSENT_BY_PATIENT, [consent["patient_pseudonym"], consent["consent_id"]])
+            await stub.put_state(index, state.INDEX_MARKER)
+            return "{}"
+
+    ledger = EmbeddedLedger(
+        tmp_path / "ledger.sqlite3",
+        chaincode=ContractChaincode.new_chaincode(
+            AnchorContract(), ConsentContract(), AccessLogContract(), EarlierConsentLayout()
+        ),
+    )
+    try:
+        patient, start = pseudonym(1), now() - timedelta(days=1)
+        earlier = {
+            "consent_id": "c-old",
+            "patient_pseudonym": patient,
+            "grantee": "clinician:alice",
+            "purposes": [BREAST_CANCER],
+            "categories": ["imaging"],
+            "valid_from": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "valid_until": (start + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "status": "active",
+            "granted_at": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "granted_tx_id": "0" * 64,
+            "revoked_at": None,
+            "revoked_tx_id": None,
+        }
+        ledger.submit("earlier", "Grant", json.dumps(earlier))
+        ledger.submit("anchors", "AnchorRecord", "rec-1", patient, digest(1), "1")
+        assert check(ledger, [item("rec-1", digest(1))])["results"][0]["decision"] == "admit"
+
+        ledger.submit(
+            "consent",
+            "GrantConsent",
+            json.dumps(
+                {
+                    **{k: earlier[k] for k in ("patient_pseudonym", "grantee", "purposes")},
+                    "consent_id": "c-new",
+                    "categories": ["laboratory"],
+                    "valid_from": rfc3339(start),
+                    "valid_until": rfc3339(start + timedelta(days=30)),
+                }
+            ),
+        )
+        assert [c["consent_id"] for c in ledger.evaluate("consent", "ListConsentsForPatient", patient).json()] == [
+            "c-new",
+            "c-old",
+        ]
+        ledger.submit("consent", "RevokeConsent", "c-old")
+        assert check(ledger, [item("rec-1", digest(1))])["results"][0]["reason"] == "category_not_covered"
+        assert ledger.verify().ok
+    finally:
+        ledger.close()
