@@ -96,3 +96,29 @@ def test_model_hashes_are_stable_and_cover_the_weights():
     assert model.sha256 == breast_cancer_model().sha256
     assert model.metrics["accuracy"] > 0.9
     assert diabetes_model().sha256 != model.sha256
+
+
+def test_decrypt_many_reads_each_ciphertext_as_decrypt_does(engine, keys):
+    model = breast_cancer_model()
+    features = [model.clip(np.asarray(breast_cancer_split()[1][i : i + n]))[0] for i, n in ((0, 7), (7, 3))]
+    scores = [
+        engine.linear_score(keys.compute, engine.encrypt_columns(keys.public, f), model.weights, model.bias)
+        for f in features
+    ]
+    many = engine.decrypt_many(keys.secret, [(scores[0], 7), (scores[1], 3)])
+    assert [len(m) for m in many] == [7, 3]
+    for one, ciphertext, count, f in zip(many, scores, (7, 3), features, strict=True):
+        assert np.array_equal(one, engine.decrypt(keys.secret, ciphertext, count))
+        assert np.abs(one - model.score_plain(f)).max() < 1e-3
+    with pytest.raises(ValueError, match="no secret key"):
+        engine.decrypt_many(keys.public, [(scores[0], 7)])
+
+
+def test_the_compute_side_refuses_a_context_holding_a_secret_key_and_keeps_none(engine, keys):
+    model = breast_cancer_model()
+    columns = engine.encrypt_columns(keys.public, model.clip(np.asarray(breast_cancer_split()[1][:4]))[0])
+    scoring = TenSEALEngine()
+    with pytest.raises(ValueError, match="must not hold a secret key"):
+        scoring.linear_score(keys.secret, columns, model.weights, model.bias)
+    scoring.linear_score(keys.compute, columns, model.weights, model.bias)
+    assert not any(context.has_secret_key() for context in scoring._public_contexts.values())
