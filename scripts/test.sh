@@ -49,13 +49,21 @@ echo "==> ruff"
 echo "==> mypy"
 .venv/bin/mypy
 
+# Each pass runs the tests in parallel worker processes (pytest-xdist), one per CPU unless
+# PYTEST_WORKERS says otherwise (a number, or 0 for a single process; "-n N" among the arguments works
+# too). Many tests spend their time waiting on real Celery workers, Redis, Chromium or a live server,
+# which other tests' work fills: on two cores each pass takes about 4.5 minutes.
+# Each worker keeps its own HEALTH_PLATFORM_VAR_DIR (a subfolder of the one above, see
+# tests/conftest.py) and its own test database.
+workers=(-n "${PYTEST_WORKERS:-auto}")
+
 # Every pass runs, whatever the one before it found; the script fails at the end if any failed.
 failed_passes=()
 for database in $TEST_DATABASES; do
   case "$database" in
     sqlite)
       echo "==> pytest on SQLite (the whole suite)"
-      .venv/bin/pytest "$@" || failed_passes+=(sqlite)
+      .venv/bin/pytest "${workers[@]}" "$@" || failed_passes+=(sqlite)
       ;;
     postgresql)
       # The PostgreSQL pass runs every test that touches the database: all but the browser tests (e2e:
@@ -66,7 +74,7 @@ for database in $TEST_DATABASES; do
       DATABASE_URL="$(scripts/postgres.sh start "$postgres_dir")"
       echo "==> pytest on PostgreSQL (private server on ${postgres_dir}; all but e2e, ledger, chaincode)"
       status=0
-      DATABASE_URL="$DATABASE_URL" .venv/bin/pytest --ignore=tests/e2e \
+      DATABASE_URL="$DATABASE_URL" .venv/bin/pytest "${workers[@]}" --ignore=tests/e2e \
         --ignore=tests/ledger --ignore=tests/chaincode "$@" || status=$?
       scripts/postgres.sh stop "$postgres_dir"
       postgres_dir=""

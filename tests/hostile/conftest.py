@@ -32,12 +32,6 @@ ROLES = ("patient", "clinician", "auditor", "custodian")
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """Users are made by the dozen here; the production hasher's deliberate slowness is not under test."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def sign_in_throttle_reset(settings):
     """These tests fail many sign-ins on purpose: forget them, before and after, so no other test is throttled."""
     from django.core.cache import caches
