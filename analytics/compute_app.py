@@ -15,11 +15,13 @@ from celery import Celery
 
 from analytics.blobs import FileSystemBlobStore
 from analytics.compute import SCORE_TASK, score_batch
+from analytics.filesystem_broker import use_whole_message_transport
 from analytics.he import TenSEALEngine
 
 _var = Path(os.environ.get("HEALTH_PLATFORM_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
 _broker_url = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 
+use_whole_message_transport()
 app = Celery("health_platform_compute", broker=_broker_url)
 app.conf.update(
     task_serializer="json",
