@@ -78,16 +78,16 @@ class TenSEALEngine:
         import tenseal
 
         self._ts = tenseal
-        self._public_contexts: dict[bytes, Any] = {}  # digest -> deserialised public context
+        self._public_contexts: dict[bytes, Any] = {}  # digest -> deserialised public or parameters-only context
 
-    def _public_context(self, public: bytes) -> Any:
+    def _keyless_context(self, serialised: bytes) -> Any:
         """The deserialised public or parameters-only context, kept for the few most recent ones:
         deserialising one takes ~30 ms (SEAL precomputes its tables) and every chunk of a batch uses
         the same one. Never a secret key: a context holding one is refused, not kept."""
-        digest = hashlib.sha256(public).digest()
+        digest = hashlib.sha256(serialised).digest()
         context = self._public_contexts.get(digest)
         if context is None:
-            context = self._ts.context_from(public)
+            context = self._ts.context_from(serialised)
             if context.has_secret_key():
                 raise ValueError("a public context must not hold a secret key")
             while len(self._public_contexts) >= PUBLIC_CONTEXT_CACHE:
@@ -108,13 +108,13 @@ class TenSEALEngine:
     def encrypt_columns(self, public: bytes, features: np.ndarray) -> list[bytes]:
         if features.ndim != 2 or not 0 < features.shape[0] <= self.slots:
             raise ValueError(f"expected 1..{self.slots} records by features")
-        context = self._public_context(public)
+        context = self._keyless_context(public)
         return [self._ts.ckks_vector(context, column.tolist()).serialize() for column in features.T]
 
     def linear_score(self, compute: bytes, columns: Sequence[bytes], weights: Sequence[float], bias: float) -> bytes:
         if len(columns) != len(weights) or not columns:
             raise ValueError("one ciphertext per weight is required")
-        context = self._public_context(compute)
+        context = self._keyless_context(compute)
         total = None
         for column, weight in zip(columns, weights, strict=True):
             term = self._ts.ckks_vector_from(context, column) * float(weight)
