@@ -11,7 +11,6 @@ so a task delivered twice or resumed after a crash continues from the stored sta
 twice. Fail closed: without a positive answer from the ledger nothing is encrypted or scored.
 """
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from analytics.diagnostic_models import LinearModel, all_models
+from analytics.features import features_of
 from analytics.keys import secret_context_seal
 from analytics.models import (
     AnalysisBatch,
@@ -45,7 +45,6 @@ from health_platform.errors import LedgerUnavailableError, PermissionDenied, Val
 from health_platform.roles import Role, user_has_role
 from ledger import ContractRejected, LedgerUnavailable, TransactionConflict
 from records.selectors import (
-    VersionContent,
     content_sha256,
     record_versions_contents,
     record_versions_usable_for_analysis,
@@ -314,13 +313,13 @@ def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
     if batch is None or batch.request.status == AnalysisStatus.FAILED:
         return None
     spec = model_spec(batch.request.model)
-    contents: dict[int, VersionContent] | None = None  # decrypted once when gate and encrypt run together
+    readings: dict[int, _Reading] | None = None  # versions opened once when gate and encrypt run together
     if batch.status == BatchStatus.PENDING:
-        batch, contents = _gate(batch)
+        batch, readings = _gate(batch, spec)
     if batch.status == BatchStatus.GATED:
         batch = _log(batch, spec)
     if batch.status == BatchStatus.LOGGED:
-        batch = _encrypt(batch, spec, contents)
+        batch = _encrypt(batch, spec, readings)
     if batch.status == BatchStatus.ENCRYPTED:
         return ComputeOrder(
             batch.pk,
@@ -362,23 +361,48 @@ def compute_order_release(*, batch_id: int) -> None:
     AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED).update(compute_sent_at=None)
 
 
-def _gate(batch: AnalysisBatch) -> tuple[AnalysisBatch, dict[int, VersionContent]]:
+@dataclass(frozen=True)
+class _Reading:
+    """What the custodian keeps of one opened version: its hash and the model's features, not its bytes."""
+
+    version_id: int
+    record_id: str
+    category: str
+    patient_pseudonym: str
+    sha256: str  # NO_CONTENT_HASH when the ciphertext does not open
+    opened: bool
+    features: list[float] | None  # None when it did not open or lacks one of the model's features
+
+
+def _read_versions(version_ids: list[int], spec: LinearModel) -> dict[int, _Reading]:
+    """Open each version once: hash its canonical bytes and read the model's features, then let the
+    bytes go (a batch's plaintexts are never all held at once). Nothing is encrypted or sent here:
+    what is admitted is decided by the ledger, afterwards."""
+    readings = {}
+    for content in record_versions_contents(version_ids=version_ids):
+        plaintext = content.plaintext
+        readings[content.version_id] = _Reading(
+            content.version_id,
+            str(content.record_id),
+            content.category,
+            content.patient_pseudonym,
+            content_sha256(plaintext) if plaintext is not None else NO_CONTENT_HASH,
+            plaintext is not None,
+            features_of(plaintext, spec.feature_codes) if plaintext is not None else None,
+        )
+    return readings
+
+
+def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[int, _Reading]]:
     request = batch.request
-    contents = record_versions_contents(version_ids=batch.record_version_ids)
-    items = [
-        {
-            "record_id": str(content.record_id),
-            "category": content.category,
-            "sha256": content_sha256(content.plaintext) if content.plaintext is not None else NO_CONTENT_HASH,
-        }
-        for content in contents
-    ]
+    readings = _read_versions(batch.record_version_ids, spec)
+    gated = [readings[i] for i in batch.record_version_ids if i in readings]
     at = datetime.now(UTC)
     query: dict[str, Any] = {
         "grantee": request.grantee_id,
         "purpose": request.purpose,
         "at": format_timestamp(at),
-        "items": items,
+        "items": [{"record_id": r.record_id, "category": r.category, "sha256": r.sha256} for r in gated],
     }
     if request.organisation_grantee_id:
         query["organisation"] = request.organisation_grantee_id
@@ -388,16 +412,16 @@ def _gate(batch: AnalysisBatch) -> tuple[AnalysisBatch, dict[int, VersionContent
         raise LedgerNotAnswering("gate") from error
     decisions = [
         {
-            "version_id": content.version_id,
-            "record_id": item["record_id"],
-            "category": item["category"],
-            "sha256": item["sha256"],
-            "patient_pseudonym": content.patient_pseudonym,
+            "version_id": reading.version_id,
+            "record_id": reading.record_id,
+            "category": reading.category,
+            "sha256": reading.sha256,
+            "patient_pseudonym": reading.patient_pseudonym,
             "decision": result["decision"],
             "reason": result["reason"],
             "consent_id": result["consent_id"],
         }
-        for content, item, result in zip(contents, items, answer["results"], strict=True)
+        for reading, result in zip(gated, answer["results"], strict=True)
     ]
     refusals = Counter(d["reason"] for d in decisions if d["decision"] != "admit")
     log.info(
@@ -407,7 +431,7 @@ def _gate(batch: AnalysisBatch) -> tuple[AnalysisBatch, dict[int, VersionContent
         admitted=len(decisions) - sum(refusals.values()),
         refused=dict(refusals),
     )
-    gated = _transition(
+    moved = _transition(
         batch,
         BatchStatus.PENDING,
         status=BatchStatus.GATED,
@@ -416,7 +440,7 @@ def _gate(batch: AnalysisBatch) -> tuple[AnalysisBatch, dict[int, VersionContent
         admitted_count=len(decisions) - sum(refusals.values()),
         refusals=dict(refusals),
     )
-    return gated, {content.version_id: content for content in contents}
+    return moved, readings
 
 
 def _log(batch: AnalysisBatch, spec: LinearModel) -> AnalysisBatch:
@@ -462,35 +486,30 @@ def access_event_id(request_id: object, record_id: str) -> str:
     return f"acc:{request_id}:{record_id}"
 
 
-def _encrypt(batch: AnalysisBatch, spec: LinearModel, contents: dict[int, VersionContent] | None) -> AnalysisBatch:
-    """Encrypt what the gate admitted, if its content is still exactly what was gated.
+def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Reading] | None) -> AnalysisBatch:
+    """Encrypt the features of what the gate admitted, if the content is still exactly what was gated.
 
-    `contents` are the versions the gate decrypted and hashed in this same run: those very bytes are
-    encrypted, so they are not hashed again. A resumed batch decrypts again and re-checks every hash.
+    `readings` are the gate's own, from this same run; a resumed batch opens its admitted versions
+    again. Either way a version is encrypted only if its hash is the one the gate was asked about.
     """
     request = batch.request
     admitted = [d for d in batch.decisions if d["decision"] == "admit"]
-    rehash = contents is None  # contents gated in this same run were hashed by the gate already
-    if contents is None:
-        contents = {c.version_id: c for c in record_versions_contents(version_ids=[d["version_id"] for d in admitted])}
+    if readings is None:
+        readings = _read_versions([d["version_id"] for d in admitted], spec)
     rows: list[str] = []
     features: list[list[float]] = []
     skipped: Counter[str] = Counter()
     for decision in admitted:
-        content = contents.get(decision["version_id"])
-        plaintext = content.plaintext if content is not None else None
-        if plaintext is None:
+        reading = readings.get(decision["version_id"])
+        if reading is None or not reading.opened:
             skipped["content_unavailable"] += 1
-            continue
-        if rehash and content_sha256(plaintext) != decision["sha256"]:
+        elif reading.sha256 != decision["sha256"]:
             skipped["changed_after_gate"] += 1
-            continue
-        values = _features(plaintext, spec.feature_codes)
-        if values is None:
+        elif reading.features is None:
             skipped["missing_features"] += 1
-            continue
-        rows.append(decision["record_id"])
-        features.append(values)
+        else:
+            rows.append(decision["record_id"])
+            features.append(reading.features)
     engine, blobs = bootstrap.homomorphic_engine(), bootstrap.blob_store()
     public = blobs.get(request.public_context_key)
     chunks, clipped = [], 0
@@ -516,35 +535,6 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, contents: dict[int, Versio
         refusals=refusals,
         admitted_count=len(rows),
     )
-
-
-def _features(plaintext: bytes, codes: tuple[str, ...]) -> list[float] | None:
-    """The model's features from a record's FHIR bundle, in the model's order; None if any is missing.
-
-    Runs once per admitted record on the custodian's critical path, hence the plain loop: a value
-    counts if it is a finite int or float (not a bool) under a coding the model wants.
-    """
-    try:
-        document = orjson.loads(plaintext)
-    except orjson.JSONDecodeError:  # stored content is canonical JSON; anything else has no features
-        return None
-    wanted = set(codes)
-    found: dict[str, float] = {}
-    for entry in document.get("entry", ()):
-        resource = entry.get("resource")
-        if not resource or resource.get("resourceType") != "Observation":
-            continue
-        quantity = resource.get("valueQuantity")
-        value: Any = quantity.get("value") if quantity else None
-        if type(value) not in (int, float) or not math.isfinite(value):
-            continue
-        for coding in (resource.get("code") or {}).get("coding", ()):
-            code = coding.get("code")
-            if code in wanted:
-                found[code] = float(value)
-    if len(found) != len(codes):
-        return None
-    return [found[code] for code in codes]
 
 
 def analysis_batch_collect(*, batch_id: int, score_keys: list[str]) -> None:

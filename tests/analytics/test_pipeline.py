@@ -16,10 +16,13 @@ from analytics.services import analysis_request_create, analysis_start
 from analytics.tasks import analysis_batch_gate
 from consent.services import consent_revoke
 from health_platform.celery import app
+from health_platform.roles import Role
 from records.codes import BREAST_CANCER_DATASET
-from records.demo import demo_patients
-from records.models import RecordVersion
+from records.demo import demo_bundles, demo_patients
+from records.models import Record, RecordVersion
+from records.services import patient_link_user, record_ingest
 from tests.analytics.conftest import grant
+from tests.records.factories import UserFactory
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 
@@ -195,31 +198,6 @@ def test_the_gate_reads_the_ledger_not_the_consent_mirror(cohort, clinician, mod
     assert consent.consent_id
 
 
-def _bundle_with(values: dict[str, object]) -> bytes:
-    entries = [{"resource": {"resourceType": "Patient", "id": "p"}}] + [
-        {
-            "resource": {
-                "resourceType": "Observation",
-                "code": {"coding": [{"code": code}]},
-                "valueQuantity": {"value": value},
-            }
-        }
-        for code, value in values.items()
-    ]
-    return json.dumps({"resourceType": "Bundle", "entry": entries}).encode()
-
-
-def test_features_are_read_in_the_models_order_and_a_record_missing_one_is_not_scored():
-    from analytics.services import _features
-
-    codes = ("a", "b", "c")
-    assert _features(_bundle_with({"c": 3, "a": 1.5, "b": 2}), codes) == [1.5, 2.0, 3.0]
-    assert _features(_bundle_with({"a": 1, "b": 2}), codes) is None  # missing c
-    assert _features(_bundle_with({"a": 1, "b": 2, "c": True}), codes) is None  # a boolean is not a measurement
-    assert _features(_bundle_with({"a": 1, "b": 2, "c": "3"}), codes) is None  # nor is a string
-    assert _features(_bundle_with({"a": 1, "b": 2, "c": float("nan")}), codes) is None
-
-
 @pytest.mark.parametrize(
     ("count", "batch_size", "sizes"),
     [(10_000, 5000, [5000, 5000]), (10_000, 4096, [3334, 3333, 3333]), (7, 3, [3, 2, 2]), (0, 5, []), (4, 10, [4])],
@@ -230,3 +208,37 @@ def test_batches_are_as_few_as_the_size_allows_and_even(count, batch_size, sizes
     batches = even_batches(list(range(count)), batch_size)
     assert [len(b) for b in batches] == sizes
     assert [i for b in batches for i in b] == list(range(count))
+
+
+def test_a_consented_record_lacking_one_of_the_models_measurements_is_not_scored(
+    cohort, clinician, models_registered, ledger, blob_dir, eager
+):
+    (user, patient, record), *_ = cohort(1)
+    grant(user, patient, clinician)
+    # A second patient whose bundle lacks one of the model's 30 observations.
+    short = demo_patients(dataset=BREAST_CANCER_DATASET, count=2)[1]
+    (document,) = demo_bundles(patients=[short], max_entries=1000)
+    wanted = set(breast_cancer_model().feature_codes)
+    dropped = next(
+        i
+        for i, entry in enumerate(document["entry"])
+        if entry["resource"]["resourceType"] == "Observation"
+        and any(c["code"] in wanted for c in entry["resource"]["code"]["coding"])
+    )
+    del document["entry"][dropped]
+    record_ingest(raw_body=json.dumps(document).encode(), actor=UserFactory(username="custodian-2"))
+    other = Record.objects.exclude(patient=patient).get(category="imaging")
+    other_user = UserFactory(username="patient-short", roles=[Role.PATIENT])
+    patient_link_user(patient=other.patient, user=other_user)
+    grant(other_user, other.patient, clinician)
+
+    request = analysis_request_create(
+        requester=clinician,
+        model_name="breast-cancer",
+        cohort_kind="explicit",
+        pseudonyms=[patient.pseudonym, other.patient.pseudonym],
+    )
+
+    results = analysis_results(request=request, viewer=clinician)
+    assert [row.record_id for row in results.rows] == [str(record.id)]
+    assert results.refusals == {"missing_features": 1}

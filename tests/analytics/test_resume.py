@@ -17,6 +17,10 @@ from analytics.services import (
 )
 from analytics.tasks import analysis_batch_gate, resume_stalled_analyses
 from audit.models import AccessEvent
+from records.canonical import canonical_json
+from records.crypto import record_cipher, record_seal
+from records.models import RecordVersion
+from records.selectors import record_version_document
 from tests.analytics.conftest import grant
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
@@ -98,3 +102,50 @@ def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
     analysis_batch_gate.apply(args=[batch_id], kwargs={"resend": True})  # the sweep, later
 
     assert sent == [batch_id, batch_id]
+
+
+def _reseal(version: RecordVersion, document: dict) -> None:
+    """Someone holding the record key rewrites a version's content (the ledger still holds the old hash)."""
+    key_id, ciphertext, encoding = record_seal(
+        record_cipher(), canonical=canonical_json(document), record_id=version.record_id, version=version.version
+    )
+    RecordVersion.objects.filter(pk=version.pk).update(key_id=key_id, ciphertext=ciphertext, content_encoding=encoding)
+
+
+def test_a_batch_resumed_after_its_log_encrypts_only_content_unchanged_since_the_gate(
+    consented, clinician, models_registered, blob_dir, eager, monkeypatch
+):
+    (_, _, intact), (_, _, rewritten), (_, _, unreadable) = consented
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    (batch_id,) = analysis_start(request_id=str(request.pk))
+
+    def worker_dies(*args, **kwargs):
+        raise SystemExit("the worker died after logging the batch")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("analytics.services._encrypt", worker_dies)
+        with pytest.raises(SystemExit):
+            analysis_batch_advance(batch_id=batch_id)
+    batch = AnalysisBatch.objects.get(pk=batch_id)
+    assert (batch.status, batch.admitted_count) == (BatchStatus.LOGGED, 3)  # gated and logged: all three admitted
+
+    version = RecordVersion.objects.get(record=rewritten)
+    document = record_version_document(record_version=version)
+    for entry in document["entry"]:
+        if entry["resource"].get("valueQuantity"):
+            entry["resource"]["valueQuantity"]["value"] = 0.0001
+    _reseal(version, document)
+    damaged = RecordVersion.objects.get(record=unreadable)
+    flipped = bytearray(damaged.ciphertext)
+    flipped[30] ^= 1
+    RecordVersion.objects.filter(pk=damaged.pk).update(ciphertext=bytes(flipped))
+
+    order = analysis_batch_advance(batch_id=batch_id)  # the redelivered task resumes at the encryption
+
+    batch = AnalysisBatch.objects.get(pk=batch_id)
+    assert order is not None
+    assert batch.status == BatchStatus.ENCRYPTED
+    assert [chunk["record_ids"] for chunk in batch.column_keys] == [[str(intact.id)]]
+    assert batch.admitted_count == 1
+    assert batch.refusals == {"changed_after_gate": 1, "content_unavailable": 1}
