@@ -90,10 +90,13 @@ class TenSEALEngine:
             context = self._ts.context_from(serialised)
             if context.has_secret_key():
                 raise ValueError("a public context must not hold a secret key")
-            while len(self._public_contexts) >= PUBLIC_CONTEXT_CACHE:
-                self._public_contexts.pop(next(iter(self._public_contexts)))
-            self._public_contexts[digest] = context
+            self._keep(digest, context)
         return context
+
+    def _keep(self, digest: bytes, context: Any) -> None:
+        while len(self._public_contexts) >= PUBLIC_CONTEXT_CACHE:
+            self._public_contexts.pop(next(iter(self._public_contexts)))
+        self._public_contexts[digest] = context
 
     def keygen(self) -> KeySet:
         context = self._ts.context(
@@ -136,7 +139,16 @@ class TenSEALEngine:
         ]
 
     def is_secret_context(self, context: bytes) -> bool:
-        return bool(self._ts.context_from(context).has_secret_key())
+        """A context found keyless is kept like the ones the engine uses: the compute step checks its
+        context, then scores with it, and would otherwise deserialise it twice (~30 ms each)."""
+        digest = hashlib.sha256(context).digest()
+        if digest in self._public_contexts:
+            return False
+        loaded = self._ts.context_from(context)
+        if loaded.has_secret_key():
+            return True
+        self._keep(digest, loaded)
+        return False
 
     def _parts(self, context) -> KeySet:  # type: ignore[no-untyped-def]
         return KeySet(

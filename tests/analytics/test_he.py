@@ -8,6 +8,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from analytics.blobs import FileSystemBlobStore
+from analytics.compute import score_batch
 from analytics.diagnostic_models import SPLIT_SEED, TEST_SIZE, breast_cancer_model, breast_cancer_split, diabetes_model
 from analytics.he import TenSEALEngine
 
@@ -122,3 +124,25 @@ def test_the_compute_side_refuses_a_context_holding_a_secret_key_and_keeps_none(
         scoring.linear_score(keys.secret, columns, model.weights, model.bias)
     scoring.linear_score(keys.compute, columns, model.weights, model.bias)
     assert not any(context.has_secret_key() for context in scoring._public_contexts.values())
+
+
+def test_the_compute_step_reads_its_context_once_and_never_keeps_a_secret_one(keys, tmp_path, monkeypatch):
+    model = breast_cancer_model()
+    blobs = FileSystemBlobStore(tmp_path)
+    engine = TenSEALEngine()
+    columns = engine.encrypt_columns(keys.public, model.clip(np.asarray(breast_cancer_split()[1][:4]))[0])
+    column_keys = [[blobs.put(c) for c in columns]] * 2  # two chunks
+    loads = []
+    real_context_from = engine._ts.context_from
+    monkeypatch.setattr(engine._ts, "context_from", lambda data: loads.append(len(data)) or real_context_from(data))
+
+    scoring = {"engine": engine, "blobs": blobs, "column_keys": column_keys, "weights": model.weights}
+    score_keys = score_batch(compute_context_key=blobs.put(keys.compute), bias=model.bias, **scoring)
+    assert loads == [len(keys.compute)]  # checked for a secret key, then scored with, read once
+    assert len(score_keys) == 2
+
+    with pytest.raises(PermissionError):
+        score_batch(compute_context_key=blobs.put(keys.secret), bias=model.bias, **scoring)
+    assert engine.is_secret_context(keys.secret)
+    assert not any(context.has_secret_key() for context in engine._public_contexts.values())
+    assert loads[1:] == [len(keys.secret)] * 2  # a secret context is read again each time: never kept
