@@ -109,7 +109,7 @@ def _start_workers(directory: str) -> list[subprocess.Popen]:
         "PYTHONPATH": os.getcwd(),
         "HEALTH_PLATFORM_VAR_DIR": directory,
         "HOME": directory,
-        **({"CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"]} if "CELERY_BROKER_URL" in os.environ else {}),
+        **{name: value for name, value in os.environ.items() if name.startswith("CELERY_")},
     }
     commands = [
         (

@@ -5,9 +5,11 @@ between read an empty message and died with JSONDecodeError (seen in a parallel 
 """
 
 import os
+import threading
+import time
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
 from kombu.transport.virtual import Empty
 
 from analytics import filesystem_broker
@@ -58,3 +60,77 @@ def test_both_celery_apps_use_it_for_filesystem_urls_and_leave_redis_alone(tmp_p
     with Connection("filesystem://", transport_options=options) as connection:
         assert isinstance(connection.transport, filesystem_broker.Transport)
     assert not isinstance(Connection("redis://127.0.0.1:1/0").transport, filesystem_broker.Transport)
+
+
+def _connection(folder, polling_interval):
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "store_processed": False,
+        "polling_interval": polling_interval,
+    }
+    return Connection("filesystem://", transport=filesystem_broker.TRANSPORT, transport_options=options)
+
+
+def _publish_later(folder, delay, body):
+    def publish():
+        time.sleep(delay)
+        with _connection(folder, 5) as connection:
+            connection.SimpleQueue("compute").put(body)
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    return thread
+
+
+def _drain_one(connection, timeout):
+    received = []
+    queue = Queue("compute", Exchange("compute"), "compute")
+    with connection.Consumer(queue, callbacks=[lambda body, message: (received.append(body), message.ack())]):
+        start = time.monotonic()
+        connection.drain_events(timeout=timeout)
+        return received, time.monotonic() - start
+
+
+def test_an_idle_consumer_takes_a_new_message_at_once_not_after_the_polling_interval(tmp_path):
+    with _connection(tmp_path, 5) as connection:  # kombu would sleep 5 s between empty polls
+        connection.SimpleQueue("compute")  # declared, empty
+        thread = _publish_later(tmp_path, 0.3, {"n": 1})
+        received, elapsed = _drain_one(connection, timeout=10)
+        thread.join()
+    assert received == [{"n": 1}]
+    assert elapsed < 2
+
+
+def test_without_inotify_it_polls_as_kombu_does(tmp_path, monkeypatch):
+    def no_inotify(folder):
+        raise AttributeError("inotify_init1")
+
+    monkeypatch.setattr(filesystem_broker, "FolderWatch", no_inotify)
+    with _connection(tmp_path, 0.05) as connection:
+        connection.SimpleQueue("compute")
+        thread = _publish_later(tmp_path, 0.2, {"n": 2})
+        received, _ = _drain_one(connection, timeout=10)
+        thread.join()
+    assert received == [{"n": 2}]
+
+
+def test_an_empty_wait_ends_at_its_timeout(tmp_path):
+    with _connection(tmp_path, 5) as connection:
+        connection.SimpleQueue("compute")
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            _drain_one(connection, timeout=0.3)
+    assert 0.3 <= time.monotonic() - start < 2
+
+
+def test_the_watch_wakes_for_a_message_renamed_in_and_not_for_a_partial_one_being_written(tmp_path):
+    watch = filesystem_broker.FolderWatch(str(tmp_path))
+    try:
+        (tmp_path / ".partial-x").write_bytes(b"half")  # created and written: no event
+        assert watch.wait(0.1) is False
+        os.replace(tmp_path / ".partial-x", tmp_path / "1_x.compute.msg")
+        assert watch.wait(5) is True
+        assert watch.wait(0.1) is False  # consumed
+    finally:
+        watch.close()
