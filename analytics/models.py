@@ -99,6 +99,7 @@ class AnalysisBatch(models.Model):
     access_log_tx_id = models.CharField(max_length=128, blank=True, default="")
     access_log_block = models.PositiveBigIntegerField(null=True, blank=True)
     column_keys = models.JSONField(default=list, blank=True)
+    log_claimed_at = models.DateTimeField(null=True, blank=True, help_text="when its access-log step was claimed")
     compute_sent_at = models.DateTimeField(null=True, blank=True, help_text="when its compute order was claimed")
     score_keys = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

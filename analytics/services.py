@@ -304,10 +304,11 @@ class ComputeOrder:
     bias: float
 
 
-def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
+def analysis_batch_advance(*, batch_id: int, force: bool = False) -> ComputeOrder | None:
     """Run the custodian steps the batch still needs; return the compute order once encrypted.
 
     Raises LedgerNotAnswering when the ledger does not answer the gate or the log (the task retries).
+    `force` (the stalled-work sweep) takes over a log step claimed by a delivery that died.
     """
     batch = AnalysisBatch.objects.select_related("request__model").filter(pk=batch_id).first()
     if batch is None or batch.request.status == AnalysisStatus.FAILED:
@@ -317,7 +318,7 @@ def analysis_batch_advance(*, batch_id: int) -> ComputeOrder | None:
     if batch.status == BatchStatus.PENDING:
         batch, readings = _gate(batch, spec)
     if batch.status == BatchStatus.GATED:
-        batch = _log(batch, spec)
+        batch = _log(batch, spec, force=force)
     if batch.status == BatchStatus.LOGGED:
         batch = _encrypt(batch, spec, readings)
     if batch.status == BatchStatus.ENCRYPTED:
@@ -443,17 +444,26 @@ def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[
     return moved, readings
 
 
-def _log(batch: AnalysisBatch, spec: LinearModel) -> AnalysisBatch:
+def _log(batch: AnalysisBatch, spec: LinearModel, *, force: bool = False) -> AnalysisBatch:
+    """Log the batch's decisions on the ledger, ONE transaction, by one delivery only.
+
+    Two deliveries of a gate task can reach this step at the same moment (a duplicate, picked up at
+    once): both would submit the batch and one would end on the ledger as an MVCC_READ_CONFLICT.
+    The step is claimed first (log_claim); the delivery that loses returns the batch still GATED and
+    stops. A claim is released if the ledger does not answer, so the retry can take it again; one
+    left by a worker that died is taken again by the stalled-work sweep (`force`).
+    """
     request = batch.request
+    request_id = str(request.id)
     events = [
         {
-            "event_id": access_event_id(request.id, d["record_id"]),
+            "event_id": access_event_id(request_id, d["record_id"]),
             "kind": "record_access",
             "record_id": d["record_id"],
             "patient_pseudonym": d["patient_pseudonym"],
             "grantee": request.grantee_id,
             "purpose": request.purpose,
-            "request_id": str(request.id),
+            "request_id": request_id,
             "model_hash": spec.sha256,
             "category": d["category"],
             "decision": d["decision"],
@@ -463,10 +473,16 @@ def _log(batch: AnalysisBatch, spec: LinearModel) -> AnalysisBatch:
     ]
     if not events:
         return _transition(batch, BatchStatus.GATED, status=BatchStatus.LOGGED)
+    if not log_claim(batch_id=batch.pk, force=force):
+        return batch
     try:
         logged = access_batch_log(batch_id=access_batch_id(request.id, batch.index), events=events)
     except (LedgerUnavailable, TransactionConflict) as error:
+        _log_release(batch.pk)
         raise LedgerNotAnswering("log") from error
+    except BaseException:
+        _log_release(batch.pk)
+        raise
     return _transition(
         batch,
         BatchStatus.GATED,
@@ -474,6 +490,18 @@ def _log(batch: AnalysisBatch, spec: LinearModel) -> AnalysisBatch:
         access_log_tx_id=logged.tx_id,
         access_log_block=logged.block_number,
     )
+
+
+def log_claim(*, batch_id: int, force: bool = False) -> bool:
+    """Claim a gated batch's access-log step: True for exactly one caller unless `force`."""
+    rows = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.GATED)
+    if not force:
+        rows = rows.filter(log_claimed_at__isnull=True)
+    return bool(rows.update(log_claimed_at=timezone.now(), updated_at=timezone.now()))
+
+
+def _log_release(batch_id: int) -> None:
+    AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.GATED).update(log_claimed_at=None)
 
 
 def access_batch_id(request_id: object, batch_index: int) -> str:

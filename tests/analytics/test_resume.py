@@ -14,6 +14,7 @@ from analytics.services import (
     analysis_start,
     compute_order_claim,
     compute_order_release,
+    log_claim,
 )
 from analytics.tasks import analysis_batch_gate, resume_stalled_analyses
 from audit.models import AccessEvent
@@ -149,3 +150,35 @@ def test_a_batch_resumed_after_its_log_encrypts_only_content_unchanged_since_the
     assert [chunk["record_ids"] for chunk in batch.column_keys] == [[str(intact.id)]]
     assert batch.admitted_count == 1
     assert batch.refusals == {"changed_after_gate": 1, "content_unavailable": 1}
+
+
+def test_a_delivery_finding_the_log_step_claimed_logs_nothing_and_the_sweep_takes_over_a_dead_claim(
+    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
+):
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    (batch_id,) = analysis_start(request_id=str(request.pk))
+
+    def worker_dies(**kwargs):
+        raise SystemExit("the worker died while logging")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("analytics.services.access_batch_log", worker_dies)
+        with pytest.raises(SystemExit):
+            analysis_batch_advance(batch_id=batch_id)
+    batch = AnalysisBatch.objects.get(pk=batch_id)
+    assert (batch.status, batch.log_claimed_at) == (BatchStatus.GATED, None)  # the claim was let go
+
+    assert log_claim(batch_id=batch_id) is True  # another delivery is logging (or died holding the claim)
+    assert log_claim(batch_id=batch_id) is False
+    height = ledger.height()
+    assert analysis_batch_advance(batch_id=batch_id) is None  # a duplicate: it stops, submits nothing
+    assert ledger.height() == height
+    assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.GATED
+
+    analysis_batch_gate.apply(args=[batch_id], kwargs={"resend": True})  # the stalled-work sweep's delivery
+
+    assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.SCORED
+    assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == 3
+    request.refresh_from_db()
+    assert request.status == AnalysisStatus.COMPLETED
