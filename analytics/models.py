@@ -99,7 +99,9 @@ class AnalysisBatch(models.Model):
     access_log_tx_id = models.CharField(max_length=128, blank=True, default="")
     access_log_block = models.PositiveBigIntegerField(null=True, blank=True)
     column_keys = models.JSONField(default=list, blank=True)
-    log_claimed_at = models.DateTimeField(null=True, blank=True, help_text="when its access-log step was claimed")
+    log_claimed_by = models.CharField(
+        max_length=64, blank=True, default="", help_text="the task (message id) that took its access-log step"
+    )
     compute_sent_at = models.DateTimeField(null=True, blank=True, help_text="when its compute order was claimed")
     score_keys = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

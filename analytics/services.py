@@ -12,6 +12,7 @@ twice. Fail closed: without a positive answer from the ledger nothing is encrypt
 """
 
 import re
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -304,11 +305,12 @@ class ComputeOrder:
     bias: float
 
 
-def analysis_batch_advance(*, batch_id: int, force: bool = False) -> ComputeOrder | None:
+def analysis_batch_advance(*, batch_id: int, claimant: str | None = None, force: bool = False) -> ComputeOrder | None:
     """Run the custodian steps the batch still needs; return the compute order once encrypted.
 
     Raises LedgerNotAnswering when the ledger does not answer the gate or the log (the task retries).
-    `force` (the stalled-work sweep) takes over a log step claimed by a delivery that died.
+    `claimant` is the calling task's message id (see _log; a new one when not given); `force` (the
+    stalled-work sweep) takes over a log step claimed by a task that never finished it.
     """
     batch = AnalysisBatch.objects.select_related("request__model").filter(pk=batch_id).first()
     if batch is None or batch.request.status == AnalysisStatus.FAILED:
@@ -318,7 +320,7 @@ def analysis_batch_advance(*, batch_id: int, force: bool = False) -> ComputeOrde
     if batch.status == BatchStatus.PENDING:
         batch, readings = _gate(batch, spec)
     if batch.status == BatchStatus.GATED:
-        batch = _log(batch, spec, force=force)
+        batch = _log(batch, spec, claimant=claimant or uuid.uuid4().hex, force=force)
     if batch.status == BatchStatus.LOGGED:
         batch = _encrypt(batch, spec, readings)
     if batch.status == BatchStatus.ENCRYPTED:
@@ -444,14 +446,15 @@ def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[
     return moved, readings
 
 
-def _log(batch: AnalysisBatch, spec: LinearModel, *, force: bool = False) -> AnalysisBatch:
-    """Log the batch's decisions on the ledger, ONE transaction, by one delivery only.
+def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool = False) -> AnalysisBatch:
+    """Log the batch's decisions on the ledger, ONE transaction, by one task only.
 
-    Two deliveries of a gate task can reach this step at the same moment (a duplicate, picked up at
-    once): both would submit the batch and one would end on the ledger as an MVCC_READ_CONFLICT.
-    The step is claimed first (log_claim); the delivery that loses returns the batch still GATED and
-    stops. A claim is released if the ledger does not answer, so the retry can take it again; one
-    left by a worker that died is taken again by the stalled-work sweep (`force`).
+    Two deliveries of gate tasks for one batch can reach this step at the same moment (a duplicate,
+    picked up at once): both would submit the batch and one would end on the ledger as an
+    MVCC_READ_CONFLICT. So the step is claimed first by `claimant`, the task's message id (log_claim):
+    another task stops here with the batch still GATED, while the same message delivered again (its
+    process was killed) takes the step over at once. A claim is released when the ledger does not
+    answer, for the retry; `force` is the stalled-work sweep's.
     """
     request = batch.request
     request_id = str(request.id)
@@ -473,15 +476,15 @@ def _log(batch: AnalysisBatch, spec: LinearModel, *, force: bool = False) -> Ana
     ]
     if not events:
         return _transition(batch, BatchStatus.GATED, status=BatchStatus.LOGGED)
-    if not log_claim(batch_id=batch.pk, force=force):
+    if not log_claim(batch_id=batch.pk, claimant=claimant, force=force):
         return batch
     try:
         logged = access_batch_log(batch_id=access_batch_id(request.id, batch.index), events=events)
     except (LedgerUnavailable, TransactionConflict) as error:
-        _log_release(batch.pk)
+        _log_release(batch.pk, claimant)
         raise LedgerNotAnswering("log") from error
     except BaseException:
-        _log_release(batch.pk)
+        _log_release(batch.pk, claimant)
         raise
     return _transition(
         batch,
@@ -492,16 +495,19 @@ def _log(batch: AnalysisBatch, spec: LinearModel, *, force: bool = False) -> Ana
     )
 
 
-def log_claim(*, batch_id: int, force: bool = False) -> bool:
-    """Claim a gated batch's access-log step: True for exactly one caller unless `force`."""
+def log_claim(*, batch_id: int, claimant: str, force: bool = False) -> bool:
+    """Claim a gated batch's access-log step for `claimant`: True if it is free or already its own
+    (or `force`), False while another task holds it."""
     rows = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.GATED)
     if not force:
-        rows = rows.filter(log_claimed_at__isnull=True)
-    return bool(rows.update(log_claimed_at=timezone.now(), updated_at=timezone.now()))
+        rows = rows.filter(log_claimed_by__in=["", claimant])
+    return bool(rows.update(log_claimed_by=claimant, updated_at=timezone.now()))
 
 
-def _log_release(batch_id: int) -> None:
-    AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.GATED).update(log_claimed_at=None)
+def _log_release(batch_id: int, claimant: str) -> None:
+    AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.GATED, log_claimed_by=claimant).update(
+        log_claimed_by=""
+    )
 
 
 def access_batch_id(request_id: object, batch_index: int) -> str:

@@ -34,7 +34,7 @@ def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:  # t
     ANALYTICS_LEDGER_MAX_RETRIES the request fails closed with code ledger_unavailable.
     """
     try:
-        order = services.analysis_batch_advance(batch_id=batch_id, force=resend)
+        order = services.analysis_batch_advance(batch_id=batch_id, claimant=self.request.id, force=resend)
     except services.LedgerNotAnswering as error:
         if self.request.retries >= settings.ANALYTICS_LEDGER_MAX_RETRIES:
             services.analysis_fail(batch_id=batch_id, code="ledger_unavailable")

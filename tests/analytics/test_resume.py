@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from analytics.models import AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus
 from analytics.services import (
+    LedgerNotAnswering,
     analyses_stalled,
     analysis_batch_advance,
     analysis_request_create,
@@ -18,6 +19,7 @@ from analytics.services import (
 )
 from analytics.tasks import analysis_batch_gate, resume_stalled_analyses
 from audit.models import AccessEvent
+from ledger import LedgerUnavailable
 from records.canonical import canonical_json
 from records.crypto import record_cipher, record_seal
 from records.models import RecordVersion
@@ -152,33 +154,52 @@ def test_a_batch_resumed_after_its_log_encrypts_only_content_unchanged_since_the
     assert batch.refusals == {"changed_after_gate": 1, "content_unavailable": 1}
 
 
-def test_a_delivery_finding_the_log_step_claimed_logs_nothing_and_the_sweep_takes_over_a_dead_claim(
+def test_a_task_finding_the_log_step_claimed_by_another_logs_nothing_and_the_claimant_redelivered_takes_it_over(
     consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
 ):
     monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     (batch_id,) = analysis_start(request_id=str(request.pk))
 
-    def worker_dies(**kwargs):
-        raise SystemExit("the worker died while logging")
+    def ledger_gone(**kwargs):
+        raise LedgerUnavailable("no answer")
 
     with monkeypatch.context() as patch:
-        patch.setattr("analytics.services.access_batch_log", worker_dies)
-        with pytest.raises(SystemExit):
-            analysis_batch_advance(batch_id=batch_id)
+        patch.setattr("analytics.services.access_batch_log", ledger_gone)
+        with pytest.raises(LedgerNotAnswering):
+            analysis_batch_advance(batch_id=batch_id, claimant="first-message")
     batch = AnalysisBatch.objects.get(pk=batch_id)
-    assert (batch.status, batch.log_claimed_at) == (BatchStatus.GATED, None)  # the claim was let go
+    assert (batch.status, batch.log_claimed_by) == (BatchStatus.GATED, "")  # let go, for the retry
 
-    assert log_claim(batch_id=batch_id) is True  # another delivery is logging (or died holding the claim)
-    assert log_claim(batch_id=batch_id) is False
+    assert log_claim(batch_id=batch_id, claimant="first-message") is True  # it logs... and its process is killed
+    assert log_claim(batch_id=batch_id, claimant="duplicate-message") is False
     height = ledger.height()
-    assert analysis_batch_advance(batch_id=batch_id) is None  # a duplicate: it stops, submits nothing
+    assert analysis_batch_advance(batch_id=batch_id, claimant="duplicate-message") is None  # stops, submits nothing
+    assert analysis_batch_advance(batch_id=batch_id) is None
     assert ledger.height() == height
     assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.GATED
 
-    analysis_batch_gate.apply(args=[batch_id], kwargs={"resend": True})  # the stalled-work sweep's delivery
-
-    assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.SCORED
+    # The killed task's message, delivered again (reject-on-worker-lost), carries the same id: it goes on.
+    assert analysis_batch_advance(batch_id=batch_id, claimant="first-message") is not None
+    assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.ENCRYPTED
     assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == 3
+
+
+def test_the_sweep_takes_over_a_log_step_claimed_by_a_task_that_never_came_back(
+    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
+):
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    (batch_id,) = analysis_start(request_id=str(request.pk))
+    with monkeypatch.context() as patch:
+        patch.setattr("analytics.services.log_claim", lambda **kwargs: False)  # gated; the log step is someone's
+        assert analysis_batch_advance(batch_id=batch_id) is None
+    assert log_claim(batch_id=batch_id, claimant="lost-message") is True
+
+    age(AnalysisBatch, batch_id)
+    resume_stalled_analyses.apply()
+
     request.refresh_from_db()
     assert request.status == AnalysisStatus.COMPLETED
+    assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.SCORED
+    assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == 3
