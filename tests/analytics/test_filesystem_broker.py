@@ -7,6 +7,7 @@ between read an empty message and died with JSONDecodeError (seen in a parallel 
 import os
 import threading
 import time
+import uuid
 
 import pytest
 from kombu import Connection, Exchange, Queue
@@ -72,20 +73,26 @@ def _connection(folder, polling_interval):
     return Connection("filesystem://", transport=filesystem_broker.TRANSPORT, transport_options=options)
 
 
-def _publish_later(folder, delay, body):
+def _queue_name() -> str:
+    """Exchanges and bindings of kombu's filesystem transport are shared by the whole process: a name of
+    its own keeps a test clear of what another test in this process declared ("compute", say)."""
+    return f"probe-{uuid.uuid4().hex}"
+
+
+def _publish_later(folder, delay, name, body):
     def publish():
         time.sleep(delay)
         with _connection(folder, 5) as connection:
-            connection.SimpleQueue("compute").put(body)
+            connection.SimpleQueue(name).put(body)
 
     thread = threading.Thread(target=publish)
     thread.start()
     return thread
 
 
-def _drain_one(connection, timeout):
+def _drain_one(connection, name, timeout):
     received = []
-    queue = Queue("compute", Exchange("compute"), "compute")
+    queue = Queue(name, Exchange(name), name)
     with connection.Consumer(queue, callbacks=[lambda body, message: (received.append(body), message.ack())]):
         start = time.monotonic()
         connection.drain_events(timeout=timeout)
@@ -93,10 +100,11 @@ def _drain_one(connection, timeout):
 
 
 def test_an_idle_consumer_takes_a_new_message_at_once_not_after_the_polling_interval(tmp_path):
+    name = _queue_name()
     with _connection(tmp_path, 5) as connection:  # kombu would sleep 5 s between empty polls
-        connection.SimpleQueue("compute")  # declared, empty
-        thread = _publish_later(tmp_path, 0.3, {"n": 1})
-        received, elapsed = _drain_one(connection, timeout=10)
+        connection.SimpleQueue(name)  # declared, empty
+        thread = _publish_later(tmp_path, 0.3, name, {"n": 1})
+        received, elapsed = _drain_one(connection, name, timeout=10)
         thread.join()
     assert received == [{"n": 1}]
     assert elapsed < 2
@@ -107,20 +115,22 @@ def test_without_inotify_it_polls_as_kombu_does(tmp_path, monkeypatch):
         raise AttributeError("inotify_init1")
 
     monkeypatch.setattr(filesystem_broker, "FolderWatch", no_inotify)
+    name = _queue_name()
     with _connection(tmp_path, 0.05) as connection:
-        connection.SimpleQueue("compute")
-        thread = _publish_later(tmp_path, 0.2, {"n": 2})
-        received, _ = _drain_one(connection, timeout=10)
+        connection.SimpleQueue(name)
+        thread = _publish_later(tmp_path, 0.2, name, {"n": 2})
+        received, _ = _drain_one(connection, name, timeout=10)
         thread.join()
     assert received == [{"n": 2}]
 
 
 def test_an_empty_wait_ends_at_its_timeout(tmp_path):
+    name = _queue_name()
     with _connection(tmp_path, 5) as connection:
-        connection.SimpleQueue("compute")
+        connection.SimpleQueue(name)
         start = time.monotonic()
         with pytest.raises(TimeoutError):
-            _drain_one(connection, timeout=0.3)
+            _drain_one(connection, name, timeout=0.3)
     assert 0.3 <= time.monotonic() - start < 2
 
 
