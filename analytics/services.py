@@ -373,8 +373,11 @@ class _Reading:
     category: str
     patient_pseudonym: str
     sha256: str  # NO_CONTENT_HASH when the ciphertext does not open
-    opened: bool
     features: list[float] | None  # None when it did not open or lacks one of the model's features
+
+    @property
+    def opened(self) -> bool:
+        return self.sha256 != NO_CONTENT_HASH
 
 
 def _read_versions(version_ids: list[int], spec: LinearModel) -> dict[int, _Reading]:
@@ -390,7 +393,6 @@ def _read_versions(version_ids: list[int], spec: LinearModel) -> dict[int, _Read
             content.category,
             content.patient_pseudonym,
             content_sha256(plaintext) if plaintext is not None else NO_CONTENT_HASH,
-            plaintext is not None,
             features_of(plaintext, spec.feature_codes) if plaintext is not None else None,
         )
     return readings
@@ -480,11 +482,10 @@ def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool 
         return batch
     try:
         logged = access_batch_log(batch_id=access_batch_id(request.id, batch.index), events=events)
-    except (LedgerUnavailable, TransactionConflict) as error:
+    except BaseException as error:  # whatever stopped it, the next delivery may take the step
         _log_release(batch.pk, claimant)
-        raise LedgerNotAnswering("log") from error
-    except BaseException:
-        _log_release(batch.pk, claimant)
+        if isinstance(error, LedgerUnavailable | TransactionConflict):
+            raise LedgerNotAnswering("log") from error
         raise
     return _transition(
         batch,
