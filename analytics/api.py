@@ -1,12 +1,6 @@
 """The analytics API: model cards, and clinicians' analysis requests, progress and results.
 
-Who may do what (the one place these rules live for the API and the portal: `CanReadModelCards`,
-`IsClinician`, and `analysis_of_requester`):
-- model cards: any signed-in user holding a role (patient, clinician, auditor, custodian). A card holds
-  no personal data; patients deciding a consent for a model's purpose and auditors checking the model
-  hash an access event cites have as much reason to read it as clinicians.
-- analyses: clinicians only (others 403, anonymous 401), and each clinician their own requests only:
-  another clinician's request id is answered 404 exactly like an id that does not exist.
+Who may do what is decided in analytics.access, for the API and the portal alike.
 
 Results are decrypted in the web process, on request, in portal mode only; in requester-held mode the
 platform cannot decrypt them and offers the encrypted scores, which the requester's client decrypts.
@@ -14,7 +8,6 @@ platform cannot decrypt them and offers the encrypted scores, which the requeste
 
 import base64
 from typing import Any
-from uuid import UUID
 
 import structlog
 from django.conf import settings
@@ -22,11 +15,13 @@ from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from analytics.access import CanReadModelCards, IsClinician, analysis_of_requester
 from analytics.models import AnalysisRequest, AnalysisStatus
+from analytics.registry import model_spec
 from analytics.selectors import (
     analyses_of,
     analysis_encrypted_scores,
@@ -46,10 +41,9 @@ from analytics.serializers import (
     ResultsSerializer,
     public_context_decoded,
 )
-from analytics.services import analysis_request_create, model_spec
+from analytics.services import analysis_request_create
 from health_platform.errors import CHOICE_ERROR_MESSAGES, NotFound, PayloadTooLarge
 from health_platform.parsers import LimitedJSONParser
-from health_platform.roles import Role, user_has_role, user_roles
 from records.serializers import ErrorSerializer
 
 log = structlog.get_logger(__name__)
@@ -68,43 +62,6 @@ def request_max_bytes() -> int:
     if configured:
         return int(configured)
     return PUBLIC_CONTEXT_MAX_BASE64_CHARS + settings.ANALYTICS_MAX_COHORT * 70 + 64 * 1024
-
-
-# --- permissions ---------------------------------------------------------------------------------
-
-
-def user_may_read_model_cards(user: Any) -> bool:
-    return bool(user_roles(user))
-
-
-def user_may_request_analyses(user: Any) -> bool:
-    return user_has_role(user, Role.CLINICIAN)
-
-
-def analysis_of_requester(*, user: Any, analysis_id: object) -> AnalysisRequest:
-    """The user's own request with this id; anything else (another's, malformed, missing) is not found."""
-    try:
-        key = UUID(str(analysis_id))
-    except ValueError:
-        raise NotFound("No such analysis.") from None
-    found = analyses_of(user=user).filter(pk=key).first()
-    if found is None:
-        raise NotFound("No such analysis.")
-    return found
-
-
-class CanReadModelCards(BasePermission):
-    message = "Model cards are for signed-in patients, clinicians, auditors and custodians."
-
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
-        return user_may_read_model_cards(request.user)
-
-
-class IsClinician(BasePermission):
-    message = "Only clinicians request analyses and read their results."
-
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
-        return user_may_request_analyses(request.user)
 
 
 # --- model cards ---------------------------------------------------------------------------------

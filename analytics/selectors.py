@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 
 from analytics.keys import secret_context_open
 from analytics.models import AnalysisBatch, AnalysisRequest, BatchStatus, DiagnosticModel, KeyMode
-from analytics.services import model_spec
+from analytics.registry import model_spec
 from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, ValidationFailed
 

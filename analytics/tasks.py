@@ -9,7 +9,7 @@ from celery import chain, shared_task
 from celery.canvas import Signature
 from django.conf import settings
 
-from analytics import services
+from analytics import pipeline
 from analytics.compute import SCORE_TASK, score_batch
 from health_platform import bootstrap
 from health_platform.celery import app
@@ -21,7 +21,7 @@ log = structlog.get_logger(__name__)
 
 @shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
 def analysis_start(request_id: str) -> None:
-    for batch_id in services.analysis_start(request_id=request_id):
+    for batch_id in pipeline.analysis_start(request_id=request_id):
         analysis_batch_gate.delay(batch_id)
 
 
@@ -34,21 +34,21 @@ def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:  # t
     ANALYTICS_LEDGER_MAX_RETRIES the request fails closed with code ledger_unavailable.
     """
     try:
-        order = services.analysis_batch_advance(batch_id=batch_id, claimant=self.request.id, force=resend)
-    except services.LedgerNotAnswering as error:
+        order = pipeline.analysis_batch_advance(batch_id=batch_id, claimant=self.request.id, force=resend)
+    except pipeline.LedgerNotAnswering as error:
         if self.request.retries >= settings.ANALYTICS_LEDGER_MAX_RETRIES:
-            services.analysis_fail(batch_id=batch_id, code="ledger_unavailable")
+            pipeline.analysis_fail(batch_id=batch_id, code="ledger_unavailable")
             return
         countdown = settings.ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS * 2**self.request.retries
         log.warning("analysis_batch_ledger_retry", batch_id=batch_id, step=str(error), retry=self.request.retries + 1)
         raise self.retry(exc=error, countdown=countdown) from None
     except ContractRejected as error:
-        services.analysis_fail(batch_id=batch_id, code=services.contract_rejection_code(error))
+        pipeline.analysis_fail(batch_id=batch_id, code=pipeline.contract_rejection_code(error))
         return
     except ApplicationError as error:  # e.g. model_hash_mismatch: retrying cannot help
-        services.analysis_fail(batch_id=batch_id, code=error.code)
+        pipeline.analysis_fail(batch_id=batch_id, code=error.code)
         return
-    if order is None or not services.compute_order_claim(batch_id=batch_id, force=resend):
+    if order is None or not pipeline.compute_order_claim(batch_id=batch_id, force=resend):
         return
     try:
         _send_patiently(
@@ -63,7 +63,7 @@ def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:  # t
             batch_id=batch_id,
         )
     except Exception:
-        services.compute_order_release(batch_id=batch_id)
+        pipeline.compute_order_release(batch_id=batch_id)
         raise
 
 
@@ -98,7 +98,7 @@ def _send_patiently(signature: Signature, *, batch_id: int) -> None:
 
 @shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
 def analysis_batch_collect(score_keys: list[str], batch_id: int) -> None:
-    services.analysis_batch_collect(batch_id=batch_id, score_keys=score_keys)
+    pipeline.analysis_batch_collect(batch_id=batch_id, score_keys=score_keys)
 
 
 @app.task(name=SCORE_TASK, acks_late=True, soft_time_limit=540, time_limit=600)
@@ -119,8 +119,8 @@ def score(compute_context_key: str, column_keys: list[list[str]], weights: list[
 
 @shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
 def resume_stalled_analyses() -> None:
-    """Beat: send again the work whose message was lost (see services.analyses_stalled)."""
-    requests, batches = services.analyses_stalled(stalled_after=timedelta(seconds=settings.ANALYTICS_STALL_SECONDS))
+    """Beat: send again the work whose message was lost (see pipeline.analyses_stalled)."""
+    requests, batches = pipeline.analyses_stalled(stalled_after=timedelta(seconds=settings.ANALYTICS_STALL_SECONDS))
     for request_id in requests:
         analysis_start.delay(request_id)
     for batch_id in batches:

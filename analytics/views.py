@@ -22,7 +22,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from analytics.api import analysis_of_requester, user_may_read_model_cards, user_may_request_analyses
+from analytics.access import analysis_of_requester, user_may_read_model_cards, user_may_request_analyses
 from analytics.charts import histogram_svg
 from analytics.forms import AnalysisRequestForm
 from analytics.models import AnalysisRequest, AnalysisStatus, CohortKind, KeyMode

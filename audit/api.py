@@ -55,8 +55,6 @@ from audit.serializers import (
 from audit.services import audit_export_create, export_path
 from health_platform.errors import (
     Conflict,
-    LedgerRejected,
-    LedgerUnavailableError,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -64,7 +62,6 @@ from health_platform.errors import (
 )
 from health_platform.parsers import LimitedJSONParser
 from health_platform.roles import Role, user_has_role
-from ledger import ContractRejected, LedgerUnavailable, TransactionConflict
 from records.serializers import ErrorSerializer
 
 log = structlog.get_logger(__name__)
@@ -140,12 +137,6 @@ class FirstRendererNegotiation(BaseContentNegotiation):
 
     def select_renderer(self, request, renderers, format_suffix=None):  # type: ignore[no-untyped-def]
         return renderers[0], renderers[0].media_type
-
-
-def _ledger_error(error: Exception) -> Exception:
-    if isinstance(error, ContractRejected):
-        return LedgerRejected()
-    return LedgerUnavailableError("The ledger did not answer; try again later.")
 
 
 # --- events --------------------------------------------------------------------------------------
@@ -340,8 +331,6 @@ def _verified(stream: IO[bytes], *, format: str, filters: AccessEventFilters | N
         reason = str(error)  # rows_from_file names lines, never values
     except (AttributeError, TypeError, KeyError):
         reason = "an event is not shaped as the export writes it"
-    except (LedgerUnavailable, TransactionConflict, ContractRejected) as error:
-        raise _ledger_error(error) from error
     raise ValidationFailed(
         invalid.format(format=format.upper() if format != "fhir" else "FHIR", reason=reason),
         code="invalid_export_file",
@@ -367,9 +356,6 @@ class LedgerBlocksView(APIView):
         query = LedgerBlocksQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         limit: int = query.validated_data["limit"]
-        try:
-            blocks = ledger_recent_blocks(viewer=request.user, limit=limit, before=query.validated_data.get("before"))
-        except (LedgerUnavailable, TransactionConflict, ContractRejected) as error:
-            raise _ledger_error(error) from error
+        blocks = ledger_recent_blocks(viewer=request.user, limit=limit, before=query.validated_data.get("before"))
         next_before = blocks[-1].number if len(blocks) == limit and blocks and blocks[-1].number > 0 else None
         return Response(LedgerBlocksSerializer({"blocks": blocks, "next_before": next_before}).data)

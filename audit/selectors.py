@@ -113,14 +113,7 @@ def ledger_recent_blocks(*, viewer: Any, limit: int = 20, before: int | None = N
     """The newest blocks (ids, hashes, transaction counts; no payloads), newest first."""
     if not user_has_role(viewer, Role.AUDITOR):
         raise PermissionDenied("Only auditors can read the ledger view.", code="audit_forbidden")
-    ledger = bootstrap.ledger()
-    top = ledger.height() if before is None else min(before, ledger.height())
-    summaries = []
-    for number in range(top - 1, max(top - limit, 0) - 1, -1):
-        summary = ledger.block_summary(number)
-        if summary is not None:
-            summaries.append(summary)
-    return summaries
+    return bootstrap.contracts().recent_blocks(limit=limit, before=before)
 
 
 def audit_export_manifest(*, export: AuditExport) -> dict[str, Any]:

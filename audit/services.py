@@ -6,14 +6,11 @@ that hold them. A batch logged again (a retried task) is a no-op on the ledger t
 the original transaction, so the mirror still names where the events really are.
 """
 
-import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 from django.conf import settings
 from django.db import connection, transaction
@@ -34,7 +31,8 @@ from audit.verification import events_verify
 from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, ValidationFailed
 from health_platform.roles import Role, user_has_role
-from ledger import ContractRejected, LedgerClient, LedgerUnavailable, TransactionConflict
+from ledger import ContractRejected, LedgerError
+from ledger.contracts import LoggedBatch
 
 log = structlog.get_logger(__name__)
 
@@ -42,41 +40,26 @@ MIRROR_INSERT_CHUNK = 2000
 REBUILD_PAGE = 10_000
 
 
-@dataclass(frozen=True)
-class LoggedBatch:
-    batch_id: str
-    tx_id: str
-    block_number: int | None
-    recorded_at: str
-    appended: bool
-
-
 def access_batch_log(*, batch_id: str, events: list[dict[str, Any]]) -> LoggedBatch:
     """Log `events` on the ledger as one batch, then mirror them. Idempotent per batch_id.
 
-    Raises ledger.LedgerUnavailable / TransactionConflict when the ledger does not answer (nothing is
-    mirrored then) and ledger.ContractRejected when the contract refuses the batch.
+    Raises ledger.LedgerUnavailable (TransactionConflict included) when the ledger does not answer
+    (nothing is mirrored then) and ledger.ContractRejected when the contract refuses the batch.
     """
-    ledger = bootstrap.ledger()
-    receipt = ledger.submit(
-        "accesslog", "AppendAccessEvents", orjson.dumps({"batch_id": batch_id, "events": events}).decode()
-    )
-    answer = receipt.json()
-    block = receipt.block_number if answer["tx_id"] == receipt.tx_id else _block_of(ledger, answer["tx_id"])
-    logged = LoggedBatch(batch_id, answer["tx_id"], block, answer["recorded_at"], answer["appended"])
+    logged = bootstrap.contracts().append_access_events(batch_id=batch_id, events=events)
     _mirror(
         [{**event, "position": position} for position, event in enumerate(events)],
         batch_id=batch_id,
-        recorded_at=answer["recorded_at"],
-        tx_id=answer["tx_id"],
-        block_number=block,
+        recorded_at=logged.recorded_at,
+        tx_id=logged.tx_id,
+        block_number=logged.block_number,
     )
     log.info(
         "access_batch_logged",
         batch_id=batch_id,
         events=len(events),
         tx_id=logged.tx_id,
-        block=block,
+        block=logged.block_number,
         appended=logged.appended,
     )
     return logged
@@ -87,19 +70,17 @@ def access_log_mirror_rebuild() -> int:
 
     Rows the ledger does not hold are removed; rows it holds are rewritten from it.
     """
-    ledger = bootstrap.ledger()
+    contracts = bootstrap.contracts()
     blocks: dict[str, int | None] = {}
     count, bookmark = 0, ""
     with transaction.atomic():
         AccessEvent.objects.all().delete()
         while True:
-            page = ledger.evaluate(
-                "accesslog", "QueryAccessEvents", json.dumps({"limit": REBUILD_PAGE, "bookmark": bookmark})
-            ).json()
-            for batch_id, events in _by_batch(page["events"]):
+            page = contracts.query_access_events(limit=REBUILD_PAGE, bookmark=bookmark)
+            for batch_id, events in _by_batch(page.events):
                 tx_id = events[0]["tx_id"]
                 if tx_id not in blocks:
-                    blocks[tx_id] = _block_of(ledger, tx_id)
+                    blocks[tx_id] = contracts.block_of(tx_id)
                 _mirror(
                     events,
                     batch_id=batch_id,
@@ -108,7 +89,7 @@ def access_log_mirror_rebuild() -> int:
                     block_number=blocks[tx_id],
                 )
                 count += len(events)
-            bookmark = page["bookmark"]
+            bookmark = page.bookmark
             if not bookmark:
                 break
     log.info("access_log_mirror_rebuilt", events=count)
@@ -159,11 +140,6 @@ def _mirror(
     with transaction.atomic(), connection.cursor() as cursor:
         for start in range(0, len(rows), MIRROR_INSERT_CHUNK):
             cursor.executemany(statement, rows[start : start + MIRROR_INSERT_CHUNK])
-
-
-def _block_of(ledger: LedgerClient, tx_id: str) -> int | None:
-    location = ledger.locate(tx_id)
-    return location.block_number if location is not None else None
 
 
 # --- exports -------------------------------------------------------------------------------------
@@ -233,7 +209,7 @@ def audit_export_run(*, export_id: str) -> None:
                 }
             ],
         )
-    except (LedgerUnavailable, TransactionConflict, ContractRejected) as error:
+    except LedgerError as error:
         partial.unlink(missing_ok=True)
         code = "ledger_rejected" if isinstance(error, ContractRejected) else "ledger_unavailable"
         AuditExport.objects.filter(pk=export.pk, status=ExportStatus.PENDING).update(

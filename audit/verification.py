@@ -20,7 +20,7 @@ from audit.exports import mirror_rows
 from audit.models import EVENT_FIELDS
 from audit.selectors import AccessEventFilters
 from health_platform import bootstrap
-from ledger import ContractRejected, LedgerClient
+from ledger.contracts import Contracts
 
 MAX_NAMED_PROBLEMS = 1000
 _BATCH_CACHE = 4
@@ -84,7 +84,7 @@ def events_verify(
 ) -> VerificationResult:
     """Verify a copy: `events` are dicts with the event fields plus batch_id, position,
     recorded_at (RFC 3339 text), tx_id and block_number, as exports and the mirror hold them."""
-    ledger = bootstrap.ledger()
+    contracts = bootstrap.contracts()
     result = VerificationResult()
     batches: OrderedDict[str, _Batch | None] = OrderedDict()
     locations: dict[str, tuple[int | None, str] | None] = {}
@@ -96,7 +96,7 @@ def events_verify(
         if batch_id not in batches:
             if batch_id in finished:
                 result.add(EventProblem(event_id, "duplicated", ("batch_id",)))  # a batch split across the copy
-            batches[batch_id] = _fetch(ledger, batch_id)
+            batches[batch_id] = _fetch(contracts, batch_id)
             while len(batches) > _BATCH_CACHE:
                 evicted_id, evicted = batches.popitem(last=False)
                 _finish(evicted_id, evicted, filters, result)
@@ -121,7 +121,7 @@ def events_verify(
             result.add(EventProblem(event_id, "wrong_transaction", ("tx_id",)))
             continue
         if batch.tx_id not in locations:
-            location = ledger.locate(batch.tx_id)
+            location = contracts.locate(batch.tx_id)
             locations[batch.tx_id] = (location.block_number, location.status) if location is not None else None
         where = locations[batch.tx_id]
         if where is None or where[1] != VALID:
@@ -131,7 +131,7 @@ def events_verify(
     for batch_id, batch in batches.items():
         _finish(batch_id, batch, filters, result)
     if check_chain:
-        report = ledger.verify()
+        report = contracts.verify()
         result.chain_ok = report.ok
         result.chain = {
             "ok": report.ok,
@@ -143,18 +143,13 @@ def events_verify(
     return result
 
 
-def _fetch(ledger: LedgerClient, batch_id: str) -> _Batch | None:
-    if not batch_id:
+def _fetch(contracts: Contracts, batch_id: str) -> _Batch | None:
+    entry = contracts.read_access_batch(batch_id) if batch_id else None
+    if entry is None:
         return None
-    try:
-        entry = ledger.evaluate("accesslog", "ReadAccessBatch", batch_id).json()
-    except ContractRejected as rejected:
-        if rejected.code in ("not_found", "invalid_argument"):
-            return None
-        raise
-    events = {e["event_id"]: e for e in entry["events"]}
-    positions = {e["event_id"]: index for index, e in enumerate(entry["events"])}
-    return _Batch(entry["recorded_at"], entry["tx_id"], events, positions)
+    events = {e["event_id"]: e for e in entry.events}
+    positions = {e["event_id"]: index for index, e in enumerate(entry.events)}
+    return _Batch(entry.recorded_at, entry.tx_id, events, positions)
 
 
 def _finish(

@@ -41,7 +41,7 @@ from health_platform.errors import Conflict, NotFound, PermissionDenied, Validat
 from health_platform.portal import panel_login_required
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_get
-from ledger import ContractRejected, LedgerUnavailable, TransactionConflict
+from ledger import LedgerError
 
 log = structlog.get_logger(__name__)
 
@@ -197,7 +197,7 @@ def ledger(request: HttpRequest) -> HttpResponse:
     before = int(before_text) if before_text.isdigit() and len(before_text) < 19 else None
     try:
         blocks = ledger_recent_blocks(viewer=request.user, limit=BLOCKS_PER_PAGE, before=before)
-    except (LedgerUnavailable, TransactionConflict, ContractRejected):
+    except LedgerError:
         log.warning("audit_portal_ledger_unavailable", user_id=request.user.pk)
         return render(request, "audit/ledger.html", {"blocks": [], "error": LEDGER_UNAVAILABLE_MESSAGE}, status=503)
     older = blocks[-1].number if len(blocks) == BLOCKS_PER_PAGE and blocks[-1].number > 0 else None

@@ -188,11 +188,12 @@ def _redis_server(directory: str):  # type: ignore[no-untyped-def]
         server.wait(timeout=10)
 
 
-def _naive(sample, grantee: str, ledger) -> float:  # type: ignore[no-untyped-def]
+def _naive(sample, grantee: str, contracts) -> float:  # type: ignore[no-untyped-def]
     """One ciphertext per record (dot product with Galois keys), one ledger call per record each way."""
     import tenseal as ts
 
     from analytics.diagnostic_models import breast_cancer_model
+    from ledger.contracts import AccessItem
     from records.selectors import content_sha256, record_version_plaintext
 
     model = breast_cancer_model()
@@ -202,41 +203,30 @@ def _naive(sample, grantee: str, ledger) -> float:  # type: ignore[no-untyped-de
     start = time.perf_counter()
     for index, version in enumerate(sample):
         plaintext = record_version_plaintext(record_version=version)
-        item = {"record_id": str(version.record_id), "category": "imaging", "sha256": content_sha256(plaintext)}
-        answer = ledger.evaluate(
-            "consent",
-            "CheckAccessBatch",
-            json.dumps(
+        item = AccessItem(str(version.record_id), "imaging", content_sha256(plaintext))
+        (answer,) = contracts.check_access_batch(
+            grantee=grantee,
+            organisation=None,
+            purpose=model.purpose,
+            at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            items=[item],
+        )
+        contracts.append_access_events(
+            batch_id=f"naive-{index}",
+            events=[
                 {
+                    "event_id": f"naive-{index}",
+                    "kind": "record_access",
+                    "record_id": item.record_id,
+                    "patient_pseudonym": version.record.patient.pseudonym,
                     "grantee": grantee,
                     "purpose": model.purpose,
-                    "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    "items": [item],
+                    "decision": answer.decision,
+                    "reason": answer.reason,
                 }
-            ),
-        ).json()["results"][0]
-        ledger.submit(
-            "accesslog",
-            "AppendAccessEvents",
-            json.dumps(
-                {
-                    "batch_id": f"naive-{index}",
-                    "events": [
-                        {
-                            "event_id": f"naive-{index}",
-                            "kind": "record_access",
-                            "record_id": item["record_id"],
-                            "patient_pseudonym": version.record.patient.pseudonym,
-                            "grantee": grantee,
-                            "purpose": model.purpose,
-                            "decision": answer["decision"],
-                            "reason": answer["reason"],
-                        }
-                    ],
-                }
-            ),
+            ],
         )
-        if answer["decision"] == "admit":
+        if answer.admitted:
             entries = json.loads(plaintext)["entry"]
             values = {
                 c["code"]: e["resource"]["valueQuantity"]["value"]
@@ -276,20 +266,22 @@ def main() -> None:
         from django.contrib.auth.models import User
 
         from analytics.models import AnalysisStatus
+        from analytics.registry import diagnostic_models_register
         from analytics.selectors import analysis_results
-        from analytics.services import analysis_request_create, diagnostic_models_register
+        from analytics.services import analysis_request_create
         from benchmarks.common import report
         from health_platform import bootstrap
         from health_platform.celery import app
         from health_platform.roles import Role, role_group
         from health_platform.services import clinician_register
+        from ledger.contracts import ConsentGrant
         from records.demo import demo_bundles
         from records.models import Patient, RecordVersion
         from records.services import record_ingest
 
         print(f"setting up {arguments.records} records and consents (not timed)...", flush=True)
         app.conf.update(CELERY_TASK_ALWAYS_EAGER=True, CELERY_TASK_EAGER_PROPAGATES=True)
-        ledger = bootstrap.ledger()
+        contracts = bootstrap.contracts()
         diagnostic_models_register()
         custodian = User.objects.create(username="bench-custodian")
         custodian.groups.add(role_group(Role.CUSTODIAN))
@@ -302,20 +294,16 @@ def main() -> None:
         pseudonyms = list(Patient.objects.order_by("created_at", "pk").values_list("pseudonym", flat=True))
         for index, pseudonym in enumerate(pseudonyms):  # 9 in 10 consent; the gate refuses the others
             if index % 10:
-                ledger.submit(
-                    "consent",
-                    "GrantConsent",
-                    json.dumps(
-                        {
-                            "consent_id": f"bench-{index}",
-                            "patient_pseudonym": pseudonym,
-                            "grantee": grantee,
-                            "purposes": ["diagnostic-model:breast-cancer"],
-                            "categories": ["imaging"],
-                            "valid_from": (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                            "valid_until": (now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        }
-                    ),
+                contracts.grant_consent(
+                    ConsentGrant(
+                        consent_id=f"bench-{index}",
+                        patient_pseudonym=pseudonym,
+                        grantee=grantee,
+                        purposes=["diagnostic-model:breast-cancer"],
+                        categories=["imaging"],
+                        valid_from=(now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        valid_until=(now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    )
                 )
         cohort, naive_cohort = pseudonyms[: arguments.records], pseudonyms[arguments.records :]
 
@@ -379,9 +367,9 @@ def main() -> None:
         naive_versions = list(
             RecordVersion.objects.filter(record__patient__pseudonym__in=naive_cohort).select_related("record__patient")
         )
-        naive_rate = _naive(naive_versions, grantee, ledger)
+        naive_rate = _naive(naive_versions, grantee, contracts)
         he_one, he_two = _he_throughput(arguments.records, 1), _he_throughput(arguments.records, 2)
-        assert ledger.verify().ok  # type: ignore[attr-defined]
+        assert contracts.verify().ok
 
     design_rate = arguments.records / end_to_end_workers
     rows = [

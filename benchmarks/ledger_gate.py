@@ -14,7 +14,6 @@ network of network/fabric.sh (two organisations, one orderer, the chaincode as a
 """
 
 import argparse
-import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from benchmarks.common import report, timed
 from ledger import LedgerClient
+from ledger.contracts import AccessItem, AnchorRequest, ConsentGrant, Contracts
 from ledger.embedded import EmbeddedLedger
 
 PURPOSE = "diagnostic-model:breast-cancer"
@@ -41,49 +41,34 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def populate(chain: LedgerClient, records: int) -> None:
+def populate(contracts: Contracts, records: int) -> None:
     """One record per patient; every other patient consents."""
     for start in range(0, records, 5000):
-        chain.submit(
-            "anchors",
-            "AnchorRecords",
-            json.dumps(
-                [
-                    {"record_id": f"rec-{i}", "patient_pseudonym": _pseudonym(i), "sha256": _digest(i), "version": 1}
-                    for i in range(start, min(records, start + 5000))
-                ]
-            ),
+        contracts.anchor_records(
+            AnchorRequest(f"rec-{i}", _pseudonym(i), _digest(i), 1) for i in range(start, min(records, start + 5000))
         )
     now = datetime.now(UTC)
 
     def grant(patient: int) -> None:
-        chain.submit(
-            "consent",
-            "GrantConsent",
-            json.dumps(
-                {
-                    "consent_id": f"c-{patient}",
-                    "patient_pseudonym": _pseudonym(patient),
-                    "grantee": GRANTEE,
-                    "purposes": [PURPOSE],
-                    "categories": ["imaging"],
-                    "valid_from": _stamp(now - timedelta(days=1)),
-                    "valid_until": _stamp(now + timedelta(days=30)),
-                }
-            ),
+        contracts.grant_consent(
+            ConsentGrant(
+                consent_id=f"c-{patient}",
+                patient_pseudonym=_pseudonym(patient),
+                grantee=GRANTEE,
+                purposes=[PURPOSE],
+                categories=["imaging"],
+                valid_from=_stamp(now - timedelta(days=1)),
+                valid_until=_stamp(now + timedelta(days=30)),
+            )
         )
 
     with ThreadPoolExecutor(8) as pool:  # setup only: Fabric commits ~15 tx/s from one client thread
         list(pool.map(grant, range(0, records, 2)))
 
 
-def _items(indices: range) -> list[dict[str, str]]:
-    return [{"record_id": f"rec-{i}", "category": "imaging", "sha256": _digest(i)} for i in indices]
-
-
-def _events(indices: range, run: str) -> dict[str, object]:
-    """One access-log batch (the contract's AppendAccessEvents argument) for records `indices`."""
-    events = [
+def _events(indices: range, run: str) -> list[dict[str, object]]:
+    """One access-log batch's events for records `indices`."""
+    return [
         {
             "event_id": f"{run}-{i}",
             "kind": "record_access",
@@ -96,26 +81,35 @@ def _events(indices: range, run: str) -> dict[str, object]:
         }
         for i in indices
     ]
-    return {"batch_id": f"{run}-{indices.start}", "events": events}
 
 
-def gate_batched(chain: LedgerClient, indices: range) -> int:
-    request = {"grantee": GRANTEE, "purpose": PURPOSE, "at": _stamp(datetime.now(UTC)), "items": _items(indices)}
-    results = chain.evaluate("consent", "CheckAccessBatch", json.dumps(request)).json()["results"]
-    return sum(r["decision"] == "admit" for r in results)
+def log_batch(contracts: Contracts, indices: range, run: str) -> None:
+    contracts.append_access_events(batch_id=f"{run}-{indices.start}", events=_events(indices, run))
 
 
-def gate_naive(chain: LedgerClient, indices: range) -> int:
+def gate_batched(contracts: Contracts, indices: range) -> int:
+    decisions = contracts.check_access_batch(
+        grantee=GRANTEE,
+        organisation=None,
+        purpose=PURPOSE,
+        at=_stamp(datetime.now(UTC)),
+        items=[AccessItem(f"rec-{i}", "imaging", _digest(i)) for i in indices],
+    )
+    return sum(decision.admitted for decision in decisions)
+
+
+def gate_naive(contracts: Contracts, indices: range) -> int:
     admitted = 0
     for i in indices:
-        chain.evaluate("anchors", "ReadAnchor", f"rec-{i}")
-        consents = chain.evaluate("consent", "ListConsentsForPatient", _pseudonym(i)).json()
-        admitted += any(c["grantee"] == GRANTEE and c["status"] == "active" for c in consents)
+        contracts.read_anchor(f"rec-{i}")
+        consents = contracts.consents_of_patient(_pseudonym(i), with_blocks=False)
+        admitted += any(c.grantee == GRANTEE and c.status == "active" for c in consents)
     return admitted
 
 
 def measure(backend: str, chain: LedgerClient, records: int, batch_sizes: list[int], naive_sample: int) -> list[dict]:
-    populate(chain, records)
+    contracts = Contracts(chain)
+    populate(contracts, records)
     rows = []
 
     def row(operation: str, design: str, count: int, seconds: float) -> None:
@@ -132,29 +126,20 @@ def measure(backend: str, chain: LedgerClient, records: int, batch_sizes: list[i
 
     every = range(records)
     if records <= 10_000:
-        seconds, admitted = timed(lambda: gate_batched(chain, every))
+        seconds, admitted = timed(lambda: gate_batched(contracts, every))
         assert admitted == records // 2
         row("gate", f"CheckAccessBatch x1 ({records})", records, seconds)
     for size in batch_sizes:
         batches = [range(s, min(s + size, records)) for s in range(0, records, size)]
-        seconds, admitted = timed(lambda batches=batches: sum(gate_batched(chain, b) for b in batches))
+        seconds, admitted = timed(lambda batches=batches: sum(gate_batched(contracts, b) for b in batches))
         assert admitted == records // 2
         row("gate", f"batched, {size}/call", records, seconds)
-        seconds, _ = timed(
-            lambda batches=batches, size=size: [
-                chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(b, f"run{size}"))) for b in batches
-            ]
-        )
+        seconds, _ = timed(lambda batches=batches, size=size: [log_batch(contracts, b, f"run{size}") for b in batches])
         row("log", f"batched, {size}/tx", records, seconds)
     sample = range(min(naive_sample, records))
-    seconds, _ = timed(lambda: gate_naive(chain, sample))
+    seconds, _ = timed(lambda: gate_naive(contracts, sample))
     row("gate", "naive: 2 calls/record", len(sample), seconds)
-    seconds, _ = timed(
-        lambda: [
-            chain.submit("accesslog", "AppendAccessEvents", json.dumps(_events(range(i, i + 1), "naive")))
-            for i in sample
-        ]
-    )
+    seconds, _ = timed(lambda: [log_batch(contracts, range(i, i + 1), "naive") for i in sample])
     row("log", "naive: 1 tx/record", len(sample), seconds)
     report_chain = chain.verify()
     assert report_chain.ok, report_chain.problems[:5]

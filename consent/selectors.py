@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -10,10 +11,8 @@ from django.utils import timezone
 from consent.access import patient_of
 from consent.models import Consent, ConsentStatus
 from health_platform import bootstrap
-from health_platform.errors import LedgerUnavailableError
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_ids_of_user
-from ledger import LedgerUnavailable
 from records.models import Patient
 
 
@@ -77,22 +76,21 @@ def consents_listing(queryset: QuerySet[Consent], *, field: str, code: str) -> Q
     return queryset.filter(**{f"{field}__icontains": f'"{code}"'})
 
 
+def patients_with_active_consent(*, grantees: list[str], purpose: str) -> QuerySet[Consent, UUID]:
+    """Ids of the patients with an unrevoked consent (in the mirror) naming one of `grantees` for `purpose`:
+    candidates for an analysis, which the ledger's gate then decides on."""
+    active = Consent.objects.filter(grantee__in=grantees, status=ConsentStatus.ACTIVE)
+    return consents_listing(active, field="purposes", code=purpose).values_list("patient_id", flat=True)
+
+
 def consent_history(*, consent: Consent) -> list[ConsentChange]:
     """Every committed change of the consent, oldest first, read from the ledger."""
-    try:
-        ledger = bootstrap.ledger()
-        entries = ledger.evaluate("consent", "ConsentHistory", consent.consent_id).json()
-        changes = []
-        for entry in entries:
-            location = ledger.locate(entry["tx_id"])
-            changes.append(
-                ConsentChange(
-                    tx_id=entry["tx_id"],
-                    block_number=location.block_number if location else None,
-                    timestamp=datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")),
-                    status=entry["value"]["status"] if entry["value"] else "deleted",
-                )
-            )
-    except LedgerUnavailable as error:
-        raise LedgerUnavailableError() from error
-    return changes
+    return [
+        ConsentChange(
+            tx_id=change.tx_id,
+            block_number=change.block_number,
+            timestamp=datetime.fromisoformat(change.timestamp.replace("Z", "+00:00")),
+            status=change.value["status"] if change.value else "deleted",
+        )
+        for change in bootstrap.contracts().consent_history(consent.consent_id)
+    ]

@@ -5,7 +5,6 @@ committed it. If the ledger cannot be reached nothing is written anywhere and th
 ledger_unavailable. The mirror can always be rebuilt from the ledger (consent_mirror_rebuild).
 """
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,11 +17,12 @@ from django.utils import timezone
 from chaincode.validation import format_timestamp
 from chaincode.vocabulary import CATEGORIES, PURPOSES
 from consent.access import user_may_change_consents_of
-from consent.models import Consent, ConsentStatus
+from consent.models import Consent
 from health_platform import bootstrap
-from health_platform.errors import LedgerRejected, LedgerUnavailableError, PermissionDenied, ValidationFailed
+from health_platform.errors import LedgerRejected, PermissionDenied, ValidationFailed
 from health_platform.selectors import grantee_get
-from ledger import ContractRejected, LedgerClient, LedgerUnavailable, TransactionConflict
+from ledger import ContractRejected
+from ledger.contracts import ConsentGrant, LedgerConsent
 from records.models import Patient
 
 log = structlog.get_logger(__name__)
@@ -87,29 +87,24 @@ def consent_grant(
         grantee_id=grantee_id, purposes=purposes, categories=categories, valid_from=valid_from, valid_until=valid_until
     )
     consent_id = consent_id or f"cns-{uuid.uuid4().hex}"
-    receipt = _submit(
-        "GrantConsent",
-        json.dumps(
-            {
-                "consent_id": consent_id,
-                "patient_pseudonym": patient.pseudonym,
-                "grantee": terms.grantee_id,
-                "purposes": terms.purposes,
-                "categories": terms.categories,
-                "valid_from": format_timestamp(terms.valid_from),
-                "valid_until": format_timestamp(terms.valid_until),
-            }
-        ),
+    granted = bootstrap.contracts().grant_consent(
+        ConsentGrant(
+            consent_id=consent_id,
+            patient_pseudonym=patient.pseudonym,
+            grantee=terms.grantee_id,
+            purposes=terms.purposes,
+            categories=terms.categories,
+            valid_from=format_timestamp(terms.valid_from),
+            valid_until=format_timestamp(terms.valid_until),
+        )
     )
-    consent = Consent.objects.create(
-        **_mirror_fields(receipt.json(), granted_block=receipt.block_number, revoked_block=None), patient=patient
-    )
+    consent = Consent.objects.create(**_mirror_fields(granted), patient=patient)
     log.info(
         "consent_granted",
         consent_id=consent_id,
         patient_id=str(patient.pk),
-        tx_id=receipt.tx_id,
-        block=receipt.block_number,
+        tx_id=granted.granted_tx_id,
+        block=granted.granted_block,
     )
     return consent
 
@@ -119,46 +114,27 @@ def consent_revoke(*, actor: Any, consent: Consent) -> Consent:
     if not user_may_change_consents_of(actor, consent.patient):
         raise PermissionDenied("A consent can only be revoked by the patient it concerns.")
     try:
-        ledger = bootstrap.ledger()
-        current = ledger.evaluate("consent", "ReadConsent", consent.consent_id).json()
-    except LedgerUnavailable as error:
-        raise LedgerUnavailableError() from error
-    except ContractRejected as error:
+        revoked = bootstrap.contracts().revoke_consent(consent.consent_id, granted_block=consent.granted_block)
+    except ContractRejected as rejection:
+        if rejection.code != "not_found":
+            raise
         raise LedgerRejected(
             "The ledger holds no such consent.", code="consent_not_on_ledger", detail={"consent_id": consent.consent_id}
-        ) from error
-    if current["status"] == ConsentStatus.REVOKED:
-        ledger_consent, revoked_block = current, _block_of(ledger, current["revoked_tx_id"])
-    else:
-        receipt = _submit("RevokeConsent", consent.consent_id)
-        ledger_consent, revoked_block = receipt.json(), receipt.block_number
-        log.info("consent_revoked", consent_id=consent.consent_id, tx_id=receipt.tx_id, block=receipt.block_number)
-    fields = _mirror_fields(ledger_consent, granted_block=consent.granted_block, revoked_block=revoked_block)
-    Consent.objects.filter(pk=consent.pk).update(**fields)
+        ) from rejection
+    log.info("consent_revoked", consent_id=consent.consent_id, tx_id=revoked.revoked_tx_id, block=revoked.revoked_block)
+    Consent.objects.filter(pk=consent.pk).update(**_mirror_fields(revoked))
     consent.refresh_from_db()
     return consent
 
 
 def consent_mirror_rebuild() -> int:
     """Replace the mirror with what the ledger holds for every known patient. Returns the row count."""
-    rows = []
-    try:
-        ledger = bootstrap.ledger()
-        for patient in Patient.objects.order_by("pk").iterator():
-            for ledger_consent in ledger.evaluate("consent", "ListConsentsForPatient", patient.pseudonym).json():
-                revoked_tx = ledger_consent.get("revoked_tx_id")
-                rows.append(
-                    Consent(
-                        patient=patient,
-                        **_mirror_fields(
-                            ledger_consent,
-                            granted_block=_block_of(ledger, ledger_consent["granted_tx_id"]),
-                            revoked_block=_block_of(ledger, revoked_tx) if revoked_tx else None,
-                        ),
-                    )
-                )
-    except LedgerUnavailable as error:
-        raise LedgerUnavailableError() from error
+    contracts = bootstrap.contracts()
+    rows = [
+        Consent(patient=patient, **_mirror_fields(ledger_consent))
+        for patient in Patient.objects.order_by("pk").iterator()
+        for ledger_consent in contracts.consents_of_patient(patient.pseudonym)
+    ]
     with transaction.atomic():
         Consent.objects.all().delete()
         Consent.objects.bulk_create(rows)
@@ -179,39 +155,21 @@ def _codes(values: Any, vocabulary: dict[str, str], *, field: str, code: str) ->
     return sorted(set(values))
 
 
-def _submit(function: str, *args: str) -> Any:
-    try:
-        return bootstrap.ledger().submit("consent", function, *args)
-    except (LedgerUnavailable, TransactionConflict) as error:
-        log.warning("consent_ledger_unavailable", function=function, error=type(error).__name__)
-        raise LedgerUnavailableError() from error
-    except ContractRejected as error:
-        log.warning("consent_ledger_rejected", function=function, code=error.code)
-        raise LedgerRejected(detail={"ledger_code": error.code}) from error
-
-
-def _block_of(ledger: LedgerClient, tx_id: str) -> int | None:
-    location = ledger.locate(tx_id)
-    return None if location is None else location.block_number
-
-
-def _mirror_fields(
-    ledger_consent: dict[str, Any], *, granted_block: int | None, revoked_block: int | None
-) -> dict[str, Any]:
+def _mirror_fields(ledger_consent: LedgerConsent) -> dict[str, Any]:
     return {
-        "consent_id": ledger_consent["consent_id"],
-        "grantee": ledger_consent["grantee"],
-        "purposes": ledger_consent["purposes"],
-        "categories": ledger_consent["categories"],
-        "valid_from": _parse(ledger_consent["valid_from"]),
-        "valid_until": _parse(ledger_consent["valid_until"]),
-        "status": ledger_consent["status"],
-        "granted_at": _parse(ledger_consent["granted_at"]),
-        "granted_tx_id": ledger_consent["granted_tx_id"],
-        "granted_block": granted_block,
-        "revoked_at": _parse(ledger_consent["revoked_at"]) if ledger_consent.get("revoked_at") else None,
-        "revoked_tx_id": ledger_consent.get("revoked_tx_id") or "",
-        "revoked_block": revoked_block,
+        "consent_id": ledger_consent.consent_id,
+        "grantee": ledger_consent.grantee,
+        "purposes": ledger_consent.purposes,
+        "categories": ledger_consent.categories,
+        "valid_from": _parse(ledger_consent.valid_from),
+        "valid_until": _parse(ledger_consent.valid_until),
+        "status": ledger_consent.status,
+        "granted_at": _parse(ledger_consent.granted_at),
+        "granted_tx_id": ledger_consent.granted_tx_id,
+        "granted_block": ledger_consent.granted_block,
+        "revoked_at": _parse(ledger_consent.revoked_at) if ledger_consent.revoked_at else None,
+        "revoked_tx_id": ledger_consent.revoked_tx_id or "",
+        "revoked_block": ledger_consent.revoked_block,
     }
 
 

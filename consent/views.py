@@ -23,10 +23,10 @@ from consent.forms import ConsentGrantForm
 from consent.models import Consent
 from consent.selectors import consent_get_for_patient, consent_history, consents_granted_to, consents_of_patient
 from consent.services import consent_grant, consent_revoke
-from health_platform.errors import LedgerRejected, LedgerUnavailableError, PermissionDenied, ValidationFailed
+from health_platform.errors import LedgerRejected, PermissionDenied, ValidationFailed
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_get, grantees_all
-from ledger import LedgerError
+from ledger import ContractRejected, LedgerError
 from records.models import Patient
 from records.selectors import patient_records_with_integrity
 
@@ -93,11 +93,11 @@ def grant(request: HttpRequest) -> HttpResponse:
         return _render_dashboard(request, patient=patient, form=form, status=400)
     except PermissionDenied:
         return _forbidden(request, "Only the patient a consent concerns can grant it.")
-    except (LedgerUnavailableError, LedgerError):
+    except (ContractRejected, LedgerRejected):
+        return _render_dashboard(request, patient=patient, form=form, status=409, error=LEDGER_REJECTED_MESSAGE)
+    except LedgerError:
         log.warning("consent_portal_ledger_unavailable", action="grant", user_id=request.user.pk)
         return _render_dashboard(request, patient=patient, form=form, status=503, error=LEDGER_UNAVAILABLE_MESSAGE)
-    except LedgerRejected:
-        return _render_dashboard(request, patient=patient, form=form, status=409, error=LEDGER_REJECTED_MESSAGE)
     messages.success(
         request,
         f"Consent granted. It is on the ledger in transaction {consent.granted_tx_id}"
@@ -128,14 +128,14 @@ def revoke(request: HttpRequest, consent_id: str) -> HttpResponse:
         consent = consent_revoke(actor=request.user, consent=consent)
     except PermissionDenied:
         return _forbidden(request, "This is not one of your consents.")
-    except (LedgerUnavailableError, LedgerError):
+    except (ContractRejected, LedgerRejected):
+        return render(
+            request, "consent/revoke_confirm.html", {"row": row, "error": LEDGER_REJECTED_MESSAGE}, status=409
+        )
+    except LedgerError:
         log.warning("consent_portal_ledger_unavailable", action="revoke", user_id=request.user.pk)
         return render(
             request, "consent/revoke_confirm.html", {"row": row, "error": LEDGER_UNAVAILABLE_MESSAGE}, status=503
-        )
-    except LedgerRejected:
-        return render(
-            request, "consent/revoke_confirm.html", {"row": row, "error": LEDGER_REJECTED_MESSAGE}, status=409
         )
     messages.success(
         request,
@@ -161,7 +161,7 @@ def detail(request: HttpRequest, consent_id: str) -> HttpResponse:
     context = {"row": _consent_rows([consent])[0], "changes": None, "error": None}
     try:
         context["changes"] = consent_history(consent=consent)
-    except (LedgerUnavailableError, LedgerError):
+    except LedgerError:
         log.warning("consent_portal_ledger_unavailable", action="history", user_id=request.user.pk)
         context["error"] = HISTORY_UNAVAILABLE_MESSAGE
         return render(request, "consent/detail.html", context, status=503)

@@ -13,7 +13,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from health_platform.errors import ApplicationError
+from health_platform.errors import ApplicationError, error_headers
+from ledger import LedgerError
 
 log = structlog.get_logger(__name__)
 
@@ -31,13 +32,13 @@ _DRF_CODES: dict[type[drf_exceptions.APIException], str] = {
 }
 
 
-def error_response(error: ApplicationError) -> Response:
-    return Response(error.as_dict(), status=error.status)
+def error_response(error: ApplicationError | LedgerError) -> Response:
+    return Response(error.as_dict(), status=error.status, headers=error_headers(error))
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Render application, DRF and Django errors in one shape with a stable code."""
-    if isinstance(exc, ApplicationError):
+    """Render application (ledger included), DRF and Django errors in one shape with a stable code."""
+    if isinstance(exc, ApplicationError | LedgerError):
         set_rollback()
         log.info("api_error", code=exc.code, status=exc.status, view=_view_name(context))
         return error_response(exc)

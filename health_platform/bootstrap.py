@@ -9,6 +9,7 @@ import threading
 from django.conf import settings
 
 from ledger import LedgerClient, open_ledger
+from ledger.contracts import Contracts
 
 _lock = threading.Lock()
 _ledger: tuple[int, str, LedgerClient] | None = None
@@ -26,6 +27,11 @@ def ledger() -> LedgerClient:
         if _ledger is None or _ledger[0] != os.getpid() or _ledger[1] != url:
             _ledger = (os.getpid(), url, open_ledger(url))
         return _ledger[2]
+
+
+def contracts() -> Contracts:
+    """The platform's contracts over the process's ledger client: the one door apps use."""
+    return Contracts(ledger())
 
 
 def reset_ledger() -> None:

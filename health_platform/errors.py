@@ -7,6 +7,8 @@ must not contain health data, keys or ciphertexts (they end up in responses and 
 
 from typing import Any
 
+from ledger.errors import LedgerError, LedgerUnavailable
+
 # For choice fields: Django's and DRF's default messages repeat the value sent ("x is not one of ...").
 CHOICE_ERROR_MESSAGES = {"invalid_choice": "Choose one of the listed values."}
 
@@ -17,6 +19,7 @@ class ApplicationError(Exception):
     code = "application_error"
     status = 400
     message = "The request could not be processed."
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None, *, code: str | None = None, detail: Any = None):
         self.message = message or self.message
@@ -59,13 +62,17 @@ class Conflict(ApplicationError):
     message = "The request conflicts with the current state."
 
 
-class LedgerUnavailableError(ApplicationError):
-    code = "ledger_unavailable"
-    status = 503
-    message = "The ledger did not answer; nothing was changed."
-
-
 class LedgerRejected(ApplicationError):
     code = "ledger_rejected"
     status = 409
     message = "The ledger refused the transaction."
+
+
+# The ledger's errors are members of the family: they carry a code, a status and a safe message of their
+# own (ledger.errors), and the API renders them like the rest. LedgerUnavailableError is the name the apps
+# use for the transient one.
+LedgerUnavailableError = LedgerUnavailable
+
+
+def error_headers(error: ApplicationError | LedgerError) -> dict[str, str]:
+    return {"Retry-After": str(error.retry_after)} if error.retry_after else {}

@@ -1,27 +1,68 @@
-"""Ledger errors: what a caller can act on, whatever the backend."""
+"""Ledger errors: what a caller can act on, whatever the backend.
+
+They belong to the application's error family (health_platform.errors renders them): each carries a
+stable `code`, the HTTP `status` an API answers with, and a message that names codes and ids only,
+never argument or payload values.
+"""
+
+from typing import Any
 
 
 class LedgerError(Exception):
-    """Base class. Messages carry codes and ids only, never payload values."""
+    """Base class: a ledger fault the backend could not classify further (a refused identity, say)."""
+
+    code = "ledger_error"
+    status = 503
+    retry_after: int | None = None
+    public_message = "The ledger could not process the request; nothing was changed."
+
+    @property
+    def detail(self) -> Any:
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.public_message, "detail": self.detail}
 
 
 class LedgerUnavailable(LedgerError):
-    """The ledger could not be reached or did not answer. Transient: the caller may retry later.
+    """The ledger could not be reached, did not answer in time, or its store failed (a lock, an I/O error).
+    Transient: the caller may retry later.
 
     Callers that gate computation on the ledger must treat this as "no": fail closed.
     """
+
+    code = "ledger_unavailable"
+    retry_after = 5
+    public_message = "The ledger did not answer; nothing was changed."
+
+
+class TransactionConflict(LedgerUnavailable):
+    """The transaction read a version that another transaction changed before it committed
+    (Fabric's MVCC_READ_CONFLICT), again after the backend's own retries. Nothing of it was applied;
+    re-running it may succeed, so it is a kind of LedgerUnavailable."""
 
 
 class ContractRejected(LedgerError):
     """The contract refused the call (invalid input, unknown key...). Retrying will not help.
 
-    `code` is the contract's stable error code (e.g. "invalid_argument", "not_found").
+    `code` is the contract's stable error code (e.g. "invalid_argument", "not_found"); an API renders
+    it as `ledger_rejected` with the contract's code in the detail.
     """
+
+    status = 409
+    public_message = "The ledger refused the transaction."
 
     def __init__(self, code: str, message: str):
         self.code = code
         self.message = message
         super().__init__(f"{code}: {message}")
+
+    @property
+    def detail(self) -> Any:
+        return {"ledger_code": self.code}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": "ledger_rejected", "message": self.public_message, "detail": self.detail}
 
     @classmethod
     def from_response_message(cls, text: str) -> "ContractRejected":
@@ -32,10 +73,7 @@ class ContractRejected(LedgerError):
         return cls("contract_error", text)
 
 
-class TransactionConflict(LedgerError):
-    """The transaction read a version that another transaction changed before it committed
-    (Fabric's MVCC_READ_CONFLICT). Nothing of it was applied; re-running it may succeed."""
-
-
 class LedgerIntegrityError(LedgerError):
     """The ledger's own store is inconsistent (an edited block, transaction or state row)."""
+
+    code = "ledger_integrity_error"

@@ -16,7 +16,7 @@ from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
 from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
-from ledger import ContractRejected, LedgerClient, LedgerError
+from ledger import LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
 from records.crypto import record_cipher, record_open
 from records.errors import CiphertextInvalid
@@ -163,38 +163,6 @@ def record_version_document(*, record_version: RecordVersion) -> dict[str, Any]:
 # --- the ledger ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LedgerAnchor:
-    """What the ledger holds for one version of a record (None fields when absent)."""
-
-    anchor: dict[str, Any] | None
-    latest_version: int
-    """The newest version anchored for the record on the ledger; 0 when it has none."""
-
-
-def ledger_anchor_for_version(*, client: LedgerClient, record_id: UUID | str, version: int) -> LedgerAnchor:
-    """The ledger's anchor of `version` of a record: ReadAnchor, then AnchorHistory for older ones.
-
-    Raises LedgerError (LedgerUnavailable...) when the ledger does not answer.
-    """
-    try:
-        latest = client.evaluate("anchors", "ReadAnchor", str(record_id)).json()
-    except ContractRejected as rejection:
-        if rejection.code == "not_found":
-            return LedgerAnchor(anchor=None, latest_version=0)
-        raise
-    latest_version = int(latest["version"])
-    if latest_version == version:
-        return LedgerAnchor(anchor=latest, latest_version=latest_version)
-    if latest_version < version:
-        return LedgerAnchor(anchor=None, latest_version=latest_version)
-    for entry in client.evaluate("anchors", "AnchorHistory", str(record_id)).json() or []:
-        value = entry.get("value") if isinstance(entry, dict) else None
-        if isinstance(value, dict) and int(value.get("version", 0)) == version:
-            return LedgerAnchor(anchor=value, latest_version=latest_version)
-    return LedgerAnchor(anchor=None, latest_version=latest_version)
-
-
 class IntegrityReason:
     OK = "ok"
     CIPHERTEXT_INVALID = "ciphertext_invalid"
@@ -255,20 +223,18 @@ def record_integrity_check(*, record_version: RecordVersion) -> IntegrityResult:
     if record_version.anchor_state != AnchorState.ANCHORED:
         return result(IntegrityReason.NOT_ANCHORED, recomputed_sha256=recomputed)
     try:
-        found = ledger_anchor_for_version(
-            client=bootstrap.ledger(), record_id=record_version.record_id, version=record_version.version
-        )
+        found = bootstrap.contracts().anchor_at_version(str(record_version.record_id), record_version.version)
     except LedgerError:
         return result(IntegrityReason.LEDGER_UNAVAILABLE, recomputed_sha256=recomputed)
     if found.anchor is None:
         return result(IntegrityReason.NO_ANCHOR, recomputed_sha256=recomputed)
     fields = {
         "recomputed_sha256": recomputed,
-        "ledger_sha256": found.anchor.get("sha256"),
-        "tx_id": found.anchor.get("tx_id") or base["tx_id"],
-        "anchored_at": found.anchor.get("anchored_at"),
+        "ledger_sha256": found.anchor.sha256,
+        "tx_id": found.anchor.tx_id or base["tx_id"],
+        "anchored_at": found.anchor.anchored_at,
     }
-    if found.anchor.get("sha256") != recomputed:
+    if found.anchor.sha256 != recomputed:
         return result(IntegrityReason.HASH_MISMATCH, **fields)
     return result(IntegrityReason.OK, **fields)
 

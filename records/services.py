@@ -5,7 +5,6 @@ in one ledger transaction. The ledger being down does not lose an ingest: the ve
 "pending" (never analysed), and records.tasks.anchor_pending_records anchors them later.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -18,11 +17,12 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from health_platform import bootstrap
-from ledger import ContractRejected, LedgerClient, LedgerError, Receipt
+from ledger import ContractRejected, LedgerError
+from ledger.contracts import AnchorRequest, AnchorsCommitted, Contracts, RecordAnchor
 from records.bundles import ParsedRecord, bundle_parse
 from records.crypto import RecordCipher, patient_pseudonym, record_cipher, record_seal
 from records.models import AnchorState, Patient, Record, RecordVersion
-from records.selectors import ledger_anchor_for_version, record_versions_anchorable
+from records.selectors import record_versions_anchorable
 
 log = structlog.get_logger(__name__)
 
@@ -189,75 +189,63 @@ def _anchor_batch(versions: list[RecordVersion]) -> tuple[int, set[int]]:
     RecordVersion.objects.filter(pk__in=[version.pk for version in versions]).update(
         anchor_attempts=F("anchor_attempts") + 1
     )
-    client = bootstrap.ledger()
+    contracts = bootstrap.contracts()
     try:
-        receipt = _submit_anchors(client=client, versions=versions)
+        committed = contracts.anchor_records(_anchor_requests(versions))
     except ContractRejected as rejection:
         log.warning("record_anchor_batch_rejected", code=rejection.code, versions=len(versions))
-        reconciled, resubmit, unresolved = _reconcile(client=client, versions=versions)
+        reconciled, resubmit, unresolved = _reconcile(contracts=contracts, versions=versions)
         if not resubmit:
             return reconciled, unresolved
-        receipt = _submit_anchors(client=client, versions=resubmit)
-        return reconciled + _mark_anchored(receipt=receipt, versions=resubmit), unresolved
-    return _mark_anchored(receipt=receipt, versions=versions), set()
+        committed = contracts.anchor_records(_anchor_requests(resubmit))
+        return reconciled + _mark_anchored(committed=committed, versions=resubmit), unresolved
+    return _mark_anchored(committed=committed, versions=versions), set()
 
 
-def _submit_anchors(*, client: LedgerClient, versions: list[RecordVersion]) -> Receipt:
-    anchors = [
-        {
-            "record_id": str(version.record_id),
-            "patient_pseudonym": version.record.patient.pseudonym,
-            "sha256": version.sha256,
-            "version": str(version.version),
-        }
+def _anchor_requests(versions: list[RecordVersion]) -> list[AnchorRequest]:
+    return [
+        AnchorRequest(str(version.record_id), version.record.patient.pseudonym, version.sha256, version.version)
         for version in versions
     ]
-    return client.submit("anchors", "AnchorRecords", json.dumps(anchors))
 
 
-def _mark_anchored(*, receipt: Receipt, versions: list[RecordVersion]) -> int:
-    by_record = {str(anchor["record_id"]): anchor for anchor in receipt.json() or []}
+def _mark_anchored(*, committed: AnchorsCommitted, versions: list[RecordVersion]) -> int:
+    by_record = {anchor.record_id: anchor for anchor in committed.anchors}
     marked = 0
     for version in versions:
         anchor = by_record.get(str(version.record_id))
-        if anchor is None or anchor.get("sha256") != version.sha256 or int(anchor.get("version", 0)) != version.version:
+        if anchor is None or anchor.sha256 != version.sha256 or anchor.version != version.version:
             log.error(
                 "record_anchor_receipt_mismatch",
                 record_id=str(version.record_id),
                 version=version.version,
-                tx_id=receipt.tx_id,
+                tx_id=committed.tx_id,
             )
             continue
-        # A retry of a committed anchor answers with the original anchor (and its tx id): its block
-        # is not this receipt's.
-        tx_id = anchor.get("tx_id") or receipt.tx_id
-        block = receipt.block_number if tx_id == receipt.tx_id else None
-        marked += _mark_version_anchored(version=version, anchor=anchor, tx_id=tx_id, block=block)
-    log.info("record_versions_anchored", tx_id=receipt.tx_id, block_number=receipt.block_number, count=marked)
+        marked += _mark_version_anchored(version=version, anchor=anchor, block=committed.block_of(anchor))
+    log.info("record_versions_anchored", tx_id=committed.tx_id, block_number=committed.block_number, count=marked)
     return marked
 
 
-def _mark_version_anchored(*, version: RecordVersion, anchor: dict[str, Any], tx_id: str, block: int | None) -> int:
-    anchored_at = parse_datetime(str(anchor.get("anchored_at") or "")) or timezone.now()
+def _mark_version_anchored(*, version: RecordVersion, anchor: RecordAnchor, block: int | None) -> int:
+    anchored_at = parse_datetime(anchor.anchored_at or "") or timezone.now()
     return RecordVersion.objects.filter(pk=version.pk, anchor_state=AnchorState.PENDING).update(
-        anchor_state=AnchorState.ANCHORED, anchor_tx_id=tx_id, anchor_block=block, anchored_at=anchored_at
+        anchor_state=AnchorState.ANCHORED, anchor_tx_id=anchor.tx_id, anchor_block=block, anchored_at=anchored_at
     )
 
 
-def _reconcile(*, client: LedgerClient, versions: list[RecordVersion]) -> tuple[int, list[RecordVersion], set[int]]:
+def _reconcile(*, contracts: Contracts, versions: list[RecordVersion]) -> tuple[int, list[RecordVersion], set[int]]:
     """Compare each version with the ledger: (marked anchored, to resubmit, unresolved ids)."""
     reconciled, resubmit, unresolved = 0, [], set()
     for version in versions:
-        found = ledger_anchor_for_version(client=client, record_id=version.record_id, version=version.version)
+        found = contracts.anchor_at_version(str(version.record_id), version.version)
         if found.anchor is not None:
             same = (
-                found.anchor.get("sha256") == version.sha256
-                and found.anchor.get("patient_pseudonym") == version.record.patient.pseudonym
+                found.anchor.sha256 == version.sha256
+                and found.anchor.patient_pseudonym == version.record.patient.pseudonym
             )
             if same:
-                reconciled += _mark_version_anchored(
-                    version=version, anchor=found.anchor, tx_id=str(found.anchor.get("tx_id", "")), block=None
-                )
+                reconciled += _mark_version_anchored(version=version, anchor=found.anchor, block=None)
                 continue
             log.error("record_anchor_conflict", record_id=str(version.record_id), version=version.version)
         elif found.latest_version == version.version - 1:

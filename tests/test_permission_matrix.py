@@ -80,7 +80,8 @@ class World:
 
 def build_world() -> World:
     """Everything the matrix needs, on the ledger and in the database (committed)."""
-    from analytics.services import analysis_request_create, diagnostic_models_register
+    from analytics.registry import diagnostic_models_register
+    from analytics.services import analysis_request_create
     from audit.selectors import AccessEventFilters
     from audit.services import audit_export_create, export_path
     from consent.fhir import consent_to_fhir

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from analytics.services import diagnostic_models_register
+from analytics.registry import diagnostic_models_register
 from consent.services import consent_grant
 from health_platform.celery import app
 from health_platform.roles import Role

@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from analytics.diagnostic_models import breast_cancer_model, diabetes_model, load_model, trainers
 from analytics.models import DiagnosticModel
-from analytics.services import diagnostic_models_register
+from analytics.registry import diagnostic_models_register
 from tests.conftest import REPO
 
 

@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from analytics.diagnostic_models import breast_cancer_model
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
+from analytics.pipeline import analysis_start
 from analytics.selectors import analysis_results
-from analytics.services import analysis_request_create, analysis_start
+from analytics.services import analysis_request_create
 from analytics.tasks import analysis_batch_gate
 from consent.services import consent_revoke
 from health_platform.celery import app
@@ -163,20 +164,20 @@ def test_a_batch_resumed_after_dying_mid_way_logs_once_and_scores_once(
     monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     (batch_id,) = analysis_start(request_id=str(request.id))
-    from analytics import services
+    from analytics import pipeline
 
-    real_encrypt = services._encrypt
+    real_encrypt = pipeline._encrypt
 
     def die(*args, **kwargs):
         raise SystemExit("worker killed after logging")
 
-    monkeypatch.setattr(services, "_encrypt", die)
+    monkeypatch.setattr(pipeline, "_encrypt", die)
     with pytest.raises(SystemExit):
-        services.analysis_batch_advance(batch_id=batch_id)
+        pipeline.analysis_batch_advance(batch_id=batch_id)
     assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.LOGGED
     height = ledger.height()
 
-    monkeypatch.setattr(services, "_encrypt", real_encrypt)
+    monkeypatch.setattr(pipeline, "_encrypt", real_encrypt)
     analysis_batch_gate.apply(args=[batch_id])  # redelivered
 
     assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.SCORED
@@ -203,7 +204,7 @@ def test_the_gate_reads_the_ledger_not_the_consent_mirror(cohort, clinician, mod
     [(10_000, 5000, [5000, 5000]), (10_000, 4096, [3334, 3333, 3333]), (7, 3, [3, 2, 2]), (0, 5, []), (4, 10, [4])],
 )
 def test_batches_are_as_few_as_the_size_allows_and_even(count, batch_size, sizes):
-    from analytics.services import even_batches
+    from analytics.pipeline import even_batches
 
     batches = even_batches(list(range(count)), batch_size)
     assert [len(b) for b in batches] == sizes

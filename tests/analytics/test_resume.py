@@ -7,16 +7,16 @@ import pytest
 from django.utils import timezone
 
 from analytics.models import AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus
-from analytics.services import (
+from analytics.pipeline import (
     LedgerNotAnswering,
     analyses_stalled,
     analysis_batch_advance,
-    analysis_request_create,
     analysis_start,
     compute_order_claim,
     compute_order_release,
     log_claim,
 )
+from analytics.services import analysis_request_create
 from analytics.tasks import analysis_batch_gate, resume_stalled_analyses
 from audit.models import AccessEvent
 from ledger import LedgerUnavailable
@@ -127,7 +127,7 @@ def test_a_batch_resumed_after_its_log_encrypts_only_content_unchanged_since_the
         raise SystemExit("the worker died after logging the batch")
 
     with monkeypatch.context() as patch:
-        patch.setattr("analytics.services._encrypt", worker_dies)
+        patch.setattr("analytics.pipeline._encrypt", worker_dies)
         with pytest.raises(SystemExit):
             analysis_batch_advance(batch_id=batch_id)
     batch = AnalysisBatch.objects.get(pk=batch_id)
@@ -165,7 +165,7 @@ def test_a_task_finding_the_log_step_claimed_by_another_logs_nothing_and_the_cla
         raise LedgerUnavailable("no answer")
 
     with monkeypatch.context() as patch:
-        patch.setattr("analytics.services.access_batch_log", ledger_gone)
+        patch.setattr("analytics.pipeline.access_batch_log", ledger_gone)
         with pytest.raises(LedgerNotAnswering):
             analysis_batch_advance(batch_id=batch_id, claimant="first-message")
     batch = AnalysisBatch.objects.get(pk=batch_id)
@@ -192,7 +192,7 @@ def test_the_sweep_takes_over_a_log_step_claimed_by_a_task_that_never_came_back(
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     (batch_id,) = analysis_start(request_id=str(request.pk))
     with monkeypatch.context() as patch:
-        patch.setattr("analytics.services.log_claim", lambda **kwargs: False)  # gated; the log step is someone's
+        patch.setattr("analytics.pipeline.log_claim", lambda **kwargs: False)  # gated; the log step is someone's
         assert analysis_batch_advance(batch_id=batch_id) is None
     assert log_claim(batch_id=batch_id, claimant="lost-message") is True
 

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 
 from analytics.diagnostic_models import breast_cancer_model
 from analytics.models import AnalysisRequest, AnalysisStatus
-from analytics.services import diagnostic_models_register
+from analytics.registry import diagnostic_models_register
 from consent.services import consent_grant
 from health_platform.roles import Role
 from health_platform.services import clinician_register, organisation_create

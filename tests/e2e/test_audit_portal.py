@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 from playwright.sync_api import Page, expect
 
-from analytics.services import diagnostic_models_register
+from analytics.registry import diagnostic_models_register
 from audit.models import AuditExport
 from audit.services import access_batch_log
 from health_platform.roles import Role

@@ -60,7 +60,7 @@ class Actors:
 
 @pytest.fixture
 def actors(db, ledger) -> Actors:
-    from analytics.services import diagnostic_models_register
+    from analytics.registry import diagnostic_models_register
 
     diagnostic_models_register()
     patient_user = UserFactory(username="patient-hostile", roles=[Role.PATIENT])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from records import services
+from ledger.contracts import Contracts
 from records.models import AnchorState, Patient, Record, RecordVersion
 from tests.records.conftest import custodian  # noqa: F401
 from tests.records.factories import bundle, encode, patient_with_observations
@@ -137,21 +137,21 @@ def test_a_lock_taken_after_the_ledger_anchored_leaves_whole_records_and_a_retry
 ):
     client = _client_for(custodian)
     body = _two_patient_bundle()
-    real_submit = services._submit_anchors
+    real_anchor_records = Contracts.anchor_records
 
-    def submit_then_lose_the_database(**kwargs):
-        receipt = real_submit(**kwargs)
+    def anchor_then_lose_the_database(self, anchors):
+        committed = real_anchor_records(self, anchors)
         database_lock.take()  # the anchors are on the ledger; the database goes away before they are marked
-        return receipt
+        return committed
 
-    monkeypatch.setattr(services, "_submit_anchors", submit_then_lose_the_database)
+    monkeypatch.setattr(Contracts, "anchor_records", anchor_then_lose_the_database)
 
     response = client.post(INGEST_URL, body, content_type="application/fhir+json")
 
     assert response.status_code == 503
     assert response.json()["code"] == "database_unavailable"
     database_lock.release()
-    monkeypatch.setattr(services, "_submit_anchors", real_submit)
+    monkeypatch.setattr(Contracts, "anchor_records", real_anchor_records)
     # Whole records: each with its version, each version pending (never analysed) and decryptable.
     versions = list(RecordVersion.objects.select_related("record"))
     assert len(versions) == Record.objects.count() == Patient.objects.count() == 2

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from analytics.services import diagnostic_models_register
+from analytics.registry import diagnostic_models_register
 from health_platform.errors import ApplicationError
 
 

@@ -1,0 +1,449 @@
+"""The analysis pipeline: each step of a batch, from planning to the collected scores.
+
+Per batch (custodian side, analytics.tasks):
+    gate     ONE CheckAccessBatch on the ledger, at the moment the batch runs   pending  -> gated
+    log      ONE AppendAccessEvents transaction: every record, admitted or not  gated    -> logged
+    encrypt  admitted records' features, clipped, column-packed, with the        logged   -> encrypted
+             requester's PUBLIC context; ciphertexts go to the blob store
+then the compute worker scores the ciphertexts (analytics.compute) and the custodian collects the
+result keys (encrypted -> scored). Every transition is a conditional UPDATE from the state before,
+so a task delivered twice or resumed after a crash continues from the stored state and does no step
+twice. Fail closed: without a positive answer from the ledger nothing is encrypted or scored.
+The stalled-work sweep (analyses_stalled) finds work whose message was lost.
+"""
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import structlog
+from django.db import transaction
+from django.utils import timezone
+
+from analytics.diagnostic_models import LinearModel
+from analytics.features import features_of
+from analytics.models import AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus, CohortKind
+from analytics.registry import model_spec
+from audit.services import access_batch_log
+from chaincode.validation import format_timestamp
+from consent.selectors import patients_with_active_consent
+from health_platform import bootstrap
+from ledger import ContractRejected, LedgerUnavailable
+from ledger.contracts import AccessItem
+from records.selectors import (
+    content_sha256,
+    record_versions_contents,
+    record_versions_usable_for_analysis,
+)
+
+log = structlog.get_logger(__name__)
+
+NO_CONTENT_HASH = "0" * 64  # sent to the gate for a record whose ciphertext does not open: never matches
+
+
+class LedgerNotAnswering(Exception):
+    """The ledger did not answer a pipeline step; the task retries it, then fails the request closed."""
+
+
+def analysis_start(*, request_id: str) -> list[int]:
+    """Plan the batches (once) and return the ids of those not scored yet, for the gate tasks."""
+    with transaction.atomic():
+        request = AnalysisRequest.objects.select_for_update().select_related("model").filter(pk=request_id).first()
+        if request is None or request.status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED):
+            return []
+        if request.status == AnalysisStatus.QUEUED:
+            _plan_batches(request)
+    return list(
+        AnalysisBatch.objects.filter(request_id=request.pk)
+        .exclude(status__in=[BatchStatus.SCORED, BatchStatus.FAILED])
+        .values_list("pk", flat=True)
+    )
+
+
+def _plan_batches(request: AnalysisRequest) -> None:
+    spec = model_spec(request.model)
+    versions = record_versions_usable_for_analysis(categories=[spec.category])
+    if request.cohort_kind == CohortKind.EXPLICIT:
+        versions = versions.filter(record__patient__pseudonym__in=request.cohort_pseudonyms)
+    else:
+        # Candidates from the consent mirror; the ledger gate decides. A stale mirror can only
+        # add candidates that the gate then refuses, or miss some that a later request includes.
+        grantees = [g for g in (request.grantee_id, request.organisation_grantee_id) if g]
+        candidates = patients_with_active_consent(grantees=grantees, purpose=request.purpose)
+        versions = versions.filter(record__patient_id__in=candidates)
+    rows = list(versions.values_list("pk", "record__patient__pseudonym"))
+    ids = [pk for pk, _ in rows]
+    if request.cohort_kind == CohortKind.EXPLICIT:
+        request.unknown_patients = len(set(request.cohort_pseudonyms) - {pseudonym for _, pseudonym in rows})
+    AnalysisBatch.objects.bulk_create(
+        AnalysisBatch(request=request, index=index, record_version_ids=chunk)
+        for index, chunk in enumerate(even_batches(ids, request.batch_size))
+    )
+    request.total_records = len(ids)
+    request.status = AnalysisStatus.COMPLETED if not ids else AnalysisStatus.RUNNING
+    request.started_at = timezone.now()
+    if not ids:
+        request.finished_at = request.started_at
+    request.save(update_fields=["total_records", "unknown_patients", "status", "started_at", "finished_at"])
+    log.info(
+        "analysis_planned",
+        request_id=str(request.id),
+        records=len(ids),
+        batches=(len(ids) + request.batch_size - 1) // request.batch_size,
+    )
+
+
+def even_batches(ids: list[int], batch_size: int) -> list[list[int]]:
+    """As few batches as `batch_size` allows, of equal size (±1): batches run in parallel on the custodian
+    workers, and a short last batch would leave a worker idle while the others finish."""
+    count = -(-len(ids) // batch_size)  # ceiling
+    if count == 0:
+        return []
+    size, extra = divmod(len(ids), count)
+    batches, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        batches.append(ids[start:end])
+        start = end
+    return batches
+
+
+@dataclass(frozen=True)
+class ComputeOrder:
+    """What the compute worker needs: blob keys and plaintext weights; no record, no key."""
+
+    batch_id: int
+    compute_context_key: str
+    column_keys: list[list[str]]
+    weights: list[float]
+    bias: float
+
+
+def analysis_batch_advance(*, batch_id: int, claimant: str | None = None, force: bool = False) -> ComputeOrder | None:
+    """Run the custodian steps the batch still needs; return the compute order once encrypted.
+
+    Raises LedgerNotAnswering when the ledger does not answer the gate or the log (the task retries).
+    `claimant` is the calling task's message id (see _log; a new one when not given); `force` (the
+    stalled-work sweep) takes over a log step claimed by a task that never finished it.
+    """
+    batch = AnalysisBatch.objects.select_related("request__model").filter(pk=batch_id).first()
+    if batch is None or batch.request.status == AnalysisStatus.FAILED:
+        return None
+    spec = model_spec(batch.request.model)
+    readings: dict[int, _Reading] | None = None  # versions opened once when gate and encrypt run together
+    if batch.status == BatchStatus.PENDING:
+        batch, readings = _gate(batch, spec)
+    if batch.status == BatchStatus.GATED:
+        batch = _log(batch, spec, claimant=claimant or uuid.uuid4().hex, force=force)
+    if batch.status == BatchStatus.LOGGED:
+        batch = _encrypt(batch, spec, readings)
+    if batch.status == BatchStatus.ENCRYPTED:
+        return ComputeOrder(
+            batch.pk,
+            batch.request.compute_context_key,
+            [c["columns"] for c in batch.column_keys],
+            list(spec.weights),
+            spec.bias,
+        )
+    return None
+
+
+def _transition(batch: AnalysisBatch, expected: str, **fields: Any) -> AnalysisBatch:
+    """Move the batch on if it is still in `expected`; either way, return it as stored now.
+
+    When this call moved it, the stored row is `batch` (read in `expected`) plus `fields`, so it is not
+    read back: that would decode the batch's thousands of decisions again. When another delivery moved
+    it first, the row is read back, and this run continues from what that one stored.
+    """
+    now = timezone.now()
+    if AnalysisBatch.objects.filter(pk=batch.pk, status=expected).update(**fields, updated_at=now):
+        for name, value in {**fields, "updated_at": now}.items():
+            setattr(batch, name, value)
+        return batch
+    return AnalysisBatch.objects.select_related("request__model").get(pk=batch.pk)
+
+
+def compute_order_claim(*, batch_id: int, force: bool = False) -> bool:
+    """Claim the sending of an encrypted batch's compute order: True for exactly one caller, so that a
+    gate task delivered twice sends it once. `force` (the stalled-work sweep, when the order or its
+    result was lost) claims it again."""
+    rows = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED)
+    if not force:
+        rows = rows.filter(compute_sent_at__isnull=True)
+    return bool(rows.update(compute_sent_at=timezone.now(), updated_at=timezone.now()))
+
+
+def compute_order_release(*, batch_id: int) -> None:
+    """The order could not be sent: let the next delivery (or the sweep) claim it."""
+    AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED).update(compute_sent_at=None)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What the custodian keeps of one opened version: its hash and the model's features, not its bytes."""
+
+    version_id: int
+    record_id: str
+    category: str
+    patient_pseudonym: str
+    sha256: str  # NO_CONTENT_HASH when the ciphertext does not open
+    features: list[float] | None  # None when it did not open or lacks one of the model's features
+
+    @property
+    def opened(self) -> bool:
+        return self.sha256 != NO_CONTENT_HASH
+
+
+def _read_versions(version_ids: list[int], spec: LinearModel) -> dict[int, _Reading]:
+    """Open each version once: hash its canonical bytes and read the model's features, then let the
+    bytes go (a batch's plaintexts are never all held at once). Nothing is encrypted or sent here:
+    what is admitted is decided by the ledger, afterwards."""
+    readings = {}
+    for content in record_versions_contents(version_ids=version_ids):
+        plaintext = content.plaintext
+        readings[content.version_id] = _Reading(
+            content.version_id,
+            str(content.record_id),
+            content.category,
+            content.patient_pseudonym,
+            content_sha256(plaintext) if plaintext is not None else NO_CONTENT_HASH,
+            features_of(plaintext, spec.feature_codes) if plaintext is not None else None,
+        )
+    return readings
+
+
+def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[int, _Reading]]:
+    request = batch.request
+    readings = _read_versions(batch.record_version_ids, spec)
+    gated = [readings[i] for i in batch.record_version_ids if i in readings]
+    at = datetime.now(UTC)
+    try:
+        answers = bootstrap.contracts().check_access_batch(
+            grantee=request.grantee_id,
+            organisation=request.organisation_grantee_id or None,
+            purpose=request.purpose,
+            at=format_timestamp(at),
+            items=[AccessItem(r.record_id, r.category, r.sha256) for r in gated],
+        )
+    except LedgerUnavailable as error:
+        raise LedgerNotAnswering("gate") from error
+    decisions = [
+        {
+            "version_id": reading.version_id,
+            "record_id": reading.record_id,
+            "category": reading.category,
+            "sha256": reading.sha256,
+            "patient_pseudonym": reading.patient_pseudonym,
+            "decision": answer.decision,
+            "reason": answer.reason,
+            "consent_id": answer.consent_id,
+        }
+        for reading, answer in zip(gated, answers, strict=True)
+    ]
+    refusals = Counter(d["reason"] for d in decisions if d["decision"] != "admit")
+    log.info(
+        "analysis_batch_gated",
+        request_id=str(request.id),
+        batch=batch.index,
+        admitted=len(decisions) - sum(refusals.values()),
+        refused=dict(refusals),
+    )
+    moved = _transition(
+        batch,
+        BatchStatus.PENDING,
+        status=BatchStatus.GATED,
+        gate_at=at,
+        decisions=decisions,
+        admitted_count=len(decisions) - sum(refusals.values()),
+        refusals=dict(refusals),
+    )
+    return moved, readings
+
+
+def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool = False) -> AnalysisBatch:
+    """Log the batch's decisions on the ledger, ONE transaction, by one task only.
+
+    Two deliveries of gate tasks for one batch can reach this step at the same moment (a duplicate,
+    picked up at once): both would submit the batch and one would end on the ledger as an
+    MVCC_READ_CONFLICT. So the step is claimed first by `claimant`, the task's message id (log_claim):
+    another task stops here with the batch still GATED, while the same message delivered again (its
+    process was killed) takes the step over at once. A claim is released when the ledger does not
+    answer, for the retry; `force` is the stalled-work sweep's.
+    """
+    request = batch.request
+    request_id = str(request.id)
+    events = [
+        {
+            "event_id": access_event_id(request_id, d["record_id"]),
+            "kind": "record_access",
+            "record_id": d["record_id"],
+            "patient_pseudonym": d["patient_pseudonym"],
+            "grantee": request.grantee_id,
+            "purpose": request.purpose,
+            "request_id": request_id,
+            "model_hash": spec.sha256,
+            "category": d["category"],
+            "decision": d["decision"],
+            "reason": d["reason"],
+        }
+        for d in batch.decisions
+    ]
+    if not events:
+        return _transition(batch, BatchStatus.GATED, status=BatchStatus.LOGGED)
+    if not log_claim(batch_id=batch.pk, claimant=claimant, force=force):
+        return batch
+    try:
+        logged = access_batch_log(batch_id=access_batch_id(request.id, batch.index), events=events)
+    except BaseException as error:  # whatever stopped it, the next delivery may take the step
+        _log_release(batch.pk, claimant)
+        if isinstance(error, LedgerUnavailable):
+            raise LedgerNotAnswering("log") from error
+        raise
+    return _transition(
+        batch,
+        BatchStatus.GATED,
+        status=BatchStatus.LOGGED,
+        access_log_tx_id=logged.tx_id,
+        access_log_block=logged.block_number,
+    )
+
+
+def log_claim(*, batch_id: int, claimant: str, force: bool = False) -> bool:
+    """Claim a gated batch's access-log step for `claimant`: True if it is free or already its own
+    (or `force`), False while another task holds it."""
+    rows = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.GATED)
+    if not force:
+        rows = rows.filter(log_claimed_by__in=["", claimant])
+    return bool(rows.update(log_claimed_by=claimant, updated_at=timezone.now()))
+
+
+def _log_release(batch_id: int, claimant: str) -> None:
+    AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.GATED, log_claimed_by=claimant).update(
+        log_claimed_by=""
+    )
+
+
+def access_batch_id(request_id: object, batch_index: int) -> str:
+    """Deterministic per (request, batch): a batch logged twice is one ledger entry."""
+    return f"{request_id}:{batch_index}"
+
+
+def access_event_id(request_id: object, record_id: str) -> str:
+    """Deterministic per (request, record): a batch logged twice appends nothing the second time."""
+    return f"acc:{request_id}:{record_id}"
+
+
+def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Reading] | None) -> AnalysisBatch:
+    """Encrypt the features of what the gate admitted, if the content is still exactly what was gated.
+
+    `readings` are the gate's own, from this same run; a resumed batch opens its admitted versions
+    again. Either way a version is encrypted only if its hash is the one the gate was asked about.
+    """
+    request = batch.request
+    admitted = [d for d in batch.decisions if d["decision"] == "admit"]
+    if readings is None:
+        readings = _read_versions([d["version_id"] for d in admitted], spec)
+    rows: list[str] = []
+    features: list[list[float]] = []
+    skipped: Counter[str] = Counter()
+    for decision in admitted:
+        reading = readings.get(decision["version_id"])
+        if reading is None or not reading.opened:
+            skipped["content_unavailable"] += 1
+        elif reading.sha256 != decision["sha256"]:
+            skipped["changed_after_gate"] += 1
+        elif reading.features is None:
+            skipped["missing_features"] += 1
+        else:
+            rows.append(decision["record_id"])
+            features.append(reading.features)
+    engine, blobs = bootstrap.homomorphic_engine(), bootstrap.blob_store()
+    public = blobs.get(request.public_context_key)
+    chunks, clipped = [], 0
+    if rows:
+        matrix, outside = spec.clip(np.asarray(features, dtype=float))
+        clipped = int(outside.sum())
+        for start in range(0, len(rows), engine.slots):
+            columns = engine.encrypt_columns(public, matrix[start : start + engine.slots])
+            chunks.append(
+                {"record_ids": rows[start : start + engine.slots], "columns": [blobs.put(c) for c in columns]}
+            )
+    if skipped:
+        log.warning(
+            "analysis_batch_records_skipped", request_id=str(request.id), batch=batch.index, skipped=dict(skipped)
+        )
+    refusals = {**batch.refusals, **{k: batch.refusals.get(k, 0) + v for k, v in skipped.items()}}
+    return _transition(
+        batch,
+        BatchStatus.LOGGED,
+        status=BatchStatus.ENCRYPTED,
+        column_keys=chunks,
+        clipped_count=clipped,
+        refusals=refusals,
+        admitted_count=len(rows),
+    )
+
+
+def analysis_batch_collect(*, batch_id: int, score_keys: list[str]) -> None:
+    """Record the compute result of a batch (once) and complete the request when all are scored."""
+    updated = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED).update(
+        status=BatchStatus.SCORED, score_keys=score_keys, updated_at=timezone.now()
+    )
+    if not updated:
+        return
+    batch = AnalysisBatch.objects.get(pk=batch_id)
+    log.info("analysis_batch_scored", request_id=str(batch.request_id), batch=batch.index)
+    if not AnalysisBatch.objects.filter(request_id=batch.request_id).exclude(status=BatchStatus.SCORED).exists():
+        AnalysisRequest.objects.filter(pk=batch.request_id, status=AnalysisStatus.RUNNING).update(
+            status=AnalysisStatus.COMPLETED, finished_at=timezone.now()
+        )
+        log.info("analysis_completed", request_id=str(batch.request_id))
+
+
+def analysis_fail(*, batch_id: int, code: str) -> None:
+    """Fail the batch's request closed: no batch of it is encrypted or scored from now on."""
+    batch = AnalysisBatch.objects.filter(pk=batch_id).first()
+    if batch is None:
+        return
+    with transaction.atomic():
+        AnalysisRequest.objects.filter(pk=batch.request_id).exclude(status=AnalysisStatus.COMPLETED).update(
+            status=AnalysisStatus.FAILED, failure_code=code, finished_at=timezone.now()
+        )
+        AnalysisBatch.objects.filter(request_id=batch.request_id).exclude(status=BatchStatus.SCORED).update(
+            status=BatchStatus.FAILED
+        )
+    log.error("analysis_failed", request_id=str(batch.request_id), batch=batch.index, code=code)
+
+
+def contract_rejection_code(error: ContractRejected) -> str:
+    return f"ledger_rejected_{error.code}"
+
+
+def analyses_stalled(*, stalled_after: timedelta) -> tuple[list[str], list[int]]:
+    """Work whose message was lost: requests still queued, and unfinished batches of running requests,
+    unchanged for longer than `stalled_after` (longer than any step's time limit, so nothing live).
+
+    Messages can be lost when a whole worker dies (the filesystem broker has already handed the message
+    over), when the broker is down as a request is created, or when a compute order cannot be sent. Every
+    step is a conditional transition, so sending the work again is always safe.
+    """
+    cutoff = timezone.now() - stalled_after
+    requests = [
+        str(pk)
+        for pk in AnalysisRequest.objects.filter(status=AnalysisStatus.QUEUED, created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    ]
+    batches = list(
+        AnalysisBatch.objects.filter(
+            request__status=AnalysisStatus.RUNNING,
+            status__in=[BatchStatus.PENDING, BatchStatus.GATED, BatchStatus.LOGGED, BatchStatus.ENCRYPTED],
+            updated_at__lt=cutoff,
+        ).values_list("pk", flat=True)
+    )
+    if requests or batches:
+        log.warning("analyses_stalled", requests=len(requests), batches=len(batches))
+    return requests, batches

@@ -1,0 +1,423 @@
+"""The typed door to the contracts: one method per transaction the platform uses.
+
+Apps and benchmarks call `Contracts`, never `LedgerClient.submit/evaluate` with contract and function
+names: this module owns the names, the JSON encoding of arguments and answers, the lookup of the block
+that holds a transaction, and which contract refusals mean "absent" (None) rather than an error.
+
+Errors are the ledger's own family (ledger.errors), each with a stable `code`, an HTTP `status` and a
+message free of arguments, so that the web layer renders them without catching them first:
+- LedgerUnavailable (and TransactionConflict, a kind of it): transient; retry later, fail closed meanwhile;
+- ContractRejected: the contract refused the call; retrying will not help;
+- LedgerError: anything else the backend could not classify (a misconfigured identity, say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+import orjson
+
+from ledger.client import BlockSummary, LedgerClient, Receipt, TransactionLocation, VerificationReport
+from ledger.errors import ContractRejected
+
+ANCHORS, CONSENT, ACCESS_LOG = "anchors", "consent", "accesslog"
+
+# Contract refusals that mean "the ledger holds no such thing" for a read.
+_ABSENT = frozenset({"not_found"})
+
+_T = TypeVar("_T")
+
+
+def _from_mapping(kind: type[_T], values: Mapping[str, Any]) -> _T:
+    """Build a dataclass from a contract answer, ignoring fields the dataclass does not name."""
+    names = {f.name for f in fields(kind)}  # type: ignore[arg-type]
+    return kind(**{name: value for name, value in values.items() if name in names})
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# --- results ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordAnchor:
+    """What the ledger holds for one anchored version of a record."""
+
+    record_id: str
+    patient_pseudonym: str
+    sha256: str
+    version: int
+    anchored_at: str
+    tx_id: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", int(self.version))
+
+
+@dataclass(frozen=True)
+class AnchorRequest:
+    record_id: str
+    patient_pseudonym: str
+    sha256: str
+    version: int
+
+
+@dataclass(frozen=True)
+class AnchorsCommitted:
+    """The anchors one AnchorRecords transaction answered with. An anchor that was already on the
+    ledger (a retry) carries its original tx_id, whose block is not this transaction's."""
+
+    tx_id: str
+    block_number: int | None
+    anchors: tuple[RecordAnchor, ...]
+
+    def block_of(self, anchor: RecordAnchor) -> int | None:
+        return self.block_number if anchor.tx_id == self.tx_id else None
+
+
+@dataclass(frozen=True)
+class AnchorAtVersion:
+    """The ledger's anchor of one version of a record (None when absent) and the newest anchored version
+    of that record (0 when it has none)."""
+
+    anchor: RecordAnchor | None
+    latest_version: int
+
+
+@dataclass(frozen=True)
+class ModelAnchor:
+    model_name: str
+    model_version: str
+    sha256: str
+    anchored_at: str
+    tx_id: str
+    block_number: int | None = None
+
+
+@dataclass(frozen=True)
+class ConsentGrant:
+    """A grant as GrantConsent takes it; times are RFC 3339 UTC text (chaincode.validation.format_timestamp)."""
+
+    consent_id: str
+    patient_pseudonym: str
+    grantee: str
+    purposes: Sequence[str]
+    categories: Sequence[str]
+    valid_from: str
+    valid_until: str
+
+
+@dataclass(frozen=True)
+class LedgerConsent:
+    """A consent as the ledger holds it, with the blocks of its grant and revocation where known."""
+
+    consent_id: str
+    patient_pseudonym: str
+    grantee: str
+    purposes: list[str]
+    categories: list[str]
+    valid_from: str
+    valid_until: str
+    status: str
+    granted_at: str
+    granted_tx_id: str
+    revoked_at: str | None = None
+    revoked_tx_id: str | None = None
+    granted_block: int | None = None
+    revoked_block: int | None = None
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """One committed change of a key (its history): the transaction, its block and the value written."""
+
+    tx_id: str
+    block_number: int | None
+    timestamp: str
+    value: dict[str, Any] | None  # None for a delete
+
+
+@dataclass(frozen=True)
+class AccessItem:
+    """One record to gate: its id, data category and the hash recomputed from its content now."""
+
+    record_id: str
+    category: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    record_id: str
+    decision: str  # "admit" or "refuse"
+    reason: str | None  # a REFUSAL_REASONS code when refused
+    consent_id: str | None  # the consent that admitted it
+    patient_pseudonym: str | None  # None when the record has no anchor
+
+    @property
+    def admitted(self) -> bool:
+        return self.decision == "admit"
+
+
+@dataclass(frozen=True)
+class LoggedBatch:
+    """Where a batch of access events is on the ledger. `appended` is False when the identical batch was
+    already logged (a retry): tx_id and block are then the original transaction's."""
+
+    batch_id: str
+    tx_id: str
+    block_number: int | None
+    recorded_at: str
+    appended: bool
+    count: int
+
+
+@dataclass(frozen=True)
+class AccessBatch:
+    """A logged batch as the ledger holds it: its events in order."""
+
+    batch_id: str
+    recorded_at: str
+    tx_id: str
+    events: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class AccessEventPage:
+    """Events (each with batch_id, position, recorded_at and tx_id) and the bookmark of the next page."""
+
+    events: list[dict[str, Any]]
+    bookmark: str
+
+
+# --- the facade -------------------------------------------------------------------------------------
+
+
+class Contracts:
+    """The platform's contracts over one LedgerClient (either backend)."""
+
+    def __init__(self, client: LedgerClient):
+        self.client = client
+
+    # --- the chain ---------------------------------------------------------------------------------
+    def block_of(self, tx_id: str | None) -> int | None:
+        """The block that holds committed transaction `tx_id`; None if the ledger has none (or no id)."""
+        if not tx_id:
+            return None
+        location = self.client.locate(tx_id)
+        return location.block_number if location is not None else None
+
+    def locate(self, tx_id: str) -> TransactionLocation | None:
+        return self.client.locate(tx_id)
+
+    def height(self) -> int:
+        return self.client.height()
+
+    def block_summary(self, number: int) -> BlockSummary | None:
+        return self.client.block_summary(number)
+
+    def recent_blocks(self, *, limit: int, before: int | None = None) -> list[BlockSummary]:
+        """Up to `limit` blocks below `before` (default: the height), newest first."""
+        top = self.height() if before is None else min(before, self.height())
+        summaries = (self.block_summary(number) for number in range(top - 1, max(top - limit, 0) - 1, -1))
+        return [summary for summary in summaries if summary is not None]
+
+    def verify(self) -> VerificationReport:
+        return self.client.verify()
+
+    def _committed_block(self, receipt: Receipt, tx_id: str | None) -> int | None:
+        """The block of `tx_id`: the receipt's own when it is the receipt's transaction, else looked up."""
+        if tx_id and tx_id == receipt.tx_id:
+            return receipt.block_number
+        return self.block_of(tx_id)
+
+    def _read(self, contract: str, function: str, *args: str) -> Any | None:
+        """Evaluate a read; None when the contract answers that the key does not exist."""
+        try:
+            return self.client.evaluate(contract, function, *args).json()
+        except ContractRejected as rejection:
+            if rejection.code in _ABSENT:
+                return None
+            raise
+
+    # --- anchors -----------------------------------------------------------------------------------
+    def anchor_records(self, anchors: Iterable[AnchorRequest]) -> AnchorsCommitted:
+        """Anchor many record versions (at most one per record) in one transaction."""
+        payload = [
+            {
+                "record_id": anchor.record_id,
+                "patient_pseudonym": anchor.patient_pseudonym,
+                "sha256": anchor.sha256,
+                "version": str(anchor.version),
+            }
+            for anchor in anchors
+        ]
+        receipt = self.client.submit(ANCHORS, "AnchorRecords", _json(payload))
+        answered = tuple(_from_mapping(RecordAnchor, item) for item in receipt.json() or [])
+        return AnchorsCommitted(tx_id=receipt.tx_id, block_number=receipt.block_number, anchors=answered)
+
+    def read_anchor(self, record_id: str) -> RecordAnchor | None:
+        """The latest anchored version of a record, or None if it has none."""
+        found = self._read(ANCHORS, "ReadAnchor", str(record_id))
+        return None if found is None else _from_mapping(RecordAnchor, found)
+
+    def anchor_history(self, record_id: str) -> list[RecordAnchor]:
+        """Every anchored version of a record, oldest first."""
+        entries = self.client.evaluate(ANCHORS, "AnchorHistory", str(record_id)).json() or []
+        return [_from_mapping(RecordAnchor, entry["value"]) for entry in entries if entry.get("value")]
+
+    def anchor_at_version(self, record_id: str, version: int) -> AnchorAtVersion:
+        """The anchor of `version` of a record: ReadAnchor, then the history for an older version."""
+        latest = self.read_anchor(record_id)
+        if latest is None:
+            return AnchorAtVersion(anchor=None, latest_version=0)
+        if latest.version == version:
+            return AnchorAtVersion(anchor=latest, latest_version=latest.version)
+        if latest.version < version:
+            return AnchorAtVersion(anchor=None, latest_version=latest.version)
+        older = next((anchor for anchor in self.anchor_history(record_id) if anchor.version == version), None)
+        return AnchorAtVersion(anchor=older, latest_version=latest.version)
+
+    def anchor_model(self, *, name: str, version: str, sha256: str) -> ModelAnchor:
+        """Anchor a diagnostic model's weights hash (the same hash again is a no-op)."""
+        receipt = self.client.submit(ANCHORS, "AnchorModel", name, version, sha256)
+        anchor = _from_mapping(ModelAnchor, receipt.json())
+        return ModelAnchor(
+            **{**anchor.__dict__, "block_number": self._committed_block(receipt, anchor.tx_id)},
+        )
+
+    # --- consent -----------------------------------------------------------------------------------
+    def grant_consent(self, grant: ConsentGrant) -> LedgerConsent:
+        payload = {**grant.__dict__, "purposes": list(grant.purposes), "categories": list(grant.categories)}
+        receipt = self.client.submit(CONSENT, "GrantConsent", _json(payload))
+        consent = receipt.json()
+        return _consent(consent, granted_block=self._committed_block(receipt, consent["granted_tx_id"]))
+
+    def revoke_consent(self, consent_id: str, *, granted_block: int | None = None) -> LedgerConsent:
+        """Revoke a consent; revoking a revoked one writes nothing and answers the consent as it is."""
+        current = self.read_consent(consent_id, with_blocks=False)
+        if current is None:
+            raise ContractRejected("not_found", "no consent with this consent_id")
+        if current.status == "revoked":
+            return _consent(
+                current.__dict__, granted_block=granted_block, revoked_block=self.block_of(current.revoked_tx_id)
+            )
+        receipt = self.client.submit(CONSENT, "RevokeConsent", consent_id)
+        consent = receipt.json()
+        return _consent(
+            consent, granted_block=granted_block, revoked_block=self._committed_block(receipt, consent["revoked_tx_id"])
+        )
+
+    def read_consent(self, consent_id: str, *, with_blocks: bool = True) -> LedgerConsent | None:
+        found = self._read(CONSENT, "ReadConsent", consent_id)
+        if found is None:
+            return None
+        return self._with_blocks(found) if with_blocks else _consent(found)
+
+    def consents_of_patient(self, pseudonym: str, *, with_blocks: bool = True) -> list[LedgerConsent]:
+        """A patient's consents, with the blocks of their grants and revocations unless `with_blocks` is False."""
+        found = self.client.evaluate(CONSENT, "ListConsentsForPatient", pseudonym).json()
+        return [self._with_blocks(consent) if with_blocks else _consent(consent) for consent in found]
+
+    def consent_history(self, consent_id: str) -> list[StateChange]:
+        """Every committed change of a consent (grant, revocation), oldest first, with its block."""
+        return self._history(CONSENT, "ConsentHistory", consent_id)
+
+    def check_access_batch(
+        self, *, grantee: str, organisation: str | None, purpose: str, at: str, items: Sequence[AccessItem]
+    ) -> list[AccessDecision]:
+        """ONE read-only call: per item, admit or refuse with the reason, at time `at` (RFC 3339 UTC)."""
+        query: dict[str, Any] = {
+            "grantee": grantee,
+            "purpose": purpose,
+            "at": at,
+            "items": [{"record_id": i.record_id, "category": i.category, "sha256": i.sha256} for i in items],
+        }
+        if organisation:
+            query["organisation"] = organisation
+        answer = self.client.evaluate(CONSENT, "CheckAccessBatch", _json(query)).json()
+        return [
+            AccessDecision(r["record_id"], r["decision"], r["reason"], r["consent_id"], r["patient_pseudonym"])
+            for r in answer["results"]
+        ]
+
+    def _with_blocks(self, consent: Mapping[str, Any]) -> LedgerConsent:
+        return _consent(
+            consent,
+            granted_block=self.block_of(consent.get("granted_tx_id")),
+            revoked_block=self.block_of(consent.get("revoked_tx_id")),
+        )
+
+    # --- access log --------------------------------------------------------------------------------
+    def append_access_events(self, *, batch_id: str, events: Sequence[Mapping[str, Any]]) -> LoggedBatch:
+        """Log `events` as one batch, in ONE transaction. An identical batch again is a no-op that
+        answers with the original transaction; another batch under the same id is refused."""
+        receipt = self.client.submit(ACCESS_LOG, "AppendAccessEvents", _json({"batch_id": batch_id, "events": events}))
+        answer = receipt.json()
+        return LoggedBatch(
+            batch_id=answer["batch_id"],
+            tx_id=answer["tx_id"],
+            block_number=self._committed_block(receipt, answer["tx_id"]),
+            recorded_at=answer["recorded_at"],
+            appended=answer["appended"],
+            count=answer["count"],
+        )
+
+    def read_access_batch(self, batch_id: str) -> AccessBatch | None:
+        """A logged batch, or None if the ledger holds none under this id (or the id is not one)."""
+        try:
+            found = self._read(ACCESS_LOG, "ReadAccessBatch", batch_id)
+        except ContractRejected as rejection:
+            if rejection.code == "invalid_argument":
+                return None
+            raise
+        return None if found is None else _from_mapping(AccessBatch, found)
+
+    def query_access_events(
+        self,
+        *,
+        limit: int,
+        bookmark: str = "",
+        patient_pseudonym: str = "",
+        grantee: str = "",
+        request_id: str = "",
+        since: str = "",
+        until: str = "",
+    ) -> AccessEventPage:
+        """One page of events by request or by time, oldest first."""
+        query: dict[str, Any] = {"limit": limit, "bookmark": bookmark}
+        for name, value in (
+            ("patient_pseudonym", patient_pseudonym),
+            ("grantee", grantee),
+            ("request_id", request_id),
+            ("since", since),
+            ("until", until),
+        ):
+            if value:
+                query[name] = value
+        page = self.client.evaluate(ACCESS_LOG, "QueryAccessEvents", _json(query)).json()
+        return AccessEventPage(events=page["events"], bookmark=page["bookmark"])
+
+    # --- history -----------------------------------------------------------------------------------
+    def _history(self, contract: str, function: str, key: str) -> list[StateChange]:
+        blocks: dict[str, int | None] = {}
+        changes = []
+        for entry in self.client.evaluate(contract, function, key).json() or []:
+            tx_id = entry["tx_id"]
+            if tx_id not in blocks:
+                blocks[tx_id] = self.block_of(tx_id)
+            changes.append(StateChange(tx_id, blocks[tx_id], entry["timestamp"], entry["value"]))
+        return changes
+
+
+def _consent(
+    values: Mapping[str, Any], *, granted_block: int | None = None, revoked_block: int | None = None
+) -> LedgerConsent:
+    consent = _from_mapping(LedgerConsent, values)
+    return LedgerConsent(
+        **{**consent.__dict__, "granted_block": granted_block, "revoked_block": revoked_block},
+    )
