@@ -44,7 +44,7 @@ from analytics.serializers import (
 from analytics.services import analysis_request_create
 from health_platform.errors import CHOICE_ERROR_MESSAGES, NotFound, PayloadTooLarge
 from health_platform.parsers import LimitedJSONParser
-from records.serializers import ErrorSerializer
+from health_platform.serializers import ErrorSerializer
 
 log = structlog.get_logger(__name__)
 

@@ -1,33 +1,37 @@
-"""Diagnostic models, trained from scikit-learn's bundled datasets (no downloads), as linear scorers.
+"""Diagnostic models as linear scorers, built from the catalogue's declarations and kept weights.
 
 Every model here is linear in its features so that it can run under CKKS as Σ wᵢ·xᵢ + b:
-- breast-cancer: logistic regression on the 30 Wisconsin diagnostic features, standard scaling folded
-  into the weights (w' = w/σ, b' = b − Σ w·μ/σ). The encrypted score is the LOGIT of malignancy;
-  the sigmoid and the 0.5 threshold are applied after decryption, so labels are exact.
-- diabetes-progression: linear regression on the 10 raw diabetes features; the score is the predicted
-  disease progression one year after baseline.
+- kind "logistic": the encrypted score is the LOGIT; the sigmoid and the 0.5 threshold are applied after
+  decryption, so labels are exact (e.g. breast-cancer: standard scaling folded into the weights,
+  w' = w/σ, b' = b − Σ w·μ/σ);
+- kind "linear": the score is the value (e.g. diabetes-progression: disease progression after a year).
 
-The platform runs the weights kept in analytics/weights/ (one JSON document per model version): their
-SHA-256 is what the ledger anchors and every result cites. Training (fixed split and seed) is how
-those documents were made, but its last digits depend on the machine's BLAS (OpenBLAS picks kernels by
-CPU), so weights are never retrained at run time: `manage.py train_models --check` retrains and shows
-that the result agrees with the kept weights within tolerance; `--write` replaces them (a new version).
-Free of Django.
+The platform runs the weights kept in the catalogue folder (health_platform.model_catalogue: a
+declaration per model, a weights document per version): their SHA-256 is what the ledger anchors and every
+result cites. Training (each declaration names its trainer, analytics.trainers) is how those documents were
+made, but its last digits depend on the machine's BLAS (OpenBLAS picks kernels by CPU), so weights are never
+retrained at run time: `manage.py train_models --check` retrains and shows that the result agrees with the
+kept weights within tolerance; `--write` replaces them (a new version). Free of Django.
 """
 
-import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import cache, cached_property
+from functools import cached_property
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-TEST_SIZE = 0.25
-SPLIT_SEED = 0
-RANGE_MARGIN = 0.10  # documented input range: the dataset's range widened by 10% each side
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+from health_platform.model_catalogue import (
+    ModelDeclaration,
+    ModelVersion,
+    catalogue,
+    catalogue_folder,
+    declared,
+    weights_sha256,
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,7 @@ class LinearModel:
 
     @cached_property
     def sha256(self) -> str:
-        canonical = json.dumps(self.weights_document(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return weights_sha256(self.weights_document())
 
     def to_document(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +81,40 @@ class LinearModel:
         tuples = ("feature_codes", "weights", "feature_min", "feature_max")
         fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in document.items()}
         return cls(**fields)
+
+    @classmethod
+    def from_catalogue(cls, kept: ModelVersion) -> "LinearModel":
+        declaration, weights = kept.declaration, kept.weights
+        return cls(
+            name=declaration.name,
+            version=kept.version,
+            kind=declaration.kind,
+            purpose=declaration.purpose,
+            category=declaration.category,
+            dataset=declaration.dataset,
+            feature_codes=tuple(weights["feature_codes"]),
+            weights=tuple(float(w) for w in weights["weights"]),
+            bias=float(weights["bias"]),
+            feature_min=tuple(float(v) for v in weights["feature_min"]),
+            feature_max=tuple(float(v) for v in weights["feature_max"]),
+            metrics=dict(weights["metrics"]),
+            description=declaration.description,
+            positive_label=declaration.positive_label,
+            negative_label=declaration.negative_label,
+        )
+
+    def weights_file_document(self) -> dict[str, Any]:
+        """What a trainer writes: the catalogue's weights document for this version."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "feature_codes": list(self.feature_codes),
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "feature_min": list(self.feature_min),
+            "feature_max": list(self.feature_max),
+            "metrics": self.metrics,
+        }
 
     def clip(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features clipped to the documented range, and which records had a value outside it.
@@ -103,133 +140,51 @@ class LinearModel:
         return [{"score": float(v), "label": ""} for v in scores]
 
 
-def _ranges(data: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    low, high = data.min(axis=0), data.max(axis=0)
-    span = high - low
-    return tuple(float(v) for v in low - RANGE_MARGIN * span), tuple(float(v) for v in high + RANGE_MARGIN * span)
+def _declaration(name: str) -> ModelDeclaration:
+    found = declared(name)
+    if found is None:
+        raise KeyError(f"no diagnostic model {name!r} is declared in {catalogue_folder()}")
+    return found
 
 
-def weights_path(name: str, version: str) -> Path:
-    return WEIGHTS_DIR / f"{name}@{version}.json"
-
-
-def load_model(name: str, version: str) -> LinearModel:
-    """A model as kept in analytics/weights/: the weights the platform runs and anchors."""
-    return LinearModel.from_document(json.loads(weights_path(name, version).read_text()))
-
-
-def write_model(model: LinearModel) -> Path:
-    path = weights_path(model.name, model.version)
-    path.write_text(json.dumps(model.to_document(), indent=1) + "\n")
-    return path
-
-
-@cache
-def breast_cancer_model() -> LinearModel:
-    return load_model("breast-cancer", "1")
-
-
-@cache
-def diabetes_model() -> LinearModel:
-    return load_model("diabetes-progression", "1")
-
-
-def train_breast_cancer_model() -> LinearModel:
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from records.codes import BREAST_CANCER_DATASET, feature_codes_for_dataset
-
-    data = load_breast_cancer()
-    x_train, x_test, y_train, y_test = breast_cancer_split()
-    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=SPLIT_SEED))
-    pipeline.fit(x_train, y_train)
-    scaler, regression = pipeline[0], pipeline[1]
-    # sklearn's target 1 is benign; the platform scores malignancy, so the signs flip.
-    weights = -regression.coef_[0] / scaler.scale_
-    bias = -(regression.intercept_[0] - float(np.sum(regression.coef_[0] * scaler.mean_ / scaler.scale_)))
-    low, high = _ranges(data.data)
-    malignant_test = (y_test == 0).astype(int)
-    logits = x_test @ weights + bias
-    return LinearModel(
-        name="breast-cancer",
-        version="1",
-        kind="logistic",
-        purpose="diagnostic-model:breast-cancer",
-        category="imaging",
-        dataset=BREAST_CANCER_DATASET,
-        feature_codes=tuple(f.code for f in feature_codes_for_dataset(BREAST_CANCER_DATASET)),
-        weights=tuple(float(w) for w in weights),
-        bias=float(bias),
-        feature_min=low,
-        feature_max=high,
-        metrics={
-            "accuracy": float(accuracy_score(malignant_test, (logits >= 0).astype(int))),
-            "roc_auc": float(roc_auc_score(malignant_test, logits)),
-            "test_records": len(y_test),
-            "train_records": len(y_train),
-        },
-        description="Logistic regression on the 30 Wisconsin diagnostic breast cancer features "
-        "(fine-needle aspirate image measurements). Score: probability of malignancy.",
-        positive_label="malignant",
-        negative_label="benign",
-    )
-
-
-def breast_cancer_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.model_selection import train_test_split
-
-    data = load_breast_cancer()
-    return tuple(
-        train_test_split(data.data, data.target, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=data.target)
-    )  # type: ignore[return-value]
-
-
-def train_diabetes_model() -> LinearModel:
-    from sklearn.datasets import load_diabetes
-    from sklearn.linear_model import LinearRegression
-    from sklearn.metrics import mean_absolute_error, r2_score
-    from sklearn.model_selection import train_test_split
-
-    from records.codes import DIABETES_DATASET, feature_codes_for_dataset
-
-    data = load_diabetes(scaled=False)
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.data, data.target, test_size=TEST_SIZE, random_state=SPLIT_SEED
-    )
-    regression = LinearRegression().fit(x_train, y_train)
-    predictions = regression.predict(x_test)
-    low, high = _ranges(data.data)
-    return LinearModel(
-        name="diabetes-progression",
-        version="1",
-        kind="linear",
-        purpose="diagnostic-model:diabetes-progression",
-        category="laboratory",
-        dataset=DIABETES_DATASET,
-        feature_codes=tuple(f.code for f in feature_codes_for_dataset(DIABETES_DATASET)),
-        weights=tuple(float(w) for w in regression.coef_),
-        bias=float(regression.intercept_),
-        feature_min=low,
-        feature_max=high,
-        metrics={
-            "r2": float(r2_score(y_test, predictions)),
-            "mae": float(mean_absolute_error(y_test, predictions)),
-            "test_records": len(y_test),
-            "train_records": len(y_train),
-        },
-        description="Linear regression on age, sex, BMI, blood pressure and six serum measurements. "
-        "Score: quantitative disease progression one year after baseline.",
-    )
+def load_model(name: str, version: str | None = None) -> LinearModel:
+    """A declared model as kept in the catalogue (its latest version by default)."""
+    declaration = _declaration(name)
+    return LinearModel.from_catalogue(declaration.version(version) if version else declaration.latest)
 
 
 def all_models() -> list[LinearModel]:
-    return [breast_cancer_model(), diabetes_model()]
+    """Every declared version of every declared model."""
+    return [
+        LinearModel.from_catalogue(declaration.version(version))
+        for declaration in catalogue()
+        for version in declaration.versions
+    ]
 
 
-def trainers() -> dict[str, Any]:
-    return {"breast-cancer": train_breast_cancer_model, "diabetes-progression": train_diabetes_model}
+def trainers() -> dict[str, Callable[[], LinearModel]]:
+    """Each declared model's trainer (module:function, imported when asked for)."""
+
+    def trainer(declaration: ModelDeclaration) -> Callable[[], LinearModel]:
+        module, _, function = declaration.trainer.partition(":")
+        train: Callable[[ModelDeclaration], LinearModel] = getattr(import_module(module), function)
+        return lambda: train(declaration)
+
+    return {declaration.name: trainer(declaration) for declaration in catalogue()}
+
+
+def write_model(model: LinearModel) -> Path:
+    """Write a trained version's weights document into the catalogue (its declaration must list the version)."""
+    path = _declaration(model.name).weights_path(model.version)
+    path.write_text(json.dumps(model.weights_file_document(), indent=1) + "\n")
+    return path
+
+
+def breast_cancer_model() -> LinearModel:
+    """The demo's breast-cancer model (a convenience for tests and benchmarks)."""
+    return load_model("breast-cancer")
+
+
+def diabetes_model() -> LinearModel:
+    """The demo's diabetes-progression model."""
+    return load_model("diabetes-progression")

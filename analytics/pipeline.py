@@ -23,6 +23,7 @@ import structlog
 from django.db import transaction
 from django.utils import timezone
 
+from analytics import engines
 from analytics.diagnostic_models import LinearModel
 from analytics.features import features_of
 from analytics.models import AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus, CohortKind
@@ -41,6 +42,12 @@ from records.selectors import (
 
 log = structlog.get_logger(__name__)
 
+# Why the custodian skipped an admitted record (besides the gate's refusals), in words people read.
+SKIP_REASONS: dict[str, str] = {
+    "content_unavailable": "Record could not be read",
+    "changed_after_gate": "Record changed while the analysis ran",
+    "missing_features": "Record lacks the model's measurements",
+}
 NO_CONTENT_HASH = "0" * 64  # sent to the gate for a record whose ciphertext does not open: never matches
 
 
@@ -360,7 +367,7 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Readi
         else:
             rows.append(decision["record_id"])
             features.append(reading.features)
-    engine, blobs = bootstrap.homomorphic_engine(), bootstrap.blob_store()
+    engine, blobs = engines.homomorphic_engine(), engines.blob_store()
     public = blobs.get(request.public_context_key)
     chunks, clipped = [], 0
     if rows:

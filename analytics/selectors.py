@@ -7,10 +7,10 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from analytics import engines
 from analytics.keys import secret_context_open
 from analytics.models import AnalysisBatch, AnalysisRequest, BatchStatus, DiagnosticModel, KeyMode
 from analytics.registry import model_spec
-from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, ValidationFailed
 
 
@@ -109,7 +109,7 @@ def analysis_results(*, request: AnalysisRequest, viewer: Any) -> Results:
     secret = secret_context_open(
         request_id=request.id, key_id=request.sealed_key_id, sealed=bytes(request.sealed_secret_context)
     )
-    engine, blobs = bootstrap.homomorphic_engine(), bootstrap.blob_store()
+    engine, blobs = engines.homomorphic_engine(), engines.blob_store()
     refusals: Counter[str] = Counter()
     chunks: list[tuple[list[str], bytes]] = []  # (record ids, score ciphertext), in order
     pseudonyms: dict[str, str] = {}
@@ -132,7 +132,7 @@ def analysis_encrypted_scores(*, request: AnalysisRequest, viewer: Any) -> dict[
     if viewer.pk != request.requester_id:
         raise PermissionDenied("Only the requester can download an analysis's scores.")
     spec = model_spec(request.model)
-    blobs = bootstrap.blob_store()
+    blobs = engines.blob_store()
     chunks = []
     batches: list[AnalysisBatch] = list(request.batches.filter(status=BatchStatus.SCORED).order_by("index"))
     for batch in batches:
@@ -197,16 +197,6 @@ def diagnostic_models_latest() -> list[DiagnosticModel]:
     return list(latest.values())
 
 
-def diagnostic_model_labels() -> dict[str, str]:
-    """sha256 -> "name@version" of every registered diagnostic model (what access events cite)."""
-    return {
-        sha256: f"{name}@{version}"
-        for sha256, name, version in DiagnosticModel.objects.order_by("name", "version").values_list(
-            "sha256", "name", "version"
-        )
-    }
-
-
 def diagnostic_model_get(*, name: str, version: str | None = None) -> DiagnosticModel | None:
     """A registered model by name: the given version, else the one a new request uses."""
     if "\x00" in name or "\x00" in (version or ""):
@@ -218,7 +208,8 @@ def diagnostic_model_get(*, name: str, version: str | None = None) -> Diagnostic
 
 
 def diagnostic_model_card(*, model: DiagnosticModel) -> ModelCard:
-    from chaincode.vocabulary import CATEGORIES, PURPOSES
+    from chaincode.vocabulary import CATEGORIES
+    from health_platform.model_catalogue import consent_purposes
     from records.codes import FEATURE_CODES_BY_CODE
 
     anchored: dict[str, Any] = {
@@ -242,7 +233,7 @@ def diagnostic_model_card(*, model: DiagnosticModel) -> ModelCard:
         available=True,
         kind=spec.kind,
         purpose=spec.purpose,
-        purpose_label=PURPOSES.get(spec.purpose, spec.purpose),
+        purpose_label=consent_purposes().get(spec.purpose, spec.purpose),
         category=spec.category,
         category_label=CATEGORIES.get(spec.category, spec.category),
         description=spec.description,

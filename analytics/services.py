@@ -8,11 +8,11 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 
+from analytics import engines
 from analytics.access import user_may_request_analyses
 from analytics.keys import secret_context_seal
 from analytics.models import AnalysisRequest, CohortKind, DiagnosticModel, KeyMode
 from analytics.registry import model_spec
-from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, ValidationFailed
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ def analysis_request_create(
             detail={"field": "batch_size"},
         )
 
-    engine, blobs = bootstrap.homomorphic_engine(), bootstrap.blob_store()
+    engine, blobs = engines.homomorphic_engine(), engines.blob_store()
     if key_mode == KeyMode.PORTAL:
         keys = engine.keygen()
     elif key_mode == KeyMode.REQUESTER:

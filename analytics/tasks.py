@@ -9,9 +9,8 @@ from celery import chain, shared_task
 from celery.canvas import Signature
 from django.conf import settings
 
-from analytics import pipeline
+from analytics import engines, pipeline
 from analytics.compute import SCORE_TASK, score_batch
-from health_platform import bootstrap
 from health_platform.celery import app
 from health_platform.errors import ApplicationError
 from ledger import ContractRejected
@@ -108,8 +107,8 @@ def score(compute_context_key: str, column_keys: list[list[str]], weights: list[
     Same code as the compute worker's (analytics.compute.score_batch): it touches no database or key.
     """
     return score_batch(
-        engine=bootstrap.homomorphic_engine(),
-        blobs=bootstrap.blob_store(),
+        engine=engines.homomorphic_engine(),
+        blobs=engines.blob_store(),
         compute_context_key=compute_context_key,
         column_keys=column_keys,
         weights=weights,

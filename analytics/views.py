@@ -26,6 +26,7 @@ from analytics.access import analysis_of_requester, user_may_read_model_cards, u
 from analytics.charts import histogram_svg
 from analytics.forms import AnalysisRequestForm
 from analytics.models import AnalysisRequest, AnalysisStatus, CohortKind, KeyMode
+from analytics.pipeline import SKIP_REASONS
 from analytics.selectors import (
     ModelCard,
     Progress,
@@ -38,9 +39,10 @@ from analytics.selectors import (
     diagnostic_models_latest,
 )
 from analytics.services import analysis_request_create
+from chaincode.vocabulary import REFUSAL_REASONS
 from consent.selectors import consents_granted_to, consents_with_effective_status
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
-from health_platform.portal import panel_login_required
+from health_platform.portal import panel_login_required, refused
 
 log = structlog.get_logger(__name__)
 
@@ -54,18 +56,8 @@ FAILURE_MESSAGES: dict[str, str] = {
 }
 FAILURE_MESSAGE_REJECTED = "The ledger refused to record the access, so nothing was computed."
 FAILURE_MESSAGE_DEFAULT = "The analysis stopped before it was complete, so nothing more was computed."
-# Why a record was not scored.
-REFUSAL_LABELS: dict[str, str] = {
-    "no_consent": "no consent",
-    "consent_expired": "consent expired",
-    "consent_revoked": "consent revoked",
-    "category_not_covered": "consent does not cover this kind of data",
-    "no_anchor": "not anchored on the ledger",
-    "hash_mismatch": "record changed since it was anchored",
-    "content_unavailable": "record could not be read",
-    "changed_after_gate": "record changed while the analysis ran",
-    "missing_features": "record lacks the model's measurements",
-}
+# Why a record was not scored: refused by the gate, or skipped by the custodian.
+REFUSAL_LABELS: dict[str, str] = {**REFUSAL_REASONS, **SKIP_REASONS}
 
 
 METRIC_LABELS: dict[str, str] = {
@@ -314,12 +306,9 @@ def _consented_patients_by_purpose(user: Any) -> dict[str, int]:
 
 
 def _forbidden(request: HttpRequest, message: str) -> HttpResponse:
-    if getattr(request, "htmx", False):
-        return render(request, "analytics/_panel_alert.html", {"message": message}, status=403)
-    return render(request, "analytics/forbidden.html", {"message": message}, status=403)
+    return refused(request, message, status=403, base="analytics/base.html")
 
 
 def _not_found(request: HttpRequest, message: str) -> HttpResponse:
-    if getattr(request, "htmx", False):
-        return render(request, "analytics/_panel_alert.html", {"message": message}, status=404)
-    return render(request, "analytics/not_found.html", {"message": message}, status=404)
+    back = (reverse("analytics:list"), "Go to your analyses") if user_may_request_analyses(request.user) else None
+    return refused(request, message, status=404, base="analytics/base.html", back=back)

@@ -10,11 +10,9 @@ auditors, who form one team; see `audit_exports_of`).
 Nothing here returns a clinical value or a score: events hold ids, codes, pseudonyms, hashes and times.
 """
 
-import base64
 import csv
 import hashlib
 from typing import IO, Any
-from uuid import UUID
 
 import structlog
 from django.conf import settings
@@ -31,16 +29,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.exports import EXTENSIONS
+from audit.access import auditor_required
+from audit.exports import EXTENSIONS, export_file_response
 from audit.filters import SEARCH_FIELDS, AccessEventFilter, SearchTerms
-from audit.models import AccessEvent, AuditExport, ExportStatus
+from audit.models import AccessEvent, AuditExport
 from audit.selectors import (
     AccessEventFilters,
     access_events_search,
     access_events_visible_to,
-    audit_export_get,
     audit_export_manifest,
     audit_exports_of,
+    export_of_auditor,
     ledger_recent_blocks,
 )
 from audit.serializers import (
@@ -52,17 +51,13 @@ from audit.serializers import (
     VerificationResultSerializer,
     VerifyUploadSerializer,
 )
-from audit.services import audit_export_create, export_path
+from audit.services import audit_export_create
 from health_platform.errors import (
-    Conflict,
-    NotFound,
     PayloadTooLarge,
-    PermissionDenied,
     ValidationFailed,
 )
 from health_platform.parsers import LimitedJSONParser
-from health_platform.roles import Role, user_has_role
-from records.serializers import ErrorSerializer
+from health_platform.serializers import ErrorSerializer
 
 log = structlog.get_logger(__name__)
 
@@ -80,53 +75,12 @@ def verify_max_bytes() -> int:
     return int(getattr(settings, "AUDIT_VERIFY_MAX_BYTES", DEFAULT_VERIFY_MAX_BYTES))
 
 
-def auditor_required(user: Any, message: str) -> None:
-    """Refuse non-auditors with the access log's code (for the endpoints that no selector guards)."""
-    if not user_has_role(user, Role.AUDITOR):
-        raise PermissionDenied(message, code="audit_forbidden")
-
-
 def validated_search(data: Any) -> SearchTerms:
     """The search in `data` (query or body), or 400 validation_failed naming each bad field."""
     filterset = AccessEventFilter(data=data, queryset=AccessEvent.objects.none())
     if not filterset.is_valid():
         raise ValidationError(filterset.errors)
     return filterset.terms()
-
-
-def export_of_auditor(*, user: Any, export_id: object) -> AuditExport:
-    """An export the user may see (403 for non-auditors); a malformed or unknown id is 404."""
-    audit_exports_of(viewer=user)
-    try:
-        key = UUID(str(export_id))
-    except ValueError:
-        raise NotFound("No such export.") from None
-    export = audit_export_get(viewer=user, export_id=key)
-    if export is None:
-        raise NotFound("No such export.")
-    return export
-
-
-def export_file_response(*, export: AuditExport, user: Any) -> FileResponse:
-    """The export's file, streamed, named as its manifest names it; 409 export_not_ready unless completed."""
-    if export.status != ExportStatus.COMPLETED:
-        raise Conflict(
-            "The export has no file: it is still being written, or it failed.",
-            code="export_not_ready",
-            detail={"status": export.status},
-        )
-    try:
-        stream = export_path(export).open("rb")
-    except FileNotFoundError:
-        raise NotFound("The export's file is no longer stored.", code="export_file_missing") from None
-    described = audit_export_manifest(export=export)["file"]
-    response = FileResponse(
-        stream, as_attachment=True, filename=described["name"], content_type=described["media_type"]
-    )
-    # RFC 9530: the file's SHA-256, as in the manifest, for clients that check what they received.
-    response["Repr-Digest"] = f"sha-256=:{base64.b64encode(bytes.fromhex(export.sha256)).decode()}:"
-    log.info("audit_export_downloaded", export_id=str(export.pk), user_id=user.pk)
-    return response
 
 
 class FirstRendererNegotiation(BaseContentNegotiation):

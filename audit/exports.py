@@ -8,21 +8,35 @@ code, a pseudonym, a hash or a time, each starting with a letter or a digit, so 
 be read as a spreadsheet formula.
 """
 
+import base64
 import csv
 import hashlib
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
-from audit.models import EVENT_FIELDS
-from audit.selectors import AccessEventFilters, access_events_matching
-from chaincode.validation import format_timestamp
+import structlog
+from django.conf import settings
+from django.http import FileResponse
+from django.utils import timezone
 
-COLUMNS = (*EVENT_FIELDS, "recorded_at", "batch_id", "position", "tx_id", "block_number")
-FETCH_CHUNK = 2000
-MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "fhir": "application/fhir+ndjson"}
-EXTENSIONS = {"csv": "csv", "json": "json", "fhir": "ndjson"}
+from audit.log import access_batch_log
+from audit.models import (
+    COLUMNS,
+    EXTENSIONS,
+    AuditExport,
+    ExportStatus,
+    export_batch_id,
+    export_event_id,
+)
+from audit.selectors import AccessEventFilters, audit_export_manifest, mirror_rows
+from audit.verification import events_verify
+from health_platform.errors import Conflict, NotFound
+from ledger import ContractRejected, LedgerError
+
+log = structlog.get_logger(__name__)
 
 SYSTEM = "urn:health-platform"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -33,19 +47,6 @@ EVENT_TYPES = {"record_access": ("110110", "Patient Record"), "export": ("110106
 ACTIONS = {"record_access": "E", "export": "R"}  # a record used by an analysis; the log read for an export
 OUTCOMES = {"admit": "0", "refuse": "4"}  # success; minor failure (access refused)
 _DETAILS = ("event_id", "kind", "request_id", "model_hash", "category", "reason", "export_sha256", "batch_id")
-
-
-def mirror_rows(filters: AccessEventFilters) -> Iterator[dict[str, Any]]:
-    """The mirror's events under `filters`, oldest first, as flat dicts (COLUMNS); streamed in chunks.
-
-    For services and commands that have checked the caller's right to read the log already.
-    """
-    for values in access_events_matching(filters).values_list(*COLUMNS).iterator(chunk_size=FETCH_CHUNK):
-        row = dict(zip(COLUMNS, values, strict=True))
-        row["recorded_at"] = format_timestamp(row["recorded_at"])
-        for name in EVENT_FIELDS:
-            row[name] = row[name] or None
-        yield row
 
 
 class HashingWriter:
@@ -210,3 +211,102 @@ def _json_line(line: str, number: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"line {number} is not a JSON object")
     return value
+
+
+# --- the export job ------------------------------------------------------------------------------
+
+
+def audit_export_run(*, export_id: str) -> None:
+    """Write the export file, verify it against the ledger, then log the export itself on the ledger.
+
+    Idempotent: a completed or failed export is left alone; a pending one is (re)written from the start.
+    Fails closed: if the ledger cannot verify, the export fails and no file is offered.
+    """
+    export = AuditExport.objects.filter(pk=export_id, status=ExportStatus.PENDING).first()
+    if export is None:
+        return
+    filters = AccessEventFilters.from_json(export.filters)
+    path = export_path(export)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("wb") as target:
+            sink = HashingWriter(target)
+            writer = ExportWriter(export.format, sink)
+            writer.begin()
+
+            def written(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+                for row in rows:
+                    writer.write(row)
+                    yield row
+
+            verification = events_verify(written(mirror_rows(filters)), filters=filters)
+            writer.end()
+        digest = sink.sha256.hexdigest()
+        logged = access_batch_log(
+            batch_id=export_batch_id(export.id),
+            events=[
+                {
+                    "event_id": export_event_id(export.id),
+                    "kind": "export",
+                    "grantee": export.actor_id,
+                    "purpose": "audit",
+                    "request_id": str(export.id),
+                    "decision": "admit",
+                    "export_sha256": digest,
+                }
+            ],
+        )
+    except LedgerError as error:
+        partial.unlink(missing_ok=True)
+        code = "ledger_rejected" if isinstance(error, ContractRejected) else "ledger_unavailable"
+        AuditExport.objects.filter(pk=export.pk, status=ExportStatus.PENDING).update(
+            status=ExportStatus.FAILED, failure_code=code, finished_at=timezone.now()
+        )
+        log.error("audit_export_failed", export_id=str(export.id), code=code)
+        return
+    partial.replace(path)
+    AuditExport.objects.filter(pk=export.pk, status=ExportStatus.PENDING).update(
+        status=ExportStatus.COMPLETED,
+        event_count=writer.count,
+        sha256=digest,
+        size_bytes=sink.size,
+        verification=verification.as_dict(),
+        log_tx_id=logged.tx_id,
+        log_block=logged.block_number,
+        finished_at=timezone.now(),
+    )
+    log.info(
+        "audit_export_completed",
+        export_id=str(export.id),
+        events=writer.count,
+        verified=verification.ok,
+        problems=verification.problem_count,
+        tx_id=logged.tx_id,
+    )
+
+
+def export_path(export: AuditExport) -> Path:
+    return Path(settings.AUDIT_EXPORT_DIR) / f"{export.id}.{EXTENSIONS[export.format]}"
+
+
+def export_file_response(*, export: AuditExport, user: Any) -> FileResponse:
+    """The export's file, streamed, named as its manifest names it; 409 export_not_ready unless completed."""
+    if export.status != ExportStatus.COMPLETED:
+        raise Conflict(
+            "The export has no file: it is still being written, or it failed.",
+            code="export_not_ready",
+            detail={"status": export.status},
+        )
+    try:
+        stream = export_path(export).open("rb")
+    except FileNotFoundError:
+        raise NotFound("The export's file is no longer stored.", code="export_file_missing") from None
+    described = audit_export_manifest(export=export)["file"]
+    response = FileResponse(
+        stream, as_attachment=True, filename=described["name"], content_type=described["media_type"]
+    )
+    # RFC 9530: the file's SHA-256, as in the manifest, for clients that check what they received.
+    response["Repr-Digest"] = f"sha-256=:{base64.b64encode(bytes.fromhex(export.sha256)).decode()}:"
+    log.info("audit_export_downloaded", export_id=str(export.pk), user_id=user.pk)
+    return response

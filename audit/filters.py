@@ -14,8 +14,7 @@ from django.core.validators import RegexValidator
 
 from audit.models import AccessEvent
 from audit.selectors import AccessEventFilters
-from chaincode.contracts.access_log import EVENT_KINDS
-from chaincode.vocabulary import DECISIONS, REFUSAL_REASONS
+from chaincode.vocabulary import DECISIONS, EVENT_KINDS, REFUSAL_REASONS
 
 PSEUDONYM_VALIDATOR = RegexValidator(
     r"\A[0-9a-f]{64}\Z", "Enter a pseudonymous patient id: 64 lowercase hexadecimal characters."
@@ -29,19 +28,9 @@ IDENTIFIER_VALIDATOR = RegexValidator(
 )
 SHA256_VALIDATOR = RegexValidator(r"\A[0-9a-f]{64}\Z", "Enter a SHA-256: 64 lowercase hexadecimal characters.")
 
-DECISION_LABELS: dict[str, str] = {"admit": "Admitted", "refuse": "Refused"}
-REASON_LABELS: dict[str, str] = {
-    "no_consent": "No consent",
-    "consent_expired": "Consent expired",
-    "consent_revoked": "Consent revoked",
-    "category_not_covered": "Consent does not cover this kind of data",
-    "no_anchor": "Record not anchored on the ledger",
-    "hash_mismatch": "Record changed since it was anchored",
-}
-KIND_LABELS: dict[str, str] = {"record_access": "Record access", "export": "Access-log export"}
-DECISION_CHOICES = [(code, DECISION_LABELS.get(code, code)) for code in DECISIONS]
-REASON_CHOICES = [(code, REASON_LABELS.get(code, code)) for code in REFUSAL_REASONS]
-KIND_CHOICES = [(code, KIND_LABELS.get(code, code)) for code in EVENT_KINDS]
+DECISION_CHOICES = list(DECISIONS.items())
+REASON_CHOICES = list(REFUSAL_REASONS.items())
+KIND_CHOICES = list(EVENT_KINDS.items())
 ORDERING_CHOICES = [("-recorded_at", "Newest first"), ("recorded_at", "Oldest first")]
 NEWEST_FIRST = "-recorded_at"
 

@@ -10,20 +10,11 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-EVENT_FIELDS = (
-    "event_id",
-    "kind",
-    "record_id",
-    "patient_pseudonym",
-    "grantee",
-    "purpose",
-    "request_id",
-    "model_hash",
-    "category",
-    "decision",
-    "reason",
-    "export_sha256",
-)
+from chaincode.vocabulary import ACCESS_EVENT_FIELDS
+
+EVENT_FIELDS = ACCESS_EVENT_FIELDS
+# A mirrored event: its fields, then where the ledger holds it. Exports, the API and the mirror use this order.
+COLUMNS = (*EVENT_FIELDS, "recorded_at", "batch_id", "position", "tx_id", "block_number")
 
 
 class AccessEvent(models.Model):
@@ -66,6 +57,10 @@ class ExportFormat(models.TextChoices):
     CSV = "csv", "CSV"
     JSON = "json", "JSON"
     FHIR = "fhir", "FHIR AuditEvent (NDJSON)"
+
+
+EXTENSIONS = {"csv": "csv", "json": "json", "fhir": "ndjson"}
+MEDIA_TYPES = {"csv": "text/csv", "json": "application/json", "fhir": "application/fhir+ndjson"}
 
 
 class ExportStatus(models.TextChoices):

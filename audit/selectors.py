@@ -5,18 +5,32 @@ an auditor every event; a patient the events about their own records; anyone els
 Auditors see codes, pseudonyms, ids and hashes only: no clinical value or score is ever logged.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from django.db.models import Q, QuerySet
 
-from audit.models import AccessEvent, AuditExport, export_batch_id, export_event_id
+from audit.access import auditor_required
+from audit.models import (
+    COLUMNS,
+    EVENT_FIELDS,
+    EXTENSIONS,
+    MEDIA_TYPES,
+    AccessEvent,
+    AuditExport,
+    export_batch_id,
+    export_event_id,
+)
+from chaincode.validation import format_timestamp
 from health_platform import bootstrap
-from health_platform.errors import PermissionDenied
-from health_platform.roles import Role, user_has_role, user_roles
+from health_platform.errors import NotFound, PermissionDenied
+from health_platform.roles import Role, user_roles
 from ledger import BlockSummary
 
+FETCH_CHUNK = 2000
 SEARCH_FIELDS = ("patient_pseudonym", "grantee", "request_id", "model_hash", "decision", "reason", "kind")
 
 
@@ -100,8 +114,7 @@ def _filtered(
 
 def audit_exports_of(*, viewer: Any) -> QuerySet[AuditExport]:
     """Exports an auditor may see: every auditor's (an audit team shares its evidence)."""
-    if not user_has_role(viewer, Role.AUDITOR):
-        raise PermissionDenied("Only auditors can see exports.", code="audit_forbidden")
+    auditor_required(viewer, "Only auditors can see exports.")
     return AuditExport.objects.select_related("requester")
 
 
@@ -109,17 +122,27 @@ def audit_export_get(*, viewer: Any, export_id: Any) -> AuditExport | None:
     return audit_exports_of(viewer=viewer).filter(pk=export_id).first()
 
 
+def export_of_auditor(*, user: Any, export_id: object) -> AuditExport:
+    """An export the user may see (403 for non-auditors); a malformed or unknown id is 404."""
+    audit_exports_of(viewer=user)
+    try:
+        key = UUID(str(export_id))
+    except ValueError:
+        raise NotFound("No such export.") from None
+    export = audit_export_get(viewer=user, export_id=key)
+    if export is None:
+        raise NotFound("No such export.")
+    return export
+
+
 def ledger_recent_blocks(*, viewer: Any, limit: int = 20, before: int | None = None) -> list[BlockSummary]:
     """The newest blocks (ids, hashes, transaction counts; no payloads), newest first."""
-    if not user_has_role(viewer, Role.AUDITOR):
-        raise PermissionDenied("Only auditors can read the ledger view.", code="audit_forbidden")
+    auditor_required(viewer, "Only auditors can read the ledger view.")
     return bootstrap.contracts().recent_blocks(limit=limit, before=before)
 
 
 def audit_export_manifest(*, export: AuditExport) -> dict[str, Any]:
     """What an export is: filters, count, time, file hash, verification result and its own ledger entry."""
-    from audit.exports import EXTENSIONS, MEDIA_TYPES
-
     return {
         "export_id": str(export.id),
         "status": export.status,
@@ -144,3 +167,16 @@ def audit_export_manifest(*, export: AuditExport) -> dict[str, Any]:
             "block_number": export.log_block,
         },
     }
+
+
+def mirror_rows(filters: AccessEventFilters) -> Iterator[dict[str, Any]]:
+    """The mirror's events under `filters`, oldest first, as flat dicts (COLUMNS); streamed in chunks.
+
+    For services and commands that have checked the caller's right to read the log already.
+    """
+    for values in access_events_matching(filters).values_list(*COLUMNS).iterator(chunk_size=FETCH_CHUNK):
+        row = dict(zip(COLUMNS, values, strict=True))
+        row["recorded_at"] = format_timestamp(row["recorded_at"])
+        for name in EVENT_FIELDS:
+            row[name] = row[name] or None
+        yield row

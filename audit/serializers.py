@@ -3,7 +3,7 @@ from typing import Any
 from django.urls import reverse
 from rest_framework import serializers
 
-from audit.models import AccessEvent, AuditExport
+from audit.models import COLUMNS, AccessEvent, AuditExport
 
 
 class AccessEventSerializer(serializers.ModelSerializer):
@@ -14,25 +14,7 @@ class AccessEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AccessEvent
-        fields = [
-            "event_id",
-            "kind",
-            "record_id",
-            "patient_pseudonym",
-            "grantee",
-            "purpose",
-            "request_id",
-            "model_hash",
-            "category",
-            "decision",
-            "reason",
-            "export_sha256",
-            "recorded_at",
-            "batch_id",
-            "position",
-            "tx_id",
-            "block_number",
-        ]
+        fields = list(COLUMNS)
         read_only_fields = fields
 
 

@@ -1,10 +1,10 @@
-"""Celery tasks of the audit app (queue "custodian"): each takes ids and calls a service."""
+"""Celery tasks of the audit app (queue "custodian"): each takes ids and runs a job."""
 
 from celery import shared_task
 
-from audit import services
+from audit import exports
 
 
 @shared_task(acks_late=True, soft_time_limit=1740, time_limit=1800)
 def audit_export_run(export_id: str) -> None:
-    services.audit_export_run(export_id=export_id)
+    exports.audit_export_run(export_id=export_id)

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from audit.exports import mirror_rows
 from audit.models import EVENT_FIELDS
-from audit.selectors import AccessEventFilters
+from audit.selectors import AccessEventFilters, mirror_rows
 from health_platform import bootstrap
 from ledger.contracts import Contracts
 

@@ -22,9 +22,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from analytics.selectors import diagnostic_model_labels
-from audit.api import export_file_response, export_of_auditor
-from audit.filters import DECISION_LABELS, KIND_LABELS, REASON_LABELS
+from audit.access import user_may_audit
+from audit.exports import export_file_response
 from audit.forms import AccessLogSearchForm, AuditExportForm
 from audit.models import AccessEvent, AuditExport, ExportStatus
 from audit.selectors import (
@@ -32,16 +31,18 @@ from audit.selectors import (
     access_events_search,
     audit_export_manifest,
     audit_exports_of,
+    export_of_auditor,
     ledger_recent_blocks,
 )
 from audit.services import audit_export_create
-from chaincode.vocabulary import AUDIT_PURPOSES, CATEGORIES, PURPOSES
-from consent.access import patient_of
+from chaincode.vocabulary import AUDIT_PURPOSES, CATEGORIES, DECISIONS, EVENT_KINDS, REFUSAL_REASONS
 from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from health_platform.portal import panel_login_required
+from health_platform.model_catalogue import consent_purposes, model_labels
+from health_platform.portal import panel_login_required, refused
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_get
 from ledger import LedgerError
+from records.selectors import patient_of
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +55,6 @@ FAILURE_MESSAGES: dict[str, str] = {
     "ledger_unavailable": "The ledger could not be reached, so the export could not be verified; no file is offered.",
     "ledger_rejected": "The ledger refused to record the export, so no file is offered.",
 }
-PURPOSE_LABELS: dict[str, str] = {**PURPOSES, **AUDIT_PURPOSES}
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,9 @@ class ExportRow:
 @require_GET
 def search(request: HttpRequest) -> HttpResponse:
     """Search the access log: every filter of the API, newest or oldest first, paginated."""
-    if not user_has_role(request.user, Role.AUDITOR):
+    if not user_may_audit(request.user):
         return _forbidden(request, FOR_AUDITORS)
-    models = diagnostic_model_labels()
+    models = model_labels()
     form = AccessLogSearchForm(request.GET, models=sorted(models.items(), key=lambda item: item[1]))
     context: dict[str, Any] = {"form": form, "page": None, "rows": [], "newest_first": True, "export_query": ""}
     if not form.is_valid():
@@ -118,9 +118,9 @@ def search(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def exports(request: HttpRequest) -> HttpResponse:
     """GET: the export form (carrying the search's filters) and the exports. POST: start an export."""
-    if not user_has_role(request.user, Role.AUDITOR):
+    if not user_may_audit(request.user):
         return _forbidden(request, FOR_AUDITORS)
-    models = diagnostic_model_labels()
+    models = model_labels()
     choices = sorted(models.items(), key=lambda item: item[1])
     if request.method == "GET":
         # The filters come from the search page's "Export these results" link; bad ones are not dropped
@@ -157,7 +157,7 @@ def export_row(request: HttpRequest, export_id: str) -> HttpResponse:
         return redirect(f"{reverse('audit:exports')}#export-{export.pk}")
     if export.status == ExportStatus.PENDING:
         return HttpResponse(status=204)
-    return render(request, "audit/_export_row.html", {"row": _export_row(export, diagnostic_model_labels())})
+    return render(request, "audit/_export_row.html", {"row": _export_row(export, model_labels())})
 
 
 @login_required
@@ -191,7 +191,7 @@ def export_manifest(request: HttpRequest, export_id: str) -> HttpResponse:
 @require_GET
 def ledger(request: HttpRequest) -> HttpResponse:
     """Recent blocks and their transactions (ids, hashes, status, contract/function), older pages by `before`."""
-    if not user_has_role(request.user, Role.AUDITOR):
+    if not user_may_audit(request.user):
         return _forbidden(request, FOR_AUDITORS)
     before_text = request.GET.get("before", "")
     before = int(before_text) if before_text.isdigit() and len(before_text) < 19 else None
@@ -227,7 +227,7 @@ def my_data(request: HttpRequest) -> HttpResponse:
         viewer=request.user, filters=AccessEventFilters(patient_pseudonym=patient.pseudonym), newest_first=True
     )
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
-    rows = _event_rows(list(page.object_list), models=diagnostic_model_labels(), with_names=True)
+    rows = _event_rows(list(page.object_list), models=model_labels(), with_names=True)
     return render(request, "audit/my_data.html", {"page": page, "rows": rows, "patient": patient})
 
 
@@ -236,6 +236,7 @@ def my_data(request: HttpRequest) -> HttpResponse:
 
 def _event_rows(events: list[AccessEvent], *, models: dict[str, str], with_names: bool = False) -> list[EventRow]:
     names: dict[str, str] = {}
+    purposes = {**consent_purposes(), **AUDIT_PURPOSES}
     rows = []
     for event in events:
         if with_names and event.grantee not in names:
@@ -245,10 +246,10 @@ def _event_rows(events: list[AccessEvent], *, models: dict[str, str], with_names
             EventRow(
                 event=event,
                 model_label=models.get(event.model_hash, ""),
-                decision_label=DECISION_LABELS.get(event.decision, event.decision),
-                reason_label=REASON_LABELS.get(event.reason, event.reason) if event.reason else "",
-                purpose_label=PURPOSE_LABELS.get(event.purpose, event.purpose),
-                kind_label=KIND_LABELS.get(event.kind, event.kind),
+                decision_label=DECISIONS.get(event.decision, event.decision),
+                reason_label=REFUSAL_REASONS.get(event.reason, event.reason) if event.reason else "",
+                purpose_label=purposes.get(event.purpose, event.purpose),
+                kind_label=EVENT_KINDS.get(event.kind, event.kind),
                 requester_name=names.get(event.grantee, ""),
                 category_label=CATEGORIES.get(event.category, event.category) if event.category else "",
             )
@@ -295,7 +296,7 @@ def _render_exports(
 
 
 def _export(request: HttpRequest, export_id: str) -> AuditExport | HttpResponse:
-    if not user_has_role(request.user, Role.AUDITOR):
+    if not user_may_audit(request.user):
         return _forbidden(request, FOR_AUDITORS)
     try:
         return export_of_auditor(user=request.user, export_id=export_id)
@@ -304,12 +305,10 @@ def _export(request: HttpRequest, export_id: str) -> AuditExport | HttpResponse:
 
 
 def _forbidden(request: HttpRequest, message: str) -> HttpResponse:
-    if getattr(request, "htmx", False):
-        return render(request, "audit/_panel_alert.html", {"message": message}, status=403)
-    return render(request, "audit/forbidden.html", {"message": message}, status=403)
+    return refused(request, message, status=403, base="audit/base.html")
 
 
 def _not_found(request: HttpRequest, message: str) -> HttpResponse:
-    if getattr(request, "htmx", False):
-        return render(request, "audit/_panel_alert.html", {"message": message}, status=404)
-    return render(request, "audit/not_found.html", {"message": message}, status=404)
+    return refused(
+        request, message, status=404, base="audit/base.html", back=(reverse("audit:exports"), "Go to the exports")
+    )

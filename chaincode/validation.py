@@ -9,9 +9,11 @@ from typing import Any
 import orjson
 
 from chaincode.errors import InvalidArgument
+from chaincode.vocabulary import MODEL_PURPOSE_PREFIX, PURPOSES, is_purpose
 
 MAX_JSON_ARGUMENT_BYTES = 8 * 1024 * 1024
 MAX_BATCH_ITEMS = 10_000
+MAX_CODES = 32
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}")
@@ -58,15 +60,25 @@ def code(value: Any, field: str, vocabulary: dict[str, str] | tuple[str, ...]) -
     return value
 
 
-def code_list(value: Any, field: str, vocabulary: dict[str, str]) -> list[str]:
+def code_list(value: Any, field: str, vocabulary: dict[str, str], check: Any = None) -> list[str]:
+    """A non-empty list of distinct codes, each checked by `check(item, field)` (default: in `vocabulary`)."""
+    check = check or (lambda item, name: code(item, name, vocabulary))
     if not isinstance(value, list) or not value:
         raise InvalidArgument(f"{field} must be a non-empty list")
-    if len(value) > len(vocabulary):
-        raise InvalidArgument(f"{field} has more entries than the vocabulary")
-    codes = [code(item, f"{field}[{index}]", vocabulary) for index, item in enumerate(value)]
+    if len(value) > MAX_CODES:
+        raise InvalidArgument(f"{field} has more than {MAX_CODES} entries")
+    codes = [check(item, f"{field}[{index}]") for index, item in enumerate(value)]
     if len(set(codes)) != len(codes):
         raise InvalidArgument(f"{field} must not repeat a code")
     return sorted(codes)
+
+
+def purpose(value: Any, field: str, extra: dict[str, str] | None = None) -> str:
+    """A consentable purpose (vocabulary.PURPOSES or "diagnostic-model:<family>"), or one of `extra`."""
+    if not _CODE.fullmatch(_string(value, field)) or not (is_purpose(value) or value in (extra or {})):
+        allowed = ", ".join(sorted({**PURPOSES, **(extra or {})}))
+        raise InvalidArgument(f"{field} must be one of: {allowed}, or {MODEL_PURPOSE_PREFIX}<model family>")
+    return value
 
 
 def positive_int(value: Any, field: str, maximum: int = 2**31 - 1) -> int:

@@ -8,6 +8,8 @@ Purposes are modelled on HL7 v3 PurposeOfUse and GA4GH DUO. A diagnostic-model p
 model family it covers, so that a consent for one model does not cover another.
 """
 
+import re
+
 OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 CATEGORIES: dict[str, str] = {
@@ -27,23 +29,59 @@ PURPOSES: dict[str, str] = {
     "treatment": "Treatment of the patient (HL7 v3 TREAT)",
     # GA4GH DUO:0000042 general research use / HL7 v3 HRESCH
     "research": "Health research (GA4GH DUO:0000042, HL7 v3 HRESCH)",
-    # GA4GH DUO:0000007 disease-specific research, narrowed to one diagnostic model family
-    "diagnostic-model:breast-cancer": "Running the breast-cancer diagnostic model (DUO:0000007)",
-    "diagnostic-model:diabetes-progression": "Running the diabetes-progression model (DUO:0000007)",
 }
+
+# GA4GH DUO:0000007 disease-specific research, narrowed to one diagnostic model family: the purpose
+# "diagnostic-model:<family>". The families are declared as data (health_platform.model_catalogue), so a new
+# model needs no change here; a consent for one family does not cover another.
+MODEL_PURPOSE_PREFIX = "diagnostic-model:"
+_MODEL_FAMILY = re.compile(r"[a-z0-9][a-z0-9-]{0,47}")
+
+
+def is_model_purpose(code: object) -> bool:
+    return (
+        isinstance(code, str)
+        and code.startswith(MODEL_PURPOSE_PREFIX)
+        and _MODEL_FAMILY.fullmatch(code[len(MODEL_PURPOSE_PREFIX) :]) is not None
+    )
+
+
+def is_purpose(code: object) -> bool:
+    """A purpose a consent may name and an access may be for."""
+    return code in PURPOSES or is_model_purpose(code)
+
 
 # Purposes an access event may carry besides the consentable ones: an auditor exporting the log.
 AUDIT_PURPOSES: dict[str, str] = {
     "audit": "Compliance audit of access to health data (HL7 v3 HCOMPL)",
 }
 
-DECISIONS = ("admit", "refuse")
+DECISIONS: dict[str, str] = {"admit": "Admitted", "refuse": "Refused"}
 
-REFUSAL_REASONS = (
-    "no_consent",
-    "consent_expired",
-    "consent_revoked",
-    "category_not_covered",
-    "no_anchor",
-    "hash_mismatch",
+# Why the gate refused a record, with the words people read for it (the portals show them).
+REFUSAL_REASONS: dict[str, str] = {
+    "no_consent": "No consent",
+    "consent_expired": "Consent expired",
+    "consent_revoked": "Consent revoked",
+    "category_not_covered": "Consent does not cover this kind of data",
+    "no_anchor": "Record not anchored on the ledger",
+    "hash_mismatch": "Record changed since it was anchored",
+}
+
+# An access event: what the access log holds per event, in this order (exports, the audit mirror and the
+# API list them the same way). The time and the transaction are the batch's.
+ACCESS_EVENT_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "kind",
+    "record_id",
+    "patient_pseudonym",
+    "grantee",
+    "purpose",
+    "request_id",
+    "model_hash",
+    "category",
+    "decision",
+    "reason",
+    "export_sha256",
 )
+EVENT_KINDS: dict[str, str] = {"record_access": "Record access", "export": "Access-log export"}

@@ -12,13 +12,7 @@ from rest_framework.permissions import BasePermission
 from consent.models import Consent
 from health_platform.roles import Role, user_has_role, user_roles
 from health_platform.selectors import grantee_ids_of_user
-
-
-def patient_of(user: Any) -> Any:
-    """The Patient linked to `user` if the user holds the patient role, else None."""
-    if not user_has_role(user, Role.PATIENT):
-        return None
-    return getattr(user, "patient", None)
+from records.selectors import patient_of
 
 
 def user_may_change_consents_of(user: Any, patient: Any) -> bool:

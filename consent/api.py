@@ -79,7 +79,7 @@ class ConsentViewSet(viewsets.GenericViewSet):
         payload.is_valid(raise_exception=True)
         data: dict[str, Any] = payload.validated_data
         patient = patient_of(request.user)
-        if data.get("patient_pseudonym") not in (None, patient.pseudonym):
+        if patient is None or data.get("patient_pseudonym") not in (None, patient.pseudonym):
             raise PermissionDenied("A patient can grant consent only for themselves.")
         consent = consent_grant(
             actor=request.user,

@@ -13,8 +13,9 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from chaincode.vocabulary import CATEGORIES, PURPOSES
+from chaincode.vocabulary import CATEGORIES
 from health_platform.errors import ValidationFailed
+from health_platform.model_catalogue import consent_purposes
 from health_platform.selectors import Grantee
 
 # What the patient reads for each ValidationFailed code of consent_grant.
@@ -71,7 +72,7 @@ class ConsentGrantForm(forms.Form):
     )
     purposes = UncheckedMultipleChoiceField(
         label="For what purposes",
-        choices=list(PURPOSES.items()),
+        choices=lambda: list(consent_purposes().items()),
         widget=forms.CheckboxSelectMultiple,
         error_messages={"required": "Choose at least one purpose."},
     )

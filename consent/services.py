@@ -15,11 +15,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from chaincode.validation import format_timestamp
-from chaincode.vocabulary import CATEGORIES, PURPOSES
+from chaincode.vocabulary import CATEGORIES
 from consent.access import user_may_change_consents_of
 from consent.models import Consent
 from health_platform import bootstrap
 from health_platform.errors import LedgerRejected, PermissionDenied, ValidationFailed
+from health_platform.model_catalogue import consent_purposes
 from health_platform.selectors import grantee_get
 from ledger import ContractRejected
 from ledger.contracts import ConsentGrant, LedgerConsent
@@ -51,7 +52,7 @@ def consent_terms_check(
         raise ValidationFailed(
             "The grantee is not a known clinician or organisation.", code="unknown_grantee", detail={"field": "grantee"}
         )
-    checked_purposes = _codes(purposes, PURPOSES, field="purposes", code="unknown_purpose")
+    checked_purposes = _codes(purposes, consent_purposes(), field="purposes", code="unknown_purpose")
     checked_categories = _codes(categories, CATEGORIES, field="categories", code="unknown_category")
     if valid_from.tzinfo is None or valid_until.tzinfo is None:
         raise ValidationFailed("Dates must carry a time zone.", code="invalid_period", detail={"field": "valid_from"})

@@ -17,13 +17,15 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from chaincode.vocabulary import CATEGORIES, PURPOSES
+from chaincode.vocabulary import CATEGORIES
 from consent.access import patient_of
 from consent.forms import ConsentGrantForm
 from consent.models import Consent
 from consent.selectors import consent_get_for_patient, consent_history, consents_granted_to, consents_of_patient
 from consent.services import consent_grant, consent_revoke
 from health_platform.errors import LedgerRejected, PermissionDenied, ValidationFailed
+from health_platform.model_catalogue import consent_purposes
+from health_platform.portal import refused
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_get, grantees_all
 from ledger import ContractRejected, LedgerError
@@ -206,6 +208,7 @@ def _render_dashboard(
 def _consent_rows(consents: list[Consent]) -> list[ConsentRow]:
     names = {grantee.grantee_id: grantee.display_name for grantee in grantees_all()}
     rows = []
+    purposes = consent_purposes()
     for consent in consents:
         name = names.get(consent.grantee)
         if name is None:
@@ -215,7 +218,7 @@ def _consent_rows(consents: list[Consent]) -> list[ConsentRow]:
             ConsentRow(
                 consent=consent,
                 grantee_name=name,
-                purposes=[(code, PURPOSES.get(code, code)) for code in consent.purposes],
+                purposes=[(code, purposes.get(code, code)) for code in consent.purposes],
                 categories=[(code, CATEGORIES.get(code, code)) for code in consent.categories],
                 first_day=consent.valid_from.date(),
                 # valid_until is exclusive: the last day is the one before it ends.
@@ -233,4 +236,4 @@ def _forbidden_to_non_patients(request: HttpRequest) -> HttpResponse:
 
 
 def _forbidden(request: HttpRequest, message: str) -> HttpResponse:
-    return render(request, "consent/forbidden.html", {"message": message}, status=403)
+    return refused(request, message, status=403, base="consent/base.html", panel=False)

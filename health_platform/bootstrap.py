@@ -41,17 +41,3 @@ def reset_ledger() -> None:
         if _ledger is not None:
             _ledger[2].close()
         _ledger = None
-
-
-def homomorphic_engine():  # type: ignore[no-untyped-def]
-    """The CKKS engine (TenSEAL)."""
-    from analytics.he import TenSEALEngine
-
-    return TenSEALEngine()
-
-
-def blob_store():  # type: ignore[no-untyped-def]
-    """Where ciphertexts and contexts are kept (settings.ANALYTICS_BLOB_DIR)."""
-    from analytics.blobs import FileSystemBlobStore
-
-    return FileSystemBlobStore(settings.ANALYTICS_BLOB_DIR)

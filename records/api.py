@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from health_platform.errors import NotFound
+from health_platform.serializers import ErrorSerializer
 from records.access import CanIngestRecords, CanReadRecords
 from records.errors import BundleTooLarge, CiphertextInvalid, UnsupportedMediaType
 from records.filters import RecordFilter
@@ -29,7 +30,6 @@ from records.selectors import (
     records_visible_to,
 )
 from records.serializers import (
-    ErrorSerializer,
     IngestResponseSerializer,
     IntegritySerializer,
     RecordDetailSerializer,

@@ -12,6 +12,7 @@ never travel in a record.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 FEATURE_SYSTEM = "https://health-platform.example/fhir/CodeSystem/features"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
@@ -100,3 +101,28 @@ FEATURE_CODES_BY_CODE: dict[str, FeatureCode] = {feature.code: feature for featu
 def feature_codes_for_dataset(dataset: str) -> tuple[FeatureCode, ...]:
     """The codes of `dataset`, in the dataset's column order."""
     return tuple(feature for feature in FEATURE_CODES if feature.dataset == dataset)
+
+
+def load_dataset(dataset: str) -> Any:
+    """The scikit-learn dataset (bundled, no download) behind `dataset`, its columns checked against the codes."""
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    if dataset == BREAST_CANCER_DATASET:
+        data = load_breast_cancer()
+    elif dataset == DIABETES_DATASET:
+        data = load_diabetes(scaled=False)
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}")
+    columns = [str(name) for name in data.feature_names]
+    if columns != [feature.column for feature in feature_codes_for_dataset(dataset)]:
+        raise RuntimeError(f"the {dataset} columns differ from records.codes")
+    return data
+
+
+def dataset_columns(dataset: str, codes: tuple[str, ...]) -> list[int]:
+    """The dataset column of each feature code, in the order given (a model's declared feature order)."""
+    columns = [feature.code for feature in feature_codes_for_dataset(dataset)]
+    unknown = [code for code in codes if code not in columns]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} are not features of the {dataset} dataset")
+    return [columns.index(code) for code in codes]

@@ -17,6 +17,7 @@ from records.codes import (
     UCUM_SYSTEM,
     FeatureCode,
     feature_codes_for_dataset,
+    load_dataset,
 )
 
 DEMO_IDENTIFIER_SYSTEM = "https://health-platform.example/fhir/NamingSystem/demo-patient"
@@ -40,18 +41,7 @@ class DemoPatient:
 
 def demo_patients(*, dataset: str, count: int) -> list[DemoPatient]:
     """The first `count` rows of `dataset` (fewer if the dataset is smaller)."""
-    from sklearn.datasets import load_breast_cancer, load_diabetes
-
-    if dataset == BREAST_CANCER_DATASET:
-        data = load_breast_cancer()
-    elif dataset == DIABETES_DATASET:
-        data = load_diabetes(scaled=False)
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}")
-    columns = [str(name) for name in data.feature_names]
-    expected = [feature.column for feature in feature_codes_for_dataset(dataset)]
-    if columns != expected:
-        raise RuntimeError(f"the {dataset} columns differ from records.codes")
+    data = load_dataset(dataset)
     return [
         DemoPatient(dataset=dataset, row=row, features=tuple(float(value) for value in data.data[row]))
         for row in range(min(count, len(data.data)))

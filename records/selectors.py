@@ -20,9 +20,16 @@ from ledger import LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
 from records.crypto import record_cipher, record_open
 from records.errors import CiphertextInvalid
-from records.models import AnchorState, Record, RecordVersion
+from records.models import AnchorState, Patient, Record, RecordVersion
 
 log = structlog.get_logger(__name__)
+
+
+def patient_of(user: Any) -> Patient | None:
+    """The Patient linked to `user` if the user holds the patient role, else None."""
+    if not user_may_read_own_records(user):
+        return None
+    return getattr(user, "patient", None)
 
 
 # --- versions -----------------------------------------------------------------------------------

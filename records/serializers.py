@@ -6,12 +6,6 @@ from chaincode.vocabulary import CATEGORIES
 from records.models import Record, RecordVersion
 
 
-class ErrorSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    detail = serializers.JSONField(allow_null=True)
-
-
 class RecordVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = RecordVersion

@@ -4,7 +4,7 @@ import structlog
 from celery import shared_task
 
 from ledger import LedgerUnavailable, TransactionConflict
-from records.services import ANCHOR_BATCH_LIMIT, record_versions_anchor_pending
+from records.anchoring import ANCHOR_BATCH_LIMIT, record_versions_anchor_pending
 
 log = structlog.get_logger(__name__)
 

@@ -82,8 +82,9 @@ def build_world() -> World:
     """Everything the matrix needs, on the ledger and in the database (committed)."""
     from analytics.registry import diagnostic_models_register
     from analytics.services import analysis_request_create
+    from audit.exports import export_path
     from audit.selectors import AccessEventFilters
-    from audit.services import audit_export_create, export_path
+    from audit.services import audit_export_create
     from consent.fhir import consent_to_fhir
     from consent.services import consent_grant
     from health_platform.services import clinician_register, organisation_create

@@ -22,26 +22,19 @@ from typing import Any
 from chaincode import state, validation
 from chaincode.errors import AlreadyExists, InvalidArgument, NotFound
 from chaincode.library import Contract, TransactionContext
-from chaincode.vocabulary import AUDIT_PURPOSES, CATEGORIES, DECISIONS, PURPOSES, REFUSAL_REASONS
+from chaincode.vocabulary import (
+    ACCESS_EVENT_FIELDS,
+    AUDIT_PURPOSES,
+    CATEGORIES,
+    DECISIONS,
+    EVENT_KINDS,
+    REFUSAL_REASONS,
+)
 
 BATCH = "access_batch"
 BY_REQUEST = "access_by_request"
 BY_TIME = "access_by_time"
-EVENT_KINDS = {"record_access": "A record was requested for use", "export": "An access log export"}
-_EVENT_FIELDS = {
-    "event_id",
-    "kind",
-    "record_id",
-    "patient_pseudonym",
-    "grantee",
-    "purpose",
-    "request_id",
-    "model_hash",
-    "category",
-    "decision",
-    "reason",
-    "export_sha256",
-}
+_EVENT_FIELDS = set(ACCESS_EVENT_FIELDS)
 _REQUIRED_EVENT_FIELDS = {"event_id", "kind", "grantee", "purpose", "decision"}
 _APPEND_FIELDS = {"batch_id", "events"}
 _QUERY_FIELDS = {"patient_pseudonym", "grantee", "request_id", "since", "until", "limit", "bookmark"}
@@ -188,7 +181,7 @@ def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
     validation.identifier(event["event_id"], f"{field}.event_id")
     validation.code(event["kind"], f"{field}.kind", EVENT_KINDS)
     validation.actor(event["grantee"], f"{field}.grantee")
-    validation.code(event["purpose"], f"{field}.purpose", {**PURPOSES, **AUDIT_PURPOSES})
+    validation.purpose(event["purpose"], f"{field}.purpose", AUDIT_PURPOSES)
     validation.code(event["decision"], f"{field}.decision", DECISIONS)
     for name, check in (("record_id", validation.identifier), ("request_id", validation.identifier)):
         if event[name] is not None:

@@ -52,7 +52,7 @@ class ConsentContract(Contract):
         consent_id = validation.identifier(grant["consent_id"], "consent.consent_id")
         pseudonym = validation.pseudonym(grant["patient_pseudonym"], "consent.patient_pseudonym")
         grantee = validation.grantee(grant["grantee"], "consent.grantee")
-        purposes = validation.code_list(grant["purposes"], "consent.purposes", PURPOSES)
+        purposes = validation.code_list(grant["purposes"], "consent.purposes", PURPOSES, validation.purpose)
         categories = validation.code_list(grant["categories"], "consent.categories", CATEGORIES)
         valid_from = validation.timestamp(grant["valid_from"], "consent.valid_from")
         valid_until = validation.timestamp(grant["valid_until"], "consent.valid_until")
@@ -129,7 +129,7 @@ class ConsentContract(Contract):
         grantees = {validation.grantee(request["grantee"], "request.grantee")}
         if request.get("organisation"):
             grantees.add(validation.grantee(request["organisation"], "request.organisation"))
-        purpose = validation.code(request["purpose"], "request.purpose", PURPOSES)
+        purpose = validation.purpose(request["purpose"], "request.purpose")
         at = validation.timestamp(request["at"], "request.at")
         moment = validation.format_timestamp(at)
         items = validation.object_list(request["items"], "request.items")

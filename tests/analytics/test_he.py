@@ -10,10 +10,16 @@ from sklearn.preprocessing import StandardScaler
 
 from analytics.blobs import FileSystemBlobStore
 from analytics.compute import score_batch
-from analytics.diagnostic_models import SPLIT_SEED, TEST_SIZE, breast_cancer_model, breast_cancer_split, diabetes_model
+from analytics.diagnostic_models import breast_cancer_model, diabetes_model
 from analytics.he import TenSEALEngine
+from analytics.trainers import SPLIT_SEED, TEST_SIZE, dataset_split
+from health_platform.model_catalogue import declared
 
 pytestmark = pytest.mark.he
+
+
+def breast_cancer_split():
+    return dataset_split(declared("breast-cancer"))
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
+from audit.exports import export_path
 from audit.models import AccessEvent, AuditExport
 from audit.selectors import AccessEventFilters
-from audit.services import audit_export_create, export_path
+from audit.services import audit_export_create
 from tests.audit.conftest import access_event
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -293,7 +293,7 @@ def test_a_pending_export_polls_until_it_is_done(
     assert client.get(row_url, headers={"HX-Request": "true"}).status_code == 204
     assert client.get(reverse("audit:export-download", kwargs={"export_id": export.pk})).status_code == 409
 
-    from audit.services import audit_export_run
+    from audit.exports import audit_export_run
 
     audit_export_run(export_id=str(export.pk))
     done = client.get(row_url, headers={"HX-Request": "true"})

@@ -9,10 +9,10 @@ import tracemalloc
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from audit.exports import COLUMNS, rows_from_file
+from audit.exports import COLUMNS, export_path, rows_from_file
 from audit.models import AccessEvent, AuditExport, ExportStatus
 from audit.selectors import AccessEventFilters, audit_export_manifest
-from audit.services import access_log_mirror_rebuild, audit_export_create, auditor_actor_id, export_path
+from audit.services import access_log_mirror_rebuild, audit_export_create, auditor_actor_id
 from audit.verification import events_verify, mirror_verify
 from health_platform.errors import PermissionDenied, ValidationFailed
 from tests.audit.conftest import access_event
@@ -136,7 +136,7 @@ def test_a_copy_claiming_another_transaction_or_block_is_named(logged, eager):
 
 
 def mirror_verify_rows():
-    from audit.exports import mirror_rows
+    from audit.selectors import mirror_rows
 
     return mirror_rows(AccessEventFilters())
 

@@ -6,6 +6,7 @@ import pytest
 from django.db.models import F
 
 from ledger import LedgerUnavailable
+from records.anchoring import record_versions_anchor_pending
 from records.models import AnchorState, Record, RecordVersion
 from records.selectors import (
     content_sha256,
@@ -14,7 +15,7 @@ from records.selectors import (
     record_versions_contents,
     record_versions_usable_for_analysis,
 )
-from records.services import record_ingest, record_versions_anchor_pending
+from records.services import record_ingest
 from records.tasks import anchor_pending_records
 from tests.records.factories import (
     ObservationResourceFactory,

@@ -10,8 +10,8 @@ TOLERANCE = 1e-6
 class Command(BaseCommand):
     help = (
         "Retrain the diagnostic models from scikit-learn's bundled datasets and compare them with the weights "
-        "kept in analytics/weights/ (--check, the default), or replace those weights (--write: a new model "
-        "version must then be registered and anchored)."
+        "kept in the catalogue folder (--check, the default), or replace those weights (--write: declare the new "
+        "version first, then register it to anchor it)."
     )
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]

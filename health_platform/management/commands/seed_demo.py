@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 
+from health_platform.model_catalogue import catalogue
 from health_platform.roles import Role, role_group
 from health_platform.services import clinician_register, organisation_create
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
@@ -114,12 +115,14 @@ def _demo_user(*, username: str, role: Role, password: str | None) -> Any:
     return user
 
 
-# Three demo patients in four consent to the demo clinician running their dataset's model, so that a
-# clinician's analysis over "everyone who consented to me" has a cohort (and refusals) from the start.
-DEMO_CONSENT_TERMS = {
-    BREAST_CANCER_DATASET: ("diagnostic-model:breast-cancer", "imaging"),
-    DIABETES_DATASET: ("diagnostic-model:diabetes-progression", "laboratory"),
-}
+def demo_consent_terms() -> dict[str, list[tuple[str, str]]]:
+    """Per demo dataset, the (purpose, category) of each declared model that reads it: three demo patients in
+    four consent to the demo clinician running those models, so that a clinician's analysis over "everyone who
+    consented to me" has a cohort (and refusals) from the start."""
+    terms: dict[str, list[tuple[str, str]]] = {}
+    for declaration in catalogue():
+        terms.setdefault(declaration.dataset, []).append((declaration.purpose, declaration.category))
+    return terms
 
 
 def _demo_consents(*, count: int, clinician: Any) -> int:
@@ -129,20 +132,20 @@ def _demo_consents(*, count: int, clinician: Any) -> int:
 
     from django.utils import timezone
 
-    from consent.models import Consent
+    from consent.selectors import consents_of_patient
     from consent.services import consent_grant
 
     grantee = clinician.clinician_profile.grantee_id
     linked = {username for username, _role, patient in DEMO_USERS if patient is not None}
     granted = 0
-    for dataset, (purpose, category) in DEMO_CONSENT_TERMS.items():
+    for dataset, terms in demo_consent_terms().items():
         for demo in demo_patients(dataset=dataset, count=count):
             if demo.row % 4 == 3:
                 continue
             patient = Patient.objects.get(pseudonym=patient_pseudonym(demo.patient_key))
             if patient.user is not None and patient.user.get_username() in linked:
                 continue  # the printed demo patients grant for themselves in the portal
-            if Consent.objects.filter(patient=patient, grantee=grantee).exists():
+            if consents_of_patient(patient=patient).filter(grantee=grantee).exists():
                 continue
             user = patient.user
             if user is None:
@@ -153,8 +156,8 @@ def _demo_consents(*, count: int, clinician: Any) -> int:
                 actor=user,
                 patient=patient,
                 grantee_id=grantee,
-                purposes=[purpose],
-                categories=[category],
+                purposes=sorted({purpose for purpose, _ in terms}),
+                categories=sorted({category for _, category in terms}),
                 valid_from=now,
                 valid_until=now + timedelta(days=365),
             )

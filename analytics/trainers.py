@@ -1,0 +1,108 @@
+"""Trainers of the declared diagnostic models: each retrains a model from the scikit-learn dataset its
+declaration names (bundled, no download), on the declared features in the declared order, with a fixed
+split and seed. A declaration names its trainer (module:function); the trainer gets the declaration and
+returns the model at the declaration's latest version. Adding a model over a known dataset needs no new
+trainer: declare `trainer = "analytics.trainers:logistic_regression"` (or linear_regression).
+"""
+
+import numpy as np
+
+from analytics.diagnostic_models import LinearModel
+from health_platform.model_catalogue import ModelDeclaration
+from records.codes import dataset_columns, load_dataset
+
+TEST_SIZE = 0.25
+SPLIT_SEED = 0
+RANGE_MARGIN = 0.10  # documented input range: the dataset's range widened by 10% each side
+
+
+def dataset_split(declaration: ModelDeclaration) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, x_test, y_train, y_test) of the declared features; stratified for a logistic model."""
+    from sklearn.model_selection import train_test_split
+
+    data = load_dataset(declaration.dataset)
+    features = data.data[:, dataset_columns(declaration.dataset, declaration.features)]
+    stratify = data.target if declaration.kind == "logistic" else None
+    return tuple(  # type: ignore[return-value]
+        train_test_split(features, data.target, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=stratify)
+    )
+
+
+def logistic_regression(declaration: ModelDeclaration) -> LinearModel:
+    """Standard scaling and logistic regression, the scaling folded into the weights (w' = w/σ,
+    b' = b − Σ w·μ/σ); the score is the logit of the declaration's positive label."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = load_dataset(declaration.dataset)
+    x_train, x_test, y_train, y_test = dataset_split(declaration)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=SPLIT_SEED))
+    pipeline.fit(x_train, y_train)
+    scaler, regression = pipeline[0], pipeline[1]
+    positive = [str(name) for name in data.target_names].index(declaration.positive_label)
+    sign = 1.0 if positive == 1 else -1.0  # sklearn's logit is of target 1 (breast cancer: benign)
+    weights = sign * regression.coef_[0] / scaler.scale_
+    bias = sign * (regression.intercept_[0] - float(np.sum(regression.coef_[0] * scaler.mean_ / scaler.scale_)))
+    positive_test = (y_test == positive).astype(int)
+    logits = x_test @ weights + bias
+    return _model(
+        declaration,
+        x_all=data.data[:, dataset_columns(declaration.dataset, declaration.features)],
+        weights=weights,
+        bias=bias,
+        metrics={
+            "accuracy": float(accuracy_score(positive_test, (logits >= 0).astype(int))),
+            "roc_auc": float(roc_auc_score(positive_test, logits)),
+            "test_records": len(y_test),
+            "train_records": len(y_train),
+        },
+    )
+
+
+def linear_regression(declaration: ModelDeclaration) -> LinearModel:
+    """Ordinary least squares on the raw features; the score is the predicted value."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    data = load_dataset(declaration.dataset)
+    x_train, x_test, y_train, y_test = dataset_split(declaration)
+    regression = LinearRegression().fit(x_train, y_train)
+    predictions = regression.predict(x_test)
+    return _model(
+        declaration,
+        x_all=data.data[:, dataset_columns(declaration.dataset, declaration.features)],
+        weights=regression.coef_,
+        bias=regression.intercept_,
+        metrics={
+            "r2": float(r2_score(y_test, predictions)),
+            "mae": float(mean_absolute_error(y_test, predictions)),
+            "test_records": len(y_test),
+            "train_records": len(y_train),
+        },
+    )
+
+
+def _model(
+    declaration: ModelDeclaration, *, x_all: np.ndarray, weights: np.ndarray, bias: float, metrics: dict[str, float]
+) -> LinearModel:
+    low, high = x_all.min(axis=0), x_all.max(axis=0)
+    span = high - low
+    return LinearModel(
+        name=declaration.name,
+        version=declaration.versions[-1],
+        kind=declaration.kind,
+        purpose=declaration.purpose,
+        category=declaration.category,
+        dataset=declaration.dataset,
+        feature_codes=declaration.features,
+        weights=tuple(float(w) for w in weights),
+        bias=float(bias),
+        feature_min=tuple(float(v) for v in low - RANGE_MARGIN * span),
+        feature_max=tuple(float(v) for v in high + RANGE_MARGIN * span),
+        metrics=metrics,
+        description=declaration.description,
+        positive_label=declaration.positive_label,
+        negative_label=declaration.negative_label,
+    )
