@@ -15,8 +15,8 @@ from celery import Celery
 
 from analytics.blobs import FileSystemBlobStore
 from analytics.compute import SCORE_TASK, score_batch
-from analytics.filesystem_broker import use_whole_message_transport
 from analytics.he import TenSEALEngine
+from health_platform.filesystem_broker import use_whole_message_transport
 
 _var = Path(os.environ.get("HEALTH_PLATFORM_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
 _broker_url = os.environ.get("CELERY_BROKER_URL", "filesystem://")

@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 
-from analytics.filesystem_broker import use_whole_message_transport
+from health_platform.filesystem_broker import use_whole_message_transport
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_platform.settings")
 
