@@ -8,6 +8,8 @@ the file, but not the compute worker: the two listened on different brokers and 
 A value comes from the process environment first, then from the .env file, then from the defaults
 below: the precedence of the Django settings (`environ.Env.read_env(env_file(), overwrite=False)`).
 The file is HEALTH_PLATFORM_ENV_FILE when the environment names one, else `.env` at the repository root.
+Values are taken as written: a value `$OTHER`, which django-environ's getters would replace by OTHER's,
+is not followed here.
 
 What must hold:
 - Only the variables in VARIABLES are taken from .env, and nothing is written into os.environ. The same
