@@ -5,16 +5,20 @@ ledger file and a broker that needs no server, all under VAR_DIR. Production set
 documented in .env.example; switching database, broker or ledger is configuration only.
 """
 
+import os
 from pathlib import Path
 
 import environ
 
+from health_platform import celery_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# The file both Celery workers read (HEALTH_PLATFORM_ENV_FILE, default .env here); the environment wins.
+environ.Env.read_env(celery_config.env_file(), overwrite=False)
 
-VAR_DIR = Path(env.str("HEALTH_PLATFORM_VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR = celery_config.var_dir(os.environ)
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -231,7 +235,7 @@ ANALYTICS_KEY_VAULT_ACTIVE_KEY = env.str(
 # Ciphertexts and contexts are stored here and passed by key; compute workers need this folder only.
 AUDIT_EXPORT_DIR = env.str("AUDIT_EXPORT_DIR", default=str(VAR_DIR / "exports"))
 AUDIT_VERIFY_MAX_BYTES = env.int("AUDIT_VERIFY_MAX_BYTES", default=200 * 1024 * 1024)
-ANALYTICS_BLOB_DIR = env.str("ANALYTICS_BLOB_DIR", default=str(VAR_DIR / "blobs"))
+ANALYTICS_BLOB_DIR = str(celery_config.blob_dir(os.environ))  # the compute worker reads the same
 # Records per batch (at most; batches are evened out). One CheckAccessBatch and one access-log transaction
 # each; measured fastest around 5,000 on 2 cores (benchmarks/analysis.py).
 ANALYTICS_BATCH_SIZE = env.int("ANALYTICS_BATCH_SIZE", default=5000)
@@ -247,51 +251,9 @@ ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_BACKOFF
 LEDGER_URL = env.str("LEDGER_URL", default=f"embedded://{VAR_DIR / 'ledger.sqlite3'}")
 
 # --- Celery ---
-# The default broker is kombu's filesystem transport: a real worker with no server to install.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
-CELERY_BROKER_TRANSPORT_OPTIONS = {}
-if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = Path(env.str("CELERY_FILESYSTEM_BROKER_DIR", default=str(VAR_DIR / "broker")))
-    for _sub in ("queue", "processed"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-        # How often an idle worker looks for messages: the latency of each step of a pipeline.
-        "polling_interval": env.float("CELERY_FILESYSTEM_POLLING_INTERVAL", default=0.1),
-    }
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# Messages a worker process may hold unacknowledged. Redis: 1, so that a long batch never waits behind
-# another in a busy process while an idle worker could take it. The filesystem broker: Celery runs
-# transports without async I/O in its fallback loop, which sends acknowledgements only between polls
-# that wait up to 2 s (celery.worker.loops.synloop), and a worker whose window is full takes nothing
-# new meanwhile: with a window of 1 each pipeline step waited 1.4-2.0 s to be picked up. That broker
-# serves one host, whose worker per queue may as well reserve what is queued.
-CELERY_WORKER_PREFETCH_MULTIPLIER = (
-    env.int("CELERY_FILESYSTEM_PREFETCH_MULTIPLIER", default=16) if CELERY_BROKER_URL.startswith("filesystem://") else 1
-)
-CELERY_TASK_SERIALIZER = "json"
-CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = "custodian"
+# Configured in health_platform/celery_config.py, from the same environment and .env: the compute
+# worker's app reads it too, and it has no Django.
 ANCHOR_RETRY_COUNTDOWN_SECONDS = env.int("ANCHOR_RETRY_COUNTDOWN_SECONDS", default=10)
-# Safety net behind the per-ingest retries: anything still pending is anchored every few minutes
-# (run by the worker started with --beat in the embedded default, or a separate beat process).
-CELERY_BEAT_SCHEDULE = {
-    "anchor-pending-records": {
-        "task": "records.tasks.anchor_pending_records",
-        "schedule": env.int("ANCHOR_SWEEP_SECONDS", default=300),
-    },
-    "resume-stalled-analyses": {
-        "task": "analytics.tasks.resume_stalled_analyses",
-        "schedule": env.int("ANALYTICS_STALL_SWEEP_SECONDS", default=60),
-    },
-}
 
 # --- API ---
 REST_FRAMEWORK = {

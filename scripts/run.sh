@@ -8,8 +8,9 @@ scripts/setup.sh
 export DJANGO_SETTINGS_MODULE=health_platform.settings
 PORT="${PORT:-8000}"
 py=.venv/bin/python
-# The workers' logs and the beat schedule go where the settings keep everything else.
-var_dir="${HEALTH_PLATFORM_VAR_DIR:-$PWD/var}"
+# The workers' logs and the beat schedule go where the settings keep everything else (the environment's
+# HEALTH_PLATFORM_VAR_DIR, else the one in .env, else var/: health_platform/celery_config.py).
+var_dir="$($py -c 'from health_platform.celery_config import var_dir, worker_variables; print(var_dir(worker_variables()))')"
 mkdir -p "$var_dir"
 
 $py manage.py migrate --no-input
@@ -19,12 +20,19 @@ $py manage.py seed_demo --patients "${DEMO_PATIENTS:-200}"
 
 # Custodian work (gate, log, encrypt: database, record keys) and compute work (ciphertexts only: no
 # database, no keys) run in separate workers, as they would on separately trusted machines.
+# The compute worker starts with an empty environment, so that no database URL and no key reach it.
+# Both read their broker, var and blob folders the same way (health_platform/celery_config.py: the
+# environment, then .env, of which the compute worker takes those variables only): it is given the
+# ones set in this environment, which win over .env for the custodian too.
+compute_environment=()
+for name in HEALTH_PLATFORM_ENV_FILE $($py -c 'from health_platform.celery_config import VARIABLES; print(*sorted(VARIABLES))'); do
+  if [ -n "${!name+set}" ]; then compute_environment+=("$name=${!name}"); fi
+done
 echo "==> starting the custodian worker (queue custodian, with the beat schedule) and the compute worker (queue compute)"
 .venv/bin/celery -A health_platform worker --queues custodian --concurrency 2 --loglevel INFO \
   --hostname custodian@%h --beat --schedule "$var_dir/celerybeat-schedule" >"$var_dir/celery-custodian.log" 2>&1 &
 custodian=$!
-env -i PATH="$PATH" HOME="${HOME:-/tmp}" PYTHONPATH="$PWD" HEALTH_PLATFORM_VAR_DIR="$var_dir" \
-  ${CELERY_BROKER_URL:+CELERY_BROKER_URL="$CELERY_BROKER_URL"} \
+env -i PATH="$PATH" HOME="${HOME:-/tmp}" PYTHONPATH="$PWD" ${compute_environment[@]+"${compute_environment[@]}"} \
   .venv/bin/celery -A analytics.compute_app worker --queues compute --concurrency 2 --loglevel INFO \
   --hostname compute@%h >"$var_dir/celery-compute.log" 2>&1 &
 compute=$!

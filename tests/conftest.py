@@ -122,7 +122,7 @@ def broker(tmp_path):
         "store_processed": False,
     }
     saved_url, saved_options = app.conf.broker_url, dict(app.conf.broker_transport_options or {})
-    # The app reads Django settings under the CELERY_ namespace: the namespaced key is the one it looks up.
+    # The app reads its configuration under the CELERY_ namespace: the namespaced key is the one it looks up.
     app.conf.update(CELERY_BROKER_URL="filesystem://", CELERY_BROKER_TRANSPORT_OPTIONS=options)
     _reset_broker_connections(app)
     yield {"CELERY_BROKER_URL": "filesystem://", "CELERY_FILESYSTEM_BROKER_DIR": str(folder)}

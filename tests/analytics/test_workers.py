@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,12 +63,17 @@ def test_compute_worker_without_database_settings_or_keys_scores_the_batches(
     assert "analytics.tasks.analysis_batch_gate" in custodian_log
 
 
-def test_the_compute_app_loads_no_django_settings_database_or_record_code():
+def test_the_compute_app_loads_no_django_settings_database_or_record_code(tmp_path):
     # (kombu imports django.utils.functional when Django is installed; nothing of Django's
-    # configuration, ORM or the project's custodian code may be loaded.)
-    forbidden = ("django.conf", "django.db", "sqlite3", "psycopg", "records", "health_platform", "consent")
-    probe = f"import sys, analytics.compute_app; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
-    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)}
+    # configuration, ORM or the project's custodian code may be loaded. Of health_platform, only the
+    # Django-free modules both Celery apps share: the package itself, the configuration and the broker.)
+    forbidden = ("django.conf", "django.db", "sqlite3", "psycopg", "records", "consent")
+    shared = ("health_platform", "health_platform.celery_config", "health_platform.filesystem_broker")
+    probe = (
+        "import sys, analytics.compute_app; print(sorted(m for m in sys.modules"
+        f" if m in {forbidden!r} or m.split('.')[0] == 'health_platform' and m not in {shared!r}))"
+    )
+    environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HEALTH_PLATFORM_VAR_DIR": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, env=environment, capture_output=True, text=True, check=True, timeout=60
     )
@@ -135,3 +141,34 @@ def test_the_same_pipeline_runs_on_a_real_redis(
     assert request.status == AnalysisStatus.COMPLETED
     assert len(analysis_results(request=request, viewer=clinician).rows) == len(people)
     assert f"redis://127.0.0.1:{redis_broker.rsplit(':', 1)[1].split('/')[0]}" in compute.log_path.read_text()
+
+
+@pytest.fixture
+def broker_only_in_env_file(redis_url, broker, tmp_path, monkeypatch):
+    """A Redis broker named in a .env file and nowhere else: no worker gets CELERY_BROKER_URL in its
+    environment, only HEALTH_PLATFORM_ENV_FILE (the project's .env, moved aside for the test)."""
+    env_file = tmp_path / "project.env"
+    env_file.write_text(f"CELERY_BROKER_URL={redis_url}\n")
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # the custodian worker inherits this environment
+    app.conf.update(CELERY_BROKER_URL=redis_url, CELERY_BROKER_TRANSPORT_OPTIONS={})
+    _reset_broker_connections(app)
+    broker.clear()
+    broker.update({"HEALTH_PLATFORM_ENV_FILE": str(env_file)})
+    yield redis_url
+    app.conf.update(CELERY_BROKER_URL="filesystem://")
+    _reset_broker_connections(app)
+
+
+def test_a_broker_url_given_only_in_the_env_file_reaches_both_workers(
+    cohort, clinician, models_registered, blob_dir, broker_only_in_env_file, start_worker, tmp_path
+):
+    request, custodian, compute, people = _run_analysis(cohort, clinician, start_worker, tmp_path, blob_dir)
+
+    for worker in (custodian, compute):
+        environment = Path(f"/proc/{worker.pid}/environ").read_bytes().split(b"\0")
+        assert not [variable for variable in environment if variable.startswith(b"CELERY_BROKER_URL=")]
+    assert request.status == AnalysisStatus.COMPLETED
+    assert len(analysis_results(request=request, viewer=clinician).rows) == len(people)
+    address = f"redis://127.0.0.1:{broker_only_in_env_file.rsplit(':', 1)[1].split('/')[0]}"
+    assert address in compute.log_path.read_text()
+    assert address in custodian.log_path.read_text()

@@ -13,7 +13,7 @@ import pytest
 from kombu import Connection, Exchange, Queue
 from kombu.transport.virtual import Empty
 
-from analytics import filesystem_broker
+from health_platform import filesystem_broker
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
-TRANSPORT = "analytics.filesystem_broker:Transport"
+TRANSPORT = "health_platform.filesystem_broker:Transport"
 
 
 class Channel(filesystem.Channel):
