@@ -12,8 +12,8 @@ test:  ## set up and run the whole test suite (what CI runs)
 test-postgres:  ## the PostgreSQL pass alone (make test runs it after the SQLite pass)
 	TEST_DATABASES=postgresql scripts/test.sh
 
-lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+lint:  ## ruff, mypy and the import rules (.importlinter)
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy && .venv/bin/lint-imports --no-cache
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .

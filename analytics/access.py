@@ -42,12 +42,12 @@ def analysis_of_requester(*, user: Any, analysis_id: object) -> AnalysisRequest:
 class CanReadModelCards(BasePermission):
     message = "Model cards are for signed-in patients, clinicians, auditors and custodians."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         return user_may_read_model_cards(request.user)
 
 
 class IsClinician(BasePermission):
     message = "Only clinicians request analyses and read their results."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         return user_may_request_analyses(request.user)

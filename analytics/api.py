@@ -126,7 +126,7 @@ class AnalysisViewSet(viewsets.GenericViewSet):
     def json_max_bytes(self) -> int:
         return request_max_bytes()
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return AnalysisRequest.objects.none()
         return analyses_of(user=self.request.user)

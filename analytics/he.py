@@ -150,7 +150,7 @@ class TenSEALEngine:
         self._keep(digest, loaded)
         return False
 
-    def _parts(self, context) -> KeySet:  # type: ignore[no-untyped-def]
+    def _parts(self, context) -> KeySet:
         return KeySet(
             secret=context.serialize(save_secret_key=True),
             public=context.serialize(save_secret_key=False, save_galois_keys=False, save_relin_keys=False),

@@ -6,12 +6,12 @@ the custodian encrypts with the public context, the compute worker evaluates wit
 
 from django.conf import settings
 
-from records.crypto import AesGcmRecordCipher, parse_record_keys
+from health_platform.keyring import AesGcmKeyring, parse_keys
 
 
-def _vault() -> AesGcmRecordCipher:
-    return AesGcmRecordCipher(
-        parse_record_keys(settings.ANALYTICS_KEY_VAULT_KEYS, setting="ANALYTICS_KEY_VAULT_KEYS"),
+def _vault() -> AesGcmKeyring:
+    return AesGcmKeyring(
+        parse_keys(settings.ANALYTICS_KEY_VAULT_KEYS, setting="ANALYTICS_KEY_VAULT_KEYS"),
         settings.ANALYTICS_KEY_VAULT_ACTIVE_KEY,
         setting="ANALYTICS_KEY_VAULT",
     )

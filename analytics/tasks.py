@@ -25,7 +25,7 @@ def analysis_start(request_id: str) -> None:
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None, soft_time_limit=540, time_limit=600)
-def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:  # type: ignore[no-untyped-def]
+def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:
     """Gate, log and encrypt one batch, then send it to the compute queue (once: see compute_order_claim;
     `resend` is the stalled-work sweep's, for an order or a result that was lost).
 

@@ -23,7 +23,7 @@ def dataset_split(declaration: ModelDeclaration) -> tuple[np.ndarray, np.ndarray
     data = load_dataset(declaration.dataset)
     features = data.data[:, dataset_columns(declaration.dataset, declaration.features)]
     stratify = data.target if declaration.kind == "logistic" else None
-    return tuple(  # type: ignore[return-value]
+    return tuple(
         train_test_split(features, data.target, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=stratify)
     )
 

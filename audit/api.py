@@ -86,10 +86,10 @@ def validated_search(data: Any) -> SearchTerms:
 class FirstRendererNegotiation(BaseContentNegotiation):
     """For file downloads: whatever the client accepts, errors are rendered as JSON (the file is not rendered)."""
 
-    def select_parser(self, request, parsers):  # type: ignore[no-untyped-def]
+    def select_parser(self, request, parsers):
         return parsers[0] if parsers else None
 
-    def select_renderer(self, request, renderers, format_suffix=None):  # type: ignore[no-untyped-def]
+    def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
 
 

@@ -57,7 +57,7 @@ def _setup_django(directory: str) -> None:
     call_command("migrate", verbosity=0)
 
 
-def _synthetic_patients(count: int):  # type: ignore[no-untyped-def]
+def _synthetic_patients(count: int):
     """Breast-cancer-like patients: dataset rows with 1% noise, clipped to the model's range."""
     from analytics.diagnostic_models import breast_cancer_model
     from records.codes import BREAST_CANCER_DATASET
@@ -104,7 +104,7 @@ def _he_throughput(records: int, processes: int) -> float:
 _he_engine = None
 
 
-def _he_engine_ready():  # type: ignore[no-untyped-def]
+def _he_engine_ready():
     global _he_engine
     if _he_engine is None:
         from analytics.he import TenSEALEngine
@@ -113,7 +113,7 @@ def _he_engine_ready():  # type: ignore[no-untyped-def]
     return _he_engine
 
 
-def _he_chunk(chunk) -> int:  # type: ignore[no-untyped-def]
+def _he_chunk(chunk) -> int:
     from analytics.diagnostic_models import breast_cancer_model
 
     size, keys = chunk
@@ -163,7 +163,7 @@ def _start_workers(directory: str) -> list[subprocess.Popen]:
 
 
 @contextlib.contextmanager
-def _redis_server(directory: str):  # type: ignore[no-untyped-def]
+def _redis_server(directory: str):
     """A redis-server of Debian's on a free 127.0.0.1 port for the run; yields its URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -188,7 +188,7 @@ def _redis_server(directory: str):  # type: ignore[no-untyped-def]
         server.wait(timeout=10)
 
 
-def _naive(sample, grantee: str, contracts) -> float:  # type: ignore[no-untyped-def]
+def _naive(sample, grantee: str, contracts) -> float:
     """One ciphertext per record (dot product with Galois keys), one ledger call per record each way."""
     import tenseal as ts
 

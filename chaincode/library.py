@@ -9,7 +9,7 @@ the library's loggers are held at WARNING. Import the library only through this 
 import logging
 
 
-def _import_quietly():  # type: ignore[no-untyped-def]
+def _import_quietly():
     root = logging.getLogger()
     saved_level, saved_handlers = root.level, list(root.handlers)
     try:

@@ -62,7 +62,7 @@ from chaincode.library import ChaincodeStub
 
 log = structlog.get_logger("chaincode.server")
 
-Message = chaincode_shim_pb2.ChaincodeMessage  # type: ignore[attr-defined]
+Message = chaincode_shim_pb2.ChaincodeMessage
 ERROR_STATUS = 500
 MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 _LIBRARY_DIRECTORY = str(Path(sys.modules[ChaincodeStub.__module__].__file__ or "").resolve().parents[1])
@@ -145,11 +145,11 @@ def _read(path: str, name: str) -> bytes:
 
 
 # --- the protocol, one peer stream --------------------------------------------------------------
-class _QuietStub(ChaincodeStub):  # type: ignore[misc]
+class _QuietStub(ChaincodeStub):
     """The library's stub without its INFO logging of keys and values."""
 
     async def get_state(self, key: str) -> bytes:
-        return await self.client.handle_get_state("", key, self.channel_id, self.tx_id)  # type: ignore[no-any-return]
+        return await self.client.handle_get_state("", key, self.channel_id, self.tx_id)
 
     async def put_state(self, key: str, value: bytes | str) -> Any:
         data = value.encode() if isinstance(value, str) else bytes(value)
@@ -192,7 +192,7 @@ class PeerStream:
     async def run(self, requests: AsyncIterable[Any]) -> None:
         register = Message(
             type=Message.REGISTER,
-            payload=chaincode_pb2.ChaincodeID(name=self._chaincode_id).SerializeToString(),  # type: ignore[attr-defined]
+            payload=chaincode_pb2.ChaincodeID(name=self._chaincode_id).SerializeToString(),
         )
         register.timestamp.GetCurrentTime()
         await self.send(register)
@@ -248,7 +248,7 @@ class PeerStream:
                 self,
                 message.channel_id,
                 message.txid,
-                chaincode_pb2.ChaincodeInput.FromString(message.payload),  # type: ignore[attr-defined]
+                chaincode_pb2.ChaincodeInput.FromString(message.payload),
                 message.proposal if message.HasField("proposal") else None,
             )
             if message.type == Message.INIT:
@@ -257,7 +257,7 @@ class PeerStream:
                 response = await self._chaincode.invoke(stub)
             if transaction.refused is not None:
                 # The contract may have caught PeerRefused; the transaction fails all the same.
-                response = proposal_response_pb2.Response(  # type: ignore[attr-defined]
+                response = proposal_response_pb2.Response(
                     status=ERROR_STATUS, message=str(PeerRefused(transaction.refused))
                 )
             events = stub.get_events()
@@ -302,16 +302,16 @@ class PeerStream:
 
     # --- the client interface the library's ChaincodeStub calls ----------------------------------
     async def handle_get_state(self, collection: str, key: str, channel_id: str, tx_id: str) -> bytes:
-        request = chaincode_shim_pb2.GetState(key=key, collection=collection)  # type: ignore[attr-defined]
+        request = chaincode_shim_pb2.GetState(key=key, collection=collection)
         answer = await self._ask(Message.GET_STATE, request.SerializeToString(), channel_id, tx_id)
         return bytes(answer.payload)
 
     async def handle_put_state(self, collection: str, key: str, value: bytes, channel_id: str, tx_id: str) -> Any:
-        request = chaincode_shim_pb2.PutState(key=key, value=value, collection=collection)  # type: ignore[attr-defined]
+        request = chaincode_shim_pb2.PutState(key=key, value=value, collection=collection)
         return await self._ask(Message.PUT_STATE, request.SerializeToString(), channel_id, tx_id)
 
     async def handle_delete_state(self, collection: str, key: str, channel_id: str, tx_id: str) -> Any:
-        request = chaincode_shim_pb2.DelState(key=key, collection=collection)  # type: ignore[attr-defined]
+        request = chaincode_shim_pb2.DelState(key=key, collection=collection)
         return await self._ask(Message.DEL_STATE, request.SerializeToString(), channel_id, tx_id)
 
     async def handle_get_state_by_range(
@@ -323,7 +323,7 @@ class PeerStream:
         tx_id: str,
         metadata: bytes | None = None,
     ) -> Any:
-        request = chaincode_shim_pb2.GetStateByRange(  # type: ignore[attr-defined]
+        request = chaincode_shim_pb2.GetStateByRange(
             startKey=start_key or "", endKey=end_key or "", collection=collection
         )
         if metadata is not None:
@@ -333,36 +333,34 @@ class PeerStream:
     async def handle_get_query_result(
         self, collection: str, query: str, channel_id: str, tx_id: str, metadata: bytes | None = None
     ) -> Any:
-        request = chaincode_shim_pb2.GetQueryResult(query=query, collection=collection)  # type: ignore[attr-defined]
+        request = chaincode_shim_pb2.GetQueryResult(query=query, collection=collection)
         if metadata is not None:
             request.metadata = metadata
         return await self._ask(Message.GET_QUERY_RESULT, request.SerializeToString(), channel_id, tx_id)
 
     async def handle_get_history_for_key(self, key: str, channel_id: str, tx_id: str) -> Any:
-        request = chaincode_shim_pb2.GetHistoryForKey(key=key)  # type: ignore[attr-defined]
+        request = chaincode_shim_pb2.GetHistoryForKey(key=key)
         return await self._ask(Message.GET_HISTORY_FOR_KEY, request.SerializeToString(), channel_id, tx_id)
 
     async def handle_query_state_next(self, query_id: str, channel_id: str, tx_id: str) -> Any:
-        request = chaincode_shim_pb2.QueryStateNext(id=query_id)  # type: ignore[attr-defined]
+        request = chaincode_shim_pb2.QueryStateNext(id=query_id)
         return await self._ask(Message.QUERY_STATE_NEXT, request.SerializeToString(), channel_id, tx_id)
 
     async def handle_query_state_close(self, query_id: str, channel_id: str, tx_id: str) -> Any:
-        request = chaincode_shim_pb2.QueryStateClose(id=query_id)  # type: ignore[attr-defined]
+        request = chaincode_shim_pb2.QueryStateClose(id=query_id)
         return await self._ask(Message.QUERY_STATE_CLOSE, request.SerializeToString(), channel_id, tx_id)
 
     async def handle_invoke_chaincode(self, chaincode_name: str, args: list[Any], channel_id: str, tx_id: str) -> Any:
-        spec = chaincode_pb2.ChaincodeSpec(  # type: ignore[attr-defined]
-            chaincode_id=chaincode_pb2.ChaincodeID(name=chaincode_name),  # type: ignore[attr-defined]
-            input=chaincode_pb2.ChaincodeInput(  # type: ignore[attr-defined]
-                args=[arg.encode() if isinstance(arg, str) else arg for arg in args]
-            ),
+        spec = chaincode_pb2.ChaincodeSpec(
+            chaincode_id=chaincode_pb2.ChaincodeID(name=chaincode_name),
+            input=chaincode_pb2.ChaincodeInput(args=[arg.encode() if isinstance(arg, str) else arg for arg in args]),
         )
         answer = await self._ask(Message.INVOKE_CHAINCODE, spec.SerializeToString(), channel_id, tx_id)
         # The peer answers with the called chaincode's COMPLETED message; its payload is a Response.
         return Message.FromString(answer.payload)
 
 
-class _ChaincodeService(chaincode_shim_pb2_grpc.ChaincodeServicer):  # type: ignore[misc]
+class _ChaincodeService(chaincode_shim_pb2_grpc.ChaincodeServicer):
     def __init__(self, chaincode_id: str, chaincode: Any, *, serialise_writes: bool):
         self._chaincode_id = chaincode_id
         self._chaincode = chaincode

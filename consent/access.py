@@ -35,12 +35,12 @@ def user_may_read_consents(user: Any) -> bool:
 class CanReadConsents(BasePermission):
     message = "Only patients, clinicians and auditors read consents."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         return user_may_read_consents(request.user)
 
 
 class IsPatient(BasePermission):
     message = "Only a patient can grant or revoke consent, and only their own."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         return patient_of(request.user) is not None

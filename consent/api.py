@@ -49,12 +49,12 @@ class ConsentViewSet(viewsets.GenericViewSet):
     lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
     queryset = Consent.objects.none()
 
-    def get_permissions(self):  # type: ignore[no-untyped-def]
+    def get_permissions(self):
         if self.action in ("create", "revoke", "import_fhir"):
             return [IsAuthenticated(), IsPatient()]
         return [IsAuthenticated(), CanReadConsents()]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Consent.objects.none()
         return consents_visible_to(user=self.request.user)

@@ -100,7 +100,9 @@ class ConsentGrantForm(forms.Form):
 
     def __init__(self, *args: Any, grantees: list[Grantee], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["grantee"].choices = [("", "Choose…")] + [
+        grantee_field = self.fields["grantee"]
+        assert isinstance(grantee_field, forms.ChoiceField)
+        grantee_field.choices = [("", "Choose…")] + [
             (grantee.grantee_id, grantee.display_name + (" (organisation)" if grantee.kind == "organisation" else ""))
             for grantee in grantees
         ]

@@ -8,6 +8,7 @@ form or URL carries a patient. Writes go through consent.services, reads through
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import structlog
 from django.contrib import messages
@@ -160,7 +161,7 @@ def detail(request: HttpRequest, consent_id: str) -> HttpResponse:
     consent = consent_get_for_patient(patient=patient, consent_id=consent_id)
     if consent is None:
         return _forbidden(request, "This is not one of your consents.")
-    context = {"row": _consent_rows([consent])[0], "changes": None, "error": None}
+    context: dict[str, Any] = {"row": _consent_rows([consent])[0], "changes": None, "error": None}
     try:
         context["changes"] = consent_history(consent=consent)
     except LedgerError:

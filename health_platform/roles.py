@@ -50,7 +50,7 @@ class HasRole(BasePermission):
 
     roles: tuple[Role, ...] = ()
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         return bool(user_roles(request.user) & set(self.roles))
 
 
@@ -59,6 +59,6 @@ def role_permission(*roles: Role) -> type[HasRole]:
     return type(f"Has{''.join(r.value.title() for r in roles)}Role", (HasRole,), {"roles": roles})
 
 
-def roles_context(request) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def roles_context(request) -> dict[str, Any]:
     """Template context: `roles` holds the current user's role names."""
     return {"roles": {role.value for role in user_roles(getattr(request, "user", None))}}

@@ -174,7 +174,7 @@ class ThrottledModelBackend(ModelBackend):
     Without a request (e.g. the test client's login()) there is no client to count and nothing is throttled.
     """
 
-    def authenticate(  # type: ignore[override]
+    def authenticate(
         self, request: Any, username: str | None = None, password: str | None = None, **kwargs: Any
     ) -> Any:
         if request is None:

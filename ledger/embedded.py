@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fabric_protos.ledger.queryresult import kv_query_result_pb2  # type: ignore[attr-defined]
+from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from chaincode.library import ChaincodeStub
@@ -224,14 +224,7 @@ class _EmbeddedStub:
             parameters = (start, end)
         rows = self._connection.execute(query + " ORDER BY key", parameters).fetchall()
         self._simulation.range_reads.append((start, end or b"", [(bytes(row[0]), (row[2], row[3])) for row in rows]))
-        return _iterate(
-            [
-                kv_query_result_pb2.KV(  # type: ignore[attr-defined]
-                    key=bytes(row[0]).decode(), value=bytes(row[1])
-                )
-                for row in rows
-            ]
-        )
+        return _iterate([kv_query_result_pb2.KV(key=bytes(row[0]).decode(), value=bytes(row[1])) for row in rows])
 
     async def get_state_by_partial_composite_key(self, object_type: str, attributes: list[str]) -> AsyncIterator[Any]:
         prefix = self.create_composite_key(object_type, attributes)
@@ -248,7 +241,7 @@ class _EmbeddedStub:
             moment = Timestamp()
             moment.FromJsonString(timestamp)
             modifications.append(
-                kv_query_result_pb2.KeyModification(  # type: ignore[attr-defined]
+                kv_query_result_pb2.KeyModification(
                     tx_id=tx_id,
                     value=b"" if value is None else bytes(value),
                     timestamp=moment,

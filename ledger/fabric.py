@@ -71,7 +71,7 @@ TRANSIENT_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED}
 )
 _CHAINCODE_RESPONSE = re.compile(r"chaincode response (\d+), (.*)", re.DOTALL)
-_ERROR_DETAIL_TYPE = gateway_pb2.ErrorDetail.DESCRIPTOR.full_name  # type: ignore[attr-defined]
+_ERROR_DETAIL_TYPE = gateway_pb2.ErrorDetail.DESCRIPTOR.full_name
 
 Response = TypeVar("Response")
 
@@ -96,53 +96,47 @@ def build_proposal(
     tx_id, nonce = identity.new_transaction_context()
     timestamp = Timestamp()
     timestamp.GetCurrentTime()
-    channel_header = common_pb2.ChannelHeader(  # type: ignore[attr-defined]
+    channel_header = common_pb2.ChannelHeader(
         type=fabric_blocks.ENDORSER_TRANSACTION,
         timestamp=timestamp,
         channel_id=channel,
         tx_id=tx_id,
         epoch=0,
-        extension=proposal_pb2.ChaincodeHeaderExtension(  # type: ignore[attr-defined]
-            chaincode_id=chaincode_pb2.ChaincodeID(name=chaincode)  # type: ignore[attr-defined]
+        extension=proposal_pb2.ChaincodeHeaderExtension(
+            chaincode_id=chaincode_pb2.ChaincodeID(name=chaincode)
         ).SerializeToString(),
     )
-    signature_header = common_pb2.SignatureHeader(creator=identity.creator, nonce=nonce)  # type: ignore[attr-defined]
-    header = common_pb2.Header(  # type: ignore[attr-defined]
+    signature_header = common_pb2.SignatureHeader(creator=identity.creator, nonce=nonce)
+    header = common_pb2.Header(
         channel_header=channel_header.SerializeToString(), signature_header=signature_header.SerializeToString()
     )
-    invocation = chaincode_pb2.ChaincodeInvocationSpec(  # type: ignore[attr-defined]
-        chaincode_spec=chaincode_pb2.ChaincodeSpec(  # type: ignore[attr-defined]
-            chaincode_id=chaincode_pb2.ChaincodeID(name=chaincode),  # type: ignore[attr-defined]
-            input=chaincode_pb2.ChaincodeInput(  # type: ignore[attr-defined]
-                args=[function.encode(), *(arg.encode() for arg in args)]
-            ),
+    invocation = chaincode_pb2.ChaincodeInvocationSpec(
+        chaincode_spec=chaincode_pb2.ChaincodeSpec(
+            chaincode_id=chaincode_pb2.ChaincodeID(name=chaincode),
+            input=chaincode_pb2.ChaincodeInput(args=[function.encode(), *(arg.encode() for arg in args)]),
         )
     )
-    proposal_bytes = proposal_pb2.Proposal(  # type: ignore[attr-defined]
+    proposal_bytes = proposal_pb2.Proposal(
         header=header.SerializeToString(),
-        payload=proposal_pb2.ChaincodeProposalPayload(  # type: ignore[attr-defined]
-            input=invocation.SerializeToString()
-        ).SerializeToString(),
+        payload=proposal_pb2.ChaincodeProposalPayload(input=invocation.SerializeToString()).SerializeToString(),
     ).SerializeToString()
-    signed = proposal_pb2.SignedProposal(  # type: ignore[attr-defined]
-        proposal_bytes=proposal_bytes, signature=identity.sign(proposal_bytes)
-    )
+    signed = proposal_pb2.SignedProposal(proposal_bytes=proposal_bytes, signature=identity.sign(proposal_bytes))
     return Proposal(tx_id=tx_id, channel=channel, signed=signed)
 
 
 def parse_prepared_transaction(envelope: Any) -> tuple[bytes, tuple[ChaincodeEvent, ...]]:
     """The chaincode's result payload and event from an endorsed transaction envelope."""
-    payload = common_pb2.Payload.FromString(envelope.payload)  # type: ignore[attr-defined]
-    transaction = transaction_pb2.Transaction.FromString(payload.data)  # type: ignore[attr-defined]
+    payload = common_pb2.Payload.FromString(envelope.payload)
+    transaction = transaction_pb2.Transaction.FromString(payload.data)
     for action in transaction.actions:
-        action_payload = transaction_pb2.ChaincodeActionPayload.FromString(action.payload)  # type: ignore[attr-defined]
-        response_payload = proposal_response_pb2.ProposalResponsePayload.FromString(  # type: ignore[attr-defined]
+        action_payload = transaction_pb2.ChaincodeActionPayload.FromString(action.payload)
+        response_payload = proposal_response_pb2.ProposalResponsePayload.FromString(
             action_payload.action.proposal_response_payload
         )
-        chaincode_action = proposal_pb2.ChaincodeAction.FromString(response_payload.extension)  # type: ignore[attr-defined]
+        chaincode_action = proposal_pb2.ChaincodeAction.FromString(response_payload.extension)
         events: tuple[ChaincodeEvent, ...] = ()
         if chaincode_action.events:
-            event = chaincode_event_pb2.ChaincodeEvent.FromString(chaincode_action.events)  # type: ignore[attr-defined]
+            event = chaincode_event_pb2.ChaincodeEvent.FromString(chaincode_action.events)
             if event.event_name:
                 events = (ChaincodeEvent(name=event.event_name, payload=bytes(event.payload)),)
         return bytes(chaincode_action.response.payload), events
@@ -193,7 +187,7 @@ def error_details(error: grpc.RpcError) -> list[Any]:
             continue
         for packed in status.details:
             if packed.type_url.rpartition("/")[2] == _ERROR_DETAIL_TYPE:
-                detail = gateway_pb2.ErrorDetail()  # type: ignore[attr-defined]
+                detail = gateway_pb2.ErrorDetail()
                 packed.Unpack(detail)
                 details.append(detail)
     return details
@@ -302,7 +296,7 @@ class FabricLedger:
                 endorsed = self._call(
                     "endorse",
                     self._gateway.Endorse,
-                    gateway_pb2.EndorseRequest(  # type: ignore[attr-defined]
+                    gateway_pb2.EndorseRequest(
                         transaction_id=proposal.tx_id, channel_id=self.channel, proposed_transaction=proposal.signed
                     ),
                 )
@@ -314,7 +308,7 @@ class FabricLedger:
             self._call(
                 "submit",
                 self._gateway.Submit,
-                gateway_pb2.SubmitRequest(  # type: ignore[attr-defined]
+                gateway_pb2.SubmitRequest(
                     transaction_id=proposal.tx_id, channel_id=self.channel, prepared_transaction=envelope
                 ),
             )
@@ -333,14 +327,12 @@ class FabricLedger:
 
     def locate(self, tx_id: str) -> TransactionLocation | None:
         try:
-            processed = transaction_pb2.ProcessedTransaction.FromString(  # type: ignore[attr-defined]
-                self._query("GetTransactionByID", tx_id)
-            )
+            processed = transaction_pb2.ProcessedTransaction.FromString(self._query("GetTransactionByID", tx_id))
         except ContractRejected as error:
             if "no such transaction" in error.message or "not found" in error.message.lower():
                 return None
             raise
-        block = common_pb2.Block.FromString(self._query("GetBlockByTxID", tx_id))  # type: ignore[attr-defined]
+        block = common_pb2.Block.FromString(self._query("GetBlockByTxID", tx_id))
         return TransactionLocation(
             tx_id=tx_id,
             block_number=block.header.number,
@@ -389,7 +381,7 @@ class FabricLedger:
         response = self._call(
             "evaluate",
             self._gateway.Evaluate,
-            gateway_pb2.EvaluateRequest(  # type: ignore[attr-defined]
+            gateway_pb2.EvaluateRequest(
                 transaction_id=proposal.tx_id, channel_id=self.channel, proposed_transaction=proposal.signed
             ),
         )
@@ -402,21 +394,19 @@ class FabricLedger:
         return self._evaluate(QUERY_SYSTEM_CHAINCODE, function, (self.channel, *args)).payload
 
     def _chain_info(self) -> Any:
-        return ledger_pb2.BlockchainInfo.FromString(self._query("GetChainInfo"))  # type: ignore[attr-defined]
+        return ledger_pb2.BlockchainInfo.FromString(self._query("GetChainInfo"))
 
     def _block(self, number: int) -> Any:
-        return common_pb2.Block.FromString(self._query("GetBlockByNumber", str(number)))  # type: ignore[attr-defined]
+        return common_pb2.Block.FromString(self._query("GetBlockByNumber", str(number)))
 
     def _commit_status(self, tx_id: str) -> Any:
-        request = gateway_pb2.CommitStatusRequest(  # type: ignore[attr-defined]
+        request = gateway_pb2.CommitStatusRequest(
             transaction_id=tx_id, channel_id=self.channel, identity=self.identity.creator
         ).SerializeToString()
         return self._call(
             "commit status",
             self._gateway.CommitStatus,
-            gateway_pb2.SignedCommitStatusRequest(  # type: ignore[attr-defined]
-                request=request, signature=self.identity.sign(request)
-            ),
+            gateway_pb2.SignedCommitStatusRequest(request=request, signature=self.identity.sign(request)),
         )
 
     def _call(self, operation: str, method: Callable[..., Response], request: Any) -> Response:

@@ -16,8 +16,8 @@ from fabric_protos.peer import chaincode_pb2, proposal_pb2, transaction_pb2
 
 from ledger.client import BlockSummary, BlockTransaction
 
-TRANSACTIONS_FILTER = common_pb2.BlockMetadataIndex.Value("TRANSACTIONS_FILTER")  # type: ignore[attr-defined]
-ENDORSER_TRANSACTION = common_pb2.HeaderType.Value("ENDORSER_TRANSACTION")  # type: ignore[attr-defined]
+TRANSACTIONS_FILTER = common_pb2.BlockMetadataIndex.Value("TRANSACTIONS_FILTER")
+ENDORSER_TRANSACTION = common_pb2.HeaderType.Value("ENDORSER_TRANSACTION")
 
 
 def _der_length(length: int) -> bytes:
@@ -53,7 +53,7 @@ def data_hash(block: Any) -> bytes:
 def validation_code_name(code: int) -> str:
     """ "VALID", "MVCC_READ_CONFLICT", ... for a peer.TxValidationCode value."""
     try:
-        return str(transaction_pb2.TxValidationCode.Name(code))  # type: ignore[attr-defined]
+        return str(transaction_pb2.TxValidationCode.Name(code))
     except ValueError:
         return f"UNKNOWN_VALIDATION_CODE_{code}"
 
@@ -80,10 +80,10 @@ def summarise_block(block: Any) -> BlockSummary:
 
 
 def _summarise_envelope(envelope_bytes: bytes, code: int | None) -> BlockTransaction:
-    envelope = common_pb2.Envelope.FromString(envelope_bytes)  # type: ignore[attr-defined]
-    payload = common_pb2.Payload.FromString(envelope.payload)  # type: ignore[attr-defined]
-    channel_header = common_pb2.ChannelHeader.FromString(payload.header.channel_header)  # type: ignore[attr-defined]
-    contract, function = "", common_pb2.HeaderType.Name(channel_header.type)  # type: ignore[attr-defined]
+    envelope = common_pb2.Envelope.FromString(envelope_bytes)
+    payload = common_pb2.Payload.FromString(envelope.payload)
+    channel_header = common_pb2.ChannelHeader.FromString(payload.header.channel_header)
+    contract, function = "", common_pb2.HeaderType.Name(channel_header.type)
     if channel_header.type == ENDORSER_TRANSACTION:
         contract, function = _contract_and_function(payload.data)
     return BlockTransaction(
@@ -97,16 +97,12 @@ def _summarise_envelope(envelope_bytes: bytes, code: int | None) -> BlockTransac
 
 def _contract_and_function(transaction_bytes: bytes) -> tuple[str, str]:
     """From the proposal's first argument "contract:Function"; a chaincode without contracts gives its name."""
-    transaction = transaction_pb2.Transaction.FromString(transaction_bytes)  # type: ignore[attr-defined]
+    transaction = transaction_pb2.Transaction.FromString(transaction_bytes)
     if not transaction.actions:
         return "", ""
-    action_payload = transaction_pb2.ChaincodeActionPayload.FromString(  # type: ignore[attr-defined]
-        transaction.actions[0].payload
-    )
-    proposal_payload = proposal_pb2.ChaincodeProposalPayload.FromString(  # type: ignore[attr-defined]
-        action_payload.chaincode_proposal_payload
-    )
-    spec = chaincode_pb2.ChaincodeInvocationSpec.FromString(proposal_payload.input).chaincode_spec  # type: ignore[attr-defined]
+    action_payload = transaction_pb2.ChaincodeActionPayload.FromString(transaction.actions[0].payload)
+    proposal_payload = proposal_pb2.ChaincodeProposalPayload.FromString(action_payload.chaincode_proposal_payload)
+    spec = chaincode_pb2.ChaincodeInvocationSpec.FromString(proposal_payload.input).chaincode_spec
     if not spec.input.args:
         return spec.chaincode_id.name, ""
     name = bytes(spec.input.args[0]).decode(errors="replace")

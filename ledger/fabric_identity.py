@@ -57,9 +57,7 @@ class SigningIdentity:
         self.msp_id = msp_id
         self.certificate_pem = certificate_pem
         self._private_key = private_key
-        self.creator = identities_pb2.SerializedIdentity(  # type: ignore[attr-defined]
-            mspid=msp_id, id_bytes=certificate_pem
-        ).SerializeToString()
+        self.creator = identities_pb2.SerializedIdentity(mspid=msp_id, id_bytes=certificate_pem).SerializeToString()
 
     @classmethod
     def from_files(cls, msp_id: str, certificate_path: str | Path, private_key_path: str | Path) -> SigningIdentity:

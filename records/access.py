@@ -48,12 +48,12 @@ def _is_active_superuser(user: Any) -> bool:
 class CanIngestRecords(BasePermission):
     message = "Only a custodian may ingest records."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         return user_may_ingest_records(request.user)
 
 
 class CanReadRecords(BasePermission):
     message = "Clinicians and users without a role do not read records directly."
 
-    def has_permission(self, request, view) -> bool:  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view) -> bool:
         return user_may_read_records(request.user)

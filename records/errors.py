@@ -5,6 +5,9 @@ data, and error bodies end up in responses and logs.
 """
 
 from health_platform.errors import ApplicationError, PayloadTooLarge, ValidationFailed
+from health_platform.keyring import CiphertextInvalid
+
+__all__ = ["BundleRejected", "BundleTooLarge", "CiphertextInvalid", "UnsupportedMediaType"]
 
 
 class BundleRejected(ValidationFailed):
@@ -22,10 +25,3 @@ class UnsupportedMediaType(ApplicationError):
     code = "unsupported_media_type"
     status = 415
     message = "Send the bundle as application/fhir+json or application/json."
-
-
-class CiphertextInvalid(Exception):
-    """A stored ciphertext does not open: wrong row, unknown key id, or altered bytes.
-
-    Internal: the integrity check turns it into the reason "ciphertext_invalid".
-    """

@@ -34,7 +34,7 @@ class RecordSerializer(serializers.ModelSerializer):
         fields = ["id", "patient_pseudonym", "category", "created_at", "latest_version", "versions"]
         read_only_fields = fields
 
-    def get_latest_version(self, record: Record) -> dict | None:  # type: ignore[type-arg]
+    def get_latest_version(self, record: Record) -> dict | None:
         versions = list(record.versions.all())  # prefetched, ordered by version
         return RecordVersionSerializer(versions[-1]).data if versions else None
 
@@ -48,7 +48,7 @@ class RecordDetailSerializer(RecordSerializer):
         fields = [*RecordSerializer.Meta.fields, "bundle"]
         read_only_fields = fields
 
-    def get_bundle(self, record: Record) -> dict | None:  # type: ignore[type-arg]
+    def get_bundle(self, record: Record) -> dict | None:
         return self.context.get("bundle")
 
 

@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
     soft_time_limit=240,
     time_limit=300,
 )
-def anchor_pending_records(self, limit: int = ANCHOR_BATCH_LIMIT) -> int:  # type: ignore[no-untyped-def]
+def anchor_pending_records(self, limit: int = ANCHOR_BATCH_LIMIT) -> int:
     """Anchor pending record versions on the ledger; requeue itself while more are waiting.
 
     Safe to deliver twice: the service skips anchored versions and reconciles ones the ledger

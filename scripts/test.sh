@@ -48,6 +48,8 @@ echo "==> ruff"
 .venv/bin/ruff format --check .
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> import rules (lint-imports, .importlinter)"
+.venv/bin/lint-imports --no-cache
 
 # Each pass runs the tests in parallel worker processes (pytest-xdist), one per CPU unless
 # PYTEST_WORKERS says otherwise (a number, or 0 for a single process; "-n N" among the arguments works

@@ -225,13 +225,13 @@ def _database_engine() -> str:
     return connection.vendor
 
 
-def _now():  # type: ignore[no-untyped-def]
+def _now():
     from django.utils import timezone
 
     return timezone.now()
 
 
-def _analyses_by_status(*, since) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _analyses_by_status(*, since) -> dict[str, int]:
     from django.db.models import Count
 
     from analytics.models import AnalysisRequest
@@ -240,7 +240,7 @@ def _analyses_by_status(*, since) -> dict[str, int]:  # type: ignore[no-untyped-
     return {row["status"]: row["count"] for row in rows}
 
 
-def _drain(*, since, seconds: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _drain(*, since, seconds: int) -> dict[str, int]:
     """Wait until every analysis requested since `since` has finished (completed or failed), or time is up."""
     from analytics.models import AnalysisStatus
 

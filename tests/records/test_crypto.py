@@ -7,9 +7,8 @@ import zlib
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from health_platform.keyring import AesGcmKeyring, parse_keys
 from records.crypto import (
-    AesGcmRecordCipher,
-    parse_record_keys,
     patient_pseudonym,
     record_associated_data,
     record_cipher,
@@ -28,7 +27,7 @@ def _key() -> str:
 
 
 def test_ciphertext_opens_only_with_the_same_associated_data():
-    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    cipher = AesGcmKeyring({"k1": os.urandom(32)}, "k1", setting="RECORD_ENCRYPTION")
 
     key_id, sealed = cipher.encrypt(b"plaintext", associated_data=b"record-1|1|k1")
 
@@ -41,7 +40,7 @@ def test_ciphertext_opens_only_with_the_same_associated_data():
 
 
 def test_each_encryption_uses_a_fresh_nonce():
-    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    cipher = AesGcmKeyring({"k1": os.urandom(32)}, "k1", setting="RECORD_ENCRYPTION")
 
     first = cipher.encrypt(b"same", associated_data=b"a")[1]
     second = cipher.encrypt(b"same", associated_data=b"a")[1]
@@ -57,7 +56,7 @@ def test_each_encryption_uses_a_fresh_nonce():
 )
 def test_bad_record_key_settings_are_refused(value):
     with pytest.raises(ImproperlyConfigured):
-        parse_record_keys(value)
+        parse_keys(value, setting="RECORD_ENCRYPTION_KEYS")
 
 
 def test_active_key_must_be_listed(settings):
@@ -107,7 +106,7 @@ def test_pseudonym_is_a_keyed_hmac_stable_per_patient_key(settings):
 
 
 def test_a_sealed_version_is_compressed_and_opens_to_the_same_bytes(settings):
-    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    cipher = AesGcmKeyring({"k1": os.urandom(32)}, "k1", setting="RECORD_ENCRYPTION")
     canonical = b'{"entry":[' + b",".join(b'{"resource":{"resourceType":"Observation"}}' for _ in range(200)) + b"]}"
 
     key_id, sealed, encoding = record_seal(cipher, canonical=canonical, record_id="r1", version=1)
@@ -124,7 +123,7 @@ def test_a_sealed_version_is_compressed_and_opens_to_the_same_bytes(settings):
     [{"record_id": "r2"}, {"version": 2}, {"encoding": "identity"}, {"encoding": "gzip"}],
 )
 def test_a_sealed_version_does_not_open_under_another_record_version_or_encoding(change):
-    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    cipher = AesGcmKeyring({"k1": os.urandom(32)}, "k1", setting="RECORD_ENCRYPTION")
     _, sealed, encoding = record_seal(cipher, canonical=b'{"a":1}', record_id="r1", version=1)
     where = {"record_id": "r1", "version": 1, "key_id": "k1", "encoding": encoding, **change}
 
@@ -133,7 +132,7 @@ def test_a_sealed_version_does_not_open_under_another_record_version_or_encoding
 
 
 def test_versions_stored_before_compression_still_open():
-    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    cipher = AesGcmKeyring({"k1": os.urandom(32)}, "k1", setting="RECORD_ENCRYPTION")
     _, sealed = cipher.encrypt(
         b'{"a":1}', associated_data=record_associated_data(record_id="r1", version=1, key_id="k1")
     )
@@ -145,7 +144,7 @@ def test_versions_stored_before_compression_still_open():
 
 def test_inflating_stops_at_the_largest_possible_record(settings):
     settings.INGEST_MAX_BYTES = 10_000
-    cipher = AesGcmRecordCipher({"k1": os.urandom(32)}, "k1")
+    cipher = AesGcmKeyring({"k1": os.urandom(32)}, "k1", setting="RECORD_ENCRYPTION")
     bomb = zlib.compress(b"0" * 1_000_000, 9)
     aad = record_associated_data(record_id="r1", version=1, key_id="k1", encoding="deflate")
     _, sealed = cipher.encrypt(bomb, associated_data=aad)

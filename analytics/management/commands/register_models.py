@@ -7,7 +7,7 @@ from health_platform.errors import ApplicationError
 class Command(BaseCommand):
     help = "Train the diagnostic models from scikit-learn's bundled datasets and anchor their hashes (idempotent)."
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         try:
             models = diagnostic_models_register()
         except ApplicationError as error:

@@ -14,10 +14,10 @@ class Command(BaseCommand):
         "version first, then register it to anchor it)."
     )
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--write", action="store_true", help="overwrite the kept weights with the retrained ones")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         differing = []
         for name, train in trainers().items():
             trained = train()

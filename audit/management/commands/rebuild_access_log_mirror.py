@@ -7,7 +7,7 @@ from ledger import LedgerError
 class Command(BaseCommand):
     help = "Rebuild the access-log mirror from the ledger (the ledger is the truth)."
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         try:
             count = access_log_mirror_rebuild()
         except LedgerError as error:

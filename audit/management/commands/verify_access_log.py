@@ -14,11 +14,11 @@ class Command(BaseCommand):
         "(event ids and field names only) and exits 1 if anything does not match."
     )
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("file", nargs="?", help="an export file (csv, json or fhir NDJSON); default: the mirror")
         parser.add_argument("--format", choices=sorted(EXTENSIONS), help="the file's format (default: its extension)")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         try:
             if options["file"]:
                 path = Path(options["file"])

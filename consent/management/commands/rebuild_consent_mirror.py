@@ -7,7 +7,7 @@ from health_platform.errors import ApplicationError
 class Command(BaseCommand):
     help = "Rebuild the consent mirror table from the ledger (the ledger is the truth)."
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         try:
             count = consent_mirror_rebuild()
         except ApplicationError as error:
