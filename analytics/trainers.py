@@ -3,14 +3,29 @@ declaration names (bundled, no download), on the declared features in the declar
 split and seed. A declaration names its trainer (module:function); the trainer gets the declaration and
 returns the model at the declaration's latest version. Adding a model over a known dataset needs no new
 trainer: declare `trainer = "analytics.trainers:logistic_regression"` (or linear_regression).
+
+    python -m analytics.trainers [--write] [NAME ...]
+
+compares each named (default: every) declared model, retrained, with its kept weights, or with --write
+writes the retrained weights. It needs no Django: it runs before a new model's weights exist, when the
+platform itself refuses to start (`manage.py train_models` is the same check from a running platform).
+
+Training's last digits depend on the machine's BLAS (OpenBLAS picks kernels by CPU), so weights are never
+retrained at run time; the check allows TOLERANCE.
 """
+
+import argparse
+import sys
+from collections.abc import Callable
 
 import numpy as np
 
-from analytics.diagnostic_models import LinearModel
+from analytics.diagnostic_models import LinearModel, load_model, trainers, write_model
 from health_platform.model_catalogue import ModelDeclaration
 from records.codes import dataset_columns, load_dataset
 
+# Retraining on another machine may differ in the last digits (BLAS kernels); beyond this it is another model.
+TOLERANCE = 1e-6
 TEST_SIZE = 0.25
 SPLIT_SEED = 0
 RANGE_MARGIN = 0.10  # documented input range: the dataset's range widened by 10% each side
@@ -106,3 +121,45 @@ def _model(
         positive_label=declaration.positive_label,
         negative_label=declaration.negative_label,
     )
+
+
+def retrain(names: list[str], *, write: bool, say: Callable[[str], object] = print) -> list[str]:
+    """Retrain `names` (every declared model when empty); write their weights, or compare them with the kept
+    ones. Returns the models whose retrained weights differ from the kept ones beyond TOLERANCE."""
+    known = trainers()
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise LookupError(f"not declared: {', '.join(unknown)}")
+    differing = []
+    for name in names or list(known):
+        trained = known[name]()
+        if write:
+            say(f"wrote {write_model(trained)} (sha256 {trained.sha256})")
+            continue
+        kept = load_model(trained.name, trained.version)
+        gap = float(np.max(np.abs(np.subtract((*trained.weights, trained.bias), (*kept.weights, kept.bias)))))
+        scale = float(np.max(np.abs((*kept.weights, kept.bias))))
+        say(f"{name}: largest weight difference {gap:.3g} (relative {gap / scale:.3g})")
+        if gap > TOLERANCE * scale:
+            differing.append(name)
+    return differing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analytics.trainers", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="declared models (default: all)")
+    parser.add_argument("--write", action="store_true", help="write the retrained weights into the catalogue")
+    arguments = parser.parse_args(argv)
+    try:
+        differing = retrain(arguments.names, write=arguments.write)
+    except (LookupError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if differing:
+        print(f"retrained weights differ from the kept ones: {', '.join(differing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
