@@ -10,10 +10,9 @@
 from typing import Any
 from uuid import UUID
 
-from rest_framework.permissions import BasePermission
-
 from analytics.models import AnalysisRequest
 from analytics.selectors import analyses_of
+from health_platform.api import permission
 from health_platform.errors import NotFound
 from health_platform.roles import Role, user_has_role, user_roles
 
@@ -39,15 +38,7 @@ def analysis_of_requester(*, user: Any, analysis_id: object) -> AnalysisRequest:
     return found
 
 
-class CanReadModelCards(BasePermission):
-    message = "Model cards are for signed-in patients, clinicians, auditors and custodians."
-
-    def has_permission(self, request, view) -> bool:
-        return user_may_read_model_cards(request.user)
-
-
-class IsClinician(BasePermission):
-    message = "Only clinicians request analyses and read their results."
-
-    def has_permission(self, request, view) -> bool:
-        return user_may_request_analyses(request.user)
+CanReadModelCards = permission(
+    user_may_read_model_cards, "Model cards are for signed-in patients, clinicians, auditors and custodians."
+)
+IsClinician = permission(user_may_request_analyses, "Only clinicians request analyses and read their results.")

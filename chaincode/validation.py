@@ -29,29 +29,27 @@ def _string(value: Any, field: str) -> str:
     return value
 
 
+def _matching(pattern: re.Pattern[str], value: Any, field: str, form: str) -> str:
+    if not pattern.fullmatch(_string(value, field)):
+        raise InvalidArgument(f"{field} must be {form}")
+    return value
+
+
 def identifier(value: Any, field: str) -> str:
     """Record, consent, event and request ids: 1-128 characters of [A-Za-z0-9._:-]."""
-    if not _IDENTIFIER.fullmatch(_string(value, field)):
-        raise InvalidArgument(f"{field} must be 1-128 characters of letters, digits and . _ : -")
-    return value
+    return _matching(_IDENTIFIER, value, field, "1-128 characters of letters, digits and . _ : -")
 
 
 def pseudonym(value: Any, field: str = "patient_pseudonym") -> str:
-    if not _PSEUDONYM.fullmatch(_string(value, field)):
-        raise InvalidArgument(f"{field} must be 64 lowercase hex characters (a keyed HMAC-SHA256)")
-    return value
+    return _matching(_PSEUDONYM, value, field, "64 lowercase hex characters (a keyed HMAC-SHA256)")
 
 
 def sha256(value: Any, field: str = "sha256") -> str:
-    if not _SHA256.fullmatch(_string(value, field)):
-        raise InvalidArgument(f"{field} must be 64 lowercase hex characters")
-    return value
+    return _matching(_SHA256, value, field, "64 lowercase hex characters")
 
 
 def grantee(value: Any, field: str = "grantee") -> str:
-    if not _GRANTEE.fullmatch(_string(value, field)):
-        raise InvalidArgument(f"{field} must be 'clinician:<id>' or 'org:<id>'")
-    return value
+    return _matching(_GRANTEE, value, field, "'clinician:<id>' or 'org:<id>'")
 
 
 def code(value: Any, field: str, vocabulary: dict[str, str] | tuple[str, ...]) -> str:
@@ -152,8 +150,5 @@ _ACTOR = re.compile(r"(clinician|org|auditor|custodian|patient|system):[A-Za-z0-
 
 def actor(value: Any, field: str) -> str:
     """Whoever acts in an access event: a grantee, or an auditor exporting the log."""
-    if not _ACTOR.fullmatch(_string(value, field)):
-        raise InvalidArgument(
-            f"{field} must be '<role>:<id>' with role clinician, org, auditor, custodian, patient or system"
-        )
-    return value
+    roles = "clinician, org, auditor, custodian, patient or system"
+    return _matching(_ACTOR, value, field, f"'<role>:<id>' with role {roles}")

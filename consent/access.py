@@ -7,9 +7,8 @@ auditor    sees every consent (codes, ids, periods; no clinical values exist in 
 
 from typing import Any
 
-from rest_framework.permissions import BasePermission
-
 from consent.models import Consent
+from health_platform.api import permission
 from health_platform.roles import Role, user_has_role, user_roles
 from health_platform.selectors import grantee_ids_of_user
 from records.selectors import patient_of
@@ -32,15 +31,10 @@ def user_may_read_consents(user: Any) -> bool:
     return bool(user_roles(user) & {Role.PATIENT, Role.CLINICIAN, Role.AUDITOR})
 
 
-class CanReadConsents(BasePermission):
-    message = "Only patients, clinicians and auditors read consents."
-
-    def has_permission(self, request, view) -> bool:
-        return user_may_read_consents(request.user)
+def user_is_patient(user: Any) -> bool:
+    """A patient whose account is linked to their records (the only one who grants or revokes their consent)."""
+    return patient_of(user) is not None
 
 
-class IsPatient(BasePermission):
-    message = "Only a patient can grant or revoke consent, and only their own."
-
-    def has_permission(self, request, view) -> bool:
-        return patient_of(request.user) is not None
+CanReadConsents = permission(user_may_read_consents, "Only patients, clinicians and auditors read consents.")
+IsPatient = permission(user_is_patient, "Only a patient can grant or revoke consent, and only their own.")

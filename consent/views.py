@@ -96,17 +96,10 @@ def grant(request: HttpRequest) -> HttpResponse:
         return _render_dashboard(request, patient=patient, form=form, status=400)
     except PermissionDenied:
         return _forbidden(request, "Only the patient a consent concerns can grant it.")
-    except (ContractRejected, LedgerRejected):
-        return _render_dashboard(request, patient=patient, form=form, status=409, error=LEDGER_REJECTED_MESSAGE)
-    except LedgerError:
-        log.warning("consent_portal_ledger_unavailable", action="grant", user_id=request.user.pk)
-        return _render_dashboard(request, patient=patient, form=form, status=503, error=LEDGER_UNAVAILABLE_MESSAGE)
-    messages.success(
-        request,
-        f"Consent granted. It is on the ledger in transaction {consent.granted_tx_id}"
-        + (f", block {consent.granted_block}." if consent.granted_block is not None else "."),
-    )
-    return redirect(f"{reverse('consent:dashboard')}#consent-{consent.consent_id}")
+    except (LedgerError, LedgerRejected) as error:
+        status, message = _ledger_failure(error, action="grant", user=request.user)
+        return _render_dashboard(request, patient=patient, form=form, status=status, error=message)
+    return _done(request, consent, "Consent granted. It is", consent.granted_tx_id, consent.granted_block)
 
 
 @login_required
@@ -131,21 +124,10 @@ def revoke(request: HttpRequest, consent_id: str) -> HttpResponse:
         consent = consent_revoke(actor=request.user, consent=consent)
     except PermissionDenied:
         return _forbidden(request, "This is not one of your consents.")
-    except (ContractRejected, LedgerRejected):
-        return render(
-            request, "consent/revoke_confirm.html", {"row": row, "error": LEDGER_REJECTED_MESSAGE}, status=409
-        )
-    except LedgerError:
-        log.warning("consent_portal_ledger_unavailable", action="revoke", user_id=request.user.pk)
-        return render(
-            request, "consent/revoke_confirm.html", {"row": row, "error": LEDGER_UNAVAILABLE_MESSAGE}, status=503
-        )
-    messages.success(
-        request,
-        f"Consent revoked. The revocation is on the ledger in transaction {consent.revoked_tx_id}"
-        + (f", block {consent.revoked_block}." if consent.revoked_block is not None else "."),
-    )
-    return redirect(f"{reverse('consent:dashboard')}#consent-{consent.consent_id}")
+    except (LedgerError, LedgerRejected) as error:
+        status, message = _ledger_failure(error, action="revoke", user=request.user)
+        return render(request, "consent/revoke_confirm.html", {"row": row, "error": message}, status=status)
+    return _done(request, consent, "Consent revoked. The revocation is", consent.revoked_tx_id, consent.revoked_block)
 
 
 @login_required
@@ -228,6 +210,21 @@ def _consent_rows(consents: list[Consent]) -> list[ConsentRow]:
             )
         )
     return rows
+
+
+def _ledger_failure(error: Exception, *, action: str, user: Any) -> tuple[int, str]:
+    """What the portal answers when the ledger refused a change (409) or did not answer (503)."""
+    if isinstance(error, ContractRejected | LedgerRejected):
+        return 409, LEDGER_REJECTED_MESSAGE
+    log.warning("consent_portal_ledger_unavailable", action=action, user_id=user.pk)
+    return 503, LEDGER_UNAVAILABLE_MESSAGE
+
+
+def _done(request: HttpRequest, consent: Consent, what: str, tx_id: str, block: int | None) -> HttpResponse:
+    """Back to the dashboard at the consent, saying where the change is on the ledger."""
+    where = f", block {block}." if block is not None else "."
+    messages.success(request, f"{what} on the ledger in transaction {tx_id}{where}")
+    return redirect(f"{reverse('consent:dashboard')}#consent-{consent.consent_id}")
 
 
 def _forbidden_to_non_patients(request: HttpRequest) -> HttpResponse:

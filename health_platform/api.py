@@ -10,6 +10,7 @@ from django.db import OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
@@ -30,6 +31,18 @@ _DRF_CODES: dict[type[drf_exceptions.APIException], str] = {
     drf_exceptions.Throttled: "throttled",
     drf_exceptions.ValidationError: "validation_failed",
 }
+
+
+def permission(check: Callable[[Any], bool], message: str) -> type[BasePermission]:
+    """A DRF permission class that admits the users `check` (an access.py rule) admits; others get `message`."""
+
+    class Permission(BasePermission):
+        def has_permission(self, request: Any, view: Any) -> bool:
+            return check(request.user)
+
+    Permission.message = message
+    Permission.__name__ = Permission.__qualname__ = f"May_{check.__name__}"
+    return Permission
 
 
 def error_response(error: ApplicationError | LedgerError) -> Response:

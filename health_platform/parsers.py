@@ -48,8 +48,8 @@ class LimitedFhirJSONParser(LimitedJSONParser):
 _STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 
-def json_depth_check(text: str, max_depth: int) -> None:
-    """Raise 400 json_too_deep if `text` nests arrays and objects deeper than `max_depth`.
+def json_depth_check(text: str, max_depth: int, *, error: type[ValidationFailed] = ValidationFailed) -> None:
+    """Raise 400 json_too_deep (as `error`) if `text` nests arrays and objects deeper than `max_depth`.
 
     Measured on the text (brackets inside strings skipped), so a hostile body never reaches the
     recursive parser.
@@ -60,13 +60,15 @@ def json_depth_check(text: str, max_depth: int) -> None:
         if token in ("[", "{"):
             depth += 1
             if depth > max_depth:
-                raise ValidationFailed(
-                    "The JSON is nested deeper than the configured limit.",
-                    code="json_too_deep",
-                    detail={"max_depth": max_depth},
-                )
+                raise json_too_deep(max_depth, error=error)
         elif token in ("]", "}"):
             depth -= 1
+
+
+def json_too_deep(max_depth: int, *, error: type[ValidationFailed] = ValidationFailed) -> ValidationFailed:
+    return error(
+        "The JSON is nested deeper than the configured limit.", code="json_too_deep", detail={"max_depth": max_depth}
+    )
 
 
 def _holds_unstorable_text(value: Any) -> bool:

@@ -11,8 +11,7 @@ the API and the selectors all go through these functions.
 
 from typing import Any
 
-from rest_framework.permissions import BasePermission
-
+from health_platform.api import permission
 from health_platform.roles import Role, user_has_role, user_roles
 
 
@@ -45,15 +44,5 @@ def _is_active_superuser(user: Any) -> bool:
     return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_superuser)
 
 
-class CanIngestRecords(BasePermission):
-    message = "Only a custodian may ingest records."
-
-    def has_permission(self, request, view) -> bool:
-        return user_may_ingest_records(request.user)
-
-
-class CanReadRecords(BasePermission):
-    message = "Clinicians and users without a role do not read records directly."
-
-    def has_permission(self, request, view) -> bool:
-        return user_may_read_records(request.user)
+CanIngestRecords = permission(user_may_ingest_records, "Only a custodian may ingest records.")
+CanReadRecords = permission(user_may_read_records, "Clinicians and users without a role do not read records directly.")

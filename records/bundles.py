@@ -21,6 +21,7 @@ from fhir.resources.R4B.patient import Patient as FhirPatient
 from pydantic import ValidationError
 
 from chaincode.vocabulary import CATEGORIES, OBSERVATION_CATEGORY_SYSTEM
+from health_platform.parsers import json_depth_check, json_too_deep
 from records.canonical import canonical_json, record_document, sha256_hex
 from records.errors import BundleRejected, BundleTooLarge
 
@@ -28,7 +29,6 @@ SUPPORTED_BUNDLE_TYPES = ("collection", "batch", "transaction")
 SUPPORTED_RESOURCE_TYPES = ("Patient", "Observation")
 MAX_REPORTED_ERRORS = 20
 
-_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _FHIR_MODELS: dict[str, Any] = {"Patient": FhirPatient, "Observation": FhirObservation}
 
@@ -72,34 +72,14 @@ def bundle_load_json(raw_body: bytes) -> Any:
         text = raw_body.decode("utf-8")
     except UnicodeDecodeError:
         raise BundleRejected("The body is not UTF-8 encoded JSON.", code="malformed_json") from None
-    _check_depth(text, settings.INGEST_MAX_JSON_DEPTH)
+    json_depth_check(text, settings.INGEST_MAX_JSON_DEPTH, error=BundleRejected)
     try:
         return json.loads(text, object_pairs_hook=_object_without_duplicate_keys, parse_constant=_reject_constant)
     except RecursionError:
-        raise _too_deep() from None
+        raise json_too_deep(settings.INGEST_MAX_JSON_DEPTH, error=BundleRejected) from None
     except ValueError as error:
         detail = {"line": error.lineno, "column": error.colno} if isinstance(error, json.JSONDecodeError) else None
         raise BundleRejected("The body is not valid JSON.", code="malformed_json", detail=detail) from None
-
-
-def _check_depth(text: str, max_depth: int) -> None:
-    depth = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > max_depth:
-                raise _too_deep()
-        elif token in ("]", "}"):
-            depth -= 1
-
-
-def _too_deep() -> BundleRejected:
-    return BundleRejected(
-        "The JSON is nested deeper than the configured limit.",
-        code="json_too_deep",
-        detail={"max_depth": settings.INGEST_MAX_JSON_DEPTH},
-    )
 
 
 def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-from django.core.management import call_command
+import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from consent.models import Consent
@@ -37,3 +38,15 @@ def test_rebuild_replaces_a_tampered_mirror_row_with_the_ledger_truth(patient_us
     call_command("rebuild_consent_mirror")
     consent.refresh_from_db()
     assert (consent.categories, consent.status) == (["imaging"], "active")
+
+
+@pytest.mark.parametrize("command", ["rebuild_consent_mirror", "rebuild_access_log_mirror", "register_models"])
+def test_a_command_that_finds_the_ledger_down_says_so_with_its_code_and_changes_nothing(
+    patient_user, terms, settings, command
+):
+    consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    before = _snapshot()
+    settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
+    with pytest.raises(CommandError, match=r"^ledger_unavailable: The ledger did not answer"):
+        call_command(command)
+    assert _snapshot() == before

@@ -1,18 +1,14 @@
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
 
 from analytics.registry import diagnostic_models_register
-from health_platform.errors import ApplicationError
+from health_platform.commands import PlatformCommand
 
 
-class Command(BaseCommand):
+class Command(PlatformCommand):
     help = "Train the diagnostic models from scikit-learn's bundled datasets and anchor their hashes (idempotent)."
 
-    def handle(self, *args, **options):
-        try:
-            models = diagnostic_models_register()
-        except ApplicationError as error:
-            raise CommandError(f"{error.code}: {error.message}") from error
-        for model in models:
+    def handle(self, *args: Any, **options: Any) -> None:
+        for model in diagnostic_models_register():
             self.stdout.write(
                 f"{model.name}@{model.version}  sha256 {model.sha256}  anchored in block {model.anchor_block}"
             )

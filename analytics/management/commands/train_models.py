@@ -1,11 +1,12 @@
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from analytics.trainers import retrain
+from health_platform.commands import PlatformCommand
 
 
-class Command(BaseCommand):
+class Command(PlatformCommand):
     help = (
         "Retrain the declared diagnostic models from scikit-learn's bundled datasets and compare them with the "
         "weights kept in the catalogue folder (--check, the default), or replace those weights (--write: declare "

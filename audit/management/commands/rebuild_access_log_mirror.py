@@ -1,15 +1,12 @@
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
 
 from audit.services import access_log_mirror_rebuild
-from ledger import LedgerError
+from health_platform.commands import PlatformCommand
 
 
-class Command(BaseCommand):
+class Command(PlatformCommand):
     help = "Rebuild the access-log mirror from the ledger (the ledger is the truth)."
 
-    def handle(self, *args, **options):
-        try:
-            count = access_log_mirror_rebuild()
-        except LedgerError as error:
-            raise CommandError(f"ledger_unavailable: the ledger did not answer ({type(error).__name__})") from error
+    def handle(self, *args: Any, **options: Any) -> None:
+        count = access_log_mirror_rebuild()
         self.stdout.write(f"Access-log mirror rebuilt from the ledger: {count} events.")

@@ -1,15 +1,12 @@
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
 
 from consent.services import consent_mirror_rebuild
-from health_platform.errors import ApplicationError
+from health_platform.commands import PlatformCommand
 
 
-class Command(BaseCommand):
+class Command(PlatformCommand):
     help = "Rebuild the consent mirror table from the ledger (the ledger is the truth)."
 
-    def handle(self, *args, **options):
-        try:
-            count = consent_mirror_rebuild()
-        except ApplicationError as error:
-            raise CommandError(f"{error.code}: {error.message}") from error
+    def handle(self, *args: Any, **options: Any) -> None:
+        count = consent_mirror_rebuild()
         self.stdout.write(f"Consent mirror rebuilt from the ledger: {count} consents.")

@@ -13,9 +13,10 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 from django.db import transaction
 
+from health_platform.commands import PlatformCommand
 from health_platform.model_catalogue import catalogue
 from health_platform.roles import Role, role_group
 from health_platform.services import clinician_register, organisation_create
@@ -39,7 +40,7 @@ DEMO_USERS = (
 )
 
 
-class Command(BaseCommand):
+class Command(PlatformCommand):
     help = (
         "Create demo users (one per role, two patients; the clinician at St Mary's Hospital) and ingest demo "
         "patients built from scikit-learn's "
