@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -423,6 +424,15 @@ def analysis_fail(*, batch_id: int, code: str) -> None:
             status=BatchStatus.FAILED
         )
     log.error("analysis_failed", request_id=str(batch.request_id), batch=batch.index, code=code)
+
+
+def analysis_may_wait(*, batch_id: int, seconds: float) -> bool:
+    """Whether the batch's request may still wait `seconds` for the ledger before its deadline."""
+    batch = AnalysisBatch.objects.select_related("request").filter(pk=batch_id).first()
+    if batch is None:
+        return False
+    deadline = batch.request.created_at + timedelta(seconds=settings.ANALYTICS_REQUEST_DEADLINE_SECONDS)
+    return timezone.now() + timedelta(seconds=seconds) <= deadline
 
 
 def contract_rejection_code(error: ContractRejected) -> str:

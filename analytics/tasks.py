@@ -11,6 +11,7 @@ from django.conf import settings
 
 from analytics import engines, pipeline
 from analytics.compute import SCORE_TASK, score_batch
+from health_platform import bootstrap
 from health_platform.celery import app
 from health_platform.errors import ApplicationError
 from ledger import ContractRejected
@@ -29,16 +30,17 @@ def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:
     """Gate, log and encrypt one batch, then send it to the compute queue (once: see compute_order_claim;
     `resend` is the stalled-work sweep's, for an order or a result that was lost).
 
-    The ledger not answering is retried with exponential backoff; after
-    ANALYTICS_LEDGER_MAX_RETRIES the request fails closed with code ledger_unavailable.
+    The ledger not answering is retried with exponential backoff (nothing is computed meanwhile) until the
+    request's deadline (ANALYTICS_REQUEST_DEADLINE_SECONDS); then the request fails closed with code
+    ledger_unavailable.
     """
     try:
         order = pipeline.analysis_batch_advance(batch_id=batch_id, claimant=self.request.id, force=resend)
     except pipeline.LedgerNotAnswering as error:
-        if self.request.retries >= settings.ANALYTICS_LEDGER_MAX_RETRIES:
+        countdown = bootstrap.ledger_retry_countdown(retries=self.request.retries)
+        if not pipeline.analysis_may_wait(batch_id=batch_id, seconds=countdown):
             pipeline.analysis_fail(batch_id=batch_id, code="ledger_unavailable")
             return
-        countdown = settings.ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS * 2**self.request.retries
         log.warning("analysis_batch_ledger_retry", batch_id=batch_id, step=str(error), retry=self.request.retries + 1)
         raise self.retry(exc=error, countdown=countdown) from None
     except ContractRejected as error:

@@ -13,7 +13,9 @@ import csv
 import hashlib
 import io
 import json
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,7 +36,7 @@ from audit.models import (
 from audit.selectors import AccessEventFilters, audit_export_manifest, mirror_rows
 from audit.verification import events_verify
 from health_platform.errors import Conflict, NotFound
-from ledger import ContractRejected, LedgerError
+from ledger import LedgerError, LedgerUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -216,11 +218,18 @@ def _json_line(line: str, number: int) -> dict[str, Any]:
 # --- the export job ------------------------------------------------------------------------------
 
 
+class ExportDeferred(Exception):
+    """The ledger did not answer while the export was written; nothing is offered yet and it is tried again."""
+
+
 def audit_export_run(*, export_id: str) -> None:
     """Write the export file, verify it against the ledger, then log the export itself on the ledger.
 
-    Idempotent: a completed or failed export is left alone; a pending one is (re)written from the start.
-    Fails closed: if the ledger cannot verify, the export fails and no file is offered.
+    Idempotent: a completed or failed export is left alone; a pending one is (re)written from the start (a
+    delivery running beside another writes a file of its own; the first to finish is the export).
+    Fails closed: no file is offered unless the ledger verified it. The ledger not answering defers the
+    export (ExportDeferred: the task tries again later) until AUDIT_EXPORT_DEADLINE_SECONDS after it was
+    asked for; then it fails with ledger_unavailable. A refusal by the ledger fails it at once.
     """
     export = AuditExport.objects.filter(pk=export_id, status=ExportStatus.PENDING).first()
     if export is None:
@@ -228,7 +237,7 @@ def audit_export_run(*, export_id: str) -> None:
     filters = AccessEventFilters.from_json(export.filters)
     path = export_path(export)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
     try:
         with partial.open("wb") as target:
             sink = HashingWriter(target)
@@ -259,7 +268,11 @@ def audit_export_run(*, export_id: str) -> None:
         )
     except LedgerError as error:
         partial.unlink(missing_ok=True)
-        code = "ledger_rejected" if isinstance(error, ContractRejected) else "ledger_unavailable"
+        code = "ledger_unavailable" if isinstance(error, LedgerUnavailable) else "ledger_rejected"
+        deadline = export.created_at + timedelta(seconds=settings.AUDIT_EXPORT_DEADLINE_SECONDS)
+        if code == "ledger_unavailable" and timezone.now() < deadline:
+            log.warning("audit_export_deferred", export_id=str(export.id), code=code)
+            raise ExportDeferred(str(export.id)) from error
         AuditExport.objects.filter(pk=export.pk, status=ExportStatus.PENDING).update(
             status=ExportStatus.FAILED, failure_code=code, finished_at=timezone.now()
         )

@@ -25,8 +25,15 @@ def ledger() -> LedgerClient:
     url = settings.LEDGER_URL
     with _lock:
         if _ledger is None or _ledger[0] != os.getpid() or _ledger[1] != url:
-            _ledger = (os.getpid(), url, open_ledger(url))
+            _ledger = (os.getpid(), url, open_ledger(url, busy_timeout_seconds=settings.LEDGER_BUSY_TIMEOUT_SECONDS))
         return _ledger[2]
+
+
+def ledger_retry_countdown(*, retries: int) -> float:
+    """Seconds before the next attempt at work the ledger did not answer (a pipeline step, an export): doubling
+    from ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS, at most ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS."""
+    first, cap = settings.ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS, settings.ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS
+    return float(min(first * 2 ** min(retries, 32), cap))
 
 
 def contracts() -> Contracts:

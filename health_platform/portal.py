@@ -4,12 +4,18 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+import structlog
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
+
+from ledger.errors import LedgerError
+
+log = structlog.get_logger(__name__)
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -53,3 +59,52 @@ def refused(
         {**context, "base_template": base, "title": title, "back_url": url, "back_label": label},
         status=status,
     )
+
+
+class OutageMiddleware:
+    """A ledger or database outage that reaches the top of a view is answered 503 with Retry-After, in the shape
+    of the request: the API's `{"code", "message", "detail"}` JSON under /api/, the portal's styled page
+    elsewhere (an alert in place for an htmx panel), never a 500. Nothing was changed: the view's transaction
+    is rolled back by Django as the exception leaves it. (DRF views answer API errors themselves; this covers
+    the rest.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
+        if isinstance(exception, LedgerError):
+            body = exception.as_dict()
+            status, retry_after = exception.status, exception.retry_after or 5
+            what = "ledger"
+        elif isinstance(exception, OperationalError | InterfaceError):  # locked past its timeout, unreachable
+            message = "The database did not answer; try again."
+            body = {"code": "database_unavailable", "message": message, "detail": None}
+            status, retry_after = 503, 5
+            what = "database"
+        else:
+            return None
+        log.warning("portal_outage", what=what, code=body["code"], path_kind=_path_kind(request))
+        if request.path.startswith("/api/"):
+            response: HttpResponseBase = JsonResponse(body, status=status)
+        elif getattr(request, "htmx", False):
+            response = render(request, "_panel_alert.html", {"message": OUTAGE_MESSAGES[what]}, status=status)
+        else:
+            response = render(request, "unavailable.html", {"message": OUTAGE_MESSAGES[what]}, status=status)
+        response["Retry-After"] = str(retry_after)
+        return response
+
+
+OUTAGE_MESSAGES = {
+    "ledger": "The ledger is not reachable at the moment, so this page cannot be shown and nothing was changed. "
+    "Please try again in a few moments.",
+    "database": "The platform's database is not reachable at the moment, so nothing was changed. "
+    "Please try again in a few moments.",
+}
+
+
+def _path_kind(request: HttpRequest) -> str:
+    """The part of the site (never the path itself: paths carry ids)."""
+    return "api" if request.path.startswith("/api/") else "portal"

@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, so that it sees the exceptions views raise: a ledger or database outage is a 503, never a 500.
+    "health_platform.portal.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "health_platform.urls"
@@ -241,14 +243,24 @@ ANALYTICS_BLOB_DIR = str(celery_config.blob_dir(os.environ))  # the compute work
 ANALYTICS_BATCH_SIZE = env.int("ANALYTICS_BATCH_SIZE", default=5000)
 ANALYTICS_MAX_BATCH_SIZE = 10_000  # CheckAccessBatch's limit
 ANALYTICS_MAX_COHORT = env.int("ANALYTICS_MAX_COHORT", default=100_000)
-ANALYTICS_LEDGER_MAX_RETRIES = env.int("ANALYTICS_LEDGER_MAX_RETRIES", default=8)
+# A request whose batches cannot reach the ledger keeps retrying (fail-closed meanwhile: nothing is computed)
+# until this long after it was made; then it fails with ledger_unavailable.
+ANALYTICS_REQUEST_DEADLINE_SECONDS = env.int("ANALYTICS_REQUEST_DEADLINE_SECONDS", default=6 * 3600)
+# An export the ledger cannot verify is tried again until this long after it was asked for, then it fails.
+AUDIT_EXPORT_DEADLINE_SECONDS = env.int("AUDIT_EXPORT_DEADLINE_SECONDS", default=3600)
 # Work unchanged this long is sent again (its message was lost); longer than any step's time limit.
 ANALYTICS_STALL_SECONDS = env.int("ANALYTICS_STALL_SECONDS", default=900)
 ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS", default=2)
+# The longest wait between two attempts: the ledger back, a batch waits at most this long to notice.
+ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS", default=30)
 
 # --- Ledger ---
 # embedded:///absolute/path.sqlite3 (default) or fabric://... (see .env.example).
 LEDGER_URL = env.str("LEDGER_URL", default=f"embedded://{VAR_DIR / 'ledger.sqlite3'}")
+# How long an embedded ledger call waits for a lock another process holds (a long write, a backup) before
+# the platform answers ledger_unavailable (503 with Retry-After; the pipeline retries). Commits hold the
+# write lock for milliseconds, so this is only reached in an outage.
+LEDGER_BUSY_TIMEOUT_SECONDS = env.float("LEDGER_BUSY_TIMEOUT_SECONDS", default=10.0)
 
 # --- Celery ---
 # Configured in health_platform/celery_config.py, from the same environment and .env: the compute

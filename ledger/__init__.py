@@ -42,15 +42,18 @@ __all__ = [
 ]
 
 
-def open_ledger(url: str) -> LedgerClient:
-    """Open the backend named by `url` (the LEDGER_URL setting)."""
+def open_ledger(url: str, *, busy_timeout_seconds: float | None = None) -> LedgerClient:
+    """Open the backend named by `url` (the LEDGER_URL setting). `busy_timeout_seconds`: how long an embedded
+    ledger call waits for a lock another process holds before it answers LedgerUnavailable."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ValueError("LEDGER_URL must look like embedded:///path/to/ledger.sqlite3")
     if scheme == "embedded":
         from ledger.embedded import EmbeddedLedger
 
-        return EmbeddedLedger(rest)
+        if busy_timeout_seconds is None:
+            return EmbeddedLedger(rest)
+        return EmbeddedLedger(rest, busy_timeout_seconds=busy_timeout_seconds)
     if scheme == "fabric":
         from ledger.fabric import FabricLedger
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -27,10 +28,10 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
@@ -46,7 +47,7 @@ from ledger.client import (
     TransactionLocation,
     VerificationReport,
 )
-from ledger.errors import ContractRejected, LedgerUnavailable, TransactionConflict
+from ledger.errors import LedgerUnavailable, TransactionConflict, error_from_response
 
 GENESIS_PREVIOUS_HASH = "0" * 64
 VALID = "VALID"
@@ -157,6 +158,7 @@ class Simulation:
     range_reads: list[tuple[bytes, bytes, list[tuple[bytes, Version]]]] = field(default_factory=list)
     write_set: dict[bytes, bytes | None] = field(default_factory=dict)
     events: list[ChaincodeEvent] = field(default_factory=list)
+    storage_fault: str | None = None  # a SQLite error under the contract: the ledger did not answer
 
     @property
     def ok(self) -> bool:
@@ -195,11 +197,20 @@ class _EmbeddedStub:
         return {}
 
     # --- state ------------------------------------------------------------------------------
+    def _rows(self, query: str, parameters: tuple[Any, ...]) -> list[Any]:
+        """Run a read for the contract. A SQLite error (a lock held past the busy timeout, an I/O error) is
+        recorded on the simulation before the contract sees it: whatever the contract or the chaincode
+        library makes of the exception, the call ends as LedgerUnavailable, never as the contract's refusal."""
+        try:
+            return self._connection.execute(query, parameters).fetchall()
+        except sqlite3.Error as error:
+            self._simulation.storage_fault = self._simulation.storage_fault or type(error).__name__
+            raise
+
     async def get_state(self, key: str) -> bytes:
         encoded = key.encode()
-        row = self._connection.execute(
-            "SELECT value, block_number, position FROM state WHERE key = ?", (encoded,)
-        ).fetchone()
+        rows = self._rows("SELECT value, block_number, position FROM state WHERE key = ?", (encoded,))
+        row = rows[0] if rows else None
         self._simulation.read_set.setdefault(encoded, None if row is None else (row[1], row[2]))
         return b"" if row is None else bytes(row[0])
 
@@ -222,7 +233,7 @@ class _EmbeddedStub:
         if end is not None:
             query += " AND key < ?"
             parameters = (start, end)
-        rows = self._connection.execute(query + " ORDER BY key", parameters).fetchall()
+        rows = self._rows(query + " ORDER BY key", parameters)
         self._simulation.range_reads.append((start, end or b"", [(bytes(row[0]), (row[2], row[3])) for row in rows]))
         return _iterate([kv_query_result_pb2.KV(key=bytes(row[0]).decode(), value=bytes(row[1])) for row in rows])
 
@@ -232,10 +243,10 @@ class _EmbeddedStub:
 
     async def get_history_for_key(self, key: str) -> AsyncIterator[Any]:
         """Newest first, as Fabric's GetHistoryForKey answers."""
-        rows = self._connection.execute(
+        rows = self._rows(
             "SELECT tx_id, value, timestamp FROM history WHERE key = ? ORDER BY block_number DESC, position DESC",
             (key.encode(),),
-        ).fetchall()
+        )
         modifications = []
         for tx_id, value, timestamp in rows:
             moment = Timestamp()
@@ -267,6 +278,23 @@ class _EmbeddedStub:
 async def _iterate(items: list[Any]) -> AsyncIterator[Any]:
     for item in items:
         yield item
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _storage_faults(method: _Method) -> _Method:
+    """A read of the chain that meets a SQLite error (a lock past the busy timeout, an unreadable file) raises
+    LedgerUnavailable, as every other ledger call does, instead of the sqlite3 error itself."""
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise LedgerUnavailable(f"embedded ledger read failed: {type(error).__name__}") from error
+
+    return guarded  # type: ignore[return-value]
 
 
 def _printable(key: bytes) -> str:
@@ -305,7 +333,7 @@ class EmbeddedLedger:
         for _attempt in range(self.conflict_retries + 1):
             simulation = self.simulate(contract, function, *args)
             if not simulation.ok:
-                raise ContractRejected.from_response_message(simulation.message)
+                raise error_from_response(simulation.message)
             try:
                 return self.commit(simulation)
             except TransactionConflict:
@@ -315,7 +343,7 @@ class EmbeddedLedger:
     def evaluate(self, contract: str, function: str, *args: str) -> Receipt:
         simulation = self.simulate(contract, function, *args)
         if not simulation.ok:
-            raise ContractRejected.from_response_message(simulation.message)
+            raise error_from_response(simulation.message)
         return Receipt(
             tx_id=simulation.tx_id,
             block_number=None,
@@ -371,6 +399,8 @@ class EmbeddedLedger:
                 connection.execute("ROLLBACK")
         except sqlite3.Error as error:
             raise LedgerUnavailable(f"embedded ledger read failed: {type(error).__name__}") from error
+        if simulation.storage_fault is not None:
+            raise LedgerUnavailable(f"embedded ledger read failed: {simulation.storage_fault}")
         simulation.status_code = response.status
         simulation.message = response.message
         simulation.payload = bytes(response.payload)
@@ -383,7 +413,7 @@ class EmbeddedLedger:
         TransactionConflict is raised; nothing of its write set is applied.
         """
         if not simulation.ok:
-            raise ContractRejected.from_response_message(simulation.message)
+            raise error_from_response(simulation.message)
         connection = self._connection()
         try:
             self._begin_write(connection)
@@ -403,10 +433,12 @@ class EmbeddedLedger:
         return receipt
 
     # --- reading the chain ------------------------------------------------------------------
+    @_storage_faults
     def height(self) -> int:
         row = self._connection().execute("SELECT COALESCE(MAX(number), -1) + 1 FROM blocks").fetchone()
         return int(row[0])
 
+    @_storage_faults
     def block(self, number: int) -> dict[str, Any] | None:
         connection = self._connection()
         row = connection.execute(
@@ -429,6 +461,7 @@ class EmbeddedLedger:
             "tx_ids": tx_ids,
         }
 
+    @_storage_faults
     def block_summary(self, number: int) -> BlockSummary | None:
         connection = self._connection()
         row = connection.execute(
@@ -448,6 +481,7 @@ class EmbeddedLedger:
             number=row[0], previous_hash=row[1], data_hash=row[2], hash=row[3], transactions=transactions
         )
 
+    @_storage_faults
     def transaction(self, tx_id: str) -> dict[str, Any] | None:
         """A committed transaction's metadata (no payload values): where it is and its status."""
         row = (
@@ -464,6 +498,7 @@ class EmbeddedLedger:
         keys = ("tx_id", "block_number", "position", "contract", "function", "timestamp", "status", "hash")
         return dict(zip(keys, row, strict=True))
 
+    @_storage_faults
     def verify(self) -> VerificationReport:
         """Re-derive the chain and the state from the block log and report every difference."""
         connection = self._connection()

@@ -73,6 +73,21 @@ class ContractRejected(LedgerError):
         return cls("contract_error", text)
 
 
+# Codes in a contract's error response that tell of a fault under the contract, not a refusal by it: the
+# Fabric chaincode service answers "peer_error: ..." when the peer fails one of its state calls, and a
+# contract may answer "ledger_unavailable: ...". They are transient like any other storage fault.
+STORAGE_FAULT_CODES = frozenset({"peer_error", "ledger_unavailable"})
+
+
+def error_from_response(text: str) -> LedgerError:
+    """A chaincode error response ("code: message") as the error a caller acts on: LedgerUnavailable for a
+    storage fault under the contract, ContractRejected for the contract's own refusal."""
+    rejected = ContractRejected.from_response_message(text)
+    if rejected.code in STORAGE_FAULT_CODES:
+        return LedgerUnavailable(f"{rejected.code}: the ledger's store failed under the contract")
+    return rejected
+
+
 class LedgerIntegrityError(LedgerError):
     """The ledger's own store is inconsistent (an edited block, transaction or state row)."""
 

@@ -57,7 +57,7 @@ from ledger.client import (
     TransactionLocation,
     VerificationReport,
 )
-from ledger.errors import ContractRejected, LedgerError, LedgerUnavailable, TransactionConflict
+from ledger.errors import ContractRejected, LedgerError, LedgerUnavailable, TransactionConflict, error_from_response
 from ledger.fabric_identity import SigningIdentity
 
 DEFAULT_DEADLINE_SECONDS = 30.0
@@ -197,7 +197,8 @@ def translate_error(operation: str, error: grpc.RpcError) -> LedgerError:
     """A gRPC error from the Gateway as the ledger error a caller can act on.
 
     A chaincode's refusal ("chaincode response 500, <code>: <message>" in an ErrorDetail or in the
-    status message) becomes ContractRejected; mismatching endorsements EndorsementMismatch; an
+    status message) becomes ContractRejected, or LedgerUnavailable when the code tells of a storage fault
+    under the contract (errors.STORAGE_FAULT_CODES); mismatching endorsements EndorsementMismatch; an
     unreachable or slow peer LedgerUnavailable; anything else LedgerError with the gRPC code.
     """
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -206,7 +207,7 @@ def translate_error(operation: str, error: grpc.RpcError) -> LedgerError:
     for message in messages:
         match = _CHAINCODE_RESPONSE.search(message)
         if match:
-            return ContractRejected.from_response_message(match.group(2))
+            return error_from_response(match.group(2))
     if any(ENDORSEMENT_MISMATCH in message for message in messages):
         return EndorsementMismatch(f"fabric {operation}: the endorsing peers' results do not match")
     code_name = code.name if code is not None else "UNKNOWN"
@@ -387,7 +388,7 @@ class FabricLedger:
         )
         result = response.result
         if result.status >= 400:
-            raise ContractRejected.from_response_message(result.message)
+            raise error_from_response(result.message)
         return Receipt(tx_id=proposal.tx_id, block_number=None, status="EVALUATED", payload=bytes(result.payload))
 
     def _query(self, function: str, *args: str) -> bytes:

@@ -118,7 +118,7 @@ def test_with_the_ledger_unavailable_nothing_is_scored_and_the_job_fails_clearly
     ((user, patient, _),) = cohort(1)
     grant(user, patient, clinician)
     settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
-    settings.ANALYTICS_LEDGER_MAX_RETRIES = 2
+    settings.ANALYTICS_REQUEST_DEADLINE_SECONDS = 0  # fail closed at the first unanswered call
     app.conf.update(CELERY_TASK_EAGER_PROPAGATES=False)  # eager retries raise Retry to the caller otherwise
 
     request = analysis_request_create(

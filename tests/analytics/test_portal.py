@@ -291,7 +291,7 @@ def test_a_failed_request_says_why_in_words_and_by_code(
     ((user, patient, _),) = cohort(1)
     grant(user, patient, clinician)
     settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
-    settings.ANALYTICS_LEDGER_MAX_RETRIES = 1
+    settings.ANALYTICS_REQUEST_DEADLINE_SECONDS = 0  # fail closed at the first unanswered call
     app.conf.update(CELERY_TASK_EAGER_PROPAGATES=False)
     analysis = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
 

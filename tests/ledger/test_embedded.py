@@ -5,13 +5,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from chaincode.library import Contract, ContractChaincode, TransactionContext
-from ledger import LedgerUnavailable, TransactionConflict, open_ledger
+from ledger import ContractRejected, LedgerUnavailable, TransactionConflict, open_ledger
 from ledger.embedded import MVCC_READ_CONFLICT, PHANTOM_READ_CONFLICT, EmbeddedLedger
+from ledger.errors import error_from_response
+from tests.conftest import LedgerLock
 
 REPO = Path(__file__).resolve().parents[2]
 PSEUDONYM = "a" * 64
@@ -291,3 +294,62 @@ def test_transaction_hashes_are_computed_over_the_same_text_as_before_orjson():
     same_text()
     for tricky in ["\x7f", "caf\u00e9", "\U0001f600", "\ud800", "\x00\x1f", 2**80]:
         assert _canonical([tricky]) == json.dumps([tricky], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """An embedded ledger with committed state, and a lock on it held by another process (taken in the test)."""
+    chain = EmbeddedLedger(tmp_path / "ledger.sqlite3", busy_timeout_seconds=0.5)
+    chain.submit("anchors", "AnchorModel", "m", "1", "a" * 64)
+    lock = LedgerLock(chain.path)
+    yield chain, lock
+    lock.release()
+
+
+LEDGER_CALLS = {
+    "evaluate (a read inside the contract)": lambda chain: chain.evaluate("anchors", "ReadModelAnchor", "m", "1"),
+    "submit": lambda chain: chain.submit("anchors", "AnchorModel", "n", "1", "b" * 64),
+    "height": lambda chain: chain.height(),
+    "block_summary": lambda chain: chain.block_summary(1),
+    "block": lambda chain: chain.block(1),
+    "transaction": lambda chain: chain.transaction("x"),
+    "locate": lambda chain: chain.locate("x"),
+    "verify": lambda chain: chain.verify(),
+}
+
+
+def test_a_locked_ledger_is_unavailable_on_every_call_never_a_contract_refusal_and_heals(locked):
+    """A storage fault raised inside the contract's state read used to come back as the contract's error
+    response (ContractRejected); every call now says LedgerUnavailable, and works once the lock is gone."""
+    chain, lock = locked
+    lock.take()
+    with ThreadPoolExecutor(len(LEDGER_CALLS)) as pool:  # SQLite's WAL read retries take ~10 s per call
+        answers = pool.map(_outcome, [(call, chain) for call in LEDGER_CALLS.values()])
+        outcomes = dict(zip(LEDGER_CALLS, answers, strict=True))
+    assert outcomes == dict.fromkeys(LEDGER_CALLS, "LedgerUnavailable")
+    lock.release()
+    assert chain.evaluate("anchors", "ReadModelAnchor", "m", "1").json()["sha256"] == "a" * 64
+    assert LEDGER_CALLS["submit"](chain).status == "VALID"
+    assert chain.verify().ok
+
+
+def _outcome(call_and_chain):  # type: ignore[no-untyped-def]
+    call, chain = call_and_chain
+    try:
+        call(EmbeddedLedger(chain.path, busy_timeout_seconds=0.5))  # a connection of its own, as each process has
+    except Exception as error:
+        return type(error).__name__
+    return "answered"
+
+
+def test_a_contract_refusal_stays_a_refusal(chain):
+    with pytest.raises(ContractRejected) as refused:
+        chain.evaluate("anchors", "ReadModelAnchor", "never", "1")
+    assert refused.value.code == "not_found"
+    assert not isinstance(refused.value, LedgerUnavailable)
+
+
+@pytest.mark.parametrize("code", ["peer_error", "ledger_unavailable"])
+def test_a_storage_fault_reported_by_the_chaincode_is_unavailable_not_rejected(code):
+    assert isinstance(error_from_response(f"{code}: the peer refused GET_STATE"), LedgerUnavailable)
+    assert isinstance(error_from_response("not_found: no anchor"), ContractRejected)

@@ -48,13 +48,15 @@ class LedgerMount:
         return datetime.now(UTC)
 
     def restore(self) -> datetime:
+        """The moment just before the ledger is reachable again: whatever is gated from now on comes after it."""
         replacement = self.link.with_name("ledger-mount.new")
         os.symlink(self.target, replacement)
+        moment = datetime.now(UTC)
         os.replace(replacement, self.link)
-        return datetime.now(UTC)
+        return moment
 
 
-def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, max_retries: int):
+def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, deadline_seconds: int):
     people = cohort(RECORDS)
     for user, patient, _ in people:
         grant(user, patient, clinician)
@@ -64,7 +66,7 @@ def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, max_r
         extra=["--max-tasks-per-child", "1"],
         overrides={
             "LEDGER_URL": mount.url,
-            "ANALYTICS_LEDGER_MAX_RETRIES": str(max_retries),
+            "ANALYTICS_REQUEST_DEADLINE_SECONDS": str(deadline_seconds),
             "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
         },
     )
@@ -91,7 +93,7 @@ def test_a_ledger_back_within_the_retry_window_resumes_the_job_and_logs_each_rec
     cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
 ):
     request, people, mount, custodian, down, not_gated = _start(
-        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, max_retries=5
+        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, deadline_seconds=600
     )
     wait_for(
         lambda: b"analysis_batch_ledger_retry" in custodian.log_path.read_bytes(),
@@ -131,7 +133,7 @@ def test_a_ledger_that_does_not_come_back_fails_the_job_closed_with_ledger_unava
     cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
 ):
     request, _people, _mount, custodian, _down, not_gated = _start(
-        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, max_retries=1
+        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, deadline_seconds=20
     )
 
     assert wait_until_finished(request.id, timeout=120) == AnalysisStatus.FAILED
