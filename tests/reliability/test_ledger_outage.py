@@ -18,13 +18,7 @@ from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from audit.models import AccessEvent
 from tests.conftest import wait_for
-from tests.reliability.conftest import (
-    access_log_transactions,
-    compute_environment,
-    grant,
-    ledger_access_events,
-    wait_until_finished,
-)
+from tests.reliability.conftest import access_log_transactions, ledger_access_events, wait_until_finished
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -54,10 +48,8 @@ class LedgerMount:
         return datetime.now(UTC)
 
 
-def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, max_retries: int):
-    people = cohort(RECORDS)
-    for user, patient, _ in people:
-        grant(user, patient, clinician)
+def _start(consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger, *, max_retries: int):
+    people = consented(RECORDS)
     mount = LedgerMount(tmp_path, ledger)
     custodian = spawn_worker(
         queues="custodian",
@@ -68,7 +60,7 @@ def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, max_r
             "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
         },
     )
-    spawn_worker(app="analytics.compute_app", queues="compute", environment=compute_environment(tmp_path, blob_dir))
+    start_compute_worker()
     request = analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=1
     )
@@ -88,10 +80,10 @@ def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, max_r
 
 
 def test_a_ledger_back_within_the_retry_window_resumes_the_job_and_logs_each_record_once(
-    cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+    consented, clinician, models_registered, spawn_worker, start_compute_worker, tmp_path, ledger
 ):
     request, people, mount, custodian, down, not_gated = _start(
-        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, max_retries=5
+        consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger, max_retries=5
     )
     wait_for(
         lambda: b"analysis_batch_ledger_retry" in custodian.log_path.read_bytes(),
@@ -128,10 +120,10 @@ def test_a_ledger_back_within_the_retry_window_resumes_the_job_and_logs_each_rec
 
 
 def test_a_ledger_that_does_not_come_back_fails_the_job_closed_with_ledger_unavailable(
-    cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+    consented, clinician, models_registered, spawn_worker, start_compute_worker, tmp_path, ledger
 ):
     request, _people, _mount, custodian, _down, not_gated = _start(
-        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, max_retries=1
+        consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger, max_retries=1
     )
 
     assert wait_until_finished(request.id, timeout=120) == AnalysisStatus.FAILED
