@@ -1,17 +1,42 @@
-"""Shared fixtures. Every test gets its own embedded ledger file: real contracts, real SQLite."""
+"""Shared fixtures. Every test gets its own embedded ledger file: real contracts, real SQLite.
+
+Here too is what several folders of tests share: the people (patients, clinicians, auditors,
+custodians), Celery run in this process, the demo cohorts and their consents, the folders the
+analysis and the audit exports write to, and the real workers with the broker they use.
+"""
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pytest
+from django.utils import timezone
 
+from analytics.diagnostic_models import breast_cancer_model
+from analytics.registry import diagnostic_models_register
+from analytics.services import analysis_request_create
+from consent.services import consent_grant, consent_revoke
 from health_platform import bootstrap
+from health_platform.celery import app
+from health_platform.roles import Role
+from health_platform.services import clinician_register, organisation_create
+from records.codes import BREAST_CANCER_DATASET
+from records.crypto import patient_pseudonym
+from records.demo import demo_bundles, demo_patients
+from records.models import Patient, Record, RecordVersion
+from records.services import patient_link_user, record_ingest
+from tests.records.factories import UserFactory, patient_account
+
+BREAST_CANCER = "diagnostic-model:breast-cancer"
+UNREACHABLE_LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -47,39 +72,236 @@ def fast_password_hashing():
         yield
 
 
+@contextlib.contextmanager
+def ledger_at(settings, url: str):
+    """Point LEDGER_URL at `url` for as long as the block runs: the application's ledger client is
+    dropped on the way in and on the way out, so that it is opened afresh on the ledger named."""
+    settings.LEDGER_URL = url
+    bootstrap.reset_ledger()
+    try:
+        yield url
+    finally:
+        bootstrap.reset_ledger()
+
+
 @pytest.fixture(autouse=True)
 def ledger_url(tmp_path, settings):
     """Point LEDGER_URL at a fresh embedded ledger for this test."""
-    url = f"embedded://{tmp_path / 'ledger.sqlite3'}"
-    settings.LEDGER_URL = url
-    bootstrap.reset_ledger()
-    yield url
-    bootstrap.reset_ledger()
-
-
-@pytest.fixture
-def auditor(db):
-    from health_platform.roles import Role
-    from tests.records.factories import UserFactory
-
-    return UserFactory(username="auditor-erin", roles=[Role.AUDITOR])
-
-
-@pytest.fixture
-def other_clinician(db):
-    """A clinician with no organisation, for "another clinician's" checks."""
-    from health_platform.services import clinician_register
-    from tests.records.factories import UserFactory
-
-    user = UserFactory(username="dr-dave")
-    clinician_register(user=user, display_name="Dr Dave")
-    return user
+    with ledger_at(settings, f"embedded://{tmp_path / 'ledger.sqlite3'}") as url:
+        yield url
 
 
 @pytest.fixture
 def ledger(ledger_url):
     """The ledger client the application uses in this test."""
     return bootstrap.ledger()
+
+
+@pytest.fixture
+def ledger_switch(settings):
+    """Take this test's ledger away and bring it back: down() points LEDGER_URL where no ledger can be
+    opened (a directory that cannot be created), up() back at this test's ledger. Starts up.
+
+    Not a fake: the real embedded backend fails to open and raises LedgerUnavailable.
+    """
+    working = settings.LEDGER_URL
+
+    class Switch:
+        def down(self):
+            settings.LEDGER_URL = UNREACHABLE_LEDGER_URL
+
+        def up(self):
+            settings.LEDGER_URL = working
+
+    switch = Switch()
+    yield switch
+    switch.up()
+
+
+# --- people --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def patient_user(db):
+    return patient_account("patient-alice")
+
+
+@pytest.fixture
+def other_patient_user(db):
+    return patient_account("patient-bob")
+
+
+@pytest.fixture
+def clinician(db):
+    """Dr Carol, a clinician of St Mary's."""
+    user = UserFactory(username="dr-carol")
+    clinician_register(
+        user=user, display_name="Dr Carol", organisation=organisation_create(slug="st-marys", name="St Mary's")
+    )
+    return user
+
+
+@pytest.fixture
+def other_clinician(db):
+    """A clinician with no organisation, for "another clinician's" checks."""
+    user = UserFactory(username="dr-dave")
+    clinician_register(user=user, display_name="Dr Dave")
+    return user
+
+
+@pytest.fixture
+def auditor(db):
+    return UserFactory(username="auditor-erin", roles=[Role.AUDITOR])
+
+
+@pytest.fixture
+def custodian(db):
+    return UserFactory(username="custodian", roles=[Role.CUSTODIAN])
+
+
+# --- Celery in this process ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tasks_run_eagerly():
+    """Celery runs each task in this process when it is sent, and its errors reach the sender."""
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.update(CELERY_TASK_ALWAYS_EAGER=True, CELERY_TASK_EAGER_PROPAGATES=True)
+    try:
+        yield
+    finally:
+        app.conf.update(CELERY_TASK_ALWAYS_EAGER=saved[0], CELERY_TASK_EAGER_PROPAGATES=saved[1])
+
+
+@pytest.fixture
+def eager_tasks():
+    """Celery runs each task in this process when it is sent (a task sent at commit, at commit)."""
+    with tasks_run_eagerly():
+        yield
+
+
+@pytest.fixture
+def eager(eager_tasks, settings):
+    """Run tasks in this process as they are sent, with no pause between ledger retries. Tests using it
+    are transactional (django_db(transaction=True)) so that on-commit callbacks run as in production."""
+    settings.ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS = 0
+
+
+# --- analyses: models, cohorts, consents, and the folders the platform writes to -------------------
+
+
+@pytest.fixture
+def blob_dir(tmp_path, settings):
+    settings.ANALYTICS_BLOB_DIR = str(tmp_path / "blobs")
+    return tmp_path / "blobs"
+
+
+@pytest.fixture
+def export_dir(tmp_path, settings):
+    settings.AUDIT_EXPORT_DIR = str(tmp_path / "exports")
+    return tmp_path / "exports"
+
+
+@pytest.fixture
+def models_registered(db, ledger):
+    return {m.name: m for m in diagnostic_models_register()}
+
+
+@pytest.fixture
+def cohort(db, ledger):
+    """Breast-cancer demo patients 0..n-1 ingested (anchored), each with a portal account.
+
+    cohort(n) -> list of (user, patient, record) in dataset order.
+    """
+
+    def make(count: int):
+        custodian = UserFactory(username="custodian", roles=[Role.CUSTODIAN])
+        patients = demo_patients(dataset=BREAST_CANCER_DATASET, count=count)
+        for document in demo_bundles(patients=patients, max_entries=1000):
+            record_ingest(raw_body=json.dumps(document).encode(), actor=custodian)
+        made = []
+        for demo in patients:
+            patient = Patient.objects.get(pseudonym=patient_pseudonym(demo.patient_key))
+            user = UserFactory(username=f"patient-{demo.identifier}", roles=[Role.PATIENT])
+            patient_link_user(patient=patient, user=user)
+            made.append((user, patient, Record.objects.get(patient=patient, category="imaging")))
+        return made
+
+    return make
+
+
+def consent_terms(clinician, **change) -> dict:
+    """Valid grant terms: `clinician` may run the breast-cancer model over imaging records, from now for
+    30 days; `change` replaces any of them."""
+    now = timezone.now()
+    return {
+        "grantee_id": clinician.clinician_profile.grantee_id,
+        "purposes": [BREAST_CANCER],
+        "categories": ["imaging"],
+        "valid_from": now,
+        "valid_until": now + timedelta(days=30),
+        **change,
+    }
+
+
+def grant(user, patient, clinician, **change):
+    """`patient` (signed in as `user`) consents to `clinician` on consent_terms."""
+    return consent_grant(actor=user, patient=patient, **consent_terms(clinician, **change))
+
+
+@pytest.fixture
+def consented(cohort, clinician):
+    """consented(n, not_consenting=0) -> cohort(n), each of whom has consented to the clinician (grant's
+    terms) but for the last `not_consenting`, who never did."""
+
+    def make(count: int, *, not_consenting: int = 0):
+        people = cohort(count)
+        for user, patient, _ in people[: count - not_consenting]:
+            grant(user, patient, clinician)
+        return people
+
+    return make
+
+
+def every_gate_answer(cohort, clinician):
+    """cohort(6), a patient for each answer of the gate: 0 consented, record intact (the only one admitted);
+    1 never consented; 2 consented until a second from now (expired by the time the batch is gated, after
+    the pause here); 3 consented and revoked; 4 consented for laboratory records, not imaging; 5 consented,
+    but its stored ciphertext tampered with."""
+    people = cohort(6)
+    (u0, p0, _), _, (u2, p2, _), (u3, p3, _), (u4, p4, _), (u5, p5, r5) = people
+    grant(u0, p0, clinician)
+    grant(u2, p2, clinician, valid_until=timezone.now() + timedelta(seconds=1))
+    consent_revoke(actor=u3, consent=grant(u3, p3, clinician))
+    grant(u4, p4, clinician, categories=["laboratory"])
+    grant(u5, p5, clinician)
+    version5 = RecordVersion.objects.get(record=r5)
+    tampered = bytearray(version5.ciphertext)
+    tampered[40] ^= 1
+    RecordVersion.objects.filter(pk=version5.pk).update(ciphertext=bytes(tampered))
+    time.sleep(1.2)
+    return people
+
+
+def plain_scores(count: int) -> list[dict]:
+    """The breast-cancer model's answers ({"label", "score", ...}) for demo patients 0..count-1, computed in
+    the clear: what the encrypted analysis of their records must come to."""
+    model = breast_cancer_model()
+    features = np.asarray([demo.features for demo in demo_patients(dataset=BREAST_CANCER_DATASET, count=count)])
+    return model.interpret(model.score_plain(features))
+
+
+def explicit_analysis(clinician, people, *more_pseudonyms: str):
+    """`clinician`'s breast-cancer analysis of `people` (cohort's tuples) and `more_pseudonyms`, read back
+    once requested: with tasks run eagerly, once it has run."""
+    request = analysis_request_create(
+        requester=clinician,
+        model_name="breast-cancer",
+        cohort_kind="explicit",
+        pseudonyms=[patient.pseudonym for _, patient, _ in people] + list(more_pseudonyms),
+    )
+    request.refresh_from_db()
+    return request
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,8 +332,6 @@ def worker_database_url(connection) -> str:
 def broker(tmp_path):
     """This test's broker: a fresh folder of kombu's filesystem transport (the embedded default), used by
     this process and by every worker the test starts. Returns the environment that points workers at it."""
-    from health_platform.celery import app
-
     folder = tmp_path / "broker"
     for sub in ("queue", "processed"):
         (folder / sub).mkdir(parents=True)
@@ -218,6 +438,45 @@ def start_worker(tmp_path, ledger_url, broker):
 def celery_worker(start_worker):
     """One real worker on both queues with the test's settings."""
     return start_worker()
+
+
+def compute_environment(tmp_path: Path, blob_dir: Path) -> dict[str, str]:
+    """The compute worker's whole environment: the blob folder and the code; no database, no key, no settings."""
+    return {
+        "ANALYTICS_BLOB_DIR": str(blob_dir),
+        "PYTHONPATH": str(REPO),
+        "HOME": str(tmp_path),
+        "HEALTH_PLATFORM_VAR_DIR": str(tmp_path / "compute-var"),
+    }
+
+
+@pytest.fixture
+def start_compute_worker(start_worker, tmp_path, blob_dir):
+    """start_compute_worker(): a real compute worker (analytics.compute_app on the compute queue) with
+    nothing but compute_environment: it can reach neither the database nor a key."""
+
+    def start():
+        return start_worker(
+            app="analytics.compute_app", queues="compute", environment=compute_environment(tmp_path, blob_dir)
+        )
+
+    return start
+
+
+@contextlib.contextmanager
+def broker_switched(broker: dict, url: str, worker_environment: dict[str, str]):
+    """While the block runs, this process publishes to the broker at `url` and every worker the test starts
+    gets `worker_environment` in place of the filesystem broker's variables (`broker` is the fixture's
+    dict); on the way out this process is back on the filesystem broker."""
+    app.conf.update(CELERY_BROKER_URL=url, CELERY_BROKER_TRANSPORT_OPTIONS={})
+    _reset_broker_connections(app)
+    broker.clear()
+    broker.update(worker_environment)
+    try:
+        yield url
+    finally:
+        app.conf.update(CELERY_BROKER_URL="filesystem://")
+        _reset_broker_connections(app)
 
 
 def _reset_broker_connections(app) -> None:

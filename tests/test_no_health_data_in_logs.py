@@ -30,13 +30,7 @@ from records.codes import BREAST_CANCER_DATASET
 from records.demo import demo_patient_resources, demo_patients
 from records.models import Patient
 from records.services import patient_link_user
-from tests.analytics.conftest import (  # noqa: F401  (fixtures shared with the analytics tests)
-    BREAST_CANCER,
-    blob_dir,
-    clinician,
-    eager,
-    models_registered,
-)
+from tests.conftest import BREAST_CANCER
 from tests.records.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.he, pytest.mark.slow]
@@ -130,7 +124,7 @@ def health_values() -> dict[str, str]:
 
 
 @pytest.fixture
-def people(db, clinician):  # noqa: F811
+def people(db, clinician):
     custodian = UserFactory(username="custodian-logs", roles=[Role.CUSTODIAN])
     auditor = UserFactory(username="auditor-logs", roles=[Role.AUDITOR])
     patient_user = UserFactory(username="patient-logs", roles=[Role.PATIENT])

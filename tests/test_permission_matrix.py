@@ -23,7 +23,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -39,8 +39,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from health_platform import bootstrap
-from health_platform.celery import app
 from health_platform.roles import Role
+from tests.conftest import ledger_at, tasks_run_eagerly
 
 ANONYMOUS = "anonymous"
 PATIENT = "patient"
@@ -214,12 +214,8 @@ def world(django_db_setup, django_db_blocker, world_folder):
         ),
     ):
         bootstrap.reset_ledger()
-        saved = app.conf.task_always_eager, app.conf.task_eager_propagates
-        app.conf.update(CELERY_TASK_ALWAYS_EAGER=True, CELERY_TASK_EAGER_PROPAGATES=True)
-        try:
+        with tasks_run_eagerly():
             built = build_world()
-        finally:
-            app.conf.update(CELERY_TASK_ALWAYS_EAGER=saved[0], CELERY_TASK_EAGER_PROPAGATES=saved[1])
         try:
             yield built
         finally:
@@ -230,11 +226,8 @@ def world(django_db_setup, django_db_blocker, world_folder):
 @pytest.fixture(autouse=True)
 def ledger_url(world_folder, settings):
     """Every test of the module reads the world's ledger (instead of a fresh empty one)."""
-    url = f"embedded://{world_folder / 'ledger.sqlite3'}"
-    settings.LEDGER_URL = url
-    bootstrap.reset_ledger()
-    yield url
-    bootstrap.reset_ledger()
+    with ledger_at(settings, f"embedded://{world_folder / 'ledger.sqlite3'}") as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -292,26 +285,25 @@ class Case:
         return f"{self.method} {self.route or '/'} [{self.variant}]"
 
 
-def grant_form(world: World) -> dict[str, Any]:
-    today = timezone.localdate()
+def grant_terms(world: World, start: date) -> dict[str, Any]:
+    """A valid grant to the clinician: the breast-cancer model over imaging data, from `start` for 30 days."""
     return {
         "grantee": world.grantee[CLINICIAN],
         "purposes": [BREAST_CANCER],
         "categories": ["imaging"],
-        "valid_from": today.isoformat(),
-        "valid_until": (today + timedelta(days=30)).isoformat(),
+        "valid_from": start.isoformat(),
+        "valid_until": (start + timedelta(days=30)).isoformat(),
     }
+
+
+def grant_form(world: World) -> dict[str, Any]:
+    """What the portal's form posts: days."""
+    return grant_terms(world, timezone.localdate())
 
 
 def grant_body(world: World) -> dict[str, Any]:
-    now = timezone.now()
-    return {
-        "grantee": world.grantee[CLINICIAN],
-        "purposes": [BREAST_CANCER],
-        "categories": ["imaging"],
-        "valid_from": now.isoformat(),
-        "valid_until": (now + timedelta(days=30)).isoformat(),
-    }
+    """What the API takes: instants."""
+    return grant_terms(world, timezone.now())
 
 
 def ingest_bundle(world: World) -> dict[str, Any]:

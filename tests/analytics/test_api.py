@@ -9,9 +9,8 @@ from rest_framework.test import APIClient
 from analytics.diagnostic_models import all_models, breast_cancer_model
 from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.services import analysis_request_create
-from health_platform.celery import app
 from health_platform.roles import Role
-from tests.analytics.conftest import grant
+from tests.clients import api_as
 from tests.records.factories import UserFactory
 
 ANALYSES = "/api/analyses/"
@@ -20,26 +19,8 @@ VALID_PSEUDONYM = "ab" * 32
 
 
 @pytest.fixture
-def patient_user(db):
-    return UserFactory(username="patient-pat", roles=[Role.PATIENT])
-
-
-@pytest.fixture
 def no_role_user(db):
     return UserFactory(username="nobody")
-
-
-def api_as(user=None):
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
-
-
-@pytest.fixture
-def queued(monkeypatch):
-    """Requests stay queued: the pipeline is not started (the permission and shape tests need no scores)."""
-    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
 
 
 def stored_files(blob_dir):
@@ -103,13 +84,6 @@ def test_model_cards_are_readable_by_every_role_and_nobody_else(request, models_
 
 
 # --- who may see which request -------------------------------------------------------------------
-
-
-@pytest.fixture
-def carols_request(clinician, models_registered, blob_dir, queued):
-    return analysis_request_create(
-        requester=clinician, model_name="breast-cancer", cohort_kind="explicit", pseudonyms=[VALID_PSEUDONYM]
-    )
 
 
 @pytest.mark.he
@@ -185,11 +159,9 @@ def test_a_clinician_role_without_a_clinician_profile_cannot_request(models_regi
 @pytest.mark.he
 @pytest.mark.django_db(transaction=True)
 def test_a_portal_mode_request_is_created_runs_and_its_results_cite_the_model_hash(
-    cohort, clinician, models_registered, blob_dir, eager
+    consented, clinician, models_registered, blob_dir, eager
 ):
-    people = cohort(4)
-    for user, patient, _ in people[:3]:
-        grant(user, patient, clinician)
+    people = consented(4, not_consenting=1)
 
     response = api_as(clinician).post(
         ANALYSES,
@@ -238,12 +210,8 @@ def test_a_portal_mode_request_is_created_runs_and_its_results_cite_the_model_ha
 
 @pytest.mark.he
 @pytest.mark.django_db(transaction=True)
-def test_a_failed_request_reports_its_failure_code(cohort, clinician, models_registered, blob_dir, settings, eager):
-    ((user, patient, _),) = cohort(1)
-    grant(user, patient, clinician)
-    settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
-    settings.ANALYTICS_REQUEST_DEADLINE_SECONDS = 0  # fail closed at the first unanswered call
-    app.conf.update(CELERY_TASK_EAGER_PROPAGATES=False)
+def test_a_failed_request_reports_its_failure_code(clinician, models_registered, blob_dir, ledger_gone_after_consent):
+    ledger_gone_after_consent()
 
     created = api_as(clinician).post(
         ANALYSES, {"model": "breast-cancer", "cohort": {"kind": "consented"}}, format="json"
@@ -279,6 +247,11 @@ def test_a_malformed_id_is_404(clinician, models_registered):
 # --- bad input: each refused with its code, nothing stored ---------------------------------------
 
 GOOD = {"model": "breast-cancer", "cohort": {"kind": "explicit", "pseudonyms": [VALID_PSEUDONYM]}}
+
+
+def explicit_cohort_of(size: int) -> dict:
+    """GOOD, its cohort `size` distinct well-formed pseudonyms."""
+    return {**GOOD, "cohort": {"kind": "explicit", "pseudonyms": [f"{i:064x}" for i in range(size)]}}
 
 
 @pytest.mark.he
@@ -354,10 +327,7 @@ def test_only_json_is_accepted(clinician, models_registered, blob_dir):
 
 def test_a_cohort_over_the_limit_is_refused(clinician, models_registered, blob_dir, settings):
     settings.ANALYTICS_MAX_COHORT = 3
-    pseudonyms = [f"{i:064x}" for i in range(4)]
-    response = api_as(clinician).post(
-        ANALYSES, {**GOOD, "cohort": {"kind": "explicit", "pseudonyms": pseudonyms}}, format="json"
-    )
+    response = api_as(clinician).post(ANALYSES, explicit_cohort_of(4), format="json")
     assert (response.status_code, response.json()["code"]) == (400, "cohort_too_large")
     assert AnalysisRequest.objects.count() == 0
     assert stored_files(blob_dir) == []
@@ -365,10 +335,7 @@ def test_a_cohort_over_the_limit_is_refused(clinician, models_registered, blob_d
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read(clinician, models_registered, blob_dir, settings):
     settings.ANALYTICS_REQUEST_MAX_BYTES = 1000
-    pseudonyms = [f"{i:064x}" for i in range(20)]
-    response = api_as(clinician).post(
-        ANALYSES, {**GOOD, "cohort": {"kind": "explicit", "pseudonyms": pseudonyms}}, format="json"
-    )
+    response = api_as(clinician).post(ANALYSES, explicit_cohort_of(20), format="json")
     assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
     assert response.json()["detail"] == {"max_bytes": 1000}
     assert AnalysisRequest.objects.count() == 0
@@ -378,8 +345,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(clinician, models_re
 def test_the_largest_cohort_is_accepted_though_its_body_exceeds_djangos_form_limit(
     clinician, models_registered, blob_dir, settings, queued
 ):
-    pseudonyms = [f"{i:064x}" for i in range(settings.ANALYTICS_MAX_COHORT)]
-    body = json.dumps({**GOOD, "cohort": {"kind": "explicit", "pseudonyms": pseudonyms}})
+    body = json.dumps(explicit_cohort_of(settings.ANALYTICS_MAX_COHORT))
     assert len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
     response = api_as(clinician).post(ANALYSES, body, content_type="application/json")

@@ -20,7 +20,7 @@ from health_platform.apps import HealthPlatformConfig
 from health_platform.model_catalogue import DEFAULT_FOLDER, catalogue, consent_purposes, declared
 from records.codes import BREAST_CANCER_DATASET, dataset_columns, load_dataset
 from records.demo import demo_patients
-from tests.analytics.conftest import grant
+from tests.conftest import grant
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 

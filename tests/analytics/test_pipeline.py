@@ -1,13 +1,9 @@
 """The analysis pipeline, run eagerly in this process against the real embedded ledger and TenSEAL."""
 
 import json
-import time
-from datetime import timedelta
 
-import numpy as np
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from analytics.diagnostic_models import breast_cancer_model
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
@@ -16,13 +12,12 @@ from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from analytics.tasks import analysis_batch_gate
 from consent.services import consent_revoke
-from health_platform.celery import app
 from health_platform.roles import Role
 from records.codes import BREAST_CANCER_DATASET
 from records.demo import demo_bundles, demo_patients
 from records.models import Record, RecordVersion
 from records.services import patient_link_user, record_ingest
-from tests.analytics.conftest import grant
+from tests.conftest import every_gate_answer, explicit_analysis, grant, plain_scores
 from tests.records.factories import UserFactory
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
@@ -40,34 +35,17 @@ def _access_log(ledger, request_id):
 def test_a_mixed_cohort_scores_exactly_the_consented_intact_records(
     cohort, clinician, models_registered, ledger, blob_dir, eager
 ):
-    people = cohort(6)
-    (u0, p0, r0), (_, _p1, r1), (u2, p2, r2), (u3, p3, r3), (u4, p4, r4), (u5, p5, r5) = people
-    grant(u0, p0, clinician)  # consented, intact: the only one scored
-    grant(u2, p2, clinician, valid_until=timezone.now() + timedelta(seconds=1))  # expires before the batch
-    consent_revoke(actor=u3, consent=grant(u3, p3, clinician))  # revoked before the batch
-    grant(u4, p4, clinician, categories=["laboratory"])  # does not cover imaging
-    grant(u5, p5, clinician)  # consented, but its stored ciphertext is tampered with
-    version5 = RecordVersion.objects.get(record=r5)
-    tampered = bytearray(version5.ciphertext)
-    tampered[40] ^= 1
-    RecordVersion.objects.filter(pk=version5.pk).update(ciphertext=bytes(tampered))
-    time.sleep(1.2)
+    people = every_gate_answer(cohort, clinician)
+    (_, _, r0), (_, _, r1), (_, _, r2), (_, _, r3), (_, _, r4), (_, _, r5) = people
 
-    request = analysis_request_create(
-        requester=clinician,
-        model_name="breast-cancer",
-        cohort_kind="explicit",
-        pseudonyms=[p.pseudonym for _, p, _ in people] + ["f" * 64],
-    )
+    request = explicit_analysis(clinician, people, "f" * 64)
 
-    request.refresh_from_db()
     assert request.status == AnalysisStatus.COMPLETED
     assert (request.total_records, request.unknown_patients) == (6, 1)
     results = analysis_results(request=request, viewer=clinician)
     assert [row.record_id for row in results.rows] == [str(r0.id)]
     model = breast_cancer_model()
-    features = np.asarray(demo_patients(dataset=BREAST_CANCER_DATASET, count=1)[0].features)[None, :]
-    expected = model.interpret(model.score_plain(features))[0]
+    expected = plain_scores(1)[0]
     assert results.rows[0].label == expected["label"]
     assert abs(results.rows[0].score - expected["score"]) < 1e-3
     assert results.model_sha256 == model.sha256
@@ -113,13 +91,9 @@ def test_a_revocation_takes_effect_for_every_batch_not_yet_gated(
 
 
 def test_with_the_ledger_unavailable_nothing_is_scored_and_the_job_fails_clearly(
-    cohort, clinician, models_registered, blob_dir, settings, eager
+    clinician, models_registered, blob_dir, ledger_gone_after_consent
 ):
-    ((user, patient, _),) = cohort(1)
-    grant(user, patient, clinician)
-    settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
-    settings.ANALYTICS_REQUEST_DEADLINE_SECONDS = 0  # fail closed at the first unanswered call
-    app.conf.update(CELERY_TASK_EAGER_PROPAGATES=False)  # eager retries raise Retry to the caller otherwise
+    patient = ledger_gone_after_consent()
 
     request = analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="explicit", pseudonyms=[patient.pseudonym]
@@ -135,12 +109,9 @@ def test_with_the_ledger_unavailable_nothing_is_scored_and_the_job_fails_clearly
 
 
 def test_a_batch_task_run_twice_scores_once_and_logs_once_per_record(
-    cohort, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
+    consented, clinician, models_registered, ledger, blob_dir, eager, queued
 ):
-    people = cohort(3)
-    for user, patient, _ in people:
-        grant(user, patient, clinician)
-    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    people = consented(3)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     (batch_id,) = analysis_start(request_id=str(request.id))
 
@@ -156,12 +127,9 @@ def test_a_batch_task_run_twice_scores_once_and_logs_once_per_record(
 
 
 def test_a_batch_resumed_after_dying_mid_way_logs_once_and_scores_once(
-    cohort, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
+    consented, clinician, models_registered, ledger, blob_dir, eager, queued, monkeypatch
 ):
-    people = cohort(2)
-    for user, patient, _ in people:
-        grant(user, patient, clinician)
-    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    consented(2)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     (batch_id,) = analysis_start(request_id=str(request.id))
     from analytics import pipeline

@@ -11,43 +11,14 @@ from analytics.charts import histogram_svg
 from analytics.diagnostic_models import breast_cancer_model
 from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.services import analysis_request_create
-from health_platform.celery import app
-from health_platform.roles import Role
-from tests.analytics.conftest import grant
-from tests.records.factories import UserFactory
+from tests.clients import html_of, signed_in
+from tests.conftest import grant
 
 VALID_PSEUDONYM = "cd" * 32
 
 
-@pytest.fixture
-def patient_user(db):
-    return UserFactory(username="patient-pat", roles=[Role.PATIENT])
-
-
-@pytest.fixture
-def queued(monkeypatch):
-    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
-
-
-def signed_in(user):
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def html_of(response):
-    return response.content.decode()
-
-
 def stored_files(blob_dir):
     return sorted(p for p in blob_dir.rglob("*") if p.is_file()) if blob_dir.exists() else []
-
-
-@pytest.fixture
-def carols_request(clinician, models_registered, blob_dir, queued):
-    return analysis_request_create(
-        requester=clinician, model_name="breast-cancer", cohort_kind="explicit", pseudonyms=[VALID_PSEUDONYM]
-    )
 
 
 # --- who sees what -------------------------------------------------------------------------------
@@ -224,11 +195,9 @@ def test_the_progress_panel_polls_while_queued_and_answers_204_when_nothing_chan
 @pytest.mark.he
 @pytest.mark.django_db(transaction=True)
 def test_a_request_from_the_form_completes_and_its_page_shows_the_results(
-    cohort, clinician, models_registered, blob_dir, eager
+    consented, clinician, models_registered, blob_dir, eager
 ):
-    people = cohort(5)
-    for user, patient, _ in people[:4]:
-        grant(user, patient, clinician)
+    people = consented(5, not_consenting=1)
     client = signed_in(clinician)
 
     response = client.post(reverse("analytics:new"), {"model": "breast-cancer", "cohort_kind": "consented"})
@@ -286,13 +255,9 @@ def test_results_are_paged(cohort, clinician, models_registered, blob_dir, eager
 @pytest.mark.he
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_request_says_why_in_words_and_by_code(
-    cohort, clinician, models_registered, blob_dir, settings, eager
+    clinician, models_registered, blob_dir, ledger_gone_after_consent
 ):
-    ((user, patient, _),) = cohort(1)
-    grant(user, patient, clinician)
-    settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
-    settings.ANALYTICS_REQUEST_DEADLINE_SECONDS = 0  # fail closed at the first unanswered call
-    app.conf.update(CELERY_TASK_EAGER_PROPAGATES=False)
+    ledger_gone_after_consent()
     analysis = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
 
     html = html_of(signed_in(clinician).get(reverse("analytics:detail", kwargs={"analysis_id": analysis.id})))

@@ -23,8 +23,7 @@ from analytics.he import TenSEALEngine
 from analytics.models import AnalysisRequest, AnalysisStatus, KeyMode
 from records.codes import BREAST_CANCER_DATASET
 from records.demo import demo_patients
-from tests.analytics.conftest import grant
-from tests.conftest import REPO
+from tests.conftest import REPO, grant
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 

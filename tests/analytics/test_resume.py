@@ -24,7 +24,7 @@ from records.canonical import canonical_json
 from records.crypto import record_cipher, record_seal
 from records.models import RecordVersion
 from records.selectors import record_version_document
-from tests.analytics.conftest import grant
+from tests.conftest import grant
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 

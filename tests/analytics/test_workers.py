@@ -14,31 +14,15 @@ import pytest
 from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
-from health_platform.celery import app
-from tests.analytics.conftest import grant
-from tests.conftest import REPO, _reset_broker_connections, wait_for
+from tests.conftest import REPO, broker_switched, wait_for
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def _compute_environment(tmp_path, blob_dir):
-    """Everything the compute worker gets: the blob folder and the code. No database, no key, no settings."""
-    return {
-        "ANALYTICS_BLOB_DIR": str(blob_dir),
-        "PYTHONPATH": str(REPO),
-        "HOME": str(tmp_path),
-        "HEALTH_PLATFORM_VAR_DIR": str(tmp_path / "compute-var"),
-    }
-
-
-def _run_analysis(cohort, clinician, start_worker, tmp_path, blob_dir, patients=3):
-    people = cohort(patients)
-    for user, patient, _ in people:
-        grant(user, patient, clinician)
+def _run_analysis(consented, clinician, start_worker, start_compute_worker, patients=3):
+    people = consented(patients)
     custodian = start_worker(queues="custodian")
-    compute = start_worker(
-        app="analytics.compute_app", queues="compute", environment=_compute_environment(tmp_path, blob_dir)
-    )
+    compute = start_compute_worker()
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     wait_for(
         lambda: AnalysisRequest.objects.get(pk=request.id).status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED),
@@ -50,9 +34,9 @@ def _run_analysis(cohort, clinician, start_worker, tmp_path, blob_dir, patients=
 
 
 def test_compute_worker_without_database_settings_or_keys_scores_the_batches(
-    cohort, clinician, models_registered, blob_dir, start_worker, tmp_path
+    consented, clinician, models_registered, start_worker, start_compute_worker
 ):
-    request, custodian, compute, people = _run_analysis(cohort, clinician, start_worker, tmp_path, blob_dir)
+    request, custodian, compute, people = _run_analysis(consented, clinician, start_worker, start_compute_worker)
 
     assert request.status == AnalysisStatus.COMPLETED
     assert len(analysis_results(request=request, viewer=clinician).rows) == len(people)
@@ -124,19 +108,14 @@ def redis_url(tmp_path):
 @pytest.fixture
 def redis_broker(redis_url, broker):
     """Switch this process and every worker the test starts from the filesystem broker to Redis."""
-    app.conf.update(CELERY_BROKER_URL=redis_url, CELERY_BROKER_TRANSPORT_OPTIONS={})
-    _reset_broker_connections(app)
-    broker.clear()
-    broker.update({"CELERY_BROKER_URL": redis_url})
-    yield redis_url
-    app.conf.update(CELERY_BROKER_URL="filesystem://")
-    _reset_broker_connections(app)
+    with broker_switched(broker, redis_url, {"CELERY_BROKER_URL": redis_url}):
+        yield redis_url
 
 
 def test_the_same_pipeline_runs_on_a_real_redis(
-    cohort, clinician, models_registered, blob_dir, redis_broker, start_worker, tmp_path
+    consented, clinician, models_registered, redis_broker, start_worker, start_compute_worker
 ):
-    request, _custodian, compute, people = _run_analysis(cohort, clinician, start_worker, tmp_path, blob_dir)
+    request, _custodian, compute, people = _run_analysis(consented, clinician, start_worker, start_compute_worker)
 
     assert request.status == AnalysisStatus.COMPLETED
     assert len(analysis_results(request=request, viewer=clinician).rows) == len(people)
@@ -150,19 +129,14 @@ def broker_only_in_env_file(redis_url, broker, tmp_path, monkeypatch):
     env_file = tmp_path / "project.env"
     env_file.write_text(f"CELERY_BROKER_URL={redis_url}\n")
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # the custodian worker inherits this environment
-    app.conf.update(CELERY_BROKER_URL=redis_url, CELERY_BROKER_TRANSPORT_OPTIONS={})
-    _reset_broker_connections(app)
-    broker.clear()
-    broker.update({"HEALTH_PLATFORM_ENV_FILE": str(env_file)})
-    yield redis_url
-    app.conf.update(CELERY_BROKER_URL="filesystem://")
-    _reset_broker_connections(app)
+    with broker_switched(broker, redis_url, {"HEALTH_PLATFORM_ENV_FILE": str(env_file)}):
+        yield redis_url
 
 
 def test_a_broker_url_given_only_in_the_env_file_reaches_both_workers(
-    cohort, clinician, models_registered, blob_dir, broker_only_in_env_file, start_worker, tmp_path
+    consented, clinician, models_registered, broker_only_in_env_file, start_worker, start_compute_worker
 ):
-    request, custodian, compute, people = _run_analysis(cohort, clinician, start_worker, tmp_path, blob_dir)
+    request, custodian, compute, people = _run_analysis(consented, clinician, start_worker, start_compute_worker)
 
     for worker in (custodian, compute):
         environment = Path(f"/proc/{worker.pid}/environ").read_bytes().split(b"\0")

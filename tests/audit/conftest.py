@@ -6,19 +6,10 @@ import time
 import pytest
 
 from analytics.models import AnalysisStatus
-from analytics.services import analysis_request_create
 from audit.services import access_batch_log
 from consent.services import consent_revoke
 from health_platform.roles import Role
-from tests.analytics.conftest import (  # noqa: F401  (fixtures shared with the analytics tests)
-    BREAST_CANCER,
-    blob_dir,
-    clinician,
-    cohort,
-    eager,
-    grant,
-    models_registered,
-)
+from tests.conftest import BREAST_CANCER, explicit_analysis, grant
 from tests.records.factories import UserFactory
 
 
@@ -38,10 +29,31 @@ def access_event(event_id: str, *, patient: str = "a" * 64, **overrides) -> dict
     }
 
 
-@pytest.fixture
-def export_dir(tmp_path, settings):
-    settings.AUDIT_EXPORT_DIR = str(tmp_path / "exports")
-    return tmp_path / "exports"
+MODEL_B = "c" * 64  # the second model's hash (access_event's default is the first's, "b" * 64)
+
+
+def two_batches_logged(logged, *, mine: str, theirs: str, grantee: str = "clinician:alice") -> dict[str, dict]:
+    """Two batches on the ledger: the first uses the records of patients `mine` and `theirs` (pseudonyms) for
+    `grantee`, admitted; the second refuses `mine`'s record to St Mary's under MODEL_B, its consent revoked.
+    Returns {event_id: event}."""
+    first = [
+        access_event("r1-e1", patient=mine, grantee=grantee, request_id="req-1"),
+        access_event("r1-e2", patient=theirs, grantee=grantee, request_id="req-1"),
+    ]
+    second = [
+        access_event(
+            "r2-e1",
+            patient=mine,
+            grantee="org:st-marys",
+            request_id="req-2",
+            model_hash=MODEL_B,
+            decision="refuse",
+            reason="consent_revoked",
+        )
+    ]
+    logged("batch-1", first)
+    logged("batch-2", second)
+    return {event["event_id"]: event for event in first + second}
 
 
 @pytest.fixture
@@ -60,7 +72,7 @@ def logged(db, ledger):
 
 
 @pytest.fixture
-def mixed_analysis(cohort, clinician, models_registered, ledger, blob_dir, eager):  # noqa: F811
+def mixed_analysis(cohort, clinician, models_registered, ledger, blob_dir, eager):
     """An analysis over four patients: one admitted, one with no consent, one revoked, one whose
     consent covers another category. Returns (request, {record_id: (decision, reason)}, people)."""
     people = cohort(4)
@@ -69,13 +81,7 @@ def mixed_analysis(cohort, clinician, models_registered, ledger, blob_dir, eager
     consent_revoke(actor=u2, consent=grant(u2, p2, clinician))
     grant(u3, p3, clinician, categories=["laboratory"])
     time.sleep(0.01)
-    request = analysis_request_create(
-        requester=clinician,
-        model_name="breast-cancer",
-        cohort_kind="explicit",
-        pseudonyms=[p.pseudonym for _, p, _ in people],
-    )
-    request.refresh_from_db()
+    request = explicit_analysis(clinician, people)
     assert request.status == AnalysisStatus.COMPLETED, request.failure_code
     expected = {
         str(r0.id): ("admit", None),

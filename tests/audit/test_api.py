@@ -6,81 +6,24 @@ import io
 import json
 
 import pytest
-from rest_framework.test import APIClient
 
 from audit.exports import rows_from_file
 from audit.models import AuditExport, ExportStatus
-from health_platform.celery import app
-from health_platform.roles import Role
-from tests.audit.conftest import access_event
-from tests.records.factories import PatientFactory, UserFactory
+from tests.audit.conftest import MODEL_B, access_event, two_batches_logged
+from tests.clients import api_as
 
 EVENTS = "/api/audit/events/"
 EXPORTS = "/api/audit/exports/"
 VERIFY = "/api/audit/verify/"
 BLOCKS = "/api/audit/ledger/blocks/"
 MODEL_A = "b" * 64
-MODEL_B = "c" * 64
-
-
-def api_as(user=None):
-    client = APIClient()
-    if user is not None:
-        client.force_authenticate(user)
-    return client
-
-
-@pytest.fixture
-def patient_user(db):
-    user = UserFactory(username="patient-pia", roles=[Role.PATIENT])
-    PatientFactory(user=user)
-    return user
-
-
-@pytest.fixture
-def other_patient_user(db):
-    user = UserFactory(username="patient-olaf", roles=[Role.PATIENT])
-    PatientFactory(user=user)
-    return user
-
-
-@pytest.fixture
-def custodian(db):
-    return UserFactory(username="custodian-cid", roles=[Role.CUSTODIAN])
-
-
-@pytest.fixture
-def eager_tasks():
-    """Celery runs the export task in this process when it is sent (at commit)."""
-    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.update(CELERY_TASK_ALWAYS_EAGER=True, CELERY_TASK_EAGER_PROPAGATES=True)
-    yield
-    app.conf.update(CELERY_TASK_ALWAYS_EAGER=saved[0], CELERY_TASK_EAGER_PROPAGATES=saved[1])
 
 
 @pytest.fixture
 def access_log(logged, patient_user, other_patient_user):
     """Two batches on the ledger: the patient's records used twice (admitted, refused), the other patient's once,
     by two clinicians under two models. Returns {event_id: event}."""
-    mine, theirs = patient_user.patient.pseudonym, other_patient_user.patient.pseudonym
-    first = [
-        access_event("r1-e1", patient=mine, request_id="req-1"),
-        access_event("r1-e2", patient=theirs, request_id="req-1"),
-    ]
-    second = [
-        access_event(
-            "r2-e1",
-            patient=mine,
-            request_id="req-2",
-            grantee="org:st-marys",
-            model_hash=MODEL_B,
-            decision="refuse",
-            reason="consent_revoked",
-        ),
-    ]
-    logged("batch-1", first)
-    logged("batch-2", second)
-    return {event["event_id"]: event for event in first + second}
+    return two_batches_logged(logged, mine=patient_user.patient.pseudonym, theirs=other_patient_user.patient.pseudonym)
 
 
 def event_ids(response):

@@ -11,75 +11,20 @@ from django.urls import reverse
 from audit.models import AuditExport
 from audit.selectors import audit_export_manifest
 from audit.services import auditor_actor_id
-from health_platform.celery import app
-from health_platform.roles import Role
-from tests.audit.conftest import access_event
-from tests.records.factories import PatientFactory, UserFactory
-
-MODEL_B = "c" * 64
-
-
-@pytest.fixture
-def patient_user(db):
-    user = UserFactory(username="patient-pia", roles=[Role.PATIENT])
-    PatientFactory(user=user)
-    return user
-
-
-@pytest.fixture
-def other_patient_user(db):
-    user = UserFactory(username="patient-olaf", roles=[Role.PATIENT])
-    PatientFactory(user=user)
-    return user
-
-
-@pytest.fixture
-def custodian(db):
-    return UserFactory(username="custodian-cid", roles=[Role.CUSTODIAN])
-
-
-@pytest.fixture
-def eager_tasks():
-    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.update(CELERY_TASK_ALWAYS_EAGER=True, CELERY_TASK_EAGER_PROPAGATES=True)
-    yield
-    app.conf.update(CELERY_TASK_ALWAYS_EAGER=saved[0], CELERY_TASK_EAGER_PROPAGATES=saved[1])
+from tests.audit.conftest import access_event, two_batches_logged
+from tests.clients import html_of, signed_in
 
 
 @pytest.fixture
 def access_log(logged, patient_user, other_patient_user, clinician):
     """The patient's record used by Dr Carol (admitted) and refused to her organisation; the other
     patient's record used once. Returns {event_id: event}."""
-    mine, theirs = patient_user.patient.pseudonym, other_patient_user.patient.pseudonym
-    carol = clinician.clinician_profile.grantee_id
-    first = [
-        access_event("r1-e1", patient=mine, grantee=carol, request_id="req-1"),
-        access_event("r1-e2", patient=theirs, grantee=carol, request_id="req-1"),
-    ]
-    second = [
-        access_event(
-            "r2-e1",
-            patient=mine,
-            grantee="org:st-marys",
-            request_id="req-2",
-            model_hash=MODEL_B,
-            decision="refuse",
-            reason="consent_revoked",
-        )
-    ]
-    logged("batch-1", first)
-    logged("batch-2", second)
-    return {event["event_id"]: event for event in first + second}
-
-
-def signed_in(user):
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def html_of(response):
-    return response.content.decode()
+    return two_batches_logged(
+        logged,
+        mine=patient_user.patient.pseudonym,
+        theirs=other_patient_user.patient.pseudonym,
+        grantee=clinician.clinician_profile.grantee_id,
+    )
 
 
 def shown_event_ids(response):

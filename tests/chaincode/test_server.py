@@ -7,7 +7,6 @@ If a "library" test starts failing, the library was fixed and the cover can be r
 
 import asyncio
 import contextlib
-import datetime
 import json
 import logging
 import os
@@ -19,10 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
 
@@ -31,6 +27,7 @@ from chaincode.library import Contract, ContractChaincode, TransactionContext
 from chaincode.server import ChaincodeServer, ServerConfig
 from ledger.fabric import build_proposal
 from ledger.fabric_identity import SigningIdentity
+from tests.certificates import certificate, key_pem, pem
 
 REPO = Path(__file__).resolve().parents[2]
 Message = chaincode_shim_pb2.ChaincodeMessage
@@ -362,34 +359,6 @@ def test_library_logs_state_values(verbose_logging, monkeypatch):
 
 
 # --- defect 5: TLS from the environment -------------------------------------------------------------
-def certificate(subject, key, *, issuer=None, issuer_key=None, ca=False, dns=None):
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if dns:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
-    return builder.sign(issuer_key or key, hashes.SHA256())
-
-
-def pem(cert) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def key_pem(key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tls")

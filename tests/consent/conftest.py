@@ -1,30 +1,12 @@
-"""Consent fixtures: two patients with portal accounts, a clinician in an organisation, an auditor."""
+"""Consent fixtures: a clinician in an organisation, and valid grant terms naming her.
 
-from datetime import timedelta
+The two patients with portal accounts (patient_user, other_patient_user) are tests/conftest.py's."""
 
 import pytest
-from django.utils import timezone
-from rest_framework.test import APIClient
 
-from health_platform.roles import Role
 from health_platform.services import clinician_register, organisation_create
-from tests.records.factories import PatientFactory, UserFactory
-
-BREAST_CANCER = "diagnostic-model:breast-cancer"
-
-
-@pytest.fixture
-def patient_user(db):
-    user = UserFactory(username="patient-alice", roles=[Role.PATIENT])
-    PatientFactory(user=user)
-    return user
-
-
-@pytest.fixture
-def other_patient_user(db):
-    user = UserFactory(username="patient-bob", roles=[Role.PATIENT])
-    PatientFactory(user=user)
-    return user
+from tests.conftest import consent_terms
+from tests.records.factories import UserFactory
 
 
 @pytest.fixture
@@ -40,23 +22,6 @@ def clinician(organisation):
 
 
 @pytest.fixture
-def api_as():
-    def make(user):
-        client = APIClient()
-        client.force_authenticate(user)
-        return client
-
-    return make
-
-
-@pytest.fixture
 def terms(clinician):
     """Valid grant terms: the clinician, breast-cancer model use of imaging records, for 30 days."""
-    now = timezone.now()
-    return {
-        "grantee_id": clinician.clinician_profile.grantee_id,
-        "purposes": [BREAST_CANCER],
-        "categories": ["imaging"],
-        "valid_from": now,
-        "valid_until": now + timedelta(days=30),
-    }
+    return consent_terms(clinician)

@@ -5,7 +5,8 @@ from django.utils import timezone
 
 from consent.models import Consent
 from consent.services import consent_grant
-from tests.consent.conftest import BREAST_CANCER
+from tests.clients import api_as
+from tests.conftest import BREAST_CANCER
 
 URL = "/api/consents/"
 
@@ -21,7 +22,7 @@ def _body(terms, **change):
     return {**body, **change}
 
 
-def test_patient_grants_through_the_api_and_gets_the_transaction(patient_user, terms, api_as, ledger):
+def test_patient_grants_through_the_api_and_gets_the_transaction(patient_user, terms, ledger):
     response = api_as(patient_user).post(URL, _body(terms), format="json")
     assert response.status_code == 201
     body = response.json()
@@ -30,7 +31,7 @@ def test_patient_grants_through_the_api_and_gets_the_transaction(patient_user, t
     assert ledger.locate(body["granted_tx_id"]).block_number == body["granted_block"]
 
 
-def test_patient_revokes_through_the_api(patient_user, terms, api_as, ledger):
+def test_patient_revokes_through_the_api(patient_user, terms, ledger):
     consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
     response = api_as(patient_user).post(f"{URL}{consent.consent_id}/revoke/")
     assert response.status_code == 200
@@ -39,7 +40,7 @@ def test_patient_revokes_through_the_api(patient_user, terms, api_as, ledger):
 
 
 def test_grant_naming_another_patient_is_403_and_nothing_reaches_the_ledger(
-    patient_user, other_patient_user, terms, api_as, ledger
+    patient_user, other_patient_user, terms, ledger
 ):
     height = ledger.height()
     response = api_as(patient_user).post(
@@ -51,7 +52,7 @@ def test_grant_naming_another_patient_is_403_and_nothing_reaches_the_ledger(
 
 
 def test_revoking_another_patients_consent_is_403_and_nothing_reaches_the_ledger(
-    patient_user, other_patient_user, terms, api_as, ledger
+    patient_user, other_patient_user, terms, ledger
 ):
     consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
     height = ledger.height()
@@ -74,7 +75,7 @@ def test_revoking_another_patients_consent_is_403_and_nothing_reaches_the_ledger
         ({"grantee": "x" * 10_000}, 400, "validation_failed"),
     ],
 )
-def test_each_invalid_grant_gets_its_code_and_writes_nothing(patient_user, terms, api_as, ledger, change, status, code):
+def test_each_invalid_grant_gets_its_code_and_writes_nothing(patient_user, terms, ledger, change, status, code):
     height = ledger.height()
     response = api_as(patient_user).post(URL, _body(terms, **change), format="json")
     assert (response.status_code, response.json()["code"]) == (status, code)
@@ -82,13 +83,13 @@ def test_each_invalid_grant_gets_its_code_and_writes_nothing(patient_user, terms
     assert Consent.objects.count() == 0
 
 
-def test_malformed_json_is_refused_with_a_code(patient_user, api_as):
+def test_malformed_json_is_refused_with_a_code(patient_user):
     response = api_as(patient_user).post(URL, b"{not json", content_type="application/json")
     assert (response.status_code, response.json()["code"]) == (400, "malformed_request")
 
 
 def test_listing_shows_each_role_what_it_may_see(
-    patient_user, other_patient_user, clinician, other_clinician, auditor, terms, api_as
+    patient_user, other_patient_user, clinician, other_clinician, auditor, terms
 ):
     mine = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
     consent_grant(
@@ -109,7 +110,7 @@ def test_listing_shows_each_role_what_it_may_see(
     assert api_as(other_patient_user).get(f"{URL}{mine.consent_id}/").status_code == 404
 
 
-def test_list_filters_by_status_purpose_category_and_grantee(patient_user, terms, api_as, organisation):
+def test_list_filters_by_status_purpose_category_and_grantee(patient_user, terms, organisation):
     active = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
     org = consent_grant(
         actor=patient_user,
@@ -130,7 +131,7 @@ def test_list_filters_by_status_purpose_category_and_grantee(patient_user, terms
     assert client.get(URL, {"status": "bogus"}).json()["code"] == "validation_failed"
 
 
-def test_history_endpoint_lists_the_ledger_changes(patient_user, terms, api_as):
+def test_history_endpoint_lists_the_ledger_changes(patient_user, terms):
     consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
     client = api_as(patient_user)
     client.post(f"{URL}{consent.consent_id}/revoke/")
@@ -138,14 +139,14 @@ def test_history_endpoint_lists_the_ledger_changes(patient_user, terms, api_as):
     assert [(h["status"], h["block_number"] is not None) for h in history] == [("active", True), ("revoked", True)]
 
 
-def test_only_patients_grant_and_anonymous_is_refused(clinician, auditor, terms, api_as, client):
+def test_only_patients_grant_and_anonymous_is_refused(clinician, auditor, terms, client):
     assert api_as(clinician).post(URL, _body(terms), format="json").status_code == 403
     assert api_as(auditor).post(URL, _body(terms), format="json").status_code == 403
     assert client.get(URL).status_code in (401, 403)
     assert client.post(URL, _body(terms), content_type="application/json").status_code in (401, 403)
 
 
-def test_grantee_directory_lists_clinicians_and_organisations_for_patients(patient_user, clinician, api_as):
+def test_grantee_directory_lists_clinicians_and_organisations_for_patients(patient_user, clinician):
     directory = api_as(patient_user).get("/api/grantees/").json()
     assert {(g["grantee_id"], g["kind"]) for g in directory} == {
         (clinician.clinician_profile.grantee_id, "clinician"),

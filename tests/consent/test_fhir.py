@@ -8,12 +8,13 @@ from fhir.resources.R4B.consent import Consent as FhirConsent
 from consent.fhir import consent_from_fhir, consent_to_fhir
 from consent.models import Consent
 from consent.services import consent_grant, consent_revoke
+from tests.clients import api_as
 
 URL = "/api/consents/"
 
 
 @pytest.fixture
-def exported(patient_user, terms, api_as):
+def exported(patient_user, terms):
     consent = consent_grant(
         actor=patient_user,
         patient=patient_user.patient,
@@ -43,7 +44,7 @@ def test_export_of_a_revoked_consent_is_inactive_and_still_valid(patient_user, e
     assert FhirConsent.model_validate(resource).status == "inactive"
 
 
-def test_export_round_trips_through_import(exported, patient_user, api_as):
+def test_export_round_trips_through_import(exported, patient_user):
     original, resource = exported
     response = api_as(patient_user).post(f"{URL}fhir/", resource, format="json")
     assert response.status_code == 201
@@ -89,7 +90,7 @@ def _with(resource, path, value):
     ],
 )
 def test_an_unsupported_consent_is_refused_with_a_code_naming_the_field(
-    exported, patient_user, api_as, ledger, path, value, field
+    exported, patient_user, ledger, path, value, field
 ):
     _, resource = exported
     height, count = ledger.height(), Consent.objects.count()
@@ -100,14 +101,14 @@ def test_an_unsupported_consent_is_refused_with_a_code_naming_the_field(
     assert (ledger.height(), Consent.objects.count()) == (height, count)
 
 
-def test_invalid_fhir_is_refused_as_fhir_invalid(exported, patient_user, api_as):
+def test_invalid_fhir_is_refused_as_fhir_invalid(exported, patient_user):
     _, resource = exported
     response = api_as(patient_user).post(f"{URL}fhir/", _with(resource, ("status",), 42), format="json")
     assert (response.status_code, response.json()["code"]) == (400, "fhir_invalid")
     assert "42" not in response.content.decode()
 
 
-def test_unknown_codes_in_a_consent_are_refused_by_the_grant_rules(exported, patient_user, api_as):
+def test_unknown_codes_in_a_consent_are_refused_by_the_grant_rules(exported, patient_user):
     _, resource = exported
     changed = _with(
         resource,
@@ -118,7 +119,7 @@ def test_unknown_codes_in_a_consent_are_refused_by_the_grant_rules(exported, pat
     assert (response.status_code, response.json()["code"]) == (400, "unknown_purpose")
 
 
-def test_importing_a_consent_for_another_patient_is_403(exported, other_patient_user, api_as, ledger):
+def test_importing_a_consent_for_another_patient_is_403(exported, other_patient_user, ledger):
     _, resource = exported
     height = ledger.height()
     response = api_as(other_patient_user).post(f"{URL}fhir/", resource, format="json")
@@ -126,7 +127,7 @@ def test_importing_a_consent_for_another_patient_is_403(exported, other_patient_
     assert ledger.height() == height
 
 
-def test_not_a_consent_is_refused(patient_user, api_as):
+def test_not_a_consent_is_refused(patient_user):
     response = api_as(patient_user).post(f"{URL}fhir/", {"resourceType": "Patient"}, format="json")
     assert (response.status_code, response.json()["code"]) == (400, "not_a_consent")
     assert consent_from_fhir.__doc__  # the mapping is documented where it is implemented

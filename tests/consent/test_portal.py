@@ -13,7 +13,8 @@ from health_platform.roles import Role
 from records.crypto import patient_pseudonym
 from records.models import Patient
 from records.services import patient_link_user, record_ingest
-from tests.consent.conftest import BREAST_CANCER
+from tests.clients import html_of, signed_in
+from tests.conftest import BREAST_CANCER
 from tests.records.factories import MRN_SYSTEM, UserFactory, bundle, encode, patient_with_observations
 
 pytestmark = pytest.mark.django_db
@@ -39,16 +40,6 @@ def grant_form(grantee_id, **overrides):
     return data
 
 
-def signed_in(user):
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def html_of(response):
-    return response.content.decode()
-
-
 @pytest.fixture
 def grantee_id(clinician):
     return clinician.clinician_profile.grantee_id
@@ -58,23 +49,6 @@ def grantee_id(clinician):
 def granted(patient_user, terms):
     """An active consent of patient_user to the clinician, through the service."""
     return consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
-
-
-@pytest.fixture
-def ledger_down(settings):
-    """Point LEDGER_URL where no ledger can be opened (the real embedded backend then fails), then back."""
-    working = settings.LEDGER_URL
-
-    class Switch:
-        def down(self):
-            settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
-
-        def up(self):
-            settings.LEDGER_URL = working
-
-    switch = Switch()
-    yield switch
-    switch.up()
 
 
 def consent_on_ledger(ledger, consent_id):
@@ -434,10 +408,10 @@ def test_another_patients_history_is_refused(other_patient_user, granted):
 
 
 def test_grant_while_the_ledger_is_down_says_so_keeps_the_form_and_writes_nothing(
-    patient_user, grantee_id, ledger, ledger_down
+    patient_user, grantee_id, ledger, ledger_switch
 ):
     height = ledger.height()
-    ledger_down.down()
+    ledger_switch.down()
 
     response = signed_in(patient_user).post(reverse("consent:grant"), grant_form(grantee_id))
 
@@ -447,27 +421,27 @@ def test_grant_while_the_ledger_is_down_says_so_keeps_the_form_and_writes_nothin
     assert "Traceback" not in html
     assert f'<option value="{grantee_id}" selected>' in html
     assert not Consent.objects.exists()
-    ledger_down.up()
+    ledger_switch.up()
     assert ledger.height() == height
 
 
 def test_revoke_while_the_ledger_is_down_says_so_and_the_consent_stays_active(
-    patient_user, granted, ledger, ledger_down
+    patient_user, granted, ledger, ledger_switch
 ):
-    ledger_down.down()
+    ledger_switch.down()
 
     response = signed_in(patient_user).post(reverse("consent:revoke", args=[granted.consent_id]))
 
     assert response.status_code == 503
     assert "The ledger is not reachable at the moment, so nothing was changed." in html_of(response)
-    ledger_down.up()
+    ledger_switch.up()
     assert consent_on_ledger(ledger, granted.consent_id)["status"] == "active"
     granted.refresh_from_db()
     assert granted.status == "active"
 
 
-def test_history_while_the_ledger_is_down_says_so(patient_user, granted, ledger_down):
-    ledger_down.down()
+def test_history_while_the_ledger_is_down_says_so(patient_user, granted, ledger_switch):
+    ledger_switch.down()
 
     response = signed_in(patient_user).get(reverse("consent:detail", args=[granted.consent_id]))
 
@@ -476,9 +450,9 @@ def test_history_while_the_ledger_is_down_says_so(patient_user, granted, ledger_
 
 
 def test_dashboard_while_the_ledger_is_down_still_lists_consents_and_fails_integrity_closed(
-    patient_with_record, ledger_down
+    patient_with_record, ledger_switch
 ):
-    ledger_down.down()
+    ledger_switch.down()
 
     response = signed_in(patient_with_record).get(reverse(DASHBOARD))
 

@@ -9,7 +9,7 @@ from consent.selectors import consent_history, consents_granted_to
 from consent.services import consent_grant, consent_revoke
 from health_platform.errors import LedgerUnavailableError, PermissionDenied, ValidationFailed
 from tests.chaincode.conftest import digest
-from tests.consent.conftest import BREAST_CANCER
+from tests.conftest import BREAST_CANCER
 
 
 def _check(ledger, grantee, record_id, sha, *, at=None):

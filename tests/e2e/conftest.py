@@ -100,6 +100,21 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
+def screenshot_that_fits(page: Page, name: str) -> None:
+    """Screenshot <name> of a page that must not scroll sideways (nothing reaches past the viewport)."""
+    assert wider_than_the_viewport(page) == [], f"{name}: the page scrolls sideways"
+    screenshot(page, name)
+
+
+def screenshots_at_both_widths(page: Page, name: str) -> None:
+    """Screenshots <name>-desktop and <name>-phone; at the phone's width nothing may reach past the viewport.
+    The page is left at the desktop width."""
+    screenshot(page, f"{name}-desktop")
+    page.set_viewport_size(PHONE)
+    screenshot_that_fits(page, f"{name}-phone")
+    page.set_viewport_size(DESKTOP)
+
+
 def wider_than_the_viewport(page: Page) -> list[str]:
     """What reaches past the right edge of the viewport (the page then scrolls sideways); [] if nothing.
 

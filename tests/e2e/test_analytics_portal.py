@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from analytics.diagnostic_models import breast_cancer_model
 from analytics.models import AnalysisRequest, AnalysisStatus
@@ -31,9 +31,10 @@ from tests.e2e.conftest import (
     SCREENSHOTS,
     off_browser_thread,
     screenshot,
+    screenshot_that_fits,
+    screenshots_at_both_widths,
     sign_in,
     sign_out,
-    wider_than_the_viewport,
 )
 from tests.records.factories import PASSWORD, UserFactory
 
@@ -42,12 +43,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.he, pytest.mark.django_db(transaction
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 CONSENTED = 28  # the first rows of the data set: malignant and benign cases
 COMPLETION_TIMEOUT_MS = 120_000
-
-
-@pytest.fixture
-def blob_dir(tmp_path, settings):
-    settings.ANALYTICS_BLOB_DIR = str(tmp_path / "blobs")
-    return tmp_path / "blobs"
 
 
 @pytest.fixture
@@ -82,14 +77,6 @@ def hospital(transactional_db, ledger, blob_dir):
                 valid_until=now + timedelta(days=30),
             )
     return carol
-
-
-def screenshots_at_both_widths(page: Page, name: str) -> None:
-    screenshot(page, f"{name}-desktop")
-    page.set_viewport_size(PHONE)
-    assert wider_than_the_viewport(page) == [], f"{name}: the page scrolls sideways at 375px"
-    screenshot(page, f"{name}-phone")
-    page.set_viewport_size(DESKTOP)
 
 
 def the_request() -> AnalysisRequest:
@@ -187,8 +174,7 @@ def test_the_request_form_can_be_used_with_the_keyboard(blob_dir, hospital, new_
 
     expect(page.locator("#id_pseudonyms_error")).to_contain_text("Entry 1 of your list is not a pseudonymous id")
     expect(page.get_by_role("alert").first).to_contain_text("The analysis was not requested.")
-    assert wider_than_the_viewport(page) == []
-    screenshot(page, "analysis-request-errors-phone")
+    screenshot_that_fits(page, "analysis-request-errors-phone")
 
     page.get_by_label("Everyone who has consented to me for this model’s purpose").check()
     page.get_by_label("Pseudonymous patient ids").fill("")

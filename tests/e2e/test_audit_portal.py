@@ -22,19 +22,13 @@ from audit.services import access_batch_log
 from health_platform.roles import Role
 from health_platform.services import clinician_register, organisation_create
 from tests.conftest import worker_database_url
-from tests.e2e.conftest import PHONE, off_browser_thread, screenshot, sign_in, wider_than_the_viewport
+from tests.e2e.conftest import off_browser_thread, screenshot, screenshots_at_both_widths, sign_in
 from tests.records.factories import PASSWORD, PatientFactory, UserFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 COMPLETION_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture
-def export_dir(tmp_path, settings):
-    settings.AUDIT_EXPORT_DIR = str(tmp_path / "exports")
-    return tmp_path / "exports"
 
 
 @pytest.fixture
@@ -113,11 +107,7 @@ def test_auditor_filters_the_log_exports_it_as_csv_and_downloads_the_file_the_ma
     expect(rows).to_have_count(4)
     assert set(rows.evaluate_all("rows => rows.map(r => r.dataset.eventId)")) == admitted
     expect(rows.first.locator("td[data-label=Model]")).to_have_text("breast-cancer@1")
-    screenshot(page, "audit-search-desktop")
-    page.set_viewport_size(PHONE)
-    assert wider_than_the_viewport(page) == [], "the search page scrolls sideways at 375px"
-    screenshot(page, "audit-search-phone")
-    page.set_viewport_size({"width": 1280, "height": 900})
+    screenshots_at_both_widths(page, "audit-search")
 
     # Export what the search selects, as CSV.
     page.get_by_role("link", name="Export these events").click()

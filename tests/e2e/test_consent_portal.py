@@ -21,10 +21,10 @@ from records.crypto import patient_pseudonym
 from records.models import Patient
 from records.services import patient_link_user, record_ingest
 from tests.e2e.conftest import (
-    DESKTOP,
     PHONE,
     off_browser_thread,
-    screenshot,
+    screenshot_that_fits,
+    screenshots_at_both_widths,
     sign_in,
     sign_out,
     wider_than_the_viewport,
@@ -116,14 +116,6 @@ def on_the_ledger(function, *args):
 
 def status_message(page: Page):
     return page.locator("ul.messages")
-
-
-def screenshots_at_both_widths(page: Page, name: str) -> None:
-    screenshot(page, f"{name}-desktop")
-    page.set_viewport_size(PHONE)
-    assert wider_than_the_viewport(page) == [], f"{name}: the page scrolls sideways at 375px"
-    screenshot(page, f"{name}-phone")
-    page.set_viewport_size(DESKTOP)
 
 
 def test_patient_grants_sees_the_transaction_revokes_and_another_patient_sees_none_of_it(people, new_page):
@@ -233,8 +225,7 @@ def test_without_javascript_errors_show_by_their_fields_and_the_confirmation_pag
     expect(page.locator("#id_purposes_error")).to_have_text("Choose at least one purpose.")
     expect(page.locator("#id_categories_error")).to_have_text("Choose at least one kind of data.")
     expect(page.get_by_label("Who may use your records")).to_have_attribute("aria-invalid", "true")
-    assert wider_than_the_viewport(page) == []
-    screenshot(page, "dashboard-errors-phone")
+    screenshot_that_fits(page, "dashboard-errors-phone")
 
     # A last day before the first day: refused by the consent service, shown by the last day.
     page.get_by_label("Who may use your records").select_option(label=CLINICIAN_LABEL)

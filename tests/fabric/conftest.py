@@ -11,11 +11,8 @@ import os
 
 import pytest
 
-from health_platform import bootstrap
-from tests.analytics.conftest import blob_dir, clinician, cohort, eager, models_registered
+from tests.conftest import ledger_at
 from tests.fabric.network import shared_network
-
-__all__ = ["blob_dir", "clinician", "cohort", "eager", "models_registered"]
 
 
 @pytest.fixture
@@ -28,8 +25,6 @@ def ledger_url(request, settings, monkeypatch):
     network = shared_network(request)
     for name, value in network.client_environment.items():
         monkeypatch.setenv(name, value)
-    settings.LEDGER_URL = network.ledger_url
     settings.PSEUDONYM_KEY = base64.b64encode(os.urandom(32)).decode()
-    bootstrap.reset_ledger()
-    yield network.ledger_url
-    bootstrap.reset_ledger()
+    with ledger_at(settings, network.ledger_url) as url:
+        yield url

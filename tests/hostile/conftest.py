@@ -15,17 +15,7 @@ from audit.selectors import AccessEventFilters
 from audit.services import audit_export_create
 from consent.models import Consent
 from health_platform.roles import Role
-from tests.audit.conftest import (  # noqa: F401  (fixtures shared with the audit and analytics tests)
-    audit_user,
-    blob_dir,
-    clinician,
-    cohort,
-    eager,
-    export_dir,
-    grant,
-    mixed_analysis,
-    models_registered,
-)
+from tests.audit.conftest import audit_user, mixed_analysis  # noqa: F401  (fixtures shared with the audit tests)
 from tests.records.factories import UserFactory
 
 ROLES = ("patient", "clinician", "auditor", "custodian")

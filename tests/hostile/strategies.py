@@ -1,4 +1,5 @@
-"""Hypothesis strategies shared by the hostile-input tests: JSON values, FHIR bundles and their mutations."""
+"""Hypothesis strategies shared by the hostile-input tests: JSON values, FHIR bundles and their mutations;
+and the codes an ingest may be refused with. tests/records uses the JSON values and the codes too."""
 
 import copy
 import json
@@ -11,11 +12,9 @@ from records.codes import FEATURE_SYSTEM
 
 MRN_SYSTEM = "https://hospital.example/fhir/NamingSystem/mrn"
 
-# The codes POST /api/records/ may refuse a bundle with (its schema description, records/bundles.py, api.py).
-INGEST_REFUSAL_CODES = frozenset(
+# The codes POST /api/records/ may refuse a bundle with for what it holds (records/bundles.py)...
+BUNDLE_REFUSAL_CODES = frozenset(
     {
-        "payload_too_large",
-        "too_many_entries",
         "malformed_json",
         "json_too_deep",
         "not_a_bundle",
@@ -32,23 +31,36 @@ INGEST_REFUSAL_CODES = frozenset(
         "observation_category_unknown",
         "observation_category_ambiguous",
         "fhir_invalid",
-        "unsupported_media_type",
     }
 )
+# ... and every code it may refuse a request with (its schema description, records/bundles.py, api.py).
+INGEST_REFUSAL_CODES = BUNDLE_REFUSAL_CODES | {"payload_too_large", "too_many_entries", "unsupported_media_type"}
 
-json_scalars = (
-    st.none()
-    | st.booleans()
+
+def scalars_of_json(integers: st.SearchStrategy, floats: st.SearchStrategy, *, text_size: int) -> st.SearchStrategy:
+    """JSON's scalars: null, booleans, the numbers `integers` and `floats` draw, strings of up to `text_size`."""
+    return st.none() | st.booleans() | integers | floats | st.text(max_size=text_size)
+
+
+def values_of_json(scalars: st.SearchStrategy, *, key_size: int, items: int, leaves: int) -> st.SearchStrategy:
+    """JSON values of `scalars` nested in arrays and objects (keys of up to `key_size` characters) of up to
+    `items` members each, with up to `leaves` scalars in all."""
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=items) | st.dictionaries(st.text(max_size=key_size), children, max_size=items)
+        ),
+        max_leaves=leaves,
+    )
+
+
+json_scalars = scalars_of_json(
     # Past 2^53 on purpose: RFC 8785 has no canonical form for them and ingest must refuse them cleanly.
-    | st.integers(min_value=-(2**60), max_value=2**60)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)
+    st.integers(min_value=-(2**60), max_value=2**60),
+    st.floats(allow_nan=False, allow_infinity=False),
+    text_size=12,
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12,
-)
+json_values = values_of_json(json_scalars, key_size=8, items=4, leaves=12)
 SAFE_INTEGER = 2**53 - 1
 
 
@@ -59,18 +71,12 @@ def _reparses_as_safe(number: float) -> bool:
 
 
 # Values that hash (a canonical form exists): integers within ±2^53, no lone surrogates (st.text has none).
-canonical_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-SAFE_INTEGER, max_value=SAFE_INTEGER)
-    | st.floats(allow_nan=False, allow_infinity=False).filter(_reparses_as_safe)
-    | st.text(max_size=12)
+canonical_scalars = scalars_of_json(
+    st.integers(min_value=-SAFE_INTEGER, max_value=SAFE_INTEGER),
+    st.floats(allow_nan=False, allow_infinity=False).filter(_reparses_as_safe),
+    text_size=12,
 )
-canonical_values = st.recursive(
-    canonical_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=16,
-)
+canonical_values = values_of_json(canonical_scalars, key_size=8, items=4, leaves=16)
 
 
 def valid_bundle(*, patients: int = 1, observations: int = 2, mrn_prefix: str = "MRN-H") -> dict[str, Any]:

@@ -107,27 +107,36 @@ def test_an_unknown_function_is_rejected(backend):
         backend.client.evaluate("anchors", "NoSuchFunction", "x")
 
 
-def test_conflicting_concurrent_submits_are_retried_until_each_commits(backend):
-    """Every client reads and writes the same key at once; the conflicts among them are retried on
-    fresh state, so each submit returns committed and the record is anchored exactly once."""
-    clients = [backend.connect() for _ in range(4)]
-    start = threading.Barrier(len(clients))
-    receipts: list = [None] * len(clients)
+def at_once(work, count: int) -> list[BaseException]:
+    """Run work(0) ... work(count - 1) on as many threads, released together; returns what they raised."""
+    start = threading.Barrier(count)
     errors: list[BaseException] = []
 
-    def anchor(index: int) -> None:
+    def run(index: int) -> None:
         start.wait()
         try:
-            receipts[index] = clients[index].submit("anchors", "AnchorRecord", *anchor_args("rec-1"))
-        except BaseException as error:  # reported below, with the others
+            work(index)
+        except BaseException as error:  # reported to the caller, with the others
             errors.append(error)
 
-    threads = [threading.Thread(target=anchor, args=(index,)) for index in range(len(clients))]
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    assert errors == []
+    return errors
+
+
+def test_conflicting_concurrent_submits_are_retried_until_each_commits(backend):
+    """Every client reads and writes the same key at once; the conflicts among them are retried on
+    fresh state, so each submit returns committed and the record is anchored exactly once."""
+    clients = [backend.connect() for _ in range(4)]
+    receipts: list = [None] * len(clients)
+
+    def anchor(index: int) -> None:
+        receipts[index] = clients[index].submit("anchors", "AnchorRecord", *anchor_args("rec-1"))
+
+    assert at_once(anchor, len(clients)) == []
     assert {receipt.status for receipt in receipts} == {"VALID"}
     anchored = {receipt.json()["tx_id"] for receipt in receipts}
     assert len(anchored) == 1
@@ -137,23 +146,12 @@ def test_conflicting_concurrent_submits_are_retried_until_each_commits(backend):
 
 def test_concurrent_submits_to_different_keys_all_commit(backend):
     clients = [backend.connect() for _ in range(4)]
-    start = threading.Barrier(len(clients))
-    errors: list[BaseException] = []
 
     def anchor(index: int) -> None:
-        start.wait()
-        try:
-            for version in range(3):
-                clients[index].submit("anchors", "AnchorRecord", *anchor_args(f"rec-{index}", version + 1, version))
-        except BaseException as error:  # reported below, with the others
-            errors.append(error)
+        for version in range(3):
+            clients[index].submit("anchors", "AnchorRecord", *anchor_args(f"rec-{index}", version + 1, version))
 
-    threads = [threading.Thread(target=anchor, args=(index,)) for index in range(len(clients))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert errors == []
+    assert at_once(anchor, len(clients)) == []
     for index in range(len(clients)):
         assert backend.client.evaluate("anchors", "ReadAnchor", ident(f"rec-{index}")).json()["version"] == 3
 

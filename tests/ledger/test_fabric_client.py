@@ -6,7 +6,6 @@ fabric/internal/pkg/gateway). The real-network tests are in tests/fabric/.
 """
 
 import collections
-import datetime
 import hashlib
 import threading
 import time
@@ -16,10 +15,9 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 from fabric_protos.common import common_pb2, ledger_pb2
 from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
 from fabric_protos.msp import identities_pb2
@@ -36,6 +34,7 @@ from ledger import ContractRejected, LedgerError, LedgerUnavailable, Transaction
 from ledger.fabric import FabricLedger, build_proposal, parse_url
 from ledger.fabric_blocks import header_bytes, header_hash
 from ledger.fabric_identity import P256_ORDER, SigningIdentity, to_low_s, transaction_id
+from tests.certificates import certificate, key_pem, pem
 
 CHANNEL = "health"
 CHAINCODE = "health_platform"
@@ -47,34 +46,6 @@ VALID = VALIDATION.Value("VALID")
 
 
 # --- key material -----------------------------------------------------------------------------
-def certificate(subject: str, key, *, issuer_name=None, issuer_key=None, ca=False, dns=None) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name or name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if dns:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
-    return builder.sign(issuer_key or key, hashes.SHA256())
-
-
-def pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def key_pem(key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 @pytest.fixture(scope="module")
 def client_key():
     return ec.generate_private_key(ec.SECP256R1())
@@ -552,7 +523,7 @@ def tls_material():
     ca = certificate("Hospital TLS CA", ca_key, ca=True)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = certificate(
-        "peer0.hospital.example", server_key, issuer_name=ca.subject, issuer_key=ca_key, dns="peer0.hospital.example"
+        "peer0.hospital.example", server_key, issuer=ca, issuer_key=ca_key, dns="peer0.hospital.example"
     )
     other_ca_key = ec.generate_private_key(ec.SECP256R1())
     return {

@@ -6,16 +6,6 @@ from tests.records.factories import UserFactory
 
 
 @pytest.fixture
-def custodian(db):
-    return UserFactory(username="custodian", roles=[Role.CUSTODIAN])
-
-
-@pytest.fixture
-def auditor(db):
-    return UserFactory(username="auditor", roles=[Role.AUDITOR])
-
-
-@pytest.fixture
 def clinician(db):
     return UserFactory(username="clinician", roles=[Role.CLINICIAN])
 
@@ -48,21 +38,7 @@ def scheduled_anchoring(monkeypatch):
 
 
 @pytest.fixture
-def ledger_down(settings, tmp_path):
-    """Point LEDGER_URL where no ledger can be opened (a directory that cannot be created), then back.
-
-    Not a fake: the real embedded backend fails to open and raises LedgerUnavailable.
-    """
-    working = settings.LEDGER_URL
-
-    class Switch:
-        def down(self):
-            settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
-
-        def up(self):
-            settings.LEDGER_URL = working
-
-    switch = Switch()
-    switch.down()
-    yield switch
-    switch.up()
+def ledger_down(ledger_switch):
+    """tests/conftest.py's ledger_switch, already down: ledger_down.up() brings this test's ledger back."""
+    ledger_switch.down()
+    return ledger_switch

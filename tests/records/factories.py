@@ -45,6 +45,13 @@ class PatientFactory(DjangoModelFactory):
     user = None
 
 
+def patient_account(username: str):
+    """A user holding the patient role and linked to a patient of their own (who has no records)."""
+    user = UserFactory(username=username, roles=[Role.PATIENT])
+    PatientFactory(user=user)
+    return user
+
+
 class PatientResourceFactory(factory.DictFactory):
     class Params:
         mrn = factory.Sequence(lambda n: f"MRN-{n:06d}")

@@ -26,6 +26,11 @@ from tests.records.factories import (
 )
 
 
+def _ingest(custodian, *resources):
+    """Ingest one bundle of `resources` as the custodian."""
+    return record_ingest(raw_body=encode(bundle(*resources)), actor=custodian)
+
+
 def _anchor_directly(ledger, version: RecordVersion, sha256: str | None = None):
     """Write an anchor to the ledger as if an earlier attempt had committed it."""
     return ledger.submit(
@@ -51,7 +56,7 @@ def test_ingest_keeps_versions_pending_and_schedules_the_task_when_the_ledger_is
     settings.ANCHOR_RETRY_COUNTDOWN_SECONDS = 17
 
     with django_capture_on_commit_callbacks(execute=True):
-        result = record_ingest(raw_body=encode(bundle(*patient_with_observations(mrn="MRN-P"))), actor=custodian)
+        result = _ingest(custodian, *patient_with_observations(mrn="MRN-P"))
 
     [ingested] = result.records
     assert (ingested.anchored, ingested.tx_id, ingested.block_number) == (False, None, None)
@@ -66,10 +71,7 @@ def test_ingest_keeps_versions_pending_and_schedules_the_task_when_the_ledger_is
 def test_anchoring_task_anchors_pending_versions_once_the_ledger_is_back(
     custodian, ledger, ledger_down, scheduled_anchoring
 ):
-    record_ingest(
-        raw_body=encode(bundle(*patient_with_observations(mrn="MRN-1"), *patient_with_observations(mrn="MRN-2"))),
-        actor=custodian,
-    )
+    _ingest(custodian, *patient_with_observations(mrn="MRN-1"), *patient_with_observations(mrn="MRN-2"))
     assert list(record_versions_usable_for_analysis()) == []
     ledger_down.up()
 
@@ -87,7 +89,7 @@ def test_anchoring_task_anchors_pending_versions_once_the_ledger_is_back(
 
 @pytest.mark.django_db
 def test_anchoring_task_retries_while_the_ledger_stays_down(custodian, ledger_down, scheduled_anchoring):
-    record_ingest(raw_body=encode(bundle(*patient_with_observations())), actor=custodian)
+    _ingest(custodian, *patient_with_observations())
 
     # Run eagerly, a retry runs at once: every retry is spent, then the task fails.
     result = anchor_pending_records.apply()
@@ -101,7 +103,7 @@ def test_anchoring_task_retries_while_the_ledger_stays_down(custodian, ledger_do
 
 @pytest.mark.django_db
 def test_anchoring_twice_does_nothing_the_second_time(custodian, ledger, ledger_down, scheduled_anchoring):
-    record_ingest(raw_body=encode(bundle(*patient_with_observations())), actor=custodian)
+    _ingest(custodian, *patient_with_observations())
     ledger_down.up()
     record_versions_anchor_pending(limit=10)
     height = ledger.height()
@@ -116,7 +118,7 @@ def test_anchoring_twice_does_nothing_the_second_time(custodian, ledger, ledger_
 
 @pytest.mark.django_db
 def test_anchoring_reconciles_a_version_the_ledger_already_holds(custodian, ledger, ledger_down, scheduled_anchoring):
-    record_ingest(raw_body=encode(bundle(*patient_with_observations())), actor=custodian)
+    _ingest(custodian, *patient_with_observations())
     version = RecordVersion.objects.select_related("record__patient").get()
     earlier = _anchor_directly(ledger, version)  # committed, but the answer never reached the database
     ledger_down.up()
@@ -135,10 +137,7 @@ def test_anchoring_reconciles_a_version_the_ledger_already_holds(custodian, ledg
 def test_anchoring_leaves_pending_a_version_the_ledger_holds_with_another_hash(
     custodian, ledger, ledger_down, scheduled_anchoring
 ):
-    record_ingest(
-        raw_body=encode(bundle(*patient_with_observations(mrn="MRN-C"), *patient_with_observations(mrn="MRN-D"))),
-        actor=custodian,
-    )
+    _ingest(custodian, *patient_with_observations(mrn="MRN-C"), *patient_with_observations(mrn="MRN-D"))
     conflicting, clean = RecordVersion.objects.select_related("record__patient").order_by("pk")
     _anchor_directly(ledger, conflicting, sha256="f" * 64)
     ledger_down.up()
@@ -158,14 +157,10 @@ def test_pending_versions_are_anchored_in_order_when_the_record_changes_again(
     custodian, ledger, ledger_down, scheduled_anchoring
 ):
     patient = PatientResourceFactory(mrn="MRN-O")
-    record_ingest(
-        raw_body=encode(bundle(patient, ObservationResourceFactory(patient=patient, value=1.0))), actor=custodian
-    )
+    _ingest(custodian, patient, ObservationResourceFactory(patient=patient, value=1.0))
     ledger_down.up()
 
-    result = record_ingest(
-        raw_body=encode(bundle(patient, ObservationResourceFactory(patient=patient, value=2.0))), actor=custodian
-    )
+    result = _ingest(custodian, patient, ObservationResourceFactory(patient=patient, value=2.0))
 
     assert [(r.version, r.anchored) for r in result.records] == [(2, True)]
     record = Record.objects.get()
@@ -180,13 +175,9 @@ def test_analysis_uses_the_latest_anchored_version_never_a_pending_one(
 ):
     ledger_down.up()
     patient = PatientResourceFactory(mrn="MRN-L")
-    record_ingest(
-        raw_body=encode(bundle(patient, ObservationResourceFactory(patient=patient, value=1.0))), actor=custodian
-    )
+    _ingest(custodian, patient, ObservationResourceFactory(patient=patient, value=1.0))
     ledger_down.down()
-    record_ingest(
-        raw_body=encode(bundle(patient, ObservationResourceFactory(patient=patient, value=2.0))), actor=custodian
-    )
+    _ingest(custodian, patient, ObservationResourceFactory(patient=patient, value=2.0))
     record = Record.objects.get()
 
     usable = list(record_versions_usable_for_analysis())
@@ -199,7 +190,7 @@ def test_analysis_uses_the_latest_anchored_version_never_a_pending_one(
 
 @pytest.mark.django_db
 def test_recomputed_hashes_come_from_the_decrypted_content_not_the_stored_column(custodian):
-    record_ingest(raw_body=encode(bundle(*patient_with_observations(mrn="MRN-H"))), actor=custodian)
+    _ingest(custodian, *patient_with_observations(mrn="MRN-H"))
     true_hash = RecordVersion.objects.get().sha256
     RecordVersion.objects.update(sha256=F("key_id"))  # the column lies; the content does not
 

@@ -7,19 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from records.canonical import canonical_json, canonical_sha256, record_document
+from tests.hostile.strategies import scalars_of_json, values_of_json
 
-JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
+JSON_SCALARS = scalars_of_json(
+    st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    text_size=20,
 )
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
-    max_leaves=30,
-)
+JSON_VALUES = values_of_json(JSON_SCALARS, key_size=10, items=5, leaves=30)
 
 
 def _shuffled(value, rng: random.Random):

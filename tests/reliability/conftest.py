@@ -15,21 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from health_platform.celery import app
-from tests.analytics.conftest import (  # noqa: F401  (fixtures shared with the analytics tests)
-    BREAST_CANCER,
-    blob_dir,
-    clinician,
-    cohort,
-    eager,
-    grant,
-    models_registered,
-)
-from tests.conftest import REPO, _reset_broker_connections, wait_for
+from tests.conftest import broker_switched, wait_for
 
 
 @pytest.fixture
-def spawn_worker(start_worker, blob_dir):  # noqa: F811
+def spawn_worker(start_worker, blob_dir):
     """tests/conftest.py's start_worker, on the custodian queue unless told otherwise; the test's blob
     folder is this test's (blob_dir). A test kills a worker whole with kill_group."""
 
@@ -59,16 +49,6 @@ def pool_children(process: subprocess.Popen) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == process.pid:
             children.append(int(entry.name))
     return children
-
-
-def compute_environment(tmp_path: Path, blob_dir: Path) -> dict[str, str]:  # noqa: F811
-    """The compute worker's whole environment: the blob folder and the code; no database, no key."""
-    return {
-        "ANALYTICS_BLOB_DIR": str(blob_dir),
-        "PYTHONPATH": str(REPO),
-        "HOME": str(tmp_path),
-        "HEALTH_PLATFORM_VAR_DIR": str(tmp_path / "compute-var"),
-    }
 
 
 # --- Redis that survives a restart -------------------------------------------------------------
@@ -145,13 +125,8 @@ def durable_redis(tmp_path, broker):
     """Switch this process and every worker the test starts to a durable Redis broker."""
     server = RedisServer(tmp_path / "redis")
     server.start()
-    app.conf.update(CELERY_BROKER_URL=server.url, CELERY_BROKER_TRANSPORT_OPTIONS={})
-    _reset_broker_connections(app)
-    broker.clear()
-    broker.update({"CELERY_BROKER_URL": server.url})
-    yield server
-    app.conf.update(CELERY_BROKER_URL="filesystem://")
-    _reset_broker_connections(app)
+    with broker_switched(broker, server.url, {"CELERY_BROKER_URL": server.url}):
+        yield server
     server.stop()
 
 
@@ -225,5 +200,5 @@ def wait_until_finished(request_id: object, timeout: float = 120) -> str:
     return wait_for(request_finished(request_id), timeout=timeout, interval=0.1, what="the analysis to finish")
 
 
-def stored_blobs(blob_dir: Path) -> set[str]:  # noqa: F811
+def stored_blobs(blob_dir: Path) -> set[str]:
     return {p.name for p in blob_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}

@@ -11,13 +11,7 @@ from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from audit.models import AccessEvent
 from tests.conftest import wait_for
-from tests.reliability.conftest import (
-    access_log_transactions,
-    compute_environment,
-    grant,
-    ledger_access_events,
-    wait_until_finished,
-)
+from tests.reliability.conftest import access_log_transactions, ledger_access_events, wait_until_finished
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -25,15 +19,11 @@ RECORDS, BATCH_SIZE = 8, 2
 
 
 def test_a_redis_restart_mid_job_lets_the_job_complete_once(
-    durable_redis, cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+    durable_redis, consented, clinician, models_registered, spawn_worker, start_compute_worker, ledger
 ):
-    people = cohort(RECORDS)
-    for user, patient, _ in people:
-        grant(user, patient, clinician)
+    people = consented(RECORDS)
     custodian = spawn_worker(queues="custodian")
-    compute = spawn_worker(
-        app="analytics.compute_app", queues="compute", environment=compute_environment(tmp_path, blob_dir)
-    )
+    compute = start_compute_worker()
     analysis = analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=BATCH_SIZE
     )

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the custodian fixture is imported from tests.records.conftest)
 """The database is unavailable during an ingest: another connection holds the lock on the records'
 tables past the timeout (as a long migration, a backup or a stuck process would): SQLite's write lock
 past the busy timeout, or on PostgreSQL an ACCESS EXCLUSIVE lock on the records' tables past
@@ -14,7 +13,6 @@ from django.db import connection
 
 from ledger.contracts import Contracts
 from records.models import AnchorState, Patient, Record, RecordVersion
-from tests.records.conftest import custodian  # noqa: F401
 from tests.records.factories import bundle, encode, patient_with_observations
 from tests.reliability.conftest import ledger_transactions
 

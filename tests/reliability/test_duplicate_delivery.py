@@ -10,13 +10,7 @@ from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from analytics.tasks import analysis_batch_gate
 from audit.models import AccessEvent
-from tests.reliability.conftest import (
-    access_log_transactions,
-    compute_environment,
-    grant,
-    ledger_access_events,
-    wait_until_finished,
-)
+from tests.reliability.conftest import access_log_transactions, ledger_access_events, wait_until_finished
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -24,15 +18,11 @@ RECORDS, BATCH_SIZE = 12, 4
 
 
 def test_a_gate_task_delivered_twice_is_computed_and_logged_once(
-    cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+    consented, clinician, models_registered, spawn_worker, start_compute_worker, ledger
 ):
-    people = cohort(RECORDS)
-    for user, patient, _ in people:
-        grant(user, patient, clinician)
+    people = consented(RECORDS)
     spawn_worker(queues="custodian", concurrency=2)
-    compute = spawn_worker(
-        app="analytics.compute_app", queues="compute", environment=compute_environment(tmp_path, blob_dir)
-    )
+    compute = start_compute_worker()
     analysis = analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=BATCH_SIZE
     )

@@ -18,13 +18,7 @@ from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from audit.models import AccessEvent
 from tests.conftest import wait_for
-from tests.reliability.conftest import (
-    access_log_transactions,
-    compute_environment,
-    grant,
-    ledger_access_events,
-    wait_until_finished,
-)
+from tests.reliability.conftest import access_log_transactions, ledger_access_events, wait_until_finished
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -56,10 +50,8 @@ class LedgerMount:
         return moment
 
 
-def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, deadline_seconds: int):
-    people = cohort(RECORDS)
-    for user, patient, _ in people:
-        grant(user, patient, clinician)
+def _start(consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger, *, deadline_seconds: int):
+    people = consented(RECORDS)
     mount = LedgerMount(tmp_path, ledger)
     custodian = spawn_worker(
         queues="custodian",
@@ -70,7 +62,7 @@ def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, deadl
             "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
         },
     )
-    spawn_worker(app="analytics.compute_app", queues="compute", environment=compute_environment(tmp_path, blob_dir))
+    start_compute_worker()
     request = analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=1
     )
@@ -90,10 +82,10 @@ def _start(cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, *, deadl
 
 
 def test_a_ledger_back_within_the_retry_window_resumes_the_job_and_logs_each_record_once(
-    cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+    consented, clinician, models_registered, spawn_worker, start_compute_worker, tmp_path, ledger
 ):
     request, people, mount, custodian, down, not_gated = _start(
-        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, deadline_seconds=600
+        consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger, deadline_seconds=600
     )
     wait_for(
         lambda: b"analysis_batch_ledger_retry" in custodian.log_path.read_bytes(),
@@ -130,10 +122,10 @@ def test_a_ledger_back_within_the_retry_window_resumes_the_job_and_logs_each_rec
 
 
 def test_a_ledger_that_does_not_come_back_fails_the_job_closed_with_ledger_unavailable(
-    cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+    consented, clinician, models_registered, spawn_worker, start_compute_worker, tmp_path, ledger
 ):
     request, _people, _mount, custodian, _down, not_gated = _start(
-        cohort, clinician, spawn_worker, tmp_path, blob_dir, ledger, deadline_seconds=20
+        consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger, deadline_seconds=20
     )
 
     assert wait_until_finished(request.id, timeout=120) == AnalysisStatus.FAILED

@@ -5,21 +5,18 @@ data_hash and the ledger state; tests/records/test_integrity.py the integrity ch
 import json
 import sqlite3
 
-import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from analytics.diagnostic_models import breast_cancer_model
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from audit.verification import mirror_verify
 from records.canonical import canonical_json, canonical_sha256
-from records.codes import BREAST_CANCER_DATASET
 from records.crypto import record_cipher, record_seal
-from records.demo import demo_patients
 from records.models import RecordVersion
 from records.selectors import record_version_document
-from tests.reliability.conftest import grant, ledger_access_events
+from tests.conftest import grant, plain_scores
+from tests.reliability.conftest import ledger_access_events
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 
@@ -84,9 +81,7 @@ def test_tampered_records_are_refused_by_the_gate_and_named_by_the_integrity_vie
     rows = {row.record_id: row for row in analysis_results(request=request, viewer=clinician).rows}
     assert set(rows) == {str(intact.id), str(row_hash.id)}
     # The admitted record is scored from its true content: the edited column let nothing change.
-    model = breast_cancer_model()
-    features = np.asarray([d.features for d in demo_patients(dataset=BREAST_CANCER_DATASET, count=2)])
-    expected = model.interpret(model.score_plain(features))
+    expected = plain_scores(2)
     assert abs(rows[str(row_hash.id)].score - expected[1]["score"]) < 1e-3
 
     assert _integrity(u_intact, intact)["reason"] == "ok"

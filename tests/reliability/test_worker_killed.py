@@ -14,8 +14,6 @@ from analytics.services import analysis_request_create
 from audit.models import AccessEvent
 from tests.reliability.conftest import (
     access_log_transactions,
-    compute_environment,
-    grant,
     ledger_access_events,
     pool_children,
     wait_until_finished,
@@ -43,13 +41,11 @@ def _kill_mid_batch(request, custodian, timeout: float = 60) -> tuple[int, str]:
 
 
 def test_a_pool_process_killed_mid_batch_is_redone_and_nothing_is_logged_or_scored_twice(
-    either_broker, cohort, clinician, models_registered, blob_dir, spawn_worker, tmp_path, ledger
+    either_broker, consented, clinician, models_registered, spawn_worker, start_compute_worker, ledger
 ):
-    people = cohort(RECORDS)
-    for user, patient, _ in people:
-        grant(user, patient, clinician)
+    people = consented(RECORDS)
     custodian = spawn_worker(queues="custodian")
-    spawn_worker(app="analytics.compute_app", queues="compute", environment=compute_environment(tmp_path, blob_dir))
+    start_compute_worker()
     analysis = analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=BATCH_SIZE
     )
