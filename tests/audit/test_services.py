@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from audit.exports import COLUMNS, export_path, rows_from_file
+from audit.exports import COLUMNS, ExportDeferred, audit_export_run, export_path, rows_from_file
 from audit.models import AccessEvent, AuditExport, ExportStatus
 from audit.selectors import AccessEventFilters, audit_export_manifest
 from audit.services import access_log_mirror_rebuild, audit_export_create, auditor_actor_id
@@ -208,12 +208,36 @@ def test_rebuilding_the_mirror_restores_it_from_the_ledger(logged, eager):
 def test_an_export_fails_closed_when_the_ledger_cannot_verify(logged, audit_user, export_dir, settings, eager):
     logged("b1", [access_event("e1")])
     settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
+    settings.AUDIT_EXPORT_DEADLINE_SECONDS = 0  # past its deadline at once: no retry
 
     done = export(audit_user, "csv")
 
     assert (done.status, done.failure_code) == (ExportStatus.FAILED, "ledger_unavailable")
     assert not export_path(done).exists()
     assert not list(export_dir.glob("*")) if export_dir.exists() else True
+
+
+def test_an_export_the_ledger_cannot_verify_waits_for_it_and_completes_when_it_is_back(
+    logged, audit_user, export_dir, settings, monkeypatch
+):
+    """Within its deadline, an export the ledger cannot verify is deferred (no file is offered meanwhile), and
+    the next attempt after the ledger is back completes it, verified."""
+    logged("b1", [access_event("e1")])
+    reachable = settings.LEDGER_URL
+    created = audit_export_create(requester=audit_user, format="csv", filters=AccessEventFilters())
+    settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
+
+    with pytest.raises(ExportDeferred):
+        audit_export_run(export_id=str(created.pk))
+    waiting = AuditExport.objects.get(pk=created.pk)
+    assert waiting.status == ExportStatus.PENDING
+    assert not list(export_dir.glob("*"))  # no file, not even a partial one
+
+    settings.LEDGER_URL = reachable
+    audit_export_run(export_id=str(created.pk))
+    done = AuditExport.objects.get(pk=created.pk)
+    assert (done.status, done.event_count, done.verification["ok"]) == (ExportStatus.COMPLETED, 1, True)
+    assert [row["event_id"] for row in file_rows(done)] == ["e1"]
 
 
 def test_only_auditors_export_and_formats_are_checked(clinician, audit_user, export_dir):
