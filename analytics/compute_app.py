@@ -14,12 +14,12 @@ from analytics.blobs import FileSystemBlobStore
 from analytics.compute import SCORE_TASK, score_batch
 from analytics.he import TenSEALEngine
 from health_platform.celery_config import blob_dir, celery_config, worker_variables
-from health_platform.filesystem_broker import use_whole_message_transport
+from health_platform.filesystem_broker import use_platform_transports
 
 _variables = worker_variables()
 _blob_dir = blob_dir(_variables)
 
-use_whole_message_transport()
+use_platform_transports()
 app = Celery("health_platform_compute")
 app.config_from_object(celery_config(queue="compute", variables=_variables), namespace="CELERY")
 

@@ -28,15 +28,22 @@ compute_environment=()
 for name in HEALTH_PLATFORM_ENV_FILE $($py -c 'from health_platform.celery_config import VARIABLES; print(*sorted(VARIABLES))'); do
   if [ -n "${!name+set}" ]; then compute_environment+=("$name=${!name}"); fi
 done
-echo "==> starting the custodian worker (queue custodian, with the beat schedule) and the compute worker (queue compute)"
-.venv/bin/celery -A health_platform worker --queues custodian --concurrency 2 --loglevel INFO \
-  --hostname custodian@%h --beat --schedule "$var_dir/celerybeat-schedule" >"$var_dir/celery-custodian.log" 2>&1 &
+# Each background program runs under health_platform.supervise, which starts it again within a second if it
+# stops (killed, out of memory, crashed): no single process death stalls the work, and the messages it held
+# are delivered again by the broker. The beat (the periodic sweeps) is a program of its own.
+echo "==> starting the custodian worker (queue custodian), the compute worker (queue compute) and the beat"
+supervise() { name=$1; shift; exec $py -m health_platform.supervise --name "$name" --log "$var_dir/celery-$name.log" -- "$@"; }
+supervise custodian .venv/bin/celery -A health_platform worker --queues custodian --concurrency 2 --loglevel INFO \
+  --hostname custodian@%h &
 custodian=$!
+supervise beat .venv/bin/celery -A health_platform beat --loglevel INFO --schedule "$var_dir/celerybeat-schedule" &
+beat=$!
 env -i PATH="$PATH" HOME="${HOME:-/tmp}" PYTHONPATH="$PWD" ${compute_environment[@]+"${compute_environment[@]}"} \
+  $py -m health_platform.supervise --name compute --log "$var_dir/celery-compute.log" -- \
   .venv/bin/celery -A analytics.compute_app worker --queues compute --concurrency 2 --loglevel INFO \
-  --hostname compute@%h >"$var_dir/celery-compute.log" 2>&1 &
+  --hostname compute@%h &
 compute=$!
-trap 'kill "$custodian" "$compute" 2>/dev/null || true; wait 2>/dev/null || true' EXIT INT TERM
+trap 'kill "$custodian" "$beat" "$compute" 2>/dev/null || true; wait 2>/dev/null || true' EXIT INT TERM
 
 echo "==> portal: http://127.0.0.1:${PORT}/   API docs: http://127.0.0.1:${PORT}/api/docs/   (Ctrl-C stops)"
 # gunicorn, not the development server; whitenoise serves the static files.

@@ -163,6 +163,7 @@ def test_the_stack_has_every_component(compose):
         "web",
         "custodian-worker",
         "compute-worker",
+        "beat",
     }
     assert expected <= set(compose["services"])
 
