@@ -67,6 +67,7 @@ VALID = "VALID"
 RETRYABLE_VALIDATION_CODES = frozenset({"MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT"})
 ENDORSEMENT_MISMATCH = "ProposalResponsePayloads do not match"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+NO_ENDORSERS = "no combination of peers can be derived which satisfy the endorsement policy"
 TRANSIENT_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED}
 )
@@ -210,6 +211,10 @@ def translate_error(operation: str, error: grpc.RpcError) -> LedgerError:
             return error_from_response(match.group(2))
     if any(ENDORSEMENT_MISMATCH in message for message in messages):
         return EndorsementMismatch(f"fabric {operation}: the endorsing peers' results do not match")
+    if any(NO_ENDORSERS in message for message in messages):
+        # The gateway knows no live peers that together satisfy the policy: one is down, or its gossip has not
+        # found it again yet after a restart. Transient, whatever the gRPC code (FAILED_PRECONDITION).
+        return LedgerUnavailable(f"fabric {operation} failed: too few endorsing peers are reachable")
     code_name = code.name if code is not None else "UNKNOWN"
     if code in TRANSIENT_CODES:
         return LedgerUnavailable(f"fabric {operation} failed: {code_name}")

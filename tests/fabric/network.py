@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, closing
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,37 @@ class FabricNetwork:
             timeout=timeout,
             check=False,
         )
+
+    def processes(self, name: str) -> list[int]:
+        """The pids of a node started by network/fabric.sh (its wrapper shell and everything under it)."""
+        wrapper = int((self.directory / "run" / f"{name}.pid").read_text())
+        found, frontier = [wrapper], [wrapper]
+        while frontier:
+            parent = frontier.pop()
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    parent_of = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if parent_of == parent:
+                    found.append(int(entry.name))
+                    frontier.append(int(entry.name))
+        return found
+
+    @contextmanager
+    def stopped(self, name: str) -> Iterator[None]:
+        """The node frozen (SIGSTOP: it holds its connections and answers nothing) for the block, then resumed."""
+        pids = self.processes(name)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.directory / "logs" / f"{name}.log"

@@ -446,6 +446,21 @@ def test_an_orderer_failure_is_ledger_unavailable(client, gateway):
         client.submit("anchors", "AnchorRecord", SECRET)
 
 
+def test_a_gateway_that_knows_too_few_live_endorsers_is_ledger_unavailable(client, gateway):
+    """What the hospital's gateway answers while the research peer is down, or before gossip has found it again
+    after a restart: FAILED_PRECONDITION, yet transient."""
+    gateway.endorse_failures = [
+        (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "no combination of peers can be derived which satisfy the endorsement policy: "
+            "no peer combination can satisfy the endorsement policy",
+            [],
+        )
+    ]
+    with pytest.raises(LedgerUnavailable):
+        client.submit("anchors", "AnchorRecord", SECRET)
+
+
 def test_a_refused_request_is_a_ledger_error_naming_the_grpc_code(client, gateway):
     gateway.evaluate_failure = (grpc.StatusCode.PERMISSION_DENIED, "access denied", [])
     with pytest.raises(LedgerError, match="PERMISSION_DENIED") as raised:
