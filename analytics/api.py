@@ -41,7 +41,7 @@ from analytics.serializers import (
     ResultsSerializer,
     public_context_decoded,
 )
-from analytics.services import analysis_request_create
+from analytics.services import analysis_request_cancel, analysis_request_create
 from health_platform.errors import CHOICE_ERROR_MESSAGES, NotFound, PayloadTooLarge
 from health_platform.parsers import LimitedJSONParser
 from health_platform.serializers import ErrorSerializer
@@ -207,6 +207,20 @@ class AnalysisViewSet(viewsets.GenericViewSet):
             "rows": results.rows,
         }
         return Response(ResultsSerializer(body).data)
+
+    @extend_schema(
+        summary="Cancel an analysis of yours that has not finished",
+        description="Nothing more of it is gated, encrypted or scored; what had been admitted is logged as not "
+        "computed (request_cancelled). A finished analysis: analysis_finished (409).",
+        request=None,
+        responses={200: AnalysisDetailSerializer, 401: _ERROR, 403: _ERROR, 404: _NOT_FOUND, 409: _ERROR},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        analysis = analysis_request_cancel(
+            requester=request.user, request=analysis_of_requester(user=request.user, analysis_id=pk)
+        )
+        return self.retrieve(request, pk=str(analysis.pk))
 
     @extend_schema(
         summary="The encrypted scores, for the holder of the secret key to decrypt (either key mode)",

@@ -45,6 +45,10 @@ class AnalysisStatus(models.TextChoices):
     RUNNING = "running", "Running"
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED = (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED, AnalysisStatus.CANCELLED)
 
 
 class AnalysisRequest(models.Model):
@@ -84,6 +88,7 @@ class BatchStatus(models.TextChoices):
     ENCRYPTED = "encrypted", "Encrypted, waiting for compute"
     SCORED = "scored", "Scored"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class AnalysisBatch(models.Model):
@@ -104,6 +109,14 @@ class AnalysisBatch(models.Model):
     )
     compute_sent_at = models.DateTimeField(null=True, blank=True, help_text="when its compute order was claimed")
     score_keys = models.JSONField(default=list, blank=True)
+    skipped = models.JSONField(
+        default=dict, blank=True, help_text="admitted records not encrypted: record id -> why (no values)"
+    )
+    # What became of the records the gate admitted, for the access log: set when the batch is scored, or when its
+    # request fails or is cancelled after its access was logged; logged on the ledger once (outcome_tx_id).
+    outcome = models.CharField(max_length=16, blank=True, default="")
+    outcome_reason = models.CharField(max_length=32, blank=True, default="")
+    outcome_tx_id = models.CharField(max_length=128, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import numpy as np
 import structlog
@@ -27,7 +28,7 @@ from django.utils import timezone
 from analytics import engines
 from analytics.diagnostic_models import LinearModel
 from analytics.features import features_of
-from analytics.models import AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus, CohortKind
+from analytics.models import FINISHED, AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus, CohortKind
 from analytics.registry import model_spec
 from audit.services import access_batch_log
 from chaincode.validation import format_timestamp
@@ -43,12 +44,6 @@ from records.selectors import (
 
 log = structlog.get_logger(__name__)
 
-# Why the custodian skipped an admitted record (besides the gate's refusals), in words people read.
-SKIP_REASONS: dict[str, str] = {
-    "content_unavailable": "Record could not be read",
-    "changed_after_gate": "Record changed while the analysis ran",
-    "missing_features": "Record lacks the model's measurements",
-}
 NO_CONTENT_HASH = "0" * 64  # sent to the gate for a record whose ciphertext does not open: never matches
 
 
@@ -60,13 +55,13 @@ def analysis_start(*, request_id: str) -> list[int]:
     """Plan the batches (once) and return the ids of those not scored yet, for the gate tasks."""
     with transaction.atomic():
         request = AnalysisRequest.objects.select_for_update().select_related("model").filter(pk=request_id).first()
-        if request is None or request.status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED):
+        if request is None or request.status in FINISHED:
             return []
         if request.status == AnalysisStatus.QUEUED:
             _plan_batches(request)
     return list(
         AnalysisBatch.objects.filter(request_id=request.pk)
-        .exclude(status__in=[BatchStatus.SCORED, BatchStatus.FAILED])
+        .exclude(status__in=[BatchStatus.SCORED, BatchStatus.FAILED, BatchStatus.CANCELLED])
         .values_list("pk", flat=True)
     )
 
@@ -138,7 +133,7 @@ def analysis_batch_advance(*, batch_id: int, claimant: str | None = None, force:
     stalled-work sweep) takes over a log step claimed by a task that never finished it.
     """
     batch = AnalysisBatch.objects.select_related("request__model").filter(pk=batch_id).first()
-    if batch is None or batch.request.status == AnalysisStatus.FAILED:
+    if batch is None or batch.request.status in (AnalysisStatus.FAILED, AnalysisStatus.CANCELLED):
         return None
     spec = model_spec(batch.request.model)
     readings: dict[int, _Reading] | None = None  # versions opened once when gate and encrypt run together
@@ -356,18 +351,19 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Readi
         readings = _read_versions([d["version_id"] for d in admitted], spec)
     rows: list[str] = []
     features: list[list[float]] = []
-    skipped: Counter[str] = Counter()
+    skipped_records: dict[str, str] = {}  # record id -> why it is not encrypted (NOT_COMPUTED_REASONS)
     for decision in admitted:
         reading = readings.get(decision["version_id"])
         if reading is None or not reading.opened:
-            skipped["content_unavailable"] += 1
+            skipped_records[decision["record_id"]] = "content_unavailable"
         elif reading.sha256 != decision["sha256"]:
-            skipped["changed_after_gate"] += 1
+            skipped_records[decision["record_id"]] = "changed_after_gate"
         elif reading.features is None:
-            skipped["missing_features"] += 1
+            skipped_records[decision["record_id"]] = "missing_features"
         else:
             rows.append(decision["record_id"])
             features.append(reading.features)
+    skipped = Counter(skipped_records.values())
     engine, blobs = engines.homomorphic_engine(), engines.blob_store()
     public = blobs.get(request.public_context_key)
     chunks, clipped = [], 0
@@ -391,14 +387,16 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Readi
         column_keys=chunks,
         clipped_count=clipped,
         refusals=refusals,
+        skipped=skipped_records,
         admitted_count=len(rows),
     )
 
 
 def analysis_batch_collect(*, batch_id: int, score_keys: list[str]) -> None:
-    """Record the compute result of a batch (once) and complete the request when all are scored."""
+    """Record the compute result of a batch (once) and complete the request when all are scored. The batch's
+    outcome (computed; the admitted records the custodian skipped not computed) is then logged."""
     updated = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED).update(
-        status=BatchStatus.SCORED, score_keys=score_keys, updated_at=timezone.now()
+        status=BatchStatus.SCORED, score_keys=score_keys, outcome=OUTCOME_COMPUTED, updated_at=timezone.now()
     )
     if not updated:
         return
@@ -416,14 +414,96 @@ def analysis_fail(*, batch_id: int, code: str) -> None:
     batch = AnalysisBatch.objects.filter(pk=batch_id).first()
     if batch is None:
         return
+    if analysis_stop(request_id=batch.request_id, status=AnalysisStatus.FAILED, code=code):
+        log.error("analysis_failed", request_id=str(batch.request_id), batch=batch.index, code=code)
+
+
+def analysis_stop(*, request_id: UUID, status: str, code: str = "") -> bool:
+    """End a request that is not finished: failed (with `code`) or cancelled. No batch of it is encrypted or
+    scored from now on; the batches whose access was logged get their outcome, not computed, to be logged.
+    Returns whether it stopped the request (False if it had finished already)."""
+    reason = "request_cancelled" if status == AnalysisStatus.CANCELLED else "request_failed"
+    batch_status = BatchStatus.CANCELLED if status == AnalysisStatus.CANCELLED else BatchStatus.FAILED
     with transaction.atomic():
-        AnalysisRequest.objects.filter(pk=batch.request_id).exclude(status=AnalysisStatus.COMPLETED).update(
-            status=AnalysisStatus.FAILED, failure_code=code, finished_at=timezone.now()
+        stopped = (
+            AnalysisRequest.objects.filter(pk=request_id)
+            .exclude(status__in=FINISHED)
+            .update(status=status, failure_code=code, finished_at=timezone.now())
         )
-        AnalysisBatch.objects.filter(request_id=batch.request_id).exclude(status=BatchStatus.SCORED).update(
-            status=BatchStatus.FAILED
+        if not stopped:
+            return False
+        unfinished = AnalysisBatch.objects.filter(request_id=request_id).exclude(status=BatchStatus.SCORED)
+        unfinished.exclude(access_log_tx_id="").update(
+            status=batch_status, outcome=OUTCOME_NOT_COMPUTED, outcome_reason=reason, updated_at=timezone.now()
         )
-    log.error("analysis_failed", request_id=str(batch.request_id), batch=batch.index, code=code)
+        unfinished.filter(access_log_tx_id="").update(status=batch_status, updated_at=timezone.now())
+    return True
+
+
+OUTCOME_COMPUTED, OUTCOME_NOT_COMPUTED = "computed", "not_computed"
+
+
+def outcome_batch_id(request_id: object, batch_index: int) -> str:
+    """The ledger batch that holds a batch's outcome events, beside the batch of its access events."""
+    return f"{access_batch_id(request_id, batch_index)}:outcome"
+
+
+def analysis_outcomes_log(*, request_id: UUID) -> int:
+    """Log on the ledger the outcome of each batch of the request that has one and has not logged it: one
+    event for the batch, and one per admitted record the custodian skipped (not computed, with why).
+    Idempotent per batch (the ledger answers an identical batch again with its first transaction). Raises
+    LedgerUnavailable when the ledger does not answer: what was not logged stays to log. Returns how many
+    batches it logged."""
+    logged = 0
+    pending = AnalysisBatch.objects.select_related("request__model").filter(request_id=request_id, outcome_tx_id="")
+    for batch in pending.exclude(outcome="").order_by("index"):
+        request = batch.request
+        common = {
+            "kind": "outcome",
+            "grantee": request.grantee_id,
+            "purpose": request.purpose,
+            "request_id": str(request.id),
+            "model_hash": request.model.sha256,
+        }
+        events = [
+            {
+                **common,
+                "event_id": f"out:{request.id}:{batch.index}",
+                "decision": batch.outcome,
+                "reason": batch.outcome_reason or None,
+            }
+        ]
+        if batch.outcome == OUTCOME_COMPUTED:
+            admitted = {d["record_id"]: d for d in batch.decisions if d["decision"] == "admit"}
+            for record_id, why in sorted(batch.skipped.items()):
+                decision = admitted[record_id]
+                events.append(
+                    {
+                        **common,
+                        "event_id": f"out:{request.id}:{record_id}",
+                        "record_id": record_id,
+                        "patient_pseudonym": decision["patient_pseudonym"],
+                        "category": decision["category"],
+                        "decision": OUTCOME_NOT_COMPUTED,
+                        "reason": why,
+                    }
+                )
+        entry = access_batch_log(batch_id=outcome_batch_id(request.id, batch.index), events=events)
+        AnalysisBatch.objects.filter(pk=batch.pk, outcome_tx_id="").update(outcome_tx_id=entry.tx_id)
+        logged += 1
+    if logged:
+        log.info("analysis_outcomes_logged", request_id=str(request_id), batches=logged)
+    return logged
+
+
+def analyses_with_outcomes_to_log() -> list[str]:
+    """Requests with a batch whose outcome is known and not yet on the ledger (the ledger was away, say)."""
+    pending = AnalysisBatch.objects.filter(outcome_tx_id="").exclude(outcome="")
+    return [str(pk) for pk in pending.values_list("request_id", flat=True).distinct()]
+
+
+def request_of_batch(*, batch_id: int) -> UUID | None:
+    return AnalysisBatch.objects.filter(pk=batch_id).values_list("request_id", flat=True).first()
 
 
 def analysis_may_wait(*, batch_id: int, seconds: float) -> bool:

@@ -11,4 +11,5 @@ urlpatterns = [
     path("<str:analysis_id>/", views.analysis_detail, name="detail"),
     path("<str:analysis_id>/progress/", views.analysis_progress_panel, name="progress"),
     path("<str:analysis_id>/results/", views.analysis_results_panel, name="results"),
+    path("<str:analysis_id>/cancel/", views.analysis_cancel, name="cancel"),
 ]

@@ -8,12 +8,12 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 
-from analytics import engines
+from analytics import engines, pipeline, tasks
 from analytics.access import user_may_request_analyses
 from analytics.keys import secret_context_seal
-from analytics.models import AnalysisRequest, CohortKind, DiagnosticModel, KeyMode
+from analytics.models import AnalysisRequest, AnalysisStatus, CohortKind, DiagnosticModel, KeyMode
 from analytics.registry import model_spec
-from health_platform.errors import PermissionDenied, ValidationFailed
+from health_platform.errors import Conflict, PermissionDenied, ValidationFailed
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +134,22 @@ def _uploaded_public_context(engine: Any, public_context: bytes | None) -> Any:
 
 
 def _enqueue_start(request_id: object) -> None:
-    from analytics.tasks import analysis_start
+    tasks.analysis_start.delay(str(request_id))
 
-    analysis_start.delay(str(request_id))
+
+def analysis_request_cancel(*, requester: Any, request: AnalysisRequest) -> AnalysisRequest:
+    """Cancel a request its requester no longer wants: nothing more of it is gated, encrypted or scored, and
+    the access log says that what had been admitted was not computed (request_cancelled). A request that has
+    finished (completed, failed, cancelled) is refused with analysis_finished."""
+    if request.requester_id != getattr(requester, "pk", None):
+        raise PermissionDenied("Only the clinician who asked for an analysis can cancel it.")
+    if not pipeline.analysis_stop(request_id=request.pk, status=AnalysisStatus.CANCELLED):
+        raise Conflict(
+            "The analysis has finished; there is nothing to cancel.",
+            code="analysis_finished",
+            detail={"status": AnalysisRequest.objects.get(pk=request.pk).status},
+        )
+    transaction.on_commit(lambda: tasks.analysis_outcomes_log.delay(str(request.pk)))
+    log.info("analysis_cancelled", request_id=str(request.pk), requester_id=requester.pk)
+    request.refresh_from_db()
+    return request

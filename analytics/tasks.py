@@ -3,6 +3,7 @@ a service; each is safe to deliver twice. The compute step runs on the "compute"
 
 import time
 from datetime import timedelta
+from uuid import UUID
 
 import structlog
 from celery import chain, shared_task
@@ -14,7 +15,7 @@ from analytics.compute import SCORE_TASK, score_batch
 from health_platform import bootstrap
 from health_platform.celery import app
 from health_platform.errors import ApplicationError
-from ledger import ContractRejected
+from ledger import ContractRejected, LedgerUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -39,15 +40,15 @@ def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:
     except pipeline.LedgerNotAnswering as error:
         countdown = bootstrap.ledger_retry_countdown(retries=self.request.retries)
         if not pipeline.analysis_may_wait(batch_id=batch_id, seconds=countdown):
-            pipeline.analysis_fail(batch_id=batch_id, code="ledger_unavailable")
+            _fail(batch_id, "ledger_unavailable")
             return
         log.warning("analysis_batch_ledger_retry", batch_id=batch_id, step=str(error), retry=self.request.retries + 1)
         raise self.retry(exc=error, countdown=countdown) from None
     except ContractRejected as error:
-        pipeline.analysis_fail(batch_id=batch_id, code=pipeline.contract_rejection_code(error))
+        _fail(batch_id, pipeline.contract_rejection_code(error))
         return
     except ApplicationError as error:  # e.g. model_hash_mismatch: retrying cannot help
-        pipeline.analysis_fail(batch_id=batch_id, code=error.code)
+        _fail(batch_id, error.code)
         return
     if order is None or not pipeline.compute_order_claim(batch_id=batch_id, force=resend):
         return
@@ -97,9 +98,30 @@ def _send_patiently(signature: Signature, *, batch_id: int) -> None:
             log.warning("analysis_compute_order_send_retry", batch_id=batch_id, error=type(error).__name__)
 
 
+def _fail(batch_id: int, code: str) -> None:
+    """Fail the batch's request closed, then log what became of the batches whose access was logged."""
+    pipeline.analysis_fail(batch_id=batch_id, code=code)
+    request_id = pipeline.request_of_batch(batch_id=batch_id)
+    if request_id is not None:
+        analysis_outcomes_log.delay(str(request_id))
+
+
 @shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
 def analysis_batch_collect(score_keys: list[str], batch_id: int) -> None:
     pipeline.analysis_batch_collect(batch_id=batch_id, score_keys=score_keys)
+    request_id = pipeline.request_of_batch(batch_id=batch_id)
+    if request_id is not None:
+        analysis_outcomes_log.delay(str(request_id))
+
+
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
+def analysis_outcomes_log(request_id: str) -> None:
+    """Log the outcome of a request's batches on the ledger. Not retried here: when the ledger does not answer,
+    what was not logged stays to log, and the stalled-work sweep sends this again a minute later."""
+    try:
+        pipeline.analysis_outcomes_log(request_id=UUID(request_id))
+    except LedgerUnavailable:
+        log.warning("analysis_outcomes_deferred", request_id=request_id)
 
 
 @app.task(name=SCORE_TASK, acks_late=True, soft_time_limit=540, time_limit=600)
@@ -126,3 +148,5 @@ def resume_stalled_analyses() -> None:
         analysis_start.delay(request_id)
     for batch_id in batches:
         analysis_batch_gate.delay(batch_id, resend=True)
+    for request_id in pipeline.analyses_with_outcomes_to_log():
+        analysis_outcomes_log.delay(request_id)

@@ -15,18 +15,18 @@ from typing import Any
 
 import structlog
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from analytics.access import analysis_of_requester, user_may_read_model_cards, user_may_request_analyses
 from analytics.charts import histogram_svg
 from analytics.forms import AnalysisRequestForm
-from analytics.models import AnalysisRequest, AnalysisStatus, CohortKind, KeyMode
-from analytics.pipeline import SKIP_REASONS
+from analytics.models import FINISHED, AnalysisRequest, AnalysisStatus, CohortKind, KeyMode
 from analytics.selectors import (
     ModelCard,
     Progress,
@@ -38,10 +38,10 @@ from analytics.selectors import (
     diagnostic_model_get,
     diagnostic_models_latest,
 )
-from analytics.services import analysis_request_create
-from chaincode.vocabulary import REFUSAL_REASONS
+from analytics.services import analysis_request_cancel, analysis_request_create
+from chaincode.vocabulary import NOT_COMPUTED_REASONS, REFUSAL_REASONS
 from consent.selectors import consents_granted_to, consents_with_effective_status
-from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
+from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from health_platform.portal import panel_login_required, refused
 
 log = structlog.get_logger(__name__)
@@ -57,7 +57,7 @@ FAILURE_MESSAGES: dict[str, str] = {
 FAILURE_MESSAGE_REJECTED = "The ledger refused to record the access, so nothing was computed."
 FAILURE_MESSAGE_DEFAULT = "The analysis stopped before it was complete, so nothing more was computed."
 # Why a record was not scored: refused by the gate, or skipped by the custodian.
-REFUSAL_LABELS: dict[str, str] = {**REFUSAL_REASONS, **SKIP_REASONS}
+REFUSAL_LABELS: dict[str, str] = {**REFUSAL_REASONS, **NOT_COMPUTED_REASONS}
 
 
 METRIC_LABELS: dict[str, str] = {
@@ -107,7 +107,7 @@ def failure_message(code: str, *, scored: int) -> str:
 
 def progress_view(analysis: AnalysisRequest) -> ProgressView:
     progress = analysis_progress(request=analysis)
-    finished = progress.status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED)
+    finished = progress.status in FINISHED
     done = progress.scored + progress.refused
     percent = None
     if progress.total:
@@ -187,6 +187,22 @@ def analysis_detail(request: HttpRequest, analysis_id: str) -> HttpResponse:
     }
     context.update(_results_context(request, analysis))
     return render(request, "analytics/detail.html", context)
+
+
+@login_required
+@require_POST
+def analysis_cancel(request: HttpRequest, analysis_id: str) -> HttpResponse:
+    """Cancel the analysis (a button on its page); back to the page, which says what became of it."""
+    analysis = _own_analysis(request, analysis_id)
+    if isinstance(analysis, HttpResponse):
+        return analysis
+    try:
+        analysis_request_cancel(requester=request.user, request=analysis)
+    except Conflict:
+        messages.info(request, "The analysis had already finished; nothing was cancelled.")
+    else:
+        messages.success(request, "The analysis is cancelled: nothing more of it will be computed.")
+    return redirect("analytics:detail", analysis_id=analysis.pk)
 
 
 @panel_login_required

@@ -45,9 +45,15 @@ DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
-EVENT_TYPES = {"record_access": ("110110", "Patient Record"), "export": ("110106", "Export")}
-ACTIONS = {"record_access": "E", "export": "R"}  # a record used by an analysis; the log read for an export
+EVENT_TYPES = {
+    "record_access": ("110110", "Patient Record"),
+    "export": ("110106", "Export"),
+    "outcome": ("110100", "Application Activity"),
+}
+# a record used by an analysis; the log read for an export; what the analysis did with what it was given
+ACTIONS = {"record_access": "E", "export": "R", "outcome": "E"}
 OUTCOMES = {"admit": "0", "refuse": "4"}  # success; minor failure (access refused)
+COMPUTATION_OUTCOMES = {"computed": "0", "not_computed": "4"}  # an outcome event's result
 _DETAILS = ("event_id", "kind", "request_id", "model_hash", "category", "reason", "export_sha256", "batch_id")
 
 
@@ -135,7 +141,7 @@ def audit_event(row: dict[str, Any]) -> dict[str, Any]:
         "subtype": [{"system": f"{SYSTEM}:access-event-kind", "code": row["kind"]}],
         "action": ACTIONS[row["kind"]],
         "recorded": row["recorded_at"],
-        "outcome": OUTCOMES[row["decision"]],
+        "outcome": _outcome_codes(row["kind"])[row["decision"]],
         "purposeOfEvent": [{"coding": [{"system": f"{SYSTEM}:purpose", "code": row["purpose"]}]}],
         "agent": [{"who": {"identifier": {"system": f"{SYSTEM}:actor", "value": row["grantee"]}}, "requestor": True}],
         "source": {
@@ -147,6 +153,11 @@ def audit_event(row: dict[str, Any]) -> dict[str, Any]:
     if row["reason"]:
         event["outcomeDesc"] = row["reason"]
     return event
+
+
+def _outcome_codes(kind: str | None) -> dict[str, str]:
+    """decision -> AuditEvent.outcome code, for an event of `kind`."""
+    return COMPUTATION_OUTCOMES if kind == "outcome" else OUTCOMES
 
 
 def rows_from_audit_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +176,7 @@ def rows_from_audit_event(event: dict[str, Any]) -> dict[str, Any]:
             for detail in entity.get("detail") or []:
                 if detail.get("type") in COLUMNS:
                     row[detail["type"]] = detail.get("valueString")
-    decisions = {code: decision for decision, code in OUTCOMES.items()}
+    decisions = {code: decision for decision, code in _outcome_codes(row["kind"]).items()}
     outcome = str(event.get("outcome"))
     row["decision"] = decisions.get(outcome, outcome)
     row["recorded_at"] = event.get("recorded")

@@ -121,6 +121,22 @@ def _mirror(
         )
         for event in events
     ]
-    with transaction.atomic(), connection.cursor() as cursor:
-        for start in range(0, len(rows), MIRROR_INSERT_CHUNK):
-            cursor.executemany(statement, rows[start : start + MIRROR_INSERT_CHUNK])
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), MIRROR_INSERT_CHUNK):
+                cursor.executemany(statement, rows[start : start + MIRROR_INSERT_CHUNK])
+        _mirror_outcomes([event for event in events if event.get("kind") == "outcome"], batch_id=batch_id)
+
+
+def _mirror_outcomes(outcomes: list[dict[str, Any]], *, batch_id: str) -> None:
+    """Mark the admitted record accesses of the batch an outcome batch (`<batch_id>:outcome`) speaks of with
+    their outcome: the batch's, then, for a record named on its own, that record's."""
+    accesses = AccessEvent.objects.filter(
+        batch_id=batch_id.removesuffix(":outcome"), kind="record_access", decision="admit"
+    )
+    for event in sorted(outcomes, key=lambda e: e.get("record_id") is not None):  # the batch's first
+        outcome = {"outcome": event["decision"], "outcome_reason": event.get("reason") or ""}
+        if event.get("record_id"):
+            accesses.filter(record_id=event["record_id"]).update(**outcome)
+        else:
+            accesses.update(**outcome)

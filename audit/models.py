@@ -37,6 +37,10 @@ class AccessEvent(models.Model):
     position = models.PositiveIntegerField(help_text="the event's place in its ledger batch")
     tx_id = models.CharField(max_length=128)
     block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    # Derived from the ledger's outcome events (not exported: the outcome events are): what became of an
+    # admitted record access, "" until its outcome is logged.
+    outcome = models.CharField(max_length=16, blank=True, default="", db_default="")
+    outcome_reason = models.CharField(max_length=32, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["recorded_at", "batch_id", "position"]

@@ -14,7 +14,7 @@ class AccessEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AccessEvent
-        fields = list(COLUMNS)
+        fields = [*COLUMNS, "outcome", "outcome_reason"]
         read_only_fields = fields
 
 

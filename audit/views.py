@@ -35,7 +35,15 @@ from audit.selectors import (
     ledger_recent_blocks,
 )
 from audit.services import audit_export_create
-from chaincode.vocabulary import AUDIT_PURPOSES, CATEGORIES, DECISIONS, EVENT_KINDS, REFUSAL_REASONS
+from chaincode.vocabulary import (
+    AUDIT_PURPOSES,
+    CATEGORIES,
+    DECISIONS,
+    EVENT_KINDS,
+    NOT_COMPUTED_REASONS,
+    OUTCOMES,
+    REFUSAL_REASONS,
+)
 from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from health_platform.model_catalogue import consent_purposes, model_labels
 from health_platform.portal import panel_login_required, refused
@@ -69,6 +77,7 @@ class EventRow:
     kind_label: str
     requester_name: str = ""
     category_label: str = ""
+    outcome_label: str = ""  # what became of an admitted access (or, on an outcome event, what it says)
 
 
 @dataclass(frozen=True)
@@ -224,8 +233,10 @@ def my_data(request: HttpRequest) -> HttpResponse:
             return _forbidden(request, "Your account is not linked to a patient record yet.")
         return _forbidden(request, "This page is for patients.")
     events = access_events_search(
-        viewer=request.user, filters=AccessEventFilters(patient_pseudonym=patient.pseudonym), newest_first=True
-    )
+        viewer=request.user,
+        filters=AccessEventFilters(patient_pseudonym=patient.pseudonym, kind="record_access"),
+        newest_first=True,
+    )  # an outcome event about one of the patient's records is shown on the access it concerns
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
     rows = _event_rows(list(page.object_list), models=model_labels(), with_names=True)
     return render(request, "audit/my_data.html", {"page": page, "rows": rows, "patient": patient})
@@ -246,8 +257,11 @@ def _event_rows(events: list[AccessEvent], *, models: dict[str, str], with_names
             EventRow(
                 event=event,
                 model_label=models.get(event.model_hash, ""),
-                decision_label=DECISIONS.get(event.decision, event.decision),
-                reason_label=REFUSAL_REASONS.get(event.reason, event.reason) if event.reason else "",
+                decision_label={**DECISIONS, **OUTCOMES}.get(event.decision, event.decision),
+                reason_label={**REFUSAL_REASONS, **NOT_COMPUTED_REASONS}.get(event.reason, event.reason)
+                if event.reason
+                else "",
+                outcome_label=_outcome_label(event),
                 purpose_label=purposes.get(event.purpose, event.purpose),
                 kind_label=EVENT_KINDS.get(event.kind, event.kind),
                 requester_name=names.get(event.grantee, ""),
@@ -255,6 +269,15 @@ def _event_rows(events: list[AccessEvent], *, models: dict[str, str], with_names
             )
         )
     return rows
+
+
+def _outcome_label(event: AccessEvent) -> str:
+    """ "Computed", or "Not computed: <why>", for an admitted record access whose outcome the ledger holds."""
+    if not event.outcome:
+        return ""
+    label = OUTCOMES.get(event.outcome, event.outcome)
+    reason = NOT_COMPUTED_REASONS.get(event.outcome_reason, event.outcome_reason)
+    return f"{label}: {reason[:1].lower()}{reason[1:]}" if reason else label
 
 
 def _export_row(export: AuditExport, models: dict[str, str]) -> ExportRow:

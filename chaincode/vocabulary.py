@@ -84,4 +84,19 @@ ACCESS_EVENT_FIELDS: tuple[str, ...] = (
     "reason",
     "export_sha256",
 )
-EVENT_KINDS: dict[str, str] = {"record_access": "Record access", "export": "Access-log export"}
+EVENT_KINDS: dict[str, str] = {
+    "record_access": "Record access",
+    "export": "Access-log export",
+    "outcome": "Outcome of an admitted access",
+}
+
+# What became of the records the gate admitted, logged after the gate's decision (events of kind "outcome"):
+# computed, or not computed and why.
+OUTCOMES: dict[str, str] = {"computed": "Computed", "not_computed": "Not computed"}
+NOT_COMPUTED_REASONS: dict[str, str] = {
+    "request_failed": "The analysis stopped before it was computed",
+    "request_cancelled": "The analysis was cancelled",
+    "content_unavailable": "Record could not be read",
+    "changed_after_gate": "Record changed while the analysis ran",
+    "missing_features": "Record lacks the model's measurements",
+}

@@ -247,6 +247,7 @@ def nothing_is_queued(monkeypatch):
 # --- expectations --------------------------------------------------------------------------------
 
 Outcome = int | str
+OWNER_CANCELS = "owner-cancels"  # 200 (cancelled now) or 409 analysis_finished: the owner may, and nobody else
 
 
 def portal(allowed: dict[str, Outcome] | tuple[str, ...], ok: Outcome = 200, refused: Outcome = 403) -> dict:
@@ -524,6 +525,17 @@ def build_cases() -> list[Case]:
             for suffix in ("", "progress/", "results/")
             for variant, owner in CLINICIAN_OWNERS.items()
         ),
+        *(  # the owner is sent back to the analysis's page, which says what became of it
+            Case(
+                "analytics/<str:analysis_id>/cancel/",
+                "POST",
+                variant,
+                analysis_path("/analytics/", owner, "cancel/"),
+                portal(own_analysis(owner, ok=302)),
+                body=lambda world: {},
+            )
+            for variant, owner in CLINICIAN_OWNERS.items()
+        ),
         # --- portal: audit ---
         Case("audit/", "GET", "-", fixed("/audit/"), portal(AUDIT_READERS)),
         Case("audit/exports/", "GET", "-", fixed("/audit/exports/"), portal(AUDIT_READERS)),
@@ -633,6 +645,17 @@ def build_cases() -> list[Case]:
                 api(own_analysis(owner)),
             )
             for suffix in ("", "encrypted-scores/", "results/")
+            for variant, owner in CLINICIAN_OWNERS.items()
+        ),
+        *(  # the owner cancels it (200), or it has finished, the other clinician's perhaps by an earlier case (409)
+            Case(
+                "api/analyses/^(?P<pk>[0-9A-Fa-f-]{32,36})/cancel/$",
+                "POST",
+                variant,
+                analysis_path("/api/analyses/", owner, "cancel/"),
+                api(own_analysis(owner, ok=OWNER_CANCELS)),
+                body=lambda world: {},
+            )
             for variant, owner in CLINICIAN_OWNERS.items()
         ),
         Case("api/models/^$", "GET", "-", fixed("/api/models/"), api(ROLE_HOLDERS)),
@@ -803,6 +826,10 @@ def send(case: Case, world: World, who: str) -> Any:
 
 
 def outcome_matches(response: Any, expected: Outcome) -> bool:
+    if expected == OWNER_CANCELS:  # a cancel case runs on a shared world, in any order: done, or done before
+        return response.status_code in (200, 409) and response.json()[
+            "code" if response.status_code == 409 else "status"
+        ] in ("analysis_finished", "cancelled")
     if expected == "login":
         target = response.get("HX-Redirect") or (response.get("Location") if response.status_code == 302 else "")
         return bool(target) and target.startswith("/accounts/login/")

@@ -11,6 +11,11 @@ stream, so per-event keys and indexes (5 writes per event) would make logging a 
 cost 25,000 round trips; this layout costs three. Searches by patient, grantee, model or decision
 are served by the audit mirror, which is verified batch by batch against these entries.
 
+What became of the records a batch admitted is logged after the gate's decision, as events of kind
+"outcome" in a batch of their own, `<batch_id>:outcome`: one for the batch (no record: computed, or not
+computed and why) and one per admitted record whose outcome differs from the batch's (a record the custodian
+could not read, say).
+
 Batches are never changed: appending an identical batch again is a no-op that answers with the
 original transaction (so a retried batch is logged once), a different batch under an existing
 batch_id is refused. Event ids are unique within a batch; across batches they are unique by
@@ -28,6 +33,8 @@ from chaincode.vocabulary import (
     CATEGORIES,
     DECISIONS,
     EVENT_KINDS,
+    NOT_COMPUTED_REASONS,
+    OUTCOMES,
     REFUSAL_REASONS,
 )
 
@@ -182,7 +189,8 @@ def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
     validation.code(event["kind"], f"{field}.kind", EVENT_KINDS)
     validation.actor(event["grantee"], f"{field}.grantee")
     validation.purpose(event["purpose"], f"{field}.purpose", AUDIT_PURPOSES)
-    validation.code(event["decision"], f"{field}.decision", DECISIONS)
+    is_outcome = event["kind"] == "outcome"
+    validation.code(event["decision"], f"{field}.decision", OUTCOMES if is_outcome else DECISIONS)
     for name, check in (("record_id", validation.identifier), ("request_id", validation.identifier)):
         if event[name] is not None:
             check(event[name], f"{field}.{name}")
@@ -198,8 +206,12 @@ def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
         validation.code(event["category"], f"{field}.category", CATEGORIES)
     if event["decision"] == "refuse":
         validation.code(event["reason"], f"{field}.reason", REFUSAL_REASONS)
+    elif event["decision"] == "not_computed":
+        validation.code(event["reason"], f"{field}.reason", NOT_COMPUTED_REASONS)
     elif event["reason"] is not None:
-        raise InvalidArgument(f"{field}.reason must be empty when the decision is admit")
+        raise InvalidArgument(f"{field}.reason must be empty when the decision is {event['decision']}")
     if event["kind"] == "record_access" and (event["record_id"] is None or event["patient_pseudonym"] is None):
         raise InvalidArgument(f"{field}: a record_access event needs record_id and patient_pseudonym")
+    if is_outcome and (event["record_id"] is None) != (event["patient_pseudonym"] is None):
+        raise InvalidArgument(f"{field}: an outcome event names a record with its patient, or neither (the batch)")
     return event

@@ -11,6 +11,7 @@ from analytics.pipeline import analysis_start
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from analytics.tasks import analysis_batch_gate
+from audit.models import AccessEvent
 from consent.services import consent_revoke
 from health_platform.roles import Role
 from records.codes import BREAST_CANCER_DATASET
@@ -23,12 +24,13 @@ from tests.records.factories import UserFactory
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 
 
-def _access_log(ledger, request_id):
+def _access_log(ledger, request_id, kind="record_access"):
     return {
         e["record_id"]: (e["decision"], e["reason"], e["model_hash"])
         for e in ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(request_id)})).json()[
             "events"
         ]
+        if e["kind"] == kind
     }
 
 
@@ -57,6 +59,8 @@ def test_a_mixed_cohort_scores_exactly_the_consented_intact_records(
         str(r4.id): ("refuse", "category_not_covered", model.sha256),
         str(r5.id): ("refuse", "hash_mismatch", model.sha256),
     }
+    # The batch's outcome follows its decisions on the ledger: computed (for the one record it admitted).
+    assert _access_log(ledger, request.id, kind="outcome") == {None: ("computed", None, model.sha256)}
     assert results.refusals == {
         "no_consent": 1,
         "consent_expired": 1,
@@ -121,8 +125,8 @@ def test_a_batch_task_run_twice_scores_once_and_logs_once_per_record(
 
     assert AnalysisBatch.objects.get(pk=batch_id).score_keys == scores
     assert ledger.height() == height  # the second delivery wrote nothing to the ledger
-    events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(request.id)})).json()
-    assert sorted(e["record_id"] for e in events["events"]) == sorted(str(r.id) for _, _, r in people)
+    assert sorted(_access_log(ledger, request.id)) == sorted(str(r.id) for _, _, r in people)
+    assert list(_access_log(ledger, request.id, kind="outcome").values()) == [("computed", None, request.model.sha256)]
     assert len(analysis_results(request=request, viewer=clinician).rows) == 3
 
 
@@ -149,9 +153,10 @@ def test_a_batch_resumed_after_dying_mid_way_logs_once_and_scores_once(
     analysis_batch_gate.apply(args=[batch_id])  # redelivered
 
     assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.SCORED
-    assert ledger.height() == height  # not logged again
-    events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(request.id)})).json()
-    assert len(events["events"]) == 2
+    # Not logged again: the one transaction since is the batch's outcome (computed), logged once it was scored.
+    assert ledger.height() == height + 1
+    assert len(_access_log(ledger, request.id)) == 2
+    assert list(_access_log(ledger, request.id, kind="outcome").values()) == [("computed", None, request.model.sha256)]
     assert len(analysis_results(request=request, viewer=clinician).rows) == 2
 
 
@@ -211,3 +216,9 @@ def test_a_consented_record_lacking_one_of_the_models_measurements_is_not_scored
     results = analysis_results(request=request, viewer=clinician)
     assert [row.record_id for row in results.rows] == [str(record.id)]
     assert results.refusals == {"missing_features": 1}
+    # The access log says so: the batch computed, that record (admitted) not computed, and why.
+    outcomes = {
+        e.record_id: (e.outcome, e.outcome_reason)
+        for e in AccessEvent.objects.filter(request_id=str(request.id), kind="record_access")
+    }
+    assert outcomes == {str(record.id): ("computed", ""), str(other.id): ("not_computed", "missing_features")}

@@ -54,7 +54,7 @@ def test_a_request_whose_start_message_was_lost_is_started_by_the_sweep(
 
     request.refresh_from_db()
     assert request.status == AnalysisStatus.COMPLETED
-    assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == 3
+    assert AccessEvent.objects.filter(request_id=str(request.pk), kind="record_access").count() == 3
 
 
 def test_a_batch_left_encrypted_without_its_compute_order_is_scored_after_the_sweep(
@@ -72,7 +72,9 @@ def test_a_batch_left_encrypted_without_its_compute_order_is_scored_after_the_sw
     request.refresh_from_db()
     batch = AnalysisBatch.objects.get(pk=batch_id)
     assert (request.status, batch.status) == (AnalysisStatus.COMPLETED, BatchStatus.SCORED)
-    assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == 3  # logged once, not again
+    assert (
+        AccessEvent.objects.filter(request_id=str(request.pk), kind="record_access").count() == 3
+    )  # logged once, not again
 
 
 def test_only_one_delivery_claims_the_compute_order_unless_the_sweep_forces_it(
@@ -182,7 +184,7 @@ def test_a_task_finding_the_log_step_claimed_by_another_logs_nothing_and_the_cla
     # The killed task's message, delivered again (reject-on-worker-lost), carries the same id: it goes on.
     assert analysis_batch_advance(batch_id=batch_id, claimant="first-message") is not None
     assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.ENCRYPTED
-    assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == 3
+    assert AccessEvent.objects.filter(request_id=str(request.pk), kind="record_access").count() == 3
 
 
 def test_the_sweep_takes_over_a_log_step_claimed_by_a_task_that_never_came_back(
@@ -202,4 +204,4 @@ def test_the_sweep_takes_over_a_log_step_claimed_by_a_task_that_never_came_back(
     request.refresh_from_db()
     assert request.status == AnalysisStatus.COMPLETED
     assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.SCORED
-    assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == 3
+    assert AccessEvent.objects.filter(request_id=str(request.pk), kind="record_access").count() == 3

@@ -26,6 +26,10 @@ def export(user, format="csv", **filters):
     return AuditExport.objects.get(pk=created.pk)
 
 
+def batch_id_of(batch):
+    return f"{batch.request_id}:{batch.index}"
+
+
 def file_rows(done):
     with export_path(done).open("rb") as stream:
         return list(rows_from_file(stream, format=done.format))
@@ -34,12 +38,22 @@ def file_rows(done):
 @pytest.mark.he
 def test_an_analysis_mirrors_every_access_event_with_its_transaction_and_block(mixed_analysis, ledger):
     request, expected, _ = mixed_analysis
-    events = AccessEvent.objects.filter(request_id=str(request.id))
+    events = AccessEvent.objects.filter(request_id=str(request.id), kind="record_access")
     assert {e.record_id: (e.decision, e.reason or None) for e in events} == expected
     batch = request.batches.get()
     location = ledger.locate(batch.access_log_tx_id)
     assert {(e.tx_id, e.block_number) for e in events} == {(batch.access_log_tx_id, location.block_number)}
     assert {e.model_hash for e in events} == {request.model.sha256}
+    # What became of the admitted access is logged after it, and marks it in the mirror; refusals have none.
+    assert {e.record_id: e.outcome for e in events} == {
+        record_id: ("computed" if decision == "admit" else "") for record_id, (decision, _) in expected.items()
+    }
+    (outcome,) = AccessEvent.objects.filter(request_id=str(request.id), kind="outcome")
+    assert (outcome.decision, outcome.batch_id, outcome.tx_id) == (
+        "computed",
+        f"{batch_id_of(batch)}:outcome",
+        batch.outcome_tx_id,
+    )
 
 
 @pytest.mark.he
@@ -51,14 +65,16 @@ def test_an_export_holds_exactly_the_expected_events_and_verifies(mixed_analysis
 
     assert done.status == ExportStatus.COMPLETED
     rows = file_rows(done)
-    assert {r["record_id"]: (r["decision"], r["reason"]) for r in rows} == expected
-    assert done.event_count == len(expected)
+    accesses = [r for r in rows if r["kind"] == "record_access"]
+    assert {r["record_id"]: (r["decision"], r["reason"]) for r in accesses} == expected
+    assert [(r["kind"], r["decision"]) for r in rows if r["kind"] != "record_access"] == [("outcome", "computed")]
+    assert done.event_count == len(expected) + 1
     assert done.verification["ok"] is True
-    assert done.verification["checked"] == len(expected)
+    assert done.verification["checked"] == len(expected) + 1
     content = export_path(done).read_bytes()
     manifest = audit_export_manifest(export=done)
     assert manifest["file"]["sha256"] == hashlib.sha256(content).hexdigest() == done.sha256
-    assert manifest["count"] == len(expected)
+    assert manifest["count"] == len(expected) + 1
     assert manifest["filters"] == {"request_id": str(request.id)}
     assert manifest["exported_by"] == auditor_actor_id(audit_user)
     if format == "fhir":

@@ -173,6 +173,7 @@ FORMS = {
     "/consent/grant/": (PATIENT, grant_form, 302),
     "/consent/<id>/revoke/": (PATIENT, lambda world: {}, 302),
     "/analytics/new/": ("clinician", analysis_form, 302),
+    "/analytics/<id>/cancel/": ("clinician", lambda world: {}, 302),
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
 }
 
@@ -199,6 +200,8 @@ def test_every_post_form_of_the_portal_carries_a_csrf_token_and_is_in_the_csrf_t
 
 
 def form_path(world: World, action: str) -> str:
+    if action.startswith("/analytics/"):
+        return action.replace("<id>", world.analysis["clinician"])
     return action.replace("<id>", world.revocable["portal"])
 
 

@@ -143,8 +143,9 @@ def either_broker(request, broker):
 # --- what really happened ------------------------------------------------------------------------
 
 
-def ledger_access_events(ledger, request_id: object) -> list[dict]:
-    """Every access event the ledger holds for a request (all pages)."""
+def ledger_access_events(ledger, request_id: object, kind: str | None = "record_access") -> list[dict]:
+    """Every access event of `kind` (default: the record accesses; None: every kind, the outcome events after the
+    gate's decisions included) the ledger holds for a request (all pages)."""
     events, bookmark = [], ""
     while True:
         page = ledger.evaluate(
@@ -152,7 +153,7 @@ def ledger_access_events(ledger, request_id: object) -> list[dict]:
             "QueryAccessEvents",
             json.dumps({"request_id": str(request_id), "limit": 1000, "bookmark": bookmark}),
         ).json()
-        events.extend(page["events"])
+        events.extend(e for e in page["events"] if kind is None or e["kind"] == kind)
         bookmark = page["bookmark"]
         if not bookmark:
             return events
@@ -172,8 +173,9 @@ def ledger_transactions(ledger, function: str) -> list[dict]:
     ]
 
 
-def access_log_transactions(ledger, request_id: object) -> dict[str, list[str]]:
-    """{batch_id: [statuses of the AppendAccessEvents transactions that wrote it]} for a request.
+def access_log_transactions(ledger, request_id: object, *, outcomes: bool = False) -> dict[str, list[str]]:
+    """{batch_id: [statuses of the AppendAccessEvents transactions that wrote it]} for a request: the batches of
+    its record accesses, or with `outcomes` those of their outcomes (<batch_id>:outcome).
 
     A batch redone after a crash may submit its batch again: the contract answers that with the
     original transaction and the new one writes nothing, so it logs nothing and is not counted.
@@ -181,7 +183,8 @@ def access_log_transactions(ledger, request_id: object) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for tx in ledger_transactions(ledger, "AppendAccessEvents"):
         batch = json.loads(tx["args"][0])
-        if batch["batch_id"].startswith(f"{request_id}:") and tx["writes"]:
+        is_outcome = batch["batch_id"].endswith(":outcome")
+        if batch["batch_id"].startswith(f"{request_id}:") and tx["writes"] and is_outcome == outcomes:
             found.setdefault(batch["batch_id"], []).append(tx["status"])
     return found
 

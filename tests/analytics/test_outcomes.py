@@ -1,0 +1,115 @@
+"""The access log tells what happened after the gate's decision: a failed or cancelled request's admitted
+records are logged "not computed", with why, on the ledger, and auditors and patients read it; an outcome the
+ledger could not take when the request stopped is logged by the sweep once the ledger is back."""
+
+import pytest
+from django.urls import reverse
+
+from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
+from analytics.pipeline import (
+    analyses_with_outcomes_to_log,
+    analysis_batch_advance,
+    analysis_fail,
+    analysis_outcomes_log,
+    analysis_start,
+)
+from analytics.services import analysis_request_create
+from analytics.tasks import resume_stalled_analyses
+from audit.models import AccessEvent
+from ledger import LedgerUnavailable
+from tests.clients import api_as, html_of, signed_in
+from tests.conftest import ledger_at
+from tests.reliability.conftest import access_log_transactions, ledger_access_events
+
+pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
+
+UNREACHABLE = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
+
+
+@pytest.fixture
+def logged_not_computed(consented, clinician, models_registered, blob_dir, monkeypatch):
+    """A request of two batches whose first is gated, logged and encrypted, and not yet computed."""
+    people = consented(4)
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)  # the steps are run here
+    request = analysis_request_create(
+        requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=2
+    )
+    first, second = analysis_start(request_id=str(request.id))
+    assert analysis_batch_advance(batch_id=first) is not None  # a compute order: encrypted, not scored
+    return request, people, AnalysisBatch.objects.get(pk=first), AnalysisBatch.objects.get(pk=second)
+
+
+def _outcomes(request):
+    return {
+        e.record_id: (e.outcome, e.outcome_reason)
+        for e in AccessEvent.objects.filter(request_id=str(request.id), kind="record_access")
+    }
+
+
+def test_a_failed_requests_admitted_records_are_logged_not_computed_and_read_so_by_auditors_and_patients(
+    logged_not_computed, ledger, auditor
+):
+    request, people, first, second = logged_not_computed
+    logged_records = {d["record_id"] for d in first.decisions}
+
+    analysis_fail(batch_id=first.pk, code="ledger_unavailable")
+    assert analysis_outcomes_log(request_id=request.pk) == 1
+
+    (outcome,) = ledger_access_events(ledger, request.id, kind="outcome")
+    assert (outcome["decision"], outcome["reason"], outcome["batch_id"]) == (
+        "not_computed",
+        "request_failed",
+        f"{request.id}:{first.index}:outcome",
+    )
+    assert _outcomes(request) == dict.fromkeys(logged_records, ("not_computed", "request_failed"))
+    second.refresh_from_db()
+    assert (second.status, second.outcome) == (BatchStatus.FAILED, "")  # never gated: nothing to explain
+    # Logged once: the sweep and a second delivery log nothing more.
+    assert analysis_outcomes_log(request_id=request.pk) == 0
+    assert len(access_log_transactions(ledger, request.id, outcomes=True)) == 1
+    # Auditors read it in the search, each patient on their own page.
+    search = html_of(signed_in(auditor).get(reverse("audit:search"), {"request": str(request.id)}))
+    assert search.count('data-outcome="not_computed"') == len(logged_records)
+    assert "Not computed: the analysis stopped before it was computed" in search
+    patient_user = next(user for user, _, record in people if str(record.id) in logged_records)
+    mine = html_of(signed_in(patient_user).get(reverse("audit:my-data")))
+    assert 'data-outcome="not_computed"' in mine
+    assert "the analysis stopped before it was computed" in mine
+
+
+def test_an_outcome_the_ledger_could_not_take_is_logged_by_the_sweep_once_it_is_back(
+    logged_not_computed, ledger, settings, eager_tasks
+):
+    request, _people, first, _second = logged_not_computed
+    analysis_fail(batch_id=first.pk, code="ledger_unavailable")
+    reachable = settings.LEDGER_URL
+    with ledger_at(settings, UNREACHABLE), pytest.raises(LedgerUnavailable):
+        analysis_outcomes_log(request_id=request.pk)
+    assert analyses_with_outcomes_to_log() == [str(request.pk)]
+    assert ledger_access_events(ledger, request.id, kind="outcome") == []
+
+    with ledger_at(settings, reachable):
+        resume_stalled_analyses.apply()  # the beat's sweep, the ledger back
+
+    assert [e["decision"] for e in ledger_access_events(ledger, request.id, kind="outcome")] == ["not_computed"]
+    assert analyses_with_outcomes_to_log() == []
+
+
+def test_a_cancelled_request_computes_nothing_more_and_logs_why(
+    logged_not_computed, ledger, clinician, other_clinician, eager_tasks
+):
+    request, _people, first, second = logged_not_computed
+    url = f"/api/analyses/{request.id}/cancel/"
+
+    assert api_as(other_clinician).post(url).status_code == 404  # another clinician's request is not theirs
+    cancelled = api_as(clinician).post(url)
+
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == AnalysisStatus.CANCELLED
+    assert analysis_batch_advance(batch_id=second.pk) is None  # the batch not yet gated never will be
+    second.refresh_from_db()
+    assert (second.status, second.gate_at) == (BatchStatus.CANCELLED, None)
+    assert {d["record_id"] for d in first.decisions} == set(_outcomes(request))
+    assert set(_outcomes(request).values()) == {("not_computed", "request_cancelled")}
+    again = api_as(clinician).post(url)
+    assert (again.status_code, again.json()["code"]) == (409, "analysis_finished")
