@@ -38,6 +38,7 @@ from audit.selectors import (
     access_events_search,
     access_events_visible_to,
     audit_export_manifest,
+    audit_export_manifest_name,
     audit_exports_of,
     export_of_auditor,
     ledger_recent_blocks,
@@ -173,11 +174,18 @@ class AuditExportViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="The export's manifest: filters, count, time, file name, media type, SHA-256, verification",
+        description="Save it beside the export's file as <file name>.manifest.json (the name Content-Disposition "
+        "gives): `manage.py verify_access_log FILE` finds it there, and POST /api/audit/verify/ takes it as "
+        "`manifest`, to check a copy's completeness.",
         responses={200: OpenApiTypes.OBJECT, 401: _ERROR, 403: _FORBIDDEN, 404: _NOT_FOUND},
     )
     @action(detail=True, methods=["get"])
     def manifest(self, request: Request, pk: str | None = None) -> Response:
-        return Response(audit_export_manifest(export=export_of_auditor(user=request.user, export_id=pk)))
+        export = export_of_auditor(user=request.user, export_id=pk)
+        name = audit_export_manifest_name(export=export)
+        return Response(
+            audit_export_manifest(export=export), headers={"Content-Disposition": f'inline; filename="{name}"'}
+        )
 
     @extend_schema(
         summary="Download the export's file (attachment; its SHA-256 is the manifest's)",

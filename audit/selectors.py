@@ -157,6 +157,12 @@ def ledger_recent_blocks(*, viewer: Any, limit: int = 20, before: int | None = N
     return bootstrap.contracts().recent_blocks(limit=limit, before=before)
 
 
+def audit_export_manifest_name(*, export: AuditExport) -> str:
+    """The file name a manifest is saved under: the export file's, plus ".manifest.json", which is where
+    `manage.py verify_access_log` looks for the manifest of a copy when none is named."""
+    return f"access-log-{export.id}.{EXTENSIONS[export.format]}.manifest.json"
+
+
 def audit_export_manifest(*, export: AuditExport) -> dict[str, Any]:
     """What an export is: filters, count, time, file hash, verification result and its own ledger entry.
 

@@ -522,6 +522,15 @@ def test_a_manifest_of_another_export_than_the_one_named_is_refused(
     )
 
 
+def test_the_manifest_is_served_under_the_name_the_command_looks_for(exported, auditor):
+    export_id, _ = exported
+
+    response = api_as(auditor).get(f"{EXPORTS}{export_id}/manifest/")
+
+    name = response.json()["file"]["name"]
+    assert response["Content-Disposition"] == f'inline; filename="{name}.manifest.json"'
+
+
 # --- the ledger view -----------------------------------------------------------------------------
 
 
