@@ -10,9 +10,7 @@ auditors, who form one team; see `audit_exports_of`).
 Nothing here returns a clinical value or a score: events hold ids, codes, pseudonyms, hashes and times.
 """
 
-import csv
-import hashlib
-from typing import IO, Any
+from typing import Any
 
 import structlog
 from django.conf import settings
@@ -30,14 +28,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.access import auditor_required
+from audit.copies import copy_verify
 from audit.exports import EXTENSIONS, export_file_response
 from audit.filters import SEARCH_FIELDS, AccessEventFilter, SearchTerms
-from audit.models import AccessEvent, AuditExport
+from audit.manifests import MAX_MANIFEST_BYTES, ExportManifest, invalid_manifest, manifest_of_export, manifest_read
+from audit.models import AccessEvent, AuditExport, ExportStatus
 from audit.selectors import (
     AccessEventFilters,
     access_events_search,
     access_events_visible_to,
     audit_export_manifest,
+    audit_export_manifest_name,
     audit_exports_of,
     export_of_auditor,
     ledger_recent_blocks,
@@ -53,6 +54,7 @@ from audit.serializers import (
 )
 from audit.services import audit_export_create
 from health_platform.errors import (
+    Conflict,
     PayloadTooLarge,
     ValidationFailed,
 )
@@ -67,7 +69,6 @@ _NOT_FOUND = OpenApiResponse(ErrorSerializer, description="not_found: no such ex
 _NOT_READY = OpenApiResponse(ErrorSerializer, description="export_not_ready: the export is pending or failed")
 _MULTIPART_ROOM = 64 * 1024
 DEFAULT_VERIFY_MAX_BYTES = 200 * 1024 * 1024
-HASH_CHUNK = 1024 * 1024
 
 
 def verify_max_bytes() -> int:
@@ -173,11 +174,18 @@ class AuditExportViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="The export's manifest: filters, count, time, file name, media type, SHA-256, verification",
+        description="Save it beside the export's file as <file name>.manifest.json (the name Content-Disposition "
+        "gives): `manage.py verify_access_log FILE` finds it there, and POST /api/audit/verify/ takes it as "
+        "`manifest`, to check a copy's completeness.",
         responses={200: OpenApiTypes.OBJECT, 401: _ERROR, 403: _FORBIDDEN, 404: _NOT_FOUND},
     )
     @action(detail=True, methods=["get"])
     def manifest(self, request: Request, pk: str | None = None) -> Response:
-        return Response(audit_export_manifest(export=export_of_auditor(user=request.user, export_id=pk)))
+        export = export_of_auditor(user=request.user, export_id=pk)
+        name = audit_export_manifest_name(export=export)
+        return Response(
+            audit_export_manifest(export=export), headers={"Content-Disposition": f'inline; filename="{name}"'}
+        )
 
     @extend_schema(
         summary="Download the export's file (attachment; its SHA-256 is the manifest's)",
@@ -200,20 +208,33 @@ class AuditExportViewSet(viewsets.GenericViewSet):
 
 
 class VerifyCopyView(APIView):
-    """Check a copy of an export, as handed over, against the ledger."""
+    """Check a copy of an export, as handed over, against the ledger: event by event and for completeness."""
 
     permission_classes = [IsAuthenticated]
     parser_classes = [MultiPartParser]
 
     @extend_schema(
         summary="Verify a copy of an export against the ledger (auditors)",
-        description="Multipart: `file` and its `format` (csv, json, fhir); optionally `export` (the export it is a "
-        "copy of: its filters are used to find events left out, and the file's SHA-256 is compared with the "
-        "export's) or the search's filters. Problems name event ids and field names, never values. Error codes: "
-        "unknown_export_format, invalid_export_file (names the line), validation_failed (400); audit_forbidden "
-        "(403); not_found (404, unknown export); payload_too_large (413); ledger_unavailable (503).",
+        description="Multipart: `file` and its `format` (csv, json, fhir), with the export's manifest as `manifest` "
+        "(the JSON of /api/audit/exports/{id}/manifest/) or the export's id as `export` (the platform then uses "
+        "its own manifest). The manifest is checked against the ledger's entry of the export (the file's SHA-256) "
+        "and the platform's record (filters, count, time); the copy must then hold exactly the ledger's events of "
+        "the export, unchanged and in order: each problem names the event (missing_from_copy, out_of_scope, "
+        "reordered, changed with its fields, absent_from_ledger, duplicated...), never values. Without a manifest "
+        "the answer is 200 with completeness_checked false and ok false (the search's filters, if sent, are then "
+        "the scope, up to now or their `until`). Error codes: unknown_export_format, invalid_export_file (names the "
+        "line), invalid_manifest (names the fields), validation_failed (400); audit_forbidden (403); not_found "
+        "(404, unknown export); export_not_ready (409); payload_too_large (413); ledger_unavailable (503).",
         request={"multipart/form-data": VerifyUploadSerializer},
-        responses={200: VerificationResultSerializer, 400: _ERROR, 401: _ERROR, 403: _FORBIDDEN, 413: _ERROR},
+        responses={
+            200: VerificationResultSerializer,
+            400: _ERROR,
+            401: _ERROR,
+            403: _FORBIDDEN,
+            404: _NOT_FOUND,
+            409: _NOT_READY,
+            413: _ERROR,
+        },
     )
     def post(self, request: Request) -> Response:
         auditor_required(request.user, "Only auditors can verify copies of the access log.")
@@ -222,7 +243,7 @@ class VerifyCopyView(APIView):
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             declared = 0
-        if declared > limit + _MULTIPART_ROOM:
+        if declared > limit + MAX_MANIFEST_BYTES + _MULTIPART_ROOM:
             raise PayloadTooLarge(detail={"max_bytes": limit})
         payload = VerifyUploadSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -235,61 +256,44 @@ class VerifyCopyView(APIView):
             raise ValidationFailed(
                 "Choose the copy's format: csv, json or fhir.", code="unknown_export_format", detail={"field": "format"}
             )
-        digest = _sha256_of(upload)
+        manifest = _uploaded_manifest(data.get("manifest"))
         filters: AccessEventFilters | None = None
-        matches_export: bool | None = None
         if data.get("export") is not None:
             export = export_of_auditor(user=request.user, export_id=data["export"])
-            filters = AccessEventFilters.from_json(export.filters)
-            matches_export = digest == export.sha256
-        elif any(request.data.get(name) for name in SEARCH_FIELDS):
+            if export.status != ExportStatus.COMPLETED:
+                raise Conflict(
+                    "The export has not completed: there is nothing to verify a copy against yet.",
+                    code="export_not_ready",
+                    detail={"status": export.status},
+                )
+            if manifest is None:
+                manifest = manifest_of_export(export=export)
+            elif manifest.export_id != export.id:
+                raise invalid_manifest("the manifest is another export's than the one named", field="export_id")
+        elif manifest is None and any(request.data.get(name) for name in SEARCH_FIELDS):
             filters = validated_search(request.data).filters
-        upload.seek(0)
-        result = _verified(upload.file, format=format, filters=filters)
-        body = {
-            **result,
-            "completeness_checked": filters is not None,
-            "sha256": digest,
-            "matches_export": matches_export,
-        }
+        body = copy_verify(stream=upload.file, format=format, manifest=manifest, filters=filters)
         log.info(
             "audit_copy_verified",
             user_id=request.user.pk,
             format=format,
-            checked=result["checked"],
-            problems=result["problem_count"],
-            ok=result["ok"],
+            export_id=body["export_id"],
+            checked=body["checked"],
+            problems=body["problem_count"],
+            completeness_checked=body["completeness_checked"],
+            ok=body["ok"],
         )
         return Response(VerificationResultSerializer(body).data)
 
 
-def _sha256_of(upload: Any) -> str:
-    digest = hashlib.sha256()
+def _uploaded_manifest(upload: Any) -> ExportManifest | None:
+    """The manifest sent with the copy, if any; 413 past MAX_MANIFEST_BYTES, invalid_manifest if it is not one."""
+    if upload is None:
+        return None
+    if upload.size > MAX_MANIFEST_BYTES:
+        raise PayloadTooLarge(detail={"field": "manifest", "max_bytes": MAX_MANIFEST_BYTES})
     upload.seek(0)
-    for chunk in upload.chunks(HASH_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _verified(stream: IO[bytes], *, format: str, filters: AccessEventFilters | None) -> dict[str, Any]:
-    """events_verify over the copy; a copy that is not in `format` is 400 invalid_export_file naming the line."""
-    from audit.exports import rows_from_file
-    from audit.verification import events_verify
-
-    invalid = "The file is not a {format} export of the access log: {reason}."
-    try:
-        return events_verify(rows_from_file(stream, format=format), filters=filters).as_dict()
-    except UnicodeDecodeError:
-        reason = "it is not UTF-8 text"
-    except (ValueError, csv.Error) as error:
-        reason = str(error)  # rows_from_file names lines, never values
-    except (AttributeError, TypeError, KeyError):
-        reason = "an event is not shaped as the export writes it"
-    raise ValidationFailed(
-        invalid.format(format=format.upper() if format != "fhir" else "FHIR", reason=reason),
-        code="invalid_export_file",
-        detail={"field": "file", "reason": reason},
-    )
+    return manifest_read(upload.read(MAX_MANIFEST_BYTES + 1))
 
 
 # --- the ledger view -----------------------------------------------------------------------------

@@ -236,6 +236,9 @@ class ExportDeferred(Exception):
 def audit_export_run(*, export_id: str) -> None:
     """Write the export file, verify it against the ledger, then log the export itself on the ledger.
 
+    The file holds the events under the export's filters recorded before the export was asked for (its
+    manifest's requested_at), verified complete against the ledger as it is written.
+
     Idempotent: a completed or failed export is left alone; a pending one is (re)written from the start (a
     delivery running beside another writes a file of its own; the first to finish is the export).
     Fails closed: no file is offered unless the ledger verified it. The ledger not answering defers the
@@ -245,7 +248,9 @@ def audit_export_run(*, export_id: str) -> None:
     export = AuditExport.objects.filter(pk=export_id, status=ExportStatus.PENDING).first()
     if export is None:
         return
-    filters = AccessEventFilters.from_json(export.filters)
+    # The export holds what was logged under its filters before it was asked for, whenever it runs, so that
+    # the ledger can say later exactly which events a complete copy holds (audit.manifests).
+    scope = AccessEventFilters.from_json(export.filters).bounded_by(export.created_at)
     path = export_path(export)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
@@ -260,7 +265,7 @@ def audit_export_run(*, export_id: str) -> None:
                     writer.write(row)
                     yield row
 
-            verification = events_verify(written(mirror_rows(filters)), filters=filters)
+            verification = events_verify(written(mirror_rows(scope)), filters=scope)
             writer.end()
         digest = sink.sha256.hexdigest()
         logged = access_batch_log(

@@ -6,7 +6,7 @@ Auditors see codes, pseudonyms, ids and hashes only: no clinical value or score 
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -64,6 +64,11 @@ class AccessEventFilters:
             texts[name] = datetime.fromisoformat(values[name]) if values.get(name) else None
         return cls(**texts)
 
+    def bounded_by(self, moment: datetime) -> "AccessEventFilters":
+        """These filters, narrowed to the events recorded before `moment` (an export's scope: what was logged
+        under its filters before it was asked for)."""
+        return replace(self, until=moment if self.until is None else min(self.until, moment))
+
     def matches(self, event: dict[str, Any], recorded_at: datetime) -> bool:
         """Whether a ledger event (fields as the contract stores them) falls under these filters."""
         for name in SEARCH_FIELDS:
@@ -118,6 +123,17 @@ def audit_exports_of(*, viewer: Any) -> QuerySet[AuditExport]:
     return AuditExport.objects.select_related("requester")
 
 
+def audit_export_recorded(*, export_id: UUID) -> AuditExport | None:
+    """The platform's record of an export, for services that have checked the caller's right already (the
+    verification of a copy compares the manifest it is given with this record)."""
+    return AuditExport.objects.filter(pk=export_id).first()
+
+
+def audit_export_id_of_file(*, sha256: str) -> str | None:
+    """The id of the export whose file has this SHA-256, as the mirror of its ledger entry says (None if none)."""
+    return AccessEvent.objects.filter(kind="export", export_sha256=sha256).values_list("request_id", flat=True).first()
+
+
 def audit_export_get(*, viewer: Any, export_id: Any) -> AuditExport | None:
     return audit_exports_of(viewer=viewer).filter(pk=export_id).first()
 
@@ -141,8 +157,18 @@ def ledger_recent_blocks(*, viewer: Any, limit: int = 20, before: int | None = N
     return bootstrap.contracts().recent_blocks(limit=limit, before=before)
 
 
+def audit_export_manifest_name(*, export: AuditExport) -> str:
+    """The file name a manifest is saved under: the export file's, plus ".manifest.json", which is where
+    `manage.py verify_access_log` looks for the manifest of a copy when none is named."""
+    return f"access-log-{export.id}.{EXTENSIONS[export.format]}.manifest.json"
+
+
 def audit_export_manifest(*, export: AuditExport) -> dict[str, Any]:
-    """What an export is: filters, count, time, file hash, verification result and its own ledger entry."""
+    """What an export is: filters, count, time, file hash, verification result and its own ledger entry.
+
+    The export holds the events under `filters` recorded before `requested_at`, in the order (time, batch,
+    position); the ledger's own entry of the export (`ledger`) carries the file's SHA-256. Verifying a copy
+    with its manifest (audit.copies.copy_verify) checks the copy against both."""
     return {
         "export_id": str(export.id),
         "status": export.status,

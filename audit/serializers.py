@@ -99,8 +99,13 @@ class AuditExportSerializer(serializers.ModelSerializer):
 class VerifyUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="a copy of an export (possibly edited), as handed over")
     format = serializers.CharField(max_length=16, help_text="csv, json or fhir")
+    manifest = serializers.FileField(
+        required=False,
+        help_text="the export's manifest (the JSON of /api/audit/exports/{id}/manifest/): completeness is checked "
+        "against it",
+    )
     export = serializers.UUIDField(
-        required=False, help_text="optional: the export this is a copy of (its filters check completeness)"
+        required=False, help_text="or the export's id: the platform then uses its own manifest of the export"
     )
 
 
@@ -110,15 +115,30 @@ class EventProblemSerializer(serializers.Serializer):
     fields = serializers.ListField(child=serializers.CharField())
 
 
+class CompletenessSerializer(serializers.Serializer):
+    recorded_before = serializers.CharField(
+        allow_null=True, help_text="the copy's scope ends here (the export's request time)"
+    )
+    expected = serializers.IntegerField(allow_null=True, help_text="the ledger's events in the copy's scope")
+    manifest_count = serializers.IntegerField(allow_null=True, help_text="the events the manifest says it holds")
+
+
 class VerificationResultSerializer(serializers.Serializer):
+    """The verdict on a copy: ok only when every event checks out AND completeness was checked."""
+
     ok = serializers.BooleanField()
+    message = serializers.CharField(help_text='the verdict in words, e.g. "completeness was not checked: no manifest"')
     checked = serializers.IntegerField()
     problem_count = serializers.IntegerField()
     problems = EventProblemSerializer(many=True)
     chain = serializers.JSONField()
     completeness_checked = serializers.BooleanField()
+    completeness = CompletenessSerializer()
     sha256 = serializers.CharField()
-    matches_export = serializers.BooleanField(allow_null=True)
+    matches_export = serializers.BooleanField(
+        allow_null=True, help_text="the copy's SHA-256 is the one the ledger holds for the export (null: no manifest)"
+    )
+    export_id = serializers.CharField(allow_null=True)
 
 
 class BlockTransactionSerializer(serializers.Serializer):

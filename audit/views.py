@@ -30,6 +30,7 @@ from audit.selectors import (
     AccessEventFilters,
     access_events_search,
     audit_export_manifest,
+    audit_export_manifest_name,
     audit_exports_of,
     export_of_auditor,
     ledger_recent_blocks,
@@ -91,6 +92,10 @@ class ExportRow:
     @property
     def pending(self) -> bool:
         return self.export.status == ExportStatus.PENDING
+
+    @property
+    def manifest_name(self) -> str:
+        return audit_export_manifest_name(export=self.export)
 
 
 # --- auditors: search ----------------------------------------------------------------------------
@@ -190,7 +195,10 @@ def export_manifest(request: HttpRequest, export_id: str) -> HttpResponse:
     export = _export(request, export_id)
     if isinstance(export, HttpResponse):
         return export
-    return JsonResponse(audit_export_manifest(export=export), json_dumps_params={"indent": 2})
+    response = JsonResponse(audit_export_manifest(export=export), json_dumps_params={"indent": 2})
+    # Saved under this name beside the downloaded file, `manage.py verify_access_log FILE` finds it.
+    response["Content-Disposition"] = f'inline; filename="{audit_export_manifest_name(export=export)}"'
+    return response
 
 
 # --- auditors: the ledger ------------------------------------------------------------------------

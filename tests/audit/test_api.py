@@ -364,7 +364,7 @@ def test_a_copy_with_an_event_left_out_names_it_when_its_export_is_given(exporte
     without_export = verify(auditor, "".join(kept).encode()).json()
     with_export = verify(auditor, "".join(kept).encode(), export=export_id).json()
 
-    assert (without_export["ok"], without_export["completeness_checked"]) == (True, False)
+    assert (without_export["ok"], without_export["completeness_checked"]) == (False, False)
     assert with_export["problems"] == [{"event_id": "r1-e2", "kind": "missing_from_copy", "fields": []}]
 
 
@@ -397,6 +397,140 @@ def test_verify_checks_format_size_and_the_export_named(exported, auditor, setti
     settings.AUDIT_VERIFY_MAX_BYTES = len(content) - 1
     too_large = verify(auditor, content)
     assert (too_large.status_code, too_large.json()["code"]) == (413, "payload_too_large")
+
+
+def manifest_of(auditor, export_id, **changes):
+    """The export's manifest as the API serves it, edited by `changes` (file_sha256 for the file's)."""
+    values = api_as(auditor).get(f"{EXPORTS}{export_id}/manifest/").json()
+    for name, value in changes.items():
+        if name == "file_sha256":
+            values["file"]["sha256"] = value
+        else:
+            values[name] = value
+    upload = io.BytesIO(json.dumps(values).encode())
+    upload.name = "copy.csv.manifest.json"
+    return upload
+
+
+def without_rows(content, *event_ids):
+    return "".join(
+        line for line in content.decode().splitlines(keepends=True) if line.split(",", 1)[0] not in event_ids
+    ).encode()
+
+
+def test_a_copy_verifies_with_its_manifest_uploaded_beside_it(exported, auditor):
+    export_id, content = exported
+
+    body = verify(auditor, content, manifest=manifest_of(auditor, export_id)).json()
+
+    assert (body["ok"], body["completeness_checked"], body["matches_export"], body["export_id"]) == (
+        True,
+        True,
+        True,
+        export_id,
+    )
+    assert (body["checked"], body["completeness"]["expected"], body["completeness"]["manifest_count"]) == (3, 3, 3)
+    assert body["message"].startswith("verified")
+
+
+def test_a_copy_with_a_row_deleted_names_it_against_the_uploaded_manifest(exported, auditor):
+    export_id, content = exported
+
+    body = verify(auditor, without_rows(content, "r1-e2"), manifest=manifest_of(auditor, export_id)).json()
+
+    assert (body["ok"], body["matches_export"]) == (False, False)
+    assert body["problems"] == [{"event_id": "r1-e2", "kind": "missing_from_copy", "fields": []}]
+
+
+def test_a_copy_with_a_whole_batch_deleted_names_its_events(exported, auditor):
+    export_id, content = exported
+
+    body = verify(auditor, without_rows(content, "r1-e1", "r1-e2"), export=export_id).json()
+
+    assert [(p["event_id"], p["kind"]) for p in body["problems"]] == [
+        ("r1-e1", "missing_from_copy"),
+        ("r1-e2", "missing_from_copy"),
+    ]
+
+
+def test_without_a_manifest_the_answer_says_completeness_was_not_checked(exported, auditor):
+    _, content = exported
+
+    response = verify(auditor, without_rows(content, "r1-e2"))
+
+    body = response.json()
+    assert response.status_code == 200
+    assert (body["ok"], body["completeness_checked"], body["problem_count"]) == (False, False, 0)
+    assert body["message"] == "completeness was not checked: no manifest"
+    assert (body["matches_export"], body["export_id"]) == (None, None)
+
+
+def test_a_manifest_edited_to_fit_a_tampered_copy_is_refused_without_echoing_it(exported, auditor):
+    export_id, content = exported
+    cut = without_rows(content, "r2-e1")
+
+    other_sha = verify(
+        auditor, cut, manifest=manifest_of(auditor, export_id, file_sha256=hashlib.sha256(cut).hexdigest())
+    )
+    other_filters = verify(
+        auditor, cut, manifest=manifest_of(auditor, export_id, filters={"grantee": "clinician:alice"}, count=2)
+    )
+
+    assert (other_sha.status_code, other_sha.json()["code"], other_sha.json()["detail"]["fields"]) == (
+        400,
+        "invalid_manifest",
+        ["file.sha256"],
+    )
+    assert (other_filters.status_code, other_filters.json()["code"], other_filters.json()["detail"]["fields"]) == (
+        400,
+        "invalid_manifest",
+        ["filters", "count"],
+    )
+    assert "clinician:alice" not in other_filters.content.decode()
+    assert hashlib.sha256(cut).hexdigest() not in other_sha.content.decode()
+
+
+def test_a_bad_manifest_is_400_invalid_manifest_413_when_too_large_and_a_pending_export_409(exported, auditor):
+    export_id, content = exported
+    not_json = io.BytesIO(b"secret-value {")
+    not_json.name = "m.json"
+    too_large = io.BytesIO(b" " * (64 * 1024 + 1))
+    too_large.name = "m.json"
+    pending = run_export_pending(auditor)
+
+    malformed = verify(auditor, content, manifest=not_json)
+    oversized = verify(auditor, content, manifest=too_large)
+    not_ready = verify(auditor, content, manifest=manifest_of(auditor, export_id), export=str(pending.pk))
+
+    assert (malformed.status_code, malformed.json()["code"]) == (400, "invalid_manifest")
+    assert "secret-value" not in malformed.content.decode()
+    assert (oversized.status_code, oversized.json()["code"]) == (413, "payload_too_large")
+    assert (not_ready.status_code, not_ready.json()["code"]) == (409, "export_not_ready")
+
+
+def test_a_manifest_of_another_export_than_the_one_named_is_refused(
+    exported, auditor, django_capture_on_commit_callbacks
+):
+    export_id, content = exported
+    other = run_export(api_as(auditor), django_capture_on_commit_callbacks, format="csv").json()["id"]
+
+    named_other = verify(auditor, content, manifest=manifest_of(auditor, export_id), export=other).json()
+    copy_of_another = verify(auditor, content, export=other).json()
+
+    assert (named_other["code"], named_other["detail"]["field"]) == ("invalid_manifest", "export_id")
+    assert (copy_of_another["code"], copy_of_another["detail"]["reason"]) == (
+        "invalid_manifest",
+        "the copy is the file of another export",
+    )
+
+
+def test_the_manifest_is_served_under_the_name_the_command_looks_for(exported, auditor):
+    export_id, _ = exported
+
+    response = api_as(auditor).get(f"{EXPORTS}{export_id}/manifest/")
+
+    name = response.json()["file"]["name"]
+    assert response["Content-Disposition"] == f'inline; filename="{name}.manifest.json"'
 
 
 # --- the ledger view -----------------------------------------------------------------------------

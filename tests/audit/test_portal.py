@@ -224,6 +224,22 @@ def test_an_export_from_the_portal_carries_the_filters_and_completes_verified(
     assert manifest == audit_export_manifest(export=export)
 
 
+def test_the_manifest_link_saves_it_where_verify_access_log_looks_for_it(
+    access_log, auditor, export_dir, eager_tasks, django_capture_on_commit_callbacks
+):
+    client = signed_in(auditor)
+    export = make_export(client, django_capture_on_commit_callbacks, format="fhir")
+
+    html = html_of(client.get(reverse("audit:exports")))
+    row = re.search(rf'<tr id="export-{export.pk}".*?</tr>', html, re.S).group(0)
+    manifest = client.get(reverse("audit:export-manifest", kwargs={"export_id": export.pk}))
+
+    sidecar = f"access-log-{export.pk}.ndjson.manifest.json"  # the file's name, plus .manifest.json
+    assert manifest.json()["file"]["name"] + ".manifest.json" == sidecar
+    assert f'download="{sidecar}"' in row
+    assert manifest["Content-Disposition"] == f'inline; filename="{sidecar}"'
+
+
 def test_a_pending_export_polls_until_it_is_done(
     access_log, auditor, export_dir, eager_tasks, django_capture_on_commit_callbacks
 ):
