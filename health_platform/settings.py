@@ -57,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Above whitenoise, so that static files carry the Content-Security-Policy too.
     "health_platform.security.SecurityHeadersMiddleware",
+    # Before anything is spent on the request: a URL too long is 414 uri_too_long (JSON under /api/).
+    "health_platform.request_limits.RequestUriBounded",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -196,6 +198,10 @@ LOGIN_THROTTLE_CACHE = "default"
 # The counters must be shared by every web process: the embedded default keeps them in files under
 # VAR_DIR (gunicorn's workers share them); production points CACHE_URL at Redis.
 CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
+
+# The longest URL (path and query string) answered: longer is 414 uri_too_long. The web server lets request
+# lines of up to 8190 bytes reach the platform (health_platform/gunicorn_config.py): keep this below that.
+REQUEST_URI_MAX_BYTES = env.int("REQUEST_URI_MAX_BYTES", default=4096)
 
 # Request size: the ingest limit is enforced by the API with a stable error code, so Django's own
 # limit sits just above it.

@@ -2,6 +2,7 @@
 as a client meets it: over a socket, against the real gunicorn."""
 
 import json
+import socket
 import stat
 import subprocess
 import urllib.request
@@ -70,3 +71,82 @@ def test_the_configuration_loads_no_django():
         check=True,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def raw_exchange(web, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as written on a new connection and read the whole answer: (status, headers, body)."""
+    host, port = web.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    if headers.get("transfer-encoding") == "chunked":
+        body = dechunked(body)
+    return int(status_line.split()[1]), headers, body
+
+
+def dechunked(body: bytes) -> bytes:
+    content = b""
+    while True:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size.split(b";")[0], 16)
+        if length == 0:
+            return content
+        content, body = content + rest[:length], rest[length + 2 :]
+
+
+def get(web, target: str, *extra_headers: str) -> tuple[int, dict[str, str], bytes]:
+    lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", *extra_headers, "", ""]
+    return raw_exchange(web, "\r\n".join(lines).encode("latin-1"))
+
+
+def assert_api_error(answer: tuple[int, dict[str, str], bytes], status: int, code: str) -> None:
+    got_status, headers, body = answer
+    assert (got_status, headers["content-type"]) == (status, "application/json"), body[:300]
+    document = json.loads(body)
+    assert set(document) == {"code", "message", "detail"}
+    assert document["code"] == code
+
+
+SECRET = "ZQX-7781-MRN"  # a patient identifier, put where a client can put anything
+
+
+def test_a_url_too_long_is_answered_414_uri_too_long_by_the_platform_in_the_shape_of_its_kind(start_web, settings):
+    web = start_web()
+    target = f"?patient={SECRET}&pad={'a' * (settings.REQUEST_URI_MAX_BYTES + 100)}"
+
+    assert_api_error(get(web, f"/api/records/{target}"), 414, "uri_too_long")
+    status, headers, body = get(web, f"/records/{target}")
+    assert (status, headers["content-type"].split(";")[0]) == (414, "text/html")
+    assert b"Address too long" in body
+    assert "content-security-policy" in headers
+    # A URL within the limit is answered as before.
+    assert get(web, f"/api/records/?patient={SECRET}")[0] == 401
+    assert SECRET not in web.output()
+
+
+def test_a_request_line_longer_than_gunicorn_reads_is_refused_with_a_code_and_never_logged(start_web):
+    """Past 8190 bytes gunicorn refuses the line before the platform sees it: its answer carries a code too."""
+    web = start_web()
+    target = f"?patient={SECRET}&pad={'a' * 9000}"
+
+    for path in ("/api/records/", "/records/"):  # gunicorn has not read the path: the API's shape for both
+        assert_api_error(get(web, f"{path}{target}"), 414, "uri_too_long")
+    assert "Refused a request: 414 uri_too_long (LimitRequestLine)" in web.output()
+    assert SECRET not in web.output()
+
+
+def test_gunicorns_other_refusals_carry_a_code_and_their_log_lines_quote_nothing(start_web):
+    web = start_web()
+
+    malformed = raw_exchange(web, f"GET /api/records/?patient={SECRET} HTTP/1.1 x\r\nHost: a\r\n\r\n".encode())
+    assert_api_error(malformed, 400, "malformed_request")
+    too_large = get(web, "/api/records/", f"X-Patient: {SECRET}{'a' * 9000}")
+    assert_api_error(too_large, 431, "request_headers_too_large")
+    bad_header = get(web, "/api/records/", f"X-Patient {SECRET}: value")
+    assert_api_error(bad_header, 400, "malformed_request")
+    assert SECRET not in web.output()
