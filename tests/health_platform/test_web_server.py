@@ -2,6 +2,7 @@
 as a client meets it: over a socket, against the real gunicorn."""
 
 import json
+import select
 import socket
 import stat
 import subprocess
@@ -9,9 +10,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.hashers import make_password
+from rest_framework.authtoken.models import Token
 
 from health_platform import gunicorn_config
+from records.models import Record
 from tests.conftest import REPO
+from tests.records.factories import PASSWORD, bundle, encode, patient_with_observations
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -73,14 +78,22 @@ def test_the_configuration_loads_no_django():
     assert loaded.stdout.strip() == "[]"
 
 
+def connect(web) -> socket.socket:
+    host, port = web.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=60)
+
+
 def raw_exchange(web, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send `request` as written on a new connection and read the whole answer: (status, headers, body)."""
-    host, port = web.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as connection:
+    with connect(web) as connection:
         connection.sendall(request)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
+        return answer_on(connection)
+
+
+def answer_on(connection: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
@@ -150,3 +163,86 @@ def test_gunicorns_other_refusals_carry_a_code_and_their_log_lines_quote_nothing
     bad_header = get(web, "/api/records/", f"X-Patient {SECRET}: value")
     assert_api_error(bad_header, 400, "malformed_request")
     assert SECRET not in web.output()
+
+
+def send_chunked(web, method: str, path: str, chunks, *headers: str) -> tuple[int, dict[str, str], bytes]:
+    """Send a body as a client streams one of unknown length (curl -T -, a generator in requests):
+    Transfer-Encoding: chunked, no Content-Length. Like curl, stop sending once the server has answered."""
+    with connect(web) as connection:
+        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked", "Connection: close"]
+        connection.sendall("\r\n".join([*lines, *headers, "", ""]).encode("latin-1"))
+        try:
+            for chunk in chunks:
+                if select.select([connection], [], [], 0)[0]:
+                    break  # answered before the end of the body
+                connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:
+                connection.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: its answer is waiting
+        return answer_on(connection)
+
+
+def pieces(data: bytes, size: int):
+    return (data[start : start + size] for start in range(0, len(data), size))
+
+
+def test_a_small_chunked_body_is_read_whole(start_web, custodian):
+    """Django reads a body by its Content-Length: a chunked one was read as empty (400 for any upload)."""
+    web = start_web()
+    token = Token.objects.create(user=custodian).key
+    document = encode(bundle(*patient_with_observations(mrn="MRN-CHUNKED", values=(1.0, 2.0))))
+
+    ingested = send_chunked(
+        web,
+        "POST",
+        "/api/records/",
+        pieces(document, 100),
+        f"Authorization: Token {token}",
+        "Content-Type: application/fhir+json",
+    )
+
+    assert ingested[0] == 201, ingested[2][:300]
+    [record] = json.loads(ingested[2])["records"]
+    assert Record.objects.filter(pk=record["record_id"]).exists()
+    # A JSON endpoint (DRF's parser) reads it too. The server checks passwords with the production hasher.
+    custodian.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    custodian.save(update_fields=["password"])
+    credentials = json.dumps({"username": custodian.username, "password": PASSWORD}).encode()
+    signed_in = send_chunked(web, "POST", "/api/auth/token/", pieces(credentials, 7), "Content-Type: application/json")
+    assert (signed_in[0], json.loads(signed_in[2])) == (200, {"token": token})
+
+
+def test_a_chunked_upload_past_the_ingest_limit_is_413_payload_too_large(start_web, custodian, settings):
+    web = start_web()
+    token = Token.objects.create(user=custodian).key
+    megabyte = b"x" * (1024 * 1024)
+
+    answer = send_chunked(
+        web,
+        "POST",
+        "/api/records/",
+        (megabyte for _ in range(50)),
+        f"Authorization: Token {token}",
+        "Content-Type: application/fhir+json",
+    )
+
+    assert_api_error(answer, 413, "payload_too_large")
+    assert json.loads(answer[2])["detail"] == {"max_bytes": settings.INGEST_MAX_BYTES}
+    assert Record.objects.count() == 0
+
+
+def test_a_chunked_body_past_the_largest_any_endpoint_takes_is_413_without_being_read_whole(start_web, custodian):
+    limit = 2 * 1024 * 1024
+    web = start_web(overrides={"REQUEST_BODY_MAX_BYTES": str(limit)})
+    token = Token.objects.create(user=custodian).key
+    megabyte = b"x" * (1024 * 1024)
+
+    api = send_chunked(web, "POST", "/api/records/", (megabyte for _ in range(64)), f"Authorization: Token {token}")
+    portal = send_chunked(web, "POST", "/consent/grant/", (megabyte for _ in range(64)))
+
+    assert_api_error(api, 413, "payload_too_large")
+    assert json.loads(api[2])["detail"] == {"max_bytes": limit}
+    status, headers, body = portal
+    assert (status, headers["content-type"].split(";")[0]) == (413, "text/html")
+    assert b"The payload is larger than the configured limit." in body
