@@ -25,4 +25,5 @@ COPY --chown=app:app . .
 USER app
 EXPOSE 8000 9999
 
-CMD ["gunicorn", "health_platform.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2"]
+# The web server's configuration is scripts/web.sh's (health_platform/gunicorn_config.py), on all interfaces.
+CMD ["gunicorn", "--config", "python:health_platform.gunicorn_config", "health_platform.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "2"]

@@ -9,7 +9,9 @@
 `submit` uploads public.ctx only (it refuses to send a context holding a secret key) and prints the
 request id. `fetch` downloads the encrypted scores, decrypts them here with secret.ctx and applies the
 model's interpretation (probability and label for logistic models); the results cite the SHA-256 of the
-model weights that produced them, which --expect-model-sha256 can pin.
+model weights that produced them, which --expect-model-sha256 can pin. A row marked `"clipped": true` is a
+record with a measurement outside the model's documented range, clipped to it before encryption: its score
+is that of the clipped values, less reliable than the others.
 
 The server and token come from --url/--token or HEALTH_PLATFORM_URL/HEALTH_PLATFORM_TOKEN (a token is
 given by POST /api/auth/token/); prefer the variable, which does not show in the process list.
@@ -173,10 +175,13 @@ def fetch(
             scores = engine.decrypt(secret, base64.b64decode(chunk["ciphertext"]), count)
         except Exception:  # TenSEAL raises bare exceptions for malformed input
             raise ClientError("a score ciphertext cannot be read") from None
+        clipped = set(chunk.get("clipped_record_ids", ()))
         for record_id, pseudonym, result in zip(
             chunk["record_ids"], chunk["patient_pseudonyms"], model.interpret(scores), strict=True
         ):
-            rows.append({"record_id": record_id, "patient_pseudonym": pseudonym, **result})
+            rows.append(
+                {"record_id": record_id, "patient_pseudonym": pseudonym, **result, "clipped": record_id in clipped}
+            )
     return {
         "request_id": document["request_id"],
         "status": document["status"],
@@ -219,7 +224,7 @@ def interpretation_for(described: dict[str, Any]) -> Any:
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     scores = sorted(row["score"] for row in rows)
     if not scores:
-        return {"count": 0, "labels": {}}
+        return {"count": 0, "labels": {}, "clipped": 0}
     return {
         "count": len(scores),
         "mean": sum(scores) / len(scores),
@@ -227,6 +232,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "max": scores[-1],
         "median": scores[len(scores) // 2],
         "labels": dict(Counter(row["label"] for row in rows if row["label"])),
+        "clipped": sum(1 for row in rows if row["clipped"]),
     }
 
 
@@ -316,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(model {model['name']}@{model['version']}, weights SHA-256 {model['sha256']})",
             file=sys.stderr,
         )
+        if results["summary"]["clipped"]:
+            print(
+                f"{results['summary']['clipped']} of them had a measurement outside the model's documented range, "
+                'clipped to it before encryption: those rows are marked "clipped": true and their scores are '
+                "less reliable",
+                file=sys.stderr,
+            )
         return 0
     except ClientError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -101,6 +101,11 @@ class AnalysisBatch(models.Model):
     admitted_count = models.PositiveIntegerField(default=0)
     refusals = models.JSONField(default=dict, blank=True)
     clipped_count = models.PositiveIntegerField(default=0)
+    clipped_record_ids = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="records with a feature outside the model's documented range, clipped to it before encryption",
+    )
     access_log_tx_id = models.CharField(max_length=128, blank=True, default="")
     access_log_block = models.PositiveBigIntegerField(null=True, blank=True)
     column_keys = models.JSONField(default=list, blank=True)

@@ -366,10 +366,11 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Readi
     skipped = Counter(skipped_records.values())
     engine, blobs = engines.homomorphic_engine(), engines.blob_store()
     public = blobs.get(request.public_context_key)
-    chunks, clipped = [], 0
+    chunks: list[dict[str, Any]] = []
+    clipped: list[str] = []  # the record ids, never the values: every result row of theirs is marked
     if rows:
         matrix, outside = spec.clip(np.asarray(features, dtype=float))
-        clipped = int(outside.sum())
+        clipped = [record_id for record_id, out in zip(rows, outside, strict=True) if out]
         for start in range(0, len(rows), engine.slots):
             columns = engine.encrypt_columns(public, matrix[start : start + engine.slots])
             chunks.append(
@@ -385,7 +386,8 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Readi
         BatchStatus.LOGGED,
         status=BatchStatus.ENCRYPTED,
         column_keys=chunks,
-        clipped_count=clipped,
+        clipped_count=len(clipped),
+        clipped_record_ids=clipped,
         refusals=refusals,
         skipped=skipped_records,
         admitted_count=len(rows),

@@ -59,6 +59,7 @@ class ResultRow:
     patient_pseudonym: str
     score: float
     label: str
+    clipped: bool = False  # a feature was outside the model's documented range: the score is less reliable
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Results:
         scores = [row.score for row in self.rows]
         labels = Counter(row.label for row in self.rows if row.label)
         if not scores:
-            return {"count": 0, "labels": {}}
+            return {"count": 0, "labels": {}, "clipped": 0}
         ordered = sorted(scores)
         return {
             "count": len(scores),
@@ -83,6 +84,7 @@ class Results:
             "max": ordered[-1],
             "median": ordered[len(ordered) // 2],
             "labels": dict(labels),
+            "clipped": sum(row.clipped for row in self.rows),
         }
 
     def histogram(self, bins: int = 10) -> list[dict[str, float]]:
@@ -113,14 +115,16 @@ def analysis_results(*, request: AnalysisRequest, viewer: Any) -> Results:
     refusals: Counter[str] = Counter()
     chunks: list[tuple[list[str], bytes]] = []  # (record ids, score ciphertext), in order
     pseudonyms: dict[str, str] = {}
+    clipped: set[str] = set()
     for batch in request.batches.filter(status=BatchStatus.SCORED).order_by("index"):
         refusals.update(batch.refusals)
         pseudonyms.update((d["record_id"], d["patient_pseudonym"]) for d in batch.decisions)
+        clipped.update(batch.clipped_record_ids)
         for chunk, score_key in zip(batch.column_keys, batch.score_keys, strict=True):
             chunks.append((chunk["record_ids"], blobs.get(score_key)))
     decrypted = engine.decrypt_many(secret, [(ciphertext, len(ids)) for ids, ciphertext in chunks])
     rows = [
-        ResultRow(record_id, pseudonyms[record_id], result["score"], result["label"])
+        ResultRow(record_id, pseudonyms[record_id], result["score"], result["label"], record_id in clipped)
         for (ids, _), scores in zip(chunks, decrypted, strict=True)
         for record_id, result in zip(ids, spec.interpret(scores), strict=True)
     ]
@@ -137,11 +141,13 @@ def analysis_encrypted_scores(*, request: AnalysisRequest, viewer: Any) -> dict[
     batches: list[AnalysisBatch] = list(request.batches.filter(status=BatchStatus.SCORED).order_by("index"))
     for batch in batches:
         pseudonyms = {d["record_id"]: d["patient_pseudonym"] for d in batch.decisions}
+        clipped = set(batch.clipped_record_ids)
         for chunk, score_key in zip(batch.column_keys, batch.score_keys, strict=True):
             chunks.append(
                 {
                     "record_ids": chunk["record_ids"],
                     "patient_pseudonyms": [pseudonyms[r] for r in chunk["record_ids"]],
+                    "clipped_record_ids": [r for r in chunk["record_ids"] if r in clipped],
                     "ciphertext": blobs.get(score_key),
                 }
             )

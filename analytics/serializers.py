@@ -217,6 +217,10 @@ class ResultRowSerializer(serializers.Serializer):
     patient_pseudonym = serializers.CharField()
     score = serializers.FloatField(help_text="logistic models: probability of the positive label; linear: value")
     label = serializers.CharField()
+    clipped = serializers.BooleanField(
+        help_text="true when one of the record's measurements was outside the model's documented range and was "
+        "clipped to it before encryption: the score is that of the clipped values, less reliable than others"
+    )
 
 
 class HistogramBinSerializer(serializers.Serializer):
@@ -231,7 +235,9 @@ class ResultsSerializer(serializers.Serializer):
         choices=AnalysisStatus.choices, help_text="rows hold the scored batches; complete once status is completed"
     )
     model = serializers.DictField(help_text="name, version, kind and sha256 of the weights that scored the rows")
-    summary = serializers.DictField(help_text="count, mean, min, max, median and count per label")
+    summary = serializers.DictField(
+        help_text="count, mean, min, max, median, count per label, and clipped (rows whose features were clipped)"
+    )
     histogram = HistogramBinSerializer(many=True)
     refusals = serializers.DictField(child=serializers.IntegerField())
     rows = ResultRowSerializer(many=True)
@@ -240,6 +246,11 @@ class ResultsSerializer(serializers.Serializer):
 class EncryptedChunkSerializer(serializers.Serializer):
     record_ids = serializers.ListField(child=serializers.CharField())
     patient_pseudonyms = serializers.ListField(child=serializers.CharField())
+    clipped_record_ids = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="those of record_ids with a measurement outside the model's documented range, clipped to it "
+        "before encryption: their scores are those of the clipped values, less reliable than others",
+    )
     ciphertext = serializers.CharField(help_text="base64 of a CKKS vector; slot i is the score of record_ids[i]")
 
 

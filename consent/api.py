@@ -1,8 +1,9 @@
 """The consent API: list, grant, read, revoke, history, FHIR export and import; the grantee directory.
 
-Patients grant and revoke their own consents only; a request naming another patient is refused
-with 403 before anything reaches the ledger. Clinicians list the consents naming them; auditors
-list all. Every change is a ledger transaction; responses carry its id and block.
+Patients grant and revoke their own consents only; a grant naming another patient is refused with 403
+before anything reaches the ledger, and another patient's consent is answered, for every method, exactly as
+a consent that does not exist (404 not_found): the answer never tells that it exists. Clinicians list the
+consents naming them; auditors list all. Every change is a ledger transaction; responses carry its id and block.
 """
 
 from typing import Any
@@ -94,16 +95,17 @@ class ConsentViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Revoke a consent (its patient only; idempotent)",
+        description="Another patient's consent is not_found (404), as one that does not exist; permission_denied "
+        "(403) for users who are not patients; ledger_unavailable (503).",
         request=None,
         responses={200: ConsentSerializer, 403: _ERROR, 404: _ERROR, 503: _ERROR},
     )
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, consent_id: str | None = None) -> Response:
         consent = Consent.objects.select_related("patient").filter(consent_id=consent_id).first()
-        if consent is None:
+        if consent is None or not user_may_change_consents_of(request.user, consent.patient):
+            # One answer for both: a 403 here told that another patient's consent of that id exists.
             raise NotFound("No such consent.")
-        if not user_may_change_consents_of(request.user, consent.patient):
-            raise PermissionDenied("A patient can revoke only their own consents.")
         return Response(ConsentSerializer(consent_revoke(actor=request.user, consent=consent)).data)
 
     @extend_schema(

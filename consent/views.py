@@ -107,8 +107,9 @@ def grant(request: HttpRequest) -> HttpResponse:
 def revoke(request: HttpRequest, consent_id: str) -> HttpResponse:
     """GET: the confirmation (a page of its own, or loaded in place by htmx). POST: revoke.
 
-    Any consent id that is not one of the signed-in patient's own consents is refused with 403
-    before anything reaches the ledger, whether it belongs to someone else or does not exist.
+    Any consent id that is not one of the signed-in patient's own consents is answered 404, before
+    anything reaches the ledger, whether it belongs to someone else or does not exist: one answer for
+    both, so that it never tells that another patient's consent exists.
     """
     patient = patient_of(request.user)
     if patient is None:
@@ -116,14 +117,14 @@ def revoke(request: HttpRequest, consent_id: str) -> HttpResponse:
     consent = consent_get_for_patient(patient=patient, consent_id=consent_id)
     if consent is None:
         log.warning("consent_portal_foreign_consent", user_id=request.user.pk, action=request.method)
-        return _forbidden(request, "This is not one of your consents.")
+        return _not_one_of_yours(request)
     row = _consent_rows([consent])[0]
     if request.method == "GET":
         return render(request, "consent/revoke_confirm.html", {"row": row})
     try:
         consent = consent_revoke(actor=request.user, consent=consent)
     except PermissionDenied:
-        return _forbidden(request, "This is not one of your consents.")
+        return _not_one_of_yours(request)
     except (LedgerError, LedgerRejected) as error:
         status, message = _ledger_failure(error, action="revoke", user=request.user)
         return render(request, "consent/revoke_confirm.html", {"row": row, "error": message}, status=status)
@@ -135,14 +136,16 @@ def revoke(request: HttpRequest, consent_id: str) -> HttpResponse:
 def detail(request: HttpRequest, consent_id: str) -> HttpResponse:
     """One consent and its history as the ledger records it (each change: transaction, block, time).
 
-    The dashboard loads this page's #consent-history section in place with htmx.
+    The dashboard loads this page's #consent-history section in place with htmx. Another patient's consent
+    is answered as one that does not exist (404).
     """
     patient = patient_of(request.user)
     if patient is None:
         return _forbidden_to_non_patients(request)
     consent = consent_get_for_patient(patient=patient, consent_id=consent_id)
     if consent is None:
-        return _forbidden(request, "This is not one of your consents.")
+        log.warning("consent_portal_foreign_consent", user_id=request.user.pk, action=request.method)
+        return _not_one_of_yours(request)
     context: dict[str, Any] = {"row": _consent_rows([consent])[0], "changes": None, "error": None}
     try:
         context["changes"] = consent_history(consent=consent)
@@ -235,3 +238,12 @@ def _forbidden_to_non_patients(request: HttpRequest) -> HttpResponse:
 
 def _forbidden(request: HttpRequest, message: str) -> HttpResponse:
     return refused(request, message, status=403, base="consent/base.html", panel=False)
+
+
+NOT_ONE_OF_YOURS_MESSAGE = "There is no such consent among yours."
+
+
+def _not_one_of_yours(request: HttpRequest) -> HttpResponse:
+    """404 for a consent id that is not one of the patient's own: whether another patient's or none at all."""
+    back = (reverse("consent:dashboard"), "Go to your records and consents")
+    return refused(request, NOT_ONE_OF_YOURS_MESSAGE, status=404, base="consent/base.html", back=back, panel=False)

@@ -57,6 +57,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Above whitenoise, so that static files carry the Content-Security-Policy too.
     "health_platform.security.SecurityHeadersMiddleware",
+    # Before anything is spent on the request: a URL too long is 414 uri_too_long, a body sent without a length
+    # past REQUEST_BODY_MAX_BYTES 413 payload_too_large (JSON under /api/, the portal's page elsewhere).
+    "health_platform.request_limits.RequestLimits",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -197,6 +200,10 @@ LOGIN_THROTTLE_CACHE = "default"
 # VAR_DIR (gunicorn's workers share them); production points CACHE_URL at Redis.
 CACHES = {"default": env.cache("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
 
+# The longest URL (path and query string) answered: longer is 414 uri_too_long. The web server lets request
+# lines of up to 8190 bytes reach the platform (health_platform/gunicorn_config.py): keep this below that.
+REQUEST_URI_MAX_BYTES = env.int("REQUEST_URI_MAX_BYTES", default=4096)
+
 # Request size: the ingest limit is enforced by the API with a stable error code, so Django's own
 # limit sits just above it.
 INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=5 * 1024 * 1024)
@@ -237,6 +244,12 @@ ANALYTICS_KEY_VAULT_ACTIVE_KEY = env.str(
 # Ciphertexts and contexts are stored here and passed by key; compute workers need this folder only.
 AUDIT_EXPORT_DIR = env.str("AUDIT_EXPORT_DIR", default=str(VAR_DIR / "exports"))
 AUDIT_VERIFY_MAX_BYTES = env.int("AUDIT_VERIFY_MAX_BYTES", default=200 * 1024 * 1024)
+# The largest request body any endpoint takes (by default an audit copy with its multipart envelope). A body
+# sent without a Content-Length (chunked) is read up to this, then bounded by its endpoint like any other;
+# past it, 413 payload_too_large (health_platform.request_limits). At least every endpoint's own limit.
+REQUEST_BODY_MAX_BYTES = env.int(
+    "REQUEST_BODY_MAX_BYTES", default=max(DATA_UPLOAD_MAX_MEMORY_SIZE, AUDIT_VERIFY_MAX_BYTES + 64 * 1024)
+)
 ANALYTICS_BLOB_DIR = str(celery_config.blob_dir(os.environ))  # the compute worker reads the same
 # Records per batch (at most; batches are evened out). One CheckAccessBatch and one access-log transaction
 # each; measured fastest around 5,000 on 2 cores (benchmarks/analysis.py).

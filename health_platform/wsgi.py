@@ -2,5 +2,8 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from health_platform.request_limits import ChunkedBodyRead
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_platform.settings")
-application = get_wsgi_application()
+# A body sent without a length (chunked) is read and given one before Django sees the request.
+application = ChunkedBodyRead(get_wsgi_application())

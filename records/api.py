@@ -114,7 +114,8 @@ class RecordViewSet(viewsets.GenericViewSet):
             "empty_bundle, unsupported_resource_type, duplicate_resource_id, duplicate_patient, "
             "patient_identifier_missing, observation_subject_missing, observation_subject_unknown, "
             "observation_code_missing, observation_category_missing, observation_category_unknown, "
-            "observation_category_ambiguous, fhir_invalid (400); unsupported_media_type (415)."
+            "observation_category_ambiguous, fhir_invalid (400: detail.errors names each entry and field path, "
+            "e.g. a JSON null or a valueQuantity.value that is not a number); unsupported_media_type (415)."
         ),
         request={"application/fhir+json": OpenApiTypes.OBJECT, "application/json": OpenApiTypes.OBJECT},
         responses={

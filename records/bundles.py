@@ -293,17 +293,71 @@ def _check_fhir(entries: list[dict[str, Any]]) -> None:
     errors: list[dict[str, Any]] = []
     for index, entry in enumerate(entries):
         resource = entry["resource"]
+        paths = [_error_path(location) for location in _json_form_errors(resource)]
         try:
             _FHIR_MODELS[resource["resourceType"]].model_validate(resource)
         except ValidationError as error:
-            for item in error.errors(include_url=False, include_context=False, include_input=False):
-                errors.append({"entry": index, "path": _error_path(item["loc"])})
-                if len(errors) >= MAX_REPORTED_ERRORS:
-                    break
+            items = error.errors(include_url=False, include_context=False, include_input=False)
+            paths += [_error_path(item["loc"]) for item in items]
+        for path in dict.fromkeys(paths):  # each path once, in order
+            errors.append({"entry": index, "path": path})
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
     if errors:
         raise BundleRejected("A resource is not valid FHIR R4.", code="fhir_invalid", detail={"errors": errors})
+
+
+def _json_form_errors(resource: dict[str, Any]) -> list[tuple[int | str, ...]]:
+    """Where the resource breaks FHIR's JSON form in ways fhir.resources lets through (it reads JSON leniently).
+
+    - `null` is never a value in FHIR JSON: a member with no value is left out. (Only an array of primitives
+      may hold null, where its `_name` companion array carries an extension at that position, and the reverse.)
+    - A quantity's value is a JSON number: fhir.resources takes "12.5" (a string) for a decimal, and None for
+      any element. An Observation's valueQuantity.value (its own or a component's) is what the models read,
+      so a value that is not a number is refused here, at ingest, not found missing when an analysis runs.
+    Recursion is bounded by the depth check the body passed before it was parsed.
+    """
+    found = list(_nulls(resource, ()))
+    if resource.get("resourceType") == "Observation":
+        components = resource.get("component")
+        holders = [(resource, ())] + [
+            (component, ("component", position))
+            for position, component in enumerate(components if isinstance(components, list) else ())
+            if isinstance(component, dict)
+        ]
+        for holder, location in holders:
+            quantity = holder.get("valueQuantity")
+            if isinstance(quantity, dict) and "value" in quantity and not _is_json_number(quantity["value"]):
+                found.append((*location, "valueQuantity", "value"))
+    return found
+
+
+def _nulls(value: Any, location: tuple[int | str, ...]) -> Iterator[tuple[int | str, ...]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if item is None:
+                yield (*location, key)
+            elif isinstance(item, list):
+                # A primitive array and its `_key` companion may hold nulls where the other has a value.
+                companion = key[1:] if key.startswith("_") else f"_{key}"
+                nulls_allowed = companion in value
+                for position, element in enumerate(item):
+                    if element is None:
+                        if not nulls_allowed:
+                            yield (*location, key, position)
+                    else:
+                        yield from _nulls(element, (*location, key, position))
+            else:
+                yield from _nulls(item, (*location, key))
+    elif isinstance(value, list):
+        for position, element in enumerate(value):
+            yield from _nulls(element, (*location, position))
+
+
+def _is_json_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _error_path(location: tuple[int | str, ...]) -> str:

@@ -46,6 +46,5 @@ compute=$!
 trap 'kill "$custodian" "$beat" "$compute" 2>/dev/null || true; wait 2>/dev/null || true' EXIT INT TERM
 
 echo "==> portal: http://127.0.0.1:${PORT}/   API docs: http://127.0.0.1:${PORT}/api/docs/   (Ctrl-C stops)"
-# gunicorn, not the development server; whitenoise serves the static files.
-.venv/bin/gunicorn health_platform.wsgi --bind "127.0.0.1:${PORT}" --workers "${WEB_WORKERS:-2}" \
-  --access-logfile - --graceful-timeout 10
+# gunicorn, not the development server; whitenoise serves the static files (scripts/web.sh says how).
+PORT="$PORT" scripts/web.sh

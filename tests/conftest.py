@@ -9,9 +9,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -461,6 +463,88 @@ def start_compute_worker(start_worker, tmp_path, blob_dir):
         )
 
     return start
+
+
+@dataclass
+class Web:
+    """A web server start_web started: its address, its process and the file its output goes to."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def output(self) -> str:
+        """Everything it wrote so far (gunicorn's access and error logs, the platform's logs)."""
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_web(tmp_path, ledger_url, broker):
+    """Start the web server as `make run` does: scripts/web.sh (gunicorn with health_platform.gunicorn_config),
+    on a free port of 127.0.0.1, on this test's database, ledger, broker, blob and export folders; stopped
+    whole at the end of the test.
+
+    start_web(overrides=None, workers=1) -> Web, once it answers. `overrides` are added to its environment
+    (os.environ otherwise, so the var folder and the keys are this process's); a None value unsets a variable.
+    Its stdout and stderr go to one file (Web.output()). Tests must use `django_db(transaction=True)`: the
+    server is another process and sees only committed rows.
+    """
+    import urllib.error
+    import urllib.request
+
+    from django.conf import settings
+    from django.db import connection
+
+    started = []
+
+    def start(overrides: dict[str, str | None] | None = None, workers: int = 1) -> Web:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        environment: dict[str, str | None] = {
+            **os.environ,
+            "LEDGER_URL": ledger_url,
+            "DATABASE_URL": worker_database_url(connection),
+            "ANALYTICS_BLOB_DIR": str(settings.ANALYTICS_BLOB_DIR),
+            "AUDIT_EXPORT_DIR": str(settings.AUDIT_EXPORT_DIR),
+            "PORT": str(port),
+            "WEB_WORKERS": str(workers),
+            **broker,
+            **(overrides or {}),
+        }
+        log_path = tmp_path / f"web-{len(started)}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [str(REPO / "scripts" / "web.sh")],
+                cwd=REPO,
+                env={name: value for name, value in environment.items() if value is not None},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        web = Web(f"http://127.0.0.1:{port}", process, log_path)
+        started.append(web)
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the web server did not start:\n{web.output()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{web.url}/accounts/login/", timeout=5) as response:
+                    if response.status == 200:
+                        return web
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.2)
+
+    yield start
+    for web in started:  # gunicorn stops its workers and removes its control socket on SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(web.process.pid, signal.SIGTERM)
+    for web in started:
+        try:
+            web.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(web.process.pid, signal.SIGKILL)
+            web.process.wait(timeout=10)
 
 
 @contextlib.contextmanager

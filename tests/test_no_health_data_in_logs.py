@@ -7,6 +7,10 @@ ledger) and its decrypted results, an audit export downloaded and verified. Ever
 (root, every named logger including the chaincode library's, Celery's and Django's), structlog's output and
 whatever reaches stdout and stderr is captured, and none of the values may appear in it. Then bad input
 carrying the same values: no error response repeats them, and the logs stay clean.
+
+Then the same, as the platform runs in production: the web server as `make run` starts it (gunicorn, its
+access log on stdout) and real Celery workers (custodian and compute), driven over HTTP with the values in
+bodies, paths and query strings; what those processes wrote is scanned.
 """
 
 import base64
@@ -14,6 +18,10 @@ import copy
 import io
 import json
 import logging
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -22,6 +30,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from analytics.models import AnalysisStatus
@@ -117,6 +126,15 @@ def everything_logged() -> Iterator[io.StringIO]:
 def assert_absent(text: str, values: dict[str, str], where: str) -> None:
     found = sorted(name for name, value in values.items() if value in text)
     assert not found, f"{where} contains {found}"
+
+
+def as_sent_in_a_url(values: dict[str, str]) -> dict[str, str]:
+    """Each value and its spellings in a URL (percent-encoded, and with + for spaces), which logs keep as sent."""
+    spelled = dict(values)
+    for name, value in values.items():
+        spelled[f"{name} (URL-encoded)"] = urllib.parse.quote(value)
+        spelled[f"{name} (form-encoded)"] = urllib.parse.quote_plus(value)
+    return spelled
 
 
 def health_values() -> dict[str, str]:
@@ -342,3 +360,122 @@ def test_error_responses_never_echo_submitted_values(people, capfd):
 
     output = capfd.readouterr()
     assert_absent("\n".join([logged.getvalue(), output.out, output.err]), health_values(), "the log output")
+
+
+class Http:
+    """Requests to a live server as an API client sends them (a token, JSON), answers as (status, body)."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def __call__(self, method: str, path: str, *, token: str | None = None, body=None, content_type: str = ""):
+        data = body if isinstance(body, bytes | None) else json.dumps(body).encode()
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Token {token}"
+        if data is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        # Query strings and paths go as a client would write them: values percent-encoded, nothing else.
+        request = urllib.request.Request(
+            self.url + urllib.parse.quote(path, safe="/?&=%"), data=data, method=method.upper(), headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+
+@pytest.mark.usefixtures("models_registered", "blob_dir")
+def test_no_health_data_in_the_output_of_the_web_server_and_the_workers(
+    people, start_web, start_worker, start_compute_worker
+):
+    """gunicorn's access and error logs, the platform's logs in the web process and both Celery workers' logs,
+    with every request of the first two tests sent over HTTP (health values in bodies, paths and query strings)
+    and an analysis run by the workers."""
+    custodian_worker = start_worker(queues="custodian")
+    compute_worker = start_compute_worker()
+    web = start_web()
+    http = Http(web.url)
+    users = {
+        "custodian": UserFactory(username="custodian-live", roles=[Role.CUSTODIAN]),
+        "auditor": UserFactory(username="auditor-live", roles=[Role.AUDITOR]),
+        "patient": people["patient_user"],
+        "clinician": people["clinician"],
+    }
+    tokens = {role: Token.objects.create(user=user).key for role, user in users.items()}
+
+    # Ingest, and the patient reading the record back (decrypted in the web process).
+    status, body = http("post", "/api/records/", token=tokens["custodian"], body=seeded_bundle())
+    assert status == 201, body
+    [record] = json.loads(body)["records"]
+    patient = Patient.objects.get(pseudonym=record["patient_pseudonym"])
+    patient_link_user(patient=patient, user=users["patient"])
+    status, body = http("get", f"/api/records/{record['record_id']}/", token=tokens["patient"])
+    assert (status, b"Zebulon" in body) == (200, True)  # the values are really there to leak
+
+    # Consent, then the analysis, run by the workers; the clinician reads the decrypted results.
+    now = timezone.now()
+    grant = {
+        "grantee": users["clinician"].clinician_profile.grantee_id,
+        "purposes": [BREAST_CANCER],
+        "categories": ["imaging"],
+        "valid_from": (now - timedelta(minutes=1)).isoformat(),
+        "valid_until": (now + timedelta(days=30)).isoformat(),
+    }
+    status, body = http("post", "/api/consents/", token=tokens["patient"], body=grant)
+    assert status == 201, body
+    status, body = http(
+        "post",
+        "/api/analyses/",
+        token=tokens["clinician"],
+        body={"model": "breast-cancer", "cohort": {"kind": "explicit", "pseudonyms": [patient.pseudonym]}},
+    )
+    assert status == 201, body
+    analysis_id = json.loads(body)["id"]
+    deadline = time.monotonic() + 180
+    while (detail := json.loads(http("get", f"/api/analyses/{analysis_id}/", token=tokens["clinician"])[1]))[
+        "status"
+    ] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, detail
+        time.sleep(0.5)
+    assert detail["status"] == AnalysisStatus.COMPLETED, detail
+    status, body = http("get", f"/api/analyses/{analysis_id}/results/", token=tokens["clinician"])
+    [row] = json.loads(body)["rows"]
+
+    # Values where a client may put them: query strings of real endpoints (the portal's and the API's), a
+    # path, and every bad request of test_error_responses_never_echo_submitted_values.
+    values_in_urls = [
+        ("patient", f"/api/records/?category=imaging&note={NOTE}&phone={PHONE}"),
+        ("auditor", f"/api/audit/events/?patient={IDENTIFIER}&grantee={NAME}"),
+        ("auditor", f"/audit/?patient={IDENTIFIER}&name={NAME}&born={BIRTH_DATE}"),
+        ("clinician", f"/api/models/breast-cancer/?version={FEATURE_VALUE}&why={NOTE}"),
+        ("patient", f"/api/records/{IDENTIFIER}/{NAME}/"),
+    ]
+    for role, url in values_in_urls:
+        status, _ = http("get", url, token=tokens[role])
+        assert status < 500, url
+    for role, method, url, body, content_type in bad_requests(grant["grantee"]):
+        status, answer = http(
+            method,
+            url,
+            token=tokens.get(role),
+            body=body.encode() if isinstance(body, str) else None,
+            content_type=content_type,
+        )
+        assert 400 <= status < 500, (method, url, status)
+        assert_absent(answer.decode(errors="replace"), health_values(), f"{method.upper()} {url}")
+
+    outputs = {
+        "the web server's output": web.output(),
+        "the custodian worker's log": custodian_worker.log_path.read_text(errors="replace"),
+        "the compute worker's log": compute_worker.log_path.read_text(errors="replace"),
+    }
+    # The capture works: each process's output holds its own lines.
+    assert '"POST /api/records/ HTTP/1.1" 201' in outputs["the web server's output"]
+    assert '"GET /api/audit/' in outputs["the web server's output"]
+    assert "analytics.tasks.analysis_batch_gate" in outputs["the custodian worker's log"]
+    assert "analytics.compute" in outputs["the compute worker's log"]
+    for where, text in outputs.items():
+        assert_absent(text, as_sent_in_a_url({**health_values(), "the decrypted score": repr(row["score"])}), where)
+        assert_absent(text, key_material(), where)

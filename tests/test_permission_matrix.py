@@ -11,8 +11,9 @@ when a URL appears that no case covers (or a case names a URL that is gone).
 
 Conventions: API anonymous → 401; portal anonymous → sent to sign in ("login": a redirect, or htmx's
 HX-Redirect for a panel); the admin's pages send everyone but staff to the admin's sign-in ("admin-login").
-Another user's object is answered like an object that does not exist where the code says so (404), or 403
-where the page refuses every id that is not the user's own (consent pages).
+Another user's object is answered like an object that does not exist (404): a 403 would tell that it exists.
+(The consent pages and the API's revoke answered another patient's consent 403 until issue 20; a missing one
+404 in the API.) A user whose role may not use a page at all is refused 403 whatever the id.
 
 The world is built once per module on a real embedded ledger (records ingested and anchored, consents
 granted, one analysis run through the real pipeline, exports written and verified) and committed; each test
@@ -20,6 +21,7 @@ runs in a transaction that is rolled back, and the module flushes the database a
 """
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from consent.models import Consent
 from health_platform import bootstrap
 from health_platform.roles import Role
 from tests.conftest import ledger_at, tasks_run_eagerly
@@ -349,6 +352,12 @@ def consent_api(variant_owner: str | None) -> dict:
     return api(allowed)
 
 
+def own_consent_page(owner: str | None, ok: Outcome = 200) -> dict:
+    """/consent/<id>/...: its patient `ok`; another patient 404, as for a consent that does not exist; other roles
+    403 (the consent pages are the patients')."""
+    return portal({who: ok if who == owner else 404 for who in PATIENTS})
+
+
 def own_analysis(owner: str | None, ok: Outcome = 200) -> dict[str, Outcome]:
     return {who: ok if who == owner else 404 for who in CLINICIANS}
 
@@ -452,7 +461,7 @@ def build_cases() -> list[Case]:
                 "GET",
                 variant,
                 consent_path("/consent/", owner),
-                portal((owner,) if owner else ()),
+                own_consent_page(owner),
             )
             for variant, owner in OWNERS.items()
         ),
@@ -462,7 +471,7 @@ def build_cases() -> list[Case]:
                 "GET",
                 variant,
                 consent_path("/consent/", owner, "revoke/"),
-                portal((owner,) if owner else ()),
+                own_consent_page(owner),
             )
             for variant, owner in OWNERS.items()
         ),
@@ -471,7 +480,7 @@ def build_cases() -> list[Case]:
             "POST",
             "own",
             lambda world: f"/consent/{world.revocable['portal']}/revoke/",
-            portal({PATIENT: 302}),
+            own_consent_page(PATIENT, ok=302),
             body=lambda world: {},
             content_type="form",
         ),
@@ -481,7 +490,7 @@ def build_cases() -> list[Case]:
                 "POST",
                 variant,
                 consent_path("/consent/", owner, "revoke/"),
-                portal({OTHER_PATIENT: 302} if owner else ()),
+                own_consent_page(owner, ok=302),
                 body=lambda world: {},
                 content_type="form",
             )
@@ -618,7 +627,7 @@ def build_cases() -> list[Case]:
             "POST",
             "own",
             lambda world: f"/api/consents/{world.revocable['api']}/revoke/",
-            api({PATIENT: 200, OTHER_PATIENT: 403}),
+            api({PATIENT: 200, OTHER_PATIENT: 404}),
             body=lambda world: {},
         ),
         *(
@@ -627,7 +636,7 @@ def build_cases() -> list[Case]:
                 "POST",
                 variant,
                 consent_path("/api/consents/", owner, "revoke/"),
-                api({PATIENT: 403 if owner else 404, OTHER_PATIENT: 404 if owner is None else 200}),
+                api({PATIENT: 404, OTHER_PATIENT: 404 if owner is None else 200}),
                 body=lambda world: {},
             )
             for variant, owner in (("other patient's", OTHER_PATIENT), ("missing", None))
@@ -852,6 +861,47 @@ def test_permission(case, who, world):
     if isinstance(expected, int) and expected in (401, 403, 404) and case.route.startswith("api/"):
         # Refusals name no object and carry the one error shape.
         assert set(response.json()) == {"code", "message", "detail"}
+
+
+# --- another's object is a missing object, for every method ---------------------------------------
+
+MISSING_CONSENT = "cns-" + "0" * 32  # the shape of a consent id (consent.services), of no consent
+CONSENT_URLS = (
+    "/api/consents/{}/",
+    "/api/consents/{}/fhir/",
+    "/api/consents/{}/history/",
+    "/api/consents/{}/revoke/",
+    "/consent/{}/",
+    "/consent/{}/revoke/",
+)
+# Every signed-in user who may not see OTHER_PATIENT's consent (it names OTHER_CLINICIAN).
+NOT_ITS_READERS = (PATIENT, CLINICIAN, CUSTODIAN, ADMIN, NO_ROLE)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("url", CONSENT_URLS)
+@pytest.mark.parametrize("who", NOT_ITS_READERS)
+def test_another_patients_consent_is_answered_exactly_as_one_that_does_not_exist(world, who, url, method):
+    """Revoking another patient's consent answered 403 where reading it answered 404: that told it exists."""
+    client = client_for(world, who)
+
+    foreign, missing = (
+        client.generic(method, url.format(consent_id), "{}", content_type="application/json")
+        for consent_id in (world.consent[OTHER_PATIENT], MISSING_CONSENT)
+    )
+
+    where = f"{method} {url} as {who}"
+    assert foreign.status_code == missing.status_code, f"{where}: {foreign.status_code} and {missing.status_code}"
+    assert foreign.status_code >= 400 or method == "OPTIONS", where  # OPTIONS describes the route, no object
+    assert foreign.get("Allow") == missing.get("Allow"), where
+    # The same body: a portal page's sign-out form carries a fresh CSRF token each time, which is left out.
+    foreign_body, missing_body = (
+        re.sub(rb'name="csrfmiddlewaretoken" value="[^"]*"', b"", answer.content) for answer in (foreign, missing)
+    )
+    assert foreign_body == missing_body, where
+    consent = Consent.objects.get(consent_id=world.consent[OTHER_PATIENT])
+    assert consent.status == "active", where
 
 
 # --- completeness --------------------------------------------------------------------------------

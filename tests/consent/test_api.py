@@ -51,13 +51,16 @@ def test_grant_naming_another_patient_is_403_and_nothing_reaches_the_ledger(
     assert Consent.objects.count() == 0
 
 
-def test_revoking_another_patients_consent_is_403_and_nothing_reaches_the_ledger(
+def test_revoking_another_patients_consent_is_404_as_for_a_missing_one_and_nothing_reaches_the_ledger(
     patient_user, other_patient_user, terms, ledger
 ):
+    """Was 403 (issue 20): reading it answered 404, so the 403 told that the consent exists."""
     consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
     height = ledger.height()
     response = api_as(other_patient_user).post(f"{URL}{consent.consent_id}/revoke/")
-    assert (response.status_code, response.json()["code"]) == (403, "permission_denied")
+    missing = api_as(other_patient_user).post(f"{URL}cns-{'0' * 32}/revoke/")
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    assert response.json() == missing.json()
     assert ledger.height() == height
     assert ledger.evaluate("consent", "ReadConsent", consent.consent_id).json()["status"] == "active"
 

@@ -252,6 +252,92 @@ def test_fhir_invalid_names_the_entry_and_field_path_but_never_the_value(custodi
     assert SECRET_TEXT.lower().encode() not in response.content
 
 
+NOT_A_NUMBER = {
+    "null": None,
+    "numeric text": "12.5",
+    "exponent text": "1e5",
+    "NaN text": "NaN",
+    "Infinity text": "Infinity",
+    "other text": SECRET_TEXT,
+    "true": True,
+    "false": False,
+    "list": [7.5],
+    "object": {"value": 7.5},
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", NOT_A_NUMBER.values(), ids=list(NOT_A_NUMBER))
+def test_a_quantity_value_that_is_not_a_json_number_is_refused_at_ingest(value, custodian, client_for, ledger):
+    """FHIR JSON gives a decimal as a number; fhir.resources lets null and numeric text through, which then
+    reached the analysis as a record "missing" the model's measurement. Refused here, by entry and path."""
+    patient = PatientResourceFactory()
+    observations = [ObservationResourceFactory(patient=patient), ObservationResourceFactory(patient=patient)]
+    observations[1]["valueQuantity"]["value"] = value
+    height = ledger.height()
+
+    response = client_for(custodian).post(URL, data=encode(bundle(patient, *observations)), content_type=FHIR_JSON)
+
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "fhir_invalid"
+    assert body["detail"]["errors"][0] == {"entry": 2, "path": "resource.valueQuantity.value"}
+    assert all(set(error) == {"entry", "path"} for error in body["detail"]["errors"])
+    if isinstance(value, str):
+        assert value.encode() not in response.content
+    assert (Record.objects.count(), ledger.height()) == (0, height)
+
+
+@pytest.mark.django_db
+def test_a_components_quantity_value_must_be_a_json_number_too(custodian, client_for):
+    patient = PatientResourceFactory()
+    observation = ObservationResourceFactory(patient=patient)
+    observation["component"] = [
+        {"code": {"coding": [{"code": "a"}]}, "valueQuantity": {"value": 1.5}},
+        {"code": {"coding": [{"code": "b"}]}, "valueQuantity": {"value": "2.5"}},
+    ]
+
+    response = client_for(custodian).post(URL, data=encode(bundle(patient, observation)), content_type=FHIR_JSON)
+
+    assert (response.status_code, response.json()["code"]) == (400, "fhir_invalid")
+    assert response.json()["detail"]["errors"] == [{"entry": 1, "path": "resource.component[1].valueQuantity.value"}]
+
+
+@pytest.mark.django_db
+def test_null_is_refused_anywhere_in_a_resource_naming_its_path(custodian, client_for):
+    patient = PatientResourceFactory(mrn="MRN-NULLS")
+    patient["birthDate"] = None
+    patient["name"] = [{"family": "Doe", "given": ["Jo", None]}]
+    observation = ObservationResourceFactory(patient=patient)
+    observation["valueQuantity"]["unit"] = None
+
+    response = client_for(custodian).post(URL, data=encode(bundle(patient, observation)), content_type=FHIR_JSON)
+
+    assert (response.status_code, response.json()["code"]) == (400, "fhir_invalid")
+    paths = [(error["entry"], error["path"]) for error in response.json()["detail"]["errors"]]
+    assert paths[:2] == [(0, "resource.birthDate"), (0, "resource.name[0].given[1]")]
+    assert (1, "resource.valueQuantity.unit") in paths
+    assert Record.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_null_that_aligns_a_primitive_array_with_its_extensions_is_valid_fhir(custodian, client_for):
+    """The one place FHIR JSON holds null: `given` and `_given` keep positions aligned (R4 JSON, 2.6.2.4)."""
+    patient = PatientResourceFactory(mrn="MRN-ALIGNED")
+    patient["name"] = [
+        {
+            "family": "Doe",
+            "given": ["Jo", None],
+            "_given": [None, {"extension": [{"url": "https://example.org/fhir/initial", "valueString": "Q"}]}],
+        }
+    ]
+    observation = ObservationResourceFactory(patient=patient)
+
+    response = client_for(custodian).post(URL, data=encode(bundle(patient, observation)), content_type=FHIR_JSON)
+
+    assert response.status_code == 201, response.content
+
+
 @pytest.mark.django_db
 def test_bundle_over_the_entry_limit_is_refused_with_413(custodian, client_for, settings):
     settings.INGEST_MAX_ENTRIES = 3
