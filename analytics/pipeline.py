@@ -297,6 +297,7 @@ def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool 
     if not events:
         return _transition(batch, BatchStatus.GATED, status=BatchStatus.LOGGED)
     if not log_claim(batch_id=batch.pk, claimant=claimant, force=force):
+        log.info("analysis_batch_log_held_elsewhere", request_id=request_id, batch=batch.index)
         return batch
     try:
         logged = access_batch_log(batch_id=access_batch_id(request.id, batch.index), events=events)
@@ -453,53 +454,77 @@ def outcome_batch_id(request_id: object, batch_index: int) -> str:
 def analysis_outcomes_log(*, request_id: UUID) -> int:
     """Log on the ledger the outcome of each batch of the request that has one and has not logged it: one
     event for the batch, and one per admitted record the custodian skipped (not computed, with why).
-    Idempotent per batch (the ledger answers an identical batch again with its first transaction). Raises
-    LedgerUnavailable when the ledger does not answer: what was not logged stays to log. Returns how many
-    batches it logged."""
+
+    Each batch's logging is claimed first (its outcome_tx_id holds the claim until the ledger's transaction
+    replaces it), so that two tasks logging one request's outcomes at once (a collect's and the sweep's) do
+    not both submit it. Raises LedgerUnavailable when the ledger does not answer: the claim is released and
+    what was not logged stays to log (analyses_with_outcomes_to_log). Returns how many batches it logged."""
     logged = 0
     pending = AnalysisBatch.objects.select_related("request__model").filter(request_id=request_id, outcome_tx_id="")
     for batch in pending.exclude(outcome="").order_by("index"):
-        request = batch.request
-        common = {
-            "kind": "outcome",
-            "grantee": request.grantee_id,
-            "purpose": request.purpose,
-            "request_id": str(request.id),
-            "model_hash": request.model.sha256,
-        }
-        events = [
-            {
-                **common,
-                "event_id": f"out:{request.id}:{batch.index}",
-                "decision": batch.outcome,
-                "reason": batch.outcome_reason or None,
-            }
-        ]
-        if batch.outcome == OUTCOME_COMPUTED:
-            admitted = {d["record_id"]: d for d in batch.decisions if d["decision"] == "admit"}
-            for record_id, why in sorted(batch.skipped.items()):
-                decision = admitted[record_id]
-                events.append(
-                    {
-                        **common,
-                        "event_id": f"out:{request.id}:{record_id}",
-                        "record_id": record_id,
-                        "patient_pseudonym": decision["patient_pseudonym"],
-                        "category": decision["category"],
-                        "decision": OUTCOME_NOT_COMPUTED,
-                        "reason": why,
-                    }
-                )
-        entry = access_batch_log(batch_id=outcome_batch_id(request.id, batch.index), events=events)
-        AnalysisBatch.objects.filter(pk=batch.pk, outcome_tx_id="").update(outcome_tx_id=entry.tx_id)
+        claim = f"{OUTCOME_CLAIM}{uuid.uuid4().hex}"
+        mine = AnalysisBatch.objects.filter(pk=batch.pk, outcome_tx_id="")
+        if not mine.update(outcome_tx_id=claim, updated_at=timezone.now()):
+            continue  # another task has it
+        claimed = AnalysisBatch.objects.filter(pk=batch.pk, outcome_tx_id=claim)
+        try:
+            entry = access_batch_log(
+                batch_id=outcome_batch_id(batch.request_id, batch.index), events=_outcome_events(batch)
+            )
+        except BaseException:
+            claimed.update(outcome_tx_id="")
+            raise
+        claimed.update(outcome_tx_id=entry.tx_id)
         logged += 1
     if logged:
         log.info("analysis_outcomes_logged", request_id=str(request_id), batches=logged)
     return logged
 
 
+OUTCOME_CLAIM = "claim:"
+OUTCOME_CLAIM_STALE = timedelta(seconds=60)  # a claim this old belongs to a task that died: it is taken back
+
+
+def _outcome_events(batch: AnalysisBatch) -> list[dict[str, Any]]:
+    request = batch.request
+    common = {
+        "kind": "outcome",
+        "grantee": request.grantee_id,
+        "purpose": request.purpose,
+        "request_id": str(request.id),
+        "model_hash": request.model.sha256,
+    }
+    events = [
+        {
+            **common,
+            "event_id": f"out:{request.id}:{batch.index}",
+            "decision": batch.outcome,
+            "reason": batch.outcome_reason or None,
+        }
+    ]
+    if batch.outcome == OUTCOME_COMPUTED:
+        admitted = {d["record_id"]: d for d in batch.decisions if d["decision"] == "admit"}
+        for record_id, why in sorted(batch.skipped.items()):
+            decision = admitted[record_id]
+            events.append(
+                {
+                    **common,
+                    "event_id": f"out:{request.id}:{record_id}",
+                    "record_id": record_id,
+                    "patient_pseudonym": decision["patient_pseudonym"],
+                    "category": decision["category"],
+                    "decision": OUTCOME_NOT_COMPUTED,
+                    "reason": why,
+                }
+            )
+    return events
+
+
 def analyses_with_outcomes_to_log() -> list[str]:
-    """Requests with a batch whose outcome is known and not yet on the ledger (the ledger was away, say)."""
+    """Requests with a batch whose outcome is known and not yet on the ledger (the ledger was away, say). A
+    claim left by a task that died is taken back first."""
+    stale = timezone.now() - OUTCOME_CLAIM_STALE
+    AnalysisBatch.objects.filter(outcome_tx_id__startswith=OUTCOME_CLAIM, updated_at__lt=stale).update(outcome_tx_id="")
     pending = AnalysisBatch.objects.filter(outcome_tx_id="").exclude(outcome="")
     return [str(pk) for pk in pending.values_list("request_id", flat=True).distinct()]
 

@@ -205,3 +205,32 @@ def wait_until_finished(request_id: object, timeout: float = 120) -> str:
 
 def stored_blobs(blob_dir: Path) -> set[str]:
     return {p.name for p in blob_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def assert_done_once(analysis, people, ledger, clinician) -> None:
+    """The analysis completed exactly once whatever befell it: every batch scored; each batch's record accesses
+    logged in exactly one valid ledger transaction, and its outcome (computed) in exactly one more; every
+    record on the ledger, in the mirror and among the results exactly once."""
+    from analytics.models import AnalysisBatch, BatchStatus
+    from analytics.selectors import analysis_results
+    from audit.models import AccessEvent
+
+    batches = list(AnalysisBatch.objects.filter(request=analysis))
+    assert {b.status for b in batches} == {BatchStatus.SCORED}
+    wait_for(  # outcomes are logged just after each batch is collected
+        lambda: not AnalysisBatch.objects.filter(request=analysis, outcome_tx_id="").exists(),
+        timeout=30,
+        what="every batch's outcome to be logged",
+    )
+    for outcomes in (False, True):
+        logged = access_log_transactions(ledger, analysis.id, outcomes=outcomes)
+        suffix = ":outcome" if outcomes else ""
+        assert sorted(logged) == sorted(f"{analysis.id}:{b.index}{suffix}" for b in batches), logged
+        assert all(statuses == ["VALID"] for statuses in logged.values()), logged
+    record_ids = sorted(str(record.id) for _, _, record in people)
+    assert sorted(e["record_id"] for e in ledger_access_events(ledger, analysis.id)) == record_ids
+    mirrored = AccessEvent.objects.filter(request_id=str(analysis.id), kind="record_access")
+    assert sorted(mirrored.values_list("record_id", flat=True)) == record_ids
+    assert {(event.decision, event.outcome) for event in mirrored} == {("admit", "computed")}
+    rows = analysis_results(request=analysis, viewer=clinician).rows
+    assert sorted(row.record_id for row in rows) == record_ids

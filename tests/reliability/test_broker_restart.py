@@ -7,11 +7,9 @@ import time
 import pytest
 
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
-from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
-from audit.models import AccessEvent
 from tests.conftest import wait_for
-from tests.reliability.conftest import access_log_transactions, ledger_access_events, wait_until_finished
+from tests.reliability.conftest import assert_done_once, wait_until_finished
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -45,16 +43,4 @@ def test_a_redis_restart_mid_job_lets_the_job_complete_once(
         assert "Connection to broker lost" in worker.log_path.read_text() or "Cannot connect" in (
             worker.log_path.read_text()
         )
-    batches = list(AnalysisBatch.objects.filter(request=analysis))
-    assert {b.status for b in batches} == {BatchStatus.SCORED}
-    logged = access_log_transactions(ledger, analysis.id)
-    assert len(logged) == len(batches)
-    assert all(statuses == ["VALID"] for statuses in logged.values()), logged
-    record_ids = sorted(str(record.id) for _, _, record in people)
-    assert sorted(e["record_id"] for e in ledger_access_events(ledger, analysis.id)) == record_ids
-    assert sorted(
-        AccessEvent.objects.filter(request_id=str(analysis.id), kind="record_access").values_list(
-            "record_id", flat=True
-        )
-    ) == (record_ids)
-    assert sorted(row.record_id for row in analysis_results(request=analysis, viewer=clinician).rows) == record_ids
+    assert_done_once(analysis, people, ledger, clinician)

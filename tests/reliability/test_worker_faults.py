@@ -13,16 +13,8 @@ import time
 import pytest
 
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
-from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
-from audit.models import AccessEvent
-from tests.reliability.conftest import (
-    access_log_transactions,
-    kill_group,
-    ledger_access_events,
-    pool_children,
-    wait_until_finished,
-)
+from tests.reliability.conftest import assert_done_once, kill_group, pool_children, wait_until_finished
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -35,21 +27,6 @@ def _request(clinician):
     return analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=BATCH_SIZE
     )
-
-
-def _assert_done_once(analysis, people, ledger, clinician):
-    """Completed, every batch logged in exactly one valid transaction, every record logged and scored once."""
-    batches = list(AnalysisBatch.objects.filter(request=analysis))
-    assert {b.status for b in batches} == {BatchStatus.SCORED}
-    logged = access_log_transactions(ledger, analysis.id)
-    assert sorted(logged) == sorted(f"{analysis.id}:{b.index}" for b in batches)
-    assert all(statuses == ["VALID"] for statuses in logged.values()), logged
-    record_ids = sorted(str(record.id) for _, _, record in people)
-    assert sorted(e["record_id"] for e in ledger_access_events(ledger, analysis.id)) == record_ids
-    mirrored = AccessEvent.objects.filter(request_id=str(analysis.id), kind="record_access")
-    assert sorted(mirrored.values_list("record_id", flat=True)) == record_ids
-    rows = analysis_results(request=analysis, viewer=clinician).rows
-    assert sorted(row.record_id for row in rows) == record_ids
 
 
 def _freeze_mid_batch(analysis, worker) -> None:
@@ -86,7 +63,7 @@ def test_an_idle_pool_process_killed_leaves_the_worker_taking_work(
     assert time.monotonic() - started < WITHIN
     assert custodian.poll() is None, "the worker itself died"
     assert idle[0] not in pool_children(custodian)
-    _assert_done_once(second, people, ledger, clinician)
+    assert_done_once(second, people, ledger, clinician)
 
 
 def test_a_custodian_worker_killed_whole_and_started_again_finishes_within_a_minute_of_the_restart(
@@ -107,7 +84,7 @@ def test_a_custodian_worker_killed_whole_and_started_again_finishes_within_a_min
 
     assert wait_until_finished(analysis.id, timeout=WITHIN) == AnalysisStatus.COMPLETED
     assert time.monotonic() - restarted < WITHIN
-    _assert_done_once(analysis, people, ledger, clinician)
+    assert_done_once(analysis, people, ledger, clinician)
 
 
 def test_what_a_worker_killed_whole_held_goes_to_another_live_worker_within_a_minute(
@@ -128,4 +105,4 @@ def test_what_a_worker_killed_whole_held_goes_to_another_live_worker_within_a_mi
     assert wait_until_finished(analysis.id, timeout=WITHIN) == AnalysisStatus.COMPLETED
     assert time.monotonic() - killed < WITHIN
     assert survivor.poll() is None
-    _assert_done_once(analysis, people, ledger, clinician)
+    assert_done_once(analysis, people, ledger, clinician)
