@@ -33,9 +33,9 @@ def _access_log(ledger, request_id):
 
 
 def test_a_mixed_cohort_scores_exactly_the_consented_intact_records(
-    cohort, clinician, models_registered, ledger, blob_dir, eager
+    cohort, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
 ):
-    people = every_gate_answer(cohort, clinician)
+    people = every_gate_answer(cohort, clinician, monkeypatch)
     (_, _, r0), (_, _, r1), (_, _, r2), (_, _, r3), (_, _, r4), (_, _, r5) = people
 
     request = explicit_analysis(clinician, people, "f" * 64)

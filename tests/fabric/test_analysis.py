@@ -14,10 +14,10 @@ pytestmark = [pytest.mark.fabric, pytest.mark.he, pytest.mark.slow, pytest.mark.
 
 
 def test_a_mixed_cohort_on_fabric_scores_exactly_the_consented_intact_records_and_logs_every_access(
-    cohort, clinician, models_registered, ledger, blob_dir, eager
+    cohort, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
 ):
     assert type(ledger).__name__ == "FabricLedger"
-    people = every_gate_answer(cohort, clinician)
+    people = every_gate_answer(cohort, clinician, monkeypatch)
     (_, _, r0), (_, _, r1), (_, _, r2), (_, _, r3), (_, _, r4), (_, _, r5) = people
 
     request = explicit_analysis(clinician, people)
