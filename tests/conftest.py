@@ -263,6 +263,19 @@ def consented(cohort, clinician):
     return make
 
 
+def revoked_on_the_ledger_only(user, patient, clinician):
+    """`patient` (signed in as `user`) consents to `clinician` (grant's terms), then the consent is revoked on
+    the ledger alone, through the contract: the consent mirror still says active, as a mirror that missed the
+    revocation would. Returns the mirror's row."""
+    consent = grant(user, patient, clinician)
+    bootstrap.contracts().revoke_consent(consent.consent_id, granted_block=consent.granted_block)
+    consent.refresh_from_db()
+    assert consent.status == "active"
+    (on_ledger,) = bootstrap.contracts().consents_of_patient(patient.pseudonym)
+    assert on_ledger.status == "revoked"
+    return consent
+
+
 def every_gate_answer(cohort, clinician, monkeypatch):
     """cohort(6), a patient for each answer of the gate: 0 consented, record intact (the only one admitted);
     1 never consented; 2 consented until an hour from now (expired when the batch is gated: the gate's clock,
