@@ -58,6 +58,7 @@ MIDDLEWARE = [
     # Above whitenoise, so that static files carry the Content-Security-Policy too.
     "health_platform.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "health_platform.security.PageMethodsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
