@@ -27,7 +27,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.backends import ModelBackend
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -79,6 +79,25 @@ class SecurityHeadersMiddleware:
         if "X-Frame-Options" not in response and not getattr(response, "xframe_options_exempt", False):
             response["X-Frame-Options"] = settings.X_FRAME_OPTIONS
         return response
+
+
+# --- methods -------------------------------------------------------------------------------------
+
+PAGE_METHODS = ("GET", "HEAD", "POST")
+
+
+class PageMethodsMiddleware:
+    """Outside the API, pages are read and forms are posted: any other method is answered 405 before a view
+    runs. Django's admin and sign-in views answer PUT, DELETE or OPTIONS as if they were a GET (or, for a
+    form, a POST); the permission matrix requires a method a route does not handle to be refused."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method not in PAGE_METHODS and not request.path.startswith("/api/"):
+            return HttpResponseNotAllowed(PAGE_METHODS)
+        return self.get_response(request)
 
 
 # --- sign-in throttling --------------------------------------------------------------------------

@@ -61,6 +61,7 @@ MIDDLEWARE = [
     # past REQUEST_BODY_MAX_BYTES 413 payload_too_large (JSON under /api/, the portal's page elsewhere).
     "health_platform.request_limits.RequestLimits",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "health_platform.security.PageMethodsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -3,12 +3,14 @@
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
 from django.views.defaults import page_not_found
 
 from health_platform.roles import Role, user_roles
 
 
 @login_required
+@require_GET
 def home(request: HttpRequest) -> HttpResponse:
     """Patients land on their consent dashboard, clinicians on the consents naming them; anyone with
     several roles or none gets the page of links."""

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_GET
 
 from records.access import user_may_read_own_records
 from records.codes import FEATURE_CODES_BY_CODE
@@ -26,6 +27,7 @@ def _own_patient(request: HttpRequest) -> Patient | None:
 
 
 @login_required
+@require_GET
 def my_records(request: HttpRequest) -> HttpResponse:
     """The patient's records: category, latest version, its anchor and a live integrity check."""
     patient = _own_patient(request)
@@ -34,6 +36,7 @@ def my_records(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_GET
 def my_record_detail(request: HttpRequest, record_id: UUID) -> HttpResponse:
     """One of the patient's records, decrypted: its observations as a table."""
     patient = _own_patient(request)

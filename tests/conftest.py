@@ -265,15 +265,29 @@ def consented(cohort, clinician):
     return make
 
 
-def every_gate_answer(cohort, clinician):
+def revoked_on_the_ledger_only(user, patient, clinician):
+    """`patient` (signed in as `user`) consents to `clinician` (grant's terms), then the consent is revoked on
+    the ledger alone, through the contract: the consent mirror still says active, as a mirror that missed the
+    revocation would. Returns the mirror's row."""
+    consent = grant(user, patient, clinician)
+    bootstrap.contracts().revoke_consent(consent.consent_id, granted_block=consent.granted_block)
+    consent.refresh_from_db()
+    assert consent.status == "active"
+    (on_ledger,) = bootstrap.contracts().consents_of_patient(patient.pseudonym)
+    assert on_ledger.status == "revoked"
+    return consent
+
+
+def every_gate_answer(cohort, clinician, monkeypatch):
     """cohort(6), a patient for each answer of the gate: 0 consented, record intact (the only one admitted);
-    1 never consented; 2 consented until a second from now (expired by the time the batch is gated, after
-    the pause here); 3 consented and revoked; 4 consented for laboratory records, not imaging; 5 consented,
-    but its stored ciphertext tampered with."""
+    1 never consented; 2 consented until an hour from now (expired when the batch is gated: the gate's clock,
+    analytics.pipeline.gate_clock, is moved to a second after that hour); 3 consented and revoked; 4 consented
+    for laboratory records, not imaging; 5 consented, but its stored ciphertext tampered with."""
     people = cohort(6)
     (u0, p0, _), _, (u2, p2, _), (u3, p3, _), (u4, p4, _), (u5, p5, r5) = people
     grant(u0, p0, clinician)
-    grant(u2, p2, clinician, valid_until=timezone.now() + timedelta(seconds=1))
+    expires = timezone.now() + timedelta(hours=1)
+    grant(u2, p2, clinician, valid_until=expires)
     consent_revoke(actor=u3, consent=grant(u3, p3, clinician))
     grant(u4, p4, clinician, categories=["laboratory"])
     grant(u5, p5, clinician)
@@ -281,7 +295,7 @@ def every_gate_answer(cohort, clinician):
     tampered = bytearray(version5.ciphertext)
     tampered[40] ^= 1
     RecordVersion.objects.filter(pk=version5.pk).update(ciphertext=bytes(tampered))
-    time.sleep(1.2)
+    monkeypatch.setattr("analytics.pipeline.gate_clock", lambda: expires + timedelta(seconds=1))
     return people
 
 

@@ -1,10 +1,23 @@
-"""The permission matrix: every URL of the project × every kind of user → the expected answer.
+"""The permission matrix: every URL of the project × every method × every kind of user → the expected answer.
 
 Users: anonymous, a patient and another patient, a clinician and another clinician, an auditor, a custodian,
-the admin (a superuser holding no role) and a signed-in user with no role. Objects: each patient's record and
-consent, each clinician's analysis, two auditors' exports, and ids that exist nowhere. Unsafe methods are sent
-where a URL accepts them, with a valid body, so "allowed" shows as success and "refused" cannot be a mere
-validation error.
+the admin (a superuser holding no role), a staff member who is not a superuser (holding no role) and a
+signed-in user with no role. Being staff gives nothing: outside the admin the staff member gets exactly the
+answers of the user without a role (the only privilege beyond the roles is the superuser's, records.access,
+which an is_staff check in its place would hand to staff), and in the admin only what Django gives staff
+without model permissions.
+Objects: each patient's record and consent, each clinician's analysis, two auditors' exports, and ids that
+exist nowhere. Unsafe methods are sent where a URL accepts them, with a valid body, so "allowed" shows as
+success and "refused" cannot be a mere validation error.
+
+Every method: each case names the method it sends; every other method (of GET, HEAD, POST, PUT, PATCH,
+DELETE, OPTIONS) is sent to every URL too, with the route's valid body: HEAD must answer as the URL's GET or
+405, OPTIONS must be refused or describe the route (an Allow naming exactly the methods its cases send), and
+any other method must be refused (405, or the user's 401, 403, 404 or sign-in).
+
+No effect: a refused request, and every request of a case that does not write, must leave the world as it
+was: every table (the sessions aside: signing in writes them), the ledger's height and the platform's files.
+A refusal checked by its status alone would pass a write followed by a 403.
 
 The matrix is complete by construction: `test_every_url_pattern_is_in_the_matrix` walks the resolver and fails
 when a URL appears that no case covers (or a case names a URL that is gone).
@@ -20,6 +33,8 @@ granted, one analysis run through the real pipeline, exports written and verifie
 runs in a transaction that is rolled back, and the module flushes the database at the end.
 """
 
+import functools
+import hashlib
 import json
 import re
 import uuid
@@ -35,9 +50,12 @@ from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
+from django.db import connection
 from django.test import Client, override_settings
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, ClientHandler, encode_multipart
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
+from django.utils.http import urlencode
 from rest_framework.authtoken.models import Token
 
 from consent.models import Consent
@@ -52,9 +70,10 @@ CLINICIAN = "clinician"
 OTHER_CLINICIAN = "other_clinician"
 AUDITOR = "auditor"
 CUSTODIAN = "custodian"
+STAFF = "staff"  # is_staff, not a superuser, holding no role
 ADMIN = "admin"
 NO_ROLE = "no_role"
-SIGNED_IN = (PATIENT, OTHER_PATIENT, CLINICIAN, OTHER_CLINICIAN, AUDITOR, CUSTODIAN, ADMIN, NO_ROLE)
+SIGNED_IN = (PATIENT, OTHER_PATIENT, CLINICIAN, OTHER_CLINICIAN, AUDITOR, CUSTODIAN, STAFF, ADMIN, NO_ROLE)
 USERS = (ANONYMOUS, *SIGNED_IN)
 PATIENTS = (PATIENT, OTHER_PATIENT)
 CLINICIANS = (CLINICIAN, OTHER_CLINICIAN)
@@ -100,6 +119,7 @@ def build_world() -> World:
 
     users: dict[str, Any] = {
         CUSTODIAN: UserFactory(username="matrix-custodian", roles=[Role.CUSTODIAN]),
+        STAFF: UserFactory(username="matrix-staff", is_staff=True),
         AUDITOR: UserFactory(username="matrix-auditor", roles=[Role.AUDITOR]),
         "other_auditor": UserFactory(username="matrix-other-auditor", roles=[Role.AUDITOR]),
         NO_ROLE: UserFactory(username="matrix-nobody"),
@@ -109,6 +129,7 @@ def build_world() -> World:
         OTHER_PATIENT: UserFactory(username="matrix-patient-bob", roles=[Role.PATIENT]),
     }
     users[ADMIN] = get_user_model().objects.create_superuser("matrix-admin", password="a-test-password-not-for-it")
+    assert (users[STAFF].is_staff, users[STAFF].is_superuser) == (True, False)
     clinician_register(
         user=users[CLINICIAN],
         display_name="Dr Carol",
@@ -254,23 +275,27 @@ OWNER_CANCELS = "owner-cancels"  # 200 (cancelled now) or 409 analysis_finished:
 
 
 def portal(allowed: dict[str, Outcome] | tuple[str, ...], ok: Outcome = 200, refused: Outcome = 403) -> dict:
-    """Anonymous → sign in; `allowed` users → `ok` (or their own outcome); every other signed-in user → `refused`."""
+    """Anonymous → sign in; `allowed` users → `ok` (or their own outcome); every other signed-in user → `refused`
+    (the staff member: as the user without a role, see Case)."""
     table = allowed if isinstance(allowed, dict) else dict.fromkeys(allowed, ok)
-    return {ANONYMOUS: "login", **{user: table.get(user, refused) for user in SIGNED_IN}}
+    return {ANONYMOUS: "login", **{user: table.get(user, refused) for user in SIGNED_IN if user != STAFF}}
 
 
 def api(allowed: dict[str, Outcome] | tuple[str, ...], ok: Outcome = 200, refused: Outcome = 403) -> dict:
-    """Anonymous → 401; `allowed` users → `ok` (or their own outcome); every other signed-in user → `refused`."""
+    """Anonymous → 401; `allowed` users → `ok` (or their own outcome); every other signed-in user → `refused`
+    (the staff member: as the user without a role, see Case)."""
     table = allowed if isinstance(allowed, dict) else dict.fromkeys(allowed, ok)
-    return {ANONYMOUS: 401, **{user: table.get(user, refused) for user in SIGNED_IN}}
+    return {ANONYMOUS: 401, **{user: table.get(user, refused) for user in SIGNED_IN if user != STAFF}}
 
 
 def everyone(outcome: Outcome) -> dict:
     return dict.fromkeys(USERS, outcome)
 
 
-def admin_only(superuser: Outcome, others: Outcome = "admin-login") -> dict:
-    return {**dict.fromkeys(USERS, others), ADMIN: superuser}
+def admin_only(superuser: Outcome, staff: Outcome, others: Outcome = "admin-login") -> dict:
+    """The admin's pages: the superuser → `superuser`; the staff member, whom Django lets into the admin but
+    who holds no model permission → `staff`; everyone else is sent to the admin's sign-in."""
+    return {**dict.fromkeys(USERS, others), ADMIN: superuser, STAFF: staff}
 
 
 @dataclass(frozen=True)
@@ -283,6 +308,12 @@ class Case:
     body: Callable[[World], dict[str, Any]] | None = None
     content_type: str = "application/json"
     htmx: bool = False
+    writes: bool = False  # an allowed user's success changes the world (a grant, an ingest, a request...)
+
+    def __post_init__(self) -> None:
+        # Outside the admin, being staff gives nothing: the staff member gets the answer of a user without a role.
+        if not self.route.startswith("admin/") and STAFF not in self.expect:
+            object.__setattr__(self, "expect", {**self.expect, STAFF: self.expect[NO_ROLE]})
 
     @property
     def id(self) -> str:
@@ -453,6 +484,7 @@ def build_cases() -> list[Case]:
             portal(PATIENTS, ok=302),
             body=grant_form,
             content_type="form",
+            writes=True,
         ),
         Case("consent/granted-to-me/", "GET", "-", fixed("/consent/granted-to-me/"), portal(CLINICIANS)),
         *(
@@ -483,6 +515,7 @@ def build_cases() -> list[Case]:
             own_consent_page(PATIENT, ok=302),
             body=lambda world: {},
             content_type="form",
+            writes=True,
         ),
         *(
             Case(
@@ -493,6 +526,7 @@ def build_cases() -> list[Case]:
                 own_consent_page(owner, ok=302),
                 body=lambda world: {},
                 content_type="form",
+                writes=True,
             )
             for variant, owner in (("other patient's", OTHER_PATIENT), ("missing", None))
         ),
@@ -507,6 +541,7 @@ def build_cases() -> list[Case]:
             portal(CLINICIANS, ok=302),
             body=analysis_form,
             content_type="form",
+            writes=True,
         ),
         Case(
             "analytics/models/<str:name>/",
@@ -556,6 +591,7 @@ def build_cases() -> list[Case]:
             portal(AUDIT_READERS, ok=302),
             body=lambda world: {"format": "json"},
             content_type="form",
+            writes=True,
         ),
         *(
             Case(
@@ -592,6 +628,7 @@ def build_cases() -> list[Case]:
             api((CUSTODIAN, ADMIN), ok=201),
             body=ingest_bundle,
             content_type="application/fhir+json",
+            writes=True,
         ),
         *(
             Case(
@@ -602,7 +639,9 @@ def build_cases() -> list[Case]:
         ),
         # --- API: consents ---
         Case("api/consents/^$", "GET", "-", fixed("/api/consents/"), api((*PATIENTS, *CLINICIANS, AUDITOR))),
-        Case("api/consents/^$", "POST", "-", fixed("/api/consents/"), api(PATIENTS, ok=201), body=grant_body),
+        Case(
+            "api/consents/^$", "POST", "-", fixed("/api/consents/"), api(PATIENTS, ok=201), body=grant_body, writes=True
+        ),
         Case(
             "api/consents/^fhir/$",
             "POST",
@@ -610,6 +649,7 @@ def build_cases() -> list[Case]:
             fixed("/api/consents/fhir/"),
             api({PATIENT: 201, OTHER_PATIENT: 403}),
             body=lambda world: world.fhir_consent,
+            writes=True,
         ),
         *(
             Case(
@@ -629,6 +669,7 @@ def build_cases() -> list[Case]:
             lambda world: f"/api/consents/{world.revocable['api']}/revoke/",
             api({PATIENT: 200, OTHER_PATIENT: 404}),
             body=lambda world: {},
+            writes=True,
         ),
         *(
             Case(
@@ -638,13 +679,22 @@ def build_cases() -> list[Case]:
                 consent_path("/api/consents/", owner, "revoke/"),
                 api({PATIENT: 404, OTHER_PATIENT: 404 if owner is None else 200}),
                 body=lambda world: {},
+                writes=True,
             )
             for variant, owner in (("other patient's", OTHER_PATIENT), ("missing", None))
         ),
         Case("api/grantees/", "GET", "-", fixed("/api/grantees/"), api(PATIENTS)),
         # --- API: analyses and models ---
         Case("api/analyses/^$", "GET", "-", fixed("/api/analyses/"), api(CLINICIANS)),
-        Case("api/analyses/^$", "POST", "-", fixed("/api/analyses/"), api(CLINICIANS, ok=201), body=analysis_body),
+        Case(
+            "api/analyses/^$",
+            "POST",
+            "-",
+            fixed("/api/analyses/"),
+            api(CLINICIANS, ok=201),
+            body=analysis_body,
+            writes=True,
+        ),
         *(
             Case(
                 f"api/analyses/^(?P<pk>[0-9A-Fa-f-]{{32,36}})/{suffix}$",
@@ -692,6 +742,7 @@ def build_cases() -> list[Case]:
             fixed("/api/audit/exports/"),
             api(AUDIT_READERS, ok=202),
             body=lambda world: {"format": "fhir"},
+            writes=True,
         ),
         *(
             Case(
@@ -719,51 +770,86 @@ def build_cases() -> list[Case]:
 
 
 def admin_cases() -> list[Case]:
-    """The admin: staff only (here, the superuser); everyone else is sent to the admin's sign-in."""
+    """The admin: Django lets staff in; the superuser may do what the admin offers, the staff member (who holds
+    no model permission) sees an empty index and is refused every model page; everyone else is sent to the
+    admin's sign-in. POSTs are sent with an empty form, so a page that takes a form changes nothing."""
 
     def object_path(model: str, suffix: str) -> Callable[[World], str]:
         return lambda world: f"/admin/{model}/{world.admin_ids[model]}/{suffix}"
 
+    def empty_form(world: World) -> dict[str, Any]:
+        return {}
+
+    def post(route: str, path: Callable[[World], str], expect: dict[str, Outcome], variant: str = "-") -> Case:
+        return Case(route, "POST", variant, path, expect, body=empty_form, content_type="form")
+
+    def user_password(world: World) -> str:
+        return f"/admin/auth/user/{world.admin_ids['auth/user']}/password/"
+
     cases = [
-        Case("admin/", "GET", "-", fixed("/admin/"), admin_only(200)),
-        Case("admin/login/", "GET", "-", fixed("/admin/login/"), {**everyone(200), ADMIN: 302}),
-        # Signing out is harmless: anyone may, and is sent on.
+        Case("admin/", "GET", "-", fixed("/admin/"), admin_only(200, staff=200)),
+        # Django's admin index answers a POST as a GET: it reads nothing of the form.
+        post("admin/", fixed("/admin/"), admin_only(200, staff=200)),
+        Case("admin/login/", "GET", "-", fixed("/admin/login/"), {**everyone(200), ADMIN: 302, STAFF: 302}),
+        # Django's admin sends a signed-in member on to its index for a GET only: a HEAD gets the form's headers.
+        Case("admin/login/", "HEAD", "-", fixed("/admin/login/"), everyone(200)),
         Case(
-            "admin/logout/",
+            "admin/login/",
             "POST",
-            "-",
-            fixed("/admin/logout/"),
-            everyone(302),
-            body=lambda world: {},
+            "wrong password",
+            fixed("/admin/login/"),
+            everyone(200),
+            body=lambda world: {"username": "matrix-patient-alice", "password": "not-the-password"},
             content_type="form",
         ),
-        Case("admin/password_change/", "GET", "-", fixed("/admin/password_change/"), admin_only(200)),
-        Case("admin/password_change/done/", "GET", "-", fixed("/admin/password_change/done/"), admin_only(200)),
-        Case("admin/autocomplete/", "GET", "-", fixed("/admin/autocomplete/"), admin_only(403)),
-        Case("admin/jsi18n/", "GET", "-", fixed("/admin/jsi18n/"), admin_only(200)),
-        # Django's "view on site" redirect: staff only; users have no public page (404).
+        # Signing out is harmless: anyone may, and is sent on. A GET does not sign out: the admin's users are
+        # told 405, the others are sent to the admin's index (which sends them to its sign-in).
+        post("admin/logout/", fixed("/admin/logout/"), everyone(302)),
         Case(
-            "admin/r/<path:content_type_id>/<path:object_id>/",
+            "admin/logout/",
             "GET",
             "-",
-            lambda world: f"/admin/r/{world.admin_ids['content_type']}/{world.admin_ids['auth/user']}/",
-            admin_only(404),
+            fixed("/admin/logout/"),
+            {**dict.fromkeys(USERS, "admin-index"), ADMIN: 405, STAFF: 405},
         ),
+        Case("admin/password_change/", "GET", "-", fixed("/admin/password_change/"), admin_only(200, staff=200)),
+        # One's own password, with an empty form: refused by the form, nothing changed.
+        post("admin/password_change/", fixed("/admin/password_change/"), admin_only(200, staff=200)),
+        Case(
+            "admin/password_change/done/",
+            "GET",
+            "-",
+            fixed("/admin/password_change/done/"),
+            admin_only(200, staff=200),
+        ),
+        Case("admin/autocomplete/", "GET", "-", fixed("/admin/autocomplete/"), admin_only(403, staff=403)),
+        Case("admin/jsi18n/", "GET", "-", fixed("/admin/jsi18n/"), admin_only(200, staff=200)),
+        # Django's "view on site" redirect: staff only; users have no public page (404).
+        *(
+            Case(
+                "admin/r/<path:content_type_id>/<path:object_id>/",
+                method,
+                "-",
+                lambda world: f"/admin/r/{world.admin_ids['content_type']}/{world.admin_ids['auth/user']}/",
+                admin_only(404, staff=404),
+            )
+            for method in ("GET", "POST")
+        ),
+        # An application's index: the staff member holds no permission in any, so none exists for them.
         Case(
             "admin/^(?P<app_label>auth|authtoken|records)/$",
             "GET",
             "-",
             fixed("/admin/records/"),
-            admin_only(200),
+            admin_only(200, staff=404),
         ),
-        Case("admin/(?P<url>.*)$", "GET", "-", fixed("/admin/no-such-page/"), admin_only(404)),
-        Case(
-            "admin/auth/user/<id>/password/",
-            "GET",
-            "-",
-            lambda world: f"/admin/auth/user/{world.admin_ids['auth/user']}/password/",
-            admin_only(200),
+        post("admin/^(?P<app_label>auth|authtoken|records)/$", fixed("/admin/records/"), admin_only(200, staff=404)),
+        *(
+            Case("admin/(?P<url>.*)$", method, "-", fixed("/admin/no-such-page/"), admin_only(404, staff=404))
+            for method in ("GET", "POST")
         ),
+        Case("admin/auth/user/<id>/password/", "GET", "-", user_password, admin_only(200, staff=403)),
+        post("admin/auth/user/<id>/password/", user_password, admin_only(200, staff=403)),
     ]
     # Groups, users and tokens are managed here; records are read-only (nothing is added, changed or deleted).
     editable = {"auth/group": True, "auth/user": True, "authtoken/tokenproxy": True}
@@ -775,34 +861,25 @@ def admin_cases() -> list[Case]:
         "records/record",
         "records/recordversion",
     ):
-        writable = editable.get(model, False)
+        writable = 200 if editable.get(model, False) else 403
+        changelist, add = f"admin/{model}/", f"admin/{model}/add/"
+        history, delete = f"admin/{model}/<path:object_id>/history/", f"admin/{model}/<path:object_id>/delete/"
+        change, old_url = f"admin/{model}/<path:object_id>/change/", f"admin/{model}/<path:object_id>/"
         cases += [
-            Case(f"admin/{model}/", "GET", "-", fixed(f"/admin/{model}/"), admin_only(200)),
-            Case(
-                f"admin/{model}/add/", "GET", "-", fixed(f"/admin/{model}/add/"), admin_only(200 if writable else 403)
-            ),
-            Case(
-                f"admin/{model}/<path:object_id>/history/", "GET", "-", object_path(model, "history/"), admin_only(200)
-            ),
-            Case(
-                f"admin/{model}/<path:object_id>/delete/",
-                "GET",
-                "-",
-                object_path(model, "delete/"),
-                admin_only(200 if writable else 403),
-            ),
-            Case(f"admin/{model}/<path:object_id>/change/", "GET", "-", object_path(model, "change/"), admin_only(200)),
-            Case(
-                f"admin/{model}/<path:object_id>/change/",
-                "POST",
-                "-",
-                object_path(model, "change/"),
-                admin_only(200 if writable else 403),
-                body=lambda world: {},
-                content_type="form",
-            ),
+            Case(changelist, "GET", "-", fixed(f"/admin/{model}/"), admin_only(200, staff=403)),
+            # The list's actions form; with no action chosen, the list again.
+            post(changelist, fixed(f"/admin/{model}/"), admin_only(200, staff=403)),
+            Case(add, "GET", "-", fixed(f"/admin/{model}/add/"), admin_only(writable, staff=403)),
+            post(add, fixed(f"/admin/{model}/add/"), admin_only(writable, staff=403)),
+            Case(history, "GET", "-", object_path(model, "history/"), admin_only(200, staff=403)),
+            post(history, object_path(model, "history/"), admin_only(200, staff=403)),  # answered as a GET
+            Case(delete, "GET", "-", object_path(model, "delete/"), admin_only(writable, staff=403)),
+            # Without the confirmation field, the confirmation page again: nothing is deleted.
+            post(delete, object_path(model, "delete/"), admin_only(writable, staff=403)),
+            Case(change, "GET", "-", object_path(model, "change/"), admin_only(200, staff=403)),
+            post(change, object_path(model, "change/"), admin_only(writable, staff=403)),
             # Django's redirect from the old object URL to its change page (which then asks for staff).
-            Case(f"admin/{model}/<path:object_id>/", "GET", "-", object_path(model, ""), everyone(302)),
+            *(Case(old_url, method, "-", object_path(model, ""), everyone(302)) for method in ("GET", "POST")),
         ]
     return cases
 
@@ -813,25 +890,45 @@ CASES = build_cases()
 # --- running a case ------------------------------------------------------------------------------
 
 
+@functools.cache
+def shared_handler() -> ClientHandler:
+    """One test-client handler for every client of the module: a handler loads the middleware on its first
+    request, and WhiteNoise then indexes every static file (~50 ms), once per client otherwise. A handler keeps
+    no state of a client's (cookies and sessions are the client's)."""
+    return ClientHandler(enforce_csrf_checks=False)
+
+
 def client_for(world: World, who: str) -> Client:
     client = Client()
+    client.handler = shared_handler()
     if who != ANONYMOUS:
         client.force_login(world.users[who])
     return client
 
 
-def send(case: Case, world: World, who: str) -> Any:
-    client = client_for(world, who)
+def send(client: Client, world: World, case: Case, method: str | None = None, body: Case | None = None) -> Any:
+    """`case`'s request (its path, body and headers), or the same path with `method` and the body of the case
+    `body` (a case of the same route that sends one)."""
+    method = method or case.method
+    body = body or case
     path = case.path(world)
     headers: dict[str, str] = {}
     if case.htmx:
         headers = {"HX-Request": "true", "HX-Current-URL": f"http://testserver{path}"}
-    if case.method == "GET":
-        return client.get(path, headers=headers)
-    body = case.body(world) if case.body else {}
-    if case.content_type == "form" or case.content_type == "multipart":
-        return client.post(path, body, headers=headers)
-    return client.generic(case.method, path, json.dumps(body), content_type=case.content_type, headers=headers)
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return client.generic(method, path, headers=headers)
+    data = body.body(world) if body.body else {}
+    if body.content_type in ("form", "multipart") and method == "POST":
+        return client.post(path, data, headers=headers)
+    if body.content_type == "multipart":
+        return client.generic(
+            method, path, encode_multipart(BOUNDARY, data), content_type=MULTIPART_CONTENT, headers=headers
+        )
+    if body.content_type == "form":
+        return client.generic(
+            method, path, urlencode(data, doseq=True), content_type="application/x-www-form-urlencoded", headers=headers
+        )
+    return client.generic(method, path, json.dumps(data), content_type=body.content_type, headers=headers)
 
 
 def outcome_matches(response: Any, expected: Outcome) -> bool:
@@ -844,23 +941,205 @@ def outcome_matches(response: Any, expected: Outcome) -> bool:
         return bool(target) and target.startswith("/accounts/login/")
     if expected == "admin-login":
         return response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    if expected == "admin-index":
+        return response.status_code == 302 and response["Location"] == "/admin/"
     return response.status_code == expected
+
+
+REFUSALS: tuple[Outcome, ...] = (401, 403, 404, 405, "login", "admin-login")
+
+
+def refused(expected: Outcome) -> bool:
+    return expected in REFUSALS or expected == "admin-index"
+
+
+def succeeded(expected: Outcome) -> bool:
+    return isinstance(expected, int) and 200 <= expected < 400
+
+
+# --- no effect -----------------------------------------------------------------------------------
+
+# Signing in (force_login) and out writes the session table; nothing else may change.
+UNWATCHED_TABLES = {"django_session"}
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What a request may change: a digest of each table's rows, the ledger's height, the platform's files."""
+
+    tables: dict[str, str]
+    ledger_height: int
+    files: frozenset[str]
+
+    def changed(self, after: "Effects") -> list[str]:
+        changes = [table for table, digest in self.tables.items() if after.tables.get(table) != digest]
+        if self.ledger_height != after.ledger_height:
+            changes.append(f"ledger height {self.ledger_height} -> {after.ledger_height}")
+        changes += [f"file {name}" for name in sorted(self.files ^ after.files)]
+        return changes
+
+
+def _value(value: Any) -> Any:
+    """A column's value as compared: bytes (ciphertexts) by their digest."""
+    return hashlib.sha256(value).hexdigest() if isinstance(value, bytes | memoryview) else value
+
+
+@pytest.fixture(scope="module")
+def world_ledger(world_folder):
+    """A client of the world's ledger of its own, for its height: the application's is opened afresh per test."""
+    from ledger.embedded import EmbeddedLedger
+
+    client = EmbeddedLedger(world_folder / "ledger.sqlite3")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def effects(world_folder, world_ledger) -> Callable[[], Effects]:
+    """effects() -> the world's Effects now, as this test's transaction sees the database."""
+
+    def now() -> Effects:
+        tables = {}
+        with connection.cursor() as cursor:
+            for table in sorted(set(connection.introspection.table_names(cursor)) - UNWATCHED_TABLES):
+                cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
+                rows = sorted(repr(tuple(_value(value) for value in row)) for row in cursor)
+                tables[table] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+        files = frozenset(
+            str(path.relative_to(world_folder))
+            for folder in ("blobs", "exports")
+            for path in (world_folder / folder).rglob("*")
+            if path.is_file()
+        )
+        return Effects(tables, world_ledger.height(), files)
+
+    return now
+
+
+# The API's description (the OpenAPI document and its HTML page) answers in its own formats, refusals included.
+API_DESCRIPTION = ("api/schema/", "api/docs/")
+
+
+def body_of(response: Any) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def assert_refusal_shape(route: str, response: Any, what: str) -> None:
+    """API refusals name no object and carry the one error shape."""
+    if route.startswith("api/") and route not in API_DESCRIPTION and body_of(response):
+        assert set(response.json()) == {"code", "message", "detail"}, what
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("who", USERS)
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
-def test_permission(case, who, world):
-    response = send(case, world, who)
+def test_permission(case, who, world, effects):
+    client = client_for(world, who)
+    before = effects()
+
+    response = send(client, world, case)
 
     expected = case.expect[who]
     location = response.get("Location") or response.get("HX-Redirect") or ""
-    assert outcome_matches(response, expected), (
-        f"{case.id} as {who}: expected {expected}, got {response.status_code} {location}".strip()
-    )
-    if isinstance(expected, int) and expected in (401, 403, 404) and case.route.startswith("api/"):
-        # Refusals name no object and carry the one error shape.
-        assert set(response.json()) == {"code", "message", "detail"}
+    what = f"{case.id} as {who}"
+    assert outcome_matches(response, expected), f"{what}: expected {expected}, got {response.status_code} {location}"
+    if expected in (401, 403, 404):
+        assert_refusal_shape(case.route, response, what)
+    if not (case.writes and succeeded(expected)):
+        changes = before.changed(effects())
+        assert not changes, f"{what} ({expected}) changed the world: {changes}"
+
+
+# --- every method --------------------------------------------------------------------------------
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A method no case of the route sends, on the route's first URL (its own object where the route takes
+    one: the object a user could act on), with the body of the route's case that sends one (so that a refusal
+    cannot be a validation error). One URL is enough: a route that answers the method at all fails here."""
+
+    method: str
+    case: Case
+    body: Case | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.case.route or '/'} [{self.case.variant}]"
+
+
+def cases_by_route() -> dict[str, list[Case]]:
+    routes: dict[str, list[Case]] = {}
+    for case in CASES:
+        routes.setdefault(case.route, []).append(case)
+    return routes
+
+
+def probes() -> list[Probe]:
+    found = []
+    for cases in cases_by_route().values():
+        named = {case.method for case in cases}
+        body = next((case for case in cases if case.body is not None), None)
+        for method in METHODS:
+            if method in named or (method == "HEAD" and "GET" in named):
+                continue
+            found.append(Probe(method, cases[0], body))
+    return found
+
+
+def allowed_methods(response: Any) -> set[str]:
+    return {method.strip() for method in response.get("Allow", "").split(",") if method.strip()}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("probe", probes(), ids=lambda probe: probe.id)
+def test_a_method_no_case_sends_is_refused_without_effect(probe, world, effects):
+    named = {case.method for case in cases_by_route()[probe.case.route]}
+    for who in USERS:
+        client = client_for(world, who)
+        before = effects()
+
+        response = send(client, world, probe.case, probe.method, probe.body)
+
+        what = f"{probe.id} as {who}"
+        answer = f"{response.status_code} {response.get('Location', '')}".strip()
+        if probe.method == "OPTIONS" and response.status_code == 200:
+            # A description of the route (DRF's metadata): the methods it answers are the ones the matrix sends.
+            assert allowed_methods(response) - {"HEAD", "OPTIONS"} == named, f"{what}: Allow {response.get('Allow')}"
+        else:
+            assert any(outcome_matches(response, outcome) for outcome in REFUSALS), f"{what}: got {answer}"
+            assert_refusal_shape(probe.case.route, response, what)
+        changes = before.changed(effects())
+        assert not changes, f"{what} ({answer}) changed the world: {changes}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "case",
+    [
+        case
+        for case in CASES
+        if case.method == "GET" and case.route not in {c.route for c in CASES if c.method == "HEAD"}
+    ],
+    ids=lambda case: case.id,
+)
+def test_head_answers_as_get_or_is_refused_without_effect(case, world, effects):
+    for who in USERS:
+        client = client_for(world, who)
+        before = effects()
+
+        response = send(client, world, case, "HEAD")
+
+        expected = case.expect[who]
+        what = f"HEAD {case.route or '/'} [{case.variant}] as {who}"
+        assert outcome_matches(response, expected) or response.status_code == 405, (
+            f"{what}: GET answers {expected}, HEAD {response.status_code} {response.get('Location', '')}"
+        )
+        assert not body_of(response), what
+        changes = before.changed(effects())
+        assert not changes, f"{what} changed the world: {changes}"
 
 
 # --- another's object is a missing object, for every method ---------------------------------------
@@ -934,6 +1213,29 @@ def test_every_url_pattern_is_in_the_matrix():
 def test_every_case_names_every_user():
     for case in CASES:
         assert set(case.expect) == set(USERS), case.id
+
+
+def test_outside_the_admin_the_staff_member_gets_exactly_the_answers_of_a_user_without_a_role():
+    for case in CASES:
+        if not case.route.startswith("admin/"):
+            assert case.expect[STAFF] == case.expect[NO_ROLE], case.id
+
+
+@pytest.mark.django_db
+def test_the_staff_member_sees_no_application_in_the_admin(world):
+    """Let into the admin by is_staff, holding no model permission: an empty index, and no model page."""
+    response = client_for(world, STAFF).get("/admin/")
+    assert response.status_code == 200
+    assert response.context["app_list"] == []
+    # The admin's pages that answer the staff member 200 are the site's own: no application's, no model's.
+    answered = {case.route for case in CASES if case.route.startswith("admin/") and case.expect[STAFF] == 200}
+    assert answered == {
+        "admin/",
+        "admin/login/",  # a wrong password, as for everyone
+        "admin/password_change/",
+        "admin/password_change/done/",
+        "admin/jsi18n/",
+    }
 
 
 def test_the_ids_of_other_users_objects_are_tried_on_every_url_that_takes_one():

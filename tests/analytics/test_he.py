@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -59,11 +59,19 @@ def test_encrypted_breast_cancer_labels_equal_scikit_learn_on_the_whole_test_spl
     assert np.abs(logits - model.score_plain(x_test)).max() < 1e-3
 
 
-def test_encrypted_diabetes_predictions_are_within_1e_3_of_plaintext(engine, keys):
+def test_encrypted_diabetes_predictions_equal_scikit_learn_within_1e_3_on_the_whole_test_split(engine, keys):
+    """scikit-learn's own LinearRegression, fitted as the trainer fits it (analytics.trainers.linear_regression:
+    ordinary least squares on the raw features, split as dataset_split splits), on scikit-learn's own copy of
+    the dataset: nothing of the platform's but the kept weights under test."""
     data = load_diabetes(scaled=False)
-    _, x_test, _, _ = train_test_split(data.data, data.target, test_size=TEST_SIZE, random_state=SPLIT_SEED)
+    x_train, x_test, y_train, _ = train_test_split(data.data, data.target, test_size=TEST_SIZE, random_state=SPLIT_SEED)
+    reference = LinearRegression().fit(x_train, y_train)
     model = diabetes_model()
+
     predictions = _encrypted_scores(engine, keys, model, x_test)
+
+    assert len(x_test) == 111
+    assert np.abs(predictions - reference.predict(x_test)).max() < 1e-3
     assert np.abs(predictions - model.score_plain(x_test)).max() < 1e-3
 
 
@@ -97,13 +105,6 @@ def test_the_public_and_compute_contexts_cannot_decrypt(engine, keys):
     for context in (keys.public, keys.compute):
         with pytest.raises(ValueError, match="no secret key"):
             engine.decrypt(context, columns[0], 4)
-
-
-def test_model_hashes_are_stable_and_cover_the_weights():
-    model = breast_cancer_model()
-    assert model.sha256 == breast_cancer_model().sha256
-    assert model.metrics["accuracy"] > 0.9
-    assert diabetes_model().sha256 != model.sha256
 
 
 def test_decrypt_many_reads_each_ciphertext_as_decrypt_does(engine, keys):

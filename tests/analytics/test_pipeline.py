@@ -18,7 +18,7 @@ from records.codes import BREAST_CANCER_DATASET
 from records.demo import demo_bundles, demo_patients
 from records.models import Record, RecordVersion
 from records.services import patient_link_user, record_ingest
-from tests.conftest import every_gate_answer, explicit_analysis, grant, plain_scores
+from tests.conftest import every_gate_answer, explicit_analysis, grant, plain_scores, revoked_on_the_ledger_only
 from tests.records.factories import UserFactory
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
@@ -35,9 +35,9 @@ def _access_log(ledger, request_id, kind="record_access"):
 
 
 def test_a_mixed_cohort_scores_exactly_the_consented_intact_records(
-    cohort, clinician, models_registered, ledger, blob_dir, eager
+    cohort, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
 ):
-    people = every_gate_answer(cohort, clinician)
+    people = every_gate_answer(cohort, clinician, monkeypatch)
     (_, _, r0), (_, _, r1), (_, _, r2), (_, _, r3), (_, _, r4), (_, _, r5) = people
 
     request = explicit_analysis(clinician, people, "f" * 64)
@@ -170,6 +170,28 @@ def test_the_gate_reads_the_ledger_not_the_consent_mirror(cohort, clinician, mod
     )
     assert len(analysis_results(request=request, viewer=clinician).rows) == 1
     assert consent.consent_id
+
+
+def test_a_consent_revoked_on_the_ledger_while_the_mirror_says_active_is_refused_by_the_gate(
+    cohort, clinician, models_registered, ledger, blob_dir, eager
+):
+    ((user, patient, record),) = cohort(1)
+    revoked_on_the_ledger_only(user, patient, clinician)
+
+    # The mirror makes the patient a candidate of "everyone who consented to me"; the ledger's gate refuses.
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+
+    request.refresh_from_db()
+    assert (request.status, request.total_records) == (AnalysisStatus.COMPLETED, 1)
+    results = analysis_results(request=request, viewer=clinician)
+    assert (results.rows, results.refusals) == ([], {"consent_revoked": 1})
+    assert _access_log(ledger, request.id) == {
+        str(record.id): ("refuse", "consent_revoked", breast_cancer_model().sha256)
+    }
+    batch = request.batches.get()
+    assert (batch.admitted_count, batch.column_keys) == (0, [])
+    stored = {p.name for p in blob_dir.rglob("*") if p.is_file()}
+    assert stored == {request.public_context_key, request.compute_context_key}  # no ciphertext of the record
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from analytics import pipeline
+from analytics.compute import SCORE_TASK
+from analytics.diagnostic_models import breast_cancer_model
 from analytics.models import AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus
 from analytics.pipeline import (
     LedgerNotAnswering,
@@ -25,6 +28,7 @@ from records.crypto import record_cipher, record_seal
 from records.models import RecordVersion
 from records.selectors import record_version_document
 from tests.conftest import grant
+from tests.reliability.conftest import stored_blobs
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 
@@ -93,20 +97,93 @@ def test_only_one_delivery_claims_the_compute_order_unless_the_sweep_forces_it(
     assert compute_order_claim(batch_id=batch_id, force=True) is True  # the sweep, for a lost order or result
 
 
+def _steps_recorded(monkeypatch) -> list[tuple]:
+    """What each delivery of a gate task does, in order: the pipeline's gate, its ledger write (the access-log
+    transaction), its encryption, the compute-order claim (with `force` and its answer) and the order sent
+    (the tasks of the chain and their arguments). The real functions run; only the sending is not done."""
+    steps: list[tuple] = []
+
+    def recorded(name, real):
+        def step(*args, **kwargs):
+            steps.append((name,))
+            return real(*args, **kwargs)
+
+        return step
+
+    for name in ("_gate", "access_batch_log", "_encrypt"):
+        monkeypatch.setattr(f"analytics.pipeline.{name}", recorded(name, getattr(pipeline, name)))
+
+    def claim(*, batch_id, force=False):
+        claimed = compute_order_claim(batch_id=batch_id, force=force)
+        steps.append(("compute_order_claim", batch_id, force, claimed))
+        return claimed
+
+    monkeypatch.setattr("analytics.pipeline.compute_order_claim", claim)
+    monkeypatch.setattr(
+        "analytics.tasks._send_patiently",
+        lambda signature, batch_id: steps.append(
+            ("send", batch_id, [(task.task, task.args, task.options["queue"]) for task in signature.tasks])
+        ),
+    )
+    return steps
+
+
 def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
-    consented, clinician, models_registered, blob_dir, eager, monkeypatch
+    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
 ):
-    sent = []
     monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
-    monkeypatch.setattr("analytics.tasks._send_patiently", lambda signature, batch_id: sent.append(batch_id))
+    steps = _steps_recorded(monkeypatch)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     (batch_id,) = analysis_start(request_id=str(request.pk))
+    height, blobs = ledger.height(), stored_blobs(blob_dir)
 
     analysis_batch_gate.apply(args=[batch_id])
-    analysis_batch_gate.apply(args=[batch_id])  # delivered twice
+
+    batch = AnalysisBatch.objects.get(pk=batch_id)
+    model = breast_cancer_model()
+    order = [
+        (
+            SCORE_TASK,
+            (request.compute_context_key, [c["columns"] for c in batch.column_keys], list(model.weights), model.bias),
+            "compute",
+        ),
+        ("analytics.tasks.analysis_batch_collect", (batch_id,), "custodian"),
+    ]
+    assert steps == [
+        ("_gate",),
+        ("access_batch_log",),
+        ("_encrypt",),
+        ("compute_order_claim", batch_id, False, True),
+        ("send", batch_id, order),
+    ]
+    assert ledger.height() == height + 1  # the batch's one access-log transaction
+    assert (batch.status, batch.admitted_count) == (BatchStatus.ENCRYPTED, 3)
+    assert batch.compute_sent_at is not None
+    ciphertexts = stored_blobs(blob_dir) - blobs
+    assert ciphertexts == {key for chunk in batch.column_keys for key in chunk["columns"]}
+    events = AccessEvent.objects.filter(request_id=str(request.pk)).count()
+    steps.clear()
+
+    analysis_batch_gate.apply(args=[batch_id])  # delivered again
+
+    assert steps == [("compute_order_claim", batch_id, False, False)]  # no gate, no log, no encryption, no order
+    assert ledger.height() == height + 1
+    again = AnalysisBatch.objects.get(pk=batch_id)
+    assert (again.status, again.column_keys, again.compute_sent_at) == (
+        BatchStatus.ENCRYPTED,
+        batch.column_keys,
+        batch.compute_sent_at,
+    )
+    assert stored_blobs(blob_dir) - blobs == ciphertexts
+    steps.clear()
+
     analysis_batch_gate.apply(args=[batch_id], kwargs={"resend": True})  # the sweep, later
 
-    assert sent == [batch_id, batch_id]
+    assert steps == [("compute_order_claim", batch_id, True, True), ("send", batch_id, order)]  # the same order
+    assert ledger.height() == height + 1
+    assert AnalysisBatch.objects.get(pk=batch_id).column_keys == batch.column_keys  # not encrypted again
+    assert stored_blobs(blob_dir) - blobs == ciphertexts
+    assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == events == 3
 
 
 def _reseal(version: RecordVersion, document: dict) -> None:

@@ -1,23 +1,31 @@
 """One analysis end to end on the real Fabric network: ingest and anchoring, consents granted and
 revoked on the chain, the gate and the access log per batch, CKKS scoring, and an audit trail whose
-every event is a committed transaction endorsed by both organisations."""
+every event is a committed transaction endorsed by both organisations (read from the committed blocks).
+The gate answers from the chain, not from the consent mirror, in the direction that matters: a consent
+revoked on the chain is refused while the mirror still says active."""
 
 import json
 
 import pytest
 
+from analytics.diagnostic_models import breast_cancer_model
 from analytics.models import AnalysisStatus
 from analytics.selectors import analysis_results
-from tests.conftest import every_gate_answer, explicit_analysis, plain_scores
+from analytics.services import analysis_request_create
+from consent.models import Consent
+from records.models import RecordVersion
+from tests.conftest import every_gate_answer, explicit_analysis, plain_scores, revoked_on_the_ledger_only
+from tests.fabric.blocks import endorsing_peers, organisation_authorities
 
 pytestmark = [pytest.mark.fabric, pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_mixed_cohort_on_fabric_scores_exactly_the_consented_intact_records_and_logs_every_access(
-    cohort, clinician, models_registered, ledger, blob_dir, eager
+    cohort, clinician, models_registered, ledger, blob_dir, eager, monkeypatch, fabric_network
 ):
     assert type(ledger).__name__ == "FabricLedger"
-    people = every_gate_answer(cohort, clinician)
+    first_block = ledger.height()
+    people = every_gate_answer(cohort, clinician, monkeypatch)
     (_, _, r0), (_, _, r1), (_, _, r2), (_, _, r3), (_, _, r4), (_, _, r5) = people
 
     request = explicit_analysis(clinician, people)
@@ -43,8 +51,52 @@ def test_a_mixed_cohort_on_fabric_scores_exactly_the_consented_intact_records_an
     # One access-log transaction for the batch, committed and valid on the channel.
     tx_ids = {e["tx_id"] for e in events}
     assert len(tx_ids) == 1
-    location = ledger.locate(tx_ids.pop())
+    (access_log_tx,) = tx_ids
+    location = ledger.locate(access_log_tx)
     assert location.status == "VALID"
     summary = ledger.block_summary(location.block_number)
     assert any(t.contract == "accesslog" and t.status == "VALID" for t in summary.transactions)
     assert ledger.verify().ok
+
+    # Every transaction of the test (the records' anchors, the consents granted and revoked, the batch's
+    # access log) carries one endorsement of a peer of each organisation, as the committed blocks hold them:
+    # each signature verified, each endorser's certificate issued by its organisation's CA.
+    authorities = organisation_authorities(fabric_network.directory / "crypto")
+    endorsed: dict[str, list[str]] = {}
+    for number in range(first_block, ledger.height()):
+        endorsed.update(endorsing_peers(ledger._block(number), ledger.chaincode, authorities))
+    consents = Consent.objects.filter(patient__in=[patient for _, patient, _ in people])
+    anchors = set(
+        RecordVersion.objects.filter(record__in=[record for _, _, record in people]).values_list(
+            "anchor_tx_id", flat=True
+        )
+    )
+    granted = set(consents.values_list("granted_tx_id", flat=True))
+    revoked = set(consents.exclude(revoked_tx_id="").values_list("revoked_tx_id", flat=True))
+    assert (len(granted), len(revoked), "" in anchors) == (5, 1, False)
+    assert {access_log_tx, *anchors, *granted, *revoked} <= set(endorsed)
+    both = ("HospitalMSP", "ResearchMSP")
+    assert {tx_id: tuple(sorted(msps)) for tx_id, msps in endorsed.items()} == dict.fromkeys(endorsed, both)
+
+
+def test_a_consent_revoked_on_fabric_while_the_mirror_says_active_is_refused_by_the_gate(
+    cohort, clinician, models_registered, ledger, blob_dir, eager
+):
+    assert type(ledger).__name__ == "FabricLedger"
+    ((user, patient, record),) = cohort(1)
+    revoked_on_the_ledger_only(user, patient, clinician)
+
+    # The mirror makes the patient a candidate of "everyone who consented to me"; the chain's gate refuses.
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+
+    request.refresh_from_db()
+    assert (request.status, request.total_records) == (AnalysisStatus.COMPLETED, 1)
+    results = analysis_results(request=request, viewer=clinician)
+    assert (results.rows, results.refusals) == ([], {"consent_revoked": 1})
+    events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(request.id)})).json()[
+        "events"
+    ]
+    assert [(e["record_id"], e["decision"], e["reason"], e["model_hash"]) for e in events] == [
+        (str(record.id), "refuse", "consent_revoked", breast_cancer_model().sha256)
+    ]
+    assert request.batches.get().column_keys == []

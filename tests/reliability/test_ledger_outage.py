@@ -8,22 +8,30 @@ worker would, and meets the outage through the operating system, not through a f
 """
 
 import os
+import re
 import time
 from datetime import UTC, datetime
 
 import pytest
+from django.utils import timezone
 
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from audit.models import AccessEvent
 from tests.conftest import wait_for
-from tests.reliability.conftest import access_log_transactions, ledger_access_events, wait_until_finished
+from tests.reliability.conftest import (
+    access_log_transactions,
+    ledger_access_events,
+    stored_blobs,
+    wait_until_finished,
+)
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 UNREACHABLE = "/proc/health-platform-ledger-unreachable"
 RECORDS = 4
+COLLECTED = re.compile(rb"analytics\.tasks\.analysis_batch_collect\[[^\]]+\] succeeded in")
 
 
 class LedgerMount:
@@ -50,7 +58,21 @@ class LedgerMount:
         return moment
 
 
-def _start(consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger, *, deadline_seconds: int):
+def _start(
+    consented,
+    clinician,
+    spawn_worker,
+    start_compute_worker,
+    tmp_path,
+    ledger,
+    *,
+    deadline_seconds: int,
+    compute_now: bool = True,
+    cut_when: BatchStatus = BatchStatus.GATED,
+):
+    """Start the workers and a request of RECORDS batches; cut the ledger once the first batch has reached
+    `cut_when` (GATED: it has had its gate answer; ENCRYPTED: its compute order is sent too). Without
+    `compute_now` the compute worker is not started: an order sent stays in flight, on the broker."""
     people = consented(RECORDS)
     mount = LedgerMount(tmp_path, ledger)
     custodian = spawn_worker(
@@ -62,16 +84,21 @@ def _start(consented, clinician, spawn_worker, start_compute_worker, tmp_path, l
             "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
         },
     )
-    start_compute_worker()
+    if compute_now:
+        start_compute_worker()
     request = analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=1
     )
-    # Cut the ledger as soon as the first batch has had its gate answer: the rest are still to be gated.
+    # Cut the ledger as soon as the first batch has got that far: the rest are still to be gated.
+    reached = {
+        BatchStatus.GATED: [BatchStatus.PENDING],
+        BatchStatus.ENCRYPTED: [BatchStatus.PENDING, BatchStatus.GATED, BatchStatus.LOGGED],
+    }
     wait_for(
-        lambda: AnalysisBatch.objects.filter(request=request).exclude(status=BatchStatus.PENDING).exists(),
+        lambda: AnalysisBatch.objects.filter(request=request).exclude(status__in=reached[cut_when]).exists(),
         timeout=60,
         interval=0.01,
-        what="the first batch to be gated",
+        what=f"the first batch to be {cut_when}",
     )
     down = mount.cut()
     not_gated = set(
@@ -122,10 +149,19 @@ def test_a_ledger_back_within_the_retry_window_resumes_the_job_and_logs_each_rec
 
 
 def test_a_ledger_that_does_not_come_back_fails_the_job_closed_with_ledger_unavailable(
-    consented, clinician, models_registered, spawn_worker, start_compute_worker, tmp_path, ledger
+    consented, clinician, models_registered, spawn_worker, start_compute_worker, tmp_path, ledger, blob_dir
 ):
+    # The first batch's compute order is in flight when the request fails: no compute worker runs until then.
     request, _people, _mount, custodian, _down, not_gated = _start(
-        consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger, deadline_seconds=20
+        consented,
+        clinician,
+        spawn_worker,
+        start_compute_worker,
+        tmp_path,
+        ledger,
+        deadline_seconds=20,
+        compute_now=False,
+        cut_when=BatchStatus.ENCRYPTED,
     )
 
     assert wait_until_finished(request.id, timeout=120) == AnalysisStatus.FAILED
@@ -142,9 +178,24 @@ def test_a_ledger_that_does_not_come_back_fails_the_job_closed_with_ledger_unava
     # Only the records of the batches gated before the outage were logged, each once.
     gated_records = sorted(d["record_id"] for b in batches.values() if b.pk not in not_gated for d in b.decisions)
     assert sorted(e["record_id"] for e in ledger_access_events(ledger, request.id)) == gated_records
-    # And nothing of the failed request is scored from now on, whatever was in flight.
-    assert (
-        not AnalysisBatch.objects.filter(request=request, status=BatchStatus.SCORED)
-        .exclude(pk__in=[b.pk for b in batches.values() if b.status == BatchStatus.SCORED])
-        .exists()
+    # And nothing of the failed request is scored from now on, whatever was in flight: the compute worker,
+    # started only now, computes the orders that were waiting, and their collection scores nothing.
+    in_flight = list(AnalysisBatch.objects.filter(request=request, compute_sent_at__isnull=False))
+    assert in_flight, "no compute order was sent before the ledger went away"
+    computing_from = timezone.now()
+    start_compute_worker()
+    wait_for(
+        lambda: len(COLLECTED.findall(custodian.log_path.read_bytes())) == len(in_flight),
+        timeout=120,
+        what="the in-flight compute orders to be computed and collected",
     )
+    request.refresh_from_db()
+    for batch in AnalysisBatch.objects.filter(request=request):
+        assert (batch.status, batch.score_keys) == (BatchStatus.FAILED, []), batch.index
+        assert batch.updated_at < computing_from, batch.index  # the late collection wrote nothing
+    # The only score ciphertexts in the store are the in-flight orders' (one per chunk), held by no batch.
+    contexts = {request.public_context_key, request.compute_context_key}
+    features = {key for batch in in_flight for chunk in batch.column_keys for key in chunk["columns"]}
+    scores = stored_blobs(blob_dir) - contexts - features
+    assert len(scores) == sum(len(batch.column_keys) for batch in in_flight)
+    assert all(batch.pk not in not_gated for batch in in_flight)
