@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
@@ -44,12 +44,12 @@ from analytics.serializers import (
 from analytics.services import analysis_request_cancel, analysis_request_create
 from health_platform.errors import CHOICE_ERROR_MESSAGES, NotFound, PayloadTooLarge
 from health_platform.parsers import LimitedJSONParser
-from health_platform.serializers import ErrorSerializer
+from health_platform.serializers import ERROR_RESPONSE, error_response
 
 log = structlog.get_logger(__name__)
 
-_ERROR = OpenApiResponse(ErrorSerializer, description='{"code", "message", "detail"} with a stable code')
-_NOT_FOUND = OpenApiResponse(ErrorSerializer, description="not_found: no such analysis of yours")
+_ERROR = ERROR_RESPONSE
+_NOT_FOUND = error_response("not_found: no such analysis of yours")
 
 
 def request_max_bytes() -> int:

@@ -12,6 +12,7 @@ twice. Fail closed: without a positive answer from the ledger nothing is encrypt
 The stalled-work sweep (analyses_stalled) finds work whose message was lost.
 """
 
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -468,9 +469,8 @@ def analysis_outcomes_log(*, request_id: UUID) -> int:
     logged = 0
     pending = AnalysisBatch.objects.select_related("request__model").filter(request_id=request_id, outcome_tx_id="")
     for batch in pending.exclude(outcome="").order_by("index"):
-        claim = f"{OUTCOME_CLAIM}{uuid.uuid4().hex}"
-        mine = AnalysisBatch.objects.filter(pk=batch.pk, outcome_tx_id="")
-        if not mine.update(outcome_tx_id=claim, updated_at=timezone.now()):
+        claim = f"{OUTCOME_CLAIM}{int(time.time())}:{uuid.uuid4().hex}"
+        if not AnalysisBatch.objects.filter(pk=batch.pk, outcome_tx_id="").update(outcome_tx_id=claim):
             continue  # another task has it
         claimed = AnalysisBatch.objects.filter(pk=batch.pk, outcome_tx_id=claim)
         try:
@@ -487,7 +487,7 @@ def analysis_outcomes_log(*, request_id: UUID) -> int:
     return logged
 
 
-OUTCOME_CLAIM = "claim:"
+OUTCOME_CLAIM = "claim:"  # then the claim's time (Unix seconds) and a random id: the batch's row is not touched
 OUTCOME_CLAIM_STALE = timedelta(seconds=60)  # a claim this old belongs to a task that died: it is taken back
 
 
@@ -529,8 +529,12 @@ def _outcome_events(batch: AnalysisBatch) -> list[dict[str, Any]]:
 def analyses_with_outcomes_to_log() -> list[str]:
     """Requests with a batch whose outcome is known and not yet on the ledger (the ledger was away, say). A
     claim left by a task that died is taken back first."""
-    stale = timezone.now() - OUTCOME_CLAIM_STALE
-    AnalysisBatch.objects.filter(outcome_tx_id__startswith=OUTCOME_CLAIM, updated_at__lt=stale).update(outcome_tx_id="")
+    stale = time.time() - OUTCOME_CLAIM_STALE.total_seconds()
+    claims = AnalysisBatch.objects.filter(outcome_tx_id__startswith=OUTCOME_CLAIM)
+    for batch_id, claim in claims.values_list("pk", "outcome_tx_id"):
+        claimed_at = claim.removeprefix(OUTCOME_CLAIM).partition(":")[0]
+        if not claimed_at.isdigit() or int(claimed_at) < stale:
+            AnalysisBatch.objects.filter(pk=batch_id, outcome_tx_id=claim).update(outcome_tx_id="")
     pending = AnalysisBatch.objects.filter(outcome_tx_id="").exclude(outcome="")
     return [str(pk) for pk in pending.values_list("request_id", flat=True).distinct()]
 

@@ -39,10 +39,10 @@ from analytics.selectors import (
     diagnostic_models_latest,
 )
 from analytics.services import analysis_request_cancel, analysis_request_create
-from chaincode.vocabulary import NOT_COMPUTED_REASONS, REFUSAL_REASONS
+from chaincode.vocabulary import REASON_LABELS
 from consent.selectors import consents_granted_to, consents_with_effective_status
 from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from health_platform.portal import panel_login_required, refused
+from health_platform.portal import object_view, panel_login_required, refused
 
 log = structlog.get_logger(__name__)
 
@@ -56,9 +56,6 @@ FAILURE_MESSAGES: dict[str, str] = {
 }
 FAILURE_MESSAGE_REJECTED = "The ledger refused to record the access, so nothing was computed."
 FAILURE_MESSAGE_DEFAULT = "The analysis stopped before it was complete, so nothing more was computed."
-# Why a record was not scored: refused by the gate, or skipped by the custodian.
-REFUSAL_LABELS: dict[str, str] = {**REFUSAL_REASONS, **NOT_COMPUTED_REASONS}
-
 
 METRIC_LABELS: dict[str, str] = {
     "accuracy": "Accuracy",
@@ -118,7 +115,7 @@ def progress_view(analysis: AnalysisRequest) -> ProgressView:
         analysis=analysis,
         progress=progress,
         refusals=sorted(
-            ((reason, REFUSAL_LABELS.get(reason, reason.replace("_", " ")), count))
+            ((reason, REASON_LABELS.get(reason, reason.replace("_", " ")), count))
             for reason, count in progress.refusals.items()
         ),
         finished=finished,
@@ -173,13 +170,21 @@ def analysis_new(request: HttpRequest) -> HttpResponse:
     return redirect("analytics:detail", analysis_id=analysis.pk)
 
 
+def _own_analysis(request: HttpRequest, analysis_id: str) -> AnalysisRequest | HttpResponse:
+    if not user_may_request_analyses(request.user):
+        return _forbidden(request, "This page is for clinicians.")
+    try:
+        return analysis_of_requester(user=request.user, analysis_id=analysis_id)
+    except NotFound:
+        log.info("analytics_portal_analysis_not_found", user_id=request.user.pk)
+        return _not_found(request, "There is no such analysis among yours.")
+
+
 @login_required
 @require_GET
-def analysis_detail(request: HttpRequest, analysis_id: str) -> HttpResponse:
+@object_view(_own_analysis)
+def analysis_detail(request: HttpRequest, analysis: AnalysisRequest) -> HttpResponse:
     """A request: what was asked, its progress and, once completed with portal-held keys, its results."""
-    analysis = _own_analysis(request, analysis_id)
-    if isinstance(analysis, HttpResponse):
-        return analysis
     context: dict[str, Any] = {
         "analysis": analysis,
         "live": progress_view(analysis),
@@ -191,11 +196,9 @@ def analysis_detail(request: HttpRequest, analysis_id: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def analysis_cancel(request: HttpRequest, analysis_id: str) -> HttpResponse:
+@object_view(_own_analysis)
+def analysis_cancel(request: HttpRequest, analysis: AnalysisRequest) -> HttpResponse:
     """Cancel the analysis (a button on its page); back to the page, which says what became of it."""
-    analysis = _own_analysis(request, analysis_id)
-    if isinstance(analysis, HttpResponse):
-        return analysis
     try:
         analysis_request_cancel(requester=request.user, request=analysis)
     except Conflict:
@@ -207,11 +210,9 @@ def analysis_cancel(request: HttpRequest, analysis_id: str) -> HttpResponse:
 
 @panel_login_required
 @require_GET
-def analysis_progress_panel(request: HttpRequest, analysis_id: str) -> HttpResponse:
+@object_view(_own_analysis)
+def analysis_progress_panel(request: HttpRequest, analysis: AnalysisRequest) -> HttpResponse:
     """The progress panel alone, for htmx polling. Once finished it tells the page to load the results."""
-    analysis = _own_analysis(request, analysis_id)
-    if isinstance(analysis, HttpResponse):
-        return analysis
     if not getattr(request, "htmx", False):
         return redirect("analytics:detail", analysis_id=analysis.pk)
     live = progress_view(analysis)
@@ -225,11 +226,9 @@ def analysis_progress_panel(request: HttpRequest, analysis_id: str) -> HttpRespo
 
 @panel_login_required
 @require_GET
-def analysis_results_panel(request: HttpRequest, analysis_id: str) -> HttpResponse:
+@object_view(_own_analysis)
+def analysis_results_panel(request: HttpRequest, analysis: AnalysisRequest) -> HttpResponse:
     """The results panel alone (loaded in place when the request finishes)."""
-    analysis = _own_analysis(request, analysis_id)
-    if isinstance(analysis, HttpResponse):
-        return analysis
     if not getattr(request, "htmx", False):
         return redirect(f"{reverse('analytics:detail', kwargs={'analysis_id': analysis.pk})}#results")
     context = {"analysis": analysis, "live": progress_view(analysis), **_results_context(request, analysis)}
@@ -251,16 +250,6 @@ def model_card(request: HttpRequest, name: str) -> HttpResponse:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def _own_analysis(request: HttpRequest, analysis_id: str) -> AnalysisRequest | HttpResponse:
-    if not user_may_request_analyses(request.user):
-        return _forbidden(request, "This page is for clinicians.")
-    try:
-        return analysis_of_requester(user=request.user, analysis_id=analysis_id)
-    except NotFound:
-        log.info("analytics_portal_analysis_not_found", user_id=request.user.pk)
-        return _not_found(request, "There is no such analysis among yours.")
 
 
 def _results_context(request: HttpRequest, analysis: AnalysisRequest) -> dict[str, Any]:

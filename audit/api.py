@@ -16,7 +16,7 @@ import structlog
 from django.conf import settings
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -59,14 +59,14 @@ from health_platform.errors import (
     ValidationFailed,
 )
 from health_platform.parsers import LimitedJSONParser
-from health_platform.serializers import ErrorSerializer
+from health_platform.serializers import ERROR_RESPONSE, error_response
 
 log = structlog.get_logger(__name__)
 
-_ERROR = OpenApiResponse(ErrorSerializer, description='{"code", "message", "detail"} with a stable code')
-_FORBIDDEN = OpenApiResponse(ErrorSerializer, description="audit_forbidden: not an auditor (or patient, for events)")
-_NOT_FOUND = OpenApiResponse(ErrorSerializer, description="not_found: no such export")
-_NOT_READY = OpenApiResponse(ErrorSerializer, description="export_not_ready: the export is pending or failed")
+_ERROR = ERROR_RESPONSE
+_FORBIDDEN = error_response("audit_forbidden: not an auditor (or patient, for events)")
+_NOT_FOUND = error_response("not_found: no such export")
+_NOT_READY = error_response("export_not_ready: the export is pending or failed")
 _MULTIPART_ROOM = 64 * 1024
 DEFAULT_VERIFY_MAX_BYTES = 200 * 1024 * 1024
 

@@ -36,18 +36,10 @@ from audit.selectors import (
     ledger_recent_blocks,
 )
 from audit.services import audit_export_create
-from chaincode.vocabulary import (
-    AUDIT_PURPOSES,
-    CATEGORIES,
-    DECISIONS,
-    EVENT_KINDS,
-    NOT_COMPUTED_REASONS,
-    OUTCOMES,
-    REFUSAL_REASONS,
-)
+from chaincode import vocabulary
 from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from health_platform.model_catalogue import consent_purposes, model_labels
-from health_platform.portal import panel_login_required, refused
+from health_platform.portal import object_view, panel_login_required, refused
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_get
 from ledger import LedgerError
@@ -160,13 +152,20 @@ def exports(request: HttpRequest) -> HttpResponse:
     return redirect(f"{reverse('audit:exports')}#export-{export.pk}")
 
 
+def _export(request: HttpRequest, export_id: str) -> AuditExport | HttpResponse:
+    if not user_may_audit(request.user):
+        return _forbidden(request, FOR_AUDITORS)
+    try:
+        return export_of_auditor(user=request.user, export_id=export_id)
+    except NotFound:
+        return _not_found(request, "There is no such export.")
+
+
 @panel_login_required
 @require_GET
-def export_row(request: HttpRequest, export_id: str) -> HttpResponse:
+@object_view(_export)
+def export_row(request: HttpRequest, export: AuditExport) -> HttpResponse:
     """One export's row, for htmx polling: 204 while it is still being written (htmx keeps polling)."""
-    export = _export(request, export_id)
-    if isinstance(export, HttpResponse):
-        return export
     if not getattr(request, "htmx", False):
         return redirect(f"{reverse('audit:exports')}#export-{export.pk}")
     if export.status == ExportStatus.PENDING:
@@ -176,11 +175,9 @@ def export_row(request: HttpRequest, export_id: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def export_download(request: HttpRequest, export_id: str) -> HttpResponseBase:
+@object_view(_export)
+def export_download(request: HttpRequest, export: AuditExport) -> HttpResponseBase:
     """The export's file, as an attachment named as in its manifest."""
-    export = _export(request, export_id)
-    if isinstance(export, HttpResponse):
-        return export
     try:
         return export_file_response(export=export, user=request.user)
     except (Conflict, NotFound) as error:
@@ -190,11 +187,9 @@ def export_download(request: HttpRequest, export_id: str) -> HttpResponseBase:
 
 @login_required
 @require_GET
-def export_manifest(request: HttpRequest, export_id: str) -> HttpResponse:
+@object_view(_export)
+def export_manifest(request: HttpRequest, export: AuditExport) -> HttpResponse:
     """The export's manifest as JSON (filters, count, time, file name and SHA-256, verification)."""
-    export = _export(request, export_id)
-    if isinstance(export, HttpResponse):
-        return export
     response = JsonResponse(audit_export_manifest(export=export), json_dumps_params={"indent": 2})
     # Saved under this name beside the downloaded file, `manage.py verify_access_log FILE` finds it.
     response["Content-Disposition"] = f'inline; filename="{audit_export_manifest_name(export=export)}"'
@@ -255,7 +250,7 @@ def my_data(request: HttpRequest) -> HttpResponse:
 
 def _event_rows(events: list[AccessEvent], *, models: dict[str, str], with_names: bool = False) -> list[EventRow]:
     names: dict[str, str] = {}
-    purposes = {**consent_purposes(), **AUDIT_PURPOSES}
+    purposes = {**consent_purposes(), **vocabulary.AUDIT_PURPOSES}
     rows = []
     for event in events:
         if with_names and event.grantee not in names:
@@ -265,15 +260,13 @@ def _event_rows(events: list[AccessEvent], *, models: dict[str, str], with_names
             EventRow(
                 event=event,
                 model_label=models.get(event.model_hash, ""),
-                decision_label={**DECISIONS, **OUTCOMES}.get(event.decision, event.decision),
-                reason_label={**REFUSAL_REASONS, **NOT_COMPUTED_REASONS}.get(event.reason, event.reason)
-                if event.reason
-                else "",
+                decision_label=vocabulary.DECISION_LABELS.get(event.decision, event.decision),
+                reason_label=vocabulary.REASON_LABELS.get(event.reason, event.reason) if event.reason else "",
                 outcome_label=_outcome_label(event),
                 purpose_label=purposes.get(event.purpose, event.purpose),
-                kind_label=EVENT_KINDS.get(event.kind, event.kind),
+                kind_label=vocabulary.EVENT_KINDS.get(event.kind, event.kind),
                 requester_name=names.get(event.grantee, ""),
-                category_label=CATEGORIES.get(event.category, event.category) if event.category else "",
+                category_label=vocabulary.CATEGORIES.get(event.category, event.category) if event.category else "",
             )
         )
     return rows
@@ -283,8 +276,8 @@ def _outcome_label(event: AccessEvent) -> str:
     """ "Computed", or "Not computed: <why>", for an admitted record access whose outcome the ledger holds."""
     if not event.outcome:
         return ""
-    label = OUTCOMES.get(event.outcome, event.outcome)
-    reason = NOT_COMPUTED_REASONS.get(event.outcome_reason, event.outcome_reason)
+    label = vocabulary.OUTCOMES.get(event.outcome, event.outcome)
+    reason = vocabulary.NOT_COMPUTED_REASONS.get(event.outcome_reason, event.outcome_reason)
     return f"{label}: {reason[:1].lower()}{reason[1:]}" if reason else label
 
 
@@ -324,15 +317,6 @@ def _render_exports(
         "filters_invalid": filters_invalid,
     }
     return render(request, "audit/exports.html", context, status=status)
-
-
-def _export(request: HttpRequest, export_id: str) -> AuditExport | HttpResponse:
-    if not user_may_audit(request.user):
-        return _forbidden(request, FOR_AUDITORS)
-    try:
-        return export_of_auditor(user=request.user, export_id=export_id)
-    except NotFound:
-        return _not_found(request, "There is no such export.")
 
 
 def _forbidden(request: HttpRequest, message: str) -> HttpResponse:

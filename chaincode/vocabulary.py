@@ -100,3 +100,7 @@ NOT_COMPUTED_REASONS: dict[str, str] = {
     "changed_after_gate": "Record changed while the analysis ran",
     "missing_features": "Record lacks the model's measurements",
 }
+
+# The words for every decision and reason an access event may carry (a refusal or an outcome's).
+DECISION_LABELS: dict[str, str] = {**DECISIONS, **OUTCOMES}
+REASON_LABELS: dict[str, str] = {**REFUSAL_REASONS, **NOT_COMPUTED_REASONS}

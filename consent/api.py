@@ -9,7 +9,7 @@ consents naming them; auditors list all. Every change is a ledger transaction; r
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
@@ -32,9 +32,10 @@ from consent.services import consent_grant, consent_import_fhir, consent_revoke
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
 from health_platform.parsers import LimitedFhirJSONParser, LimitedJSONParser
 from health_platform.selectors import grantees_all
+from health_platform.serializers import ERROR_RESPONSE
 
 FHIR_JSON = "application/fhir+json"
-_ERROR = OpenApiResponse(description='{"code", "message", "detail"} with a stable code')
+_ERROR = ERROR_RESPONSE
 
 
 @extend_schema_view(

@@ -6,8 +6,10 @@ and every action works without JavaScript. The patient is always the signed-in u
 form or URL carries a patient. Writes go through consent.services, reads through the selectors.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import wraps
 from typing import Any
 
 import structlog
@@ -60,23 +62,32 @@ class ConsentRow:
 # --- patient --------------------------------------------------------------------------------------
 
 
+def patient_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A view of the signed-in patient's own: called with their Patient; anyone else is refused (403)."""
+
+    @wraps(view)
+    def with_patient(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        patient = patient_of(request.user)
+        if patient is None:
+            return _forbidden_to_non_patients(request)
+        return view(request, patient, *args, **kwargs)
+
+    return with_patient
+
+
 @login_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
+@patient_view
+def dashboard(request: HttpRequest, patient: Patient) -> HttpResponse:
     """The patient's records with their integrity, their consents, and the grant form."""
-    patient = patient_of(request.user)
-    if patient is None:
-        return _forbidden_to_non_patients(request)
     return _render_dashboard(request, patient=patient, form=ConsentGrantForm(grantees=grantees_all()))
 
 
 @login_required
 @require_POST
-def grant(request: HttpRequest) -> HttpResponse:
+@patient_view
+def grant(request: HttpRequest, patient: Patient) -> HttpResponse:
     """Grant a consent from the form; on a refusal, the dashboard again with the reason by the field."""
-    patient = patient_of(request.user)
-    if patient is None:
-        return _forbidden_to_non_patients(request)
     form = ConsentGrantForm(request.POST, grantees=grantees_all())
     if not form.is_valid():
         return _render_dashboard(request, patient=patient, form=form, status=400)
@@ -104,19 +115,16 @@ def grant(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def revoke(request: HttpRequest, consent_id: str) -> HttpResponse:
+@patient_view
+def revoke(request: HttpRequest, patient: Patient, consent_id: str) -> HttpResponse:
     """GET: the confirmation (a page of its own, or loaded in place by htmx). POST: revoke.
 
     Any consent id that is not one of the signed-in patient's own consents is answered 404, before
     anything reaches the ledger, whether it belongs to someone else or does not exist: one answer for
     both, so that it never tells that another patient's consent exists.
     """
-    patient = patient_of(request.user)
-    if patient is None:
-        return _forbidden_to_non_patients(request)
     consent = consent_get_for_patient(patient=patient, consent_id=consent_id)
     if consent is None:
-        log.warning("consent_portal_foreign_consent", user_id=request.user.pk, action=request.method)
         return _not_one_of_yours(request)
     row = _consent_rows([consent])[0]
     if request.method == "GET":
@@ -133,18 +141,15 @@ def revoke(request: HttpRequest, consent_id: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def detail(request: HttpRequest, consent_id: str) -> HttpResponse:
+@patient_view
+def detail(request: HttpRequest, patient: Patient, consent_id: str) -> HttpResponse:
     """One consent and its history as the ledger records it (each change: transaction, block, time).
 
     The dashboard loads this page's #consent-history section in place with htmx. Another patient's consent
     is answered as one that does not exist (404).
     """
-    patient = patient_of(request.user)
-    if patient is None:
-        return _forbidden_to_non_patients(request)
     consent = consent_get_for_patient(patient=patient, consent_id=consent_id)
     if consent is None:
-        log.warning("consent_portal_foreign_consent", user_id=request.user.pk, action=request.method)
         return _not_one_of_yours(request)
     context: dict[str, Any] = {"row": _consent_rows([consent])[0], "changes": None, "error": None}
     try:
@@ -245,5 +250,6 @@ NOT_ONE_OF_YOURS_MESSAGE = "There is no such consent among yours."
 
 def _not_one_of_yours(request: HttpRequest) -> HttpResponse:
     """404 for a consent id that is not one of the patient's own: whether another patient's or none at all."""
+    log.warning("consent_portal_foreign_consent", user_id=request.user.pk, action=request.method)
     back = (reverse("consent:dashboard"), "Go to your records and consents")
     return refused(request, NOT_ONE_OF_YOURS_MESSAGE, status=404, base="consent/base.html", back=back, panel=False)

@@ -18,6 +18,27 @@ from ledger.errors import LedgerError
 log = structlog.get_logger(__name__)
 
 View = TypeVar("View", bound=Callable[..., Any])
+Found = TypeVar("Found")
+
+
+def object_view(
+    lookup: Callable[[HttpRequest, str], Found | HttpResponse],
+) -> Callable[[Callable[[HttpRequest, Found], HttpResponseBase]], Callable[..., HttpResponseBase]]:
+    """A view of one object named by its URL's one argument: `lookup(request, id)` finds it among the user's or
+    answers the refusal page (which is returned as is); the view is called with the object found."""
+
+    def decorate(view: Callable[[HttpRequest, Found], HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+        @wraps(view)
+        def resolved(request: HttpRequest, **kwargs: str) -> HttpResponseBase:
+            (object_id,) = kwargs.values()
+            found = lookup(request, object_id)
+            if isinstance(found, HttpResponse):
+                return found
+            return view(request, found)
+
+        return resolved
+
+    return decorate
 
 
 def panel_login_required(view: View) -> View:

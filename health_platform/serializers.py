@@ -1,5 +1,6 @@
 """Serializers every API shares."""
 
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 
@@ -9,3 +10,11 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
     detail = serializers.JSONField(allow_null=True)
+
+
+def error_response(description: str = '{"code", "message", "detail"} with a stable code') -> OpenApiResponse:
+    """An error answer in the API schema: the shared shape, described by its code(s) and when it comes."""
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+ERROR_RESPONSE = error_response()

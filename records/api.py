@@ -8,7 +8,7 @@ import structlog
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from health_platform.errors import NotFound
-from health_platform.serializers import ErrorSerializer
+from health_platform.serializers import error_response
 from records.access import CanIngestRecords, CanReadRecords
 from records.errors import BundleTooLarge, CiphertextInvalid, UnsupportedMediaType
 from records.filters import RecordFilter
@@ -49,8 +49,8 @@ class FhirJsonParser(JSONParser):
 
 
 _ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="The bundle cannot be ingested (see `code`)."),
-    403: OpenApiResponse(ErrorSerializer, description="Not allowed for this role."),
+    400: error_response("The bundle cannot be ingested (see `code`)."),
+    403: error_response("Not allowed for this role."),
 }
 
 
@@ -64,7 +64,7 @@ _ERRORS = {
         responses={
             200: RecordDetailSerializer,
             403: _ERRORS[403],
-            404: OpenApiResponse(ErrorSerializer, description="No such record visible to you."),
+            404: error_response("No such record visible to you."),
         },
     ),
 )
@@ -123,8 +123,8 @@ class RecordViewSet(viewsets.GenericViewSet):
             202: IngestResponseSerializer,
             400: _ERRORS[400],
             403: _ERRORS[403],
-            413: OpenApiResponse(ErrorSerializer, description="payload_too_large or too_many_entries"),
-            415: OpenApiResponse(ErrorSerializer, description="unsupported_media_type"),
+            413: error_response("payload_too_large or too_many_entries"),
+            415: error_response("unsupported_media_type"),
         },
     )
     def create(self, request: Request) -> Response:
@@ -138,7 +138,7 @@ class RecordViewSet(viewsets.GenericViewSet):
         responses={
             200: IntegritySerializer,
             403: _ERRORS[403],
-            404: OpenApiResponse(ErrorSerializer, description="No such record or version visible to you."),
+            404: error_response("No such record or version visible to you."),
         },
     )
     @action(detail=True, methods=["get"])

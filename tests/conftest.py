@@ -23,7 +23,9 @@ import pytest
 from django.utils import timezone
 
 from analytics.diagnostic_models import breast_cancer_model
+from analytics.models import AnalysisStatus
 from analytics.registry import diagnostic_models_register
+from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from consent.services import consent_grant, consent_revoke
 from health_platform import bootstrap
@@ -246,6 +248,18 @@ def consent_terms(clinician, **change) -> dict:
     }
 
 
+def consent_api_body(terms: dict, **change) -> dict:
+    """`terms` (consent_terms) as the consent API's JSON body; `change` replaces any of its fields."""
+    body = {
+        "grantee": terms["grantee_id"],
+        "purposes": terms["purposes"],
+        "categories": terms["categories"],
+        "valid_from": terms["valid_from"].isoformat(),
+        "valid_until": terms["valid_until"].isoformat(),
+    }
+    return {**body, **change}
+
+
 def grant(user, patient, clinician, **change):
     """`patient` (signed in as `user`) consents to `clinician` on consent_terms."""
     return consent_grant(actor=user, patient=patient, **consent_terms(clinician, **change))
@@ -276,6 +290,20 @@ def revoked_on_the_ledger_only(user, patient, clinician):
     (on_ledger,) = bootstrap.contracts().consents_of_patient(patient.pseudonym)
     assert on_ledger.status == "revoked"
     return consent
+
+
+def analysis_over_a_consent_revoked_on_the_ledger_only(cohort, clinician):
+    """One patient whose consent is revoked on the ledger alone (revoked_on_the_ledger_only): the mirror makes
+    them a candidate of "everyone who consented to me", and the ledger's gate must refuse them. Runs the
+    analysis (eagerly), checks it completed with that one refusal and no result; returns (request, record)."""
+    ((user, patient, record),) = cohort(1)
+    revoked_on_the_ledger_only(user, patient, clinician)
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    request.refresh_from_db()
+    assert (request.status, request.total_records) == (AnalysisStatus.COMPLETED, 1)
+    results = analysis_results(request=request, viewer=clinician)
+    assert (results.rows, results.refusals) == ([], {"consent_revoked": 1})
+    return request, record
 
 
 def every_gate_answer(cohort, clinician, monkeypatch):

@@ -12,6 +12,11 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name='analysisbatch',
+            name='clipped_record_ids',
+            field=models.JSONField(blank=True, default=list, help_text="records with a feature outside the model's documented range, clipped to it before encryption"),
+        ),
+        migrations.AddField(
+            model_name='analysisbatch',
             name='outcome',
             field=models.CharField(blank=True, default='', max_length=16),
         ),

@@ -2,11 +2,14 @@
 records are logged "not computed", with why, on the ledger, and auditors and patients read it; an outcome the
 ledger could not take when the request stopped is logged by the sweep once the ledger is back."""
 
+import time
+
 import pytest
 from django.urls import reverse
 
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
 from analytics.pipeline import (
+    OUTCOME_CLAIM,
     analyses_with_outcomes_to_log,
     analysis_batch_advance,
     analysis_fail,
@@ -93,6 +96,32 @@ def test_an_outcome_the_ledger_could_not_take_is_logged_by_the_sweep_once_it_is_
 
     assert [e["decision"] for e in ledger_access_events(ledger, request.id, kind="outcome")] == ["not_computed"]
     assert analyses_with_outcomes_to_log() == []
+
+
+def test_an_outcome_claimed_by_another_task_is_left_to_it_and_taken_back_once_that_task_is_long_gone(
+    logged_not_computed, ledger, monkeypatch
+):
+    request, _people, first, _second = logged_not_computed
+    analysis_fail(batch_id=first.pk, code="ledger_unavailable")
+    now = time.time()
+    fresh = f"{OUTCOME_CLAIM}{int(now) - 5}:other-task"
+    AnalysisBatch.objects.filter(pk=first.pk).update(outcome_tx_id=fresh)
+    updated_at = AnalysisBatch.objects.get(pk=first.pk).updated_at
+
+    # Another task is logging it: nothing is submitted twice, the claim stands.
+    assert analysis_outcomes_log(request_id=request.pk) == 0
+    assert analyses_with_outcomes_to_log() == []
+    assert ledger_access_events(ledger, request.id, kind="outcome") == []
+    assert AnalysisBatch.objects.get(pk=first.pk).outcome_tx_id == fresh
+
+    # A minute on, that task is presumed dead: the claim is taken back and the outcome logged, once.
+    monkeypatch.setattr("analytics.pipeline.time.time", lambda: now + 60)
+    assert analyses_with_outcomes_to_log() == [str(request.pk)]
+    assert analysis_outcomes_log(request_id=request.pk) == 1
+    assert [e["decision"] for e in ledger_access_events(ledger, request.id, kind="outcome")] == ["not_computed"]
+    batch = AnalysisBatch.objects.get(pk=first.pk)
+    assert not batch.outcome_tx_id.startswith(OUTCOME_CLAIM)
+    assert batch.updated_at == updated_at  # claims are bookkeeping: the batch's row is not touched by them
 
 
 def test_a_cancelled_request_computes_nothing_more_and_logs_why(

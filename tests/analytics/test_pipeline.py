@@ -18,7 +18,13 @@ from records.codes import BREAST_CANCER_DATASET
 from records.demo import demo_bundles, demo_patients
 from records.models import Record, RecordVersion
 from records.services import patient_link_user, record_ingest
-from tests.conftest import every_gate_answer, explicit_analysis, grant, plain_scores, revoked_on_the_ledger_only
+from tests.conftest import (
+    analysis_over_a_consent_revoked_on_the_ledger_only,
+    every_gate_answer,
+    explicit_analysis,
+    grant,
+    plain_scores,
+)
 from tests.records.factories import UserFactory
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
@@ -175,16 +181,7 @@ def test_the_gate_reads_the_ledger_not_the_consent_mirror(cohort, clinician, mod
 def test_a_consent_revoked_on_the_ledger_while_the_mirror_says_active_is_refused_by_the_gate(
     cohort, clinician, models_registered, ledger, blob_dir, eager
 ):
-    ((user, patient, record),) = cohort(1)
-    revoked_on_the_ledger_only(user, patient, clinician)
-
-    # The mirror makes the patient a candidate of "everyone who consented to me"; the ledger's gate refuses.
-    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
-
-    request.refresh_from_db()
-    assert (request.status, request.total_records) == (AnalysisStatus.COMPLETED, 1)
-    results = analysis_results(request=request, viewer=clinician)
-    assert (results.rows, results.refusals) == ([], {"consent_revoked": 1})
+    request, record = analysis_over_a_consent_revoked_on_the_ledger_only(cohort, clinician)
     assert _access_log(ledger, request.id) == {
         str(record.id): ("refuse", "consent_revoked", breast_cancer_model().sha256)
     }

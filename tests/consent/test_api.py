@@ -6,24 +6,13 @@ from django.utils import timezone
 from consent.models import Consent
 from consent.services import consent_grant
 from tests.clients import api_as
-from tests.conftest import BREAST_CANCER
+from tests.conftest import BREAST_CANCER, consent_api_body
 
 URL = "/api/consents/"
 
 
-def _body(terms, **change):
-    body = {
-        "grantee": terms["grantee_id"],
-        "purposes": terms["purposes"],
-        "categories": terms["categories"],
-        "valid_from": terms["valid_from"].isoformat(),
-        "valid_until": terms["valid_until"].isoformat(),
-    }
-    return {**body, **change}
-
-
 def test_patient_grants_through_the_api_and_gets_the_transaction(patient_user, terms, ledger):
-    response = api_as(patient_user).post(URL, _body(terms), format="json")
+    response = api_as(patient_user).post(URL, consent_api_body(terms), format="json")
     assert response.status_code == 201
     body = response.json()
     assert body["patient_pseudonym"] == patient_user.patient.pseudonym
@@ -44,7 +33,7 @@ def test_grant_naming_another_patient_is_403_and_nothing_reaches_the_ledger(
 ):
     height = ledger.height()
     response = api_as(patient_user).post(
-        URL, _body(terms, patient_pseudonym=other_patient_user.patient.pseudonym), format="json"
+        URL, consent_api_body(terms, patient_pseudonym=other_patient_user.patient.pseudonym), format="json"
     )
     assert (response.status_code, response.json()["code"]) == (403, "permission_denied")
     assert ledger.height() == height
@@ -80,7 +69,7 @@ def test_revoking_another_patients_consent_is_404_as_for_a_missing_one_and_nothi
 )
 def test_each_invalid_grant_gets_its_code_and_writes_nothing(patient_user, terms, ledger, change, status, code):
     height = ledger.height()
-    response = api_as(patient_user).post(URL, _body(terms, **change), format="json")
+    response = api_as(patient_user).post(URL, consent_api_body(terms, **change), format="json")
     assert (response.status_code, response.json()["code"]) == (status, code)
     assert ledger.height() == height
     assert Consent.objects.count() == 0
@@ -143,10 +132,10 @@ def test_history_endpoint_lists_the_ledger_changes(patient_user, terms):
 
 
 def test_only_patients_grant_and_anonymous_is_refused(clinician, auditor, terms, client):
-    assert api_as(clinician).post(URL, _body(terms), format="json").status_code == 403
-    assert api_as(auditor).post(URL, _body(terms), format="json").status_code == 403
+    assert api_as(clinician).post(URL, consent_api_body(terms), format="json").status_code == 403
+    assert api_as(auditor).post(URL, consent_api_body(terms), format="json").status_code == 403
     assert client.get(URL).status_code in (401, 403)
-    assert client.post(URL, _body(terms), content_type="application/json").status_code in (401, 403)
+    assert client.post(URL, consent_api_body(terms), content_type="application/json").status_code in (401, 403)
 
 
 def test_grantee_directory_lists_clinicians_and_organisations_for_patients(patient_user, clinician):

@@ -11,10 +11,14 @@ import pytest
 from analytics.diagnostic_models import breast_cancer_model
 from analytics.models import AnalysisStatus
 from analytics.selectors import analysis_results
-from analytics.services import analysis_request_create
 from consent.models import Consent
 from records.models import RecordVersion
-from tests.conftest import every_gate_answer, explicit_analysis, plain_scores, revoked_on_the_ledger_only
+from tests.conftest import (
+    analysis_over_a_consent_revoked_on_the_ledger_only,
+    every_gate_answer,
+    explicit_analysis,
+    plain_scores,
+)
 from tests.fabric.blocks import endorsing_peers, organisation_authorities
 
 pytestmark = [pytest.mark.fabric, pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -83,16 +87,7 @@ def test_a_consent_revoked_on_fabric_while_the_mirror_says_active_is_refused_by_
     cohort, clinician, models_registered, ledger, blob_dir, eager
 ):
     assert type(ledger).__name__ == "FabricLedger"
-    ((user, patient, record),) = cohort(1)
-    revoked_on_the_ledger_only(user, patient, clinician)
-
-    # The mirror makes the patient a candidate of "everyone who consented to me"; the chain's gate refuses.
-    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
-
-    request.refresh_from_db()
-    assert (request.status, request.total_records) == (AnalysisStatus.COMPLETED, 1)
-    results = analysis_results(request=request, viewer=clinician)
-    assert (results.rows, results.refusals) == ([], {"consent_revoked": 1})
+    request, record = analysis_over_a_consent_revoked_on_the_ledger_only(cohort, clinician)
     events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(request.id)})).json()[
         "events"
     ]

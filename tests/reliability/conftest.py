@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.db.models import Q
 
 from tests.conftest import broker_switched, wait_for
 
@@ -203,6 +204,18 @@ def wait_until_finished(request_id: object, timeout: float = 120) -> str:
     return wait_for(request_finished(request_id), timeout=timeout, interval=0.1, what="the analysis to finish")
 
 
+def wait_until_gating_began(analysis) -> None:
+    """Until the gate has decided the analysis's first batch (the moment to bring a fault)."""
+    from analytics.models import AnalysisBatch, BatchStatus
+
+    wait_for(
+        lambda: AnalysisBatch.objects.filter(request=analysis).exclude(status=BatchStatus.PENDING).exists(),
+        timeout=60,
+        interval=0.005,
+        what="the first batch to be gated",
+    )
+
+
 def stored_blobs(blob_dir: Path) -> set[str]:
     return {p.name for p in blob_dir.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
@@ -217,8 +230,11 @@ def assert_done_once(analysis, people, ledger, clinician) -> None:
 
     batches = list(AnalysisBatch.objects.filter(request=analysis))
     assert {b.status for b in batches} == {BatchStatus.SCORED}
+    from analytics.pipeline import OUTCOME_CLAIM
+
+    unlogged = Q(outcome_tx_id="") | Q(outcome_tx_id__startswith=OUTCOME_CLAIM)
     wait_for(  # outcomes are logged just after each batch is collected
-        lambda: not AnalysisBatch.objects.filter(request=analysis, outcome_tx_id="").exists(),
+        lambda: not AnalysisBatch.objects.filter(unlogged, request=analysis).exists(),
         timeout=30,
         what="every batch's outcome to be logged",
     )

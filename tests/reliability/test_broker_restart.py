@@ -8,8 +8,7 @@ import pytest
 
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
 from analytics.services import analysis_request_create
-from tests.conftest import wait_for
-from tests.reliability.conftest import assert_done_once, wait_until_finished
+from tests.reliability.conftest import assert_done_once, wait_until_finished, wait_until_gating_began
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -25,12 +24,7 @@ def test_a_redis_restart_mid_job_lets_the_job_complete_once(
     analysis = analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=BATCH_SIZE
     )
-    wait_for(
-        lambda: AnalysisBatch.objects.filter(request=analysis).exclude(status=BatchStatus.PENDING).exists(),
-        timeout=60,
-        interval=0.005,
-        what="the first batch to be gated",
-    )
+    wait_until_gating_began(analysis)
 
     durable_redis.kill()
     unfinished = AnalysisBatch.objects.filter(request=analysis).exclude(status=BatchStatus.SCORED).count()

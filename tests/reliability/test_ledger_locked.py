@@ -14,8 +14,13 @@ from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
 from analytics.services import analysis_request_create
 from consent.models import Consent
 from tests.clients import api_as, html_of, signed_in
-from tests.conftest import LedgerLock, consent_terms, wait_for
-from tests.reliability.conftest import access_log_transactions, ledger_access_events, wait_until_finished
+from tests.conftest import LedgerLock, consent_api_body, consent_terms
+from tests.reliability.conftest import (
+    access_log_transactions,
+    ledger_access_events,
+    wait_until_finished,
+    wait_until_gating_began,
+)
 
 RECORDS = 4
 LOCKED_SECONDS = 30
@@ -47,12 +52,7 @@ def test_an_analysis_waits_out_a_30_s_lock_and_completes_admitting_nothing_meanw
     analysis = analysis_request_create(
         requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=1
     )
-    wait_for(
-        lambda: AnalysisBatch.objects.filter(request=analysis).exclude(status=BatchStatus.PENDING).exists(),
-        timeout=60,
-        interval=0.005,
-        what="the first batch to be gated",
-    )
+    wait_until_gating_began(analysis)
     lock.take()
     locked_at = datetime.now(UTC)
     waiting = set(
@@ -89,13 +89,7 @@ def test_a_consent_asked_for_while_the_ledger_is_locked_is_503_with_retry_after_
 ):
     settings.LEDGER_BUSY_TIMEOUT_SECONDS = 0.5
     terms = consent_terms(clinician)
-    body = {
-        "grantee": terms["grantee_id"],
-        "purposes": terms["purposes"],
-        "categories": terms["categories"],
-        "valid_from": terms["valid_from"].isoformat(),
-        "valid_until": terms["valid_until"].isoformat(),
-    }
+    body = consent_api_body(terms)
     height = ledger.height()
     lock.take()
 

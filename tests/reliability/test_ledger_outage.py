@@ -58,62 +58,53 @@ class LedgerMount:
         return moment
 
 
-def _start(
-    consented,
-    clinician,
-    spawn_worker,
-    start_compute_worker,
-    tmp_path,
-    ledger,
-    *,
-    deadline_seconds: int,
-    compute_now: bool = True,
-    cut_when: BatchStatus = BatchStatus.GATED,
-):
-    """Start the workers and a request of RECORDS batches; cut the ledger once the first batch has reached
-    `cut_when` (GATED: it has had its gate answer; ENCRYPTED: its compute order is sent too). Without
-    `compute_now` the compute worker is not started: an order sent stays in flight, on the broker."""
-    people = consented(RECORDS)
-    mount = LedgerMount(tmp_path, ledger)
-    custodian = spawn_worker(
-        queues="custodian",
-        extra=["--max-tasks-per-child", "1"],
-        overrides={
-            "LEDGER_URL": mount.url,
-            "ANALYTICS_REQUEST_DEADLINE_SECONDS": str(deadline_seconds),
-            "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
-        },
-    )
-    if compute_now:
-        start_compute_worker()
-    request = analysis_request_create(
-        requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=1
-    )
-    # Cut the ledger as soon as the first batch has got that far: the rest are still to be gated.
-    reached = {
-        BatchStatus.GATED: [BatchStatus.PENDING],
-        BatchStatus.ENCRYPTED: [BatchStatus.PENDING, BatchStatus.GATED, BatchStatus.LOGGED],
-    }
-    wait_for(
-        lambda: AnalysisBatch.objects.filter(request=request).exclude(status__in=reached[cut_when]).exists(),
-        timeout=60,
-        interval=0.01,
-        what=f"the first batch to be {cut_when}",
-    )
-    down = mount.cut()
-    not_gated = set(
-        AnalysisBatch.objects.filter(request=request, status=BatchStatus.PENDING).values_list("pk", flat=True)
-    )
-    assert not_gated, "the job finished gating before the ledger went away: the fault came too late"
-    return request, people, mount, custodian, down, not_gated
+@pytest.fixture
+def outage(consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger):
+    def start(*, deadline_seconds: int, compute_now: bool = True, cut_when: BatchStatus = BatchStatus.GATED):
+        """Start the workers and a request of RECORDS batches; cut the ledger once the first batch has reached
+        `cut_when` (GATED: it has had its gate answer; ENCRYPTED: its compute order is sent too). Without
+        `compute_now` the compute worker is not started: an order sent stays in flight, on the broker."""
+        people = consented(RECORDS)
+        mount = LedgerMount(tmp_path, ledger)
+        custodian = spawn_worker(
+            queues="custodian",
+            extra=["--max-tasks-per-child", "1"],
+            overrides={
+                "LEDGER_URL": mount.url,
+                "ANALYTICS_REQUEST_DEADLINE_SECONDS": str(deadline_seconds),
+                "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
+            },
+        )
+        if compute_now:
+            start_compute_worker()
+        request = analysis_request_create(
+            requester=clinician, model_name="breast-cancer", cohort_kind="consented", batch_size=1
+        )
+        # Cut the ledger as soon as the first batch has got that far: the rest are still to be gated.
+        reached = {
+            BatchStatus.GATED: [BatchStatus.PENDING],
+            BatchStatus.ENCRYPTED: [BatchStatus.PENDING, BatchStatus.GATED, BatchStatus.LOGGED],
+        }
+        wait_for(
+            lambda: AnalysisBatch.objects.filter(request=request).exclude(status__in=reached[cut_when]).exists(),
+            timeout=60,
+            interval=0.01,
+            what=f"the first batch to be {cut_when}",
+        )
+        down = mount.cut()
+        not_gated = set(
+            AnalysisBatch.objects.filter(request=request, status=BatchStatus.PENDING).values_list("pk", flat=True)
+        )
+        assert not_gated, "the job finished gating before the ledger went away: the fault came too late"
+        return request, people, mount, custodian, down, not_gated
+
+    return start
 
 
 def test_a_ledger_back_within_the_retry_window_resumes_the_job_and_logs_each_record_once(
-    consented, clinician, models_registered, spawn_worker, start_compute_worker, tmp_path, ledger
+    outage, clinician, models_registered, ledger
 ):
-    request, people, mount, custodian, down, not_gated = _start(
-        consented, clinician, spawn_worker, start_compute_worker, tmp_path, ledger, deadline_seconds=600
-    )
+    request, people, mount, custodian, down, not_gated = outage(deadline_seconds=600)
     wait_for(
         lambda: b"analysis_batch_ledger_retry" in custodian.log_path.read_bytes(),
         timeout=30,
@@ -149,16 +140,10 @@ def test_a_ledger_back_within_the_retry_window_resumes_the_job_and_logs_each_rec
 
 
 def test_a_ledger_that_does_not_come_back_fails_the_job_closed_with_ledger_unavailable(
-    consented, clinician, models_registered, spawn_worker, start_compute_worker, tmp_path, ledger, blob_dir
+    outage, clinician, models_registered, start_compute_worker, ledger, blob_dir
 ):
     # The first batch's compute order is in flight when the request fails: no compute worker runs until then.
-    request, _people, _mount, custodian, _down, not_gated = _start(
-        consented,
-        clinician,
-        spawn_worker,
-        start_compute_worker,
-        tmp_path,
-        ledger,
+    request, _people, _mount, custodian, _down, not_gated = outage(
         deadline_seconds=20,
         compute_now=False,
         cut_when=BatchStatus.ENCRYPTED,
