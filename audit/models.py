@@ -29,7 +29,7 @@ class AccessEvent(models.Model):
     request_id = models.CharField(max_length=128, blank=True, default="")
     model_hash = models.CharField(max_length=64, blank=True, default="")
     category = models.CharField(max_length=32, blank=True, default="")
-    decision = models.CharField(max_length=8)
+    decision = models.CharField(max_length=16, help_text="admit or refuse; an outcome's: computed or not_computed")
     reason = models.CharField(max_length=32, blank=True, default="")
     export_sha256 = models.CharField(max_length=64, blank=True, default="")
     recorded_at = models.DateTimeField()

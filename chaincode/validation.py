@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from chaincode.errors import InvalidArgument
-from chaincode.vocabulary import MODEL_PURPOSE_PREFIX, PURPOSES, is_purpose
+from chaincode.vocabulary import CODE_MAX_LENGTH, MODEL_PURPOSE_PREFIX, PURPOSES, is_purpose
 
 MAX_JSON_ARGUMENT_BYTES = 8 * 1024 * 1024
 MAX_BATCH_ITEMS = 10_000
@@ -19,7 +19,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GRANTEE = re.compile(r"(clinician|org):[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_CODE = re.compile(r"[a-z0-9][a-z0-9:._-]{0,63}")
+_CODE = re.compile(rf"[a-z0-9][a-z0-9:._-]{{0,{CODE_MAX_LENGTH - 1}}}")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)")
 
 

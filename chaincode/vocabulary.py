@@ -35,7 +35,10 @@ PURPOSES: dict[str, str] = {
 # "diagnostic-model:<family>". The families are declared as data (health_platform.model_catalogue), so a new
 # model needs no change here; a consent for one family does not cover another.
 MODEL_PURPOSE_PREFIX = "diagnostic-model:"
-_MODEL_FAMILY = re.compile(r"[a-z0-9][a-z0-9-]{0,47}")
+# No code on the ledger is longer than this (chaincode.validation), and every column that stores one fits it;
+# a model family is as long as the purpose that names it allows.
+CODE_MAX_LENGTH = 64
+_MODEL_FAMILY = re.compile(rf"[a-z0-9][a-z0-9-]{{0,{CODE_MAX_LENGTH - len(MODEL_PURPOSE_PREFIX) - 1}}}")
 
 
 def is_model_purpose(code: object) -> bool:
