@@ -42,7 +42,7 @@ from analytics.services import analysis_request_cancel, analysis_request_create
 from chaincode.vocabulary import REASON_LABELS
 from consent.selectors import consents_granted_to, consents_with_effective_status
 from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from health_platform.portal import object_view, panel_login_required, refused
+from health_platform.portal import object_panel, object_view, refused
 
 log = structlog.get_logger(__name__)
 
@@ -208,13 +208,9 @@ def analysis_cancel(request: HttpRequest, analysis: AnalysisRequest) -> HttpResp
     return redirect("analytics:detail", analysis_id=analysis.pk)
 
 
-@panel_login_required
-@require_GET
-@object_view(_own_analysis)
+@object_panel(_own_analysis, page=lambda analysis: reverse("analytics:detail", args=[analysis.pk]))
 def analysis_progress_panel(request: HttpRequest, analysis: AnalysisRequest) -> HttpResponse:
     """The progress panel alone, for htmx polling. Once finished it tells the page to load the results."""
-    if not getattr(request, "htmx", False):
-        return redirect("analytics:detail", analysis_id=analysis.pk)
     live = progress_view(analysis)
     if not live.finished and request.GET.get("seen") == live.fingerprint:
         return HttpResponse(status=204)  # nothing new: htmx keeps the panel (and screen readers stay quiet)
@@ -224,13 +220,9 @@ def analysis_progress_panel(request: HttpRequest, analysis: AnalysisRequest) -> 
     return response
 
 
-@panel_login_required
-@require_GET
-@object_view(_own_analysis)
+@object_panel(_own_analysis, page=lambda analysis: f"{reverse('analytics:detail', args=[analysis.pk])}#results")
 def analysis_results_panel(request: HttpRequest, analysis: AnalysisRequest) -> HttpResponse:
     """The results panel alone (loaded in place when the request finishes)."""
-    if not getattr(request, "htmx", False):
-        return redirect(f"{reverse('analytics:detail', kwargs={'analysis_id': analysis.pk})}#results")
     context = {"analysis": analysis, "live": progress_view(analysis), **_results_context(request, analysis)}
     return render(request, "analytics/_results.html", context)
 

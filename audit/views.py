@@ -39,7 +39,7 @@ from audit.services import audit_export_create
 from chaincode import vocabulary
 from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from health_platform.model_catalogue import consent_purposes, model_labels
-from health_platform.portal import object_view, panel_login_required, refused
+from health_platform.portal import object_panel, object_view, refused
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_get
 from ledger import LedgerError
@@ -161,13 +161,9 @@ def _export(request: HttpRequest, export_id: str) -> AuditExport | HttpResponse:
         return _not_found(request, "There is no such export.")
 
 
-@panel_login_required
-@require_GET
-@object_view(_export)
+@object_panel(_export, page=lambda export: f"{reverse('audit:exports')}#export-{export.pk}")
 def export_row(request: HttpRequest, export: AuditExport) -> HttpResponse:
     """One export's row, for htmx polling: 204 while it is still being written (htmx keeps polling)."""
-    if not getattr(request, "htmx", False):
-        return redirect(f"{reverse('audit:exports')}#export-{export.pk}")
     if export.status == ExportStatus.PENDING:
         return HttpResponse(status=204)
     return render(request, "audit/_export_row.html", {"row": _export_row(export, model_labels())})

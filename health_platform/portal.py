@@ -9,8 +9,9 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseClientRedirect
 
 from ledger.errors import LedgerError
@@ -55,6 +56,24 @@ def panel_login_required(view: View) -> View:
         return login_required(view)(request, *args, **kwargs)
 
     return checked  # type: ignore[return-value]
+
+
+def object_panel(
+    lookup: Callable[[HttpRequest, str], Found | HttpResponse], page: Callable[[Found], str]
+) -> Callable[[Callable[[HttpRequest, Found], HttpResponseBase]], Callable[..., HttpResponseBase]]:
+    """An htmx panel of one object's page (GET; object_view's lookup, panel_login_required's sign-in). A
+    request that is not htmx's (a bookmark, a browser without JavaScript) is sent to `page(object)`."""
+
+    def decorate(view: Callable[[HttpRequest, Found], HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+        @wraps(view)
+        def in_place(request: HttpRequest, found: Found) -> HttpResponseBase:
+            if not getattr(request, "htmx", False):
+                return redirect(page(found))
+            return view(request, found)
+
+        return panel_login_required(require_GET(object_view(lookup)(in_place)))
+
+    return decorate
 
 
 def refused(

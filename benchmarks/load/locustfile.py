@@ -72,6 +72,11 @@ class PlatformUser(HttpUser):
                 return None
             return response.json()
 
+    def ids_listed(self, path: str, name: str, key: str, known: list[str]) -> list[str]:
+        """The ids on the first page of an API list (`key` of each item); `known` when the list failed."""
+        page = self.api_get(path, name)
+        return known if page is None else [item[key] for item in page["results"]]
+
 
 class Patient(PlatformUser):
     """Browses the portal (dashboard, records, consents, who used my data) and the API; now and then grants
@@ -89,12 +94,10 @@ class Patient(PlatformUser):
         self.refresh_ids()
 
     def refresh_ids(self) -> None:
-        records = self.api_get("/api/records/", "patient API: records list")
-        if records is not None:
-            self.record_ids = [record["id"] for record in records["results"]]
-        consents = self.api_get("/api/consents/", "patient API: consents list")
-        if consents is not None:
-            self.consent_ids = [consent["consent_id"] for consent in consents["results"]]
+        self.record_ids = self.ids_listed("/api/records/", "patient API: records list", "id", self.record_ids)
+        self.consent_ids = self.ids_listed(
+            "/api/consents/", "patient API: consents list", "consent_id", self.consent_ids
+        )
 
     @task(3)
     def dashboard(self) -> None:
@@ -167,9 +170,7 @@ class Clinician(PlatformUser):
         self.analysis_ids: list[str] = []
 
     def refresh_ids(self) -> None:
-        analyses = self.api_get("/api/analyses/", "clinician API: analyses list")
-        if analyses is not None:
-            self.analysis_ids = [analysis["id"] for analysis in analyses["results"]]
+        self.analysis_ids = self.ids_listed("/api/analyses/", "clinician API: analyses list", "id", self.analysis_ids)
 
     @task(3)
     def portal_list(self) -> None:
