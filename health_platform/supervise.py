@@ -36,6 +36,8 @@ class Supervisor:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = False
+        self.stop_signal = signal.SIGTERM
+        self.kill_at = 0.0  # once stopping: when the program is killed if it has not stopped
         self.restarts = 0
 
     def run(self) -> int:
@@ -47,7 +49,7 @@ class Supervisor:
             with self.log_path.open("ab") as log:
                 # The command is the operator's own (scripts/run.sh), run without a shell.
                 self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-                status = self.process.wait()
+                status = self._wait(self.process)
             if self.stopping:
                 break
             ran = time.monotonic() - started
@@ -66,17 +68,30 @@ class Supervisor:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def _wait(self, process: subprocess.Popen[bytes]) -> int:
+        """The program's exit status; once it was asked to stop, it has STOP_SECONDS before it is killed.
+
+        Polled, not Popen.wait(): the stop signal arrives while the main thread waits, and a handler that
+        waited too could not take the lock of the wait it interrupted (it timed out after STOP_SECONDS and
+        killed a program that had stopped cleanly within a second).
+        """
+        asked_to_stop = False
+        while (status := process.poll()) is None:
+            if self.stopping and not asked_to_stop:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(self.stop_signal)
+                asked_to_stop = True
+            elif asked_to_stop and time.monotonic() >= self.kill_at:
+                process.kill()
+                return process.wait()
+            time.sleep(0.05)
+        return status
+
     def _stop(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping = True
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signum)
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if not self.stopping:
+            self.stop_signal = signal.Signals(signum)
+            self.kill_at = time.monotonic() + STOP_SECONDS
+            self.stopping = True
 
 
 def main(argv: list[str] | None = None) -> int:

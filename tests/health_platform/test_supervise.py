@@ -69,3 +69,41 @@ def test_run_sh_runs_every_background_program_under_the_supervisor():
     for program in ("custodian", "compute", "beat"):
         assert f"--name {program}" in script or f"supervise {program} " in script
     assert "--beat" not in script  # the beat is a program of its own, not a thread of a worker that may die
+
+
+def _supervise(tmp_path, program):
+    log = tmp_path / "program.log"
+    command = [sys.executable, "-m", "health_platform.supervise", "--name", "p", "--log", str(log), "--"]
+    supervisor = subprocess.Popen([*command, sys.executable, "-c", program], cwd=REPO)
+    wait_for(lambda: _pids(log), timeout=20, interval=0.05, what="the program to start")
+    return supervisor, _pids(log)[0]
+
+
+def test_sigterm_stops_the_supervisor_as_soon_as_its_program_has_stopped(tmp_path):
+    """The stop waited STOP_SECONDS whatever the program did: the signal handler's wait for the program could not
+    take the lock of the wait it had interrupted, so it timed out, and a worker's warm shutdown done in a second
+    was then SIGKILLed anyway."""
+    supervisor, program = _supervise(tmp_path, PROGRAM)  # a Python program: SIGTERM ends it at once
+    try:
+        stopping = time.monotonic()
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=15) == 0
+        assert time.monotonic() - stopping < 3
+        assert not _running(program)
+    finally:
+        supervisor.kill()
+
+
+def test_a_program_that_ignores_sigterm_is_killed_after_the_stop_seconds(tmp_path):
+    from health_platform.supervise import STOP_SECONDS
+
+    ignoring = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + PROGRAM
+    supervisor, program = _supervise(tmp_path, ignoring)
+    try:
+        stopping = time.monotonic()
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=STOP_SECONDS + 10) == 0
+        assert STOP_SECONDS <= time.monotonic() - stopping < STOP_SECONDS + 3
+        assert not _running(program)
+    finally:
+        supervisor.kill()
