@@ -35,22 +35,6 @@ def kill_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def pool_children(process: subprocess.Popen) -> list[int]:
-    """The pids of a worker's prefork pool processes (its children), from /proc."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == process.pid:
-            children.append(int(entry.name))
-    return children
-
-
 # --- Redis that survives a restart -------------------------------------------------------------
 
 
