@@ -1,4 +1,6 @@
-.PHONY: setup run test test-postgres lint format bench load lock fabric-up fabric-down test-fabric
+.PHONY: setup run test test-postgres lint format bench load chaos lock fabric-up fabric-down test-fabric
+
+MINUTES ?= 10
 
 setup:  ## create .venv and install the locked dependencies
 	scripts/setup.sh
@@ -26,6 +28,10 @@ bench:  ## run the benchmarks, each against its naive baseline
 load:  ## load test: the platform as make run starts it, 50 users for 2 minutes (Locust, 127.0.0.1 only)
 	scripts/setup.sh
 	.venv/bin/python -m benchmarks.load.run
+
+chaos:  ## chaos run (not part of make test): MINUTES (10) of analyses, consents and exports while workers are killed and the ledger locked
+	scripts/setup.sh
+	.venv/bin/python -m benchmarks.chaos --minutes $(MINUTES)
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	.venv/bin/uv pip compile pyproject.toml --extra dev --python 3.11 --generate-hashes -q -o requirements.lock

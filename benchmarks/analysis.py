@@ -27,34 +27,15 @@ import cProfile
 import json
 import multiprocessing
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 
-
-def _setup_django(directory: str) -> None:
-    os.environ["HEALTH_PLATFORM_VAR_DIR"] = directory
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_platform.settings")
-    import django
-
-    django.setup()
-    import logging
-
-    logging.disable(logging.WARNING)
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+from benchmarks.common import redis_server, setup_django, start_workers
 
 
 def _synthetic_patients(count: int):
@@ -124,68 +105,6 @@ def _he_chunk(chunk) -> int:
     columns = engine.encrypt_columns(keys.public, features)
     engine.decrypt(keys.secret, engine.linear_score(keys.compute, columns, model.weights, model.bias), size)
     return size
-
-
-def _start_workers(directory: str) -> list[subprocess.Popen]:
-    """Two custodian processes (Django) and two compute processes (no Django, no keys), as deployed."""
-    celery = os.path.join(os.path.dirname(sys.executable), "celery")
-    base = {
-        "PATH": os.environ["PATH"],
-        "PYTHONPATH": os.getcwd(),
-        "HEALTH_PLATFORM_VAR_DIR": directory,
-        "HOME": directory,
-        **{name: value for name, value in os.environ.items() if name.startswith("CELERY_")},
-    }
-    commands = [
-        (
-            [celery, "-A", "health_platform", "worker", "-Q", "custodian", "-c", "2", "-n", "custodian@%h"],
-            {**base, "DJANGO_SETTINGS_MODULE": "health_platform.settings"},
-        ),
-        ([celery, "-A", "analytics.compute_app", "worker", "-Q", "compute", "-c", "2", "-n", "compute@%h"], base),
-    ]
-    workers = []
-    for index, (command, environment) in enumerate(commands):
-        log_path = os.path.join(directory, f"worker-{index}.log")
-        with open(log_path, "wb") as log_file:
-            worker = subprocess.Popen(
-                [*command, "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                env=environment,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while b"ready." not in Path(log_path).read_bytes():
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start: {Path(log_path).read_text()[-2000:]}")
-            time.sleep(0.1)
-        workers.append(worker)
-    return workers
-
-
-@contextlib.contextmanager
-def _redis_server(directory: str):
-    """A redis-server of Debian's on a free 127.0.0.1 port for the run; yields its URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def _naive(sample, grantee: str, contracts) -> float:
@@ -260,8 +179,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as directory, contextlib.ExitStack() as stack:
         if arguments.broker == "redis":
-            os.environ["CELERY_BROKER_URL"] = stack.enter_context(_redis_server(directory))
-        _setup_django(directory)
+            os.environ["CELERY_BROKER_URL"] = stack.enter_context(redis_server(directory)).url
+        setup_django(directory)
         from django.conf import settings
         from django.contrib.auth.models import User
 
@@ -327,7 +246,7 @@ def main() -> None:
 
         print("running the analysis through worker processes...", flush=True)
         app.conf.update(CELERY_TASK_ALWAYS_EAGER=False)
-        workers = _start_workers(directory)
+        workers = start_workers(directory)
         try:
             # Steady state, as deployed: workers live long. The first analysis after the workers start
             # pays each process's one-off costs: imports, ledger and TenSEAL set-up, and growing its
@@ -356,14 +275,12 @@ def main() -> None:
             end_to_end_workers = statistics.median(worker_runs)
         finally:
             for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(timeout=30)
+                worker.stop()
             if arguments.keep_logs:
                 import shutil
 
-                for log in Path(directory).glob("worker-*.log"):
-                    shutil.copy(log, arguments.keep_logs)
+                for worker in workers:
+                    shutil.copy(worker.log_path, arguments.keep_logs)
         naive_versions = list(
             RecordVersion.objects.filter(record__patient__pseudonym__in=naive_cohort).select_related("record__patient")
         )

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -626,37 +625,3 @@ def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2, what: s
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
-
-
-class LedgerLock:
-    """A real SQLite lock on an embedded ledger, held by another process, as a long write or a backup would
-    hold it: the write lock and every WAL read mark of the ledger's shared-memory index are taken, so every
-    other process's reads and writes wait, then fail with SQLite's "database is locked"."""
-
-    _HOLDER = (
-        "import fcntl, os, sys, time\n"
-        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
-        "fcntl.lockf(fd, fcntl.LOCK_EX, 8, 120, os.SEEK_SET)\n"  # WAL write, checkpoint, recover, read marks
-        "print('locked', flush=True)\n"
-        "sys.stdin.read()\n"
-    )
-
-    def __init__(self, ledger_path: Path):
-        self.shm = Path(f"{ledger_path}-shm")
-        self.process: subprocess.Popen | None = None
-
-    def take(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", self._HOLDER, str(self.shm)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        assert self.process.stdout.readline().strip() == "locked"
-
-    def release(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None

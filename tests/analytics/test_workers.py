@@ -2,11 +2,8 @@
 has no database settings and no keys, on the embedded default's broker and on a real Redis."""
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ import pytest
 from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
+from benchmarks.common import redis_server
 from tests.conftest import REPO, broker_switched, wait_for
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -67,42 +65,8 @@ def test_the_compute_app_loads_no_django_settings_database_or_record_code(tmp_pa
 @pytest.fixture
 def redis_url(tmp_path):
     """A real Redis server on 127.0.0.1 (installed by the project's test setup)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run the test command from the README (it installs it)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.terminate()
-    server.wait(timeout=10)
+    with redis_server(tmp_path / "redis") as server:
+        yield server.url
 
 
 @pytest.fixture

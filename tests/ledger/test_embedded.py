@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.faults import LedgerLock
 from chaincode.library import Contract, ContractChaincode, TransactionContext
 from ledger import ContractRejected, LedgerUnavailable, TransactionConflict, open_ledger
 from ledger.embedded import MVCC_READ_CONFLICT, PHANTOM_READ_CONFLICT, EmbeddedLedger
 from ledger.errors import error_from_response
-from tests.conftest import LedgerLock
 
 REPO = Path(__file__).resolve().parents[2]
 PSEUDONYM = "a" * 64

@@ -5,17 +5,15 @@ the ledger and the blob store that tell what really happened (not what the appli
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from django.db.models import Q
 
+from benchmarks.common import redis_server
 from tests.conftest import broker_switched, wait_for
 
 
@@ -36,99 +34,17 @@ def kill_group(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def pool_children(process: subprocess.Popen) -> list[int]:
-    """The pids of a worker's prefork pool processes (its children), from /proc."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == process.pid:
-            children.append(int(entry.name))
-    return children
-
-
 # --- Redis that survives a restart -------------------------------------------------------------
-
-
-class RedisServer:
-    """A real redis-server on 127.0.0.1 with an append-only file fsynced on every write, so that a
-    stopped (even SIGKILLed) and restarted server still holds the queued messages, as a production
-    broker configured for durability does. stop() and start() keep the port and the data folder."""
-
-    def __init__(self, folder: Path):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed: run the test command from the README (it installs it)")
-        self.binary = binary
-        self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.process.kill()
-                    pytest.fail("redis-server did not start")
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        """Stop the server the hard way (a crash): SIGKILL, then wait until the port is free."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=10)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
 
 
 @pytest.fixture
 def durable_redis(tmp_path, broker):
     """Switch this process and every worker the test starts to a durable Redis broker."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    with broker_switched(broker, server.url, {"CELERY_BROKER_URL": server.url}):
+    with (
+        redis_server(tmp_path / "redis", durable=True) as server,
+        broker_switched(broker, server.url, {"CELERY_BROKER_URL": server.url}),
+    ):
         yield server
-    server.stop()
 
 
 @pytest.fixture(params=["filesystem", "redis"])

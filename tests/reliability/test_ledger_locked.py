@@ -1,5 +1,5 @@
 """The embedded ledger locked by another process for 30 s (a long write, a backup): a real SQLite lock on its
-WAL index (tests/conftest.py LedgerLock), not a fake. A storage fault is an outage, never a refusal: the
+WAL index (benchmarks/faults.py LedgerLock), not a fake. A storage fault is an outage, never a refusal: the
 analysis waits and completes after it, the ledger decides and logs nothing while it cannot answer, no batch
 fails for good; a consent asked for meanwhile is answered 503 ledger_unavailable with Retry-After and nothing is
 stored; the ledger's pages answer 503 in their own shape, never 500."""
@@ -12,9 +12,10 @@ from django.urls import reverse
 
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
 from analytics.services import analysis_request_create
+from benchmarks.faults import LedgerLock
 from consent.models import Consent
 from tests.clients import api_as, html_of, signed_in
-from tests.conftest import LedgerLock, consent_api_body, consent_terms
+from tests.conftest import consent_api_body, consent_terms
 from tests.reliability.conftest import (
     access_log_transactions,
     ledger_access_events,

@@ -14,7 +14,8 @@ import pytest
 
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
 from analytics.services import analysis_request_create
-from tests.reliability.conftest import assert_done_once, kill_group, pool_children, wait_until_finished
+from benchmarks.faults import child_pids
+from tests.reliability.conftest import assert_done_once, kill_group, wait_until_finished
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -52,7 +53,7 @@ def test_an_idle_pool_process_killed_leaves_the_worker_taking_work(
     first = _request(clinician)
     assert wait_until_finished(first.id) == AnalysisStatus.COMPLETED
     time.sleep(0.5)  # both pool processes back to waiting for work
-    idle = pool_children(custodian)
+    idle = child_pids(custodian.pid)
     assert len(idle) == 2
     os.kill(idle[0], signal.SIGKILL)
 
@@ -62,7 +63,7 @@ def test_an_idle_pool_process_killed_leaves_the_worker_taking_work(
     assert wait_until_finished(second.id, timeout=WITHIN) == AnalysisStatus.COMPLETED
     assert time.monotonic() - started < WITHIN
     assert custodian.poll() is None, "the worker itself died"
-    assert idle[0] not in pool_children(custodian)
+    assert idle[0] not in child_pids(custodian.pid)
     assert_done_once(second, people, ledger, clinician)
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
 from analytics.services import analysis_request_create
-from tests.reliability.conftest import assert_done_once, pool_children, wait_until_finished
+from benchmarks.faults import child_pids
+from tests.reliability.conftest import assert_done_once, wait_until_finished
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -27,7 +28,7 @@ def _kill_mid_batch(request, custodian, timeout: float = 60) -> int:
             AnalysisBatch.objects.filter(request=request, status__in=MID_BATCH).values_list("pk", flat=True).first()
         )
         if caught is not None:
-            children = pool_children(custodian)
+            children = child_pids(custodian.pid)
             for pid in children:
                 os.kill(pid, signal.SIGKILL)
             assert children, "the worker had no pool process to kill"
