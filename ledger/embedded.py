@@ -439,29 +439,6 @@ class EmbeddedLedger:
         return int(row[0])
 
     @_storage_faults
-    def block(self, number: int) -> dict[str, Any] | None:
-        connection = self._connection()
-        row = connection.execute(
-            "SELECT number, previous_hash, data_hash, hash, created_at FROM blocks WHERE number = ?", (number,)
-        ).fetchone()
-        if row is None:
-            return None
-        tx_ids = [
-            r[0]
-            for r in connection.execute(
-                "SELECT tx_id FROM transactions WHERE block_number = ? ORDER BY position", (number,)
-            )
-        ]
-        return {
-            "number": row[0],
-            "previous_hash": row[1],
-            "data_hash": row[2],
-            "hash": row[3],
-            "created_at": row[4],
-            "tx_ids": tx_ids,
-        }
-
-    @_storage_faults
     def block_summary(self, number: int) -> BlockSummary | None:
         connection = self._connection()
         row = connection.execute(

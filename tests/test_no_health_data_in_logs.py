@@ -24,12 +24,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -39,7 +37,7 @@ from records.codes import BREAST_CANCER_DATASET
 from records.demo import demo_patient_resources, demo_patients
 from records.models import Patient
 from records.services import patient_link_user
-from tests.conftest import BREAST_CANCER
+from tests.conftest import BREAST_CANCER, consent_api_body, consent_terms
 from tests.records.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.he, pytest.mark.slow]
@@ -179,14 +177,7 @@ def test_no_health_data_or_key_material_in_any_log_output(people, tmp_path, capf
         responses.append(clients["auditor"].get(f"/api/records/{record['record_id']}/integrity/").content)
 
         # Consent: grant one to the clinician, grant and revoke another.
-        now = timezone.now()
-        grant = {
-            "grantee": people["clinician"].clinician_profile.grantee_id,
-            "purposes": [BREAST_CANCER],
-            "categories": ["imaging"],
-            "valid_from": (now - timedelta(minutes=1)).isoformat(),
-            "valid_until": (now + timedelta(days=30)).isoformat(),
-        }
+        grant = consent_api_body(consent_terms(people["clinician"]))
         granted = clients["patient"].post("/api/consents/", grant, format="json")
         assert granted.status_code == 201, granted.content
         other = clients["patient"].post("/api/consents/", {**grant, "categories": ["laboratory"]}, format="json")
@@ -415,14 +406,7 @@ def test_no_health_data_in_the_output_of_the_web_server_and_the_workers(
     assert (status, b"Zebulon" in body) == (200, True)  # the values are really there to leak
 
     # Consent, then the analysis, run by the workers; the clinician reads the decrypted results.
-    now = timezone.now()
-    grant = {
-        "grantee": users["clinician"].clinician_profile.grantee_id,
-        "purposes": [BREAST_CANCER],
-        "categories": ["imaging"],
-        "valid_from": (now - timedelta(minutes=1)).isoformat(),
-        "valid_until": (now + timedelta(days=30)).isoformat(),
-    }
+    grant = consent_api_body(consent_terms(users["clinician"]))
     status, body = http("post", "/api/consents/", token=tokens["patient"], body=grant)
     assert status == 201, body
     status, body = http(

@@ -64,13 +64,17 @@ class PlatformUser(HttpUser):
             if response.status_code != 200 or "/accounts/login/" in response.url:
                 response.failure(f"sign-in of {self.username} did not open a session ({response.status_code})")
 
-    def api_get(self, path: str, name: str, **kwargs: Any) -> Any:
-        """GET an API path with the user's token; the parsed JSON, or None after a counted failure."""
-        with self.client.get(path, headers=self.api_headers, name=name, catch_response=True, **kwargs) as response:
-            if response.status_code != 200:
+    def api_request(self, method: str, path: str, name: str, *, expect: int = 200, **kwargs: Any) -> Any:
+        """An API request with the user's token; the parsed JSON, or None after a counted failure (another status)."""
+        headers = self.api_headers
+        with self.client.request(method, path, headers=headers, name=name, catch_response=True, **kwargs) as response:
+            if response.status_code != expect:
                 response.failure(f"{response.status_code}")
                 return None
             return response.json()
+
+    def api_get(self, path: str, name: str, **kwargs: Any) -> Any:
+        return self.api_request("get", path, name, **kwargs)
 
     def ids_listed(self, path: str, name: str, key: str, known: list[str]) -> list[str]:
         """The ids on the first page of an API list (`key` of each item); `known` when the list failed."""
@@ -130,8 +134,11 @@ class Patient(PlatformUser):
     @task(1)
     def grant_and_revoke(self) -> None:
         now = datetime.now(UTC)
-        with self.client.post(
+        granted = self.api_request(
+            "post",
             "/api/consents/",
+            "patient consent change: grant",
+            expect=201,
             json={
                 "grantee": ACCOUNTS["clinician_grantee"],
                 "purposes": ["diagnostic-model:diabetes-progression"],
@@ -139,22 +146,9 @@ class Patient(PlatformUser):
                 "valid_from": now.isoformat(),
                 "valid_until": (now + timedelta(days=30)).isoformat(),
             },
-            headers=self.api_headers,
-            name="patient consent change: grant",
-            catch_response=True,
-        ) as response:
-            if response.status_code != 201:
-                response.failure(f"{response.status_code}")
-                return
-            consent_id = response.json()["consent_id"]
-        with self.client.post(
-            f"/api/consents/{consent_id}/revoke/",
-            headers=self.api_headers,
-            name="patient consent change: revoke",
-            catch_response=True,
-        ) as response:
-            if response.status_code != 200:
-                response.failure(f"{response.status_code}")
+        )
+        if granted is not None:
+            self.api_request("post", f"/api/consents/{granted['consent_id']}/revoke/", "patient consent change: revoke")
 
 
 class Clinician(PlatformUser):
@@ -217,17 +211,15 @@ class Clinician(PlatformUser):
 
     @task(1)
     def submit_by_api(self) -> None:
-        with self.client.post(
+        submitted = self.api_request(
+            "post",
             "/api/analyses/",
+            "clinician submit: API",
+            expect=201,
             json={"model": random.choice(self.models), "cohort": {"kind": "consented"}},
-            headers=self.api_headers,
-            name="clinician submit: API",
-            catch_response=True,
-        ) as response:
-            if response.status_code != 201:
-                response.failure(f"{response.status_code}")
-                return
-            self.analysis_ids.insert(0, response.json()["id"])
+        )
+        if submitted is not None:
+            self.analysis_ids.insert(0, submitted["id"])
 
 
 class Auditor(PlatformUser):

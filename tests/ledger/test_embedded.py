@@ -76,7 +76,7 @@ class _RacedLedger(EmbeddedLedger):
 def test_submit_re_simulates_after_a_conflict_and_succeeds_on_fresh_state(tmp_path):
     chain = _RacedLedger(tmp_path / "raced.sqlite3")
     receipt = chain.submit("anchors", "AnchorRecord", "rec-1", PSEUDONYM, sha(1), "1")
-    statuses = [chain.transaction(chain.block(n)["tx_ids"][0])["status"] for n in range(1, chain.height())]
+    statuses = [chain.transaction(chain.block_summary(n).transactions[0].tx_id)["status"] for n in range(1, chain.height())]
     # racer's anchor, our invalidated first attempt, our re-simulated retry
     assert statuses == ["VALID", MVCC_READ_CONFLICT, "VALID"]
     # The retry found the racer's identical anchor and wrote nothing new: one anchor, the racer's.
@@ -110,11 +110,11 @@ def test_a_range_read_changed_before_commit_is_a_phantom_conflict(tmp_path):
 def test_blocks_are_hash_chained(chain):
     chain.submit("anchors", "AnchorRecord", "rec-1", PSEUDONYM, sha(1), "1")
     chain.submit("anchors", "AnchorRecord", "rec-2", PSEUDONYM, sha(2), "1")
-    blocks = [chain.block(n) for n in range(chain.height())]
-    assert [b["number"] for b in blocks] == [0, 1, 2]
-    assert blocks[1]["previous_hash"] == blocks[0]["hash"]
-    assert blocks[2]["previous_hash"] == blocks[1]["hash"]
-    assert len(blocks[2]["tx_ids"]) == 1
+    blocks = [chain.block_summary(n) for n in range(chain.height())]
+    assert [b.number for b in blocks] == [0, 1, 2]
+    assert blocks[1].previous_hash == blocks[0].hash
+    assert blocks[2].previous_hash == blocks[1].hash
+    assert len(blocks[2].transactions) == 1
 
 
 @pytest.fixture
@@ -147,14 +147,14 @@ def test_verify_reports_a_block_whose_hash_was_recomputed_by_the_chain_link(used
 
 
 def test_verify_reports_an_edited_transaction(used_chain):
-    tx_id = used_chain.block(2)["tx_ids"][0]
+    tx_id = used_chain.block_summary(2).transactions[0].tx_id
     edit(used_chain.path, "UPDATE transactions SET args = ? WHERE tx_id = ?", json.dumps(["rec-9"]), tx_id)
     problems = used_chain.verify().problems
     assert [(p.kind, p.ref) for p in problems] == [("transaction", tx_id)]
 
 
 def test_verify_reports_an_edited_transaction_even_with_its_hash_recomputed(used_chain):
-    tx_id = used_chain.block(2)["tx_ids"][0]
+    tx_id = used_chain.block_summary(2).transactions[0].tx_id
     edit(used_chain.path, "UPDATE transactions SET hash = ? WHERE tx_id = ?", "0" * 64, tx_id)
     refs = {(p.kind, p.ref) for p in used_chain.verify().problems}
     assert ("block", "2") in refs  # the block's data hash no longer matches
@@ -311,7 +311,6 @@ LEDGER_CALLS = {
     "submit": lambda chain: chain.submit("anchors", "AnchorModel", "n", "1", "b" * 64),
     "height": lambda chain: chain.height(),
     "block_summary": lambda chain: chain.block_summary(1),
-    "block": lambda chain: chain.block(1),
     "transaction": lambda chain: chain.transaction("x"),
     "locate": lambda chain: chain.locate("x"),
     "verify": lambda chain: chain.verify(),

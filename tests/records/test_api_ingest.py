@@ -338,37 +338,28 @@ def test_a_null_that_aligns_a_primitive_array_with_its_extensions_is_valid_fhir(
     assert response.status_code == 201, response.content
 
 
+# Each limit set just under a 20-observation bundle, and the code it is refused with.
+OVER_A_LIMIT = {
+    "entries": ({"INGEST_MAX_ENTRIES": lambda body: 3}, "too_many_entries"),
+    "bytes": ({"INGEST_MAX_BYTES": lambda body: len(body) - 1}, "payload_too_large"),
+    "django's own upload limit": (
+        {"INGEST_MAX_BYTES": lambda body: len(body) * 10, "DATA_UPLOAD_MAX_MEMORY_SIZE": lambda body: len(body) // 2},
+        "payload_too_large",
+    ),
+}
+
+
 @pytest.mark.django_db
-def test_bundle_over_the_entry_limit_is_refused_with_413(custodian, client_for, settings):
-    settings.INGEST_MAX_ENTRIES = 3
-    body = encode(bundle(*patient_with_observations(values=(1.0, 2.0, 3.0))))
-
-    response = client_for(custodian).post(URL, data=body, content_type=FHIR_JSON)
-
-    assert (response.status_code, response.json()["code"]) == (413, "too_many_entries")
-    assert Record.objects.count() == 0
-
-
-@pytest.mark.django_db
-def test_bundle_over_the_byte_limit_is_refused_with_413(custodian, client_for, settings):
+@pytest.mark.parametrize(("limits", "code"), OVER_A_LIMIT.values(), ids=OVER_A_LIMIT.keys())
+def test_a_bundle_over_a_limit_is_refused_with_413_and_nothing_is_stored(custodian, client_for, settings, limits, code):
     body = encode(bundle(*patient_with_observations(values=tuple(float(v) for v in range(20)))))
-    settings.INGEST_MAX_BYTES = len(body) - 1
+    for setting, value in limits.items():
+        setattr(settings, setting, value(body))
 
     response = client_for(custodian).post(URL, data=body, content_type=FHIR_JSON)
 
-    assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
+    assert (response.status_code, response.json()["code"]) == (413, code)
     assert Record.objects.count() == 0
-
-
-@pytest.mark.django_db
-def test_body_over_djangos_own_upload_limit_is_refused_with_413_payload_too_large(custodian, client_for, settings):
-    body = encode(bundle(*patient_with_observations(values=tuple(float(v) for v in range(20)))))
-    settings.INGEST_MAX_BYTES = len(body) * 10
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = len(body) // 2
-
-    response = client_for(custodian).post(URL, data=body, content_type=FHIR_JSON)
-
-    assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
 
 
 @pytest.mark.django_db
