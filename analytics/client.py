@@ -222,6 +222,7 @@ def interpretation_for(described: dict[str, Any]) -> Any:
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Count, mean, min, max, median, labels and clipped rows of decrypted scores (the portal shows the same)."""
     scores = sorted(row["score"] for row in rows)
     if not scores:
         return {"count": 0, "labels": {}, "clipped": 0}

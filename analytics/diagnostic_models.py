@@ -30,6 +30,7 @@ from health_platform.model_catalogue import (
     catalogue,
     catalogue_folder,
     declared,
+    hashed_document,
     weights_sha256,
 )
 
@@ -57,17 +58,17 @@ class LinearModel:
         return f"{self.name}@{self.version}"
 
     def weights_document(self) -> dict[str, Any]:
-        """What the hash covers: everything that determines a score."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "kind": self.kind,
-            "feature_codes": list(self.feature_codes),
-            "weights": [repr(w) for w in self.weights],
-            "bias": repr(self.bias),
-            "feature_min": [repr(v) for v in self.feature_min],
-            "feature_max": [repr(v) for v in self.feature_max],
-        }
+        """What the hash covers (model_catalogue.hashed_document)."""
+        return hashed_document(
+            name=self.name,
+            version=self.version,
+            kind=self.kind,
+            feature_codes=self.feature_codes,
+            weights=self.weights,
+            bias=self.bias,
+            feature_min=self.feature_min,
+            feature_max=self.feature_max,
+        )
 
     @cached_property
     def sha256(self) -> str:

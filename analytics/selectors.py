@@ -2,12 +2,13 @@
 scores (requester-held mode), and the requests a clinician may see."""
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.db.models import QuerySet
 
 from analytics import engines
+from analytics.client import summary as scores_summary
 from analytics.keys import secret_context_open
 from analytics.models import AnalysisBatch, AnalysisRequest, BatchStatus, DiagnosticModel, KeyMode
 from analytics.registry import model_spec
@@ -72,20 +73,8 @@ class Results:
     refusals: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        scores = [row.score for row in self.rows]
-        labels = Counter(row.label for row in self.rows if row.label)
-        if not scores:
-            return {"count": 0, "labels": {}, "clipped": 0}
-        ordered = sorted(scores)
-        return {
-            "count": len(scores),
-            "mean": sum(scores) / len(scores),
-            "min": ordered[0],
-            "max": ordered[-1],
-            "median": ordered[len(ordered) // 2],
-            "labels": dict(labels),
-            "clipped": sum(row.clipped for row in self.rows),
-        }
+        """Count, mean, min, max, median, labels and clipped rows: what the requester's client prints too."""
+        return scores_summary([asdict(row) for row in self.rows])
 
     def histogram(self, bins: int = 10) -> list[dict[str, float]]:
         if not self.rows:

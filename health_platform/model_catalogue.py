@@ -33,6 +33,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -71,17 +72,15 @@ class ModelVersion:
         return f"{self.name}@{self.version}"
 
     def hashed_document(self) -> dict[str, Any]:
-        """What the hash covers: everything that determines a score."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "kind": self.declaration.kind,
-            "feature_codes": list(self.weights["feature_codes"]),
-            "weights": [repr(float(w)) for w in self.weights["weights"]],
-            "bias": repr(float(self.weights["bias"])),
-            "feature_min": [repr(float(v)) for v in self.weights["feature_min"]],
-            "feature_max": [repr(float(v)) for v in self.weights["feature_max"]],
-        }
+        return hashed_document(
+            name=self.name,
+            version=self.version,
+            kind=self.declaration.kind,
+            **{
+                field: self.weights[field]
+                for field in ("feature_codes", "weights", "bias", "feature_min", "feature_max")
+            },
+        )
 
     @property
     def sha256(self) -> str:
@@ -125,6 +124,31 @@ class ModelDeclaration:
 def catalogue_folder() -> Path:
     """The catalogue folder every process reads: DIAGNOSTIC_MODELS_DIR, else the repository's own."""
     return Path(os.environ.get("DIAGNOSTIC_MODELS_DIR") or DEFAULT_FOLDER)
+
+
+def hashed_document(
+    *,
+    name: str,
+    version: str,
+    kind: str,
+    feature_codes: Iterable[str],
+    weights: Iterable[float],
+    bias: float,
+    feature_min: Iterable[float],
+    feature_max: Iterable[float],
+) -> dict[str, Any]:
+    """What a model's hash covers: everything that determines a score, each number as repr(float) (the
+    shortest string that reads back as the same double)."""
+    return {
+        "name": name,
+        "version": version,
+        "kind": kind,
+        "feature_codes": list(feature_codes),
+        "weights": [repr(float(w)) for w in weights],
+        "bias": repr(float(bias)),
+        "feature_min": [repr(float(v)) for v in feature_min],
+        "feature_max": [repr(float(v)) for v in feature_max],
+    }
 
 
 def weights_sha256(document: dict[str, Any]) -> str:

@@ -76,7 +76,9 @@ class _RacedLedger(EmbeddedLedger):
 def test_submit_re_simulates_after_a_conflict_and_succeeds_on_fresh_state(tmp_path):
     chain = _RacedLedger(tmp_path / "raced.sqlite3")
     receipt = chain.submit("anchors", "AnchorRecord", "rec-1", PSEUDONYM, sha(1), "1")
-    statuses = [chain.transaction(chain.block_summary(n).transactions[0].tx_id)["status"] for n in range(1, chain.height())]
+    statuses = [
+        chain.transaction(chain.block_summary(n).transactions[0].tx_id)["status"] for n in range(1, chain.height())
+    ]
     # racer's anchor, our invalidated first attempt, our re-simulated retry
     assert statuses == ["VALID", MVCC_READ_CONFLICT, "VALID"]
     # The retry found the racer's identical anchor and wrote nothing new: one anchor, the racer's.
