@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from health_platform.model_catalogue import (
+    HASHED_FIELDS,
     ModelDeclaration,
     ModelVersion,
     catalogue,
@@ -59,16 +60,7 @@ class LinearModel:
 
     def weights_document(self) -> dict[str, Any]:
         """What the hash covers (model_catalogue.hashed_document)."""
-        return hashed_document(
-            name=self.name,
-            version=self.version,
-            kind=self.kind,
-            feature_codes=self.feature_codes,
-            weights=self.weights,
-            bias=self.bias,
-            feature_min=self.feature_min,
-            feature_max=self.feature_max,
-        )
+        return hashed_document(**{name: getattr(self, name) for name in HASHED_FIELDS})
 
     @cached_property
     def sha256(self) -> str:

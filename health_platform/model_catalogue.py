@@ -72,15 +72,13 @@ class ModelVersion:
         return f"{self.name}@{self.version}"
 
     def hashed_document(self) -> dict[str, Any]:
-        return hashed_document(
-            name=self.name,
-            version=self.version,
-            kind=self.declaration.kind,
-            **{
-                field: self.weights[field]
-                for field in ("feature_codes", "weights", "bias", "feature_min", "feature_max")
-            },
-        )
+        fields: dict[str, Any] = {
+            **self.weights,
+            "name": self.name,
+            "version": self.version,
+            "kind": self.declaration.kind,
+        }
+        return hashed_document(**{name: fields[name] for name in HASHED_FIELDS})
 
     @property
     def sha256(self) -> str:
@@ -124,6 +122,10 @@ class ModelDeclaration:
 def catalogue_folder() -> Path:
     """The catalogue folder every process reads: DIAGNOSTIC_MODELS_DIR, else the repository's own."""
     return Path(os.environ.get("DIAGNOSTIC_MODELS_DIR") or DEFAULT_FOLDER)
+
+
+# The arguments of hashed_document: the declaration's name, version and kind, and the weights' fields.
+HASHED_FIELDS = ("name", "version", "kind", "feature_codes", "weights", "bias", "feature_min", "feature_max")
 
 
 def hashed_document(
