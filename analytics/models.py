@@ -113,6 +113,9 @@ class AnalysisBatch(models.Model):
         max_length=64, blank=True, default="", help_text="the task (message id) that took its access-log step"
     )
     compute_sent_at = models.DateTimeField(null=True, blank=True, help_text="when its compute order was claimed")
+    compute_claimed_by = models.CharField(
+        max_length=64, blank=True, default="", help_text="the task (message id) that claimed its compute order"
+    )
     score_keys = models.JSONField(default=list, blank=True)
     skipped = models.JSONField(
         default=dict, blank=True, help_text="admitted records not encrypted: record id -> why (no values)"

@@ -24,6 +24,7 @@ import numpy as np
 import structlog
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from analytics import engines
@@ -170,14 +171,17 @@ def _transition(batch: AnalysisBatch, expected: str, **fields: Any) -> AnalysisB
     return AnalysisBatch.objects.select_related("request__model").get(pk=batch.pk)
 
 
-def compute_order_claim(*, batch_id: int, force: bool = False) -> bool:
-    """Claim the sending of an encrypted batch's compute order: True for exactly one caller, so that a
-    gate task delivered twice sends it once. `force` (the stalled-work sweep, when the order or its
-    result was lost) claims it again."""
+def compute_order_claim(*, batch_id: int, claimant: str, force: bool = False) -> bool:
+    """Claim the sending of an encrypted batch's compute order for `claimant` (the gate task's message id), so
+    that two gate messages for one batch send it once. The claimant's own message delivered again claims it
+    again: the delivery that claimed it stopped before it was acknowledged (a worker killed between the claim
+    and the send), so whether its order left is unknown, and it is sent again (the collect keeps one result).
+    `force` (the stalled-work sweep, when the order or its result was lost) claims it whoever holds it."""
     rows = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED)
     if not force:
-        rows = rows.filter(compute_sent_at__isnull=True)
-    return bool(rows.update(compute_sent_at=timezone.now(), updated_at=timezone.now()))
+        rows = rows.filter(Q(compute_sent_at__isnull=True) | Q(compute_claimed_by=claimant))
+    now = timezone.now()
+    return bool(rows.update(compute_sent_at=now, compute_claimed_by=claimant, updated_at=now))
 
 
 def compute_order_release(*, batch_id: int) -> None:

@@ -50,7 +50,7 @@ def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:
     except ApplicationError as error:  # e.g. model_hash_mismatch: retrying cannot help
         _fail(batch_id, error.code)
         return
-    if order is None or not pipeline.compute_order_claim(batch_id=batch_id, force=resend):
+    if order is None or not pipeline.compute_order_claim(batch_id=batch_id, claimant=self.request.id, force=resend):
         return
     try:
         _send_patiently(

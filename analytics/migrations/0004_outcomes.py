@@ -12,6 +12,11 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name='analysisbatch',
+            name='compute_claimed_by',
+            field=models.CharField(blank=True, default='', help_text='the task (message id) that claimed its compute order', max_length=64),
+        ),
+        migrations.AddField(
+            model_name='analysisbatch',
             name='clipped_record_ids',
             field=models.JSONField(blank=True, default=list, help_text="records with a feature outside the model's documented range, clipped to it before encryption"),
         ),

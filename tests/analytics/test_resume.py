@@ -81,20 +81,23 @@ def test_a_batch_left_encrypted_without_its_compute_order_is_scored_after_the_sw
     )  # logged once, not again
 
 
-def test_only_one_delivery_claims_the_compute_order_unless_the_sweep_forces_it(
+def test_only_one_gate_message_claims_the_compute_order_unless_it_is_delivered_again_or_the_sweep_forces_it(
     consented, clinician, models_registered, blob_dir, eager, monkeypatch
 ):
     monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     (batch_id,) = analysis_start(request_id=str(request.pk))
-    assert compute_order_claim(batch_id=batch_id) is False  # not encrypted yet: nothing to send
+    assert compute_order_claim(batch_id=batch_id, claimant="a") is False  # not encrypted yet: nothing to send
     assert analysis_batch_advance(batch_id=batch_id) is not None
 
-    assert compute_order_claim(batch_id=batch_id) is True  # the first delivery sends it
-    assert compute_order_claim(batch_id=batch_id) is False  # a duplicate does not
+    assert compute_order_claim(batch_id=batch_id, claimant="a") is True  # the first message sends it
+    assert compute_order_claim(batch_id=batch_id, claimant="b") is False  # another message for the batch does not
+    # Message a delivered again: the delivery that claimed it stopped unacknowledged, maybe before its send.
+    assert compute_order_claim(batch_id=batch_id, claimant="a") is True
     compute_order_release(batch_id=batch_id)  # the send failed: the next delivery may try again
-    assert compute_order_claim(batch_id=batch_id) is True
-    assert compute_order_claim(batch_id=batch_id, force=True) is True  # the sweep, for a lost order or result
+    assert compute_order_claim(batch_id=batch_id, claimant="b") is True
+    assert compute_order_claim(batch_id=batch_id, claimant="a") is False
+    assert compute_order_claim(batch_id=batch_id, claimant="c", force=True) is True  # the sweep: a lost order
 
 
 def _steps_recorded(monkeypatch) -> list[tuple]:
@@ -113,8 +116,8 @@ def _steps_recorded(monkeypatch) -> list[tuple]:
     for name in ("_gate", "access_batch_log", "_encrypt"):
         monkeypatch.setattr(f"analytics.pipeline.{name}", recorded(name, getattr(pipeline, name)))
 
-    def claim(*, batch_id, force=False):
-        claimed = compute_order_claim(batch_id=batch_id, force=force)
+    def claim(*, batch_id, claimant, force=False):
+        claimed = compute_order_claim(batch_id=batch_id, claimant=claimant, force=force)
         steps.append(("compute_order_claim", batch_id, force, claimed))
         return claimed
 
@@ -184,6 +187,39 @@ def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
     assert AnalysisBatch.objects.get(pk=batch_id).column_keys == batch.column_keys  # not encrypted again
     assert stored_blobs(blob_dir) - blobs == ciphertexts
     assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == events == 3
+
+
+def test_a_gate_message_killed_between_claiming_its_order_and_sending_it_sends_it_when_delivered_again(
+    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
+):
+    """The chaos run found it: the worker killed after the claim and before the send left the batch encrypted,
+    claimed and never scored until the stalled-work sweep, a quarter of an hour later."""
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    steps = _steps_recorded(monkeypatch)
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    (batch_id,) = analysis_start(request_id=str(request.pk))
+    height = ledger.height()
+
+    def killed(signature, batch_id):
+        raise SystemExit("the worker was killed before its order left")  # not an Exception: nothing is released
+
+    with monkeypatch.context() as patch:
+        patch.setattr("analytics.tasks._send_patiently", killed)
+        with pytest.raises(SystemExit):
+            analysis_batch_gate.apply(args=[batch_id], task_id="gate-message-1", throw=True)
+    assert AnalysisBatch.objects.get(pk=batch_id).compute_claimed_by == "gate-message-1"
+    steps.clear()
+
+    analysis_batch_gate.apply(args=[batch_id], task_id="gate-message-2")  # another message for the batch
+
+    assert steps == [("compute_order_claim", batch_id, False, False)]
+    steps.clear()
+
+    analysis_batch_gate.apply(args=[batch_id], task_id="gate-message-1")  # the killed one, delivered again
+
+    assert [step[0] for step in steps] == ["compute_order_claim", "send"]  # no gate, log or encryption again
+    assert steps[0] == ("compute_order_claim", batch_id, False, True)
+    assert ledger.height() == height + 1  # the batch's one access-log transaction
 
 
 def _reseal(version: RecordVersion, document: dict) -> None:
