@@ -52,10 +52,11 @@ def test_a_mixed_cohort_on_fabric_scores_exactly_the_consented_intact_records_an
         str(r4.id): ("refuse", "category_not_covered"),
         str(r5.id): ("refuse", "hash_mismatch"),
     }
-    # One access-log transaction for the batch, committed and valid on the channel.
-    tx_ids = {e["tx_id"] for e in events}
+    # One access-log transaction for the batch, committed and valid on the channel, then the batch's outcome.
+    tx_ids = {e["tx_id"] for e in events if e["kind"] == "record_access"}
     assert len(tx_ids) == 1
     (access_log_tx,) = tx_ids
+    assert [(e["decision"], e["reason"]) for e in events if e["kind"] == "outcome"] == [("computed", None)]
     location = ledger.locate(access_log_tx)
     assert location.status == "VALID"
     summary = ledger.block_summary(location.block_number)
@@ -91,7 +92,7 @@ def test_a_consent_revoked_on_fabric_while_the_mirror_says_active_is_refused_by_
     events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(request.id)})).json()[
         "events"
     ]
-    assert [(e["record_id"], e["decision"], e["reason"], e["model_hash"]) for e in events] == [
-        (str(record.id), "refuse", "consent_revoked", breast_cancer_model().sha256)
-    ]
+    assert [
+        (e["record_id"], e["decision"], e["reason"], e["model_hash"]) for e in events if e["kind"] != "outcome"
+    ] == [(str(record.id), "refuse", "consent_revoked", breast_cancer_model().sha256)]
     assert request.batches.get().column_keys == []
