@@ -11,6 +11,11 @@ import functools
 import hypothesis
 import pytest
 import schemathesis
+
+# Loaded (and rewritten by pytest) at collection, not inside the test: CPython 3.11 can fail to compile a module
+# after an earlier test in the same worker caught a RecursionError (a deeply nested body), with "SystemError: AST
+# constructor recursion depth mismatch"; schemathesis loads these modules lazily, at the schema's first use.
+import schemathesis.specs.openapi.schemas
 from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
