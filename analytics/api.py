@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
+from django.db.models import QuerySet
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -42,6 +43,7 @@ from analytics.serializers import (
     public_context_decoded,
 )
 from analytics.services import analysis_request_cancel, analysis_request_create
+from health_platform.api import VisibleListMixin
 from health_platform.errors import CHOICE_ERROR_MESSAGES, NotFound, PayloadTooLarge
 from health_platform.parsers import LimitedJSONParser
 from health_platform.serializers import ERROR_RESPONSE, error_response
@@ -114,7 +116,9 @@ class AnalysisFilter(filters.FilterSet):
         responses={200: AnalysisDetailSerializer, 401: _ERROR, 403: _ERROR, 404: _NOT_FOUND},
     ),
 )
-class AnalysisViewSet(viewsets.GenericViewSet):
+class AnalysisViewSet(VisibleListMixin, viewsets.GenericViewSet):
+    model = AnalysisRequest
+    list_serializer = AnalysisRequestSerializer
     permission_classes = [IsAuthenticated, IsClinician]
     parser_classes = [LimitedJSONParser]
     serializer_class = AnalysisRequestSerializer
@@ -126,15 +130,8 @@ class AnalysisViewSet(viewsets.GenericViewSet):
     def json_max_bytes(self) -> int:
         return request_max_bytes()
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return AnalysisRequest.objects.none()
-        return analyses_of(user=self.request.user)
-
-    def list(self, request: Request) -> Response:
-        analyses = self.filter_queryset(self.get_queryset())
-        page = self.paginate_queryset(analyses)
-        return self.get_paginated_response(AnalysisRequestSerializer(page, many=True).data)
+    def visible_to(self, user: Any) -> QuerySet[AnalysisRequest]:
+        return analyses_of(user=user)
 
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         analysis = analysis_of_requester(user=request.user, analysis_id=pk)

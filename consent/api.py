@@ -8,6 +8,7 @@ consents naming them; auditors list all. Every change is a ledger transaction; r
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -29,6 +30,7 @@ from consent.serializers import (
     GranteeSerializer,
 )
 from consent.services import consent_grant, consent_import_fhir, consent_revoke
+from health_platform.api import VisibleListMixin
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
 from health_platform.parsers import LimitedFhirJSONParser, LimitedJSONParser
 from health_platform.selectors import grantees_all
@@ -44,7 +46,9 @@ _ERROR = ERROR_RESPONSE
         summary="Read one consent (mirror of the ledger)", responses={200: ConsentSerializer, 404: _ERROR}
     ),
 )
-class ConsentViewSet(viewsets.GenericViewSet):
+class ConsentViewSet(VisibleListMixin, viewsets.GenericViewSet):
+    model = Consent
+    list_serializer = ConsentSerializer
     serializer_class = ConsentSerializer
     filterset_class = ConsentFilter
     lookup_field = "consent_id"
@@ -56,15 +60,8 @@ class ConsentViewSet(viewsets.GenericViewSet):
             return [IsAuthenticated(), IsPatient()]
         return [IsAuthenticated(), CanReadConsents()]
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return Consent.objects.none()
-        return consents_visible_to(user=self.request.user)
-
-    def list(self, request: Request) -> Response:
-        consents = self.filter_queryset(self.get_queryset())
-        page = self.paginate_queryset(consents)
-        return self.get_paginated_response(ConsentSerializer(page, many=True).data)
+    def visible_to(self, user: Any) -> QuerySet[Consent]:
+        return consents_visible_to(user=user)
 
     def retrieve(self, request: Request, consent_id: str | None = None) -> Response:
         return Response(ConsentSerializer(self._visible(consent_id)).data)

@@ -1,4 +1,5 @@
-"""DRF glue: the one exception handler that renders every error as {"code", "message", "detail"}."""
+"""DRF glue: the one exception handler that renders every error as {"code", "message", "detail"}, and the list
+every viewset of the apps answers the same way."""
 
 from collections.abc import Callable
 from typing import Any
@@ -7,11 +8,14 @@ import structlog
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
+from django.db.models import Model, QuerySet
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 from rest_framework.views import set_rollback
 
 from health_platform.errors import ApplicationError, error_headers
@@ -31,6 +35,31 @@ _DRF_CODES: dict[type[drf_exceptions.APIException], str] = {
     drf_exceptions.Throttled: "throttled",
     drf_exceptions.ValidationError: "validation_failed",
 }
+
+
+class VisibleListMixin:
+    """A GenericViewSet's queryset and list: the objects `visible_to(user)` (the app's selector), filtered,
+    paginated and written by `list_serializer`. The schema generator (no user) sees an empty queryset."""
+
+    model: type[Model]
+    list_serializer: type[BaseSerializer]
+    request: Request
+
+    def visible_to(self, user: Any) -> QuerySet[Any]:
+        raise NotImplementedError
+
+    def get_queryset(self) -> QuerySet[Any]:
+        if getattr(self, "swagger_fake_view", False):
+            return self.model._default_manager.none()
+        return self.visible_to(self.request.user)
+
+    def list(self, request: Request) -> Response:
+        view: Any = self  # a GenericViewSet: filter_queryset, paginate_queryset, get_paginated_response
+        objects = view.filter_queryset(self.get_queryset())
+        page = view.paginate_queryset(objects)
+        if page is None:
+            return Response(self.list_serializer(objects, many=True).data)
+        return view.get_paginated_response(self.list_serializer(page, many=True).data)
 
 
 def permission(check: Callable[[Any], bool], message: str) -> type[BasePermission]:

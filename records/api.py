@@ -7,6 +7,7 @@ from uuid import UUID
 import structlog
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -16,6 +17,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from health_platform.api import VisibleListMixin
 from health_platform.errors import NotFound
 from health_platform.serializers import error_response
 from records.access import CanIngestRecords, CanReadRecords
@@ -68,7 +70,9 @@ _ERRORS = {
         },
     ),
 )
-class RecordViewSet(viewsets.GenericViewSet):
+class RecordViewSet(VisibleListMixin, viewsets.GenericViewSet):
+    model = Record
+    list_serializer = RecordSerializer
     serializer_class = RecordSerializer
     filterset_class = RecordFilter
     parser_classes = [FhirJsonParser, JSONParser]
@@ -79,17 +83,8 @@ class RecordViewSet(viewsets.GenericViewSet):
             return [IsAuthenticated(), CanIngestRecords()]
         return [IsAuthenticated(), CanReadRecords()]
 
-    def get_queryset(self):
-        if getattr(self, "swagger_fake_view", False):
-            return Record.objects.none()
-        return records_visible_to(user=self.request.user)
-
-    def list(self, request: Request) -> Response:
-        records = self.filter_queryset(self.get_queryset())
-        page = self.paginate_queryset(records)
-        if page is not None:
-            return self.get_paginated_response(RecordSerializer(page, many=True).data)
-        return Response(RecordSerializer(records, many=True).data)
+    def visible_to(self, user: Any) -> QuerySet[Record]:
+        return records_visible_to(user=user)
 
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         record = self._visible_record(pk)
