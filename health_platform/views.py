@@ -15,13 +15,15 @@ from health_platform.roles import Role, user_roles
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    """Patients land on their consent dashboard, clinicians on the consents naming them; anyone with
-    several roles or none gets the page of links."""
+    """Patients land on their consent dashboard, clinicians on the consents naming them, custodians on the
+    upload page and its history; anyone with several roles or none gets the page of links."""
     roles = user_roles(request.user)
     if roles == {Role.PATIENT}:
         return redirect("consent:dashboard")
     if roles == {Role.CLINICIAN}:
         return redirect("consent:granted-to-me")
+    if roles == {Role.CUSTODIAN}:
+        return redirect("records:ingest")
     return render(request, "home.html", {"role_names": sorted(role.value for role in roles)})
 
 

@@ -33,6 +33,7 @@ from tests.test_permission_matrix import (  # noqa: F401  (fixtures shared with 
     analysis_form,
     client_for,
     grant_form,
+    ingest_upload,
     ledger_url,
     no_failed_sign_ins_counted,
     nothing_is_queued,
@@ -175,6 +176,7 @@ FORMS = {
     "/analytics/new/": ("clinician", analysis_form, 302),
     "/analytics/<id>/cancel/": ("clinician", lambda world: {}, 302),
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
+    "/records/ingest/": ("custodian", ingest_upload, 200),
 }
 
 
