@@ -16,7 +16,8 @@ from health_platform.roles import Role, user_roles
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     """Patients land on their consent dashboard, clinicians on the consents naming them, custodians on the
-    upload page and its history; anyone with several roles or none gets the page of links."""
+    upload page and its history, auditors on the state of the access log; anyone with several roles or none
+    gets the page of links."""
     roles = user_roles(request.user)
     if roles == {Role.PATIENT}:
         return redirect("consent:dashboard")
@@ -24,6 +25,8 @@ def home(request: HttpRequest) -> HttpResponse:
         return redirect("consent:granted-to-me")
     if roles == {Role.CUSTODIAN}:
         return redirect("records:ingest")
+    if roles == {Role.AUDITOR}:
+        return redirect("audit:overview")
     return render(request, "home.html", {"role_names": sorted(role.value for role in roles)})
 
 

@@ -446,7 +446,8 @@ def build_cases() -> list[Case]:
                 **dict.fromkeys(PATIENTS, 302),
                 **dict.fromkeys(CLINICIANS, 302),
                 CUSTODIAN: 302,  # to the upload page (issue 14)
-                **dict.fromkeys((AUDITOR, ADMIN, NO_ROLE), 200),
+                AUDITOR: 302,  # to the state of the access log (issue 14)
+                **dict.fromkeys((ADMIN, NO_ROLE), 200),
             },
         ),
         Case("accounts/login/", "GET", "-", fixed("/accounts/login/"), everyone(200)),
@@ -628,6 +629,16 @@ def build_cases() -> list[Case]:
             for variant, owner in EXPORT_OWNERS.items()
         ),
         Case("audit/ledger/", "GET", "-", fixed("/audit/ledger/"), portal(AUDIT_READERS)),
+        Case("audit/overview/", "GET", "-", fixed("/audit/overview/"), portal(AUDIT_READERS)),
+        Case(  # verifying a copy reads the ledger and writes nothing
+            "audit/verify/",
+            "POST",
+            "-",
+            fixed("/audit/verify/"),
+            portal(AUDIT_READERS),
+            body=verify_upload,
+            content_type="multipart",
+        ),
         Case("audit/my-data/", "GET", "-", fixed("/audit/my-data/"), portal(PATIENTS)),
         # --- API: sign-in, schema ---
         Case(

@@ -37,6 +37,7 @@ from tests.test_permission_matrix import (  # noqa: F401  (fixtures shared with 
     ledger_url,
     no_failed_sign_ins_counted,
     nothing_is_queued,
+    verify_upload,
     world,
     world_folder,
 )
@@ -177,6 +178,7 @@ FORMS = {
     "/analytics/<id>/cancel/": ("clinician", lambda world: {}, 302),
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
     "/records/ingest/": ("custodian", ingest_upload, 200),
+    "/audit/verify/": ("auditor", verify_upload, 200),
 }
 
 
