@@ -17,7 +17,7 @@ from chaincode.vocabulary import CATEGORIES
 from health_platform.errors import CHOICE_ERROR_MESSAGES, ValidationFailed
 from health_platform.model_catalogue import consent_purposes
 from health_platform.selectors import Grantee
-from health_platform.wording import plain_words
+from health_platform.wording import label_codes, plain_words
 
 # What the patient reads for each ValidationFailed code of consent_grant.
 SERVICE_ERROR_MESSAGES: dict[str, str] = {
@@ -101,6 +101,10 @@ class ConsentGrantForm(forms.Form):
 
     def __init__(self, *args: Any, grantees: list[Grantee], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        purposes_field = self.fields["purposes"]
+        assert isinstance(purposes_field, forms.MultipleChoiceField)
+        # Plain words on the checkbox; the code systems' names ("HL7 v3 TREAT") behind a <details> (purpose_codes).
+        purposes_field.choices = [(code, plain_words(label)) for code, label in consent_purposes().items()]
         grantee_field = self.fields["grantee"]
         assert isinstance(grantee_field, forms.ChoiceField)
         grantee_field.choices = [("", "Choose…")] + [
@@ -190,3 +194,8 @@ class GrantedConsentsFilterForm(forms.Form):
     def filters(self) -> dict[str, Any]:
         """The filters chosen, as consents_granted_to_filtered takes them (empty ones left out)."""
         return {name: value for name, value in self.cleaned_data.items() if value not in ("", None)}
+
+
+def purpose_codes() -> list[tuple[str, str, str]]:
+    """(plain words, code systems, ledger code) of every purpose, for the form's "codes" details."""
+    return [(plain_words(label), label_codes(label), code) for code, label in consent_purposes().items()]

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from chaincode.vocabulary import CATEGORIES
 from consent.access import patient_of
-from consent.forms import ConsentGrantForm, GrantedConsentsFilterForm
+from consent.forms import ConsentGrantForm, GrantedConsentsFilterForm, purpose_codes
 from consent.models import Consent
 from consent.selectors import (
     consent_get_for_patient,
@@ -38,6 +38,7 @@ from health_platform.model_catalogue import catalogue, consent_purposes
 from health_platform.portal import refused
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_get, grantees_all
+from health_platform.wording import label_codes, plain_words
 from ledger import ContractRejected, LedgerError
 from records.models import Patient
 from records.selectors import patient_records_with_integrity
@@ -59,7 +60,7 @@ class ConsentRow:
 
     consent: Consent
     grantee_name: str
-    purposes: list[tuple[str, str]]
+    purposes: list[tuple[str, str, str]]  # code, plain words, code systems (behind a <details>)
     categories: list[tuple[str, str]]
     first_day: date
     last_day: date
@@ -218,9 +219,13 @@ def granted_to_me(request: HttpRequest) -> HttpResponse:
 def _render_dashboard(
     request: HttpRequest, *, patient: Patient, form: ConsentGrantForm, status: int = 200, error: str | None = None
 ) -> HttpResponse:
+    rows = patient_records_with_integrity(patient=patient)
     context = {
         "patient": patient,
-        "rows": patient_records_with_integrity(patient=patient),
+        "rows": rows,
+        # The categories the patient has records in come first in the form; the rest behind "more".
+        "own_categories": sorted({row.record.category for row in rows}),
+        "purpose_codes": purpose_codes(),
         "consents": _consent_rows(list(consents_of_patient(patient=patient))),
         "form": form,
         "error": error,
@@ -241,7 +246,10 @@ def _consent_rows(consents: list[Consent]) -> list[ConsentRow]:
             ConsentRow(
                 consent=consent,
                 grantee_name=name,
-                purposes=[(code, purposes.get(code, code)) for code in consent.purposes],
+                purposes=[
+                    (code, plain_words(purposes.get(code, code)), label_codes(purposes.get(code, code)))
+                    for code in consent.purposes
+                ],
                 categories=[(code, CATEGORIES.get(code, code)) for code in consent.categories],
                 first_day=consent.valid_from.date(),
                 # valid_until is exclusive: the last day is the one before it ends.
