@@ -54,8 +54,9 @@ class AnalysisRequestForm(forms.Form):
         required=False,
         strip=True,
         widget=forms.Textarea(attrs={"rows": 5, "spellcheck": "false", "autocomplete": "off"}),
-        help_text="Only for “Only the patients I list”: one id per line (64 characters, 0–9 and a–f), "
-        "as shown on “Consents granted to me”.",
+        help_text="Only for “Only the patients I list”: one id per line (64 characters, 0–9 and a–f). "
+        "Rather than copying ids, tick the patients on “Consents granted to me” and press “Request an analysis "
+        "for the selected patients”: their full ids are filled in here.",
     )
 
     def __init__(self, *args: Any, cards: list[ModelCard], **kwargs: Any) -> None:

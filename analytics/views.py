@@ -10,6 +10,7 @@ Results are decrypted here, in the web process, only when their page is shown (p
 requests with requester-held keys show the progress only: the platform cannot read their results.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ from health_platform.portal import object_panel, object_view, refused
 log = structlog.get_logger(__name__)
 
 RESULT_ROWS_PER_PAGE = 100
+PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 LIST_PER_PAGE = 25
 FINISHED_EVENT = "analysis-finished"
 
@@ -148,7 +150,7 @@ def analysis_new(request: HttpRequest) -> HttpResponse:
         return _forbidden(request, "This page is for clinicians.")
     cards = [diagnostic_model_card(model=model) for model in diagnostic_models_latest()]
     if request.method == "GET":
-        return _render_new(request, AnalysisRequestForm(cards=cards), cards)
+        return _render_selected(request, cards)
     # (A body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused with 400 by Django before this view runs.)
     form = AnalysisRequestForm(request.POST, cards=cards)
     if not form.is_valid():
@@ -168,6 +170,28 @@ def analysis_new(request: HttpRequest) -> HttpResponse:
     except PermissionDenied:
         return _forbidden(request, "Your account is not registered as a clinician who can request analyses.")
     return redirect("analytics:detail", analysis_id=analysis.pk)
+
+
+def _render_selected(request: HttpRequest, cards: list[ModelCard]) -> HttpResponse:
+    """The request form, pre-filled with the patients selected on "Consents granted to me" (`?patient=<64-char
+    pseudonym>`, repeated; `?model=<name>`): their full ids, so that nobody copies them. A selection that is not
+    pseudonymous ids is answered 400 `invalid_selection`, naming the entries, never their values."""
+    selected = list(dict.fromkeys(value.strip().lower() for value in request.GET.getlist("patient")))
+    model = request.GET.get("model", "")
+    if not selected and not model:
+        return _render_new(request, AnalysisRequestForm(cards=cards), cards)
+    initial: dict[str, Any] = {"model": model}
+    if selected:
+        initial.update(cohort_kind=CohortKind.EXPLICIT, pseudonyms="\n".join(selected))
+    form = AnalysisRequestForm(initial=initial, cards=cards)
+    wrong = [index for index, value in enumerate(selected) if not PSEUDONYM.fullmatch(value)]
+    if wrong:
+        form = AnalysisRequestForm(cards=cards)
+        entries = ", ".join(str(index + 1) for index in wrong)
+        one = len(wrong) == 1
+        message = f"Selected entr{'y' if one else 'ies'} {entries} {'is' if one else 'are'} not a pseudonymous id."
+        return _render_new(request, form, cards, status=400, selection_error=("invalid_selection", message))
+    return _render_new(request, form, cards, selected=len(selected))
 
 
 def _own_analysis(request: HttpRequest, analysis_id: str) -> AnalysisRequest | HttpResponse:
@@ -278,16 +302,24 @@ def _results_context(request: HttpRequest, analysis: AnalysisRequest) -> dict[st
 
 
 def _render_new(
-    request: HttpRequest, form: AnalysisRequestForm, cards: list[ModelCard], status: int = 200
+    request: HttpRequest,
+    form: AnalysisRequestForm,
+    cards: list[ModelCard],
+    status: int = 200,
+    *,
+    selected: int = 0,
+    selection_error: tuple[str, str] | None = None,
 ) -> HttpResponse:
     consented = _consented_patients_by_purpose(request.user)
     models = [(card, consented.get(card.purpose, 0)) for card in cards if card.available]
-    return render(
-        request,
-        "analytics/new.html",
-        {"form": form, "models": models, "max_cohort": f"{settings.ANALYTICS_MAX_COHORT:,}"},
-        status=status,
-    )
+    context = {
+        "form": form,
+        "models": models,
+        "max_cohort": f"{settings.ANALYTICS_MAX_COHORT:,}",
+        "selected": selected,
+        "selection_error": selection_error,
+    }
+    return render(request, "analytics/new.html", context, status=status)
 
 
 def _consented_patients_by_purpose(user: Any) -> dict[str, int]:

@@ -256,7 +256,7 @@ class VerifyCopyView(APIView):
             raise ValidationFailed(
                 "Choose the copy's format: csv, json or fhir.", code="unknown_export_format", detail={"field": "format"}
             )
-        manifest = _uploaded_manifest(data.get("manifest"))
+        manifest = uploaded_manifest(data.get("manifest"))
         filters: AccessEventFilters | None = None
         if data.get("export") is not None:
             export = export_of_auditor(user=request.user, export_id=data["export"])
@@ -286,7 +286,7 @@ class VerifyCopyView(APIView):
         return Response(VerificationResultSerializer(body).data)
 
 
-def _uploaded_manifest(upload: Any) -> ExportManifest | None:
+def uploaded_manifest(upload: Any) -> ExportManifest | None:
     """The manifest sent with the copy, if any; 413 past MAX_MANIFEST_BYTES, invalid_manifest if it is not one."""
     if upload is None:
         return None

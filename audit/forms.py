@@ -102,3 +102,24 @@ class AuditExportForm(AccessLogSearchForm):
         widget=forms.RadioSelect,
         error_messages={"required": "Choose a format.", **CHOICE_ERROR},
     )
+
+
+class CopyVerifyForm(forms.Form):
+    """The portal's face of POST /api/audit/verify/: a copy of an export, its format and (optional) manifest."""
+
+    file = forms.FileField(
+        label="Copy of an export",
+        error_messages={"required": "Choose the copy to verify.", "empty": "The file is empty."},
+    )
+    format = forms.ChoiceField(
+        label="Its format",
+        choices=[("csv", "CSV"), ("json", "JSON"), ("fhir", "FHIR AuditEvent NDJSON")],
+        initial="csv",
+        widget=forms.RadioSelect,
+        error_messages={"required": "Choose the copy's format.", **CHOICE_ERROR},
+    )
+    manifest = forms.FileField(
+        label="Its manifest (optional)",
+        required=False,
+        help_text="The .manifest.json saved beside the export. Without it, completeness cannot be checked.",
+    )

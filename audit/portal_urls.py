@@ -1,6 +1,6 @@
 from django.urls import path
 
-from audit import views
+from audit import overview_views, views
 
 app_name = "audit"
 
@@ -12,4 +12,7 @@ urlpatterns = [
     path("exports/<str:export_id>/manifest/", views.export_manifest, name="export-manifest"),
     path("ledger/", views.ledger, name="ledger"),
     path("my-data/", views.my_data, name="my-data"),
+    # The auditor's home (issue 14): the state of the log, and verify a copy.
+    path("overview/", overview_views.overview, name="overview"),
+    path("verify/", overview_views.verify_copy, name="verify"),
 ]

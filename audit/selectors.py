@@ -7,11 +7,13 @@ Auditors see codes, pseudonyms, ids and hashes only: no clinical value or score 
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from audit.access import auditor_required
 from audit.models import (
@@ -21,6 +23,7 @@ from audit.models import (
     MEDIA_TYPES,
     AccessEvent,
     AuditExport,
+    ExportStatus,
     export_batch_id,
     export_event_id,
 )
@@ -28,7 +31,7 @@ from chaincode.validation import format_timestamp
 from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
 from health_platform.roles import Role, user_roles
-from ledger import BlockSummary
+from ledger import BlockSummary, LedgerError
 
 FETCH_CHUNK = 2000
 SEARCH_FIELDS = ("patient_pseudonym", "grantee", "request_id", "model_hash", "decision", "reason", "kind")
@@ -206,3 +209,50 @@ def mirror_rows(filters: AccessEventFilters) -> Iterator[dict[str, Any]]:
         for name in EVENT_FIELDS:
             row[name] = row[name] or None
         yield row
+
+
+@dataclass(frozen=True)
+class AccessLogOverview:
+    """The state of the access log for the auditor's home: counts by day and by refusal reason, the chain's
+    height, the latest exports and the latest verification (an export's, written as it was verified)."""
+
+    total_events: int
+    events_per_day: list[tuple[date, int]]
+    refusals_by_reason: list[tuple[str, int]]
+    latest_exports: list[AuditExport]
+    last_verified: AuditExport | None
+    chain_height: int | None
+
+
+def access_log_overview(*, viewer: Any, days: int = 14, exports: int = 5) -> AccessLogOverview:
+    """The access log's state, from the mirror (counts) and the ledger (height; None when it does not answer)."""
+    auditor_required(viewer, "Only auditors can read the state of the access log.")
+    today = timezone.now().date()
+    since = today - timedelta(days=days - 1)
+    per_day = dict(
+        AccessEvent.objects.filter(recorded_at__date__gte=since)
+        .annotate(day=TruncDate("recorded_at"))
+        .values("day")
+        .annotate(count=Count("id"))
+        .values_list("day", "count")
+    )
+    refusals = (
+        AccessEvent.objects.filter(decision="refuse")
+        .values("reason")
+        .annotate(count=Count("id"))
+        .order_by("-count", "reason")
+        .values_list("reason", "count")
+    )
+    try:
+        height: int | None = bootstrap.contracts().height()
+    except LedgerError:
+        height = None
+    finished = AuditExport.objects.select_related("requester").order_by("-created_at", "id")
+    return AccessLogOverview(
+        total_events=AccessEvent.objects.count(),
+        events_per_day=[(since + timedelta(days=n), per_day.get(since + timedelta(days=n), 0)) for n in range(days)],
+        refusals_by_reason=list(refusals),
+        latest_exports=list(finished[:exports]),
+        last_verified=finished.filter(status=ExportStatus.COMPLETED).exclude(verification={}).first(),
+        chain_height=height,
+    )

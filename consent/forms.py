@@ -14,9 +14,10 @@ from django import forms
 from django.utils import timezone
 
 from chaincode.vocabulary import CATEGORIES
-from health_platform.errors import ValidationFailed
+from health_platform.errors import CHOICE_ERROR_MESSAGES, ValidationFailed
 from health_platform.model_catalogue import consent_purposes
 from health_platform.selectors import Grantee
+from health_platform.wording import label_codes, plain_words
 
 # What the patient reads for each ValidationFailed code of consent_grant.
 SERVICE_ERROR_MESSAGES: dict[str, str] = {
@@ -100,6 +101,10 @@ class ConsentGrantForm(forms.Form):
 
     def __init__(self, *args: Any, grantees: list[Grantee], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        purposes_field = self.fields["purposes"]
+        assert isinstance(purposes_field, forms.MultipleChoiceField)
+        # Plain words on the checkbox; the code systems' names ("HL7 v3 TREAT") behind a <details> (purpose_codes).
+        purposes_field.choices = [(code, plain_words(label)) for code, label in consent_purposes().items()]
         grantee_field = self.fields["grantee"]
         assert isinstance(grantee_field, forms.ChoiceField)
         grantee_field.choices = [("", "Choose…")] + [
@@ -130,3 +135,67 @@ class ConsentGrantForm(forms.Form):
             (error.code, field or ""), SERVICE_ERROR_MESSAGES.get(error.code, error.message)
         )
         self.add_error(field, message)
+
+
+HEX = "0123456789abcdef"
+STATUS_CHOICES = [
+    ("", "Any status"),
+    ("active", "Active now"),
+    ("pending", "Not yet begun"),
+    ("expired", "Expired"),
+    ("revoked", "Revoked"),
+]
+
+
+class GrantedConsentsFilterForm(forms.Form):
+    """The clinician's search and filters over the consents naming them (GET; every field optional).
+
+    Shape only: a pseudonym prefix of hexadecimal digits, codes from the lists, a date. What a consent says is
+    read from the mirror by consent.selectors.consents_granted_to_filtered.
+    """
+
+    q = forms.CharField(
+        label="Patient (pseudonym begins with)",
+        required=False,
+        max_length=64,
+        strip=True,
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off", "inputmode": "latin"}),
+        error_messages={"max_length": "A pseudonym has 64 characters at most."},
+    )
+    category = forms.ChoiceField(label="Kind of data", required=False, error_messages=CHOICE_ERROR_MESSAGES)
+    purpose = forms.ChoiceField(label="Purpose", required=False, error_messages=CHOICE_ERROR_MESSAGES)
+    status = forms.ChoiceField(
+        label="Status", required=False, choices=STATUS_CHOICES, error_messages=CHOICE_ERROR_MESSAGES
+    )
+    valid_on = forms.DateField(
+        label="In force on",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        input_formats=["%Y-%m-%d"],
+        error_messages={"invalid": "Enter a date such as 2025-01-31."},
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        category: forms.ChoiceField = self.fields["category"]  # type: ignore[assignment]
+        category.choices = [("", "Any kind of data"), *CATEGORIES.items()]
+        purpose: forms.ChoiceField = self.fields["purpose"]  # type: ignore[assignment]
+        purpose.choices = [
+            ("", "Any purpose"),
+            *((code, plain_words(label)) for code, label in consent_purposes().items()),
+        ]
+
+    def clean_q(self) -> str:
+        prefix = str(self.cleaned_data.get("q") or "").lower()
+        if any(character not in HEX for character in prefix):
+            raise forms.ValidationError("A pseudonym holds only the digits 0–9 and the letters a–f.")
+        return prefix
+
+    def filters(self) -> dict[str, Any]:
+        """The filters chosen, as consents_granted_to_filtered takes them (empty ones left out)."""
+        return {name: value for name, value in self.cleaned_data.items() if value not in ("", None)}
+
+
+def purpose_codes() -> list[tuple[str, str, str]]:
+    """(plain words, code systems, ledger code) of every purpose, for the form's "codes" details."""
+    return [(plain_words(label), label_codes(label), code) for code, label in consent_purposes().items()]

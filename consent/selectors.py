@@ -1,7 +1,7 @@
 """Reads: consents from the mirror for display, their history from the ledger."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -94,3 +94,35 @@ def consent_history(*, consent: Consent) -> list[ConsentChange]:
         )
         for change in bootstrap.contracts().consent_history(consent.consent_id)
     ]
+
+
+def consents_granted_to_filtered(
+    *,
+    user: Any,
+    q: str = "",
+    category: str = "",
+    purpose: str = "",
+    status: str = "",
+    valid_on: date | None = None,
+) -> QuerySet[Consent]:
+    """The consents naming `user` (or their organisation), newest first, narrowed by the clinician's filters:
+    a pseudonym prefix, a data category, a purpose, an effective status as of now, a day the period covers."""
+    consents = consents_granted_to(user=user)
+    if q:
+        consents = consents.filter(patient__pseudonym__startswith=q)
+    if category:
+        consents = consents_listing(consents, field="categories", code=category)
+    if purpose:
+        consents = consents_listing(consents, field="purposes", code=purpose)
+    if status:
+        consents = consents_with_effective_status(consents, status)
+    if valid_on is not None:
+        day_start = datetime.combine(valid_on, time.min, tzinfo=UTC)
+        consents = consents.filter(valid_from__lt=day_start + timedelta(days=1), valid_until__gt=day_start)
+    return consents.order_by("-granted_at", "consent_id")
+
+
+def patients_with_consent_in_force_count(*, user: Any) -> int:
+    """How many patients have a consent in force (as of now, in the mirror) naming `user` or their organisation."""
+    active = consents_with_effective_status(consents_granted_to(user=user), "active")
+    return active.values("patient_id").distinct().count()

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,15 +23,22 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from chaincode.vocabulary import CATEGORIES
 from consent.access import patient_of
-from consent.forms import ConsentGrantForm
+from consent.forms import ConsentGrantForm, GrantedConsentsFilterForm, purpose_codes
 from consent.models import Consent
-from consent.selectors import consent_get_for_patient, consent_history, consents_granted_to, consents_of_patient
+from consent.selectors import (
+    consent_get_for_patient,
+    consent_history,
+    consents_granted_to_filtered,
+    consents_of_patient,
+    patients_with_consent_in_force_count,
+)
 from consent.services import consent_grant, consent_revoke
 from health_platform.errors import LedgerRejected, PermissionDenied, ValidationFailed
-from health_platform.model_catalogue import consent_purposes
+from health_platform.model_catalogue import catalogue, consent_purposes
 from health_platform.portal import refused
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_get, grantees_all
+from health_platform.wording import label_codes, plain_words
 from ledger import ContractRejected, LedgerError
 from records.models import Patient
 from records.selectors import patient_records_with_integrity
@@ -52,7 +60,7 @@ class ConsentRow:
 
     consent: Consent
     grantee_name: str
-    purposes: list[tuple[str, str]]
+    purposes: list[tuple[str, str, str]]  # code, plain words, code systems (behind a <details>)
     categories: list[tuple[str, str]]
     first_day: date
     last_day: date
@@ -164,19 +172,44 @@ def detail(request: HttpRequest, patient: Patient, consent_id: str) -> HttpRespo
 # --- clinician ------------------------------------------------------------------------------------
 
 
+GRANTED_PER_PAGE = 50
+
+
 @login_required
 @require_GET
 def granted_to_me(request: HttpRequest) -> HttpResponse:
-    """Which patients (pseudonymous ids only) have granted this clinician, or their organisation, what."""
+    """Which patients (pseudonymous ids only) have granted this clinician, or their organisation, what.
+
+    Paginated (GRANTED_PER_PAGE a page), searched by pseudonym prefix and filtered by category, purpose, status
+    and a day in force. Patients with a consent in force can be selected straight into an analysis request:
+    the selection is a GET form to the analysis form, which takes their full pseudonyms (nobody copies ids).
+    A filter that is not one of the listed values is answered 400 `invalid_filter`, the field named.
+    """
     if not user_has_role(request.user, Role.CLINICIAN):
         return _forbidden(request, "This page is for clinicians.")
-    consents = list(consents_granted_to(user=request.user).select_related("patient"))
-    rows = _consent_rows(consents)
-    active_patients = {row.consent.patient_id for row in rows if row.status == "active"}
+    form = GrantedConsentsFilterForm(request.GET)
+    status = 200
+    if form.is_valid():
+        consents = consents_granted_to_filtered(user=request.user, **form.filters())
+        filters = form.filters()
+    else:
+        consents, filters, status = Consent.objects.none(), {}, 400
+    page = Paginator(consents, GRANTED_PER_PAGE).get_page(request.GET.get("page"))
+    rows = _consent_rows(list(page.object_list))
+    models = {declaration.purpose: declaration.name for declaration in catalogue()}
     return render(
         request,
         "consent/granted_to_me.html",
-        {"rows": rows, "active_patient_count": len(active_patients)},
+        {
+            "form": form,
+            "page": page,
+            "rows": rows,
+            "filtered": bool(filters),
+            "error_code": "invalid_filter" if status == 400 else "",
+            "active_patient_count": patients_with_consent_in_force_count(user=request.user),
+            "selected_model": models.get(filters.get("purpose", ""), ""),
+        },
+        status=status,
     )
 
 
@@ -186,9 +219,13 @@ def granted_to_me(request: HttpRequest) -> HttpResponse:
 def _render_dashboard(
     request: HttpRequest, *, patient: Patient, form: ConsentGrantForm, status: int = 200, error: str | None = None
 ) -> HttpResponse:
+    rows = patient_records_with_integrity(patient=patient)
     context = {
         "patient": patient,
-        "rows": patient_records_with_integrity(patient=patient),
+        "rows": rows,
+        # The categories the patient has records in come first in the form; the rest behind "more".
+        "own_categories": sorted({row.record.category for row in rows}),
+        "purpose_codes": purpose_codes(),
         "consents": _consent_rows(list(consents_of_patient(patient=patient))),
         "form": form,
         "error": error,
@@ -209,7 +246,10 @@ def _consent_rows(consents: list[Consent]) -> list[ConsentRow]:
             ConsentRow(
                 consent=consent,
                 grantee_name=name,
-                purposes=[(code, purposes.get(code, code)) for code in consent.purposes],
+                purposes=[
+                    (code, plain_words(purposes.get(code, code)), label_codes(purposes.get(code, code)))
+                    for code in consent.purposes
+                ],
                 categories=[(code, CATEGORIES.get(code, code)) for code in consent.categories],
                 first_day=consent.valid_from.date(),
                 # valid_until is exclusive: the last day is the one before it ends.

@@ -32,4 +32,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler403 = "health_platform.views.forbidden"
 handler404 = "health_platform.views.not_found"
+handler500 = "health_platform.views.server_error"

@@ -42,6 +42,9 @@ class ParsedRecord:
     document: dict[str, Any]
     canonical: bytes
     sha256: str
+    patient_entry: int = -1
+    """The bundle entry of the Patient resource, and of each Observation the record holds (for the ingest report)."""
+    entries: tuple[int, ...] = ()
 
 
 def bundle_parse(raw_body: bytes) -> list[ParsedRecord]:
@@ -54,6 +57,17 @@ def bundle_parse(raw_body: bytes) -> list[ParsedRecord]:
     patients, observations = _check_entries(entries)
     _check_fhir(entries)
     return _records(patients, observations)
+
+
+def bundle_entry_count(raw_body: bytes) -> int:
+    """How many entries the body's Bundle lists, 0 when it is not a readable bundle (for a refusal's report:
+    the same loading checks as bundle_parse, no more)."""
+    try:
+        document = bundle_load_json(raw_body)
+    except (BundleRejected, BundleTooLarge):
+        return 0
+    entries = document.get("entry") if isinstance(document, dict) else None
+    return len(entries) if isinstance(entries, list) else 0
 
 
 def bundle_load_json(raw_body: bytes) -> Any:
@@ -374,9 +388,11 @@ def _error_path(location: tuple[int | str, ...]) -> str:
 
 
 def _records(patients: list[_Patient], observations: list[_Observation]) -> list[ParsedRecord]:
-    grouped: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    grouped: dict[tuple[int, str], list[tuple[int, dict[str, Any]]]] = {}
     for observation in observations:
-        grouped.setdefault((observation.patient.index, observation.category), []).append(observation.resource)
+        grouped.setdefault((observation.patient.index, observation.category), []).append(
+            (observation.index, observation.resource)
+        )
     patients_by_index = {patient.index: patient for patient in patients}
     try:
         return list(_build_records(grouped, patients_by_index))
@@ -394,10 +410,11 @@ class _NotCanonicalizable(Exception):
 
 
 def _build_records(
-    grouped: dict[tuple[int, str], list[dict[str, Any]]], patients_by_index: dict[int, _Patient]
+    grouped: dict[tuple[int, str], list[tuple[int, dict[str, Any]]]], patients_by_index: dict[int, _Patient]
 ) -> Iterator[ParsedRecord]:
-    for (patient_index, category), resources in sorted(grouped.items()):
+    for (patient_index, category), indexed in sorted(grouped.items(), key=lambda item: item[0]):
         patient = patients_by_index[patient_index]
+        resources = [resource for _index, resource in indexed]
         try:
             document = record_document(patient=patient.resource, observations=resources)
             canonical = canonical_json(document)
@@ -409,6 +426,8 @@ def _build_records(
             document=document,
             canonical=canonical,
             sha256=sha256_hex(canonical),
+            patient_entry=patient_index,
+            entries=tuple(index for index, _resource in indexed),
         )
 
 

@@ -91,3 +91,37 @@ class RecordVersion(models.Model):
     @property
     def is_anchored(self) -> bool:
         return self.anchor_state == AnchorState.ANCHORED
+
+
+class IngestOutcome(models.TextChoices):
+    STORED = "stored", "Stored"
+    REFUSED = "refused", "Refused"
+
+
+class IngestRun(models.Model):
+    """One bundle sent for ingest: who, when, through which door, and what became of it, in counts.
+
+    No content, no file name (a sender's file names may carry identifiers), no pseudonym: the body's size and
+    SHA-256, the entries' count, the records stored, and for a refused bundle the refusal's stable code.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="ingest_runs"
+    )
+    source = models.CharField(max_length=16, default="api", help_text="portal or api")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    outcome = models.CharField(max_length=16, choices=IngestOutcome.choices)
+    refusal_code = models.CharField(max_length=64, blank=True, default="")
+    body_bytes = models.PositiveBigIntegerField(default=0)
+    body_sha256 = models.CharField(max_length=64, blank=True, default="")
+    entries = models.PositiveIntegerField(default=0)
+    records_new = models.PositiveIntegerField(default=0)
+    records_unchanged = models.PositiveIntegerField(default=0)
+    records_pending = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Ingest {self.id} ({self.outcome})"

@@ -20,7 +20,7 @@ from ledger import LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
 from records.crypto import record_cipher, record_open
 from records.errors import CiphertextInvalid
-from records.models import AnchorState, Patient, Record, RecordVersion
+from records.models import AnchorState, IngestRun, Patient, Record, RecordVersion
 
 log = structlog.get_logger(__name__)
 
@@ -307,3 +307,8 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
             log.warning("record_ciphertext_invalid", record_id=str(record_id), version=version)
             plaintext = None
         yield VersionContent(pk, record_id, category, pseudonym, plaintext)
+
+
+def ingest_runs() -> QuerySet[IngestRun]:
+    """Every ingest kept in the history (stored and refused), newest first, with who sent it."""
+    return IngestRun.objects.select_related("actor").order_by("-created_at", "id")

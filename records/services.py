@@ -5,7 +5,8 @@ in one ledger transaction. The ledger being down does not lose an ingest: the ve
 "pending" (never analysed), and records.tasks.anchor_pending_records anchors them later.
 """
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -16,9 +17,10 @@ from django.db import transaction
 from ledger import ContractRejected, LedgerError
 from records import tasks
 from records.anchoring import record_versions_anchor_of
-from records.bundles import ParsedRecord, bundle_parse
+from records.bundles import ParsedRecord, bundle_entry_count, bundle_parse
 from records.crypto import RecordCipher, patient_pseudonym, record_cipher, record_seal
-from records.models import Patient, Record, RecordVersion
+from records.errors import BundleRejected, BundleTooLarge
+from records.models import IngestOutcome, IngestRun, Patient, Record, RecordVersion
 
 log = structlog.get_logger(__name__)
 
@@ -34,18 +36,21 @@ class IngestedRecord:
     tx_id: str | None
     block_number: int | None
     unchanged: bool
+    patient_entry: int = -1
+    entries: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class IngestResult:
     records: list[IngestedRecord]
+    run: "IngestRun | None" = None
 
     @property
     def all_anchored(self) -> bool:
         return all(record.anchored for record in self.records)
 
 
-def record_ingest(*, raw_body: bytes, actor: Any) -> IngestResult:
+def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> IngestResult:
     """Validate a FHIR Bundle, store one encrypted record version per (patient, category), anchor them.
 
     A record whose content hashes to its latest version's hash is left as it is ("unchanged").
@@ -53,7 +58,8 @@ def record_ingest(*, raw_body: bytes, actor: Any) -> IngestResult:
     versions then go to the ledger in one transaction. If the ledger cannot be reached the versions
     stay pending and the anchoring task is scheduled.
 
-    Raises BundleRejected / BundleTooLarge (records.errors) for input that cannot be ingested.
+    Raises BundleRejected / BundleTooLarge (records.errors) for input that cannot be ingested. An ingest that
+    stored its records is kept in the ingest history (`source`: "api" or "portal"; counts, no content).
     """
     parsed_records = bundle_parse(raw_body)
     cipher = record_cipher()
@@ -82,8 +88,21 @@ def record_ingest(*, raw_body: bytes, actor: Any) -> IngestResult:
                 tx_id=fresh.anchor_tx_id or None,
                 block_number=fresh.anchor_block,
                 unchanged=unchanged,
+                patient_entry=parsed.patient_entry,
+                entries=parsed.entries,
             )
         )
+    run = IngestRun.objects.create(
+        actor=_user_or_none(actor),
+        source=source,
+        outcome=IngestOutcome.STORED,
+        body_bytes=len(raw_body),
+        body_sha256=hashlib.sha256(raw_body).hexdigest(),
+        entries=bundle_entry_count(raw_body),
+        records_new=sum(not result.unchanged for result in results),
+        records_unchanged=sum(result.unchanged for result in results),
+        records_pending=sum(not result.anchored for result in results),
+    )
     log.info(
         "records_ingested",
         actor_id=getattr(actor, "pk", None),
@@ -91,7 +110,7 @@ def record_ingest(*, raw_body: bytes, actor: Any) -> IngestResult:
         new_versions=sum(not result.unchanged for result in results),
         pending=sum(not result.anchored for result in results),
     )
-    return IngestResult(records=results)
+    return IngestResult(records=results, run=run)
 
 
 def _record_store(*, parsed: ParsedRecord, cipher: RecordCipher) -> tuple[RecordVersion, bool]:
@@ -146,3 +165,136 @@ def patient_link_user(*, patient: Patient, user: Any) -> Patient:
             patient.save(update_fields=["user"])
     log.info("patient_user_linked", patient_id=str(patient.pk), user_id=user.pk)
     return patient
+
+
+# --- the custodian's upload, with its per-entry report ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryReport:
+    """What became of one entry of an uploaded bundle, by its index and a stable code (never its values).
+
+    status: stored (a new record version), unchanged (the record already held this content), patient (the
+    Patient resource of stored records), refused (the entry the refusal names), not_stored (the bundle was
+    refused as a whole: ingest stores all of a bundle or none of it).
+    """
+
+    index: int
+    status: str
+    code: str
+    category: str = ""
+    record_id: str = ""
+    version: int | None = None
+    path: str = ""
+
+    @property
+    def label(self) -> str:
+        return ENTRY_STATUS_LABELS.get(self.status, self.status)
+
+
+ENTRY_STATUS_LABELS = {
+    "stored": "Stored",
+    "unchanged": "Unchanged",
+    "patient": "Patient",
+    "refused": "Refused",
+    "not_stored": "Not stored",
+}
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """An upload's outcome: stored or refused (with the refusal's stable code), and a report per entry."""
+
+    run: IngestRun
+    entries: list[EntryReport]
+    code: str = ""
+    message: str = ""
+    status: int = 200
+    records: list[IngestedRecord] = field(default_factory=list)
+
+    @property
+    def stored(self) -> bool:
+        return self.run.outcome == IngestOutcome.STORED
+
+    def count(self, status: str) -> int:
+        return sum(entry.status == status for entry in self.entries)
+
+
+def record_ingest_upload(*, raw_body: bytes, actor: Any) -> IngestReport:
+    """Ingest a bundle uploaded in the portal and report on every entry; a refused bundle is kept in the ingest
+    history too (its code and counts), so that the custodian sees every upload, stored or not."""
+    try:
+        result = record_ingest(raw_body=raw_body, actor=actor, source="portal")
+    except (BundleRejected, BundleTooLarge) as error:
+        entry_count = bundle_entry_count(raw_body) if isinstance(error, BundleRejected) else 0
+        run = IngestRun.objects.create(
+            actor=_user_or_none(actor),
+            source="portal",
+            outcome=IngestOutcome.REFUSED,
+            refusal_code=error.code,
+            body_bytes=len(raw_body),
+            body_sha256=hashlib.sha256(raw_body).hexdigest(),
+            entries=entry_count,
+        )
+        log.info("ingest_upload_refused", actor_id=getattr(actor, "pk", None), code=error.code, run_id=str(run.pk))
+        return IngestReport(
+            run=run,
+            entries=_refused_entries(error, entry_count),
+            code=error.code,
+            message=error.message,
+            status=error.status,
+        )
+    stored = result.run
+    assert stored is not None  # record_ingest keeps every ingest that stored its records
+    return IngestReport(run=stored, entries=_stored_entries(result, stored.entries), records=result.records)
+
+
+def _stored_entries(result: IngestResult, entry_count: int) -> list[EntryReport]:
+    found: dict[int, EntryReport] = {}
+    for record in result.records:
+        status = "unchanged" if record.unchanged else "stored"
+        code = status if record.anchored else f"{status}_anchoring_pending"
+        for index in record.entries:
+            found[index] = EntryReport(
+                index=index,
+                status=status,
+                code=code,
+                category=record.category,
+                record_id=str(record.record_id),
+                version=record.version,
+            )
+        patient = EntryReport(index=record.patient_entry, status="patient", code="patient")
+        found.setdefault(record.patient_entry, patient)
+    return [
+        found.get(index) or EntryReport(index=index, status="not_stored", code="no_observation")
+        for index in range(entry_count)
+    ]
+
+
+def _refused_entries(error: BundleRejected | BundleTooLarge, entry_count: int) -> list[EntryReport]:
+    """The entries the refusal names (index and field path, from its detail), then every other entry, not stored."""
+    detail = error.detail if isinstance(error.detail, dict) else {}
+    named: dict[int, str] = {}
+    errors = detail.get("errors")
+    items: list[Any] = errors if isinstance(errors, list) else [detail]
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        listed = item.get("entries")
+        indexes: list[Any] = listed if isinstance(listed, list) else [item.get("entry")]
+        for index in indexes:
+            if isinstance(index, int) and index not in named:
+                named[index] = str(item.get("path", ""))
+    reports = [
+        EntryReport(index=index, status="refused", code=error.code, path=path) for index, path in sorted(named.items())
+    ]
+    reports += [
+        EntryReport(index=index, status="not_stored", code="bundle_refused")
+        for index in range(entry_count)
+        if index not in named
+    ]
+    return sorted(reports, key=lambda entry: entry.index)
+
+
+def _user_or_none(actor: Any) -> Any:
+    return actor if getattr(actor, "is_authenticated", False) and getattr(actor, "pk", None) else None

@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from health_platform.wording import unit_words
 from records.access import user_may_read_own_records
 from records.codes import FEATURE_CODES_BY_CODE
 from records.errors import CiphertextInvalid
@@ -79,7 +80,8 @@ def _observation_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
                 "label": coding.get("display") or (known.display if known else coding.get("code", "")),
                 "code": coding.get("code", ""),
                 "value": quantity.get("value", resource.get("valueString", "")),
-                "unit": quantity.get("unit", ""),
+                "unit": unit_words(str(quantity.get("unit", ""))),
+                "unit_code": str(quantity.get("unit", "")),
                 "effective": resource.get("effectiveDateTime", ""),
             }
         )

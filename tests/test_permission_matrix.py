@@ -347,6 +347,12 @@ def ingest_bundle(world: World) -> dict[str, Any]:
     return bundle(*patient_with_observations(mrn=f"MATRIX-{uuid.uuid4().hex[:8]}"))
 
 
+def ingest_upload(world: World) -> dict[str, Any]:
+    """The custodian's upload form: a bundle file."""
+    body = json.dumps(ingest_bundle(world)).encode()
+    return {"bundle": SimpleUploadedFile("bundle.json", body, content_type="application/fhir+json")}
+
+
 def analysis_body(world: World) -> dict[str, Any]:
     return {"model": "breast-cancer", "cohort": {"kind": "explicit", "pseudonyms": [world.pseudonym[PATIENT]]}}
 
@@ -362,6 +368,7 @@ def verify_upload(world: World) -> dict[str, Any]:
 OWN_RECORD = {PATIENT: 200, OTHER_PATIENT: 404}
 AUDIT_READERS = (AUDITOR,)
 RECORD_METADATA = (AUDITOR, CUSTODIAN, ADMIN)
+INGESTERS = (CUSTODIAN, ADMIN)  # records.access.user_may_ingest_records
 
 
 def records_api(variant_owner: str | None) -> dict:
@@ -438,7 +445,9 @@ def build_cases() -> list[Case]:
                 ANONYMOUS: "login",
                 **dict.fromkeys(PATIENTS, 302),
                 **dict.fromkeys(CLINICIANS, 302),
-                **dict.fromkeys((AUDITOR, CUSTODIAN, ADMIN, NO_ROLE), 200),
+                CUSTODIAN: 302,  # to the upload page (issue 14)
+                AUDITOR: 302,  # to the state of the access log (issue 14)
+                **dict.fromkeys((ADMIN, NO_ROLE), 200),
             },
         ),
         Case("accounts/login/", "GET", "-", fixed("/accounts/login/"), everyone(200)),
@@ -474,6 +483,19 @@ def build_cases() -> list[Case]:
             )
             for variant, owner in OWNERS.items()
         ),
+        # --- portal: the custodian's ingest (issue 14) ---
+        Case("records/ingest/", "GET", "-", fixed("/records/ingest/"), portal(INGESTERS)),
+        Case(
+            "records/ingest/",
+            "POST",
+            "-",
+            fixed("/records/ingest/"),
+            portal(INGESTERS),
+            body=ingest_upload,
+            content_type="multipart",
+            writes=True,
+        ),
+        Case("records/ingest/history/", "GET", "-", fixed("/records/ingest/history/"), portal(INGESTERS)),
         # --- portal: consent ---
         Case("consent/", "GET", "-", fixed("/consent/"), portal(PATIENTS)),
         Case(
@@ -607,6 +629,16 @@ def build_cases() -> list[Case]:
             for variant, owner in EXPORT_OWNERS.items()
         ),
         Case("audit/ledger/", "GET", "-", fixed("/audit/ledger/"), portal(AUDIT_READERS)),
+        Case("audit/overview/", "GET", "-", fixed("/audit/overview/"), portal(AUDIT_READERS)),
+        Case(  # verifying a copy reads the ledger and writes nothing
+            "audit/verify/",
+            "POST",
+            "-",
+            fixed("/audit/verify/"),
+            portal(AUDIT_READERS),
+            body=verify_upload,
+            content_type="multipart",
+        ),
         Case("audit/my-data/", "GET", "-", fixed("/audit/my-data/"), portal(PATIENTS)),
         # --- API: sign-in, schema ---
         Case(

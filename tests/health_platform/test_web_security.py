@@ -33,9 +33,11 @@ from tests.test_permission_matrix import (  # noqa: F401  (fixtures shared with 
     analysis_form,
     client_for,
     grant_form,
+    ingest_upload,
     ledger_url,
     no_failed_sign_ins_counted,
     nothing_is_queued,
+    verify_upload,
     world,
     world_folder,
 )
@@ -175,6 +177,8 @@ FORMS = {
     "/analytics/new/": ("clinician", analysis_form, 302),
     "/analytics/<id>/cancel/": ("clinician", lambda world: {}, 302),
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
+    "/records/ingest/": ("custodian", ingest_upload, 200),
+    "/audit/verify/": ("auditor", verify_upload, 200),
 }
 
 
