@@ -18,7 +18,7 @@ from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
 from ledger import LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
-from records.crypto import record_cipher, record_open
+from records.crypto import patient_pseudonym, record_cipher, record_open
 from records.errors import CiphertextInvalid
 from records.models import AnchorState, Patient, Record, RecordVersion
 
@@ -307,3 +307,8 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
             log.warning("record_ciphertext_invalid", record_id=str(record_id), version=version)
             plaintext = None
         yield VersionContent(pk, record_id, category, pseudonym, plaintext)
+
+
+def patient_by_identifier(*, system: str, value: str) -> Patient | None:
+    """The ingested patient whose identifier is system|value (found by its pseudonym), or None."""
+    return Patient.objects.filter(pseudonym=patient_pseudonym(f"{system}|{value}")).first()
