@@ -1,8 +1,8 @@
 """The custodian's directory pages (/directory/) and the enrolment pages anyone with a link uses (/enrol/).
 
 Server-rendered, every action a plain form POST. Writes go through directory.services. The enrolment pages
-never show health data nor the patient's identifier, send no referrer (the token is in their URL), and answer a
-link that cannot be used with a page naming a stable code.
+never show health data nor the patient's identifier, send no referrer to other sites (the token is in their
+URL), and answer a link that cannot be used with a page naming a stable code.
 """
 
 from collections.abc import Callable
@@ -120,9 +120,9 @@ def _grantee_status(active: bool) -> Callable[..., HttpResponse]:
                 panel=False,
                 back=(reverse("directory:home"), "Back to the directory"),
             )
-        where = f", block {status.block_number}" if status.block_number is not None else ""
+        where = f" in block {status.block_number}" if status.block_number is not None else ""
         verb = "reactivated" if active else "deactivated"
-        messages.success(request, f"{grantee_id} {verb} on the ledger (transaction {status.tx_id}{where}).")
+        messages.success(request, f"{grantee_id} {verb} on the ledger{where}.")
         return redirect("directory:home")
 
     change.__name__ = "reactivate" if active else "deactivate"
@@ -230,7 +230,9 @@ def _no_such_invitation(request: HttpRequest) -> HttpResponse:
 
 
 def _no_referrer(response: HttpResponse) -> HttpResponse:
-    response["Referrer-Policy"] = "no-referrer"
+    """Never cached, and the link's URL never sent to another site: the referrer policy is at most same-origin
+    (no-referrer would make the browser send `Origin: null` with the form, which Django's CSRF check refuses)."""
+    response["Referrer-Policy"] = "same-origin"
     response["Cache-Control"] = "no-store"
     return response
 

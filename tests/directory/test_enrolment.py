@@ -57,7 +57,8 @@ def test_following_the_link_creates_one_patient_account_linked_to_the_records(cu
     token = token_in(mail.outbox[0])
     page = Client().get(f"/enrol/link/{token}/")
     assert page.status_code == 200
-    assert page["Referrer-Policy"] == "no-referrer"
+    assert page["Referrer-Policy"] == "same-origin"
+    assert page["Cache-Control"] == "no-store"
     for secret in (MRN, ingested.pseudonym):
         assert secret not in page.content.decode()
 
