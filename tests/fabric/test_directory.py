@@ -1,8 +1,6 @@
 """The grantee directory on the real Fabric network: a clinician deactivated on the chain is refused at the next
 analysis with grantee_inactive, in the access log as the chain holds it, and admitted again once reactivated."""
 
-import json
-
 import pytest
 
 from analytics.models import AnalysisStatus
@@ -10,13 +8,14 @@ from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from health_platform import bootstrap
 from health_platform.services import grantee_set_active
+from ledger.contracts import Contracts
 
 pytestmark = [pytest.mark.fabric, pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def _access_log(ledger, request_id):
-    query = json.dumps({"request_id": str(request_id)})
-    events = ledger.evaluate("accesslog", "QueryAccessEvents", query).json()["events"]
+    """The decisions the ledger's access log holds for the analysis's records (through the typed facade)."""
+    events = Contracts(ledger).query_access_events(limit=1000, request_id=str(request_id)).events
     return sorted((e["decision"], e["reason"]) for e in events if e["kind"] == "record_access")
 
 

@@ -1,7 +1,5 @@
 """The grantee directory's status on the ledger, its mirror, and the gate refusing a deactivated grantee."""
 
-import json
-
 import pytest
 
 from analytics.models import AnalysisStatus
@@ -13,12 +11,13 @@ from health_platform.errors import ValidationFailed
 from health_platform.models import GranteeStatus
 from health_platform.selectors import grantee_get, grantees_all
 from health_platform.services import grantee_mirror_rebuild, grantee_set_active
+from ledger.contracts import Contracts
 from tests.conftest import consent_terms
 
 
 def _access_log(ledger, request_id):
-    query = json.dumps({"request_id": str(request_id)})
-    events = ledger.evaluate("accesslog", "QueryAccessEvents", query).json()["events"]
+    """The decisions the ledger's access log holds for the analysis's records (through the typed facade)."""
+    events = Contracts(ledger).query_access_events(limit=1000, request_id=str(request_id)).events
     return sorted((e["decision"], e["reason"]) for e in events if e["kind"] == "record_access")
 
 
