@@ -30,6 +30,13 @@ Contract "accesslog" (chaincode.contracts.access_log): one state entry per batch
     event = {event_id, kind, record_id, patient_pseudonym, grantee, purpose, request_id, model_hash,
              category, decision, reason, export_sha256}
 
+Contract "directory" (chaincode.contracts.directory): the grantee directory's status
+    RegisterGrantee(grantee)                  -> entry (an existing entry is answered unchanged)
+    SetGranteeStatus(grantee, status)         -> entry (status: active | inactive; only the registering MSP)
+    ReadGrantee(grantee) / GranteeHistory(grantee) / ListGrantees()
+    entry = {grantee, status, registered_by, registered_at, changed_at, tx_id}
+    CheckAccessBatch refuses with grantee_inactive what only an inactive grantee's consents would admit.
+
 Errors are raised as ContractError and reach the client as "code: message".
 """
 
@@ -37,9 +44,12 @@ from chaincode.library import ContractChaincode
 
 
 def build_chaincode() -> ContractChaincode:
-    """The chaincode with all three contracts, as both the embedded ledger and the peer run it."""
+    """The chaincode with all four contracts, as both the embedded ledger and the peer run it."""
     from chaincode.contracts.access_log import AccessLogContract
     from chaincode.contracts.anchors import AnchorContract
     from chaincode.contracts.consent import ConsentContract
+    from chaincode.contracts.directory import DirectoryContract
 
-    return ContractChaincode.new_chaincode(AnchorContract(), ConsentContract(), AccessLogContract())
+    return ContractChaincode.new_chaincode(
+        AnchorContract(), ConsentContract(), AccessLogContract(), DirectoryContract()
+    )

@@ -69,6 +69,7 @@ REFUSAL_REASONS: dict[str, str] = {
     "category_not_covered": "Consent does not cover this kind of data",
     "no_anchor": "Record not anchored on the ledger",
     "hash_mismatch": "Record changed since it was anchored",
+    "grantee_inactive": "Grantee deactivated in the directory",
 }
 
 # An access event: what the access log holds per event, in this order (exports, the audit mirror and the

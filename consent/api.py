@@ -70,8 +70,9 @@ class ConsentViewSet(VisibleListMixin, viewsets.GenericViewSet):
         summary="Grant a consent (patients, for themselves)",
         request=ConsentGrantSerializer,
         responses={201: ConsentSerializer, 400: _ERROR, 403: _ERROR, 503: _ERROR},
-        description="Error codes: unknown_grantee, unknown_purpose, unknown_category, invalid_period, "
-        "period_in_past (400); permission_denied (403, e.g. another patient's pseudonym); ledger_unavailable (503).",
+        description="Error codes: unknown_grantee, grantee_inactive, unknown_purpose, unknown_category, "
+        "invalid_period, period_in_past (400); permission_denied (403, e.g. another patient's pseudonym); "
+        "ledger_unavailable (503).",
     )
     def create(self, request: Request) -> Response:
         payload = ConsentGrantSerializer(data=request.data)

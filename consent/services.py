@@ -48,9 +48,14 @@ def consent_terms_check(
     *, grantee_id: str, purposes: list[str], categories: list[str], valid_from: datetime, valid_until: datetime
 ) -> ConsentTerms:
     """Refuse terms the platform cannot grant, with a code naming the field. Writes nothing."""
-    if not isinstance(grantee_id, str) or grantee_get(grantee_id=grantee_id) is None:
+    grantee = grantee_get(grantee_id=grantee_id) if isinstance(grantee_id, str) else None
+    if grantee is None:
         raise ValidationFailed(
             "The grantee is not a known clinician or organisation.", code="unknown_grantee", detail={"field": "grantee"}
+        )
+    if not grantee.active:
+        raise ValidationFailed(
+            "The grantee has been deactivated in the directory.", code="grantee_inactive", detail={"field": "grantee"}
         )
     checked_purposes = _codes(purposes, consent_purposes(), field="purposes", code="unknown_purpose")
     checked_categories = _codes(categories, CATEGORIES, field="categories", code="unknown_category")

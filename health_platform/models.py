@@ -46,3 +46,23 @@ class ClinicianProfile(models.Model):
     @property
     def grantee_id(self) -> str:
         return f"clinician:{self.public_id}"
+
+
+class GranteeStatus(models.Model):
+    """Mirror of a grantee's directory entry on the ledger (chaincode.contracts.directory): the ledger is the
+    truth and the gate reads it there; this row is written only after the ledger committed the change, and
+    `manage.py rebuild_grantee_mirror` rebuilds every row from the ledger alone. A grantee without a row
+    was never registered on the ledger, which the gate treats as active."""
+
+    grantee_id = models.CharField(max_length=80, unique=True)
+    active = models.BooleanField(default=True)
+    registered_by = models.CharField(max_length=128, blank=True, default="")
+    changed_at = models.DateTimeField()
+    tx_id = models.CharField(max_length=128)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["grantee_id"]
+
+    def __str__(self) -> str:
+        return f"{self.grantee_id} ({'active' if self.active else 'inactive'})"

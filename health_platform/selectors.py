@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from health_platform.models import ClinicianProfile, Organisation
+from health_platform.models import ClinicianProfile, GranteeStatus, Organisation
 
 
 @dataclass(frozen=True)
@@ -11,10 +11,18 @@ class Grantee:
     grantee_id: str  # "clinician:<public id>" or "org:<slug>": what the ledger knows
     kind: str  # "clinician" or "organisation"
     display_name: str
+    active: bool = True  # the directory's status (mirrored from the ledger); False: its consents admit nothing
+
+
+def inactive_grantee_ids() -> set[str]:
+    """The grantees the ledger's directory holds as inactive (from the mirror)."""
+    return set(GranteeStatus.objects.filter(active=False).values_list("grantee_id", flat=True))
 
 
 def grantees_all() -> list[Grantee]:
-    """Everyone a patient may grant consent to: clinicians with an active account, and organisations."""
+    """Everyone a patient may grant consent to: active clinicians with an active account, and active
+    organisations (a grantee deactivated in the directory is left out)."""
+    inactive = inactive_grantee_ids()
     clinicians = ClinicianProfile.objects.filter(user__is_active=True).select_related("organisation")
     found = [
         Grantee(
@@ -25,18 +33,20 @@ def grantees_all() -> list[Grantee]:
         for c in clinicians
     ]
     found += [Grantee(o.grantee_id, "organisation", o.name) for o in Organisation.objects.all()]
-    return found
+    return [grantee for grantee in found if grantee.grantee_id not in inactive]
 
 
 def grantee_get(*, grantee_id: str) -> Grantee | None:
-    """The grantee with this ledger id, or None if there is no such active clinician or organisation."""
+    """The grantee with this ledger id (`active` says its directory status), or None if there is no such
+    clinician with an active account or organisation."""
     kind, _, key = grantee_id.partition(":")
+    active = not GranteeStatus.objects.filter(grantee_id=grantee_id, active=False).exists()
     if kind == "clinician":
         profile = ClinicianProfile.objects.filter(public_id=key, user__is_active=True).first()
-        return Grantee(profile.grantee_id, "clinician", profile.display_name) if profile else None
+        return Grantee(profile.grantee_id, "clinician", profile.display_name, active) if profile else None
     if kind == "org":
         organisation = Organisation.objects.filter(slug=key).first()
-        return Grantee(organisation.grantee_id, "organisation", organisation.name) if organisation else None
+        return Grantee(organisation.grantee_id, "organisation", organisation.name, active) if organisation else None
     return None
 
 

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "consent",
     "analytics",
     "audit",
+    "directory",
 ]
 
 MIDDLEWARE = [
@@ -339,3 +340,8 @@ LOGGING = {
         "django.security.csrf": {"filters": ["request_path_redacted"]},
     },
 }
+
+# Directory and patient enrolment (directory/): how long an enrolment invitation stays valid, and the address
+# that links in e-mails start with when no request tells it (management commands).
+DIRECTORY_INVITATION_HOURS = env.int("DIRECTORY_INVITATION_HOURS", default=7 * 24)
+DIRECTORY_LINK_BASE_URL = env.str("DIRECTORY_LINK_BASE_URL", default="http://127.0.0.1:8000")

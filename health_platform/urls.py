@@ -15,6 +15,8 @@ urlpatterns = [
     path("consent/", include("consent.portal_urls")),
     path("analytics/", include("analytics.portal_urls")),
     path("audit/", include("audit.portal_urls")),
+    path("directory/", include("directory.portal_urls")),
+    path("enrol/", include("directory.enrol_urls")),
     path("api/auth/token/", security.obtain_auth_token, name="api-token"),
     path("api/records/", include("records.api_urls")),
     path("api/consents/", include("consent.api_urls")),
@@ -22,6 +24,7 @@ urlpatterns = [
     path("api/analyses/", include("analytics.api_urls")),
     path("api/models/", include(model_urlpatterns)),
     path("api/audit/", include("audit.api_urls")),
+    path("api/directory/", include("directory.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # GET only: its renderer has no page for OPTIONS' metadata (it answered 500).
     path(

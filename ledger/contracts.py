@@ -22,7 +22,10 @@ import orjson
 from ledger.client import BlockSummary, LedgerClient, Receipt, TransactionLocation, VerificationReport
 from ledger.errors import ContractRejected
 
-ANCHORS, CONSENT, ACCESS_LOG = "anchors", "consent", "accesslog"
+ANCHORS, CONSENT, ACCESS_LOG, DIRECTORY = "anchors", "consent", "accesslog", "directory"
+
+# A grantee's status in the directory, as the ledger holds it.
+GRANTEE_ACTIVE, GRANTEE_INACTIVE = "active", "inactive"
 
 # Contract refusals that mean "the ledger holds no such thing" for a read.
 _ABSENT = frozenset({"not_found"})
@@ -129,6 +132,24 @@ class LedgerConsent:
     revoked_tx_id: str | None = None
     granted_block: int | None = None
     revoked_block: int | None = None
+
+
+@dataclass(frozen=True)
+class LedgerGrantee:
+    """A grantee's directory entry on the ledger: its status, who registered it, and the transaction of its
+    last change (with that transaction's block where known)."""
+
+    grantee: str
+    status: str  # GRANTEE_ACTIVE or GRANTEE_INACTIVE
+    registered_by: str  # the MSP that registered it, the only one that may change it
+    registered_at: str
+    changed_at: str
+    tx_id: str
+    block_number: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == GRANTEE_ACTIVE
 
 
 @dataclass(frozen=True)
@@ -352,6 +373,34 @@ class Contracts:
             revoked_block=self.block_of(consent.get("revoked_tx_id")),
         )
 
+    # --- grantee directory -------------------------------------------------------------------------
+    def register_grantee(self, grantee: str) -> LedgerGrantee:
+        """Register `grantee` as active; one already registered is answered as it is (its status unchanged)."""
+        receipt = self.client.submit(DIRECTORY, "RegisterGrantee", grantee)
+        entry = receipt.json()
+        return _grantee(entry, block_number=self._committed_block(receipt, entry["tx_id"]))
+
+    def set_grantee_status(self, grantee: str, *, active: bool) -> LedgerGrantee:
+        """Activate or deactivate `grantee` (registering it if the ledger does not know it). The gate refuses an
+        inactive grantee's consents from its next batch on. The same status again writes nothing."""
+        status = GRANTEE_ACTIVE if active else GRANTEE_INACTIVE
+        receipt = self.client.submit(DIRECTORY, "SetGranteeStatus", grantee, status)
+        entry = receipt.json()
+        return _grantee(entry, block_number=self._committed_block(receipt, entry["tx_id"]))
+
+    def read_grantee(self, grantee: str) -> LedgerGrantee | None:
+        """The grantee's entry, or None if it was never registered (the gate then treats it as active)."""
+        found = self._read(DIRECTORY, "ReadGrantee", grantee)
+        return None if found is None else _grantee(found, block_number=self.block_of(found.get("tx_id")))
+
+    def grantees(self) -> list[LedgerGrantee]:
+        """Every registered grantee's entry, ordered by grantee id, without blocks (one call)."""
+        return [_grantee(entry) for entry in self.client.evaluate(DIRECTORY, "ListGrantees").json() or []]
+
+    def grantee_history(self, grantee: str) -> list[StateChange]:
+        """Every committed change of a grantee's entry, oldest first, with its block."""
+        return self._history(DIRECTORY, "GranteeHistory", grantee)
+
     # --- access log --------------------------------------------------------------------------------
     def append_access_events(self, *, batch_id: str, events: Sequence[Mapping[str, Any]]) -> LoggedBatch:
         """Log `events` as one batch, in ONE transaction. An identical batch again is a no-op that
@@ -421,3 +470,8 @@ def _consent(
     return LedgerConsent(
         **{**consent.__dict__, "granted_block": granted_block, "revoked_block": revoked_block},
     )
+
+
+def _grantee(values: Mapping[str, Any], *, block_number: int | None = None) -> LedgerGrantee:
+    entry = _from_mapping(LedgerGrantee, values)
+    return LedgerGrantee(**{**entry.__dict__, "block_number": block_number})

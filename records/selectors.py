@@ -18,7 +18,7 @@ from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
 from ledger import LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
-from records.crypto import record_cipher, record_open
+from records.crypto import patient_pseudonym, record_cipher, record_open
 from records.errors import CiphertextInvalid
 from records.models import AnchorState, IngestRun, Patient, Record, RecordVersion
 
@@ -312,3 +312,8 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
 def ingest_runs() -> QuerySet[IngestRun]:
     """Every ingest kept in the history (stored and refused), newest first, with who sent it."""
     return IngestRun.objects.select_related("actor").order_by("-created_at", "id")
+
+
+def patient_by_identifier(*, system: str, value: str) -> Patient | None:
+    """The ingested patient whose identifier is system|value (found by its pseudonym), or None."""
+    return Patient.objects.filter(pseudonym=patient_pseudonym(f"{system}|{value}")).first()

@@ -98,6 +98,9 @@ class World:
     pseudonym: dict[str, str]
     grantee: dict[str, str]
     admin_ids: dict[str, str] = field(default_factory=dict)
+    # The directory's: an organisation to deactivate, a patient with no account yet (its identifier) and a pending
+    # invitation of theirs (its id and token).
+    directory: dict[str, str] = field(default_factory=dict)
 
 
 def build_world() -> World:
@@ -195,6 +198,7 @@ def build_world() -> World:
         export.refresh_from_db()
         assert export.status == "completed", export.failure_code
 
+    directory = build_directory_world(users[CUSTODIAN])
     token = Token.objects.create(user=users[PATIENT])
     admin_ids = {
         "auth/group": str(Group.objects.get(name=Role.PATIENT.value).pk),
@@ -217,7 +221,29 @@ def build_world() -> World:
         pseudonym=pseudonym,
         grantee=grantee,
         admin_ids=admin_ids,
+        directory=directory,
     )
+
+
+def build_directory_world(custodian: Any) -> dict[str, str]:
+    from directory.services import patient_invitation_issue
+    from health_platform.services import organisation_create
+    from records.services import record_ingest
+    from tests.records.factories import MRN_SYSTEM, bundle, patient_with_observations
+
+    organisation = organisation_create(slug="matrix-north", name="North Clinic")
+    mrn = "MRN-MATRIX-777"
+    record_ingest(raw_body=json.dumps(bundle(*patient_with_observations(mrn=mrn))).encode(), actor=custodian)
+    issued = patient_invitation_issue(
+        actor=custodian, identifier_system=MRN_SYSTEM, identifier_value=mrn, base_url="http://testserver"
+    )
+    return {
+        "organisation": organisation.grantee_id,
+        "system": MRN_SYSTEM,
+        "mrn": mrn,
+        "invitation": str(issued.invitation.pk),
+        "token": issued.token,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -799,8 +825,210 @@ def build_cases() -> list[Case]:
             content_type="multipart",
         ),
         Case("api/audit/ledger/blocks/", "GET", "-", fixed("/api/audit/ledger/blocks/"), api(AUDIT_READERS)),
+        *directory_cases(),
     ]
     return cases + admin_cases()
+
+
+CUSTODIANS = (CUSTODIAN,)
+MISSING_GRANTEE = "org:matrix-nowhere"
+BOGUS_TOKEN = "ABCD" * 5
+
+
+def grantee_status_path(prefix: str, existing: bool, verb: str) -> Callable[[World], str]:
+    return lambda world: f"{prefix}{world.directory['organisation'] if existing else MISSING_GRANTEE}/{verb}/"
+
+
+def invitation_path(prefix: str, existing: bool, verb: str) -> Callable[[World], str]:
+    return lambda world: f"{prefix}{world.directory['invitation'] if existing else MISSING_UUID}/{verb}/"
+
+
+def invitation_body(world: World) -> dict[str, Any]:
+    return {"identifier_system": world.directory["system"], "identifier_value": world.directory["mrn"]}
+
+
+def enrol_body(world: World) -> dict[str, Any]:
+    return {
+        "username": "matrix-enrolled",
+        "password": "a-long-enough-Passphrase-9",
+        "password_again": "a-long-enough-Passphrase-9",
+    }
+
+
+def directory_cases() -> list[Case]:
+    """The custodian's directory and invitations (custodians only), and the enrolment pages (anyone with a link)."""
+    existing = {"existing": True, "missing": False}
+    clinician = {"username": "matrix-new-dr", "display_name": "Dr New", "email": "new@example.org", "organisation": ""}
+    return [
+        Case("directory/", "GET", "-", fixed("/directory/"), portal(CUSTODIANS)),
+        Case(
+            "directory/organisations/",
+            "POST",
+            "-",
+            fixed("/directory/organisations/"),
+            portal(CUSTODIANS, ok=302),
+            body=lambda world: {"slug": "matrix-new-org", "name": "New"},
+            content_type="form",
+            writes=True,
+        ),
+        Case(
+            "directory/clinicians/",
+            "POST",
+            "-",
+            fixed("/directory/clinicians/"),
+            portal(CUSTODIANS, ok=302),
+            body=lambda world: clinician,
+            content_type="form",
+            writes=True,
+        ),
+        *(
+            Case(
+                f"directory/grantees/<str:grantee_id>/{verb}/",
+                "POST",
+                variant,
+                grantee_status_path("/directory/grantees/", found, verb),
+                portal(CUSTODIANS, ok=302 if found else 404),
+                body=lambda world: {},
+                content_type="form",
+                writes=found,
+            )
+            for verb in ("deactivate", "reactivate")
+            for variant, found in existing.items()
+        ),
+        Case("directory/invitations/", "GET", "-", fixed("/directory/invitations/"), portal(CUSTODIANS)),
+        Case(
+            "directory/invitations/",
+            "POST",
+            "-",
+            fixed("/directory/invitations/"),
+            portal(CUSTODIANS, ok=201),
+            body=invitation_body,
+            content_type="form",
+            writes=True,
+        ),
+        *(
+            Case(
+                f"directory/invitations/<str:invitation_id>/{verb}/",
+                "POST",
+                variant,
+                invitation_path("/directory/invitations/", found, verb),
+                portal(CUSTODIANS, ok=(302 if verb == "revoke" else 201) if found else 404),
+                body=lambda world: {},
+                content_type="form",
+                writes=found,
+            )
+            for verb in ("revoke", "reissue")
+            for variant, found in existing.items()
+        ),
+        Case("enrol/", "GET", "-", fixed("/enrol/"), everyone(200)),
+        Case(
+            "enrol/",
+            "POST",
+            "unknown code",
+            fixed("/enrol/"),
+            everyone(404),
+            body=lambda world: {"code": BOGUS_TOKEN},
+            content_type="form",
+        ),
+        Case(
+            "enrol/link/<str:token>/",
+            "GET",
+            "pending",
+            lambda world: f"/enrol/link/{world.directory['token']}/",
+            everyone(200),
+        ),
+        Case("enrol/link/<str:token>/", "GET", "missing", fixed(f"/enrol/link/{BOGUS_TOKEN}/"), everyone(404)),
+        Case(
+            "enrol/link/<str:token>/",
+            "POST",
+            "pending",
+            lambda world: f"/enrol/link/{world.directory['token']}/",
+            everyone(302),
+            body=enrol_body,
+            content_type="form",
+            writes=True,
+        ),
+        Case(
+            "enrol/link/<str:token>/",
+            "POST",
+            "missing",
+            fixed(f"/enrol/link/{BOGUS_TOKEN}/"),
+            everyone(404),
+            body=enrol_body,
+            content_type="form",
+        ),
+        Case(
+            "enrol/staff/<str:uidb64>/<str:token>/",
+            "GET",
+            "missing",
+            fixed("/enrol/staff/MQ/bogus-token/"),
+            everyone(404),
+        ),
+        Case(
+            "enrol/staff/<str:uidb64>/<str:token>/",
+            "POST",
+            "missing",
+            fixed("/enrol/staff/MQ/bogus-token/"),
+            everyone(404),
+            body=lambda world: {"new_password1": "x", "new_password2": "x"},
+            content_type="form",
+        ),
+        Case("api/directory/grantees/", "GET", "-", fixed("/api/directory/grantees/"), api(CUSTODIANS)),
+        Case(
+            "api/directory/organisations/",
+            "POST",
+            "-",
+            fixed("/api/directory/organisations/"),
+            api(CUSTODIANS, ok=201),
+            body=lambda world: {"slug": "matrix-new-org", "name": "New"},
+            writes=True,
+        ),
+        Case(
+            "api/directory/clinicians/",
+            "POST",
+            "-",
+            fixed("/api/directory/clinicians/"),
+            api(CUSTODIANS, ok=201),
+            body=lambda world: clinician,
+            writes=True,
+        ),
+        *(
+            Case(
+                f"api/directory/grantees/<str:grantee_id>/{verb}/",
+                "POST",
+                variant,
+                grantee_status_path("/api/directory/grantees/", found, verb),
+                api(CUSTODIANS, ok=200 if found else 404),
+                body=lambda world: {},
+                writes=found,
+            )
+            for verb in ("deactivate", "reactivate")
+            for variant, found in existing.items()
+        ),
+        Case("api/directory/invitations/", "GET", "-", fixed("/api/directory/invitations/"), api(CUSTODIANS)),
+        Case(
+            "api/directory/invitations/",
+            "POST",
+            "-",
+            fixed("/api/directory/invitations/"),
+            api(CUSTODIANS, ok=201),
+            body=invitation_body,
+            writes=True,
+        ),
+        *(
+            Case(
+                f"api/directory/invitations/<str:invitation_id>/{verb}/",
+                "POST",
+                variant,
+                invitation_path("/api/directory/invitations/", found, verb),
+                api(CUSTODIANS, ok=(200 if verb == "revoke" else 201) if found else 404),
+                body=lambda world: {},
+                writes=found,
+            )
+            for verb in ("revoke", "reissue")
+            for variant, found in existing.items()
+        ),
+    ]
 
 
 def admin_cases() -> list[Case]:
@@ -1280,7 +1508,14 @@ def test_the_ids_of_other_users_objects_are_tried_on_every_url_that_takes_one():
             continue
         variants = {case.variant for case in CASES if case.route == route}
         assert "missing" in variants, route
+        if route.startswith(NO_OWNER_ROUTES):
+            continue
         assert variants & others, route
+
+
+# Objects no user owns: the directory's grantees and invitations are the custodians' together, and an enrolment
+# link is anyone's who holds it. Their routes are tried with an existing and a missing object only.
+NO_OWNER_ROUTES = ("directory/", "api/directory/", "enrol/")
 
 
 # --- what a list shows ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 
 from chaincode import state, validation
 from chaincode.contracts.anchors import anchor_key
+from chaincode.contracts.directory import grantee_status
 from chaincode.errors import AlreadyExists, InvalidArgument, NotFound
 from chaincode.library import Contract, TransactionContext
 from chaincode.vocabulary import CATEGORIES, PURPOSES
@@ -122,13 +123,22 @@ class ConsentContract(Contract):
         organisation) and purpose: admit if one is unrevoked, in its period and covers the
         category; otherwise category_not_covered, consent_revoked, consent_expired or no_consent,
         the first that applies. A consent whose period has not begun counts as no consent.
+
+        The directory's status of the grantee and its organisation is read once per batch (two reads at
+        most): a consent naming an inactive grantee admits nothing, and a record only such a consent
+        would have admitted is refused grantee_inactive; a requester who is inactive is refused
+        grantee_inactive for every record whose anchor checks out, whatever its organisation's consents.
         """
         stub = ctx.get_stub()
         request = validation.json_argument(request_json, "request", dict)
         validation.only_fields(request, "request", _CHECK_FIELDS, _CHECK_FIELDS - {"organisation"})
-        grantees = {validation.grantee(request["grantee"], "request.grantee")}
+        requester = validation.grantee(request["grantee"], "request.grantee")
+        grantees = {requester}
         if request.get("organisation"):
             grantees.add(validation.grantee(request["organisation"], "request.organisation"))
+        inactive = frozenset(
+            [grantee for grantee in sorted(grantees) if await grantee_status(stub, grantee) != "active"]
+        )
         purpose = validation.purpose(request["purpose"], "request.purpose")
         at = validation.timestamp(request["at"], "request.at")
         moment = validation.format_timestamp(at)
@@ -162,7 +172,12 @@ class ConsentContract(Contract):
                 else:
                     if pseudonym not in consents_by_patient:
                         consents_by_patient[pseudonym] = await _consents_of(stub, pseudonym)
-                    reason, consent_id = _decide(consents_by_patient[pseudonym], grantees, purpose, category, moment)
+                    reason: str | None = "grantee_inactive"
+                    consent_id: str | None = None
+                    if requester not in inactive:
+                        reason, consent_id = _decide(
+                            consents_by_patient[pseudonym], grantees, purpose, category, moment, inactive
+                        )
                     result.update(reason=reason, consent_id=consent_id)
                     if reason is None:
                         result["decision"] = "admit"
@@ -206,13 +221,27 @@ async def _keep_patient_consent(stub: Any, consent: dict[str, Any]) -> None:
 
 
 def _decide(
-    consents: list[dict[str, Any]], grantees: set[str], purpose: str, category: str, moment: str
+    consents: list[dict[str, Any]],
+    grantees: set[str],
+    purpose: str,
+    category: str,
+    moment: str,
+    inactive: frozenset[str] = frozenset(),
 ) -> tuple[str | None, str | None]:
     """(None, consent_id) to admit, or (reason, None) to refuse, at `moment` (format_timestamp's text).
+
+    Consents naming a grantee in `inactive` admit nothing: when one of them is all that would have
+    admitted the record, the reason is grantee_inactive.
 
     Stored periods are written by GrantConsent in one fixed-width UTC format, so they compare as text in
     time order: no parsing per record.
     """
+    if inactive:
+        reason, consent_id = _decide(consents, grantees - inactive, purpose, category, moment)
+        if reason is None:
+            return reason, consent_id
+        all_reason, _ = _decide(consents, grantees, purpose, category, moment)
+        return ("grantee_inactive" if all_reason is None else all_reason), None
     relevant = [c for c in consents if c["grantee"] in grantees and purpose in c["purposes"]]
     in_period = [c for c in relevant if c["status"] == "active" and c["valid_from"] <= moment < c["valid_until"]]
     covering = sorted(c["consent_id"] for c in in_period if category in c["categories"])

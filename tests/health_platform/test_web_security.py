@@ -32,8 +32,10 @@ from tests.test_permission_matrix import (  # noqa: F401  (fixtures shared with 
     World,
     analysis_form,
     client_for,
+    enrol_body,
     grant_form,
     ingest_upload,
+    invitation_body,
     ledger_url,
     no_failed_sign_ins_counted,
     nothing_is_queued,
@@ -179,11 +181,25 @@ FORMS = {
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
     "/records/ingest/": ("custodian", ingest_upload, 200),
     "/audit/verify/": ("auditor", verify_upload, 200),
+    "/directory/clinicians/": (
+        "custodian",
+        lambda world: {"display_name": "Dr Csrf", "username": "csrf-dr", "email": "c@example.org", "organisation": ""},
+        302,
+    ),
+    "/directory/organisations/": ("custodian", lambda world: {"slug": "csrf-org", "name": "Csrf"}, 302),
+    "/directory/grantees/<id>/deactivate/": ("custodian", lambda world: {}, 302),
+    "/directory/invitations/": ("custodian", invitation_body, 201),
+    "/directory/invitations/<id>/revoke/": ("custodian", lambda world: {}, 302),
+    "/directory/invitations/<id>/reissue/": ("custodian", lambda world: {}, 201),
+    "/enrol/": (ANONYMOUS, lambda world: {"code": world.directory["token"]}, 302),
+    "/enrol/link/<token>/": (ANONYMOUS, enrol_body, 302),
 }
 
 
 def normalised(action: str) -> str:
     action = action.split("#")[0].split("?")[0]
+    action = re.sub(r"^/enrol/link/[0-9A-Z]+/$", "/enrol/link/<token>/", action)
+    action = re.sub(r"/grantees/(?:clinician|org):[^/]+/", "/grantees/<id>/", action)
     return re.sub(r"/(?:[0-9a-f-]{32,36}|consent-[^/]+|[A-Za-z0-9][A-Za-z0-9._:-]{20,})/", "/<id>/", action)
 
 
@@ -204,6 +220,12 @@ def test_every_post_form_of_the_portal_carries_a_csrf_token_and_is_in_the_csrf_t
 
 
 def form_path(world: World, action: str) -> str:
+    if action.startswith("/directory/grantees/"):
+        return action.replace("<id>", world.directory["organisation"])
+    if action.startswith("/directory/invitations/"):
+        return action.replace("<id>", world.directory["invitation"])
+    if action.startswith("/enrol/link/"):
+        return action.replace("<token>", world.directory["token"])
     if action.startswith("/analytics/"):
         return action.replace("<id>", world.analysis["clinician"])
     return action.replace("<id>", world.revocable["portal"])

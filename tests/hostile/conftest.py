@@ -45,6 +45,8 @@ class PlatformData:
     analysis_ids: list[str] = field(default_factory=list)
     export_ids: list[str] = field(default_factory=list)
     model_names: list[str] = field(default_factory=list)
+    grantee_ids: list[str] = field(default_factory=list)
+    invitation_ids: list[str] = field(default_factory=list)
 
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Token {self.tokens[role]}"}
@@ -74,4 +76,25 @@ def platform_data(mixed_analysis, audit_user, export_dir, models_registered) -> 
         analysis_ids=[str(analysis.pk)],
         export_ids=[str(pk) for pk in AuditExport.objects.values_list("pk", flat=True)],
         model_names=sorted(models_registered),
+        grantee_ids=[analysis.requester.clinician_profile.grantee_id],
+        invitation_ids=[directory_invitation(people[0][1])],
     )
+
+
+def directory_invitation(patient) -> str:
+    """A pending invitation of `patient` (who has an account already: re-issuing it is refused, 409)."""
+    import hashlib
+    import os
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from directory.models import PatientInvitation
+
+    invitation = PatientInvitation.objects.create(
+        patient=patient,
+        token_sha256=hashlib.sha256(os.urandom(16)).hexdigest(),
+        by_email=False,
+        expires_at=timezone.now() + timedelta(days=1),
+    )
+    return str(invitation.pk)

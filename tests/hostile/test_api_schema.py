@@ -58,6 +58,10 @@ def existing_ids(data: PlatformData, path: str) -> dict[str, list[str]]:
         return {"id": data.analysis_ids}
     if "/exports/{id}" in path:
         return {"id": data.export_ids}
+    if "{grantee_id}" in path:
+        return {"grantee_id": data.grantee_ids}
+    if "{invitation_id}" in path:
+        return {"invitation_id": data.invitation_ids}
     return {}
 
 
