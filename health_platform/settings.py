@@ -128,10 +128,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Failed sign-ins are counted per (username, client address) and per client address by this backend,
 # whichever door they come through (portal, API token, admin); see health_platform.security.
-AUTHENTICATION_BACKENDS = [
-    "health_platform.security.ThrottledModelBackend",
-    "allauth.account.auth_backends.AuthenticationBackend",
-]
+# allauth's backend is not needed for sign-in by username (with it, a token request with a very long username was 503).
+AUTHENTICATION_BACKENDS = ["health_platform.security.ThrottledModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -171,8 +171,8 @@ def test_the_policy_can_be_sent_report_only(client):
 FORMS = {
     "/accounts/login/": (ANONYMOUS, lambda world: {"username": "matrix-patient-alice", "password": PASSWORD}, 302),
     "/accounts/logout/": (PATIENT, lambda world: {}, 302),
-    # The passkey sign-in (allauth.mfa): an empty credential is refused by its form, 200 with the error.
-    "/accounts/2fa/webauthn/login/": (ANONYMOUS, lambda world: {"credential": "{}"}, 200),
+    # The passkey sign-in (allauth.mfa): an empty credential is refused, back to the sign-in page with the error.
+    "/accounts/2fa/webauthn/login/": (ANONYMOUS, lambda world: {"credential": "{}"}, 302),
     "/consent/grant/": (PATIENT, grant_form, 302),
     "/consent/<id>/revoke/": (PATIENT, lambda world: {}, 302),
     "/analytics/new/": ("clinician", analysis_form, 302),
