@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",  # allauth's passkey list loads it
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -147,6 +148,9 @@ ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
 ACCOUNT_SESSION_REMEMBER = False  # sessions last SESSION_COOKIE_AGE, a working shift
 ACCOUNT_FORMS = {"login": "accounts.forms.LoginForm"}
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[health_platform] "
+# A reset asked for an address of no account sends nothing (allauth would send one inviting to sign up, which
+# the platform does not offer: its link was a 500). The page answers the same either way.
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 # Failed sign-ins are throttled by health_platform.security (per username and address, and per address, within
 # a window, across the portal, the API token and the admin): allauth's own count of them is left off.
 ACCOUNT_RATE_LIMITS = {"login_failed": None}

@@ -178,11 +178,32 @@ FORMS = {
     "/analytics/new/": ("clinician", analysis_form, 302),
     "/analytics/<id>/cancel/": ("clinician", lambda world: {}, 302),
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
+    # The account pages (allauth's). Those that ask to confirm the password first send a session made by
+    # force_login there (302): the token is checked before that.
+    "/accounts/reauthenticate/": (PATIENT, lambda world: {"password": PASSWORD}, 302),
+    "/accounts/email/": (PATIENT, lambda world: {"action_add": "", "email": "csrf-new@example.org"}, 302),
+    "/accounts/confirm-email/<id>/": (ANONYMOUS, lambda world: {}, 302),
+    "/accounts/password/change/": (
+        PATIENT,
+        lambda world: {"oldpassword": PASSWORD, "password1": "a-new-csrf-password", "password2": "a-new-csrf-password"},
+        302,
+    ),
+    "/accounts/password/reset/": (ANONYMOUS, lambda world: {"email": "csrf-nobody@example.org"}, 302),
+    "/accounts/2fa/reauthenticate/": ("clinician", lambda world: {"code": "000000"}, 200),  # a wrong code
+    "/accounts/2fa/totp/activate/": (PATIENT, lambda world: {"code": "000000"}, 302),
+    "/accounts/2fa/totp/deactivate/": ("clinician", lambda world: {}, 302),
+    "/accounts/2fa/recovery-codes/generate/": ("clinician", lambda world: {}, 302),
+    "/accounts/2fa/webauthn/add/": (PATIENT, lambda world: {"name": "a key", "credential": "{}"}, 302),
+    "/accounts/2fa/webauthn/reauthenticate/": ("clinician", lambda world: {"credential": "{}"}, 302),
+    "/accounts/2fa/webauthn/keys/<id>/remove/": ("clinician", lambda world: {}, 302),
+    "/accounts/2fa/webauthn/keys/<id>/edit/": ("clinician", lambda world: {"name": "renamed"}, 302),
+    "/accounts/tokens/": (PATIENT, lambda world: {"action": "create"}, 200),
 }
 
 
 def normalised(action: str) -> str:
     action = action.split("#")[0].split("?")[0]
+    action = re.sub(r"/keys/[0-9]+/", "/keys/<id>/", action)
     return re.sub(r"/(?:[0-9a-f-]{32,36}|consent-[^/]+|[A-Za-z0-9][A-Za-z0-9._:-]{20,})/", "/<id>/", action)
 
 
@@ -195,7 +216,8 @@ def test_every_post_form_of_the_portal_carries_a_csrf_token_and_is_in_the_csrf_t
             continue
         html = response.content.decode()
         for form in scan(html).forms:
-            seen.add(normalised(form.get("action", "")))
+            # A form without an action posts to its own page (allauth's passkey rename).
+            seen.add(normalised(form.get("action") or response.request["PATH_INFO"]))
         assert html.count('name="csrfmiddlewaretoken"') >= html.lower().count('method="post"'), (case_id, who)
     login_page = Client().get(LOGIN).content.decode()
     seen |= {normalised(form.get("action", "")) for form in scan(login_page).forms}
@@ -203,6 +225,10 @@ def test_every_post_form_of_the_portal_carries_a_csrf_token_and_is_in_the_csrf_t
 
 
 def form_path(world: World, action: str) -> str:
+    if action.startswith("/accounts/2fa/webauthn/keys/"):
+        return action.replace("<id>", world.passkey["clinician"])
+    if action.startswith("/accounts/confirm-email/"):
+        return action.replace("<id>", world.email_key)
     if action.startswith("/analytics/"):
         return action.replace("<id>", world.analysis["clinician"])
     return action.replace("<id>", world.revocable["portal"])
