@@ -13,8 +13,8 @@ model weights that produced them, which --expect-model-sha256 can pin. A row mar
 record with a measurement outside the model's documented range, clipped to it before encryption: its score
 is that of the clipped values, less reliable than the others.
 
-The server and token come from --url/--token or HEALTH_PLATFORM_URL/HEALTH_PLATFORM_TOKEN (a token is
-given by POST /api/auth/token/); prefer the variable, which does not show in the process list.
+The server and token come from --url/--token or HEALTH_PLATFORM_URL/HEALTH_PLATFORM_TOKEN (your
+personal token from the portal's /accounts/tokens/); prefer the variable, which does not show in the process list.
 
 Standard library (urllib) plus TenSEAL and numpy; no Django: it runs anywhere the package is checked out.
 """
@@ -48,7 +48,9 @@ class ClientError(Exception):
 class Api:
     def __init__(self, url: str, token: str, timeout: float = 600.0):
         if not token:
-            raise ClientError("no token: pass --token or set HEALTH_PLATFORM_TOKEN (POST /api/auth/token/ gives one)")
+            raise ClientError(
+                "no token: pass --token or set HEALTH_PLATFORM_TOKEN (create one at /accounts/tokens/ in the portal)"
+            )
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout

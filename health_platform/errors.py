@@ -56,6 +56,25 @@ class PermissionDenied(ApplicationError):
     message = "You do not have permission to perform this action."
 
 
+class SecondFactorEnrolmentRequired(ApplicationError):
+    """A clinician, auditor or custodian with no second factor enrolled: nothing but enrolment until they have one."""
+
+    code = "mfa_required"
+    status = 403
+    message = "Your role needs a second factor: enrol an authenticator app or a passkey at /accounts/2fa/ first."
+
+
+class SecondFactorRequired(ApplicationError):
+    """A staff API token asked for with a password alone: it needs a session that passed the second factor."""
+
+    code = "second_factor_required"
+    status = 403
+    message = (
+        "A password alone yields no token for this account: sign in to the portal with your second factor, then "
+        "create a personal token at /accounts/tokens/ (or ask for one here with that session)."
+    )
+
+
 class Conflict(ApplicationError):
     code = "conflict"
     status = 409

@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from allauth.account import views as account_views
 from django.conf import settings
-from django.contrib.auth import views as auth_views
 from django.contrib.auth.backends import ModelBackend
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import Throttled
@@ -37,7 +39,9 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from health_platform.errors import SecondFactorRequired
 from health_platform.parsers import LimitedJSONParser
+from health_platform.second_factor import second_factor_required, session_passed_second_factor
 
 log = structlog.get_logger(__name__)
 
@@ -222,15 +226,17 @@ class ThrottledModelBackend(ModelBackend):
 # --- the two sign-in doors -----------------------------------------------------------------------
 
 
-class LoginView(auth_views.LoginView):
-    """The portal's sign-in form; past the throttle's limit, 429 with the form and when to try again."""
+class LoginView(account_views.LoginView):
+    """allauth's sign-in (username and password, then the second factor of those who enrolled one); past the
+    throttle's limit, 429 with the form and when to try again."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        wait = login_refused_for(request, request.POST.get("username", ""))
+        username = request.POST.get("login") or request.POST.get("username", "")
+        wait = login_refused_for(request, username)
         if wait is None:
             return super().post(request, *args, **kwargs)
         log.info("login_throttled", door="portal")
-        form = self.get_form_class()(request, initial={"username": request.POST.get("username", "")})
+        form = self.get_form_class()(request=request, initial={"login": username})
         context = self.get_context_data(form=form, throttled=throttled_message(wait))
         response = self.render_to_response(context, status=429)
         response["Retry-After"] = str(wait)
@@ -238,29 +244,54 @@ class LoginView(auth_views.LoginView):
 
 
 class ObtainAuthTokenView(ObtainAuthToken):
-    """POST username and password, get the user's API token; past the throttle's limit, 429 throttled."""
+    """POST username and password, get the user's API token; past the throttle's limit, 429 throttled.
+
+    A clinician's, auditor's or custodian's password alone yields no token (403 second_factor_required): they
+    POST here with no credentials from a session that passed the second factor (CSRF token included), or
+    create a personal token in the portal (/accounts/tokens/).
+    """
 
     # ObtainAuthToken names DRF's JSONParser itself: the limited one refuses oversized, deep or non-Unicode JSON.
     parser_classes = (FormParser, MultiPartParser, LimitedJSONParser)
+    authentication_classes = (SessionAuthentication,)
 
     @extend_schema(
-        summary="Get your API token (username and password)",
+        summary="Get your API token (username and password, or a session that passed the second factor)",
         description="Failed attempts are counted per username and client address: past the limit, 429 "
-        "throttled with Retry-After, whether or not the username exists.",
+        "throttled with Retry-After, whether or not the username exists. Staff (clinicians, auditors, custodians) "
+        "get no token for a password alone: 403 second_factor_required.",
         request=AuthTokenSerializer,
         responses={
             200: inline_serializer("AuthTokenResponse", {"token": serializers.CharField()}),
             400: OpenApiResponse(description='validation_failed: {"code", "message", "detail"}'),
+            403: OpenApiResponse(description='second_factor_required or mfa_required: {"code", "message", "detail"}'),
             429: OpenApiResponse(description='throttled: {"code", "message", "detail"}, with Retry-After'),
         },
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         username = request.data.get("username", "") if hasattr(request.data, "get") else ""
+        if not username and request.user.is_authenticated:
+            return self._token_for_session(request)
         wait = login_refused_for(request, str(username or ""))
         if wait is not None:
             log.info("login_throttled", door="api-token")
             raise Throttled(wait=wait, detail=throttled_message(wait))
-        return super().post(request, *args, **kwargs)
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.validated_data["user"]
+        if second_factor_required(user):
+            log.info("token_refused_without_second_factor", user_id=user.pk)
+            raise SecondFactorRequired()
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+    @staticmethod
+    def _token_for_session(request: Request) -> Response:
+        user = request.user
+        if second_factor_required(user) and not session_passed_second_factor(request._request):
+            raise SecondFactorRequired()
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
 
 
 obtain_auth_token = ObtainAuthTokenView.as_view()

@@ -40,13 +40,21 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",  # allauth's passkey list loads it
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_filters",
     "django_htmx",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.usersessions",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
     "health_platform",
+    "accounts",
     "records",
     "consent",
     "analytics",
@@ -67,6 +75,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    # Staff (clinicians, auditors, custodians) without a second factor reach only enrolment and their account.
+    "health_platform.second_factor.EnrolmentRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -118,10 +130,72 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Failed sign-ins are counted per (username, client address) and per client address by this backend,
 # whichever door they come through (portal, API token, admin); see health_platform.security.
+# allauth's backend is not needed for sign-in by username (with it, a token request with a very long username was 503).
 AUTHENTICATION_BACKENDS = ["health_platform.security.ThrottledModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Accounts (django-allauth): sign-in by username, e-mail for reset and verification, second factor ---
+# Accounts are made by the hospital (invitations, the directory, seed_demo), never by signing up.
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username"}
+# The sign-in page answers a signed-in user too (as Django's did): to sign in as someone else on a shared computer.
+ACCOUNT_AUTHENTICATED_LOGIN_REDIRECTS = False
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "optional"
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
+ACCOUNT_SESSION_REMEMBER = False  # sessions last SESSION_COOKIE_AGE, a working shift
+ACCOUNT_FORMS = {"login": "accounts.forms.LoginForm"}
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[health_platform] "
+# A reset asked for an address of no account sends nothing (allauth would send one inviting to sign up, which
+# the platform does not offer: its link was a 500). The page answers the same either way.
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
+# Failed sign-ins are throttled by health_platform.security (per username and address, and per address, within
+# a window, across the portal, the API token and the admin): allauth's own count of them is left off.
+ACCOUNT_RATE_LIMITS = {"login_failed": None}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = True
+MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="health_platform")
+# WebAuthn needs a secure origin; http://127.0.0.1 and localhost (the embedded default) count as one for browsers.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = not env.bool("DJANGO_HTTPS", default=False)
+SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
+SOCIALACCOUNT_ONLY = False
+SOCIALACCOUNT_LOGIN_ON_GET = False
+USERSESSIONS_TRACK_ACTIVITY = False
+# Single sign-on for staff by OpenID Connect: configured by the OIDC_* variables, nothing when unset.
+OIDC_PROVIDER_ID = env.str("OIDC_PROVIDER_ID", default="")
+SOCIALACCOUNT_PROVIDERS: dict = {}
+if OIDC_PROVIDER_ID:
+    SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
+        "OAUTH_PKCE_ENABLED": True,
+        "APPS": [
+            {
+                "provider_id": OIDC_PROVIDER_ID,
+                "name": env.str("OIDC_PROVIDER_NAME", default="Hospital sign-in"),
+                "client_id": env.str("OIDC_CLIENT_ID"),
+                "secret": env.str("OIDC_CLIENT_SECRET", default=""),
+                "settings": {"server_url": env.str("OIDC_SERVER_URL"), "token_auth_method": "client_secret_post"},
+            }
+        ],
+    }
+
+# E-mail: the embedded default writes each message to a file under VAR_DIR/mail; EMAIL_URL (smtp://...)
+# or the EMAIL_* variables send it by SMTP.
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="health_platform <no-reply@localhost>")
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+    EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+    EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+    EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=True)
+    EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+    EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 
 LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
@@ -286,7 +360,7 @@ ANCHOR_RETRY_COUNTDOWN_SECONDS = env.int("ANCHOR_RETRY_COUNTDOWN_SECONDS", defau
 REST_FRAMEWORK = {
     # Token first: a bad token is then answered 401 with WWW-Authenticate, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "health_platform.second_factor.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

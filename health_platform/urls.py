@@ -1,5 +1,4 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -9,8 +8,7 @@ from health_platform import security, views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("accounts/login/", security.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("accounts.urls")),
     path("records/", include("records.portal_urls")),
     path("consent/", include("consent.portal_urls")),
     path("analytics/", include("analytics.portal_urls")),

@@ -1,7 +1,14 @@
-"""Clients signed in as a user: Django's test client for the portal, DRF's APIClient for the API."""
+"""Clients signed in as a user: Django's test client for the portal, DRF's APIClient for the API; and the second
+factor staff need (tests/conftest.py enrols every clinician, auditor and custodian with TOTP_SECRET)."""
 
+from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
+
+from tests.records.factories import PASSWORD
+
+# The TOTP secret of every staff user the tests make (base32, as an authenticator app takes it).
+TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 
 def signed_in(user) -> Client:
@@ -21,3 +28,53 @@ def api_as(user=None) -> APIClient:
     if user is not None:
         client.force_authenticate(user)
     return client
+
+
+def totp_code(secret: str = TOTP_SECRET) -> str:
+    """The authenticator app's code for `secret` now."""
+    from accounts.selectors import totp_code_now
+
+    return totp_code_now(secret=secret)
+
+
+def enrol_totp(user, secret: str = TOTP_SECRET) -> None:
+    """Enrol `user` with an authenticator app holding `secret`, as the enrolment page does (once)."""
+    from allauth.mfa.models import Authenticator
+    from allauth.mfa.totp.internal.auth import TOTP
+
+    if not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists():
+        TOTP.activate(user, secret)
+
+
+def unenrol(user) -> None:
+    """Remove every second factor of `user` (a staff member who never enrolled)."""
+    from allauth.mfa.models import Authenticator
+
+    Authenticator.objects.filter(user=user).delete()
+
+
+def sign_in_with_second_factor(client: Client, username: str, password: str = PASSWORD, secret: str = TOTP_SECRET):
+    """Sign `client` in through the forms, as a person would: username and password, then the TOTP code.
+
+    A code is accepted once per period (allauth marks it used): the mark is cleared first, so that a test may sign
+    the same user in twice within 30 s. Returns the second form's response."""
+    first = client.post("/accounts/login/", {"login": username, "password": password})
+    assert first.status_code == 302, first.status_code
+    assert first["Location"].startswith("/accounts/2fa/authenticate/"), first["Location"]
+    code = totp_code(secret)
+    from allauth.core.internal.cryptokit import normalize_user_code
+    from django.contrib.auth import get_user_model
+
+    user_id = get_user_model().objects.get(username=username).pk
+    cache.delete(f"allauth.mfa.totp.used?user={user_id}&code={normalize_user_code(code)}")
+    return client.post("/accounts/2fa/authenticate/", {"code": code})
+
+
+def staff_token(username: str, password: str = PASSWORD) -> str:
+    """A staff user's API token, got as staff get one: a session that passed the second factor asks for it."""
+    client = Client()
+    passed = sign_in_with_second_factor(client, username, password)
+    assert passed.status_code == 302, passed.status_code
+    response = client.post("/api/auth/token/")
+    assert response.status_code == 200, response.content
+    return response.json()["token"]

@@ -75,6 +75,31 @@ def fast_password_hashing():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def staff_enrolled_in_a_second_factor():
+    """Every user given a staff role (clinician, auditor, custodian) in a test is enrolled with an authenticator
+    app holding tests.clients.TOTP_SECRET, as the platform requires of staff: without it every portal page
+    sends them to enrolment. A test of that sends an unenrolled member of staff (tests.clients.unenrol)."""
+    from django.contrib.auth import get_user_model
+    from django.db.models.signals import m2m_changed
+
+    from health_platform.second_factor import STAFF_ROLES
+    from tests.clients import enrol_totp
+
+    staff_names = {role.value for role in STAFF_ROLES}
+
+    def enrol_staff(sender, instance, action, pk_set, model, **kwargs):
+        if action != "post_add" or not isinstance(instance, get_user_model()):
+            return
+        if model.objects.filter(pk__in=pk_set, name__in=staff_names).exists():
+            enrol_totp(instance)
+
+    through = get_user_model().groups.through
+    m2m_changed.connect(enrol_staff, sender=through, dispatch_uid="tests-staff-second-factor")
+    yield
+    m2m_changed.disconnect(sender=through, dispatch_uid="tests-staff-second-factor")
+
+
 @contextlib.contextmanager
 def ledger_at(settings, url: str):
     """Point LEDGER_URL at `url` for as long as the block runs: the application's ledger client is

@@ -9,13 +9,18 @@ Any answer that is not what a well-behaved client expects counts as an error: a 
 expected one, a sign-in that lands back on the form, an analysis request that is not accepted.
 """
 
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 import math
 import os
 import random
 import re
+import struct
 import threading
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +30,12 @@ from locust import HttpUser, between, events, task
 
 ACCOUNTS: dict[str, Any] = json.loads(Path(os.environ["LOAD_ACCOUNTS"]).read_text())
 _patient_accounts = itertools.cycle(ACCOUNTS["patients"])
+# Staff accounts: their personal API token and authenticator secret (run.py enrols them); one portal session each.
+STAFF_SECOND_FACTOR: dict[str, dict[str, str]] = {
+    ACCOUNTS[kind]["username"]: ACCOUNTS[kind] for kind in ("clinician", "auditor") if "token" in ACCOUNTS[kind]
+}
+STAFF_SESSIONS: dict[str, str] = {}
+STAFF_SESSIONS_LOCK = threading.Lock()
 _accounts_lock = threading.Lock()
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
@@ -39,8 +50,21 @@ class PlatformUser(HttpUser):
         """Get an API token and sign in through the portal's form (session cookie), as the two kinds of client do.
 
         The token first: once a session is open, the token endpoint (like every API POST made with the
-        session) wants the CSRF token, as it should.
+        session) wants the CSRF token, as it should. Staff (whose password alone yields no token) use the personal
+        token run.py made for them, and share one portal session per account: the first of them signs in with
+        the password and the authenticator app's code (a code passes once per 30 s period).
         """
+        account = STAFF_SECOND_FACTOR.get(self.username)
+        if account is not None:
+            self.api_headers = {"Authorization": f"Token {account['token']}"}
+            with STAFF_SESSIONS_LOCK:
+                cookie = STAFF_SESSIONS.get(self.username)
+                if cookie is None:
+                    self._portal_sign_in(second_factor_secret=account["totp_secret"])
+                    STAFF_SESSIONS[self.username] = self.client.cookies.get("sessionid") or ""
+                else:
+                    self.client.cookies.set("sessionid", cookie)
+            return
         with self.client.post(
             "/api/auth/token/",
             json={"username": self.username, "password": self.password},
@@ -52,6 +76,9 @@ class PlatformUser(HttpUser):
             else:
                 response.failure(f"no API token ({response.status_code})")
                 self.api_headers = {}
+        self._portal_sign_in()
+
+    def _portal_sign_in(self, second_factor_secret: str | None = None) -> None:
         form = self.client.get("/accounts/login/", name="login: form")
         token = _csrf_token(form.text)
         with self.client.post(
@@ -61,8 +88,23 @@ class PlatformUser(HttpUser):
             name="login: portal sign-in",
             catch_response=True,
         ) as response:
+            if second_factor_secret is not None and "/accounts/2fa/authenticate/" in response.url:
+                response.success()
+                self._second_factor(second_factor_secret, _csrf_token(response.text))
+                return
             if response.status_code != 200 or "/accounts/login/" in response.url:
                 response.failure(f"sign-in of {self.username} did not open a session ({response.status_code})")
+
+    def _second_factor(self, secret: str, csrf_token: str) -> None:
+        with self.client.post(
+            "/accounts/2fa/authenticate/",
+            data={"code": _totp_code(secret), "csrfmiddlewaretoken": csrf_token},
+            headers={"Referer": f"{self.host}/accounts/2fa/authenticate/"},
+            name="login: second factor",
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200 or "/accounts/" in response.url:
+                response.failure(f"the second factor of {self.username} was refused ({response.status_code})")
 
     def api_request(self, method: str, path: str, name: str, *, expect: int = 200, **kwargs: Any) -> Any:
         """An API request with the user's token; the parsed JSON, or None after a counted failure (another status)."""
@@ -269,6 +311,14 @@ class Auditor(PlatformUser):
     @task(1)
     def ledger_view(self) -> None:
         self.api_get("/api/audit/ledger/blocks/", "auditor API: ledger blocks")
+
+
+def _totp_code(secret: str) -> str:
+    """An authenticator app's code for `secret` now (RFC 6238: HMAC-SHA1, 30 s, 6 digits)."""
+    key = base64.b32decode(secret, casefold=True)
+    digest = hmac.new(key, struct.pack(">Q", int(time.time()) // 30), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    return f"{(struct.unpack('>I', digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
 
 
 def _csrf_token(html: str) -> str:

@@ -33,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
@@ -211,12 +212,26 @@ def _accounts(*, patient_users: int) -> dict:
     names = ["demo-clinician", "demo-auditor", *patients]
     users.filter(username__in=names).update(password=make_password(password), is_active=True)
     clinician = users.get(username="demo-clinician")  # registered as a grantee by seed_demo
+    staff = {name: _staff_second_factor(users.get(username=name)) for name in ("demo-clinician", "demo-auditor")}
     return {
-        "clinician": {"username": "demo-clinician", "password": password},
+        "clinician": {"username": "demo-clinician", "password": password, **staff["demo-clinician"]},
         "clinician_grantee": clinician.clinician_profile.grantee_id,
-        "auditor": {"username": "demo-auditor", "password": password},
+        "auditor": {"username": "demo-auditor", "password": password, **staff["demo-auditor"]},
         "patients": [{"username": name, "password": password} for name in patients],
     }
+
+
+def _staff_second_factor(user: Any) -> dict[str, str]:
+    """Enrol a member of staff with an authenticator secret of this test's and give them a personal API token, as
+    they would make one in the portal (/accounts/tokens/): a staff password alone yields no token."""
+    from rest_framework.authtoken.models import Token
+
+    from accounts.services import second_factors_remove, totp_enrol
+
+    second_factors_remove(user=user)
+    secret = totp_enrol(user=user)
+    Token.objects.filter(user=user).delete()
+    return {"totp_secret": secret, "token": Token.objects.create(user=user).key}
 
 
 def _database_engine() -> str:

@@ -91,7 +91,8 @@ class PageScan(HTMLParser):
         if tag == "style":
             self.inline.append("<style> element")
         if tag == "script":
-            self._script_with_src = bool(values.get("src"))
+            # A JSON data block (json_script, allauth's passkey settings) is data: no policy runs or blocks it.
+            self._script_with_src = bool(values.get("src")) or values.get("type") == "application/json"
         if tag == "form" and values.get("method", "get").lower() == "post":
             self.forms.append(values)
 
@@ -174,6 +175,8 @@ def test_the_policy_can_be_sent_report_only(client):
 FORMS = {
     "/accounts/login/": (ANONYMOUS, lambda world: {"username": "matrix-patient-alice", "password": PASSWORD}, 302),
     "/accounts/logout/": (PATIENT, lambda world: {}, 302),
+    # The passkey sign-in (allauth.mfa): an empty credential is refused, back to the sign-in page with the error.
+    "/accounts/2fa/webauthn/login/": (ANONYMOUS, lambda world: {"credential": "{}"}, 302),
     "/consent/grant/": (PATIENT, grant_form, 302),
     "/consent/<id>/revoke/": (PATIENT, lambda world: {}, 302),
     "/analytics/new/": ("clinician", analysis_form, 302),
@@ -193,6 +196,26 @@ FORMS = {
     "/directory/invitations/<id>/reissue/": ("custodian", lambda world: {}, 201),
     "/enrol/": (ANONYMOUS, lambda world: {"code": world.directory["token"]}, 302),
     "/enrol/link/<token>/": (ANONYMOUS, enrol_body, 302),
+    # The account pages (allauth's). Those that ask to confirm the password first send a session made by
+    # force_login there (302): the token is checked before that.
+    "/accounts/reauthenticate/": (PATIENT, lambda world: {"password": PASSWORD}, 302),
+    "/accounts/email/": (PATIENT, lambda world: {"action_add": "", "email": "csrf-new@example.org"}, 302),
+    "/accounts/confirm-email/<id>/": (ANONYMOUS, lambda world: {}, 302),
+    "/accounts/password/change/": (
+        PATIENT,
+        lambda world: {"oldpassword": PASSWORD, "password1": "a-new-csrf-password", "password2": "a-new-csrf-password"},
+        302,
+    ),
+    "/accounts/password/reset/": (ANONYMOUS, lambda world: {"email": "csrf-nobody@example.org"}, 302),
+    "/accounts/2fa/reauthenticate/": ("clinician", lambda world: {"code": "000000"}, 200),  # a wrong code
+    "/accounts/2fa/totp/activate/": (PATIENT, lambda world: {"code": "000000"}, 302),
+    "/accounts/2fa/totp/deactivate/": ("clinician", lambda world: {}, 302),
+    "/accounts/2fa/recovery-codes/generate/": ("clinician", lambda world: {}, 302),
+    "/accounts/2fa/webauthn/add/": (PATIENT, lambda world: {"name": "a key", "credential": "{}"}, 302),
+    "/accounts/2fa/webauthn/reauthenticate/": ("clinician", lambda world: {"credential": "{}"}, 302),
+    "/accounts/2fa/webauthn/keys/<id>/remove/": ("clinician", lambda world: {}, 302),
+    "/accounts/2fa/webauthn/keys/<id>/edit/": ("clinician", lambda world: {"name": "renamed"}, 302),
+    "/accounts/tokens/": (PATIENT, lambda world: {"action": "create"}, 200),
 }
 
 
@@ -200,6 +223,7 @@ def normalised(action: str) -> str:
     action = action.split("#")[0].split("?")[0]
     action = re.sub(r"^/enrol/link/[0-9A-Z]+/$", "/enrol/link/<token>/", action)
     action = re.sub(r"/grantees/(?:clinician|org):[^/]+/", "/grantees/<id>/", action)
+    action = re.sub(r"/keys/[0-9]+/", "/keys/<id>/", action)
     return re.sub(r"/(?:[0-9a-f-]{32,36}|consent-[^/]+|[A-Za-z0-9][A-Za-z0-9._:-]{20,})/", "/<id>/", action)
 
 
@@ -212,7 +236,8 @@ def test_every_post_form_of_the_portal_carries_a_csrf_token_and_is_in_the_csrf_t
             continue
         html = response.content.decode()
         for form in scan(html).forms:
-            seen.add(normalised(form.get("action", "")))
+            # A form without an action posts to its own page (allauth's passkey rename).
+            seen.add(normalised(form.get("action") or response.request["PATH_INFO"]))
         assert html.count('name="csrfmiddlewaretoken"') >= html.lower().count('method="post"'), (case_id, who)
     login_page = Client().get(LOGIN).content.decode()
     seen |= {normalised(form.get("action", "")) for form in scan(login_page).forms}
@@ -226,6 +251,10 @@ def form_path(world: World, action: str) -> str:
         return action.replace("<id>", world.directory["invitation"])
     if action.startswith("/enrol/link/"):
         return action.replace("<token>", world.directory["token"])
+    if action.startswith("/accounts/2fa/webauthn/keys/"):
+        return action.replace("<id>", world.passkey["clinician"])
+    if action.startswith("/accounts/confirm-email/"):
+        return action.replace("<id>", world.email_key)
     if action.startswith("/analytics/"):
         return action.replace("<id>", world.analysis["clinician"])
     return action.replace("<id>", world.revocable["portal"])

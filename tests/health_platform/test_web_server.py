@@ -16,7 +16,7 @@ from rest_framework.authtoken.models import Token
 from health_platform import gunicorn_config
 from records.models import Record
 from tests.conftest import REPO
-from tests.records.factories import PASSWORD, bundle, encode, patient_with_observations
+from tests.records.factories import PASSWORD, bundle, encode, patient_account, patient_with_observations
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -205,12 +205,14 @@ def test_a_small_chunked_body_is_read_whole(start_web, custodian):
     assert ingested[0] == 201, ingested[2][:300]
     [record] = json.loads(ingested[2])["records"]
     assert Record.objects.filter(pk=record["record_id"]).exists()
-    # A JSON endpoint (DRF's parser) reads it too. The server checks passwords with the production hasher.
-    custodian.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
-    custodian.save(update_fields=["password"])
-    credentials = json.dumps({"username": custodian.username, "password": PASSWORD}).encode()
+    # A JSON endpoint (DRF's parser) reads it too: a patient's token (a staff password yields none). The server
+    # checks passwords with the production hasher.
+    patient = patient_account("patient-chunked")
+    patient.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    patient.save(update_fields=["password"])
+    credentials = json.dumps({"username": patient.username, "password": PASSWORD}).encode()
     signed_in = send_chunked(web, "POST", "/api/auth/token/", pieces(credentials, 7), "Content-Type: application/json")
-    assert (signed_in[0], json.loads(signed_in[2])) == (200, {"token": token})
+    assert (signed_in[0], json.loads(signed_in[2])) == (200, {"token": Token.objects.get(user=patient).key})
 
 
 def test_a_chunked_upload_past_the_ingest_limit_is_413_payload_too_large(start_web, custodian, settings):

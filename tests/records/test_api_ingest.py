@@ -6,6 +6,7 @@ from django.urls import reverse
 from health_platform.roles import Role
 from records.models import Patient, Record, RecordVersion
 from records.tasks import anchor_pending_records
+from tests.clients import staff_token
 from tests.hostile.strategies import BUNDLE_REFUSAL_CODES
 from tests.records.factories import (
     ObservationResourceFactory,
@@ -103,16 +104,13 @@ def test_anonymous_ingest_is_refused(api_client):
 
 @pytest.mark.django_db
 def test_token_authentication_works_for_ingest(custodian, api_client):
-    token = api_client.post(
-        "/api/auth/token/", {"username": "custodian", "password": "a-test-password-not-for-anything"}
-    )
-    assert token.status_code == 200
+    token = staff_token("custodian")  # a session that passed the second factor asks for it
 
     response = api_client.post(
         URL,
         data=encode(bundle(*patient_with_observations())),
         content_type=FHIR_JSON,
-        HTTP_AUTHORIZATION=f"Token {token.json()['token']}",
+        HTTP_AUTHORIZATION=f"Token {token}",
     )
 
     assert response.status_code == 201

@@ -22,7 +22,7 @@ def _seed(patients: int) -> tuple[str, dict[str, tuple[str, str]]]:
     table = text[text.index("role ") :].splitlines()[1:]
     credentials = {}
     for line in table:
-        role, username, password = line.split()
+        role, username, password, *_second_factor = line.split()
         credentials[username] = (role, password)
     return text, credentials
 
@@ -35,7 +35,9 @@ def test_seed_demo_creates_anchored_records_and_printed_credentials_sign_in(clie
     for username, (_role, password) in credentials.items():
         assert client.login(username=username, password=password), username
         client.logout()
-    token = client.post("/api/auth/token/", {"username": "demo-auditor", "password": credentials["demo-auditor"][1]})
+    token = client.post(
+        "/api/auth/token/", {"username": "demo-patient-bc", "password": credentials["demo-patient-bc"][1]}
+    )
     assert token.status_code == 200
     assert Record.objects.filter(category="imaging").count() == 3
     assert Record.objects.filter(category="laboratory").count() == 3
@@ -113,3 +115,29 @@ def test_codes_doc_lists_every_feature_code_with_its_column():
     assert rows == [(feature.code, feature.column) for feature in FEATURE_CODES]
     assert len(FEATURE_CODES) == 40
     assert len({feature.code for feature in FEATURE_CODES}) == 40
+
+
+@pytest.mark.django_db
+def test_seed_demo_prints_what_staff_need_to_pass_the_second_factor():
+    import time
+
+    from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
+    from django.core.cache import cache
+    from django.test import Client
+
+    from tests.clients import totp_code
+
+    text, _ = _seed(patients=1)
+    staff_lines = [line.split() for line in text[text.index("role ") :].splitlines()[1:] if len(line.split()) == 6]
+
+    assert {line[0] for line in staff_lines} == {"clinician", "auditor", "custodian"}
+    for role, username, password, secret, code, recovery in staff_lines:
+        period = int(time.time()) // 30  # the code printed is the secret's, now (or in the period just ended)
+        assert code in {format_hotp_value(hotp_value(secret, counter)) for counter in (period, period - 1)}, role
+        by_app, by_recovery = Client(), Client()
+        for client, second in ((by_app, totp_code(secret)), (by_recovery, recovery)):
+            first = client.post("/accounts/login/", {"username": username, "password": password})
+            assert first["Location"].startswith("/accounts/2fa/authenticate/"), username
+            cache.clear()  # the printed code was not used, but the app's code may equal it: a code passes once
+            passed = client.post("/accounts/2fa/authenticate/", {"code": second})
+            assert (passed.status_code, passed["Location"]) == (302, "/"), (username, second)

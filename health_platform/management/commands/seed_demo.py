@@ -16,9 +16,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandParser
 from django.db import transaction
 
+from accounts.selectors import totp_code_now
+from accounts.services import recovery_codes_enrol, second_factors_remove, totp_enrol
 from health_platform.commands import PlatformCommand
 from health_platform.model_catalogue import catalogue
 from health_platform.roles import Role, role_group
+from health_platform.second_factor import second_factor_required
 from health_platform.services import clinician_register, organisation_create
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
 from records.crypto import patient_pseudonym
@@ -69,6 +72,14 @@ class Command(PlatformCommand):
             clinician_register(
                 user=users["demo-clinician"], display_name=DEMO_CLINICIAN_NAME, organisation=organisation
             )
+            # Staff come enrolled (a new secret and new recovery codes at each run, like their passwords).
+            second_factors = {}
+            for username, _role, _patient in DEMO_USERS:
+                if second_factor_required(users[username]):
+                    second_factors_remove(user=users[username])
+                    secret = totp_enrol(user=users[username])
+                    recovery = recovery_codes_enrol(user=users[username])[0]
+                    second_factors[username] = (secret, recovery)
 
         started = time.perf_counter()
         totals = {"records": 0, "new": 0, "pending": 0, "bundles": 0}
@@ -102,9 +113,18 @@ class Command(PlatformCommand):
             self.stdout.write(self.style.WARNING("Some records are not anchored yet: start a worker to anchor them."))
         self.stdout.write("")
         width = max(len(username) for _, username, _ in passwords)
-        self.stdout.write(f"{'role':<10}  {'username':<{width}}  password")
+        self.stdout.write(
+            "Staff sign in with their password, then a code of an authenticator app holding the secret printed "
+            "(add it by hand, or scan the QR code at /accounts/2fa/ once signed in), or a recovery code (once each)."
+        )
+        self.stdout.write(
+            f"{'role':<10}  {'username':<{width}}  {'password':<24}  authenticator secret (base32)     "
+            "code now  recovery code"
+        )
         for role_name, username, password in passwords:
-            self.stdout.write(f"{role_name:<10}  {username:<{width}}  {password}")
+            factor = second_factors.get(username)
+            extra = f"  {factor[0]}  {totp_code_now(secret=factor[0])}    {factor[1]}" if factor else ""
+            self.stdout.write(f"{role_name:<10}  {username:<{width}}  {password:<24}{extra}")
 
 
 def _demo_user(*, username: str, role: Role, password: str | None) -> Any:
