@@ -9,6 +9,7 @@ grantee directory with their organisation, so the demo patients have someone to 
 import json
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +19,7 @@ from django.db import transaction
 
 from health_platform.commands import PlatformCommand
 from health_platform.model_catalogue import catalogue
+from health_platform.quickstart import CredentialRow, credentials_file_write, credentials_table
 from health_platform.roles import Role, role_group
 from health_platform.services import clinician_register, organisation_create
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
@@ -55,16 +57,22 @@ class Command(PlatformCommand):
             help="Patients per dataset: the first N breast-cancer rows, then the first N diabetes rows "
             "(capped at 569 and 442). Default 200.",
         )
+        parser.add_argument(
+            "--credentials-file",
+            type=Path,
+            help="Also write the users and their new passwords to this file (mode 0600), for the box make run "
+            "prints (health_platform.quickstart).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         count = max(1, options["patients"])
-        passwords: list[tuple[str, str, str]] = []
+        credentials: list[CredentialRow] = []
         users = {}
         with transaction.atomic():
             for username, role, _patient in DEMO_USERS:
                 password = secrets.token_urlsafe(18)
                 users[username] = _demo_user(username=username, role=role, password=password)
-                passwords.append((role.value, username, password))
+                credentials.append((role.value, username, password, ""))
             organisation = organisation_create(slug=DEMO_ORGANISATION[0], name=DEMO_ORGANISATION[1])
             clinician_register(
                 user=users["demo-clinician"], display_name=DEMO_CLINICIAN_NAME, organisation=organisation
@@ -101,10 +109,10 @@ class Command(PlatformCommand):
         if totals["pending"]:
             self.stdout.write(self.style.WARNING("Some records are not anchored yet: start a worker to anchor them."))
         self.stdout.write("")
-        width = max(len(username) for _, username, _ in passwords)
-        self.stdout.write(f"{'role':<10}  {'username':<{width}}  password")
-        for role_name, username, password in passwords:
-            self.stdout.write(f"{role_name:<10}  {username:<{width}}  {password}")
+        for line in credentials_table(credentials):
+            self.stdout.write(line)
+        if options["credentials_file"] is not None:
+            credentials_file_write(options["credentials_file"], credentials)
 
 
 def _demo_user(*, username: str, role: Role, password: str | None) -> Any:
