@@ -51,18 +51,47 @@ var_dir="$($py -c 'from health_platform.celery_config import var_dir, worker_var
 log_dir="$var_dir/logs"
 mkdir -p "$log_dir"
 mv "$setup_log" "$log_dir/setup.log"
-for step in migrate collectstatic register_models seed_demo; do : >"$log_dir/$step.log"; done
+for step in migrate collectstatic register_models seed_demo compileall; do : >"$log_dir/$step.log"; done
+# The installed packages' bytecode, compiled in the background (once: later starts find it up to date). uv installs
+# without it, and where PYTHONDONTWRITEBYTECODE is set every program would compile each module it imports at every
+# start, the workers and gunicorn's included.
+$py -m compileall -q -j 0 "$($py -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+  >>"$log_dir/compileall.log" 2>&1 </dev/null &
+background+=($!)
+
+# Static files are collected again only when what they are collected from changed (the locked packages, the
+# settings, the project's static/ folders): whitenoise compresses every file at each collectstatic, a minute of
+# both cores. They are collected in the background, while the database is migrated and seeded; the web server,
+# which reads them when it starts, starts once they are all there.
+static_fingerprint="$({
+  sha256sum requirements.lock health_platform/settings.py
+  find . \( -path ./.venv -o -path ./.git -o -path ./staticfiles \) -prune -o -path '*/static/*' -type f -print0 |
+    sort -z | xargs -0 -r sha256sum
+} | sha256sum | cut -d' ' -f1)"
+collecting=""
+if [ "$(cat staticfiles/.collected-from 2>/dev/null || true)" != "$static_fingerprint" ]; then
+  say "collecting static files (in the background)"
+  rm -f staticfiles/.collected-from
+  ($py manage.py collectstatic --no-input --verbosity 0 && echo "$static_fingerprint" >staticfiles/.collected-from) \
+    >>"$log_dir/collectstatic.log" 2>&1 </dev/null &
+  collecting=$!
+  background+=("$collecting")
+fi
 
 say "migrating the database"
 logged "migrating" "$log_dir/migrate.log" $py manage.py migrate --no-input
-say "collecting static files"
-logged "collecting static files" "$log_dir/collectstatic.log" $py manage.py collectstatic --no-input --verbosity 0
 say "registering the diagnostic models on the ledger"
 logged "registering the models" "$log_dir/register_models.log" $py manage.py register_models
 say "seeding the demo data (users, patients, consents)"
 credentials="$var_dir/demo-credentials.json"
 logged "seeding" "$log_dir/seed_demo.log" \
   $py manage.py seed_demo --patients "${DEMO_PATIENTS:-200}" --credentials-file "$credentials"
+
+if [ -n "$collecting" ]; then
+  status=0
+  wait "$collecting" || status=$?
+  [ "$status" = 0 ] || fail "collecting static files" "$status" "$log_dir/collectstatic.log"
+fi
 
 # Custodian work (gate, log, encrypt: database, record keys) and compute work (ciphertexts only: no
 # database, no keys) run in separate workers, as they would on separately trusted machines.
