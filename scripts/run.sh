@@ -31,6 +31,14 @@ logged() {
   "$@" >>"$log" 2>&1 || status=$?
   [ "$status" = 0 ] || fail "$step" "$status" "$log"
 }
+# In a background subshell of steps: run one, and stop it if the subshell is stopped (a subshell killed alone
+# would leave its program running).
+stoppable() {
+  trap 'kill "$child" 2>/dev/null; exit 143' TERM
+  "$@" &
+  child=$!
+  wait "$child"
+}
 stop_all() {
   trap - EXIT INT TERM
   if [ ${#background[@]} -gt 0 ]; then
@@ -55,7 +63,7 @@ for step in migrate collectstatic register_models seed_demo compileall; do : >"$
 # The installed packages' bytecode, compiled in the background (once: later starts find it up to date). uv installs
 # without it, and where PYTHONDONTWRITEBYTECODE is set every program would compile each module it imports at every
 # start, the workers and gunicorn's included.
-$py -m compileall -q -j 0 "$($py -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+$py -m compileall -q "$($py -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
   >>"$log_dir/compileall.log" 2>&1 </dev/null &
 background+=($!)
 
@@ -72,7 +80,7 @@ collecting=""
 if [ "$(cat staticfiles/.collected-from 2>/dev/null || true)" != "$static_fingerprint" ]; then
   say "collecting static files (in the background)"
   rm -f staticfiles/.collected-from
-  ($py manage.py collectstatic --no-input --verbosity 0 && echo "$static_fingerprint" >staticfiles/.collected-from) \
+  (stoppable $py manage.py collectstatic --no-input --verbosity 0 && echo "$static_fingerprint" >staticfiles/.collected-from) \
     >>"$log_dir/collectstatic.log" 2>&1 </dev/null &
   collecting=$!
   background+=("$collecting")
@@ -80,12 +88,17 @@ fi
 
 say "migrating the database"
 logged "migrating" "$log_dir/migrate.log" $py manage.py migrate --no-input
-say "registering the diagnostic models on the ledger"
-logged "registering the models" "$log_dir/register_models.log" $py manage.py register_models
-say "seeding the demo data (users, patients, consents)"
+# The models are registered and the demo seeded while the web server and the workers start (they need the
+# migrated database only); the box waits for both.
+say "registering the diagnostic models and seeding the demo data (users, patients, consents)"
 credentials="$var_dir/demo-credentials.json"
-logged "seeding" "$log_dir/seed_demo.log" \
-  $py manage.py seed_demo --patients "${DEMO_PATIENTS:-200}" --credentials-file "$credentials"
+(
+  stoppable $py manage.py register_models >>"$log_dir/register_models.log" 2>&1 || exit 10
+  stoppable $py manage.py seed_demo --patients "${DEMO_PATIENTS:-200}" --credentials-file "$credentials" \
+    >>"$log_dir/seed_demo.log" 2>&1 || exit 11
+) </dev/null &
+seeding=$!
+background+=("$seeding")
 
 if [ -n "$collecting" ]; then
   status=0
@@ -125,6 +138,13 @@ PORT="$PORT" scripts/web.sh >>"$log_dir/web.log" 2>&1 </dev/null &
 web=$!
 background+=("$web")
 
+status=0
+wait "$seeding" || status=$?
+case "$status" in
+  0) ;;
+  10) fail "registering the models" 1 "$log_dir/register_models.log" ;;
+  *) fail "seeding" 1 "$log_dir/seed_demo.log" ;;
+esac
 url="http://127.0.0.1:${PORT}/"
 if ! $py -m health_platform.quickstart wait --url "$url" --pid "$web" --timeout "${START_TIMEOUT_SECONDS:-300}"; then
   fail "starting the web server" 1 "$log_dir/web.log"

@@ -178,6 +178,6 @@ def test_run_sh_shows_the_log_of_a_failing_step_and_exits_non_zero(tmp_path):
         assert str(var_dir.resolve() / "logs" / "migrate.log") in text
         assert "unable to open database file" in text  # the end of migrate's log, on the terminal
         assert len(text.splitlines()) <= 60
-        assert _group_gone(process.pid)
+        wait_for(lambda: _group_gone(process.pid), timeout=15, what="every program started to stop")
     finally:
         _stop(process)
