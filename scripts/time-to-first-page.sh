@@ -30,7 +30,7 @@ while [ -z "$status" ] || [ "$status" != 200 ]; do
     exit 1
   fi
   sleep 0.2
-  status="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" 2>/dev/null || true)"
+  status="$(curl -sL -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" 2>/dev/null || true)"
 done
 elapsed=$(echo "$(date +%s.%N) - $started" | bc)
 sleep 1  # what make run prints right after the first answer (its box) belongs to the start
