@@ -5,7 +5,7 @@ MINUTES ?= 10
 setup:  ## create .venv and install the locked dependencies
 	scripts/setup.sh
 
-run:  ## set up and run the platform on its embedded defaults (portal on http://127.0.0.1:8000/)
+run:  ## set up and run the platform on its embedded defaults, quietly (logs in the var folder's logs/), ending with a box: portal URL, demo users, mail folder
 	scripts/run.sh
 
 test:  ## set up and run the whole test suite (what CI runs)

@@ -142,7 +142,7 @@ def main() -> int:
             "analyses_when_load_ended": analyses_at_end,
             "analyses_after_drain": drained,
             "drain_seconds": drain_seconds,
-            "web_5xx": _count_5xx(platform_log),
+            "web_5xx": _count_5xx(var_dir / "logs" / "web.log"),
             "worker_errors": _worker_errors(var_dir),
             "locust_exit_code": locust.returncode,
         }
@@ -268,10 +268,10 @@ def _drain(*, since, seconds: int) -> dict[str, int]:
         time.sleep(2)
 
 
-def _count_5xx(platform_log: Path) -> int:
-    """5xx answers in gunicorn's access log (run.sh logs every request to stdout)."""
+def _count_5xx(web_log: Path) -> int:
+    """5xx answers in gunicorn's access log (run.sh writes it to the var folder's logs/web.log)."""
     count = 0
-    for line in platform_log.read_text(errors="replace").splitlines():
+    for line in web_log.read_text(errors="replace").splitlines():
         parts = line.split('" ')
         if len(parts) >= 2 and parts[1][:1] == "5" and parts[1][:3].isdigit():
             count += 1
@@ -279,10 +279,10 @@ def _count_5xx(platform_log: Path) -> int:
 
 
 def _worker_errors(var_dir: Path) -> list[str]:
-    """ERROR lines (task failures, retries given up, crashes) in the Celery workers' logs."""
+    """ERROR lines (task failures, retries given up, crashes) in the Celery workers' logs (run.sh: logs/)."""
     found = []
     for name in ("celery-custodian.log", "celery-compute.log"):
-        path = var_dir / name
+        path = var_dir / "logs" / name
         if path.exists():
             found += [line[:300] for line in path.read_text(errors="replace").splitlines() if " ERROR" in line]
     return found

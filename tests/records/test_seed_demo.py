@@ -141,3 +141,25 @@ def test_seed_demo_prints_what_staff_need_to_pass_the_second_factor():
             cache.clear()  # the printed code was not used, but the app's code may equal it: a code passes once
             passed = client.post("/accounts/2fa/authenticate/", {"code": second})
             assert (passed.status_code, passed["Location"]) == (302, "/"), (username, second)
+
+
+@pytest.mark.django_db
+def test_rerunning_seed_demo_skips_the_ingest_only_while_the_demo_records_are_as_it_left_them():
+    _seed(patients=1)
+    skipped, _credentials = _seed(patients=1)
+    assert "2 demo records are in the database, anchored and unchanged" in skipped
+    assert "Ingested" not in skipped
+    demo_version = RecordVersion.objects.get(record__category="imaging")
+
+    # The demo record's latest version is no longer the one seeding left (another content): the next seeding
+    # ingests, and the demo content is back as a new version.
+    Record.objects.get(category="imaging").versions.update(sha256="0" * 64)
+    text, _credentials = _seed(patients=1)
+
+    assert "Ingested 2 records" in text
+    assert "1 new versions" in text
+    latest = RecordVersion.objects.filter(record__category="imaging").order_by("-version").first()
+    assert latest is not None
+    assert latest.sha256 == demo_version.sha256
+    assert latest.version == demo_version.version + 1
+    assert "anchored and unchanged" in _seed(patients=1)[0]

@@ -6,13 +6,18 @@ kept and their passwords reset (the new ones are printed). The demo clinician is
 grantee directory with their organisation, so the demo patients have someone to grant consent to.
 """
 
+import hashlib
 import json
+import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.core.management.base import CommandParser
 from django.db import transaction
 
@@ -20,13 +25,14 @@ from accounts.selectors import totp_code_now
 from accounts.services import recovery_codes_enrol, second_factors_remove, totp_enrol
 from health_platform.commands import PlatformCommand
 from health_platform.model_catalogue import catalogue
+from health_platform.quickstart import CredentialRow, credentials_file_write, credentials_table
 from health_platform.roles import Role, role_group
 from health_platform.second_factor import second_factor_required
 from health_platform.services import clinician_register, organisation_create
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
 from records.crypto import patient_pseudonym
 from records.demo import demo_bundles, demo_patients
-from records.models import Patient
+from records.models import AnchorState, Patient, RecordVersion
 from records.services import patient_link_user, record_ingest
 
 # The demo clinician's name in the grantee directory and their organisation: what the patients' grant form offers.
@@ -58,16 +64,25 @@ class Command(PlatformCommand):
             help="Patients per dataset: the first N breast-cancer rows, then the first N diabetes rows "
             "(capped at 569 and 442). Default 200.",
         )
+        parser.add_argument(
+            "--credentials-file",
+            type=Path,
+            help="Also write the users and their new passwords to this file (mode 0600), for the box make run "
+            "prints (health_platform.quickstart).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         count = max(1, options["patients"])
-        passwords: list[tuple[str, str, str]] = []
+        credentials: list[CredentialRow] = []
         users = {}
+        passwords = [secrets.token_urlsafe(18) for _user in DEMO_USERS]
+        # PBKDF2 releases the GIL: the five hashes (a second of CPU at Django's iteration count) take both cores.
+        with ThreadPoolExecutor(max_workers=len(DEMO_USERS)) as pool:
+            hashes = list(pool.map(make_password, passwords))
         with transaction.atomic():
-            for username, role, _patient in DEMO_USERS:
-                password = secrets.token_urlsafe(18)
-                users[username] = _demo_user(username=username, role=role, password=password)
-                passwords.append((role.value, username, password))
+            for (username, role, _patient), password, hashed in zip(DEMO_USERS, passwords, hashes, strict=True):
+                users[username] = _demo_user(username=username, role=role, password_hash=hashed)
+                credentials.append((role.value, username, password, ""))
             organisation = organisation_create(slug=DEMO_ORGANISATION[0], name=DEMO_ORGANISATION[1])
             clinician_register(
                 user=users["demo-clinician"], display_name=DEMO_CLINICIAN_NAME, organisation=organisation
@@ -82,15 +97,27 @@ class Command(PlatformCommand):
                     second_factors[username] = (secret, recovery)
 
         started = time.perf_counter()
-        totals = {"records": 0, "new": 0, "pending": 0, "bundles": 0}
-        for dataset in (BREAST_CANCER_DATASET, DIABETES_DATASET):
-            patients = demo_patients(dataset=dataset, count=count)
-            for bundle in demo_bundles(patients=patients, max_entries=settings.INGEST_MAX_ENTRIES):
-                result = record_ingest(raw_body=json.dumps(bundle).encode(), actor=users["demo-custodian"])
-                totals["bundles"] += 1
+        bodies = [
+            json.dumps(bundle).encode()
+            for dataset in (BREAST_CANCER_DATASET, DIABETES_DATASET)
+            for bundle in demo_bundles(
+                patients=demo_patients(dataset=dataset, count=count), max_entries=settings.INGEST_MAX_ENTRIES
+            )
+        ]
+        totals = {"records": 0, "new": 0, "pending": 0, "bundles": len(bodies)}
+        seeded = _demo_records_seeded(bodies=bodies)
+        if seeded is not None:
+            totals["records"] = seeded
+        else:
+            ingested: dict[str, str] = {}
+            for body in bodies:
+                result = record_ingest(raw_body=body, actor=users["demo-custodian"])
                 totals["records"] += len(result.records)
                 totals["new"] += sum(not record.unchanged for record in result.records)
                 totals["pending"] += sum(not record.anchored for record in result.records)
+                ingested.update({f"{r.patient_pseudonym}|{r.category}": r.sha256 for r in result.records})
+            if not totals["pending"]:
+                _demo_records_seeded_note(bodies=bodies, records=ingested)
         elapsed = time.perf_counter() - started
 
         for username, _role, linked in DEMO_USERS:
@@ -104,36 +131,95 @@ class Command(PlatformCommand):
             f"{granted} demo patients granted the demo clinician consent for their model (on the ledger)."
         )
 
-        self.stdout.write(
-            f"Ingested {totals['records']} records in {totals['bundles']} bundles in {elapsed:.1f} s "
-            f"({totals['records'] / elapsed if elapsed else 0:.0f} records/s): {totals['new']} new versions, "
-            f"{totals['records'] - totals['new']} unchanged, {totals['pending']} waiting for the ledger."
-        )
+        if seeded is not None:
+            self.stdout.write(
+                f"The {seeded} demo records are in the database, anchored and unchanged since they were ingested "
+                f"from these very bundles: nothing to ingest (0 new versions; checked in {elapsed:.1f} s)."
+            )
+        else:
+            self.stdout.write(
+                f"Ingested {totals['records']} records in {totals['bundles']} bundles in {elapsed:.1f} s "
+                f"({totals['records'] / elapsed if elapsed else 0:.0f} records/s): {totals['new']} new versions, "
+                f"{totals['records'] - totals['new']} unchanged, {totals['pending']} waiting for the ledger."
+            )
         if totals["pending"]:
             self.stdout.write(self.style.WARNING("Some records are not anchored yet: start a worker to anchor them."))
         self.stdout.write("")
-        width = max(len(username) for _, username, _ in passwords)
         self.stdout.write(
             "Staff sign in with their password, then a code of an authenticator app holding the secret printed "
             "(add it by hand, or scan the QR code at /accounts/2fa/ once signed in), or a recovery code (once each)."
         )
-        self.stdout.write(
-            f"{'role':<10}  {'username':<{width}}  {'password':<24}  authenticator secret (base32)     "
-            "code now  recovery code"
-        )
-        for role_name, username, password in passwords:
+        rows: list[CredentialRow] = []
+        for role_name, username, password, _extra in credentials:
             factor = second_factors.get(username)
-            extra = f"  {factor[0]}  {totp_code_now(secret=factor[0])}    {factor[1]}" if factor else ""
-            self.stdout.write(f"{role_name:<10}  {username:<{width}}  {password:<24}{extra}")
+            extra = f"{factor[0]}  {totp_code_now(secret=factor[0])}  {factor[1]}" if factor else ""
+            rows.append((role_name, username, password, extra))
+        heading = "authenticator secret (base32)     code now  recovery code"
+        for line in credentials_table(rows, extra_heading=heading):
+            self.stdout.write(line)
+        if options["credentials_file"] is not None:
+            credentials_file_write(options["credentials_file"], rows, extra_heading=heading)
 
 
-def _demo_user(*, username: str, role: Role, password: str | None) -> Any:
+def _demo_user(*, username: str, role: Role, password_hash: str | None) -> Any:
+    """The demo user `username` in `role`, active, with this password hash (None: no password can sign in)."""
     user, _created = get_user_model().objects.get_or_create(username=username)
     user.is_active = True
-    user.set_password(password)
+    if password_hash is None:
+        user.set_unusable_password()
+    else:
+        user.password = password_hash
     user.save()
     user.groups.add(role_group(role))
     return user
+
+
+def _demo_seed_note_path() -> Path:
+    return Path(settings.VAR_DIR) / "demo-seed.json"
+
+
+def _bundles_digest(bodies: list[bytes]) -> str:
+    digest = hashlib.sha256()
+    for body in bodies:
+        digest.update(b"%d:" % len(body) + body)
+    return digest.hexdigest()
+
+
+def _demo_records_seeded(*, bodies: list[bytes]) -> int | None:
+    """How many demo records there are, if ingesting `bodies` again would change nothing; else None.
+
+    record_ingest leaves a record whose content is unchanged as it is, and anchors only versions not anchored yet:
+    ingesting the same bundles again does nothing when every record they make still has, as its latest version,
+    the anchored version they made. The note seed_demo leaves in the var folder says which bundles made which
+    versions (by hash); the database says what the latest versions are now. Re-ingesting 400 records only to find
+    them unchanged (FHIR validation and canonical hashing) took a third of a restart.
+    """
+    try:
+        note = json.loads(_demo_seed_note_path().read_text())
+    except (OSError, ValueError):
+        return None
+    records: dict[str, str] = note.get("records", {}) if isinstance(note, dict) else {}
+    if not records or note.get("bundles_sha256") != _bundles_digest(bodies):
+        return None
+    pseudonyms = {key.rpartition("|")[0] for key in records}
+    latest: dict[str, tuple[int, str, bool]] = {}
+    versions = RecordVersion.objects.filter(record__patient__pseudonym__in=pseudonyms).values_list(
+        "record__patient__pseudonym", "record__category", "version", "sha256", "anchor_state"
+    )
+    for pseudonym, category, version, sha256, anchor_state in versions:
+        key = f"{pseudonym}|{category}"
+        if key not in latest or version > latest[key][0]:
+            latest[key] = (version, sha256, anchor_state == AnchorState.ANCHORED)
+    unchanged = all(key in latest and latest[key][1:] == (sha256, True) for key, sha256 in records.items())
+    return len(records) if unchanged else None
+
+
+def _demo_records_seeded_note(*, bodies: list[bytes], records: dict[str, str]) -> None:
+    """Note which versions (pseudonym|category: sha256) ingesting `bodies` left, all anchored (see above)."""
+    path = _demo_seed_note_path()
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps({"bundles_sha256": _bundles_digest(bodies), "records": records}))
+    temporary.replace(path)
 
 
 def demo_consent_terms() -> dict[str, list[tuple[str, str]]]:
@@ -170,7 +256,7 @@ def _demo_consents(*, count: int, clinician: Any) -> int:
                 continue
             user = patient.user
             if user is None:
-                user = _demo_user(username=f"demo-{demo.identifier}", role=Role.PATIENT, password=None)
+                user = _demo_user(username=f"demo-{demo.identifier}", role=Role.PATIENT, password_hash=None)
                 patient_link_user(patient=patient, user=user)
             now = timezone.now()
             consent_grant(
