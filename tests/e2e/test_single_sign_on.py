@@ -119,7 +119,7 @@ def test_a_member_of_staff_signs_in_through_the_hospital_provider_and_still_pass
     held = page.context.request.get("/analytics/", max_redirects=0)
     assert (held.status, held.headers["location"]) == (302, "/accounts/login/?next=/analytics/")
     page.get_by_label("Authenticator code").fill(totp_code())
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
 
     expect(page).to_have_url(re.compile(r"/analytics/$"))
     expect(page.locator("body")).to_contain_text("dr-jane")
