@@ -7,6 +7,7 @@ documented in .env.example; switching database, broker or ledger is configuratio
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 
@@ -260,6 +261,12 @@ CONTENT_SECURITY_POLICY = {
     "form-action": ["'self'"],
     "frame-ancestors": ["'none'"],
 }
+if OIDC_PROVIDER_ID:
+    # Single sign-on starts with a form posted to the platform, answered by a redirect to the provider's
+    # authorization endpoint; browsers hold that redirect to form-action too (Chromium refused it with 'self'
+    # alone). The provider's origin (OIDC_SERVER_URL's, where its endpoints are) is allowed, nothing more.
+    _oidc_server = urlsplit(env.str("OIDC_SERVER_URL"))
+    CONTENT_SECURITY_POLICY["form-action"].append(f"{_oidc_server.scheme}://{_oidc_server.netloc}")
 if HTTPS:
     CONTENT_SECURITY_POLICY["upgrade-insecure-requests"] = []
 # true: send Content-Security-Policy-Report-Only instead (to try a changed policy without breaking pages).

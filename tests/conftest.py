@@ -550,8 +550,9 @@ def start_web(tmp_path, ledger_url, broker):
     on a free port of 127.0.0.1, on this test's database, ledger, broker, blob and export folders; stopped
     whole at the end of the test.
 
-    start_web(overrides=None, workers=1) -> Web, once it answers. `overrides` are added to its environment
+    start_web(overrides=None, workers=1, port=None) -> Web, once it answers. `overrides` are added to its environment
     (os.environ otherwise, so the var folder and the keys are this process's); a None value unsets a variable.
+    `port` is a free port of 127.0.0.1 the test chose (one a single sign-on provider must know in advance).
     Its stdout and stderr go to one file (Web.output()). Tests must use `django_db(transaction=True)`: the
     server is another process and sees only committed rows.
     """
@@ -563,10 +564,11 @@ def start_web(tmp_path, ledger_url, broker):
 
     started = []
 
-    def start(overrides: dict[str, str | None] | None = None, workers: int = 1) -> Web:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+    def start(overrides: dict[str, str | None] | None = None, workers: int = 1, port: int | None = None) -> Web:
+        if port is None:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
         environment: dict[str, str | None] = {
             **os.environ,
             "LEDGER_URL": ledger_url,

@@ -86,14 +86,14 @@ def sign_in(page: Page, username: str, password: str) -> None:
     page.goto("/accounts/login/?next=/")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_load_state()
     if "/accounts/2fa/authenticate/" in page.url:
         from django.core.cache import cache
 
         cache.clear()  # a code passes once per period: a test may sign the same member of staff in twice
         page.get_by_label("Authenticator code").fill(totp_code())
-        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="Sign in", exact=True).click()
         page.wait_for_load_state()
 
 

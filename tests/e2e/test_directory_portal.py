@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.m
 
 MRN = "MRN-000777"
 CHOSEN_PASSWORD = "a-long-enough-Passphrase-9"
-BREAST_CANCER_LABEL = "Running the breast-cancer diagnostic model (DUO:0000007)"
+BREAST_CANCER_LABEL = "Running the breast-cancer diagnostic model"
 LINK = re.compile(r"https?://[^\s]+/enrol/link/[0-9A-Z]+/")
 
 
