@@ -141,12 +141,14 @@ def test_run_sh_is_quiet_ends_with_the_box_and_ctrl_c_stops_everything(tmp_path)
         assert all(line.startswith("==> ") or not line for line in progress), "\n".join(progress)
         url = next(word for word in box[1].split() if word.startswith("http://127.0.0.1:"))
         rows = [line.split() for line in box]
-        passwords = {words[2]: words[3] for words in rows if len(words) == 5 and words[2].startswith("demo-")}
+        # "| role username password [secret code recovery] |": staff rows carry their second factor too.
+        passwords = {words[2]: words[3] for words in rows if len(words) >= 5 and words[2].startswith("demo-")}
         assert set(passwords) == set(DEMO_USERNAMES)
         assert f"{var_dir.resolve() / 'mail'}/" in "\n".join(box)
         assert f"{var_dir.resolve() / 'logs'}/" in "\n".join(box)
-        # The passwords printed are the users' (a token for the auditor, who may have one with a password).
-        body = urllib.parse.urlencode({"username": "demo-auditor", "password": passwords["demo-auditor"]}).encode()
+        # The passwords printed are the users' (a token for a patient: staff need their second factor too).
+        patient = next(name for name in DEMO_USERNAMES if name.startswith("demo-patient"))
+        body = urllib.parse.urlencode({"username": patient, "password": passwords[patient]}).encode()
         with urllib.request.urlopen(f"{url}api/auth/token/", data=body, timeout=30) as answer:
             assert answer.status == 200
         # Every program's output is in the logs, none on the terminal.
