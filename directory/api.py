@@ -6,8 +6,10 @@ permission_denied (403); not_found, unknown_grantee, patient_not_found (404); or
 username_taken, patient_already_enrolled (409); ledger_unavailable (503).
 """
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,11 +41,27 @@ from health_platform.errors import NotFound
 from health_platform.serializers import ERROR_RESPONSE
 
 _ERROR = ERROR_RESPONSE
-_PERMISSIONS = [IsAuthenticated, CanManageDirectory]
+_ENTRY_ADDED = {201: DirectoryEntrySerializer, 400: _ERROR, 403: _ERROR, 409: _ERROR, 503: _ERROR}
+
+
+class _CustodianView(APIView):
+    permission_classes = [IsAuthenticated, CanManageDirectory]
 
 
 def _base_url(request: Request) -> str:
     return request.build_absolute_uri("/")
+
+
+def _validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    """The request body as the serializer cleans it; an invalid one raises (answered as validation_failed)."""
+    payload = serializer_class(data=request.data)
+    payload.is_valid(raise_exception=True)
+    return payload.validated_data
+
+
+def _entry_added(grantee_id: str) -> Response:
+    entry = directory_entry_get(grantee_id=grantee_id)
+    return Response(DirectoryEntrySerializer(entry).data, status=status.HTTP_201_CREATED)
 
 
 def _issued(issued: IssuedInvitation) -> Response:
@@ -51,9 +69,7 @@ def _issued(issued: IssuedInvitation) -> Response:
     return Response(IssuedInvitationSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
-class GranteeListView(APIView):
-    permission_classes = _PERMISSIONS
-
+class GranteeListView(_CustodianView):
     @extend_schema(
         summary="The directory: every clinician and organisation with its ledger status (custodians)",
         responses={200: DirectoryEntrySerializer(many=True), 403: _ERROR},
@@ -62,50 +78,32 @@ class GranteeListView(APIView):
         return Response(DirectoryEntrySerializer(directory_entries(), many=True).data)
 
 
-class OrganisationAddView(APIView):
-    permission_classes = _PERMISSIONS
-
+class OrganisationAddView(_CustodianView):
     @extend_schema(
         summary="Add an organisation (registered on the ledger as active)",
         request=OrganisationAddSerializer,
-        responses={201: DirectoryEntrySerializer, 400: _ERROR, 403: _ERROR, 409: _ERROR, 503: _ERROR},
+        responses=_ENTRY_ADDED,
     )
     def post(self, request: Request) -> Response:
-        payload = OrganisationAddSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        organisation = directory_organisation_add(actor=request.user, **payload.validated_data)
-        entry = directory_entry_get(grantee_id=organisation.grantee_id)
-        return Response(DirectoryEntrySerializer(entry).data, status=status.HTTP_201_CREATED)
+        data = _validated(OrganisationAddSerializer, request)
+        return _entry_added(directory_organisation_add(actor=request.user, **data).grantee_id)
 
 
-class ClinicianInviteView(APIView):
-    permission_classes = _PERMISSIONS
-
+class ClinicianInviteView(_CustodianView):
     @extend_schema(
         summary="Add a clinician: their account, registered on the ledger, and an e-mail to set a password",
         request=ClinicianInviteSerializer,
-        responses={201: DirectoryEntrySerializer, 400: _ERROR, 403: _ERROR, 409: _ERROR, 503: _ERROR},
+        responses=_ENTRY_ADDED,
     )
     def post(self, request: Request) -> Response:
-        payload = ClinicianInviteSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        data = payload.validated_data
-        profile = directory_clinician_invite(
-            actor=request.user,
-            username=data["username"],
-            display_name=data["display_name"],
-            email=data["email"],
-            organisation_slug=data["organisation"],
-            base_url=_base_url(request),
-        )
-        entry = directory_entry_get(grantee_id=profile.grantee_id)
-        return Response(DirectoryEntrySerializer(entry).data, status=status.HTTP_201_CREATED)
+        data = _validated(ClinicianInviteSerializer, request)
+        profile = directory_clinician_invite(actor=request.user, base_url=_base_url(request), **data)
+        return _entry_added(profile.grantee_id)
 
 
-class GranteeStatusView(APIView):
+class GranteeStatusView(_CustodianView):
     """POST .../deactivate/ or .../reactivate/: the grantee's status on the ledger, from the gate's next batch."""
 
-    permission_classes = _PERMISSIONS
     active = True
 
     @extend_schema(
@@ -124,9 +122,7 @@ class GranteeStatusView(APIView):
         return Response(GranteeStatusSerializer(body).data)
 
 
-class InvitationListView(APIView):
-    permission_classes = _PERMISSIONS
-
+class InvitationListView(_CustodianView):
     @extend_schema(
         summary="The latest patient invitations (custodians)",
         responses={200: InvitationSerializer(many=True), 403: _ERROR},
@@ -140,11 +136,8 @@ class InvitationListView(APIView):
         responses={201: IssuedInvitationSerializer, 400: _ERROR, 403: _ERROR, 404: _ERROR, 409: _ERROR},
     )
     def post(self, request: Request) -> Response:
-        payload = InvitationIssueSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        return _issued(
-            patient_invitation_issue(actor=request.user, base_url=_base_url(request), **payload.validated_data)
-        )
+        data = _validated(InvitationIssueSerializer, request)
+        return _issued(patient_invitation_issue(actor=request.user, base_url=_base_url(request), **data))
 
 
 def _invitation(invitation_id: str) -> PatientInvitation:
@@ -154,9 +147,7 @@ def _invitation(invitation_id: str) -> PatientInvitation:
     return invitation
 
 
-class InvitationRevokeView(APIView):
-    permission_classes = _PERMISSIONS
-
+class InvitationRevokeView(_CustodianView):
     @extend_schema(
         summary="Revoke a pending invitation (its link and code stop working; idempotent)",
         request=None,
@@ -167,9 +158,7 @@ class InvitationRevokeView(APIView):
         return Response(InvitationSerializer(revoked).data)
 
 
-class InvitationReissueView(APIView):
-    permission_classes = _PERMISSIONS
-
+class InvitationReissueView(_CustodianView):
     @extend_schema(
         summary="Issue a new invitation to the same patient (the earlier ones are revoked)",
         request=InvitationReissueSerializer,
@@ -177,12 +166,7 @@ class InvitationReissueView(APIView):
     )
     def post(self, request: Request, invitation_id: str) -> Response:
         invitation = _invitation(invitation_id)
-        payload = InvitationReissueSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        issued = patient_invitation_reissue(
-            actor=request.user,
-            invitation=invitation,
-            email=payload.validated_data["email"],
-            base_url=_base_url(request),
+        data = _validated(InvitationReissueSerializer, request)
+        return _issued(
+            patient_invitation_reissue(actor=request.user, invitation=invitation, base_url=_base_url(request), **data)
         )
-        return _issued(issued)

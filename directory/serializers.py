@@ -6,16 +6,23 @@ from rest_framework import serializers
 from directory.models import PatientInvitation
 
 
-class DirectoryEntrySerializer(serializers.Serializer):
+class GranteeStatusSerializer(serializers.Serializer):
+    """A grantee's status on the ledger and the transaction that last set it."""
+
     grantee_id = serializers.CharField()
+    active = serializers.BooleanField()
+    tx_id = serializers.CharField()
+    block_number = serializers.IntegerField(allow_null=True)
+
+
+class DirectoryEntrySerializer(GranteeStatusSerializer):
+    """A grantee's status, with who the grantee is."""
+
     kind = serializers.ChoiceField(choices=["clinician", "organisation"])
     name = serializers.CharField()
     organisation = serializers.CharField()
     username = serializers.CharField()
-    active = serializers.BooleanField()
     on_ledger = serializers.BooleanField()
-    tx_id = serializers.CharField()
-    block_number = serializers.IntegerField(allow_null=True)
 
 
 class OrganisationAddSerializer(serializers.Serializer):
@@ -27,14 +34,9 @@ class ClinicianInviteSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     display_name = serializers.CharField(max_length=200)
     email = serializers.EmailField(max_length=254)
-    organisation = serializers.CharField(max_length=63, required=False, allow_blank=True, default="")
-
-
-class GranteeStatusSerializer(serializers.Serializer):
-    grantee_id = serializers.CharField()
-    active = serializers.BooleanField()
-    tx_id = serializers.CharField()
-    block_number = serializers.IntegerField(allow_null=True)
+    organisation = serializers.CharField(
+        source="organisation_slug", max_length=63, required=False, allow_blank=True, default=""
+    )
 
 
 class InvitationIssueSerializer(serializers.Serializer):

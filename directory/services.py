@@ -207,16 +207,10 @@ def patient_enrol(*, token_text: Any, username: str, password: str, password_aga
         if token is not None:
             found = PatientInvitation.objects.select_for_update().filter(token_sha256=_digest(token)).first()
         invitation = _usable(found)
-        username = (username or "").strip() if isinstance(username, str) else ""
-        candidate = user_model(username=username)
-        try:
-            candidate.full_clean(validate_unique=False, exclude=["password"])
-        except ValidationError:
-            raise ValidationFailed(
-                "Choose a username of at most 150 letters, digits and @.+-_ characters.",
-                code="invalid_username",
-                detail={"field": "username"},
-            ) from None
+        candidate = _user_candidate(
+            username, refusal="Choose a username of at most 150 letters, digits and @.+-_ characters."
+        )
+        username = candidate.username
         if user_model.objects.filter(username__iexact=username).exists():
             raise ValidationFailed(
                 "This username is taken; choose another.", code="username_taken", detail={"field": "username"}
@@ -280,16 +274,9 @@ def directory_clinician_invite(
             raise ValidationFailed(
                 "No such organisation.", code="unknown_organisation", detail={"field": "organisation"}
             )
-    username = username.strip() if isinstance(username, str) else ""
-    candidate = user_model(username=username, email=email)
-    try:
-        candidate.full_clean(validate_unique=False, exclude=["password"])
-    except ValidationError:
-        raise ValidationFailed(
-            "A username is at most 150 letters, digits and @.+-_ characters.",
-            code="invalid_username",
-            detail={"field": "username"},
-        ) from None
+    username = _user_candidate(
+        username, email=email, refusal="A username is at most 150 letters, digits and @.+-_ characters."
+    ).username
     with transaction.atomic():
         if user_model.objects.filter(username__iexact=username).exists():
             raise Conflict("This username is taken.", code="username_taken", detail={"field": "username"})
@@ -331,6 +318,18 @@ def _directory_has(grantee_id: str) -> bool:
     if kind == "org":
         return Organisation.objects.filter(slug=key).exists()
     return False
+
+
+def _user_candidate(username: Any, *, email: str = "", refusal: str) -> Any:
+    """An unsaved user with the username stripped, checked as the user model checks it (uniqueness aside: the
+    caller checks that under its transaction). Refused with invalid_username, worded as `refusal`."""
+    user_model = get_user_model()
+    candidate = user_model(username=username.strip() if isinstance(username, str) else "", email=email)
+    try:
+        candidate.full_clean(validate_unique=False, exclude=["password"])
+    except ValidationError:
+        raise ValidationFailed(refusal, code="invalid_username", detail={"field": "username"}) from None
+    return candidate
 
 
 def _text(value: Any, field: str) -> str:

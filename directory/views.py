@@ -7,7 +7,7 @@ URL), and answer a link that cannot be used with a page naming a stable code.
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from django.contrib import messages
@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from directory.access import user_may_manage_directory
 from directory.forms import ClinicianInviteForm, EnrolCodeForm, EnrolForm, InvitationIssueForm, OrganisationAddForm
+from directory.models import PatientInvitation
 from directory.selectors import directory_entries, invitation_get, invitations_recent
 from directory.services import (
     InvitationRefused,
@@ -40,6 +41,8 @@ from health_platform.portal import refused
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 
 def custodian_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Signed in and a custodian; anyone else is refused (403) whatever the URL names."""
@@ -52,6 +55,18 @@ def custodian_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
         return view(request, *args, **kwargs)
 
     return checked
+
+
+def _on_form(form: Any, service: Callable[..., T], **arguments: Any) -> T | None:
+    """The service's result, or None when it refuses: its message is then on the form, on the field a
+    ValidationFailed names, else above the form."""
+    try:
+        return service(**arguments)
+    except ValidationFailed as error:
+        form.add_service_error(error)
+    except ApplicationError as error:
+        form.add_error(None, error.message)
+    return None
 
 
 # --- the grantee directory ------------------------------------------------------------------------------------
@@ -68,13 +83,8 @@ def home(request: HttpRequest) -> HttpResponse:
 def organisation_add(request: HttpRequest) -> HttpResponse:
     form = OrganisationAddForm(request.POST)
     if form.is_valid():
-        try:
-            organisation = directory_organisation_add(actor=request.user, **form.cleaned_data)
-        except ValidationFailed as error:
-            form.add_service_error(error)
-        except ApplicationError as error:
-            form.add_error(None, error.message)
-        else:
+        organisation = _on_form(form, directory_organisation_add, actor=request.user, **form.cleaned_data)
+        if organisation is not None:
             messages.success(request, f"{organisation.name} added to the directory and registered on the ledger.")
             return redirect("directory:home")
     return _directory_page(request, organisation_form=form, status=400)
@@ -86,20 +96,17 @@ def clinician_add(request: HttpRequest) -> HttpResponse:
     form = ClinicianInviteForm(request.POST, organisations=Organisation.objects.all())
     if form.is_valid():
         data = form.cleaned_data
-        try:
-            profile = directory_clinician_invite(
-                actor=request.user,
-                username=data["username"],
-                display_name=data["display_name"],
-                email=data["email"],
-                organisation_slug=data["organisation"],
-                base_url=request.build_absolute_uri("/"),
-            )
-        except ValidationFailed as error:
-            form.add_service_error(error)
-        except ApplicationError as error:
-            form.add_error(None, error.message)
-        else:
+        profile = _on_form(
+            form,
+            directory_clinician_invite,
+            actor=request.user,
+            username=data["username"],
+            display_name=data["display_name"],
+            email=data["email"],
+            organisation_slug=data["organisation"],
+            base_url=request.build_absolute_uri("/"),
+        )
+        if profile is not None:
             messages.success(request, f"{profile.display_name} added; an e-mail invites them to choose a password.")
             return redirect("directory:home")
     return _directory_page(request, clinician_form=form, status=400)
@@ -178,12 +185,23 @@ def invitations(request: HttpRequest) -> HttpResponse:
     return _invitations_page(request, form=form, issued=issued, status=status)
 
 
+def _invitation_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The view is given the invitation its URL names; an unknown one is answered 404."""
+
+    @wraps(view)
+    def found(request: HttpRequest, invitation_id: str) -> HttpResponse:
+        invitation = invitation_get(invitation_id=invitation_id)
+        if invitation is None:
+            return _no_such_invitation(request)
+        return view(request, invitation)
+
+    return found
+
+
 @require_POST
 @custodian_view
-def invitation_revoke(request: HttpRequest, invitation_id: str) -> HttpResponse:
-    invitation = invitation_get(invitation_id=invitation_id)
-    if invitation is None:
-        return _no_such_invitation(request)
+@_invitation_view
+def invitation_revoke(request: HttpRequest, invitation: PatientInvitation) -> HttpResponse:
     patient_invitation_revoke(actor=request.user, invitation=invitation)
     messages.success(request, "Invitation revoked: its link and code no longer work.")
     return redirect("directory:invitations")
@@ -191,10 +209,8 @@ def invitation_revoke(request: HttpRequest, invitation_id: str) -> HttpResponse:
 
 @require_POST
 @custodian_view
-def invitation_reissue(request: HttpRequest, invitation_id: str) -> HttpResponse:
-    invitation = invitation_get(invitation_id=invitation_id)
-    if invitation is None:
-        return _no_such_invitation(request)
+@_invitation_view
+def invitation_reissue(request: HttpRequest, invitation: PatientInvitation) -> HttpResponse:
     email = request.POST.get("email", "")
     try:
         issued = patient_invitation_reissue(
