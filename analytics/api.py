@@ -43,7 +43,7 @@ from analytics.serializers import (
     public_context_decoded,
 )
 from analytics.services import analysis_request_cancel, analysis_request_create
-from health_platform.api import VisibleListMixin
+from health_platform.api import VisibleListViewSet
 from health_platform.errors import CHOICE_ERROR_MESSAGES, NotFound, PayloadTooLarge
 from health_platform.parsers import LimitedJSONParser
 from health_platform.serializers import ERROR_RESPONSE, error_response
@@ -116,7 +116,7 @@ class AnalysisFilter(filters.FilterSet):
         responses={200: AnalysisDetailSerializer, 401: _ERROR, 403: _ERROR, 404: _NOT_FOUND},
     ),
 )
-class AnalysisViewSet(VisibleListMixin, viewsets.GenericViewSet):
+class AnalysisViewSet(VisibleListViewSet):
     model = AnalysisRequest
     list_serializer = AnalysisRequestSerializer
     permission_classes = [IsAuthenticated, IsClinician]

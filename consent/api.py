@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -30,7 +30,7 @@ from consent.serializers import (
     GranteeSerializer,
 )
 from consent.services import consent_grant, consent_import_fhir, consent_revoke
-from health_platform.api import VisibleListMixin
+from health_platform.api import VisibleListViewSet
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
 from health_platform.parsers import LimitedFhirJSONParser, LimitedJSONParser
 from health_platform.selectors import grantees_all
@@ -46,7 +46,7 @@ _ERROR = ERROR_RESPONSE
         summary="Read one consent (mirror of the ledger)", responses={200: ConsentSerializer, 404: _ERROR}
     ),
 )
-class ConsentViewSet(VisibleListMixin, viewsets.GenericViewSet):
+class ConsentViewSet(VisibleListViewSet):
     model = Consent
     list_serializer = ConsentSerializer
     serializer_class = ConsentSerializer

@@ -11,7 +11,7 @@ from django.db import OperationalError
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
-from rest_framework import status
+from rest_framework import status, viewsets
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -37,13 +37,12 @@ _DRF_CODES: dict[type[drf_exceptions.APIException], str] = {
 }
 
 
-class VisibleListMixin:
-    """A GenericViewSet's queryset and list: the objects `visible_to(user)` (the app's selector), filtered,
+class VisibleListViewSet(viewsets.GenericViewSet):
+    """A viewset whose queryset and list are the objects `visible_to(user)` (the app's selector), filtered,
     paginated and written by `list_serializer`. The schema generator (no user) sees an empty queryset."""
 
     model: type[Model]
     list_serializer: type[BaseSerializer]
-    request: Request
 
     def visible_to(self, user: Any) -> QuerySet[Any]:
         raise NotImplementedError
@@ -54,12 +53,11 @@ class VisibleListMixin:
         return self.visible_to(self.request.user)
 
     def list(self, request: Request) -> Response:
-        view: Any = self  # a GenericViewSet: filter_queryset, paginate_queryset, get_paginated_response
-        objects = view.filter_queryset(self.get_queryset())
-        page = view.paginate_queryset(objects)
+        objects = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(objects)
         if page is None:
             return Response(self.list_serializer(objects, many=True).data)
-        return view.get_paginated_response(self.list_serializer(page, many=True).data)
+        return self.get_paginated_response(self.list_serializer(page, many=True).data)
 
 
 def permission(check: Callable[[Any], bool], message: str) -> type[BasePermission]:

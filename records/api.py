@@ -10,14 +10,14 @@ from django.core.exceptions import RequestDataTooBig
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import status, viewsets
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from health_platform.api import VisibleListMixin
+from health_platform.api import VisibleListViewSet
 from health_platform.errors import NotFound
 from health_platform.serializers import error_response
 from records.access import CanIngestRecords, CanReadRecords
@@ -70,7 +70,7 @@ _ERRORS = {
         },
     ),
 )
-class RecordViewSet(VisibleListMixin, viewsets.GenericViewSet):
+class RecordViewSet(VisibleListViewSet):
     model = Record
     list_serializer = RecordSerializer
     serializer_class = RecordSerializer

@@ -267,6 +267,7 @@ def test_only_auditors_export_and_formats_are_checked(clinician, audit_user, exp
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about 100 s alone; it asserts memory, not speed, and shares the CPUs with other tests
 def test_an_export_of_100k_events_runs_in_bounded_memory(logged, audit_user, export_dir, eager):
     for batch in range(20):
         logged(
