@@ -7,10 +7,6 @@ missing name is a 500 in that flow, not a 404.
 """
 
 from allauth.account import views as account_views
-from allauth.mfa.base import views as mfa_views
-from allauth.mfa.recovery_codes import views as recovery_code_views
-from allauth.mfa.totp import views as totp_views
-from allauth.mfa.webauthn import views as webauthn_views
 from allauth.socialaccount import views as social_views
 from allauth.socialaccount.providers.openid_connect import views as oidc_views
 from allauth.usersessions import views as usersession_views
@@ -35,32 +31,6 @@ password_urlpatterns = [
     path("reset/key/done/", account_views.password_reset_from_key_done, name="account_reset_password_from_key_done"),
 ]
 
-second_factor_urlpatterns = [
-    path("", mfa_views.index, name="mfa_index"),
-    path("authenticate/", mfa_views.authenticate, name="mfa_authenticate"),
-    path("reauthenticate/", mfa_views.reauthenticate, name="mfa_reauthenticate"),
-    path("totp/activate/", totp_views.activate_totp, name="mfa_activate_totp"),
-    path("totp/deactivate/", totp_views.deactivate_totp, name="mfa_deactivate_totp"),
-    path("recovery-codes/", recovery_code_views.view_recovery_codes, name="mfa_view_recovery_codes"),
-    path(
-        "recovery-codes/generate/",
-        recovery_code_views.generate_recovery_codes,
-        name="mfa_generate_recovery_codes",
-    ),
-    path(
-        "recovery-codes/download/",
-        recovery_code_views.download_recovery_codes,
-        name="mfa_download_recovery_codes",
-    ),
-    path("webauthn/", webauthn_views.list_webauthn, name="mfa_list_webauthn"),
-    path("webauthn/add/", webauthn_views.add_webauthn, name="mfa_add_webauthn"),
-    path("webauthn/reauthenticate/", webauthn_views.reauthenticate_webauthn, name="mfa_reauthenticate_webauthn"),
-    path("webauthn/keys/<int:pk>/remove/", webauthn_views.remove_webauthn, name="mfa_remove_webauthn"),
-    path("webauthn/keys/<int:pk>/edit/", webauthn_views.edit_webauthn, name="mfa_edit_webauthn"),
-    # Passkey sign-in (MFA_PASSKEY_LOGIN_ENABLED); passkey sign-up is off: accounts are made by the hospital.
-    path("webauthn/login/", webauthn_views.login_webauthn, name="mfa_login_webauthn"),
-]
-
 urlpatterns = [
     # The sign-in keeps the name (and the throttle) it had before allauth: tests, scripts and the load test use it.
     path("login/", security.LoginView.as_view(), name="login"),
@@ -75,7 +45,9 @@ urlpatterns = [
     path("confirm-email/", account_views.email_verification_sent, name="account_email_verification_sent"),
     re_path(r"^confirm-email/(?P<key>[-:\w]+)/$", account_views.confirm_email, name="account_confirm_email"),
     path("password/", include(password_urlpatterns)),
-    path("2fa/", include(second_factor_urlpatterns)),
+    # allauth's second-factor URLs as its settings shape them (health_platform/settings.py, MFA_*): TOTP, recovery
+    # codes and passkeys, passkey sign-in, and no passkey sign-up (accounts are made by the hospital).
+    path("2fa/", include("allauth.mfa.urls")),
     path("sessions/", usersession_views.list_usersessions, name="usersessions_list"),
     # Single sign-on (OIDC_*): the provider's sign-in and callback, and where allauth sends a cancelled or failed one.
     path("oidc/<str:provider_id>/login/", oidc_views.login, name="openid_connect_login"),

@@ -16,8 +16,6 @@ from analytics.models import CohortKind
 from analytics.selectors import ModelCard
 from health_platform.errors import ValidationFailed
 
-_SEPARATORS = re.compile(r"[\s,;]+")
-
 SERVICE_ERROR_MESSAGES: dict[str, str] = {
     "unknown_model": "Choose a model from the list.",
     "model_hash_mismatch": "This model's weights no longer match the hash anchored on the ledger: it cannot be used.",
@@ -25,12 +23,16 @@ SERVICE_ERROR_MESSAGES: dict[str, str] = {
     "cohort_too_large": "Too many patients for one request.",
     "invalid_batch_size": "The batch size is not allowed.",
 }
+
 SERVICE_ERROR_FIELDS: dict[str, str] = {
     "unknown_model": "model",
     "model_hash_mismatch": "model",
     "invalid_cohort": "pseudonyms",
     "cohort_too_large": "pseudonyms",
 }
+
+# What separates the pseudonyms pasted into the cohort box.
+_SEPARATORS = re.compile(r"[\s,;]+")
 
 
 class AnalysisRequestForm(forms.Form):

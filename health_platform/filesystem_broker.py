@@ -47,6 +47,8 @@ from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
+from health_platform.supervise import pid_alive
+
 TRANSPORT = "health_platform.filesystem_broker:Transport"
 INFLIGHT = "inflight"
 ORPHAN_SWEEP_SECONDS = 5.0
@@ -82,13 +84,8 @@ def owner_alive(owner: str) -> bool:
         return True
     current = _process_start_time(pid)
     if current is None:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not Path("/proc").is_dir()  # no /proc: a live pid is taken as the owner
+        # No /proc entry: gone (or, on a system without /proc, a live pid is taken as the owner).
+        return pid_alive(pid) and not Path("/proc").is_dir()
     return current == started
 
 

@@ -18,8 +18,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from health_platform.supervise import pid_alive
 
 # (role, username, password, extra): `extra` is whatever else a visitor needs to sign in as that user
 # (empty when nothing), under the heading `extra_heading`.
@@ -80,11 +82,12 @@ def quick_start_box(
     return "\n".join([rule, *(f"| {text:<{width}} |" for text in body), rule])
 
 
-def wait_for_page(*, url: str, pid: int | None, timeout: float, interval: float = 0.2) -> bool:
-    """Whether `url` answered 200 within `timeout` seconds; False at once if process `pid` (the web server) is gone."""
+def wait_for_page(*, url: str, timeout: float, alive: Callable[[], bool] | None = None, interval: float = 0.2) -> bool:
+    """Whether `url` answered 200 within `timeout` seconds; False at once when `alive()` (is the web server
+    still running?) says no."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pid is not None and not _running(pid):
+        if alive is not None and not alive():
             return False
         try:
             # The platform's own address on 127.0.0.1, given by scripts/run.sh.
@@ -95,16 +98,6 @@ def wait_for_page(*, url: str, pid: int | None, timeout: float, interval: float 
             pass
         time.sleep(interval)
     return False
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.command == "wait":
         try:
-            return 0 if wait_for_page(url=arguments.url, pid=arguments.pid, timeout=arguments.timeout) else 1
+            pid = arguments.pid
+            alive = None if pid is None else (lambda: pid_alive(pid))
+            return 0 if wait_for_page(url=arguments.url, timeout=arguments.timeout, alive=alive) else 1
         except KeyboardInterrupt:  # Ctrl-C while waiting: scripts/run.sh stops everything, no traceback
             return 130
     rows, extra_heading = credentials_file_read(arguments.credentials)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +28,17 @@ RESTART_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
 HEALTHY_AFTER_SECONDS = 10.0  # a run this long resets the backoff
 STOP_SECONDS = 10.0
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (one of another user's counts: it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Supervisor:

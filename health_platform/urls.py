@@ -1,20 +1,95 @@
+"""The platform's URL map: every page, in one place, under its app's namespace (`analytics:detail`), and where
+each API router is mounted.
+
+One map rather than a `urls.py` an app: a reviewer (and tests/test_permission_matrix.py, which walks it) reads
+the whole surface here, and the apps' views stay free of routing. The accounts' URLs keep a module of their own
+(accounts/urls.py): they name allauth's views one by one, with the reasons.
+"""
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from analytics import views as analytics_views
 from analytics.api_urls import model_urlpatterns
+from audit import overview_views
+from audit import views as audit_views
+from consent import views as consent_views
 from consent.api import GranteeListView
+from directory import views as directory_views
 from health_platform import security, views
+from records import ingest_views
+from records import views as records_views
+
+# The patient's records; the custodian's upload with its report, and the ingest history.
+records_pages = [
+    path("", records_views.my_records, name="my-records"),
+    path("<uuid:record_id>/", records_views.my_record_detail, name="record-detail"),
+    path("ingest/", ingest_views.ingest, name="ingest"),
+    path("ingest/history/", ingest_views.ingest_history, name="ingest-history"),
+]
+
+# The patient's consents; the clinician's "granted to me".
+consent_pages = [
+    path("", consent_views.dashboard, name="dashboard"),
+    path("grant/", consent_views.grant, name="grant"),
+    path("granted-to-me/", consent_views.granted_to_me, name="granted-to-me"),
+    path("<str:consent_id>/", consent_views.detail, name="detail"),
+    path("<str:consent_id>/revoke/", consent_views.revoke, name="revoke"),
+]
+
+# The clinician's analyses (new/ and models/ before the analysis id they would otherwise match).
+analytics_pages = [
+    path("", analytics_views.analysis_list, name="list"),
+    path("new/", analytics_views.analysis_new, name="new"),
+    path("models/<str:name>/", analytics_views.model_card, name="model-card"),
+    path("<str:analysis_id>/", analytics_views.analysis_detail, name="detail"),
+    path("<str:analysis_id>/progress/", analytics_views.analysis_progress_panel, name="progress"),
+    path("<str:analysis_id>/results/", analytics_views.analysis_results_panel, name="results"),
+    path("<str:analysis_id>/cancel/", analytics_views.analysis_cancel, name="cancel"),
+]
+
+# The auditor's search, exports, ledger, overview and verify-a-copy; the patient's "who used my data".
+audit_pages = [
+    path("", audit_views.search, name="search"),
+    path("exports/", audit_views.exports, name="exports"),
+    path("exports/<str:export_id>/row/", audit_views.export_row, name="export-row"),
+    path("exports/<str:export_id>/download/", audit_views.export_download, name="export-download"),
+    path("exports/<str:export_id>/manifest/", audit_views.export_manifest, name="export-manifest"),
+    path("ledger/", audit_views.ledger, name="ledger"),
+    path("my-data/", audit_views.my_data, name="my-data"),
+    path("overview/", overview_views.overview, name="overview"),
+    path("verify/", overview_views.verify_copy, name="verify"),
+]
+
+# The custodian's grantee directory and patient invitations.
+directory_pages = [
+    path("", directory_views.home, name="home"),
+    path("organisations/", directory_views.organisation_add, name="organisation-add"),
+    path("clinicians/", directory_views.clinician_add, name="clinician-add"),
+    path("grantees/<str:grantee_id>/deactivate/", directory_views.deactivate, name="deactivate"),
+    path("grantees/<str:grantee_id>/reactivate/", directory_views.reactivate, name="reactivate"),
+    path("invitations/", directory_views.invitations, name="invitations"),
+    path("invitations/<str:invitation_id>/revoke/", directory_views.invitation_revoke, name="invitation-revoke"),
+    path("invitations/<str:invitation_id>/reissue/", directory_views.invitation_reissue, name="invitation-reissue"),
+]
+
+# Enrolment: a patient's invitation (by link or desk code), a new member of staff's first password.
+enrol_pages = [
+    path("", directory_views.enrol_start, name="start"),
+    path("link/<str:token>/", directory_views.enrol_link, name="link"),
+    path("staff/<str:uidb64>/<str:token>/", directory_views.enrol_staff, name="staff"),
+]
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/", include("accounts.urls")),
-    path("records/", include("records.portal_urls")),
-    path("consent/", include("consent.portal_urls")),
-    path("analytics/", include("analytics.portal_urls")),
-    path("audit/", include("audit.portal_urls")),
-    path("directory/", include("directory.portal_urls")),
-    path("enrol/", include("directory.enrol_urls")),
+    path("records/", include((records_pages, "records"))),
+    path("consent/", include((consent_pages, "consent"))),
+    path("analytics/", include((analytics_pages, "analytics"))),
+    path("audit/", include((audit_pages, "audit"))),
+    path("directory/", include((directory_pages, "directory"))),
+    path("enrol/", include((enrol_pages, "enrol"))),
     path("api/auth/token/", security.obtain_auth_token, name="api-token"),
     path("api/records/", include("records.api_urls")),
     path("api/consents/", include("consent.api_urls")),

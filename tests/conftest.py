@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,9 +25,11 @@ from analytics.models import AnalysisStatus
 from analytics.registry import diagnostic_models_register
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
+from benchmarks.common import free_port, stop_group
 from consent.services import consent_grant, consent_revoke
 from health_platform import bootstrap
 from health_platform.celery import app
+from health_platform.quickstart import wait_for_page
 from health_platform.roles import Role
 from health_platform.services import clinician_register, organisation_create
 from records.codes import BREAST_CANCER_DATASET
@@ -556,9 +557,6 @@ def start_web(tmp_path, ledger_url, broker):
     Its stdout and stderr go to one file (Web.output()). Tests must use `django_db(transaction=True)`: the
     server is another process and sees only committed rows.
     """
-    import urllib.error
-    import urllib.request
-
     from django.conf import settings
     from django.db import connection
 
@@ -566,9 +564,7 @@ def start_web(tmp_path, ledger_url, broker):
 
     def start(overrides: dict[str, str | None] | None = None, workers: int = 1, port: int | None = None) -> Web:
         if port is None:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
+            port = free_port()
         environment: dict[str, str | None] = {
             **os.environ,
             "LEDGER_URL": ledger_url,
@@ -592,27 +588,13 @@ def start_web(tmp_path, ledger_url, broker):
             )
         web = Web(f"http://127.0.0.1:{port}", process, log_path)
         started.append(web)
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the web server did not start:\n{web.output()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{web.url}/accounts/login/", timeout=5) as response:
-                    if response.status == 200:
-                        return web
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.2)
+        if not wait_for_page(url=f"{web.url}/accounts/login/", timeout=60, alive=lambda: process.poll() is None):
+            pytest.fail(f"the web server did not start:\n{web.output()[-3000:]}")
+        return web
 
     yield start
     for web in started:  # gunicorn stops its workers and removes its control socket on SIGTERM
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(web.process.pid, signal.SIGTERM)
-    for web in started:
-        try:
-            web.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(web.process.pid, signal.SIGKILL)
-            web.process.wait(timeout=10)
+        stop_group(web.process)
 
 
 @contextlib.contextmanager

@@ -24,16 +24,15 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import free_port, stop_group
+from health_platform.quickstart import wait_for_page
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
@@ -61,7 +60,7 @@ def main() -> int:
     args = parser.parse_args()
 
     var_dir = Path(tempfile.mkdtemp(prefix="health-platform-load-"))
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     platform_log = var_dir / "platform.log"
     environment = {**os.environ, "HEALTH_PLATFORM_VAR_DIR": str(var_dir), "PORT": str(port)}
@@ -170,26 +169,12 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _wait_until_serving(base_url: str, platform: subprocess.Popen, log_path: Path, timeout: float = 900) -> None:
     """Wait for the sign-in page to answer (setup, migrations and seeding come first)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if platform.poll() is not None:
-            raise SystemExit(f"the platform stopped while starting:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/accounts/login/", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    raise SystemExit(f"the platform did not start in {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+    if not wait_for_page(
+        url=f"{base_url}/accounts/login/", timeout=timeout, alive=lambda: platform.poll() is None, interval=1
+    ):
+        raise SystemExit(f"the platform did not start in {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
 
 
 def _accounts(*, patient_users: int) -> dict:
@@ -319,14 +304,7 @@ def _print(report: dict) -> None:
 
 def _stop(platform: subprocess.Popen) -> None:
     if platform.poll() is None:
-        try:
-            os.killpg(platform.pid, signal.SIGTERM)
-            platform.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(platform.pid, signal.SIGKILL)
-            platform.wait()
-        except ProcessLookupError:
-            pass
+        stop_group(platform, timeout=30)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
 
+from benchmarks.common import free_port
 from chaincode.contracts.anchors import AnchorContract
 from chaincode.library import Contract, ContractChaincode, TransactionContext
 from chaincode.server import ChaincodeServer, ServerConfig
@@ -442,7 +442,7 @@ def test_library_ignores_the_tls_environment(tls_files, monkeypatch):
 
     async def scenario():
         # What ContractChaincode.start() -> fabric_shim.server.start() builds (key, cert, CA default to None).
-        port = _free_port()
+        port = free_port()
         server = library_server._internal_server(
             ccid=CHAINCODE_ID, address=f"127.0.0.1:{port}", cc=chaincode(), key=None, cert=None, client_ca_certs=None
         )
@@ -489,14 +489,8 @@ def test_tls_is_off_only_when_disabled_explicitly():
     assert not config.tls
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_python_m_chaincode_server_serves_the_project_chaincode_and_stops_on_sigterm():
-    port = _free_port()
+    port = free_port()
     environment = {
         **os.environ,
         "CHAINCODE_SERVER_ADDRESS": f"127.0.0.1:{port}",

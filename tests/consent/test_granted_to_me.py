@@ -89,11 +89,11 @@ def test_each_patient_with_a_consent_in_force_is_selectable_by_their_full_pseudo
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [
-        ({"category": "laboratory"}, "lab"),
-        ({"purpose": "research"}, "research"),
-        ({"status": "revoked"}, "revoked"),
-        ({"status": "active"}, "imaging"),
-        ({"valid_on": "2001-06-01"}, "old"),
+        pytest.param({"category": "laboratory"}, "lab", id="category"),
+        pytest.param({"purpose": "research"}, "research", id="purpose"),
+        pytest.param({"status": "revoked"}, "revoked", id="revoked"),
+        pytest.param({"status": "active"}, "imaging", id="active"),
+        pytest.param({"valid_on": "2001-06-01"}, "old", id="valid-on"),
     ],
 )
 def test_filters_narrow_the_list(clinician, grantee, filters, expected):

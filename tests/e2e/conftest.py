@@ -42,6 +42,17 @@ TIMEOUT_MS = 15_000
 T = TypeVar("T")
 
 
+def dr_carol(username: str = "dr-carol") -> Any:
+    """Dr Carol Jones of St Mary's Hospital, in the grantee directory: the clinician the browser tests share."""
+    from health_platform.services import clinician_register, organisation_create
+    from tests.records.factories import UserFactory
+
+    carol = UserFactory(username=username)
+    st_marys = organisation_create(slug="st-marys", name="St Mary's Hospital")
+    clinician_register(user=carol, display_name="Dr Carol Jones", organisation=st_marys)
+    return carol
+
+
 def off_browser_thread(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run `function` (ORM or ledger calls) on a thread without the browser driver's event loop."""
 

@@ -19,7 +19,7 @@ from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.registry import diagnostic_models_register
 from consent.services import consent_grant
 from health_platform.roles import Role
-from health_platform.services import clinician_register, organisation_create
+from health_platform.services import clinician_register
 from records.codes import BREAST_CANCER_DATASET
 from records.crypto import patient_pseudonym
 from records.demo import demo_bundles, demo_patients
@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     DESKTOP,
     PHONE,
     SCREENSHOTS,
+    dr_carol,
     off_browser_thread,
     screenshot,
     screenshot_that_fits,
@@ -51,12 +52,7 @@ def hospital(transactional_db, ledger, blob_dir):
     anchored records, five of whom consented to Dr Carol for the breast-cancer model."""
     diagnostic_models_register()
     custodian = UserFactory(username="e2e-custodian", roles=[Role.CUSTODIAN])
-    carol = UserFactory(username="dr-carol")
-    clinician_register(
-        user=carol,
-        display_name="Dr Carol Jones",
-        organisation=organisation_create(slug="st-marys", name="St Mary's Hospital"),
-    )
+    carol = dr_carol()
     clinician_register(user=UserFactory(username="dr-dave"), display_name="Dr Dave")
     demo = demo_patients(dataset=BREAST_CANCER_DATASET, count=CONSENTED + 1)
     for document in demo_bundles(patients=demo, max_entries=1000):

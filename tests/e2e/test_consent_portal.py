@@ -16,12 +16,12 @@ from playwright.sync_api import Page, expect
 from consent.services import consent_grant
 from health_platform import bootstrap
 from health_platform.roles import Role
-from health_platform.services import clinician_register, organisation_create
 from records.crypto import patient_pseudonym
 from records.models import Patient
 from records.services import patient_link_user, record_ingest
 from tests.e2e.conftest import (
     PHONE,
+    dr_carol,
     off_browser_thread,
     screenshot_that_fits,
     screenshots_at_both_widths,
@@ -83,9 +83,8 @@ def people(transactional_db):
         accounts[username] = UserFactory(username=username, roles=[Role.PATIENT])
         patient = Patient.objects.get(pseudonym=patient_pseudonym(f"{MRN_SYSTEM}|{mrn}"))
         patient_link_user(patient=patient, user=accounts[username])
-    st_marys = organisation_create(slug="st-marys", name="St Mary's Hospital")
-    carol = UserFactory(username="dr-carol")
-    clinician_register(user=carol, display_name="Dr Carol Jones", organisation=st_marys)
+    carol = dr_carol()
+    st_marys = carol.clinician_profile.organisation
     return People(alice=accounts["alice"], bob=accounts["bob"], carol=carol, st_marys=st_marys)
 
 

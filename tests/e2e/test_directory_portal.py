@@ -15,17 +15,10 @@ from rest_framework.authtoken.models import Token
 
 from health_platform import bootstrap
 from health_platform.roles import Role
-from health_platform.services import clinician_register, organisation_create
 from records.models import Patient
-from tests.e2e.conftest import off_browser_thread, screenshots_at_both_widths, sign_in, sign_out
-from tests.records.factories import (
-    MRN_SYSTEM,
-    PASSWORD,
-    ObservationResourceFactory,
-    PatientResourceFactory,
-    UserFactory,
-    bundle,
-)
+from tests.e2e.conftest import dr_carol, off_browser_thread, screenshots_at_both_widths, sign_in, sign_out
+from tests.records import factories
+from tests.records.factories import MRN_SYSTEM, PASSWORD, UserFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -37,26 +30,21 @@ LINK = re.compile(r"https?://[^\s]+/enrol/link/[0-9A-Z]+/")
 
 def _setup():
     custodian = UserFactory(username="e2e-custodian", roles=[Role.CUSTODIAN])
-    carol = UserFactory(username="carol")
-    clinician_register(
-        user=carol,
-        display_name="Dr Carol Jones",
-        organisation=organisation_create(slug="st-marys", name="St Mary's Hospital"),
-    )
+    carol = dr_carol()
     token = Token.objects.create(user=custodian).key
     return custodian, carol.clinician_profile.grantee_id, token
 
 
 def _bundle() -> dict:
-    patient = PatientResourceFactory(mrn=MRN)
-    observation = ObservationResourceFactory(
+    patient = factories.PatientResourceFactory(mrn=MRN)
+    observation = factories.ObservationResourceFactory(
         patient=patient,
         category_code="imaging",
         code_value="bc-mean-radius",
         display="Nucleus radius, mean",
         value=14.1,
     )
-    return bundle(patient, observation)
+    return factories.bundle(patient, observation)
 
 
 def _outbox() -> list:

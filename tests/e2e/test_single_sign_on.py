@@ -14,7 +14,6 @@ What the tests hold the platform to:
 """
 
 import re
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +21,7 @@ from allauth.socialaccount.models import SocialAccount
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
+from benchmarks.common import free_port
 from health_platform.roles import Role
 from tests.accounts.oidc_provider.server import DirectoryUser, Provider, running_provider
 from tests.clients import totp_code
@@ -39,9 +39,7 @@ PATIENT = DirectoryUser("pat", "directory-Passphrase-2", "pat@home.example")
 @pytest.fixture(scope="module")
 def web_port() -> int:
     """The platform's port for this module: the provider's client must name its callback before it starts."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port()
 
 
 @pytest.fixture(scope="module")

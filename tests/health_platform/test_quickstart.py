@@ -5,7 +5,6 @@ import io
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import urllib.parse
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
+from benchmarks.common import free_port
 from health_platform.quickstart import credentials_file_read, credentials_table, quick_start_box
 from tests.conftest import wait_for
 
@@ -80,12 +80,6 @@ def test_seed_demo_writes_the_printed_credentials_to_a_private_file_for_the_box(
     assert credentials_table(rows, extra_heading=extra_heading) == printed[-len(rows) - 1 :]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _run_sh(tmp_path: Path, **overrides: str) -> tuple[subprocess.Popen, Path, Path]:
     """scripts/run.sh as `make run` starts it, on the embedded defaults in a var folder of its own."""
     var_dir = tmp_path / "var"
@@ -94,7 +88,7 @@ def _run_sh(tmp_path: Path, **overrides: str) -> tuple[subprocess.Popen, Path, P
     # database, ledger, broker and var folder), so that the script runs on its embedded defaults.
     platform_variables = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.MULTILINE))
     environment = {name: value for name, value in os.environ.items() if name not in platform_variables}
-    environment.update(HEALTH_PLATFORM_VAR_DIR=str(var_dir), PORT=str(_free_port()), DEMO_PATIENTS="2", **overrides)
+    environment.update(HEALTH_PLATFORM_VAR_DIR=str(var_dir), PORT=str(free_port()), DEMO_PATIENTS="2", **overrides)
     with terminal.open("wb") as output:
         process = subprocess.Popen(
             [str(REPO / "scripts" / "run.sh")],

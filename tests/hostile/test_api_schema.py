@@ -48,20 +48,15 @@ def api_schema() -> schemathesis.BaseSchema:
 
 def existing_ids(data: PlatformData, path: str) -> dict[str, list[str]]:
     """Path parameters that name objects that exist, for the operation at `path`."""
-    if "{consent_id}" in path:
-        return {"consent_id": data.consent_ids}
+    for parameter in ("consent_id", "grantee_id", "invitation_id"):
+        if f"{{{parameter}}}" in path:
+            return {parameter: getattr(data, f"{parameter}s")}
     if "{name}" in path:
         return {"name": data.model_names}
-    if "/records/{id}" in path:
-        return {"id": data.record_ids}
-    if "/analyses/{id}" in path:
-        return {"id": data.analysis_ids}
-    if "/exports/{id}" in path:
-        return {"id": data.export_ids}
-    if "{grantee_id}" in path:
-        return {"grantee_id": data.grantee_ids}
-    if "{invitation_id}" in path:
-        return {"invitation_id": data.invitation_ids}
+    collections = {"records": data.record_ids, "analyses": data.analysis_ids, "exports": data.export_ids}
+    for collection, ids in collections.items():
+        if f"/{collection}/{{id}}" in path:
+            return {"id": ids}
     return {}
 
 

@@ -1,3 +1,7 @@
+"""Add a grantee to the directory, registered on the ledger as active: an organisation (--organisation SLUG
+--name NAME) or a clinician (--clinician USERNAME --name NAME --email ADDRESS [--member-of SLUG]), whose account
+is created and who is e-mailed a link to choose a password."""
+
 from typing import Any
 
 from django.conf import settings
@@ -7,11 +11,7 @@ from health_platform.commands import PlatformCommand
 
 
 class Command(PlatformCommand):
-    help = (
-        "Add a grantee to the directory, registered on the ledger as active: an organisation "
-        "(--organisation SLUG --name NAME) or a clinician (--clinician USERNAME --name NAME --email ADDRESS "
-        "[--member-of SLUG]), whose account is created and who is e-mailed a link to choose a password."
-    )
+    help = __doc__
 
     def add_arguments(self, parser: Any) -> None:
         kind = parser.add_mutually_exclusive_group(required=True)

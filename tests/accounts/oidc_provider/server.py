@@ -2,19 +2,18 @@
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from benchmarks.common import free_port, stop_group
+from health_platform.quickstart import wait_for_page
 
 REPO = Path(__file__).resolve().parents[3]
 SETTINGS = "tests.accounts.oidc_provider.settings"
@@ -22,8 +21,7 @@ CLIENT_ID = "health-platform"
 CLIENT_SECRET = "test-client-secret-not-for-production"
 
 
-@dataclass(frozen=True)
-class DirectoryUser:
+class DirectoryUser(NamedTuple):
     """A person in the provider's directory."""
 
     username: str
@@ -47,12 +45,6 @@ def _signing_key_pem() -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -103,7 +95,7 @@ def running_provider(
             DJANGO_SUPERUSER_PASSWORD=user.password,
         )
 
-    port = _free_port()
+    port = free_port()
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", "--noreload", f"{host}:{port}"],
@@ -118,23 +110,11 @@ def running_provider(
         _wait_until_it_answers(provider, process)
         yield provider
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_group(process)
 
 
 def _wait_until_it_answers(provider: Provider, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the OIDC provider did not start:\n{provider.output()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{provider.url}/.well-known/openid-configuration", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
+    if not wait_for_page(
+        url=f"{provider.url}/.well-known/openid-configuration", timeout=60, alive=lambda: process.poll() is None
+    ):
+        raise RuntimeError(f"the OIDC provider did not start:\n{provider.output()[-3000:]}")
