@@ -158,6 +158,7 @@ ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 ACCOUNT_RATE_LIMITS = {"login_failed": None}
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
 MFA_PASSKEY_LOGIN_ENABLED = True
+MFA_ADAPTER = "accounts.adapter.MFAAdapter"
 MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="health_platform")
 # WebAuthn needs a secure origin; http://127.0.0.1 and localhost (the embedded default) count as one for browsers.
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = not env.bool("DJANGO_HTTPS", default=False)
@@ -321,6 +322,18 @@ if not ANALYTICS_KEY_VAULT_KEYS:
     ANALYTICS_KEY_VAULT_KEYS = f"local-1:{local_key_b64(VAR_DIR, 'analytics-vault-key-local-1')}"
 ANALYTICS_KEY_VAULT_ACTIVE_KEY = env.str(
     "ANALYTICS_KEY_VAULT_ACTIVE_KEY", default=ANALYTICS_KEY_VAULT_KEYS.split(",")[0].split(":", 1)[0]
+)
+
+# Second factors: allauth keeps each TOTP secret and recovery-code seed in the database; they are sealed under
+# these keys (same "key-id:base64" format) by accounts.adapter.MFAAdapter, so a copy of the database alone does
+# not give anyone a member of staff's second factor.
+SECOND_FACTOR_KEYS: str = env.str("SECOND_FACTOR_KEYS", default="") or ""
+if not SECOND_FACTOR_KEYS:
+    from health_platform.local_secrets import local_key_b64
+
+    SECOND_FACTOR_KEYS = f"local-1:{local_key_b64(VAR_DIR, 'second-factor-key-local-1')}"
+SECOND_FACTOR_ACTIVE_KEY = env.str(
+    "SECOND_FACTOR_ACTIVE_KEY", default=SECOND_FACTOR_KEYS.split(",")[0].split(":", 1)[0]
 )
 
 # --- Analytics ---

@@ -61,13 +61,20 @@ def sign_in_with_second_factor(client: Client, username: str, password: str = PA
     first = client.post("/accounts/login/", {"login": username, "password": password})
     assert first.status_code == 302, first.status_code
     assert first["Location"].startswith("/accounts/2fa/authenticate/"), first["Location"]
-    code = totp_code(secret)
-    from allauth.core.internal.cryptokit import normalize_user_code
     from django.contrib.auth import get_user_model
 
-    user_id = get_user_model().objects.get(username=username).pk
-    cache.delete(f"allauth.mfa.totp.used?user={user_id}&code={normalize_user_code(code)}")
+    code = fresh_totp_code(get_user_model().objects.get(username=username).pk, secret)
     return client.post("/accounts/2fa/authenticate/", {"code": code})
+
+
+def fresh_totp_code(user_id: int, secret: str = TOTP_SECRET) -> str:
+    """The code for `secret` now, with allauth's used-mark for that user and code cleared: a test may then use it
+    although an earlier test (whose user had the same id) used it within the same 30 s."""
+    from allauth.core.internal.cryptokit import normalize_user_code
+
+    code = totp_code(secret)
+    cache.delete(f"allauth.mfa.totp.used?user={user_id}&code={normalize_user_code(code)}")
+    return code
 
 
 def staff_token(username: str, password: str = PASSWORD) -> str:
