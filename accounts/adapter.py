@@ -85,12 +85,15 @@ def second_factor_secret_open(stored: str) -> str:
     """The secret `second_factor_secret_seal` sealed. A value that is not sealed is refused, not read as it is:
     a secret written into the database by hand must not become a working second factor."""
     if not stored.startswith(SEALED_PREFIX):
+        log.error("second_factor_secret_unreadable", key_id=None)
         raise SecondFactorSecretUnreadable("not sealed")
     key_id, _, encoded = stored[len(SEALED_PREFIX) :].partition(":")
     try:
         sealed = base64.b64decode(encoded, validate=True)
         return _second_factor_keyring().decrypt(sealed, key_id=key_id, associated_data=_ASSOCIATED_DATA).decode()
     except (binascii.Error, ValueError, CiphertextInvalid):
+        # The operator's clue (a key id dropped from SECOND_FACTOR_KEYS, a row altered); never the value.
+        log.error("second_factor_secret_unreadable", key_id=key_id[:64])
         raise SecondFactorSecretUnreadable(key_id) from None
 
 
