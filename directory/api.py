@@ -1,8 +1,8 @@
 """The directory API (custodians only): grantees (list, add clinicians and organisations, deactivate,
-reactivate) and patient invitations (list, issue, re-issue, revoke).
+reactivate, reset a clinician's lost second factor) and patient invitations (list, issue, re-issue, revoke).
 
 Errors: validation_failed, invalid_slug, invalid_username, invalid_email, unknown_organisation (400);
-permission_denied (403); not_found, unknown_grantee, patient_not_found (404); organisation_exists,
+permission_denied (403); not_found, unknown_grantee, unknown_clinician, patient_not_found (404); organisation_exists,
 username_taken, patient_already_enrolled (409); ledger_unavailable (503).
 """
 
@@ -33,6 +33,7 @@ from directory.services import (
     directory_clinician_invite,
     directory_grantee_set_active,
     directory_organisation_add,
+    directory_second_factor_reset,
     patient_invitation_issue,
     patient_invitation_reissue,
     patient_invitation_revoke,
@@ -120,6 +121,19 @@ class GranteeStatusView(_CustodianView):
             "block_number": changed.block_number,
         }
         return Response(GranteeStatusSerializer(body).data)
+
+
+class SecondFactorResetView(_CustodianView):
+    """POST .../second-factor-reset/: a clinician lost their second factor; it is removed, their sessions end."""
+
+    @extend_schema(
+        summary="Reset a clinician's lost second factor (they enrol a new one at their next sign-in)",
+        request=None,
+        responses={200: DirectoryEntrySerializer, 403: _ERROR, 404: _ERROR},
+    )
+    def post(self, request: Request, grantee_id: str) -> Response:
+        profile = directory_second_factor_reset(actor=request.user, grantee_id=grantee_id)
+        return Response(DirectoryEntrySerializer(directory_entry_get(grantee_id=profile.grantee_id)).data)
 
 
 class InvitationListView(_CustodianView):

@@ -16,6 +16,11 @@ urlpatterns = [
         api.GranteeStatusView.as_view(active=True),
         name="api-directory-grantee-reactivate",
     ),
+    path(
+        "grantees/<str:grantee_id>/second-factor-reset/",
+        api.SecondFactorResetView.as_view(),
+        name="api-directory-second-factor-reset",
+    ),
     path("invitations/", api.InvitationListView.as_view(), name="api-directory-invitations"),
     path(
         "invitations/<str:invitation_id>/revoke/",

@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from accounts.services import second_factor_reset
 from directory.models import InvitationState, PatientInvitation
 from health_platform.errors import ApplicationError, Conflict, NotFound, ValidationFailed
 from health_platform.models import ClinicianProfile, Organisation
@@ -309,6 +310,19 @@ def directory_grantee_set_active(*, actor: Any, grantee_id: str, active: bool) -
     status = grantee_set_active(grantee_id=grantee_id, active=active)
     log.info("directory_grantee_status", grantee=grantee_id, active=active, user_id=getattr(actor, "pk", None))
     return status
+
+
+def directory_second_factor_reset(*, actor: Any, grantee_id: str) -> ClinicianProfile:
+    """Reset the lost second factor of a clinician of the directory (accounts.services.second_factor_reset).
+    Refused: unknown_clinician (no clinician with this grantee id; organisations have no account)."""
+    kind, _, key = grantee_id.partition(":") if isinstance(grantee_id, str) else ("", "", "")
+    profiles = ClinicianProfile.objects.select_related("user")
+    profile = profiles.filter(public_id=key).first() if kind == "clinician" else None
+    if profile is None:
+        raise NotFound("No such clinician in the directory.", code="unknown_clinician")
+    second_factor_reset(user=profile.user, actor=actor)
+    log.info("directory_second_factor_reset", clinician_id=profile.public_id, user_id=getattr(actor, "pk", None))
+    return profile
 
 
 def _directory_has(grantee_id: str) -> bool:

@@ -27,6 +27,7 @@ from directory.services import (
     directory_clinician_invite,
     directory_grantee_set_active,
     directory_organisation_add,
+    directory_second_factor_reset,
     invitation_check,
     patient_enrol,
     patient_invitation_issue,
@@ -138,6 +139,29 @@ def _grantee_status(active: bool) -> Callable[..., HttpResponse]:
 
 deactivate = _grantee_status(False)
 reactivate = _grantee_status(True)
+
+
+@require_POST
+@custodian_view
+def second_factor_reset(request: HttpRequest, grantee_id: str) -> HttpResponse:
+    """A clinician lost their phone or passkey: their second factor is removed; they enrol a new one."""
+    try:
+        profile = directory_second_factor_reset(actor=request.user, grantee_id=grantee_id)
+    except ApplicationError as error:
+        return refused(
+            request,
+            error.message,
+            status=error.status,
+            base="base.html",
+            panel=False,
+            back=(reverse("directory:home"), "Back to the directory"),
+        )
+    messages.success(
+        request,
+        f"{profile.display_name}'s second factor was reset and they were signed out; they enrol a new one at their "
+        "next sign-in (an e-mail tells them).",
+    )
+    return redirect("directory:home")
 
 
 def _directory_page(

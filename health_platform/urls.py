@@ -69,6 +69,11 @@ directory_pages = [
     path("clinicians/", directory_views.clinician_add, name="clinician-add"),
     path("grantees/<str:grantee_id>/deactivate/", directory_views.deactivate, name="deactivate"),
     path("grantees/<str:grantee_id>/reactivate/", directory_views.reactivate, name="reactivate"),
+    path(
+        "grantees/<str:grantee_id>/second-factor-reset/",
+        directory_views.second_factor_reset,
+        name="second-factor-reset",
+    ),
     path("invitations/", directory_views.invitations, name="invitations"),
     path("invitations/<str:invitation_id>/revoke/", directory_views.invitation_revoke, name="invitation-revoke"),
     path("invitations/<str:invitation_id>/reissue/", directory_views.invitation_reissue, name="invitation-reissue"),

@@ -254,11 +254,13 @@ def build_world() -> World:
 
 def build_directory_world(custodian: Any) -> dict[str, str]:
     from directory.services import patient_invitation_issue
-    from health_platform.services import organisation_create
+    from health_platform.services import clinician_register, organisation_create
     from records.services import record_ingest
-    from tests.records.factories import MRN_SYSTEM, bundle, patient_with_observations
+    from tests.records.factories import MRN_SYSTEM, UserFactory, bundle, patient_with_observations
 
     organisation = organisation_create(slug="matrix-north", name="North Clinic")
+    # A clinician whose lost second factor the custodian resets (no other case signs them in).
+    resettable = clinician_register(user=UserFactory(username="matrix-reset-dr"), display_name="Dr Reset")
     mrn = "MRN-MATRIX-777"
     record_ingest(raw_body=json.dumps(bundle(*patient_with_observations(mrn=mrn))).encode(), actor=custodian)
     issued = patient_invitation_issue(
@@ -266,6 +268,7 @@ def build_directory_world(custodian: Any) -> dict[str, str]:
     )
     return {
         "organisation": organisation.grantee_id,
+        "resettable": resettable.grantee_id,
         "system": MRN_SYSTEM,
         "mrn": mrn,
         "invitation": str(issued.invitation.pk),
@@ -1199,6 +1202,12 @@ def grantee_status_path(prefix: str, existing: bool, verb: str) -> Callable[[Wor
     return lambda world: f"{prefix}{world.directory['organisation'] if existing else MISSING_GRANTEE}/{verb}/"
 
 
+def second_factor_reset_path(prefix: str, existing: bool) -> Callable[[World], str]:
+    return lambda world: (
+        f"{prefix}{world.directory['resettable'] if existing else MISSING_GRANTEE}/second-factor-reset/"
+    )
+
+
 def invitation_path(prefix: str, existing: bool, verb: str) -> Callable[[World], str]:
     return lambda world: f"{prefix}{world.directory['invitation'] if existing else MISSING_UUID}/{verb}/"
 
@@ -1253,6 +1262,19 @@ def directory_cases() -> list[Case]:
                 writes=found,
             )
             for verb in ("deactivate", "reactivate")
+            for variant, found in existing.items()
+        ),
+        *(
+            Case(
+                "directory/grantees/<str:grantee_id>/second-factor-reset/",
+                "POST",
+                variant,
+                second_factor_reset_path("/directory/grantees/", found),
+                portal(CUSTODIANS, ok=302 if found else 404),
+                body=lambda world: {},
+                content_type="form",
+                writes=found,
+            )
             for variant, found in existing.items()
         ),
         Case("directory/invitations/", "GET", "-", fixed("/directory/invitations/"), portal(CUSTODIANS)),
@@ -1363,6 +1385,18 @@ def directory_cases() -> list[Case]:
                 writes=found,
             )
             for verb in ("deactivate", "reactivate")
+            for variant, found in existing.items()
+        ),
+        *(
+            Case(
+                "api/directory/grantees/<str:grantee_id>/second-factor-reset/",
+                "POST",
+                variant,
+                second_factor_reset_path("/api/directory/grantees/", found),
+                api(CUSTODIANS, ok=200 if found else 404),
+                body=lambda world: {},
+                writes=found,
+            )
             for variant, found in existing.items()
         ),
         Case("api/directory/invitations/", "GET", "-", fixed("/api/directory/invitations/"), api(CUSTODIANS)),
