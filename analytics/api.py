@@ -148,7 +148,8 @@ class AnalysisViewSet(VisibleListViewSet):
             "Error codes: validation_failed (shape), unknown_model, invalid_cohort (empty list, or ids that are "
             "not 64 lowercase hex: detail.indexes), cohort_too_large, invalid_batch_size, invalid_key_mode, "
             "public_context_missing, public_context_invalid, secret_key_uploaded (a context holding a secret "
-            "key is refused and not stored), malformed_request (400); permission_denied (403); "
+            "key is refused and not stored), malformed_request (400); permission_denied, grantee_inactive (the "
+            "requester is deactivated in the directory) (403); "
             "payload_too_large, public_context_too_large (413)."
         ),
         request=AnalysisCreateSerializer,

@@ -14,6 +14,7 @@ from analytics.keys import secret_context_seal
 from analytics.models import AnalysisRequest, AnalysisStatus, CohortKind, DiagnosticModel, KeyMode
 from analytics.registry import model_spec
 from health_platform.errors import Conflict, PermissionDenied, ValidationFailed
+from health_platform.selectors import inactive_grantee_ids
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +34,11 @@ def analysis_request_create(
     """Create a request and queue it. Keys: generated here (portal mode) or uploaded (requester mode)."""
     if not user_may_request_analyses(requester) or not hasattr(requester, "clinician_profile"):
         raise PermissionDenied("Only a registered clinician can request an analysis.")
+    if requester.clinician_profile.grantee_id in inactive_grantee_ids():
+        # The gate would refuse every record (grantee_inactive): say so now rather than run the cohort for nothing.
+        raise PermissionDenied(
+            "Your entry in the directory is deactivated: you cannot request analyses.", code="grantee_inactive"
+        )
     model = DiagnosticModel.objects.filter(name=model_name).order_by("-version").first()
     if model is None:
         raise ValidationFailed("Unknown model.", code="unknown_model", detail={"field": "model"})

@@ -167,7 +167,9 @@ def analysis_new(request: HttpRequest) -> HttpResponse:
     except ValidationFailed as error:
         form.add_service_error(error)
         return _render_new(request, form, cards, status=400)
-    except PermissionDenied:
+    except PermissionDenied as error:
+        if error.code == "grantee_inactive":
+            return _forbidden(request, error.message)
         return _forbidden(request, "Your account is not registered as a clinician who can request analyses.")
     return redirect("analytics:detail", analysis_id=analysis.pk)
 

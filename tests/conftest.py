@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -257,6 +258,19 @@ def cohort(db, ledger):
         return made
 
     return make
+
+
+def analysis_held(requester, **terms: Any):
+    """A breast-cancer analysis over `requester`'s consented cohort, requested but not yet started, and the call
+    that starts it (through Celery, eager or not): what happens between the two is what the gate sees."""
+    from analytics import tasks
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+        request = analysis_request_create(
+            requester=requester, model_name="breast-cancer", cohort_kind="consented", **terms
+        )
+    return request, lambda: tasks.analysis_start.delay(str(request.pk))
 
 
 def consent_terms(clinician, **change) -> dict:

@@ -9,6 +9,7 @@ from analytics.services import analysis_request_create
 from health_platform import bootstrap
 from health_platform.services import grantee_set_active
 from ledger.contracts import Contracts
+from tests.conftest import analysis_held
 
 pytestmark = [pytest.mark.fabric, pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -37,9 +38,13 @@ def test_a_clinician_deactivated_on_fabric_is_refused_grantee_inactive_at_the_ne
     admitted = _analysis(clinician)
     assert _access_log(ledger, admitted.id) == [("admit", None), ("admit", None)]
 
+    # Requested while active, started after the deactivation: the gate reads the chain at the moment of use.
+    refused, start = analysis_held(clinician)
     deactivated = grantee_set_active(grantee_id=grantee_id, active=False)
     assert ledger.locate(deactivated.tx_id).status == "VALID"
-    refused = _analysis(clinician)
+    start()
+    refused.refresh_from_db()
+    assert (refused.status, refused.total_records) == (AnalysisStatus.COMPLETED, 2)
     assert analysis_results(request=refused, viewer=clinician).refusals == {"grantee_inactive": 2}
     assert _access_log(ledger, refused.id) == [("refuse", "grantee_inactive"), ("refuse", "grantee_inactive")]
 

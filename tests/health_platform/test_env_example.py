@@ -8,7 +8,7 @@ import re
 
 from tests.conftest import REPO
 
-PACKAGES = ("health_platform", "accounts", "directory", "analytics", "audit", "records", "consent", "ledger", "chaincode")
+PACKAGES = "health_platform accounts directory analytics audit records consent ledger chaincode".split()  # noqa: SIM905
 # env.int("NAME", ...), os.environ.get("NAME"), os.environ["NAME"], variables.get("NAME", ...) (celery_config)
 READ = re.compile(
     r"""(?:\benv\.\w+|\benviron\.get|\bvariables\.get|\bgetenv)\(\s*"([A-Z][A-Z0-9_]+)"|environ\["([A-Z][A-Z0-9_]+)"\]"""

@@ -7,12 +7,12 @@ from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from consent.services import consent_grant
 from health_platform import bootstrap
-from health_platform.errors import ValidationFailed
+from health_platform.errors import PermissionDenied, ValidationFailed
 from health_platform.models import GranteeStatus
 from health_platform.selectors import grantee_get, grantees_all
 from health_platform.services import grantee_mirror_rebuild, grantee_set_active
 from ledger.contracts import Contracts
-from tests.conftest import consent_terms
+from tests.conftest import analysis_held, consent_terms
 
 
 def _access_log(ledger, request_id):
@@ -70,16 +70,41 @@ def test_deactivating_a_clinician_refuses_their_consents_at_the_next_analysis_wi
     before.refresh_from_db()
     assert analysis_results(request=before, viewer=clinician).refusals == {}
 
+    # Requested while active, started after the deactivation: the gate, at the moment of use, refuses.
+    after, start = analysis_held(clinician)
     grantee_set_active(grantee_id=clinician.clinician_profile.grantee_id, active=False)
-    after = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    start()
     after.refresh_from_db()
     assert (after.status, after.total_records) == (AnalysisStatus.COMPLETED, 2)
     results = analysis_results(request=after, viewer=clinician)
     assert (results.rows, results.refusals) == ([], {"grantee_inactive": 2})
     assert _access_log(ledger, before.id) == [("admit", None), ("admit", None)]
     assert _access_log(ledger, after.id) == [("refuse", "grantee_inactive"), ("refuse", "grantee_inactive")]
+    # A new request of theirs is refused up front, with the same reason: nothing would be admitted.
+    with pytest.raises(PermissionDenied) as refused:
+        analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    assert refused.value.code == "grantee_inactive"
 
     grantee_set_active(grantee_id=clinician.clinician_profile.grantee_id, active=True)
     again = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     again.refresh_from_db()
     assert _access_log(ledger, again.id) == [("admit", None), ("admit", None)]
+
+
+@pytest.mark.django_db
+def test_a_deactivated_clinician_is_told_at_once_in_the_api_and_the_portal_and_nothing_is_queued(
+    clinician, models_registered
+):
+    from analytics.models import AnalysisRequest
+    from tests.clients import api_as, signed_in
+
+    grantee_set_active(grantee_id=clinician.clinician_profile.grantee_id, active=False)
+    api = api_as(clinician).post(
+        "/api/analyses/", {"model": "breast-cancer", "cohort": {"kind": "consented"}}, format="json"
+    )
+    portal = signed_in(clinician).post("/analytics/new/", {"model": "breast-cancer", "cohort_kind": "consented"})
+
+    assert (api.status_code, api.json()["code"]) == (403, "grantee_inactive")
+    assert portal.status_code == 403
+    assert "deactivated" in portal.content.decode()
+    assert not AnalysisRequest.objects.exists()
