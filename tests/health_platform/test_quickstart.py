@@ -7,6 +7,7 @@ import re
 import signal
 import stat
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -88,7 +89,8 @@ def _run_sh(tmp_path: Path, **overrides: str) -> tuple[subprocess.Popen, Path, P
     # database, ledger, broker and var folder), so that the script runs on its embedded defaults.
     platform_variables = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.MULTILINE))
     environment = {name: value for name, value in os.environ.items() if name not in platform_variables}
-    environment.update(HEALTH_PLATFORM_VAR_DIR=str(var_dir), PORT=str(free_port()), DEMO_PATIENTS="2", **overrides)
+    environment.update({"HEALTH_PLATFORM_VAR_DIR": str(var_dir), "PORT": str(free_port()), "DEMO_PATIENTS": "2"})
+    environment.update(overrides)
     with terminal.open("wb") as output:
         process = subprocess.Popen(
             [str(REPO / "scripts" / "run.sh")],
@@ -175,5 +177,24 @@ def test_run_sh_shows_the_log_of_a_failing_step_and_exits_non_zero(tmp_path):
         assert "unable to open database file" in text  # the end of migrate's log, on the terminal
         assert len(text.splitlines()) <= 60
         wait_for(lambda: _group_gone(process.pid), timeout=15, what="every program started to stop")
+    finally:
+        _stop(process)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("during", ["migrating the database", "seeding the demo data"])
+def test_ctrl_c_before_the_box_stops_everything_without_reporting_a_failure(tmp_path, during):
+    process, terminal, _ = _run_sh(tmp_path, DEMO_PATIENTS="200")
+    try:
+        wait_for(lambda: during in terminal.read_text(), timeout=120, interval=0.1, what=during)
+        time.sleep(0.5)  # inside the step
+
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+
+        assert process.wait(timeout=60) == 130
+        text = terminal.read_text()
+        assert text.rstrip().endswith("==> stopping"), text
+        assert "!!" not in text, text  # the mark of a step that failed
+        wait_for(lambda: _group_gone(process.pid), timeout=30, what="every program started to stop")
     finally:
         _stop(process)
