@@ -164,3 +164,21 @@ def test_a_patient_may_enrol_a_second_factor_and_is_then_asked_for_it():
     first = Client().post("/accounts/login/", {"username": "patient-careful", "password": PASSWORD})
 
     assert first["Location"].startswith("/accounts/2fa/authenticate/")
+
+
+def test_the_second_factor_page_says_in_plain_words_what_staff_need_and_what_each_factor_is():
+    user = UserFactory(roles=[Role.CLINICIAN])
+    unenrol(user)
+    client = signed_in(user)
+
+    before = client.get("/accounts/2fa/").content.decode()
+    enrol_totp(user)
+    after = client.get("/accounts/2fa/").content.decode()
+
+    assert 'id="second-factor-needed"' in before
+    assert "Set up an authenticator app" in before
+    assert 'href="/accounts/2fa/webauthn/add/"' in before
+    assert "Two-Factor Authentication" not in before  # allauth's own wording
+    assert 'id="second-factor-needed"' not in after
+    assert "Remove the authenticator app" in after
+    assert 'href="/accounts/2fa/recovery-codes/generate/"' in after
