@@ -14,11 +14,10 @@ import structlog
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 
-from health_platform.keyring import AesGcmKeyring, CiphertextInvalid, parse_keys
+from health_platform.keyring import AesGcmKeyring, CiphertextInvalid, configured_keyring
 from health_platform.second_factor import STAFF_ROLES
 
 log = structlog.get_logger(__name__)
@@ -67,11 +66,7 @@ class SecondFactorSecretUnreadable(Exception):
 
 
 def _second_factor_keyring() -> AesGcmKeyring:
-    return AesGcmKeyring(
-        parse_keys(settings.SECOND_FACTOR_KEYS, setting="SECOND_FACTOR_KEYS"),
-        settings.SECOND_FACTOR_ACTIVE_KEY,
-        setting="SECOND_FACTOR",
-    )
+    return configured_keyring("SECOND_FACTOR")
 
 
 def second_factor_secret_seal(text: str) -> str:

@@ -4,17 +4,11 @@ Only the web process opens a sealed context, to show a requester their results. 
 the custodian encrypts with the public context, the compute worker evaluates with parameters only.
 """
 
-from django.conf import settings
-
-from health_platform.keyring import AesGcmKeyring, parse_keys
+from health_platform.keyring import AesGcmKeyring, configured_keyring
 
 
 def _vault() -> AesGcmKeyring:
-    return AesGcmKeyring(
-        parse_keys(settings.ANALYTICS_KEY_VAULT_KEYS, setting="ANALYTICS_KEY_VAULT_KEYS"),
-        settings.ANALYTICS_KEY_VAULT_ACTIVE_KEY,
-        setting="ANALYTICS_KEY_VAULT",
-    )
+    return configured_keyring("ANALYTICS_KEY_VAULT")
 
 
 def _associated_data(request_id: object) -> bytes:

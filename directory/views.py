@@ -113,6 +113,11 @@ def clinician_add(request: HttpRequest) -> HttpResponse:
     return _directory_page(request, clinician_form=form, status=400)
 
 
+def _refused_in_directory(request: HttpRequest, error: ApplicationError) -> HttpResponse:
+    back = (reverse("directory:home"), "Back to the directory")
+    return refused(request, error.message, status=error.status, base="base.html", panel=False, back=back)
+
+
 def _grantee_status(active: bool) -> Callable[..., HttpResponse]:
     @require_POST
     @custodian_view
@@ -120,14 +125,7 @@ def _grantee_status(active: bool) -> Callable[..., HttpResponse]:
         try:
             status = directory_grantee_set_active(actor=request.user, grantee_id=grantee_id, active=active)
         except ApplicationError as error:
-            return refused(
-                request,
-                error.message,
-                status=error.status,
-                base="base.html",
-                panel=False,
-                back=(reverse("directory:home"), "Back to the directory"),
-            )
+            return _refused_in_directory(request, error)
         where = f" in block {status.block_number}" if status.block_number is not None else ""
         verb = "reactivated" if active else "deactivated"
         messages.success(request, f"{grantee_id} {verb} on the ledger{where}.")
@@ -148,14 +146,7 @@ def second_factor_reset(request: HttpRequest, grantee_id: str) -> HttpResponse:
     try:
         profile = directory_second_factor_reset(actor=request.user, grantee_id=grantee_id)
     except ApplicationError as error:
-        return refused(
-            request,
-            error.message,
-            status=error.status,
-            base="base.html",
-            panel=False,
-            back=(reverse("directory:home"), "Back to the directory"),
-        )
+        return _refused_in_directory(request, error)
     messages.success(
         request,
         f"{profile.display_name}'s second factor was reset and they were signed out; they enrol a new one at their "

@@ -69,6 +69,14 @@ class AesGcmKeyring:
             raise CiphertextInvalid(key_id) from None
 
 
+def configured_keyring(setting: str) -> AesGcmKeyring:
+    """The keyring of settings `<setting>_KEYS` ("kid:base64key,...") and `<setting>_ACTIVE_KEY`."""
+    from django.conf import settings
+
+    keys = parse_keys(getattr(settings, f"{setting}_KEYS"), setting=f"{setting}_KEYS")
+    return AesGcmKeyring(keys, getattr(settings, f"{setting}_ACTIVE_KEY"), setting=setting)
+
+
 def parse_keys(value: str, *, setting: str) -> dict[str, bytes]:
     """Parse "kid:base64key,kid2:base64key" into {kid: 32-byte key}; raise ImproperlyConfigured."""
     keys: dict[str, bytes] = {}
