@@ -8,7 +8,6 @@ missing name is a 500 in that flow, not a 404.
 
 from allauth.account import views as account_views
 from allauth.socialaccount import views as social_views
-from allauth.socialaccount.providers.openid_connect import views as oidc_views
 from allauth.usersessions import views as usersession_views
 from django.urls import include, path, re_path
 from django.views.decorators.http import require_http_methods
@@ -50,8 +49,7 @@ urlpatterns = [
     path("2fa/", include("allauth.mfa.urls")),
     path("sessions/", usersession_views.list_usersessions, name="usersessions_list"),
     # Single sign-on (OIDC_*): the provider's sign-in and callback, and where allauth sends a cancelled or failed one.
-    path("oidc/<str:provider_id>/login/", oidc_views.login, name="openid_connect_login"),
-    path("oidc/<str:provider_id>/login/callback/", oidc_views.callback, name="openid_connect_callback"),
+    path("", include("allauth.socialaccount.providers.openid_connect.urls")),  # oidc/<provider>/login/ (+ callback/)
     path("3rdparty/login/cancelled/", social_views.login_cancelled, name="socialaccount_login_cancelled"),
     path("3rdparty/login/error/", social_views.login_error, name="socialaccount_login_error"),
     path("tokens/", views.personal_token, name="account_personal_token"),

@@ -1164,10 +1164,10 @@ def account_cases() -> list[Case]:
         ),
         # --- single sign-on: no provider is configured in the matrix's settings ---
         *(
-            Case(route, "GET", "-", fixed(path), everyone(404))
-            for route, path in (
-                ("accounts/oidc/<str:provider_id>/login/", "/accounts/oidc/no-such-provider/login/"),
-                ("accounts/oidc/<str:provider_id>/login/callback/", "/accounts/oidc/no-such-provider/login/callback/"),
+            Case(f"accounts/oidc/^(?P<provider_id>[^/]+)/{tail}", "GET", "-", fixed(path), everyone(404))
+            for tail, path in (
+                ("login/", "/accounts/oidc/no-such-provider/login/"),
+                ("login/callback/", "/accounts/oidc/no-such-provider/login/callback/"),
             )
         ),
         Case(
