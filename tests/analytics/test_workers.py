@@ -48,9 +48,13 @@ def test_compute_worker_without_database_settings_or_keys_scores_the_batches(
 def test_the_compute_app_loads_no_django_settings_database_or_record_code(tmp_path):
     # (kombu imports django.utils.functional when Django is installed; nothing of Django's
     # configuration, ORM or the project's custodian code may be loaded. Of health_platform, only the
-    # Django-free modules both Celery apps share: the package itself, the configuration and the broker.)
+    # Django-free modules both Celery apps share: the package itself, the configuration, the broker and the
+    # supervisor's process check the broker uses, the supervisor being what runs the compute worker anyway.)
     forbidden = ("django.conf", "django.db", "sqlite3", "psycopg", "records", "consent")
-    shared = ("health_platform", "health_platform.celery_config", "health_platform.filesystem_broker")
+    shared = (
+        *("health_platform", "health_platform.celery_config", "health_platform.filesystem_broker"),
+        "health_platform.supervise",
+    )
     probe = (
         "import sys, analytics.compute_app; print(sorted(m for m in sys.modules"
         f" if m in {forbidden!r} or m.split('.')[0] == 'health_platform' and m not in {shared!r}))"

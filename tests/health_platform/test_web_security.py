@@ -191,6 +191,7 @@ FORMS = {
     ),
     "/directory/organisations/": ("custodian", lambda world: {"slug": "csrf-org", "name": "Csrf"}, 302),
     "/directory/grantees/<id>/deactivate/": ("custodian", lambda world: {}, 302),
+    "/directory/grantees/<id>/second-factor-reset/": ("custodian", lambda world: {}, 302),
     "/directory/invitations/": ("custodian", invitation_body, 201),
     "/directory/invitations/<id>/revoke/": ("custodian", lambda world: {}, 302),
     "/directory/invitations/<id>/reissue/": ("custodian", lambda world: {}, 201),
@@ -245,6 +246,8 @@ def test_every_post_form_of_the_portal_carries_a_csrf_token_and_is_in_the_csrf_t
 
 
 def form_path(world: World, action: str) -> str:
+    if action.endswith("/second-factor-reset/"):
+        return action.replace("<id>", world.directory["resettable"])
     if action.startswith("/directory/grantees/"):
         return action.replace("<id>", world.directory["organisation"])
     if action.startswith("/directory/invitations/"):
