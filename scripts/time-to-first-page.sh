@@ -15,7 +15,10 @@ out="$checkout/make-run.out"
 echo "load before: $(uptime)"
 started=$(date +%s.%N)
 # A process group of its own, so that the interrupt reaches every program `make run` started, as Ctrl-C does.
-setsid env PORT="$port" make -C "$checkout" --no-print-directory run >"$out" 2>&1 </dev/null &
+# Job control (set -m) gives the background job that group, and leaves SIGINT to it: without it a script's
+# background jobs ignore SIGINT, and the interrupt below would stop nothing.
+set -m
+env PORT="$port" make -C "$checkout" --no-print-directory run >"$out" 2>&1 </dev/null &
 leader=$!
 status=""
 while [ -z "$status" ] || [ "$status" != 200 ]; do
