@@ -1,0 +1,103 @@
+"""The standard codes the platform speaks in FHIR, and its own systems where no standard one exists: one place for
+the Consent import and export, the AuditEvent export and the FHIR API. Free of Django.
+
+A purpose of the platform (chaincode.vocabulary) is written as codings, most standard first:
+    treatment                 v3-ActReason TREAT
+    research                  v3-ActReason HRESCH, GA4GH DUO:0000042 (general research use)
+    diagnostic-model:<family> v3-ActReason HRESCH, GA4GH DUO:0000007 (disease-specific research), and the
+                              platform's own code for the family (DUO names no model family)
+    audit                     v3-ActReason HCOMPL (an auditor's export of the access log)
+and read back from them: the platform's own code when present, else the one purpose the standard codes name.
+"""
+
+from chaincode.vocabulary import MODEL_PURPOSE_PREFIX, is_purpose
+
+# Terminology systems (FHIR R4 canonical URLs).
+V3_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+V3_PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+V3_ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+DICOM = "http://dicom.nema.org/resources/ontology/DCM"
+AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
+AUDIT_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+SECURITY_SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+# GA4GH Data Use Ontology, by its OBO namespace (codes written DUO:0000042).
+DUO = "http://purl.obolibrary.org/obo/duo"
+
+# The platform's own systems, where no standard one says the thing.
+PLATFORM = "https://health-platform.example/fhir"
+PURPOSE_SYSTEM = f"{PLATFORM}/CodeSystem/purpose"
+PSEUDONYM_SYSTEM = f"{PLATFORM}/NamingSystem/patient-pseudonym"
+GRANTEE_SYSTEM = f"{PLATFORM}/NamingSystem/grantee"
+RECORD_SYSTEM = f"{PLATFORM}/NamingSystem/record"
+LEDGER_TRANSACTION_SYSTEM = f"{PLATFORM}/NamingSystem/ledger-transaction"
+
+Coding = dict[str, str]
+
+_ACT_REASON_DISPLAY = {
+    "TREAT": "treatment",
+    "HRESCH": "healthcare research",
+    "HCOMPL": "health compliance",
+    "ETREAT": "Emergency Treatment",
+}
+_DUO_DISPLAY = {"DUO:0000042": "general research use", "DUO:0000007": "disease specific research"}
+
+
+def act_reason(code: str) -> Coding:
+    return {"system": V3_ACT_REASON, "code": code, "display": _ACT_REASON_DISPLAY[code]}
+
+
+def duo(code: str) -> Coding:
+    return {"system": DUO, "code": code, "display": _DUO_DISPLAY[code]}
+
+
+def purpose_codings(purpose: str) -> list[Coding]:
+    """The codings of one of the platform's purposes (or "audit"), most standard first."""
+    if purpose == "treatment":
+        return [act_reason("TREAT")]
+    if purpose == "research":
+        return [act_reason("HRESCH"), duo("DUO:0000042")]
+    if purpose == "audit":
+        return [act_reason("HCOMPL")]
+    if purpose.startswith(MODEL_PURPOSE_PREFIX):
+        return [act_reason("HRESCH"), duo("DUO:0000007"), {"system": PURPOSE_SYSTEM, "code": purpose}]
+    raise ValueError(f"not a purpose of the platform: {purpose[:64]!r}")
+
+
+class PurposeUnmapped(ValueError):
+    """Codings that name no purpose of the platform, or more than one; `reason` says which, for a `detail`."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def purpose_from_codings(codings: list[Coding]) -> str:
+    """The one purpose of the platform that `codings` (of one CodeableConcept) name. The platform's own code wins
+    (it is the only one that names a model family); else TREAT is treatment, and HRESCH or DUO:0000042 research.
+    Refused (PurposeUnmapped): a code the platform has no equivalent of (ETREAT, DUO:0000007 without the model
+    family, ...), or codes that disagree."""
+    own = {c.get("code") for c in codings if c.get("system") == PURPOSE_SYSTEM}
+    if own:
+        (own_code, *others) = sorted(str(code) for code in own)
+        if others or not is_purpose(own_code):
+            raise PurposeUnmapped(f"the platform's purpose code {own_code[:64]!r} is not one purpose it knows")
+        return own_code
+    named = set()
+    for coding in codings:
+        system, code = coding.get("system"), coding.get("code")
+        if (system, code) == (V3_ACT_REASON, "TREAT"):
+            named.add("treatment")
+        elif (system, code) in ((V3_ACT_REASON, "HRESCH"), (DUO, "DUO:0000042")):
+            named.add("research")
+        else:
+            raise PurposeUnmapped(f"{system}|{code} has no equivalent among the platform's purposes"[:200])
+    if len(named) != 1:
+        raise PurposeUnmapped("the codes name no purpose" if not named else "the codes name more than one purpose")
+    return named.pop()

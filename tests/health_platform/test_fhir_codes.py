@@ -1,0 +1,56 @@
+"""The platform's purposes as standard codes and back (health_platform.fhir_codes)."""
+
+import pytest
+
+from health_platform.fhir_codes import (
+    DUO,
+    PURPOSE_SYSTEM,
+    V3_ACT_REASON,
+    PurposeUnmapped,
+    purpose_codings,
+    purpose_from_codings,
+)
+
+
+@pytest.mark.parametrize("purpose", ["treatment", "research", "diagnostic-model:breast-cancer"])
+def test_each_purpose_is_read_back_from_its_codings(purpose):
+    assert purpose_from_codings(purpose_codings(purpose)) == purpose
+
+
+@pytest.mark.parametrize(
+    ("codings", "purpose"),
+    [
+        ([{"system": V3_ACT_REASON, "code": "TREAT"}], "treatment"),
+        ([{"system": V3_ACT_REASON, "code": "HRESCH"}], "research"),
+        ([{"system": DUO, "code": "DUO:0000042"}], "research"),
+        (
+            [{"system": DUO, "code": "DUO:0000007"}, {"system": PURPOSE_SYSTEM, "code": "diagnostic-model:x"}],
+            "diagnostic-model:x",
+        ),
+    ],
+)
+def test_standard_codes_alone_name_a_purpose(codings, purpose):
+    assert purpose_from_codings(codings) == purpose
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        [],
+        [{"system": V3_ACT_REASON, "code": "ETREAT"}],  # emergency treatment: no grant stands for it
+        [{"system": DUO, "code": "DUO:0000007"}],  # disease-specific, but which model family?
+        [{"system": V3_ACT_REASON, "code": "TREAT"}, {"system": V3_ACT_REASON, "code": "HRESCH"}],
+        [{"system": PURPOSE_SYSTEM, "code": "marketing"}],
+        [{"system": "http://example.org", "code": "TREAT"}],
+    ],
+)
+def test_codes_with_no_single_equivalent_are_refused_with_a_reason(codings):
+    with pytest.raises(PurposeUnmapped) as refused:
+        purpose_from_codings(codings)
+    assert refused.value.reason
+
+
+def test_audit_is_health_compliance_and_unknown_purposes_are_a_programming_error():
+    assert purpose_codings("audit") == [{"system": V3_ACT_REASON, "code": "HCOMPL", "display": "health compliance"}]
+    with pytest.raises(ValueError, match="not a purpose"):
+        purpose_codings("marketing")
