@@ -123,18 +123,24 @@ class ConsentViewSet(VisibleListViewSet):
         return Response(consent_to_fhir(self._visible(consent_id)), content_type=FHIR_JSON)
 
     @extend_schema(
-        summary="Import a FHIR R4 Consent (patients, for themselves)",
+        summary="Import a FHIR R4 Consent (patients, for themselves): one grant per permit it holds",
         request={FHIR_JSON: OpenApiTypes.OBJECT, "application/json": OpenApiTypes.OBJECT},
-        responses={201: ConsentSerializer, 400: _ERROR, 403: _ERROR, 503: _ERROR},
-        description="What the platform cannot represent is refused with code fhir_unsupported and "
-        "detail.field naming it (e.g. provision.type for a deny provision); fhir_invalid for invalid FHIR.",
+        responses={201: ConsentSerializer(many=True), 400: _ERROR, 403: _ERROR, 413: _ERROR, 503: _ERROR},
+        description="Answers the grants made, one per permit: an opt-in (a base permit, with deny exceptions "
+        "naming purposes or categories it leaves out) makes one; an opt-out with exceptions (a base deny with "
+        "nested permits) one per permit. All or none: nothing is written unless every provision maps. Error codes: "
+        "fhir_unsupported (400) with detail.field naming the element by its path (e.g. provision.provision[1].action)"
+        " and detail.reason, for what no grant can say; fhir_invalid (400) for invalid FHIR R4; not_a_consent (400);"
+        " the grant rules' codes (unknown_grantee, grantee_inactive, unknown_purpose, unknown_category, "
+        "invalid_period, period_in_past; 400) with detail.provision naming the provision; permission_denied (403, "
+        "another patient's consent); payload_too_large (413); json_too_deep (400); ledger_unavailable (503).",
     )
     @action(detail=False, methods=["post"], url_path="fhir", parser_classes=[LimitedFhirJSONParser, LimitedJSONParser])
     def import_fhir(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise ValidationFailed("The body must be a FHIR Consent resource.", code="not_a_consent")
-        consent = consent_import_fhir(actor=request.user, resource=dict(request.data))
-        return Response(ConsentSerializer(consent).data, status=status.HTTP_201_CREATED)
+        consents = consent_import_fhir(actor=request.user, resource=dict(request.data))
+        return Response(ConsentSerializer(consents, many=True).data, status=status.HTTP_201_CREATED)
 
     def _visible(self, consent_id: str | None) -> Consent:
         consent = self.get_queryset().filter(consent_id=consent_id).first()

@@ -8,7 +8,7 @@ ledger_unavailable. The mirror can always be rebuilt from the ledger (consent_mi
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from django.db import transaction
@@ -25,6 +25,9 @@ from health_platform.selectors import grantee_get
 from ledger import ContractRejected
 from ledger.contracts import ConsentGrant, LedgerConsent
 from records.models import Patient
+
+if TYPE_CHECKING:
+    from consent.fhir import GrantTerms
 
 log = structlog.get_logger(__name__)
 
@@ -183,11 +186,13 @@ def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def consent_import_fhir(*, actor: Any, resource: Any) -> Consent:
-    """Grant the consent a FHIR Consent describes, as its patient (who must be `actor`).
+def consent_import_fhir(*, actor: Any, resource: Any) -> list[Consent]:
+    """Grant every grant a FHIR Consent describes, as its patient (who must be `actor`): all of them or none.
 
-    The resource's own id is not reused: consent ids are the platform's. Everything else maps one to
-    one (consent.fhir); what cannot be represented has been refused before anything is written.
+    Every provision is mapped (consent.fhir) and every grant checked against the grant rules before the first is
+    written; a refusal names the provision (detail.provision). Should the ledger fail part way through, the grants
+    already written are revoked again (both stay in the ledger's history: it is append-only), so that no part of a
+    refused import stays in force. The resource's own id is not reused: consent ids are the platform's.
     """
     from consent.fhir import consent_from_fhir
 
@@ -195,12 +200,38 @@ def consent_import_fhir(*, actor: Any, resource: Any) -> Consent:
     patient = Patient.objects.filter(pseudonym=document.patient_pseudonym).first()
     if patient is None or not user_may_change_consents_of(actor, patient):
         raise PermissionDenied("A consent can only be imported by the patient it concerns.")
-    return consent_grant(
-        actor=actor,
-        patient=patient,
-        grantee_id=document.grantee_id,
-        purposes=document.purposes,
-        categories=document.categories,
-        valid_from=document.valid_from,
-        valid_until=document.valid_until,
-    )
+    for terms in document.grants:
+        try:
+            consent_terms_check(**_grant_fields(terms))
+        except ValidationFailed as refused:
+            refused.detail = {**(refused.detail or {}), "provision": terms.provision}
+            raise
+    written: list[Consent] = []
+    try:
+        for terms in document.grants:
+            written.append(consent_grant(actor=actor, patient=patient, **_grant_fields(terms)))
+    except Exception:
+        _consents_withdraw(actor=actor, consents=written)
+        raise
+    log.info("consent_imported", patient_id=str(patient.pk), consent_ids=[c.consent_id for c in written])
+    return written
+
+
+def _grant_fields(terms: "GrantTerms") -> dict[str, Any]:
+    return {
+        "grantee_id": terms.grantee_id,
+        "purposes": terms.purposes,
+        "categories": terms.categories,
+        "valid_from": terms.valid_from,
+        "valid_until": terms.valid_until,
+    }
+
+
+def _consents_withdraw(*, actor: Any, consents: list[Consent]) -> None:
+    """Revoke the grants of an import that failed part way; a revocation that fails too is logged, not raised
+    (the caller re-raises the import's own error)."""
+    for consent in consents:
+        try:
+            consent_revoke(actor=actor, consent=consent)
+        except Exception:
+            log.error("consent_import_withdrawal_failed", consent_id=consent.consent_id)

@@ -8,6 +8,11 @@ A purpose of the platform (chaincode.vocabulary) is written as codings, most sta
                               platform's own code for the family (DUO names no model family)
     audit                     v3-ActReason HCOMPL (an auditor's export of the access log)
 and read back from them: the platform's own code when present, else the one purpose the standard codes name.
+
+A FHIR R4 Consent.provision.purpose is a list of separate Codings, each a purpose of use: several purposes are
+written as the union of their codings (`purposes_codings`), and read back (`purposes_from_codings`) with the
+HRESCH and DUO:0000007 that stand beside a model family's own code taken as that family's, not as research in
+general (which DUO:0000042, or HRESCH with no model family beside it, names).
 """
 
 from chaincode.vocabulary import MODEL_PURPOSE_PREFIX, is_purpose
@@ -71,11 +76,14 @@ def purpose_codings(purpose: str) -> list[Coding]:
 
 
 class PurposeUnmapped(ValueError):
-    """Codings that name no purpose of the platform, or more than one; `reason` says which, for a `detail`."""
+    """Codings that name no purpose of the platform, or more than one; `reason` says which, for a `detail`, and
+    `index` which coding of a list, where one is to blame. A reason names only codes the platform knows: never
+    the text it was sent."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, *, index: int | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.index = index
 
 
 def purpose_from_codings(codings: list[Coding]) -> str:
@@ -87,7 +95,7 @@ def purpose_from_codings(codings: list[Coding]) -> str:
     if own:
         (own_code, *others) = sorted(str(code) for code in own)
         if others or not is_purpose(own_code):
-            raise PurposeUnmapped(f"the platform's purpose code {own_code[:64]!r} is not one purpose it knows")
+            raise PurposeUnmapped("the platform's purpose codes name no one purpose it knows")
         return own_code
     named = set()
     for coding in codings:
@@ -97,7 +105,57 @@ def purpose_from_codings(codings: list[Coding]) -> str:
         elif (system, code) in ((V3_ACT_REASON, "HRESCH"), (DUO, "DUO:0000042")):
             named.add("research")
         else:
-            raise PurposeUnmapped(f"{system}|{code} has no equivalent among the platform's purposes"[:200])
+            raise PurposeUnmapped(f"{_known_name(system, code)} has no equivalent among the platform's purposes")
     if len(named) != 1:
         raise PurposeUnmapped("the codes name no purpose" if not named else "the codes name more than one purpose")
     return named.pop()
+
+
+def purposes_codings(purposes: list[str]) -> list[Coding]:
+    """The codings of several purposes, as one list of separate Codings (Consent.provision.purpose): each
+    purpose's codings, in order, each coding once."""
+    codings: dict[tuple[str, str], Coding] = {}
+    for purpose in purposes:
+        for coding in purpose_codings(purpose):
+            codings.setdefault((coding["system"], coding["code"]), coding)
+    return list(codings.values())
+
+
+def purposes_from_codings(codings: list[Coding]) -> list[str]:
+    """The purposes a list of separate Codings names (sorted), as `purposes_codings` writes them. Refused
+    (PurposeUnmapped, with the index of the coding to blame): a coding with no equivalent, as for
+    purpose_from_codings; DUO:0000007 with no model family beside it."""
+    purposes: set[str] = set()
+    for index, coding in enumerate(codings):
+        if coding.get("system") == PURPOSE_SYSTEM:
+            purposes.add(_single_purpose(coding, index))
+    with_family = any(purpose.startswith(MODEL_PURPOSE_PREFIX) for purpose in purposes)
+    for index, coding in enumerate(codings):
+        key = (coding.get("system"), coding.get("code"))
+        if key[0] == PURPOSE_SYSTEM or (with_family and key in _WRITTEN_WITH_A_FAMILY):
+            continue
+        purposes.add(_single_purpose(coding, index))
+    return sorted(purposes)
+
+
+_WRITTEN_WITH_A_FAMILY = {(V3_ACT_REASON, "HRESCH"), (DUO, "DUO:0000007")}
+
+
+def _single_purpose(coding: Coding, index: int) -> str:
+    try:
+        return purpose_from_codings([coding])
+    except PurposeUnmapped as unmapped:
+        raise PurposeUnmapped(unmapped.reason, index=index) from None
+
+
+_SYSTEM_NAMES = {V3_ACT_REASON: "v3-ActReason", DUO: "GA4GH DUO"}
+_KNOWN_CODES = {V3_ACT_REASON: _ACT_REASON_DISPLAY, DUO: _DUO_DISPLAY}
+
+
+def _known_name(system: object, code: object) -> str:
+    """A code as a reason may name it: itself where the platform knows it, else only its system's name or none."""
+    if not isinstance(system, str) or system not in _SYSTEM_NAMES:
+        return "a code of a system the platform does not map"
+    if code in _KNOWN_CODES[system]:
+        return f"{_SYSTEM_NAMES[system]} {code}"
+    return f"a {_SYSTEM_NAMES[system]} code the platform does not know"

@@ -1,4 +1,3 @@
-import copy
 from datetime import timedelta
 
 import pytest
@@ -8,7 +7,13 @@ from fhir.resources.R4B.consent import Consent as FhirConsent
 from consent.fhir import consent_from_fhir, consent_to_fhir
 from consent.models import Consent
 from consent.services import consent_grant, consent_revoke
+from health_platform import bootstrap
+from health_platform.fhir_codes import OBSERVATION_CATEGORY, PURPOSE_SYSTEM, purposes_from_codings
+from ledger.contracts import Contracts
+from ledger.errors import LedgerUnavailable
 from tests.clients import api_as
+from tests.consent import fhir_examples
+from tests.consent.fhir_examples import BREAST_CANCER, GRANTS, REFUSED, changed
 
 URL = "/api/consents/"
 
@@ -32,8 +37,12 @@ def test_export_validates_against_the_fhir_models(exported):
     assert parsed.status == "active"
     assert parsed.provision.type == "permit"
     assert parsed.provision.actor[0].reference.identifier.value == consent.grantee
-    assert [c.code for c in parsed.provision.purpose] == consent.purposes
-    assert [c.code for c in parsed.provision.class_fhir] == consent.categories
+    purposes = [{"system": c.system, "code": c.code} for c in parsed.provision.purpose]
+    assert [c["code"] for c in purposes] == ["HRESCH", "DUO:0000007", BREAST_CANCER]  # standard codes first
+    assert purposes_from_codings(purposes) == consent.purposes
+    assert [(c.system, c.code) for c in parsed.provision.class_fhir] == [(OBSERVATION_CATEGORY, "imaging")]
+    assert parsed.provision.actor[0].role.coding[0].code == "IRCP"
+    assert parsed.policyRule.coding[0].code == "OPTIN"
     assert parsed.patient.identifier.value == consent.patient.pseudonym
 
 
@@ -48,7 +57,8 @@ def test_export_round_trips_through_import(exported, patient_user):
     original, resource = exported
     response = api_as(patient_user).post(f"{URL}fhir/", resource, format="json")
     assert response.status_code == 201
-    imported = Consent.objects.get(consent_id=response.json()["consent_id"])
+    [answer] = response.json()
+    imported = Consent.objects.get(consent_id=answer["consent_id"])
     assert imported.consent_id != original.consent_id
     again = consent_to_fhir(imported)
     for resource_ in (resource, again):
@@ -57,23 +67,12 @@ def test_export_round_trips_through_import(exported, patient_user):
     assert again == resource
 
 
-def _with(resource, path, value):
-    changed = copy.deepcopy(resource)
-    target = changed
-    for key in path[:-1]:
-        target = target[key]
-    if value is None:
-        target.pop(path[-1], None)
-    else:
-        target[path[-1]] = value
-    return changed
-
-
 @pytest.mark.parametrize(
     ("path", "value", "field"),
     [
-        (("provision", "type"), "deny", "provision.type"),
-        (("provision", "provision"), [{"type": "deny"}], "provision.provision"),
+        (("provision", "type"), "deny", "provision.provision"),  # a deny with no permit in it grants nothing
+        (("provision", "type"), None, "provision.type"),
+        (("provision", "provision"), [{"type": "deny"}], "provision.provision[0]"),  # denies nothing named
         (
             ("provision", "action"),
             [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access"}]}],
@@ -84,6 +83,8 @@ def _with(resource, path, value):
         (("provision", "period"), None, "provision.period"),
         (("provision", "actor"), [], "provision.actor"),
         (("provision", "purpose"), [{"system": "http://other", "code": "TREAT"}], "provision.purpose[0]"),
+        (("provision", "purpose"), [{"system": PURPOSE_SYSTEM, "code": "marketing"}], "provision.purpose[0]"),
+        (("policyRule",), None, "policyRule"),
         (("provision", "class"), [{"system": "http://other", "code": "imaging"}], "provision.class[0]"),
         (("status",), "draft", "status"),
         (("patient",), {"reference": "Patient/123"}, "patient"),
@@ -94,29 +95,32 @@ def test_an_unsupported_consent_is_refused_with_a_code_naming_the_field(
 ):
     _, resource = exported
     height, count = ledger.height(), Consent.objects.count()
-    response = api_as(patient_user).post(f"{URL}fhir/", _with(resource, path, value), format="json")
+    response = api_as(patient_user).post(f"{URL}fhir/", changed(resource, *path, value), format="json")
     assert response.status_code == 400
     assert response.json()["code"] == "fhir_unsupported"
     assert response.json()["detail"]["field"] == field
+    assert response.json()["detail"]["reason"] == response.json()["message"]
     assert (ledger.height(), Consent.objects.count()) == (height, count)
 
 
 def test_invalid_fhir_is_refused_as_fhir_invalid(exported, patient_user):
     _, resource = exported
-    response = api_as(patient_user).post(f"{URL}fhir/", _with(resource, ("status",), 42), format="json")
+    response = api_as(patient_user).post(f"{URL}fhir/", changed(resource, "status", 42), format="json")
     assert (response.status_code, response.json()["code"]) == (400, "fhir_invalid")
     assert "42" not in response.content.decode()
 
 
 def test_unknown_codes_in_a_consent_are_refused_by_the_grant_rules(exported, patient_user):
     _, resource = exported
-    changed = _with(
+    body = changed(
         resource,
-        ("provision", "purpose"),
-        [{"system": "https://health-platform.example/fhir/CodeSystem/purpose", "code": "marketing"}],
+        "provision",
+        "purpose",
+        [{"system": PURPOSE_SYSTEM, "code": "diagnostic-model:no-such-model"}],
     )
-    response = api_as(patient_user).post(f"{URL}fhir/", changed, format="json")
+    response = api_as(patient_user).post(f"{URL}fhir/", body, format="json")
     assert (response.status_code, response.json()["code"]) == (400, "unknown_purpose")
+    assert response.json()["detail"]["provision"] == "provision"
 
 
 def test_importing_a_consent_for_another_patient_is_403(exported, other_patient_user, ledger):
@@ -131,3 +135,114 @@ def test_not_a_consent_is_refused(patient_user):
     response = api_as(patient_user).post(f"{URL}fhir/", {"resourceType": "Patient"}, format="json")
     assert (response.status_code, response.json()["code"]) == (400, "not_a_consent")
     assert consent_from_fhir.__doc__  # the mapping is documented where it is implemented
+
+
+# --- the specification's kinds of consent (tests/consent/fhir_examples.py) --------------------------------------
+
+
+@pytest.fixture
+def example_arguments(patient_user, clinician):
+    start = (timezone.now() + timedelta(minutes=1)).replace(microsecond=0)
+    return patient_user.patient.pseudonym, clinician.clinician_profile.grantee_id, start, start + timedelta(days=30)
+
+
+def _grants(consents):
+    """What a grant says, whatever its id and transaction: grantee, purposes, categories, period."""
+    return [(c.grantee, c.purposes, c.categories, c.valid_from, c.valid_until) for c in consents]
+
+
+def _import(user, resource):
+    response = api_as(user).post(f"{URL}fhir/", resource, format="json")
+    assert response.status_code == 201, response.content[:500]
+    return [Consent.objects.get(consent_id=answer["consent_id"]) for answer in response.json()]
+
+
+@pytest.mark.parametrize("example", list(GRANTS), ids=lambda example: example.__name__)
+def test_a_spec_style_consent_imports_to_its_grants_and_round_trips(example, example_arguments, patient_user):
+    _, grantee, start, end = example_arguments
+
+    imported = _import(patient_user, example(*example_arguments))
+
+    assert _grants(imported) == [
+        (grantee, purposes, categories, start, end) for purposes, categories in GRANTS[example]
+    ]
+    exported = [api_as(patient_user).get(f"{URL}{c.consent_id}/fhir/").json() for c in imported]
+    for resource in exported:
+        FhirConsent.model_validate(resource)
+    again = [consent for resource in exported for consent in _import(patient_user, resource)]
+    assert _grants(again) == _grants(imported)
+
+
+@pytest.mark.parametrize(("shows", "example", "field"), REFUSED, ids=[shows for shows, _, _ in REFUSED])
+def test_a_consent_with_no_exact_grant_is_refused_naming_the_provision(
+    shows, example, field, example_arguments, patient_user, ledger
+):
+    height, count = ledger.height(), Consent.objects.count()
+
+    response = api_as(patient_user).post(f"{URL}fhir/", example(*example_arguments), format="json")
+
+    assert (response.status_code, response.json()["code"]) == (400, "fhir_unsupported"), response.content[:500]
+    assert response.json()["detail"]["field"] == field
+    assert (ledger.height(), Consent.objects.count()) == (height, count)
+
+
+def test_one_permit_the_grant_rules_refuse_writes_none_of_the_others(example_arguments, patient_user, ledger):
+    resource = fhir_examples.opt_out_with_exceptions(*example_arguments)
+    resource["provision"]["provision"][1]["actor"] = [fhir_examples.recipient("clinician:not-in-the-directory")]
+    height = ledger.height()
+
+    response = api_as(patient_user).post(f"{URL}fhir/", resource, format="json")
+
+    assert (response.status_code, response.json()["code"]) == (400, "unknown_grantee")
+    assert response.json()["detail"]["provision"] == "provision.provision[1]"
+    assert (ledger.height(), Consent.objects.count()) == (height, 0)
+
+
+def test_a_ledger_failing_part_way_withdraws_the_grants_already_written(
+    example_arguments, patient_user, ledger, monkeypatch
+):
+    real_grant = Contracts.grant_consent
+    calls = []
+
+    def grant_once_then_fail(self, grant):
+        calls.append(grant.consent_id)
+        if len(calls) > 1:
+            raise LedgerUnavailable("the ledger went away")
+        return real_grant(self, grant)
+
+    monkeypatch.setattr(Contracts, "grant_consent", grant_once_then_fail)
+
+    response = api_as(patient_user).post(
+        f"{URL}fhir/", fhir_examples.opt_out_with_exceptions(*example_arguments), format="json"
+    )
+
+    assert response.status_code == 503
+    [written] = Consent.objects.all()
+    assert (written.consent_id, written.status) == (calls[0], "revoked")
+    assert bootstrap.contracts().read_consent(calls[0]).status == "revoked"
+
+
+def test_more_permits_than_a_consent_holds_are_refused(example_arguments, patient_user, ledger):
+    resource = fhir_examples.opt_out_inheriting(*example_arguments)
+    resource["provision"]["provision"] *= 9  # 18 permits
+    height = ledger.height()
+
+    response = api_as(patient_user).post(f"{URL}fhir/", resource, format="json")
+
+    assert (response.status_code, response.json()["code"]) == (400, "fhir_unsupported")
+    assert response.json()["detail"]["field"] == "provision.provision"
+    assert ledger.height() == height
+
+
+def test_a_refusal_names_known_codes_and_never_echoes_a_code_it_was_sent(example_arguments, patient_user):
+    sent = "Alice-Smith-HbA1c-9.1"
+    resource = fhir_examples.opt_in(*example_arguments)
+    resource["provision"]["purpose"] = [fhir_examples.TREAT, {"system": fhir_examples.V3_ACT_REASON, "code": sent}]
+
+    refused = api_as(patient_user).post(f"{URL}fhir/", resource, format="json")
+    resource["provision"]["purpose"] = [fhir_examples.ETREAT]
+    emergency = api_as(patient_user).post(f"{URL}fhir/", resource, format="json")
+
+    assert refused.json()["detail"]["field"] == "provision.purpose[1]"
+    assert sent not in refused.content.decode()
+    assert "ETREAT" in emergency.json()["detail"]["reason"]

@@ -9,6 +9,8 @@ from health_platform.fhir_codes import (
     PurposeUnmapped,
     purpose_codings,
     purpose_from_codings,
+    purposes_codings,
+    purposes_from_codings,
 )
 
 
@@ -54,3 +56,40 @@ def test_audit_is_health_compliance_and_unknown_purposes_are_a_programming_error
     assert purpose_codings("audit") == [{"system": V3_ACT_REASON, "code": "HCOMPL", "display": "health compliance"}]
     with pytest.raises(ValueError, match="not a purpose"):
         purpose_codings("marketing")
+
+
+@pytest.mark.parametrize(
+    "purposes",
+    [
+        ["treatment"],
+        ["research"],
+        ["diagnostic-model:breast-cancer"],
+        ["diagnostic-model:breast-cancer", "research"],
+        ["diagnostic-model:breast-cancer", "treatment"],
+        ["diagnostic-model:breast-cancer", "diagnostic-model:diabetes", "research", "treatment"],
+    ],
+)
+def test_several_purposes_are_read_back_from_one_list_of_codings(purposes):
+    codings = purposes_codings(purposes)
+    assert len(codings) == len({(c["system"], c["code"]) for c in codings})  # each coding once
+    assert purposes_from_codings(codings) == purposes
+
+
+def test_hresch_beside_a_model_family_is_the_familys_and_alone_is_research():
+    family = {"system": PURPOSE_SYSTEM, "code": "diagnostic-model:x"}
+    hresch = {"system": V3_ACT_REASON, "code": "HRESCH"}
+    assert purposes_from_codings([hresch, family]) == ["diagnostic-model:x"]
+    assert purposes_from_codings([hresch]) == ["research"]
+
+
+def test_a_coding_of_a_list_with_no_equivalent_is_refused_with_its_index():
+    with pytest.raises(PurposeUnmapped) as refused:
+        purposes_from_codings([{"system": V3_ACT_REASON, "code": "TREAT"}, {"system": DUO, "code": "DUO:0000007"}])
+    assert refused.value.index == 1
+
+
+@pytest.mark.parametrize("system", [V3_ACT_REASON, DUO, PURPOSE_SYSTEM, "http://example.org/Alice-Smith"])
+def test_a_reason_never_repeats_a_code_it_was_sent(system):
+    with pytest.raises(PurposeUnmapped) as refused:
+        purpose_from_codings([{"system": system, "code": "Alice-Smith-diabetic"}])
+    assert "Alice" not in refused.value.reason

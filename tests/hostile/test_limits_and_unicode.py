@@ -17,6 +17,7 @@ from audit.models import AuditExport
 from chaincode.vocabulary import OBSERVATION_CATEGORY_SYSTEM
 from consent import fhir
 from consent.models import Consent
+from health_platform.fhir_codes import PURPOSE_SYSTEM
 from health_platform.roles import Role
 from health_platform.services import clinician_register, organisation_create
 from records.models import Patient, Record, RecordVersion
@@ -112,7 +113,7 @@ def consent_fhir_body(actors: Actors) -> dict[str, Any]:
                     "reference": {"identifier": {"system": fhir.GRANTEE_SYSTEM, "value": actors.grantee_id}},
                 }
             ],
-            "purpose": [{"system": fhir.PURPOSE_SYSTEM, "code": BREAST_CANCER}],
+            "purpose": [{"system": PURPOSE_SYSTEM, "code": BREAST_CANCER}],
             "class": [{"system": OBSERVATION_CATEGORY_SYSTEM, "code": "imaging"}],
         },
     }
