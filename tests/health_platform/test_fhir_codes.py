@@ -7,6 +7,7 @@ from health_platform.fhir_codes import (
     PURPOSE_SYSTEM,
     V3_ACT_REASON,
     PurposeUnmapped,
+    access_purpose_from_codings,
     purpose_codings,
     purpose_from_codings,
 )
@@ -54,3 +55,12 @@ def test_audit_is_health_compliance_and_unknown_purposes_are_a_programming_error
     assert purpose_codings("audit") == [{"system": V3_ACT_REASON, "code": "HCOMPL", "display": "health compliance"}]
     with pytest.raises(ValueError, match="not a purpose"):
         purpose_codings("marketing")
+
+
+def test_an_access_events_purpose_reads_health_compliance_as_the_audit_and_the_rest_as_consents_do():
+    for purpose in ("audit", "treatment", "research", "diagnostic-model:breast-cancer"):
+        assert access_purpose_from_codings(purpose_codings(purpose)) == purpose
+    with pytest.raises(PurposeUnmapped):  # no consent grants an audit
+        purpose_from_codings(purpose_codings("audit"))
+    with pytest.raises(PurposeUnmapped, match="alone"):
+        access_purpose_from_codings([*purpose_codings("audit"), *purpose_codings("treatment")])
