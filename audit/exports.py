@@ -35,26 +35,67 @@ from audit.models import (
 )
 from audit.selectors import AccessEventFilters, audit_export_manifest, mirror_rows
 from audit.verification import events_verify
+from chaincode.vocabulary import DECISIONS, EVENT_KINDS, OUTCOMES
 from health_platform.errors import Conflict, NotFound
+from health_platform.fhir_codes import (
+    ACCESS_EVENT_KIND_SYSTEM,
+    AUDIT_ENTITY_TYPE,
+    AUDIT_SOURCE_SYSTEM,
+    GRANTEE_SYSTEM,
+    LEDGER_TRANSACTION_SYSTEM,
+    OBJECT_ROLE,
+    PSEUDONYM_SYSTEM,
+    RECORD_SYSTEM,
+    SECURITY_SOURCE_TYPE,
+    PurposeUnmapped,
+    access_purpose_from_codings,
+    dicom,
+    participation_type,
+    purpose_codings,
+)
 from ledger import LedgerError, LedgerUnavailable
 
 log = structlog.get_logger(__name__)
 
-SYSTEM = "urn:health-platform"
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
-ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
-OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
-SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
-EVENT_TYPES = {
-    "record_access": ("110110", "Patient Record"),
-    "export": ("110106", "Export"),
-    "outcome": ("110100", "Application Activity"),
+# The AuditEvent of each kind of access event (chaincode.vocabulary.EVENT_KINDS): its DICOM type, whether the
+# platform's kind must be said in a subtype (no standard code tells an outcome from other application activity),
+# and its action. A record access reads the record (DICOM's Patient Record event allows C, R, U or D only); an
+# export reads the log (DICOM's Export event is R); an outcome is the analysis executed over what it was given.
+EVENT_TYPES = {"record_access": "110110", "export": "110106", "outcome": "110100"}
+KIND_SUBTYPES = frozenset({"outcome"})
+ACTIONS = {"record_access": "R", "export": "R", "outcome": "E"}
+# AuditEvent.outcome: 0 success; 4 minor failure, the action declined as the platform means it to be (a refusal
+# by the gate, a cancelled analysis, a record changed or lacking measurements: HTTP 4xx); 8 serious failure, an
+# unexpected error (the analysis failed, a record could not be read: HTTP 5xx). 12 (the system died) is never
+# logged: nothing is left to log it.
+SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE = "0", "4", "8"
+SERIOUS_FAILURE_REASONS = frozenset({"request_failed", "content_unavailable"})
+# The event's fields that FHIR has no place for, as details of the ledger transaction's entity, with where the
+# ledger holds the event.
+_DETAILS = ("event_id", "request_id", "model_hash", "category", "export_sha256", "batch_id", "position", "block_number")
+_ENTITY_TYPES = {"person": ("1", "Person"), "system_object": ("2", "System Object")}
+_OBJECT_ROLES = {
+    "patient": ("1", "Patient"),
+    "domain_resource": ("4", "Domain Resource"),
+    "security": ("13", "Security Resource"),
 }
-# a record used by an analysis; the log read for an export; what the analysis did with what it was given
-ACTIONS = {"record_access": "E", "export": "R", "outcome": "E"}
-OUTCOMES = {"admit": "0", "refuse": "4"}  # success; minor failure (access refused)
-COMPUTATION_OUTCOMES = {"computed": "0", "not_computed": "4"}  # an outcome event's result
-_DETAILS = ("event_id", "kind", "request_id", "model_hash", "category", "reason", "export_sha256", "batch_id")
+# The first FHIR format (copies handed out before are still read, and verify): the platform's own URNs throughout,
+# the purpose as the platform's code, outcome 0 or 4.
+_LEGACY = "urn:health-platform"
+_LEGACY_KIND_SYSTEM = f"{_LEGACY}:access-event-kind"
+_LEGACY_ACTIONS = {"record_access": "E", "export": "R", "outcome": "E"}
+# Where rows_from_audit_event finds each field: identifier systems (this format's and the first's), kinds by type.
+_IDENTIFIED: dict[object, str] = {
+    PSEUDONYM_SYSTEM: "patient_pseudonym",
+    RECORD_SYSTEM: "record_id",
+    LEDGER_TRANSACTION_SYSTEM: "tx_id",
+    f"{_LEGACY}:patient-pseudonym": "patient_pseudonym",
+    f"{_LEGACY}:record": "record_id",
+    f"{_LEGACY}:ledger-transaction": "tx_id",
+}
+_LEGACY_PURPOSE_SYSTEM = f"{_LEGACY}:purpose"
+_GRANTEE_SYSTEMS = (GRANTEE_SYSTEM, f"{_LEGACY}:actor")
+_KINDS_BY_TYPE: dict[object, str] = {code: kind for kind, code in EVENT_TYPES.items() if kind not in KIND_SUBTYPES}
 
 
 class HashingWriter:
@@ -103,50 +144,39 @@ class ExportWriter:
 
 
 def audit_event(row: dict[str, Any]) -> dict[str, Any]:
-    """One access event as a FHIR R4 AuditEvent (validates with fhir.resources' R4B model)."""
-    code, display = EVENT_TYPES[row["kind"]]
+    """One access event as a FHIR R4 AuditEvent (validates with fhir.resources' R4B model: the AuditEvent of R4 and
+    R4B is the same resource). rows_from_audit_event reads it back into the same row."""
+    kind = row["kind"]
     entities: list[dict[str, Any]] = []
     if row["patient_pseudonym"]:
-        entities.append(
-            {
-                "what": {"identifier": {"system": f"{SYSTEM}:patient-pseudonym", "value": row["patient_pseudonym"]}},
-                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
-            }
-        )
+        entities.append(_entity(PSEUDONYM_SYSTEM, row["patient_pseudonym"], type="person", role="patient"))
     if row["record_id"]:
-        entities.append(
-            {
-                "what": {"identifier": {"system": f"{SYSTEM}:record", "value": row["record_id"]}},
-                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-                "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
-            }
-        )
-    details = [{"type": name, "valueString": str(row[name])} for name in _DETAILS if row[name] is not None]
-    details.append({"type": "position", "valueString": str(row["position"])})
-    if row["block_number"] is not None:
-        details.append({"type": "block_number", "valueString": str(row["block_number"])})
-    entities.append(
-        {
-            "what": {"identifier": {"system": f"{SYSTEM}:ledger-transaction", "value": row["tx_id"]}},
-            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-            "role": {"system": OBJECT_ROLE, "code": "13", "display": "Security Resource"},
-            "detail": details,
-        }
-    )
+        entities.append(_entity(RECORD_SYSTEM, row["record_id"], type="system_object", role="domain_resource"))
+    ledger = _entity(LEDGER_TRANSACTION_SYSTEM, row["tx_id"], type="system_object", role="security")
+    ledger["detail"] = [{"type": name, "valueString": str(row[name])} for name in _DETAILS if row[name] is not None]
+    entities.append(ledger)
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": hashlib.sha256(row["event_id"].encode()).hexdigest(),
-        "type": {"system": DCM, "code": code, "display": display},
-        "subtype": [{"system": f"{SYSTEM}:access-event-kind", "code": row["kind"]}],
-        "action": ACTIONS[row["kind"]],
+        "type": dicom(EVENT_TYPES[kind]),
+    }
+    if kind in KIND_SUBTYPES:
+        event["subtype"] = [{"system": ACCESS_EVENT_KIND_SYSTEM, "code": kind, "display": EVENT_KINDS[kind]}]
+    event |= {
+        "action": ACTIONS[kind],
         "recorded": row["recorded_at"],
-        "outcome": _outcome_codes(row["kind"])[row["decision"]],
-        "purposeOfEvent": [{"coding": [{"system": f"{SYSTEM}:purpose", "code": row["purpose"]}]}],
-        "agent": [{"who": {"identifier": {"system": f"{SYSTEM}:actor", "value": row["grantee"]}}, "requestor": True}],
+        "outcome": outcome_code(kind=kind, decision=row["decision"], reason=row["reason"]),
+        "purposeOfEvent": [{"coding": purpose_codings(row["purpose"])}],
+        "agent": [
+            {
+                "type": {"coding": [participation_type("IRCP")]},
+                "who": {"identifier": {"system": GRANTEE_SYSTEM, "value": row["grantee"]}},
+                "requestor": True,
+            }
+        ],
         "source": {
-            "observer": {"identifier": {"system": SYSTEM, "value": "health_platform"}},
-            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+            "observer": {"identifier": {"system": AUDIT_SOURCE_SYSTEM, "value": "access-log"}},
+            "type": [{"system": SECURITY_SOURCE_TYPE, "code": "4", "display": "Application Server"}],
         },
         "entity": entities,
     }
@@ -155,36 +185,82 @@ def audit_event(row: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def _outcome_codes(kind: str | None) -> dict[str, str]:
-    """decision -> AuditEvent.outcome code, for an event of `kind`."""
-    return COMPUTATION_OUTCOMES if kind == "outcome" else OUTCOMES
+def _entity(system: str, value: str, *, type: str, role: str) -> dict[str, Any]:
+    (type_code, type_display), (role_code, role_display) = _ENTITY_TYPES[type], _OBJECT_ROLES[role]
+    return {
+        "what": {"identifier": {"system": system, "value": value}},
+        "type": {"system": AUDIT_ENTITY_TYPE, "code": type_code, "display": type_display},
+        "role": {"system": OBJECT_ROLE, "code": role_code, "display": role_display},
+    }
+
+
+def outcome_code(*, kind: str | None, decision: str, reason: str | None, legacy: bool = False) -> str:
+    """An event's AuditEvent.outcome: success for an admitted access or a computed outcome; otherwise a serious
+    failure for an unexpected error (SERIOUS_FAILURE_REASONS), else a minor one. The first format (`legacy`)
+    wrote every failure as minor."""
+    if decision in ("admit", "computed"):
+        return SUCCESS
+    if kind == "outcome" and reason in SERIOUS_FAILURE_REASONS and not legacy:
+        return SERIOUS_FAILURE
+    return MINOR_FAILURE
 
 
 def rows_from_audit_event(event: dict[str, Any]) -> dict[str, Any]:
-    """Read an AuditEvent of ours back into an event row (each field from its FHIR place)."""
+    """Read an AuditEvent of ours (or of the first FHIR format) back into an event row, each field from its FHIR
+    place. A value that names nothing of the platform's (a code edited, a system unknown) reads as absent or as
+    itself, so that verification names the field changed; so does a kind whose type or action was edited."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
-    entities = event.get("entity") or []
-    for entity in entities:
+    for entity in event.get("entity") or []:
         identifier = (entity.get("what") or {}).get("identifier") or {}
-        system = identifier.get("system")
-        if system == f"{SYSTEM}:patient-pseudonym":
-            row["patient_pseudonym"] = identifier.get("value")
-        elif system == f"{SYSTEM}:record":
-            row["record_id"] = identifier.get("value")
-        elif system == f"{SYSTEM}:ledger-transaction":
-            row["tx_id"] = identifier.get("value")
+        name = _IDENTIFIED.get(identifier.get("system"))
+        if name is None:
+            continue
+        row[name] = identifier.get("value")
+        if name == "tx_id":
             for detail in entity.get("detail") or []:
-                if detail.get("type") in COLUMNS:
+                if detail.get("type") in _DETAILS:
                     row[detail["type"]] = detail.get("valueString")
-    decisions = {code: decision for decision, code in _outcome_codes(row["kind"]).items()}
+    subtypes = {coding.get("system"): coding.get("code") for coding in event.get("subtype") or []}
+    legacy = _LEGACY_KIND_SYSTEM in subtypes
+    type_code = (event.get("type") or {}).get("code")
+    kind = subtypes.get(ACCESS_EVENT_KIND_SYSTEM) or subtypes.get(_LEGACY_KIND_SYSTEM) or _KINDS_BY_TYPE.get(type_code)
+    # The type and action follow from the kind: one edited reads as a changed kind, not as the same event.
+    actions = _LEGACY_ACTIONS if legacy else ACTIONS
+    if kind in EVENT_TYPES and (EVENT_TYPES[kind], actions[kind]) == (type_code, event.get("action")):
+        row["kind"] = kind
+    row["reason"] = event.get("outcomeDesc")
     outcome = str(event.get("outcome"))
-    row["decision"] = decisions.get(outcome, outcome)
+    decisions = OUTCOMES if row["kind"] == "outcome" else DECISIONS
+    row["decision"] = next(
+        (
+            decision
+            for decision in decisions
+            if outcome_code(kind=row["kind"], decision=decision, reason=row["reason"], legacy=legacy) == outcome
+        ),
+        outcome,
+    )
     row["recorded_at"] = event.get("recorded")
-    codings = [c for p in event.get("purposeOfEvent") or [] for c in p.get("coding") or []]
-    row["purpose"] = codings[0].get("code") if codings else None
-    agents = event.get("agent") or []
-    row["grantee"] = ((agents[0].get("who") or {}).get("identifier") or {}).get("value") if agents else None
+    row["purpose"] = _purpose(event)
+    grantees = [
+        identifier.get("value")
+        for agent in event.get("agent") or []
+        if (identifier := (agent.get("who") or {}).get("identifier") or {}).get("system") in _GRANTEE_SYSTEMS
+    ]
+    row["grantee"] = grantees[0] if grantees else None
     return row
+
+
+def _purpose(event: dict[str, Any]) -> str | None:
+    """The purpose of the event's first purposeOfEvent; None when its codes name no one purpose of the platform."""
+    concepts = event.get("purposeOfEvent") or []
+    codings = (concepts[0].get("coding") or []) if concepts else []
+    legacy = [coding.get("code") for coding in codings if coding.get("system") == _LEGACY_PURPOSE_SYSTEM]
+    if legacy:
+        return legacy[0]
+    try:
+        return access_purpose_from_codings(codings)
+    except PurposeUnmapped:
+        return None
 
 
 def rows_from_file(stream: IO[bytes], *, format: str) -> Iterator[dict[str, Any]]:

@@ -7,7 +7,8 @@ A purpose of the platform (chaincode.vocabulary) is written as codings, most sta
     diagnostic-model:<family> v3-ActReason HRESCH, GA4GH DUO:0000007 (disease-specific research), and the
                               platform's own code for the family (DUO names no model family)
     audit                     v3-ActReason HCOMPL (an auditor's export of the access log)
-and read back from them: the platform's own code when present, else the one purpose the standard codes name.
+and read back from them: the platform's own code when present, else the one purpose the standard codes name
+(HCOMPL only where an access event's purpose is read: no consent is granted for an audit).
 
 A FHIR R4 Consent.provision.purpose is a list of separate Codings, each a purpose of use: several purposes are
 written as the union of their codings (`purposes_codings`), and read back (`purposes_from_codings`) with the
@@ -42,6 +43,10 @@ PSEUDONYM_SYSTEM = f"{PLATFORM}/NamingSystem/patient-pseudonym"
 GRANTEE_SYSTEM = f"{PLATFORM}/NamingSystem/grantee"
 RECORD_SYSTEM = f"{PLATFORM}/NamingSystem/record"
 LEDGER_TRANSACTION_SYSTEM = f"{PLATFORM}/NamingSystem/ledger-transaction"
+# The kinds of access event (chaincode.vocabulary.EVENT_KINDS), where no standard code tells them apart.
+ACCESS_EVENT_KIND_SYSTEM = f"{PLATFORM}/CodeSystem/access-event-kind"
+# What observed an AuditEvent: the platform's access log on the ledger.
+AUDIT_SOURCE_SYSTEM = f"{PLATFORM}/NamingSystem/audit-source"
 
 Coding = dict[str, str]
 
@@ -52,6 +57,9 @@ _ACT_REASON_DISPLAY = {
     "ETREAT": "Emergency Treatment",
 }
 _DUO_DISPLAY = {"DUO:0000042": "general research use", "DUO:0000007": "disease specific research"}
+# DICOM PS3.16 CID 400 (Audit Event ID), as far as the platform uses it.
+_DICOM_DISPLAY = {"110100": "Application Activity", "110106": "Export", "110110": "Patient Record"}
+_PARTICIPATION_TYPE_DISPLAY = {"IRCP": "information recipient"}
 
 
 def act_reason(code: str) -> Coding:
@@ -60,6 +68,14 @@ def act_reason(code: str) -> Coding:
 
 def duo(code: str) -> Coding:
     return {"system": DUO, "code": code, "display": _DUO_DISPLAY[code]}
+
+
+def dicom(code: str) -> Coding:
+    return {"system": DICOM, "code": code, "display": _DICOM_DISPLAY[code]}
+
+
+def participation_type(code: str) -> Coding:
+    return {"system": V3_PARTICIPATION_TYPE, "code": code, "display": _PARTICIPATION_TYPE_DISPLAY[code]}
 
 
 def purpose_codings(purpose: str) -> list[Coding]:
@@ -159,3 +175,13 @@ def _known_name(system: object, code: object) -> str:
     if code in _KNOWN_CODES[system]:
         return f"{_SYSTEM_NAMES[system]} {code}"
     return f"a {_SYSTEM_NAMES[system]} code the platform does not know"
+
+
+def access_purpose_from_codings(codings: list[Coding]) -> str:
+    """The purpose of an access event that `codings` name: HCOMPL alone is "audit" (an auditor's export of the
+    log), anything else is read as purpose_from_codings reads a consent's. Refused (PurposeUnmapped) as there."""
+    if any((coding.get("system"), coding.get("code")) == (V3_ACT_REASON, "HCOMPL") for coding in codings):
+        if len(codings) != 1:
+            raise PurposeUnmapped("health compliance is the audit's purpose alone")
+        return "audit"
+    return purpose_from_codings(codings)

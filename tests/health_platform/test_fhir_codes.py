@@ -7,6 +7,7 @@ from health_platform.fhir_codes import (
     PURPOSE_SYSTEM,
     V3_ACT_REASON,
     PurposeUnmapped,
+    access_purpose_from_codings,
     purpose_codings,
     purpose_from_codings,
     purposes_codings,
@@ -93,3 +94,12 @@ def test_a_reason_never_repeats_a_code_it_was_sent(system):
     with pytest.raises(PurposeUnmapped) as refused:
         purpose_from_codings([{"system": system, "code": "Alice-Smith-diabetic"}])
     assert "Alice" not in refused.value.reason
+
+
+def test_an_access_events_purpose_reads_health_compliance_as_the_audit_and_the_rest_as_consents_do():
+    for purpose in ("audit", "treatment", "research", "diagnostic-model:breast-cancer"):
+        assert access_purpose_from_codings(purpose_codings(purpose)) == purpose
+    with pytest.raises(PurposeUnmapped):  # no consent grants an audit
+        purpose_from_codings(purpose_codings("audit"))
+    with pytest.raises(PurposeUnmapped, match="alone"):
+        access_purpose_from_codings([*purpose_codings("audit"), *purpose_codings("treatment")])
