@@ -19,5 +19,5 @@ def test_no_one_line_comment_runs_past_its_line():
 
 
 def test_the_check_finds_an_unclosed_comment():
-    assert OPEN_COMMENT.search('{# the pages of a list: `page`, and')
-    assert not OPEN_COMMENT.search('{# one line #} <nav>')
+    assert OPEN_COMMENT.search("{# the pages of a list: `page`, and")
+    assert not OPEN_COMMENT.search("{# one line #} <nav>")
