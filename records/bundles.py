@@ -196,8 +196,11 @@ def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observatio
                 )
 
         if resource_type == "Patient":
-            patient = _Patient(index=index, resource=resource, patient_key=_patient_key(resource, index))
-            first_patient = patients_by_key.setdefault(patient.patient_key, patient)
+            keys = _patient_keys(resource, index)
+            patient = _Patient(index=index, resource=resource, patient_key=keys[0])
+            # Any identifier two Patient entries share (an MRN, a national id) makes them one person.
+            first_patient = next((patients_by_key[key] for key in keys if key in patients_by_key), patient)
+            patients_by_key.update(dict.fromkeys(keys, patient))
             if first_patient is not patient:
                 raise BundleRejected(
                     "Two Patient entries carry the same identifier.",
@@ -228,15 +231,19 @@ def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observatio
     return patients, observations
 
 
-def _patient_key(resource: dict[str, Any], index: int) -> str:
-    """ "system|value" of the patient's first identifier that has both."""
+def _patient_keys(resource: dict[str, Any], index: int) -> list[str]:
+    """ "system|value" of each of the patient's identifiers that has both, in order. The first is the patient's
+    key (its pseudonym is the patient's: unchanged, so that patients ingested before still match)."""
     identifiers = resource.get("identifier")
+    keys = []
     for identifier in identifiers if isinstance(identifiers, list) else ():
         if not isinstance(identifier, dict):
             continue
         system, value = identifier.get("system"), identifier.get("value")
         if isinstance(system, str) and system.strip() and isinstance(value, str) and value.strip():
-            return f"{system}|{value}"
+            keys.append(f"{system}|{value}")
+    if keys:
+        return keys
     raise BundleRejected(
         "A Patient has no identifier with both system and value.",
         code="patient_identifier_missing",

@@ -11,6 +11,7 @@ from records.tasks import anchor_pending_records
 from tests.clients import staff_token
 from tests.hostile.strategies import BUNDLE_REFUSAL_CODES
 from tests.records.factories import (
+    NATIONAL_ID_SYSTEM,
     ObservationResourceFactory,
     PatientResourceFactory,
     UserFactory,
@@ -137,6 +138,15 @@ def _set(mapping, path, value):
     mapping[last] = value
 
 
+def _two_patients_sharing_a_national_id():
+    """Two Patient entries with different MRNs (their first identifiers) and one national id: one person."""
+    first, *first_observations = patient_with_observations(mrn="MRN-ONE")
+    second, *second_observations = patient_with_observations(mrn="MRN-TWO")
+    for patient in (first, second):
+        patient["identifier"].append({"system": NATIONAL_ID_SYSTEM, "value": "NI-SHARED"})
+    return encode(bundle(first, *first_observations, second, *second_observations))
+
+
 def _two_observations_with_one_id():
     patient = PatientResourceFactory()
     return encode(
@@ -206,6 +216,7 @@ BAD_INPUTS = {
             bundle(*patient_with_observations(mrn="MRN-TWICE"), *patient_with_observations(mrn="MRN-TWICE"))
         ),
     ),
+    "duplicate_patient:a_second_identifier_shared": (400, lambda: _two_patients_sharing_a_national_id()),
     "observation_category_ambiguous": (
         400,
         _with(
