@@ -1,8 +1,12 @@
 """Checking an incoming FHIR R4 Bundle and splitting it into records.
 
-`bundle_parse` does the checks in the order a sender can act on: size, JSON, depth, Bundle shape,
-entries, references and codes, then FHIR validation of every resource (fhir.resources, R4B models,
-which are wire-compatible with R4 for Patient and Observation). Nothing here touches the database.
+`bundle_parse` does the checks in the order a sender can act on: size, JSON, depth, Bundle shape
+(collection, batch or transaction), entries, references and codes, then FHIR validation of every resource
+(fhir.resources, R4B models, which are wire-compatible with R4 for Patient and Observation). Nothing here
+touches the database.
+
+An Observation with no observation-category code is filed under its feature's category in the code map
+(records.codes), as feeds that code with LOINC and send no category need; one the map does not know is refused.
 
 Errors name entry indexes and field paths, never values (pydantic's messages quote the input, so
 only the location of each error is kept).
@@ -23,6 +27,7 @@ from pydantic import ValidationError
 from chaincode.vocabulary import CATEGORIES, OBSERVATION_CATEGORY_SYSTEM
 from health_platform.parsers import json_depth_check, json_too_deep
 from records.canonical import canonical_json, record_document, sha256_hex
+from records.codes import FEATURE_CODES_BY_CODING
 from records.errors import BundleRejected, BundleTooLarge
 
 SUPPORTED_BUNDLE_TYPES = ("collection", "batch", "transaction")
@@ -191,8 +196,11 @@ def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observatio
                 )
 
         if resource_type == "Patient":
-            patient = _Patient(index=index, resource=resource, patient_key=_patient_key(resource, index))
-            first_patient = patients_by_key.setdefault(patient.patient_key, patient)
+            keys = _patient_keys(resource, index)
+            patient = _Patient(index=index, resource=resource, patient_key=keys[0])
+            # Any identifier two Patient entries share (an MRN, a national id) makes them one person.
+            first_patient = next((patients_by_key[key] for key in keys if key in patients_by_key), patient)
+            patients_by_key.update(dict.fromkeys(keys, patient))
             if first_patient is not patient:
                 raise BundleRejected(
                     "Two Patient entries carry the same identifier.",
@@ -223,15 +231,19 @@ def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observatio
     return patients, observations
 
 
-def _patient_key(resource: dict[str, Any], index: int) -> str:
-    """ "system|value" of the patient's first identifier that has both."""
+def _patient_keys(resource: dict[str, Any], index: int) -> list[str]:
+    """ "system|value" of each of the patient's identifiers that has both, in order. The first is the patient's
+    key (its pseudonym is the patient's: unchanged, so that patients ingested before still match)."""
     identifiers = resource.get("identifier")
+    keys = []
     for identifier in identifiers if isinstance(identifiers, list) else ():
         if not isinstance(identifier, dict):
             continue
         system, value = identifier.get("system"), identifier.get("value")
         if isinstance(system, str) and system.strip() and isinstance(value, str) and value.strip():
-            return f"{system}|{value}"
+            keys.append(f"{system}|{value}")
+    if keys:
+        return keys
     raise BundleRejected(
         "A Patient has no identifier with both system and value.",
         code="patient_identifier_missing",
@@ -269,6 +281,15 @@ def _category(resource: dict[str, Any], index: int) -> str:
                 codes.add(code if isinstance(code, str) else None)  # a list or object is no code (and unhashable)
     path = {"entry": index, "path": "resource.category"}
     if not codes:
+        mapped = _category_from_code_map(resource)
+        if len(mapped) == 1:
+            return mapped.pop()
+        if mapped:
+            raise BundleRejected(
+                "An Observation without a category has codes of features of different categories.",
+                code="observation_category_ambiguous",
+                detail={"entry": index, "path": "resource.code.coding"},
+            )
         raise BundleRejected(
             "An Observation has no category from the observation-category system.",
             code="observation_category_missing",
@@ -288,6 +309,22 @@ def _category(resource: dict[str, Any], index: int) -> str:
         )
     category: str = codes.pop()
     return category
+
+
+def _category_from_code_map(resource: dict[str, Any]) -> set[str]:
+    """The categories of the features the Observation's codings name in the code map (records.codes): what an
+    Observation from a feed that sends no category is filed under. Empty when no coding is a known feature."""
+    code = resource.get("code")
+    codings = code.get("coding") if isinstance(code, dict) else None
+    categories = set()
+    for coding in codings if isinstance(codings, list) else ():
+        if isinstance(coding, dict):
+            system, value = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(value, str):
+                feature = FEATURE_CODES_BY_CODING.get((system, value))
+                if feature is not None:
+                    categories.add(feature.category)
+    return categories
 
 
 def _check_code(resource: dict[str, Any], index: int) -> None:

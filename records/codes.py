@@ -1,11 +1,17 @@
-"""The project's code system for the demo features, defined once.
+"""The code map of the demo features, defined once: each feature's project code, and its LOINC code where
+LOINC has that measurement in the unit the dataset uses.
 
 The demo data are the feature columns of two datasets that scikit-learn ships: the Wisconsin
 diagnostic breast-cancer set (30 measurements of cell nuclei from a digitised image of a fine
 needle aspirate, category "imaging") and the diabetes set of Efron et al. (10 baseline variables,
-category "laboratory", unscaled). Each code names its dataset column so that the analytics app
-can rebuild a feature vector in the column order its models were trained on. docs/CODES.md lists
-them all; tests/records check that the two stay in step.
+category "laboratory", unscaled). Each feature names its dataset column so that the analytics app
+can rebuild a feature vector in the column order its models were trained on.
+
+A feature is named by its project code (what the models declare and their anchored hashes cover) and is
+recognised in a record under either coding: (LOINC, its LOINC code) or (the project system, its project
+code). A LOINC-coded feed and a project-coded feed therefore give the same feature vectors. An Observation
+that carries no category takes its feature's. docs/CODES.md lists the map with the source of every LOINC
+code and the reason where a feature keeps its project code; tests/records check that the two stay in step.
 
 The labels (diagnosis, disease progression) are outcomes, not features: they are not coded here and
 never travel in a record.
@@ -14,8 +20,10 @@ never travel in a record.
 from dataclasses import dataclass
 from typing import Any
 
-FEATURE_SYSTEM = "https://health-platform.example/fhir/CodeSystem/features"
-UCUM_SYSTEM = "http://unitsofmeasure.org"
+from health_platform.fhir_codes import LOINC, PLATFORM, UCUM
+
+FEATURE_SYSTEM = f"{PLATFORM}/CodeSystem/features"
+UCUM_SYSTEM = UCUM
 
 BREAST_CANCER_DATASET = "breast_cancer"
 DIABETES_DATASET = "diabetes"
@@ -31,6 +39,19 @@ class FeatureCode:
     dataset: str
     column: str
     category: str
+    loinc: str | None = None
+    """The LOINC code of the same measurement in the same unit, where one exists (docs/CODES.md: its source)."""
+
+    @property
+    def coding(self) -> tuple[str, str]:
+        """(system, code) the feature is written with: LOINC where the map has it, else the project's code."""
+        return (LOINC, self.loinc) if self.loinc else (FEATURE_SYSTEM, self.code)
+
+    @property
+    def codings(self) -> tuple[tuple[str, str], ...]:
+        """Every (system, code) the feature is recognised under."""
+        own = (FEATURE_SYSTEM, self.code)
+        return (own, (LOINC, self.loinc)) if self.loinc else (own,)
 
 
 def _breast_cancer_codes() -> tuple[FeatureCode, ...]:
@@ -69,17 +90,19 @@ def _breast_cancer_codes() -> tuple[FeatureCode, ...]:
     return tuple(codes)
 
 
+# (project code, display, UCUM unit, column, LOINC code or None): docs/CODES.md gives each LOINC code's source,
+# and why sex, the total/HDL ratio and the log of triglycerides keep the project's code.
 _DIABETES = (
-    ("db-age", "Age", "a", True, "age"),
-    ("db-sex", "Sex (dataset coding: 1 or 2)", "1", True, "sex"),
-    ("db-bmi", "Body mass index", "kg/m2", True, "bmi"),
-    ("db-bp", "Average blood pressure", "mm[Hg]", True, "bp"),
-    ("db-tc", "Total serum cholesterol (tc)", "mg/dL", True, "s1"),
-    ("db-ldl", "Low-density lipoproteins (ldl)", "mg/dL", True, "s2"),
-    ("db-hdl", "High-density lipoproteins (hdl)", "mg/dL", True, "s3"),
-    ("db-tch", "Total cholesterol / HDL (tch)", "1", True, "s4"),
-    ("db-ltg", "Log of serum triglycerides level (ltg)", "1", True, "s5"),
-    ("db-glu", "Blood sugar level (glu)", "mg/dL", True, "s6"),
+    ("db-age", "Age", "a", "age", "30525-0"),
+    ("db-sex", "Sex (dataset coding: 1 or 2)", "1", "sex", None),
+    ("db-bmi", "Body mass index", "kg/m2", "bmi", "39156-5"),
+    ("db-bp", "Average blood pressure", "mm[Hg]", "bp", "8478-0"),
+    ("db-tc", "Total serum cholesterol (tc)", "mg/dL", "s1", "2093-3"),
+    ("db-ldl", "Low-density lipoproteins (ldl)", "mg/dL", "s2", "13457-7"),
+    ("db-hdl", "High-density lipoproteins (hdl)", "mg/dL", "s3", "2085-9"),
+    ("db-tch", "Total cholesterol / HDL (tch)", "1", "s4", None),
+    ("db-ltg", "Log of serum triglycerides level (ltg)", "1", "s5", None),
+    ("db-glu", "Blood sugar level (glu)", "mg/dL", "s6", "2345-7"),
 )
 
 FEATURE_CODES: tuple[FeatureCode, ...] = _breast_cancer_codes() + tuple(
@@ -87,15 +110,20 @@ FEATURE_CODES: tuple[FeatureCode, ...] = _breast_cancer_codes() + tuple(
         code=code,
         display=display,
         unit=unit,
-        ucum=ucum,
+        ucum=True,
         dataset=DIABETES_DATASET,
         column=column,
         category="laboratory",
+        loinc=loinc,
     )
-    for code, display, unit, ucum, column in _DIABETES
+    for code, display, unit, column, loinc in _DIABETES
 )
 
 FEATURE_CODES_BY_CODE: dict[str, FeatureCode] = {feature.code: feature for feature in FEATURE_CODES}
+FEATURE_CODES_BY_CODING: dict[tuple[str, str], FeatureCode] = {
+    coding: feature for feature in FEATURE_CODES for coding in feature.codings
+}
+"""Each (system, code) a feature is recognised under -> that feature."""
 
 
 def feature_codes_for_dataset(dataset: str) -> tuple[FeatureCode, ...]:

@@ -1,7 +1,8 @@
 """Demo patients built from the datasets scikit-learn ships (no download).
 
 Breast-cancer rows become "imaging" records (30 features), diabetes rows "laboratory" records
-(10 features, unscaled). Patient identifiers are synthetic ("bc-0000", "db-0000") in a demo
+(10 features, unscaled). Each Observation is coded as the code map says (records.codes): LOINC where it has
+the measurement, else the project's code. Patient identifiers are synthetic ("bc-0000", "db-0000") in a demo
 naming system; the outcome labels are left out (they are not clinical features).
 """
 
@@ -9,11 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from chaincode.vocabulary import OBSERVATION_CATEGORY_SYSTEM
+from health_platform.fhir_codes import OBSERVATION_CATEGORY
 from records.codes import (
     BREAST_CANCER_DATASET,
     DIABETES_DATASET,
-    FEATURE_SYSTEM,
     UCUM_SYSTEM,
     FeatureCode,
     feature_codes_for_dataset,
@@ -70,11 +70,20 @@ def _observation(patient: DemoPatient, feature: FeatureCode, value: float) -> di
         "resourceType": "Observation",
         "id": f"{patient.identifier}-{feature.code.removeprefix(DATASET_PREFIXES[patient.dataset] + '-')}",
         "status": "final",
-        "category": [{"coding": [{"system": OBSERVATION_CATEGORY_SYSTEM, "code": feature.category}]}],
-        "code": {"coding": [{"system": FEATURE_SYSTEM, "code": feature.code, "display": feature.display}]},
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": feature.category}]}],
+        "code": _code(feature),
         "subject": {"reference": f"Patient/{patient.identifier}"},
         "valueQuantity": quantity,
     }
+
+
+def _code(feature: FeatureCode) -> dict[str, Any]:
+    """The Observation's code: the project's coding with its display, or the LOINC coding with the feature's words
+    as text (the display of a LOINC coding is LOINC's own name, which the map does not keep)."""
+    system, code = feature.coding
+    if feature.loinc is None:
+        return {"coding": [{"system": system, "code": code, "display": feature.display}]}
+    return {"coding": [{"system": system, "code": code}], "text": feature.display}
 
 
 def demo_bundles(*, patients: list[DemoPatient], max_entries: int) -> Iterator[dict[str, Any]]:

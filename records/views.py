@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 
 from health_platform.wording import unit_words
 from records.access import user_may_read_own_records
-from records.codes import FEATURE_CODES_BY_CODE
+from records.codes import FEATURE_CODES_BY_CODING
 from records.errors import CiphertextInvalid
 from records.models import Patient
 from records.selectors import (
@@ -72,12 +72,15 @@ def _observation_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
         resource = entry.get("resource", {})
         if resource.get("resourceType") != "Observation":
             continue
-        coding: dict[str, Any] = next(iter(resource.get("code", {}).get("coding", [])), {})
-        known = FEATURE_CODES_BY_CODE.get(coding.get("code", ""))
+        code = resource.get("code", {})
+        coding: dict[str, Any] = next(iter(code.get("coding", [])), {})
+        known = FEATURE_CODES_BY_CODING.get((coding.get("system", ""), coding.get("code", "")))
         quantity = resource.get("valueQuantity") or {}
         rows.append(
             {
-                "label": coding.get("display") or (known.display if known else coding.get("code", "")),
+                "label": coding.get("display")
+                or code.get("text")
+                or (known.display if known else coding.get("code", "")),
                 "code": coding.get("code", ""),
                 "value": quantity.get("value", resource.get("valueString", "")),
                 "unit": unit_words(str(quantity.get("unit", ""))),

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from factory.django import DjangoModelFactory
 
 from chaincode.vocabulary import OBSERVATION_CATEGORY_SYSTEM
+from health_platform.fhir_codes import UCUM
 from health_platform.roles import Role, role_group
 from records.codes import FEATURE_SYSTEM
 from records.crypto import patient_pseudonym
@@ -100,3 +101,65 @@ def patient_with_observations(
         ObservationResourceFactory(patient=patient, value=value, category_code=category_code, **kwargs)
         for value in values
     ]
+
+
+NATIONAL_ID_SYSTEM = "https://national-registry.example/fhir/NamingSystem/national-id"
+V2_IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+
+def project_coded_bundle(patients: list[Any]) -> dict[str, Any]:
+    """The demo `patients` (records.demo.DemoPatient) as a collection bundle coded the project's way only: every
+    Observation under its project code, with its category."""
+    from records.codes import FEATURE_SYSTEM, feature_codes_for_dataset
+    from records.demo import demo_patient_resources
+
+    resources = []
+    for patient in patients:
+        features = iter(feature_codes_for_dataset(patient.dataset))
+        for resource in demo_patient_resources(patient):
+            if resource["resourceType"] == "Observation":
+                feature = next(features)
+                resource["code"] = {"coding": [{"system": FEATURE_SYSTEM, "code": feature.code}]}
+            resources.append(resource)
+    return bundle(*resources)
+
+
+def ehr_transaction_bundle(patients: list[Any], *, bundle_type: str = "transaction") -> dict[str, Any]:
+    """The same values as an EHR feed sends them: a transaction of POSTs with urn:uuid fullUrls, each Patient known by
+    a hospital MRN and a national id (typed, each with its system), each Observation coded as the code map says
+    (LOINC where it has one) and with no category."""
+    import uuid
+
+    from records.codes import feature_codes_for_dataset
+
+    entries = []
+    for patient in patients:
+        patient_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, patient.identifier)}"
+        identifiers = [
+            {"type": {"coding": [{"system": V2_IDENTIFIER_TYPE, "code": "MR"}]}, "system": MRN_SYSTEM},
+            {"type": {"coding": [{"system": V2_IDENTIFIER_TYPE, "code": "NI"}]}, "system": NATIONAL_ID_SYSTEM},
+        ]
+        identifiers[0]["value"], identifiers[1]["value"] = f"MRN-{patient.identifier}", f"NI-{patient.identifier}"
+        entries.append(
+            {
+                "fullUrl": patient_url,
+                "resource": {"resourceType": "Patient", "identifier": identifiers},
+                "request": {"method": "POST", "url": "Patient"},
+            }
+        )
+        for feature, value in zip(feature_codes_for_dataset(patient.dataset), patient.features, strict=True):
+            system, code = feature.coding
+            entries.append(
+                {
+                    "fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{patient.identifier}/{feature.code}')}",
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"coding": [{"system": system, "code": code}], "text": feature.display},
+                        "subject": {"reference": patient_url},
+                        "valueQuantity": {"value": value, "unit": feature.unit, "system": UCUM, "code": feature.unit},
+                    },
+                    "request": {"method": "POST", "url": "Observation"},
+                }
+            )
+    return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}

@@ -3,12 +3,15 @@
 import pytest
 from django.urls import reverse
 
+from health_platform.fhir_codes import LOINC
 from health_platform.roles import Role
+from records.codes import FEATURE_SYSTEM
 from records.models import Patient, Record, RecordVersion
 from records.tasks import anchor_pending_records
 from tests.clients import staff_token
 from tests.hostile.strategies import BUNDLE_REFUSAL_CODES
 from tests.records.factories import (
+    NATIONAL_ID_SYSTEM,
     ObservationResourceFactory,
     PatientResourceFactory,
     UserFactory,
@@ -135,6 +138,15 @@ def _set(mapping, path, value):
     mapping[last] = value
 
 
+def _two_patients_sharing_a_national_id():
+    """Two Patient entries with different MRNs (their first identifiers) and one national id: one person."""
+    first, *first_observations = patient_with_observations(mrn="MRN-ONE")
+    second, *second_observations = patient_with_observations(mrn="MRN-TWO")
+    for patient in (first, second):
+        patient["identifier"].append({"system": NATIONAL_ID_SYSTEM, "value": "NI-SHARED"})
+    return encode(bundle(first, *first_observations, second, *second_observations))
+
+
 def _two_observations_with_one_id():
     patient = PatientResourceFactory()
     return encode(
@@ -165,7 +177,24 @@ BAD_INPUTS = {
     "observation_subject_missing": (400, _with(lambda p, o: o.pop("subject"))),
     "observation_subject_unknown": (400, _with(lambda p, o: _set(o, ["subject", "reference"], "Patient/nobody"))),
     "observation_code_missing": (400, _with(lambda p, o: _set(o, ["code", "coding"], []))),
-    "observation_category_missing": (400, _with(lambda p, o: o.pop("category"))),
+    # No category and a code the code map does not know (a known feature's code would give the category).
+    "observation_category_missing": (
+        400,
+        _with(lambda p, o: (o.pop("category"), _set(o["code"]["coding"][0], ["code"], "not-a-feature"))),
+    ),
+    "observation_category_missing:loinc_code_unmapped": (
+        400,
+        _with(lambda p, o: (o.pop("category"), o.update(code={"coding": [{"system": LOINC, "code": "718-7"}]}))),
+    ),
+    "observation_category_ambiguous:features_of_two_categories": (
+        400,
+        _with(
+            lambda p, o: (
+                o.pop("category"),
+                o["code"]["coding"].append({"system": FEATURE_SYSTEM, "code": "bc-mean-radius"}),
+            )
+        ),
+    ),
     "observation_category_unknown": (400, _with(lambda p, o: _set(o["category"][0]["coding"][0], ["code"], "gossip"))),
     "patient_identifier_missing": (400, _with(lambda p, o: _set(p, ["identifier"], [{"value": "MRN-NO-SYSTEM"}]))),
     "duplicate_resource_id": (400, lambda: _two_observations_with_one_id()),
@@ -187,6 +216,7 @@ BAD_INPUTS = {
             bundle(*patient_with_observations(mrn="MRN-TWICE"), *patient_with_observations(mrn="MRN-TWICE"))
         ),
     ),
+    "duplicate_patient:a_second_identifier_shared": (400, lambda: _two_patients_sharing_a_national_id()),
     "observation_category_ambiguous": (
         400,
         _with(

@@ -109,10 +109,12 @@ def test_demo_datasets_give_every_row_and_build_valid_fhir_bundles():
         assert len(bundle_parse(encode(bundle(*resources)))) == 5
 
 
-def test_codes_doc_lists_every_feature_code_with_its_column():
-    rows = re.findall(r"^\| `([^`]+)` \|.*\| `([^`]+)` \|$", CODES_DOC.read_text(), flags=re.MULTILINE)
+def test_codes_doc_lists_every_feature_code_with_its_loinc_code_and_column():
+    rows = re.findall(
+        r"^\| `([^`]+)` \|.*\| ([0-9]+-[0-9]|—) \| [a-z_]+ \| `([^`]+)` \|$", CODES_DOC.read_text(), flags=re.MULTILINE
+    )
 
-    assert rows == [(feature.code, feature.column) for feature in FEATURE_CODES]
+    assert rows == [(feature.code, feature.loinc or "—", feature.column) for feature in FEATURE_CODES]
     assert len(FEATURE_CODES) == 40
     assert len({feature.code for feature in FEATURE_CODES}) == 40
 
