@@ -47,6 +47,8 @@ class ParsedRecord:
     document: dict[str, Any]
     canonical: bytes
     sha256: str
+    patient_keys: tuple[str, ...] = ()
+    """Every identifier of the patient ("system|value"), the first being `patient_key`."""
     patient_entry: int = -1
     """The bundle entry of the Patient resource, and of each Observation the record holds (for the ingest report)."""
     entries: tuple[int, ...] = ()
@@ -143,6 +145,7 @@ class _Patient:
     index: int
     resource: dict[str, Any]
     patient_key: str
+    patient_keys: tuple[str, ...] = ()
 
 
 @dataclass
@@ -197,7 +200,7 @@ def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observatio
 
         if resource_type == "Patient":
             keys = _patient_keys(resource, index)
-            patient = _Patient(index=index, resource=resource, patient_key=keys[0])
+            patient = _Patient(index=index, resource=resource, patient_key=keys[0], patient_keys=tuple(keys))
             # Any identifier two Patient entries share (an MRN, a national id) makes them one person.
             first_patient = next((patients_by_key[key] for key in keys if key in patients_by_key), patient)
             patients_by_key.update(dict.fromkeys(keys, patient))
@@ -459,6 +462,7 @@ def _build_records(
             raise _NotCanonicalizable from error
         yield ParsedRecord(
             patient_key=patient.patient_key,
+            patient_keys=patient.patient_keys,
             category=category,
             document=document,
             canonical=canonical,

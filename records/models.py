@@ -27,6 +27,21 @@ class Patient(models.Model):
         return f"Patient {self.pseudonym[:12]}"
 
 
+class PatientIdentifier(models.Model):
+    """One identifier of a patient (an MRN, a national id), as its keyed hash: hex HMAC-SHA256 of "system|value"
+    under PSEUDONYM_KEY, as the patient's pseudonym is of their first identifier. A bundle that names a patient
+    by any of them reaches the same patient."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="identifiers")
+    pseudonym = models.CharField(max_length=64, unique=True, help_text="hex HMAC-SHA256 of system|value")
+
+    class Meta:
+        ordering = ["patient", "pseudonym"]
+
+    def __str__(self) -> str:
+        return f"Identifier {self.pseudonym[:12]} of {self.patient}"
+
+
 class Record(models.Model):
     """One patient's observations of one category; each ingest that changes them adds a version."""
 

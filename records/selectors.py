@@ -20,7 +20,7 @@ from ledger import LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
 from records.crypto import patient_pseudonym, record_cipher, record_open
 from records.errors import CiphertextInvalid
-from records.models import AnchorState, IngestRun, Patient, Record, RecordVersion
+from records.models import AnchorState, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
 
 log = structlog.get_logger(__name__)
 
@@ -315,5 +315,7 @@ def ingest_runs() -> QuerySet[IngestRun]:
 
 
 def patient_by_identifier(*, system: str, value: str) -> Patient | None:
-    """The ingested patient whose identifier is system|value (found by its pseudonym), or None."""
-    return Patient.objects.filter(pseudonym=patient_pseudonym(f"{system}|{value}")).first()
+    """The ingested patient one of whose identifiers is system|value (found by its keyed hash), or None."""
+    known = PatientIdentifier.objects.filter(pseudonym=patient_pseudonym(f"{system}|{value}")).select_related("patient")
+    identifier = known.first()
+    return identifier.patient if identifier is not None else None

@@ -20,7 +20,7 @@ from records.anchoring import record_versions_anchor_of
 from records.bundles import ParsedRecord, bundle_entry_count, bundle_parse
 from records.crypto import RecordCipher, patient_pseudonym, record_cipher, record_seal
 from records.errors import BundleRejected, BundleTooLarge
-from records.models import IngestOutcome, IngestRun, Patient, Record, RecordVersion
+from records.models import IngestOutcome, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +72,9 @@ def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> Ingest
 
     current = {
         version.pk: version
-        for version in RecordVersion.objects.filter(pk__in=[version.pk for version, _ in stored]).defer("ciphertext")
+        for version in RecordVersion.objects.filter(pk__in=[version.pk for version, _ in stored])
+        .select_related("record__patient")
+        .defer("ciphertext")
     }
     results = []
     for (version, unchanged), parsed in zip(stored, parsed_records, strict=True):
@@ -83,7 +85,8 @@ def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> Ingest
                 version=fresh.version,
                 category=parsed.category,
                 sha256=fresh.sha256,
-                patient_pseudonym=patient_pseudonym(parsed.patient_key),
+                # The patient's, who may have been known by another of the identifiers first.
+                patient_pseudonym=fresh.record.patient.pseudonym,
                 anchored=fresh.is_anchored,
                 tx_id=fresh.anchor_tx_id or None,
                 block_number=fresh.anchor_block,
@@ -113,13 +116,37 @@ def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> Ingest
     return IngestResult(records=results, run=run)
 
 
+def _patient_of(parsed: ParsedRecord) -> Patient:
+    """The patient any of `parsed`'s identifiers names (a new one, pseudonymised by the first, when none does);
+    each identifier not yet known is added to them. Refused (patient_identifier_conflict): identifiers that name
+    two patients already ingested, which only a person can tell apart or merge."""
+    pseudonyms = list(dict.fromkeys(patient_pseudonym(key) for key in parsed.patient_keys or (parsed.patient_key,)))
+    known = PatientIdentifier.objects.filter(pseudonym__in=pseudonyms).select_related("patient")
+    patients = {identifier.patient_id: identifier.patient for identifier in known}
+    if len(patients) > 1:
+        raise BundleRejected(
+            "The Patient's identifiers belong to two patients already ingested.",
+            code="patient_identifier_conflict",
+            detail={"entry": parsed.patient_entry, "path": "resource.identifier"},
+        )
+    patient = next(iter(patients.values()), None)
+    if patient is None:
+        patient, _ = Patient.objects.get_or_create(pseudonym=pseudonyms[0])
+    known_pseudonyms = {identifier.pseudonym for identifier in known}
+    PatientIdentifier.objects.bulk_create(
+        [PatientIdentifier(patient=patient, pseudonym=p) for p in pseudonyms if p not in known_pseudonyms],
+        ignore_conflicts=True,
+    )
+    return patient
+
+
 def _record_store(*, parsed: ParsedRecord, cipher: RecordCipher) -> tuple[RecordVersion, bool]:
     """Store `parsed` as the next version of its record; return (version, unchanged).
 
     Must run inside the ingest's transaction: the record row is locked while its next version
     number is chosen, so concurrent ingests for one record cannot both write version n+1.
     """
-    patient, _ = Patient.objects.get_or_create(pseudonym=patient_pseudonym(parsed.patient_key))
+    patient = _patient_of(parsed)
     record, _ = Record.objects.get_or_create(patient=patient, category=parsed.category)
     list(Record.objects.select_for_update().filter(pk=record.pk).values_list("pk", flat=True))
     latest = record.versions.defer("ciphertext").order_by("-version").first()

@@ -1,0 +1,34 @@
+import django.db.models.deletion
+from django.db import migrations, models
+
+
+def identifiers_of_existing_patients(apps, schema_editor):
+    """A patient ingested before is known by the identifier that made its pseudonym (the first it was sent with)."""
+    Patient = apps.get_model("records", "Patient")
+    PatientIdentifier = apps.get_model("records", "PatientIdentifier")
+    PatientIdentifier.objects.bulk_create(
+        [PatientIdentifier(patient_id=pk, pseudonym=pseudonym) for pk, pseudonym in Patient.objects.values_list("pk", "pseudonym")],
+        batch_size=1000,
+    )
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('records', '0003_ingest_run'),
+    ]
+
+    operations = [
+        migrations.CreateModel(
+            name='PatientIdentifier',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('pseudonym', models.CharField(help_text='hex HMAC-SHA256 of system|value', max_length=64, unique=True)),
+                ('patient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='identifiers', to='records.patient')),
+            ],
+            options={
+                'ordering': ['patient', 'pseudonym'],
+            },
+        ),
+        migrations.RunPython(identifiers_of_existing_patients, migrations.RunPython.noop),
+    ]
