@@ -13,7 +13,7 @@ import structlog
 from django.conf import settings
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
@@ -46,7 +46,7 @@ from analytics.services import analysis_request_cancel, analysis_request_create
 from health_platform.api import VisibleListViewSet
 from health_platform.errors import CHOICE_ERROR_MESSAGES, NotFound, PayloadTooLarge
 from health_platform.parsers import LimitedJSONParser
-from health_platform.serializers import ERROR_RESPONSE, error_response
+from health_platform.serializers import ERROR_RESPONSE, error_response, list_and_read_schema
 
 log = structlog.get_logger(__name__)
 
@@ -106,15 +106,13 @@ class AnalysisFilter(filters.FilterSet):
         fields = ["status", "model"]
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="Your analysis requests, newest first (filters: status, model)",
-        responses={200: AnalysisRequestSerializer(many=True), 401: _ERROR, 403: _ERROR},
-    ),
-    retrieve=extend_schema(
-        summary="One of your analysis requests with its progress",
-        responses={200: AnalysisDetailSerializer, 401: _ERROR, 403: _ERROR, 404: _NOT_FOUND},
-    ),
+@list_and_read_schema(
+    listed="Your analysis requests, newest first (filters: status, model)",
+    read="One of your analysis requests with its progress",
+    item=AnalysisRequestSerializer,
+    detail=AnalysisDetailSerializer,
+    refusals={401: _ERROR, 403: _ERROR},
+    not_found=_NOT_FOUND,
 )
 class AnalysisViewSet(VisibleListViewSet):
     model = AnalysisRequest

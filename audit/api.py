@@ -59,7 +59,7 @@ from health_platform.errors import (
     ValidationFailed,
 )
 from health_platform.parsers import LimitedJSONParser
-from health_platform.serializers import ERROR_RESPONSE, error_response
+from health_platform.serializers import ERROR_RESPONSE, error_response, list_and_read_schema
 
 log = structlog.get_logger(__name__)
 
@@ -123,15 +123,12 @@ class AccessEventViewSet(viewsets.GenericViewSet):
 # --- exports -------------------------------------------------------------------------------------
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="The audit team's exports, newest first",
-        responses={200: AuditExportSerializer(many=True), 401: _ERROR, 403: _FORBIDDEN},
-    ),
-    retrieve=extend_schema(
-        summary="One export: status, count, SHA-256 of the file, verification, and its own ledger entry",
-        responses={200: AuditExportSerializer, 401: _ERROR, 403: _FORBIDDEN, 404: _NOT_FOUND},
-    ),
+@list_and_read_schema(
+    listed="The audit team's exports, newest first",
+    read="One export: status, count, SHA-256 of the file, verification, and its own ledger entry",
+    item=AuditExportSerializer,
+    refusals={401: _ERROR, 403: _FORBIDDEN},
+    not_found=_NOT_FOUND,
 )
 class AuditExportViewSet(viewsets.GenericViewSet):
     permission_classes = [IsAuthenticated]

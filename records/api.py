@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
@@ -19,7 +19,7 @@ from rest_framework.response import Response
 
 from health_platform.api import VisibleListViewSet
 from health_platform.errors import NotFound
-from health_platform.serializers import error_response
+from health_platform.serializers import error_response, list_and_read_schema
 from records.access import CanIngestRecords, CanReadRecords
 from records.errors import BundleTooLarge, CiphertextInvalid, UnsupportedMediaType
 from records.filters import RecordFilter
@@ -56,19 +56,13 @@ _ERRORS = {
 }
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="List records (metadata; patients see only their own)",
-        responses={200: RecordSerializer(many=True), 403: _ERRORS[403]},
-    ),
-    retrieve=extend_schema(
-        summary="Read a record (the owning patient also gets the decrypted bundle)",
-        responses={
-            200: RecordDetailSerializer,
-            403: _ERRORS[403],
-            404: error_response("No such record visible to you."),
-        },
-    ),
+@list_and_read_schema(
+    listed="List records (metadata; patients see only their own)",
+    read="Read a record (the owning patient also gets the decrypted bundle)",
+    item=RecordSerializer,
+    detail=RecordDetailSerializer,
+    refusals={403: _ERRORS[403]},
+    not_found=error_response("No such record visible to you."),
 )
 class RecordViewSet(VisibleListViewSet):
     model = Record

@@ -42,15 +42,11 @@ def make_export(client, django_capture_on_commit_callbacks, **fields):
 
 
 def _pages(export_id):
-    return {
-        "search": reverse("audit:search"),
-        "exports": reverse("audit:exports"),
-        "row": reverse("audit:export-row", kwargs={"export_id": export_id}),
-        "download": reverse("audit:export-download", kwargs={"export_id": export_id}),
-        "manifest": reverse("audit:export-manifest", kwargs={"export_id": export_id}),
-        "ledger": reverse("audit:ledger"),
-        "my-data": reverse("audit:my-data"),
-    }
+    """The audit pages by short name: the four of the log, and an export's three."""
+    pages = {name: reverse(f"audit:{name}") for name in ("search", "exports", "ledger", "my-data")}
+    for name in ("row", "download", "manifest"):
+        pages[name] = reverse(f"audit:export-{name}", kwargs={"export_id": export_id})
+    return pages
 
 
 AUDITOR_PAGES_REFUSED = {"search": 403, "exports": 403, "row": 403, "download": 403, "manifest": 403, "ledger": 403}
