@@ -16,6 +16,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from audit.access import auditor_required
+from audit.fhir import MINOR_FAILURE, SERIOUS_FAILURE, SERIOUS_FAILURE_REASONS, SUCCESS, audit_event
 from audit.models import (
     COLUMNS,
     EVENT_FIELDS,
@@ -204,11 +205,33 @@ def mirror_rows(filters: AccessEventFilters) -> Iterator[dict[str, Any]]:
     For services and commands that have checked the caller's right to read the log already.
     """
     for values in access_events_matching(filters).values_list(*COLUMNS).iterator(chunk_size=FETCH_CHUNK):
-        row = dict(zip(COLUMNS, values, strict=True))
-        row["recorded_at"] = format_timestamp(row["recorded_at"])
-        for name in EVENT_FIELDS:
-            row[name] = row[name] or None
-        yield row
+        yield _row(values)
+
+
+def access_events_as_fhir(events: QuerySet[AccessEvent]) -> list[dict[str, Any]]:
+    """The events (a page of what the caller may read) as FHIR R4 AuditEvents, as the FHIR export writes them."""
+    return [audit_event(_row(values)) for values in events.values_list(*COLUMNS)]
+
+
+def access_events_with_fhir_outcome(events: QuerySet[AccessEvent], outcomes: set[str]) -> QuerySet[AccessEvent]:
+    """Filter by AuditEvent.outcome as access_events_as_fhir writes it (audit.fhir.outcome_code): 0 an admitted access
+    or a computed outcome, 8 an outcome that failed unexpectedly, 4 any other; 12 is never logged."""
+    success = Q(decision__in=("admit", "computed"))
+    serious = ~success & Q(kind="outcome", reason__in=SERIOUS_FAILURE_REASONS)
+    conditions = {SUCCESS: success, SERIOUS_FAILURE: serious, MINOR_FAILURE: ~success & ~serious}
+    wanted = Q(pk__in=[])
+    for outcome in outcomes & conditions.keys():
+        wanted |= conditions[outcome]
+    return events.filter(wanted)
+
+
+def _row(values: tuple[Any, ...]) -> dict[str, Any]:
+    """An event's COLUMNS as the exports write them: the time in the ledger's format, absent fields None."""
+    row = dict(zip(COLUMNS, values, strict=True))
+    row["recorded_at"] = format_timestamp(row["recorded_at"])
+    for name in EVENT_FIELDS:
+        row[name] = row[name] or None
+    return row
 
 
 @dataclass(frozen=True)

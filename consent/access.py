@@ -36,5 +36,6 @@ def user_is_patient(user: Any) -> bool:
     return patient_of(user) is not None
 
 
-CanReadConsents = permission(user_may_read_consents, "Only patients, clinicians and auditors read consents.")
+READ_REFUSED = "Only patients, clinicians and auditors read consents."
+CanReadConsents = permission(user_may_read_consents, READ_REFUSED)
 IsPatient = permission(user_is_patient, "Only a patient can grant or revoke consent, and only their own.")

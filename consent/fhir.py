@@ -63,6 +63,9 @@ CATEGORY = {"system": LOINC, "code": "59284-0", "display": "Patient Consent"}
 POLICY_RULE = {"system": V3_ACT_CODE, "code": "OPTIN"}
 RECIPIENT_ROLE = {"system": V3_PARTICIPATION_TYPE, "code": "IRCP"}
 
+# Consent.status by the consent's effective status: in force or yet to begin is active, revoked or over inactive.
+FHIR_STATUSES = {"active": ("active", "pending"), "inactive": ("revoked", "expired")}
+
 IMPORTED_SCOPES = {"patient-privacy", "research", "treatment"}
 RECIPIENT_ROLES = {"IRCP", "PRCP"}  # information recipient, primary information recipient
 # A Consent is one patient's few choices; more permits than this in one resource is not one.
@@ -111,7 +114,7 @@ def consent_to_fhir(consent: Consent) -> dict[str, Any]:
     resource = {
         "resourceType": "Consent",
         "id": consent.consent_id,
-        "status": "active" if consent.effective_status in ("active", "pending") else "inactive",
+        "status": next(fhir for fhir, statuses in FHIR_STATUSES.items() if consent.effective_status in statuses),
         "scope": {"coding": [SCOPE]},
         "category": [{"coding": [CATEGORY]}],
         "patient": {"identifier": {"system": PSEUDONYM_SYSTEM, "value": consent.patient.pseudonym}},

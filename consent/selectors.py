@@ -8,9 +8,11 @@ from uuid import UUID
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from consent.access import patient_of
+from consent.access import READ_REFUSED, patient_of, user_may_read_consents
+from consent.fhir import FHIR_STATUSES, consent_to_fhir
 from consent.models import Consent, ConsentStatus
 from health_platform import bootstrap
+from health_platform.errors import PermissionDenied
 from health_platform.roles import Role, user_has_role
 from health_platform.selectors import grantee_ids_of_user
 from records.models import Patient
@@ -50,6 +52,28 @@ def consents_visible_to(*, user: Any) -> QuerySet[Consent]:
     if user_has_role(user, Role.CLINICIAN):
         visible |= Q(grantee__in=grantee_ids_of_user(user=user))
     return Consent.objects.filter(visible).select_related("patient")
+
+
+def consents_readable_by(*, user: Any) -> QuerySet[Consent]:
+    """The consents `user` may list (consents_visible_to); PermissionDenied for a role that reads none (consent.access:
+    a custodian, a user without a role), as the API refuses them."""
+    if not user_may_read_consents(user):
+        raise PermissionDenied(READ_REFUSED)
+    return consents_visible_to(user=user)
+
+
+def consent_as_fhir(*, consent: Consent) -> dict[str, Any]:
+    """The consent as a FHIR R4 Consent (consent.fhir: standard codes, validated against the R4B model)."""
+    return consent_to_fhir(consent)
+
+
+def consents_with_fhir_status(queryset: QuerySet[Consent], statuses: set[str]) -> QuerySet[Consent]:
+    """Filter by FHIR Consent.status as consent_as_fhir writes it (active, inactive; no consent has another)."""
+    matching = queryset.none()
+    for fhir_status in sorted(statuses & FHIR_STATUSES.keys()):
+        for status in FHIR_STATUSES[fhir_status]:
+            matching |= consents_with_effective_status(queryset, status)
+    return matching
 
 
 def consents_with_effective_status(queryset: QuerySet[Consent], status: str) -> QuerySet[Consent]:

@@ -8,12 +8,13 @@ import structlog
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseClientRedirect
 
+from health_platform.fhir_outcomes import error_response_for, path_kind
 from ledger.errors import LedgerError
 
 log = structlog.get_logger(__name__)
@@ -126,9 +127,12 @@ class OutageMiddleware:
             what = "database"
         else:
             return None
-        log.warning("portal_outage", what=what, code=body["code"], path_kind=_path_kind(request))
-        if request.path.startswith("/api/"):
-            response: HttpResponseBase = JsonResponse(body, status=status)
+        log.warning("portal_outage", what=what, code=body["code"], path_kind=path_kind(request))
+        api = error_response_for(
+            request, status=status, code=body["code"], message=body["message"], detail=body["detail"]
+        )
+        if api is not None:
+            response: HttpResponseBase = api
         elif getattr(request, "htmx", False):
             response = render(request, "_panel_alert.html", {"message": OUTAGE_MESSAGES[what]}, status=status)
         else:
@@ -143,8 +147,3 @@ OUTAGE_MESSAGES = {
     "database": "The platform's database is not reachable at the moment, so nothing was changed. "
     "Please try again in a few moments.",
 }
-
-
-def _path_kind(request: HttpRequest) -> str:
-    """The part of the site (never the path itself: paths carry ids)."""
-    return "api" if request.path.startswith("/api/") else "portal"

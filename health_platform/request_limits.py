@@ -21,9 +21,11 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
+
+from health_platform.fhir_outcomes import error_response_for, path_kind
 
 log = structlog.get_logger(__name__)
 
@@ -46,18 +48,19 @@ class RequestLimits:
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         limit = settings.REQUEST_URI_MAX_BYTES
         if len(_uri_as_sent(request)) > limit:
-            log.info("request_uri_too_long", path_kind=_path_kind(request), max_bytes=limit)
+            log.info("request_uri_too_long", path_kind=path_kind(request), max_bytes=limit)
             return _refusal(request, 414, "uri_too_long", URI_TOO_LONG_MESSAGE, limit, "Address too long")
         body_limit = request.META.get(BODY_TOO_LARGE)
         if body_limit is not None:
-            log.info("request_body_too_large", path_kind=_path_kind(request), max_bytes=body_limit)
+            log.info("request_body_too_large", path_kind=path_kind(request), max_bytes=body_limit)
             return _refusal(request, 413, "payload_too_large", BODY_TOO_LARGE_MESSAGE, body_limit, "Too large")
         return self.get_response(request)
 
 
 def _refusal(request: HttpRequest, status: int, code: str, message: str, limit: int, title: str) -> HttpResponse:
-    if request.path.startswith("/api/"):
-        return JsonResponse({"code": code, "message": message, "detail": {"max_bytes": limit}}, status=status)
+    answer = error_response_for(request, status=status, code=code, message=message, detail={"max_bytes": limit})
+    if answer is not None:
+        return answer
     context = {
         "base_template": "base.html",
         "title": title,
@@ -123,8 +126,3 @@ class _ClosingWith:
 def _uri_as_sent(request: HttpRequest) -> str:
     """The request target as the client sent it (gunicorn's RAW_URI), else as Django rebuilds it."""
     return str(request.META.get("RAW_URI") or request.get_full_path())
-
-
-def _path_kind(request: HttpRequest) -> str:
-    """The part of the site (never the path: it carries ids, and here the part that is too long)."""
-    return "api" if request.path.startswith("/api/") else "portal"

@@ -13,11 +13,12 @@ from typing import Any
 
 from allauth.account.authentication import get_authentication_records
 from allauth.mfa.models import Authenticator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from rest_framework import authentication
 
 from health_platform.errors import SecondFactorEnrolmentRequired
+from health_platform.fhir_outcomes import error_response_for
 from health_platform.roles import Role, user_roles
 
 STAFF_ROLES = frozenset({Role.CLINICIAN, Role.AUDITOR, Role.CUSTODIAN})
@@ -62,9 +63,10 @@ class EnrolmentRequiredMiddleware:
         path = request.path
         if path.startswith(OPEN_PREFIXES) or not second_factor_missing(request.user):
             return self.get_response(request)
-        if path.startswith("/api/"):
-            error = SecondFactorEnrolmentRequired()
-            return JsonResponse(error.as_dict(), status=error.status)
+        error = SecondFactorEnrolmentRequired()
+        refused = error_response_for(request, status=error.status, code=error.code, message=error.message)
+        if refused is not None:
+            return refused
         return redirect("mfa_index")
 
 

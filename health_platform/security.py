@@ -40,6 +40,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from health_platform.errors import SecondFactorRequired
+from health_platform.fhir_outcomes import FHIR_PATH_PREFIX
 from health_platform.parsers import LimitedJSONParser
 from health_platform.second_factor import second_factor_required, session_passed_second_factor
 
@@ -99,7 +100,7 @@ class PageMethodsMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.method not in PAGE_METHODS and not request.path.startswith("/api/"):
+        if request.method not in PAGE_METHODS and not request.path.startswith(("/api/", FHIR_PATH_PREFIX)):
             return HttpResponseNotAllowed(PAGE_METHODS)
         return self.get_response(request)
 

@@ -110,6 +110,8 @@ urlpatterns = [
         SpectacularSwaggerSplitView.as_view(url_name="api-schema", http_method_names=["get", "head"]),
         name="api-docs",
     ),
+    # The FHIR R4 read API (fhir_api): errors as OperationOutcome, described by its CapabilityStatement.
+    path("fhir/", include(("fhir_api.api_urls", "fhir"))),
     path("admin/", admin.site.urls),
 ]
 

@@ -2,13 +2,14 @@
 
 import structlog
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.template import loader
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
+from health_platform.fhir_outcomes import error_response_for, path_kind
 from health_platform.roles import Role, user_roles
 
 
@@ -39,12 +40,11 @@ ERROR_PAGES: dict[int, tuple[str, str]] = {
 }
 
 
-def _api_error(request: HttpRequest, status: int) -> JsonResponse | None:
-    """The API's `{"code", "message", "detail"}` for an error under /api/; None for the portal."""
-    if not request.path.startswith("/api/"):
-        return None
+def _api_error(request: HttpRequest, status: int) -> HttpResponse | None:
+    """The API's `{"code", "message", "detail"}` for an error under /api/, an OperationOutcome under /fhir/; None
+    for the portal."""
     code, message = ERROR_PAGES[status]
-    return JsonResponse({"code": code, "message": message, "detail": None}, status=status)
+    return error_response_for(request, status=status, code=code, message=message)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -69,7 +69,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     The page is rendered from a plain context; its sign-out form carries a CSRF token when one can be had
     from the request's cookie (no database involved), else it offers the sign-in page instead.
     """
-    log.error("server_error", path_kind="api" if request.path.startswith("/api/") else "portal")
+    log.error("server_error", path_kind=path_kind(request))
     api = _api_error(request, 500)
     if api is not None:
         return api

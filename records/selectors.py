@@ -167,6 +167,34 @@ def record_version_document(*, record_version: RecordVersion) -> dict[str, Any]:
     return json.loads(record_version_plaintext(record_version=record_version))
 
 
+@dataclass(frozen=True)
+class RecordContent:
+    """A record, its latest version and that version's decrypted Bundle (None: no version, or it did not open)."""
+
+    record: Record
+    version: RecordVersion | None
+    document: dict[str, Any] | None
+
+
+def patient_record_contents(*, patient: Patient) -> list[RecordContent]:
+    """The patient's records, each with its latest version decrypted, as the patient's record page shows them.
+
+    For the owning patient only (the FHIR API's Patient/$everything): callers check that `patient` is the user's
+    own (patient_of) first. A version whose ciphertext does not open is logged and given as document None."""
+    contents = []
+    for record in patient_records(patient=patient):
+        versions = list(record.versions.all())
+        latest = versions[-1] if versions else None
+        document = None
+        if latest is not None:
+            try:
+                document = record_version_document(record_version=latest)
+            except CiphertextInvalid:
+                log.warning("record_content_unreadable", record_id=str(record.pk), version=latest.version)
+        contents.append(RecordContent(record=record, version=latest, document=document))
+    return contents
+
+
 # --- the ledger ---------------------------------------------------------------------------------
 
 

@@ -708,6 +708,32 @@ def build_cases() -> list[Case]:
             body=lambda world: {"username": "matrix-patient-bob", "password": "not-the-password"},
         ),
         Case("api/schema/", "GET", "-", fixed("/api/schema/"), everyone(200)),
+        # --- the FHIR API: the API's rules, its errors OperationOutcomes; metadata is anyone's ---
+        Case("fhir/metadata", "GET", "-", fixed("/fhir/metadata"), everyone(200)),
+        Case("fhir/Consent", "GET", "-", fixed("/fhir/Consent"), api((*PATIENTS, *CLINICIANS, AUDITOR))),
+        *(
+            Case(
+                "fhir/Consent/<str:consent_id>",
+                "GET",
+                variant,
+                lambda world, owner=owner: f"/fhir/Consent/{world.consent[owner] if owner else 'no-such-consent'}",
+                consent_api(owner),
+            )
+            for variant, owner in OWNERS.items()
+        ),
+        Case("fhir/AuditEvent", "GET", "-", fixed("/fhir/AuditEvent"), api((*PATIENTS, AUDITOR))),
+        *(
+            Case(
+                "fhir/Patient/<str:pseudonym>/$everything",
+                "GET",
+                variant,
+                lambda world, owner=owner: f"/fhir/Patient/{world.pseudonym[owner] if owner else '0' * 64}/$everything",
+                api({who: 200 if who == owner else 404 for who in PATIENTS}),
+            )
+            for variant, owner in OWNERS.items()
+        ),
+        # Any other path under /fhir/, whatever the method and whoever asks.
+        Case("fhir/^.*$", "GET", "-", fixed("/fhir/Observation"), everyone(404)),
         Case("api/docs/", "GET", "-", fixed("/api/docs/"), everyone(200)),
         # --- API: records ---
         Case("api/records/^$", "GET", "-", fixed("/api/records/"), api((*PATIENTS, *RECORD_METADATA))),
@@ -1699,6 +1725,8 @@ def assert_refusal_shape(route: str, response: Any, what: str) -> None:
     """API refusals name no object and carry the one error shape."""
     if route.startswith("api/") and route not in API_DESCRIPTION and body_of(response):
         assert set(response.json()) == {"code", "message", "detail"}, what
+    if route.startswith("fhir/") and body_of(response):
+        assert response.json()["resourceType"] == "OperationOutcome", what
 
 
 @pytest.mark.django_db
@@ -1823,6 +1851,7 @@ CONSENT_URLS = (
     "/api/consents/{}/revoke/",
     "/consent/{}/",
     "/consent/{}/revoke/",
+    "/fhir/Consent/{}",
 )
 # Every signed-in user who may not see OTHER_PATIENT's consent (it names OTHER_CLINICIAN).
 NOT_ITS_READERS = (PATIENT, CLINICIAN, CUSTODIAN, ADMIN, NO_ROLE)
@@ -1951,6 +1980,9 @@ def test_lists_show_each_user_only_what_is_theirs(world):
         consents = listed(get(who, "/api/consents/"), "consent_id")
         assert world.consent[who] in consents
         assert world.consent[other] not in consents
+        fhir_consents = {item["resource"]["id"] for item in get(who, "/fhir/Consent").json().get("entry", [])}
+        assert world.consent[who] in fhir_consents
+        assert world.consent[other] not in fhir_consents
         events = get(who, "/api/audit/events/").json()["results"]
         assert events, who
         assert {event["patient_pseudonym"] for event in events} == {world.pseudonym[who]}

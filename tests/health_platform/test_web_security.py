@@ -121,7 +121,17 @@ def fetch(world: World, case_id: str, who: str):
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "path",
-    [LOGIN, "/", "/api/records/", "/api/schema/", "/api/docs/", "/static/health_platform/base.css", "/no-such-page/"],
+    [
+        LOGIN,
+        "/",
+        "/api/records/",
+        "/api/schema/",
+        "/api/docs/",
+        "/fhir/metadata",
+        "/fhir/Consent",
+        "/static/health_platform/base.css",
+        "/no-such-page/",
+    ],
 )
 def test_every_response_carries_the_content_security_policy_and_the_security_headers(client, path):
     response = client.get(path)
