@@ -298,6 +298,7 @@ def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool 
             "grantee": request.grantee_id,
             "purpose": request.purpose,
             "request_id": request_id,
+            "consent_id": d.get("consent_id"),
             "model_hash": spec.sha256,
             "category": d["category"],
             "decision": d["decision"],

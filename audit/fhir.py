@@ -24,10 +24,11 @@ from health_platform.fhir_codes import (
 # The AuditEvent of each kind of access event (chaincode.vocabulary.EVENT_KINDS): its DICOM type, whether the
 # platform's kind must be said in a subtype (no standard code tells an outcome from other application activity),
 # and its action. A record access reads the record (DICOM's Patient Record event allows C, R, U or D only); an
-# export reads the log (DICOM's Export event is R); an outcome is the analysis executed over what it was given.
-EVENT_TYPES = {"record_access": "110110", "export": "110106", "outcome": "110100"}
-KIND_SUBTYPES = frozenset({"outcome"})
-ACTIONS = {"record_access": "R", "export": "R", "outcome": "E"}
+# export reads the log (DICOM's Export event is R); an outcome is the analysis executed over what it was given. A read
+# for treatment reads the record too, and says so in a subtype (it is not an analysis's access).
+EVENT_TYPES = {"record_access": "110110", "record_read": "110110", "export": "110106", "outcome": "110100"}
+KIND_SUBTYPES = frozenset({"outcome", "record_read"})
+ACTIONS = {"record_access": "R", "record_read": "R", "export": "R", "outcome": "E"}
 # AuditEvent.outcome: 0 success; 4 minor failure, the action declined as the platform means it to be (a refusal
 # by the gate, a cancelled analysis, a record changed or lacking measurements: HTTP 4xx); 8 serious failure, an
 # unexpected error (the analysis failed, a record could not be read: HTTP 5xx). 12 (the system died) is never
@@ -36,7 +37,17 @@ SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE = "0", "4", "8"
 SERIOUS_FAILURE_REASONS = frozenset({"request_failed", "content_unavailable"})
 # The event's fields that FHIR has no place for, as details of the ledger transaction's entity, with where the
 # ledger holds the event.
-DETAILS = ("event_id", "request_id", "model_hash", "category", "export_sha256", "batch_id", "position", "block_number")
+DETAILS = (
+    "event_id",
+    "request_id",
+    "consent_id",
+    "model_hash",
+    "category",
+    "export_sha256",
+    "batch_id",
+    "position",
+    "block_number",
+)
 _ENTITY_TYPES = {"person": ("1", "Person"), "system_object": ("2", "System Object")}
 _OBJECT_ROLES = {
     "patient": ("1", "Patient"),

@@ -27,6 +27,9 @@ class AccessEvent(models.Model):
     grantee = models.CharField(max_length=80)
     purpose = models.CharField(max_length=64)
     request_id = models.CharField(max_length=128, blank=True, default="")
+    consent_id = models.CharField(
+        max_length=128, blank=True, default="", db_default="", help_text="the consent that allowed a read for treatment"
+    )
     model_hash = models.CharField(max_length=64, blank=True, default="")
     category = models.CharField(max_length=32, blank=True, default="")
     decision = models.CharField(max_length=16, help_text="admit or refuse; an outcome's: computed or not_computed")

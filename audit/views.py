@@ -232,10 +232,8 @@ def my_data(request: HttpRequest) -> HttpResponse:
             return _forbidden(request, "Your account is not linked to a patient record yet.")
         return _forbidden(request, "This page is for patients.")
     events = access_events_search(
-        viewer=request.user,
-        filters=AccessEventFilters(patient_pseudonym=patient.pseudonym, kind="record_access"),
-        newest_first=True,
-    )  # an outcome event about one of the patient's records is shown on the access it concerns
+        viewer=request.user, filters=AccessEventFilters(patient_pseudonym=patient.pseudonym), newest_first=True
+    ).exclude(kind="outcome")  # an outcome event about one of the patient's records is shown on the access it concerns
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
     rows = _event_rows(list(page.object_list), models=model_labels(), with_names=True)
     return render(request, "audit/my_data.html", {"page": page, "rows": rows, "patient": patient})

@@ -27,8 +27,10 @@ Contract "accesslog" (chaincode.contracts.access_log): one state entry per batch
     ReadAccessBatch(batch_id) -> {batch_id, recorded_at, tx_id, events}
     QueryAccessEvents(query_json: {request_id, patient_pseudonym, grantee, since, until, limit, bookmark})
         -> {events: [event + batch_id, position, recorded_at, tx_id], bookmark}
-    event = {event_id, kind, record_id, patient_pseudonym, grantee, purpose, request_id, model_hash,
+    event = {event_id, kind, record_id, patient_pseudonym, grantee, purpose, request_id, consent_id, model_hash,
              category, decision, reason, export_sha256}
+    kind: record_access (an analysis), record_read (a read for treatment: admitted ones name their consent),
+          export, outcome
 
 Contract "directory" (chaincode.contracts.directory): the grantee directory's status
     RegisterGrantee(grantee)                  -> entry (an existing entry is answered unchanged)

@@ -73,7 +73,8 @@ REFUSAL_REASONS: dict[str, str] = {
 }
 
 # An access event: what the access log holds per event, in this order (exports, the audit mirror and the
-# API list them the same way). The time and the transaction are the batch's.
+# API list them the same way). The time and the transaction are the batch's. Its explanation is the request
+# (an analysis, an export) or the consent that allowed it (a read for treatment), or the refusal's reason.
 ACCESS_EVENT_FIELDS: tuple[str, ...] = (
     "event_id",
     "kind",
@@ -82,6 +83,7 @@ ACCESS_EVENT_FIELDS: tuple[str, ...] = (
     "grantee",
     "purpose",
     "request_id",
+    "consent_id",
     "model_hash",
     "category",
     "decision",
@@ -90,6 +92,7 @@ ACCESS_EVENT_FIELDS: tuple[str, ...] = (
 )
 EVENT_KINDS: dict[str, str] = {
     "record_access": "Record access",
+    "record_read": "Record read for treatment",
     "export": "Access-log export",
     "outcome": "Outcome of an admitted access",
 }

@@ -15,8 +15,10 @@ import structlog
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
 from health_platform import bootstrap
+from health_platform.wording import unit_words
 from health_platform.errors import NotFound, PermissionDenied
 from ledger import LedgerError
+from records.codes import FEATURE_CODES_BY_CODING
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
 from records.crypto import patient_pseudonym, record_cipher, record_open
 from records.errors import CiphertextInvalid
@@ -165,6 +167,32 @@ def content_sha256(plaintext: bytes) -> str:
 def record_version_document(*, record_version: RecordVersion) -> dict[str, Any]:
     """The decrypted FHIR Bundle (collection) of a version."""
     return json.loads(record_version_plaintext(record_version=record_version))
+
+
+def bundle_observation_rows(*, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The observations of a decrypted Bundle as rows to display: label, value, unit in words, codes, time."""
+    rows = []
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource", {})
+        if resource.get("resourceType") != "Observation":
+            continue
+        code = resource.get("code", {})
+        coding: dict[str, Any] = next(iter(code.get("coding", [])), {})
+        known = FEATURE_CODES_BY_CODING.get((coding.get("system", ""), coding.get("code", "")))
+        quantity = resource.get("valueQuantity") or {}
+        rows.append(
+            {
+                "label": coding.get("display")
+                or code.get("text")
+                or (known.display if known else coding.get("code", "")),
+                "code": coding.get("code", ""),
+                "value": quantity.get("value", resource.get("valueString", "")),
+                "unit": unit_words(str(quantity.get("unit", ""))),
+                "unit_code": str(quantity.get("unit", "")),
+                "effective": resource.get("effectiveDateTime", ""),
+            }
+        )
+    return rows
 
 
 @dataclass(frozen=True)

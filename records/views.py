@@ -1,6 +1,7 @@
 """The patient portal's record pages (server-rendered; no JavaScript needed)."""
 
 from typing import Any
+
 from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
@@ -9,12 +10,11 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from health_platform.wording import unit_words
 from records.access import user_may_read_own_records
-from records.codes import FEATURE_CODES_BY_CODING
 from records.errors import CiphertextInvalid
 from records.models import Patient
 from records.selectors import (
+    bundle_observation_rows,
     patient_records,
     patient_records_with_integrity,
     record_version_document,
@@ -50,7 +50,7 @@ def my_record_detail(request: HttpRequest, record_id: UUID) -> HttpResponse:
     unreadable = False
     if latest is not None:
         try:
-            observations = _observation_rows(record_version_document(record_version=latest))
+            observations = bundle_observation_rows(bundle=record_version_document(record_version=latest))
         except CiphertextInvalid:
             unreadable = True
     return render(
@@ -64,28 +64,3 @@ def my_record_detail(request: HttpRequest, record_id: UUID) -> HttpResponse:
             "unreadable": unreadable,
         },
     )
-
-
-def _observation_rows(bundle: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource", {})
-        if resource.get("resourceType") != "Observation":
-            continue
-        code = resource.get("code", {})
-        coding: dict[str, Any] = next(iter(code.get("coding", [])), {})
-        known = FEATURE_CODES_BY_CODING.get((coding.get("system", ""), coding.get("code", "")))
-        quantity = resource.get("valueQuantity") or {}
-        rows.append(
-            {
-                "label": coding.get("display")
-                or code.get("text")
-                or (known.display if known else coding.get("code", "")),
-                "code": coding.get("code", ""),
-                "value": quantity.get("value", resource.get("valueString", "")),
-                "unit": unit_words(str(quantity.get("unit", ""))),
-                "unit_code": str(quantity.get("unit", "")),
-                "effective": resource.get("effectiveDateTime", ""),
-            }
-        )
-    return rows

@@ -2,7 +2,8 @@
 
 An event names who (grantee: a clinician, organisation or auditor id), what (record id, patient
 pseudonym, data category), why (purpose, request id, model hash) and the decision with its reason. An export event (an
-auditor exporting the log) carries the export's id as request id and the SHA-256 of the file.
+auditor exporting the log) carries the export's id as request id and the SHA-256 of the file. A read for
+treatment (kind "record_read", purpose treatment) carries the consent that admitted it as consent_id.
 The time and the transaction id are the transaction's.
 
 Layout: a batch of events is ONE state entry, `access_batch/<batch_id>`, plus one index entry by
@@ -42,6 +43,9 @@ BATCH = "access_batch"
 BY_REQUEST = "access_by_request"
 BY_TIME = "access_by_time"
 _EVENT_FIELDS = set(ACCESS_EVENT_FIELDS)
+# Events about one record, which must name it and its patient.
+RECORD_KINDS = frozenset({"record_access", "record_read"})
+TREATMENT = "treatment"
 _REQUIRED_EVENT_FIELDS = {"event_id", "kind", "grantee", "purpose", "decision"}
 _APPEND_FIELDS = {"batch_id", "events"}
 _QUERY_FIELDS = {"patient_pseudonym", "grantee", "request_id", "since", "until", "limit", "bookmark"}
@@ -182,6 +186,14 @@ def _bookmark(value: Any, start: str, end: str) -> tuple[str, int]:
     return key, position
 
 
+def _check_read(event: dict[str, Any], field: str) -> None:
+    """A read for treatment is explained by the consent that admitted it, and is for treatment only."""
+    if event["purpose"] != TREATMENT:
+        raise InvalidArgument(f"{field}.purpose of a record_read event must be {TREATMENT}")
+    if event["decision"] == "admit" and event["consent_id"] is None:
+        raise InvalidArgument(f"{field}: an admitted record_read event names the consent that allowed it")
+
+
 def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
     validation.only_fields(item, field, _EVENT_FIELDS, _REQUIRED_EVENT_FIELDS)
     event: dict[str, Any] = {name: item.get(name) or None for name in sorted(_EVENT_FIELDS)}
@@ -191,9 +203,9 @@ def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
     validation.purpose(event["purpose"], f"{field}.purpose", AUDIT_PURPOSES)
     is_outcome = event["kind"] == "outcome"
     validation.code(event["decision"], f"{field}.decision", OUTCOMES if is_outcome else DECISIONS)
-    for name, check in (("record_id", validation.identifier), ("request_id", validation.identifier)):
+    for name in ("record_id", "request_id", "consent_id"):
         if event[name] is not None:
-            check(event[name], f"{field}.{name}")
+            validation.identifier(event[name], f"{field}.{name}")
     if event["patient_pseudonym"] is not None:
         validation.pseudonym(event["patient_pseudonym"], f"{field}.patient_pseudonym")
     if event["model_hash"] is not None:
@@ -210,8 +222,10 @@ def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
         validation.code(event["reason"], f"{field}.reason", NOT_COMPUTED_REASONS)
     elif event["reason"] is not None:
         raise InvalidArgument(f"{field}.reason must be empty when the decision is {event['decision']}")
-    if event["kind"] == "record_access" and (event["record_id"] is None or event["patient_pseudonym"] is None):
-        raise InvalidArgument(f"{field}: a record_access event needs record_id and patient_pseudonym")
+    if event["kind"] in RECORD_KINDS and (event["record_id"] is None or event["patient_pseudonym"] is None):
+        raise InvalidArgument(f"{field}: a {event['kind']} event needs record_id and patient_pseudonym")
+    if event["kind"] == "record_read":
+        _check_read(event, field)
     if is_outcome and (event["record_id"] is None) != (event["patient_pseudonym"] is None):
         raise InvalidArgument(f"{field}: an outcome event names a record with its patient, or neither (the batch)")
     return event

@@ -201,3 +201,35 @@ def test_an_export_event_carries_the_file_hash_and_only_an_export_may(chain, nam
     with pytest.raises(ContractRejected) as refused:
         append(chain, f"{namespace}-b1", [event("e1", export_sha256=digest(5))])
     assert "export_sha256 belongs to export events only" in refused.value.message
+
+
+def read(event_id):
+    """A read for treatment of imaging records, admitted by consent c-1."""
+    return event(event_id, kind="record_read", purpose="treatment", request=None, model_hash=None, consent_id="c-1")
+
+
+def test_a_treatment_read_is_logged_with_the_consent_that_allowed_it_or_the_refusal(chain, namespace):
+    refused = {**read("r2"), "decision": "refuse", "reason": "no_consent", "consent_id": None}
+    append(chain, f"{namespace}-read", [read("r1"), refused])
+    stored = chain.evaluate("accesslog", "ReadAccessBatch", f"{namespace}-read").json()["events"]
+    assert [(e["kind"], e["decision"], e["consent_id"], e["reason"]) for e in stored] == [
+        ("record_read", "admit", "c-1", None),
+        ("record_read", "refuse", None, "no_consent"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"consent_id": None}, "an admitted record_read event names the consent that allowed it"),
+        ({"purpose": BREAST_CANCER}, "purpose of a record_read event must be treatment"),
+        ({"record_id": None}, "a record_read event needs record_id"),
+        ({"consent_id": "has space"}, "batch.events[0].consent_id"),
+    ],
+)
+def test_a_treatment_read_without_its_explanation_is_refused(chain, namespace, overrides, fragment):
+    height = chain.height()
+    with pytest.raises(ContractRejected) as refused:
+        append(chain, f"{namespace}-read", [{**read("r1"), **overrides}])
+    assert fragment in refused.value.message
+    assert chain.height() == height
