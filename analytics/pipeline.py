@@ -39,6 +39,7 @@ from health_platform import bootstrap
 from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import AccessItem
 from records.selectors import (
+    NO_CONTENT_HASH,
     content_sha256,
     record_versions_contents,
     record_versions_usable_for_analysis,
@@ -46,7 +47,6 @@ from records.selectors import (
 
 log = structlog.get_logger(__name__)
 
-NO_CONTENT_HASH = "0" * 64  # sent to the gate for a record whose ciphertext does not open: never matches
 
 
 class LedgerNotAnswering(Exception):

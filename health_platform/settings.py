@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "consent",
     "analytics",
     "audit",
+    "care",
     "directory",
 ]
 

@@ -14,6 +14,7 @@ from analytics import views as analytics_views
 from analytics.api_urls import model_urlpatterns
 from audit import overview_views
 from audit import views as audit_views
+from care import views as care_views
 from consent import views as consent_views
 from consent.api import GranteeListView
 from directory import views as directory_views
@@ -62,6 +63,11 @@ audit_pages = [
     path("verify/", overview_views.verify_copy, name="verify"),
 ]
 
+# The clinician's reads for treatment (from "Consents granted to me").
+care_pages = [
+    path("patients/<str:pseudonym>/<str:category>/", care_views.patient_records, name="patient-records"),
+]
+
 # The custodian's grantee directory and patient invitations.
 directory_pages = [
     path("", directory_views.home, name="home"),
@@ -93,6 +99,7 @@ urlpatterns = [
     path("consent/", include((consent_pages, "consent"))),
     path("analytics/", include((analytics_pages, "analytics"))),
     path("audit/", include((audit_pages, "audit"))),
+    path("care/", include((care_pages, "care"))),
     path("directory/", include((directory_pages, "directory"))),
     path("enrol/", include((enrol_pages, "enrol"))),
     path("api/auth/token/", security.obtain_auth_token, name="api-token"),
@@ -102,6 +109,7 @@ urlpatterns = [
     path("api/analyses/", include("analytics.api_urls")),
     path("api/models/", include(model_urlpatterns)),
     path("api/audit/", include("audit.api_urls")),
+    path("api/care/", include("care.api_urls")),
     path("api/directory/", include("directory.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # GET only: its renderer has no page for OPTIONS' metadata (it answered 500).

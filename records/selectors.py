@@ -157,6 +157,10 @@ def record_version_plaintext(*, record_version: RecordVersion) -> bytes:
     )
 
 
+# What the gate is sent for a version whose ciphertext does not open: never an anchor, so the ledger refuses it.
+NO_CONTENT_HASH = "0" * 64
+
+
 def content_sha256(plaintext: bytes) -> str:
     """The SHA-256 of stored content. What is stored is the RFC 8785 canonical form itself, so hashing the
     bytes gives the anchored hash without canonicalising again; content that is not byte-identical to
