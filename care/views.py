@@ -11,7 +11,6 @@ from chaincode.vocabulary import CATEGORIES, REFUSAL_REASONS
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
 from health_platform.portal import refused
 
-
 BASE = "consent/base.html"
 
 

@@ -15,11 +15,11 @@ import structlog
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
 from health_platform import bootstrap
-from health_platform.wording import unit_words
 from health_platform.errors import NotFound, PermissionDenied
+from health_platform.wording import unit_words
 from ledger import LedgerError
-from records.codes import FEATURE_CODES_BY_CODING
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
+from records.codes import FEATURE_CODES_BY_CODING
 from records.crypto import patient_pseudonym, record_cipher, record_open
 from records.errors import CiphertextInvalid
 from records.models import AnchorState, IngestRun, Patient, PatientIdentifier, Record, RecordVersion

@@ -1,7 +1,6 @@
 """The patient portal's record pages (server-rendered; no JavaScript needed)."""
 
 from typing import Any
-
 from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
