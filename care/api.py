@@ -30,7 +30,11 @@ class TreatmentReadSerializer(serializers.Serializer):
 
 
 class TreatmentRecordsView(APIView):
-    """A patient's records of one category, read for treatment: each gated and logged on the ledger."""
+    """A patient's records of one category, read for treatment: each gated and logged on the ledger.
+
+    GET only: a HEAD would be a read logged on the ledger with nothing shown."""
+
+    http_method_names = ["get", "options"]
 
     @extend_schema(
         summary="Read a patient's records for treatment (clinicians)",

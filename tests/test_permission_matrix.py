@@ -365,6 +365,8 @@ class Case:
     content_type: str = "application/json"
     htmx: bool = False
     writes: bool = False  # an allowed user's success changes the world (a grant, an ingest, a request...)
+    # Users whose refusal is itself an access event: it changes the access log (ledger and mirror), nothing else.
+    logged: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Outside the admin, being staff gives nothing: the staff member gets the answer of a user without a role.
@@ -478,6 +480,10 @@ def analysis_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[
 
 def export_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[[World], str]:
     return lambda world: f"{prefix}{world.export[owner] if owner else MISSING_UUID}/{suffix}"
+
+
+def treatment_read_path(url: str, owner: str | None) -> Callable[[World], str]:
+    return lambda world: url.format(world.pseudonym[owner] if owner else "0" * 64)
 
 
 def fixed(path: str) -> Callable[[World], str]:
@@ -698,6 +704,25 @@ def build_cases() -> list[Case]:
             content_type="multipart",
         ),
         Case("audit/my-data/", "GET", "-", fixed("/audit/my-data/"), portal(PATIENTS)),
+        # --- care: reads for treatment. The world's consents are for an analysis, not treatment: the clinician
+        # they name is refused by the ledger (403 no_consent, logged); a clinician they do not name, and any
+        # pseudonym no consent names, 404; everyone else 403 ---
+        *(
+            Case(
+                route,
+                "GET",
+                variant,
+                path,
+                table({CLINICIAN: 403 if owner else 404, OTHER_CLINICIAN: 404}),
+                logged=(CLINICIAN,) if owner else (),
+            )
+            for route, table, url in (
+                ("care/patients/<str:pseudonym>/<str:category>/", portal, "/care/patients/{}/imaging/"),
+                ("api/care/patients/<str:pseudonym>/records/", api, "/api/care/patients/{}/records/?category=imaging"),
+            )
+            for variant, owner in (("patient's", PATIENT), ("missing", None))
+            for path in [treatment_read_path(url, owner)]
+        ),
         # --- API: sign-in, schema ---
         Case(
             "api/auth/token/",
@@ -1746,6 +1771,9 @@ def test_permission(case, who, world, effects):
         assert_refusal_shape(case.route, response, what)
     if not (case.writes and succeeded(expected)):
         changes = before.changed(effects())
+        if who in case.logged:
+            assert "audit_accessevent" in changes, f"{what} ({expected}) was not logged"
+            changes = [c for c in changes if c != "audit_accessevent" and not c.startswith("ledger height")]
         assert not changes, f"{what} ({expected}) changed the world: {changes}"
 
 
