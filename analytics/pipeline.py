@@ -48,7 +48,6 @@ from records.selectors import (
 log = structlog.get_logger(__name__)
 
 
-
 class LedgerNotAnswering(Exception):
     """The ledger did not answer a pipeline step; the task retries it, then fails the request closed."""
 

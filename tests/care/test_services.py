@@ -25,7 +25,8 @@ def test_a_treatment_read_is_admitted_logged_with_its_consent_and_decrypted(coho
     read = treatment_records_read(clinician=clinician, patient_pseudonym=patient.pseudonym, category="imaging")
     (only,) = read.records
     assert (only.record_id, only.decision, only.consent_id) == (str(record.pk), "admit", consent.consent_id)
-    assert only.observations and all("value" in row for row in only.observations)
+    assert only.observations
+    assert all("value" in row for row in only.observations)
     (event,) = ledger_events(read)
     assert (event["kind"], event["purpose"], event["decision"], event["consent_id"]) == (
         "record_read",
