@@ -345,6 +345,14 @@ def analysis_over_a_consent_revoked_on_the_ledger_only(cohort, clinician):
     return request, record
 
 
+def tamper_with(record) -> None:
+    """Flip one bit of the stored ciphertext of `record`'s version: it no longer opens, so it hashes to no anchor."""
+    version = RecordVersion.objects.get(record=record)
+    tampered = bytearray(version.ciphertext)
+    tampered[40] ^= 1
+    RecordVersion.objects.filter(pk=version.pk).update(ciphertext=bytes(tampered))
+
+
 def every_gate_answer(cohort, clinician, monkeypatch):
     """cohort(6), a patient for each answer of the gate: 0 consented, record intact (the only one admitted);
     1 never consented; 2 consented until an hour from now (expired when the batch is gated: the gate's clock,
@@ -358,10 +366,7 @@ def every_gate_answer(cohort, clinician, monkeypatch):
     consent_revoke(actor=u3, consent=grant(u3, p3, clinician))
     grant(u4, p4, clinician, categories=["laboratory"])
     grant(u5, p5, clinician)
-    version5 = RecordVersion.objects.get(record=r5)
-    tampered = bytearray(version5.ciphertext)
-    tampered[40] ^= 1
-    RecordVersion.objects.filter(pk=version5.pk).update(ciphertext=bytes(tampered))
+    tamper_with(r5)
     monkeypatch.setattr("analytics.pipeline.gate_clock", lambda: expires + timedelta(seconds=1))
     return people
 

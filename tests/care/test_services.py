@@ -9,8 +9,7 @@ from consent.services import consent_revoke
 from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
 from ledger import LedgerUnavailable
-from records.models import RecordVersion
-from tests.conftest import grant
+from tests.conftest import grant, tamper_with
 
 TREATMENT = {"purposes": ["treatment"], "categories": ["imaging"]}
 
@@ -57,10 +56,7 @@ def every_refusal(cohort, clinician, monkeypatch):
     grant(u2, p2, clinician, **TREATMENT, valid_until=expires)
     grant(u3, p3, clinician, purposes=["treatment"], categories=["laboratory"])
     grant(u4, p4, clinician, **TREATMENT)
-    version = RecordVersion.objects.get(record=r4)
-    tampered = bytearray(version.ciphertext)
-    tampered[40] ^= 1
-    RecordVersion.objects.filter(pk=version.pk).update(ciphertext=bytes(tampered))
+    tamper_with(r4)
     monkeypatch.setattr("care.services.read_clock", lambda: expires + timedelta(seconds=1))
     return people
 
