@@ -706,21 +706,26 @@ def build_cases() -> list[Case]:
         Case("audit/my-data/", "GET", "-", fixed("/audit/my-data/"), portal(PATIENTS)),
         # --- care: reads for treatment. The world's consents are for an analysis, not treatment: the clinician
         # they name is refused by the ledger (403 no_consent, logged); a clinician they do not name, and any
-        # pseudonym no consent names, 404; everyone else 403 ---
+        # pseudonym no consent names, 404; everyone else 403. The patient consented to the clinician, the other
+        # patient to the other clinician ---
         *(
             Case(
                 route,
                 "GET",
                 variant,
                 path,
-                table({CLINICIAN: 403 if owner else 404, OTHER_CLINICIAN: 404}),
-                logged=(CLINICIAN,) if owner else (),
+                table({who: 403 if who == reader else 404 for who in (CLINICIAN, OTHER_CLINICIAN)}),
+                logged=(reader,) if reader else (),
             )
             for route, table, url in (
                 ("care/patients/<str:pseudonym>/<str:category>/", portal, "/care/patients/{}/imaging/"),
                 ("api/care/patients/<str:pseudonym>/records/", api, "/api/care/patients/{}/records/?category=imaging"),
             )
-            for variant, owner in (("patient's", PATIENT), ("missing", None))
+            for variant, owner, reader in (
+                ("patient's", PATIENT, CLINICIAN),
+                ("other patient's", OTHER_PATIENT, OTHER_CLINICIAN),
+                ("missing", None, None),
+            )
             for path in [treatment_read_path(url, owner)]
         ),
         # --- API: sign-in, schema ---
