@@ -18,7 +18,8 @@ Contract "consent" (chaincode.contracts.consent):
                  valid_from, valid_until})                         -> consent
     RevokeConsent(consent_id)                                      -> consent (idempotent)
     ReadConsent(consent_id) / ConsentHistory(consent_id) / ListConsentsForPatient(patient_pseudonym)
-    CheckAccessBatch(request_json: {grantee, purpose, at, items: [{record_id, category, sha256}]})
+    CheckAccessBatch(request_json: {grantee, organisation, purpose, at, items: [{record_id, category, sha256}],
+                     declaration_id (purpose emergency only)})
         -> {at, grantee, purpose, results: [{record_id, decision, reason, consent_id, patient_pseudonym}]}
 
 Contract "accesslog" (chaincode.contracts.access_log): one state entry per batch of events
@@ -29,8 +30,22 @@ Contract "accesslog" (chaincode.contracts.access_log): one state entry per batch
         -> {events: [event + batch_id, position, recorded_at, tx_id], bookmark}
     event = {event_id, kind, record_id, patient_pseudonym, grantee, purpose, request_id, consent_id, model_hash,
              category, decision, reason, export_sha256}
-    kind: record_access (an analysis), record_read (a read for treatment: admitted ones name their consent),
-          export, outcome
+    kind: record_access (an analysis), record_read (a read for treatment: admitted ones name their consent; in an
+          emergency: the declaration as request_id), export, outcome; and, written only by the contracts below,
+          emergency_declared, emergency_review, alert, alert_triage
+
+Contract "emergency" (chaincode.contracts.oversight): break-the-glass
+    DeclareEmergency(declaration_json: {declaration_id, grantee, organisation, patient_pseudonym, reason,
+                     justification_sha256, duration_seconds})  -> declaration + logged (batch emergency:<id>)
+    ReviewEmergency(review_json: {subject_id, reviewer, verdict, note_sha256}) -> declaration + logged
+    ReadEmergency(declaration_id)
+    SetEmergencyRefusals(patient_pseudonym, categories_json) / ReadEmergencyRefusals / EmergencyRefusalHistory
+
+Contract "alerts" (chaincode.contracts.oversight): the misuse detector's alerts
+    RaiseAlerts(run_json: {run_id, detector_name, detector_version, detector_sha256,
+                alerts: [{alert_id, grantee, day, score, reasons}]})  -> {run_id, detector..., logged}
+    TriageAlert(triage_json: {subject_id, reviewer, verdict, note_sha256}) -> alert + logged
+    ReadAlert(alert_id)
 
 Contract "directory" (chaincode.contracts.directory): the grantee directory's status
     RegisterGrantee(grantee)                  -> entry (an existing entry is answered unchanged)
@@ -46,12 +61,18 @@ from chaincode.library import ContractChaincode
 
 
 def build_chaincode() -> ContractChaincode:
-    """The chaincode with all four contracts, as both the embedded ledger and the peer run it."""
+    """The chaincode with all its contracts, as both the embedded ledger and the peer run it."""
     from chaincode.contracts.access_log import AccessLogContract
     from chaincode.contracts.anchors import AnchorContract
     from chaincode.contracts.consent import ConsentContract
     from chaincode.contracts.directory import DirectoryContract
+    from chaincode.contracts.oversight import AlertContract, EmergencyContract
 
     return ContractChaincode.new_chaincode(
-        AnchorContract(), ConsentContract(), AccessLogContract(), DirectoryContract()
+        AnchorContract(),
+        ConsentContract(),
+        AccessLogContract(),
+        DirectoryContract(),
+        EmergencyContract(),
+        AlertContract(),
     )

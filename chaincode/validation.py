@@ -152,3 +152,27 @@ def actor(value: Any, field: str) -> str:
     """Whoever acts in an access event: a grantee, or an auditor exporting the log."""
     roles = "clinician, org, auditor, custodian, patient or system"
     return _matching(_ACTOR, value, field, f"'<role>:<id>' with role {roles}")
+
+
+_AUDITOR = re.compile(r"auditor:[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DECIMAL = re.compile(r"-?\d{1,6}(\.\d{1,6})?")
+
+
+def auditor(value: Any, field: str) -> str:
+    return _matching(_AUDITOR, value, field, "'auditor:<id>'")
+
+
+def day(value: Any, field: str) -> str:
+    """A calendar date, YYYY-MM-DD (checked to exist)."""
+    _matching(_DAY, value, field, "a date, YYYY-MM-DD")
+    try:
+        datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise InvalidArgument(f"{field} must be a date, YYYY-MM-DD") from None
+    return value
+
+
+def decimal(value: Any, field: str) -> str:
+    """A number as text (state holds no floats: their bytes could differ between endorsers)."""
+    return _matching(_DECIMAL, value, field, "a decimal number as text, at most 6 decimals")

@@ -54,10 +54,31 @@ def is_purpose(code: object) -> bool:
     return code in PURPOSES or is_model_purpose(code)
 
 
-# Purposes an access event may carry besides the consentable ones: an auditor exporting the log.
+# Emergency treatment without consent (break-the-glass): no consent names it, an emergency declaration on the
+# ledger allows it for a bounded time.
+EMERGENCY = "emergency"
+EMERGENCY_PURPOSES: dict[str, str] = {EMERGENCY: "Emergency treatment (HL7 v3 ETREAT)"}
+
+# Purposes an access event may carry besides the consentable ones: an auditor exporting the log, reviewing an
+# emergency or triaging an alert (and the misuse detector raising one); a clinician in an emergency.
 AUDIT_PURPOSES: dict[str, str] = {
     "audit": "Compliance audit of access to health data (HL7 v3 HCOMPL)",
+    **EMERGENCY_PURPOSES,
 }
+
+# Why a clinician declares an emergency: a fixed list (the free-text justification stays off the ledger, encrypted;
+# only its hash is on it).
+EMERGENCY_REASONS: dict[str, str] = {
+    "unconscious": "Patient unconscious or unable to consent",
+    "life_threatening": "Life-threatening condition needing immediate treatment",
+    "urgent_care": "Urgent care, consent cannot be obtained in time",
+    "incapacity": "Patient lacks capacity and no representative is reachable",
+}
+# How long an emergency declaration may last at most, whatever the platform's setting asks (24 h).
+EMERGENCY_MAX_SECONDS = 24 * 3600
+# An auditor's verdict on an emergency, and on a misuse alert.
+EMERGENCY_VERDICTS: dict[str, str] = {"justified": "Justified", "unjustified": "Not justified"}
+ALERT_VERDICTS: dict[str, str] = {"confirmed": "Misuse confirmed", "dismissed": "Dismissed"}
 
 DECISIONS: dict[str, str] = {"admit": "Admitted", "refuse": "Refused"}
 
@@ -70,6 +91,9 @@ REFUSAL_REASONS: dict[str, str] = {
     "no_anchor": "Record not anchored on the ledger",
     "hash_mismatch": "Record changed since it was anchored",
     "grantee_inactive": "Grantee deactivated in the directory",
+    "no_emergency": "No emergency declared by this clinician for this patient",
+    "emergency_expired": "Emergency access period over",
+    "emergency_refused": "Patient refused emergency access to this kind of data",
 }
 
 # An access event: what the access log holds per event, in this order (exports, the audit mirror and the
@@ -95,6 +119,36 @@ EVENT_KINDS: dict[str, str] = {
     "record_read": "Record read for treatment",
     "export": "Access-log export",
     "outcome": "Outcome of an admitted access",
+    "emergency_declared": "Emergency access declared",
+    "emergency_review": "Emergency access reviewed",
+    "alert": "Misuse alert raised",
+    "alert_triage": "Misuse alert triaged",
+}
+# Why the misuse detector flagged a clinician's day (oversight.detector; the portals show its own words, with the
+# figures: "14 emergency reads in a night, usual 0").
+ALERT_REASONS: dict[str, str] = {
+    "volume": "Far more accesses than usual",
+    "distinct_patients": "Far more patients than usual",
+    "refusal_ratio": "Far more refusals than usual",
+    "off_hours": "Accesses outside the usual hours",
+    "emergency_declarations": "More emergency declarations than usual",
+    "night_emergency_reads": "Emergency reads at night",
+    "repeated_reads": "One patient's records read repeatedly",
+    "large_cohort": "A cohort far larger than usual",
+    "outside_patients": "Patients outside the organisation's usual patients",
+    "unexplained_access": "Accesses with no valid explanation",
+}
+
+# Kinds written only by the transaction that changes what they speak of (the emergency, the alert), in the same
+# transaction: AppendAccessEvents refuses them. Each has decisions of its own, and its request_id names the
+# declaration or the alert.
+DECLARED = "declared"
+FLAGGED = "flagged"
+OVERSIGHT_DECISIONS: dict[str, dict[str, str]] = {
+    "emergency_declared": {DECLARED: "Declared"},
+    "emergency_review": EMERGENCY_VERDICTS,
+    "alert": {FLAGGED: "Flagged"},
+    "alert_triage": ALERT_VERDICTS,
 }
 
 # What became of the records the gate admitted, logged after the gate's decision (events of kind "outcome"):
@@ -109,5 +163,9 @@ NOT_COMPUTED_REASONS: dict[str, str] = {
 }
 
 # The words for every decision and reason an access event may carry (a refusal or an outcome's).
-DECISION_LABELS: dict[str, str] = {**DECISIONS, **OUTCOMES}
-REASON_LABELS: dict[str, str] = {**REFUSAL_REASONS, **NOT_COMPUTED_REASONS}
+DECISION_LABELS: dict[str, str] = {
+    **DECISIONS,
+    **OUTCOMES,
+    **{code: label for decisions in OVERSIGHT_DECISIONS.values() for code, label in decisions.items()},
+}
+REASON_LABELS: dict[str, str] = {**REFUSAL_REASONS, **NOT_COMPUTED_REASONS, **EMERGENCY_REASONS}

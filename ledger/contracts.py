@@ -23,6 +23,7 @@ from ledger.client import BlockSummary, LedgerClient, Receipt, TransactionLocati
 from ledger.errors import ContractRejected
 
 ANCHORS, CONSENT, ACCESS_LOG, DIRECTORY = "anchors", "consent", "accesslog", "directory"
+EMERGENCY, ALERTS = "emergency", "alerts"
 
 # A grantee's status in the directory, as the ledger holds it.
 GRANTEE_ACTIVE, GRANTEE_INACTIVE = "active", "inactive"
@@ -215,6 +216,80 @@ class AccessEventPage:
     bookmark: str
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """An auditor's verdict on an emergency (a review) or an alert (a triage), as the ledger holds it."""
+
+    reviewer: str
+    verdict: str
+    note_sha256: str
+    at: str
+    tx_id: str
+
+
+@dataclass(frozen=True)
+class LedgerEmergency:
+    """An emergency declaration as the ledger holds it, with its review once there is one."""
+
+    declaration_id: str
+    grantee: str
+    organisation: str | None
+    patient_pseudonym: str
+    reason: str
+    justification_sha256: str
+    duration_seconds: int
+    declared_at: str
+    expires_at: str
+    tx_id: str
+    review: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class EmergencyRefusals:
+    """The data categories a patient forbids emergency access to (tx_id None: never set)."""
+
+    patient_pseudonym: str
+    categories: list[str]
+    changed_at: str | None
+    tx_id: str | None
+    block_number: int | None = None
+
+
+@dataclass(frozen=True)
+class AlertRequest:
+    """One alert a scoring run raises: the flagged clinician's day, the detector's score and reason codes."""
+
+    alert_id: str
+    grantee: str
+    day: str  # YYYY-MM-DD
+    score: str  # a decimal as text
+    reasons: Sequence[str]
+
+
+@dataclass(frozen=True)
+class LedgerAlert:
+    alert_id: str
+    grantee: str
+    day: str
+    score: str
+    reasons: list[str]
+    detector_name: str
+    detector_version: str
+    detector_sha256: str
+    raised_at: str
+    tx_id: str
+    triage: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What an oversight transaction wrote (a declaration, a review, an alert's triage) and where its access event
+    is logged."""
+
+    entry: Any  # LedgerEmergency or LedgerAlert
+    logged: LoggedBatch
+
+
 # --- the facade -------------------------------------------------------------------------------------
 
 
@@ -349,9 +424,17 @@ class Contracts:
         return self._history(CONSENT, "ConsentHistory", consent_id)
 
     def check_access_batch(
-        self, *, grantee: str, organisation: str | None, purpose: str, at: str, items: Sequence[AccessItem]
+        self,
+        *,
+        grantee: str,
+        organisation: str | None,
+        purpose: str,
+        at: str,
+        items: Sequence[AccessItem],
+        declaration_id: str | None = None,
     ) -> list[AccessDecision]:
-        """ONE read-only call: per item, admit or refuse with the reason, at time `at` (RFC 3339 UTC)."""
+        """ONE read-only call: per item, admit or refuse with the reason, at time `at` (RFC 3339 UTC). Purpose
+        emergency names the declaration that would allow it."""
         query: dict[str, Any] = {
             "grantee": grantee,
             "purpose": purpose,
@@ -360,6 +443,8 @@ class Contracts:
         }
         if organisation:
             query["organisation"] = organisation
+        if declaration_id:
+            query["declaration_id"] = declaration_id
         answer = self.client.evaluate(CONSENT, "CheckAccessBatch", _json(query)).json()
         return [
             AccessDecision(r["record_id"], r["decision"], r["reason"], r["consent_id"], r["patient_pseudonym"])
@@ -406,15 +491,7 @@ class Contracts:
         """Log `events` as one batch, in ONE transaction. An identical batch again is a no-op that
         answers with the original transaction; another batch under the same id is refused."""
         receipt = self.client.submit(ACCESS_LOG, "AppendAccessEvents", _json({"batch_id": batch_id, "events": events}))
-        answer = receipt.json()
-        return LoggedBatch(
-            batch_id=answer["batch_id"],
-            tx_id=answer["tx_id"],
-            block_number=self._committed_block(receipt, answer["tx_id"]),
-            recorded_at=answer["recorded_at"],
-            appended=answer["appended"],
-            count=answer["count"],
-        )
+        return self._logged(receipt, receipt.json())
 
     def read_access_batch(self, batch_id: str) -> AccessBatch | None:
         """A logged batch, or None if the ledger holds none under this id (or the id is not one)."""
@@ -451,6 +528,95 @@ class Contracts:
         page = self.client.evaluate(ACCESS_LOG, "QueryAccessEvents", _json(query)).json()
         return AccessEventPage(events=page["events"], bookmark=page["bookmark"])
 
+    # --- emergency access and misuse alerts ------------------------------------------------------------
+    def declare_emergency(
+        self,
+        *,
+        declaration_id: str,
+        grantee: str,
+        organisation: str | None,
+        patient_pseudonym: str,
+        reason: str,
+        justification_sha256: str,
+        duration_seconds: int,
+    ) -> Recorded:
+        """Open the patient's records to `grantee` for `duration_seconds` from the transaction's time, logged as an
+        access event in the same transaction (a retry answers the original)."""
+        payload = {
+            "declaration_id": declaration_id,
+            "grantee": grantee,
+            "organisation": organisation,
+            "patient_pseudonym": patient_pseudonym,
+            "reason": reason,
+            "justification_sha256": justification_sha256,
+            "duration_seconds": duration_seconds,
+        }
+        receipt = self.client.submit(EMERGENCY, "DeclareEmergency", _json(payload))
+        return self._recorded(receipt, _emergency)
+
+    def review_emergency(self, *, declaration_id: str, reviewer: str, verdict: str, note_sha256: str) -> Recorded:
+        """An auditor's verdict (justified, unjustified) on a declaration, once; logged in the same transaction."""
+        payload = {"subject_id": declaration_id, "reviewer": reviewer, "verdict": verdict, "note_sha256": note_sha256}
+        return self._recorded(self.client.submit(EMERGENCY, "ReviewEmergency", _json(payload)), _emergency)
+
+    def read_emergency(self, declaration_id: str) -> LedgerEmergency | None:
+        found = self._read(EMERGENCY, "ReadEmergency", declaration_id)
+        return None if found is None else _emergency(found)
+
+    def set_emergency_refusals(self, patient_pseudonym: str, categories: Sequence[str]) -> EmergencyRefusals:
+        """The categories the patient forbids emergency access to, as a whole set; the same set writes nothing."""
+        receipt = self.client.submit(EMERGENCY, "SetEmergencyRefusals", patient_pseudonym, _json(list(categories)))
+        entry = receipt.json()
+        return EmergencyRefusals(**entry, block_number=self._committed_block(receipt, entry["tx_id"]))
+
+    def emergency_refusals(self, patient_pseudonym: str) -> EmergencyRefusals:
+        entry = self.client.evaluate(EMERGENCY, "ReadEmergencyRefusals", patient_pseudonym).json()
+        return EmergencyRefusals(**entry, block_number=self.block_of(entry["tx_id"]))
+
+    def raise_alerts(
+        self,
+        *,
+        run_id: str,
+        detector_name: str,
+        detector_version: str,
+        detector_sha256: str,
+        alerts: Sequence[AlertRequest],
+    ) -> LoggedBatch:
+        """Record a scoring run's alerts, each citing the detector (anchored first with anchor_model), in ONE
+        transaction that also logs them; a retry answers the original."""
+        payload = {
+            "run_id": run_id,
+            "detector_name": detector_name,
+            "detector_version": detector_version,
+            "detector_sha256": detector_sha256,
+            "alerts": [{**alert.__dict__, "reasons": list(alert.reasons)} for alert in alerts],
+        }
+        receipt = self.client.submit(ALERTS, "RaiseAlerts", _json(payload))
+        return self._logged(receipt, receipt.json()["logged"])
+
+    def triage_alert(self, *, alert_id: str, reviewer: str, verdict: str, note_sha256: str) -> Recorded:
+        """An auditor's verdict (confirmed, dismissed) on an alert, once; logged in the same transaction."""
+        payload = {"subject_id": alert_id, "reviewer": reviewer, "verdict": verdict, "note_sha256": note_sha256}
+        return self._recorded(self.client.submit(ALERTS, "TriageAlert", _json(payload)), _alert)
+
+    def read_alert(self, alert_id: str) -> LedgerAlert | None:
+        found = self._read(ALERTS, "ReadAlert", alert_id)
+        return None if found is None else _alert(found)
+
+    def _logged(self, receipt: Receipt, answer: Mapping[str, Any]) -> LoggedBatch:
+        return LoggedBatch(
+            batch_id=answer["batch_id"],
+            tx_id=answer["tx_id"],
+            block_number=self._committed_block(receipt, answer["tx_id"]),
+            recorded_at=answer["recorded_at"],
+            appended=answer["appended"],
+            count=answer["count"],
+        )
+
+    def _recorded(self, receipt: Receipt, build: Any) -> Recorded:
+        answer = dict(receipt.json())
+        return Recorded(entry=build(answer), logged=self._logged(receipt, answer.pop("logged")))
+
     # --- history -----------------------------------------------------------------------------------
     def _history(self, contract: str, function: str, key: str) -> list[StateChange]:
         blocks: dict[str, int | None] = {}
@@ -475,3 +641,17 @@ def _consent(
 def _grantee(values: Mapping[str, Any], *, block_number: int | None = None) -> LedgerGrantee:
     entry = _from_mapping(LedgerGrantee, values)
     return LedgerGrantee(**{**entry.__dict__, "block_number": block_number})
+
+
+def _verdict(values: Mapping[str, Any] | None) -> Verdict | None:
+    return None if values is None else _from_mapping(Verdict, values)
+
+
+def _emergency(values: Mapping[str, Any]) -> LedgerEmergency:
+    declaration = _from_mapping(LedgerEmergency, values)
+    return LedgerEmergency(**{**declaration.__dict__, "review": _verdict(values.get("review"))})
+
+
+def _alert(values: Mapping[str, Any]) -> LedgerAlert:
+    alert = _from_mapping(LedgerAlert, values)
+    return LedgerAlert(**{**alert.__dict__, "triage": _verdict(values.get("triage"))})

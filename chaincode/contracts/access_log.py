@@ -3,8 +3,16 @@
 An event names who (grantee: a clinician, organisation or auditor id), what (record id, patient
 pseudonym, data category), why (purpose, request id, model hash) and the decision with its reason. An export event (an
 auditor exporting the log) carries the export's id as request id and the SHA-256 of the file. A read for
-treatment (kind "record_read", purpose treatment) carries the consent that admitted it as consent_id.
+treatment (kind "record_read", purpose treatment) carries the consent that admitted it as consent_id; a read in an
+emergency (kind "record_read", purpose emergency) carries the emergency declaration that allowed it as request_id.
 The time and the transaction id are the transaction's.
+
+Oversight events (kinds emergency_declared, emergency_review, alert, alert_triage) are written only by the
+transaction that declares or reviews the emergency, or raises or triages the alert (chaincode.contracts.emergency,
+chaincode.contracts.oversight), in a batch of their own: AppendAccessEvents refuses them, so the log cannot hold a
+declaration the emergency state does not, or the other way round. Their request_id names the declaration or the
+alert; their decision is theirs (declared; justified or unjustified; flagged; confirmed or dismissed); a
+declaration's reason is its emergency reason.
 
 Layout: a batch of events is ONE state entry, `access_batch/<batch_id>`, plus one index entry by
 time and one per request id it names. On Fabric every state write is a round trip on the chaincode
@@ -33,9 +41,12 @@ from chaincode.vocabulary import (
     AUDIT_PURPOSES,
     CATEGORIES,
     DECISIONS,
+    EMERGENCY,
+    EMERGENCY_REASONS,
     EVENT_KINDS,
     NOT_COMPUTED_REASONS,
     OUTCOMES,
+    OVERSIGHT_DECISIONS,
     REFUSAL_REASONS,
 )
 
@@ -65,35 +76,16 @@ class AccessLogContract(Contract):
 
     async def AppendAccessEvents(self, ctx: TransactionContext, batch_json: str) -> str:
         """Append a batch of events in one transaction, as one state entry."""
-        stub = ctx.get_stub()
         request = validation.json_argument(batch_json, "batch", dict)
         validation.only_fields(request, "batch", _APPEND_FIELDS, _APPEND_FIELDS)
         batch_id = validation.identifier(request["batch_id"], "batch.batch_id")
         items = validation.object_list(request["events"], "batch.events")
-        events: list[dict[str, Any]] = []
-        seen: set[str] = set()
         for index, item in enumerate(items):
-            event = _validated_event(item, f"batch.events[{index}]")
-            if event["event_id"] in seen:
-                raise InvalidArgument(f"batch.events[{index}].event_id repeats an earlier event in the batch")
-            seen.add(event["event_id"])
-            events.append(event)
-
-        key = batch_key(stub, batch_id)
-        existing = await state.get_json(stub, key)
-        if existing is not None:
-            if existing["events"] != events:
-                raise AlreadyExists("batch.batch_id is already logged with other events")
-            return _answer(existing, appended=False)
-        recorded_at = state.tx_time_text(stub)
-        entry = {"batch_id": batch_id, "recorded_at": recorded_at, "tx_id": stub.get_txid(), "events": events}
-        await state.put_json(stub, key, entry)
-        await stub.put_state(stub.create_composite_key(BY_TIME, [recorded_at, batch_id]), state.INDEX_MARKER)
-        for request_id in sorted({e["request_id"] for e in events if e["request_id"]}):
-            await stub.put_state(
-                stub.create_composite_key(BY_REQUEST, [request_id, recorded_at, batch_id]), state.INDEX_MARKER
-            )
-        return _answer(entry, appended=True)
+            if item.get("kind") in OVERSIGHT_DECISIONS:
+                raise InvalidArgument(
+                    f"batch.events[{index}].kind {item['kind']} is written by its own transaction only"
+                )
+        return state.dumps(await append_batch(ctx.get_stub(), batch_id, items, "batch.events")).decode()
 
     async def ReadAccessBatch(self, ctx: TransactionContext, batch_id: str) -> str:
         validation.identifier(batch_id, "batch_id")
@@ -154,16 +146,44 @@ class AccessLogContract(Contract):
         return state.dumps({"events": events, "bookmark": next_bookmark}).decode()
 
 
-def _answer(entry: dict[str, Any], *, appended: bool) -> str:
-    return state.dumps(
-        {
-            "batch_id": entry["batch_id"],
-            "count": len(entry["events"]),
-            "recorded_at": entry["recorded_at"],
-            "tx_id": entry["tx_id"],
-            "appended": appended,
-        }
-    ).decode()
+async def append_batch(stub: Any, batch_id: str, items: list[dict[str, Any]], field: str) -> dict[str, Any]:
+    """Validate `items` and write them as batch `batch_id` with its indexes; answer where it is logged.
+
+    The same events again answer the original batch (appended False); other events under the id are refused."""
+    events: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        event = _validated_event(item, f"{field}[{index}]")
+        if event["event_id"] in seen:
+            raise InvalidArgument(f"{field}[{index}].event_id repeats an earlier event in the batch")
+        seen.add(event["event_id"])
+        events.append(event)
+
+    key = batch_key(stub, batch_id)
+    existing = await state.get_json(stub, key)
+    if existing is not None:
+        if existing["events"] != events:
+            raise AlreadyExists("batch.batch_id is already logged with other events")
+        return _answer(existing, appended=False)
+    recorded_at = state.tx_time_text(stub)
+    entry = {"batch_id": batch_id, "recorded_at": recorded_at, "tx_id": stub.get_txid(), "events": events}
+    await state.put_json(stub, key, entry)
+    await stub.put_state(stub.create_composite_key(BY_TIME, [recorded_at, batch_id]), state.INDEX_MARKER)
+    for request_id in sorted({e["request_id"] for e in events if e["request_id"]}):
+        await stub.put_state(
+            stub.create_composite_key(BY_REQUEST, [request_id, recorded_at, batch_id]), state.INDEX_MARKER
+        )
+    return _answer(entry, appended=True)
+
+
+def _answer(entry: dict[str, Any], *, appended: bool) -> dict[str, Any]:
+    return {
+        "batch_id": entry["batch_id"],
+        "count": len(entry["events"]),
+        "recorded_at": entry["recorded_at"],
+        "tx_id": entry["tx_id"],
+        "appended": appended,
+    }
 
 
 def _time_bound(query: dict[str, Any], name: str) -> str:
@@ -187,11 +207,40 @@ def _bookmark(value: Any, start: str, end: str) -> tuple[str, int]:
 
 
 def _check_read(event: dict[str, Any], field: str) -> None:
-    """A read for treatment is explained by the consent that admitted it, and is for treatment only."""
-    if event["purpose"] != TREATMENT:
-        raise InvalidArgument(f"{field}.purpose of a record_read event must be {TREATMENT}")
-    if event["decision"] == "admit" and event["consent_id"] is None:
-        raise InvalidArgument(f"{field}: an admitted record_read event names the consent that allowed it")
+    """A read is for treatment, explained by the consent that admitted it, or in an emergency, explained by the
+    declaration (its request_id) that allowed it, admitted or not."""
+    if event["purpose"] == TREATMENT:
+        if event["decision"] == "admit" and event["consent_id"] is None:
+            raise InvalidArgument(f"{field}: an admitted record_read event names the consent that allowed it")
+    elif event["purpose"] == EMERGENCY:
+        if event["request_id"] is None or event["consent_id"] is not None:
+            raise InvalidArgument(f"{field}: an emergency record_read event names its declaration as request_id only")
+    else:
+        raise InvalidArgument(f"{field}.purpose of a record_read event must be {TREATMENT} or {EMERGENCY}")
+
+
+def _check_reason(event: dict[str, Any], field: str) -> None:
+    """A refusal says why; a record not computed says why; nothing else has a reason."""
+    if event["decision"] == "refuse":
+        validation.code(event["reason"], f"{field}.reason", REFUSAL_REASONS)
+    elif event["decision"] == "not_computed":
+        validation.code(event["reason"], f"{field}.reason", NOT_COMPUTED_REASONS)
+    elif event["reason"] is not None:
+        raise InvalidArgument(f"{field}.reason must be empty when the decision is {event['decision']}")
+
+
+def _check_oversight(event: dict[str, Any], field: str) -> None:
+    """An oversight event names its declaration or alert (request_id) and carries a decision of its kind; only a
+    declaration has a reason (its emergency reason), and it is for the emergency purpose."""
+    validation.code(event["decision"], f"{field}.decision", OVERSIGHT_DECISIONS[event["kind"]])
+    if event["request_id"] is None:
+        raise InvalidArgument(f"{field}: a {event['kind']} event names its declaration or alert as request_id")
+    if event["kind"] == "emergency_declared":
+        validation.code(event["reason"], f"{field}.reason", EMERGENCY_REASONS)
+        if event["purpose"] != EMERGENCY or event["patient_pseudonym"] is None:
+            raise InvalidArgument(f"{field}: a declaration is for the {EMERGENCY} purpose and names its patient")
+    elif event["reason"] is not None:
+        raise InvalidArgument(f"{field}.reason must be empty for a {event['kind']} event")
 
 
 def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
@@ -202,7 +251,10 @@ def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
     validation.actor(event["grantee"], f"{field}.grantee")
     validation.purpose(event["purpose"], f"{field}.purpose", AUDIT_PURPOSES)
     is_outcome = event["kind"] == "outcome"
-    validation.code(event["decision"], f"{field}.decision", OUTCOMES if is_outcome else DECISIONS)
+    if event["kind"] in OVERSIGHT_DECISIONS:
+        _check_oversight(event, field)
+    else:
+        validation.code(event["decision"], f"{field}.decision", OUTCOMES if is_outcome else DECISIONS)
     for name in ("record_id", "request_id", "consent_id"):
         if event[name] is not None:
             validation.identifier(event[name], f"{field}.{name}")
@@ -216,12 +268,8 @@ def _validated_event(item: dict[str, Any], field: str) -> dict[str, Any]:
             raise InvalidArgument(f"{field}.export_sha256 belongs to export events only")
     if event["category"] is not None:
         validation.code(event["category"], f"{field}.category", CATEGORIES)
-    if event["decision"] == "refuse":
-        validation.code(event["reason"], f"{field}.reason", REFUSAL_REASONS)
-    elif event["decision"] == "not_computed":
-        validation.code(event["reason"], f"{field}.reason", NOT_COMPUTED_REASONS)
-    elif event["reason"] is not None:
-        raise InvalidArgument(f"{field}.reason must be empty when the decision is {event['decision']}")
+    if event["kind"] not in OVERSIGHT_DECISIONS:
+        _check_reason(event, field)
     if event["kind"] in RECORD_KINDS and (event["record_id"] is None or event["patient_pseudonym"] is None):
         raise InvalidArgument(f"{field}: a {event['kind']} event needs record_id and patient_pseudonym")
     if event["kind"] == "record_read":

@@ -19,15 +19,16 @@ from typing import Any
 from chaincode import state, validation
 from chaincode.contracts.anchors import anchor_key
 from chaincode.contracts.directory import grantee_status
+from chaincode.contracts.oversight import emergency_decision, emergency_of, refused_categories
 from chaincode.errors import AlreadyExists, InvalidArgument, NotFound
 from chaincode.library import Contract, TransactionContext
-from chaincode.vocabulary import CATEGORIES, PURPOSES
+from chaincode.vocabulary import CATEGORIES, EMERGENCY, EMERGENCY_PURPOSES, PURPOSES
 
 CONSENT = "consent"
 CONSENT_BY_PATIENT = "consent_by_patient"
 PATIENT_CONSENTS = "patient_consents"
 _GRANT_FIELDS = {"consent_id", "patient_pseudonym", "grantee", "purposes", "categories", "valid_from", "valid_until"}
-_CHECK_FIELDS = {"grantee", "organisation", "purpose", "at", "items"}
+_CHECK_FIELDS = {"grantee", "organisation", "purpose", "at", "items", "declaration_id"}
 _ITEM_FIELDS = {"record_id", "category", "sha256"}
 
 
@@ -128,10 +129,14 @@ class ConsentContract(Contract):
         most): a consent naming an inactive grantee admits nothing, and a record only such a consent
         would have admitted is refused grantee_inactive; a requester who is inactive is refused
         grantee_inactive for every record whose anchor checks out, whatever its organisation's consents.
+
+        Purpose emergency (break-the-glass) reads no consent: the request names its declaration_id, which admits
+        the records of its patient to the clinician who declared it while it lasts, except the categories the
+        patient forbids emergency access to; otherwise no_emergency, emergency_expired or emergency_refused.
         """
         stub = ctx.get_stub()
         request = validation.json_argument(request_json, "request", dict)
-        validation.only_fields(request, "request", _CHECK_FIELDS, _CHECK_FIELDS - {"organisation"})
+        validation.only_fields(request, "request", _CHECK_FIELDS, _CHECK_FIELDS - {"organisation", "declaration_id"})
         requester = validation.grantee(request["grantee"], "request.grantee")
         grantees = {requester}
         if request.get("organisation"):
@@ -139,13 +144,20 @@ class ConsentContract(Contract):
         inactive = frozenset(
             [grantee for grantee in sorted(grantees) if await grantee_status(stub, grantee) != "active"]
         )
-        purpose = validation.purpose(request["purpose"], "request.purpose")
+        purpose = validation.purpose(request["purpose"], "request.purpose", EMERGENCY_PURPOSES)
+        if (purpose == EMERGENCY) != bool(request.get("declaration_id")):
+            raise InvalidArgument(f"request.declaration_id is required for purpose {EMERGENCY}, and only for it")
+        declaration = None
+        if purpose == EMERGENCY:
+            declaration_id = validation.identifier(request["declaration_id"], "request.declaration_id")
+            declaration = await emergency_of(stub, declaration_id)
         at = validation.timestamp(request["at"], "request.at")
         moment = validation.format_timestamp(at)
         items = validation.object_list(request["items"], "request.items")
 
         anchors: dict[str, Any] = {}
         consents_by_patient: dict[str, list[dict[str, Any]]] = {}
+        refusals: dict[str, frozenset[str]] = {}
         results = []
         for index, item in enumerate(items):
             field = f"request.items[{index}]"
@@ -170,11 +182,19 @@ class ConsentContract(Contract):
                 if anchor["sha256"] != digest:
                     result["reason"] = "hash_mismatch"
                 else:
-                    if pseudonym not in consents_by_patient:
-                        consents_by_patient[pseudonym] = await _consents_of(stub, pseudonym)
                     reason: str | None = "grantee_inactive"
                     consent_id: str | None = None
-                    if requester not in inactive:
+                    if purpose == EMERGENCY:
+                        if pseudonym not in refusals:
+                            refusals[pseudonym] = await refused_categories(stub, pseudonym)
+                        reason = emergency_decision(
+                            declaration, requester, pseudonym, moment, category, refusals[pseudonym]
+                        )
+                        if reason is None and requester in inactive:
+                            reason = "grantee_inactive"
+                    elif requester not in inactive:
+                        if pseudonym not in consents_by_patient:
+                            consents_by_patient[pseudonym] = await _consents_of(stub, pseudonym)
                         reason, consent_id = _decide(
                             consents_by_patient[pseudonym], grantees, purpose, category, moment, inactive
                         )
