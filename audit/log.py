@@ -49,6 +49,21 @@ def access_batch_log(*, batch_id: str, events: list[dict[str, Any]]) -> LoggedBa
     return logged
 
 
+def logged_batch_mirror(logged: LoggedBatch) -> None:
+    """Mirror a batch that a transaction of another contract logged (an emergency declaration, a review, alerts, a
+    triage write their event in their own transaction): read it back from the ledger, as it holds it."""
+    batch = bootstrap.contracts().read_access_batch(logged.batch_id)
+    if batch is None:  # the transaction answered with it: a ledger that lost it is not one to mirror
+        raise LookupError(f"the ledger holds no batch {logged.batch_id}")
+    _mirror(
+        [{**event, "position": position} for position, event in enumerate(batch.events)],
+        batch_id=batch.batch_id,
+        recorded_at=batch.recorded_at,
+        tx_id=batch.tx_id,
+        block_number=logged.block_number,
+    )
+
+
 def access_log_mirror_rebuild() -> int:
     """Rebuild the mirror from the ledger alone (every batch, by time); return the events mirrored.
 

@@ -21,7 +21,7 @@ class AccessEvent(models.Model):
     """One access event as logged on the ledger. Values the ledger holds as null are "" here."""
 
     event_id = models.CharField(max_length=200, unique=True)
-    kind = models.CharField(max_length=16)
+    kind = models.CharField(max_length=32)
     record_id = models.CharField(max_length=128, blank=True, default="")
     patient_pseudonym = models.CharField(max_length=64, blank=True, default="")
     grantee = models.CharField(max_length=80)

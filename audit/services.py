@@ -11,12 +11,18 @@ from django.db import transaction
 
 from audit import tasks
 from audit.access import auditor_required
-from audit.log import access_batch_log, access_log_mirror_rebuild
+from audit.log import access_batch_log, access_log_mirror_rebuild, logged_batch_mirror
 from audit.models import AuditExport, ExportFormat
 from audit.selectors import AccessEventFilters
 from health_platform.errors import ValidationFailed
 
-__all__ = ["access_batch_log", "access_log_mirror_rebuild", "audit_export_create", "auditor_actor_id"]
+__all__ = [
+    "access_batch_log",
+    "access_log_mirror_rebuild",
+    "audit_export_create",
+    "auditor_actor_id",
+    "logged_batch_mirror",
+]
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,6 @@
-"""Reading for treatment: the gate on the ledger, one access event per record read, then decryption for display.
+"""Reading a patient's records, for treatment (under consent) or in an emergency (under a declaration): the gate on
+the ledger, one access event per record read, then decryption for display. Emergencies are declared and reviewed in
+care.emergencies.
 
 A read is a write: every record it gates is logged on the ledger (admitted with the consent that allowed it,
 refused with the reason) before anything is shown, so these are services, not selectors.
@@ -11,7 +13,9 @@ What must hold:
   log) raises its LedgerError and the caller answers 503 with nothing decrypted;
 - a clinician names a patient only through a consent that names them (any purpose, any status) in the mirror:
   any other pseudonym, unknown or not, is NotFound, so the pseudonyms of patients who never consented to them
-  cannot be probed. Records of a patient they know are gated and logged whatever the ledger answers.
+  cannot be probed. Records of a patient they know are gated and logged whatever the ledger answers;
+- in an emergency the clinician names their own declaration, never a pseudonym: the gate admits its patient's
+  records while it lasts (purpose emergency), and each event names the declaration as its request_id.
 """
 
 import json
@@ -24,7 +28,7 @@ import structlog
 
 from audit.services import access_batch_log
 from chaincode.validation import format_timestamp
-from chaincode.vocabulary import CATEGORIES
+from chaincode.vocabulary import CATEGORIES, EMERGENCY
 from consent.selectors import consents_granted_to
 from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
@@ -63,7 +67,8 @@ class RecordRead:
 
 @dataclass(frozen=True)
 class TreatmentRead:
-    """A read for treatment as logged on the ledger: its batch, transaction and block, and each record's answer."""
+    """A read (for treatment, or in an emergency) as logged on the ledger: its batch, transaction and block, and each
+    record's answer."""
 
     read_id: str
     patient_pseudonym: str
@@ -71,6 +76,8 @@ class TreatmentRead:
     tx_id: str | None  # None when the patient has no record of the category (nothing was gated)
     block_number: int | None
     records: list[RecordRead]
+    purpose: str = TREATMENT
+    declaration_id: str | None = None  # the emergency declaration that allowed it
 
     @property
     def admitted(self) -> list[RecordRead]:
@@ -115,10 +122,22 @@ def treatment_records_read(*, clinician: Any, patient_pseudonym: str, category: 
     """Gate `clinician`'s read of the patient's records of `category` on the ledger, log every record's decision in
     ONE ledger transaction, then open the admitted ones for display. Raises LedgerError when the ledger does not
     confirm (nothing is shown then)."""
+    category_check(category)
+    patient = treatment_patient_for(clinician=clinician, patient_pseudonym=patient_pseudonym)
+    return patient_records_read(clinician=clinician, patient=patient, category=category)
+
+
+def category_check(category: str) -> None:
     if category not in CATEGORIES:
         raise ValidationFailed("Unknown data category.", code="invalid_category", detail={"field": "category"})
-    patient = treatment_patient_for(clinician=clinician, patient_pseudonym=patient_pseudonym)
+
+
+def patient_records_read(
+    *, clinician: Any, patient: Patient, category: str, declaration_id: str | None = None
+) -> TreatmentRead:
+    """The gate, the log and the opening of one read: for treatment, or in an emergency under `declaration_id`."""
     profile = clinician.clinician_profile
+    purpose = EMERGENCY if declaration_id else TREATMENT
     read_id = uuid.uuid4().hex
     versions = {
         v.pk: v for v in record_versions_usable_for_analysis(categories=[category]).filter(record__patient=patient)
@@ -127,13 +146,14 @@ def treatment_records_read(*, clinician: Any, patient_pseudonym: str, category: 
     gated = [contents[pk] for pk in versions if pk in contents]
     hashes = [content_sha256(c.plaintext) if c.plaintext is not None else NO_CONTENT_HASH for c in gated]
     if not gated:
-        return TreatmentRead(read_id, patient.pseudonym, category, None, None, [])
+        return TreatmentRead(read_id, patient.pseudonym, category, None, None, [], purpose, declaration_id)
     answers = bootstrap.contracts().check_access_batch(
         grantee=profile.grantee_id,
         organisation=profile.organisation.grantee_id if profile.organisation else None,
-        purpose=TREATMENT,
+        purpose=purpose,
         at=format_timestamp(read_clock()),
         items=[AccessItem(str(c.record_id), c.category, sha) for c, sha in zip(gated, hashes, strict=True)],
+        declaration_id=declaration_id,
     )
     events = [
         {
@@ -142,7 +162,8 @@ def treatment_records_read(*, clinician: Any, patient_pseudonym: str, category: 
             "record_id": answer.record_id,
             "patient_pseudonym": patient.pseudonym,
             "grantee": profile.grantee_id,
-            "purpose": TREATMENT,
+            "purpose": purpose,
+            "request_id": declaration_id,
             "consent_id": answer.consent_id if answer.admitted else None,
             "category": category,
             "decision": answer.decision,
@@ -163,8 +184,17 @@ def treatment_records_read(*, clinician: Any, patient_pseudonym: str, category: 
         )
         for content, answer in zip(gated, answers, strict=True)
     ]
-    read = TreatmentRead(read_id, patient.pseudonym, category, logged.tx_id, logged.block_number, records)
-    log.info("treatment_read", read_id=read_id, admitted=len(read.admitted), refused=read.refusals, tx_id=logged.tx_id)
+    read = TreatmentRead(
+        read_id, patient.pseudonym, category, logged.tx_id, logged.block_number, records, purpose, declaration_id
+    )
+    log.info(
+        "records_read",
+        read_id=read_id,
+        purpose=purpose,
+        admitted=len(read.admitted),
+        refused=read.refusals,
+        tx_id=logged.tx_id,
+    )
     return read
 
 

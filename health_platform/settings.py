@@ -337,6 +337,14 @@ SECOND_FACTOR_ACTIVE_KEY = env.str(
     "SECOND_FACTOR_ACTIVE_KEY", default=SECOND_FACTOR_KEYS.split(",")[0].split(":", 1)[0]
 )
 
+# --- Care: reads for treatment and emergency access ---
+# How long an emergency declaration opens its patient's records (hours; the ledger caps it at 24).
+EMERGENCY_ACCESS_HOURS = env.float("EMERGENCY_ACCESS_HOURS", default=4.0)
+# The identifier system a clinician's bare patient identifier is taken in (an MRN's naming system); the demo's.
+PATIENT_IDENTIFIER_SYSTEM = env.str(
+    "PATIENT_IDENTIFIER_SYSTEM", default="https://health-platform.example/fhir/NamingSystem/demo-patient"
+)
+
 # --- Analytics ---
 # Ciphertexts and contexts are stored here and passed by key; compute workers need this folder only.
 AUDIT_EXPORT_DIR = env.str("AUDIT_EXPORT_DIR", default=str(VAR_DIR / "exports"))

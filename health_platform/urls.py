@@ -63,9 +63,16 @@ audit_pages = [
     path("verify/", overview_views.verify_copy, name="verify"),
 ]
 
-# The clinician's reads for treatment (from "Consents granted to me").
+# The clinician's reads for treatment (from "Consents granted to me") and emergency declarations; the auditors'
+# review queue; the patient's emergency-access page.
 care_pages = [
     path("patients/<str:pseudonym>/<str:category>/", care_views.patient_records, name="patient-records"),
+    path("emergencies/", care_views.emergencies_page, name="emergencies"),
+    path("emergencies/review/", care_views.review_queue, name="review-queue"),
+    path("emergencies/<str:declaration_id>/", care_views.emergency_detail, name="emergency"),
+    path("emergencies/<str:declaration_id>/review/", care_views.emergency_review, name="emergency-review"),
+    path("emergencies/<str:declaration_id>/<str:category>/", care_views.emergency_records, name="emergency-records"),
+    path("my-emergency-access/", care_views.my_emergency_access, name="my-emergency-access"),
 ]
 
 # The custodian's grantee directory and patient invitations.

@@ -10,6 +10,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name='accessevent',
+            name='kind',
+            field=models.CharField(max_length=32),
+        ),
         migrations.AddField(
             model_name='accessevent',
             name='consent_id',

@@ -87,11 +87,13 @@ def test_a_tampered_record_is_refused_in_an_emergency_too(contracts, records):
 def test_the_patients_refusal_of_emergency_access_is_honoured_and_can_be_withdrawn(contracts, records):
     declare(contracts, ident("em-1"))
     refused = contracts.set_emergency_refusals(pseudonym(1), ["laboratory"])
-    assert refused.categories == ["laboratory"] and refused.block_number is not None
+    assert refused.categories == ["laboratory"]
+    assert refused.block_number is not None
     assert [d.reason for d in gate(contracts, ident("em-1"), records[:2])] == [None, "emergency_refused"]
     assert contracts.set_emergency_refusals(pseudonym(1), ["laboratory"]).tx_id == refused.tx_id  # nothing written
     withdrawn = contracts.set_emergency_refusals(pseudonym(1), [])
-    assert withdrawn.categories == [] and withdrawn.tx_id != refused.tx_id
+    assert withdrawn.categories == []
+    assert withdrawn.tx_id != refused.tx_id
     assert [d.decision for d in gate(contracts, ident("em-1"), records[:2])] == ["admit", "admit"]
     assert contracts.emergency_refusals(pseudonym(2)).tx_id is None
     history = contracts.client.evaluate("emergency", "EmergencyRefusalHistory", pseudonym(1)).json()
@@ -111,7 +113,8 @@ def test_a_declaration_is_logged_in_its_own_transaction_and_a_retry_answers_it(c
         DOCTOR,
     )
     again = declare(contracts, ident("em-1"))
-    assert again.logged.tx_id == first.logged.tx_id and not again.logged.appended
+    assert again.logged.tx_id == first.logged.tx_id
+    assert not again.logged.appended
     assert again.entry.declared_at == first.entry.declared_at
     with pytest.raises(ContractRejected) as refused:
         declare(contracts, ident("em-1"), reason="life_threatening")
@@ -162,7 +165,8 @@ def test_a_review_is_written_once_with_the_note_hash_and_logged(contracts, recor
     reviewed = contracts.review_emergency(
         declaration_id=ident("em-1"), reviewer=AUDITOR, verdict="justified", note_sha256=digest(91)
     )
-    assert reviewed.entry.review.verdict == "justified" and reviewed.entry.review.note_sha256 == digest(91)
+    assert reviewed.entry.review.verdict == "justified"
+    assert reviewed.entry.review.note_sha256 == digest(91)
     assert contracts.read_emergency(ident("em-1")).review.tx_id == reviewed.logged.tx_id
     [event] = contracts.read_access_batch(f"emergency-review:{ident('em-1')}").events
     assert (event["kind"], event["grantee"], event["decision"], event["patient_pseudonym"]) == (
@@ -232,7 +236,7 @@ def test_alerts_cite_an_anchored_detector_are_logged_and_triaged_once(contracts)
         contracts.raise_alerts(**run, detector_sha256=digest(50), alerts=[alert(ident("a1"))])
     assert unanchored.value.code == "detector_not_anchored"
     contracts.anchor_model(name="misuse-detector", version=ident("v1"), sha256=digest(50))
-    with pytest.raises(ContractRejected, match="detector_not_anchored|not anchored with this hash"):
+    with pytest.raises(ContractRejected, match="not anchored with this hash"):
         contracts.raise_alerts(**run, detector_sha256=digest(51), alerts=[alert(ident("a1"))])
 
     logged = contracts.raise_alerts(**run, detector_sha256=digest(50), alerts=[alert(ident("a1")), alert(ident("a2"))])
@@ -249,7 +253,8 @@ def test_alerts_cite_an_anchored_detector_are_logged_and_triaged_once(contracts)
         logged.tx_id,
     )
     again = contracts.raise_alerts(**run, detector_sha256=digest(50), alerts=[alert(ident("a1")), alert(ident("a2"))])
-    assert again.tx_id == logged.tx_id and not again.appended
+    assert again.tx_id == logged.tx_id
+    assert not again.appended
 
     triaged = contracts.triage_alert(
         alert_id=ident("a1"), reviewer=AUDITOR, verdict="confirmed", note_sha256=digest(92)

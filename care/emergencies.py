@@ -1,0 +1,310 @@
+"""Break-the-glass: a clinician without consent declares an emergency for one patient, reads that patient's records
+for a bounded time, and answers for it to an auditor; the patient is told, and may forbid it per data category.
+
+What must hold:
+- the declaration is a ledger transaction (chaincode.contracts.oversight) that also logs it; the gate admits the
+  patient's records to its clinician only while it lasts (EMERGENCY_ACCESS_HOURS, 4 h by default, at most 24 h) and
+  never a category the patient forbids; every read is gated and logged like a read for treatment;
+- the justification is stored encrypted (AES-256-GCM under the record keys, bound to its declaration) with a random
+  salt, and only the SHA-256 of salt and text is on the ledger: the text never reaches a log, an error or the chain,
+  and a short justification cannot be guessed from its hash. The reviewer's note is kept the same way;
+- a clinician finds the patient by a hospital identifier (system|value), the way a clinician at the bedside knows
+  them; an identifier the platform does not know is NotFound, and nothing is declared;
+- the patient is told at once in the portal (their emergency page, and every event in "who used my data") and by
+  e-mail when their account has an address;
+- every declaration is reviewed by an auditor (justified or not, with a note), once, on the ledger.
+"""
+
+import hashlib
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import QuerySet
+
+from audit.services import auditor_actor_id, logged_batch_mirror
+from care.models import EmergencyDeclaration
+from care.services import TreatmentRead, category_check, patient_records_read
+from chaincode.vocabulary import CATEGORIES, EMERGENCY_MAX_SECONDS, EMERGENCY_REASONS, EMERGENCY_VERDICTS
+from health_platform import bootstrap
+from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
+from health_platform.keyring import configured_keyring
+from health_platform.roles import Role, user_has_role
+from ledger.contracts import EmergencyRefusals
+from records.selectors import patient_by_identifier, patient_of
+
+log = structlog.get_logger(__name__)
+
+JUSTIFICATION_MIN, JUSTIFICATION_MAX = 10, 1000
+NOTE_MAX = 2000
+SALT_BYTES = 16
+
+
+def emergency_duration() -> timedelta:
+    """EMERGENCY_ACCESS_HOURS, within what the ledger allows (1 minute to 24 hours)."""
+    seconds = float(settings.EMERGENCY_ACCESS_HOURS) * 3600
+    return timedelta(seconds=int(min(max(seconds, 60), EMERGENCY_MAX_SECONDS)))
+
+
+def emergency_declare(*, clinician: Any, identifier: str, reason: str, justification: str) -> EmergencyDeclaration:
+    """Declare an emergency for the patient named by `identifier` ("system|value", or a value in
+    PATIENT_IDENTIFIER_SYSTEM). Raises LedgerError when the ledger does not answer (nothing is declared then)."""
+    profile = _clinician_profile(clinician)
+    if reason not in EMERGENCY_REASONS:
+        raise ValidationFailed(
+            "Choose the emergency's reason from the list.", code="invalid_emergency_reason", detail={"field": "reason"}
+        )
+    text = _text(justification, "justification", JUSTIFICATION_MIN, JUSTIFICATION_MAX, code="invalid_justification")
+    patient = _patient_named(identifier)
+    declaration_id = uuid.uuid4()
+    key_id, sealed, digest = _seal(text, purpose="emergency-justification", row=declaration_id)
+    recorded = bootstrap.contracts().declare_emergency(
+        declaration_id=str(declaration_id),
+        grantee=profile.grantee_id,
+        organisation=profile.organisation.grantee_id if profile.organisation else None,
+        patient_pseudonym=patient.pseudonym,
+        reason=reason,
+        justification_sha256=digest,
+        duration_seconds=int(emergency_duration().total_seconds()),
+    )
+    with transaction.atomic():
+        logged_batch_mirror(recorded.logged)
+        declaration = EmergencyDeclaration.objects.create(
+            id=declaration_id,
+            clinician=clinician,
+            grantee_id=profile.grantee_id,
+            patient=patient,
+            reason=reason,
+            justification_key_id=key_id,
+            justification_sealed=sealed,
+            justification_sha256=digest,
+            declared_at=_moment(recorded.entry.declared_at),
+            expires_at=_moment(recorded.entry.expires_at),
+            tx_id=recorded.logged.tx_id,
+            block_number=recorded.logged.block_number,
+        )
+        transaction.on_commit(lambda: _tell_patient(declaration))
+    log.info("emergency_declared", declaration_id=str(declaration_id), reason=reason, tx_id=declaration.tx_id)
+    return declaration
+
+
+def emergency_records_read(*, clinician: Any, declaration_id: str, category: str) -> TreatmentRead:
+    """Read the declaration's patient's records of `category`, gated on the ledger under the declaration (refused
+    with emergency_expired once it is over, emergency_refused for a category the patient forbids) and logged."""
+    category_check(category)
+    declaration = emergency_of_clinician(clinician=clinician, declaration_id=declaration_id)
+    return patient_records_read(
+        clinician=clinician, patient=declaration.patient, category=category, declaration_id=str(declaration.id)
+    )
+
+
+def emergency_review(*, auditor: Any, declaration_id: str, verdict: str, note: str) -> EmergencyDeclaration:
+    """An auditor's verdict on a declaration, with a note, once (on the ledger, then here)."""
+    if not user_has_role(auditor, Role.AUDITOR):
+        raise PermissionDenied("Only auditors review emergency access.")
+    declaration = _declaration(declaration_id)
+    if verdict not in EMERGENCY_VERDICTS:
+        raise ValidationFailed(
+            "Say whether the emergency was justified.", code="invalid_verdict", detail={"field": "verdict"}
+        )
+    text = _text(note, "note", 1, NOTE_MAX, code="invalid_note")
+    if declaration.reviewed:
+        raise ValidationFailed("This emergency is already reviewed.", code="already_reviewed")
+    key_id, sealed, digest = _seal(text, purpose="emergency-review-note", row=declaration.id)
+    recorded = bootstrap.contracts().review_emergency(
+        declaration_id=str(declaration.id), reviewer=auditor_actor_id(auditor), verdict=verdict, note_sha256=digest
+    )
+    review = recorded.entry.review
+    with transaction.atomic():
+        logged_batch_mirror(recorded.logged)
+        updated = EmergencyDeclaration.objects.filter(pk=declaration.pk, verdict="").update(
+            reviewer=auditor,
+            verdict=review.verdict,
+            note_key_id=key_id,
+            note_sealed=sealed,
+            note_sha256=review.note_sha256,
+            reviewed_at=_moment(review.at),
+            review_tx_id=recorded.logged.tx_id,
+            review_block_number=recorded.logged.block_number,
+        )
+    if not updated or review.note_sha256 != digest:  # another reviewer's verdict reached the ledger first
+        raise ValidationFailed("This emergency is already reviewed.", code="already_reviewed")
+    log.info("emergency_reviewed", declaration_id=str(declaration.id), verdict=verdict, tx_id=recorded.logged.tx_id)
+    return EmergencyDeclaration.objects.get(pk=declaration.pk)
+
+
+def emergency_refusals_set(*, user: Any, categories: list[str]) -> EmergencyRefusals:
+    """The patient's whole set of categories closed to emergency access (empty: none), on the ledger."""
+    patient = patient_of(user)
+    if patient is None:
+        raise PermissionDenied("Only a patient sets their own refusal of emergency access.")
+    if not isinstance(categories, list) or any(c not in CATEGORIES for c in categories):
+        raise ValidationFailed("Unknown data category.", code="invalid_category", detail={"field": "categories"})
+    refusals = bootstrap.contracts().set_emergency_refusals(patient.pseudonym, sorted(set(categories)))
+    log.info("emergency_refusals_set", categories=refusals.categories, tx_id=refusals.tx_id)
+    return refusals
+
+
+def emergency_refusals_of(*, user: Any) -> EmergencyRefusals:
+    patient = patient_of(user)
+    if patient is None:
+        raise PermissionDenied("This is for patients.")
+    return bootstrap.contracts().emergency_refusals(patient.pseudonym)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def emergencies_visible_to(*, user: Any) -> QuerySet[EmergencyDeclaration]:
+    """A clinician's own declarations, a patient's (about them), or every one for an auditor; newest first."""
+    declarations = EmergencyDeclaration.objects.select_related("patient", "clinician", "reviewer")
+    if user_has_role(user, Role.AUDITOR):
+        return declarations
+    if user_has_role(user, Role.CLINICIAN):
+        return declarations.filter(clinician=user)
+    patient = patient_of(user)
+    if patient is not None:
+        return declarations.filter(patient=patient)
+    return declarations.none()
+
+
+def emergency_review_queue() -> QuerySet[EmergencyDeclaration]:
+    """Declarations not reviewed yet, oldest first (the longest waiting at the top)."""
+    return (
+        EmergencyDeclaration.objects.filter(verdict="").select_related("patient", "clinician").order_by("declared_at")
+    )
+
+
+def emergency_of_clinician(*, clinician: Any, declaration_id: str) -> EmergencyDeclaration:
+    """The clinician's own declaration (NotFound for anyone else's, or none)."""
+    _clinician_profile(clinician)
+    declaration = _declaration(declaration_id)
+    if declaration.clinician_id != clinician.pk:
+        raise NotFound("No such emergency declaration of yours.")
+    return declaration
+
+
+def emergency_visible(*, user: Any, declaration_id: str) -> EmergencyDeclaration:
+    try:
+        return emergencies_visible_to(user=user).get(pk=uuid.UUID(str(declaration_id)))
+    except (ValueError, EmergencyDeclaration.DoesNotExist):
+        raise NotFound("No such emergency declaration.") from None
+
+
+def justification_open(declaration: EmergencyDeclaration) -> str:
+    """The justification, for its clinician and the reviewers; checked against the hash on the ledger's copy."""
+    return _open(
+        declaration.justification_sealed,
+        key_id=declaration.justification_key_id,
+        purpose="emergency-justification",
+        row=declaration.id,
+        digest=declaration.justification_sha256,
+    )
+
+
+def note_open(declaration: EmergencyDeclaration) -> str:
+    if not declaration.note_sealed:
+        return ""
+    return _open(
+        declaration.note_sealed,
+        key_id=declaration.note_key_id,
+        purpose="emergency-review-note",
+        row=declaration.id,
+        digest=declaration.note_sha256,
+    )
+
+
+def is_active(declaration: EmergencyDeclaration, *, at: datetime | None = None) -> bool:
+    moment = at or datetime.now(UTC)
+    return declaration.declared_at <= moment < declaration.expires_at
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _clinician_profile(user: Any) -> Any:
+    profile = getattr(user, "clinician_profile", None)
+    if not user_has_role(user, Role.CLINICIAN) or profile is None:
+        raise PermissionDenied("Only a registered clinician declares emergencies and reads under them.")
+    return profile
+
+
+def _declaration(declaration_id: str) -> EmergencyDeclaration:
+    try:
+        return EmergencyDeclaration.objects.select_related("patient").get(pk=uuid.UUID(str(declaration_id)))
+    except (ValueError, EmergencyDeclaration.DoesNotExist):
+        raise NotFound("No such emergency declaration.") from None
+
+
+def _patient_named(identifier: Any) -> Any:
+    if not isinstance(identifier, str) or not identifier.strip() or len(identifier) > 512:
+        raise ValidationFailed(
+            "Give the patient's identifier.", code="invalid_identifier", detail={"field": "identifier"}
+        )
+    system, _, value = identifier.strip().rpartition("|")
+    patient = patient_by_identifier(system=system or settings.PATIENT_IDENTIFIER_SYSTEM, value=value.strip())
+    if patient is None:
+        raise NotFound("No patient with this identifier.", code="unknown_patient")
+    return patient
+
+
+def _text(value: Any, field: str, shortest: int, longest: int, *, code: str) -> str:
+    text = value.strip() if isinstance(value, str) else ""
+    if not shortest <= len(text) <= longest or "\x00" in text:
+        raise ValidationFailed(
+            f"Write the {field} in {shortest} to {longest} characters.", code=code, detail={"field": field}
+        )
+    return text
+
+
+def _associated_data(purpose: str, row: uuid.UUID, key_id: str) -> bytes:
+    return f"health_platform/{purpose}/v1|{row}|{key_id}".encode()
+
+
+def _seal(text: str, *, purpose: str, row: uuid.UUID) -> tuple[str, bytes, str]:
+    """(key id, ciphertext, SHA-256 of salt and text): the ciphertext holds the salt, the ledger the digest."""
+    plaintext = os.urandom(SALT_BYTES) + text.encode()
+    keyring = configured_keyring("RECORD_ENCRYPTION")
+    key_id = keyring.active_key_id
+    _, sealed = keyring.encrypt(plaintext, associated_data=_associated_data(purpose, row, key_id))
+    return key_id, sealed, hashlib.sha256(plaintext).hexdigest()
+
+
+def _open(sealed: bytes, *, key_id: str, purpose: str, row: uuid.UUID, digest: str) -> str:
+    plaintext = configured_keyring("RECORD_ENCRYPTION").decrypt(
+        bytes(sealed), key_id=key_id, associated_data=_associated_data(purpose, row, key_id)
+    )
+    if hashlib.sha256(plaintext).hexdigest() != digest:
+        raise ValueError("the stored text does not match its hash")
+    return plaintext[SALT_BYTES:].decode()
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _tell_patient(declaration: EmergencyDeclaration) -> None:
+    """E-mail the patient (when their account has an address): who, why, until when; no clinical words."""
+    user = declaration.patient.user
+    if user is None or not user.email:
+        return
+    clinician = declaration.clinician.get_full_name() or declaration.clinician.get_username()
+    send_mail(
+        subject="Emergency access to your health records",
+        message=(
+            f"{clinician} declared an emergency to read your health records without your consent "
+            f"({EMERGENCY_REASONS[declaration.reason].lower()}), from {declaration.declared_at:%d %b %Y %H:%M} UTC "
+            f"until {declaration.expires_at:%d %b %Y %H:%M} UTC.\n\n"
+            "Every emergency access is recorded on the ledger and reviewed by an auditor. You can see each read, "
+            "and forbid emergency access to some kinds of data, in your portal under Emergency access.\n"
+        ),
+        from_email=None,
+        recipient_list=[user.email],
+        fail_silently=True,
+    )
+    EmergencyDeclaration.objects.filter(pk=declaration.pk).update(patient_emailed_at=datetime.now(UTC))
