@@ -121,6 +121,17 @@ def _filtered(
     return events.filter(conditions).order_by(*(f"-{name}" for name in order) if newest_first else order)
 
 
+def emergency_events(*, request_ids: set[str]) -> dict[str, tuple[str, str]]:
+    """declaration id -> (its emergency reason, the auditor's verdict or ""), from the declarations' and reviews'
+    events in the log."""
+    found: dict[str, tuple[str, str]] = dict.fromkeys(request_ids, ("", ""))
+    events = AccessEvent.objects.filter(request_id__in=request_ids, kind__in=["emergency_declared", "emergency_review"])
+    for kind, request_id, reason, decision in events.values_list("kind", "request_id", "reason", "decision"):
+        declared, verdict = found[request_id]
+        found[request_id] = (reason, verdict) if kind == "emergency_declared" else (declared, decision)
+    return found
+
+
 def audit_exports_of(*, viewer: Any) -> QuerySet[AuditExport]:
     """Exports an auditor may see: every auditor's (an audit team shares its evidence)."""
     auditor_required(viewer, "Only auditors can see exports.")

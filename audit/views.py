@@ -9,6 +9,7 @@ auditor's search); anonymous visitors are sent to sign in. Writes go through aud
 Auditors read ids, codes, pseudonyms, hashes and times: access events hold no clinical value or score.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -23,6 +24,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from audit.access import user_may_audit
+from audit.explanations import Context, explanation
 from audit.exports import export_file_response
 from audit.forms import AccessLogSearchForm, AuditExportForm
 from audit.models import AccessEvent, AuditExport, ExportStatus
@@ -32,6 +34,7 @@ from audit.selectors import (
     audit_export_manifest,
     audit_export_manifest_name,
     audit_exports_of,
+    emergency_events,
     export_of_auditor,
     ledger_recent_blocks,
 )
@@ -71,6 +74,7 @@ class EventRow:
     requester_name: str = ""
     category_label: str = ""
     outcome_label: str = ""  # what became of an admitted access (or, on an outcome event, what it says)
+    explanation: str = ""  # why it happened, in plain words (the patient's page)
 
 
 @dataclass(frozen=True)
@@ -235,8 +239,37 @@ def my_data(request: HttpRequest) -> HttpResponse:
         viewer=request.user, filters=AccessEventFilters(patient_pseudonym=patient.pseudonym), newest_first=True
     ).exclude(kind="outcome")  # an outcome event about one of the patient's records is shown on the access it concerns
     page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
-    rows = _event_rows(list(page.object_list), models=model_labels(), with_names=True)
+    rows = _explained(_event_rows(list(page.object_list), models=model_labels(), with_names=True))
     return render(request, "audit/my_data.html", {"page": page, "rows": rows, "patient": patient})
+
+
+def _explained(rows: list[EventRow]) -> list[EventRow]:
+    """The rows with their plain-words explanation; an emergency's reason and verdict come from the events of its
+    declaration and review (one query for the page)."""
+    declarations = {row.event.request_id for row in rows if row.event.purpose == vocabulary.EMERGENCY}
+    emergencies = emergency_events(request_ids=declarations)
+    explained = []
+    for row in rows:
+        event = row.event
+        declared, reviewed = emergencies.get(event.request_id, ("", ""))
+        context = Context(
+            who=row.requester_name or event.grantee,
+            model=row.model_label,
+            purpose=row.purpose_label,
+            emergency_reason=declared,
+            verdict=reviewed,
+        )
+        words = explanation(
+            kind=event.kind,
+            purpose=event.purpose,
+            decision=event.decision,
+            reason=event.reason,
+            consent_id=event.consent_id,
+            request_id=event.request_id,
+            context=context,
+        )
+        explained.append(dataclasses.replace(row, explanation=words))
+    return explained
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -2,20 +2,24 @@
 patient's refusal, the review, the patient told, and every step in a verified audit export."""
 
 import json
+import re
 from datetime import timedelta
 
 import pytest
 from django.core import mail
 
+from audit.explanations import Context, explanation
 from audit.exports import audit_export_run, export_path, rows_from_file
 from audit.models import AccessEvent, AuditExport
 from audit.selectors import AccessEventFilters
 from audit.services import audit_export_create
 from care import emergencies
 from care.models import EmergencyDeclaration
+from care.services import treatment_records_read
 from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
 from records.demo import DEMO_IDENTIFIER_SYSTEM
+from tests.conftest import grant
 
 WHY = "Unconscious after a fall, no family reachable; need prior imaging."
 
@@ -198,3 +202,55 @@ def test_the_declaration_its_reads_and_review_are_in_a_verified_audit_export(
     assert {r["request_id"] for r in rows} == {str(declaration.id)}
     assert done.verification["ok"] is True
     assert done.verification["checked"] == 3
+
+
+def test_the_patient_sees_why_each_access_happened_in_plain_words(
+    casualty, clinician, auditor, client, django_capture_on_commit_callbacks
+):
+    user, patient, _, number = casualty
+    consent = grant(user, patient, clinician, purposes=["treatment"], categories=["imaging"])
+    treatment_records_read(clinician=clinician, patient_pseudonym=patient.pseudonym, category="imaging")
+    declaration = declare(clinician, number)
+    emergencies.emergency_records_read(clinician=clinician, declaration_id=str(declaration.id), category="imaging")
+    emergencies.emergency_review(auditor=auditor, declaration_id=str(declaration.id), verdict="justified", note="OK")
+    client.force_login(user)
+    page = client.get("/audit/my-data/").content.decode()
+    words = [" ".join(cell.split()) for cell in re.findall(r"data-explanation>(.*?)</td>", page, re.S)]
+    assert words == [  # newest first
+        "An auditor reviewed an emergency access to your records: justified.",
+        "Dr Carol opened this record without your consent, in an emergency they declared (patient unconscious or "
+        "unable to consent). An auditor reviewed it: justified.",
+        "Dr Carol declared an emergency to read your records without your consent: patient unconscious or unable to "
+        "consent.",
+        f"Dr Carol opened this record to treat you, as your consent {consent.consent_id} allows.",
+    ]
+    emergency_page = client.get("/care/my-emergency-access/").content.decode()
+    assert f'data-declaration-id="{declaration.id}"' in emergency_page
+    assert WHY not in emergency_page  # the clinician's words are for the auditors
+
+
+def test_an_admitted_access_with_no_explanation_says_so():
+    context = Context(who="Dr Carol")
+    unexplained = explanation(
+        kind="record_read",
+        purpose="treatment",
+        decision="admit",
+        reason="",
+        consent_id="",
+        request_id="r",
+        context=context,
+    )
+    assert "names no consent or emergency" in unexplained
+    refused = explanation(
+        kind="record_read",
+        purpose="emergency",
+        decision="refuse",
+        reason="emergency_refused",
+        consent_id="",
+        request_id="d",
+        context=context,
+    )
+    assert refused == (
+        "Dr Carol asked to open this record in an emergency; the ledger refused it: patient refused emergency access "
+        "to this kind of data."
+    )
