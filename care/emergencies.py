@@ -275,7 +275,7 @@ def _seal(text: str, *, purpose: str, row: uuid.UUID) -> tuple[str, bytes, str]:
     return key_id, sealed, hashlib.sha256(plaintext).hexdigest()
 
 
-def _open(sealed: bytes, *, key_id: str, purpose: str, row: uuid.UUID, digest: str) -> str:
+def _open(sealed: bytes | memoryview, *, key_id: str, purpose: str, row: uuid.UUID, digest: str) -> str:
     plaintext = configured_keyring("RECORD_ENCRYPTION").decrypt(
         bytes(sealed), key_id=key_id, associated_data=_associated_data(purpose, row, key_id)
     )
