@@ -15,8 +15,6 @@ What must hold:
 - every declaration is reviewed by an auditor (justified or not, with a note), once, on the ledger.
 """
 
-import hashlib
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,8 +31,8 @@ from care.services import TreatmentRead, category_check, patient_records_read
 from chaincode.vocabulary import CATEGORIES, EMERGENCY_MAX_SECONDS, EMERGENCY_REASONS, EMERGENCY_VERDICTS
 from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
-from health_platform.keyring import configured_keyring
 from health_platform.roles import Role, user_has_role
+from health_platform.sealed_text import text_open, text_seal
 from ledger.contracts import EmergencyRefusals
 from records.selectors import patient_by_identifier, patient_of
 
@@ -42,7 +40,6 @@ log = structlog.get_logger(__name__)
 
 JUSTIFICATION_MIN, JUSTIFICATION_MAX = 10, 1000
 NOTE_MAX = 2000
-SALT_BYTES = 16
 
 
 def emergency_duration() -> timedelta:
@@ -62,7 +59,7 @@ def emergency_declare(*, clinician: Any, identifier: str, reason: str, justifica
     text = _text(justification, "justification", JUSTIFICATION_MIN, JUSTIFICATION_MAX, code="invalid_justification")
     patient = _patient_named(identifier)
     declaration_id = uuid.uuid4()
-    key_id, sealed, digest = _seal(text, purpose="emergency-justification", row=declaration_id)
+    key_id, sealed, digest = text_seal(text, purpose="emergency-justification", row=declaration_id)
     recorded = bootstrap.contracts().declare_emergency(
         declaration_id=str(declaration_id),
         grantee=profile.grantee_id,
@@ -115,7 +112,7 @@ def emergency_review(*, auditor: Any, declaration_id: str, verdict: str, note: s
     text = _text(note, "note", 1, NOTE_MAX, code="invalid_note")
     if declaration.reviewed:
         raise ValidationFailed("This emergency is already reviewed.", code="already_reviewed")
-    key_id, sealed, digest = _seal(text, purpose="emergency-review-note", row=declaration.id)
+    key_id, sealed, digest = text_seal(text, purpose="emergency-review-note", row=declaration.id)
     recorded = bootstrap.contracts().review_emergency(
         declaration_id=str(declaration.id), reviewer=auditor_actor_id(auditor), verdict=verdict, note_sha256=digest
     )
@@ -198,7 +195,7 @@ def emergency_visible(*, user: Any, declaration_id: str) -> EmergencyDeclaration
 
 def justification_open(declaration: EmergencyDeclaration) -> str:
     """The justification, for its clinician and the reviewers; checked against the hash on the ledger's copy."""
-    return _open(
+    return text_open(
         declaration.justification_sealed,
         key_id=declaration.justification_key_id,
         purpose="emergency-justification",
@@ -210,7 +207,7 @@ def justification_open(declaration: EmergencyDeclaration) -> str:
 def note_open(declaration: EmergencyDeclaration) -> str:
     if not declaration.note_sealed:
         return ""
-    return _open(
+    return text_open(
         declaration.note_sealed,
         key_id=declaration.note_key_id,
         purpose="emergency-review-note",
@@ -260,28 +257,6 @@ def _text(value: Any, field: str, shortest: int, longest: int, *, code: str) -> 
             f"Write the {field} in {shortest} to {longest} characters.", code=code, detail={"field": field}
         )
     return text
-
-
-def _associated_data(purpose: str, row: uuid.UUID, key_id: str) -> bytes:
-    return f"health_platform/{purpose}/v1|{row}|{key_id}".encode()
-
-
-def _seal(text: str, *, purpose: str, row: uuid.UUID) -> tuple[str, bytes, str]:
-    """(key id, ciphertext, SHA-256 of salt and text): the ciphertext holds the salt, the ledger the digest."""
-    plaintext = os.urandom(SALT_BYTES) + text.encode()
-    keyring = configured_keyring("RECORD_ENCRYPTION")
-    key_id = keyring.active_key_id
-    _, sealed = keyring.encrypt(plaintext, associated_data=_associated_data(purpose, row, key_id))
-    return key_id, sealed, hashlib.sha256(plaintext).hexdigest()
-
-
-def _open(sealed: bytes | memoryview, *, key_id: str, purpose: str, row: uuid.UUID, digest: str) -> str:
-    plaintext = configured_keyring("RECORD_ENCRYPTION").decrypt(
-        bytes(sealed), key_id=key_id, associated_data=_associated_data(purpose, row, key_id)
-    )
-    if hashlib.sha256(plaintext).hexdigest() != digest:
-        raise ValueError("the stored text does not match its hash")
-    return plaintext[SALT_BYTES:].decode()
 
 
 def _moment(text: str) -> datetime:

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "analytics",
     "audit",
     "care",
+    "oversight",
     "directory",
 ]
 
@@ -344,6 +345,9 @@ EMERGENCY_ACCESS_HOURS = env.float("EMERGENCY_ACCESS_HOURS", default=4.0)
 PATIENT_IDENTIFIER_SYSTEM = env.str(
     "PATIENT_IDENTIFIER_SYSTEM", default="https://health-platform.example/fhir/NamingSystem/demo-patient"
 )
+
+# The misuse detector: fitted on this many days of the access log before the days it scores.
+OVERSIGHT_HISTORY_DAYS = env.int("OVERSIGHT_HISTORY_DAYS", default=28)
 
 # --- Analytics ---
 # Ciphertexts and contexts are stored here and passed by key; compute workers need this folder only.

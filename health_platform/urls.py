@@ -19,6 +19,7 @@ from consent import views as consent_views
 from consent.api import GranteeListView
 from directory import views as directory_views
 from health_platform import security, views
+from oversight import views as oversight_views
 from records import ingest_views
 from records import views as records_views
 
@@ -75,6 +76,14 @@ care_pages = [
     path("my-emergency-access/", care_views.my_emergency_access, name="my-emergency-access"),
 ]
 
+# The auditors' misuse alerts.
+oversight_pages = [
+    path("alerts/", oversight_views.alerts, name="alerts"),
+    path("alerts/score/", oversight_views.score_now, name="score-now"),
+    path("alerts/<str:alert_id>/", oversight_views.alert_detail, name="alert"),
+    path("alerts/<str:alert_id>/triage/", oversight_views.alert_triage, name="alert-triage"),
+]
+
 # The custodian's grantee directory and patient invitations.
 directory_pages = [
     path("", directory_views.home, name="home"),
@@ -107,6 +116,7 @@ urlpatterns = [
     path("analytics/", include((analytics_pages, "analytics"))),
     path("audit/", include((audit_pages, "audit"))),
     path("care/", include((care_pages, "care"))),
+    path("oversight/", include((oversight_pages, "oversight"))),
     path("directory/", include((directory_pages, "directory"))),
     path("enrol/", include((enrol_pages, "enrol"))),
     path("api/auth/token/", security.obtain_auth_token, name="api-token"),
@@ -117,6 +127,7 @@ urlpatterns = [
     path("api/models/", include(model_urlpatterns)),
     path("api/audit/", include("audit.api_urls")),
     path("api/care/", include("care.api_urls")),
+    path("api/oversight/", include("oversight.api_urls")),
     path("api/directory/", include("directory.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # GET only: its renderer has no page for OPTIONS' metadata (it answered 500).

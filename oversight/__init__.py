@@ -1,0 +1,1 @@
+"""Oversight of access to health data: misuse detection over the access log."""

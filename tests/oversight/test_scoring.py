@@ -1,0 +1,130 @@
+"""The misuse detector at work on the embedded ledger: a history of explained reads written at past times, a day of
+snooping flagged with its reason, the detector anchored and cited, the alert and its triage on the ledger and in a
+verified audit export, and an access with no valid explanation flagged by itself."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+
+from audit.exports import audit_export_run, export_path, rows_from_file
+from audit.models import AccessEvent, AuditExport
+from audit.selectors import AccessEventFilters
+from audit.services import audit_export_create
+from health_platform import bootstrap
+from health_platform.errors import PermissionDenied, ValidationFailed
+from oversight import services
+from oversight.models import Alert, AlertStatus, Detector
+from tests.oversight.conftest import SCORED, read, snooping
+
+
+def test_a_night_of_snooping_on_one_patient_is_flagged_with_its_reason_on_the_ledger(history, clinician, auditor):
+    snooping(history, clinician)
+
+    run = services.misuse_score(until=SCORED + timedelta(days=1))
+
+    (alert,) = run.alerts
+    assert (alert.grantee_id, alert.day) == (clinician.clinician_profile.grantee_id, SCORED)
+    codes = [reason["code"] for reason in alert.reasons]
+    assert "repeated_reads" in codes
+    words = next(r["text"] for r in alert.reasons if r["code"] == "repeated_reads")
+    assert "15" in words
+    assert "usual 1" in words
+    detector = run.detector
+    anchored = (
+        bootstrap.contracts().client.evaluate("anchors", "ReadModelAnchor", "misuse-detector", detector.version).json()
+    )
+    assert anchored["sha256"] == detector.weights_sha256 == alert.detector.weights_sha256
+    assert services.detector_load(detector).weights_sha256 == detector.weights_sha256
+    on_ledger = bootstrap.contracts().read_alert(str(alert.id))
+    assert (on_ledger.detector_version, on_ledger.detector_sha256, on_ledger.tx_id) == (
+        detector.version,
+        detector.weights_sha256,
+        alert.tx_id,
+    )
+    assert "repeated_reads" in on_ledger.reasons
+    assert AccessEvent.objects.get(event_id=f"alert:{alert.id}").model_hash == detector.weights_sha256
+
+    again = services.misuse_score(until=SCORED + timedelta(days=1))
+    assert again.alerts == []
+    assert Alert.objects.count() == 1
+
+
+def test_an_access_with_no_valid_explanation_is_an_alert_by_itself(history, clinician):
+    patient, _ = history[clinician][0]
+    read(clinician, patient, "consent-that-never-was", datetime(2026, 11, 30, 11, 0, tzinfo=UTC))
+    run = services.misuse_score(until=SCORED + timedelta(days=1))
+    (alert,) = run.alerts
+    assert alert.reasons[0]["code"] == "unexplained_access"
+
+
+def test_explanations_check_each_kind_of_access(history, clinician, other_clinician):
+    patient, consent_id = history[clinician][0]
+    grantee = clinician.clinician_profile.grantee_id
+    base = {
+        "kind": "record_read",
+        "purpose": "treatment",
+        "decision": "admit",
+        "grantee": grantee,
+        "patient_pseudonym": patient.pseudonym,
+        "consent_id": consent_id,
+        "recorded_at": "2026-11-30T10:00:00Z",
+    }
+    rows = [
+        base,  # its consent, its patient, its grantee: explained
+        {**base, "grantee": other_clinician.clinician_profile.grantee_id, "consent_id": consent_id},  # not theirs
+        {**base, "patient_pseudonym": "0" * 64},  # another patient
+        {**base, "consent_id": None},  # no consent named
+        {**base, "decision": "refuse", "consent_id": None, "reason": "no_consent"},  # refusals need none
+        {**base, "purpose": "emergency", "consent_id": None, "request_id": str(uuid.uuid4())},  # no declaration
+        {**base, "kind": "record_access", "consent_id": None, "request_id": "analysis-1"},  # logged before consent_id
+    ]
+    assert services.explanations_check(rows) == [False, True, True, True, False, True, False]
+
+
+def test_an_alert_is_triaged_once_on_the_ledger_and_exported_verified(
+    history, clinician, auditor, export_dir, django_capture_on_commit_callbacks
+):
+    snooping(history, clinician)
+    (alert,) = services.misuse_score(until=SCORED + timedelta(days=1)).alerts
+
+    with pytest.raises(PermissionDenied):
+        services.alert_triage(auditor=clinician, alert_id=str(alert.id), verdict="dismissed", note="mine")
+    with pytest.raises(ValidationFailed) as bad:
+        services.alert_triage(auditor=auditor, alert_id=str(alert.id), verdict="maybe", note="?")
+    assert bad.value.code == "invalid_verdict"
+    triaged = services.alert_triage(
+        auditor=auditor, alert_id=str(alert.id), verdict="confirmed", note="Asked the ward: no treatment."
+    )
+    assert triaged.status == AlertStatus.CONFIRMED
+    assert services.triage_note_open(triaged) == "Asked the ward: no treatment."
+    ledger_triage = bootstrap.contracts().read_alert(str(alert.id)).triage
+    assert (ledger_triage.verdict, ledger_triage.note_sha256) == ("confirmed", triaged.note_sha256)
+    with pytest.raises(ValidationFailed) as twice:
+        services.alert_triage(auditor=auditor, alert_id=str(alert.id), verdict="dismissed", note="No.")
+    assert twice.value.code == "already_triaged"
+
+    with django_capture_on_commit_callbacks(execute=False):
+        created = audit_export_create(
+            requester=auditor, format="csv", filters=AccessEventFilters(request_id=str(alert.id))
+        )
+    audit_export_run(export_id=str(created.pk))
+    done = AuditExport.objects.get(pk=created.pk)
+    with export_path(done).open("rb") as stream:
+        rows = list(rows_from_file(stream, format="csv"))
+    assert [(r["kind"], r["decision"], r["model_hash"]) for r in rows] == [
+        ("alert", "flagged", alert.detector.weights_sha256),
+        ("alert_triage", "confirmed", alert.detector.weights_sha256),
+    ]
+    assert done.verification["ok"] is True
+
+
+def test_nothing_to_score_is_said_and_bad_input_refused(db, ledger, capsys):
+    assert services.misuse_score(until=SCORED).skipped == "no_events"
+    with pytest.raises(ValidationFailed) as bad:
+        services.misuse_score(days=0)
+    assert bad.value.code == "invalid_days"
+    call_command("score_access_log", "--until", "2026-11-30")
+    assert "Nothing scored" in capsys.readouterr().out
+    assert not Detector.objects.exists()
