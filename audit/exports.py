@@ -36,7 +36,7 @@ from audit.models import (
 )
 from audit.selectors import AccessEventFilters, audit_export_manifest, mirror_rows
 from audit.verification import events_verify
-from chaincode.vocabulary import DECISIONS, OUTCOMES
+from chaincode.vocabulary import DECISIONS, OUTCOMES, OVERSIGHT_DECISIONS
 from health_platform.errors import Conflict, NotFound
 from health_platform.fhir_codes import (
     ACCESS_EVENT_KIND_SYSTEM,
@@ -128,7 +128,7 @@ def rows_from_audit_event(event: dict[str, Any]) -> dict[str, Any]:
         row[name] = identifier.get("value")
         if name == "tx_id":
             for detail in entity.get("detail") or []:
-                if detail.get("type") in DETAILS:
+                if detail.get("type") in (*DETAILS, "decision"):
                     row[detail["type"]] = detail.get("valueString")
     subtypes = {coding.get("system"): coding.get("code") for coding in event.get("subtype") or []}
     legacy = _LEGACY_KIND_SYSTEM in subtypes
@@ -136,19 +136,23 @@ def rows_from_audit_event(event: dict[str, Any]) -> dict[str, Any]:
     kind = subtypes.get(ACCESS_EVENT_KIND_SYSTEM) or subtypes.get(_LEGACY_KIND_SYSTEM) or _KINDS_BY_TYPE.get(type_code)
     # The type and action follow from the kind: one edited reads as a changed kind, not as the same event.
     actions = _LEGACY_ACTIONS if legacy else ACTIONS
-    if kind in EVENT_TYPES and (EVENT_TYPES[kind], actions[kind]) == (type_code, event.get("action")):
+    if kind in EVENT_TYPES and (EVENT_TYPES[kind], actions.get(kind)) == (type_code, event.get("action")):
         row["kind"] = kind
     row["reason"] = event.get("outcomeDesc")
     outcome = str(event.get("outcome"))
     decisions = OUTCOMES if row["kind"] == "outcome" else DECISIONS
-    row["decision"] = next(
-        (
-            decision
-            for decision in decisions
-            if outcome_code(kind=row["kind"], decision=decision, reason=row["reason"], legacy=legacy) == outcome
-        ),
-        outcome,
-    )
+    if row["kind"] in OVERSIGHT_DECISIONS:  # its decision is a detail; the outcome must say it succeeded
+        if outcome != outcome_code(kind=row["kind"], decision=row["decision"], reason=None):
+            row["decision"] = outcome
+    else:
+        row["decision"] = next(
+            (
+                decision
+                for decision in decisions
+                if outcome_code(kind=row["kind"], decision=decision, reason=row["reason"], legacy=legacy) == outcome
+            ),
+            outcome,
+        )
     row["recorded_at"] = event.get("recorded")
     row["purpose"] = _purpose(event)
     grantees = [

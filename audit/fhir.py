@@ -5,7 +5,7 @@ the exports read the log through the selectors."""
 import hashlib
 from typing import Any
 
-from chaincode.vocabulary import EVENT_KINDS
+from chaincode.vocabulary import EVENT_KINDS, OVERSIGHT_DECISIONS
 from health_platform.fhir_codes import (
     ACCESS_EVENT_KIND_SYSTEM,
     AUDIT_ENTITY_TYPE,
@@ -26,9 +26,29 @@ from health_platform.fhir_codes import (
 # and its action. A record access reads the record (DICOM's Patient Record event allows C, R, U or D only); an
 # export reads the log (DICOM's Export event is R); an outcome is the analysis executed over what it was given. A read
 # for treatment reads the record too, and says so in a subtype (it is not an analysis's access).
-EVENT_TYPES = {"record_access": "110110", "record_read": "110110", "export": "110106", "outcome": "110100"}
-KIND_SUBTYPES = frozenset({"outcome", "record_read"})
-ACTIONS = {"record_access": "R", "record_read": "R", "export": "R", "outcome": "E"}
+#
+# Oversight events are the platform's own acts about access, each said in a subtype: an emergency declaration and a
+# misuse alert are DICOM Security Alerts; an emergency's review and an alert's triage are application activity. Their
+# decisions (declared, justified, flagged, confirmed...) have no AuditEvent.outcome of their own: they succeeded
+# (outcome 0), and the decision is a detail of the ledger entity.
+EVENT_TYPES = {
+    "record_access": "110110",
+    "record_read": "110110",
+    "export": "110106",
+    "outcome": "110100",
+    "emergency_declared": "110113",
+    "emergency_review": "110100",
+    "alert": "110113",
+    "alert_triage": "110100",
+}
+KIND_SUBTYPES = frozenset({"outcome", "record_read", *OVERSIGHT_DECISIONS})
+ACTIONS = {
+    "record_access": "R",
+    "record_read": "R",
+    "export": "R",
+    "outcome": "E",
+    **dict.fromkeys(OVERSIGHT_DECISIONS, "E"),
+}
 # AuditEvent.outcome: 0 success; 4 minor failure, the action declined as the platform means it to be (a refusal
 # by the gate, a cancelled analysis, a record changed or lacking measurements: HTTP 4xx); 8 serious failure, an
 # unexpected error (the analysis failed, a record could not be read: HTTP 5xx). 12 (the system died) is never
@@ -67,6 +87,8 @@ def audit_event(row: dict[str, Any]) -> dict[str, Any]:
         entities.append(_entity(RECORD_SYSTEM, row["record_id"], type="system_object", role="domain_resource"))
     ledger = _entity(LEDGER_TRANSACTION_SYSTEM, row["tx_id"], type="system_object", role="security")
     ledger["detail"] = [{"type": name, "valueString": str(row[name])} for name in DETAILS if row[name] is not None]
+    if kind in OVERSIGHT_DECISIONS:
+        ledger["detail"].append({"type": "decision", "valueString": row["decision"]})
     entities.append(ledger)
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
@@ -111,7 +133,7 @@ def outcome_code(*, kind: str | None, decision: str, reason: str | None, legacy:
     """An event's AuditEvent.outcome: success for an admitted access or a computed outcome; otherwise a serious
     failure for an unexpected error (SERIOUS_FAILURE_REASONS), else a minor one. The first format (`legacy`)
     wrote every failure as minor."""
-    if decision in ("admit", "computed"):
+    if decision in ("admit", "computed") or kind in OVERSIGHT_DECISIONS:
         return SUCCESS
     if kind == "outcome" and reason in SERIOUS_FAILURE_REASONS and not legacy:
         return SERIOUS_FAILURE

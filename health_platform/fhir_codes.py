@@ -6,9 +6,10 @@ A purpose of the platform (chaincode.vocabulary) is written as codings, most sta
     research                  v3-ActReason HRESCH, GA4GH DUO:0000042 (general research use)
     diagnostic-model:<family> v3-ActReason HRESCH, GA4GH DUO:0000007 (disease-specific research), and the
                               platform's own code for the family (DUO names no model family)
-    audit                     v3-ActReason HCOMPL (an auditor's export of the access log)
+    audit                     v3-ActReason HCOMPL (an auditor's export of the access log, review or triage)
+    emergency                 v3-ActReason ETREAT (a read in an emergency, break-the-glass)
 and read back from them: the platform's own code when present, else the one purpose the standard codes name
-(HCOMPL only where an access event's purpose is read: no consent is granted for an audit).
+(HCOMPL and ETREAT only where an access event's purpose is read: no consent is granted for an audit or an emergency).
 
 A FHIR R4 Consent.provision.purpose is a list of separate Codings, each a purpose of use: several purposes are
 written as the union of their codings (`purposes_codings`), and read back (`purposes_from_codings`) with the
@@ -58,7 +59,12 @@ _ACT_REASON_DISPLAY = {
 }
 _DUO_DISPLAY = {"DUO:0000042": "general research use", "DUO:0000007": "disease specific research"}
 # DICOM PS3.16 CID 400 (Audit Event ID), as far as the platform uses it.
-_DICOM_DISPLAY = {"110100": "Application Activity", "110106": "Export", "110110": "Patient Record"}
+_DICOM_DISPLAY = {
+    "110100": "Application Activity",
+    "110106": "Export",
+    "110110": "Patient Record",
+    "110113": "Security Alert",
+}
 _PARTICIPATION_TYPE_DISPLAY = {"IRCP": "information recipient"}
 
 
@@ -86,6 +92,8 @@ def purpose_codings(purpose: str) -> list[Coding]:
         return [act_reason("HRESCH"), duo("DUO:0000042")]
     if purpose == "audit":
         return [act_reason("HCOMPL")]
+    if purpose == "emergency":
+        return [act_reason("ETREAT")]
     if purpose.startswith(MODEL_PURPOSE_PREFIX):
         return [act_reason("HRESCH"), duo("DUO:0000007"), {"system": PURPOSE_SYSTEM, "code": purpose}]
     raise ValueError(f"not a purpose of the platform: {purpose[:64]!r}")
@@ -180,8 +188,9 @@ def _known_name(system: object, code: object) -> str:
 def access_purpose_from_codings(codings: list[Coding]) -> str:
     """The purpose of an access event that `codings` name: HCOMPL alone is "audit" (an auditor's export of the
     log), anything else is read as purpose_from_codings reads a consent's. Refused (PurposeUnmapped) as there."""
-    if any((coding.get("system"), coding.get("code")) == (V3_ACT_REASON, "HCOMPL") for coding in codings):
-        if len(codings) != 1:
-            raise PurposeUnmapped("health compliance is the audit's purpose alone")
-        return "audit"
+    for code, purpose in (("HCOMPL", "audit"), ("ETREAT", "emergency")):
+        if any((coding.get("system"), coding.get("code")) == (V3_ACT_REASON, code) for coding in codings):
+            if len(codings) != 1:
+                raise PurposeUnmapped(f"{_ACT_REASON_DISPLAY[code]} is a purpose alone")
+            return purpose
     return purpose_from_codings(codings)

@@ -179,8 +179,9 @@ def test_an_auditor_reviews_once_on_the_ledger(casualty, clinician, auditor):
         )
 
 
+@pytest.mark.parametrize("format", ["csv", "json", "fhir"])
 def test_the_declaration_its_reads_and_review_are_in_a_verified_audit_export(
-    casualty, clinician, auditor, export_dir, django_capture_on_commit_callbacks
+    casualty, clinician, auditor, export_dir, django_capture_on_commit_callbacks, format
 ):
     _, patient, _, number = casualty
     declaration = declare(clinician, number)
@@ -188,12 +189,12 @@ def test_the_declaration_its_reads_and_review_are_in_a_verified_audit_export(
     emergencies.emergency_review(auditor=auditor, declaration_id=str(declaration.id), verdict="unjustified", note="No.")
     with django_capture_on_commit_callbacks(execute=False):
         created = audit_export_create(
-            requester=auditor, format="json", filters=AccessEventFilters(patient_pseudonym=patient.pseudonym)
+            requester=auditor, format=format, filters=AccessEventFilters(patient_pseudonym=patient.pseudonym)
         )
     audit_export_run(export_id=str(created.pk))
     done = AuditExport.objects.get(pk=created.pk)
     with export_path(done).open("rb") as stream:
-        rows = list(rows_from_file(stream, format="json"))
+        rows = list(rows_from_file(stream, format=format))
     assert [(r["kind"], r["purpose"], r["decision"]) for r in rows] == [
         ("emergency_declared", "emergency", "declared"),
         ("record_read", "emergency", "admit"),
