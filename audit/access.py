@@ -17,6 +17,11 @@ def user_may_audit(user: Any) -> bool:
     return user_has_role(user, Role.AUDITOR)
 
 
+def auditor_actor_id(user: Any) -> str:
+    """An auditor's identity on the ledger (no name or e-mail: the user's primary key)."""
+    return f"auditor:u{user.pk}"
+
+
 def auditor_required(user: Any, message: str) -> None:
     """Refuse non-auditors with the access log's code (for the endpoints that no selector guards)."""
     if not user_may_audit(user):

@@ -10,26 +10,25 @@ import structlog
 from django.db import transaction
 
 from audit import tasks
-from audit.access import auditor_required
+from audit.access import auditor_actor_id, auditor_required
 from audit.log import access_batch_log, access_log_mirror_rebuild, logged_batch_mirror
 from audit.models import AuditExport, ExportFormat
 from audit.selectors import AccessEventFilters
+from audit.verdicts import NOTE_MAX, verdict_note_open, verdict_record
 from health_platform.errors import ValidationFailed
 
 __all__ = [
+    "NOTE_MAX",
     "access_batch_log",
     "access_log_mirror_rebuild",
     "audit_export_create",
     "auditor_actor_id",
     "logged_batch_mirror",
+    "verdict_note_open",
+    "verdict_record",
 ]
 
 log = structlog.get_logger(__name__)
-
-
-def auditor_actor_id(user: Any) -> str:
-    """An auditor's identity on the ledger (no name or e-mail: the user's primary key)."""
-    return f"auditor:u{user.pk}"
 
 
 def audit_export_create(*, requester: Any, format: str, filters: AccessEventFilters) -> AuditExport:

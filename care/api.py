@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.services import NOTE_MAX
 from care import emergencies
 from care.models import EmergencyDeclaration
 from care.services import TreatmentRead, treatment_records_read
@@ -109,9 +110,9 @@ class EmergencySerializer(serializers.ModelSerializer):
             "block_number",
             "verdict",
             "note_sha256",
-            "reviewed_at",
-            "review_tx_id",
-            "review_block_number",
+            "judged_at",
+            "verdict_tx_id",
+            "verdict_block_number",
         ]
 
     def get_clinician(self, declaration: EmergencyDeclaration) -> str:
@@ -139,7 +140,7 @@ class DeclareSerializer(serializers.Serializer):
 
 class ReviewSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(choices=list(EMERGENCY_VERDICTS))
-    note = serializers.CharField(max_length=emergencies.NOTE_MAX)
+    note = serializers.CharField(max_length=NOTE_MAX)
 
 
 class RefusalsSerializer(serializers.Serializer):

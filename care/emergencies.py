@@ -25,7 +25,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import QuerySet
 
-from audit.services import auditor_actor_id, logged_batch_mirror
+from audit.services import logged_batch_mirror, verdict_note_open, verdict_record
 from care.models import EmergencyDeclaration
 from care.services import TreatmentRead, category_check, patient_records_read
 from chaincode.vocabulary import CATEGORIES, EMERGENCY_MAX_SECONDS, EMERGENCY_REASONS, EMERGENCY_VERDICTS
@@ -39,7 +39,7 @@ from records.selectors import patient_by_identifier, patient_of
 log = structlog.get_logger(__name__)
 
 JUSTIFICATION_MIN, JUSTIFICATION_MAX = 10, 1000
-NOTE_MAX = 2000
+REVIEW_NOTE = "emergency-review-note"
 
 
 def emergency_duration() -> timedelta:
@@ -102,37 +102,19 @@ def emergency_records_read(*, clinician: Any, declaration_id: str, category: str
 
 def emergency_review(*, auditor: Any, declaration_id: str, verdict: str, note: str) -> EmergencyDeclaration:
     """An auditor's verdict on a declaration, with a note, once (on the ledger, then here)."""
-    if not user_has_role(auditor, Role.AUDITOR):
-        raise PermissionDenied("Only auditors review emergency access.")
     declaration = _declaration(declaration_id)
-    if verdict not in EMERGENCY_VERDICTS:
-        raise ValidationFailed(
-            "Say whether the emergency was justified.", code="invalid_verdict", detail={"field": "verdict"}
-        )
-    text = _text(note, "note", 1, NOTE_MAX, code="invalid_note")
-    if declaration.reviewed:
-        raise ValidationFailed("This emergency is already reviewed.", code="already_reviewed")
-    key_id, sealed, digest = text_seal(text, purpose="emergency-review-note", row=declaration.id)
-    recorded = bootstrap.contracts().review_emergency(
-        declaration_id=str(declaration.id), reviewer=auditor_actor_id(auditor), verdict=verdict, note_sha256=digest
+    return verdict_record(
+        declaration,
+        auditor=auditor,
+        verdict=verdict,
+        note=note,
+        verdicts=EMERGENCY_VERDICTS,
+        purpose=REVIEW_NOTE,
+        already="already_reviewed",
+        submit=lambda reviewer, digest: bootstrap.contracts().review_emergency(
+            declaration_id=str(declaration.id), reviewer=reviewer, verdict=verdict, note_sha256=digest
+        ),
     )
-    review = recorded.entry.review
-    with transaction.atomic():
-        logged_batch_mirror(recorded.logged)
-        updated = EmergencyDeclaration.objects.filter(pk=declaration.pk, verdict="").update(
-            reviewer=auditor,
-            verdict=review.verdict,
-            note_key_id=key_id,
-            note_sealed=sealed,
-            note_sha256=review.note_sha256,
-            reviewed_at=_moment(review.at),
-            review_tx_id=recorded.logged.tx_id,
-            review_block_number=recorded.logged.block_number,
-        )
-    if not updated or review.note_sha256 != digest:  # another reviewer's verdict reached the ledger first
-        raise ValidationFailed("This emergency is already reviewed.", code="already_reviewed")
-    log.info("emergency_reviewed", declaration_id=str(declaration.id), verdict=verdict, tx_id=recorded.logged.tx_id)
-    return EmergencyDeclaration.objects.get(pk=declaration.pk)
 
 
 def emergency_refusals_set(*, user: Any, categories: list[str]) -> EmergencyRefusals:
@@ -159,7 +141,7 @@ def emergency_refusals_of(*, user: Any) -> EmergencyRefusals:
 
 def emergencies_visible_to(*, user: Any) -> QuerySet[EmergencyDeclaration]:
     """A clinician's own declarations, a patient's (about them), or every one for an auditor; newest first."""
-    declarations = EmergencyDeclaration.objects.select_related("patient", "clinician", "reviewer")
+    declarations = EmergencyDeclaration.objects.select_related("patient", "clinician", "judged_by")
     if user_has_role(user, Role.AUDITOR):
         return declarations
     if user_has_role(user, Role.CLINICIAN):
@@ -205,15 +187,7 @@ def justification_open(declaration: EmergencyDeclaration) -> str:
 
 
 def note_open(declaration: EmergencyDeclaration) -> str:
-    if not declaration.note_sealed:
-        return ""
-    return text_open(
-        declaration.note_sealed,
-        key_id=declaration.note_key_id,
-        purpose="emergency-review-note",
-        row=declaration.id,
-        digest=declaration.note_sha256,
-    )
+    return verdict_note_open(declaration, purpose=REVIEW_NOTE)
 
 
 def is_active(declaration: EmergencyDeclaration, *, at: datetime | None = None) -> bool:

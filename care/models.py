@@ -12,9 +12,10 @@ from django.conf import settings
 from django.db import models
 
 from chaincode.vocabulary import EMERGENCY_REASONS, EMERGENCY_VERDICTS
+from health_platform.models import Judged
 
 
-class EmergencyDeclaration(models.Model):
+class EmergencyDeclaration(Judged):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, help_text="the ledger's declaration_id")
     clinician = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="emergencies")
     grantee_id = models.CharField(max_length=80, help_text="the clinician's id on the ledger")
@@ -29,17 +30,6 @@ class EmergencyDeclaration(models.Model):
     block_number = models.PositiveBigIntegerField(null=True, blank=True)
     patient_emailed_at = models.DateTimeField(null=True, blank=True)
 
-    reviewer = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="emergency_reviews"
-    )
-    verdict = models.CharField(max_length=16, blank=True, default="", choices=list(EMERGENCY_VERDICTS.items()))
-    note_key_id = models.CharField(max_length=64, blank=True, default="")
-    note_sealed = models.BinaryField(null=True, blank=True)
-    note_sha256 = models.CharField(max_length=64, blank=True, default="")
-    reviewed_at = models.DateTimeField(null=True, blank=True)
-    review_tx_id = models.CharField(max_length=128, blank=True, default="")
-    review_block_number = models.PositiveBigIntegerField(null=True, blank=True)
-
     class Meta:
         ordering = ["-declared_at", "id"]
         indexes = [
@@ -50,6 +40,5 @@ class EmergencyDeclaration(models.Model):
     def __str__(self) -> str:
         return f"Emergency {self.id}"
 
-    @property
-    def reviewed(self) -> bool:
-        return bool(self.verdict)
+    def get_verdict_display(self) -> str:
+        return EMERGENCY_VERDICTS.get(self.verdict, self.verdict)

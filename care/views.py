@@ -14,7 +14,7 @@ from care import emergencies
 from care.services import TreatmentRead, treatment_records_read
 from chaincode.vocabulary import CATEGORIES, EMERGENCY_REASONS, EMERGENCY_VERDICTS, REFUSAL_REASONS
 from health_platform.errors import ApplicationError, NotFound, PermissionDenied, ValidationFailed
-from health_platform.portal import refused
+from health_platform.portal import refused, verdict_posted
 from health_platform.roles import Role, user_has_role
 from records.selectors import patient_of
 
@@ -108,7 +108,7 @@ def _detail_context(request: HttpRequest, declaration: Any, *, auditor: bool, **
         "auditor": auditor,
         "active": emergencies.is_active(declaration),
         "justification": emergencies.justification_open(declaration),
-        "note": emergencies.note_open(declaration),
+        "note": emergencies.note_open(declaration) if auditor else "",
         "reason_label": EMERGENCY_REASONS.get(declaration.reason, declaration.reason),
         "verdicts": EMERGENCY_VERDICTS,
         "categories": CATEGORIES,
@@ -120,23 +120,21 @@ def _detail_context(request: HttpRequest, declaration: Any, *, auditor: bool, **
 @login_required
 @require_POST
 def emergency_review(request: HttpRequest, declaration_id: str) -> HttpResponse:
-    if not user_has_role(request.user, Role.AUDITOR):
-        return refused(request, "Only auditors review emergency access.", status=403, base=AUDIT_BASE)
-    try:
-        emergencies.emergency_review(
-            auditor=request.user,
-            declaration_id=declaration_id,
-            verdict=request.POST.get("verdict", ""),
-            note=request.POST.get("note", ""),
-        )
-    except NotFound:
-        return refused(request, "No such emergency declaration.", status=404, base=AUDIT_BASE)
-    except ValidationFailed as invalid:
+    def again(error: ValidationFailed) -> HttpResponse:
         declaration = emergencies.emergency_visible(user=request.user, declaration_id=declaration_id)
-        context = _detail_context(request, declaration, auditor=True, error=invalid, posted=request.POST)
+        context = _detail_context(request, declaration, auditor=True, error=error, posted=request.POST)
         return render(request, "care/emergency_detail.html", context, status=400)
-    messages.success(request, "Review recorded on the ledger.")
-    return redirect("care:review-queue")
+
+    return verdict_posted(
+        request,
+        judge=lambda verdict, note: emergencies.emergency_review(
+            auditor=request.user, declaration_id=declaration_id, verdict=verdict, note=note
+        ),
+        again=again,
+        base=AUDIT_BASE,
+        done=reverse("care:review-queue"),
+        message="Review recorded on the ledger.",
+    )
 
 
 @login_required
@@ -161,7 +159,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     """Every emergency not reviewed yet, oldest first, and the latest reviewed ones."""
     if not user_has_role(request.user, Role.AUDITOR):
         return refused(request, "The review queue is for auditors.", status=403, base=AUDIT_BASE)
-    reviewed = emergencies.emergencies_visible_to(user=request.user).exclude(verdict="").order_by("-reviewed_at")
+    reviewed = emergencies.emergencies_visible_to(user=request.user).exclude(verdict="").order_by("-judged_at")
     return render(
         request,
         "care/review_queue.html",

@@ -66,3 +66,27 @@ class GranteeStatus(models.Model):
 
     def __str__(self) -> str:
         return f"{self.grantee_id} ({'active' if self.active else 'inactive'})"
+
+
+class Judged(models.Model):
+    """Something an auditor judges once (an emergency declaration, a misuse alert): the verdict as the ledger holds it
+    ("" until then), who gave it, when and in which transaction, and their note, sealed here (health_platform.
+    sealed_text) with only its salted hash on the ledger."""
+
+    verdict = models.CharField(max_length=16, blank=True, default="")
+    judged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    judged_at = models.DateTimeField(null=True, blank=True)
+    note_key_id = models.CharField(max_length=64, blank=True, default="")
+    note_sealed = models.BinaryField(null=True, blank=True)
+    note_sha256 = models.CharField(max_length=64, blank=True, default="")
+    verdict_tx_id = models.CharField(max_length=128, blank=True, default="")
+    verdict_block_number = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def judged(self) -> bool:
+        return bool(self.verdict)

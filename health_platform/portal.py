@@ -102,6 +102,35 @@ def refused(
     )
 
 
+def verdict_posted(
+    request: HttpRequest,
+    *,
+    judge: Callable[[str, str], Any],
+    again: Callable[[Any], HttpResponse],
+    base: str,
+    done: str,
+    message: str,
+) -> HttpResponse:
+    """An auditor's verdict form posted (a review, a triage): `judge(verdict, note)` records it; a refusal of the
+    input re-renders the page with it (`again(error)`, 400); another role is 403, an unknown object 404; done, the
+    `message` and a redirect to `done`."""
+    from django.contrib import messages
+
+    from health_platform.errors import NotFound, ValidationFailed
+    from health_platform.roles import Role, user_has_role
+
+    if not user_has_role(request.user, Role.AUDITOR):
+        return refused(request, "Only auditors give this verdict.", status=403, base=base)
+    try:
+        judge(request.POST.get("verdict", ""), request.POST.get("note", ""))
+    except NotFound as missing:
+        return refused(request, missing.message, status=404, base=base)
+    except ValidationFailed as invalid:
+        return again(invalid)
+    messages.success(request, message)
+    return redirect(done)
+
+
 class OutageMiddleware:
     """A ledger or database outage that reaches the top of a view is answered 503 with Retry-After, in the shape
     of the request: the API's `{"code", "message", "detail"}` JSON under /api/, the portal's styled page

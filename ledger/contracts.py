@@ -241,7 +241,7 @@ class LedgerEmergency:
     declared_at: str
     expires_at: str
     tx_id: str
-    review: Verdict | None = None
+    judgement: Verdict | None = None
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,7 @@ class LedgerAlert:
     detector_sha256: str
     raised_at: str
     tx_id: str
-    triage: Verdict | None = None
+    judgement: Verdict | None = None
 
 
 @dataclass(frozen=True)
@@ -649,9 +649,9 @@ def _verdict(values: Mapping[str, Any] | None) -> Verdict | None:
 
 def _emergency(values: Mapping[str, Any]) -> LedgerEmergency:
     declaration = _from_mapping(LedgerEmergency, values)
-    return LedgerEmergency(**{**declaration.__dict__, "review": _verdict(values.get("review"))})
+    return LedgerEmergency(**{**declaration.__dict__, "judgement": _verdict(values.get("judgement"))})
 
 
 def _alert(values: Mapping[str, Any]) -> LedgerAlert:
     alert = _from_mapping(LedgerAlert, values)
-    return LedgerAlert(**{**alert.__dict__, "triage": _verdict(values.get("triage"))})
+    return LedgerAlert(**{**alert.__dict__, "judgement": _verdict(values.get("judgement"))})

@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.services import NOTE_MAX
 from chaincode.vocabulary import ALERT_VERDICTS
 from health_platform.errors import PermissionDenied, ValidationFailed
 from health_platform.roles import Role, user_has_role
@@ -36,6 +37,7 @@ class AlertSerializer(serializers.ModelSerializer):
     detector_sha256 = serializers.CharField(source="detector.weights_sha256")
     detector_tx_id = serializers.CharField(source="detector.tx_id")
     score = serializers.FloatField()
+    status = serializers.CharField()
 
     class Meta:
         model = Alert
@@ -54,9 +56,9 @@ class AlertSerializer(serializers.ModelSerializer):
             "block_number",
             "status",
             "note_sha256",
-            "triaged_at",
-            "triage_tx_id",
-            "triage_block_number",
+            "judged_at",
+            "verdict_tx_id",
+            "verdict_block_number",
         ]
 
     def get_clinician(self, alert: Alert) -> str:
@@ -65,7 +67,7 @@ class AlertSerializer(serializers.ModelSerializer):
 
 class TriageSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(choices=list(ALERT_VERDICTS))
-    note = serializers.CharField(max_length=services.NOTE_MAX)
+    note = serializers.CharField(max_length=NOTE_MAX)
 
 
 class ScoringRunSerializer(serializers.Serializer):

@@ -8,10 +8,9 @@ are what the auditors' portal lists, with what the ledger must not hold: the rea
 
 import uuid
 
-from django.conf import settings
 from django.db import models
 
-from chaincode.vocabulary import ALERT_VERDICTS
+from health_platform.models import Judged
 
 DETECTOR_NAME = "misuse-detector"
 
@@ -42,7 +41,7 @@ class AlertStatus(models.TextChoices):
     DISMISSED = "dismissed", "Dismissed"
 
 
-class Alert(models.Model):
+class Alert(Judged):
     """A clinician-day the detector flagged (one alert per clinician and day, whichever run raised it first)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, help_text="the ledger's alert_id")
@@ -56,24 +55,18 @@ class Alert(models.Model):
     tx_id = models.CharField(max_length=128)
     block_number = models.PositiveBigIntegerField(null=True, blank=True)
 
-    status = models.CharField(max_length=16, choices=AlertStatus.choices, default=AlertStatus.OPEN)
-    triaged_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="alert_triages"
-    )
-    note_key_id = models.CharField(max_length=64, blank=True, default="")
-    note_sealed = models.BinaryField(null=True, blank=True)
-    note_sha256 = models.CharField(max_length=64, blank=True, default="")
-    triaged_at = models.DateTimeField(null=True, blank=True)
-    triage_tx_id = models.CharField(max_length=128, blank=True, default="")
-    triage_block_number = models.PositiveBigIntegerField(null=True, blank=True)
-
     class Meta:
         ordering = ["-day", "-score"]
         constraints = [models.UniqueConstraint(fields=["grantee_id", "day"], name="one_alert_per_clinician_day")]
-        indexes = [models.Index(fields=["status", "day"], name="alert_triage_queue")]
+        indexes = [models.Index(fields=["verdict", "day"], name="alert_triage_queue")]
 
     def __str__(self) -> str:
         return f"Alert {self.id}"
 
+    @property
+    def status(self) -> str:
+        """open until triaged, then the verdict (confirmed, dismissed)."""
+        return self.verdict or AlertStatus.OPEN
 
-VERDICT_STATUS = {verdict: AlertStatus(verdict) for verdict in ALERT_VERDICTS}
+    def get_status_display(self) -> str:
+        return AlertStatus(self.status).label

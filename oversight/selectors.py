@@ -14,14 +14,14 @@ def alerts_visible_to(*, user: Any, status: str = "") -> QuerySet[Alert]:
     """Every alert, for auditors only; open ones first, then the newest day and the highest score."""
     if not user_has_role(user, Role.AUDITOR):
         raise PermissionDenied("Misuse alerts are for auditors.")
-    alerts = Alert.objects.select_related("detector", "triaged_by")
+    alerts = Alert.objects.select_related("detector", "judged_by")
     if status:
-        alerts = alerts.filter(status=status)
-    return alerts.order_by("status" if status else "-status", "-day", "-score")
+        alerts = alerts.filter(verdict="" if status == AlertStatus.OPEN else status)
+    return alerts.order_by("verdict", "-day", "-score")
 
 
 def open_alert_count() -> int:
-    return Alert.objects.filter(status=AlertStatus.OPEN).count()
+    return Alert.objects.filter(verdict="").count()
 
 
 def detectors() -> QuerySet[Detector]:

@@ -31,24 +31,22 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 
-from audit.services import auditor_actor_id, logged_batch_mirror
+from audit.services import logged_batch_mirror, verdict_note_open, verdict_record
 from care.models import EmergencyDeclaration
 from chaincode.validation import format_timestamp
 from chaincode.vocabulary import ALERT_VERDICTS, EMERGENCY
 from consent.models import Consent
 from health_platform import bootstrap
-from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
+from health_platform.errors import NotFound, ValidationFailed
 from health_platform.models import ClinicianProfile
-from health_platform.roles import Role, user_has_role
-from health_platform.sealed_text import text_open, text_seal
 from ledger.contracts import AlertRequest
 from oversight.detector import ClinicianDays, EventColumns, MisuseDetector, clinician_days
-from oversight.models import DETECTOR_NAME, VERDICT_STATUS, Alert, AlertStatus, Detector
+from oversight.models import DETECTOR_NAME, Alert, Detector
 
 log = structlog.get_logger(__name__)
 
 LEDGER_PAGE = 10_000
-NOTE_MAX = 2000
+TRIAGE_NOTE = "alert-triage-note"
 ALERT_NAMESPACE = uuid.UUID("5f0c1d2e-7a1b-4c3d-9e8f-0a1b2c3d4e5f")
 
 
@@ -109,54 +107,30 @@ def misuse_score(*, until: date | None = None, days: int = 1) -> ScoringRun:
 
 def alert_triage(*, auditor: Any, alert_id: str, verdict: str, note: str) -> Alert:
     """An auditor's verdict (confirmed, dismissed) on an alert with a note, once: on the ledger, then here."""
-    if not user_has_role(auditor, Role.AUDITOR):
-        raise PermissionDenied("Only auditors triage alerts.")
     alert = alert_get(alert_id=alert_id)
-    if verdict not in ALERT_VERDICTS:
-        raise ValidationFailed("Confirm or dismiss the alert.", code="invalid_verdict", detail={"field": "verdict"})
-    text = note.strip() if isinstance(note, str) else ""
-    if not 1 <= len(text) <= NOTE_MAX or "\x00" in text:
-        raise ValidationFailed(
-            f"Write a note of 1 to {NOTE_MAX} characters.", code="invalid_note", detail={"field": "note"}
-        )
-    if alert.status != AlertStatus.OPEN:
-        raise ValidationFailed("This alert is already triaged.", code="already_triaged")
-    key_id, sealed, digest = text_seal(text, purpose="alert-triage-note", row=alert.id)
-    recorded = bootstrap.contracts().triage_alert(
-        alert_id=str(alert.id), reviewer=auditor_actor_id(auditor), verdict=verdict, note_sha256=digest
+    return verdict_record(
+        alert,
+        auditor=auditor,
+        verdict=verdict,
+        note=note,
+        verdicts=ALERT_VERDICTS,
+        purpose=TRIAGE_NOTE,
+        already="already_triaged",
+        submit=lambda reviewer, digest: bootstrap.contracts().triage_alert(
+            alert_id=str(alert.id), reviewer=reviewer, verdict=verdict, note_sha256=digest
+        ),
     )
-    triage = recorded.entry.triage
-    with transaction.atomic():
-        logged_batch_mirror(recorded.logged)
-        updated = Alert.objects.filter(pk=alert.pk, status=AlertStatus.OPEN).update(
-            status=VERDICT_STATUS[triage.verdict],
-            triaged_by=auditor,
-            note_key_id=key_id,
-            note_sealed=sealed,
-            note_sha256=triage.note_sha256,
-            triaged_at=_moment(triage.at),
-            triage_tx_id=recorded.logged.tx_id,
-            triage_block_number=recorded.logged.block_number,
-        )
-    if not updated or triage.note_sha256 != digest:  # another auditor's verdict reached the ledger first
-        raise ValidationFailed("This alert is already triaged.", code="already_triaged")
-    log.info("alert_triaged", alert_id=str(alert.id), verdict=verdict, tx_id=recorded.logged.tx_id)
-    return Alert.objects.get(pk=alert.pk)
 
 
 def alert_get(*, alert_id: Any) -> Alert:
     try:
-        return Alert.objects.select_related("detector", "triaged_by").get(pk=uuid.UUID(str(alert_id)))
+        return Alert.objects.select_related("detector", "judged_by").get(pk=uuid.UUID(str(alert_id)))
     except (ValueError, Alert.DoesNotExist):
         raise NotFound("No such alert.") from None
 
 
 def triage_note_open(alert: Alert) -> str:
-    if not alert.note_sealed:
-        return ""
-    return text_open(
-        alert.note_sealed, key_id=alert.note_key_id, purpose="alert-triage-note", row=alert.id, digest=alert.note_sha256
-    )
+    return verdict_note_open(alert, purpose=TRIAGE_NOTE)
 
 
 def explanations_check(rows: list[dict[str, Any]]) -> list[bool]:

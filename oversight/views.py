@@ -5,14 +5,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from chaincode.vocabulary import ALERT_VERDICTS
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
-from health_platform.portal import refused
+from health_platform.portal import refused, verdict_posted
 from health_platform.roles import Role, user_has_role
 from oversight import selectors, services, tasks
-from oversight.models import AlertStatus
+from oversight.models import Alert
 
 BASE = "audit/base.html"
 
@@ -44,13 +45,13 @@ def alert_detail(request: HttpRequest, alert_id: str) -> HttpResponse:
     return render(request, "oversight/alert_detail.html", _context(alert))
 
 
-def _context(alert: object, **extra: object) -> dict[str, object]:
+def _context(alert: Alert, **extra: object) -> dict[str, object]:
     return {
         "alert": alert,
-        "clinician": selectors.clinician_name(alert.grantee_id),  # type: ignore[attr-defined]
-        "note": services.triage_note_open(alert),  # type: ignore[arg-type]
+        "clinician": selectors.clinician_name(alert.grantee_id),
+        "note": services.triage_note_open(alert),
         "verdicts": ALERT_VERDICTS,
-        "open": alert.status == AlertStatus.OPEN,  # type: ignore[attr-defined]
+        "open": not alert.judged,
         **extra,
     }
 
@@ -58,24 +59,20 @@ def _context(alert: object, **extra: object) -> dict[str, object]:
 @login_required
 @require_POST
 def alert_triage(request: HttpRequest, alert_id: str) -> HttpResponse:
-    if not user_has_role(request.user, Role.AUDITOR):
-        return refused(request, "Only auditors triage alerts.", status=403, base=BASE)
-    try:
-        services.alert_triage(
-            auditor=request.user,
-            alert_id=alert_id,
-            verdict=request.POST.get("verdict", ""),
-            note=request.POST.get("note", ""),
-        )
-    except NotFound:
-        return refused(request, "No such alert.", status=404, base=BASE)
-    except ValidationFailed as invalid:
-        alert = services.alert_get(alert_id=alert_id)
-        return render(
-            request, "oversight/alert_detail.html", _context(alert, error=invalid, posted=request.POST), status=400
-        )
-    messages.success(request, "Triage recorded on the ledger.")
-    return redirect("oversight:alerts")
+    def again(error: ValidationFailed) -> HttpResponse:
+        context = _context(services.alert_get(alert_id=alert_id), error=error, posted=request.POST)
+        return render(request, "oversight/alert_detail.html", context, status=400)
+
+    return verdict_posted(
+        request,
+        judge=lambda verdict, note: services.alert_triage(
+            auditor=request.user, alert_id=alert_id, verdict=verdict, note=note
+        ),
+        again=again,
+        base=BASE,
+        done=reverse("oversight:alerts"),
+        message="Triage recorded on the ledger.",
+    )
 
 
 @login_required

@@ -7,13 +7,14 @@ its state, nor the other way round. AppendAccessEvents refuses these kinds (chai
 
 - `emergency/<declaration_id>`: a clinician's declaration for one patient: a reason from a fixed list, the
   SHA-256 of the justification (the text stays off the ledger, encrypted), declared_at and expires_at (the
-  transaction's time plus the duration asked, at most EMERGENCY_MAX_SECONDS), and once reviewed, the auditor's
-  verdict with the SHA-256 of the note. Logged as batch `emergency:<id>`, its review as `emergency-review:<id>`.
+  transaction's time plus the duration asked, at most EMERGENCY_MAX_SECONDS), and once reviewed, its judgement:
+  the auditor's verdict with the SHA-256 of the note. Logged as batch `emergency:<id>`, its review as
+  `emergency-review:<id>`.
 - `emergency_refusal/<patient>`: the data categories the patient forbids emergency access to (the whole set is
   written each time; its history is every change).
-- `alert/<alert_id>`: a clinician-day the misuse detector flagged: the reason codes and score, and the
-  detector's version and weights hash, which must be anchored (AnchorModel) before an alert may cite them.
-  Logged per scoring run as batch `alerts:<run_id>`; a triage as `alert-triage:<id>`.
+- `alert/<alert_id>`: a clinician-day the misuse detector flagged: the reason codes and score, the detector's
+  version and weights hash (anchored with AnchorModel before an alert may cite them), and once triaged its
+  judgement. Logged per scoring run as batch `alerts:<run_id>`; a triage as `alert-triage:<id>`.
 
 Retries are safe: the same declaration, review, alert or triage again answers what is stored and writes
 nothing; a different one under the same id is refused (already_exists). No health data: ids, pseudonyms, codes,
@@ -144,30 +145,14 @@ class EmergencyContract(Contract):
             "declared_at": validation.format_timestamp(now),
             "expires_at": validation.format_timestamp(now + timedelta(seconds=duration)),
             "tx_id": stub.get_txid(),
-            "review": None,
+            "judgement": None,
         }
         await state.put_json(stub, key, declaration)
         return await _answer(stub, declaration, f"emergency:{declaration_id}", [_declared_event(declaration)])
 
     async def ReviewEmergency(self, ctx: TransactionContext, review_json: str) -> str:
         """An auditor's verdict on a declaration (justified or not) with the hash of their note, logged."""
-        stub = ctx.get_stub()
-        review = _verdict(review_json, "review", EMERGENCY_VERDICTS)
-        key = emergency_key(stub, review["subject_id"])
-        declaration = await state.get_json(stub, key)
-        if declaration is None:
-            raise NotFound("no emergency declaration with this id")
-        declaration = await _judged(stub, key, declaration, "review", review)
-        event = {
-            "event_id": f"emergency-review:{declaration['declaration_id']}",
-            "kind": "emergency_review",
-            "patient_pseudonym": declaration["patient_pseudonym"],
-            "grantee": review["reviewer"],
-            "purpose": "audit",
-            "request_id": declaration["declaration_id"],
-            "decision": review["verdict"],
-        }
-        return await _answer(stub, declaration, f"emergency-review:{declaration['declaration_id']}", [event])
+        return await _judge(ctx.get_stub(), review_json, EMERGENCY_KEY, "emergency_review", EMERGENCY_VERDICTS)
 
     async def ReadEmergency(self, ctx: TransactionContext, declaration_id: str) -> str:
         validation.identifier(declaration_id, "declaration_id")
@@ -249,23 +234,7 @@ class AlertContract(Contract):
 
     async def TriageAlert(self, ctx: TransactionContext, triage_json: str) -> str:
         """An auditor's verdict on an alert (confirmed or dismissed) with the hash of their note, logged."""
-        stub = ctx.get_stub()
-        triage = _verdict(triage_json, "triage", ALERT_VERDICTS)
-        key = stub.create_composite_key(ALERT_KEY, [triage["subject_id"]])
-        alert = await state.get_json(stub, key)
-        if alert is None:
-            raise NotFound("no alert with this id")
-        alert = await _judged(stub, key, alert, "triage", triage)
-        event = {
-            "event_id": f"alert-triage:{alert['alert_id']}",
-            "kind": "alert_triage",
-            "grantee": triage["reviewer"],
-            "purpose": "audit",
-            "request_id": alert["alert_id"],
-            "model_hash": alert["detector_sha256"],
-            "decision": triage["verdict"],
-        }
-        return await _answer(stub, alert, f"alert-triage:{alert['alert_id']}", [event])
+        return await _judge(ctx.get_stub(), triage_json, ALERT_KEY, "alert_triage", ALERT_VERDICTS)
 
     async def ReadAlert(self, ctx: TransactionContext, alert_id: str) -> str:
         validation.identifier(alert_id, "alert_id")
@@ -309,15 +278,42 @@ def _verdict(argument: str, field: str, verdicts: dict[str, str]) -> dict[str, s
     }
 
 
-async def _judged(stub: Any, key: str, entry: dict[str, Any], name: str, verdict: dict[str, str]) -> dict[str, Any]:
-    """`entry` with its verdict under `name`, written once: the same verdict again is answered as stored."""
+_JUDGED = {EMERGENCY_KEY: ("declaration_id", "emergency declaration"), ALERT_KEY: ("alert_id", "alert")}
+
+
+async def _judge(stub: Any, argument: str, object_type: str, kind: str, verdicts: dict[str, str]) -> str:
+    """Record an auditor's verdict on a declaration or an alert, once, and log it as a `kind` event in a batch of
+    its own (`emergency-review:<id>`, `alert-triage:<id>`) naming the patient or the detector the entry names."""
+    verdict = _verdict(argument, kind.split("_")[1], verdicts)
+    key = stub.create_composite_key(object_type, [verdict["subject_id"]])
+    entry = await state.get_json(stub, key)
+    id_field, noun = _JUDGED[object_type]
+    if entry is None:
+        raise NotFound(f"no {noun} with this id")
+    entry = await _judged(stub, key, entry, verdict)
+    event = {
+        "event_id": f"{kind.replace('_', '-')}:{entry[id_field]}",
+        "kind": kind,
+        "patient_pseudonym": entry.get("patient_pseudonym"),
+        "grantee": verdict["reviewer"],
+        "purpose": "audit",
+        "request_id": entry[id_field],
+        "model_hash": entry.get("detector_sha256"),
+        "decision": verdict["verdict"],
+    }
+    return await _answer(stub, entry, event["event_id"], [event])
+
+
+async def _judged(stub: Any, key: str, entry: dict[str, Any], verdict: dict[str, str]) -> dict[str, Any]:
+    """`entry` with its judgement (an auditor's verdict), written once: the same verdict again is answered as
+    stored, another is refused."""
     asked = {"reviewer": verdict["reviewer"], "verdict": verdict["verdict"], "note_sha256": verdict["note_sha256"]}
-    current = entry.get(name)
+    current = entry.get("judgement")
     if current is not None:
         if any(current[field] != value for field, value in asked.items()):
-            raise AlreadyExists(f"this {name} is already recorded with another verdict")
+            raise AlreadyExists("a verdict is already recorded, another one")
         return entry
-    judged = {**entry, name: {**asked, "at": state.tx_time_text(stub), "tx_id": stub.get_txid()}}
+    judged = {**entry, "judgement": {**asked, "at": state.tx_time_text(stub), "tx_id": stub.get_txid()}}
     await state.put_json(stub, key, judged)
     return judged
 
@@ -338,6 +334,6 @@ async def _raised(stub: Any, item: dict[str, Any], field: str, detector: dict[st
         if any(current[name] != value for name, value in asked.items()):
             raise AlreadyExists(f"{field}.alert_id is already raised with other values")
         return current
-    alert = {**asked, "raised_at": state.tx_time_text(stub), "tx_id": stub.get_txid(), "triage": None}
+    alert = {**asked, "raised_at": state.tx_time_text(stub), "tx_id": stub.get_txid(), "judgement": None}
     await state.put_json(stub, key, alert)
     return alert

@@ -158,13 +158,13 @@ def test_an_auditor_reviews_once_on_the_ledger(casualty, clinician, auditor):
     reviewed = emergencies.emergency_review(
         auditor=auditor, declaration_id=str(declaration.id), verdict="justified", note="Checked with the ward."
     )
-    assert (reviewed.verdict, reviewed.reviewer) == ("justified", auditor)
+    assert (reviewed.verdict, reviewed.judged_by) == ("justified", auditor)
     assert emergencies.note_open(reviewed) == "Checked with the ward."
-    on_ledger = bootstrap.contracts().read_emergency(str(declaration.id)).review
+    on_ledger = bootstrap.contracts().read_emergency(str(declaration.id)).judgement
     assert (on_ledger.verdict, on_ledger.note_sha256, on_ledger.tx_id) == (
         "justified",
         reviewed.note_sha256,
-        reviewed.review_tx_id,
+        reviewed.verdict_tx_id,
     )
     assert AccessEvent.objects.get(event_id=f"emergency-review:{declaration.id}").decision == "justified"
     assert not emergencies.emergency_review_queue().exists()

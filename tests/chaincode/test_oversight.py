@@ -165,9 +165,9 @@ def test_a_review_is_written_once_with_the_note_hash_and_logged(contracts, recor
     reviewed = contracts.review_emergency(
         declaration_id=ident("em-1"), reviewer=AUDITOR, verdict="justified", note_sha256=digest(91)
     )
-    assert reviewed.entry.review.verdict == "justified"
-    assert reviewed.entry.review.note_sha256 == digest(91)
-    assert contracts.read_emergency(ident("em-1")).review.tx_id == reviewed.logged.tx_id
+    assert reviewed.entry.judgement.verdict == "justified"
+    assert reviewed.entry.judgement.note_sha256 == digest(91)
+    assert contracts.read_emergency(ident("em-1")).judgement.tx_id == reviewed.logged.tx_id
     [event] = contracts.read_access_batch(f"emergency-review:{ident('em-1')}").events
     assert (event["kind"], event["grantee"], event["decision"], event["patient_pseudonym"]) == (
         "emergency_review",
@@ -259,7 +259,7 @@ def test_alerts_cite_an_anchored_detector_are_logged_and_triaged_once(contracts)
     triaged = contracts.triage_alert(
         alert_id=ident("a1"), reviewer=AUDITOR, verdict="confirmed", note_sha256=digest(92)
     )
-    assert triaged.entry.triage.verdict == "confirmed"
+    assert triaged.entry.judgement.verdict == "confirmed"
     [event] = contracts.read_access_batch(f"alert-triage:{ident('a1')}").events
     assert (event["kind"], event["decision"], event["model_hash"]) == ("alert_triage", "confirmed", digest(50))
     with pytest.raises(ContractRejected) as twice:

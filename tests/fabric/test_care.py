@@ -89,7 +89,7 @@ def test_an_emergency_on_fabric_opens_reads_for_its_clinician_and_is_reviewed_on
     reviewed = emergencies.emergency_review(
         auditor=auditor, declaration_id=str(declaration.id), verdict="justified", note="Resuscitation record seen."
     )
-    for tx_id in (declaration.tx_id, read.tx_id, refused.tx_id, reviewed.review_tx_id):
+    for tx_id in (declaration.tx_id, read.tx_id, refused.tx_id, reviewed.verdict_tx_id):
         location = ledger.locate(tx_id)
         assert location is not None
         assert location.status == "VALID"

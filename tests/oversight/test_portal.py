@@ -8,7 +8,7 @@ from django.utils.html import escape
 from rest_framework.test import APIClient
 
 from oversight import services
-from oversight.models import Alert, AlertStatus
+from oversight.models import Alert
 from tests.oversight.conftest import SCORED, snooping
 
 
@@ -32,14 +32,14 @@ def test_the_auditor_sees_the_alert_with_its_reasons_and_triages_it_in_the_porta
     assert all(escape(reason["text"]) in listed for reason in alert.reasons)
     page = client.get(f"/oversight/alerts/{alert.id}/").content.decode()
     assert alert.detector.weights_sha256 in page
-    assert 'id="triage-form"' in page
+    assert 'id="verdict-form"' in page
     missing_note = client.post(f"/oversight/alerts/{alert.id}/triage/", {"verdict": "dismissed", "note": " "})
     assert missing_note.status_code == 400
     assert 'data-error-code="invalid_note"' in missing_note.content.decode()
     done = client.post(f"/oversight/alerts/{alert.id}/triage/", {"verdict": "dismissed", "note": "On call that night."})
     assert done.status_code == 302
-    assert Alert.objects.get().status == AlertStatus.DISMISSED
-    assert 'id="triage-note"' in client.get(f"/oversight/alerts/{alert.id}/").content.decode()
+    assert Alert.objects.get().verdict == "dismissed"
+    assert 'id="verdict-note"' in client.get(f"/oversight/alerts/{alert.id}/").content.decode()
 
 
 @pytest.mark.parametrize("who", ["clinician", "patient", "custodian"])
@@ -53,7 +53,7 @@ def test_nobody_but_auditors_reaches_the_alerts(alert, who, clinician, custodian
     )
     assert api(user).get("/api/oversight/alerts/").status_code == 403
     assert api(user).post("/api/oversight/scoring-runs/", {}, format="json").status_code == 403
-    assert Alert.objects.get().status == AlertStatus.OPEN
+    assert Alert.objects.get().verdict == ""
 
 
 def test_the_api_lists_reads_and_triages(alert, auditor):
@@ -70,7 +70,7 @@ def test_the_api_lists_reads_and_triages(alert, auditor):
         f"/api/oversight/alerts/{alert.id}/triage/", {"verdict": "confirmed", "note": "Confirmed."}, format="json"
     )
     assert done.json()["status"] == "confirmed"
-    assert done.json()["triage_tx_id"]
+    assert done.json()["verdict_tx_id"]
 
 
 def test_scoring_on_demand_runs_the_task(history, clinician, auditor, eager_tasks):

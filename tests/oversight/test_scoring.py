@@ -15,7 +15,7 @@ from audit.services import audit_export_create
 from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, ValidationFailed
 from oversight import services
-from oversight.models import Alert, AlertStatus, Detector
+from oversight.models import Alert, Detector
 from tests.oversight.conftest import SCORED, read, snooping
 
 
@@ -97,9 +97,9 @@ def test_an_alert_is_triaged_once_on_the_ledger_and_exported_verified(
     triaged = services.alert_triage(
         auditor=auditor, alert_id=str(alert.id), verdict="confirmed", note="Asked the ward: no treatment."
     )
-    assert triaged.status == AlertStatus.CONFIRMED
+    assert triaged.verdict == "confirmed"
     assert services.triage_note_open(triaged) == "Asked the ward: no treatment."
-    ledger_triage = bootstrap.contracts().read_alert(str(alert.id)).triage
+    ledger_triage = bootstrap.contracts().read_alert(str(alert.id)).judgement
     assert (ledger_triage.verdict, ledger_triage.note_sha256) == ("confirmed", triaged.note_sha256)
     with pytest.raises(ValidationFailed) as twice:
         services.alert_triage(auditor=auditor, alert_id=str(alert.id), verdict="dismissed", note="No.")
