@@ -37,6 +37,8 @@ def unseal(apps, schema_editor) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("mfa", "0003_authenticator_type_uniq")]
+    dependencies = [('mfa', '0003_authenticator_type_uniq')]
 
-    operations = [migrations.RunPython(seal, unseal)]
+    operations = [
+        migrations.RunPython(seal, unseal),
+    ]

@@ -10,78 +10,10 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-    ]
+    dependencies = [migrations.swappable_dependency(settings.AUTH_USER_MODEL)]
 
     operations = [
-        migrations.CreateModel(
-            name='DiagnosticModel',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64)),
-                ('version', models.CharField(max_length=32)),
-                ('sha256', models.CharField(max_length=64)),
-                ('anchor_tx_id', models.CharField(max_length=128)),
-                ('anchor_block', models.PositiveBigIntegerField(null=True)),
-                ('registered_at', models.DateTimeField(auto_now_add=True)),
-            ],
-            options={
-                'ordering': ['name', 'version'],
-                'constraints': [models.UniqueConstraint(fields=('name', 'version'), name='diagnostic_model_unique')],
-            },
-        ),
-        migrations.CreateModel(
-            name='AnalysisRequest',
-            fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('grantee_id', models.CharField(help_text="the requester's ledger identity", max_length=80)),
-                ('organisation_grantee_id', models.CharField(blank=True, default='', max_length=80)),
-                ('purpose', models.CharField(max_length=64)),
-                ('cohort_kind', models.CharField(choices=[('explicit', 'Listed pseudonymous patient ids'), ('consented', 'Everyone who consented to me for this purpose')], max_length=16)),
-                ('cohort_pseudonyms', models.JSONField(blank=True, default=list)),
-                ('key_mode', models.CharField(choices=[('portal', 'Portal (the web process holds the sealed secret key)'), ('requester', 'Requester-held (only the requester can decrypt)')], max_length=16)),
-                ('public_context_key', models.CharField(max_length=64)),
-                ('compute_context_key', models.CharField(max_length=64)),
-                ('sealed_secret_context', models.BinaryField(blank=True, null=True)),
-                ('sealed_key_id', models.CharField(blank=True, default='', max_length=64)),
-                ('batch_size', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('failure_code', models.CharField(blank=True, default='', max_length=64)),
-                ('total_records', models.PositiveIntegerField(default=0)),
-                ('unknown_patients', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('requester', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='analyses', to=settings.AUTH_USER_MODEL)),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='analyses', to='analytics.diagnosticmodel')),
-            ],
-            options={
-                'ordering': ['-created_at'],
-            },
-        ),
-        migrations.CreateModel(
-            name='AnalysisBatch',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('record_version_ids', models.JSONField()),
-                ('status', models.CharField(choices=[('pending', 'Waiting for the gate'), ('gated', 'Gated on the ledger'), ('logged', 'Access logged on the ledger'), ('encrypted', 'Encrypted, waiting for compute'), ('scored', 'Scored'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('gate_at', models.DateTimeField(blank=True, null=True)),
-                ('decisions', models.JSONField(blank=True, default=list)),
-                ('admitted_count', models.PositiveIntegerField(default=0)),
-                ('refusals', models.JSONField(blank=True, default=dict)),
-                ('clipped_count', models.PositiveIntegerField(default=0)),
-                ('access_log_tx_id', models.CharField(blank=True, default='', max_length=128)),
-                ('access_log_block', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('column_keys', models.JSONField(blank=True, default=list)),
-                ('score_keys', models.JSONField(blank=True, default=list)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('request', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='batches', to='analytics.analysisrequest')),
-            ],
-            options={
-                'ordering': ['request_id', 'index'],
-                'constraints': [models.UniqueConstraint(fields=('request', 'index'), name='analysis_batch_unique')],
-            },
-        ),
+        migrations.CreateModel(name='DiagnosticModel', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('name', models.CharField(max_length=64)), ('version', models.CharField(max_length=32)), ('sha256', models.CharField(max_length=64)), ('anchor_tx_id', models.CharField(max_length=128)), ('anchor_block', models.PositiveBigIntegerField(null=True)), ('registered_at', models.DateTimeField(auto_now_add=True))], options={'ordering': ['name', 'version'], 'constraints': [models.UniqueConstraint(fields=('name', 'version'), name='diagnostic_model_unique')]}),
+        migrations.CreateModel(name='AnalysisRequest', fields=[('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)), ('grantee_id', models.CharField(help_text="the requester's ledger identity", max_length=80)), ('organisation_grantee_id', models.CharField(blank=True, default='', max_length=80)), ('purpose', models.CharField(max_length=64)), ('cohort_kind', models.CharField(choices=[('explicit', 'Listed pseudonymous patient ids'), ('consented', 'Everyone who consented to me for this purpose')], max_length=16)), ('cohort_pseudonyms', models.JSONField(blank=True, default=list)), ('key_mode', models.CharField(choices=[('portal', 'Portal (the web process holds the sealed secret key)'), ('requester', 'Requester-held (only the requester can decrypt)')], max_length=16)), ('public_context_key', models.CharField(max_length=64)), ('compute_context_key', models.CharField(max_length=64)), ('sealed_secret_context', models.BinaryField(blank=True, null=True)), ('sealed_key_id', models.CharField(blank=True, default='', max_length=64)), ('batch_size', models.PositiveIntegerField()), ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed')], default='queued', max_length=16)), ('failure_code', models.CharField(blank=True, default='', max_length=64)), ('total_records', models.PositiveIntegerField(default=0)), ('unknown_patients', models.PositiveIntegerField(default=0)), ('created_at', models.DateTimeField(auto_now_add=True)), ('started_at', models.DateTimeField(blank=True, null=True)), ('finished_at', models.DateTimeField(blank=True, null=True)), ('requester', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='analyses', to=settings.AUTH_USER_MODEL)), ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='analyses', to='analytics.diagnosticmodel'))], options={'ordering': ['-created_at']}),
+        migrations.CreateModel(name='AnalysisBatch', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('index', models.PositiveIntegerField()), ('record_version_ids', models.JSONField()), ('status', models.CharField(choices=[('pending', 'Waiting for the gate'), ('gated', 'Gated on the ledger'), ('logged', 'Access logged on the ledger'), ('encrypted', 'Encrypted, waiting for compute'), ('scored', 'Scored'), ('failed', 'Failed')], default='pending', max_length=16)), ('gate_at', models.DateTimeField(blank=True, null=True)), ('decisions', models.JSONField(blank=True, default=list)), ('admitted_count', models.PositiveIntegerField(default=0)), ('refusals', models.JSONField(blank=True, default=dict)), ('clipped_count', models.PositiveIntegerField(default=0)), ('access_log_tx_id', models.CharField(blank=True, default='', max_length=128)), ('access_log_block', models.PositiveBigIntegerField(blank=True, null=True)), ('column_keys', models.JSONField(blank=True, default=list)), ('score_keys', models.JSONField(blank=True, default=list)), ('updated_at', models.DateTimeField(auto_now=True)), ('request', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='batches', to='analytics.analysisrequest'))], options={'ordering': ['request_id', 'index'], 'constraints': [models.UniqueConstraint(fields=('request', 'index'), name='analysis_batch_unique')]}),
     ]

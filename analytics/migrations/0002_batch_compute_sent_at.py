@@ -5,14 +5,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    dependencies = [
-        ('analytics', '0001_initial'),
-    ]
+    dependencies = [('analytics', '0001_initial')]
 
     operations = [
-        migrations.AddField(
-            model_name='analysisbatch',
-            name='compute_sent_at',
-            field=models.DateTimeField(blank=True, help_text='when its compute order was claimed', null=True),
-        ),
+        migrations.AddField(model_name='analysisbatch', name='compute_sent_at', field=models.DateTimeField(blank=True, help_text='when its compute order was claimed', null=True)),
     ]

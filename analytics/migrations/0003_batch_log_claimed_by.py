@@ -5,14 +5,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    dependencies = [
-        ('analytics', '0002_batch_compute_sent_at'),
-    ]
+    dependencies = [('analytics', '0002_batch_compute_sent_at')]
 
     operations = [
-        migrations.AddField(
-            model_name='analysisbatch',
-            name='log_claimed_by',
-            field=models.CharField(blank=True, default='', help_text='the task (message id) that took its access-log step', max_length=64),
-        ),
+        migrations.AddField(model_name='analysisbatch', name='log_claimed_by', field=models.CharField(blank=True, default='', help_text='the task (message id) that took its access-log step', max_length=64)),
     ]

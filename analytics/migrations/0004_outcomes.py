@@ -5,49 +5,15 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    dependencies = [
-        ('analytics', '0003_batch_log_claimed_by'),
-    ]
+    dependencies = [('analytics', '0003_batch_log_claimed_by')]
 
     operations = [
-        migrations.AddField(
-            model_name='analysisbatch',
-            name='compute_claimed_by',
-            field=models.CharField(blank=True, default='', help_text='the task (message id) that claimed its compute order', max_length=64),
-        ),
-        migrations.AddField(
-            model_name='analysisbatch',
-            name='clipped_record_ids',
-            field=models.JSONField(blank=True, default=list, help_text="records with a feature outside the model's documented range, clipped to it before encryption"),
-        ),
-        migrations.AddField(
-            model_name='analysisbatch',
-            name='outcome',
-            field=models.CharField(blank=True, default='', max_length=16),
-        ),
-        migrations.AddField(
-            model_name='analysisbatch',
-            name='outcome_reason',
-            field=models.CharField(blank=True, default='', max_length=32),
-        ),
-        migrations.AddField(
-            model_name='analysisbatch',
-            name='outcome_tx_id',
-            field=models.CharField(blank=True, default='', max_length=128),
-        ),
-        migrations.AddField(
-            model_name='analysisbatch',
-            name='skipped',
-            field=models.JSONField(blank=True, default=dict, help_text='admitted records not encrypted: record id -> why (no values)'),
-        ),
-        migrations.AlterField(
-            model_name='analysisbatch',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Waiting for the gate'), ('gated', 'Gated on the ledger'), ('logged', 'Access logged on the ledger'), ('encrypted', 'Encrypted, waiting for compute'), ('scored', 'Scored'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=16),
-        ),
-        migrations.AlterField(
-            model_name='analysisrequest',
-            name='status',
-            field=models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=16),
-        ),
+        migrations.AddField(model_name='analysisbatch', name='compute_claimed_by', field=models.CharField(blank=True, default='', help_text='the task (message id) that claimed its compute order', max_length=64)),
+        migrations.AddField(model_name='analysisbatch', name='clipped_record_ids', field=models.JSONField(blank=True, default=list, help_text="records with a feature outside the model's documented range, clipped to it before encryption")),
+        migrations.AddField(model_name='analysisbatch', name='outcome', field=models.CharField(blank=True, default='', max_length=16)),
+        migrations.AddField(model_name='analysisbatch', name='outcome_reason', field=models.CharField(blank=True, default='', max_length=32)),
+        migrations.AddField(model_name='analysisbatch', name='outcome_tx_id', field=models.CharField(blank=True, default='', max_length=128)),
+        migrations.AddField(model_name='analysisbatch', name='skipped', field=models.JSONField(blank=True, default=dict, help_text='admitted records not encrypted: record id -> why (no values)')),
+        migrations.AlterField(model_name='analysisbatch', name='status', field=models.CharField(choices=[('pending', 'Waiting for the gate'), ('gated', 'Gated on the ledger'), ('logged', 'Access logged on the ledger'), ('encrypted', 'Encrypted, waiting for compute'), ('scored', 'Scored'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=16)),
+        migrations.AlterField(model_name='analysisrequest', name='status', field=models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('completed', 'Completed'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=16)),
     ]

@@ -10,59 +10,9 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-    ]
+    dependencies = [migrations.swappable_dependency(settings.AUTH_USER_MODEL)]
 
     operations = [
-        migrations.CreateModel(
-            name='AccessEvent',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.CharField(max_length=200, unique=True)),
-                ('kind', models.CharField(max_length=16)),
-                ('record_id', models.CharField(blank=True, default='', max_length=128)),
-                ('patient_pseudonym', models.CharField(blank=True, default='', max_length=64)),
-                ('grantee', models.CharField(max_length=80)),
-                ('purpose', models.CharField(max_length=64)),
-                ('request_id', models.CharField(blank=True, default='', max_length=128)),
-                ('model_hash', models.CharField(blank=True, default='', max_length=64)),
-                ('category', models.CharField(blank=True, default='', max_length=32)),
-                ('decision', models.CharField(max_length=8)),
-                ('reason', models.CharField(blank=True, default='', max_length=32)),
-                ('export_sha256', models.CharField(blank=True, default='', max_length=64)),
-                ('recorded_at', models.DateTimeField()),
-                ('batch_id', models.CharField(max_length=200)),
-                ('position', models.PositiveIntegerField(help_text="the event's place in its ledger batch")),
-                ('tx_id', models.CharField(max_length=128)),
-                ('block_number', models.PositiveBigIntegerField(blank=True, null=True)),
-            ],
-            options={
-                'ordering': ['recorded_at', 'batch_id', 'position'],
-                'indexes': [models.Index(fields=['recorded_at', 'batch_id', 'position'], name='access_event_time'), models.Index(fields=['patient_pseudonym', 'recorded_at'], name='access_event_patient'), models.Index(fields=['grantee', 'recorded_at'], name='access_event_grantee'), models.Index(fields=['request_id', 'recorded_at'], name='access_event_request'), models.Index(fields=['model_hash', 'recorded_at'], name='access_event_model'), models.Index(fields=['batch_id', 'position'], name='access_event_batch')],
-            },
-        ),
-        migrations.CreateModel(
-            name='AuditExport',
-            fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('actor_id', models.CharField(help_text="the auditor's identity on the ledger", max_length=80)),
-                ('format', models.CharField(choices=[('csv', 'CSV'), ('json', 'JSON'), ('fhir', 'FHIR AuditEvent (NDJSON)')], max_length=8)),
-                ('filters', models.JSONField(default=dict)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('completed', 'Completed'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('failure_code', models.CharField(blank=True, default='', max_length=64)),
-                ('event_count', models.PositiveIntegerField(default=0)),
-                ('sha256', models.CharField(blank=True, default='', max_length=64)),
-                ('size_bytes', models.PositiveBigIntegerField(default=0)),
-                ('verification', models.JSONField(blank=True, default=dict)),
-                ('log_tx_id', models.CharField(blank=True, default='', max_length=128)),
-                ('log_block', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('requester', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='audit_exports', to=settings.AUTH_USER_MODEL)),
-            ],
-            options={
-                'ordering': ['-created_at'],
-            },
-        ),
+        migrations.CreateModel(name='AccessEvent', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('event_id', models.CharField(max_length=200, unique=True)), ('kind', models.CharField(max_length=16)), ('record_id', models.CharField(blank=True, default='', max_length=128)), ('patient_pseudonym', models.CharField(blank=True, default='', max_length=64)), ('grantee', models.CharField(max_length=80)), ('purpose', models.CharField(max_length=64)), ('request_id', models.CharField(blank=True, default='', max_length=128)), ('model_hash', models.CharField(blank=True, default='', max_length=64)), ('category', models.CharField(blank=True, default='', max_length=32)), ('decision', models.CharField(max_length=8)), ('reason', models.CharField(blank=True, default='', max_length=32)), ('export_sha256', models.CharField(blank=True, default='', max_length=64)), ('recorded_at', models.DateTimeField()), ('batch_id', models.CharField(max_length=200)), ('position', models.PositiveIntegerField(help_text="the event's place in its ledger batch")), ('tx_id', models.CharField(max_length=128)), ('block_number', models.PositiveBigIntegerField(blank=True, null=True))], options={'ordering': ['recorded_at', 'batch_id', 'position'], 'indexes': [models.Index(fields=['recorded_at', 'batch_id', 'position'], name='access_event_time'), models.Index(fields=['patient_pseudonym', 'recorded_at'], name='access_event_patient'), models.Index(fields=['grantee', 'recorded_at'], name='access_event_grantee'), models.Index(fields=['request_id', 'recorded_at'], name='access_event_request'), models.Index(fields=['model_hash', 'recorded_at'], name='access_event_model'), models.Index(fields=['batch_id', 'position'], name='access_event_batch')]}),
+        migrations.CreateModel(name='AuditExport', fields=[('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)), ('actor_id', models.CharField(help_text="the auditor's identity on the ledger", max_length=80)), ('format', models.CharField(choices=[('csv', 'CSV'), ('json', 'JSON'), ('fhir', 'FHIR AuditEvent (NDJSON)')], max_length=8)), ('filters', models.JSONField(default=dict)), ('status', models.CharField(choices=[('pending', 'Pending'), ('completed', 'Completed'), ('failed', 'Failed')], default='pending', max_length=16)), ('failure_code', models.CharField(blank=True, default='', max_length=64)), ('event_count', models.PositiveIntegerField(default=0)), ('sha256', models.CharField(blank=True, default='', max_length=64)), ('size_bytes', models.PositiveBigIntegerField(default=0)), ('verification', models.JSONField(blank=True, default=dict)), ('log_tx_id', models.CharField(blank=True, default='', max_length=128)), ('log_block', models.PositiveBigIntegerField(blank=True, null=True)), ('created_at', models.DateTimeField(auto_now_add=True)), ('finished_at', models.DateTimeField(blank=True, null=True)), ('requester', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='audit_exports', to=settings.AUTH_USER_MODEL))], options={'ordering': ['-created_at']}),
     ]

@@ -4,24 +4,10 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [
-        ("audit", "0001_initial"),
-    ]
+    dependencies = [('audit', '0001_initial')]
 
     operations = [
-        migrations.AddField(
-            model_name="accessevent",
-            name="outcome",
-            field=models.CharField(blank=True, db_default="", default="", max_length=16),
-        ),
-        migrations.AddField(
-            model_name="accessevent",
-            name="outcome_reason",
-            field=models.CharField(blank=True, db_default="", default="", max_length=32),
-        ),
-        migrations.AlterField(
-            model_name="accessevent",
-            name="decision",
-            field=models.CharField(help_text="admit or refuse; an outcome's: computed or not_computed", max_length=16),
-        ),
+        migrations.AddField(model_name='accessevent', name='outcome', field=models.CharField(blank=True, db_default='', default='', max_length=16)),
+        migrations.AddField(model_name='accessevent', name='outcome_reason', field=models.CharField(blank=True, db_default='', default='', max_length=32)),
+        migrations.AlterField(model_name='accessevent', name='decision', field=models.CharField(help_text="admit or refuse; an outcome's: computed or not_computed", max_length=16)),
     ]

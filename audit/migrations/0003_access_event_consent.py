@@ -5,19 +5,9 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    dependencies = [
-        ('audit', '0002_outcomes'),
-    ]
+    dependencies = [('audit', '0002_outcomes')]
 
     operations = [
-        migrations.AlterField(
-            model_name='accessevent',
-            name='kind',
-            field=models.CharField(max_length=32),
-        ),
-        migrations.AddField(
-            model_name='accessevent',
-            name='consent_id',
-            field=models.CharField(blank=True, db_default='', default='', help_text='the consent that allowed a read for treatment', max_length=128),
-        ),
+        migrations.AlterField(model_name='accessevent', name='kind', field=models.CharField(max_length=32)),
+        migrations.AddField(model_name='accessevent', name='consent_id', field=models.CharField(blank=True, db_default='', default='', help_text='the consent that allowed a read for treatment', max_length=128)),
     ]

@@ -10,40 +10,8 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        ('records', '0004_patient_identifier'),
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-    ]
+    dependencies = [('records', '0004_patient_identifier'), migrations.swappable_dependency(settings.AUTH_USER_MODEL)]
 
     operations = [
-        migrations.CreateModel(
-            name='EmergencyDeclaration',
-            fields=[
-                ('verdict', models.CharField(blank=True, default='', max_length=16)),
-                ('judged_at', models.DateTimeField(blank=True, null=True)),
-                ('note_key_id', models.CharField(blank=True, default='', max_length=64)),
-                ('note_sealed', models.BinaryField(blank=True, null=True)),
-                ('note_sha256', models.CharField(blank=True, default='', max_length=64)),
-                ('verdict_tx_id', models.CharField(blank=True, default='', max_length=128)),
-                ('verdict_block_number', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, help_text="the ledger's declaration_id", primary_key=True, serialize=False)),
-                ('grantee_id', models.CharField(help_text="the clinician's id on the ledger", max_length=80)),
-                ('reason', models.CharField(choices=[('unconscious', 'Patient unconscious or unable to consent'), ('life_threatening', 'Life-threatening condition needing immediate treatment'), ('urgent_care', 'Urgent care, consent cannot be obtained in time'), ('incapacity', 'Patient lacks capacity and no representative is reachable')], max_length=32)),
-                ('justification_key_id', models.CharField(max_length=64)),
-                ('justification_sealed', models.BinaryField(help_text='AES-256-GCM under the record keys, bound to this row')),
-                ('justification_sha256', models.CharField(max_length=64)),
-                ('declared_at', models.DateTimeField()),
-                ('expires_at', models.DateTimeField()),
-                ('tx_id', models.CharField(max_length=128)),
-                ('block_number', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('patient_emailed_at', models.DateTimeField(blank=True, null=True)),
-                ('clinician', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='emergencies', to=settings.AUTH_USER_MODEL)),
-                ('judged_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('patient', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='emergencies', to='records.patient')),
-            ],
-            options={
-                'ordering': ['-declared_at', 'id'],
-                'indexes': [models.Index(fields=['verdict', 'declared_at'], name='emergency_review_queue'), models.Index(fields=['patient', 'declared_at'], name='emergency_patient')],
-            },
-        ),
+        migrations.CreateModel(name='EmergencyDeclaration', fields=[('verdict', models.CharField(blank=True, default='', max_length=16)), ('judged_at', models.DateTimeField(blank=True, null=True)), ('note_key_id', models.CharField(blank=True, default='', max_length=64)), ('note_sealed', models.BinaryField(blank=True, null=True)), ('note_sha256', models.CharField(blank=True, default='', max_length=64)), ('verdict_tx_id', models.CharField(blank=True, default='', max_length=128)), ('verdict_block_number', models.PositiveBigIntegerField(blank=True, null=True)), ('id', models.UUIDField(default=uuid.uuid4, editable=False, help_text="the ledger's declaration_id", primary_key=True, serialize=False)), ('grantee_id', models.CharField(help_text="the clinician's id on the ledger", max_length=80)), ('reason', models.CharField(choices=[('unconscious', 'Patient unconscious or unable to consent'), ('life_threatening', 'Life-threatening condition needing immediate treatment'), ('urgent_care', 'Urgent care, consent cannot be obtained in time'), ('incapacity', 'Patient lacks capacity and no representative is reachable')], max_length=32)), ('justification_key_id', models.CharField(max_length=64)), ('justification_sealed', models.BinaryField(help_text='AES-256-GCM under the record keys, bound to this row')), ('justification_sha256', models.CharField(max_length=64)), ('declared_at', models.DateTimeField()), ('expires_at', models.DateTimeField()), ('tx_id', models.CharField(max_length=128)), ('block_number', models.PositiveBigIntegerField(blank=True, null=True)), ('patient_emailed_at', models.DateTimeField(blank=True, null=True)), ('clinician', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='emergencies', to=settings.AUTH_USER_MODEL)), ('judged_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)), ('patient', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='emergencies', to='records.patient'))], options={'ordering': ['-declared_at', 'id'], 'indexes': [models.Index(fields=['verdict', 'declared_at'], name='emergency_review_queue'), models.Index(fields=['patient', 'declared_at'], name='emergency_patient')]}),
     ]

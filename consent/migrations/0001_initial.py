@@ -8,32 +8,8 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        ('records', '0001_initial'),
-    ]
+    dependencies = [('records', '0001_initial')]
 
     operations = [
-        migrations.CreateModel(
-            name='Consent',
-            fields=[
-                ('consent_id', models.CharField(max_length=128, primary_key=True, serialize=False)),
-                ('grantee', models.CharField(db_index=True, help_text='clinician:<id> or org:<slug>', max_length=80)),
-                ('purposes', models.JSONField()),
-                ('categories', models.JSONField()),
-                ('valid_from', models.DateTimeField()),
-                ('valid_until', models.DateTimeField()),
-                ('status', models.CharField(choices=[('active', 'Active'), ('revoked', 'Revoked')], max_length=16)),
-                ('granted_at', models.DateTimeField()),
-                ('granted_tx_id', models.CharField(max_length=128)),
-                ('granted_block', models.PositiveBigIntegerField(null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_tx_id', models.CharField(blank=True, default='', max_length=128)),
-                ('revoked_block', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('patient', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='consents', to='records.patient')),
-            ],
-            options={
-                'ordering': ['-granted_at', 'consent_id'],
-                'indexes': [models.Index(fields=['patient', 'status'], name='consent_patient_status')],
-            },
-        ),
+        migrations.CreateModel(name='Consent', fields=[('consent_id', models.CharField(max_length=128, primary_key=True, serialize=False)), ('grantee', models.CharField(db_index=True, help_text='clinician:<id> or org:<slug>', max_length=80)), ('purposes', models.JSONField()), ('categories', models.JSONField()), ('valid_from', models.DateTimeField()), ('valid_until', models.DateTimeField()), ('status', models.CharField(choices=[('active', 'Active'), ('revoked', 'Revoked')], max_length=16)), ('granted_at', models.DateTimeField()), ('granted_tx_id', models.CharField(max_length=128)), ('granted_block', models.PositiveBigIntegerField(null=True)), ('revoked_at', models.DateTimeField(blank=True, null=True)), ('revoked_tx_id', models.CharField(blank=True, default='', max_length=128)), ('revoked_block', models.PositiveBigIntegerField(blank=True, null=True)), ('patient', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='consents', to='records.patient'))], options={'ordering': ['-granted_at', 'consent_id'], 'indexes': [models.Index(fields=['patient', 'status'], name='consent_patient_status')]}),
     ]

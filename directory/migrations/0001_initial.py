@@ -10,28 +10,8 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        ('records', '0002_record_version_content_encoding'),
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-    ]
+    dependencies = [('records', '0002_record_version_content_encoding'), migrations.swappable_dependency(settings.AUTH_USER_MODEL)]
 
     operations = [
-        migrations.CreateModel(
-            name='PatientInvitation',
-            fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('token_sha256', models.CharField(max_length=64, unique=True)),
-                ('by_email', models.BooleanField(help_text='sent by e-mail (else handed over as a code)')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField()),
-                ('used_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('enrolled_user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('patient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='invitations', to='records.patient')),
-            ],
-            options={
-                'ordering': ['-created_at', 'id'],
-            },
-        ),
+        migrations.CreateModel(name='PatientInvitation', fields=[('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)), ('token_sha256', models.CharField(max_length=64, unique=True)), ('by_email', models.BooleanField(help_text='sent by e-mail (else handed over as a code)')), ('created_at', models.DateTimeField(auto_now_add=True)), ('expires_at', models.DateTimeField()), ('used_at', models.DateTimeField(blank=True, null=True)), ('revoked_at', models.DateTimeField(blank=True, null=True)), ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)), ('enrolled_user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)), ('patient', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='invitations', to='records.patient'))], options={'ordering': ['-created_at', 'id']}),
     ]

@@ -10,5 +10,7 @@ def create_role_groups(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("auth", "0012_alter_user_first_name_max_length")]
-    operations = [migrations.RunPython(create_role_groups, migrations.RunPython.noop)]
+    dependencies = [('auth', '0012_alter_user_first_name_max_length')]
+    operations = [
+        migrations.RunPython(create_role_groups, migrations.RunPython.noop),
+    ]

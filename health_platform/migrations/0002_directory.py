@@ -10,34 +10,9 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        ('health_platform', '0001_roles'),
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-    ]
+    dependencies = [('health_platform', '0001_roles'), migrations.swappable_dependency(settings.AUTH_USER_MODEL)]
 
     operations = [
-        migrations.CreateModel(
-            name='Organisation',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(help_text='the ledger knows it as org:<slug>', max_length=64, unique=True)),
-                ('name', models.CharField(max_length=200)),
-            ],
-            options={
-                'ordering': ['name'],
-            },
-        ),
-        migrations.CreateModel(
-            name='ClinicianProfile',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=health_platform.models._new_public_id, editable=False, max_length=32, unique=True)),
-                ('display_name', models.CharField(help_text='shown to patients choosing whom to grant', max_length=200)),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='clinician_profile', to=settings.AUTH_USER_MODEL)),
-                ('organisation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='clinicians', to='health_platform.organisation')),
-            ],
-            options={
-                'ordering': ['display_name'],
-            },
-        ),
+        migrations.CreateModel(name='Organisation', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('slug', models.SlugField(help_text='the ledger knows it as org:<slug>', max_length=64, unique=True)), ('name', models.CharField(max_length=200))], options={'ordering': ['name']}),
+        migrations.CreateModel(name='ClinicianProfile', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('public_id', models.CharField(default=health_platform.models._new_public_id, editable=False, max_length=32, unique=True)), ('display_name', models.CharField(help_text='shown to patients choosing whom to grant', max_length=200)), ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='clinician_profile', to=settings.AUTH_USER_MODEL)), ('organisation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='clinicians', to='health_platform.organisation'))], options={'ordering': ['display_name']}),
     ]

@@ -5,24 +5,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    dependencies = [
-        ('health_platform', '0002_directory'),
-    ]
+    dependencies = [('health_platform', '0002_directory')]
 
     operations = [
-        migrations.CreateModel(
-            name='GranteeStatus',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('grantee_id', models.CharField(max_length=80, unique=True)),
-                ('active', models.BooleanField(default=True)),
-                ('registered_by', models.CharField(blank=True, default='', max_length=128)),
-                ('changed_at', models.DateTimeField()),
-                ('tx_id', models.CharField(max_length=128)),
-                ('block_number', models.PositiveBigIntegerField(blank=True, null=True)),
-            ],
-            options={
-                'ordering': ['grantee_id'],
-            },
-        ),
+        migrations.CreateModel(name='GranteeStatus', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('grantee_id', models.CharField(max_length=80, unique=True)), ('active', models.BooleanField(default=True)), ('registered_by', models.CharField(blank=True, default='', max_length=128)), ('changed_at', models.DateTimeField()), ('tx_id', models.CharField(max_length=128)), ('block_number', models.PositiveBigIntegerField(blank=True, null=True))], options={'ordering': ['grantee_id']}),
     ]

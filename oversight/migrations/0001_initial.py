@@ -10,55 +10,9 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-    ]
+    dependencies = [migrations.swappable_dependency(settings.AUTH_USER_MODEL)]
 
     operations = [
-        migrations.CreateModel(
-            name='Detector',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.CharField(max_length=128, unique=True)),
-                ('weights_sha256', models.CharField(max_length=64, unique=True)),
-                ('fitted_at', models.DateTimeField()),
-                ('history_from', models.DateField()),
-                ('history_until', models.DateField(help_text='exclusive')),
-                ('clinician_days', models.PositiveIntegerField(help_text="the history's rows it was fitted on")),
-                ('file', models.CharField(help_text='the fitted model (MisuseDetector.dumps) under the var folder', max_length=500)),
-                ('tx_id', models.CharField(max_length=128)),
-                ('block_number', models.PositiveBigIntegerField(blank=True, null=True)),
-            ],
-            options={
-                'ordering': ['-fitted_at'],
-            },
-        ),
-        migrations.CreateModel(
-            name='Alert',
-            fields=[
-                ('verdict', models.CharField(blank=True, default='', max_length=16)),
-                ('judged_at', models.DateTimeField(blank=True, null=True)),
-                ('note_key_id', models.CharField(blank=True, default='', max_length=64)),
-                ('note_sealed', models.BinaryField(blank=True, null=True)),
-                ('note_sha256', models.CharField(blank=True, default='', max_length=64)),
-                ('verdict_tx_id', models.CharField(blank=True, default='', max_length=128)),
-                ('verdict_block_number', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, help_text="the ledger's alert_id", primary_key=True, serialize=False)),
-                ('grantee_id', models.CharField(help_text="the flagged clinician's id on the ledger", max_length=80)),
-                ('day', models.DateField()),
-                ('score', models.DecimalField(decimal_places=6, max_digits=12)),
-                ('reasons', models.JSONField(help_text='[{code, value, usual, text}], the strongest first')),
-                ('run_id', models.CharField(max_length=64)),
-                ('raised_at', models.DateTimeField()),
-                ('tx_id', models.CharField(max_length=128)),
-                ('block_number', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('judged_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('detector', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='alerts', to='oversight.detector')),
-            ],
-            options={
-                'ordering': ['-day', '-score'],
-                'indexes': [models.Index(fields=['verdict', 'day'], name='alert_triage_queue')],
-                'constraints': [models.UniqueConstraint(fields=('grantee_id', 'day'), name='one_alert_per_clinician_day')],
-            },
-        ),
+        migrations.CreateModel(name='Detector', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('version', models.CharField(max_length=128, unique=True)), ('weights_sha256', models.CharField(max_length=64, unique=True)), ('fitted_at', models.DateTimeField()), ('history_from', models.DateField()), ('history_until', models.DateField(help_text='exclusive')), ('clinician_days', models.PositiveIntegerField(help_text="the history's rows it was fitted on")), ('file', models.CharField(help_text='the fitted model (MisuseDetector.dumps) under the var folder', max_length=500)), ('tx_id', models.CharField(max_length=128)), ('block_number', models.PositiveBigIntegerField(blank=True, null=True))], options={'ordering': ['-fitted_at']}),
+        migrations.CreateModel(name='Alert', fields=[('verdict', models.CharField(blank=True, default='', max_length=16)), ('judged_at', models.DateTimeField(blank=True, null=True)), ('note_key_id', models.CharField(blank=True, default='', max_length=64)), ('note_sealed', models.BinaryField(blank=True, null=True)), ('note_sha256', models.CharField(blank=True, default='', max_length=64)), ('verdict_tx_id', models.CharField(blank=True, default='', max_length=128)), ('verdict_block_number', models.PositiveBigIntegerField(blank=True, null=True)), ('id', models.UUIDField(default=uuid.uuid4, editable=False, help_text="the ledger's alert_id", primary_key=True, serialize=False)), ('grantee_id', models.CharField(help_text="the flagged clinician's id on the ledger", max_length=80)), ('day', models.DateField()), ('score', models.DecimalField(decimal_places=6, max_digits=12)), ('reasons', models.JSONField(help_text='[{code, value, usual, text}], the strongest first')), ('run_id', models.CharField(max_length=64)), ('raised_at', models.DateTimeField()), ('tx_id', models.CharField(max_length=128)), ('block_number', models.PositiveBigIntegerField(blank=True, null=True)), ('judged_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)), ('detector', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='alerts', to='oversight.detector'))], options={'ordering': ['-day', '-score'], 'indexes': [models.Index(fields=['verdict', 'day'], name='alert_triage_queue')], 'constraints': [models.UniqueConstraint(fields=('grantee_id', 'day'), name='one_alert_per_clinician_day')]}),
     ]

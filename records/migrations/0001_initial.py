@@ -10,69 +10,14 @@ class Migration(migrations.Migration):
 
     initial = True
 
-    dependencies = [
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-    ]
+    dependencies = [migrations.swappable_dependency(settings.AUTH_USER_MODEL)]
 
     operations = [
-        migrations.CreateModel(
-            name='Patient',
-            fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('pseudonym', models.CharField(help_text='hex HMAC-SHA256 of system|value', max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='patient', to=settings.AUTH_USER_MODEL)),
-            ],
-            options={
-                'ordering': ['created_at', 'id'],
-            },
-        ),
-        migrations.CreateModel(
-            name='Record',
-            fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('category', models.CharField(choices=[('activity', 'Activity'), ('exam', 'Examination findings'), ('imaging', 'Imaging-derived measurements'), ('laboratory', 'Laboratory results'), ('procedure', 'Procedures'), ('social-history', 'Social history'), ('survey', 'Questionnaires and assessments'), ('therapy', 'Therapy'), ('vital-signs', 'Vital signs')], max_length=32)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('patient', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='records', to='records.patient')),
-            ],
-            options={
-                'ordering': ['created_at', 'id'],
-            },
-        ),
-        migrations.CreateModel(
-            name='RecordVersion',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('sha256', models.CharField(max_length=64)),
-                ('key_id', models.CharField(max_length=64)),
-                ('ciphertext', models.BinaryField()),
-                ('anchor_state', models.CharField(choices=[('pending', 'Pending'), ('anchored', 'Anchored')], default='pending', max_length=16)),
-                ('anchor_tx_id', models.CharField(blank=True, default='', max_length=128)),
-                ('anchor_block', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('anchored_at', models.DateTimeField(blank=True, null=True)),
-                ('anchor_attempts', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('record', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='records.record')),
-            ],
-            options={
-                'ordering': ['record_id', 'version'],
-            },
-        ),
-        migrations.AddConstraint(
-            model_name='record',
-            constraint=models.UniqueConstraint(fields=('patient', 'category'), name='record_patient_category_unique'),
-        ),
-        migrations.AddIndex(
-            model_name='recordversion',
-            index=models.Index(fields=['anchor_state', 'created_at'], name='record_version_anchor_state'),
-        ),
-        migrations.AddConstraint(
-            model_name='recordversion',
-            constraint=models.UniqueConstraint(fields=('record', 'version'), name='record_version_unique'),
-        ),
-        migrations.AddConstraint(
-            model_name='recordversion',
-            constraint=models.CheckConstraint(condition=models.Q(('version__gte', 1)), name='record_version_positive'),
-        ),
+        migrations.CreateModel(name='Patient', fields=[('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)), ('pseudonym', models.CharField(help_text='hex HMAC-SHA256 of system|value', max_length=64, unique=True)), ('created_at', models.DateTimeField(auto_now_add=True)), ('user', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='patient', to=settings.AUTH_USER_MODEL))], options={'ordering': ['created_at', 'id']}),
+        migrations.CreateModel(name='Record', fields=[('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)), ('category', models.CharField(choices=[('activity', 'Activity'), ('exam', 'Examination findings'), ('imaging', 'Imaging-derived measurements'), ('laboratory', 'Laboratory results'), ('procedure', 'Procedures'), ('social-history', 'Social history'), ('survey', 'Questionnaires and assessments'), ('therapy', 'Therapy'), ('vital-signs', 'Vital signs')], max_length=32)), ('created_at', models.DateTimeField(auto_now_add=True)), ('patient', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='records', to='records.patient'))], options={'ordering': ['created_at', 'id']}),
+        migrations.CreateModel(name='RecordVersion', fields=[('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')), ('version', models.PositiveIntegerField()), ('sha256', models.CharField(max_length=64)), ('key_id', models.CharField(max_length=64)), ('ciphertext', models.BinaryField()), ('anchor_state', models.CharField(choices=[('pending', 'Pending'), ('anchored', 'Anchored')], default='pending', max_length=16)), ('anchor_tx_id', models.CharField(blank=True, default='', max_length=128)), ('anchor_block', models.PositiveBigIntegerField(blank=True, null=True)), ('anchored_at', models.DateTimeField(blank=True, null=True)), ('anchor_attempts', models.PositiveIntegerField(default=0)), ('created_at', models.DateTimeField(auto_now_add=True)), ('record', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='records.record'))], options={'ordering': ['record_id', 'version']}),
+        migrations.AddConstraint(model_name='record', constraint=models.UniqueConstraint(fields=('patient', 'category'), name='record_patient_category_unique')),
+        migrations.AddIndex(model_name='recordversion', index=models.Index(fields=['anchor_state', 'created_at'], name='record_version_anchor_state')),
+        migrations.AddConstraint(model_name='recordversion', constraint=models.UniqueConstraint(fields=('record', 'version'), name='record_version_unique')),
+        migrations.AddConstraint(model_name='recordversion', constraint=models.CheckConstraint(condition=models.Q(('version__gte', 1)), name='record_version_positive')),
     ]

@@ -5,14 +5,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    dependencies = [
-        ('records', '0001_initial'),
-    ]
+    dependencies = [('records', '0001_initial')]
 
     operations = [
-        migrations.AddField(
-            model_name='recordversion',
-            name='content_encoding',
-            field=models.CharField(default='identity', help_text='identity, or deflate: compressed before encryption', max_length=16),
-        ),
+        migrations.AddField(model_name='recordversion', name='content_encoding', field=models.CharField(default='identity', help_text='identity, or deflate: compressed before encryption', max_length=16)),
     ]

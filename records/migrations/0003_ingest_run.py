@@ -8,30 +8,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    dependencies = [
-        ('records', '0002_record_version_content_encoding'),
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-    ]
+    dependencies = [('records', '0002_record_version_content_encoding'), migrations.swappable_dependency(settings.AUTH_USER_MODEL)]
 
     operations = [
-        migrations.CreateModel(
-            name='IngestRun',
-            fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('source', models.CharField(default='api', help_text='portal or api', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('outcome', models.CharField(choices=[('stored', 'Stored'), ('refused', 'Refused')], max_length=16)),
-                ('refusal_code', models.CharField(blank=True, default='', max_length=64)),
-                ('body_bytes', models.PositiveBigIntegerField(default=0)),
-                ('body_sha256', models.CharField(blank=True, default='', max_length=64)),
-                ('entries', models.PositiveIntegerField(default=0)),
-                ('records_new', models.PositiveIntegerField(default=0)),
-                ('records_unchanged', models.PositiveIntegerField(default=0)),
-                ('records_pending', models.PositiveIntegerField(default=0)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='ingest_runs', to=settings.AUTH_USER_MODEL)),
-            ],
-            options={
-                'ordering': ['-created_at', 'id'],
-            },
-        ),
+        migrations.CreateModel(name='IngestRun', fields=[('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)), ('source', models.CharField(default='api', help_text='portal or api', max_length=16)), ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)), ('outcome', models.CharField(choices=[('stored', 'Stored'), ('refused', 'Refused')], max_length=16)), ('refusal_code', models.CharField(blank=True, default='', max_length=64)), ('body_bytes', models.PositiveBigIntegerField(default=0)), ('body_sha256', models.CharField(blank=True, default='', max_length=64)), ('entries', models.PositiveIntegerField(default=0)), ('records_new', models.PositiveIntegerField(default=0)), ('records_unchanged', models.PositiveIntegerField(default=0)), ('records_pending', models.PositiveIntegerField(default=0)), ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='ingest_runs', to=settings.AUTH_USER_MODEL))], options={'ordering': ['-created_at', 'id']}),
     ]
