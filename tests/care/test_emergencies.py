@@ -12,7 +12,7 @@ from audit.explanations import Context, explanation
 from audit.exports import audit_export_run, export_path, rows_from_file
 from audit.models import AccessEvent, AuditExport
 from audit.selectors import AccessEventFilters
-from audit.services import audit_export_create
+from audit.services import access_log_mirror_rebuild, audit_export_create
 from care import emergencies
 from care.models import EmergencyDeclaration
 from care.services import treatment_records_read
@@ -255,3 +255,17 @@ def test_an_admitted_access_with_no_explanation_says_so():
         "Dr Carol asked to open this record in an emergency; the ledger refused it: patient refused emergency access "
         "to this kind of data."
     )
+
+
+def test_the_mirror_rebuilt_from_the_ledger_holds_the_same_events(casualty, clinician, auditor):
+    user, patient, _, number = casualty
+    grant(user, patient, clinician, purposes=["treatment"], categories=["imaging"])
+    treatment_records_read(clinician=clinician, patient_pseudonym=patient.pseudonym, category="imaging")
+    declaration = declare(clinician, number)
+    emergencies.emergency_records_read(clinician=clinician, declaration_id=str(declaration.id), category="imaging")
+    emergencies.emergency_review(auditor=auditor, declaration_id=str(declaration.id), verdict="justified", note="OK")
+    columns = ("event_id", "kind", "purpose", "request_id", "consent_id", "decision", "reason", "tx_id", "block_number")
+    before = sorted(AccessEvent.objects.values_list(*columns))
+    assert {row[1] for row in before} == {"record_read", "emergency_declared", "emergency_review"}
+    assert access_log_mirror_rebuild() == len(before)
+    assert sorted(AccessEvent.objects.values_list(*columns)) == before
