@@ -8,7 +8,8 @@ A scoring run (periodic, OVERSIGHT_SCORE_SECONDS, and on demand):
    purpose; an emergency read whose declaration is unknown, is another clinician's or patient's, or was over. Each
    such event is an alert by itself ("unexplained_access");
 3. fits the detector (oversight.detector) on the history's clinician-days (OVERSIGHT_HISTORY_DAYS before the days
-   scored), keeps the fitted arrays in a file whose SHA-256 is the weights hash, and anchors that hash on the ledger
+   scored; with fewer than two, on the days scored, and then it raises only the accesses with no valid
+   explanation), keeps the fitted arrays in a file whose SHA-256 is the weights hash, anchors that hash on the ledger
    (AnchorModel "misuse-detector", the version) before any alert cites it;
 4. scores the days and raises the new alerts in ONE ledger transaction (RaiseAlerts: each alert's reason codes, score
    and the detector's version and hash, logged as access events), then mirrors them here with the reasons in words.
@@ -27,6 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 from django.conf import settings
 from django.db import transaction
@@ -46,6 +48,8 @@ from oversight.models import DETECTOR_NAME, Alert, Detector
 log = structlog.get_logger(__name__)
 
 LEDGER_PAGE = 10_000
+MIN_HISTORY = 2  # clinician-days: what the detector needs to learn from at the least
+UNEXPLAINED = "unexplained_access"
 TRIAGE_NOTE = "alert-triage-note"
 ALERT_NAMESPACE = uuid.UUID("5f0c1d2e-7a1b-4c3d-9e8f-0a1b2c3d4e5f")
 
@@ -84,12 +88,21 @@ def misuse_score(*, until: date | None = None, days: int = 1) -> ScoringRun:
     if not len(scored):
         run.skipped = "no_activity"
         return run
-    if len(history) < 2:  # the detector learns from two clinician-days at the least
+    thin = len(history) < MIN_HISTORY
+    if thin and not scored.column("unexplained").any():
         run.skipped = "no_history"
         return run
+    if thin:
+        # Too little history to say what is usual, but an access with no valid explanation is an alert by itself:
+        # the detector that cites it is fitted on the days scored (a one-day log counted twice), and it raises
+        # only what needs no history.
+        history, history_start = _at_least_two(every), start
     fitted = MisuseDetector().fit(history)
-    run.detector = _detector_kept(fitted, history, history_start, start)
-    found = [a for a in fitted.score(scored) if not Alert.objects.filter(grantee_id=a.grantee, day=a.day).exists()]
+    run.detector = _detector_kept(fitted, history, history_start, start if not thin else end)
+    scores = fitted.score(scored)
+    if thin:
+        scores = [alert for alert in scores if any(r.code == UNEXPLAINED for r in alert.reasons)]
+    found = [a for a in scores if not Alert.objects.filter(grantee_id=a.grantee, day=a.day).exists()]
     if found:
         run.alerts, run.tx_id = _alerts_raised(found, run.detector)
     log.info(
@@ -198,6 +211,11 @@ def _organisations() -> dict[str, str]:
     """Each clinician's ledger id -> their organisation's (their own when they have none)."""
     profiles = ClinicianProfile.objects.select_related("organisation")
     return {p.grantee_id: p.organisation.grantee_id if p.organisation else p.grantee_id for p in profiles}
+
+
+def _at_least_two(days: ClinicianDays) -> ClinicianDays:
+    """`days`, or its one day counted twice (the detector learns from two clinician-days at the least)."""
+    return days if len(days) >= MIN_HISTORY else days.take(np.zeros(MIN_HISTORY, dtype=np.int64))
 
 
 def _detector_kept(fitted: MisuseDetector, history: ClinicianDays, start: date, end: date) -> Detector:

@@ -16,6 +16,7 @@ from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, ValidationFailed
 from oversight import services
 from oversight.models import Alert, Detector
+from tests.conftest import grant
 from tests.oversight.conftest import SCORED, read, snooping
 
 
@@ -128,3 +129,17 @@ def test_nothing_to_score_is_said_and_bad_input_refused(db, ledger, capsys):
     call_command("score_access_log", "--until", "2026-11-30")
     assert "Nothing scored" in capsys.readouterr().out
     assert not Detector.objects.exists()
+
+
+def test_with_no_history_an_unexplained_access_is_still_an_alert_and_nothing_else(cohort, clinician):
+    ((user, patient, _),) = cohort(1)
+    consent_id = grant(user, patient, clinician, purposes=["treatment"]).consent_id
+    explained_day = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+    for minute in range(20):  # a burst nobody can call unusual without a history
+        read(clinician, patient, consent_id, explained_day + timedelta(minutes=minute))
+    assert services.misuse_score(until=SCORED).skipped == "no_history"
+
+    read(clinician, patient, "consent-that-never-was", datetime(2026, 11, 30, 11, 0, tzinfo=UTC))
+    run = services.misuse_score(until=SCORED + timedelta(days=1))
+    (alert,) = run.alerts
+    assert (alert.day, [r["code"] for r in alert.reasons]) == (SCORED, ["unexplained_access"])
