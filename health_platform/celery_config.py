@@ -163,7 +163,7 @@ def celery_config(*, queue: Queue, variables: Mapping[str, str] | None = None) -
                 "task": "analytics.tasks.resume_stalled_analyses",
                 "schedule": int(variables.get("ANALYTICS_STALL_SWEEP_SECONDS", "60")),
             },
-            # The misuse detector scores yesterday's access log (a day already scored raises nothing again).
+            # The misuse detector scores yesterday's and today's access log (a day alerted is not alerted again).
             "score-access-log": {
                 "task": "oversight.tasks.misuse_score_run",
                 "schedule": int(variables.get("OVERSIGHT_SCORE_SECONDS", "3600")),

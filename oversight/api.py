@@ -129,10 +129,11 @@ class ScoringRunView(APIView):
 
     @extend_schema(summary="Score the access log now (auditors)", request=ScoringRunSerializer, responses={202: None})
     def post(self, request: Request) -> Response:
-        """202: queued for the custodian workers (the beat also scores yesterday every OVERSIGHT_SCORE_SECONDS)."""
+        """202: queued for the custodian workers (the beat also scores yesterday and today, every
+        OVERSIGHT_SCORE_SECONDS)."""
         if not user_has_role(request.user, Role.AUDITOR):
             raise PermissionDenied("Only auditors ask for a scoring run.")
         values = _valid(ScoringRunSerializer, request.data)
         until = values.get("until")
-        queued = tasks.misuse_score_run.delay(until=until.isoformat() if until else None, days=values.get("days", 1))
+        queued = tasks.misuse_score_run.delay(until=until.isoformat() if until else None, days=values.get("days", 2))
         return Response({"task_id": queued.id}, status=status.HTTP_202_ACCEPTED)

@@ -68,11 +68,12 @@ class ScoringRun:
     skipped: str = ""  # why nothing was scored
 
 
-def misuse_score(*, until: date | None = None, days: int = 1) -> ScoringRun:
-    """Score the `days` days before `until` (default: today, UTC, so yesterday) against the history before them."""
+def misuse_score(*, until: date | None = None, days: int = 2) -> ScoringRun:
+    """Score the `days` days before `until` against the history before them; by default yesterday and today so far
+    (UTC), so that a night's misuse is flagged within the hour. A day already alerted is not alerted again."""
     if not 1 <= days <= 31:
         raise ValidationFailed("Score 1 to 31 days at a time.", code="invalid_days", detail={"field": "days"})
-    end = until or datetime.now(UTC).date()
+    end = until or datetime.now(UTC).date() + timedelta(days=1)
     start = end - timedelta(days=days)
     history_start = start - timedelta(days=int(settings.OVERSIGHT_HISTORY_DAYS))
     run = ScoringRun(scored_from=start, scored_until=end)

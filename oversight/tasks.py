@@ -1,5 +1,6 @@
 """Celery tasks of the oversight app (queue "custodian"): the misuse detector's scoring run."""
 
+from datetime import date
 from typing import Any
 
 from celery import shared_task
@@ -10,10 +11,9 @@ from oversight import services
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None, soft_time_limit=1740, time_limit=1800)
-def misuse_score_run(self: Any, until: str | None = None, days: int = 1) -> dict[str, Any]:
-    """Score the access log (yesterday by default); a ledger that does not answer is tried again, growing the wait,
-    until it does (nothing is scored meanwhile: the detector reads the ledger, never the mirror alone)."""
-    from datetime import date
+def misuse_score_run(self: Any, until: str | None = None, days: int = 2) -> dict[str, Any]:
+    """Score the access log (yesterday and today so far by default); a ledger that does not answer is tried again,
+    growing the wait, until it does (nothing is scored meanwhile: the detector reads the ledger, never the mirror)."""
 
     try:
         run = services.misuse_score(until=date.fromisoformat(until) if until else None, days=days)

@@ -10,11 +10,11 @@ from oversight.services import misuse_score
 
 
 class Command(BaseCommand):
-    help = "Score the access log from the ledger (the days before --until, yesterday by default) and raise alerts."
+    help = "Score the access log from the ledger (the days before --until; yesterday and today by default)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--until", help="the day after the last day scored (YYYY-MM-DD; default today, UTC)")
-        parser.add_argument("--days", type=int, default=1, help="how many days to score (1-31)")
+        parser.add_argument("--until", help="the day after the last day scored (YYYY-MM-DD; default tomorrow, UTC)")
+        parser.add_argument("--days", type=int, default=2, help="how many days to score (1-31)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
