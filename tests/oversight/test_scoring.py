@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from audit.exports import audit_export_run, export_path, rows_from_file
 from audit.models import AccessEvent, AuditExport
@@ -143,3 +143,12 @@ def test_with_no_history_an_unexplained_access_is_still_an_alert_and_nothing_els
     run = services.misuse_score(until=SCORED + timedelta(days=1))
     (alert,) = run.alerts
     assert (alert.day, [r["code"] for r in alert.reasons]) == (SCORED, ["unexplained_access"])
+
+
+def test_the_command_says_why_it_scored_nothing_when_the_ledger_is_away(db, ledger_switch):
+    ledger_switch.down()
+    with pytest.raises(CommandError) as away:
+        call_command("score_access_log")
+    assert "(code ledger_unavailable)" in str(away.value)
+    with pytest.raises(CommandError, match="code invalid_date"):
+        call_command("score_access_log", "--until", "someday")

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from health_platform.errors import ValidationFailed
+from ledger import LedgerError
 from oversight.services import misuse_score
 
 
@@ -25,6 +26,8 @@ class Command(BaseCommand):
             run = misuse_score(until=until, days=options["days"])
         except ValidationFailed as invalid:
             raise CommandError(f"{invalid.message} (code {invalid.code})") from None
+        except LedgerError as error:  # nothing is scored without the ledger: the beat will try again
+            raise CommandError(f"{error.public_message} (code {error.code})") from None
         if run.skipped:
             self.stdout.write(f"Nothing scored from {run.scored_from} to {run.scored_until}: {run.skipped}.")
             return
