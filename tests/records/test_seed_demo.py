@@ -165,3 +165,21 @@ def test_rerunning_seed_demo_skips_the_ingest_only_while_the_demo_records_are_as
     assert latest.sha256 == demo_version.sha256
     assert latest.version == demo_version.version + 1
     assert "anchored and unchanged" in _seed(patients=1)[0]
+
+
+@pytest.mark.django_db
+def test_the_printed_stranger_is_one_the_demo_clinician_may_only_read_in_an_emergency():
+    from care.emergencies import emergency_declare, emergency_records_read
+    from care.services import treatment_records_read
+    from health_platform.errors import NotFound
+
+    text, _ = _seed(patients=4)
+    stranger = re.search(r"Demo patient (\S+) never consented", text).group(1)
+    clinician = ClinicianProfile.objects.get().user
+    declaration = emergency_declare(
+        clinician=clinician, identifier=stranger, reason="unconscious", justification="Demo: brought in unconscious."
+    )
+    with pytest.raises(NotFound):  # no consent of this patient names the clinician
+        treatment_records_read(clinician=clinician, patient_pseudonym=declaration.patient.pseudonym, category="imaging")
+    read = emergency_records_read(clinician=clinician, declaration_id=str(declaration.id), category="imaging")
+    assert [record.decision for record in read.records] == ["admit"]

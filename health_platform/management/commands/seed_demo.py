@@ -130,6 +130,12 @@ class Command(PlatformCommand):
         self.stdout.write(
             f"{granted} demo patients granted the demo clinician consent for their model (on the ledger)."
         )
+        if count >= 4:
+            stranger = demo_patients(dataset=BREAST_CANCER_DATASET, count=4)[3].identifier
+            self.stdout.write(
+                f"Demo patient {stranger} never consented to the demo clinician: to try emergency access, declare "
+                "one for that identifier at /care/emergencies/ (an auditor reviews it at /care/emergencies/review/)."
+            )
 
         if seeded is not None:
             self.stdout.write(
