@@ -4,9 +4,15 @@ The schema is read from /api/schema/ and every request goes to the WSGI applicat
 (no server). Each operation gets schema-valid and schema-violating examples, with path ids drawn at
 random and from objects that exist; each response must not be a 5xx and must conform to the schema
 (documented status, content type, headers and body shape).
+
+Emergency access has its state too: the clinician's declarations (one open, one about a patient who forbids
+emergency reads of imaging, one reviewed), read by a category the patients have records in, and a declaration
+asked for a patient the platform knows and for one it does not.
 """
 
 import functools
+from dataclasses import dataclass
+from typing import Any
 
 import hypothesis
 import pytest
@@ -27,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from care import emergencies
 from tests.hostile.conftest import ROLES, PlatformData
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -39,6 +46,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 EXAMPLES_PER_MODE = 12
+JUSTIFICATION = "Unconscious on arrival, no relative reachable; prior imaging needed."
 
 
 @functools.cache
@@ -60,18 +68,68 @@ def existing_ids(data: PlatformData, path: str) -> dict[str, list[str]]:
     return {}
 
 
-def case_strategies(operation, data: PlatformData) -> st.SearchStrategy:
+@dataclass(frozen=True)
+class EmergenciesPresent:
+    declaration_ids: list[str]
+    identifier: str  # a patient's hospital identifier, as a clinician types it
+
+
+@pytest.fixture
+def emergencies_present(platform_data, mixed_analysis) -> EmergenciesPresent:
+    """The clinician's declarations: one about the patient (open), one about a patient who forbids emergency reads
+    of imaging, and one the auditor has reviewed."""
+    _analysis, _expected, people = mixed_analysis
+    (patient_user, _, _), (refusing_user, _, _) = people[:2]
+    clinician, auditor = platform_data.users["clinician"], platform_data.users["auditor"]
+    emergencies.emergency_refusals_set(user=refusing_user, categories=["imaging"])
+    numbers = [user.username.removeprefix("patient-") for user in (patient_user, refusing_user, patient_user)]
+    declared = [
+        emergencies.emergency_declare(
+            clinician=clinician, identifier=number, reason="unconscious", justification=JUSTIFICATION
+        )
+        for number in numbers
+    ]
+    emergencies.emergency_review(
+        auditor=auditor, declaration_id=str(declared[-1].id), verdict="justified", note="Checked with the ward."
+    )
+    return EmergenciesPresent(declaration_ids=[str(d.id) for d in declared], identifier=numbers[0])
+
+
+def emergency_requests(emergencies_present: EmergenciesPresent, operation) -> list[dict[str, Any]]:
+    """as_strategy() arguments that reach past the refusals to what exists: each declaration (read by a category the
+    patients have records in), and a declaration for a patient the platform knows and for one it does not."""
+    if "{declaration_id}" in operation.path:
+        query = {"query": {"category": "imaging"}} if operation.path.endswith("/records/") else {}
+        return [
+            {"path_parameters": {"declaration_id": declaration_id}, **query}
+            for declaration_id in emergencies_present.declaration_ids
+        ]
+    if operation.path == "/api/care/emergencies/" and operation.method.upper() == "POST":
+        return [
+            {
+                "body": {"identifier": identifier, "reason": "unconscious", "justification": JUSTIFICATION},
+                "media_type": "application/json",
+            }
+            for identifier in (emergencies_present.identifier, "bc-9999")
+        ]
+    return []
+
+
+def case_strategies(operation, data: PlatformData, emergencies_present: EmergenciesPresent) -> st.SearchStrategy:
     strategies = [
         operation.as_strategy(generation_mode=mode)
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
     ]
     for name, values in existing_ids(data, operation.path).items():
         strategies.extend(operation.as_strategy(path_parameters={name: value}) for value in values)
+    strategies.extend(
+        operation.as_strategy(**arguments) for arguments in emergency_requests(emergencies_present, operation)
+    )
     return st.one_of(strategies)
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_every_operation_conforms_to_the_schema_and_never_fails_with_5xx(role, platform_data):
+def test_every_operation_conforms_to_the_schema_and_never_fails_with_5xx(role, platform_data, emergencies_present):
     schema = api_schema()
     headers = platform_data.headers(role)
     failures: list[str] = []
@@ -87,7 +145,7 @@ def test_every_operation_conforms_to_the_schema_and_never_fails_with_5xx(role, p
             suppress_health_check=list(HealthCheck),
             phases=[Phase.explicit, Phase.generate],
         )
-        @hypothesis.given(case=case_strategies(operation, platform_data))
+        @hypothesis.given(case=case_strategies(operation, platform_data, emergencies_present))
         def exercise(case: schemathesis.Case) -> None:
             response = case.call(headers=headers)
             case.validate_response(response, checks=CHECKS, headers=headers)
