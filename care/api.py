@@ -26,6 +26,7 @@ from care.services import TreatmentRead, treatment_records_read
 from chaincode.vocabulary import CATEGORIES, EMERGENCY_REASONS, EMERGENCY_VERDICTS
 from health_platform.errors import PermissionDenied, ValidationFailed
 from health_platform.roles import Role, user_has_role
+from health_platform.serializers import ERROR_RESPONSE
 from records.selectors import patient_of
 
 
@@ -116,7 +117,7 @@ class EmergencySerializer(serializers.ModelSerializer):
         ]
 
     def get_clinician(self, declaration: EmergencyDeclaration) -> str:
-        return declaration.clinician.get_full_name() or declaration.clinician.get_username()
+        return declaration.clinician_name
 
     def get_reason_label(self, declaration: EmergencyDeclaration) -> str:
         return EMERGENCY_REASONS.get(declaration.reason, declaration.reason)
@@ -163,6 +164,13 @@ def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[st
     return dict(serializer.validated_data)
 
 
+def _may_see_emergencies(user: Any) -> None:
+    """Clinicians, auditors and patients see declarations (their own, all, about them); anyone else is refused."""
+    staff = user_has_role(user, Role.CLINICIAN) or user_has_role(user, Role.AUDITOR)
+    if not staff and patient_of(user) is None:
+        raise PermissionDenied("Emergency declarations are for clinicians, auditors and their patients.")
+
+
 class EmergencyListView(APIView):
     http_method_names = ["get", "post", "options"]
 
@@ -174,10 +182,8 @@ class EmergencyListView(APIView):
     def get(self, request: Request) -> Response:
         """A clinician's own declarations, a patient's (about them), every one for an auditor; newest first.
         `?reviewed=false`: the auditor's review queue."""
+        _may_see_emergencies(request.user)
         declarations = emergencies.emergencies_visible_to(user=request.user)
-        staff = user_has_role(request.user, Role.CLINICIAN) or user_has_role(request.user, Role.AUDITOR)
-        if not staff and patient_of(request.user) is None:
-            raise PermissionDenied("Emergency declarations are for clinicians, auditors and their patients.")
         if request.query_params.get("reviewed") == "false":
             declarations = declarations.filter(verdict="")
         page = declarations[:500]
@@ -186,7 +192,7 @@ class EmergencyListView(APIView):
     @extend_schema(
         summary="Declare an emergency for one patient (clinicians)",
         request=DeclareSerializer,
-        responses={201: EmergencySerializer},
+        responses={201: EmergencySerializer, 404: ERROR_RESPONSE},
     )
     def post(self, request: Request) -> Response:
         """201 with the declaration (on the ledger); 404 unknown_patient; 400 with the field for bad input."""
@@ -204,6 +210,7 @@ class EmergencyDetailView(APIView):
 
     @extend_schema(summary="Read an emergency declaration", responses={200: EmergencySerializer})
     def get(self, request: Request, declaration_id: str) -> Response:
+        _may_see_emergencies(request.user)
         declaration = emergencies.emergency_visible(user=request.user, declaration_id=declaration_id)
         return Response(EmergencySerializer(declaration, context={"request": request}).data)
 

@@ -141,7 +141,7 @@ def emergency_refusals_of(*, user: Any) -> EmergencyRefusals:
 
 def emergencies_visible_to(*, user: Any) -> QuerySet[EmergencyDeclaration]:
     """A clinician's own declarations, a patient's (about them), or every one for an auditor; newest first."""
-    declarations = EmergencyDeclaration.objects.select_related("patient", "clinician", "judged_by")
+    declarations = EmergencyDeclaration.objects.select_related("patient", "clinician__clinician_profile", "judged_by")
     if user_has_role(user, Role.AUDITOR):
         return declarations
     if user_has_role(user, Role.CLINICIAN):
@@ -155,7 +155,9 @@ def emergencies_visible_to(*, user: Any) -> QuerySet[EmergencyDeclaration]:
 def emergency_review_queue() -> QuerySet[EmergencyDeclaration]:
     """Declarations not reviewed yet, oldest first (the longest waiting at the top)."""
     return (
-        EmergencyDeclaration.objects.filter(verdict="").select_related("patient", "clinician").order_by("declared_at")
+        EmergencyDeclaration.objects.filter(verdict="")
+        .select_related("patient", "clinician__clinician_profile")
+        .order_by("declared_at")
     )
 
 
@@ -163,8 +165,8 @@ def emergency_of_clinician(*, clinician: Any, declaration_id: str) -> EmergencyD
     """The clinician's own declaration (NotFound for anyone else's, or none)."""
     _clinician_profile(clinician)
     declaration = _declaration(declaration_id)
-    if declaration.clinician_id != clinician.pk:
-        raise NotFound("No such emergency declaration of yours.")
+    if declaration.clinician_id != clinician.pk:  # answered as a declaration that does not exist
+        raise NotFound("No such emergency declaration.")
     return declaration
 
 
@@ -242,7 +244,7 @@ def _tell_patient(declaration: EmergencyDeclaration) -> None:
     user = declaration.patient.user
     if user is None or not user.email:
         return
-    clinician = declaration.clinician.get_full_name() or declaration.clinician.get_username()
+    clinician = declaration.clinician_name
     send_mail(
         subject="Emergency access to your health records",
         message=(

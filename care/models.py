@@ -40,5 +40,11 @@ class EmergencyDeclaration(Judged):
     def __str__(self) -> str:
         return f"Emergency {self.id}"
 
+    @property
+    def clinician_name(self) -> str:
+        """The clinician as the directory names them (patients see this name, never the account's username)."""
+        profile = getattr(self.clinician, "clinician_profile", None)
+        return profile.display_name if profile is not None else self.grantee_id
+
     def get_verdict_display(self) -> str:
         return EMERGENCY_VERDICTS.get(self.verdict, self.verdict)

@@ -135,5 +135,6 @@ class ScoringRunView(APIView):
             raise PermissionDenied("Only auditors ask for a scoring run.")
         values = _valid(ScoringRunSerializer, request.data)
         until = values.get("until")
+        services.scoring_window_check(until=until, days=values.get("days", 2))
         queued = tasks.misuse_score_run.delay(until=until.isoformat() if until else None, days=values.get("days", 2))
         return Response({"task_id": queued.id}, status=status.HTTP_202_ACCEPTED)

@@ -48,6 +48,7 @@ from oversight.models import DETECTOR_NAME, Alert, Detector
 log = structlog.get_logger(__name__)
 
 LEDGER_PAGE = 10_000
+EARLIEST = date(2000, 1, 1)
 MIN_HISTORY = 2  # clinician-days: what the detector needs to learn from at the least
 UNEXPLAINED = "unexplained_access"
 TRIAGE_NOTE = "alert-triage-note"
@@ -71,9 +72,7 @@ class ScoringRun:
 def misuse_score(*, until: date | None = None, days: int = 2) -> ScoringRun:
     """Score the `days` days before `until` against the history before them; by default yesterday and today so far
     (UTC), so that a night's misuse is flagged within the hour. A day already alerted is not alerted again."""
-    if not 1 <= days <= 31:
-        raise ValidationFailed("Score 1 to 31 days at a time.", code="invalid_days", detail={"field": "days"})
-    end = until or datetime.now(UTC).date() + timedelta(days=1)
+    end = scoring_window_check(until=until, days=days)
     start = end - timedelta(days=days)
     history_start = start - timedelta(days=int(settings.OVERSIGHT_HISTORY_DAYS))
     run = ScoringRun(scored_from=start, scored_until=end)
@@ -117,6 +116,19 @@ def misuse_score(*, until: date | None = None, days: int = 2) -> ScoringRun:
         tx_id=run.tx_id,
     )
     return run
+
+
+def scoring_window_check(*, until: date | None, days: int) -> date:
+    """The end (exclusive) of the days to score: `until` (default tomorrow), refused when it is not between 2000 and
+    tomorrow or `days` not 1 to 31 (nothing the ledger could hold)."""
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    if not isinstance(days, int) or not 1 <= days <= 31:
+        raise ValidationFailed("Score 1 to 31 days at a time.", code="invalid_days", detail={"field": "days"})
+    if until is not None and not EARLIEST <= until <= tomorrow:
+        raise ValidationFailed(
+            f"Score days from {EARLIEST} up to today.", code="invalid_until", detail={"field": "until"}
+        )
+    return until or tomorrow
 
 
 def alert_triage(*, auditor: Any, alert_id: str, verdict: str, note: str) -> Alert:
@@ -257,7 +269,49 @@ def detector_load(detector: Detector) -> MisuseDetector:
     return loaded
 
 
-def _alerts_raised(found: list[Any], detector: Detector) -> tuple[list[Alert], str]:
+def _alerts_raised(found: list[Any], detector: Detector) -> tuple[list[Alert], str | None]:
+    """Raise the alerts the ledger does not hold yet (one transaction) and mirror them; an alert the ledger already
+    holds (this database lost its row: a restore, a crash between the two) is mirrored from the ledger instead of
+    raised again, so that a run never fails on a clinician-day alerted before."""
+    contracts = bootstrap.contracts()
+    alert_ids = [str(uuid.uuid5(ALERT_NAMESPACE, f"{alert.grantee}|{alert.day.isoformat()}")) for alert in found]
+    held = {alert_id: contracts.read_alert(alert_id) for alert_id in alert_ids}
+    recovered = [
+        _alert_recovered(alert, held[alert_id])
+        for alert, alert_id in zip(found, alert_ids, strict=True)
+        if held[alert_id]
+    ]
+    fresh = [alert for alert, alert_id in zip(found, alert_ids, strict=True) if not held[alert_id]]
+    if not fresh:
+        return [row for row in recovered if row is not None], None
+    made, tx_id = _alerts_written(fresh, detector)
+    return made + [row for row in recovered if row is not None], tx_id
+
+
+def _alert_recovered(alert: Any, held: Any) -> Alert | None:
+    """The row of an alert the ledger holds, from the ledger's entry (None when its detector is unknown here)."""
+    detector = Detector.objects.filter(weights_sha256=held.detector_sha256).first()
+    if detector is None:
+        log.warning("alert_on_ledger_not_mirrored", alert_id=held.alert_id, detector=held.detector_version)
+        return None
+    row, _ = Alert.objects.get_or_create(
+        id=uuid.UUID(held.alert_id),
+        defaults={
+            "grantee_id": held.grantee,
+            "day": date.fromisoformat(held.day),
+            "score": Decimal(held.score),
+            "reasons": [r.__dict__ for r in alert.reasons if r.code in held.reasons],
+            "detector": detector,
+            "run_id": "",
+            "raised_at": _moment(held.raised_at),
+            "tx_id": held.tx_id,
+            "block_number": bootstrap.contracts().block_of(held.tx_id),
+        },
+    )
+    return row
+
+
+def _alerts_written(found: list[Any], detector: Detector) -> tuple[list[Alert], str]:
     requests = [
         AlertRequest(
             alert_id=str(uuid.uuid5(ALERT_NAMESPACE, f"{alert.grantee}|{alert.day.isoformat()}")),

@@ -2,25 +2,19 @@
 every read (admitted with its consent, refused with its reason) is one committed access-log transaction endorsed by
 both organisations."""
 
-import hashlib
-import uuid
-from datetime import UTC, date, datetime
-
 import pytest
 
 from audit.exports import audit_export_run
 from audit.models import AccessEvent, AuditExport
 from audit.selectors import AccessEventFilters
-from audit.services import audit_export_create, logged_batch_mirror
+from audit.services import audit_export_create
 from care import emergencies
 from care.services import treatment_records_read
 from consent.services import consent_revoke
-from health_platform import bootstrap
-from ledger.contracts import AlertRequest
 from oversight import services
-from oversight.models import DETECTOR_NAME, Alert, Detector
 from tests.conftest import grant
 from tests.fabric.blocks import endorsing_peers, organisation_authorities
+from tests.oversight.conftest import alerts_raised
 
 pytestmark = [pytest.mark.fabric, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -113,42 +107,9 @@ def test_an_emergency_on_fabric_opens_reads_for_its_clinician_and_is_reviewed_on
 def test_an_alert_and_its_triage_on_fabric_are_in_a_verified_audit_export(
     clinician, auditor, ledger, fabric_network, export_dir, django_capture_on_commit_callbacks
 ):
-    weights = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
-    version = f"test-{weights[:12]}"
-    anchor = bootstrap.contracts().anchor_model(name=DETECTOR_NAME, version=version, sha256=weights)
-    detector = Detector.objects.create(
-        version=version,
-        weights_sha256=weights,
-        fitted_at=datetime.now(UTC),
-        history_from=date(2026, 11, 1),
-        history_until=date(2026, 11, 29),
-        clinician_days=10,
-        file="",
-        tx_id=anchor.tx_id,
-    )
-    alert_id = str(uuid.uuid4())
-    grantee = clinician.clinician_profile.grantee_id
-    logged = bootstrap.contracts().raise_alerts(
-        run_id=uuid.uuid4().hex,
-        detector_name=DETECTOR_NAME,
-        detector_version=version,
-        detector_sha256=weights,
-        alerts=[AlertRequest(alert_id, grantee, "2026-11-30", "0.712000", ["repeated_reads"])],
-    )
-    logged_batch_mirror(logged)
-    Alert.objects.create(
-        id=alert_id,
-        grantee_id=grantee,
-        day=date(2026, 11, 30),
-        score="0.712",
-        reasons=[{"code": "repeated_reads", "value": 15, "usual": 1, "text": "15 reads"}],
-        detector=detector,
-        run_id="r",
-        raised_at=datetime.now(UTC),
-        tx_id=logged.tx_id,
-    )
+    (alert_id,) = alerts_raised(clinician, ["2026-11-30"])
     triaged = services.alert_triage(auditor=auditor, alert_id=alert_id, verdict="confirmed", note="Seen.")
-    assert ledger.locate(triaged.triage_tx_id).status == "VALID"
+    assert ledger.locate(triaged.verdict_tx_id).status == "VALID"
     with django_capture_on_commit_callbacks(execute=False):
         created = audit_export_create(requester=auditor, format="json", filters=AccessEventFilters(request_id=alert_id))
     audit_export_run(export_id=str(created.pk))

@@ -7,7 +7,7 @@ random and from objects that exist; each response must not be a 5xx and must con
 
 Emergency access has its state too: the clinician's declarations (one open, one about a patient who forbids
 emergency reads of imaging, one reviewed), read by a category the patients have records in, and a declaration
-asked for a patient the platform knows and for one it does not.
+asked for a patient the platform knows and for one it does not; and so do misuse alerts (one open, one triaged).
 """
 
 import functools
@@ -34,7 +34,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from care import emergencies
+from oversight import services
 from tests.hostile.conftest import ROLES, PlatformData
+from tests.oversight.conftest import alerts_raised
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -72,6 +74,7 @@ def existing_ids(data: PlatformData, path: str) -> dict[str, list[str]]:
 class EmergenciesPresent:
     declaration_ids: list[str]
     identifier: str  # a patient's hospital identifier, as a clinician types it
+    alert_ids: list[str]  # misuse alerts about the clinician: one to read and triage, one triaged already
 
 
 @pytest.fixture
@@ -92,7 +95,9 @@ def emergencies_present(platform_data, mixed_analysis) -> EmergenciesPresent:
     emergencies.emergency_review(
         auditor=auditor, declaration_id=str(declared[-1].id), verdict="justified", note="Checked with the ward."
     )
-    return EmergenciesPresent(declaration_ids=[str(d.id) for d in declared], identifier=numbers[0])
+    alert_ids = alerts_raised(clinician, ["2026-11-10", "2026-11-11"])
+    services.alert_triage(auditor=auditor, alert_id=alert_ids[1], verdict="dismissed", note="On call.")
+    return EmergenciesPresent(declaration_ids=[str(d.id) for d in declared], identifier=numbers[0], alert_ids=alert_ids)
 
 
 def emergency_requests(emergencies_present: EmergenciesPresent, operation) -> list[dict[str, Any]]:
@@ -104,6 +109,8 @@ def emergency_requests(emergencies_present: EmergenciesPresent, operation) -> li
             {"path_parameters": {"declaration_id": declaration_id}, **query}
             for declaration_id in emergencies_present.declaration_ids
         ]
+    if "{alert_id}" in operation.path:
+        return [{"path_parameters": {"alert_id": alert_id}} for alert_id in emergencies_present.alert_ids]
     if operation.path == "/api/care/emergencies/" and operation.method.upper() == "POST":
         return [
             {

@@ -1,6 +1,7 @@
 """A history of access events written on the embedded ledger at past times, for the detector to learn from."""
 
 import contextlib
+import hashlib
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
@@ -72,3 +73,50 @@ def snooping(history, clinician):
     patient, consent_id = history[clinician][0]
     for minute in range(15):
         read(clinician, patient, consent_id, datetime(2026, 11, 30, 2, 3 * minute, tzinfo=UTC))
+
+
+def alerts_raised(clinician, days: list[str]) -> list[str]:
+    """Alerts about `clinician` on `days` (YYYY-MM-DD), raised on the ledger by an anchored detector as a scoring run
+    would, and mirrored: their ids. For tests about what is done with an alert, not about how one is found."""
+    from audit.services import logged_batch_mirror
+    from ledger.contracts import AlertRequest
+    from oversight.models import DETECTOR_NAME, Alert, Detector
+
+    weights = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+    version = f"test-{weights[:12]}"
+    anchor = bootstrap.contracts().anchor_model(name=DETECTOR_NAME, version=version, sha256=weights)
+    detector = Detector.objects.create(
+        version=version,
+        weights_sha256=weights,
+        fitted_at=datetime.now(UTC),
+        history_from=date(2026, 11, 1),
+        history_until=date(2026, 11, 29),
+        clinician_days=40,
+        file="",
+        tx_id=anchor.tx_id,
+    )
+    grantee = clinician.clinician_profile.grantee_id
+    requests = [AlertRequest(str(uuid.uuid4()), grantee, day, "0.700000", ["repeated_reads"]) for day in days]
+    logged = bootstrap.contracts().raise_alerts(
+        run_id=uuid.uuid4().hex,
+        detector_name=DETECTOR_NAME,
+        detector_version=version,
+        detector_sha256=weights,
+        alerts=requests,
+    )
+    logged_batch_mirror(logged)
+    for request in requests:
+        Alert.objects.create(
+            id=request.alert_id,
+            grantee_id=grantee,
+            day=date.fromisoformat(request.day),
+            score=request.score,
+            reasons=[
+                {"code": "repeated_reads", "value": 15, "usual": 1, "text": "Read one patient's records 15 times"}
+            ],
+            detector=detector,
+            run_id=logged.batch_id,
+            raised_at=datetime.now(UTC),
+            tx_id=logged.tx_id,
+        )
+    return [request.alert_id for request in requests]

@@ -152,3 +152,16 @@ def test_the_command_says_why_it_scored_nothing_when_the_ledger_is_away(db, ledg
     assert "(code ledger_unavailable)" in str(away.value)
     with pytest.raises(CommandError, match="code invalid_date"):
         call_command("score_access_log", "--until", "someday")
+
+
+def test_an_alert_the_database_lost_is_mirrored_again_from_the_ledger_not_raised_twice(history, clinician):
+    snooping(history, clinician)
+    (alert,) = services.misuse_score(until=SCORED + timedelta(days=1)).alerts
+    Alert.objects.all().delete()  # a restore from a backup older than the alert, say
+
+    run = services.misuse_score(until=SCORED + timedelta(days=1))
+
+    (again,) = run.alerts
+    assert (again.id, again.tx_id, again.score) == (alert.id, alert.tx_id, alert.score)
+    assert run.tx_id is None  # nothing new on the ledger
+    assert {r["code"] for r in again.reasons} == {r["code"] for r in alert.reasons}
