@@ -129,5 +129,9 @@ def test_only_the_custodian_app_has_the_beat_schedule_and_the_eager_switch():
     compute = celery_config.celery_config(queue="compute", variables=variables)
 
     assert custodian["CELERY_TASK_ALWAYS_EAGER"] is True
-    assert set(custodian["CELERY_BEAT_SCHEDULE"]) == {"anchor-pending-records", "resume-stalled-analyses", "score-access-log"}
+    assert set(custodian["CELERY_BEAT_SCHEDULE"]) == {
+        "anchor-pending-records",
+        "resume-stalled-analyses",
+        "score-access-log",
+    }
     assert set(custodian) - set(compute) == {"CELERY_TASK_ALWAYS_EAGER", "CELERY_BEAT_SCHEDULE"}
