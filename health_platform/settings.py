@@ -348,6 +348,8 @@ PATIENT_IDENTIFIER_SYSTEM = env.str(
 
 # The misuse detector: fitted on this many days of the access log before the days it scores.
 OVERSIGHT_HISTORY_DAYS = env.int("OVERSIGHT_HISTORY_DAYS", default=28)
+# The hospital's hours from UTC: a clinician's day and night (22:00-06:00 for emergency reads) are the hospital's.
+OVERSIGHT_UTC_OFFSET_HOURS = env.int("OVERSIGHT_UTC_OFFSET_HOURS", default=0)
 
 # --- Analytics ---
 # Ciphertexts and contexts are stored here and passed by key; compute workers need this folder only.

@@ -83,7 +83,9 @@ def misuse_score(*, until: date | None = None, days: int = 2) -> ScoringRun:
         return run
     for row, unexplained in zip(rows, explanations_check(rows), strict=True):
         row["unexplained"] = unexplained
-    every = clinician_days(EventColumns.from_rows(rows), _organisations())
+    every = clinician_days(
+        EventColumns.from_rows(rows), _organisations(), tz_offset_hours=settings.OVERSIGHT_UTC_OFFSET_HOURS
+    )
     history, scored = every.during(history_start, start), every.during(start, end)
     if not len(scored):
         run.skipped = "no_activity"

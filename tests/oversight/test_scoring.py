@@ -165,3 +165,14 @@ def test_an_alert_the_database_lost_is_mirrored_again_from_the_ledger_not_raised
     assert (again.id, again.tx_id, again.score) == (alert.id, alert.tx_id, alert.score)
     assert run.tx_id is None  # nothing new on the ledger
     assert {r["code"] for r in again.reasons} == {r["code"] for r in alert.reasons}
+
+
+@pytest.mark.parametrize(("offset", "day"), [(0, SCORED - timedelta(days=1)), (3, SCORED)])
+def test_days_and_nights_are_the_hospitals(history, clinician, settings, offset, day):
+    """Reads at 22:00-22:45 UTC on the 29th are on the 29th in London, and at 01:00 on the 30th three hours east."""
+    settings.OVERSIGHT_UTC_OFFSET_HOURS = offset
+    patient, consent_id = history[clinician][0]
+    for minute in range(15):
+        read(clinician, patient, consent_id, datetime(2026, 11, 29, 22, 3 * minute, tzinfo=UTC))
+    (alert,) = services.misuse_score(until=SCORED + timedelta(days=1)).alerts
+    assert alert.day == day
