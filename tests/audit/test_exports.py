@@ -158,8 +158,8 @@ def test_edited_codes_read_as_changed_values_not_as_another_valid_event():
     def minor(event):
         event["outcome"] = "4"  # a serious failure downgraded: no decision reads back as 4 with this reason
 
-    def emergency(event):
-        event["purposeOfEvent"][0]["coding"] = [{"system": V3_ACT_REASON, "code": "ETREAT"}]
+    def operations(event):  # healthcare operations: a standard purpose the platform has no equivalent of
+        event["purposeOfEvent"][0]["coding"] = [{"system": V3_ACT_REASON, "code": "HOPERAT"}]
 
     def retyped(event):
         event["type"]["code"] = "110106"
@@ -174,7 +174,7 @@ def test_edited_codes_read_as_changed_values_not_as_another_valid_event():
         event["type"]["code"] = "110110"
 
     assert edited(failed, minor)["decision"] == "4"
-    assert edited(row(), emergency)["purpose"] is None
+    assert edited(row(), operations)["purpose"] is None
     assert edited(row(), retyped)["kind"] == "export"
     assert edited(row(), deleted)["kind"] is None
     assert edited(failed, outcome_retyped)["kind"] is None

@@ -32,6 +32,7 @@ from tests.test_permission_matrix import (  # noqa: F401  (fixtures shared with 
     World,
     analysis_form,
     client_for,
+    declare_body,
     enrol_body,
     grant_form,
     ingest_upload,
@@ -39,6 +40,10 @@ from tests.test_permission_matrix import (  # noqa: F401  (fixtures shared with 
     ledger_url,
     no_failed_sign_ins_counted,
     nothing_is_queued,
+    refusals_body,
+    review_body,
+    review_key,
+    triage_body,
     verify_upload,
     world,
     world_folder,
@@ -227,6 +232,12 @@ FORMS = {
     "/accounts/2fa/webauthn/keys/<id>/remove/": ("clinician", lambda world: {}, 302),
     "/accounts/2fa/webauthn/keys/<id>/edit/": ("clinician", lambda world: {"name": "renamed"}, 302),
     "/accounts/tokens/": (PATIENT, lambda world: {"action": "create"}, 200),
+    # Emergency access and misuse alerts.
+    "/care/emergencies/": ("clinician", declare_body, 302),
+    "/care/emergencies/<id>/review/": ("auditor", review_body, 302),
+    "/care/my-emergency-access/": (PATIENT, refusals_body, 302),
+    "/oversight/alerts/score/": ("auditor", lambda world: {}, 302),
+    "/oversight/alerts/<id>/triage/": ("auditor", triage_body, 302),
 }
 
 
@@ -270,6 +281,10 @@ def form_path(world: World, action: str) -> str:
         return action.replace("<id>", world.email_key)
     if action.startswith("/analytics/"):
         return action.replace("<id>", world.analysis["clinician"])
+    if action.startswith("/care/emergencies/"):
+        return action.replace("<id>", world.emergency[review_key("portal", "clinician")])
+    if action.startswith("/oversight/alerts/"):
+        return action.replace("<id>", world.alert["portal"])
     return action.replace("<id>", world.revocable["portal"])
 
 
