@@ -6,6 +6,7 @@ value that was sent (a pseudonym or a request id is not for logs or error pages)
 """
 
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import django_filters
@@ -62,6 +63,16 @@ def search_terms(cleaned: dict[str, Any]) -> SearchTerms:
 
 
 def check_time_range(form: forms.Form) -> None:
+    """Both ends in UTC (an offset the database cannot hold, up to ±23:59 in ISO 8601, is read as the instant it
+    names), the end after the start."""
+    for name in ("since", "until"):
+        moment = form.cleaned_data.get(name)
+        if moment is None or moment.tzinfo is None:
+            continue
+        try:
+            form.cleaned_data[name] = moment.astimezone(UTC)
+        except OverflowError:
+            form.add_error(name, "The time is out of range.")
     since, until = form.cleaned_data.get("since"), form.cleaned_data.get("until")
     if since is not None and until is not None and until <= since:
         form.add_error("until", "The end of the time range must be after its start.")

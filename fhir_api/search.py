@@ -165,10 +165,13 @@ def date_range(value: str, name: str) -> tuple[str, datetime, datetime]:
     except ValueError:
         raise invalid(f"The parameter {name} names a date that does not exist.") from None
     zone = match["zone"]
-    if zone and zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        start -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-    return prefix, start, _end_of(start, match)
+    try:
+        if zone and zone != "Z":
+            sign = 1 if zone[0] == "+" else -1
+            start -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        return prefix, start, _end_of(start, match)
+    except (OverflowError, ValueError):  # year 1 moved east of UTC, the end of year 9999
+        raise invalid(f"The parameter {name} names a time out of range.") from None
 
 
 def _end_of(start: datetime, match: re.Match[str]) -> datetime:

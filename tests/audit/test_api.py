@@ -4,6 +4,7 @@ and the ledger view; against the real embedded ledger, with the export task run 
 import hashlib
 import io
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -166,6 +167,16 @@ def test_the_time_range_is_since_inclusive_until_exclusive(access_log, auditor):
     assert set(event_ids(until)) == {"r1-e1", "r1-e2"}
 
 
+def test_a_time_with_any_offset_iso_8601_allows_is_read_as_its_instant(access_log, auditor):
+    """PostgreSQL holds offsets up to ±15:59 only; ISO 8601 and Python allow ±23:59: the search reads the instant."""
+    events = api_as(auditor).get(EVENTS, {"ordering": "recorded_at"}).json()["results"]
+    second_batch_at = datetime.fromisoformat(events[-1]["recorded_at"].replace("Z", "+00:00"))
+    far_east = second_batch_at.astimezone(timezone(timedelta(hours=22, minutes=48))).isoformat()
+
+    assert set(event_ids(api_as(auditor).get(EVENTS, {"since": far_east}))) == {"r2-e1"}
+    assert api_as(auditor).get(EVENTS, {"since": "0534-07-01T20:34:41+22:48"}).status_code == 200
+
+
 def test_each_event_carries_all_its_fields_and_where_it_is_on_the_ledger(access_log, auditor, ledger):
     (event,) = api_as(auditor).get(EVENTS, {"request": "req-2"}).json()["results"]
 
@@ -192,6 +203,7 @@ def test_each_event_carries_all_its_fields_and_where_it_is_on_the_ledger(access_
         ({"kind": "peek"}, "kind"),
         ({"since": "last-tuesday"}, "since"),
         ({"until": "2025-13-45T99:00:00Z"}, "until"),
+        ({"until": "0001-01-01T00:00:00+22:48"}, "until"),  # before the first instant once in UTC
         ({"since": "2025-02-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}, "until"),
         ({"ordering": "patient_pseudonym"}, "ordering"),
     ],

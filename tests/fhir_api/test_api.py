@@ -184,6 +184,9 @@ def test_audit_event_search_by_patient_agent_outcome_and_date(fhir_world, audito
     recorded = resources(search(auditor, "/fhir/AuditEvent", _count=1))[0]["recorded"]
     same_second = search(auditor, "/fhir/AuditEvent", date=recorded[:19] + "Z")
     assert recorded in {e["recorded"] for e in resources(same_second)}
+    for out_of_range in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "9999-12"):
+        refused = fhir_answer(api_as(auditor).get("/fhir/AuditEvent", {"date": out_of_range}), 400, "OperationOutcome")
+        assert "out of range" in refused["issue"][0]["diagnostics"]
 
 
 # --- paging ------------------------------------------------------------------------------------------
