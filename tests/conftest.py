@@ -44,6 +44,31 @@ BREAST_CANCER = "diagnostic-model:breast-cancer"
 UNREACHABLE_LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
 
 
+def _database_group(item: pytest.Item) -> int:
+    """pytest-django's order of a test: 0 uses the database, 1 in transactions it commits, 2 no database."""
+    marker = item.get_closest_marker("django_db")
+    fixtures = getattr(item, "fixturenames", ())
+    if (marker is not None and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences"))) or any(
+        name in fixtures for name in ("transactional_db", "live_server")
+    ):
+        return 1
+    return 0 if marker is not None or "db" in fixtures else 2
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: those without a database before everything, the others first in their database group
+    (pytest-django keeps Django's order of the groups). Split over workers (-n), a long test that starts last holds the
+    whole run up by its length; started first, it runs while the short ones fill the other workers."""
+
+    def key(item: pytest.Item) -> tuple[int, int]:
+        slow = item.get_closest_marker("slow") is not None
+        group = _database_group(item)
+        return (-1 if slow and group == 2 else group, 0 if slow else 1)
+
+    items.sort(key=key)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_setupnodes(config, specs):
     """Under pytest-xdist (scripts/test.sh runs the suite with -n), each worker process gets its own
