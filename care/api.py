@@ -24,7 +24,7 @@ from care import emergencies
 from care.models import EmergencyDeclaration
 from care.services import TreatmentRead, treatment_records_read
 from chaincode.vocabulary import CATEGORIES, EMERGENCY_REASONS, EMERGENCY_VERDICTS
-from health_platform.errors import PermissionDenied, ValidationFailed
+from health_platform.errors import PermissionDenied
 from health_platform.roles import Role, user_has_role
 from health_platform.serializers import ERROR_RESPONSE
 from records.selectors import patient_of
@@ -156,14 +156,6 @@ class RefusalsAnswerSerializer(serializers.Serializer):
     block_number = serializers.IntegerField(allow_null=True)
 
 
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    if not serializer.is_valid():
-        field = next(iter(serializer.errors))
-        raise ValidationFailed("The input is not valid.", code="invalid_input", detail={"field": field})
-    return dict(serializer.validated_data)
-
-
 def _may_see_emergencies(user: Any) -> None:
     """Clinicians, auditors and patients see declarations (their own, all, about them); anyone else is refused."""
     staff = user_has_role(user, Role.CLINICIAN) or user_has_role(user, Role.AUDITOR)
@@ -198,7 +190,9 @@ class EmergencyListView(APIView):
         """201 with the declaration (on the ledger); 404 unknown_patient; 400 with the field for bad input."""
         if not user_has_role(request.user, Role.CLINICIAN):
             raise PermissionDenied("Only clinicians declare emergencies.")
-        values = _valid(DeclareSerializer, request.data)
+        payload = DeclareSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        values = dict(payload.validated_data)
         declaration = emergencies.emergency_declare(clinician=request.user, **values)
         return Response(
             EmergencySerializer(declaration, context={"request": request}).data, status=status.HTTP_201_CREATED
@@ -246,7 +240,9 @@ class EmergencyReviewView(APIView):
         """400 already_reviewed for a second review; the verdict and the note's hash go on the ledger."""
         if not user_has_role(request.user, Role.AUDITOR):
             raise PermissionDenied("Only auditors review emergency access.")
-        values = _valid(ReviewSerializer, request.data)
+        payload = ReviewSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        values = dict(payload.validated_data)
         declaration = emergencies.emergency_review(auditor=request.user, declaration_id=declaration_id, **values)
         return Response(EmergencySerializer(declaration, context={"request": request}).data)
 
@@ -267,6 +263,8 @@ class EmergencyRefusalsView(APIView):
         """The whole set, on the ledger ([] opens every category again)."""
         if patient_of(request.user) is None:
             raise PermissionDenied("Only a patient sets their own refusal of emergency access.")
-        values = _valid(RefusalsSerializer, request.data)
+        payload = RefusalsSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        values = dict(payload.validated_data)
         refusals = emergencies.emergency_refusals_set(user=request.user, categories=values["categories"])
         return Response(RefusalsAnswerSerializer(refusals).data)

@@ -6,8 +6,6 @@ POST /api/oversight/alerts/<id>/triage/                          {verdict: confi
 POST /api/oversight/scoring-runs/                                score now {until?: YYYY-MM-DD, days?: 1..31}
 """
 
-from typing import Any
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -75,15 +73,6 @@ class ScoringRunSerializer(serializers.Serializer):
     days = serializers.IntegerField(required=False, min_value=1, max_value=31)
 
 
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    if not serializer.is_valid():
-        raise ValidationFailed(
-            "The input is not valid.", code="invalid_input", detail={"field": next(iter(serializer.errors))}
-        )
-    return dict(serializer.validated_data)
-
-
 class AlertListView(APIView):
     http_method_names = ["get", "options"]
 
@@ -119,7 +108,9 @@ class AlertTriageView(APIView):
         """400 already_triaged for a second verdict; the verdict and the note's hash go on the ledger."""
         if not user_has_role(request.user, Role.AUDITOR):
             raise PermissionDenied("Only auditors triage alerts.")
-        values = _valid(TriageSerializer, request.data)
+        payload = TriageSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        values = dict(payload.validated_data)
         alert = services.alert_triage(auditor=request.user, alert_id=alert_id, **values)
         return Response(AlertSerializer(alert).data)
 
@@ -133,7 +124,9 @@ class ScoringRunView(APIView):
         OVERSIGHT_SCORE_SECONDS)."""
         if not user_has_role(request.user, Role.AUDITOR):
             raise PermissionDenied("Only auditors ask for a scoring run.")
-        values = _valid(ScoringRunSerializer, request.data)
+        payload = ScoringRunSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        values = dict(payload.validated_data)
         until = values.get("until")
         services.scoring_window_check(until=until, days=values.get("days", 2))
         queued = tasks.misuse_score_run.delay(until=until.isoformat() if until else None, days=values.get("days", 2))

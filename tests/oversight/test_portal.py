@@ -65,7 +65,7 @@ def test_the_api_lists_reads_and_triages(alert, auditor):
     assert client.get("/api/oversight/alerts/?status=whatever").json()["code"] == "invalid_status"
     assert client.get("/api/oversight/alerts/not-an-id/").status_code == 404
     bad = client.post(f"/api/oversight/alerts/{alert.id}/triage/", {"verdict": "confirmed"}, format="json")
-    assert (bad.status_code, bad.json()["detail"]["field"]) == (400, "note")
+    assert (bad.status_code, bad.json()["code"], set(bad.json()["detail"])) == (400, "validation_failed", {"note"})
     done = client.post(
         f"/api/oversight/alerts/{alert.id}/triage/", {"verdict": "confirmed", "note": "Confirmed."}, format="json"
     )
@@ -81,4 +81,4 @@ def test_scoring_on_demand_runs_the_task(history, clinician, auditor, eager_task
     assert queued.status_code == 202
     assert Alert.objects.filter(grantee_id=clinician.clinician_profile.grantee_id, day=SCORED).exists()
     bad = api(auditor).post("/api/oversight/scoring-runs/", {"days": 400}, format="json")
-    assert (bad.status_code, bad.json()["detail"]["field"]) == (400, "days")
+    assert (bad.status_code, bad.json()["code"], set(bad.json()["detail"])) == (400, "validation_failed", {"days"})
