@@ -29,7 +29,6 @@ from django.utils import timezone
 
 from analytics import engines
 from analytics.diagnostic_models import LinearModel
-from analytics.features import features_of
 from analytics.models import FINISHED, AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus, CohortKind
 from analytics.registry import model_spec
 from audit.services import access_batch_log
@@ -40,8 +39,10 @@ from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import AccessItem
 from records.selectors import (
     NO_CONTENT_HASH,
+    content_features,
     content_sha256,
     record_versions_contents,
+    record_versions_features,
     record_versions_usable_for_analysis,
 )
 
@@ -196,8 +197,9 @@ class _Reading:
     record_id: str
     category: str
     patient_pseudonym: str
-    sha256: str  # NO_CONTENT_HASH when the ciphertext does not open
+    sha256: str  # NO_CONTENT_HASH when the ciphertext (or the features kept from it) does not open
     features: list[float] | None  # None when it did not open or lacks one of the model's features
+    features_sha256: str = ""  # the features kept at ingest: their salted hash, which the ledger checks too
 
     @property
     def opened(self) -> bool:
@@ -205,11 +207,25 @@ class _Reading:
 
 
 def _read_versions(version_ids: list[int], spec: LinearModel) -> dict[int, _Reading]:
-    """Open each version once: hash its canonical bytes and read the model's features, then let the
-    bytes go (a batch's plaintexts are never all held at once). Nothing is encrypted or sent here:
-    what is admitted is decided by the ledger, afterwards."""
+    """Read each version's features: those kept at ingest, with the record's anchored hash sealed beside them
+    and their own salted hash (records.features), both of which the gate sends to the ledger; or, for a version
+    ingested before features were kept, its content opened once: its canonical bytes hashed and the features
+    read, then the bytes let go (a batch's plaintexts are never all held at once). Nothing is encrypted or sent
+    here: what is admitted is decided by the ledger, afterwards."""
     readings = {}
-    for content in record_versions_contents(version_ids=version_ids):
+    kept, without = record_versions_features(version_ids=version_ids)
+    for version in kept:
+        opened = version.opened
+        readings[version.version_id] = _Reading(
+            version.version_id,
+            str(version.record_id),
+            version.category,
+            version.patient_pseudonym,
+            opened.record_sha256 if opened is not None else NO_CONTENT_HASH,
+            version.vector(spec.feature_codes),
+            opened.digest if opened is not None else "",
+        )
+    for content in record_versions_contents(version_ids=without) if without else ():
         plaintext = content.plaintext
         readings[content.version_id] = _Reading(
             content.version_id,
@@ -217,7 +233,7 @@ def _read_versions(version_ids: list[int], spec: LinearModel) -> dict[int, _Read
             content.category,
             content.patient_pseudonym,
             content_sha256(plaintext) if plaintext is not None else NO_CONTENT_HASH,
-            features_of(plaintext, spec.feature_codes) if plaintext is not None else None,
+            content_features(plaintext, spec.feature_codes) if plaintext is not None else None,
         )
     return readings
 
@@ -239,7 +255,7 @@ def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[
             organisation=request.organisation_grantee_id or None,
             purpose=request.purpose,
             at=format_timestamp(at),
-            items=[AccessItem(r.record_id, r.category, r.sha256) for r in gated],
+            items=[AccessItem(r.record_id, r.category, r.sha256, r.features_sha256) for r in gated],
         )
     except LedgerUnavailable as error:
         raise LedgerNotAnswering("gate") from error
@@ -249,6 +265,7 @@ def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[
             "record_id": reading.record_id,
             "category": reading.category,
             "sha256": reading.sha256,
+            **({"features_sha256": reading.features_sha256} if reading.features_sha256 else {}),
             "patient_pseudonym": reading.patient_pseudonym,
             "decision": answer.decision,
             "reason": answer.reason,
@@ -368,7 +385,7 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Readi
         reading = readings.get(decision["version_id"])
         if reading is None or not reading.opened:
             skipped_records[decision["record_id"]] = "content_unavailable"
-        elif reading.sha256 != decision["sha256"]:
+        elif (reading.sha256, reading.features_sha256) != (decision["sha256"], decision.get("features_sha256", "")):
             skipped_records[decision["record_id"]] = "changed_after_gate"
         elif reading.features is None:
             skipped_records[decision["record_id"]] = "missing_features"

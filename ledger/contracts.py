@@ -57,6 +57,7 @@ class RecordAnchor:
     version: int
     anchored_at: str
     tx_id: str
+    features_sha256: str = ""  # the salted hash of the features kept at ingest, when the version anchors one
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "version", int(self.version))
@@ -68,6 +69,7 @@ class AnchorRequest:
     patient_pseudonym: str
     sha256: str
     version: int
+    features_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,11 +167,20 @@ class StateChange:
 
 @dataclass(frozen=True)
 class AccessItem:
-    """One record to gate: its id, data category and the hash recomputed from its content now."""
+    """One record to gate: its id, data category and the hash recomputed from its content now; or, for an analysis
+    that uses the features kept at ingest, the record's hash sealed with them and the features' own salted hash,
+    which the ledger compares with the anchor's."""
 
     record_id: str
     category: str
     sha256: str
+    features_sha256: str = ""
+
+    def payload(self) -> dict[str, str]:
+        item = {"record_id": self.record_id, "category": self.category, "sha256": self.sha256}
+        if self.features_sha256:
+            item["features_sha256"] = self.features_sha256
+        return item
 
 
 @dataclass(frozen=True)
@@ -349,6 +360,7 @@ class Contracts:
                 "patient_pseudonym": anchor.patient_pseudonym,
                 "sha256": anchor.sha256,
                 "version": str(anchor.version),
+                **({"features_sha256": anchor.features_sha256} if anchor.features_sha256 else {}),
             }
             for anchor in anchors
         ]
@@ -439,7 +451,7 @@ class Contracts:
             "grantee": grantee,
             "purpose": purpose,
             "at": at,
-            "items": [{"record_id": i.record_id, "category": i.category, "sha256": i.sha256} for i in items],
+            "items": [item.payload() for item in items],
         }
         if organisation:
             query["organisation"] = organisation

@@ -91,7 +91,13 @@ def _anchor_batch(versions: list[RecordVersion]) -> tuple[int, set[int]]:
 
 def _anchor_requests(versions: list[RecordVersion]) -> list[AnchorRequest]:
     return [
-        AnchorRequest(str(version.record_id), version.record.patient.pseudonym, version.sha256, version.version)
+        AnchorRequest(
+            str(version.record_id),
+            version.record.patient.pseudonym,
+            version.sha256,
+            version.version,
+            version.features_sha256,
+        )
         for version in versions
     ]
 
@@ -101,7 +107,11 @@ def _mark_anchored(*, committed: AnchorsCommitted, versions: list[RecordVersion]
     marked = 0
     for version in versions:
         anchor = by_record.get(str(version.record_id))
-        if anchor is None or anchor.sha256 != version.sha256 or anchor.version != version.version:
+        if anchor is None or (anchor.sha256, anchor.version, anchor.features_sha256) != (
+            version.sha256,
+            version.version,
+            version.features_sha256,
+        ):
             log.error(
                 "record_anchor_receipt_mismatch",
                 record_id=str(version.record_id),
@@ -129,6 +139,7 @@ def _reconcile(*, contracts: Contracts, versions: list[RecordVersion]) -> tuple[
         if found.anchor is not None:
             same = (
                 found.anchor.sha256 == version.sha256
+                and found.anchor.features_sha256 == version.features_sha256
                 and found.anchor.patient_pseudonym == version.record.patient.pseudonym
             )
             if same:

@@ -85,6 +85,12 @@ class RecordVersion(models.Model):
         max_length=16, default="identity", help_text="identity, or deflate: compressed before encryption"
     )
     ciphertext = models.BinaryField()
+    features = models.BinaryField(
+        default=b"", blank=True, help_text="the model features kept at ingest, sealed (records.features); empty before"
+    )
+    features_sha256 = models.CharField(
+        max_length=64, blank=True, default="", help_text="salted hash of the features, anchored with the version"
+    )
     anchor_state = models.CharField(max_length=16, choices=AnchorState.choices, default=AnchorState.PENDING)
     anchor_tx_id = models.CharField(max_length=128, blank=True, default="")
     anchor_block = models.PositiveBigIntegerField(null=True, blank=True)

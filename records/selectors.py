@@ -22,6 +22,7 @@ from records.access import user_may_read_all_record_metadata, user_may_read_own_
 from records.codes import FEATURE_CODES_BY_CODING
 from records.crypto import patient_pseudonym, record_cipher, record_open
 from records.errors import CiphertextInvalid
+from records.features import OpenedFeatures, bundle_features, features_open, features_vector
 from records.models import AnchorState, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
 
 log = structlog.get_logger(__name__)
@@ -367,6 +368,66 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
             log.warning("record_ciphertext_invalid", record_id=str(record_id), version=version)
             plaintext = None
         yield VersionContent(pk, record_id, category, pseudonym, plaintext)
+
+
+@dataclass(frozen=True)
+class VersionFeatures:
+    version_id: int
+    record_id: UUID
+    category: str
+    patient_pseudonym: str
+    opened: OpenedFeatures | None
+    """None when the features, or the record's ciphertext they are bound to, are not what ingest wrote."""
+
+    def vector(self, codes: tuple[str, ...]) -> list[float] | None:
+        """The values of a model's feature `codes`, in that order; None if any is missing or nothing opened."""
+        return None if self.opened is None else features_vector(self.opened.features, codes)
+
+
+def content_features(plaintext: bytes, codes: tuple[str, ...]) -> list[float] | None:
+    """The values of `codes` in a record's canonical bundle, in that order; None if any is missing or the content
+    is damaged (records.features says which codings name a feature and which values count)."""
+    features = bundle_features(plaintext)
+    return None if features is None else features_vector(features, codes)
+
+
+def record_versions_features(*, version_ids: list[int]) -> tuple[list[VersionFeatures], list[int]]:
+    """The features kept at ingest of many versions, opened (records.features), in one query; and the ids of the
+    versions that keep none (ingested before features were kept), whose content the caller opens instead.
+
+    For the analytics custodian only, which has checked the request. The record's ciphertext is read to check
+    the features' binding to it, never opened. Missing ids are left out of both.
+    """
+    rows = RecordVersion.objects.filter(pk__in=version_ids).values_list(
+        "pk",
+        "record_id",
+        "version",
+        "key_id",
+        "ciphertext",
+        "features",
+        "record__category",
+        "record__patient__pseudonym",
+    )
+    cipher = record_cipher()
+    found, without = [], []
+    for pk, record_id, version, key_id, ciphertext, sealed, category, pseudonym in rows.iterator(chunk_size=2000):
+        if not sealed:
+            without.append(pk)
+            continue
+        try:
+            opened: OpenedFeatures | None = features_open(
+                cipher,
+                sealed=bytes(sealed),
+                record_id=record_id,
+                version=version,
+                key_id=key_id,
+                record_ciphertext=bytes(ciphertext),
+            )
+        except CiphertextInvalid:
+            log.warning("record_features_invalid", record_id=str(record_id), version=version)
+            opened = None
+        found.append(VersionFeatures(pk, record_id, category, pseudonym, opened))
+    return found, without
 
 
 def ingest_runs() -> QuerySet[IngestRun]:

@@ -20,6 +20,7 @@ from records.anchoring import record_versions_anchor_of
 from records.bundles import ParsedRecord, bundle_entry_count, bundle_parse
 from records.crypto import RecordCipher, patient_pseudonym, record_cipher, record_seal
 from records.errors import BundleRejected, BundleTooLarge
+from records.features import bundle_features, features_seal
 from records.models import IngestOutcome, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
 
 log = structlog.get_logger(__name__)
@@ -154,6 +155,16 @@ def _record_store(*, parsed: ParsedRecord, cipher: RecordCipher) -> tuple[Record
         return latest, True
     number = 1 if latest is None else latest.version + 1
     key_id, ciphertext, encoding = record_seal(cipher, canonical=parsed.canonical, record_id=record.pk, version=number)
+    features = features_seal(
+        cipher,
+        features=bundle_features(parsed.canonical) or {},
+        record_sha256=parsed.sha256,
+        record_id=record.pk,
+        version=number,
+        record_ciphertext=ciphertext,
+    )
+    if features.key_id != key_id:
+        raise RuntimeError("the record cipher's active key changed during encryption")
     version = RecordVersion.objects.create(
         record=record,
         version=number,
@@ -161,6 +172,8 @@ def _record_store(*, parsed: ParsedRecord, cipher: RecordCipher) -> tuple[Record
         key_id=key_id,
         content_encoding=encoding,
         ciphertext=ciphertext,
+        features=features.sealed,
+        features_sha256=features.digest,
     )
     return version, False
 

@@ -3,6 +3,11 @@
 A record's versions are anchored in order (1, 2, 3...); anchoring the same version with the same
 hash again is a no-op, so a client may retry safely. The patient pseudonym of a record never
 changes. No health data: ids, a pseudonym, a hash and a version number.
+
+A version may also anchor `features_sha256`: the salted SHA-256 of the model features kept from it at
+ingest (records.features), so that an analysis can use those features without reopening the record and
+the gate still compares what it uses with the ledger. The salt is sealed with the features: the hash of a
+few measurements cannot be guessed from the ledger.
 """
 
 from typing import Any
@@ -14,6 +19,7 @@ from chaincode.library import Contract, TransactionContext
 ANCHOR = "anchor"
 MODEL = "model"
 _ANCHOR_FIELDS = {"record_id", "patient_pseudonym", "sha256", "version"}
+_ANCHOR_OPTIONAL = {"features_sha256"}
 
 
 def anchor_key(stub: Any, record_id: str) -> str:
@@ -91,7 +97,7 @@ class AnchorContract(Contract):
 
 
 async def _anchor(stub: Any, item: dict[str, Any], field: str, seen: set[str] | None = None) -> dict[str, Any]:
-    validation.only_fields(item, field, _ANCHOR_FIELDS, _ANCHOR_FIELDS)
+    validation.only_fields(item, field, _ANCHOR_FIELDS | _ANCHOR_OPTIONAL, _ANCHOR_FIELDS)
     record_id = validation.identifier(item["record_id"], f"{field}.record_id")
     if seen is not None:
         if record_id in seen:
@@ -100,6 +106,9 @@ async def _anchor(stub: Any, item: dict[str, Any], field: str, seen: set[str] | 
     pseudonym = validation.pseudonym(item["patient_pseudonym"], f"{field}.patient_pseudonym")
     digest = validation.sha256(item["sha256"], f"{field}.sha256")
     version = validation.positive_int(item["version"], f"{field}.version")
+    features = item.get("features_sha256")
+    if features is not None:
+        features = validation.sha256(features, f"{field}.features_sha256")
 
     key = anchor_key(stub, record_id)
     current = await state.get_json(stub, key)
@@ -107,7 +116,7 @@ async def _anchor(stub: Any, item: dict[str, Any], field: str, seen: set[str] | 
         if current["patient_pseudonym"] != pseudonym:
             raise InvalidArgument(f"{field}.patient_pseudonym differs from the record's anchored patient")
         if current["version"] == version:
-            if current["sha256"] == digest:
+            if current["sha256"] == digest and current.get("features_sha256") == features:
                 return current  # a retry of a committed anchor: nothing to write
             raise ContractError(
                 f"{field}: version {version} is already anchored with another hash", code="version_exists"
@@ -121,6 +130,7 @@ async def _anchor(stub: Any, item: dict[str, Any], field: str, seen: set[str] | 
         "patient_pseudonym": pseudonym,
         "sha256": digest,
         "version": version,
+        **({"features_sha256": features} if features is not None else {}),
         "anchored_at": state.tx_time_text(stub),
         "tx_id": stub.get_txid(),
     }

@@ -30,6 +30,7 @@ PATIENT_CONSENTS = "patient_consents"
 _GRANT_FIELDS = {"consent_id", "patient_pseudonym", "grantee", "purposes", "categories", "valid_from", "valid_until"}
 _CHECK_FIELDS = {"grantee", "organisation", "purpose", "at", "items", "declaration_id"}
 _ITEM_FIELDS = {"record_id", "category", "sha256"}
+_ITEM_OPTIONAL = {"features_sha256"}
 
 
 def consent_key(stub: Any, consent_id: str) -> str:
@@ -120,7 +121,8 @@ class ConsentContract(Contract):
         """Admit or refuse each record for (grantee, purpose) at time `at`.
 
         Per record, in this order: no_anchor, hash_mismatch (the caller's recomputed hash differs
-        from the anchored latest version), then the patient's consents naming this grantee (or its
+        from the anchored latest version; or the item names the hash of the features it will use, and the
+        anchor holds another, or none), then the patient's consents naming this grantee (or its
         organisation) and purpose: admit if one is unrevoked, in its period and covers the
         category; otherwise category_not_covered, consent_revoked, consent_expired or no_consent,
         the first that applies. A consent whose period has not begun counts as no consent.
@@ -161,10 +163,13 @@ class ConsentContract(Contract):
         results = []
         for index, item in enumerate(items):
             field = f"request.items[{index}]"
-            validation.only_fields(item, field, _ITEM_FIELDS, _ITEM_FIELDS)
+            validation.only_fields(item, field, _ITEM_FIELDS | _ITEM_OPTIONAL, _ITEM_FIELDS)
             record_id = validation.identifier(item["record_id"], f"{field}.record_id")
             category = validation.code(item["category"], f"{field}.category", CATEGORIES)
             digest = validation.sha256(item["sha256"], f"{field}.sha256")
+            features = item.get("features_sha256")
+            if features is not None:
+                features = validation.sha256(features, f"{field}.features_sha256")
             if record_id in anchors:
                 raise InvalidArgument(f"{field}.record_id repeats an earlier record in the batch")
             anchor = anchors[record_id] = await state.get_json(stub, anchor_key(stub, record_id))
@@ -179,7 +184,7 @@ class ConsentContract(Contract):
                 result["reason"] = "no_anchor"
             else:
                 pseudonym = result["patient_pseudonym"] = anchor["patient_pseudonym"]
-                if anchor["sha256"] != digest:
+                if anchor["sha256"] != digest or (features is not None and anchor.get("features_sha256") != features):
                     result["reason"] = "hash_mismatch"
                 else:
                     reason: str | None = "grantee_inactive"

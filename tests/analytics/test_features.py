@@ -1,5 +1,5 @@
-"""Reading a model's features from a record's bundle (analytics.features), against a reference that
-decodes the whole document and walks it as plain dicts and lists, and the code map it reads them by."""
+"""Reading a model's features from a record's bundle (records.selectors.content_features), against a reference
+that decodes the whole document and walks it as plain dicts and lists, and the code map it reads them by."""
 
 import json
 import math
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.features import features_of
 from health_platform.fhir_codes import LOINC
 from records.codes import FEATURE_CODES, FEATURE_CODES_BY_CODE, FEATURE_SYSTEM
+from records.selectors import content_features as features_of
 
 
 def _bundle_with(values: dict[str, object], system: str | None = FEATURE_SYSTEM) -> bytes:

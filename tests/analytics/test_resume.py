@@ -266,7 +266,9 @@ def test_a_batch_resumed_after_its_log_encrypts_only_content_unchanged_since_the
     assert batch.status == BatchStatus.ENCRYPTED
     assert [chunk["record_ids"] for chunk in batch.column_keys] == [[str(intact.id)]]
     assert batch.admitted_count == 1
-    assert batch.refusals == {"changed_after_gate": 1, "content_unavailable": 1}
+    # The features kept at ingest are bound to the record's stored ciphertext: rewritten or damaged, the record no
+    # longer lets them open, and neither is encrypted.
+    assert batch.refusals == {"content_unavailable": 2}
 
 
 def test_a_task_finding_the_log_step_claimed_by_another_logs_nothing_and_the_claimant_redelivered_takes_it_over(

@@ -43,6 +43,7 @@ def _anchor_directly(ledger, version: RecordVersion, sha256: str | None = None):
                     "patient_pseudonym": version.record.patient.pseudonym,
                     "sha256": sha256 or version.sha256,
                     "version": version.version,
+                    "features_sha256": version.features_sha256,
                 }
             ]
         ),

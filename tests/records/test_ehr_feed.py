@@ -4,12 +4,12 @@ collection bundles, Patients known by several identifiers with their systems."""
 import pytest
 
 from analytics.diagnostic_models import breast_cancer_model, diabetes_model
-from analytics.features import features_of
 from health_platform.fhir_codes import LOINC
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, FEATURE_SYSTEM
 from records.crypto import patient_pseudonym
 from records.demo import demo_patients
 from records.models import Record
+from records.selectors import content_features as features_of
 from records.selectors import record_version_plaintext
 from records.services import record_ingest
 from tests.records.factories import (

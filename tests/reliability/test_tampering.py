@@ -13,6 +13,7 @@ from analytics.services import analysis_request_create
 from audit.verification import mirror_verify
 from records.canonical import canonical_json, canonical_sha256
 from records.crypto import record_cipher, record_seal
+from records.features import features_open, features_seal
 from records.models import RecordVersion
 from records.selectors import record_version_document
 from tests.conftest import grant, plain_scores
@@ -89,6 +90,71 @@ def test_tampered_records_are_refused_by_the_gate_and_named_by_the_integrity_vie
     assert _integrity(u_flip, flipped)["reason"] == "ciphertext_invalid"
     rewritten_check = _integrity(u_rw, rewritten)
     assert (rewritten_check["ok"], rewritten_check["reason"]) == (False, "hash_mismatch")
+
+
+def test_tampered_features_are_refused_by_the_gate_as_a_tampered_record_is_and_a_missing_blob_opens_the_record(
+    cohort, clinician, models_registered, ledger, blob_dir, eager
+):
+    """An analysis uses the features kept at ingest (records.features), not the record: those are checked at the
+    gate as the record's content was, against the hash their version anchored."""
+    people = cohort(5)
+    for user, patient, _ in people:
+        grant(user, patient, clinician)
+    (_, _, intact), (_, _, flipped), (_, _, rewritten), (_, _, digest_column), (_, _, legacy) = people
+    versions = {record.id: RecordVersion.objects.get(record=record) for _, _, record in people}
+
+    # One byte of the sealed features flipped: they no longer open.
+    damaged = bytearray(versions[flipped.id].features)
+    damaged[20] ^= 0x01
+    _rewrite(versions[flipped.id], features=bytes(damaged))
+    # Someone with the record key seals other values, correctly bound to the record and its hash: only the
+    # ledger, which holds the hash of the features written at ingest, can tell.
+    version = versions[rewritten.id]
+    cipher = record_cipher()
+    opened = features_open(
+        cipher,
+        sealed=bytes(version.features),
+        record_id=version.record_id,
+        version=version.version,
+        key_id=version.key_id,
+        record_ciphertext=bytes(version.ciphertext),
+    )
+    forged = features_seal(
+        cipher,
+        features={code: value * 2 for code, value in opened.features.items()},
+        record_sha256=opened.record_sha256,
+        record_id=version.record_id,
+        version=version.version,
+        record_ciphertext=bytes(version.ciphertext),
+    )
+    _rewrite(version, features=forged.sealed, features_sha256=forged.digest)
+    # The row's copy of the features hash edited: the gate hashes what opens, not the column.
+    _rewrite(versions[digest_column.id], features_sha256="0" * 64)
+    # The features removed, as a version ingested before they were kept: the record itself is opened and hashed.
+    _rewrite(versions[legacy.id], features=b"")
+
+    request = analysis_request_create(
+        requester=clinician,
+        model_name="breast-cancer",
+        cohort_kind="explicit",
+        pseudonyms=[p.pseudonym for _, p, _ in people],
+    )
+
+    events = {e["record_id"]: (e["decision"], e.get("reason")) for e in ledger_access_events(ledger, request.id)}
+    assert events == {
+        str(intact.id): ("admit", None),
+        str(flipped.id): ("refuse", "hash_mismatch"),
+        str(rewritten.id): ("refuse", "hash_mismatch"),
+        str(digest_column.id): ("admit", None),
+        str(legacy.id): ("admit", None),
+    }
+    rows = {row.record_id: row for row in analysis_results(request=request, viewer=clinician).rows}
+    expected = plain_scores(5)
+    assert {record_id: round(row.score, 3) for record_id, row in rows.items()} == {
+        str(intact.id): round(expected[0]["score"], 3),
+        str(digest_column.id): round(expected[3]["score"], 3),
+        str(legacy.id): round(expected[4]["score"], 3),
+    }
 
 
 def test_an_access_log_transaction_edited_in_the_ledger_file_is_named_by_tx_id(
