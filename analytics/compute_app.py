@@ -24,11 +24,23 @@ app = Celery("health_platform_compute")
 app.config_from_object(celery_config(queue="compute", variables=_variables), namespace="CELERY")
 
 
+_engine: TenSEALEngine | None = None
+
+
+def _engine_of_this_process() -> TenSEALEngine:
+    """One engine per worker process, made there (never in the parent before the fork): it keeps the
+    parameters-only contexts it last read, which every batch of a request scores with."""
+    global _engine
+    if _engine is None:
+        _engine = TenSEALEngine()
+    return _engine
+
+
 @app.task(name=SCORE_TASK, acks_late=True, soft_time_limit=540, time_limit=600)
 def score(compute_context_key: str, column_keys: list[list[str]], weights: list[float], bias: float) -> list[str]:
     """Score one batch; the result (score ciphertext keys) goes to the next task in the chain."""
     return score_batch(
-        engine=TenSEALEngine(),
+        engine=_engine_of_this_process(),
         blobs=FileSystemBlobStore(_blob_dir),
         compute_context_key=compute_context_key,
         column_keys=column_keys,
