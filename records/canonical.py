@@ -5,14 +5,52 @@ spelling in what a sender sent: RFC 8785 fixes all three.
 """
 
 import hashlib
+import math
 from typing import Any
 
+import orjson
 import rfc8785
+
+_SAFE_INTEGER = 2**53 - 1
 
 
 def canonical_json(document: Any) -> bytes:
-    """The RFC 8785 serialisation of `document` (UTF-8 bytes)."""
+    """The RFC 8785 serialisation of `document` (UTF-8 bytes).
+
+    orjson writes it when the document is in the subset where its output is RFC 8785's byte for byte (keys in
+    ASCII, so code-point order is UTF-16 order; integers within 2^53; floats that Python writes without an
+    exponent and with a fraction, which RFC 8785 writes as Python does): about four times faster, and checked
+    against the rfc8785 package by tests/records/test_canonical.py. Anything else goes to rfc8785, which also
+    raises the errors (rfc8785.CanonicalizationError).
+    """
+    if _orjson_writes_rfc8785(document):
+        try:
+            return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a lone surrogate: rfc8785 refuses it with its own error
+            pass
     return rfc8785.dumps(document)
+
+
+def _orjson_writes_rfc8785(document: Any) -> bool:
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        kind = type(value)
+        if kind is dict:
+            if not all(type(key) is str and key.isascii() for key in value):
+                return False
+            pending.extend(value.values())
+        elif kind is list:
+            pending.extend(value)
+        elif kind is float:
+            if not (math.isfinite(value) and 1e-4 <= abs(value) < 1e16 and not value.is_integer()):
+                return False
+        elif kind is int:
+            if not -_SAFE_INTEGER <= value <= _SAFE_INTEGER:
+                return False
+        elif not (kind is str or kind is bool or value is None):
+            return False
+    return True
 
 
 def sha256_hex(data: bytes) -> str:
