@@ -19,7 +19,7 @@ input with the same codes.
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -41,7 +41,8 @@ MAX_REPORTED_ERRORS = 20
 
 _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _FHIR_MODELS: dict[str, Any] = {"Patient": FhirPatient, "Observation": FhirObservation}
-_KEY = re.compile(r'"(?:[^"\\]|\\.)*"\s*:')
+# Every string of a JSON text, each with the colon that follows it when it is a key (only keys are followed by one).
+_STRING_THEN_COLON = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"\s*(:?)')
 
 
 class Location(Protocol):
@@ -130,7 +131,7 @@ def bundle_load_json(raw_body: bytes) -> Any:
     json_depth_check(text, settings.INGEST_MAX_JSON_DEPTH, error=BundleRejected)
     try:
         document = json.loads(text, parse_constant=_reject_constant)
-        if _member_count(document) != len(_KEY.findall(text)):
+        if _member_count(document) != _STRING_THEN_COLON.findall(text).count(":"):
             # A repeated key (json.loads keeps the last): parsed again to be refused as it always was.
             document = json.loads(
                 text, object_pairs_hook=_object_without_duplicate_keys, parse_constant=_reject_constant
@@ -532,10 +533,10 @@ def _records(patients: list[_Patient], observations: list[_Observation]) -> list
             for (patient_index, category), indexed in sorted(grouped.items(), key=lambda item: item[0])
         ]
     except RecordNotCanonicalizable:
-        located = [(EntryAt(patient.index), patient.resource) for patient in patients] + [
+        located: list[tuple[EntryAt, dict[str, Any]]] = [(EntryAt(p.index), p.resource) for p in patients] + [
             (EntryAt(observation.index), observation.resource) for observation in observations
         ]
-        raise not_canonicalizable(sorted(located, key=lambda item: item[0])) from None
+        raise not_canonicalizable(sorted(located, key=lambda item: item[0].reference())) from None
 
 
 class RecordNotCanonicalizable(Exception):
@@ -571,7 +572,7 @@ def record_parse(
     )
 
 
-def not_canonicalizable(located: list[tuple[Location, dict[str, Any]]]) -> BundleRejected:
+def not_canonicalizable(located: Sequence[tuple[Location, dict[str, Any]]]) -> BundleRejected:
     """The refusal (fhir_invalid) of resources one of which has no canonical form, naming the first such."""
     first: dict[str, Any] = {"entry": None}
     for at, resource in located:

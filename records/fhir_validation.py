@@ -91,7 +91,7 @@ class ResourceValidator:
                 name = fields.get(key)
                 if name is None:
                     return None
-                if type(member) in (dict, list) and not _is_primitive_list(member):
+                if type(member) is dict or (type(member) is list and not _is_primitive_list(member)):
                     pending.append((member, getattr(validated, name)))
                     continue
                 check = self._leaf_check(type(validated), name)
