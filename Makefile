@@ -23,6 +23,7 @@ format:
 bench:  ## run the benchmarks, each against its naive baseline
 	.venv/bin/python -m benchmarks.ledger_gate
 	.venv/bin/python -m benchmarks.ingest
+	.venv/bin/python -m benchmarks.bulk_ingest
 	.venv/bin/python -m benchmarks.analysis
 	.venv/bin/python -m benchmarks.misuse_detection
 

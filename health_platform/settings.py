@@ -295,6 +295,9 @@ REQUEST_URI_MAX_BYTES = env.int("REQUEST_URI_MAX_BYTES", default=4096)
 INGEST_MAX_BYTES = env.int("INGEST_MAX_BYTES", default=5 * 1024 * 1024)
 INGEST_MAX_ENTRIES = env.int("INGEST_MAX_ENTRIES", default=1000)
 INGEST_MAX_JSON_DEPTH = env.int("INGEST_MAX_JSON_DEPTH", default=32)
+# The bulk (NDJSON) ingest stores this many patients' records per database transaction, with the job's progress,
+# and anchors them in one ledger transaction: an interrupted ingest resumes at the first slice not committed.
+INGEST_NDJSON_SLICE_PATIENTS = env.int("INGEST_NDJSON_SLICE_PATIENTS", default=500)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 64 * 1024
 
 # --- Keys (from configuration; the embedded default creates per-installation keys under VAR_DIR) ---

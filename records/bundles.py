@@ -10,25 +10,30 @@ An Observation with no observation-category code is filed under its feature's ca
 
 Errors name entry indexes and field paths, never values (pydantic's messages quote the input, so
 only the location of each error is kept).
+
+The checks of one resource (its type, a Patient's identifiers, an Observation's subject, category and code, its
+FHIR validity) and the building of records are shared with the bulk ingest (records.ndjson): each takes the
+`Location` to name in its errors, a bundle's entry here, a file's line there, so both paths refuse the same
+input with the same codes.
 """
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import rfc8785
 from django.conf import settings
 from fhir.resources.R4B.observation import Observation as FhirObservation
 from fhir.resources.R4B.patient import Patient as FhirPatient
-from pydantic import ValidationError
 
 from chaincode.vocabulary import CATEGORIES, OBSERVATION_CATEGORY_SYSTEM
 from health_platform.parsers import json_depth_check, json_too_deep
 from records.canonical import canonical_json, record_document, sha256_hex
 from records.codes import FEATURE_CODES_BY_CODING
 from records.errors import BundleRejected, BundleTooLarge
+from records.fhir_validation import ResourceValidator
 
 SUPPORTED_BUNDLE_TYPES = ("collection", "batch", "transaction")
 SUPPORTED_RESOURCE_TYPES = ("Patient", "Observation")
@@ -36,6 +41,36 @@ MAX_REPORTED_ERRORS = 20
 
 _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _FHIR_MODELS: dict[str, Any] = {"Patient": FhirPatient, "Observation": FhirObservation}
+# Every string of a JSON text, each with the colon that follows it when it is a key (only keys are followed by one).
+_STRING_THEN_COLON = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"\s*(:?)')
+
+
+class Location(Protocol):
+    """Where a resource is, as its errors name it: a bundle's entry, a file's line."""
+
+    def detail(self) -> dict[str, Any]:
+        """The members an error's detail names it by ({"entry": 3}, {"file": ..., "line": 7})."""
+        ...
+
+    def reference(self) -> Any:
+        """How a list of locations names it (detail.entries of a duplicate)."""
+        ...
+
+
+@dataclass(frozen=True, order=True)
+class EntryAt:
+    """A bundle's entry, by its index."""
+
+    index: int
+
+    def detail(self) -> dict[str, Any]:
+        return {"entry": self.index}
+
+    def reference(self) -> Any:
+        return self.index
+
+
+Patientlike = TypeVar("Patientlike")
 
 
 @dataclass(frozen=True)
@@ -95,12 +130,33 @@ def bundle_load_json(raw_body: bytes) -> Any:
         raise BundleRejected("The body is not UTF-8 encoded JSON.", code="malformed_json") from None
     json_depth_check(text, settings.INGEST_MAX_JSON_DEPTH, error=BundleRejected)
     try:
-        return json.loads(text, object_pairs_hook=_object_without_duplicate_keys, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant)
+        if _member_count(document) != _STRING_THEN_COLON.findall(text).count(":"):
+            # A repeated key (json.loads keeps the last): parsed again to be refused as it always was.
+            document = json.loads(
+                text, object_pairs_hook=_object_without_duplicate_keys, parse_constant=_reject_constant
+            )
+        return document
     except RecursionError:
         raise json_too_deep(settings.INGEST_MAX_JSON_DEPTH, error=BundleRejected) from None
     except ValueError as error:
         detail = {"line": error.lineno, "column": error.colno} if isinstance(error, json.JSONDecodeError) else None
         raise BundleRejected("The body is not valid JSON.", code="malformed_json", detail=detail) from None
+
+
+def _member_count(document: Any) -> int:
+    """How many object members `document` holds, nested ones included (bounded by the depth check). Equal to the
+    number of keys in its valid JSON text (a string followed by a colon is always a key) unless a key repeats."""
+    count = 0
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if type(value) is dict:
+            count += len(value)
+            pending.extend(member for member in value.values() if type(member) in (dict, list))
+        elif type(value) is list:
+            pending.extend(element for element in value if type(element) in (dict, list))
+    return count
 
 
 def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -156,15 +212,50 @@ class _Observation:
     category: str
 
 
+class FirstSeen:
+    """Where each key (a resource id, a fullUrl, a patient identifier) was first seen: a resource that repeats
+    one held by another is refused with `code`, naming both."""
+
+    def __init__(self, *, message: str, code: str, path: str):
+        self._first: dict[Any, Location] = {}
+        self._message, self._code, self._path = message, code, path
+
+    def add(self, keys: list[Any], at: Location) -> None:
+        for key in keys:
+            first = self._first.get(key)
+            if first is not None and first != at:
+                raise BundleRejected(
+                    self._message,
+                    code=self._code,
+                    detail={"entries": [first.reference(), at.reference()], "path": self._path},
+                )
+        for key in keys:
+            self._first.setdefault(key, at)
+
+
+def duplicate_ids() -> FirstSeen:
+    return FirstSeen(
+        message="Two entries carry the same resource id.", code="duplicate_resource_id", path="resource.id"
+    )
+
+
+def duplicate_patients() -> FirstSeen:
+    return FirstSeen(
+        message="Two Patient entries carry the same identifier.", code="duplicate_patient", path="resource.identifier"
+    )
+
+
 def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observation]]:
-    seen_ids: dict[tuple[str, str], int] = {}
-    seen_full_urls: dict[str, int] = {}
+    seen_ids, seen_patients = duplicate_ids(), duplicate_patients()
+    seen_full_urls = FirstSeen(
+        message="Two entries carry the same fullUrl.", code="duplicate_resource_id", path="fullUrl"
+    )
     patients: list[_Patient] = []
     references: dict[str, _Patient] = {}
-    patients_by_key: dict[str, _Patient] = {}
     observation_entries: list[tuple[int, dict[str, Any]]] = []
 
     for index, entry in enumerate(entries):
+        at = EntryAt(index)
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
             raise BundleRejected(
@@ -172,44 +263,19 @@ def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observatio
                 code="fhir_invalid",
                 detail={"errors": [{"entry": index, "path": "resource"}]},
             )
-        resource_type = resource.get("resourceType")
-        if resource_type not in SUPPORTED_RESOURCE_TYPES:
-            raise BundleRejected(
-                "Only Patient and Observation resources are accepted.",
-                code="unsupported_resource_type",
-                detail={"entry": index, "path": "resource.resourceType", "supported": list(SUPPORTED_RESOURCE_TYPES)},
-            )
+        resource_type = resource_type_check(resource, at)
         resource_id = resource.get("id")
         if isinstance(resource_id, str):
-            first = seen_ids.setdefault((resource_type, resource_id), index)
-            if first != index:
-                raise BundleRejected(
-                    "Two entries carry the same resource id.",
-                    code="duplicate_resource_id",
-                    detail={"entries": [first, index], "path": "resource.id"},
-                )
+            seen_ids.add([(resource_type, resource_id)], at)
         full_url = entry.get("fullUrl")
         if isinstance(full_url, str):
-            first = seen_full_urls.setdefault(full_url, index)
-            if first != index:
-                raise BundleRejected(
-                    "Two entries carry the same fullUrl.",
-                    code="duplicate_resource_id",
-                    detail={"entries": [first, index], "path": "fullUrl"},
-                )
+            seen_full_urls.add([full_url], at)
 
         if resource_type == "Patient":
-            keys = _patient_keys(resource, index)
-            patient = _Patient(index=index, resource=resource, patient_key=keys[0], patient_keys=tuple(keys))
+            keys = patient_identifier_keys(resource, at)
             # Any identifier two Patient entries share (an MRN, a national id) makes them one person.
-            first_patient = next((patients_by_key[key] for key in keys if key in patients_by_key), patient)
-            patients_by_key.update(dict.fromkeys(keys, patient))
-            if first_patient is not patient:
-                raise BundleRejected(
-                    "Two Patient entries carry the same identifier.",
-                    code="duplicate_patient",
-                    detail={"entries": [first_patient.index, index], "path": "resource.identifier"},
-                )
+            seen_patients.add(keys, at)
+            patient = _Patient(index=index, resource=resource, patient_key=keys[0], patient_keys=tuple(keys))
             patients.append(patient)
             if isinstance(resource_id, str):
                 references[f"Patient/{resource_id}"] = patient
@@ -224,17 +290,29 @@ def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observatio
         _Observation(
             index=index,
             resource=resource,
-            patient=_subject(resource, index, references),
-            category=_category(resource, index),
+            patient=observation_subject(resource, EntryAt(index), references),
+            category=observation_category(resource, EntryAt(index)),
         )
         for index, resource in observation_entries
     ]
     for observation in observations:
-        _check_code(observation.resource, observation.index)
+        observation_code_check(observation.resource, EntryAt(observation.index))
     return patients, observations
 
 
-def _patient_keys(resource: dict[str, Any], index: int) -> list[str]:
+def resource_type_check(resource: dict[str, Any], at: Location) -> str:
+    """The resource's type, one of SUPPORTED_RESOURCE_TYPES; refused (unsupported_resource_type) otherwise."""
+    resource_type = resource.get("resourceType")
+    if resource_type not in SUPPORTED_RESOURCE_TYPES:
+        raise BundleRejected(
+            "Only Patient and Observation resources are accepted.",
+            code="unsupported_resource_type",
+            detail={**at.detail(), "path": "resource.resourceType", "supported": list(SUPPORTED_RESOURCE_TYPES)},
+        )
+    return str(resource_type)
+
+
+def patient_identifier_keys(resource: dict[str, Any], at: Location) -> list[str]:
     """ "system|value" of each of the patient's identifiers that has both, in order. The first is the patient's
     key (its pseudonym is the patient's: unchanged, so that patients ingested before still match)."""
     identifiers = resource.get("identifier")
@@ -250,30 +328,34 @@ def _patient_keys(resource: dict[str, Any], index: int) -> list[str]:
     raise BundleRejected(
         "A Patient has no identifier with both system and value.",
         code="patient_identifier_missing",
-        detail={"entry": index, "path": "resource.identifier"},
+        detail={**at.detail(), "path": "resource.identifier"},
     )
 
 
-def _subject(resource: dict[str, Any], index: int, references: dict[str, _Patient]) -> _Patient:
+def observation_subject(resource: dict[str, Any], at: Location, references: dict[str, Patientlike]) -> Patientlike:
+    """The patient `references` names by the Observation's subject.reference; refused when it has none
+    (observation_subject_missing) or names no patient of the bundle or export (observation_subject_unknown)."""
     subject = resource.get("subject")
     reference = subject.get("reference") if isinstance(subject, dict) else None
     if not isinstance(reference, str) or not reference:
         raise BundleRejected(
             "An Observation has no subject reference.",
             code="observation_subject_missing",
-            detail={"entry": index, "path": "resource.subject.reference"},
+            detail={**at.detail(), "path": "resource.subject.reference"},
         )
     patient = references.get(reference)
     if patient is None:
         raise BundleRejected(
             "An Observation's subject is not a Patient in this bundle.",
             code="observation_subject_unknown",
-            detail={"entry": index, "path": "resource.subject.reference"},
+            detail={**at.detail(), "path": "resource.subject.reference"},
         )
     return patient
 
 
-def _category(resource: dict[str, Any], index: int) -> str:
+def observation_category(resource: dict[str, Any], at: Location) -> str:
+    """The category the Observation is filed under: its one observation-category code, else its feature's in the
+    code map; refused (observation_category_missing, _unknown, _ambiguous) when there is no single one."""
     codes: set[Any] = set()
     categories = resource.get("category")
     for concept in categories if isinstance(categories, list) else ():
@@ -282,7 +364,7 @@ def _category(resource: dict[str, Any], index: int) -> str:
             if isinstance(coding, dict) and coding.get("system") == OBSERVATION_CATEGORY_SYSTEM:
                 code = coding.get("code")
                 codes.add(code if isinstance(code, str) else None)  # a list or object is no code (and unhashable)
-    path = {"entry": index, "path": "resource.category"}
+    path = {**at.detail(), "path": "resource.category"}
     if not codes:
         mapped = _category_from_code_map(resource)
         if len(mapped) == 1:
@@ -291,7 +373,7 @@ def _category(resource: dict[str, Any], index: int) -> str:
             raise BundleRejected(
                 "An Observation without a category has codes of features of different categories.",
                 code="observation_category_ambiguous",
-                detail={"entry": index, "path": "resource.code.coding"},
+                detail={**at.detail(), "path": "resource.code.coding"},
             )
         raise BundleRejected(
             "An Observation has no category from the observation-category system.",
@@ -330,7 +412,8 @@ def _category_from_code_map(resource: dict[str, Any]) -> set[str]:
     return categories
 
 
-def _check_code(resource: dict[str, Any], index: int) -> None:
+def observation_code_check(resource: dict[str, Any], at: Location) -> None:
+    """Refuse (observation_code_missing) an Observation with no code.coding that has a code."""
     code = resource.get("code")
     codings = code.get("coding") if isinstance(code, dict) else None
     if not isinstance(codings, list) or not any(
@@ -339,22 +422,22 @@ def _check_code(resource: dict[str, Any], index: int) -> None:
         raise BundleRejected(
             "An Observation has no code.coding with a code.",
             code="observation_code_missing",
-            detail={"entry": index, "path": "resource.code.coding"},
+            detail={**at.detail(), "path": "resource.code.coding"},
         )
 
 
 def _check_fhir(entries: list[dict[str, Any]]) -> None:
+    resources_fhir_check((EntryAt(index), entry["resource"]) for index, entry in enumerate(entries))
+
+
+def resources_fhir_check(located: Iterable[tuple[Location, dict[str, Any]]]) -> None:
+    """Refuse (fhir_invalid) when any resource is not valid FHIR R4, naming up to MAX_REPORTED_ERRORS locations
+    and field paths."""
     errors: list[dict[str, Any]] = []
-    for index, entry in enumerate(entries):
-        resource = entry["resource"]
-        paths = [_error_path(location) for location in _json_form_errors(resource)]
-        try:
-            _FHIR_MODELS[resource["resourceType"]].model_validate(resource)
-        except ValidationError as error:
-            items = error.errors(include_url=False, include_context=False, include_input=False)
-            paths += [_error_path(item["loc"]) for item in items]
+    for at, resource in located:
+        paths = [_error_path(location) for location in _FHIR_VALIDATOR.error_locations(resource)]
         for path in dict.fromkeys(paths):  # each path once, in order
-            errors.append({"entry": index, "path": path})
+            errors.append({**at.detail(), "path": path})
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break
         if len(errors) >= MAX_REPORTED_ERRORS:
@@ -386,6 +469,9 @@ def _json_form_errors(resource: dict[str, Any]) -> list[tuple[int | str, ...]]:
             if isinstance(quantity, dict) and "value" in quantity and not _is_json_number(quantity["value"]):
                 found.append((*location, "valueQuantity", "value"))
     return found
+
+
+_FHIR_VALIDATOR = ResourceValidator(_FHIR_MODELS, also=_json_form_errors)
 
 
 def _nulls(value: Any, location: tuple[int | str, ...]) -> Iterator[tuple[int | str, ...]]:
@@ -435,50 +521,68 @@ def _records(patients: list[_Patient], observations: list[_Observation]) -> list
         )
     patients_by_index = {patient.index: patient for patient in patients}
     try:
-        return list(_build_records(grouped, patients_by_index))
-    except _NotCanonicalizable:
-        # rfc8785 refuses integers beyond 2^53 and lone surrogates: name the first entry that has one.
-        raise BundleRejected(
-            "A resource holds a value that has no canonical JSON form.",
-            code="fhir_invalid",
-            detail={"errors": [{"entry": _first_not_canonicalizable(patients, observations), "path": "resource"}]},
-        ) from None
+        return [
+            record_parse(
+                patient=patients_by_index[patient_index].resource,
+                patient_keys=patients_by_index[patient_index].patient_keys,
+                category=category,
+                observations=[resource for _index, resource in indexed],
+                patient_entry=patient_index,
+                entries=tuple(index for index, _resource in indexed),
+            )
+            for (patient_index, category), indexed in sorted(grouped.items(), key=lambda item: item[0])
+        ]
+    except RecordNotCanonicalizable:
+        located: list[tuple[EntryAt, dict[str, Any]]] = [(EntryAt(p.index), p.resource) for p in patients] + [
+            (EntryAt(observation.index), observation.resource) for observation in observations
+        ]
+        raise not_canonicalizable(sorted(located, key=lambda item: item[0].reference())) from None
 
 
-class _NotCanonicalizable(Exception):
-    pass
+class RecordNotCanonicalizable(Exception):
+    """A resource of the record holds a value RFC 8785 has no form for (an integer beyond 2^53, a lone
+    surrogate); the caller names the first such resource (not_canonicalizable)."""
 
 
-def _build_records(
-    grouped: dict[tuple[int, str], list[tuple[int, dict[str, Any]]]], patients_by_index: dict[int, _Patient]
-) -> Iterator[ParsedRecord]:
-    for (patient_index, category), indexed in sorted(grouped.items(), key=lambda item: item[0]):
-        patient = patients_by_index[patient_index]
-        resources = [resource for _index, resource in indexed]
-        try:
-            document = record_document(patient=patient.resource, observations=resources)
-            canonical = canonical_json(document)
-        except rfc8785.CanonicalizationError as error:
-            raise _NotCanonicalizable from error
-        yield ParsedRecord(
-            patient_key=patient.patient_key,
-            patient_keys=patient.patient_keys,
-            category=category,
-            document=document,
-            canonical=canonical,
-            sha256=sha256_hex(canonical),
-            patient_entry=patient_index,
-            entries=tuple(index for index, _resource in indexed),
-        )
+def record_parse(
+    *,
+    patient: dict[str, Any],
+    patient_keys: tuple[str, ...],
+    category: str,
+    observations: list[dict[str, Any]],
+    patient_entry: int = -1,
+    entries: tuple[int, ...] = (),
+) -> ParsedRecord:
+    """One record of checked resources: its document (records.canonical.record_document), canonical form and hash.
+    Raises RecordNotCanonicalizable."""
+    try:
+        document = record_document(patient=patient, observations=observations)
+        canonical = canonical_json(document)
+    except rfc8785.CanonicalizationError as error:
+        raise RecordNotCanonicalizable from error
+    return ParsedRecord(
+        patient_key=patient_keys[0],
+        patient_keys=patient_keys,
+        category=category,
+        document=document,
+        canonical=canonical,
+        sha256=sha256_hex(canonical),
+        patient_entry=patient_entry,
+        entries=entries,
+    )
 
 
-def _first_not_canonicalizable(patients: list[_Patient], observations: list[_Observation]) -> int | None:
-    for index, resource in sorted(
-        [(patient.index, patient.resource) for patient in patients]
-        + [(observation.index, observation.resource) for observation in observations]
-    ):
+def not_canonicalizable(located: Sequence[tuple[Location, dict[str, Any]]]) -> BundleRejected:
+    """The refusal (fhir_invalid) of resources one of which has no canonical form, naming the first such."""
+    first: dict[str, Any] = {"entry": None}
+    for at, resource in located:
         try:
             canonical_json(resource)
         except rfc8785.CanonicalizationError:
-            return index
-    return None
+            first = at.detail()
+            break
+    return BundleRejected(
+        "A resource holds a value that has no canonical JSON form.",
+        code="fhir_invalid",
+        detail={"errors": [{**first, "path": "resource"}]},
+    )

@@ -5,14 +5,70 @@ spelling in what a sender sent: RFC 8785 fixes all three.
 """
 
 import hashlib
+import math
 from typing import Any
 
+import orjson
 import rfc8785
+
+_SAFE_INTEGER = 2**53 - 1
 
 
 def canonical_json(document: Any) -> bytes:
-    """The RFC 8785 serialisation of `document` (UTF-8 bytes)."""
+    """The RFC 8785 serialisation of `document` (UTF-8 bytes).
+
+    orjson writes it when the document is in the subset where its output is RFC 8785's byte for byte (keys in
+    ASCII, so code-point order is UTF-16 order; integers within 2^53; floats that Python writes without an
+    exponent, which RFC 8785 writes as Python does, integral ones as the integer): about four times faster, and
+    held to the rfc8785 package by tests/records/test_canonical.py. Anything else goes to rfc8785, which also
+    raises the errors (rfc8785.CanonicalizationError).
+    """
+    subset = _orjson_subset(document)
+    if subset is not None:
+        try:
+            return orjson.dumps(subset, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # a lone surrogate: rfc8785 refuses it with its own error
+            pass
     return rfc8785.dumps(document)
+
+
+def _orjson_subset(document: Any) -> Any:
+    """`document` as orjson writes it in RFC 8785's form (integral floats as integers), or None if it cannot."""
+    integral = False
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        kind = type(value)
+        if kind is dict:
+            if not all(type(key) is str and key.isascii() for key in value):
+                return None
+            pending.extend(value.values())
+        elif kind is list:
+            pending.extend(value)
+        elif kind is float:
+            if not math.isfinite(value) or abs(value) >= _SAFE_INTEGER:
+                return None
+            if value.is_integer():
+                integral = True
+            elif abs(value) < 1e-4:
+                return None
+        elif kind is int:
+            if not -_SAFE_INTEGER <= value <= _SAFE_INTEGER:
+                return None
+        elif not (kind is str or kind is bool or value is None):
+            return None
+    return _integral_floats_as_integers(document) if integral else document
+
+
+def _integral_floats_as_integers(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {key: _integral_floats_as_integers(member) for key, member in value.items()}
+    if kind is list:
+        return [_integral_floats_as_integers(element) for element in value]
+    if kind is float and value.is_integer():
+        return int(value)
+    return value
 
 
 def sha256_hex(data: bytes) -> str:

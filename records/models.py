@@ -146,3 +146,32 @@ class IngestRun(models.Model):
 
     def __str__(self) -> str:
         return f"Ingest {self.id} ({self.outcome})"
+
+
+class BulkIngestJob(models.Model):
+    """A bulk ingest of FHIR NDJSON files and how far it got: the slices committed, the counts so far.
+
+    Known by its files' contents (`files_sha256`: SHA-256 over their SHA-256s, in order), so that the same command
+    run again after an interruption resumes here, at `slices_done`; a slice's records and this row's progress are
+    committed in one transaction. No file name (it may carry identifiers) and no content: sizes, hashes, counts,
+    and the refused lines by file position, line number and code.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    files_sha256 = models.CharField(max_length=64, unique=True)
+    files = models.JSONField(default=list, help_text='[{"sha256", "bytes"}] in the order given')
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    status = models.CharField(max_length=16, default="running", help_text="running, done or refused")
+    refusal_code = models.CharField(max_length=64, blank=True, default="")
+    slice_patients = models.PositiveIntegerField()
+    slices_total = models.PositiveIntegerField(default=0)
+    slices_done = models.PositiveIntegerField(default=0)
+    records_new = models.PositiveIntegerField(default=0)
+    records_unchanged = models.PositiveIntegerField(default=0)
+    patients_refused = models.PositiveIntegerField(default=0)
+    refusals = models.JSONField(default=list, help_text='[{"code", "file", "line", "path"}], the first ones')
+
+    def __str__(self) -> str:
+        return f"Bulk ingest {self.id} ({self.status}, {self.slices_done}/{self.slices_total})"

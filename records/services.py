@@ -6,6 +6,7 @@ in one ledger transaction. The ledger being down does not lose an ingest: the ve
 """
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -13,15 +14,25 @@ from uuid import UUID
 import structlog
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from ledger import ContractRejected, LedgerError
 from records import tasks
-from records.anchoring import record_versions_anchor_of
+from records.anchoring import record_versions_anchor_of, record_versions_anchor_pending
 from records.bundles import ParsedRecord, bundle_entry_count, bundle_parse
 from records.crypto import RecordCipher, patient_pseudonym, record_cipher, record_seal
 from records.errors import BundleRejected, BundleTooLarge
 from records.features import bundle_features, features_seal
-from records.models import IngestOutcome, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
+from records.models import (
+    BulkIngestJob,
+    IngestOutcome,
+    IngestRun,
+    Patient,
+    PatientIdentifier,
+    Record,
+    RecordVersion,
+)
+from records.ndjson import ExportIndex, PatientRefusal, ndjson_files, ndjson_index, ndjson_slice_records
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +74,8 @@ def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> Ingest
     stored its records is kept in the ingest history (`source`: "api" or "portal"; counts, no content).
     """
     parsed_records = bundle_parse(raw_body)
-    cipher = record_cipher()
     with transaction.atomic():
-        stored = [_record_store(parsed=parsed, cipher=cipher) for parsed in parsed_records]
+        stored = _record_versions_store(parsed_records=parsed_records, cipher=record_cipher())
 
     to_anchor = {version.record_id for version, _unchanged in stored if not version.is_anchored}
     if to_anchor:
@@ -117,43 +127,54 @@ def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> Ingest
     return IngestResult(records=results, run=run)
 
 
-def _patient_of(parsed: ParsedRecord) -> Patient:
-    """The patient any of `parsed`'s identifiers names (a new one, pseudonymised by the first, when none does);
-    each identifier not yet known is added to them. Refused (patient_identifier_conflict): identifiers that name
-    two patients already ingested, which only a person can tell apart or merge."""
-    pseudonyms = list(dict.fromkeys(patient_pseudonym(key) for key in parsed.patient_keys or (parsed.patient_key,)))
-    known = PatientIdentifier.objects.filter(pseudonym__in=pseudonyms).select_related("patient")
-    patients = {identifier.patient_id: identifier.patient for identifier in known}
-    if len(patients) > 1:
-        raise BundleRejected(
-            "The Patient's identifiers belong to two patients already ingested.",
-            code="patient_identifier_conflict",
-            detail={"entry": parsed.patient_entry, "path": "resource.identifier"},
-        )
-    patient = next(iter(patients.values()), None)
-    if patient is None:
-        patient, _ = Patient.objects.get_or_create(pseudonym=pseudonyms[0])
-    known_pseudonyms = {identifier.pseudonym for identifier in known}
-    PatientIdentifier.objects.bulk_create(
-        [PatientIdentifier(patient=patient, pseudonym=p) for p in pseudonyms if p not in known_pseudonyms],
-        ignore_conflicts=True,
-    )
-    return patient
+def _record_versions_store(
+    *, parsed_records: list[ParsedRecord], cipher: RecordCipher
+) -> list[tuple[RecordVersion, bool]]:
+    """Store each of `parsed_records` as the next version of its record; return (version, unchanged) for each.
 
+    The one way a record version is stored (the bundle ingest and the bulk ingest both come here), in a few
+    queries whatever the number of records: patients by their identifiers, records, their latest versions, then
+    one INSERT of the new versions. A record whose content hashes to its latest version's hash is left as it is
+    (unchanged). Must run inside the ingest's transaction: the records' rows are locked while their next version
+    numbers are chosen, so concurrent ingests for one record cannot both write version n+1.
 
-def _record_store(*, parsed: ParsedRecord, cipher: RecordCipher) -> tuple[RecordVersion, bool]:
-    """Store `parsed` as the next version of its record; return (version, unchanged).
-
-    Must run inside the ingest's transaction: the record row is locked while its next version
-    number is chosen, so concurrent ingests for one record cannot both write version n+1.
+    Refused (patient_identifier_conflict, naming the record's patient_entry): identifiers that name two patients
+    already ingested, which only a person can tell apart or merge.
     """
-    patient = _patient_of(parsed)
-    record, _ = Record.objects.get_or_create(patient=patient, category=parsed.category)
-    list(Record.objects.select_for_update().filter(pk=record.pk).values_list("pk", flat=True))
-    latest = record.versions.defer("ciphertext").order_by("-version").first()
-    if latest is not None and latest.sha256 == parsed.sha256:
-        return latest, True
-    number = 1 if latest is None else latest.version + 1
+    patients = _patients_of(parsed_records)
+    records = _records_of(parsed_records, patients)
+    record_ids = sorted({record.pk for record in records})
+    list(Record.objects.select_for_update().filter(pk__in=record_ids).order_by("pk").values_list("pk", flat=True))
+    newer = RecordVersion.objects.filter(record=OuterRef("record"), version__gt=OuterRef("version"))
+    latest = {
+        version.record_id: version
+        for version in RecordVersion.objects.filter(record_id__in=record_ids).exclude(Exists(newer)).defer("ciphertext")
+    }
+    stored: list[tuple[RecordVersion, bool]] = []
+    new_versions = []
+    for parsed, record in zip(parsed_records, records, strict=True):
+        previous = latest.get(record.pk)
+        if previous is not None and previous.sha256 == parsed.sha256:
+            stored.append((previous, True))
+            continue
+        number = 1 if previous is None else previous.version + 1
+        version = _version_row(record=record, number=number, parsed=parsed, cipher=cipher)
+        latest[record.pk] = version
+        new_versions.append(version)
+        stored.append((version, False))
+    RecordVersion.objects.bulk_create(new_versions)
+    if new_versions and new_versions[0].pk is None:  # a database that does not return the inserted ids
+        ids = {
+            (row.record_id, row.version): row.pk
+            for row in RecordVersion.objects.filter(record_id__in=record_ids).only("pk", "record_id", "version")
+        }
+        for version in new_versions:
+            version.pk = ids[(version.record_id, version.version)]
+    return stored
+
+
+def _version_row(*, record: Record, number: int, parsed: ParsedRecord, cipher: RecordCipher) -> RecordVersion:
+    """Version `number` of `record` holding `parsed`, sealed, not saved: every version row is built here."""
     key_id, ciphertext, encoding = record_seal(cipher, canonical=parsed.canonical, record_id=record.pk, version=number)
     features = features_seal(
         cipher,
@@ -165,7 +186,7 @@ def _record_store(*, parsed: ParsedRecord, cipher: RecordCipher) -> tuple[Record
     )
     if features.key_id != key_id:
         raise RuntimeError("the record cipher's active key changed during encryption")
-    version = RecordVersion.objects.create(
+    return RecordVersion(
         record=record,
         version=number,
         sha256=parsed.sha256,
@@ -175,17 +196,85 @@ def _record_store(*, parsed: ParsedRecord, cipher: RecordCipher) -> tuple[Record
         features=features.sealed,
         features_sha256=features.digest,
     )
-    return version, False
 
 
-def _anchor_records_after_ingest(*, record_ids: set[UUID]) -> None:
+def _patients_of(parsed_records: list[ParsedRecord]) -> list[Patient]:
+    """The patient of each record: the one any of its identifiers names (a new one, pseudonymised by the first,
+    when none does); each identifier not yet known is added to them."""
+    pseudonyms_of = [
+        list(dict.fromkeys(patient_pseudonym(key) for key in parsed.patient_keys or (parsed.patient_key,)))
+        for parsed in parsed_records
+    ]
+    every_pseudonym = {pseudonym for pseudonyms in pseudonyms_of for pseudonym in pseudonyms}
+    known = {
+        identifier.pseudonym: identifier.patient
+        for identifier in PatientIdentifier.objects.filter(pseudonym__in=every_pseudonym).select_related("patient")
+    }
+    first_pseudonyms = []
+    for parsed, pseudonyms in zip(parsed_records, pseudonyms_of, strict=True):
+        if len({known[p].pk for p in pseudonyms if p in known}) > 1:
+            raise BundleRejected(
+                "The Patient's identifiers belong to two patients already ingested.",
+                code="patient_identifier_conflict",
+                detail={"entry": parsed.patient_entry, "path": "resource.identifier"},
+            )
+        if not any(p in known for p in pseudonyms):
+            first_pseudonyms.append(pseudonyms[0])
+    if first_pseudonyms:
+        Patient.objects.bulk_create(
+            [Patient(pseudonym=p) for p in dict.fromkeys(first_pseudonyms)], ignore_conflicts=True
+        )
+        by_pseudonym = {
+            patient.pseudonym: patient for patient in Patient.objects.filter(pseudonym__in=first_pseudonyms)
+        }
+    else:
+        by_pseudonym = {}
+    patients = []
+    for pseudonyms in pseudonyms_of:
+        patient = next((known[p] for p in pseudonyms if p in known), None) or by_pseudonym[pseudonyms[0]]
+        known.update(dict.fromkeys(pseudonyms, patient))
+        patients.append(patient)
+    PatientIdentifier.objects.bulk_create(
+        [PatientIdentifier(patient=known[p], pseudonym=p) for p in every_pseudonym], ignore_conflicts=True
+    )
+    return patients
+
+
+def _records_of(parsed_records: list[ParsedRecord], patients: list[Patient]) -> list[Record]:
+    """The record of each (patient, category), created when it does not exist yet."""
+    wanted = [(patient.pk, parsed.category) for parsed, patient in zip(parsed_records, patients, strict=True)]
+
+    def existing() -> dict[tuple[UUID, str], Record]:
+        rows = Record.objects.filter(patient_id__in={patient_id for patient_id, _ in wanted})
+        return {(record.patient_id, record.category): record for record in rows}
+
+    found = existing()
+    missing = [
+        Record(patient_id=patient_id, category=category)
+        for patient_id, category in dict.fromkeys(wanted)
+        if (patient_id, category) not in found
+    ]
+    if missing:
+        Record.objects.bulk_create(missing, ignore_conflicts=True)  # another ingest may have just made one
+        found = existing()
+    return [found[key] for key in wanted]
+
+
+def _anchor_records_after_ingest(*, record_ids: set[UUID] | None) -> None:
+    """Anchor the pending versions of `record_ids` (every pending version: None), or leave them pending for the
+    anchoring task when the ledger does not answer."""
     try:
-        record_versions_anchor_of(record_ids=record_ids)
+        if record_ids is None:
+            record_versions_anchor_pending()
+        else:
+            record_versions_anchor_of(record_ids=record_ids)
     except ContractRejected as rejection:
         # Retrying will not help; the versions stay pending (never analysed) and are logged.
-        log.error("record_anchor_rejected", code=rejection.code, record_ids=sorted(str(i) for i in record_ids))
+        log.error("record_anchor_rejected", code=rejection.code, record_ids=sorted(str(i) for i in record_ids or ()))
     except LedgerError as error:
-        log.warning("record_anchor_deferred", error=type(error).__name__, record_ids=sorted(str(i) for i in record_ids))
+        log.warning(
+            "record_anchor_deferred", error=type(error).__name__, record_ids=sorted(str(i) for i in record_ids or ())
+        )
         transaction.on_commit(_schedule_anchoring, robust=True)
 
 
@@ -338,3 +427,116 @@ def _refused_entries(error: BundleRejected | BundleTooLarge, entry_count: int) -
 
 def _user_or_none(actor: Any) -> Any:
     return actor if getattr(actor, "is_authenticated", False) and getattr(actor, "pk", None) else None
+
+
+# --- the bulk ingest: FHIR NDJSON files, in slices, resumable ----------------------------------------------
+
+MAX_KEPT_REFUSALS = 100
+
+
+@dataclass(frozen=True)
+class BulkIngestResult:
+    job: BulkIngestJob
+    resumed_at: int
+    """The slice this run started from (0 for a new job)."""
+
+
+def record_ingest_ndjson(
+    *,
+    paths: list[str],
+    actor: Any = None,
+    slice_patients: int | None = None,
+    after_slice: Callable[[BulkIngestJob], None] | None = None,
+) -> BulkIngestResult:
+    """Ingest FHIR NDJSON files (Patient and Observation resources, one a line, in any files and order) as the
+    bundle ingest would ingest them in one bundle: one record per (patient, category), stored through the same
+    _record_versions_store, anchored in one ledger transaction per slice.
+
+    The job is known by its files' hashes: run again on the same files after an interruption, it resumes at the
+    first slice not committed (a slice's versions and the job's progress are committed together), and a job
+    done is not done again. Every line is checked before anything is stored (records.ndjson, stage 1): a refusal
+    there refuses the job (BundleRejected / BundleTooLarge naming the file and line). After that, a patient with
+    a line refused is left out whole and counted in the job's refusals; the rest of the slice is stored.
+    Versions the ledger did not take stay pending, for records.tasks.anchor_pending_records, as ingest leaves them.
+    `after_slice` is called after each slice is committed and anchored (progress reports).
+    """
+    files = ndjson_files(paths)
+    files_sha256 = hashlib.sha256("\n".join(ndjson.sha256 for ndjson in files).encode()).hexdigest()
+    job, _created = BulkIngestJob.objects.get_or_create(
+        files_sha256=files_sha256,
+        defaults={
+            "actor": _user_or_none(actor),
+            "files": [{"sha256": ndjson.sha256, "bytes": ndjson.size} for ndjson in files],
+            "slice_patients": slice_patients or settings.INGEST_NDJSON_SLICE_PATIENTS,
+        },
+    )
+    resumed_at = job.slices_done
+    if job.status != "running":
+        return BulkIngestResult(job=job, resumed_at=resumed_at)
+    log.info("bulk_ingest_started", job_id=str(job.pk), files=len(files), resumed_at=resumed_at)
+    try:
+        index = ndjson_index(files)
+    except (BundleRejected, BundleTooLarge) as error:
+        BulkIngestJob.objects.filter(pk=job.pk).update(status="refused", refusal_code=error.code)
+        log.info("bulk_ingest_refused", job_id=str(job.pk), code=error.code)
+        raise
+    slices_total = -(-len(index.patients) // job.slice_patients)
+    BulkIngestJob.objects.filter(pk=job.pk).update(slices_total=slices_total)
+    if resumed_at:
+        # A run stopped between a slice's commit and its anchoring left its versions pending: anchored now.
+        _anchor_records_after_ingest(record_ids=None)
+    cipher = record_cipher()
+    for number in range(resumed_at, slices_total):
+        first = number * job.slice_patients
+        patients = range(first, min(first + job.slice_patients, len(index.patients)))
+        parsed_records, refused = ndjson_slice_records(files, index, patients)
+        job = _bulk_slice_store(
+            job=job, number=number, parsed_records=parsed_records, refused=refused, index=index, cipher=cipher
+        )
+        if after_slice is not None:
+            after_slice(job)
+    BulkIngestJob.objects.filter(pk=job.pk).update(status="done")
+    job.refresh_from_db()
+    log.info("bulk_ingest_done", job_id=str(job.pk), records_new=job.records_new, refused=job.patients_refused)
+    return BulkIngestResult(job=job, resumed_at=resumed_at)
+
+
+def _bulk_slice_store(
+    *,
+    job: BulkIngestJob,
+    number: int,
+    parsed_records: list[ParsedRecord],
+    refused: dict[int, PatientRefusal],
+    index: ExportIndex,
+    cipher: RecordCipher,
+) -> BulkIngestJob:
+    """Store slice `number` and mark it done in one transaction, then anchor its new versions."""
+    refused = dict(refused)
+    with transaction.atomic():
+        job = BulkIngestJob.objects.select_for_update().get(pk=job.pk)
+        if job.slices_done != number:  # another run of the same job got here first
+            return job
+        while True:
+            kept = [parsed for parsed in parsed_records if parsed.patient_entry not in refused]
+            try:
+                with transaction.atomic():
+                    stored = _record_versions_store(parsed_records=kept, cipher=cipher)
+                break
+            except BundleRejected as conflict:  # patient_identifier_conflict: that patient is refused
+                at = index.patients[conflict.detail["entry"]]
+                refused[conflict.detail["entry"]] = PatientRefusal(
+                    code=conflict.code, position=at.position, line=at.line, path="resource.identifier"
+                )
+        job.slices_done = number + 1
+        job.records_new += sum(not unchanged for _version, unchanged in stored)
+        job.records_unchanged += sum(unchanged for _version, unchanged in stored)
+        job.patients_refused += len(refused)
+        job.refusals = (job.refusals + [refusal.as_dict() for _, refusal in sorted(refused.items())])[
+            :MAX_KEPT_REFUSALS
+        ]
+        job.save()
+        to_anchor = {version.record_id for version, unchanged in stored if not unchanged}
+    if to_anchor:
+        _anchor_records_after_ingest(record_ids=to_anchor)
+    log.info("bulk_ingest_slice", job_id=str(job.pk), slice=number, records=len(stored), refused=len(refused))
+    return job

@@ -3,6 +3,7 @@
 import json
 import random
 
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,3 +64,34 @@ def test_canonical_form_follows_rfc_8785():
     assert canonical_json({"b": [1.0, 1e21, 0.1], "a": "\u20ac", "c": {"z": True, "y": None}}) == (
         '{"a":"\u20ac","b":[1,1e+21,0.1],"c":{"y":null,"z":true}}'.encode()
     )
+
+
+# Past 2^53, NaN, infinities, every float and any text (lone surrogates too): what the orjson path must hand on.
+ANY_SCALARS = scalars_of_json(st.integers(min_value=-(2**60), max_value=2**60), st.floats(), text_size=20)
+ANY_VALUES = values_of_json(ANY_SCALARS, key_size=10, items=5, leaves=30)
+
+
+def _rfc8785_or_refusal(value):
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as error:
+        return type(error)
+
+
+def _canonical_or_refusal(value):
+    try:
+        return canonical_json(value)
+    except rfc8785.CanonicalizationError as error:
+        return type(error)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(value=ANY_VALUES)
+def test_canonical_form_is_the_rfc8785_packages_byte_for_byte_and_refuses_what_it_refuses(value):
+    assert _canonical_or_refusal(value) == _rfc8785_or_refusal(value)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(value=st.floats(allow_nan=False, allow_infinity=False) | st.floats(min_value=1e-4, max_value=1e16))
+def test_canonical_form_of_a_float_is_the_rfc8785_packages(value):
+    assert canonical_json([value, -value]) == rfc8785.dumps([value, -value])

@@ -1,0 +1,241 @@
+"""Reading FHIR NDJSON (the Bulk Data format `$export` writes: one resource per line) into records.
+
+Nothing here touches the database. The checks are records.bundles', each naming the file and line it refuses,
+in two stages:
+
+1. `ndjson_index`, over every file before anything is stored: each line must be a resource the bundle path would
+   take (size, UTF-8, depth, strict JSON, an object, Patient or Observation, no repeated id, a Patient with an
+   identifier no other Patient has, an Observation whose subject.reference is "Patient/<id>" of a Patient in
+   the files). One failure refuses the whole job. What is kept is where each line is, by patient: an export
+   lists Observations by type, not by patient, and a record holds all of a patient's Observations of a category.
+2. `ndjson_slice_records`, per slice of patients: the rest of the checks (category, code, FHIR validation,
+   canonical form) on each patient's lines, and their records, built as the bundle path builds them. A patient
+   with a refused line is refused whole (none of their records), and the others of the slice are kept.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from django.conf import settings
+
+from health_platform.errors import ApplicationError
+from records.bundles import (
+    Location,
+    ParsedRecord,
+    RecordNotCanonicalizable,
+    bundle_load_json,
+    duplicate_ids,
+    duplicate_patients,
+    not_canonicalizable,
+    observation_category,
+    observation_code_check,
+    observation_subject,
+    patient_identifier_keys,
+    record_parse,
+    resource_type_check,
+    resources_fhir_check,
+)
+from records.errors import BundleRejected, BundleTooLarge
+
+READ_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, order=True)
+class LineAt:
+    """A line of one of the job's files: the file as it was named (`file`), its position among them, the line's
+    number (from 1) and where it starts."""
+
+    position: int
+    line: int
+    offset: int = field(compare=False)
+    file: str = field(compare=False)
+
+    def detail(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line}
+
+    def reference(self) -> Any:
+        return self.detail()
+
+
+@dataclass(frozen=True)
+class NdjsonFile:
+    path: Path
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass
+class ExportIndex:
+    """Where each Patient's line is, in the files' order, and each of their Observations'."""
+
+    patients: list[LineAt] = field(default_factory=list)
+    observations: list[list[LineAt]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PatientRefusal:
+    """A patient refused whole: the code, and where the first line refused is (the file by its position)."""
+
+    code: str
+    position: int
+    line: int
+    path: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "file": self.position, "line": self.line, "path": self.path}
+
+
+def ndjson_files(paths: list[str]) -> list[NdjsonFile]:
+    """The files named, each with its SHA-256 and size (read in chunks, never whole)."""
+    files = []
+    for name in paths:
+        path = Path(name)
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            while chunk := stream.read(READ_CHUNK_BYTES):
+                digest.update(chunk)
+        files.append(NdjsonFile(path=path, name=name, sha256=digest.hexdigest(), size=path.stat().st_size))
+    return files
+
+
+def ndjson_index(files: list[NdjsonFile]) -> ExportIndex:
+    """Stage 1: check every line of `files` and index them by patient. Raises BundleRejected / BundleTooLarge
+    naming the file and line (detail.file, detail.line)."""
+    index = ExportIndex()
+    seen_ids, seen_patients = duplicate_ids(), duplicate_patients()
+    references: dict[str, int] = {}
+    observations: list[tuple[LineAt, str | None]] = []
+    for position, ndjson in enumerate(files):
+        with ndjson.path.open("rb") as stream:
+            for at, raw in _lines(stream, position=position, name=ndjson.name):
+                resource = _resource(raw, at)
+                resource_type = resource_type_check(resource, at)
+                resource_id = resource.get("id")
+                if isinstance(resource_id, str):
+                    seen_ids.add([(resource_type, resource_id)], at)
+                if resource_type == "Patient":
+                    seen_patients.add(patient_identifier_keys(resource, at), at)
+                    if isinstance(resource_id, str):
+                        references[f"Patient/{resource_id}"] = len(index.patients)
+                    index.patients.append(at)
+                    index.observations.append([])
+                else:
+                    subject = resource.get("subject")
+                    reference = subject.get("reference") if isinstance(subject, dict) else None
+                    observations.append((at, reference if isinstance(reference, str) else None))
+    if not observations:
+        raise BundleRejected("The files hold no Observation to record.", code="empty_bundle")
+    for at, reference in observations:
+        subject = {"subject": {"reference": reference}} if reference is not None else {}
+        index.observations[observation_subject(subject, at, references)].append(at)
+    return index
+
+
+def ndjson_slice_records(
+    files: list[NdjsonFile], index: ExportIndex, patients: range
+) -> tuple[list[ParsedRecord], dict[int, PatientRefusal]]:
+    """Stage 2 for the patients numbered `patients` (their order in the index): their records, one per category,
+    each ParsedRecord's patient_entry being its patient's number; and the patients refused, by number."""
+    records: list[ParsedRecord] = []
+    refused: dict[int, PatientRefusal] = {}
+    streams = [ndjson.path.open("rb") for ndjson in files]
+    try:
+        for number in patients:
+            try:
+                records += _patient_records(streams, number, index)
+            except (BundleRejected, BundleTooLarge) as error:
+                refused[number] = _refusal(error, files, index.patients[number])
+    finally:
+        for stream in streams:
+            stream.close()
+    return records, refused
+
+
+def _patient_records(streams: Sequence[BinaryIO], number: int, index: ExportIndex) -> list[ParsedRecord]:
+    patient_at = index.patients[number]
+    patient = _read(streams, patient_at)
+    located: list[tuple[Location, dict[str, Any]]] = [(patient_at, patient)]
+    located += [(at, _read(streams, at)) for at in sorted(index.observations[number])]
+    by_category: dict[str, list[dict[str, Any]]] = {}
+    for at, observation in located[1:]:
+        category = observation_category(observation, at)
+        observation_code_check(observation, at)
+        by_category.setdefault(category, []).append(observation)
+    resources_fhir_check(located)
+    keys = tuple(patient_identifier_keys(patient, patient_at))
+    try:
+        return [
+            record_parse(
+                patient=patient, patient_keys=keys, category=category, observations=observations, patient_entry=number
+            )
+            for category, observations in sorted(by_category.items())
+        ]
+    except RecordNotCanonicalizable:
+        raise not_canonicalizable(located) from None
+
+
+def _lines(stream: BinaryIO, *, position: int, name: str) -> Iterator[tuple[LineAt, bytes]]:
+    """Each line of `stream` (without its line break) and where it is; a line longer than INGEST_MAX_BYTES is
+    refused (payload_too_large) before it is read whole. A last line break ends the file, adding no line."""
+    limit = settings.INGEST_MAX_BYTES
+    offset = 0
+    number = 0
+    while raw := stream.readline(limit + 2):
+        number += 1
+        at = LineAt(position=position, line=number, offset=offset, file=name)
+        offset += len(raw)
+        line = raw[:-2] if raw.endswith(b"\r\n") else raw.removesuffix(b"\n")
+        if len(line) > limit:
+            raise BundleTooLarge(
+                "A line is longer than the configured limit.",
+                code="payload_too_large",
+                detail={**at.detail(), "max_bytes": limit},
+            )
+        yield at, line
+
+
+def _resource(raw: bytes, at: LineAt) -> dict[str, Any]:
+    try:
+        resource = bundle_load_json(raw)
+    except (BundleRejected, BundleTooLarge) as error:
+        raise type(error)(error.message, code=error.code, detail=_located(error, at)) from None
+    if not isinstance(resource, dict):
+        raise BundleRejected(
+            "A line holds no resource.", code="fhir_invalid", detail={"errors": [{**at.detail(), "path": "resource"}]}
+        )
+    return resource
+
+
+def _read(streams: Sequence[BinaryIO], at: LineAt) -> dict[str, Any]:
+    """The resource on a line stage 1 read and checked in full (size, UTF-8, depth, strict JSON, no repeated key,
+    an object): parsed again as it is, by json.loads alone, which gives the same value for such a line."""
+    stream = streams[at.position]
+    stream.seek(at.offset)
+    resource: dict[str, Any] = json.loads(stream.readline(settings.INGEST_MAX_BYTES + 2))
+    return resource
+
+
+def _refusal(error: ApplicationError, files: list[NdjsonFile], patient_at: LineAt) -> PatientRefusal:
+    """The refusal of a patient for `error`: at the first line it names (the patient's line if none)."""
+    detail = error.detail if isinstance(error.detail, dict) else {}
+    errors = detail.get("errors")
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else detail
+    names = [ndjson.name for ndjson in files]
+    if first.get("file") in names and isinstance(first.get("line"), int):
+        position, line = names.index(first["file"]), first["line"]
+    else:
+        position, line = patient_at.position, patient_at.line
+    return PatientRefusal(code=error.code, position=position, line=line, path=str(first.get("path", "")))
+
+
+def _located(error: ApplicationError, at: LineAt | None = None) -> dict[str, Any]:
+    """The error's detail, naming `at` (the file and line) when it does not name one already."""
+    detail = dict(error.detail) if isinstance(error.detail, dict) else {}
+    if at is not None:
+        detail = {**detail, **at.detail()}
+    return detail

@@ -1,0 +1,180 @@
+"""The bulk ingest of FHIR NDJSON (records.services.record_ingest_ndjson, manage.py ingest_ndjson): the same
+records as the bundle ingest, anchored, refusals by file, line and code, and resuming after a kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from records.codes import BREAST_CANCER_DATASET
+from records.demo import demo_bundles, demo_patient_resources, demo_patients
+from records.errors import BundleRejected, BundleTooLarge
+from records.models import AnchorState, BulkIngestJob, Record, RecordVersion
+from records.services import record_ingest, record_ingest_ndjson
+from tests.conftest import REPO, worker_database_url
+
+
+def _write(folder: Path, patients, *, observations_first: bool = False) -> list[str]:
+    patient_lines, observation_lines = [], []
+    for patient in patients:
+        resource, *observations = demo_patient_resources(patient)
+        patient_lines.append(json.dumps(resource))
+        observation_lines += [json.dumps(observation) for observation in observations]
+    # An export lists resources by type, not by patient: shuffle the Observations' order between patients.
+    observation_lines = observation_lines[1::2] + observation_lines[::2]
+    (folder / "Patient.ndjson").write_text("\n".join(patient_lines) + "\n")
+    (folder / "Observation.ndjson").write_text("\n".join(observation_lines) + "\n")
+    names = ["Observation.ndjson", "Patient.ndjson"] if observations_first else ["Patient.ndjson", "Observation.ndjson"]
+    return [str(folder / name) for name in names]
+
+
+def _versions() -> dict[tuple[str, str], tuple[str, str, int]]:
+    return {
+        (version.record.patient.pseudonym, version.record.category): (
+            str(version.record_id),
+            version.sha256,
+            version.version,
+        )
+        for version in RecordVersion.objects.select_related("record__patient")
+    }
+
+
+@pytest.mark.django_db
+def test_ndjson_stores_what_the_bundle_ingest_stores_for_the_same_patients(tmp_path, custodian, ledger):
+    patients = demo_patients(dataset=BREAST_CANCER_DATASET, count=5)
+    paths = _write(tmp_path, patients, observations_first=True)
+
+    result = record_ingest_ndjson(paths=paths, slice_patients=2)
+
+    assert (result.job.status, result.job.slices_total, result.job.records_new) == ("done", 3, 5)
+    stored = _versions()
+    assert RecordVersion.objects.filter(anchor_state=AnchorState.ANCHORED).count() == 5
+    for record_id, sha256, _version in stored.values():
+        assert ledger.evaluate("anchors", "ReadAnchor", record_id).json()["sha256"] == sha256
+    # The same patients as bundles: every record is found, with the same content (unchanged), nothing new.
+    for bundle in demo_bundles(patients=patients, max_entries=1000):
+        for record in record_ingest(raw_body=json.dumps(bundle).encode(), actor=custodian).records:
+            assert record.unchanged
+            assert (str(record.record_id), record.sha256, 1) == stored[(record.patient_pseudonym, record.category)]
+    assert _versions() == stored
+
+
+@pytest.mark.django_db
+def test_a_bad_line_refuses_its_patient_only_naming_file_line_and_code(tmp_path, ledger):
+    patients = demo_patients(dataset=BREAST_CANCER_DATASET, count=3)
+    paths = _write(tmp_path, patients)
+    lines = Path(paths[1]).read_text().splitlines()
+    bad = json.loads(lines[4])
+    bad["category"][0]["coding"][0]["code"] = "no-such-category"
+    lines[4] = json.dumps(bad)
+    Path(paths[1]).write_text("\n".join(lines) + "\n")
+    refused_patient = bad["subject"]["reference"].removeprefix("Patient/")
+
+    job = record_ingest_ndjson(paths=paths).job
+
+    assert (job.status, job.records_new, job.patients_refused) == ("done", 2, 1)
+    assert job.refusals == [{"code": "observation_category_unknown", "file": 1, "line": 5, "path": "resource.category"}]
+    assert Record.objects.count() == 2
+    assert refused_patient not in json.dumps(job.refusals)
+
+
+@pytest.mark.django_db
+def test_a_refused_file_stores_nothing_and_loses_nothing_stored(tmp_path, ledger):
+    first = tmp_path / "first"
+    first.mkdir()
+    record_ingest_ndjson(paths=_write(first, demo_patients(dataset=BREAST_CANCER_DATASET, count=2)))
+    before = _versions()
+    paths = _write(tmp_path, demo_patients(dataset=BREAST_CANCER_DATASET, count=4))
+    with Path(paths[1]).open("a") as observations:
+        observations.write('{"resourceType": "Observation",\n')
+
+    with pytest.raises(BundleRejected) as refused:
+        record_ingest_ndjson(paths=paths)
+
+    assert refused.value.code == "malformed_json"
+    assert (refused.value.detail["file"], refused.value.detail["line"]) == (paths[1], 121)
+    assert _versions() == before
+    assert BulkIngestJob.objects.get(status="refused").refusal_code == "malformed_json"
+
+
+HOSTILE_LINES = [
+    (b'{"resourceType": "Patient", "id": "' + b"x" * 3000 + b'"}', "payload_too_large"),
+    (b'{"resourceType": "Patient", "id": "\xff\xfe"}', "malformed_json"),
+    (b"[" * 200 + b"]" * 200, "json_too_deep"),
+    (b'["resourceType", "Patient"]', "fhir_invalid"),
+    (b'{"resourceType": "Encounter", "id": "e1"}', "unsupported_resource_type"),
+    (
+        b'{"resourceType": "Observation", "id": "o1", "subject": {"reference": "Patient/nobody"}}',
+        "observation_subject_unknown",
+    ),
+    (b'{"resourceType": "Patient", "id": "p", "id": "q"}', "malformed_json"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("line", "code"), HOSTILE_LINES, ids=[code for _line, code in HOSTILE_LINES])
+def test_hostile_lines_are_refused_with_stable_codes_before_anything_is_stored(tmp_path, settings, ledger, line, code):
+    settings.INGEST_MAX_BYTES = 2048
+    paths = _write(tmp_path, demo_patients(dataset=BREAST_CANCER_DATASET, count=2))
+    with Path(paths[0]).open("ab") as patients:
+        patients.write(line + b"\n")
+
+    with pytest.raises((BundleRejected, BundleTooLarge)) as refused:
+        record_ingest_ndjson(paths=paths)
+
+    assert refused.value.code == code
+    detail = refused.value.detail
+    where = detail["errors"][0] if "errors" in detail else detail
+    assert (where["file"], where["line"]) == (paths[0], 3)
+    assert RecordVersion.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_killed_after_a_slice_resumes_without_duplicates(tmp_path, ledger_url, ledger):
+    patients = demo_patients(dataset=BREAST_CANCER_DATASET, count=6)
+    paths = _write(tmp_path, patients)
+    # The real command in a process of its own, which waits after its first slice until it is killed.
+    script = (
+        "import sys, time, django; django.setup()\n"
+        "from records import services\n"
+        "ingest = services.record_ingest_ndjson\n"
+        "services.record_ingest_ndjson = lambda **kw: ingest(**{**kw, 'after_slice': lambda job: time.sleep(600)})\n"
+        "from records.management.commands import ingest_ndjson\n"
+        "ingest_ndjson.record_ingest_ndjson = services.record_ingest_ndjson\n"
+        "from django.core.management import call_command\n"
+        "call_command('ingest_ndjson', *sys.argv[1:], '--slice-patients', '2')\n"
+    )
+    environment = {**os.environ, "LEDGER_URL": ledger_url, "DATABASE_URL": worker_database_url(connection)}
+    process = subprocess.Popen([sys.executable, "-c", script, *paths], cwd=REPO, env=environment)
+    try:
+        deadline = time.monotonic() + 120
+        while not BulkIngestJob.objects.filter(slices_done=1).exists():
+            assert process.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert RecordVersion.objects.count() == 2
+
+    call_command("ingest_ndjson", *paths)
+
+    job = BulkIngestJob.objects.get()
+    assert (job.status, job.slices_done, job.slices_total, job.records_new, job.records_unchanged) == (
+        "done",
+        3,
+        3,
+        6,
+        0,
+    )
+    assert RecordVersion.objects.count() == 6 == RecordVersion.objects.filter(version=1).count()
+    assert RecordVersion.objects.filter(anchor_state=AnchorState.ANCHORED).count() == 6
+    for version in RecordVersion.objects.all():
+        assert ledger.evaluate("anchors", "ReadAnchor", str(version.record_id)).json()["version"] == 1
