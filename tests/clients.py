@@ -1,6 +1,8 @@
 """Clients signed in as a user: Django's test client for the portal, DRF's APIClient for the API; and the second
 factor staff need (tests/conftest.py enrols every clinician, auditor and custodian with TOTP_SECRET)."""
 
+import re
+
 from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
@@ -20,6 +22,16 @@ def signed_in(user) -> Client:
 
 def html_of(response) -> str:
     return response.content.decode()
+
+
+# What changes from run to run in a page: clock times (16:27:55.586589), hashes and ids. A short health value a test
+# makes sure a page does not show ("55.5") can occur in them by chance, so they are taken out before looking for it.
+_VOLATILE = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?|[0-9a-fA-F-]{12,}")
+
+
+def shown_text(html: str) -> str:
+    """`html` without the clock times, hashes and ids it holds."""
+    return _VOLATILE.sub("", html)
 
 
 def api_as(user=None) -> APIClient:
