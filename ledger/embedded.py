@@ -214,6 +214,25 @@ class _EmbeddedStub:
         self._simulation.read_set.setdefault(encoded, None if row is None else (row[1], row[2]))
         return b"" if row is None else bytes(row[0])
 
+    async def get_states(self, keys: list[str]) -> list[bytes]:
+        """get_state for many keys in a few queries (500 keys each): what one get_state per key would answer
+        and record in the read set. Fabric's shim has no such call; chaincode.state.get_json_many reads one key
+        at a time there."""
+        encoded = [key.encode() for key in keys]
+        found: dict[bytes, tuple[bytes, int, int]] = {}
+        unique = list(dict.fromkeys(encoded))
+        for offset in range(0, len(unique), 500):
+            chunk = unique[offset : offset + 500]
+            query = f"SELECT key, value, block_number, position FROM state WHERE key IN ({','.join('?' * len(chunk))})"  # noqa: S608
+            for key, value, block_number, position in self._rows(query, tuple(chunk)):
+                found[bytes(key)] = (bytes(value), block_number, position)
+        answers = []
+        for key in encoded:
+            row = found.get(key)
+            self._simulation.read_set.setdefault(key, None if row is None else (row[1], row[2]))
+            answers.append(b"" if row is None else row[0])
+        return answers
+
     async def put_state(self, key: str, value: bytes | str) -> None:
         if not isinstance(key, str) or not key:
             raise ValueError("key must be a non-empty string")

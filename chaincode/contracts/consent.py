@@ -157,22 +157,26 @@ class ConsentContract(Contract):
         moment = validation.format_timestamp(at)
         items = validation.object_list(request["items"], "request.items")
 
-        anchors: dict[str, Any] = {}
+        asked = [_checked_item(item, f"request.items[{index}]") for index, item in enumerate(items)]
+        seen: set[str] = set()
+        for index, (record_id, _, _, _) in enumerate(asked):
+            if record_id in seen:
+                raise InvalidArgument(f"request.items[{index}].record_id repeats an earlier record in the batch")
+            seen.add(record_id)
+        # The state the batch needs, read in as few calls as the peer allows: every anchor, then the consents of
+        # every patient whose anchor checks out (not for break-the-glass, which reads the patient's refusals).
+        anchors = await state.get_json_many(stub, [anchor_key(stub, record_id) for record_id, _, _, _ in asked])
+        intact = [
+            anchor is not None and _anchor_holds(anchor, digest, features)
+            for anchor, (_, _, digest, features) in zip(anchors, asked, strict=True)
+        ]
         consents_by_patient: dict[str, list[dict[str, Any]]] = {}
+        if purpose != EMERGENCY and requester not in inactive:
+            patients = list(dict.fromkeys(a["patient_pseudonym"] for a, ok in zip(anchors, intact, strict=True) if ok))
+            consents_by_patient = await _consents_of_many(stub, patients)
         refusals: dict[str, frozenset[str]] = {}
         results = []
-        for index, item in enumerate(items):
-            field = f"request.items[{index}]"
-            validation.only_fields(item, field, _ITEM_FIELDS | _ITEM_OPTIONAL, _ITEM_FIELDS)
-            record_id = validation.identifier(item["record_id"], f"{field}.record_id")
-            category = validation.code(item["category"], f"{field}.category", CATEGORIES)
-            digest = validation.sha256(item["sha256"], f"{field}.sha256")
-            features = item.get("features_sha256")
-            if features is not None:
-                features = validation.sha256(features, f"{field}.features_sha256")
-            if record_id in anchors:
-                raise InvalidArgument(f"{field}.record_id repeats an earlier record in the batch")
-            anchor = anchors[record_id] = await state.get_json(stub, anchor_key(stub, record_id))
+        for (record_id, category, _, _), anchor, holds in zip(asked, anchors, intact, strict=True):
             result: dict[str, Any] = {
                 "record_id": record_id,
                 "decision": "refuse",
@@ -184,7 +188,7 @@ class ConsentContract(Contract):
                 result["reason"] = "no_anchor"
             else:
                 pseudonym = result["patient_pseudonym"] = anchor["patient_pseudonym"]
-                if anchor["sha256"] != digest or (features is not None and anchor.get("features_sha256") != features):
+                if not holds:
                     result["reason"] = "hash_mismatch"
                 else:
                     reason: str | None = "grantee_inactive"
@@ -198,8 +202,6 @@ class ConsentContract(Contract):
                         if reason is None and requester in inactive:
                             reason = "grantee_inactive"
                     elif requester not in inactive:
-                        if pseudonym not in consents_by_patient:
-                            consents_by_patient[pseudonym] = await _consents_of(stub, pseudonym)
                         reason, consent_id = _decide(
                             consents_by_patient[pseudonym], grantees, purpose, category, moment, inactive
                         )
@@ -215,6 +217,32 @@ class ConsentContract(Contract):
                 "results": results,
             }
         ).decode()
+
+
+def _checked_item(item: Any, field: str) -> tuple[str, str, str, str | None]:
+    """(record id, category, sha256, features_sha256 or None) of one item of CheckAccessBatch, validated."""
+    validation.only_fields(item, field, _ITEM_FIELDS | _ITEM_OPTIONAL, _ITEM_FIELDS)
+    features = item.get("features_sha256")
+    return (
+        validation.identifier(item["record_id"], f"{field}.record_id"),
+        validation.code(item["category"], f"{field}.category", CATEGORIES),
+        validation.sha256(item["sha256"], f"{field}.sha256"),
+        None if features is None else validation.sha256(features, f"{field}.features_sha256"),
+    )
+
+
+def _anchor_holds(anchor: dict[str, Any], digest: str, features: str | None) -> bool:
+    """The record's hash is its anchor's; and the features' too, when the caller uses the features kept at ingest."""
+    return anchor["sha256"] == digest and (features is None or anchor.get("features_sha256") == features)
+
+
+async def _consents_of_many(stub: Any, pseudonyms: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """_consents_of for many patients: their entries read together, the index only for those without one."""
+    kept = await state.get_json_many(stub, [patient_consents_key(stub, pseudonym) for pseudonym in pseudonyms])
+    return {
+        pseudonym: list(entry["consents"]) if entry is not None else await _indexed_consents_of(stub, pseudonym)
+        for pseudonym, entry in zip(pseudonyms, kept, strict=True)
+    }
 
 
 async def _consents_of(stub: Any, pseudonym: str) -> list[dict[str, Any]]:
