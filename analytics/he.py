@@ -14,7 +14,7 @@ Domain code never imports tenseal: it asks analytics.bootstrap for the engine.
 """
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +56,11 @@ class HomomorphicEngine(Protocol):
 
     def linear_score(self, compute: bytes, columns: Sequence[bytes], weights: Sequence[float], bias: float) -> bytes:
         """Σ wᵢ·ctᵢ + b on ciphertexts, with the parameters-only context. Returns one ciphertext."""
+        ...
+
+    def encrypt_and_score(self, public: bytes, features: np.ndarray, weights: Sequence[float], bias: float) -> bytes:
+        """encrypt_columns then linear_score in memory, for a scorer on the encrypting machine: only the score
+        ciphertext is serialised. Returns it."""
         ...
 
     def decrypt(self, secret: bytes, ciphertext: bytes, count: int) -> np.ndarray:
@@ -118,9 +123,21 @@ class TenSEALEngine:
         if len(columns) != len(weights) or not columns:
             raise ValueError("one ciphertext per weight is required")
         context = self._keyless_context(compute)
+        return self._score((self._ts.ckks_vector_from(context, column) for column in columns), weights, bias)
+
+    def encrypt_and_score(self, public: bytes, features: np.ndarray, weights: Sequence[float], bias: float) -> bytes:
+        if features.ndim != 2 or not 0 < features.shape[0] <= self.slots or features.shape[1] != len(weights):
+            raise ValueError(f"expected 1..{self.slots} records by one feature per weight")
+        context = self._keyless_context(public)
+        # One column's ciphertext alive at a time: each is added into the total, then let go.
+        return self._score((self._ts.ckks_vector(context, column.tolist()) for column in features.T), weights, bias)
+
+    @staticmethod
+    def _score(columns: Iterable[Any], weights: Sequence[float], bias: float) -> bytes:
+        """Σ wᵢ·ctᵢ + b, serialised."""
         total = None
         for column, weight in zip(columns, weights, strict=True):
-            term = self._ts.ckks_vector_from(context, column) * float(weight)
+            term = column * float(weight)
             total = term if total is None else total + term
         assert total is not None
         return (total + float(bias)).serialize()

@@ -6,7 +6,9 @@ Per batch (custodian side, analytics.tasks):
     encrypt  admitted records' features, clipped, column-packed, with the        logged   -> encrypted
              requester's PUBLIC context; ciphertexts go to the blob store
 then the compute worker scores the ciphertexts (analytics.compute) and the custodian collects the
-result keys (encrypted -> scored). Every transition is a conditional UPDATE from the state before,
+result keys (encrypted -> scored); or, with ANALYTICS_SCORE_ON=custodian (one machine, the embedded default),
+the custodian scores them in memory as it encrypts them, writes one score ciphertext per chunk, and collects
+at once. Every transition is a conditional UPDATE from the state before,
 so a task delivered twice or resumed after a crash continues from the stored state and does no step
 twice. Fail closed: without a positive answer from the ledger nothing is encrypted or scored.
 The stalled-work sweep (analyses_stalled) finds work whose message was lost.
@@ -118,13 +120,15 @@ def even_batches(ids: list[int], batch_size: int) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class ComputeOrder:
-    """What the compute worker needs: blob keys and plaintext weights; no record, no key."""
+    """What the compute worker needs: blob keys and plaintext weights; no record, no key. When the custodian
+    scored the batch itself (ANALYTICS_SCORE_ON=custodian), `score_keys` are its results and nothing is sent."""
 
     batch_id: int
     compute_context_key: str
     column_keys: list[list[str]]
     weights: list[float]
     bias: float
+    score_keys: list[str] | None = None
 
 
 def analysis_batch_advance(*, batch_id: int, claimant: str | None = None, force: bool = False) -> ComputeOrder | None:
@@ -146,12 +150,16 @@ def analysis_batch_advance(*, batch_id: int, claimant: str | None = None, force:
     if batch.status == BatchStatus.LOGGED:
         batch = _encrypt(batch, spec, readings)
     if batch.status == BatchStatus.ENCRYPTED:
+        scored = all("score" in c for c in batch.column_keys) and (
+            bool(batch.column_keys) or settings.ANALYTICS_SCORE_ON == "custodian"
+        )
         return ComputeOrder(
             batch.pk,
             batch.request.compute_context_key,
             [c["columns"] for c in batch.column_keys],
             list(spec.weights),
             spec.bias,
+            [c["score"] for c in batch.column_keys] if scored else None,
         )
     return None
 
@@ -401,10 +409,13 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Readi
         matrix, outside = spec.clip(np.asarray(features, dtype=float))
         clipped = [record_id for record_id, out in zip(rows, outside, strict=True) if out]
         for start in range(0, len(rows), engine.slots):
-            columns = engine.encrypt_columns(public, matrix[start : start + engine.slots])
-            chunks.append(
-                {"record_ids": rows[start : start + engine.slots], "columns": [blobs.put(c) for c in columns]}
-            )
+            chunk, ids = matrix[start : start + engine.slots], rows[start : start + engine.slots]
+            if settings.ANALYTICS_SCORE_ON == "custodian":  # scored here, in memory: one ciphertext written
+                score = engine.encrypt_and_score(public, chunk, spec.weights, spec.bias)
+                chunks.append({"record_ids": ids, "columns": [], "score": blobs.put(score)})
+            else:
+                columns = engine.encrypt_columns(public, chunk)
+                chunks.append({"record_ids": ids, "columns": [blobs.put(c) for c in columns]})
     if skipped:
         log.warning(
             "analysis_batch_records_skipped", request_id=str(request.id), batch=batch.index, skipped=dict(skipped)

@@ -50,6 +50,9 @@ def analysis_batch_gate(self, batch_id: int, resend: bool = False) -> None:
     except ApplicationError as error:  # e.g. model_hash_mismatch: retrying cannot help
         _fail(batch_id, error.code)
         return
+    if order is not None and order.score_keys is not None:  # the custodian scored it: collected here, now
+        analysis_batch_collect(order.score_keys, order.batch_id)
+        return
     if order is None or not pipeline.compute_order_claim(batch_id=batch_id, claimant=self.request.id, force=resend):
         return
     try:

@@ -32,6 +32,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -57,31 +58,34 @@ def _synthetic_patients(count: int):
     return patients
 
 
-def _he_throughput(records: int, processes: int, *, reference: bool = False) -> float:
-    """Records/s for encrypt + score + decrypt alone, chunks of 4,096 spread over `processes`.
+def _he_throughput(records: int, processes: int, *, way: str = "engine") -> float:
+    """Records/s for encrypt + score + decrypt alone, chunks of 4,096 shared out over `processes`.
 
-    As in the pipeline, the keys exist beforehand (made at the request) and each process reads each
-    context once (the engine keeps the public and compute ones; the secret one is read once per
-    decryption call, as the results page does). Key generation and starting the processes are not timed.
+    As in the pipeline, the keys exist beforehand (made at the request), each process reads the public and
+    compute contexts once (the engine keeps them), and the scores of a process's chunks are decrypted in one
+    call that reads the secret context once (the results page decrypts a request's scores so). Key generation
+    and starting the processes are not timed.
 
-    `reference`: the same work written plainly against TenSEAL with the same parameters, each context
-    deserialised once per process and nothing serialised in between: the near-limit the engine is held to.
+    `way`: "engine", as the custodian scores (ANALYTICS_SCORE_ON=custodian: encrypt_and_score, one ciphertext
+    serialised per chunk); "split", as with a compute worker (each feature column serialised, then read back and
+    scored); "reference", the same work written plainly against TenSEAL with the same parameters, each context
+    deserialised once per process and nothing serialised: the near-limit the engine is held to.
     """
     from analytics.he import TenSEALEngine
 
     keys = TenSEALEngine().keygen()
-    chunks = [(min(4096, records - start), keys, reference) for start in range(0, records, 4096)]
+    sizes = [min(4096, records - start) for start in range(0, records, 4096)]
+    shares = [(sizes[index::processes], keys, way) for index in range(processes)]
     if processes == 1:
         start = time.perf_counter()
-        for chunk in chunks:
-            _he_chunk(chunk)
+        _he_share(shares[0])
         return records / (time.perf_counter() - start)
     # Spawned, not forked: this process already runs TenSEAL's thread pools, which a fork does not copy.
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes, mp_context=spawn, initializer=_he_engine_ready) as pool:
-        list(pool.map(_he_chunk, [(1, keys, reference)] * processes))  # started, each with its contexts read
+    with ProcessPoolExecutor(processes, mp_context=spawn) as pool:
+        list(pool.map(_he_share, [([1], keys, way)] * processes))  # started, each with its contexts read
         start = time.perf_counter()
-        list(pool.map(_he_chunk, chunks))
+        list(pool.map(_he_share, shares))
         return records / (time.perf_counter() - start)
 
 
@@ -89,43 +93,55 @@ _he_engine = None
 _reference_contexts: dict[bytes, object] = {}
 
 
-def _he_engine_ready():
-    global _he_engine
-    if _he_engine is None:
-        from analytics.he import TenSEALEngine
-
-        _he_engine = TenSEALEngine()
-    return _he_engine
-
-
-def _he_chunk(chunk) -> int:
+def _he_share(share) -> int:
+    """Encrypt and score each chunk of `share` (sizes), then decrypt all their scores."""
     from analytics.diagnostic_models import breast_cancer_model
+    from analytics.he import TenSEALEngine
 
-    size, keys, reference = chunk
+    global _he_engine
+    sizes, keys, way = share
     model = breast_cancer_model()
     low, high = np.asarray(model.feature_min), np.asarray(model.feature_max)
-    features = low + np.random.default_rng(size).random((size, 30)) * (high - low)
-    if reference:
-        _reference_chunk(keys.secret, features, model.weights, model.bias)
-        return size
-    engine = _he_engine_ready()
-    columns = engine.encrypt_columns(keys.public, features)
-    engine.decrypt(keys.secret, engine.linear_score(keys.compute, columns, model.weights, model.bias), size)
-    return size
+    chunks = [low + np.random.default_rng(size).random((size, 30)) * (high - low) for size in sizes]
+    if way == "reference":
+        _reference_share(keys.secret, chunks, model.weights, model.bias)
+        return sum(sizes)
+    if _he_engine is None:
+        _he_engine = TenSEALEngine()
+    engine = _he_engine
+    if way == "split":
+        scores = [
+            (
+                engine.linear_score(
+                    keys.compute, engine.encrypt_columns(keys.public, chunk), model.weights, model.bias
+                ),
+                len(chunk),
+            )
+            for chunk in chunks
+        ]
+    else:
+        scores = [
+            (engine.encrypt_and_score(keys.public, chunk, model.weights, model.bias), len(chunk)) for chunk in chunks
+        ]
+    _he_engine.decrypt_many(keys.secret, scores)
+    return sum(sizes)
 
 
-def _reference_chunk(secret: bytes, features: np.ndarray, weights, bias: float) -> np.ndarray:
-    """Column-packed CKKS with nothing around it: encrypt each feature column, Σ wᵢ·ctᵢ + b, decrypt."""
+def _reference_share(secret: bytes, chunks: list[np.ndarray], weights, bias: float) -> list[np.ndarray]:
+    """Column-packed CKKS with nothing around it: encrypt each feature column, Σ wᵢ·ctᵢ + b, then decrypt."""
     import tenseal as ts
 
     context = _reference_contexts.get(secret)
     if context is None:
         context = _reference_contexts[secret] = ts.context_from(secret)
-    total = None
-    for column, weight in zip(features.T, weights, strict=True):
-        term = ts.ckks_vector(context, column.tolist()) * float(weight)
-        total = term if total is None else total + term
-    return np.asarray((total + float(bias)).decrypt())
+    totals: list[Any] = []
+    for features in chunks:
+        total: Any = None
+        for column, weight in zip(features.T, weights, strict=True):
+            term = ts.ckks_vector(context, column.tolist()) * float(weight)
+            total = term if total is None else total + term
+        totals.append(total + float(bias))
+    return [np.asarray(total.decrypt()) for total in totals]
 
 
 def _check_against_scikit_learn(rows, features_by_pseudonym: dict[str, tuple[float, ...]]) -> float:
@@ -342,11 +358,13 @@ def main() -> None:
         )
         naive_rate = _naive(naive_versions, grantee, contracts)
         he_one, he_two = _he_throughput(arguments.records, 1), _he_throughput(arguments.records, 2)
-        reference_one = _he_throughput(arguments.records, 1, reference=True)
-        reference_two = _he_throughput(arguments.records, 2, reference=True)
+        split_one, split_two = (_he_throughput(arguments.records, n, way="split") for n in (1, 2))
+        reference_one = _he_throughput(arguments.records, 1, way="reference")
+        reference_two = _he_throughput(arguments.records, 2, way="reference")
         assert contracts.verify().ok
 
     design_rate = arguments.records / end_to_end_workers
+    score_on = settings.ANALYTICS_SCORE_ON
     rows = [
         {
             "what": "analysis end to end (gate, log, encrypt, score, decrypt)",
@@ -357,8 +375,8 @@ def main() -> None:
         },
         {
             "what": "analysis end to end (gate, log, encrypt, score, decrypt)",
-            "design": f"batched, column-packed; workers 2+2 processes, {arguments.broker} broker"
-            + (f"; median of {len(worker_runs)}" if len(worker_runs) > 1 else ""),
+            "design": f"batched, column-packed; workers 2+2 processes, {arguments.broker} broker,"
+            f" scored on the {score_on}" + (f"; median of {len(worker_runs)}" if len(worker_runs) > 1 else ""),
             "records": arguments.records,
             "seconds": end_to_end_workers,
             "records_per_s": design_rate,
@@ -379,14 +397,28 @@ def main() -> None:
         },
         {
             "what": "encrypt+score+decrypt only",
-            "design": "column-packed, 1 process",
+            "design": "column-packed, with a compute worker (columns serialised), 1 process",
+            "records": arguments.records,
+            "seconds": arguments.records / split_one,
+            "records_per_s": split_one,
+        },
+        {
+            "what": "encrypt+score+decrypt only",
+            "design": "column-packed, with a compute worker (columns serialised), 2 processes",
+            "records": arguments.records,
+            "seconds": arguments.records / split_two,
+            "records_per_s": split_two,
+        },
+        {
+            "what": "encrypt+score+decrypt only",
+            "design": "column-packed, scored where encrypted (the default), 1 process",
             "records": arguments.records,
             "seconds": arguments.records / he_one,
             "records_per_s": he_one,
         },
         {
             "what": "encrypt+score+decrypt only",
-            "design": "column-packed, 2 processes",
+            "design": "column-packed, scored where encrypted (the default), 2 processes",
             "records": arguments.records,
             "seconds": arguments.records / he_two,
             "records_per_s": he_two,

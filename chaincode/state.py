@@ -32,7 +32,7 @@ async def get_json(stub: Any, key: str) -> Any | None:
     return orjson.loads(raw) if raw else None
 
 
-async def get_json_many(stub: Any, keys: list[str]) -> list[Any | None]:
+async def get_json_many(stub: Any, keys: list[str]) -> list[Any]:
     """get_json for each of `keys`, in order: in a few reads where the stub offers get_states (the embedded
     ledger), one read per key otherwise (Fabric's shim). The read set is the same either way."""
     if hasattr(stub, "get_states"):

@@ -369,6 +369,13 @@ ANALYTICS_BLOB_DIR = str(celery_config.blob_dir(os.environ))  # the compute work
 # each; measured fastest around 5,000 on 2 cores (benchmarks/analysis.py).
 ANALYTICS_BATCH_SIZE = env.int("ANALYTICS_BATCH_SIZE", default=5000)
 ANALYTICS_MAX_BATCH_SIZE = 10_000  # CheckAccessBatch's limit
+# Where a batch's encrypted features are scored: "compute", by the compute queue's workers, which hold no key,
+# no record and no database (run them on a separately trusted machine); or "custodian", in memory by the custodian
+# worker that has just encrypted them (only the score ciphertext is written), for when both would run on one
+# machine anyway, as in the embedded default. Either way nothing is scored but what the gate admitted.
+ANALYTICS_SCORE_ON = env.str("ANALYTICS_SCORE_ON", default="custodian")
+if ANALYTICS_SCORE_ON not in ("compute", "custodian"):
+    raise environ.ImproperlyConfigured("ANALYTICS_SCORE_ON must be compute or custodian")
 ANALYTICS_MAX_COHORT = env.int("ANALYTICS_MAX_COHORT", default=100_000)
 # A request whose batches cannot reach the ledger keeps retrying (fail-closed meanwhile: nothing is computed)
 # until this long after it was made; then it fails with ledger_unavailable.

@@ -495,6 +495,9 @@ def start_worker(tmp_path, ledger_url, broker):
                 "LEDGER_URL": ledger_url,
                 "DATABASE_URL": worker_database_url(connection),
                 "ANALYTICS_BLOB_DIR": str(settings.ANALYTICS_BLOB_DIR),
+                # The worker tests are about the custodian and compute workers apart, each on its queue (the
+                # separately trusted deployment); scoring in the custodian is asked for with `overrides`.
+                "ANALYTICS_SCORE_ON": "compute",
             }
         environment = {"PATH": os.environ["PATH"], **environment, **broker, **(overrides or {})}
         log_path = tmp_path / f"worker-{len(processes)}.log"

@@ -19,6 +19,7 @@ from analytics.pipeline import (
     compute_order_release,
     log_claim,
 )
+from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from analytics.tasks import analysis_batch_gate, resume_stalled_analyses
 from audit.models import AccessEvent
@@ -27,7 +28,7 @@ from records.canonical import canonical_json
 from records.crypto import record_cipher, record_seal
 from records.models import RecordVersion
 from records.selectors import record_version_document
-from tests.conftest import grant
+from tests.conftest import grant, plain_scores
 from tests.reliability.conftest import stored_blobs
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
@@ -132,8 +133,9 @@ def _steps_recorded(monkeypatch) -> list[tuple]:
 
 
 def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
-    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
+    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch, settings
 ):
+    settings.ANALYTICS_SCORE_ON = "compute"
     monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
     steps = _steps_recorded(monkeypatch)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
@@ -189,11 +191,50 @@ def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
     assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == events == 3
 
 
+def test_a_batch_scored_by_its_custodian_writes_one_ciphertext_a_chunk_and_is_collected_once_whatever_the_deliveries(
+    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch, settings
+):
+    """ANALYTICS_SCORE_ON=custodian: the worker that encrypts the features scores them in memory; nothing is sent
+    to the compute queue, and a task delivered again, or the stalled-work sweep, collects what is stored."""
+    settings.ANALYTICS_SCORE_ON = "custodian"
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    steps = _steps_recorded(monkeypatch)
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    (batch_id,) = analysis_start(request_id=str(request.pk))
+    height, blobs = ledger.height(), stored_blobs(blob_dir)
+
+    analysis_batch_gate.apply(args=[batch_id])
+
+    batch = AnalysisBatch.objects.get(pk=batch_id)
+    # No claim, nothing sent: collected at once, and its outcome logged (the second ledger write).
+    assert steps == [("_gate",), ("access_batch_log",), ("_encrypt",), ("access_batch_log",)]
+    assert (batch.status, batch.admitted_count) == (BatchStatus.SCORED, 3)
+    assert [chunk["columns"] for chunk in batch.column_keys] == [[]]
+    assert batch.score_keys == [chunk["score"] for chunk in batch.column_keys]
+    assert stored_blobs(blob_dir) - blobs == set(batch.score_keys)  # one score ciphertext; no feature column
+    request.refresh_from_db()
+    assert request.status == AnalysisStatus.COMPLETED
+    rows = analysis_results(request=request, viewer=clinician).rows
+    expected = plain_scores(3)
+    assert sorted(round(row.score, 3) for row in rows) == sorted(round(e["score"], 3) for e in expected)
+    logged = ledger.height()
+    assert logged == height + 2  # the access log and the outcome
+    steps.clear()
+
+    analysis_batch_gate.apply(args=[batch_id])  # delivered again
+    analysis_batch_gate.apply(args=[batch_id], kwargs={"resend": True})  # the sweep
+
+    assert steps == []
+    assert ledger.height() == logged
+    assert AnalysisBatch.objects.get(pk=batch_id).score_keys == batch.score_keys
+
+
 def test_a_gate_message_killed_between_claiming_its_order_and_sending_it_sends_it_when_delivered_again(
-    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch
+    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch, settings
 ):
     """The chaos run found it: the worker killed after the claim and before the send left the batch encrypted,
     claimed and never scored until the stalled-work sweep, a quarter of an hour later."""
+    settings.ANALYTICS_SCORE_ON = "compute"
     monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
     steps = _steps_recorded(monkeypatch)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")

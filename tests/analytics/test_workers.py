@@ -12,7 +12,7 @@ from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from benchmarks.common import redis_server
-from tests.conftest import REPO, broker_switched, wait_for
+from tests.conftest import REPO, broker_switched, plain_scores, wait_for
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -43,6 +43,34 @@ def test_compute_worker_without_database_settings_or_keys_scores_the_batches(
     assert "succeeded" in compute_log
     assert "analytics.compute.score_batch[" not in custodian_log  # the custodian never computed
     assert "analytics.tasks.analysis_batch_gate" in custodian_log
+
+
+def test_a_custodian_worker_that_scores_in_memory_completes_the_analysis_with_no_compute_worker(
+    consented, clinician, models_registered, start_worker, blob_dir
+):
+    """ANALYTICS_SCORE_ON=custodian, as the embedded default runs: the custodian worker scores what it encrypted,
+    writes one score ciphertext per chunk and no feature column, and sends nothing to the compute queue."""
+    people = consented(4)
+    custodian = start_worker(queues="custodian", overrides={"ANALYTICS_SCORE_ON": "custodian"})
+    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
+    wait_for(
+        lambda: AnalysisRequest.objects.get(pk=request.id).status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED),
+        timeout=120,
+        what="the analysis to finish",
+    )
+    request.refresh_from_db()
+
+    assert request.status == AnalysisStatus.COMPLETED
+    rows = analysis_results(request=request, viewer=clinician).rows
+    expected = plain_scores(4)
+    assert sorted(round(row.score, 3) for row in rows) == sorted(round(e["score"], 3) for e in expected)
+    (batch,) = request.batches.all()
+    assert [chunk["columns"] for chunk in batch.column_keys] == [[]]
+    assert batch.score_keys == [chunk["score"] for chunk in batch.column_keys]
+    assert len(people) == 4
+    log = custodian.log_path.read_text()
+    assert "analysis_batch_scored" in log  # collected by the worker itself, at once
+    assert "analytics.compute.score_batch[" not in log  # (listed among its tasks; never run)
 
 
 def test_the_compute_app_loads_no_django_settings_database_or_record_code(tmp_path):
