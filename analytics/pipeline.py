@@ -224,26 +224,33 @@ def _read_versions(version_ids: list[int], spec: LinearModel) -> dict[int, _Read
     kept, without = record_versions_features(version_ids=version_ids)
     for version in kept:
         opened = version.opened
-        readings[version.version_id] = _Reading(
-            version.version_id,
-            str(version.record_id),
-            version.category,
-            version.patient_pseudonym,
-            opened.record_sha256 if opened is not None else NO_CONTENT_HASH,
-            version.vector(spec.feature_codes),
-            opened.digest if opened is not None else "",
+        readings[version.version_id] = _reading(
+            version,
+            sha256=opened.record_sha256 if opened is not None else NO_CONTENT_HASH,
+            features=version.vector(spec.feature_codes),
+            features_sha256=opened.digest if opened is not None else "",
         )
     for content in record_versions_contents(version_ids=without) if without else ():
         plaintext = content.plaintext
-        readings[content.version_id] = _Reading(
-            content.version_id,
-            str(content.record_id),
-            content.category,
-            content.patient_pseudonym,
-            content_sha256(plaintext) if plaintext is not None else NO_CONTENT_HASH,
-            content_features(plaintext, spec.feature_codes) if plaintext is not None else None,
+        readings[content.version_id] = _reading(
+            content,
+            sha256=content_sha256(plaintext) if plaintext is not None else NO_CONTENT_HASH,
+            features=content_features(plaintext, spec.feature_codes) if plaintext is not None else None,
         )
     return readings
+
+
+def _reading(version: Any, *, sha256: str, features: list[float] | None, features_sha256: str = "") -> _Reading:
+    """A _Reading of `version` (a VersionFeatures or a VersionContent: its ids, category and patient)."""
+    return _Reading(
+        version.version_id,
+        str(version.record_id),
+        version.category,
+        version.patient_pseudonym,
+        sha256,
+        features,
+        features_sha256,
+    )
 
 
 def gate_clock() -> datetime:

@@ -395,48 +395,21 @@ def main() -> None:
             "seconds": len(naive_versions) / naive_rate,
             "records_per_s": naive_rate,
         },
-        {
-            "what": "encrypt+score+decrypt only",
-            "design": "column-packed, with a compute worker (columns serialised), 1 process",
-            "records": arguments.records,
-            "seconds": arguments.records / split_one,
-            "records_per_s": split_one,
-        },
-        {
-            "what": "encrypt+score+decrypt only",
-            "design": "column-packed, with a compute worker (columns serialised), 2 processes",
-            "records": arguments.records,
-            "seconds": arguments.records / split_two,
-            "records_per_s": split_two,
-        },
-        {
-            "what": "encrypt+score+decrypt only",
-            "design": "column-packed, scored where encrypted (the default), 1 process",
-            "records": arguments.records,
-            "seconds": arguments.records / he_one,
-            "records_per_s": he_one,
-        },
-        {
-            "what": "encrypt+score+decrypt only",
-            "design": "column-packed, scored where encrypted (the default), 2 processes",
-            "records": arguments.records,
-            "seconds": arguments.records / he_two,
-            "records_per_s": he_two,
-        },
-        {
-            "what": "encrypt+score+decrypt only",
-            "design": "reference: plain TenSEAL, same parameters, 1 process",
-            "records": arguments.records,
-            "seconds": arguments.records / reference_one,
-            "records_per_s": reference_one,
-        },
-        {
-            "what": "encrypt+score+decrypt only",
-            "design": "reference: plain TenSEAL, same parameters, 2 processes",
-            "records": arguments.records,
-            "seconds": arguments.records / reference_two,
-            "records_per_s": reference_two,
-        },
+        *(
+            {
+                "what": "encrypt+score+decrypt only",
+                "design": f"{design}, {processes}",
+                "records": arguments.records,
+                "seconds": arguments.records / rate,
+                "records_per_s": rate,
+            }
+            for design, rates in (
+                ("column-packed, with a compute worker (columns serialised)", (split_one, split_two)),
+                ("column-packed, scored where encrypted (the default)", (he_one, he_two)),
+                ("reference: plain TenSEAL, same parameters", (reference_one, reference_two)),
+            )
+            for processes, rate in zip(("1 process", "2 processes"), rates, strict=True)
+        ),
     ]
     report("analysis_embedded", rows)
     print(

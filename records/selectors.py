@@ -6,9 +6,9 @@ their hash to anyone but us.
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import structlog
@@ -26,6 +26,8 @@ from records.features import OpenedFeatures, bundle_features, features_open, fea
 from records.models import AnchorState, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
 
 log = structlog.get_logger(__name__)
+
+_Opened = TypeVar("_Opened")
 
 
 def patient_of(user: Any) -> Patient | None:
@@ -355,19 +357,29 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
     )
     cipher = record_cipher()
     for pk, record_id, version, key_id, encoding, ciphertext, category, pseudonym in rows.iterator(chunk_size=1000):
-        try:
-            plaintext: bytes | None = record_open(
-                cipher,
-                ciphertext=bytes(ciphertext),
-                record_id=record_id,
-                version=version,
-                key_id=key_id,
-                encoding=encoding,
-            )
-        except CiphertextInvalid:
-            log.warning("record_ciphertext_invalid", record_id=str(record_id), version=version)
-            plaintext = None
+        plaintext = _opened(
+            record_open,
+            cipher,
+            event="record_ciphertext_invalid",
+            record_id=record_id,
+            version=version,
+            key_id=key_id,
+            ciphertext=bytes(ciphertext),
+            encoding=encoding,
+        )
         yield VersionContent(pk, record_id, category, pseudonym, plaintext)
+
+
+def _opened(
+    open_it: Callable[..., _Opened], cipher: Any, *, event: str, record_id: UUID, version: int, **sealed: Any
+) -> _Opened | None:
+    """What `open_it` (record_open, features_open) opens of a version, or None (logged as `event`, by ids only)
+    when it does not open."""
+    try:
+        return open_it(cipher, record_id=record_id, version=version, **sealed)
+    except CiphertextInvalid:
+        log.warning(event, record_id=str(record_id), version=version)
+        return None
 
 
 @dataclass(frozen=True)
@@ -414,18 +426,16 @@ def record_versions_features(*, version_ids: list[int]) -> tuple[list[VersionFea
         if not sealed:
             without.append(pk)
             continue
-        try:
-            opened: OpenedFeatures | None = features_open(
-                cipher,
-                sealed=bytes(sealed),
-                record_id=record_id,
-                version=version,
-                key_id=key_id,
-                record_ciphertext=bytes(ciphertext),
-            )
-        except CiphertextInvalid:
-            log.warning("record_features_invalid", record_id=str(record_id), version=version)
-            opened = None
+        opened = _opened(
+            features_open,
+            cipher,
+            event="record_features_invalid",
+            record_id=record_id,
+            version=version,
+            key_id=key_id,
+            sealed=bytes(sealed),
+            record_ciphertext=bytes(ciphertext),
+        )
         found.append(VersionFeatures(pk, record_id, category, pseudonym, opened))
     return found, without
 

@@ -132,18 +132,23 @@ def _steps_recorded(monkeypatch) -> list[tuple]:
     return steps
 
 
-def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
-    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch, settings
-):
-    settings.ANALYTICS_SCORE_ON = "compute"
+def _gated_once(clinician, ledger, blob_dir, monkeypatch):
+    """A consented analysis of one batch, its gate task run once (steps recorded): (steps, request, batch id, the
+    ledger's height and the blobs stored before the task)."""
     monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
     steps = _steps_recorded(monkeypatch)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     (batch_id,) = analysis_start(request_id=str(request.pk))
     height, blobs = ledger.height(), stored_blobs(blob_dir)
-
     analysis_batch_gate.apply(args=[batch_id])
+    return steps, request, batch_id, height, blobs
 
+
+def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
+    consented, clinician, models_registered, ledger, blob_dir, eager, monkeypatch, settings
+):
+    settings.ANALYTICS_SCORE_ON = "compute"
+    steps, request, batch_id, height, blobs = _gated_once(clinician, ledger, blob_dir, monkeypatch)
     batch = AnalysisBatch.objects.get(pk=batch_id)
     model = breast_cancer_model()
     order = [
@@ -197,14 +202,7 @@ def test_a_batch_scored_by_its_custodian_writes_one_ciphertext_a_chunk_and_is_co
     """ANALYTICS_SCORE_ON=custodian: the worker that encrypts the features scores them in memory; nothing is sent
     to the compute queue, and a task delivered again, or the stalled-work sweep, collects what is stored."""
     settings.ANALYTICS_SCORE_ON = "custodian"
-    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
-    steps = _steps_recorded(monkeypatch)
-    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
-    (batch_id,) = analysis_start(request_id=str(request.pk))
-    height, blobs = ledger.height(), stored_blobs(blob_dir)
-
-    analysis_batch_gate.apply(args=[batch_id])
-
+    steps, request, batch_id, height, blobs = _gated_once(clinician, ledger, blob_dir, monkeypatch)
     batch = AnalysisBatch.objects.get(pk=batch_id)
     # No claim, nothing sent: collected at once, and its outcome logged (the second ledger write).
     assert steps == [("_gate",), ("access_batch_log",), ("_encrypt",), ("access_batch_log",)]

@@ -17,10 +17,12 @@ from tests.conftest import REPO, broker_switched, plain_scores, wait_for
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def _run_analysis(consented, clinician, start_worker, start_compute_worker, patients=3):
+def _run_analysis(consented, clinician, start_worker, start_compute_worker, patients=3, score_on="compute"):
+    """An analysis of `patients` consenting patients through a custodian worker scoring `score_on`, and a compute
+    worker when it scores there (start_compute_worker None: none)."""
     people = consented(patients)
-    custodian = start_worker(queues="custodian")
-    compute = start_compute_worker()
+    custodian = start_worker(queues="custodian", overrides={"ANALYTICS_SCORE_ON": score_on})
+    compute = start_compute_worker() if start_compute_worker else None
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     wait_for(
         lambda: AnalysisRequest.objects.get(pk=request.id).status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED),
@@ -50,15 +52,9 @@ def test_a_custodian_worker_that_scores_in_memory_completes_the_analysis_with_no
 ):
     """ANALYTICS_SCORE_ON=custodian, as the embedded default runs: the custodian worker scores what it encrypted,
     writes one score ciphertext per chunk and no feature column, and sends nothing to the compute queue."""
-    people = consented(4)
-    custodian = start_worker(queues="custodian", overrides={"ANALYTICS_SCORE_ON": "custodian"})
-    request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
-    wait_for(
-        lambda: AnalysisRequest.objects.get(pk=request.id).status in (AnalysisStatus.COMPLETED, AnalysisStatus.FAILED),
-        timeout=120,
-        what="the analysis to finish",
+    request, custodian, _, people = _run_analysis(
+        consented, clinician, start_worker, None, patients=4, score_on="custodian"
     )
-    request.refresh_from_db()
 
     assert request.status == AnalysisStatus.COMPLETED
     rows = analysis_results(request=request, viewer=clinician).rows

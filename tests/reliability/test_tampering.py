@@ -16,7 +16,7 @@ from records.crypto import record_cipher, record_seal
 from records.features import features_open, features_seal
 from records.models import RecordVersion
 from records.selectors import record_version_document
-from tests.conftest import grant, plain_scores
+from tests.conftest import explicit_analysis, grant, plain_scores
 from tests.reliability.conftest import ledger_access_events
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
@@ -24,6 +24,11 @@ pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 
 def _rewrite(version: RecordVersion, **columns) -> None:
     RecordVersion.objects.filter(pk=version.pk).update(**columns)
+
+
+def _gate_answers(ledger, request) -> dict[str, tuple[str, str | None]]:
+    """Record id -> (decision, reason) of each access the request's gate logged on the ledger."""
+    return {e["record_id"]: (e["decision"], e.get("reason")) for e in ledger_access_events(ledger, request.id)}
 
 
 def _integrity(user, record) -> dict:
@@ -65,14 +70,9 @@ def test_tampered_records_are_refused_by_the_gate_and_named_by_the_integrity_vie
         version, key_id=key_id, ciphertext=ciphertext, content_encoding=encoding, sha256=canonical_sha256(document)
     )
 
-    request = analysis_request_create(
-        requester=clinician,
-        model_name="breast-cancer",
-        cohort_kind="explicit",
-        pseudonyms=[p.pseudonym for _, p, _ in people],
-    )
+    request = explicit_analysis(clinician, people)
 
-    events = {e["record_id"]: (e["decision"], e.get("reason")) for e in ledger_access_events(ledger, request.id)}
+    events = _gate_answers(ledger, request)
     assert events == {
         str(intact.id): ("admit", None),
         str(row_hash.id): ("admit", None),
@@ -133,14 +133,9 @@ def test_tampered_features_are_refused_by_the_gate_as_a_tampered_record_is_and_a
     # The features removed, as a version ingested before they were kept: the record itself is opened and hashed.
     _rewrite(versions[legacy.id], features=b"")
 
-    request = analysis_request_create(
-        requester=clinician,
-        model_name="breast-cancer",
-        cohort_kind="explicit",
-        pseudonyms=[p.pseudonym for _, p, _ in people],
-    )
+    request = explicit_analysis(clinician, people)
 
-    events = {e["record_id"]: (e["decision"], e.get("reason")) for e in ledger_access_events(ledger, request.id)}
+    events = _gate_answers(ledger, request)
     assert events == {
         str(intact.id): ("admit", None),
         str(flipped.id): ("refuse", "hash_mismatch"),
