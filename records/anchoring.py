@@ -5,6 +5,7 @@ Ingest anchors what it stored at once (records.services); whatever the ledger di
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import structlog
@@ -104,7 +105,7 @@ def _anchor_requests(versions: list[RecordVersion]) -> list[AnchorRequest]:
 
 def _mark_anchored(*, committed: AnchorsCommitted, versions: list[RecordVersion]) -> int:
     by_record = {anchor.record_id: anchor for anchor in committed.anchors}
-    marked = 0
+    receipts: list[tuple[RecordVersion, RecordAnchor, int | None]] = []
     for version in versions:
         anchor = by_record.get(str(version.record_id))
         if anchor is None or (anchor.sha256, anchor.version, anchor.features_sha256) != (
@@ -119,15 +120,24 @@ def _mark_anchored(*, committed: AnchorsCommitted, versions: list[RecordVersion]
                 tx_id=committed.tx_id,
             )
             continue
-        marked += _mark_version_anchored(version=version, anchor=anchor, block=committed.block_of(anchor))
+        receipts.append((version, anchor, committed.block_of(anchor)))
+    marked = _mark_versions_anchored(receipts)
     log.info("record_versions_anchored", tx_id=committed.tx_id, block_number=committed.block_number, count=marked)
     return marked
 
 
-def _mark_version_anchored(*, version: RecordVersion, anchor: RecordAnchor, block: int | None) -> int:
-    anchored_at = parse_datetime(anchor.anchored_at or "") or timezone.now()
-    return RecordVersion.objects.filter(pk=version.pk, anchor_state=AnchorState.PENDING).update(
-        anchor_state=AnchorState.ANCHORED, anchor_tx_id=anchor.tx_id, anchor_block=block, anchored_at=anchored_at
+def _mark_versions_anchored(receipts: list[tuple[RecordVersion, RecordAnchor, int | None]]) -> int:
+    """Mark each version anchored by its receipt (anchor and block), if still pending: one UPDATE per distinct
+    (transaction, block, time), which is one for a batch the ledger took in one transaction."""
+    by_receipt: dict[tuple[str, int | None, datetime], list[int]] = {}
+    for version, anchor, block in receipts:
+        anchored_at = parse_datetime(anchor.anchored_at or "") or timezone.now()
+        by_receipt.setdefault((anchor.tx_id, block, anchored_at), []).append(version.pk)
+    return sum(
+        RecordVersion.objects.filter(pk__in=ids, anchor_state=AnchorState.PENDING).update(
+            anchor_state=AnchorState.ANCHORED, anchor_tx_id=tx_id, anchor_block=block, anchored_at=anchored_at
+        )
+        for (tx_id, block, anchored_at), ids in by_receipt.items()
     )
 
 
@@ -143,7 +153,7 @@ def _reconcile(*, contracts: Contracts, versions: list[RecordVersion]) -> tuple[
                 and found.anchor.patient_pseudonym == version.record.patient.pseudonym
             )
             if same:
-                reconciled += _mark_version_anchored(version=version, anchor=found.anchor, block=None)
+                reconciled += _mark_versions_anchored([(version, found.anchor, None)])
                 continue
             log.error("record_anchor_conflict", record_id=str(version.record_id), version=version.version)
         elif found.latest_version == version.version - 1:
