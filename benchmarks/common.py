@@ -190,7 +190,9 @@ class Program:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def start_workers(directory: str, *, supervised: bool = False, beat: bool = False) -> list[Program]:
+def start_workers(
+    directory: str, *, supervised: bool = False, beat: bool = False, score_on: str | None = None
+) -> list[Program]:
     """Two custodian processes (Django) and two compute processes (no Django, no keys), as deployed, on
     `directory` as their var folder; with `beat`, the beat (the periodic sweeps) too. Returns once each worker
     says it is ready.
@@ -198,6 +200,7 @@ def start_workers(directory: str, *, supervised: bool = False, beat: bool = Fals
     `supervised`: each runs under health_platform.supervise as scripts/run.sh runs it (started again within a
     second when it stops), in a process group of its own. The compute worker gets no database setting and no
     key: its environment is the broker's variables, the var folder and the .env file named, nothing else.
+    `score_on`: the custodians' ANALYTICS_SCORE_ON (the setting's default when None).
     """
     celery = os.path.join(os.path.dirname(sys.executable), "celery")
     base = {
@@ -209,7 +212,11 @@ def start_workers(directory: str, *, supervised: bool = False, beat: bool = Fals
     }
     if "HEALTH_PLATFORM_ENV_FILE" in os.environ:
         base["HEALTH_PLATFORM_ENV_FILE"] = os.environ["HEALTH_PLATFORM_ENV_FILE"]
-    custodian_environment = {**base, "DJANGO_SETTINGS_MODULE": "health_platform.settings"}
+    custodian_environment = {
+        **base,
+        "DJANGO_SETTINGS_MODULE": "health_platform.settings",
+        **({"ANALYTICS_SCORE_ON": score_on} if score_on else {}),
+    }
     quiet = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     commands = [
         (
