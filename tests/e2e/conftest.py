@@ -98,14 +98,16 @@ def sign_in(page: Page, username: str, password: str) -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_load_state()
+    # The click only starts the form's submission: wait for the page it leads to (the second factor's, or the
+    # next one), not for the login page's own load state, which holds already.
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)
     if "/accounts/2fa/authenticate/" in page.url:
         from django.core.cache import cache
 
         cache.clear()  # a code passes once per period: a test may sign the same member of staff in twice
         page.get_by_label("Authenticator code").fill(totp_code())
         page.get_by_role("button", name="Sign in", exact=True).click()
-        page.wait_for_load_state()
+        page.wait_for_url(lambda url: "/accounts/2fa/authenticate/" not in url)
 
 
 def sign_out(page: Page) -> None:
