@@ -124,7 +124,6 @@ def _associated_data(*, record_id: object, version: int, key_id: str, record_cip
 
 @dataclass(frozen=True)
 class SealedFeatures:
-    key_id: str
     sealed: bytes
     digest: str
 
@@ -136,19 +135,19 @@ def features_seal(
     record_sha256: str,
     record_id: object,
     version: int,
+    key_id: str,
     record_ciphertext: bytes,
 ) -> SealedFeatures:
-    """Seal a version's features under the active record key, bound to its row, its anchored hash and its
-    stored ciphertext (written under the same key id just before)."""
+    """Seal a version's features under `key_id`, the key its record was just sealed under (the active one),
+    bound to its row, its anchored hash and its stored ciphertext."""
     salted = os.urandom(SALT_BYTES) + canonical_json(features)
-    key_id = cipher.active_key_id
     associated_data = _associated_data(
         record_id=record_id, version=version, key_id=key_id, record_ciphertext=record_ciphertext
     )
     used_key_id, sealed = cipher.encrypt(bytes.fromhex(record_sha256) + salted, associated_data=associated_data)
-    if used_key_id != key_id:
+    if used_key_id != key_id:  # the associated data names the key id: they must agree
         raise RuntimeError("the record cipher's active key changed during encryption")
-    return SealedFeatures(key_id, sealed, hashlib.sha256(salted).hexdigest())
+    return SealedFeatures(sealed, hashlib.sha256(salted).hexdigest())
 
 
 @dataclass(frozen=True)

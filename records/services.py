@@ -182,10 +182,9 @@ def _version_row(*, record: Record, number: int, parsed: ParsedRecord, cipher: R
         record_sha256=parsed.sha256,
         record_id=record.pk,
         version=number,
+        key_id=key_id,
         record_ciphertext=ciphertext,
     )
-    if features.key_id != key_id:
-        raise RuntimeError("the record cipher's active key changed during encryption")
     return RecordVersion(
         record=record,
         version=number,

@@ -125,6 +125,7 @@ def test_tampered_features_are_refused_by_the_gate_as_a_tampered_record_is_and_a
         record_sha256=opened.record_sha256,
         record_id=version.record_id,
         version=version.version,
+        key_id=version.key_id,
         record_ciphertext=bytes(version.ciphertext),
     )
     _rewrite(version, features=forged.sealed, features_sha256=forged.digest)
