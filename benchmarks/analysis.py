@@ -272,6 +272,7 @@ def main() -> None:
         from health_platform.celery import app
         from health_platform.roles import Role, role_group
         from health_platform.services import clinician_register
+        from health_platform.software_passkey import SoftwareSigner
         from ledger.contracts import ConsentGrant
         from records.crypto import patient_pseudonym
         from records.demo import demo_bundles
@@ -292,18 +293,19 @@ def main() -> None:
         grantee = clinician_register(user=clinician, display_name="Bench").grantee_id
         now = datetime.now(UTC)
         pseudonyms = list(Patient.objects.order_by("created_at", "pk").values_list("pseudonym", flat=True))
+        signer = SoftwareSigner(contracts)
         for index, pseudonym in enumerate(pseudonyms):  # 9 in 10 consent; the gate refuses the others
             if index % 10:
-                contracts.grant_consent(
+                signer.grant(
+                    pseudonym,
                     ConsentGrant(
                         consent_id=f"bench-{index}",
-                        patient_pseudonym=pseudonym,
                         grantee=grantee,
                         purposes=["diagnostic-model:breast-cancer"],
                         categories=["imaging"],
                         valid_from=(now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                         valid_until=(now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    )
+                    ),
                 )
         cohort, naive_cohort = pseudonyms[: arguments.records], pseudonyms[arguments.records :]
 

@@ -411,6 +411,7 @@ class Load:
         self.grantee = self.clinician.clinician_profile.grantee_id
         self.counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.signer: Any = None  # the patients' software passkeys, made on first use
         self.models = sorted({model.name for model in DiagnosticModel.objects.all()})
         self.cohorts: dict[str, list[str]] = {}  # model -> every patient with a record it reads
         self.purposes: dict[str, list[str]] = {}  # category -> the purposes its patients consent to
@@ -496,17 +497,35 @@ class Load:
         from django.utils import timezone
 
         from consent.models import Consent, ConsentStatus
-        from consent.services import consent_grant, consent_revoke
+        from consent.services import consent_grant, consent_grant_document, consent_revoke, consent_revoke_document
+        from health_platform import bootstrap
+        from health_platform.software_passkey import SoftwareSigner
+        from ledger import ContractRejected
 
+        if self.signer is None:
+            self.signer = SoftwareSigner(bootstrap.contracts(), rp_id="testserver", origin="http://testserver")
         patient = self.rng.choice(self.patients)
+        try:
+            passkey = self.signer.passkey(patient.pseudonym)
+        except ContractRejected as refused:  # the demo data's key signed this patient's consents: recover, as a
+            if refused.code != "keys_exist":  # patient who lost their passkeys would with the hospital
+                raise
+            bootstrap.contracts().recover_patient_keys(
+                recovery_id=f"rcv-chaos-{self.rng.getrandbits(64):016x}",
+                pseudonym=patient.pseudonym,
+                custodian="custodian:chaos",
+                reason="identity_reverified",
+            )
+            passkey = self.signer.passkey(patient.pseudonym)
         active = Consent.objects.filter(patient=patient, grantee=self.grantee, status=ConsentStatus.ACTIVE).first()
         if active is not None:
-            consent_revoke(actor=patient.user, consent=active)
+            revocation = consent_revoke_document(actor=patient.user, consent=active)
+            consent_revoke(actor=patient.user, consent=active, document=revocation, signature=passkey.sign(revocation))
             self._count(self.counts, "consents revoked")
         else:
             categories = sorted({record.category for record in patient.records.all()})
             now = timezone.now()
-            consent_grant(
+            document = consent_grant_document(
                 actor=patient.user,
                 patient=patient,
                 grantee_id=self.grantee,
@@ -515,6 +534,7 @@ class Load:
                 valid_from=now,
                 valid_until=now + timedelta(days=365),
             )
+            consent_grant(actor=patient.user, patient=patient, document=document, signature=passkey.sign(document))
             self._count(self.counts, "consents granted")
         return self.rng.uniform(0.2, 1.0)
 

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks.common import report, timed
+from health_platform.software_passkey import SoftwareSigner
 from ledger import LedgerClient
 from ledger.contracts import AccessItem, AnchorRequest, ConsentGrant, Contracts
 from ledger.embedded import EmbeddedLedger
@@ -50,17 +51,19 @@ def populate(contracts: Contracts, records: int) -> None:
         )
     now = datetime.now(UTC)
 
+    signer = SoftwareSigner(contracts)
+
     def grant(patient: int) -> None:
-        contracts.grant_consent(
+        signer.grant(
+            _pseudonym(patient),
             ConsentGrant(
                 consent_id=f"c-{patient}",
-                patient_pseudonym=_pseudonym(patient),
                 grantee=GRANTEE,
                 purposes=[PURPOSE],
                 categories=["imaging"],
                 valid_from=_stamp(now - timedelta(days=1)),
                 valid_until=_stamp(now + timedelta(days=30)),
-            )
+            ),
         )
 
     with ThreadPoolExecutor(8) as pool:  # setup only: Fabric commits ~15 tx/s from one client thread

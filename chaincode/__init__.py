@@ -13,14 +13,29 @@ Contract "anchors" (chaincode.contracts.anchors):
     AnchorModel(model_name, model_version, sha256)                 -> model anchor (immutable)
     ReadModelAnchor(model_name, model_version)                     -> model anchor
 
-Contract "consent" (chaincode.contracts.consent):
-    GrantConsent(consent_json: {consent_id, patient_pseudonym, grantee, purposes, categories,
-                 valid_from, valid_until})                         -> consent
-    RevokeConsent(consent_id)                                      -> consent (idempotent)
+Contract "consent" (chaincode.contracts.consent): only what the patient signed (chaincode.webauthn)
+    GrantConsent(document_json: {action: grant_consent, patient_pseudonym, issued_at, grants: [{consent_id,
+                 grantee, purposes, categories, valid_from, valid_until}, ...]}, signature_json) -> [consent]
+    RevokeConsent(document_json: {action: revoke_consent, patient_pseudonym, consent_id, issued_at},
+                  signature_json)                                  -> consent (idempotent)
+    signature = {credential_id, authenticator_data, client_data_json, signature}: a WebAuthn assertion whose
+                challenge is SHA-256 of the document's canonical JSON
     ReadConsent(consent_id) / ConsentHistory(consent_id) / ListConsentsForPatient(patient_pseudonym)
+    ReadConsentSignature(document_sha256)                          -> {document, document_sha256, signature...}
     CheckAccessBatch(request_json: {grantee, organisation, purpose, at, items: [{record_id, category, sha256}],
                      declaration_id (purpose emergency only)})
         -> {at, grantee, purpose, results: [{record_id, decision, reason, consent_id, patient_pseudonym}]}
+
+Contract "patient_keys" (chaincode.contracts.patient_keys): the passkeys whose signatures change consents
+    EnrolPatientKey(key_json: {patient_pseudonym, credential_id, public_key, rp_id_hash, origin})
+        (the platform; only while the patient has no active key)                  -> entry
+    AddPatientKey(key_json + {action: add_patient_key, issued_at}, signature_json) -> entry
+    RevokePatientKey({action: revoke_patient_key, patient_pseudonym, credential_id, issued_at}, signature_json)
+    RecoverPatientKeys({recovery_id, patient_pseudonym, custodian, reason})  -> entry (every key revoked)
+    ReadPatientKeys(patient_pseudonym) / PatientKeysHistory(patient_pseudonym)
+    entry = {patient_pseudonym, keys: [{credential_id, public_key, rp_id_hash, origin, status, sign_count,
+             added_at, added_tx_id, added_by, revoked_*}], recoveries: [{recovery_id, custodian, reason, revoked,
+             at, tx_id}]}
 
 Contract "accesslog" (chaincode.contracts.access_log): one state entry per batch of events
     AppendAccessEvents(batch_json: {batch_id, events: [event, ...]})
@@ -67,6 +82,7 @@ def build_chaincode() -> ContractChaincode:
     from chaincode.contracts.consent import ConsentContract
     from chaincode.contracts.directory import DirectoryContract
     from chaincode.contracts.oversight import AlertContract, EmergencyContract
+    from chaincode.contracts.patient_keys import PatientKeyContract
 
     return ContractChaincode.new_chaincode(
         AnchorContract(),
@@ -75,4 +91,5 @@ def build_chaincode() -> ContractChaincode:
         DirectoryContract(),
         EmergencyContract(),
         AlertContract(),
+        PatientKeyContract(),
     )

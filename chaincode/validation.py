@@ -29,7 +29,8 @@ def _string(value: Any, field: str) -> str:
     return value
 
 
-def _matching(pattern: re.Pattern[str], value: Any, field: str, form: str) -> str:
+def matching(pattern: re.Pattern[str], value: Any, field: str, form: str) -> str:
+    """`value` if it is a string `pattern` matches whole; refused naming `field` and the `form` expected."""
     if not pattern.fullmatch(_string(value, field)):
         raise InvalidArgument(f"{field} must be {form}")
     return value
@@ -37,19 +38,19 @@ def _matching(pattern: re.Pattern[str], value: Any, field: str, form: str) -> st
 
 def identifier(value: Any, field: str) -> str:
     """Record, consent, event and request ids: 1-128 characters of [A-Za-z0-9._:-]."""
-    return _matching(_IDENTIFIER, value, field, "1-128 characters of letters, digits and . _ : -")
+    return matching(_IDENTIFIER, value, field, "1-128 characters of letters, digits and . _ : -")
 
 
 def pseudonym(value: Any, field: str = "patient_pseudonym") -> str:
-    return _matching(_PSEUDONYM, value, field, "64 lowercase hex characters (a keyed HMAC-SHA256)")
+    return matching(_PSEUDONYM, value, field, "64 lowercase hex characters (a keyed HMAC-SHA256)")
 
 
 def sha256(value: Any, field: str = "sha256") -> str:
-    return _matching(_SHA256, value, field, "64 lowercase hex characters")
+    return matching(_SHA256, value, field, "64 lowercase hex characters")
 
 
 def grantee(value: Any, field: str = "grantee") -> str:
-    return _matching(_GRANTEE, value, field, "'clinician:<id>' or 'org:<id>'")
+    return matching(_GRANTEE, value, field, "'clinician:<id>' or 'org:<id>'")
 
 
 def code(value: Any, field: str, vocabulary: dict[str, str] | tuple[str, ...]) -> str:
@@ -151,7 +152,7 @@ _ACTOR = re.compile(r"(clinician|org|auditor|custodian|patient|system):[A-Za-z0-
 def actor(value: Any, field: str) -> str:
     """Whoever acts in an access event: a grantee, or an auditor exporting the log."""
     roles = "clinician, org, auditor, custodian, patient or system"
-    return _matching(_ACTOR, value, field, f"'<role>:<id>' with role {roles}")
+    return matching(_ACTOR, value, field, f"'<role>:<id>' with role {roles}")
 
 
 _AUDITOR = re.compile(r"auditor:[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -160,12 +161,12 @@ _DECIMAL = re.compile(r"-?\d{1,6}(\.\d{1,6})?")
 
 
 def auditor(value: Any, field: str) -> str:
-    return _matching(_AUDITOR, value, field, "'auditor:<id>'")
+    return matching(_AUDITOR, value, field, "'auditor:<id>'")
 
 
 def day(value: Any, field: str) -> str:
     """A calendar date, YYYY-MM-DD (checked to exist)."""
-    _matching(_DAY, value, field, "a date, YYYY-MM-DD")
+    matching(_DAY, value, field, "a date, YYYY-MM-DD")
     try:
         datetime.strptime(value, "%Y-%m-%d")
     except ValueError:
@@ -175,4 +176,4 @@ def day(value: Any, field: str) -> str:
 
 def decimal(value: Any, field: str) -> str:
     """A number as text (state holds no floats: their bytes could differ between endorsers)."""
-    return _matching(_DECIMAL, value, field, "a decimal number as text, at most 6 decimals")
+    return matching(_DECIMAL, value, field, "a decimal number as text, at most 6 decimals")

@@ -31,6 +31,10 @@ class Consent(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     revoked_tx_id = models.CharField(max_length=128, blank=True, default="")
     revoked_block = models.PositiveBigIntegerField(null=True, blank=True)
+    grant_signature = models.CharField(
+        max_length=64, blank=True, default="", help_text="SHA-256 of the grant document the patient signed"
+    )
+    revoke_signature = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["-granted_at", "consent_id"]
@@ -38,6 +42,12 @@ class Consent(models.Model):
 
     def __str__(self) -> str:
         return f"Consent {self.consent_id}"
+
+    @property
+    def patient_signed(self) -> bool:
+        """Whether the patient signed the grant with their passkey (consents granted before that was required
+        did not: they stay valid, marked "not patient-signed")."""
+        return bool(self.grant_signature)
 
     @property
     def effective_status(self) -> str:

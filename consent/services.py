@@ -6,9 +6,10 @@ ledger_unavailable. The mirror can always be rebuilt from the ledger (consent_mi
 """
 
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from django.db import transaction
@@ -19,11 +20,11 @@ from chaincode.vocabulary import CATEGORIES
 from consent.access import user_may_change_consents_of
 from consent.models import Consent
 from health_platform import bootstrap
-from health_platform.errors import LedgerRejected, PermissionDenied, ValidationFailed
+from health_platform.errors import LedgerRejected, PermissionDenied, SignatureRefused, ValidationFailed
 from health_platform.model_catalogue import consent_purposes
 from health_platform.selectors import grantee_get
 from ledger import ContractRejected
-from ledger.contracts import ConsentGrant, LedgerConsent
+from ledger.contracts import ConsentGrant, LedgerConsent, grant_document, revoke_document
 from records.models import Patient
 
 if TYPE_CHECKING:
@@ -48,9 +49,17 @@ class ConsentTerms:
 
 
 def consent_terms_check(
-    *, grantee_id: str, purposes: list[str], categories: list[str], valid_from: datetime, valid_until: datetime
+    *,
+    grantee_id: str,
+    purposes: list[str],
+    categories: list[str],
+    valid_from: datetime,
+    valid_until: datetime,
+    now: datetime | None = None,
 ) -> ConsentTerms:
-    """Refuse terms the platform cannot grant, with a code naming the field. Writes nothing."""
+    """Refuse terms the platform cannot grant, with a code naming the field. Writes nothing.
+
+    `now` is when the terms were set: the grant document's issued_at, when a signed document comes back."""
     grantee = grantee_get(grantee_id=grantee_id) if isinstance(grantee_id, str) else None
     if grantee is None:
         raise ValidationFailed(
@@ -68,8 +77,8 @@ def consent_terms_check(
         raise ValidationFailed(
             "The end of the period must be after its start.", code="invalid_period", detail={"field": "valid_until"}
         )
-    now = timezone.now()
-    if valid_until <= now:
+    now = now or timezone.now()
+    if valid_until <= max(now, timezone.now()):
         raise ValidationFailed("The period is over already.", code="period_in_past", detail={"field": "valid_until"})
     if valid_from < now - BACKDATING_TOLERANCE:
         raise ValidationFailed(
@@ -78,7 +87,7 @@ def consent_terms_check(
     return ConsentTerms(grantee_id, checked_purposes, checked_categories, valid_from, valid_until)
 
 
-def consent_grant(
+def consent_grant_document(
     *,
     actor: Any,
     patient: Patient,
@@ -88,42 +97,92 @@ def consent_grant(
     valid_from: datetime,
     valid_until: datetime,
     consent_id: str | None = None,
-) -> Consent:
-    """Grant consent as `patient` (who must be `actor`): a ledger transaction, then the mirror row."""
-    if not user_may_change_consents_of(actor, patient):
-        raise PermissionDenied("A consent can only be granted by the patient it concerns.")
+) -> dict[str, Any]:
+    """The document the patient signs to grant one consent: the terms checked, a new consent id. Writes nothing."""
     terms = consent_terms_check(
         grantee_id=grantee_id, purposes=purposes, categories=categories, valid_from=valid_from, valid_until=valid_until
     )
-    consent_id = consent_id or f"cns-{uuid.uuid4().hex}"
-    granted = bootstrap.contracts().grant_consent(
-        ConsentGrant(
-            consent_id=consent_id,
-            patient_pseudonym=patient.pseudonym,
-            grantee=terms.grantee_id,
-            purposes=terms.purposes,
-            categories=terms.categories,
-            valid_from=format_timestamp(terms.valid_from),
-            valid_until=format_timestamp(terms.valid_until),
+    return _grant_document(actor=actor, patient=patient, grants=[(terms, consent_id)])
+
+
+def _grant_document(
+    *, actor: Any, patient: Patient, grants: Sequence[tuple[ConsentTerms, str | None]]
+) -> dict[str, Any]:
+    if not user_may_change_consents_of(actor, patient):
+        raise PermissionDenied("A consent can only be granted by the patient it concerns.")
+    return grant_document(
+        patient.pseudonym,
+        [
+            ConsentGrant(
+                consent_id=consent_id or f"cns-{uuid.uuid4().hex}",
+                grantee=terms.grantee_id,
+                purposes=terms.purposes,
+                categories=terms.categories,
+                valid_from=format_timestamp(terms.valid_from),
+                valid_until=format_timestamp(terms.valid_until),
+            )
+            for terms, consent_id in grants
+        ],
+        issued_at=format_timestamp(timezone.now()),
+    )
+
+
+def consent_grant(*, actor: Any, patient: Patient, document: Any, signature: Any) -> list[Consent]:
+    """Grant the consents of a document `patient` (who must be `actor`) signed with their passkey: the terms are
+    checked again (the document came back from the browser), then one ledger transaction for all, then the mirror.
+    The ledger verifies the signature; the platform cannot grant what the patient did not sign."""
+    if not user_may_change_consents_of(actor, patient):
+        raise PermissionDenied("A consent can only be granted by the patient it concerns.")
+    document = _document(document, action="grant_consent", patient=patient)
+    grants = document.get("grants")
+    if (
+        not isinstance(grants, list)
+        or not 1 <= len(grants) <= MAX_CODES
+        or not all(isinstance(g, dict) for g in grants)
+    ):
+        raise ValidationFailed("The document's grants are malformed.", code="invalid_document")
+    issued = _parse_timestamp(document.get("issued_at"))
+    for grant in grants:
+        consent_terms_check(
+            grantee_id=grant.get("grantee"),
+            purposes=grant.get("purposes"),
+            categories=grant.get("categories"),
+            valid_from=_parse_timestamp(grant.get("valid_from")),
+            valid_until=_parse_timestamp(grant.get("valid_until")),
+            now=issued,
         )
-    )
-    consent = Consent.objects.create(**_mirror_fields(granted), patient=patient)
-    log.info(
-        "consent_granted",
-        consent_id=consent_id,
-        patient_id=str(patient.pk),
-        tx_id=granted.granted_tx_id,
-        block=granted.granted_block,
-    )
-    return consent
+    granted = signed_call(lambda: bootstrap.contracts().grant_consents(document, signature))
+    consents = [Consent.objects.create(**_mirror_fields(entry), patient=patient) for entry in granted]
+    for consent in consents:
+        log.info(
+            "consent_granted",
+            consent_id=consent.consent_id,
+            patient_id=str(patient.pk),
+            tx_id=consent.granted_tx_id,
+            block=consent.granted_block,
+        )
+    return consents
 
 
-def consent_revoke(*, actor: Any, consent: Consent) -> Consent:
-    """Revoke a consent. Idempotent: revoking a revoked consent writes nothing to the ledger."""
+def consent_revoke_document(*, actor: Any, consent: Consent) -> dict[str, Any]:
+    """The document the patient signs to revoke `consent`. Writes nothing."""
     if not user_may_change_consents_of(actor, consent.patient):
         raise PermissionDenied("A consent can only be revoked by the patient it concerns.")
+    return revoke_document(consent.patient.pseudonym, consent.consent_id, issued_at=format_timestamp(timezone.now()))
+
+
+def consent_revoke(*, actor: Any, consent: Consent, document: Any, signature: Any) -> Consent:
+    """Revoke a consent by a revocation document its patient signed. Idempotent: revoking a revoked consent
+    writes nothing to the ledger."""
+    if not user_may_change_consents_of(actor, consent.patient):
+        raise PermissionDenied("A consent can only be revoked by the patient it concerns.")
+    document = _document(document, action="revoke_consent", patient=consent.patient)
+    if document.get("consent_id") != consent.consent_id:
+        raise ValidationFailed("The document revokes another consent.", code="invalid_document")
     try:
-        revoked = bootstrap.contracts().revoke_consent(consent.consent_id, granted_block=consent.granted_block)
+        revoked = signed_call(
+            lambda: bootstrap.contracts().revoke_consent(document, signature, granted_block=consent.granted_block)
+        )
     except ContractRejected as rejection:
         if rejection.code != "not_found":
             raise
@@ -134,6 +193,60 @@ def consent_revoke(*, actor: Any, consent: Consent) -> Consent:
     Consent.objects.filter(pk=consent.pk).update(**_mirror_fields(revoked))
     consent.refresh_from_db()
     return consent
+
+
+# The contract's refusals of a signature (chaincode.webauthn, chaincode.contracts.patient_keys): answered as
+# SignatureRefused with the contract's code, so that a client can tell "sign again" from "the ledger is away".
+SIGNATURE_REFUSALS = frozenset(
+    {
+        "signature_required",
+        "signature_malformed",
+        "signature_invalid",
+        "signature_stale",
+        "unknown_key",
+        "foreign_key",
+        "key_revoked",
+        "not_an_assertion",
+        "challenge_mismatch",
+        "origin_mismatch",
+        "rp_mismatch",
+        "user_not_verified",
+        "counter_regressed",
+        "replayed",
+    }
+)
+_T = TypeVar("_T")
+
+
+def signed_call(call: Callable[[], _T]) -> _T:
+    """Run a ledger call that carries a patient's signature; its refusals of the signature as SignatureRefused."""
+    try:
+        return call()
+    except ContractRejected as rejection:
+        if rejection.code not in SIGNATURE_REFUSALS:
+            raise
+        raise SignatureRefused(
+            "The ledger did not accept the passkey's signature. Sign again with one of your passkeys.",
+            code=rejection.code,
+        ) from rejection
+
+
+def _document(document: Any, *, action: str, patient: Patient) -> dict[str, Any]:
+    """A signed document as it came back from the browser: an object of `action` naming `patient`."""
+    if not isinstance(document, dict) or document.get("action") != action:
+        raise ValidationFailed(f"The document must be a {action} document.", code="invalid_document")
+    if document.get("patient_pseudonym") != patient.pseudonym:
+        raise PermissionDenied("A patient can sign only their own consents.")
+    return document
+
+
+def _parse_timestamp(value: Any) -> datetime:
+    try:
+        if isinstance(value, str):
+            return _parse(value)
+    except ValueError:
+        pass
+    raise ValidationFailed("The document holds a malformed time.", code="invalid_document")
 
 
 def consent_mirror_rebuild() -> int:
@@ -179,6 +292,8 @@ def _mirror_fields(ledger_consent: LedgerConsent) -> dict[str, Any]:
         "revoked_at": _parse(ledger_consent.revoked_at) if ledger_consent.revoked_at else None,
         "revoked_tx_id": ledger_consent.revoked_tx_id or "",
         "revoked_block": ledger_consent.revoked_block,
+        "grant_signature": ledger_consent.grant_signature or "",
+        "revoke_signature": ledger_consent.revoke_signature or "",
     }
 
 
@@ -186,13 +301,12 @@ def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def consent_import_fhir(*, actor: Any, resource: Any) -> list[Consent]:
-    """Grant every grant a FHIR Consent describes, as its patient (who must be `actor`): all of them or none.
+def consent_import_fhir(*, actor: Any, resource: Any) -> dict[str, Any]:
+    """The grant document for every grant a FHIR Consent describes, for its patient (who must be `actor`) to sign.
 
-    Every provision is mapped (consent.fhir) and every grant checked against the grant rules before the first is
-    written; a refusal names the provision (detail.provision). Should the ledger fail part way through, the grants
-    already written are revoked again (both stay in the ledger's history: it is append-only), so that no part of a
-    refused import stays in force. The resource's own id is not reused: consent ids are the platform's.
+    Every provision is mapped (consent.fhir) and every grant checked against the grant rules; a refusal names the
+    provision (detail.provision). Signed and submitted (consent_grant), the document grants all of them in one
+    ledger transaction or none. The resource's own id is not reused: consent ids are the platform's.
     """
     from consent.fhir import consent_from_fhir
 
@@ -200,21 +314,14 @@ def consent_import_fhir(*, actor: Any, resource: Any) -> list[Consent]:
     patient = Patient.objects.filter(pseudonym=document.patient_pseudonym).first()
     if patient is None or not user_may_change_consents_of(actor, patient):
         raise PermissionDenied("A consent can only be imported by the patient it concerns.")
+    checked = []
     for terms in document.grants:
         try:
-            consent_terms_check(**_grant_fields(terms))
+            checked.append((consent_terms_check(**_grant_fields(terms)), None))
         except ValidationFailed as refused:
             refused.detail = {**(refused.detail or {}), "provision": terms.provision}
             raise
-    written: list[Consent] = []
-    try:
-        for terms in document.grants:
-            written.append(consent_grant(actor=actor, patient=patient, **_grant_fields(terms)))
-    except Exception:
-        _consents_withdraw(actor=actor, consents=written)
-        raise
-    log.info("consent_imported", patient_id=str(patient.pk), consent_ids=[c.consent_id for c in written])
-    return written
+    return _grant_document(actor=actor, patient=patient, grants=checked)
 
 
 def _grant_fields(terms: "GrantTerms") -> dict[str, Any]:
@@ -225,13 +332,3 @@ def _grant_fields(terms: "GrantTerms") -> dict[str, Any]:
         "valid_from": terms.valid_from,
         "valid_until": terms.valid_until,
     }
-
-
-def _consents_withdraw(*, actor: Any, consents: list[Consent]) -> None:
-    """Revoke the grants of an import that failed part way; a revocation that fails too is logged, not raised
-    (the caller re-raises the import's own error)."""
-    for consent in consents:
-        try:
-            consent_revoke(actor=actor, consent=consent)
-        except Exception:
-            log.error("consent_import_withdrawal_failed", consent_id=consent.consent_id)

@@ -6,6 +6,7 @@ and every action works without JavaScript. The patient is always the signed-in u
 form or URL carries a patient. Writes go through consent.services, reads through the selectors.
 """
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -25,6 +26,16 @@ from chaincode.vocabulary import CATEGORIES
 from consent.access import patient_of
 from consent.forms import ConsentGrantForm, GrantedConsentsFilterForm, purpose_codes
 from consent.models import Consent
+from consent.passkeys import (
+    patient_keys_of,
+    patient_passkey_add,
+    patient_passkey_add_document,
+    patient_passkey_enrol_waiting,
+    patient_passkey_revoke,
+    patient_passkey_revoke_document,
+    patient_passkeys,
+    signing_request,
+)
 from consent.selectors import (
     consent_get_for_patient,
     consent_history,
@@ -32,8 +43,8 @@ from consent.selectors import (
     consents_of_patient,
     patients_with_consent_in_force_count,
 )
-from consent.services import consent_grant, consent_revoke
-from health_platform.errors import LedgerRejected, PermissionDenied, ValidationFailed
+from consent.services import consent_grant, consent_grant_document, consent_revoke, consent_revoke_document
+from health_platform.errors import LedgerRejected, PermissionDenied, SignatureRefused, ValidationFailed
 from health_platform.model_catalogue import catalogue, consent_purposes
 from health_platform.portal import refused
 from health_platform.roles import Role, user_has_role
@@ -95,13 +106,19 @@ def dashboard(request: HttpRequest, patient: Patient) -> HttpResponse:
 @require_POST
 @patient_view
 def grant(request: HttpRequest, patient: Patient) -> HttpResponse:
-    """Grant a consent from the form; on a refusal, the dashboard again with the reason by the field."""
+    """Grant a consent, in two steps. The form's terms: checked, then the page that shows what will be signed and
+    asks the patient's passkey to sign it. The signed document: to the ledger, which verifies the signature.
+    On a refusal, the dashboard again with the reason by the field, or the signing page with the ledger's reason."""
+    if "signature" in request.POST:
+        return _submit_signed(
+            request, patient, lambda signed: consent_grant(actor=request.user, patient=patient, **signed)
+        )
     form = ConsentGrantForm(request.POST, grantees=grantees_all())
     if not form.is_valid():
         return _render_dashboard(request, patient=patient, form=form, status=400)
     valid_from, valid_until = form.period()
     try:
-        consent = consent_grant(
+        document = consent_grant_document(
             actor=request.user,
             patient=patient,
             grantee_id=form.cleaned_data["grantee"],
@@ -110,22 +127,23 @@ def grant(request: HttpRequest, patient: Patient) -> HttpResponse:
             valid_from=valid_from,
             valid_until=valid_until,
         )
+        return _signing_page(request, patient, document, action=reverse("consent:grant"))
     except ValidationFailed as error:
         form.add_service_error(error)
         return _render_dashboard(request, patient=patient, form=form, status=400)
     except PermissionDenied:
         return _forbidden(request, "Only the patient a consent concerns can grant it.")
-    except (LedgerError, LedgerRejected) as error:
+    except LedgerError as error:
         status, message = _ledger_failure(error, action="grant", user=request.user)
         return _render_dashboard(request, patient=patient, form=form, status=status, error=message)
-    return _done(request, consent, "Consent granted. It is", consent.granted_tx_id, consent.granted_block)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 @patient_view
 def revoke(request: HttpRequest, patient: Patient, consent_id: str) -> HttpResponse:
-    """GET: the confirmation (a page of its own, or loaded in place by htmx). POST: revoke.
+    """GET: the confirmation, with the revocation for the patient's passkey to sign (a page of its own, or loaded in
+    place by htmx). POST: the signed revocation, to the ledger.
 
     Any consent id that is not one of the signed-in patient's own consents is answered 404, before
     anything reaches the ledger, whether it belongs to someone else or does not exist: one answer for
@@ -134,17 +152,237 @@ def revoke(request: HttpRequest, patient: Patient, consent_id: str) -> HttpRespo
     consent = consent_get_for_patient(patient=patient, consent_id=consent_id)
     if consent is None:
         return _not_one_of_yours(request)
-    row = _consent_rows([consent])[0]
-    if request.method == "GET":
-        return render(request, "consent/revoke_confirm.html", {"row": row})
+    if request.method == "POST":
+        return _submit_signed(
+            request, patient, lambda signed: [consent_revoke(actor=request.user, consent=consent, **signed)]
+        )
+    document = consent_revoke_document(actor=request.user, consent=consent)
+    return _signing_page(
+        request,
+        patient,
+        document,
+        action=reverse("consent:revoke", args=[consent.consent_id]),
+        row=_consent_rows([consent])[0],
+    )
+
+
+MAX_SIGNED_FIELD_BYTES = 64 * 1024
+SIGNATURE_REFUSED_MESSAGE = (
+    "The ledger did not accept your passkey's signature ({code}), so nothing was changed. Please sign again with one "
+    "of your passkeys."
+)
+
+
+def _signing_page(
+    request: HttpRequest,
+    patient: Patient,
+    document: dict[str, Any],
+    *,
+    action: str,
+    row: ConsentRow | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The page that shows a change in plain words and has the patient's passkey sign its document."""
     try:
-        consent = consent_revoke(actor=request.user, consent=consent)
+        asked = signing_request(patient=patient, document=document)
+    except LedgerError as failure:
+        _, message = _ledger_failure(failure, action="sign", user=request.user)
+        asked, error, status = None, message, 503
+    context = {
+        "asked": asked,
+        "credentials_json": json.dumps(asked.credential_ids if asked else []),
+        "document_json": json.dumps(document, sort_keys=True, separators=(",", ":")),
+        "action": action,
+        "rows": [row] if row else _document_rows(document),
+        "revocation": row is not None,
+        "error": error,
+    }
+    return render(request, "consent/sign.html", context, status=status)
+
+
+def _submit_signed(
+    request: HttpRequest, patient: Patient, change: Callable[[dict[str, Any]], list[Consent]]
+) -> HttpResponse:
+    """Send a signed document (the form's `document` and `signature`, JSON) through `change`; the dashboard at the
+    consent when the ledger took it, the signing page again with the reason when not."""
+    signed = _signed_fields(request)
+    if signed is None:
+        return _unsigned(request)
+    document = signed["document"]
+    try:
+        changed = change(signed)
+    except SignatureRefused as error:
+        message = SIGNATURE_REFUSED_MESSAGE.format(code=error.code)
+        return _signing_page(request, patient, document, action=request.path, error=message, status=403)
     except PermissionDenied:
-        return _not_one_of_yours(request)
+        return _forbidden(request, "Only the patient a consent concerns can change it.")
+    except ValidationFailed as error:
+        return _signing_page(
+            request, patient, document, action=request.path, error=f"{error} ({error.code})", status=400
+        )
     except (LedgerError, LedgerRejected) as error:
-        status, message = _ledger_failure(error, action="revoke", user=request.user)
-        return render(request, "consent/revoke_confirm.html", {"row": row, "error": message}, status=status)
-    return _done(request, consent, "Consent revoked. The revocation is", consent.revoked_tx_id, consent.revoked_block)
+        status, message = _ledger_failure(error, action="sign", user=request.user)
+        return _signing_page(request, patient, document, action=request.path, error=message, status=status)
+    consent = changed[0]
+    if consent.status == "revoked":
+        return _done(
+            request, consent, "Consent revoked. The revocation is", consent.revoked_tx_id, consent.revoked_block
+        )
+    return _done(request, consent, "Consent granted. It is", consent.granted_tx_id, consent.granted_block)
+
+
+def _signed_fields(request: HttpRequest) -> dict[str, Any] | None:
+    """The form's signed document: {"document": {...}, "signature": {...}}, or None if either is missing or not a
+    JSON object of sane size."""
+    signed = {}
+    for field in ("document", "signature"):
+        raw = request.POST.get(field, "")
+        try:
+            signed[field] = json.loads(raw) if 0 < len(raw) <= MAX_SIGNED_FIELD_BYTES else None
+        except ValueError:
+            signed[field] = None
+        if not isinstance(signed[field], dict):
+            return None
+    return signed
+
+
+def _unsigned(request: HttpRequest, back: str = "consent:dashboard") -> HttpResponse:
+    return refused(
+        request,
+        "The change was not signed by your passkey, so nothing was changed (signature_required).",
+        status=400,
+        base="consent/base.html",
+        back=(reverse(back), "Back"),
+        panel=False,
+    )
+
+
+# --- the patient's passkeys -----------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+@patient_view
+def passkeys(request: HttpRequest, patient: Patient) -> HttpResponse:
+    """The patient's passkeys, on their account and on the ledger; every recovery the hospital made; and the forms
+    that put a new passkey on the ledger (signed by one already there) or take one off (signed)."""
+    return _passkeys_page(request, patient)
+
+
+@login_required
+@require_POST
+@patient_view
+def passkey_enrol(request: HttpRequest, patient: Patient, authenticator_id: int) -> HttpResponse:
+    """Put a waiting passkey on the ledger as the patient's first (only while they have none there)."""
+    return _passkey_change(
+        request,
+        patient,
+        lambda: patient_passkey_enrol_waiting(actor=request.user, patient=patient, authenticator_id=authenticator_id),
+        "Your passkey is on the ledger: it signs your consents from now on.",
+    )
+
+
+@login_required
+@require_POST
+@patient_view
+def passkey_confirm(request: HttpRequest, patient: Patient) -> HttpResponse:
+    """Put another passkey on the ledger, by a document signed with one already there."""
+    signed = _signed_fields(request)
+    if signed is None:
+        return _unsigned(request, "consent:passkeys")
+    return _passkey_change(
+        request,
+        patient,
+        lambda: patient_passkey_add(actor=request.user, patient=patient, **signed),
+        "The new passkey is on the ledger: it can sign your consents too.",
+    )
+
+
+@login_required
+@require_POST
+@patient_view
+def passkey_revoke(request: HttpRequest, patient: Patient) -> HttpResponse:
+    """Take a passkey off the ledger, by a document signed with one of the patient's passkeys there."""
+    signed = _signed_fields(request)
+    if signed is None:
+        return _unsigned(request, "consent:passkeys")
+    return _passkey_change(
+        request,
+        patient,
+        lambda: patient_passkey_revoke(actor=request.user, patient=patient, **signed),
+        "The passkey is off the ledger: it can no longer sign your consents.",
+    )
+
+
+def _passkey_change(request: HttpRequest, patient: Patient, change: Callable[[], Any], done: str) -> HttpResponse:
+    try:
+        change()
+    except SignatureRefused as error:
+        return _passkeys_page(request, patient, error=SIGNATURE_REFUSED_MESSAGE.format(code=error.code), status=403)
+    except PermissionDenied:
+        return _forbidden(request, "Only the patient can change their passkeys.")
+    except (ValidationFailed, ContractRejected, LedgerRejected) as error:
+        return _passkeys_page(request, patient, error=f"The ledger refused this change ({error.code}).", status=409)
+    except LedgerError as error:
+        _, message = _ledger_failure(error, action="passkey", user=request.user)
+        return _passkeys_page(request, patient, error=message, status=503)
+    messages.success(request, done)
+    return redirect("consent:passkeys")
+
+
+def _passkeys_page(
+    request: HttpRequest, patient: Patient, *, error: str | None = None, status: int = 200
+) -> HttpResponse:
+    try:
+        keys = patient_keys_of(patient=patient)
+    except LedgerError as failure:
+        _, message = _ledger_failure(failure, action="passkeys", user=request.user)
+        return render(request, "consent/passkeys.html", {"error": message, "keys": None}, status=503)
+    rows = []
+    active = [key.credential_id for key in keys.active]
+    for passkey in patient_passkeys(patient=patient, keys=keys):
+        document = None
+        if passkey.state == "waiting" and active and passkey.authenticator_id is not None:
+            document = patient_passkey_add_document(
+                actor=request.user, patient=patient, authenticator_id=passkey.authenticator_id
+            )
+        elif passkey.ledger and passkey.ledger.status == "active" and len(active) > 1:
+            document = patient_passkey_revoke_document(
+                actor=request.user, patient=patient, credential_id=passkey.credential_id
+            )
+        asked = signing_request(patient=patient, document=document, keys=keys) if document else None
+        rows.append(
+            {
+                "passkey": passkey,
+                "asked": asked,
+                "document_json": json.dumps(document, sort_keys=True, separators=(",", ":")) if document else "",
+                "credentials_json": json.dumps(asked.credential_ids if asked else []),
+            }
+        )
+    context = {"keys": keys, "rows": rows, "has_active": bool(active), "error": error}
+    return render(request, "consent/passkeys.html", context, status=status)
+
+
+def _document_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """A grant document's grants in plain words, for the patient to read before signing."""
+    names = {grantee.grantee_id: grantee.display_name for grantee in grantees_all()}
+    purposes = consent_purposes()
+    found = document.get("grants")
+    grants: list[Any] = found if isinstance(found, list) else []
+    return [
+        {
+            "grantee_name": names.get(str(grant.get("grantee")), "an unknown grantee"),
+            "purposes": [
+                plain_words(purposes.get(code, code)) for code in grant.get("purposes", []) if isinstance(code, str)
+            ],
+            "categories": [CATEGORIES.get(code, code) for code in grant.get("categories", []) if isinstance(code, str)],
+            "valid_from": str(grant.get("valid_from", ""))[:10],
+            "valid_until": str(grant.get("valid_until", ""))[:10],
+        }
+        for grant in grants
+        if isinstance(grant, dict)
+    ]
 
 
 @login_required

@@ -87,6 +87,15 @@ class LedgerRejected(ApplicationError):
     message = "The ledger refused the transaction."
 
 
+class SignatureRefused(ApplicationError):
+    """The ledger refused a change because the patient's signature does not prove they approved it; `code` is the
+    contract's reason (chaincode.webauthn): signature_required, challenge_mismatch, unknown_key, replayed..."""
+
+    code = "signature_invalid"
+    status = 403
+    message = "The ledger refused the signature."
+
+
 # The ledger's errors are members of the family: they carry a code, a status and a safe message of their
 # own (ledger.errors), and the API renders them like the rest. LedgerUnavailableError is the name the apps
 # use for the transient one.

@@ -36,6 +36,10 @@ consent_pages = [
     path("", consent_views.dashboard, name="dashboard"),
     path("grant/", consent_views.grant, name="grant"),
     path("granted-to-me/", consent_views.granted_to_me, name="granted-to-me"),
+    path("passkeys/", consent_views.passkeys, name="passkeys"),
+    path("passkeys/confirm/", consent_views.passkey_confirm, name="passkey-confirm"),
+    path("passkeys/revoke/", consent_views.passkey_revoke, name="passkey-revoke"),
+    path("passkeys/<int:authenticator_id>/enrol/", consent_views.passkey_enrol, name="passkey-enrol"),
     path("<str:consent_id>/", consent_views.detail, name="detail"),
     path("<str:consent_id>/revoke/", consent_views.revoke, name="revoke"),
 ]

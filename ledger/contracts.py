@@ -23,7 +23,7 @@ from ledger.client import BlockSummary, LedgerClient, Receipt, TransactionLocati
 from ledger.errors import ContractRejected
 
 ANCHORS, CONSENT, ACCESS_LOG, DIRECTORY = "anchors", "consent", "accesslog", "directory"
-EMERGENCY, ALERTS = "emergency", "alerts"
+EMERGENCY, ALERTS, PATIENT_KEYS = "emergency", "alerts", "patient_keys"
 
 # A grantee's status in the directory, as the ledger holds it.
 GRANTEE_ACTIVE, GRANTEE_INACTIVE = "active", "inactive"
@@ -106,15 +106,90 @@ class ModelAnchor:
 
 @dataclass(frozen=True)
 class ConsentGrant:
-    """A grant as GrantConsent takes it; times are RFC 3339 UTC text (chaincode.validation.format_timestamp)."""
+    """One grant of a signed grant document; times are RFC 3339 UTC text (chaincode.validation.format_timestamp)."""
 
     consent_id: str
-    patient_pseudonym: str
     grantee: str
     purposes: Sequence[str]
     categories: Sequence[str]
     valid_from: str
     valid_until: str
+
+    def payload(self) -> dict[str, Any]:
+        return {**self.__dict__, "purposes": list(self.purposes), "categories": list(self.categories)}
+
+
+def grant_document(patient_pseudonym: str, grants: Iterable[ConsentGrant], *, issued_at: str) -> dict[str, Any]:
+    """The document a patient signs to grant `grants` (GrantConsent's first argument)."""
+    return {
+        "action": "grant_consent",
+        "patient_pseudonym": patient_pseudonym,
+        "issued_at": issued_at,
+        "grants": [grant.payload() for grant in grants],
+    }
+
+
+def revoke_document(patient_pseudonym: str, consent_id: str, *, issued_at: str) -> dict[str, Any]:
+    """The document a patient signs to revoke a consent (RevokeConsent's first argument)."""
+    return {
+        "action": "revoke_consent",
+        "patient_pseudonym": patient_pseudonym,
+        "consent_id": consent_id,
+        "issued_at": issued_at,
+    }
+
+
+@dataclass(frozen=True)
+class PatientKey:
+    """A patient's passkey as the ledger holds it (its public key: COSE, base64url)."""
+
+    credential_id: str
+    public_key: str
+    rp_id_hash: str
+    origin: str
+    status: str
+    sign_count: int
+    added_at: str
+    added_tx_id: str
+    added_by: str
+    revoked_at: str | None = None
+    revoked_tx_id: str | None = None
+    revoked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyRecovery:
+    """The custodian revoked every passkey of a patient who had lost them: for the patient to see, always."""
+
+    recovery_id: str
+    custodian: str
+    reason: str
+    revoked: list[str]
+    at: str
+    tx_id: str
+
+
+@dataclass(frozen=True)
+class PatientKeys:
+    patient_pseudonym: str
+    keys: list[PatientKey]
+    recoveries: list[KeyRecovery]
+
+    @property
+    def active(self) -> list[PatientKey]:
+        return [key for key in self.keys if key.status == "active"]
+
+
+@dataclass(frozen=True)
+class SignedDocument:
+    """A document a patient signed and the ledger verified: the document and the WebAuthn assertion over it."""
+
+    document_sha256: str
+    document: dict[str, Any]
+    credential_id: str
+    authenticator_data: str
+    client_data_json: str
+    signature: str
 
 
 @dataclass(frozen=True)
@@ -135,6 +210,13 @@ class LedgerConsent:
     revoked_tx_id: str | None = None
     granted_block: int | None = None
     revoked_block: int | None = None
+    grant_signature: str | None = None
+    revoke_signature: str | None = None
+
+    @property
+    def patient_signed(self) -> bool:
+        """Whether the patient signed the grant (consents written before signatures were required did not)."""
+        return bool(self.grant_signature)
 
 
 @dataclass(frozen=True)
@@ -399,14 +481,20 @@ class Contracts:
         )
 
     # --- consent -----------------------------------------------------------------------------------
-    def grant_consent(self, grant: ConsentGrant) -> LedgerConsent:
-        payload = {**grant.__dict__, "purposes": list(grant.purposes), "categories": list(grant.categories)}
-        receipt = self.client.submit(CONSENT, "GrantConsent", _json(payload))
-        consent = receipt.json()
-        return _consent(consent, granted_block=self._committed_block(receipt, consent["granted_tx_id"]))
+    def grant_consents(self, document: Mapping[str, Any], signature: Mapping[str, str]) -> list[LedgerConsent]:
+        """Grant every consent of a grant document the patient signed (chaincode.contracts.consent), at once."""
+        receipt = self.client.submit(CONSENT, "GrantConsent", _json(document), _json(signature))
+        return [
+            _consent(consent, granted_block=self._committed_block(receipt, consent["granted_tx_id"]))
+            for consent in receipt.json()
+        ]
 
-    def revoke_consent(self, consent_id: str, *, granted_block: int | None = None) -> LedgerConsent:
-        """Revoke a consent; revoking a revoked one writes nothing and answers the consent as it is."""
+    def revoke_consent(
+        self, document: Mapping[str, Any], signature: Mapping[str, str], *, granted_block: int | None = None
+    ) -> LedgerConsent:
+        """Revoke a consent by a revocation document its patient signed; revoking a revoked one writes nothing and
+        answers the consent as it is."""
+        consent_id = str(document.get("consent_id", ""))
         current = self.read_consent(consent_id, with_blocks=False)
         if current is None:
             raise ContractRejected("not_found", "no consent with this consent_id")
@@ -414,11 +502,42 @@ class Contracts:
             return _consent(
                 current.__dict__, granted_block=granted_block, revoked_block=self.block_of(current.revoked_tx_id)
             )
-        receipt = self.client.submit(CONSENT, "RevokeConsent", consent_id)
+        receipt = self.client.submit(CONSENT, "RevokeConsent", _json(document), _json(signature))
         consent = receipt.json()
         return _consent(
             consent, granted_block=granted_block, revoked_block=self._committed_block(receipt, consent["revoked_tx_id"])
         )
+
+    def consent_signature(self, document_sha256: str) -> SignedDocument | None:
+        found = self._read(CONSENT, "ReadConsentSignature", document_sha256)
+        return None if found is None else _from_mapping(SignedDocument, found)
+
+    # --- patients' passkeys ------------------------------------------------------------------------
+    def enrol_patient_key(self, key: Mapping[str, str]) -> PatientKeys:
+        """The platform enrols a patient's passkey while the patient has no active one (keys_exist otherwise)."""
+        return _patient_keys(self.client.submit(PATIENT_KEYS, "EnrolPatientKey", _json(key)).json())
+
+    def add_patient_key(self, document: Mapping[str, str], signature: Mapping[str, str]) -> PatientKeys:
+        return _patient_keys(
+            self.client.submit(PATIENT_KEYS, "AddPatientKey", _json(document), _json(signature)).json()
+        )
+
+    def revoke_patient_key(self, document: Mapping[str, str], signature: Mapping[str, str]) -> PatientKeys:
+        return _patient_keys(
+            self.client.submit(PATIENT_KEYS, "RevokePatientKey", _json(document), _json(signature)).json()
+        )
+
+    def recover_patient_keys(self, *, recovery_id: str, pseudonym: str, custodian: str, reason: str) -> PatientKeys:
+        recovery = {
+            "recovery_id": recovery_id,
+            "patient_pseudonym": pseudonym,
+            "custodian": custodian,
+            "reason": reason,
+        }
+        return _patient_keys(self.client.submit(PATIENT_KEYS, "RecoverPatientKeys", _json(recovery)).json())
+
+    def patient_keys(self, pseudonym: str) -> PatientKeys:
+        return _patient_keys(self.client.evaluate(PATIENT_KEYS, "ReadPatientKeys", pseudonym).json())
 
     def read_consent(self, consent_id: str, *, with_blocks: bool = True) -> LedgerConsent | None:
         found = self._read(CONSENT, "ReadConsent", consent_id)
@@ -647,6 +766,14 @@ def _consent(
     consent = _from_mapping(LedgerConsent, values)
     return LedgerConsent(
         **{**consent.__dict__, "granted_block": granted_block, "revoked_block": revoked_block},
+    )
+
+
+def _patient_keys(values: Mapping[str, Any]) -> PatientKeys:
+    return PatientKeys(
+        patient_pseudonym=values["patient_pseudonym"],
+        keys=[_from_mapping(PatientKey, key) for key in values["keys"]],
+        recoveries=[_from_mapping(KeyRecovery, recovery) for recovery in values["recoveries"]],
     )
 
 

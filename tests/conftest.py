@@ -27,7 +27,7 @@ from analytics.registry import diagnostic_models_register
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from benchmarks.common import free_port, stop_group
-from consent.services import consent_grant, consent_revoke
+from consent.services import consent_revoke_document
 from health_platform import bootstrap
 from health_platform.celery import app
 from health_platform.quickstart import wait_for_page
@@ -39,6 +39,7 @@ from records.demo import demo_bundles, demo_patients
 from records.models import Patient, Record, RecordVersion
 from records.services import patient_link_user, record_ingest
 from tests.records.factories import UserFactory, patient_account
+from tests.signing import grant_signed, passkey_of, revoke_signed
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 UNREACHABLE_LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
@@ -326,7 +327,7 @@ def consent_api_body(terms: dict, **change) -> dict:
 
 def grant(user, patient, clinician, **change):
     """`patient` (signed in as `user`) consents to `clinician` on consent_terms."""
-    return consent_grant(actor=user, patient=patient, **consent_terms(clinician, **change))
+    return grant_signed(actor=user, patient=patient, **consent_terms(clinician, **change))
 
 
 @pytest.fixture
@@ -348,7 +349,8 @@ def revoked_on_the_ledger_only(user, patient, clinician):
     the ledger alone, through the contract: the consent mirror still says active, as a mirror that missed the
     revocation would. Returns the mirror's row."""
     consent = grant(user, patient, clinician)
-    bootstrap.contracts().revoke_consent(consent.consent_id, granted_block=consent.granted_block)
+    document = consent_revoke_document(actor=user, consent=consent)
+    bootstrap.contracts().revoke_consent(document, passkey_of(patient).sign(document))
     consent.refresh_from_db()
     assert consent.status == "active"
     (on_ledger,) = bootstrap.contracts().consents_of_patient(patient.pseudonym)
@@ -388,7 +390,7 @@ def every_gate_answer(cohort, clinician, monkeypatch):
     grant(u0, p0, clinician)
     expires = timezone.now() + timedelta(hours=1)
     grant(u2, p2, clinician, valid_until=expires)
-    consent_revoke(actor=u3, consent=grant(u3, p3, clinician))
+    revoke_signed(actor=u3, consent=grant(u3, p3, clinician))
     grant(u4, p4, clinician, categories=["laboratory"])
     grant(u5, p5, clinician)
     tamper_with(r5)

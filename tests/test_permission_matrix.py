@@ -129,7 +129,6 @@ def build_world() -> World:
     from audit.selectors import AccessEventFilters
     from audit.services import audit_export_create
     from consent.fhir import consent_to_fhir
-    from consent.services import consent_grant
     from health_platform.services import clinician_register, organisation_create
     from records.codes import BREAST_CANCER_DATASET
     from records.crypto import patient_pseudonym
@@ -137,6 +136,7 @@ def build_world() -> World:
     from records.models import Patient, Record
     from records.services import patient_link_user, record_ingest
     from tests.records.factories import UserFactory
+    from tests.signing import grant_signed
 
     users: dict[str, Any] = {
         CUSTODIAN: UserFactory(username="matrix-custodian", roles=[Role.CUSTODIAN]),
@@ -175,7 +175,7 @@ def build_world() -> World:
     now = timezone.now()
 
     def grant(who: str, to: str) -> Any:
-        return consent_grant(
+        return grant_signed(
             actor=users[who],
             patient=users[who].patient,
             grantee_id=grantee[to],

@@ -6,6 +6,11 @@ listed data categories for the listed purposes between valid_from (inclusive) an
 records in one read-only call, whether a consent covers each and whether its hash matches its
 anchor: the analytics gate asks it once per batch, at the moment the batch runs.
 
+Only the patient can change their consents: a grant or revocation is a document the patient signed with one
+of their passkeys (chaincode.contracts.patient_keys, chaincode.webauthn), verified here before anything is
+written. The platform that submits it cannot make one. Consents written before signatures were required carry
+no grant_signature: they stay valid, and the portal and exports mark them "not patient-signed".
+
 Layout: each consent is `consent/<id>` (read, history), indexed by `consent_by_patient/<patient>/<id>`.
 Each patient's consents are also kept whole in `patient_consents/<patient>`, written in the same
 transaction as every grant and revocation, so that the gate reads a patient's consents with one state
@@ -20,6 +25,13 @@ from chaincode import state, validation
 from chaincode.contracts.anchors import anchor_key
 from chaincode.contracts.directory import grantee_status
 from chaincode.contracts.oversight import emergency_decision, emergency_of, refused_categories
+from chaincode.contracts.patient_keys import (
+    check_patient_signature,
+    keys_of,
+    patient_keys_key,
+    signature_record,
+    signed_document,
+)
 from chaincode.errors import AlreadyExists, InvalidArgument, NotFound
 from chaincode.library import Contract, TransactionContext
 from chaincode.vocabulary import CATEGORIES, EMERGENCY, EMERGENCY_PURPOSES, PURPOSES
@@ -27,7 +39,10 @@ from chaincode.vocabulary import CATEGORIES, EMERGENCY, EMERGENCY_PURPOSES, PURP
 CONSENT = "consent"
 CONSENT_BY_PATIENT = "consent_by_patient"
 PATIENT_CONSENTS = "patient_consents"
-_GRANT_FIELDS = {"consent_id", "patient_pseudonym", "grantee", "purposes", "categories", "valid_from", "valid_until"}
+CONSENT_SIGNATURE = "consent_signature"
+_GRANT_FIELDS = {"consent_id", "grantee", "purposes", "categories", "valid_from", "valid_until"}
+_GRANT_DOCUMENT_FIELDS = {"action", "patient_pseudonym", "issued_at", "grants"}
+_REVOKE_DOCUMENT_FIELDS = {"action", "patient_pseudonym", "consent_id", "issued_at"}
 _CHECK_FIELDS = {"grantee", "organisation", "purpose", "at", "items", "declaration_id"}
 _ITEM_FIELDS = {"record_id", "category", "sha256"}
 _ITEM_OPTIONAL = {"features_sha256"}
@@ -35,6 +50,10 @@ _ITEM_OPTIONAL = {"features_sha256"}
 
 def consent_key(stub: Any, consent_id: str) -> str:
     return stub.create_composite_key(CONSENT, [consent_id])
+
+
+def signature_key(stub: Any, document_sha256: str) -> str:
+    return stub.create_composite_key(CONSENT_SIGNATURE, [document_sha256])
 
 
 def patient_consents_key(stub: Any, pseudonym: str) -> str:
@@ -45,61 +64,66 @@ class ConsentContract(Contract):
     Name = "consent"
 
     def get_evaluate_transactions(self) -> list[str]:
-        return ["ReadConsent", "ConsentHistory", "ListConsentsForPatient", "CheckAccessBatch"]
+        return ["ReadConsent", "ConsentHistory", "ListConsentsForPatient", "CheckAccessBatch", "ReadConsentSignature"]
 
-    async def GrantConsent(self, ctx: TransactionContext, consent_json: str) -> str:
-        """Record a new consent. Refused if the id exists or the period is empty or already over."""
+    async def GrantConsent(self, ctx: TransactionContext, document_json: str, signature_json: str) -> str:
+        """Record the consents of a document the patient signed with one of their passkeys: all or none.
+
+        document = {action: "grant_consent", patient_pseudonym, issued_at, grants: [{consent_id, grantee, purposes,
+        categories, valid_from, valid_until}, ...]}. Refused (nothing written) if the signature does not verify
+        (chaincode.webauthn's codes), the same signed document comes again (replayed), an id exists, or a period
+        is empty or over. Each consent keeps the hash of the document that granted it; the document and its
+        signature are kept under that hash (ReadConsentSignature), for anyone to verify again.
+        """
         stub = ctx.get_stub()
-        grant = validation.json_argument(consent_json, "consent", dict)
-        validation.only_fields(grant, "consent", _GRANT_FIELDS, _GRANT_FIELDS)
-        consent_id = validation.identifier(grant["consent_id"], "consent.consent_id")
-        pseudonym = validation.pseudonym(grant["patient_pseudonym"], "consent.patient_pseudonym")
-        grantee = validation.grantee(grant["grantee"], "consent.grantee")
-        purposes = validation.code_list(grant["purposes"], "consent.purposes", PURPOSES, validation.purpose)
-        categories = validation.code_list(grant["categories"], "consent.categories", CATEGORIES)
-        valid_from = validation.timestamp(grant["valid_from"], "consent.valid_from")
-        valid_until = validation.timestamp(grant["valid_until"], "consent.valid_until")
-        if valid_until <= valid_from:
-            raise InvalidArgument("consent.valid_until must be later than consent.valid_from")
-        if valid_until <= state.tx_time(stub):
-            raise InvalidArgument("consent.valid_until is in the past")
+        document = signed_document(document_json, "document", _GRANT_DOCUMENT_FIELDS, "grant_consent")
+        grants = validation.object_list(document["grants"], "document.grants", validation.MAX_CODES)
+        pseudonym = document["patient_pseudonym"]
+        digest = await _signed(stub, document, signature_json)
+        consents = [
+            await _new_consent(stub, grant, f"document.grants[{i}]", pseudonym) for i, grant in enumerate(grants)
+        ]
+        if len({c["consent_id"] for c in consents}) != len(consents):
+            raise InvalidArgument("document.grants repeat a consent_id")
+        for consent in consents:
+            consent["grant_signature"] = digest
+            await state.put_json(stub, consent_key(stub, consent["consent_id"]), consent)
+            await stub.put_state(
+                stub.create_composite_key(CONSENT_BY_PATIENT, [pseudonym, consent["consent_id"]]), state.INDEX_MARKER
+            )
+        await _keep_patient_consents(stub, pseudonym, consents)
+        return state.dumps(consents).decode()
 
-        key = consent_key(stub, consent_id)
-        if await stub.get_state(key):
-            raise AlreadyExists("a consent with this consent_id exists")
-        consent = {
-            "consent_id": consent_id,
-            "patient_pseudonym": pseudonym,
-            "grantee": grantee,
-            "purposes": purposes,
-            "categories": categories,
-            "valid_from": validation.format_timestamp(valid_from),
-            "valid_until": validation.format_timestamp(valid_until),
-            "status": "active",
-            "granted_at": state.tx_time_text(stub),
-            "granted_tx_id": stub.get_txid(),
-            "revoked_at": None,
-            "revoked_tx_id": None,
-        }
-        await state.put_json(stub, key, consent)
-        await stub.put_state(stub.create_composite_key(CONSENT_BY_PATIENT, [pseudonym, consent_id]), state.INDEX_MARKER)
-        await _keep_patient_consent(stub, consent)
-        return state.dumps(consent).decode()
-
-    async def RevokeConsent(self, ctx: TransactionContext, consent_id: str) -> str:
-        """Revoke a consent. Revoking a revoked consent changes nothing and answers the same."""
+    async def RevokeConsent(self, ctx: TransactionContext, document_json: str, signature_json: str) -> str:
+        """Revoke a consent, as its patient signed: document = {action: "revoke_consent", patient_pseudonym,
+        consent_id, issued_at}. Revoking a revoked consent changes nothing and answers the same."""
         stub = ctx.get_stub()
-        validation.identifier(consent_id, "consent_id")
+        document = signed_document(document_json, "document", _REVOKE_DOCUMENT_FIELDS, "revoke_consent")
+        consent_id = validation.identifier(document["consent_id"], "document.consent_id")
         key = consent_key(stub, consent_id)
         consent = await state.get_json(stub, key)
-        if consent is None:
+        if consent is None or consent["patient_pseudonym"] != document["patient_pseudonym"]:
             raise NotFound("no consent with this consent_id")
         if consent["status"] == "revoked":
             return state.dumps(consent).decode()
-        consent.update(status="revoked", revoked_at=state.tx_time_text(stub), revoked_tx_id=stub.get_txid())
+        digest = await _signed(stub, document, signature_json)
+        consent.update(
+            status="revoked",
+            revoked_at=state.tx_time_text(stub),
+            revoked_tx_id=stub.get_txid(),
+            revoke_signature=digest,
+        )
         await state.put_json(stub, key, consent)
-        await _keep_patient_consent(stub, consent)
+        await _keep_patient_consents(stub, consent["patient_pseudonym"], [consent])
         return state.dumps(consent).decode()
+
+    async def ReadConsentSignature(self, ctx: TransactionContext, document_sha256: str) -> str:
+        """A signed document (grant or revocation) and the patient's assertion over it."""
+        stub = ctx.get_stub()
+        found = await state.get_json(stub, signature_key(stub, validation.sha256(document_sha256, "document_sha256")))
+        if found is None:
+            raise NotFound("no signed document with this hash")
+        return state.dumps(found).decode()
 
     async def ReadConsent(self, ctx: TransactionContext, consent_id: str) -> str:
         validation.identifier(consent_id, "consent_id")
@@ -263,12 +287,53 @@ async def _indexed_consents_of(stub: Any, pseudonym: str) -> list[dict[str, Any]
     return consents
 
 
-async def _keep_patient_consent(stub: Any, consent: dict[str, Any]) -> None:
-    """Write `consent` (granted or revoked) into its patient's entry, creating the entry from the index
-    if the patient has none. Reads see committed state only, so a new consent is added here, not read."""
-    pseudonym = consent["patient_pseudonym"]
+async def _new_consent(stub: Any, grant: dict[str, Any], field: str, pseudonym: str) -> dict[str, Any]:
+    """A consent as GrantConsent stores it, from one of the document's grants, checked; not yet written."""
+    validation.only_fields(grant, field, _GRANT_FIELDS, _GRANT_FIELDS)
+    consent_id = validation.identifier(grant["consent_id"], f"{field}.consent_id")
+    valid_from = validation.timestamp(grant["valid_from"], f"{field}.valid_from")
+    valid_until = validation.timestamp(grant["valid_until"], f"{field}.valid_until")
+    if valid_until <= valid_from:
+        raise InvalidArgument(f"{field}.valid_until must be later than {field}.valid_from")
+    if valid_until <= state.tx_time(stub):
+        raise InvalidArgument(f"{field}.valid_until is in the past")
+    consent = {
+        "consent_id": consent_id,
+        "patient_pseudonym": pseudonym,
+        "grantee": validation.grantee(grant["grantee"], f"{field}.grantee"),
+        "purposes": validation.code_list(grant["purposes"], f"{field}.purposes", PURPOSES, validation.purpose),
+        "categories": validation.code_list(grant["categories"], f"{field}.categories", CATEGORIES),
+        "valid_from": validation.format_timestamp(valid_from),
+        "valid_until": validation.format_timestamp(valid_until),
+        "status": "active",
+        "granted_at": state.tx_time_text(stub),
+        "granted_tx_id": stub.get_txid(),
+        "revoked_at": None,
+        "revoked_tx_id": None,
+    }
+    if await stub.get_state(consent_key(stub, consent_id)):
+        raise AlreadyExists("a consent with this consent_id exists")
+    return consent
+
+
+async def _signed(stub: Any, document: dict[str, Any], signature_json: str) -> str:
+    """Check the patient's signature over `document`, keep document and signature under its hash, move the key's
+    counter; the hash. The same signed document a second time is refused as replayed."""
+    entry = await keys_of(stub, document["patient_pseudonym"])
+    record = signature_record(signature_json, document)
+    if await stub.get_state(signature_key(stub, record["document_sha256"])):
+        raise AlreadyExists("this signed document was submitted before", code="replayed")
+    await check_patient_signature(stub, entry, document, signature_json)
+    await state.put_json(stub, patient_keys_key(stub, document["patient_pseudonym"]), entry)
+    await state.put_json(stub, signature_key(stub, record["document_sha256"]), {**record, "document": document})
+    return str(record["document_sha256"])
+
+
+async def _keep_patient_consents(stub: Any, pseudonym: str, changed: list[dict[str, Any]]) -> None:
+    """Write `changed` (granted or revoked) into their patient's entry, creating the entry from the index if the
+    patient has none. Reads see committed state only, so new consents are added here, not read."""
     consents = {c["consent_id"]: c for c in await _consents_of(stub, pseudonym)}
-    consents[consent["consent_id"]] = consent
+    consents.update({c["consent_id"]: c for c in changed})
     entry = {"patient_pseudonym": pseudonym, "consents": [consents[k] for k in sorted(consents)]}
     await state.put_json(stub, patient_consents_key(stub, pseudonym), entry)
 

@@ -37,7 +37,7 @@ async def grantee_status(stub: Any, grantee: str) -> str:
     return "active" if entry is None else str(entry["status"])
 
 
-def _creator_msp(stub: Any) -> str:
+def creator_msp(stub: Any) -> str:
     creator = stub.get_creator() or {}
     msp = creator.get("mspid") if isinstance(creator, dict) else None
     if not msp:
@@ -69,7 +69,7 @@ class DirectoryContract(Contract):
         validation.code(status, "status", GRANTEE_STATUSES)
         current = await state.get_json(stub, grantee_key(stub, grantee))
         if current is not None:
-            if current["registered_by"] != _creator_msp(stub):
+            if current["registered_by"] != creator_msp(stub):
                 raise ContractError("only the organisation that registered a grantee may change it", code="forbidden")
             if current["status"] == status:
                 return state.dumps(current).decode()
@@ -101,7 +101,7 @@ async def _write(stub: Any, grantee: str, status: str, *, registered: dict[str, 
     entry = {
         "grantee": grantee,
         "status": status,
-        "registered_by": registered["registered_by"] if registered else _creator_msp(stub),
+        "registered_by": registered["registered_by"] if registered else creator_msp(stub),
         "registered_at": registered["registered_at"] if registered else now,
         "changed_at": now,
         "tx_id": stub.get_txid(),

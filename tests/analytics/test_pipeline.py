@@ -12,7 +12,6 @@ from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from analytics.tasks import analysis_batch_gate
 from audit.models import AccessEvent
-from consent.services import consent_revoke
 from health_platform.roles import Role
 from records.codes import BREAST_CANCER_DATASET
 from records.demo import demo_bundles, demo_patients
@@ -26,6 +25,7 @@ from tests.conftest import (
     plain_scores,
 )
 from tests.records.factories import UserFactory
+from tests.signing import revoke_signed
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 
@@ -91,7 +91,7 @@ def test_a_revocation_takes_effect_for_every_batch_not_yet_gated(
     assert late == []  # not gated yet
     revoked_record = AnalysisBatch.objects.get(pk=second).record_version_ids[0]
     owner = RecordVersion.objects.get(pk=revoked_record).record.patient
-    consent_revoke(actor=owner.user, consent=next(c for c in consents if c.patient_id == owner.pk))
+    revoke_signed(actor=owner.user, consent=next(c for c in consents if c.patient_id == owner.pk))
 
     analysis_batch_gate.apply(args=[second])
 

@@ -7,10 +7,10 @@ import pytest
 
 from analytics.models import AnalysisStatus
 from audit.services import access_batch_log
-from consent.services import consent_revoke
 from health_platform.roles import Role
 from tests.conftest import BREAST_CANCER, explicit_analysis, grant
 from tests.records.factories import UserFactory
+from tests.signing import revoke_signed
 
 
 def access_event(event_id: str, *, patient: str = "a" * 64, **overrides) -> dict:
@@ -78,7 +78,7 @@ def mixed_analysis(cohort, clinician, models_registered, ledger, blob_dir, eager
     people = cohort(4)
     (u0, p0, r0), (_, _p1, r1), (u2, p2, r2), (u3, p3, r3) = people
     grant(u0, p0, clinician)
-    consent_revoke(actor=u2, consent=grant(u2, p2, clinician))
+    revoke_signed(actor=u2, consent=grant(u2, p2, clinician))
     grant(u3, p3, clinician, categories=["laboratory"])
     time.sleep(0.01)
     request = explicit_analysis(clinician, people)

@@ -23,6 +23,7 @@ from benchmarks.chaos import (
     scored_batches,
 )
 from health_platform import bootstrap
+from health_platform.software_passkey import SoftwareSigner
 from ledger.contracts import ConsentGrant
 from tests.conftest import BREAST_CANCER
 
@@ -170,18 +171,19 @@ def test_the_counts_read_a_real_ledger_and_database_and_find_each_fault(clinicia
     )
     a, b, c, d = (str(uuid.uuid4()) for _ in range(4))
     pseudonym = "a" * 64
-    consent = contracts.grant_consent(
+    signer = SoftwareSigner(contracts)
+    (consent,) = signer.grant(
+        pseudonym,
         ConsentGrant(
             consent_id="cns-d",
-            patient_pseudonym=pseudonym,
             grantee=grantee,
             purposes=[BREAST_CANCER],
             categories=["imaging"],
             valid_from=at(0),
             valid_until="2099-01-01T00:00:00Z",
-        )
+        ),
     )
-    revoked = contracts.revoke_consent(consent.consent_id)
+    revoked = signer.revoke(pseudonym, consent.consent_id)
 
     def log(index, decisions, *, suffix=""):
         events = [

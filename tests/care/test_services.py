@@ -5,11 +5,11 @@ from django.utils import timezone
 
 from audit.models import AccessEvent
 from care.services import treatment_records_read
-from consent.services import consent_revoke
 from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
 from ledger import LedgerUnavailable
 from tests.conftest import grant, tamper_with
+from tests.signing import revoke_signed
 
 TREATMENT = {"purposes": ["treatment"], "categories": ["imaging"]}
 
@@ -51,7 +51,7 @@ def every_refusal(cohort, clinician, monkeypatch):
     people = cohort(5)
     (u0, p0, _), (u1, p1, _), (u2, p2, _), (u3, p3, _), (u4, p4, r4) = people
     grant(u0, p0, clinician)
-    consent_revoke(actor=u1, consent=grant(u1, p1, clinician, **TREATMENT))
+    revoke_signed(actor=u1, consent=grant(u1, p1, clinician, **TREATMENT))
     expires = timezone.now() + timedelta(hours=1)
     grant(u2, p2, clinician, **TREATMENT, valid_until=expires)
     grant(u3, p3, clinician, purposes=["treatment"], categories=["laboratory"])

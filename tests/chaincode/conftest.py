@@ -15,12 +15,14 @@ their own EmbeddedLedger instead of `chain`.
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from health_platform.software_passkey import SoftwarePasskey
 from tests.fabric.network import BACKENDS, backend
 
 _namespace = {"current": ""}
@@ -63,26 +65,89 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-@pytest.fixture
-def grant(chain) -> Callable[..., dict]:
-    """Grant a consent; defaults cover breast-cancer model use of imaging records for a year.
+class Passkeys:
+    """Each patient's passkey (held in software), enrolled on the ledger on first use; they sign documents."""
 
-    `identifier` is used as given: pass ident("consent-1")."""
+    def __init__(self, client):
+        self.client = client
+        self.held: dict[str, SoftwarePasskey] = {}
+
+    def of(self, patient_pseudonym: str) -> SoftwarePasskey:
+        if patient_pseudonym not in self.held:
+            passkey = self.held[patient_pseudonym] = SoftwarePasskey()
+            if re.fullmatch(r"[0-9a-f]{64}", patient_pseudonym):
+                self.client.submit("patient_keys", "EnrolPatientKey", json.dumps(passkey.ledger_key(patient_pseudonym)))
+        return self.held[patient_pseudonym]
+
+    def grant(self, patient_pseudonym: str, *grants: dict, issued_at: datetime | None = None) -> list[dict]:
+        """GrantConsent of a document holding `grants`, signed by the patient's passkey."""
+        document = grant_document(patient_pseudonym, *grants, issued_at=issued_at)
+        signature = self.of(patient_pseudonym).sign(document)
+        return self.client.submit("consent", "GrantConsent", json.dumps(document), json.dumps(signature)).json()
+
+    def revoke(self, consent_id: str, patient_pseudonym: str) -> dict:
+        document = revoke_document(consent_id, patient_pseudonym)
+        signature = self.of(patient_pseudonym).sign(document)
+        return self.client.submit("consent", "RevokeConsent", json.dumps(document), json.dumps(signature)).json()
+
+
+def grant_document(patient_pseudonym: str, *grants: dict, issued_at: datetime | None = None) -> dict:
+    return {
+        "action": "grant_consent",
+        "patient_pseudonym": patient_pseudonym,
+        "issued_at": rfc3339(issued_at or now()),
+        "grants": list(grants),
+    }
+
+
+def revoke_document(consent_id: str, patient_pseudonym: str) -> dict:
+    return {
+        "action": "revoke_consent",
+        "patient_pseudonym": patient_pseudonym,
+        "consent_id": consent_id,
+        "issued_at": rfc3339(now()),
+    }
+
+
+def grant_terms(identifier: str, **overrides) -> dict:
+    """One grant: breast-cancer model use of imaging records for a year, from yesterday."""
+    return {
+        "consent_id": identifier,
+        "grantee": "clinician:alice",
+        "purposes": ["diagnostic-model:breast-cancer"],
+        "categories": ["imaging"],
+        "valid_from": rfc3339(now() - timedelta(days=1)),
+        "valid_until": rfc3339(now() + timedelta(days=365)),
+        **overrides,
+    }
+
+
+@pytest.fixture
+def passkeys(chain) -> Passkeys:
+    return Passkeys(chain)
+
+
+@pytest.fixture
+def grant(passkeys) -> Callable[..., dict]:
+    """Grant one consent, signed by patient `patient`'s passkey; defaults: grant_terms.
+
+    `identifier` is used as given: pass ident("consent-1"). `patient_pseudonym=` names the patient otherwise."""
 
     def _grant(identifier: str, patient: int, **overrides) -> dict:
-        body = {
-            "consent_id": identifier,
-            "patient_pseudonym": pseudonym(patient),
-            "grantee": "clinician:alice",
-            "purposes": ["diagnostic-model:breast-cancer"],
-            "categories": ["imaging"],
-            "valid_from": rfc3339(now() - timedelta(days=1)),
-            "valid_until": rfc3339(now() + timedelta(days=365)),
-            **overrides,
-        }
-        return chain.submit("consent", "GrantConsent", json.dumps(body)).json()
+        patient_pseudonym = overrides.pop("patient_pseudonym", pseudonym(patient))
+        return passkeys.grant(patient_pseudonym, grant_terms(identifier, **overrides))[0]
 
     return _grant
+
+
+@pytest.fixture
+def revoke(passkeys) -> Callable[..., dict]:
+    """Revoke consent `identifier` of patient `patient`, signed by their passkey."""
+
+    def _revoke(identifier: str, patient: int) -> dict:
+        return passkeys.revoke(identifier, pseudonym(patient))
+
+    return _revoke
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 
 from ledger import ContractRejected
-from tests.chaincode.conftest import digest, ident, now, pseudonym, rfc3339
+from tests.chaincode.conftest import Passkeys, digest, ident, now, pseudonym, rfc3339
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 
@@ -32,10 +32,10 @@ def test_grant_then_read_list_and_history(chain, grant):
     assert [h["value"]["status"] for h in history] == ["active"]
 
 
-def test_revoke_is_recorded_in_history_and_is_idempotent(chain, grant):
+def test_revoke_is_recorded_in_history_and_is_idempotent(chain, grant, revoke):
     grant(ident("consent-1"), 1)
-    revoked = chain.submit("consent", "RevokeConsent", ident("consent-1")).json()
-    again = chain.submit("consent", "RevokeConsent", ident("consent-1")).json()
+    revoked = revoke(ident("consent-1"), 1)
+    again = revoke(ident("consent-1"), 1)
     history = chain.evaluate("consent", "ConsentHistory", ident("consent-1")).json()
     assert revoked["status"] == "revoked"
     assert revoked["revoked_at"] is not None
@@ -43,9 +43,9 @@ def test_revoke_is_recorded_in_history_and_is_idempotent(chain, grant):
     assert [h["value"]["status"] for h in history] == ["active", "revoked"]
 
 
-def test_revoke_unknown_consent_is_not_found(chain):
+def test_revoke_unknown_consent_is_not_found(chain, revoke):
     with pytest.raises(ContractRejected) as refused:
-        chain.submit("consent", "RevokeConsent", ident("nope"))
+        revoke(ident("nope"), 1)
     assert refused.value.code == "not_found"
 
 
@@ -59,16 +59,16 @@ def test_grant_refuses_an_existing_consent_id(chain, grant):
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        ({"consent_id": ""}, "consent.consent_id is required"),
-        ({"patient_pseudonym": "Jane Doe"}, "consent.patient_pseudonym must be 64"),
-        ({"grantee": "alice"}, "consent.grantee must be"),
-        ({"purposes": []}, "consent.purposes must be a non-empty list"),
-        ({"purposes": ["marketing"]}, "consent.purposes[0] must be one of"),
+        ({"consent_id": ""}, "document.grants[0].consent_id is required"),
+        ({"patient_pseudonym": "Jane Doe"}, "document.patient_pseudonym must be 64"),
+        ({"grantee": "alice"}, "document.grants[0].grantee must be"),
+        ({"purposes": []}, "document.grants[0].purposes must be a non-empty list"),
+        ({"purposes": ["marketing"]}, "document.grants[0].purposes[0] must be one of"),
         ({"purposes": [BREAST_CANCER, BREAST_CANCER]}, "must not repeat"),
-        ({"categories": ["genome"]}, "consent.categories[0] must be one of"),
-        ({"categories": "imaging"}, "consent.categories must be a non-empty list"),
-        ({"valid_from": "yesterday"}, "consent.valid_from must be an RFC 3339"),
-        ({"valid_until": "2026-02-30T00:00:00Z"}, "consent.valid_until is not a valid date"),
+        ({"categories": ["genome"]}, "document.grants[0].categories[0] must be one of"),
+        ({"categories": "imaging"}, "document.grants[0].categories must be a non-empty list"),
+        ({"valid_from": "yesterday"}, "document.grants[0].valid_from must be an RFC 3339"),
+        ({"valid_until": "2026-02-30T00:00:00Z"}, "document.grants[0].valid_until is not a valid date"),
         (
             {"valid_from": rfc3339(now() + timedelta(days=2)), "valid_until": rfc3339(now() + timedelta(days=1))},
             "valid_until must be later than",
@@ -80,7 +80,8 @@ def test_grant_refuses_an_existing_consent_id(chain, grant):
         ({"extra": 1}, "unknown fields: extra"),
     ],
 )
-def test_grant_refuses_invalid_input_and_writes_nothing(chain, grant, overrides, fragment):
+def test_grant_refuses_invalid_input_and_writes_nothing(chain, grant, passkeys, overrides, fragment):
+    passkeys.of(pseudonym(1))
     height = chain.height()
     with pytest.raises(ContractRejected) as refused:
         grant(ident("consent-1"), 1, **overrides)
@@ -89,13 +90,13 @@ def test_grant_refuses_invalid_input_and_writes_nothing(chain, grant, overrides,
     assert chain.height() == height
 
 
-def test_grant_refuses_a_missing_field(chain):
+def test_grant_refuses_a_missing_field(chain, passkeys):
     with pytest.raises(ContractRejected) as refused:
-        chain.submit("consent", "GrantConsent", json.dumps({"consent_id": "c"}))
+        passkeys.grant(pseudonym(1), {"consent_id": ident("c")})
     assert "missing required fields" in refused.value.message
 
 
-def test_check_access_batch_returns_every_reason(chain, grant, anchor):
+def test_check_access_batch_returns_every_reason(chain, grant, revoke, anchor):
     anchor(ident("rec-admit"), 1, digest(1))
     grant(ident("c-ok"), 1)
     anchor(ident("rec-none"), 2, digest(2))
@@ -103,7 +104,7 @@ def test_check_access_batch_returns_every_reason(chain, grant, anchor):
     grant(ident("c-expiring"), 3, valid_until=rfc3339(now() + timedelta(seconds=30)))
     anchor(ident("rec-revoked"), 4, digest(4))
     grant(ident("c-revoked"), 4)
-    chain.submit("consent", "RevokeConsent", ident("c-revoked"))
+    revoke(ident("c-revoked"), 4)
     anchor(ident("rec-category"), 5, digest(5))
     grant(ident("c-labs-only"), 5, categories=["laboratory"])
     anchor(ident("rec-tampered"), 6, digest(6))
@@ -256,21 +257,21 @@ def test_check_access_batch_writes_nothing(chain, grant, anchor):
     assert chain.height() == height
 
 
-def test_the_patients_consent_entry_follows_every_grant_and_revocation(chain, grant, anchor):
+def test_the_patients_consent_entry_follows_every_grant_and_revocation(chain, grant, revoke, anchor):
     """The gate reads a patient's consents from one entry: it must hold exactly what each consent
     holds, after grants and revocations, in consent_id order."""
     anchor(ident("rec-1"), 1, digest(1))
     for name in ("c-b", "c-a", "c-c"):
         grant(ident(name), 1, categories=["imaging"] if name != "c-c" else ["laboratory"])
-    chain.submit("consent", "RevokeConsent", ident("c-a"))
-    chain.submit("consent", "RevokeConsent", ident("c-b"))
+    revoke(ident("c-a"), 1)
+    revoke(ident("c-b"), 1)
     listed = chain.evaluate("consent", "ListConsentsForPatient", pseudonym(1)).json()
     read = [chain.evaluate("consent", "ReadConsent", ident(n)).json() for n in ("c-a", "c-b", "c-c")]
     assert listed == read
     assert [c["status"] for c in listed] == ["revoked", "revoked", "active"]
     # Imaging was covered by c-a and c-b only, both revoked; c-c covers another category.
     assert check(chain, [item(ident("rec-1"), digest(1))])["results"][0]["reason"] == "category_not_covered"
-    chain.submit("consent", "RevokeConsent", ident("c-c"))
+    revoke(ident("c-c"), 1)
     assert check(chain, [item(ident("rec-1"), digest(1))])["results"][0]["reason"] == "consent_revoked"
 
 
@@ -281,6 +282,7 @@ def test_consents_written_before_the_patient_entry_existed_still_count(tmp_path)
     from chaincode.contracts.access_log import AccessLogContract
     from chaincode.contracts.anchors import AnchorContract
     from chaincode.contracts.consent import CONSENT_BY_PATIENT, ConsentContract, consent_key
+    from chaincode.contracts.patient_keys import PatientKeyContract
     from chaincode.library import Contract, ContractChaincode, TransactionContext
     from ledger.embedded import EmbeddedLedger
 
@@ -299,7 +301,7 @@ def test_consents_written_before_the_patient_entry_existed_still_count(tmp_path)
     ledger = EmbeddedLedger(
         tmp_path / "ledger.sqlite3",
         chaincode=ContractChaincode.new_chaincode(
-            AnchorContract(), ConsentContract(), AccessLogContract(), EarlierConsentLayout()
+            AnchorContract(), ConsentContract(), AccessLogContract(), PatientKeyContract(), EarlierConsentLayout()
         ),
     )
     try:
@@ -322,24 +324,24 @@ def test_consents_written_before_the_patient_entry_existed_still_count(tmp_path)
         ledger.submit("anchors", "AnchorRecord", "rec-1", patient, digest(1), "1")
         assert check(ledger, [item("rec-1", digest(1))])["results"][0]["decision"] == "admit"
 
-        ledger.submit(
-            "consent",
-            "GrantConsent",
-            json.dumps(
-                {
-                    **{k: earlier[k] for k in ("patient_pseudonym", "grantee", "purposes")},
-                    "consent_id": "c-new",
-                    "categories": ["laboratory"],
-                    "valid_from": rfc3339(start),
-                    "valid_until": rfc3339(start + timedelta(days=30)),
-                }
-            ),
+        passkeys = Passkeys(ledger)
+        passkeys.grant(
+            patient,
+            {
+                **{k: earlier[k] for k in ("grantee", "purposes")},
+                "consent_id": "c-new",
+                "categories": ["laboratory"],
+                "valid_from": rfc3339(start),
+                "valid_until": rfc3339(start + timedelta(days=30)),
+            },
         )
         assert [c["consent_id"] for c in ledger.evaluate("consent", "ListConsentsForPatient", patient).json()] == [
             "c-new",
             "c-old",
         ]
-        ledger.submit("consent", "RevokeConsent", "c-old")
+        old = ledger.evaluate("consent", "ReadConsent", "c-old").json()
+        assert "grant_signature" not in old  # written before signatures: valid, and not patient-signed
+        passkeys.revoke("c-old", patient)
         assert check(ledger, [item("rec-1", digest(1))])["results"][0]["reason"] == "category_not_covered"
         assert ledger.verify().ok
     finally:

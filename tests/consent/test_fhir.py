@@ -6,21 +6,18 @@ from fhir.resources.R4B.consent import Consent as FhirConsent
 
 from consent.fhir import consent_from_fhir, consent_to_fhir
 from consent.models import Consent
-from consent.services import consent_grant, consent_revoke
-from health_platform import bootstrap
 from health_platform.fhir_codes import OBSERVATION_CATEGORY, PURPOSE_SYSTEM, purposes_from_codings
-from ledger.contracts import Contracts
-from ledger.errors import LedgerUnavailable
 from tests.clients import api_as
 from tests.consent import fhir_examples
 from tests.consent.fhir_examples import BREAST_CANCER, GRANTS, REFUSED, changed
+from tests.signing import api_import_fhir, grant_signed, passkey_of, revoke_signed
 
 URL = "/api/consents/"
 
 
 @pytest.fixture
 def exported(patient_user, terms):
-    consent = consent_grant(
+    consent = grant_signed(
         actor=patient_user,
         patient=patient_user.patient,
         **{**terms, "valid_from": timezone.now() + timedelta(minutes=1)},
@@ -48,14 +45,14 @@ def test_export_validates_against_the_fhir_models(exported):
 
 def test_export_of_a_revoked_consent_is_inactive_and_still_valid(patient_user, exported):
     consent, _ = exported
-    revoked = consent_revoke(actor=patient_user, consent=consent)
+    revoked = revoke_signed(actor=patient_user, consent=consent)
     resource = consent_to_fhir(revoked)
     assert FhirConsent.model_validate(resource).status == "inactive"
 
 
 def test_export_round_trips_through_import(exported, patient_user):
     original, resource = exported
-    response = api_as(patient_user).post(f"{URL}fhir/", resource, format="json")
+    response = api_import_fhir(api_as(patient_user), patient_user.patient, resource)
     assert response.status_code == 201
     [answer] = response.json()
     imported = Consent.objects.get(consent_id=answer["consent_id"])
@@ -152,7 +149,7 @@ def _grants(consents):
 
 
 def _import(user, resource):
-    response = api_as(user).post(f"{URL}fhir/", resource, format="json")
+    response = api_import_fhir(api_as(user), user.patient, resource)
     assert response.status_code == 201, response.content[:500]
     return [Consent.objects.get(consent_id=answer["consent_id"]) for answer in response.json()]
 
@@ -198,28 +195,26 @@ def test_one_permit_the_grant_rules_refuse_writes_none_of_the_others(example_arg
     assert (ledger.height(), Consent.objects.count()) == (height, 0)
 
 
-def test_a_ledger_failing_part_way_withdraws_the_grants_already_written(
-    example_arguments, patient_user, ledger, monkeypatch
+def test_an_import_grants_all_its_permits_in_one_signed_transaction_or_none(
+    example_arguments, patient_user, ledger, ledger_switch
 ):
-    real_grant = Contracts.grant_consent
-    calls = []
+    """One signature, one ledger transaction for every grant the resource holds: a ledger that fails leaves none
+    written (before signatures, grants were written one by one and withdrawn again on a failure)."""
+    resource = fhir_examples.opt_out_with_exceptions(*example_arguments)
+    client = api_as(patient_user)
+    asked = client.post(f"{URL}fhir/", resource, format="json").json()
+    assert len(asked["document"]["grants"]) > 1
+    signed = {"document": asked["document"], "signature": passkey_of(patient_user.patient).sign(asked["document"])}
+    height = ledger.height()
+    ledger_switch.down()
+    response = client.post(URL, signed, format="json")
+    ledger_switch.up()
+    assert (response.status_code, response.json()["code"]) == (503, "ledger_unavailable")
+    assert (ledger.height(), Consent.objects.count()) == (height, 0)
 
-    def grant_once_then_fail(self, grant):
-        calls.append(grant.consent_id)
-        if len(calls) > 1:
-            raise LedgerUnavailable("the ledger went away")
-        return real_grant(self, grant)
-
-    monkeypatch.setattr(Contracts, "grant_consent", grant_once_then_fail)
-
-    response = api_as(patient_user).post(
-        f"{URL}fhir/", fhir_examples.opt_out_with_exceptions(*example_arguments), format="json"
-    )
-
-    assert response.status_code == 503
-    [written] = Consent.objects.all()
-    assert (written.consent_id, written.status) == (calls[0], "revoked")
-    assert bootstrap.contracts().read_consent(calls[0]).status == "revoked"
+    granted = client.post(URL, signed, format="json").json()
+    assert len(granted) == len(asked["document"]["grants"])
+    assert len({consent["granted_tx_id"] for consent in granted}) == 1
 
 
 def test_more_permits_than_a_consent_holds_are_refused(example_arguments, patient_user, ledger):

@@ -3,7 +3,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from consent.models import Consent
-from consent.services import consent_grant, consent_revoke
+from tests.signing import grant_signed, revoke_signed
 
 FIELDS = [f.attname for f in Consent._meta.fields]
 
@@ -15,10 +15,10 @@ def _snapshot():
 def test_dropping_the_mirror_and_rebuilding_restores_it_exactly(
     patient_user, other_patient_user, terms, organisation, capsys
 ):
-    first = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
-    consent_grant(actor=patient_user, patient=patient_user.patient, **{**terms, "grantee_id": organisation.grantee_id})
-    consent_revoke(actor=patient_user, consent=first)
-    consent_grant(actor=other_patient_user, patient=other_patient_user.patient, **terms)
+    first = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
+    grant_signed(actor=patient_user, patient=patient_user.patient, **{**terms, "grantee_id": organisation.grantee_id})
+    revoke_signed(actor=patient_user, consent=first)
+    grant_signed(actor=other_patient_user, patient=other_patient_user.patient, **terms)
     before = _snapshot()
     assert len(before) == 3
 
@@ -33,7 +33,7 @@ def test_dropping_the_mirror_and_rebuilding_restores_it_exactly(
 
 
 def test_rebuild_replaces_a_tampered_mirror_row_with_the_ledger_truth(patient_user, terms):
-    consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    consent = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
     Consent.objects.filter(pk=consent.pk).update(categories=["imaging", "laboratory"], status="revoked")
     call_command("rebuild_consent_mirror")
     consent.refresh_from_db()
@@ -44,7 +44,7 @@ def test_rebuild_replaces_a_tampered_mirror_row_with_the_ledger_truth(patient_us
 def test_a_command_that_finds_the_ledger_down_says_so_with_its_code_and_changes_nothing(
     patient_user, terms, settings, command
 ):
-    consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
     before = _snapshot()
     settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
     with pytest.raises(CommandError, match=r"^ledger_unavailable: The ledger did not answer"):

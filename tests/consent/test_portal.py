@@ -8,7 +8,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from consent.models import Consent
-from consent.services import consent_grant, consent_revoke
 from health_platform.roles import Role
 from records.crypto import patient_pseudonym
 from records.models import Patient
@@ -16,6 +15,7 @@ from records.services import patient_link_user, record_ingest
 from tests.clients import html_of, shown_text, signed_in
 from tests.conftest import BREAST_CANCER
 from tests.records.factories import MRN_SYSTEM, UserFactory, bundle, encode, patient_with_observations
+from tests.signing import grant_signed, passkey_of, portal_sign, revoke_signed
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,7 @@ def grantee_id(clinician):
 @pytest.fixture
 def granted(patient_user, terms):
     """An active consent of patient_user to the clinician, through the service."""
-    return consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    return grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
 
 
 def consent_on_ledger(ledger, consent_id):
@@ -135,9 +135,9 @@ def test_dashboard_shows_records_with_their_integrity_checked_on_the_ledger(pati
 def test_dashboard_shows_each_consent_with_grantee_codes_period_status_and_ledger_transactions(
     patient_user, granted, terms, clinician, organisation
 ):
-    revoked = consent_revoke(
+    revoked = revoke_signed(
         actor=patient_user,
-        consent=consent_grant(
+        consent=grant_signed(
             actor=patient_user, patient=patient_user.patient, **{**terms, "grantee_id": organisation.grantee_id}
         ),
     )
@@ -159,7 +159,7 @@ def test_dashboard_shows_each_consent_with_grantee_codes_period_status_and_ledge
 
 
 def test_dashboard_tells_expired_and_not_yet_valid_consents_apart(patient_user, granted, terms):
-    pending = consent_grant(
+    pending = grant_signed(
         actor=patient_user,
         patient=patient_user.patient,
         **{**terms, "valid_from": terms["valid_from"] + timedelta(days=2)},
@@ -201,10 +201,15 @@ def test_granting_through_the_form_writes_the_consent_to_the_ledger_and_shows_it
     patient_user, grantee_id, ledger
 ):
     client = signed_in(patient_user)
+    passkey_of(patient_user.patient)
+    asked = client.post(reverse("consent:grant"), grant_form(grantee_id))
+    assert (asked.status_code, Consent.objects.count()) == (200, 0)  # the page to sign on; nothing written yet
+    assert "Sign with my passkey" in html_of(asked)
 
-    response = client.post(reverse("consent:grant"), grant_form(grantee_id))
+    response = portal_sign(client, patient_user.patient, asked)
 
     consent = Consent.objects.get()
+    assert consent.patient_signed
     assert response.status_code == 302
     assert response["Location"] == f"{reverse(DASHBOARD)}#consent-{consent.consent_id}"
     on_ledger = consent_on_ledger(ledger, consent.consent_id)
@@ -227,7 +232,9 @@ def test_a_forged_patient_field_is_ignored_the_grant_is_for_the_signed_in_patien
         grantee_id, patient=str(other_patient_user.patient.pk), patient_pseudonym=other_patient_user.patient.pseudonym
     )
 
-    signed_in(patient_user).post(reverse("consent:grant"), forged)
+    client = signed_in(patient_user)
+    passkey_of(patient_user.patient)
+    portal_sign(client, patient_user.patient, client.post(reverse("consent:grant"), forged))
 
     consent = Consent.objects.get()
     assert consent.patient == patient_user.patient
@@ -317,10 +324,10 @@ def test_revoke_asks_for_confirmation_first_and_changes_nothing_until_confirmed(
 
     assert response.status_code == 200
     html = html_of(response)
-    assert 'id="revoke-confirmation"' in html
-    assert "Revoke the consent you gave Dr Carol (St Mary&#x27;s Hospital)?" in html
+    assert 'id="sign-form"' in html
+    assert "The consent you gave Dr Carol (St Mary&#x27;s Hospital)." in html
     assert 'name="csrfmiddlewaretoken"' in html
-    assert "Yes, revoke this consent" in html
+    assert "Yes, revoke it with my passkey" in html
     assert ledger.height() == height
     assert consent_on_ledger(ledger, granted.consent_id)["status"] == "active"
 
@@ -328,7 +335,9 @@ def test_revoke_asks_for_confirmation_first_and_changes_nothing_until_confirmed(
 def test_confirmed_revoke_is_on_the_ledger_and_the_dashboard_shows_it_revoked(patient_user, granted, ledger):
     client = signed_in(patient_user)
 
-    response = client.post(reverse("consent:revoke", args=[granted.consent_id]))
+    response = portal_sign(
+        client, patient_user.patient, client.get(reverse("consent:revoke", args=[granted.consent_id]))
+    )
 
     assert response.status_code == 302
     on_ledger = consent_on_ledger(ledger, granted.consent_id)
@@ -343,10 +352,11 @@ def test_confirmed_revoke_is_on_the_ledger_and_the_dashboard_shows_it_revoked(pa
 
 def test_revoking_twice_writes_nothing_the_second_time(patient_user, granted, ledger):
     client = signed_in(patient_user)
-    client.post(reverse("consent:revoke", args=[granted.consent_id]))
+    page = client.get(reverse("consent:revoke", args=[granted.consent_id]))
+    portal_sign(client, patient_user.patient, page)
     height = ledger.height()
 
-    response = client.post(reverse("consent:revoke", args=[granted.consent_id]))
+    response = portal_sign(client, patient_user.patient, page)
 
     assert response.status_code == 302
     assert ledger.height() == height
@@ -382,7 +392,7 @@ def test_an_unknown_consent_id_is_refused_the_same_way(patient_user, ledger):
 
 
 def test_history_lists_every_change_on_the_ledger_with_transaction_block_and_time(patient_user, granted, ledger):
-    revoked = consent_revoke(actor=patient_user, consent=granted)
+    revoked = revoke_signed(actor=patient_user, consent=granted)
 
     response = signed_in(patient_user).get(
         reverse("consent:detail", args=[granted.consent_id]), headers={"HX-Request": "true"}
@@ -412,16 +422,20 @@ def test_another_patients_history_is_refused(other_patient_user, granted):
 def test_grant_while_the_ledger_is_down_says_so_keeps_the_form_and_writes_nothing(
     patient_user, grantee_id, ledger, ledger_switch
 ):
+    client = signed_in(patient_user)
+    passkey_of(patient_user.patient)
+    asked = client.post(reverse("consent:grant"), grant_form(grantee_id))
     height = ledger.height()
     ledger_switch.down()
 
-    response = signed_in(patient_user).post(reverse("consent:grant"), grant_form(grantee_id))
+    response = portal_sign(client, patient_user.patient, asked)
+    before_signing = client.post(reverse("consent:grant"), grant_form(grantee_id))
 
-    assert response.status_code == 503
-    html = html_of(response)
-    assert "The ledger is not reachable at the moment, so nothing was changed." in html
-    assert "Traceback" not in html
-    assert f'<option value="{grantee_id}" selected>' in html
+    for answer in (response, before_signing):
+        assert answer.status_code == 503
+        html = html_of(answer)
+        assert "The ledger is not reachable at the moment, so nothing was changed." in html
+        assert "Traceback" not in html
     assert not Consent.objects.exists()
     ledger_switch.up()
     assert ledger.height() == height
@@ -430,9 +444,11 @@ def test_grant_while_the_ledger_is_down_says_so_keeps_the_form_and_writes_nothin
 def test_revoke_while_the_ledger_is_down_says_so_and_the_consent_stays_active(
     patient_user, granted, ledger, ledger_switch
 ):
+    client = signed_in(patient_user)
+    page = client.get(reverse("consent:revoke", args=[granted.consent_id]))
     ledger_switch.down()
 
-    response = signed_in(patient_user).post(reverse("consent:revoke", args=[granted.consent_id]))
+    response = portal_sign(client, patient_user.patient, page)
 
     assert response.status_code == 503
     assert "The ledger is not reachable at the moment, so nothing was changed." in html_of(response)
@@ -470,13 +486,13 @@ def test_dashboard_while_the_ledger_is_down_still_lists_consents_and_fails_integ
 def test_clinician_sees_pseudonyms_codes_and_periods_of_consents_naming_them_or_their_organisation(
     patient_user, other_patient_user, clinician, other_clinician, organisation, terms
 ):
-    to_me = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
-    to_my_organisation = consent_grant(
+    to_me = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
+    to_my_organisation = grant_signed(
         actor=other_patient_user,
         patient=other_patient_user.patient,
         **{**terms, "grantee_id": organisation.grantee_id, "categories": ["laboratory", "vital-signs"]},
     )
-    not_mine = consent_grant(
+    not_mine = grant_signed(
         actor=patient_user,
         patient=patient_user.patient,
         **{**terms, "grantee_id": other_clinician.clinician_profile.grantee_id},

@@ -6,10 +6,10 @@ from django.utils import timezone
 
 from consent.models import Consent
 from consent.selectors import consent_history, consents_granted_to
-from consent.services import consent_grant, consent_revoke
 from health_platform.errors import LedgerUnavailableError, PermissionDenied, ValidationFailed
 from tests.chaincode.conftest import digest
 from tests.conftest import BREAST_CANCER
+from tests.signing import grant_signed, revoke_signed
 
 
 def _check(ledger, grantee, record_id, sha, *, at=None):
@@ -23,7 +23,7 @@ def _check(ledger, grantee, record_id, sha, *, at=None):
 
 
 def test_grant_is_a_ledger_transaction_mirrored_with_its_id_and_block(patient_user, terms, ledger):
-    consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    consent = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
     on_ledger = ledger.evaluate("consent", "ReadConsent", consent.consent_id).json()
     assert on_ledger["patient_pseudonym"] == patient_user.patient.pseudonym
     assert on_ledger["grantee"] == terms["grantee_id"]
@@ -34,10 +34,10 @@ def test_grant_is_a_ledger_transaction_mirrored_with_its_id_and_block(patient_us
 
 def test_grant_then_revoke_history_holds_both_and_the_gate_refuses_consent_revoked(patient_user, terms, ledger):
     ledger.submit("anchors", "AnchorRecord", "rec-1", patient_user.patient.pseudonym, digest(1), "1")
-    consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    consent = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
     assert _check(ledger, terms["grantee_id"], "rec-1", digest(1))["decision"] == "admit"
 
-    revoked = consent_revoke(actor=patient_user, consent=consent)
+    revoked = revoke_signed(actor=patient_user, consent=consent)
 
     history = consent_history(consent=revoked)
     assert [change.status for change in history] == ["active", "revoked"]
@@ -48,16 +48,16 @@ def test_grant_then_revoke_history_holds_both_and_the_gate_refuses_consent_revok
 
 def test_an_expired_consent_is_refused_with_consent_expired(patient_user, terms, ledger):
     ledger.submit("anchors", "AnchorRecord", "rec-1", patient_user.patient.pseudonym, digest(1), "1")
-    consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
     later = terms["valid_until"] + timedelta(seconds=1)
     assert _check(ledger, terms["grantee_id"], "rec-1", digest(1), at=later)["reason"] == "consent_expired"
 
 
 def test_revoke_is_idempotent_and_writes_nothing_the_second_time(patient_user, terms, ledger):
-    consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
-    first = consent_revoke(actor=patient_user, consent=consent)
+    consent = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
+    first = revoke_signed(actor=patient_user, consent=consent)
     height = ledger.height()
-    again = consent_revoke(actor=patient_user, consent=first)
+    again = revoke_signed(actor=patient_user, consent=first)
     assert ledger.height() == height
     assert (again.status, again.revoked_tx_id, again.revoked_block) == (
         "revoked",
@@ -71,12 +71,12 @@ def test_a_patient_cannot_grant_or_revoke_for_another_and_nothing_reaches_the_le
 ):
     height = ledger.height()
     with pytest.raises(PermissionDenied):
-        consent_grant(actor=other_patient_user, patient=patient_user.patient, **terms)
+        grant_signed(actor=other_patient_user, patient=patient_user.patient, **terms)
     assert ledger.height() == height
-    consent = consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+    consent = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
     height = ledger.height()
     with pytest.raises(PermissionDenied):
-        consent_revoke(actor=other_patient_user, consent=consent)
+        revoke_signed(actor=other_patient_user, consent=consent)
     assert ledger.height() == height
     assert ledger.evaluate("consent", "ReadConsent", consent.consent_id).json()["status"] == "active"
 
@@ -101,7 +101,7 @@ def test_a_patient_cannot_grant_or_revoke_for_another_and_nothing_reaches_the_le
 def test_each_invalid_grant_gets_a_clear_error_and_writes_nothing(patient_user, terms, ledger, change, code, field):
     height = ledger.height()
     with pytest.raises(ValidationFailed) as refused:
-        consent_grant(actor=patient_user, patient=patient_user.patient, **{**terms, **change})
+        grant_signed(actor=patient_user, patient=patient_user.patient, **{**terms, **change})
     assert (refused.value.code, refused.value.detail["field"]) == (code, field)
     assert ledger.height() == height
     assert Consent.objects.count() == 0
@@ -111,12 +111,12 @@ def test_a_deactivated_clinician_is_no_longer_a_grantee(patient_user, clinician,
     clinician.is_active = False
     clinician.save()
     with pytest.raises(ValidationFailed) as refused:
-        consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+        grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
     assert refused.value.code == "unknown_grantee"
 
 
 def test_an_organisation_grant_reaches_its_clinicians(patient_user, clinician, organisation, other_clinician, terms):
-    consent_grant(actor=patient_user, patient=patient_user.patient, **{**terms, "grantee_id": organisation.grantee_id})
+    grant_signed(actor=patient_user, patient=patient_user.patient, **{**terms, "grantee_id": organisation.grantee_id})
     assert [c.grantee for c in consents_granted_to(user=clinician)] == ["org:st-marys"]
     assert list(consents_granted_to(user=other_clinician)) == []
 
@@ -124,5 +124,5 @@ def test_an_organisation_grant_reaches_its_clinicians(patient_user, clinician, o
 def test_ledger_down_means_ledger_unavailable_and_nothing_written(patient_user, terms, settings):
     settings.LEDGER_URL = "embedded:///proc/health-platform-no-such-dir/ledger.sqlite3"
     with pytest.raises(LedgerUnavailableError):
-        consent_grant(actor=patient_user, patient=patient_user.patient, **terms)
+        grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
     assert Consent.objects.count() == 0

@@ -17,7 +17,6 @@ from playwright.sync_api import expect
 from analytics.diagnostic_models import breast_cancer_model
 from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.registry import diagnostic_models_register
-from consent.services import consent_grant
 from health_platform.roles import Role
 from health_platform.services import clinician_register
 from records.codes import BREAST_CANCER_DATASET
@@ -38,6 +37,7 @@ from tests.e2e.conftest import (
     sign_out,
 )
 from tests.records.factories import PASSWORD, UserFactory
+from tests.signing import grant_signed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.he, pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
@@ -63,7 +63,7 @@ def hospital(transactional_db, ledger, blob_dir):
         user = UserFactory(username=f"patient-{person.identifier}", roles=[Role.PATIENT])
         patient_link_user(patient=patient, user=user)
         if index < CONSENTED:
-            consent_grant(
+            grant_signed(
                 actor=user,
                 patient=patient,
                 grantee_id=carol.clinician_profile.grantee_id,

@@ -13,7 +13,6 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from consent.services import consent_grant
 from health_platform import bootstrap
 from health_platform.roles import Role
 from records.crypto import patient_pseudonym
@@ -38,6 +37,7 @@ from tests.records.factories import (
     bundle,
     encode,
 )
+from tests.signing import grant_signed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -264,14 +264,14 @@ def grants(people):
     now = timezone.now()
     terms = {"purposes": [BREAST_CANCER], "valid_from": now, "valid_until": now + timedelta(days=60)}
     return [
-        consent_grant(
+        grant_signed(
             actor=people.alice,
             patient=people.alice.patient,
             grantee_id=people.carol.clinician_profile.grantee_id,
             categories=["imaging"],
             **terms,
         ),
-        consent_grant(
+        grant_signed(
             actor=people.bob,
             patient=people.bob.patient,
             grantee_id=people.st_marys.grantee_id,

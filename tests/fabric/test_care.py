@@ -10,11 +10,11 @@ from audit.selectors import AccessEventFilters
 from audit.services import audit_export_create
 from care import emergencies
 from care.services import treatment_records_read
-from consent.services import consent_revoke
 from oversight import services
 from tests.conftest import grant
 from tests.fabric.blocks import endorsing_peers, organisation_authorities
 from tests.oversight.conftest import alerts_raised
+from tests.signing import revoke_signed
 
 pytestmark = [pytest.mark.fabric, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -26,7 +26,7 @@ def test_treatment_reads_on_fabric_are_gated_and_logged_on_the_chain(cohort, cli
     (u0, p0, r0), (u1, p1, r1), (u2, p2, r2) = cohort(3)
     consent = grant(u0, p0, clinician, **TREATMENT)
     grant(u1, p1, clinician)  # an analysis's consent: no treatment
-    consent_revoke(actor=u2, consent=grant(u2, p2, clinician, **TREATMENT))
+    revoke_signed(actor=u2, consent=grant(u2, p2, clinician, **TREATMENT))
     first_block = ledger.height()
 
     reads = [

@@ -11,9 +11,9 @@ from django.utils import timezone
 from fhir.resources.R4B import get_fhir_model_class
 
 from audit.services import access_batch_log
-from consent.services import consent_revoke
 from tests.audit.conftest import access_event
 from tests.conftest import grant
+from tests.signing import revoke_signed
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 
@@ -59,7 +59,7 @@ def fhir_world(cohort, clinician, other_clinician):
     now = timezone.now()
     alice_carol = grant(alice, alice_patient, clinician)
     alice_revoked = grant(alice, alice_patient, clinician, valid_until=now + timedelta(days=400))
-    consent_revoke(actor=alice, consent=alice_revoked)
+    revoke_signed(actor=alice, consent=alice_revoked)
     alice_dave = grant(alice, alice_patient, other_clinician)
     bob_carol = grant(bob, bob_patient, clinician)
     carol = clinician.clinician_profile.grantee_id

@@ -5,7 +5,6 @@ import pytest
 from analytics.models import AnalysisStatus
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
-from consent.services import consent_grant
 from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, ValidationFailed
 from health_platform.models import GranteeStatus
@@ -13,6 +12,7 @@ from health_platform.selectors import grantee_get, grantees_all
 from health_platform.services import grantee_mirror_rebuild, grantee_set_active
 from ledger.contracts import Contracts
 from tests.conftest import analysis_held, consent_terms
+from tests.signing import grant_signed
 
 
 def _access_log(ledger, request_id):
@@ -40,7 +40,7 @@ def test_a_deactivated_grantee_is_left_out_of_the_choices_and_refused_for_new_co
     assert grantee_id not in {g.grantee_id for g in grantees_all()}
     assert grantee_get(grantee_id=grantee_id).active is False
     with pytest.raises(ValidationFailed) as refused:
-        consent_grant(actor=user, patient=patient, **consent_terms(clinician))
+        grant_signed(actor=user, patient=patient, **consent_terms(clinician))
     assert refused.value.code == "grantee_inactive"
 
 

@@ -5,6 +5,7 @@ Fabric keeps state for the whole session, so every id here is unique to the test
 helpers). Embedded-only behaviour (the SQLite file, tampering, processes) is in test_embedded.py.
 """
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ledger import ContractRejected, LedgerClient
-from tests.chaincode.conftest import digest, ident, namespace, pseudonym
+from tests.chaincode.conftest import digest, ident, namespace, pseudonym, revoke_document
 from tests.fabric.network import BACKENDS, shared_network
 
 __all__ = ["namespace"]  # the autouse fixture that makes ident/pseudonym/digest unique to each test
@@ -96,8 +97,9 @@ def test_a_contract_refusal_is_contract_rejected_with_the_contract_code_and_writ
         getattr(backend.client, call)("anchors", "AnchorRecord", ident("rec-1"), pseudonym(1), "not-a-hash", "1")
     assert refused.value.code == "invalid_argument"
     assert "sha256 must be 64" in refused.value.message
+    revocation = json.dumps(revoke_document(ident("no-such-consent"), pseudonym(1)))
     with pytest.raises(ContractRejected) as unknown:
-        getattr(backend.client, call)("consent", "RevokeConsent", ident("no-such-consent"))
+        getattr(backend.client, call)("consent", "RevokeConsent", revocation, "")
     assert unknown.value.code == "not_found"
     assert backend.client.height() == height
 

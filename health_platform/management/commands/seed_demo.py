@@ -246,8 +246,13 @@ def _demo_consents(*, count: int, clinician: Any) -> int:
     from django.utils import timezone
 
     from consent.selectors import consents_of_patient
-    from consent.services import consent_grant
+    from consent.services import consent_grant, consent_grant_document
+    from health_platform import bootstrap
+    from health_platform.software_passkey import SoftwareSigner
 
+    # The demo patients who never sign in consent with a passkey held in software for the demo, thrown away after:
+    # their consents are signed like any other, and no one can sign for them again.
+    signer = SoftwareSigner(bootstrap.contracts())
     grantee = clinician.clinician_profile.grantee_id
     linked = {username for username, _role, patient in DEMO_USERS if patient is not None}
     granted = 0
@@ -265,7 +270,7 @@ def _demo_consents(*, count: int, clinician: Any) -> int:
                 user = _demo_user(username=f"demo-{demo.identifier}", role=Role.PATIENT, password_hash=None)
                 patient_link_user(patient=patient, user=user)
             now = timezone.now()
-            consent_grant(
+            document = consent_grant_document(
                 actor=user,
                 patient=patient,
                 grantee_id=grantee,
@@ -274,5 +279,7 @@ def _demo_consents(*, count: int, clinician: Any) -> int:
                 valid_from=now,
                 valid_until=now + timedelta(days=365),
             )
+            signature = signer.passkey(patient.pseudonym).sign(document)
+            consent_grant(actor=user, patient=patient, document=document, signature=signature)
             granted += 1
     return granted
