@@ -7,7 +7,7 @@ declaration (reads in an emergency). One that names nothing valid is said to be 
 
 from dataclasses import dataclass
 
-from chaincode.vocabulary import EMERGENCY, EMERGENCY_REASONS, EMERGENCY_VERDICTS, REASON_LABELS
+from chaincode.vocabulary import EMERGENCY, EMERGENCY_REASONS, EMERGENCY_VERDICTS, PATIENT_REQUEST, REASON_LABELS
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ def explanation(
     if kind == "emergency_declared":
         why = _lower(EMERGENCY_REASONS.get(reason, reason))
         return f"{context.who} declared an emergency to read your records without your consent: {why}."
+    if kind == "export" and purpose == PATIENT_REQUEST:
+        return "You downloaded your data (your records, consents and the access log about them)."
     if kind == "emergency_review":
         verdict = _lower(EMERGENCY_VERDICTS.get(decision, decision))
         return f"An auditor reviewed an emergency access to your records: {verdict}."

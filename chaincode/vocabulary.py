@@ -60,9 +60,12 @@ EMERGENCY = "emergency"
 EMERGENCY_PURPOSES: dict[str, str] = {EMERGENCY: "Emergency treatment (HL7 v3 ETREAT)"}
 
 # Purposes an access event may carry besides the consentable ones: an auditor exporting the log, reviewing an
-# emergency or triaging an alert (and the misuse detector raising one); a clinician in an emergency.
+# emergency or triaging an alert (and the misuse detector raising one); a clinician in an emergency; a patient
+# downloading their own data (no consent is needed for that: it is their right of access).
+PATIENT_REQUEST = "patient-request"
 AUDIT_PURPOSES: dict[str, str] = {
     "audit": "Compliance audit of access to health data (HL7 v3 HCOMPL)",
+    PATIENT_REQUEST: "The patient's own request for their data (HL7 v3 PATRQT)",
     **EMERGENCY_PURPOSES,
 }
 

@@ -17,6 +17,8 @@ Export: one Consent per grant, an opt-in (policyRule OPTIN) whose one permit pro
     provision.purpose[]            the purposes' standard codings (health_platform.fhir_codes): TREAT; HRESCH and
                                    DUO:0000042 for research; HRESCH, DUO:0000007 and the platform's code for a model
     provision.class[]              observation-category codes
+    verification[0]                whether the patient signed the grant (verified, verifiedWith the Patient), once
+                                   the mirror says so: consent_patient_signed is the one place that maps it
 
 Import: a Consent yields one grant per permit it holds, all checked before any is written:
     opt-in       a base permit (as exported): one grant. Its nested provisions may only be deny exceptions naming
@@ -133,8 +135,22 @@ def consent_to_fhir(consent: Consent) -> dict[str, Any]:
             "class": [{"system": OBSERVATION_CATEGORY, "code": code} for code in consent.categories],
         },
     }
+    signed = consent_patient_signed(consent)
+    if signed is not None:
+        patient = {"identifier": {"system": PSEUDONYM_SYSTEM, "value": consent.patient.pseudonym}}
+        resource["verification"] = [{"verified": signed, "verifiedWith": patient}]
     FhirConsent.model_validate(resource)  # what we export must be valid FHIR
     return resource
+
+
+def consent_patient_signed(consent: Consent) -> bool | None:
+    """Whether the patient signed this grant themselves (patient-signed consent: their passkey's signature, checked
+    by the chaincode), as Consent.verification says it; None, and no verification, while the mirror does not know.
+
+    The consent mirror has no such flag yet: when it has one, return it here (the only place that maps it: the FHIR
+    API's Consent, Patient/$everything and the patient's download all go through consent_to_fhir).
+    """
+    return None
 
 
 def consent_from_fhir(resource: Any) -> ConsentDocument:

@@ -10,11 +10,12 @@ first, then by id: a new consent or event lands after the pages already read), s
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urlencode
 
 import structlog
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
@@ -52,6 +53,10 @@ from records.models import Patient
 from records.selectors import patient_of, patient_record_contents
 
 log = structlog.get_logger(__name__)
+
+# The builders below serve the API's views (DRF's Request) and the portal's download (Django's HttpRequest) alike:
+# they use only the user and the server's address.
+AnyRequest: TypeAlias = HttpRequest | Request
 
 CONSENT_STATES = "http://hl7.org/fhir/consent-state-codes"
 AUDIT_OUTCOMES = "http://terminology.hl7.org/CodeSystem/audit-event-outcome"
@@ -130,7 +135,7 @@ class FhirView(APIView):
         parameters_check(request.query_params, self.parameters)
 
 
-def base_url(request: Request) -> str:
+def base_url(request: AnyRequest) -> str:
     return request.build_absolute_uri(FHIR_PATH_PREFIX).rstrip("/")
 
 
@@ -164,7 +169,7 @@ class Section:
     fetch: Callable[[int, int], list[dict[str, Any]]]
 
 
-def entry(request: Request, resource: dict[str, Any], mode: str) -> dict[str, Any]:
+def entry(request: AnyRequest, resource: dict[str, Any], mode: str) -> dict[str, Any]:
     """A searchset entry: its resource's address on this server where it has an id, and why it is there (a
     warning's OperationOutcome is mode outcome)."""
     if resource["resourceType"] == "OperationOutcome":
@@ -176,7 +181,7 @@ def entry(request: Request, resource: dict[str, Any], mode: str) -> dict[str, An
 
 
 def queryset_section(
-    request: Request,
+    request: AnyRequest,
     objects: QuerySet[Any],
     resources: Callable[[QuerySet[Any]], list[dict[str, Any]]],
     mode: str = "include",
@@ -187,7 +192,7 @@ def queryset_section(
     )
 
 
-def list_section(request: Request, resources: list[dict[str, Any]], mode: str) -> Section:
+def list_section(request: AnyRequest, resources: list[dict[str, Any]], mode: str) -> Section:
     entries = [entry(request, resource, mode) for resource in resources]
     return Section(total=len(entries), fetch=lambda offset, limit: entries[offset : offset + limit])
 
@@ -195,6 +200,21 @@ def list_section(request: Request, resources: list[dict[str, Any]], mode: str) -
 def searchset(request: Request, sections: list[Section]) -> Response:
     """One page of the sections, one after the other, as a searchset Bundle with its total and paging links."""
     count, offset = paging(request.query_params)
+    bundle = searchset_bundle(sections, count=count, offset=offset)
+    entries = bundle.pop("entry", None)
+    address = request.build_absolute_uri(request.path)
+    links = page_links(request.query_params, count=count, offset=offset, total=bundle["total"])
+    bundle["link"] = [
+        {"relation": relation, "url": f"{address}?{urlencode(link['parameters'])}"} for relation, link in links.items()
+    ]
+    if entries:
+        bundle["entry"] = entries
+    return Response(bundle)
+
+
+def searchset_bundle(sections: list[Section], *, count: int, offset: int) -> dict[str, Any]:
+    """`count` entries of the sections from `offset`, one section after the other, as a searchset Bundle with the
+    sections' total (and no links: a page adds its own)."""
     total = sum(section.total for section in sections)
     entries: list[dict[str, Any]] = []
     skip = offset
@@ -206,20 +226,10 @@ def searchset(request: Request, sections: list[Section]) -> Response:
             continue
         entries += section.fetch(skip, count - len(entries))
         skip = 0
-    address = request.build_absolute_uri(request.path)
-    links = page_links(request.query_params, count=count, offset=offset, total=total)
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": total,
-        "link": [
-            {"relation": relation, "url": f"{address}?{urlencode(link['parameters'])}"}
-            for relation, link in links.items()
-        ],
-    }
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total}
     if entries:
         bundle["entry"] = entries
-    return Response(bundle)
+    return bundle
 
 
 def consents_oldest_first(consents: QuerySet[Any]) -> QuerySet[Any]:
@@ -291,33 +301,42 @@ class AuditEventSearchView(FhirView):
         return searchset(request, [queryset_section(request, events, access_events_as_fhir, "match")])
 
 
+def own_patient(request: Request, pseudonym: str) -> Patient:
+    """The signed-in patient, when `pseudonym` is theirs. A user who is not a patient is refused 403; a patient
+    naming another pseudonym (existing or not) gets 404, which reveals nothing."""
+    patient = patient_of(request.user)
+    if patient is None:
+        raise PermissionDenied("Only a patient reads their own record, with Patient/$everything.")
+    if patient.pseudonym != pseudonym:
+        raise NotFound("No such patient.")
+    return patient
+
+
+def everything_sections(request: AnyRequest, patient: Patient) -> list[Section]:
+    """What Patient/$everything holds, in its order: the Patient (pseudonymous), the Observations of the patient's
+    records, their consents, the access events about their records. The patient's download is the same."""
+    return [
+        list_section(request, [patient_resource(patient)], "match"),
+        list_section(request, record_resources(patient), "include"),
+        queryset_section(request, consents_oldest_first(consents_of_patient(patient=patient)), consents_fhir),
+        queryset_section(
+            request,
+            access_events_search(viewer=request.user, filters=AccessEventFilters()),
+            access_events_as_fhir,
+        ),
+    ]
+
+
 class PatientEverythingView(FhirView):
     """GET /fhir/Patient/<pseudonym>/$everything: for the patient themselves, their Patient (pseudonymous), the
     Observations of their records (each record's latest version, decrypted; the subject pointed at that Patient),
-    their consents and the access events about their records, in that order, paged. A user who is not a patient
-    is refused 403; a patient asking for another pseudonym (existing or not) gets 404, which reveals nothing."""
+    their consents and the access events about their records, in that order, paged (own_patient: 403 or 404 to
+    anyone else)."""
 
     parameters = PAGING
 
     def get(self, request: Request, pseudonym: str) -> Response:
-        patient = patient_of(request.user)
-        if patient is None:
-            raise PermissionDenied("Only a patient reads their own record, with Patient/$everything.")
-        if patient.pseudonym != pseudonym:
-            raise NotFound("No such patient.")
-        return searchset(
-            request,
-            [
-                list_section(request, [patient_resource(patient)], "match"),
-                list_section(request, record_resources(patient), "include"),
-                queryset_section(request, consents_oldest_first(consents_of_patient(patient=patient)), consents_fhir),
-                queryset_section(
-                    request,
-                    access_events_search(viewer=request.user, filters=AccessEventFilters()),
-                    access_events_as_fhir,
-                ),
-            ],
-        )
+        return searchset(request, everything_sections(request, own_patient(request, pseudonym)))
 
 
 def patient_resource(patient: Patient) -> dict[str, Any]:

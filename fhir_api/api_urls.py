@@ -11,6 +11,7 @@ from fhir_api.api import (
     PatientEverythingView,
     UnknownView,
 )
+from fhir_api.download import PatientDownloadView
 
 urlpatterns = [
     path("metadata", MetadataView.as_view(), name="metadata"),
@@ -18,5 +19,6 @@ urlpatterns = [
     path("Consent/<str:consent_id>", ConsentReadView.as_view(), name="consent-read"),
     path("AuditEvent", AuditEventSearchView.as_view(), name="auditevent-search"),
     path("Patient/<str:pseudonym>/$everything", PatientEverythingView.as_view(), name="patient-everything"),
+    path("Patient/<str:pseudonym>/$download", PatientDownloadView.as_view(), name="patient-download"),
     re_path(r"^.*$", UnknownView.as_view(), name="unknown"),
 ]

@@ -4,11 +4,13 @@ fhir_api.api), so that it cannot list a parameter that is refused or leave out o
 from typing import Any
 
 from fhir_api.search import AUDIT_EVENT_SEARCH, CONSENT_SEARCH, FORMAT, PAGING, SearchParameter
+from health_platform.fhir_codes import PLATFORM
 
 FHIR_VERSION = "4.0.1"
 # When what the statement says last changed.
 STATEMENT_DATE = "2026-12-06"
 EVERYTHING_DEFINITION = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+DOWNLOAD_DEFINITION = f"{PLATFORM}/OperationDefinition/Patient-download"
 
 _DOCUMENTATION = (
     "A read-only FHIR R4 API over the platform's consents, access log and a patient's own records. Searches are "
@@ -27,6 +29,11 @@ _SECURITY = (
 _EVERYTHING = (
     "The patient's own Patient (by pseudonym), the Observations of their records (decrypted), their consents and "
     "the access events about their records; only for the patient themselves (others: 403 by role, 404 otherwise)."
+)
+_DOWNLOAD = (
+    "What $everything holds, as one searchset Bundle in one file (an attachment, unpaged, at most "
+    "PATIENT_DOWNLOAD_MAX_ENTRIES entries: past it 422 download_too_large), for the patient themselves; each "
+    "download is logged on the ledger before it is sent (no ledger: 503 ledger_unavailable, nothing sent)."
 )
 
 
@@ -57,7 +64,8 @@ def capability_statement(*, base_url: str) -> dict[str, Any]:
                     {
                         "type": "Patient",
                         "operation": [
-                            {"name": "everything", "definition": EVERYTHING_DEFINITION, "documentation": _EVERYTHING}
+                            {"name": "everything", "definition": EVERYTHING_DEFINITION, "documentation": _EVERYTHING},
+                            {"name": "download", "definition": DOWNLOAD_DEFINITION, "documentation": _DOWNLOAD},
                         ],
                     },
                 ],

@@ -8,8 +8,10 @@ A purpose of the platform (chaincode.vocabulary) is written as codings, most sta
                               platform's own code for the family (DUO names no model family)
     audit                     v3-ActReason HCOMPL (an auditor's export of the access log, review or triage)
     emergency                 v3-ActReason ETREAT (a read in an emergency, break-the-glass)
+    patient-request           v3-ActReason PATRQT (a patient downloading their own data)
 and read back from them: the platform's own code when present, else the one purpose the standard codes name
-(HCOMPL and ETREAT only where an access event's purpose is read: no consent is granted for an audit or an emergency).
+(HCOMPL, ETREAT and PATRQT only where an access event's purpose is read: no consent is granted for an audit, an
+emergency or the patient's own download).
 
 A FHIR R4 Consent.provision.purpose is a list of separate Codings, each a purpose of use: several purposes are
 written as the union of their codings (`purposes_codings`), and read back (`purposes_from_codings`) with the
@@ -17,7 +19,7 @@ HRESCH and DUO:0000007 that stand beside a model family's own code taken as that
 general (which DUO:0000042, or HRESCH with no model family beside it, names).
 """
 
-from chaincode.vocabulary import MODEL_PURPOSE_PREFIX, is_purpose
+from chaincode.vocabulary import MODEL_PURPOSE_PREFIX, PATIENT_REQUEST, is_purpose
 
 # Terminology systems (FHIR R4 canonical URLs).
 V3_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
@@ -56,6 +58,7 @@ _ACT_REASON_DISPLAY = {
     "HRESCH": "healthcare research",
     "HCOMPL": "health compliance",
     "ETREAT": "Emergency Treatment",
+    "PATRQT": "patient requested",
 }
 _DUO_DISPLAY = {"DUO:0000042": "general research use", "DUO:0000007": "disease specific research"}
 # DICOM PS3.16 CID 400 (Audit Event ID), as far as the platform uses it.
@@ -94,6 +97,8 @@ def purpose_codings(purpose: str) -> list[Coding]:
         return [act_reason("HCOMPL")]
     if purpose == "emergency":
         return [act_reason("ETREAT")]
+    if purpose == PATIENT_REQUEST:
+        return [act_reason("PATRQT")]
     if purpose.startswith(MODEL_PURPOSE_PREFIX):
         return [act_reason("HRESCH"), duo("DUO:0000007"), {"system": PURPOSE_SYSTEM, "code": purpose}]
     raise ValueError(f"not a purpose of the platform: {purpose[:64]!r}")
@@ -188,7 +193,7 @@ def _known_name(system: object, code: object) -> str:
 def access_purpose_from_codings(codings: list[Coding]) -> str:
     """The purpose of an access event that `codings` name: HCOMPL alone is "audit" (an auditor's export of the
     log), anything else is read as purpose_from_codings reads a consent's. Refused (PurposeUnmapped) as there."""
-    for code, purpose in (("HCOMPL", "audit"), ("ETREAT", "emergency")):
+    for code, purpose in (("HCOMPL", "audit"), ("ETREAT", "emergency"), ("PATRQT", PATIENT_REQUEST)):
         if any((coding.get("system"), coding.get("code")) == (V3_ACT_REASON, code) for coding in codings):
             if len(codings) != 1:
                 raise PurposeUnmapped(f"{_ACT_REASON_DISPLAY[code]} is a purpose alone")

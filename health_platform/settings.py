@@ -382,6 +382,9 @@ ANALYTICS_MAX_COHORT = env.int("ANALYTICS_MAX_COHORT", default=100_000)
 ANALYTICS_REQUEST_DEADLINE_SECONDS = env.int("ANALYTICS_REQUEST_DEADLINE_SECONDS", default=6 * 3600)
 # An export the ledger cannot verify is tried again until this long after it was asked for, then it fails.
 AUDIT_EXPORT_DEADLINE_SECONDS = env.int("AUDIT_EXPORT_DEADLINE_SECONDS", default=3600)
+# A patient's "download my data" is one Bundle built in memory (its SHA-256 goes on the ledger before it is sent):
+# at most this many entries; past it the download is refused (download_too_large) and $everything pages instead.
+PATIENT_DOWNLOAD_MAX_ENTRIES = env.int("PATIENT_DOWNLOAD_MAX_ENTRIES", default=10_000)
 # Work unchanged this long is sent again (its message was lost); longer than any step's time limit.
 ANALYTICS_STALL_SECONDS = env.int("ANALYTICS_STALL_SECONDS", default=900)
 ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS", default=2)

@@ -18,6 +18,7 @@ from care import views as care_views
 from consent import views as consent_views
 from consent.api import GranteeListView
 from directory import views as directory_views
+from fhir_api import views as fhir_views
 from health_platform import security, views
 from oversight import views as oversight_views
 from records import ingest_views
@@ -55,7 +56,8 @@ analytics_pages = [
     path("<str:analysis_id>/cancel/", analytics_views.analysis_cancel, name="cancel"),
 ]
 
-# The auditor's search, exports, ledger, overview and verify-a-copy; the patient's "who used my data".
+# The auditor's search, exports, ledger, overview and verify-a-copy; the patient's "who used my data" and their
+# "download my data" (fhir_api: the FHIR Bundle of Patient/$everything, as one file).
 audit_pages = [
     path("", audit_views.search, name="search"),
     path("exports/", audit_views.exports, name="exports"),
@@ -64,6 +66,7 @@ audit_pages = [
     path("exports/<str:export_id>/manifest/", audit_views.export_manifest, name="export-manifest"),
     path("ledger/", audit_views.ledger, name="ledger"),
     path("my-data/", audit_views.my_data, name="my-data"),
+    path("my-data/download/", fhir_views.my_data_download, name="my-data-download"),
     path("overview/", overview_views.overview, name="overview"),
     path("verify/", overview_views.verify_copy, name="verify"),
 ]

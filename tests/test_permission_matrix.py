@@ -989,6 +989,17 @@ def build_cases() -> list[Case]:
             content_type="multipart",
         ),
         Case("audit/my-data/", "GET", "-", fixed("/audit/my-data/"), portal(PATIENTS)),
+        # The patient's download of their own data: a file, logged on the ledger (a write), for patients only.
+        Case(
+            "audit/my-data/download/",
+            "POST",
+            "-",
+            fixed("/audit/my-data/download/"),
+            portal(PATIENTS),
+            body=lambda world: {},
+            content_type="form",
+            writes=True,
+        ),
         # --- care: reads for treatment. The world's consents are for an analysis, not treatment: the clinician
         # they name is refused by the ledger (403 no_consent, logged); a clinician they do not name, and any
         # pseudonym no consent names, 404; everyone else 403. The patient consented to the clinician, the other
@@ -1046,6 +1057,17 @@ def build_cases() -> list[Case]:
                 variant,
                 lambda world, owner=owner: f"/fhir/Patient/{world.pseudonym[owner] if owner else '0' * 64}/$everything",
                 api({who: 200 if who == owner else 404 for who in PATIENTS}),
+            )
+            for variant, owner in OWNERS.items()
+        ),
+        *(
+            Case(
+                "fhir/Patient/<str:pseudonym>/$download",
+                "GET",
+                variant,
+                lambda world, owner=owner: f"/fhir/Patient/{world.pseudonym[owner] if owner else '0' * 64}/$download",
+                api({who: 200 if who == owner else 404 for who in PATIENTS}),
+                writes=True,  # the download is logged on the ledger
             )
             for variant, owner in OWNERS.items()
         ),

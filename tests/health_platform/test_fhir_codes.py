@@ -59,6 +59,14 @@ def test_audit_is_health_compliance_and_unknown_purposes_are_a_programming_error
         purpose_codings("marketing")
 
 
+def test_a_patients_own_download_is_patient_requested_and_reads_back():
+    codings = purpose_codings("patient-request")
+    assert codings == [{"system": V3_ACT_REASON, "code": "PATRQT", "display": "patient requested"}]
+    assert access_purpose_from_codings(codings) == "patient-request"
+    with pytest.raises(PurposeUnmapped):
+        purpose_from_codings(codings)  # no consent is granted for it
+
+
 @pytest.mark.parametrize(
     "purposes",
     [

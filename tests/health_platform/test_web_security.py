@@ -199,6 +199,7 @@ FORMS = {
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
     "/records/ingest/": ("custodian", ingest_upload, 200),
     "/audit/verify/": ("auditor", verify_upload, 200),
+    "/audit/my-data/download/": (PATIENT, lambda world: {}, 200),  # the file itself, logged on the ledger
     "/directory/clinicians/": (
         "custodian",
         lambda world: {"display_name": "Dr Csrf", "username": "csrf-dr", "email": "c@example.org", "organisation": ""},
