@@ -17,8 +17,9 @@ Export: one Consent per grant, an opt-in (policyRule OPTIN) whose one permit pro
     provision.purpose[]            the purposes' standard codings (health_platform.fhir_codes): TREAT; HRESCH and
                                    DUO:0000042 for research; HRESCH, DUO:0000007 and the platform's code for a model
     provision.class[]              observation-category codes
-    verification[0]                whether the patient signed the grant (verified, verifiedWith the Patient), once
-                                   the mirror says so: consent_patient_signed is the one place that maps it
+    verification[0]                whether the patient signed the grant with their passkey (verified, verifiedWith
+                                   the Patient); false: granted before signatures, "not patient-signed". Read past
+                                   on import: the imported grants are signed anew
 
 Import: a Consent yields one grant per permit it holds, all checked before any is written:
     opt-in       a base permit (as exported): one grant. Its nested provisions may only be deny exceptions naming
@@ -74,7 +75,9 @@ RECIPIENT_ROLES = {"IRCP", "PRCP"}  # information recipient, primary information
 MAX_PERMITS = 16
 
 _REFUSED_PROVISION_FIELDS = ("action", "securityLabel", "code", "dataPeriod", "data", "modifierExtension")
-_REFUSED_CONSENT_FIELDS = ("modifierExtension", "sourceAttachment", "sourceReference", "policy", "verification")
+# verification is not refused: it says whether the exported grant was signed, and an import is a new grant that the
+# patient signs anew, so it is read past.
+_REFUSED_CONSENT_FIELDS = ("modifierExtension", "sourceAttachment", "sourceReference", "policy")
 
 
 @dataclass(frozen=True)
@@ -144,13 +147,11 @@ def consent_to_fhir(consent: Consent) -> dict[str, Any]:
 
 
 def consent_patient_signed(consent: Consent) -> bool | None:
-    """Whether the patient signed this grant themselves (patient-signed consent: their passkey's signature, checked
-    by the chaincode), as Consent.verification says it; None, and no verification, while the mirror does not know.
-
-    The consent mirror has no such flag yet: when it has one, return it here (the only place that maps it: the FHIR
-    API's Consent, Patient/$everything and the patient's download all go through consent_to_fhir).
-    """
-    return None
+    """Whether the patient signed this grant themselves (their passkey's signature, checked by the chaincode), as
+    Consent.verification says it: verified false marks a consent granted before signatures ("not patient-signed").
+    The one place that maps it: the FHIR API's Consent, Patient/$everything and the patient's download all go
+    through consent_to_fhir."""
+    return consent.patient_signed
 
 
 def consent_from_fhir(resource: Any) -> ConsentDocument:

@@ -241,3 +241,13 @@ def test_a_refusal_names_known_codes_and_never_echoes_a_code_it_was_sent(example
     assert refused.json()["detail"]["field"] == "provision.purpose[1]"
     assert sent not in refused.content.decode()
     assert "ETREAT" in emergency.json()["detail"]["reason"]
+
+
+def test_the_export_says_whether_the_patient_signed_the_grant(patient_user, terms):
+    """verification[0].verified: true for a grant the patient's passkey signed; false for one granted before
+    signatures were required ("not patient-signed"), which stays valid."""
+    consent = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
+    assert consent_to_fhir(consent)["verification"][0]["verified"] is True
+    Consent.objects.filter(pk=consent.pk).update(grant_signature="")  # the mirror of a grant made before signatures
+    consent.refresh_from_db()
+    assert consent_to_fhir(consent)["verification"][0]["verified"] is False

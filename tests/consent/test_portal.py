@@ -518,3 +518,14 @@ def test_a_clinician_named_by_no_consent_sees_an_empty_page(other_clinician, gra
 
     assert granted.consent_id not in html
     assert "No patient has granted you" in html
+
+
+def test_the_dashboard_marks_a_consent_granted_before_signatures_as_not_patient_signed(patient_user, granted, terms):
+    Consent.objects.filter(pk=granted.pk).update(grant_signature="")  # the mirror of a grant made before signatures
+    html = html_of(signed_in(patient_user).get(reverse(DASHBOARD)))
+    assert 'data-patient-signed="false"' in html
+    assert "Not patient-signed" in html
+    granted_too = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
+    html = html_of(signed_in(patient_user).get(reverse(DASHBOARD)))
+    assert 'data-patient-signed="true"' in html
+    assert granted_too.grant_signature in html
