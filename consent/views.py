@@ -322,7 +322,9 @@ def _passkey_change(request: HttpRequest, patient: Patient, change: Callable[[],
         return _passkeys_page(request, patient, error=SIGNATURE_REFUSED_MESSAGE.format(code=error.code), status=403)
     except PermissionDenied:
         return _forbidden(request, "Only the patient can change their passkeys.")
-    except (ValidationFailed, ContractRejected, LedgerRejected) as error:
+    except ValidationFailed as error:
+        return _passkeys_page(request, patient, error=f"{error} ({error.code})", status=400)
+    except (ContractRejected, LedgerRejected) as error:
         return _passkeys_page(request, patient, error=f"The ledger refused this change ({error.code}).", status=409)
     except LedgerError as error:
         _, message = _ledger_failure(error, action="passkey", user=request.user)

@@ -459,8 +459,53 @@ def grant_form(world: World) -> dict[str, Any]:
 
 
 def grant_body(world: World) -> dict[str, Any]:
-    """What the API takes: instants."""
+    """What the API's signing request takes: instants."""
     return grant_terms(world, timezone.now())
+
+
+def signed_grant(world: World) -> dict[str, Any]:
+    """A grant document of PATIENT's (a new consent id each time), signed by their passkey, as the API takes it."""
+    from chaincode.validation import format_timestamp
+    from ledger.contracts import ConsentGrant, grant_document
+    from tests.signing import passkey_of
+
+    now, patient = timezone.now(), world.users[PATIENT].patient
+    grant = ConsentGrant(
+        consent_id=f"cns-{uuid.uuid4().hex}",
+        grantee=world.grantee[CLINICIAN],
+        purposes=[BREAST_CANCER],
+        categories=["imaging"],
+        valid_from=format_timestamp(now),
+        valid_until=format_timestamp(now + timedelta(days=30)),
+    )
+    document = grant_document(patient.pseudonym, [grant], issued_at=format_timestamp(now))
+    return {"document": document, "signature": passkey_of(patient).sign(document)}
+
+
+def signed_revocation(owner: str | None, consent_of: Callable[[World], str]) -> Callable[[World], dict[str, Any]]:
+    """The revocation of a consent, signed by its patient `owner`'s passkey (nothing to sign for no owner)."""
+
+    def body(world: World) -> dict[str, Any]:
+        from chaincode.validation import format_timestamp
+        from ledger.contracts import revoke_document
+        from tests.signing import passkey_of
+
+        if owner is None:
+            return {}
+        patient = world.users[owner].patient
+        document = revoke_document(patient.pseudonym, consent_of(world), issued_at=format_timestamp(timezone.now()))
+        return {"document": document, "signature": passkey_of(patient).sign(document)}
+
+    return body
+
+
+def as_form(body: Callable[[World], dict[str, Any]]) -> Callable[[World], dict[str, Any]]:
+    """A signed body as the portal's form posts it: each field JSON."""
+    return lambda world: {field: json.dumps(value) for field, value in body(world).items()}
+
+
+def consent_of(owner: str | None) -> Callable[[World], str]:
+    return lambda world: world.consent[owner] if owner else "no-such-consent"
 
 
 def ingest_bundle(world: World) -> dict[str, Any]:
@@ -847,15 +892,55 @@ def build_cases() -> list[Case]:
         Case("records/ingest/history/", "GET", "-", fixed("/records/ingest/history/"), portal(INGESTERS)),
         # --- portal: consent ---
         Case("consent/", "GET", "-", fixed("/consent/"), portal(PATIENTS)),
-        Case(
+        Case(  # the terms: the page to sign them on, nothing written yet
             "consent/grant/",
             "POST",
             "own",
             fixed("/consent/grant/"),
-            portal(PATIENTS, ok=302),
+            portal(PATIENTS),
             body=grant_form,
             content_type="form",
+        ),
+        Case(  # PATIENT's signed grant: another patient cannot submit it (403)
+            "consent/grant/",
+            "POST",
+            "signed",
+            fixed("/consent/grant/"),
+            portal({PATIENT: 302, OTHER_PATIENT: 403}),
+            body=as_form(signed_grant),
+            content_type="form",
             writes=True,
+        ),
+        Case("consent/passkeys/", "GET", "-", fixed("/consent/passkeys/"), portal(PATIENTS)),
+        *(
+            Case(  # nothing signed: refused, nothing written
+                route,
+                "POST",
+                "-",
+                fixed(path),
+                portal(PATIENTS, ok=400),
+                body=lambda world: {},
+                content_type="form",
+            )
+            for route, path in (
+                ("consent/passkeys/confirm/", "/consent/passkeys/confirm/"),
+                ("consent/passkeys/revoke/", "/consent/passkeys/revoke/"),
+            )
+        ),
+        *(
+            Case(  # no such passkey on the patient's account (a clinician's, or none): refused, nothing written
+                "consent/passkeys/<int:authenticator_id>/enrol/",
+                "POST",
+                variant,
+                path,
+                portal(PATIENTS, ok=400),
+                body=lambda world: {},
+                content_type="form",
+            )
+            for variant, path in (
+                ("other clinician's", lambda world: f"/consent/passkeys/{world.passkey[CLINICIAN]}/enrol/"),
+                ("missing", fixed("/consent/passkeys/999999/enrol/")),
+            )
         ),
         Case("consent/granted-to-me/", "GET", "-", fixed("/consent/granted-to-me/"), portal(CLINICIANS)),
         *(
@@ -884,7 +969,7 @@ def build_cases() -> list[Case]:
             "own",
             lambda world: f"/consent/{world.revocable['portal']}/revoke/",
             own_consent_page(PATIENT, ok=302),
-            body=lambda world: {},
+            body=as_form(signed_revocation(PATIENT, lambda world: world.revocable["portal"])),
             content_type="form",
             writes=True,
         ),
@@ -895,7 +980,7 @@ def build_cases() -> list[Case]:
                 variant,
                 consent_path("/consent/", owner, "revoke/"),
                 own_consent_page(owner, ok=302),
-                body=lambda world: {},
+                body=as_form(signed_revocation(owner, consent_of(owner))),
                 content_type="form",
                 writes=True,
             )
@@ -1096,16 +1181,29 @@ def build_cases() -> list[Case]:
         # --- API: consents ---
         Case("api/consents/^$", "GET", "-", fixed("/api/consents/"), api((*PATIENTS, *CLINICIANS, AUDITOR))),
         Case(
-            "api/consents/^$", "POST", "-", fixed("/api/consents/"), api(PATIENTS, ok=201), body=grant_body, writes=True
+            "api/consents/^$",
+            "POST",
+            "own",
+            fixed("/api/consents/"),
+            api({PATIENT: 201, OTHER_PATIENT: 403}),
+            body=signed_grant,
+            writes=True,
         ),
         Case(
+            "api/consents/^sign-request/$",
+            "POST",
+            "-",
+            fixed("/api/consents/sign-request/"),
+            api(PATIENTS),
+            body=grant_body,
+        ),
+        Case(  # the grant document to sign: nothing written yet
             "api/consents/^fhir/$",
             "POST",
             "own",
             fixed("/api/consents/fhir/"),
-            api({PATIENT: 201, OTHER_PATIENT: 403}),
+            api({PATIENT: 200, OTHER_PATIENT: 403}),
             body=lambda world: world.fhir_consent,
-            writes=True,
         ),
         *(
             Case(
@@ -1124,8 +1222,19 @@ def build_cases() -> list[Case]:
             "own",
             lambda world: f"/api/consents/{world.revocable['api']}/revoke/",
             api({PATIENT: 200, OTHER_PATIENT: 404}),
-            body=lambda world: {},
+            body=signed_revocation(PATIENT, lambda world: world.revocable["api"]),
             writes=True,
+        ),
+        *(
+            Case(
+                "api/consents/^(?P<consent_id>[A-Za-z0-9][A-Za-z0-9._:-]{0,127})/revoke/sign-request/$",
+                "POST",
+                variant,
+                consent_path("/api/consents/", owner, "revoke/sign-request/"),
+                api({who: 200 if who == owner else 404 for who in PATIENTS}),
+                body=lambda world: {},
+            )
+            for variant, owner in OWNERS.items()
         ),
         *(
             Case(
@@ -1134,7 +1243,7 @@ def build_cases() -> list[Case]:
                 variant,
                 consent_path("/api/consents/", owner, "revoke/"),
                 api({PATIENT: 404, OTHER_PATIENT: 404 if owner is None else 200}),
-                body=lambda world: {},
+                body=signed_revocation(owner, consent_of(owner)),
                 writes=True,
             )
             for variant, owner in (("other patient's", OTHER_PATIENT), ("missing", None))
@@ -2191,6 +2300,7 @@ CONSENT_URLS = (
     "/api/consents/{}/fhir/",
     "/api/consents/{}/history/",
     "/api/consents/{}/revoke/",
+    "/api/consents/{}/revoke/sign-request/",
     "/consent/{}/",
     "/consent/{}/revoke/",
     "/fhir/Consent/{}",

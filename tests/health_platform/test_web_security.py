@@ -192,8 +192,9 @@ FORMS = {
     "/accounts/logout/": (PATIENT, lambda world: {}, 302),
     # The passkey sign-in (allauth.mfa): an empty credential is refused, back to the sign-in page with the error.
     "/accounts/2fa/webauthn/login/": (ANONYMOUS, lambda world: {"credential": "{}"}, 302),
-    "/consent/grant/": (PATIENT, grant_form, 302),
-    "/consent/<id>/revoke/": (PATIENT, lambda world: {}, 302),
+    # The terms: the page to sign them on (200). A change without the passkey's signature: refused (400).
+    "/consent/grant/": (PATIENT, grant_form, 200),
+    "/consent/<id>/revoke/": (PATIENT, lambda world: {}, 400),
     "/analytics/new/": ("clinician", analysis_form, 302),
     "/analytics/<id>/cancel/": ("clinician", lambda world: {}, 302),
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
