@@ -16,16 +16,21 @@ from health_platform.software_passkey import SoftwarePasskey
 _passkeys: dict[str, SoftwarePasskey] = {}
 
 
+def enrol_passkey(patient: Any, *, rp_id: str = "testserver", origin: str = "http://testserver") -> SoftwarePasskey:
+    """A new software passkey for `patient`, enrolled on the ledger as their first (they must have none there)."""
+    passkey = SoftwarePasskey(rp_id=rp_id, origin=origin)
+    bootstrap.contracts().enrol_patient_key(passkey.ledger_key(patient.pseudonym))
+    _passkeys[patient.pseudonym] = passkey
+    return passkey
+
+
 def passkey_of(patient: Any) -> SoftwarePasskey:
     """The patient's software passkey, enrolled on the current ledger if it is not there yet."""
     passkey = _passkeys.get(patient.pseudonym)
     keys = bootstrap.contracts().patient_keys(patient.pseudonym)
     if passkey is not None and any(key.credential_id == passkey.credential_id_text for key in keys.active):
         return passkey
-    passkey = SoftwarePasskey(rp_id="testserver", origin="http://testserver")
-    bootstrap.contracts().enrol_patient_key(passkey.ledger_key(patient.pseudonym))
-    _passkeys[patient.pseudonym] = passkey
-    return passkey
+    return enrol_passkey(patient)
 
 
 def grant_signed(*, actor: Any, patient: Any, **terms: Any) -> Consent:

@@ -159,3 +159,39 @@ def wider_than_the_viewport(page: Page) -> list[str]:
             return wide;
         }"""
     )
+
+
+def passkey_in_browser(page: Page, patient: Any) -> Any:
+    """Give `patient` a passkey on the ledger (their first) that this page's browser holds, in a virtual authenticator
+    of Chromium's (DevTools protocol): for browser tests that grant or revoke, not the ones about enrolling passkeys
+    (tests/e2e/test_patient_signed_consent.py enrols through allauth). Returns the passkey."""
+    import base64
+    from urllib.parse import urlsplit
+
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.signing import enrol_passkey
+
+    address = urlsplit(page.url)  # the page is on the site already: the passkey is the site's
+    passkey = off_browser_thread(
+        enrol_passkey, patient, rp_id=address.hostname, origin=f"{address.scheme}://{address.netloc}"
+    )
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("WebAuthn.enable")
+    options = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True}
+    added = devtools.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {"options": {**options, "isUserVerified": True, "automaticPresenceSimulation": True}},
+    )
+    private_key = passkey.private_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    credential = {
+        "credentialId": base64.b64encode(passkey.credential_id).decode(),
+        "isResidentCredential": False,
+        "rpId": address.hostname,
+        "privateKey": base64.b64encode(private_key).decode(),
+        "signCount": 0,
+    }
+    devtools.send("WebAuthn.addCredential", {"authenticatorId": added["authenticatorId"], "credential": credential})
+    return passkey

@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     PHONE,
     dr_carol,
     off_browser_thread,
+    passkey_in_browser,
     screenshot_that_fits,
     screenshots_at_both_widths,
     sign_in,
@@ -127,14 +128,17 @@ def test_patient_grants_sees_the_transaction_revokes_and_another_patient_sees_no
     expect(page.locator("table.stack tbody tr")).to_have_count(2)
     expect(page.locator("table.stack .status-ok")).to_have_count(2)
     expect(page.locator("#no-consents")).to_be_visible()
+    passkey_in_browser(page, people.alice.patient)
 
-    # She grants Dr Carol Jones the breast-cancer model over her imaging data for 90 days.
+    # She grants Dr Carol Jones the breast-cancer model over her imaging data for 90 days, and signs it.
     last_day = today() + timedelta(days=90)
     page.get_by_label("Who may use your records").select_option(label=CLINICIAN_LABEL)
     page.get_by_label(BREAST_CANCER_LABEL).check()
     page.get_by_label("Imaging-derived measurements").check()
     page.get_by_label("Last day").fill(last_day.isoformat())
     page.get_by_role("button", name="Grant consent").click()
+    expect(page.get_by_role("heading", name="Sign your consent", level=1)).to_be_visible()
+    page.get_by_role("button", name="Sign with my passkey").click()
 
     card = page.locator("article.consent-card")
     expect(card).to_have_count(1)
@@ -166,15 +170,16 @@ def test_patient_grants_sees_the_transaction_revokes_and_another_patient_sees_no
     expect(history.first).to_contain_text(f"{granted_tx}, block {granted_block}")
     assert page.url == dashboard_url
 
-    # Revoking asks first; nothing happens on the ledger until she confirms.
+    # Revoking asks first; nothing happens on the ledger until she signs.
     height = on_the_ledger(ledger_height)
     card.get_by_role("link", name="Revoke…").click()
-    confirm = card.locator(".confirm-slot")
-    expect(confirm).to_contain_text("Revoke the consent you gave Dr Carol Jones (St Mary's Hospital)?")
+    expect(page.locator("#what-you-sign + p")).to_contain_text(
+        "The consent you gave Dr Carol Jones (St Mary's Hospital)."
+    )
     assert on_the_ledger(ledger_height) == height
     assert on_the_ledger(read_consent, consent_id)["status"] == "active"
     screenshots_at_both_widths(page, "dashboard-revoke-confirmation")
-    confirm.get_by_role("button", name="Yes, revoke this consent").click()
+    page.get_by_role("button", name="Yes, revoke it with my passkey").click()
 
     expect(card.locator("[data-status]")).to_have_text("Revoked")
     revoked_tx = card.locator("[data-tx=revoked]").inner_text()
@@ -212,7 +217,7 @@ def test_patient_grants_sees_the_transaction_revokes_and_another_patient_sees_no
     assert on_the_ledger(ledger_height) == height
 
 
-def test_without_javascript_errors_show_by_their_fields_and_the_confirmation_page_revokes(people, new_page):
+def test_without_javascript_errors_show_by_their_fields_and_nothing_is_granted_unsigned(people, new_page):
     page = new_page(javascript=False, viewport=PHONE)
     sign_in(page, "alice", PASSWORD)
     height = on_the_ledger(ledger_height)
@@ -236,25 +241,12 @@ def test_without_javascript_errors_show_by_their_fields_and_the_confirmation_pag
     expect(page.locator("#id_valid_until_error")).to_have_text("The last day must be on or after the first day.")
     assert on_the_ledger(ledger_height) == height
 
-    # Corrected, it is granted (starting in ten days: not yet in force).
+    # Corrected, it asks for the passkey's signature, which needs JavaScript: it says so, and nothing is written.
     page.get_by_label("Last day").fill((today() + timedelta(days=40)).isoformat())
     page.get_by_role("button", name="Grant consent").click()
-    card = page.locator("article.consent-card")
-    expect(card.locator("[data-status]")).to_have_text("Not yet in force")
-    consent_id = card.get_attribute("data-consent-id")
-
-    # Without JavaScript the revoke link opens a confirmation page of its own.
-    card.get_by_role("link", name="Revoke…").click()
-    expect(page).to_have_url(re.compile(rf"/consent/{re.escape(consent_id)}/revoke/$"))
-    expect(page.get_by_role("heading", name="Revoke consent")).to_be_visible()
-    page.get_by_role("button", name="Yes, revoke this consent").click()
-    expect(page).to_have_url(re.compile(rf"/consent/#consent-{re.escape(consent_id)}$"))
-    expect(card.locator("[data-status]")).to_have_text("Revoked")
-    assert on_the_ledger(read_consent, consent_id)["status"] == "revoked"
-
-    # ...and the history link opens the consent's page with both changes.
-    card.get_by_role("link", name="Ledger history").click()
-    expect(page.locator("#consent-history li")).to_have_count(2)
+    expect(page.get_by_role("heading", name="Sign your consent", level=1)).to_be_visible()
+    expect(page.locator("#no-passkey")).to_be_visible()  # and she has no passkey yet: it says where to set one up
+    assert on_the_ledger(ledger_height) == height
     assert wider_than_the_viewport(page) == []
 
 
@@ -307,6 +299,7 @@ def test_clinician_sees_which_patients_granted_what_by_pseudonym_only(people, gr
 def test_grant_form_can_be_filled_with_the_keyboard(people, new_page):
     page = new_page()
     sign_in(page, "alice", PASSWORD)
+    passkey_in_browser(page, people.alice.patient)
 
     page.get_by_label("Who may use your records").focus()
     page.keyboard.press("ArrowDown")
@@ -322,6 +315,8 @@ def test_grant_form_can_be_filled_with_the_keyboard(people, new_page):
     expect(page.get_by_label("Imaging-derived measurements")).to_be_focused()
     page.keyboard.press("Space")
     page.get_by_role("button", name="Grant consent").focus()
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Sign with my passkey").focus()  # the signing page: by the keyboard too
     page.keyboard.press("Enter")
 
     card = page.locator("article.consent-card")
