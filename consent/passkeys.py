@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from allauth.mfa.models import Authenticator
+from django.core.mail import send_mail
 from django.utils import timezone
 from fido2 import cbor
 from fido2.webauthn import RegistrationResponse
@@ -25,6 +26,7 @@ from consent.access import user_may_change_consents_of
 from consent.services import signed_call
 from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, ValidationFailed
+from health_platform.roles import Role, user_has_role
 from ledger import LedgerError
 from ledger.contracts import PatientKey, PatientKeys
 from records.models import Patient
@@ -151,18 +153,35 @@ def patient_passkey_revoke(*, actor: Any, patient: Patient, document: Any, signa
     return keys
 
 
-def patient_passkeys_recover(*, custodian: str, patient: Patient, reason: str) -> PatientKeys:
+def patient_passkeys_recover(*, actor: Any, patient: Patient, reason: str) -> PatientKeys:
     """The custodian's recovery for a patient who lost every passkey: every key revoked on the ledger (where the
-    recovery stays, shown to the patient), the account's passkeys removed so that the patient enrols a new one."""
+    recovery stays, shown to the patient on their passkeys page), the account's passkeys removed so that the patient
+    enrols a new one as at first, and the patient told by e-mail, so that a reset they did not ask for is not
+    silent. Only a custodian may; the patient's identity is the hospital's to check first."""
+    if not user_has_role(actor, Role.CUSTODIAN):
+        raise PermissionDenied("Only the hospital's custodian resets a patient's passkeys.")
     if reason not in RECOVERY_REASONS:
         raise ValidationFailed(
             f"Unknown reason; allowed: {', '.join(sorted(RECOVERY_REASONS))}.", code="unknown_reason"
         )
     recovery_id = f"rcv-{uuid.uuid4().hex}"
     keys = bootstrap.contracts().recover_patient_keys(
-        recovery_id=recovery_id, pseudonym=patient.pseudonym, custodian=custodian, reason=reason
+        recovery_id=recovery_id, pseudonym=patient.pseudonym, custodian=f"custodian:{actor.pk}", reason=reason
     )
     Authenticator.objects.filter(user__patient=patient, type=Authenticator.Type.WEBAUTHN).delete()
+    user = getattr(patient, "user", None)
+    if user is not None and user.email:
+        send_mail(
+            subject="The hospital reset your health_platform passkeys",
+            message=(
+                "The hospital has taken every passkey of yours off the ledger: they can no longer sign your consents. "
+                "Your consents themselves are unchanged.\n\nSign in and add a new passkey to grant or revoke consent "
+                "again. Your passkeys page shows this reset for good. If you did not ask for it, tell the hospital "
+                "now.\n"
+            ),
+            from_email=None,
+            recipient_list=[user.email],
+        )
     log.info("patient_keys_recovered", patient_id=str(patient.pk), recovery_id=recovery_id, reason=reason)
     return keys
 
