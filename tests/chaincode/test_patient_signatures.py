@@ -544,3 +544,37 @@ def test_an_unsupported_public_key_is_refused(chain, public_key):
     key = {**SoftwarePasskey().ledger_key(patient), "public_key": b64url(public_key)}
     refused(chain, "unsupported_key", "patient_keys", "EnrolPatientKey", key)
     assert keys(chain, patient)["keys"] == []
+
+
+def test_only_the_organisation_that_enrolled_a_patient_may_reset_their_passkeys(tmp_path):
+    """Another organisation on the channel cannot revoke a hospital's patient's passkeys (and then enrol one it
+    holds to sign for them): RecoverPatientKeys is the enrolling MSP's only."""
+    from health_platform.software_passkey import SoftwarePasskey
+    from ledger.contracts import Contracts
+    from ledger.embedded import EmbeddedLedger
+
+    path = tmp_path / "chain.sqlite3"
+    hospital, research = EmbeddedLedger(path, creator="HospitalMSP"), EmbeddedLedger(path, creator="ResearchMSP")
+    try:
+        patient = pseudonym(1)
+        Contracts(hospital).enrol_patient_key(SoftwarePasskey().ledger_key(patient))
+        reset = {"recovery_id": "rcv-1", "pseudonym": patient, "custodian": "custodian:1", "reason": "device_stolen"}
+        with pytest.raises(ContractRejected) as refused:
+            Contracts(research).recover_patient_keys(**reset)
+        assert refused.value.code == "forbidden"
+        assert len(Contracts(research).patient_keys(patient).active) == 1
+        assert Contracts(hospital).recover_patient_keys(**reset).active == []
+    finally:
+        hospital.close()
+        research.close()
+
+
+@pytest.mark.parametrize("signature", ["[]", "null", '"x"', "{not json"])
+def test_a_signature_that_is_not_a_json_object_is_malformed(chain, passkeys, signature):
+    document = grant_document(pseudonym(1), grant_terms(ident("c-1")))
+    passkeys.of(pseudonym(1))
+    height = chain.height()
+    with pytest.raises(ContractRejected) as refused:
+        chain.submit("consent", "GrantConsent", json.dumps(document), signature)
+    assert refused.value.code == "signature_malformed"
+    assert chain.height() == height
