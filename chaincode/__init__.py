@@ -12,6 +12,12 @@ Contract "anchors" (chaincode.contracts.anchors):
     anchor = {record_id, patient_pseudonym, sha256, version, anchored_at, tx_id}
     AnchorModel(model_name, model_version, sha256)                 -> model anchor (immutable)
     ReadModelAnchor(model_name, model_version)                     -> model anchor
+    EraseRecords(erasure_json: {erasure_id, patient_pseudonym, record_ids: [record id, ...]})
+        -> erasure (the same erasure again: unchanged); marks each anchor erased (+ erased, erasure_id, erased_at);
+           an erased anchor takes no further version (code erased)
+    ReadErasure(erasure_id)                                        -> erasure
+    erasure = {erasure_id, patient_pseudonym, record_ids (sorted), count, records_sha256 (SHA-256 of the sorted
+               ids joined by newlines), erased_at, tx_id}
 
 Contract "consent" (chaincode.contracts.consent):
     GrantConsent(consent_json: {consent_id, patient_pseudonym, grantee, purposes, categories,
@@ -21,6 +27,7 @@ Contract "consent" (chaincode.contracts.consent):
     CheckAccessBatch(request_json: {grantee, organisation, purpose, at, items: [{record_id, category, sha256}],
                      declaration_id (purpose emergency only)})
         -> {at, grantee, purpose, results: [{record_id, decision, reason, consent_id, patient_pseudonym}]}
+        reasons checked first: no_anchor, erased (EraseRecords), hash_mismatch
 
 Contract "accesslog" (chaincode.contracts.access_log): one state entry per batch of events
     AppendAccessEvents(batch_json: {batch_id, events: [event, ...]})
