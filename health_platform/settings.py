@@ -312,6 +312,9 @@ RECORD_ENCRYPTION_KEYS: str = env.str("RECORD_ENCRYPTION_KEYS", default="") or _
 RECORD_ENCRYPTION_ACTIVE_KEY = env.str(
     "RECORD_ENCRYPTION_ACTIVE_KEY", default=RECORD_ENCRYPTION_KEYS.split(",")[0].split(":", 1)[0]
 )
+# Each patient's records are sealed under their own data key, wrapped under the keys above (records.patient_keys);
+# this many unwrapped data keys are kept per process (least recently used out).
+RECORD_DATA_KEY_CACHE_SIZE = env.int("RECORD_DATA_KEY_CACHE_SIZE", default=4096)
 PSEUDONYM_KEY = env.str("PSEUDONYM_KEY", default="")
 if not PSEUDONYM_KEY:
     from health_platform.local_secrets import local_key_b64

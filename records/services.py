@@ -20,7 +20,7 @@ from ledger import ContractRejected, LedgerError
 from records import tasks
 from records.anchoring import record_versions_anchor_of, record_versions_anchor_pending
 from records.bundles import ParsedRecord, bundle_entry_count, bundle_parse
-from records.crypto import RecordCipher, patient_pseudonym, record_cipher, record_seal
+from records.crypto import RecordCipher, patient_pseudonym, record_seal
 from records.errors import BundleRejected, BundleTooLarge
 from records.features import bundle_features, features_seal
 from records.models import (
@@ -33,6 +33,7 @@ from records.models import (
     RecordVersion,
 )
 from records.ndjson import ExportIndex, PatientRefusal, ndjson_files, ndjson_index, ndjson_slice_records
+from records.patient_keys import patient_keyrings
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +76,7 @@ def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> Ingest
     """
     parsed_records = bundle_parse(raw_body)
     with transaction.atomic():
-        stored = _record_versions_store(parsed_records=parsed_records, cipher=record_cipher())
+        stored = _record_versions_store(parsed_records=parsed_records)
 
     to_anchor = {version.record_id for version, _unchanged in stored if not version.is_anchored}
     if to_anchor:
@@ -127,9 +128,7 @@ def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> Ingest
     return IngestResult(records=results, run=run)
 
 
-def _record_versions_store(
-    *, parsed_records: list[ParsedRecord], cipher: RecordCipher
-) -> list[tuple[RecordVersion, bool]]:
+def _record_versions_store(*, parsed_records: list[ParsedRecord]) -> list[tuple[RecordVersion, bool]]:
     """Store each of `parsed_records` as the next version of its record; return (version, unchanged) for each.
 
     The one way a record version is stored (the bundle ingest and the bulk ingest both come here), in a few
@@ -138,10 +137,22 @@ def _record_versions_store(
     (unchanged). Must run inside the ingest's transaction: the records' rows are locked while their next version
     numbers are chosen, so concurrent ingests for one record cannot both write version n+1.
 
-    Refused (patient_identifier_conflict, naming the record's patient_entry): identifiers that name two patients
-    already ingested, which only a person can tell apart or merge.
+    Each version and its features are sealed under its patient's data key (records.patient_keys), made here for a
+    patient who has none yet.
+
+    Refused, naming the record's patient_entry: patient_identifier_conflict (identifiers that name two patients
+    already ingested, which only a person can tell apart or merge); patient_erased (the patient asked to be erased:
+    nothing of theirs is stored again under the identifiers they were known by).
     """
     patients = _patients_of(parsed_records)
+    for parsed, patient in zip(parsed_records, patients, strict=True):
+        if patient.erased_at is not None:
+            raise BundleRejected(
+                "The Patient's data was erased at their request: nothing of theirs is stored again.",
+                code="patient_erased",
+                detail={"entry": parsed.patient_entry, "path": "resource.identifier"},
+            )
+    keyrings = patient_keyrings(patients=patients)
     records = _records_of(parsed_records, patients)
     record_ids = sorted({record.pk for record in records})
     list(Record.objects.select_for_update().filter(pk__in=record_ids).order_by("pk").values_list("pk", flat=True))
@@ -158,7 +169,7 @@ def _record_versions_store(
             stored.append((previous, True))
             continue
         number = 1 if previous is None else previous.version + 1
-        version = _version_row(record=record, number=number, parsed=parsed, cipher=cipher)
+        version = _version_row(record=record, number=number, parsed=parsed, cipher=keyrings[record.patient_id])
         latest[record.pk] = version
         new_versions.append(version)
         stored.append((version, False))
@@ -484,14 +495,11 @@ def record_ingest_ndjson(
     if resumed_at:
         # A run stopped between a slice's commit and its anchoring left its versions pending: anchored now.
         _anchor_records_after_ingest(record_ids=None)
-    cipher = record_cipher()
     for number in range(resumed_at, slices_total):
         first = number * job.slice_patients
         patients = range(first, min(first + job.slice_patients, len(index.patients)))
         parsed_records, refused = ndjson_slice_records(files, index, patients)
-        job = _bulk_slice_store(
-            job=job, number=number, parsed_records=parsed_records, refused=refused, index=index, cipher=cipher
-        )
+        job = _bulk_slice_store(job=job, number=number, parsed_records=parsed_records, refused=refused, index=index)
         if after_slice is not None:
             after_slice(job)
     BulkIngestJob.objects.filter(pk=job.pk).update(status="done")
@@ -507,7 +515,6 @@ def _bulk_slice_store(
     parsed_records: list[ParsedRecord],
     refused: dict[int, PatientRefusal],
     index: ExportIndex,
-    cipher: RecordCipher,
 ) -> BulkIngestJob:
     """Store slice `number` and mark it done in one transaction, then anchor its new versions."""
     refused = dict(refused)
@@ -519,9 +526,9 @@ def _bulk_slice_store(
             kept = [parsed for parsed in parsed_records if parsed.patient_entry not in refused]
             try:
                 with transaction.atomic():
-                    stored = _record_versions_store(parsed_records=kept, cipher=cipher)
+                    stored = _record_versions_store(parsed_records=kept)
                 break
-            except BundleRejected as conflict:  # patient_identifier_conflict: that patient is refused
+            except BundleRejected as conflict:  # patient_identifier_conflict, patient_erased: that patient is refused
                 at = index.patients[conflict.detail["entry"]]
                 refused[conflict.detail["entry"]] = PatientRefusal(
                     code=conflict.code, position=at.position, line=at.line, path="resource.identifier"
