@@ -114,11 +114,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE (taking the write lock, waiting up to the timeout for it): SQLite has no SELECT ... FOR
     # UPDATE, and a transaction that reads and then writes while another process has written since its
     # read fails at once with "database is locked", whatever the timeout (seen under the load test).
+    # secure_delete: deleted and overwritten content is zeroed in the file (an erased patient's ciphertexts).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "timeout": 30,
             "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON;",
         }
     )
     # A file, not memory: tests start real worker processes that must see the same database.

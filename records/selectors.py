@@ -76,13 +76,14 @@ def record_versions_anchorable(
     """Pending versions that may be anchored now: per record, its lowest pending version.
 
     The anchor contract takes a record's versions in order and at most one per record per
-    transaction, so a record's next pending version waits until this one is anchored.
+    transaction, so a record's next pending version waits until this one is anchored. A patient whose erasure
+    has begun has nothing anchored any more (records.erasure deletes their pending versions).
     """
     lower_pending = RecordVersion.objects.filter(
         record=OuterRef("record"), anchor_state=AnchorState.PENDING, version__lt=OuterRef("version")
     )
     versions = (
-        RecordVersion.objects.filter(anchor_state=AnchorState.PENDING)
+        RecordVersion.objects.filter(anchor_state=AnchorState.PENDING, record__patient__erasure__isnull=True)
         .exclude(Exists(lower_pending))
         .exclude(pk__in=list(exclude_ids))
         .select_related("record__patient")

@@ -17,12 +17,12 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from ledger import ContractRejected, LedgerError
-from records import tasks
+from records import erasure, tasks
 from records.anchoring import record_versions_anchor_of, record_versions_anchor_pending
 from records.bundles import ParsedRecord, bundle_entry_count, bundle_parse
-from records.crypto import RecordCipher, patient_pseudonym, record_seal
-from records.errors import BundleRejected, BundleTooLarge
-from records.features import bundle_features, features_seal
+from records.crypto import RecordCipher, patient_pseudonym, record_open, record_seal
+from records.errors import BundleRejected, BundleTooLarge, CiphertextInvalid
+from records.features import bundle_features, features_reseal, features_seal
 from records.models import (
     BulkIngestJob,
     IngestOutcome,
@@ -33,9 +33,21 @@ from records.models import (
     RecordVersion,
 )
 from records.ndjson import ExportIndex, PatientRefusal, ndjson_files, ndjson_index, ndjson_slice_records
-from records.patient_keys import patient_keyrings
+from records.patient_keys import (
+    DATA_KEY_PREFIX,
+    ERASED_KEY_ID,
+    patient_data_keys_rewrap,
+    patient_keyrings,
+    record_keys,
+)
 
 log = structlog.get_logger(__name__)
+
+# A patient's erasure (records.erasure), as other apps reach it.
+patient_erase = erasure.patient_erase
+patient_erasure_check = erasure.patient_erasure_check
+patient_erasure_destroy = erasure.patient_erasure_destroy
+ErasureRefused = erasure.ErasureRefused
 
 
 @dataclass(frozen=True)
@@ -546,3 +558,90 @@ def _bulk_slice_store(
         _anchor_records_after_ingest(record_ids=to_anchor)
     log.info("bulk_ingest_slice", job_id=str(job.pk), slice=number, records=len(stored), refused=len(refused))
     return job
+
+
+# --- moving versions written under the master keys to their patients' data keys ---------------------------------
+
+
+@dataclass(frozen=True)
+class ResealProgress:
+    """How far `record_versions_reseal_per_patient` got: versions moved so far, versions left under master keys,
+    and those that did not open (left as they are, counted, never logged by content)."""
+
+    batches: int
+    moved: int
+    remaining: int
+    unopenable: int
+
+
+def record_versions_reseal_per_patient(
+    *, batch_patients: int, after_batch: Callable[[ResealProgress], None] | None = None
+) -> ResealProgress:
+    """Reseal every version still under a master key id under its patient's data key, `batch_patients` patients
+    per database transaction, and rewrap data keys wrapped under a master key that is no longer the active one.
+
+    The canonical content and its hash do not change (nor the features' salted digest: their plaintext is moved as
+    it is, records.features.features_reseal), so every anchor still holds. A batch's versions and its patients'
+    new data keys are committed together: a process killed at any point leaves every version under either key,
+    each opening, and a run started again continues with the versions still under master keys. A version that
+    does not open is left as it is and counted (`unopenable`); the integrity check reports it as before.
+    """
+    opening = record_keys()
+    legacy = RecordVersion.objects.exclude(key_id__startswith=DATA_KEY_PREFIX).exclude(key_id=ERASED_KEY_ID)
+    unopenable: list[int] = []
+    batches = moved = 0
+    while True:
+        with transaction.atomic():
+            pending = legacy.exclude(pk__in=unopenable)
+            patient_ids = list(
+                pending.order_by("record__patient_id").values_list("record__patient_id", flat=True).distinct()
+            )[:batch_patients]
+            if not patient_ids:
+                break
+            keyrings = patient_keyrings(patients=Patient.objects.filter(pk__in=patient_ids))
+            versions = list(pending.filter(record__patient_id__in=patient_ids).select_related("record"))
+            resealed = []
+            for version in versions:
+                try:
+                    resealed.append(_version_resealed(version, opening, keyrings[version.record.patient_id]))
+                except CiphertextInvalid:
+                    unopenable.append(version.pk)
+            RecordVersion.objects.bulk_update(resealed, ["key_id", "content_encoding", "ciphertext", "features"])
+        batches += 1
+        moved += len(resealed)
+        progress = ResealProgress(batches, moved, pending.count(), len(unopenable))
+        log.info("record_versions_resealed", batch=batches, moved=len(resealed), remaining=progress.remaining)
+        if after_batch is not None:
+            after_batch(progress)
+    while patient_data_keys_rewrap(limit=1000):
+        pass
+    return ResealProgress(batches, moved, legacy.exclude(pk__in=unopenable).count(), len(unopenable))
+
+
+def _version_resealed(version: RecordVersion, opening: RecordCipher, sealing: RecordCipher) -> RecordVersion:
+    """`version` with its content and features moved under `sealing` (not saved)."""
+    old_ciphertext = bytes(version.ciphertext)
+    canonical = record_open(
+        opening,
+        ciphertext=old_ciphertext,
+        record_id=version.record_id,
+        version=version.version,
+        key_id=version.key_id,
+        encoding=version.content_encoding,
+    )
+    key_id, ciphertext, encoding = record_seal(
+        sealing, canonical=canonical, record_id=version.record_id, version=version.version
+    )
+    if version.features:
+        version.features = features_reseal(
+            opening,
+            sealing,
+            sealed=bytes(version.features),
+            record_id=version.record_id,
+            version=version.version,
+            key_id=version.key_id,
+            record_ciphertext=old_ciphertext,
+            new_record_ciphertext=ciphertext,
+        )
+    version.key_id, version.ciphertext, version.content_encoding = key_id, ciphertext, encoding
+    return version

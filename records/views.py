@@ -31,7 +31,7 @@ def _own_patient(request: HttpRequest) -> Patient | None:
 def my_records(request: HttpRequest) -> HttpResponse:
     """The patient's records: category, latest version, its anchor and a live integrity check."""
     patient = _own_patient(request)
-    rows = patient_records_with_integrity(patient=patient) if patient else []
+    rows = patient_records_with_integrity(patient=patient) if patient and not patient.erased_at else []
     return render(request, "records/my_records.html", {"rows": rows, "patient": patient})
 
 
