@@ -129,28 +129,29 @@ class RecordKeys:
     def encrypt(self, plaintext: bytes, *, associated_data: bytes) -> tuple[str, bytes]:
         raise RuntimeError("versions are sealed under their patient's key: use patient_keyrings()")
 
-    def load(self, key_ids: Iterable[str]) -> None:
-        """Unwrap, in one query, the data keys of `key_ids` not in the cache yet (master key ids are ignored)."""
+    def load(self, key_ids: Iterable[str]) -> dict[str, AESGCM]:
+        """Unwrap, in one query, the data keys of `key_ids` not in the cache yet (master key ids are ignored), put
+        them in the cache and return them (a cache smaller than a chunk's keys keeps only the last ones)."""
         _cache.clear_after_erasures(PatientErasure.objects.filter(state=ErasureState.DONE).count())
         wanted = {UUID(hex=key_id[len(DATA_KEY_PREFIX) :]) for key_id in set(key_ids) if _parsable(key_id)}
         missing = _cache.missing(data_key_id(pk) for pk in wanted)
         if not missing:
-            return
+            return {}
         rows = PatientDataKey.objects.filter(pk__in=[key_id[len(DATA_KEY_PREFIX) :] for key_id in missing])
+        loaded = {}
         for pk, patient_id, wrap_key_id, wrapped in rows.values_list("pk", "patient_id", "wrap_key_id", "wrapped_key"):
             try:
                 raw = _unwrap(patient_id=patient_id, data_key_pk=pk, wrap_key_id=wrap_key_id, wrapped=bytes(wrapped))
             except CiphertextInvalid:
                 continue  # a wrapped key that does not open: its versions do not open either
-            _cache.put(data_key_id(pk), AESGCM(raw))
+            loaded[data_key_id(pk)] = aead = AESGCM(raw)
+            _cache.put(data_key_id(pk), aead)
+        return loaded
 
     def decrypt(self, ciphertext: bytes, *, key_id: str, associated_data: bytes) -> bytes:
         if not is_data_key_id(key_id):
             return record_cipher().decrypt(ciphertext, key_id=key_id, associated_data=associated_data)
-        aead = _cache.get(key_id)
-        if aead is None:
-            self.load([key_id])
-            aead = _cache.get(key_id)
+        aead = _cache.get(key_id) or self.load([key_id]).get(key_id)
         if aead is None:
             raise CiphertextInvalid(key_id)
         return _aead_open(aead, ciphertext, key_id=key_id, associated_data=associated_data)
@@ -219,14 +220,16 @@ def patient_keyrings(*, patients: Iterable[Patient]) -> dict[UUID, Keyring]:
     if rows:
         PatientDataKey.objects.bulk_create(rows, ignore_conflicts=True)
     keyrings: dict[UUID, Keyring] = {}
-    by_patient = dict(PatientDataKey.objects.filter(patient_id__in=ids).values_list("patient_id", "pk"))
-    records = record_keys()
-    records.load(data_key_id(pk) for pk in by_patient.values() if pk not in fresh)
-    for patient_id, pk in by_patient.items():
+    rows = PatientDataKey.objects.filter(patient_id__in=ids).values_list(
+        "pk", "patient_id", "wrap_key_id", "wrapped_key"
+    )
+    for pk, patient_id, wrap_key_id, wrapped in rows:
         key_id = data_key_id(pk)
         aead = fresh.get(pk) or _cache.get(key_id)
-        if aead is None:
-            raise CiphertextInvalid(key_id)  # a stored data key that does not unwrap: nothing is sealed under it
+        if aead is None:  # raises CiphertextInvalid for a stored key that does not unwrap: nothing is sealed under it
+            aead = AESGCM(
+                _unwrap(patient_id=patient_id, data_key_pk=pk, wrap_key_id=wrap_key_id, wrapped=bytes(wrapped))
+            )
         _cache.put(key_id, aead)
         keyrings[patient_id] = PatientKeyring(key_id, aead)
     return keyrings

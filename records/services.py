@@ -28,6 +28,7 @@ from records.models import (
     IngestOutcome,
     IngestRun,
     Patient,
+    PatientErasure,
     PatientIdentifier,
     Record,
     RecordVersion,
@@ -154,11 +155,12 @@ def _record_versions_store(*, parsed_records: list[ParsedRecord]) -> list[tuple[
 
     Refused, naming the record's patient_entry: patient_identifier_conflict (identifiers that name two patients
     already ingested, which only a person can tell apart or merge); patient_erased (the patient asked to be erased:
-    nothing of theirs is stored again under the identifiers they were known by).
+    nothing of theirs is stored again under the identifiers they were known by, from the moment the erasure begins).
     """
     patients = _patients_of(parsed_records)
+    erasing = set(PatientErasure.objects.filter(patient__in=patients).values_list("patient_id", flat=True))
     for parsed, patient in zip(parsed_records, patients, strict=True):
-        if patient.erased_at is not None:
+        if patient.pk in erasing:
             raise BundleRejected(
                 "The Patient's data was erased at their request: nothing of theirs is stored again.",
                 code="patient_erased",

@@ -159,3 +159,16 @@ def test_a_wrapped_key_is_bound_to_its_patient(cohort):
     version = RecordVersion.objects.get(record__patient=first)
     assert record_integrity_check(record_version=version).reason == "ciphertext_invalid"
     assert not any(key.endswith(mine.pk.hex) for key in cached_data_key_ids())
+
+
+@pytest.mark.django_db
+def test_without_a_cache_ingest_still_seals_and_every_version_still_opens(cohort, settings):
+    settings.RECORD_DATA_KEY_CACHE_SIZE = 0
+    cohort(3)
+
+    found, _ = record_versions_features(version_ids=_all_version_ids())
+
+    assert len(found) == 3
+    assert all(f.opened is not None for f in found)
+    assert all(record_integrity_check(record_version=v).ok for v in RecordVersion.objects.all())
+    assert cached_data_key_ids() == []
