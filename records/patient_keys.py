@@ -209,16 +209,16 @@ def patient_keyrings(*, patients: Iterable[Patient]) -> dict[UUID, Keyring]:
     ids = list(dict.fromkeys(patient.pk for patient in patients))
     existing = set(PatientDataKey.objects.filter(patient_id__in=ids).values_list("patient_id", flat=True))
     fresh: dict[UUID, AESGCM] = {}
-    rows = []
+    made = []
     for patient_id in ids:
         if patient_id in existing:
             continue
         pk, raw = _new_data_key_pk(), AESGCM.generate_key(bit_length=KEY_BYTES * 8)
         wrap_key_id, wrapped = _wrap(raw, patient_id=patient_id, data_key_pk=pk)
-        rows.append(PatientDataKey(id=pk, patient_id=patient_id, wrap_key_id=wrap_key_id, wrapped_key=wrapped))
+        made.append(PatientDataKey(id=pk, patient_id=patient_id, wrap_key_id=wrap_key_id, wrapped_key=wrapped))
         fresh[pk] = AESGCM(raw)
-    if rows:
-        PatientDataKey.objects.bulk_create(rows, ignore_conflicts=True)
+    if made:
+        PatientDataKey.objects.bulk_create(made, ignore_conflicts=True)
     keyrings: dict[UUID, Keyring] = {}
     rows = PatientDataKey.objects.filter(patient_id__in=ids).values_list(
         "pk", "patient_id", "wrap_key_id", "wrapped_key"
