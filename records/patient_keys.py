@@ -223,12 +223,12 @@ def patient_keyrings(*, patients: Iterable[Patient]) -> dict[UUID, Keyring]:
     rows = PatientDataKey.objects.filter(patient_id__in=ids).values_list(
         "pk", "patient_id", "wrap_key_id", "wrapped_key"
     )
-    for pk, patient_id, wrap_key_id, wrapped in rows:
+    for pk, patient_id, stored_wrap_key_id, stored in rows:
         key_id = data_key_id(pk)
         aead = fresh.get(pk) or _cache.get(key_id)
         if aead is None:  # raises CiphertextInvalid for a stored key that does not unwrap: nothing is sealed under it
             aead = AESGCM(
-                _unwrap(patient_id=patient_id, data_key_pk=pk, wrap_key_id=wrap_key_id, wrapped=bytes(wrapped))
+                _unwrap(patient_id=patient_id, data_key_pk=pk, wrap_key_id=stored_wrap_key_id, wrapped=bytes(stored))
             )
         _cache.put(key_id, aead)
         keyrings[patient_id] = PatientKeyring(key_id, aead)
