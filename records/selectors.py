@@ -226,7 +226,7 @@ def patient_record_contents(*, patient: Patient) -> list[RecordContent]:
         versions = list(record.versions.all())
         latest = versions[-1] if versions else None
         document = None
-        if latest is not None:
+        if latest is not None and latest.key_id != ERASED_KEY_ID:  # an erased version: nothing to open, quietly
             try:
                 document = record_version_document(record_version=latest)
             except CiphertextInvalid:
