@@ -190,10 +190,7 @@ class PatientErasureView(APIView):
         responses={200: OpenApiTypes.OBJECT, 403: _ERRORS[403], 404: error_response("No erasure on the ledger yet.")},
     )
     def get(self, request: Request) -> Response:
-        erasure = PatientErasure.objects.filter(patient=_erasing_patient(request)).first()
-        if erasure is None or erasure.state == ErasureState.REQUESTED:
-            raise NotFound("No erasure on the ledger yet.")
-        return Response(erasure_receipt(erasure=erasure))
+        return Response(erasure_receipt(erasure=_erasure_on_ledger(request)))
 
     @extend_schema(
         summary="Erase the signed-in patient's data (their key, their ciphertexts; their anchors marked on the ledger)",
@@ -234,9 +231,7 @@ class PatientErasureVerifyView(APIView):
         responses={200: OpenApiTypes.OBJECT, 403: _ERRORS[403], 404: error_response("No erasure on the ledger yet.")},
     )
     def get(self, request: Request) -> Response:
-        erasure = PatientErasure.objects.filter(patient=_erasing_patient(request)).first()
-        if erasure is None or erasure.state == ErasureState.REQUESTED:
-            raise NotFound("No erasure on the ledger yet.")
+        erasure = _erasure_on_ledger(request)
         return Response(erasure_receipt_verify(raw=erasure_receipt_bytes(erasure=erasure)).as_dict())
 
 
@@ -245,3 +240,12 @@ def _erasing_patient(request: Request) -> Patient:
     if patient is None:
         raise NotFound("Your account is not linked to a patient.")
     return patient
+
+
+def _erasure_on_ledger(request: Request) -> PatientErasure:
+    """The signed-in patient's erasure, once the ledger holds it; NotFound before."""
+    erasure = PatientErasure.objects.filter(patient=_erasing_patient(request)).exclude(state=ErasureState.REQUESTED)
+    found = erasure.first()
+    if found is None:
+        raise NotFound("No erasure on the ledger yet.")
+    return found

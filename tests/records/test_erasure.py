@@ -23,22 +23,16 @@ from records.models import ErasureState, Patient, PatientDataKey, PatientErasure
 from records.patient_keys import cached_data_key_ids
 from records.selectors import record_version_plaintext, record_versions_features
 from records.services import ErasureRefused, patient_erase, record_ingest
-from tests.conftest import explicit_analysis
-from tests.records.factories import UserFactory, encode
+from tests.conftest import dr_carol, explicit_analysis
+from tests.records.factories import encode
 
 WINDOW, STRIDE = 24, 48
 
 
 @pytest.fixture
 def clinician(db):
-    """Dr Carol, registered on the ledger (the records tests' own clinician fixture has no ledger identity)."""
-    from directory.services import clinician_register, organisation_create
-
-    user = UserFactory(username="dr-carol")
-    clinician_register(
-        user=user, display_name="Dr Carol", organisation=organisation_create(slug="st-marys", name="St Mary's")
-    )
-    return user
+    """Dr Carol, registered in the directory: the records tests' own clinician fixture is not."""
+    return dr_carol()
 
 
 def _secrets_of(patient: Patient) -> dict[str, bytes]:

@@ -21,7 +21,7 @@ from records.models import PatientDataKey, RecordVersion
 from records.patient_keys import cached_data_key_ids, data_key_cache_clear, record_keys
 from records.selectors import record_integrity_check, record_versions_contents, record_versions_features
 from records.services import _version_resealed
-from tests.conftest import REPO, worker_database_url
+from tests.conftest import REPO, dr_carol, worker_database_url
 
 
 def _as_before_per_patient_keys() -> None:
@@ -47,14 +47,8 @@ def _gate_answers(clinician) -> list[tuple[str, str | None]]:
 
 @pytest.fixture
 def clinician(db):
-    from directory.services import clinician_register, organisation_create
-    from tests.records.factories import UserFactory
-
-    user = UserFactory(username="dr-carol")
-    clinician_register(
-        user=user, display_name="Dr Carol", organisation=organisation_create(slug="st-marys", name="St Mary's")
-    )
-    return user
+    """Dr Carol, registered in the directory: the records tests' own clinician fixture is not."""
+    return dr_carol()
 
 
 @pytest.mark.django_db(transaction=True)
