@@ -195,7 +195,18 @@ def test_the_gate_refuses_the_erased_records_with_erased_and_the_receipt_verifie
         assert refused.value.returncode == 1
         differences = json.loads(out.getvalue())["differences"]
         assert any(d.startswith(field) for d in differences), differences
-    for hostile in (b"not json", b"[]", b'{"type": "x"}', json.dumps({**body, "count": "1"}).encode(), b"{" * 5000):
+    for unreadable in (tmp_path / "missing.json", tmp_path):
+        with pytest.raises(CommandError) as refused:
+            call_command("verify_erasure_receipt", str(unreadable))
+        assert (refused.value.returncode, str(refused.value).split(":")[0]) == (4, "receipt_unreadable")
+    for hostile in (
+        b"not json",
+        b"[]",
+        b'{"type": "x"}',
+        json.dumps({**body, "count": "1"}).encode(),
+        b"{" * 5000,
+        b" " * (4 * 1024 * 1024 + 1),
+    ):
         receipt.write_bytes(hostile)
         with pytest.raises(CommandError) as refused:
             call_command("verify_erasure_receipt", str(receipt))

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 
 from chaincode.validation import format_timestamp
@@ -17,7 +18,7 @@ from health_platform import bootstrap
 from ledger.contracts import AccessItem
 from records import patient_keys
 from records.crypto import record_cipher
-from records.models import PatientDataKey, RecordVersion
+from records.models import ErasureState, PatientDataKey, PatientErasure, RecordVersion
 from records.patient_keys import cached_data_key_ids, data_key_cache_clear, record_keys
 from records.selectors import record_integrity_check, record_versions_contents, record_versions_features
 from records.services import _version_resealed
@@ -166,3 +167,24 @@ def test_without_a_cache_ingest_still_seals_and_every_version_still_opens(cohort
     assert all(f.opened is not None for f in found)
     assert all(record_integrity_check(record_version=v).ok for v in RecordVersion.objects.all())
     assert cached_data_key_ids() == []
+
+
+@pytest.mark.django_db
+def test_a_process_drops_its_cached_keys_once_an_erasure_elsewhere_is_done(cohort):
+    (_, first, _), (_, second, _) = cohort(2)
+    record_versions_features(version_ids=_all_version_ids())
+    assert len(cached_data_key_ids()) == 2
+    # Another process finishes an erasure: this one learns it at its next load, and forgets every key it holds.
+    PatientErasure.objects.create(patient=first, state=ErasureState.DONE)
+    PatientDataKey.objects.filter(patient=first).delete()
+
+    found, _ = record_versions_features(version_ids=[RecordVersion.objects.get(record__patient=second).pk])
+
+    assert found[0].opened is not None
+    assert cached_data_key_ids() == [f"dk:{PatientDataKey.objects.get(patient=second).pk.hex}"]
+
+
+@pytest.mark.django_db
+def test_the_move_refuses_a_batch_size_below_one():
+    with pytest.raises(CommandError, match="invalid_argument"):
+        call_command("records_per_patient_keys", "--batch-patients", "0")
