@@ -7,7 +7,6 @@ confirmation box ticked. Staff do not erase for a patient here.
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
@@ -17,12 +16,11 @@ from ledger import LedgerError
 from records.access import user_may_erase_own_records
 from records.erasure import erasure_receipt, erasure_receipt_bytes, erasure_receipt_verify, patient_erase
 from records.models import ErasureState, Patient, PatientErasure
+from records.views import own_patient
 
 
 def _own_patient(request: HttpRequest) -> Patient:
-    if not user_may_erase_own_records(request.user):
-        raise PermissionDenied
-    patient = Patient.objects.filter(user_id=int(request.user.pk or 0)).first()
+    patient = own_patient(request, may=user_may_erase_own_records)
     if patient is None:
         raise Http404
     return patient
