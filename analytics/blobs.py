@@ -28,6 +28,8 @@ class BlobStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
+    def delete(self, key: str) -> bool: ...
+
 
 class FileSystemBlobStore:
     def __init__(self, root: str | os.PathLike[str]):
@@ -53,6 +55,14 @@ class FileSystemBlobStore:
         if hashlib.sha256(data).hexdigest() != key:
             raise BlobCorrupted(key)
         return data
+
+    def delete(self, key: str) -> bool:
+        """Remove a blob; False if there was none (deleting twice is harmless)."""
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
     def _path(self, key: str) -> Path:
         if not _KEY.fullmatch(key):

@@ -11,10 +11,20 @@ from django.db import transaction
 from analytics import engines, pipeline, tasks
 from analytics.access import user_may_request_analyses
 from analytics.keys import secret_context_seal
-from analytics.models import AnalysisRequest, AnalysisStatus, CohortKind, DiagnosticModel, KeyMode
+from analytics.models import (
+    FINISHED,
+    AnalysisBatch,
+    AnalysisRequest,
+    AnalysisStatus,
+    CohortKind,
+    DiagnosticModel,
+    KeyMode,
+)
 from analytics.registry import model_spec
 from health_platform.errors import Conflict, PermissionDenied, ValidationFailed
 from health_platform.selectors import inactive_grantee_ids
+from records.models import RecordVersion
+from records.services import ErasureRefused
 
 log = structlog.get_logger(__name__)
 
@@ -159,3 +169,51 @@ def analysis_request_cancel(*, requester: Any, request: AnalysisRequest) -> Anal
     log.info("analysis_cancelled", request_id=str(request.pk), requester_id=requester.pk)
     request.refresh_from_db()
     return request
+
+
+# --- a patient's erasure (records.erasure): the ciphertexts analyses keep in the blob store ---------------------
+
+
+def analysis_erasure_check(*, patient: Any) -> None:
+    """Refuse a patient's erasure (analysis_in_progress) while an analysis whose batches list one of their records'
+    versions is queued or running: its workers may be writing ciphertexts of theirs right now. Once it has
+    finished, analysis_blobs_erase can find and delete every one of them."""
+    version_ids = set(RecordVersion.objects.filter(record__patient=patient).values_list("pk", flat=True))
+    running = AnalysisBatch.objects.exclude(request__status__in=FINISHED).values_list("record_version_ids", flat=True)
+    if any(version_ids.intersection(listed) for listed in running.iterator()):
+        raise ErasureRefused(
+            "An analysis that uses your records is running. Erase again when it has finished (minutes, usually).",
+            code="analysis_in_progress",
+        )
+
+
+def analysis_blobs_erase(*, patient: Any, record_ids: list[str]) -> int:
+    """Delete the ciphertext blobs of every analysis chunk that holds one of `record_ids` (their encrypted features
+    and their encrypted scores); return how many blobs were deleted.
+
+    A chunk packs up to a few thousand records in each ciphertext, so the chunk goes whole: it is dropped from its
+    batch, and its records are marked in the batch's `skipped` ("erased" for the patient's, "erased_with_chunk"
+    for the others, whose scores the requester loses and gets again by running the analysis again). Idempotent:
+    a chunk dropped is not found again. The requester's contexts are not the patient's and stay."""
+    erased = set(record_ids)
+    blobs = engines.blob_store()
+    deleted = 0
+    candidates = AnalysisBatch.objects.filter(request__status__in=FINISHED).exclude(column_keys=[])
+    for batch in candidates.iterator():
+        keep = [not erased.intersection(chunk["record_ids"]) for chunk in batch.column_keys]
+        if all(keep):
+            continue
+        skipped = dict(batch.skipped)
+        for index, chunk in enumerate(batch.column_keys):
+            if keep[index]:
+                continue
+            keys = [*chunk.get("columns", []), *([chunk["score"]] if "score" in chunk else [])]
+            keys += [batch.score_keys[index]] if index < len(batch.score_keys) else []
+            deleted += sum(blobs.delete(key) for key in keys)
+            skipped.update({r: "erased" if r in erased else "erased_with_chunk" for r in chunk["record_ids"]})
+        batch.column_keys = [chunk for chunk, kept in zip(batch.column_keys, keep, strict=True) if kept]
+        batch.score_keys = [key for key, kept in zip(batch.score_keys, keep, strict=False) if kept]
+        batch.skipped = skipped
+        batch.save(update_fields=["column_keys", "score_keys", "skipped", "updated_at"])
+    log.info("analysis_blobs_erased", patient_id=str(patient.pk), blobs=deleted)
+    return deleted

@@ -12,6 +12,12 @@ Contract "anchors" (chaincode.contracts.anchors):
     anchor = {record_id, patient_pseudonym, sha256, version, anchored_at, tx_id}
     AnchorModel(model_name, model_version, sha256)                 -> model anchor (immutable)
     ReadModelAnchor(model_name, model_version)                     -> model anchor
+    EraseRecords(erasure_json: {erasure_id, patient_pseudonym, record_ids: [record id, ...]})
+        -> erasure (the same erasure again: unchanged); marks each anchor erased (+ erased, erasure_id, erased_at);
+           an erased anchor takes no further version (code erased)
+    ReadErasure(erasure_id)                                        -> erasure
+    erasure = {erasure_id, patient_pseudonym, record_ids (sorted), count, records_sha256 (SHA-256 of the sorted
+               ids joined by newlines), erased_at, tx_id}
 
 Contract "consent" (chaincode.contracts.consent): only what the patient signed (chaincode.webauthn)
     GrantConsent(document_json: {action: grant_consent, patient_pseudonym, issued_at, grants: [{consent_id,
@@ -25,6 +31,7 @@ Contract "consent" (chaincode.contracts.consent): only what the patient signed (
     CheckAccessBatch(request_json: {grantee, organisation, purpose, at, items: [{record_id, category, sha256}],
                      declaration_id (purpose emergency only)})
         -> {at, grantee, purpose, results: [{record_id, decision, reason, consent_id, patient_pseudonym}]}
+        reasons checked first: no_anchor, erased (EraseRecords), hash_mismatch
 
 Contract "patient_keys" (chaincode.contracts.patient_keys): the passkeys whose signatures change consents
     EnrolPatientKey(key_json: {patient_pseudonym, credential_id, public_key, rp_id_hash, origin})

@@ -93,6 +93,7 @@ REFUSAL_REASONS: dict[str, str] = {
     "category_not_covered": "Consent does not cover this kind of data",
     "no_anchor": "Record not anchored on the ledger",
     "hash_mismatch": "Record changed since it was anchored",
+    "erased": "Patient's data erased at their request",
     "grantee_inactive": "Grantee deactivated in the directory",
     "no_emergency": "No emergency declared by this clinician for this patient",
     "emergency_expired": "Emergency access period over",

@@ -114,11 +114,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE (taking the write lock, waiting up to the timeout for it): SQLite has no SELECT ... FOR
     # UPDATE, and a transaction that reads and then writes while another process has written since its
     # read fails at once with "database is locked", whatever the timeout (seen under the load test).
+    # secure_delete: deleted and overwritten content is zeroed in the file (an erased patient's ciphertexts).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "timeout": 30,
             "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON;",
         }
     )
     # A file, not memory: tests start real worker processes that must see the same database.
@@ -312,6 +313,9 @@ RECORD_ENCRYPTION_KEYS: str = env.str("RECORD_ENCRYPTION_KEYS", default="") or _
 RECORD_ENCRYPTION_ACTIVE_KEY = env.str(
     "RECORD_ENCRYPTION_ACTIVE_KEY", default=RECORD_ENCRYPTION_KEYS.split(",")[0].split(":", 1)[0]
 )
+# Each patient's records are sealed under their own data key, wrapped under the keys above (records.patient_keys);
+# this many unwrapped data keys are kept per process (least recently used out).
+RECORD_DATA_KEY_CACHE_SIZE = env.int("RECORD_DATA_KEY_CACHE_SIZE", default=4096)
 PSEUDONYM_KEY = env.str("PSEUDONYM_KEY", default="")
 if not PSEUDONYM_KEY:
     from health_platform.local_secrets import local_key_b64

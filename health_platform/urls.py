@@ -21,13 +21,15 @@ from directory import views as directory_views
 from fhir_api import views as fhir_views
 from health_platform import security, views
 from oversight import views as oversight_views
-from records import ingest_views
+from records import erasure_views, ingest_views
 from records import views as records_views
 
 # The patient's records; the custodian's upload with its report, and the ingest history.
 records_pages = [
     path("", records_views.my_records, name="my-records"),
     path("<uuid:record_id>/", records_views.my_record_detail, name="record-detail"),
+    path("erasure/", erasure_views.my_erasure, name="erasure"),
+    path("erasure/receipt.json", erasure_views.my_erasure_receipt, name="erasure-receipt"),
     path("ingest/", ingest_views.ingest, name="ingest"),
     path("ingest/history/", ingest_views.ingest_history, name="ingest-history"),
 ]

@@ -58,9 +58,29 @@ class RecordAnchor:
     anchored_at: str
     tx_id: str
     features_sha256: str = ""  # the salted hash of the features kept at ingest, when the version anchors one
+    erased: bool = False  # the patient's data was erased (EraseRecords): the gate refuses the record
+    erasure_id: str = ""
+    erased_at: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "version", int(self.version))
+
+
+@dataclass(frozen=True)
+class LedgerErasure:
+    """An erasure entry (EraseRecords): the pseudonym, the sorted record ids, their count and digest."""
+
+    erasure_id: str
+    patient_pseudonym: str
+    record_ids: tuple[str, ...]
+    count: int
+    records_sha256: str
+    erased_at: str
+    tx_id: str
+    block_number: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "record_ids", tuple(self.record_ids))
 
 
 @dataclass(frozen=True)
@@ -471,6 +491,22 @@ class Contracts:
             return AnchorAtVersion(anchor=None, latest_version=latest.version)
         older = next((anchor for anchor in self.anchor_history(record_id) if anchor.version == version), None)
         return AnchorAtVersion(anchor=older, latest_version=latest.version)
+
+    def erase_records(self, *, erasure_id: str, patient_pseudonym: str, record_ids: Sequence[str]) -> LedgerErasure:
+        """Mark the patient's anchors erased and store the erasure entry, one transaction (a retry is answered
+        with the entry as first stored, and its block)."""
+        payload = {"erasure_id": erasure_id, "patient_pseudonym": patient_pseudonym, "record_ids": list(record_ids)}
+        receipt = self.client.submit(ANCHORS, "EraseRecords", _json(payload))
+        entry = _from_mapping(LedgerErasure, receipt.json())
+        return LedgerErasure(**{**entry.__dict__, "block_number": self._committed_block(receipt, entry.tx_id)})
+
+    def read_erasure(self, erasure_id: str) -> LedgerErasure | None:
+        """An erasure entry with its block, or None if the ledger holds none of that id."""
+        found = self._read(ANCHORS, "ReadErasure", erasure_id)
+        if found is None:
+            return None
+        entry = _from_mapping(LedgerErasure, found)
+        return LedgerErasure(**{**entry.__dict__, "block_number": self.block_of(entry.tx_id)})
 
     def anchor_model(self, *, name: str, version: str, sha256: str) -> ModelAnchor:
         """Anchor a diagnostic model's weights hash (the same hash again is a no-op)."""

@@ -2,7 +2,7 @@
 
     custodian (or superuser)  ingests records; reads every record's metadata
     auditor                   reads every record's metadata, never clinical content
-    patient                   reads their own records, content included
+    patient                   reads their own records, content included; asks for their own erasure
     clinician                 nothing here: clinicians reach records only through analyses
 
 Roles add up: a clinician who is also a patient reads their own records as a patient. Views,
@@ -27,6 +27,11 @@ def user_may_read_own_records(user: Any) -> bool:
     return user_has_role(user, Role.PATIENT)
 
 
+def user_may_erase_own_records(user: Any) -> bool:
+    """Only the patient themself asks for their erasure: no staff role (nor the superuser) erases for them."""
+    return user_has_role(user, Role.PATIENT)
+
+
 def user_may_read_records(user: Any) -> bool:
     return user_may_read_all_record_metadata(user) or user_may_read_own_records(user)
 
@@ -46,3 +51,4 @@ def _is_active_superuser(user: Any) -> bool:
 
 CanIngestRecords = permission(user_may_ingest_records, "Only a custodian may ingest records.")
 CanReadRecords = permission(user_may_read_records, "Clinicians and users without a role do not read records directly.")
+CanEraseOwnRecords = permission(user_may_erase_own_records, "Only the patient themself may erase their records.")

@@ -16,14 +16,16 @@ from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from health_platform.api import VisibleListViewSet
-from health_platform.errors import NotFound
+from health_platform.errors import NotFound, ValidationFailed
 from health_platform.serializers import error_response, list_and_read_schema
-from records.access import CanIngestRecords, CanReadRecords
+from records.access import CanEraseOwnRecords, CanIngestRecords, CanReadRecords
+from records.erasure import erasure_receipt, erasure_receipt_bytes, erasure_receipt_verify, patient_erase
 from records.errors import BundleTooLarge, CiphertextInvalid, UnsupportedMediaType
 from records.filters import RecordFilter
-from records.models import Record
+from records.models import ErasureState, Patient, PatientErasure, Record
 from records.selectors import (
     record_get_visible,
     record_integrity_check,
@@ -175,3 +177,75 @@ def _raw_body(request: Request) -> bytes:
         return request.body
     except RequestDataTooBig:
         raise too_large from None
+
+
+class PatientErasureView(APIView):
+    """The signed-in patient's erasure: GET its receipt, POST to erase (body {"confirm": "erase"})."""
+
+    permission_classes = [IsAuthenticated, CanEraseOwnRecords]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        summary="The signed-in patient's erasure receipt",
+        responses={200: OpenApiTypes.OBJECT, 403: _ERRORS[403], 404: error_response("No erasure on the ledger yet.")},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(erasure_receipt(erasure=_erasure_on_ledger(request)))
+
+    @extend_schema(
+        summary="Erase the signed-in patient's data (their key, their ciphertexts; their anchors marked on the ledger)",
+        description=(
+            'Body {"confirm": "erase"}. 201 with the receipt; 200 with it when the erasure was already done. A '
+            "half-done erasure (the ledger holds it, the data is not yet destroyed) is finished by asking again. "
+            "Error codes: confirmation_required (400), analysis_in_progress (409: an analysis using the records is "
+            "running; ask again when it has finished), ledger_unavailable (503: nothing was erased)."
+        ),
+        request=OpenApiTypes.OBJECT,
+        responses={
+            200: OpenApiTypes.OBJECT,
+            201: OpenApiTypes.OBJECT,
+            400: error_response("confirmation_required"),
+            403: _ERRORS[403],
+            409: error_response("analysis_in_progress"),
+            503: error_response("ledger_unavailable"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        patient = _erasing_patient(request)
+        if not isinstance(request.data, dict) or request.data.get("confirm") != "erase":
+            raise ValidationFailed('Send {"confirm": "erase"} to erase your data.', code="confirmation_required")
+        already = PatientErasure.objects.filter(patient=patient, state=ErasureState.DONE).exists()
+        erasure = patient_erase(actor=request.user, patient=patient)
+        return Response(
+            erasure_receipt(erasure=erasure), status=status.HTTP_200_OK if already else status.HTTP_201_CREATED
+        )
+
+
+class PatientErasureVerifyView(APIView):
+    """The signed-in patient's receipt, checked against the ledger now."""
+
+    permission_classes = [IsAuthenticated, CanEraseOwnRecords]
+
+    @extend_schema(
+        summary="Check the signed-in patient's erasure receipt against the ledger",
+        responses={200: OpenApiTypes.OBJECT, 403: _ERRORS[403], 404: error_response("No erasure on the ledger yet.")},
+    )
+    def get(self, request: Request) -> Response:
+        erasure = _erasure_on_ledger(request)
+        return Response(erasure_receipt_verify(raw=erasure_receipt_bytes(erasure=erasure)).as_dict())
+
+
+def _erasing_patient(request: Request) -> Patient:
+    patient = Patient.objects.filter(user_id=int(request.user.pk or 0)).first()
+    if patient is None:
+        raise NotFound("Your account is not linked to a patient.")
+    return patient
+
+
+def _erasure_on_ledger(request: Request) -> PatientErasure:
+    """The signed-in patient's erasure, once the ledger holds it; NotFound before."""
+    erasure = PatientErasure.objects.filter(patient=_erasing_patient(request)).exclude(state=ErasureState.REQUESTED)
+    found = erasure.first()
+    if found is None:
+        raise NotFound("No erasure on the ledger yet.")
+    return found

@@ -174,3 +174,34 @@ def features_open(
     except msgspec.DecodeError:
         raise CiphertextInvalid(key_id) from None
     return OpenedFeatures(plaintext[:RECORD_HASH_BYTES].hex(), hashlib.sha256(salted).hexdigest(), features)
+
+
+def features_reseal(
+    opening: RecordCipher,
+    sealing: RecordCipher,
+    *,
+    sealed: bytes,
+    record_id: object,
+    version: int,
+    key_id: str,
+    record_ciphertext: bytes,
+    new_record_ciphertext: bytes,
+) -> bytes:
+    """The same sealed features (record hash, salt and values unchanged, so their anchored digest still holds), sealed
+    again under `sealing`'s active key beside the version's new record ciphertext: moving a version to another key.
+    Raises CiphertextInvalid if they do not open as they are."""
+    plaintext = opening.decrypt(
+        sealed,
+        key_id=key_id,
+        associated_data=_associated_data(
+            record_id=record_id, version=version, key_id=key_id, record_ciphertext=record_ciphertext
+        ),
+    )
+    new_key_id = sealing.active_key_id
+    associated_data = _associated_data(
+        record_id=record_id, version=version, key_id=new_key_id, record_ciphertext=new_record_ciphertext
+    )
+    used_key_id, resealed = sealing.encrypt(plaintext, associated_data=associated_data)
+    if used_key_id != new_key_id:
+        raise RuntimeError("the record cipher's active key changed during encryption")
+    return resealed

@@ -19,6 +19,9 @@ class Patient(models.Model):
     )
     pseudonym = models.CharField(max_length=64, unique=True, help_text="hex HMAC-SHA256 of system|value")
     created_at = models.DateTimeField(auto_now_add=True)
+    erased_at = models.DateTimeField(
+        null=True, blank=True, help_text="set when their data was erased: the rows left are pseudonymous tombstones"
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -175,3 +178,46 @@ class BulkIngestJob(models.Model):
 
     def __str__(self) -> str:
         return f"Bulk ingest {self.id} ({self.status}, {self.slices_done}/{self.slices_total})"
+
+
+class PatientDataKey(models.Model):
+    """A patient's data key: 32 random bytes that seal every record version (and its features) of theirs written
+    since per-patient keys, stored only wrapped (AES-256-GCM) under the master keyring (RECORD_ENCRYPTION_KEYS).
+
+    A version names it by its key id, "dk:<id hex>" (records.patient_keys). Rotating the master key rewraps these
+    rows; the records are not re-encrypted. Erasing the patient deletes this row: what it sealed no longer opens.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    patient = models.OneToOneField(Patient, on_delete=models.CASCADE, related_name="data_key")
+    wrap_key_id = models.CharField(max_length=64, help_text="the master key id the data key is wrapped under")
+    wrapped_key = models.BinaryField(help_text="nonce || AES-256-GCM(data key) || tag, bound to patient and key ids")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Data key {self.id} of {self.patient}"
+
+
+class ErasureState(models.TextChoices):
+    REQUESTED = "requested", "Requested: not yet on the ledger"
+    ON_LEDGER = "on_ledger", "On the ledger: the data is being destroyed"
+    DONE = "done", "Done"
+
+
+class PatientErasure(models.Model):
+    """A patient's erasure: what the ledger's erasure entry names (pseudonym, record ids), where it is on the
+    ledger, and how far the platform got in destroying the data. Pseudonymous: ids, hashes, times."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    patient = models.OneToOneField(Patient, on_delete=models.PROTECT, related_name="erasure")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    state = models.CharField(max_length=16, choices=ErasureState.choices, default=ErasureState.REQUESTED)
+    record_ids = models.JSONField(default=list, help_text="the anchored records erased on the ledger, sorted")
+    tx_id = models.CharField(max_length=128, blank=True, default="")
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    erased_at = models.CharField(max_length=40, blank=True, default="", help_text="the ledger's time, RFC 3339")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Erasure {self.id} ({self.state})"

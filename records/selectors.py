@@ -20,10 +20,11 @@ from health_platform.wording import unit_words
 from ledger import LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
 from records.codes import FEATURE_CODES_BY_CODING
-from records.crypto import patient_pseudonym, record_cipher, record_open
+from records.crypto import patient_pseudonym, record_open
 from records.errors import CiphertextInvalid
 from records.features import OpenedFeatures, bundle_features, features_open, features_vector
 from records.models import AnchorState, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
+from records.patient_keys import ERASED_KEY_ID, record_keys
 
 log = structlog.get_logger(__name__)
 
@@ -75,13 +76,14 @@ def record_versions_anchorable(
     """Pending versions that may be anchored now: per record, its lowest pending version.
 
     The anchor contract takes a record's versions in order and at most one per record per
-    transaction, so a record's next pending version waits until this one is anchored.
+    transaction, so a record's next pending version waits until this one is anchored. A patient whose erasure
+    has begun has nothing anchored any more (records.erasure deletes their pending versions).
     """
     lower_pending = RecordVersion.objects.filter(
         record=OuterRef("record"), anchor_state=AnchorState.PENDING, version__lt=OuterRef("version")
     )
     versions = (
-        RecordVersion.objects.filter(anchor_state=AnchorState.PENDING)
+        RecordVersion.objects.filter(anchor_state=AnchorState.PENDING, record__patient__erasure__isnull=True)
         .exclude(Exists(lower_pending))
         .exclude(pk__in=list(exclude_ids))
         .select_related("record__patient")
@@ -148,10 +150,13 @@ def patient_records(*, patient: Any) -> QuerySet[Record]:
 def record_version_plaintext(*, record_version: RecordVersion) -> bytes:
     """The canonical (RFC 8785) bytes of a version; raises CiphertextInvalid if it does not open.
 
-    For the owning patient's view and for analytics only: callers check access first.
+    For the owning patient's view and for analytics only: callers check access first. An erased version (its
+    tombstone) opens nothing.
     """
+    if record_version.key_id == ERASED_KEY_ID:
+        raise CiphertextInvalid(ERASED_KEY_ID)
     return record_open(
-        record_cipher(),
+        record_keys(),
         ciphertext=bytes(record_version.ciphertext),
         record_id=record_version.record_id,
         version=record_version.version,
@@ -221,7 +226,7 @@ def patient_record_contents(*, patient: Patient) -> list[RecordContent]:
         versions = list(record.versions.all())
         latest = versions[-1] if versions else None
         document = None
-        if latest is not None:
+        if latest is not None and latest.key_id != ERASED_KEY_ID:  # an erased version: nothing to open, quietly
             try:
                 document = record_version_document(record_version=latest)
             except CiphertextInvalid:
@@ -355,8 +360,10 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
         "record__category",
         "record__patient__pseudonym",
     )
-    cipher = record_cipher()
-    for pk, record_id, version, key_id, encoding, ciphertext, category, pseudonym in rows.iterator(chunk_size=1000):
+    cipher = record_keys()
+    for pk, record_id, version, key_id, encoding, ciphertext, category, pseudonym in _keyed_chunks(
+        rows, cipher, chunk_size=1000, key_id_at=3
+    ):
         plaintext = _opened(
             record_open,
             cipher,
@@ -370,11 +377,26 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
         yield VersionContent(pk, record_id, category, pseudonym, plaintext)
 
 
+def _keyed_chunks(rows: QuerySet[Any, Any], keys: Any, *, chunk_size: int, key_id_at: int) -> Iterator[Any]:
+    """`rows` streamed a chunk at a time, the data keys each chunk's versions name unwrapped first (one query)."""
+    chunk: list[Any] = []
+    for row in rows.iterator(chunk_size=chunk_size):
+        chunk.append(row)
+        if len(chunk) == chunk_size:
+            keys.load(item[key_id_at] for item in chunk)
+            yield from chunk
+            chunk = []
+    keys.load(item[key_id_at] for item in chunk)
+    yield from chunk
+
+
 def _opened(
     open_it: Callable[..., _Opened], cipher: Any, *, event: str, record_id: UUID, version: int, **sealed: Any
 ) -> _Opened | None:
     """What `open_it` (record_open, features_open) opens of a version, or None (logged as `event`, by ids only)
-    when it does not open."""
+    when it does not open. An erased version opens nothing, quietly: the gate refuses it as erased."""
+    if sealed.get("key_id") == ERASED_KEY_ID:
+        return None
     try:
         return open_it(cipher, record_id=record_id, version=version, **sealed)
     except CiphertextInvalid:
@@ -420,10 +442,12 @@ def record_versions_features(*, version_ids: list[int]) -> tuple[list[VersionFea
         "record__category",
         "record__patient__pseudonym",
     )
-    cipher = record_cipher()
+    cipher = record_keys()
     found, without = [], []
-    for pk, record_id, version, key_id, ciphertext, sealed, category, pseudonym in rows.iterator(chunk_size=2000):
-        if not sealed:
+    for pk, record_id, version, key_id, ciphertext, sealed, category, pseudonym in _keyed_chunks(
+        rows, cipher, chunk_size=2000, key_id_at=3
+    ):
+        if not sealed and key_id != ERASED_KEY_ID:
             without.append(pk)
             continue
         opened = _opened(

@@ -17,24 +17,38 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from ledger import ContractRejected, LedgerError
-from records import tasks
+from records import erasure, tasks
 from records.anchoring import record_versions_anchor_of, record_versions_anchor_pending
 from records.bundles import ParsedRecord, bundle_entry_count, bundle_parse
-from records.crypto import RecordCipher, patient_pseudonym, record_cipher, record_seal
-from records.errors import BundleRejected, BundleTooLarge
-from records.features import bundle_features, features_seal
+from records.crypto import RecordCipher, patient_pseudonym, record_open, record_seal
+from records.errors import BundleRejected, BundleTooLarge, CiphertextInvalid
+from records.features import bundle_features, features_reseal, features_seal
 from records.models import (
     BulkIngestJob,
     IngestOutcome,
     IngestRun,
     Patient,
+    PatientErasure,
     PatientIdentifier,
     Record,
     RecordVersion,
 )
 from records.ndjson import ExportIndex, PatientRefusal, ndjson_files, ndjson_index, ndjson_slice_records
+from records.patient_keys import (
+    DATA_KEY_PREFIX,
+    ERASED_KEY_ID,
+    patient_data_keys_rewrap,
+    patient_keyrings,
+    record_keys,
+)
 
 log = structlog.get_logger(__name__)
+
+# A patient's erasure (records.erasure), as other apps reach it.
+patient_erase = erasure.patient_erase
+patient_erasure_check = erasure.patient_erasure_check
+patient_erasure_destroy = erasure.patient_erasure_destroy
+ErasureRefused = erasure.ErasureRefused
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> Ingest
     """
     parsed_records = bundle_parse(raw_body)
     with transaction.atomic():
-        stored = _record_versions_store(parsed_records=parsed_records, cipher=record_cipher())
+        stored = _record_versions_store(parsed_records=parsed_records)
 
     to_anchor = {version.record_id for version, _unchanged in stored if not version.is_anchored}
     if to_anchor:
@@ -127,9 +141,7 @@ def record_ingest(*, raw_body: bytes, actor: Any, source: str = "api") -> Ingest
     return IngestResult(records=results, run=run)
 
 
-def _record_versions_store(
-    *, parsed_records: list[ParsedRecord], cipher: RecordCipher
-) -> list[tuple[RecordVersion, bool]]:
+def _record_versions_store(*, parsed_records: list[ParsedRecord]) -> list[tuple[RecordVersion, bool]]:
     """Store each of `parsed_records` as the next version of its record; return (version, unchanged) for each.
 
     The one way a record version is stored (the bundle ingest and the bulk ingest both come here), in a few
@@ -138,10 +150,23 @@ def _record_versions_store(
     (unchanged). Must run inside the ingest's transaction: the records' rows are locked while their next version
     numbers are chosen, so concurrent ingests for one record cannot both write version n+1.
 
-    Refused (patient_identifier_conflict, naming the record's patient_entry): identifiers that name two patients
-    already ingested, which only a person can tell apart or merge.
+    Each version and its features are sealed under its patient's data key (records.patient_keys), made here for a
+    patient who has none yet.
+
+    Refused, naming the record's patient_entry: patient_identifier_conflict (identifiers that name two patients
+    already ingested, which only a person can tell apart or merge); patient_erased (the patient asked to be erased:
+    nothing of theirs is stored again under the identifiers they were known by, from the moment the erasure begins).
     """
     patients = _patients_of(parsed_records)
+    erasing = set(PatientErasure.objects.filter(patient__in=patients).values_list("patient_id", flat=True))
+    for parsed, patient in zip(parsed_records, patients, strict=True):
+        if patient.pk in erasing:
+            raise BundleRejected(
+                "The Patient's data was erased at their request: nothing of theirs is stored again.",
+                code="patient_erased",
+                detail={"entry": parsed.patient_entry, "path": "resource.identifier"},
+            )
+    keyrings = patient_keyrings(patients=patients)
     records = _records_of(parsed_records, patients)
     record_ids = sorted({record.pk for record in records})
     list(Record.objects.select_for_update().filter(pk__in=record_ids).order_by("pk").values_list("pk", flat=True))
@@ -158,7 +183,7 @@ def _record_versions_store(
             stored.append((previous, True))
             continue
         number = 1 if previous is None else previous.version + 1
-        version = _version_row(record=record, number=number, parsed=parsed, cipher=cipher)
+        version = _version_row(record=record, number=number, parsed=parsed, cipher=keyrings[record.patient_id])
         latest[record.pk] = version
         new_versions.append(version)
         stored.append((version, False))
@@ -484,14 +509,11 @@ def record_ingest_ndjson(
     if resumed_at:
         # A run stopped between a slice's commit and its anchoring left its versions pending: anchored now.
         _anchor_records_after_ingest(record_ids=None)
-    cipher = record_cipher()
     for number in range(resumed_at, slices_total):
         first = number * job.slice_patients
         patients = range(first, min(first + job.slice_patients, len(index.patients)))
         parsed_records, refused = ndjson_slice_records(files, index, patients)
-        job = _bulk_slice_store(
-            job=job, number=number, parsed_records=parsed_records, refused=refused, index=index, cipher=cipher
-        )
+        job = _bulk_slice_store(job=job, number=number, parsed_records=parsed_records, refused=refused, index=index)
         if after_slice is not None:
             after_slice(job)
     BulkIngestJob.objects.filter(pk=job.pk).update(status="done")
@@ -507,7 +529,6 @@ def _bulk_slice_store(
     parsed_records: list[ParsedRecord],
     refused: dict[int, PatientRefusal],
     index: ExportIndex,
-    cipher: RecordCipher,
 ) -> BulkIngestJob:
     """Store slice `number` and mark it done in one transaction, then anchor its new versions."""
     refused = dict(refused)
@@ -519,9 +540,9 @@ def _bulk_slice_store(
             kept = [parsed for parsed in parsed_records if parsed.patient_entry not in refused]
             try:
                 with transaction.atomic():
-                    stored = _record_versions_store(parsed_records=kept, cipher=cipher)
+                    stored = _record_versions_store(parsed_records=kept)
                 break
-            except BundleRejected as conflict:  # patient_identifier_conflict: that patient is refused
+            except BundleRejected as conflict:  # patient_identifier_conflict, patient_erased: that patient is refused
                 at = index.patients[conflict.detail["entry"]]
                 refused[conflict.detail["entry"]] = PatientRefusal(
                     code=conflict.code, position=at.position, line=at.line, path="resource.identifier"
@@ -539,3 +560,90 @@ def _bulk_slice_store(
         _anchor_records_after_ingest(record_ids=to_anchor)
     log.info("bulk_ingest_slice", job_id=str(job.pk), slice=number, records=len(stored), refused=len(refused))
     return job
+
+
+# --- moving versions written under the master keys to their patients' data keys ---------------------------------
+
+
+@dataclass(frozen=True)
+class ResealProgress:
+    """How far `record_versions_reseal_per_patient` got: versions moved so far, versions left under master keys,
+    and those that did not open (left as they are, counted, never logged by content)."""
+
+    batches: int
+    moved: int
+    remaining: int
+    unopenable: int
+
+
+def record_versions_reseal_per_patient(
+    *, batch_patients: int, after_batch: Callable[[ResealProgress], None] | None = None
+) -> ResealProgress:
+    """Reseal every version still under a master key id under its patient's data key, `batch_patients` patients
+    per database transaction, and rewrap data keys wrapped under a master key that is no longer the active one.
+
+    The canonical content and its hash do not change (nor the features' salted digest: their plaintext is moved as
+    it is, records.features.features_reseal), so every anchor still holds. A batch's versions and its patients'
+    new data keys are committed together: a process killed at any point leaves every version under either key,
+    each opening, and a run started again continues with the versions still under master keys. A version that
+    does not open is left as it is and counted (`unopenable`); the integrity check reports it as before.
+    """
+    opening = record_keys()
+    legacy = RecordVersion.objects.exclude(key_id__startswith=DATA_KEY_PREFIX).exclude(key_id=ERASED_KEY_ID)
+    unopenable: list[int] = []
+    batches = moved = 0
+    while True:
+        with transaction.atomic():
+            pending = legacy.exclude(pk__in=unopenable)
+            patient_ids = list(
+                pending.order_by("record__patient_id").values_list("record__patient_id", flat=True).distinct()
+            )[:batch_patients]
+            if not patient_ids:
+                break
+            keyrings = patient_keyrings(patients=Patient.objects.filter(pk__in=patient_ids))
+            versions = list(pending.filter(record__patient_id__in=patient_ids).select_related("record"))
+            resealed = []
+            for version in versions:
+                try:
+                    resealed.append(_version_resealed(version, opening, keyrings[version.record.patient_id]))
+                except CiphertextInvalid:
+                    unopenable.append(version.pk)
+            RecordVersion.objects.bulk_update(resealed, ["key_id", "content_encoding", "ciphertext", "features"])
+        batches += 1
+        moved += len(resealed)
+        progress = ResealProgress(batches, moved, pending.count(), len(unopenable))
+        log.info("record_versions_resealed", batch=batches, moved=len(resealed), remaining=progress.remaining)
+        if after_batch is not None:
+            after_batch(progress)
+    while patient_data_keys_rewrap(limit=1000):
+        pass
+    return ResealProgress(batches, moved, legacy.exclude(pk__in=unopenable).count(), len(unopenable))
+
+
+def _version_resealed(version: RecordVersion, opening: RecordCipher, sealing: RecordCipher) -> RecordVersion:
+    """`version` with its content and features moved under `sealing` (not saved)."""
+    old_ciphertext = bytes(version.ciphertext)
+    canonical = record_open(
+        opening,
+        ciphertext=old_ciphertext,
+        record_id=version.record_id,
+        version=version.version,
+        key_id=version.key_id,
+        encoding=version.content_encoding,
+    )
+    key_id, ciphertext, encoding = record_seal(
+        sealing, canonical=canonical, record_id=version.record_id, version=version.version
+    )
+    if version.features:
+        version.features = features_reseal(
+            opening,
+            sealing,
+            sealed=bytes(version.features),
+            record_id=version.record_id,
+            version=version.version,
+            key_id=version.key_id,
+            record_ciphertext=old_ciphertext,
+            new_record_ciphertext=ciphertext,
+        )
+    version.key_id, version.ciphertext, version.content_encoding = key_id, ciphertext, encoding
+    return version

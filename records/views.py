@@ -1,5 +1,6 @@
 """The patient portal's record pages (server-rendered; no JavaScript needed)."""
 
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -20,8 +21,10 @@ from records.selectors import (
 )
 
 
-def _own_patient(request: HttpRequest) -> Patient | None:
-    if not user_may_read_own_records(request.user):
+def own_patient(request: HttpRequest, *, may: Callable[[Any], bool] = user_may_read_own_records) -> Patient | None:
+    """The signed-in user's patient (None: their account is not linked to one); PermissionDenied unless `may`
+    (a records.access rule) admits the user."""
+    if not may(request.user):
         raise PermissionDenied
     return Patient.objects.filter(user_id=int(request.user.pk or 0)).first()
 
@@ -30,8 +33,8 @@ def _own_patient(request: HttpRequest) -> Patient | None:
 @require_GET
 def my_records(request: HttpRequest) -> HttpResponse:
     """The patient's records: category, latest version, its anchor and a live integrity check."""
-    patient = _own_patient(request)
-    rows = patient_records_with_integrity(patient=patient) if patient else []
+    patient = own_patient(request)
+    rows = patient_records_with_integrity(patient=patient) if patient and not patient.erased_at else []
     return render(request, "records/my_records.html", {"rows": rows, "patient": patient})
 
 
@@ -39,7 +42,7 @@ def my_records(request: HttpRequest) -> HttpResponse:
 @require_GET
 def my_record_detail(request: HttpRequest, record_id: UUID) -> HttpResponse:
     """One of the patient's records, decrypted: its observations as a table."""
-    patient = _own_patient(request)
+    patient = own_patient(request)
     record = next((r for r in patient_records(patient=patient) if r.pk == record_id), None) if patient else None
     if record is None:
         raise Http404

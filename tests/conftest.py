@@ -187,14 +187,19 @@ def other_patient_user(db):
     return patient_account("patient-bob")
 
 
-@pytest.fixture
-def clinician(db):
-    """Dr Carol, a clinician of St Mary's."""
+def dr_carol():
+    """Dr Carol, a clinician of St Mary's, registered in the directory (and on the ledger)."""
     user = UserFactory(username="dr-carol")
     clinician_register(
         user=user, display_name="Dr Carol", organisation=organisation_create(slug="st-marys", name="St Mary's")
     )
     return user
+
+
+@pytest.fixture
+def clinician(db):
+    """Dr Carol, a clinician of St Mary's."""
+    return dr_carol()
 
 
 @pytest.fixture

@@ -877,6 +877,27 @@ def build_cases() -> list[Case]:
             )
             for variant, owner in OWNERS.items()
         ),
+        # --- portal: the patient's erasure (issue 19) ---
+        # The POST is sent unconfirmed: a patient's erasure would mark their anchors erased on the world's ledger,
+        # which the rollback after each test does not undo. Every role but the patient is refused (403) before the
+        # confirmation is read, so the patients' 400 cannot hide a refusal; the erasure itself: test_erasure.py.
+        Case("records/erasure/", "GET", "-", fixed("/records/erasure/"), portal(PATIENTS)),
+        Case(
+            "records/erasure/",
+            "POST",
+            "own",
+            fixed("/records/erasure/"),
+            portal(PATIENTS, ok=400),
+            body=lambda world: {"confirm": "no"},
+            content_type="form",
+        ),
+        Case(
+            "records/erasure/receipt.json",
+            "GET",
+            "own",
+            fixed("/records/erasure/receipt.json"),
+            portal(PATIENTS, ok=404),
+        ),
         # --- portal: the custodian's ingest (issue 14) ---
         Case("records/ingest/", "GET", "-", fixed("/records/ingest/"), portal(INGESTERS)),
         Case(
@@ -1178,6 +1199,17 @@ def build_cases() -> list[Case]:
             for suffix in ("", "integrity/")
             for variant, owner in OWNERS.items()
         ),
+        # --- API: the patient's erasure (issue 19; sent unconfirmed, as in the portal) ---
+        Case("api/records/erasure/", "GET", "own", fixed("/api/records/erasure/"), api(PATIENTS, ok=404)),
+        Case(
+            "api/records/erasure/",
+            "POST",
+            "own",
+            fixed("/api/records/erasure/"),
+            api(PATIENTS, ok=400),
+            body=lambda world: {"confirm": "no"},
+        ),
+        Case("api/records/erasure/verify/", "GET", "own", fixed("/api/records/erasure/verify/"), api(PATIENTS, ok=404)),
         # --- API: consents ---
         Case("api/consents/^$", "GET", "-", fixed("/api/consents/"), api((*PATIENTS, *CLINICIANS, AUDITOR))),
         Case(

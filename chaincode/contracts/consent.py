@@ -144,7 +144,8 @@ class ConsentContract(Contract):
     async def CheckAccessBatch(self, ctx: TransactionContext, request_json: str) -> str:
         """Admit or refuse each record for (grantee, purpose) at time `at`.
 
-        Per record, in this order: no_anchor, hash_mismatch (the caller's recomputed hash differs
+        Per record, in this order: no_anchor, erased (the patient's data was erased: EraseRecords), hash_mismatch
+        (the caller's recomputed hash differs
         from the anchored latest version; or the item names the hash of the features it will use, and the
         anchor holds another, or none), then the patient's consents naming this grantee (or its
         organisation) and purpose: admit if one is unrevoked, in its period and covers the
@@ -212,7 +213,9 @@ class ConsentContract(Contract):
                 result["reason"] = "no_anchor"
             else:
                 pseudonym = result["patient_pseudonym"] = anchor["patient_pseudonym"]
-                if not holds:
+                if anchor.get("erased"):
+                    result["reason"] = "erased"
+                elif not holds:
                     result["reason"] = "hash_mismatch"
                 else:
                     reason: str | None = "grantee_inactive"
@@ -256,7 +259,10 @@ def _checked_item(item: Any, field: str) -> tuple[str, str, str, str | None]:
 
 
 def _anchor_holds(anchor: dict[str, Any], digest: str, features: str | None) -> bool:
-    """The record's hash is its anchor's; and the features' too, when the caller uses the features kept at ingest."""
+    """The record's hash is its anchor's; and the features' too, when the caller uses the features kept at ingest.
+    An erased record's anchor holds nothing."""
+    if anchor.get("erased"):
+        return False
     return anchor["sha256"] == digest and (features is None or anchor.get("features_sha256") == features)
 
 

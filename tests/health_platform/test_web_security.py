@@ -199,6 +199,8 @@ FORMS = {
     "/analytics/<id>/cancel/": ("clinician", lambda world: {}, 302),
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
     "/records/ingest/": ("custodian", ingest_upload, 200),
+    # Unconfirmed (400): an erasure would mark the patient's anchors erased on the world's shared ledger.
+    "/records/erasure/": (PATIENT, lambda world: {}, 400),
     "/audit/verify/": ("auditor", verify_upload, 200),
     "/audit/my-data/download/": (PATIENT, lambda world: {}, 200),  # the file itself, logged on the ledger
     "/directory/clinicians/": (

@@ -16,7 +16,8 @@ from records.crypto import (
     record_seal,
 )
 from records.errors import CiphertextInvalid
-from records.models import RecordVersion
+from records.models import PatientDataKey, RecordVersion
+from records.patient_keys import data_key_cache_clear, patient_data_keys_rewrap
 from records.selectors import record_integrity_check, record_version_plaintext
 from records.services import record_ingest
 from tests.records.factories import ObservationResourceFactory, PatientResourceFactory, bundle, encode
@@ -68,7 +69,7 @@ def test_active_key_must_be_listed(settings):
 
 
 @pytest.mark.django_db
-def test_key_rotation_writes_new_versions_under_the_new_key_and_old_ones_stay_readable(settings, custodian):
+def test_master_key_rotation_rewraps_the_data_keys_and_every_version_stays_readable(settings, custodian):
     old, new = _key(), _key()
     settings.RECORD_ENCRYPTION_KEYS, settings.RECORD_ENCRYPTION_ACTIVE_KEY = f"old:{old}", "old"
     patient = PatientResourceFactory()
@@ -82,11 +83,35 @@ def test_key_rotation_writes_new_versions_under_the_new_key_and_old_ones_stay_re
     )
 
     first, second = RecordVersion.objects.order_by("version")
-    assert (first.key_id, second.key_id) == ("old", "new")
+    data_key = PatientDataKey.objects.get()
+    # Both versions under the patient's data key, which is still wrapped under the old master key.
+    assert first.key_id == second.key_id == f"dk:{data_key.pk.hex}"
+    assert data_key.wrap_key_id == "old"
+    ciphertexts = (bytes(first.ciphertext), bytes(second.ciphertext))
+
+    assert patient_data_keys_rewrap(limit=10) == 1
+    settings.RECORD_ENCRYPTION_KEYS = f"new:{new}"  # the old master key withdrawn
+    data_key_cache_clear()  # as a new process: the data key is unwrapped again, under the new master key
+
+    assert PatientDataKey.objects.get().wrap_key_id == "new"
+    first, second = RecordVersion.objects.order_by("version")
+    assert (bytes(first.ciphertext), bytes(second.ciphertext)) == ciphertexts  # rewrapped, not re-encrypted
     assert record_integrity_check(record_version=first).ok
     assert record_integrity_check(record_version=second).ok
 
-    settings.RECORD_ENCRYPTION_KEYS = f"new:{new}"  # the old key withdrawn: its versions no longer open
+
+@pytest.mark.django_db
+def test_a_data_key_whose_master_key_is_withdrawn_opens_nothing(settings, custodian):
+    old, new = _key(), _key()
+    settings.RECORD_ENCRYPTION_KEYS, settings.RECORD_ENCRYPTION_ACTIVE_KEY = f"old:{old}", "old"
+    patient = PatientResourceFactory()
+    record_ingest(
+        raw_body=encode(bundle(patient, ObservationResourceFactory(patient=patient, value=1.0))), actor=custodian
+    )
+    settings.RECORD_ENCRYPTION_KEYS, settings.RECORD_ENCRYPTION_ACTIVE_KEY = f"new:{new}", "new"
+    data_key_cache_clear()
+
+    first = RecordVersion.objects.get()
     with pytest.raises(CiphertextInvalid):
         record_version_plaintext(record_version=first)
     assert record_integrity_check(record_version=first).reason == "ciphertext_invalid"

@@ -3,10 +3,10 @@
 import pytest
 
 from health_platform import bootstrap
-from records.crypto import record_cipher
 from records.errors import CiphertextInvalid
 from records.features import bundle_features, features_open
 from records.models import RecordVersion
+from records.patient_keys import record_keys
 from records.selectors import record_version_plaintext
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +20,7 @@ def _open(stored: RecordVersion, **change):
         "key_id": stored.key_id,
         "record_ciphertext": bytes(stored.ciphertext),
     }
-    return features_open(record_cipher(), **{**arguments, **change})
+    return features_open(record_keys(), **{**arguments, **change})
 
 
 def test_ingest_keeps_each_versions_features_sealed_and_anchors_their_salted_hash(cohort):

@@ -9,7 +9,7 @@ from django.db import connection
 
 from records.canonical import canonical_json, canonical_sha256
 from records.crypto import patient_pseudonym, record_cipher
-from records.models import AnchorState, Patient, Record, RecordVersion
+from records.models import AnchorState, Patient, PatientDataKey, Record, RecordVersion
 from records.selectors import record_integrity_check, record_version_document
 from records.services import record_ingest
 from tests.records.factories import (
@@ -101,7 +101,9 @@ def test_stored_version_decrypts_to_canonical_bundle_of_patient_and_sorted_obser
         "entry": [{"resource": patient}, {"resource": earlier}, {"resource": later}],
     }
     assert version.sha256 == canonical_sha256(document)
-    assert version.key_id == record_cipher().active_key_id
+    # Sealed under the patient's own data key, not the master key.
+    assert version.key_id == f"dk:{PatientDataKey.objects.get(patient=version.record.patient).pk.hex}"
+    assert version.key_id != record_cipher().active_key_id
     assert version.content_encoding == "deflate"
     assert len(version.ciphertext) == 12 + len(zlib.compress(canonical_json(document), 6)) + 16
 
@@ -202,19 +204,16 @@ def test_ingest_accepts_batch_and_transaction_bundles_with_urn_references(custod
 def test_ingest_stores_nothing_when_a_later_record_fails_to_store(custodian, ledger, monkeypatch):
     from records import services
 
-    real = services.record_cipher()
+    real = services.record_seal
+    calls = []
 
-    class FailingSecondTime:
-        active_key_id = real.active_key_id
-        calls = 0
+    def failing_second_time(cipher, **arguments):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(cipher, **arguments)
 
-        def encrypt(self, plaintext, *, associated_data):
-            FailingSecondTime.calls += 1
-            if FailingSecondTime.calls == 2:
-                raise OSError("disk full")
-            return real.encrypt(plaintext, associated_data=associated_data)
-
-    monkeypatch.setattr(services, "record_cipher", FailingSecondTime)
+    monkeypatch.setattr(services, "record_seal", failing_second_time)
     height = ledger.height()
     two_records = [*patient_with_observations(mrn="MRN-X"), *patient_with_observations(mrn="MRN-Y")]
 

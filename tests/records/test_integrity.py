@@ -5,8 +5,9 @@ from django.db import connection
 
 from health_platform import bootstrap
 from records.canonical import canonical_json, canonical_sha256
-from records.crypto import record_cipher, record_seal
+from records.crypto import record_seal
 from records.models import RecordVersion
+from records.patient_keys import patient_keyrings
 from records.selectors import record_integrity_check, record_version_document
 from records.services import record_ingest
 from tests.records.factories import bundle, encode, patient_with_observations
@@ -75,7 +76,7 @@ def test_integrity_check_reports_hash_mismatch_when_content_and_hash_are_rewritt
     version = _ingest(custodian, value=87.0)
     document = record_version_document(record_version=version)
     document["entry"][1]["resource"]["valueQuantity"]["value"] = 42.0
-    cipher = record_cipher()
+    cipher = patient_keyrings(patients=[version.record.patient])[version.record.patient_id]  # the patient's key
     _key_id, ciphertext, _encoding = record_seal(
         cipher, canonical=canonical_json(document), record_id=version.record_id, version=version.version
     )

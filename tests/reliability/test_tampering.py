@@ -15,6 +15,7 @@ from records.canonical import canonical_json, canonical_sha256
 from records.crypto import record_cipher, record_seal
 from records.features import features_open, features_seal
 from records.models import RecordVersion
+from records.patient_keys import patient_keyrings
 from records.selectors import record_version_document
 from tests.conftest import explicit_analysis, grant, plain_scores
 from tests.reliability.conftest import ledger_access_events
@@ -110,7 +111,7 @@ def test_tampered_features_are_refused_by_the_gate_as_a_tampered_record_is_and_a
     # Someone with the record key seals other values, correctly bound to the record and its hash: only the
     # ledger, which holds the hash of the features written at ingest, can tell.
     version = versions[rewritten.id]
-    cipher = record_cipher()
+    cipher = patient_keyrings(patients=[version.record.patient])[version.record.patient_id]  # the patient's key
     opened = features_open(
         cipher,
         sealed=bytes(version.features),
