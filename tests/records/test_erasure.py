@@ -353,3 +353,37 @@ def _verify(receipt: Path) -> dict:
 
 def _now() -> str:
     return format_timestamp(datetime.now(UTC))
+
+
+@pytest.mark.he
+@pytest.mark.django_db(transaction=True)  # the consents reach the ledger at commit
+def test_after_erasure_the_patients_pages_still_answer_and_audit_exports_keep_the_pseudonymous_events(
+    consented, clinician, auditor, models_registered, ledger, eager, blob_dir, export_dir
+):
+    """The records are tombstones: every page of the patient's answers (no record to show, nothing that fails to
+    open), their download holds no record, and the access events of their records stay in the log and its exports."""
+    from audit.exports import export_path
+    from audit.selectors import AccessEventFilters
+    from audit.services import audit_export_create
+
+    people = consented(1)
+    ((user, patient, record),) = people
+    assert explicit_analysis(clinician, people).status == AnalysisStatus.COMPLETED
+    patient_erase(actor=user, patient=patient)
+    client = Client()
+    client.force_login(user)
+    for page in ("/records/", f"/records/{record.pk}/", "/consent/", "/audit/my-data/", "/records/erasure/"):
+        response = client.get(page)
+        assert response.status_code in (200, 404), (page, response.status_code)
+    download = client.post("/audit/my-data/download/")
+    assert download.status_code == 200
+    kinds = [entry["resource"]["resourceType"] for entry in json.loads(download.content)["entry"]]
+    assert "Observation" not in kinds
+    assert "AuditEvent" in kinds
+
+    export = audit_export_create(requester=auditor, format="json", filters=AccessEventFilters())
+    export.refresh_from_db()
+    assert export.status == "completed", export.failure_code
+    exported = export_path(export).read_text()
+    assert str(record.pk) in exported
+    assert patient.pseudonym in exported
