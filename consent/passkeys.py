@@ -128,13 +128,6 @@ def patient_passkey_add_document(*, actor: Any, patient: Patient, authenticator_
     }
 
 
-def patient_passkey_add(*, actor: Any, patient: Patient, document: Any, signature: Any) -> PatientKeys:
-    _check_own_document(actor, patient, document, "add_patient_key")
-    keys = signed_call(lambda: bootstrap.contracts().add_patient_key(document, signature))
-    log.info("patient_key_added", patient_id=str(patient.pk))
-    return keys
-
-
 def patient_passkey_revoke_document(*, actor: Any, patient: Patient, credential_id: str) -> dict[str, Any]:
     if not user_may_change_consents_of(actor, patient):
         raise PermissionDenied("Only the patient can take their passkeys off the ledger.")
@@ -146,10 +139,23 @@ def patient_passkey_revoke_document(*, actor: Any, patient: Patient, credential_
     }
 
 
-def patient_passkey_revoke(*, actor: Any, patient: Patient, document: Any, signature: Any) -> PatientKeys:
-    _check_own_document(actor, patient, document, "revoke_patient_key")
-    keys = signed_call(lambda: bootstrap.contracts().revoke_patient_key(document, signature))
-    log.info("patient_key_revoked", patient_id=str(patient.pk))
+# A key document's action, which is also the name of the Contracts method that submits it.
+_KEY_CHANGES = ("add_patient_key", "revoke_patient_key")
+
+
+def patient_passkey_change(*, actor: Any, patient: Patient, document: Any, signature: Any) -> PatientKeys:
+    """Put a passkey on the ledger or take one off, by a document (patient_passkey_add_document's or
+    patient_passkey_revoke_document's) that one of the patient's passkeys on the ledger signed."""
+    if not user_may_change_consents_of(actor, patient):
+        raise PermissionDenied("Only the patient can change their passkeys on the ledger.")
+    action = document.get("action") if isinstance(document, dict) else None
+    if action not in _KEY_CHANGES:
+        raise ValidationFailed("The document must add or revoke a passkey.", code="invalid_document")
+    if document.get("patient_pseudonym") != patient.pseudonym:
+        raise PermissionDenied("A patient can sign only for themselves.")
+    change = getattr(bootstrap.contracts(), action)
+    keys = signed_call(lambda: change(document, signature))
+    log.info("patient_key_changed", patient_id=str(patient.pk), action=action)
     return keys
 
 
@@ -219,12 +225,3 @@ def _own_authenticator(actor: Any, patient: Patient, authenticator_id: int) -> A
     if found is None:
         raise ValidationFailed("No such passkey on your account.", code="unknown_passkey")
     return found
-
-
-def _check_own_document(actor: Any, patient: Patient, document: Any, action: str) -> None:
-    if not user_may_change_consents_of(actor, patient):
-        raise PermissionDenied("Only the patient can change their passkeys on the ledger.")
-    if not isinstance(document, dict) or document.get("action") != action:
-        raise ValidationFailed(f"The document must be a {action} document.", code="invalid_document")
-    if document.get("patient_pseudonym") != patient.pseudonym:
-        raise PermissionDenied("A patient can sign only for themselves.")

@@ -28,10 +28,9 @@ from consent.forms import ConsentGrantForm, GrantedConsentsFilterForm, purpose_c
 from consent.models import Consent
 from consent.passkeys import (
     patient_keys_of,
-    patient_passkey_add,
     patient_passkey_add_document,
+    patient_passkey_change,
     patient_passkey_enrol_waiting,
-    patient_passkey_revoke,
     patient_passkey_revoke_document,
     patient_passkeys,
     signing_request,
@@ -286,32 +285,19 @@ def passkey_enrol(request: HttpRequest, patient: Patient, authenticator_id: int)
 @login_required
 @require_POST
 @patient_view
-def passkey_confirm(request: HttpRequest, patient: Patient) -> HttpResponse:
-    """Put another passkey on the ledger, by a document signed with one already there."""
+def passkey_signed(request: HttpRequest, patient: Patient) -> HttpResponse:
+    """Put another passkey on the ledger, or take one off, by a document signed with a passkey already there."""
     signed = _signed_fields(request)
     if signed is None:
         return _unsigned(request, "consent:passkeys")
+    added = signed["document"].get("action") == "add_patient_key"
     return _passkey_change(
         request,
         patient,
-        lambda: patient_passkey_add(actor=request.user, patient=patient, **signed),
-        "The new passkey is on the ledger: it can sign your consents too.",
-    )
-
-
-@login_required
-@require_POST
-@patient_view
-def passkey_revoke(request: HttpRequest, patient: Patient) -> HttpResponse:
-    """Take a passkey off the ledger, by a document signed with one of the patient's passkeys there."""
-    signed = _signed_fields(request)
-    if signed is None:
-        return _unsigned(request, "consent:passkeys")
-    return _passkey_change(
-        request,
-        patient,
-        lambda: patient_passkey_revoke(actor=request.user, patient=patient, **signed),
-        "The passkey is off the ledger: it can no longer sign your consents.",
+        lambda: patient_passkey_change(actor=request.user, patient=patient, **signed),
+        "The new passkey is on the ledger: it can sign your consents too."
+        if added
+        else "The passkey is off the ledger: it can no longer sign your consents.",
     )
 
 

@@ -83,7 +83,10 @@ class SoftwarePasskey:
         client_data = bytes(
             CollectedClientData.create("webauthn.get", challenge or document_digest(document), self.origin)
         )
-        auth_data = bytes(AuthenticatorData.create(self.rp_id_hash, _FLAGS, self.counter))
+        return self.assertion(bytes(AuthenticatorData.create(self.rp_id_hash, _FLAGS, self.counter)), client_data)
+
+    def assertion(self, auth_data: bytes, client_data: bytes) -> dict[str, str]:
+        """The assertion of these authenticator data and client data, as the authenticator signs them."""
         signed = auth_data + hashlib.sha256(client_data).digest()
         return {
             "credential_id": self.credential_id_text,

@@ -933,20 +933,14 @@ def build_cases() -> list[Case]:
             writes=True,
         ),
         Case("consent/passkeys/", "GET", "-", fixed("/consent/passkeys/"), portal(PATIENTS)),
-        *(
-            Case(  # nothing signed: refused, nothing written
-                route,
-                "POST",
-                "-",
-                fixed(path),
-                portal(PATIENTS, ok=400),
-                body=lambda world: {},
-                content_type="form",
-            )
-            for route, path in (
-                ("consent/passkeys/confirm/", "/consent/passkeys/confirm/"),
-                ("consent/passkeys/revoke/", "/consent/passkeys/revoke/"),
-            )
+        Case(  # nothing signed: refused, nothing written
+            "consent/passkeys/signed/",
+            "POST",
+            "-",
+            fixed("/consent/passkeys/signed/"),
+            portal(PATIENTS, ok=400),
+            body=lambda world: {},
+            content_type="form",
         ),
         *(
             Case(  # no such passkey on the patient's account (a clinician's, or none): refused, nothing written

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from health_platform.software_passkey import SoftwarePasskey
+from ledger import contracts
 from tests.fabric.network import BACKENDS, backend
 
 _namespace = {"current": ""}
@@ -101,12 +102,7 @@ def grant_document(patient_pseudonym: str, *grants: dict, issued_at: datetime | 
 
 
 def revoke_document(consent_id: str, patient_pseudonym: str) -> dict:
-    return {
-        "action": "revoke_consent",
-        "patient_pseudonym": patient_pseudonym,
-        "consent_id": consent_id,
-        "issued_at": rfc3339(now()),
-    }
+    return contracts.revoke_document(patient_pseudonym, consent_id, issued_at=rfc3339(now()))
 
 
 def grant_terms(identifier: str, **overrides) -> dict:

@@ -11,7 +11,6 @@ import json
 from datetime import timedelta
 
 import pytest
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from fido2 import cbor
 from fido2.utils import websafe_decode
@@ -69,13 +68,7 @@ def keys(chain, patient: str) -> dict:
 
 def pack(passkey: SoftwarePasskey, auth_data: bytes, client_data: bytes) -> dict:
     """An assertion of `passkey`'s credential: the authenticator data and client data given, signed with its key."""
-    signed = auth_data + hashlib.sha256(client_data).digest()
-    return {
-        "credential_id": passkey.credential_id_text,
-        "authenticator_data": b64url(auth_data),
-        "client_data_json": b64url(client_data),
-        "signature": b64url(passkey.private_key.sign(signed, ec.ECDSA(hashes.SHA256()))),
-    }
+    return passkey.assertion(auth_data, client_data)
 
 
 def forge(passkey, document, *, kind="webauthn.get", origin=None, rp_id="", flags=UP | UV, counter=None):
@@ -174,6 +167,10 @@ def _without(name):
     return lambda passkey, document: {k: v for k, v in passkey.sign(document).items() if k != name}
 
 
+def _with(name, value):
+    return lambda passkey, document: {**passkey.sign(document), name: value}
+
+
 @pytest.mark.parametrize(
     ("code", "make"),
     [
@@ -181,24 +178,24 @@ def _without(name):
         pytest.param("signature_required", lambda passkey, document: {}, id="empty-object"),
         pytest.param(
             "signature_malformed",
-            lambda passkey, document: {**passkey.sign(document), "credential_id": "not base64url!"},
+            _with("credential_id", "not base64url!"),
             id="credential-id-not-base64url",
         ),
         pytest.param(
             "signature_malformed",
-            lambda passkey, document: {**passkey.sign(document), "signature": "*** not base64url ***"},
+            _with("signature", "*** not base64url ***"),
             id="signature-not-base64url",
         ),
         pytest.param("signature_malformed", _without("client_data_json"), id="missing-client-data"),
         pytest.param("signature_malformed", _without("signature"), id="missing-signature"),
         pytest.param(
             "signature_malformed",
-            lambda passkey, document: {**passkey.sign(document), "user_handle": "AAAA"},
+            _with("user_handle", "AAAA"),
             id="unknown-field",
         ),
         pytest.param(
             "signature_malformed",
-            lambda passkey, document: {**passkey.sign(document), "client_data_json": b64url(b"not json")},
+            _with("client_data_json", b64url(b"not json")),
             id="client-data-not-json",
         ),
         pytest.param(

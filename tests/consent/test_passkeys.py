@@ -9,7 +9,7 @@ from allauth.mfa.signals import authenticator_added
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from consent.passkeys import patient_passkey_add, patient_passkey_add_document, patient_passkeys_recover
+from consent.passkeys import patient_passkey_add_document, patient_passkey_change, patient_passkeys_recover
 from consent.services import consent_grant, consent_grant_document
 from health_platform import bootstrap
 from health_platform.errors import PermissionDenied, SignatureRefused
@@ -78,7 +78,7 @@ def test_a_waiting_passkey_cannot_sign_for_itself(patient_user, ledger):
     )
     height = ledger.height()
     with pytest.raises(SignatureRefused) as refused:
-        patient_passkey_add(
+        patient_passkey_change(
             actor=patient_user, patient=patient_user.patient, document=document, signature=laptop.sign(document)
         )
     assert refused.value.code == "unknown_key"
@@ -92,9 +92,9 @@ def test_no_patient_can_confirm_a_passkey_for_another(patient_user, other_patien
         actor=patient_user, patient=patient_user.patient, authenticator_id=authenticator.pk
     )
     with pytest.raises(PermissionDenied):
-        patient_passkey_add(actor=other_patient_user, patient=patient_user.patient, document=document, signature={})
+        patient_passkey_change(actor=other_patient_user, patient=patient_user.patient, document=document, signature={})
     with pytest.raises(PermissionDenied):
-        patient_passkey_add(
+        patient_passkey_change(
             actor=other_patient_user, patient=other_patient_user.patient, document=document, signature={}
         )
 

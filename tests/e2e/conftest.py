@@ -14,6 +14,7 @@ asyncio.run, so while a browser is open the test reaches the database and the le
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +22,19 @@ import pytest
 from django.db import connections
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from health_platform.roles import Role
+from records.crypto import patient_pseudonym
+from records.models import Patient
+from records.services import patient_link_user, record_ingest
 from tests.clients import totp_code
+from tests.records.factories import (
+    MRN_SYSTEM,
+    ObservationResourceFactory,
+    PatientResourceFactory,
+    UserFactory,
+    bundle,
+    encode,
+)
 
 CHROMIUM = os.environ.get("HEALTH_PLATFORM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,7 +58,6 @@ T = TypeVar("T")
 def dr_carol(username: str = "dr-carol") -> Any:
     """Dr Carol Jones of St Mary's Hospital, in the grantee directory: the clinician the browser tests share."""
     from health_platform.services import clinician_register, organisation_create
-    from tests.records.factories import UserFactory
 
     carol = UserFactory(username=username)
     st_marys = organisation_create(slug="st-marys", name="St Mary's Hospital")
@@ -161,10 +173,30 @@ def wider_than_the_viewport(page: Page) -> list[str]:
     )
 
 
+def devtools_of(page: Page) -> Any:
+    """The page's DevTools session with WebAuthn on: where Chromium's virtual authenticators are driven."""
+    devtools = page.context.new_cdp_session(page)
+    devtools.send("WebAuthn.enable")
+    return devtools
+
+
+def virtual_authenticator(devtools: Any, *credentials: dict[str, Any]) -> str:
+    """A platform authenticator (a phone's or laptop's): resident keys, user verification that passes, presence
+    given without a touch; holding `credentials` (as WebAuthn.getCredentials gives them, or made: private key
+    PKCS#8 base64, credential id base64). Returns its id. Chromium holds one such authenticator at a time."""
+    options = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True}
+    added = devtools.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {"options": {**options, "isUserVerified": True, "automaticPresenceSimulation": True}},
+    )
+    for credential in credentials:
+        devtools.send("WebAuthn.addCredential", {"authenticatorId": added["authenticatorId"], "credential": credential})
+    return str(added["authenticatorId"])
+
+
 def passkey_in_browser(page: Page, patient: Any) -> Any:
     """Give `patient` a passkey on the ledger (their first) that this page's browser holds, in a virtual authenticator
-    of Chromium's (DevTools protocol): for browser tests that grant or revoke, not the ones about enrolling passkeys
-    (tests/e2e/test_patient_signed_consent.py enrols through allauth). Returns the passkey."""
+    (tests/e2e/test_patient_signed_consent.py enrols them through allauth instead). Returns the passkey."""
     import base64
     from urllib.parse import urlsplit
 
@@ -173,16 +205,8 @@ def passkey_in_browser(page: Page, patient: Any) -> Any:
     from tests.signing import enrol_passkey
 
     address = urlsplit(page.url)  # the page is on the site already: the passkey is the site's
-    passkey = off_browser_thread(
-        enrol_passkey, patient, rp_id=address.hostname, origin=f"{address.scheme}://{address.netloc}"
-    )
-    devtools = page.context.new_cdp_session(page)
-    devtools.send("WebAuthn.enable")
-    options = {"protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True}
-    added = devtools.send(
-        "WebAuthn.addVirtualAuthenticator",
-        {"options": {**options, "isUserVerified": True, "automaticPresenceSimulation": True}},
-    )
+    origin = f"{address.scheme}://{address.netloc}"
+    passkey = off_browser_thread(enrol_passkey, patient, rp_id=address.hostname, origin=origin)
     private_key = passkey.private_key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -193,5 +217,47 @@ def passkey_in_browser(page: Page, patient: Any) -> Any:
         "privateKey": base64.b64encode(private_key).decode(),
         "signCount": 0,
     }
-    devtools.send("WebAuthn.addCredential", {"authenticatorId": added["authenticatorId"], "credential": credential})
+    virtual_authenticator(devtools_of(page), credential)
     return passkey
+
+
+@dataclass(frozen=True)
+class People:
+    alice: Any
+    bob: Any
+    carol: Any
+    st_marys: Any
+
+
+def _patient_resources(mrn: str) -> list[dict[str, Any]]:
+    """One patient with an imaging and a laboratory observation: two records on the dashboard."""
+    patient = PatientResourceFactory(mrn=mrn)
+    return [
+        patient,
+        ObservationResourceFactory(
+            patient=patient,
+            category_code="imaging",
+            code_value="bc-mean-radius",
+            display="Nucleus radius, mean",
+            value=14.1,
+            unit="[arb'U]",
+        ),
+        ObservationResourceFactory(patient=patient, category_code="laboratory", value=87.0),
+    ]
+
+
+@pytest.fixture
+def people(transactional_db: Any) -> "People":
+    """Two patients with anchored records and portal accounts, and a clinician of St Mary's Hospital."""
+    custodian = UserFactory(username="e2e-custodian", roles=[Role.CUSTODIAN])
+    record_ingest(
+        raw_body=encode(bundle(*_patient_resources("MRN-ALICE"), *_patient_resources("MRN-BOB"))), actor=custodian
+    )
+    accounts = {}
+    for username, mrn in (("alice", "MRN-ALICE"), ("bob", "MRN-BOB")):
+        accounts[username] = UserFactory(username=username, roles=[Role.PATIENT])
+        patient = Patient.objects.get(pseudonym=patient_pseudonym(f"{MRN_SYSTEM}|{mrn}"))
+        patient_link_user(patient=patient, user=accounts[username])
+    carol = dr_carol()
+    st_marys = carol.clinician_profile.organisation
+    return People(alice=accounts["alice"], bob=accounts["bob"], carol=carol, st_marys=st_marys)

@@ -14,7 +14,14 @@ from playwright.sync_api import Page, expect
 
 from health_platform.roles import Role
 from tests.clients import unenrol
-from tests.e2e.conftest import off_browser_thread, screenshots_at_both_widths, sign_in, sign_out
+from tests.e2e.conftest import (
+    devtools_of,
+    off_browser_thread,
+    screenshots_at_both_widths,
+    sign_in,
+    sign_out,
+    virtual_authenticator,
+)
 from tests.records.factories import PASSWORD, UserFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
@@ -24,24 +31,9 @@ RESET_LINK = re.compile(r"https?://\S+/accounts/password/reset/key/\S+/")
 
 
 def _virtual_authenticator(page: Page) -> tuple:
-    """A platform authenticator (a phone's or laptop's) for `page`: resident keys, user verification that
-    passes, presence given without a touch. Returns the DevTools session and the authenticator's id."""
-    devtools = page.context.new_cdp_session(page)
-    devtools.send("WebAuthn.enable")
-    added = devtools.send(
-        "WebAuthn.addVirtualAuthenticator",
-        {
-            "options": {
-                "protocol": "ctap2",
-                "transport": "internal",
-                "hasResidentKey": True,
-                "hasUserVerification": True,
-                "isUserVerified": True,
-                "automaticPresenceSimulation": True,
-            }
-        },
-    )
-    return devtools, added["authenticatorId"]
+    """A platform authenticator for `page`; the DevTools session and the authenticator's id."""
+    devtools = devtools_of(page)
+    return devtools, virtual_authenticator(devtools)
 
 
 def _credentials(devtools, authenticator: str) -> list[dict]:

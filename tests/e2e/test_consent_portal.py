@@ -5,7 +5,6 @@ test-artifacts/screenshots/.
 """
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -14,13 +13,8 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from health_platform import bootstrap
-from health_platform.roles import Role
-from records.crypto import patient_pseudonym
-from records.models import Patient
-from records.services import patient_link_user, record_ingest
 from tests.e2e.conftest import (
     PHONE,
-    dr_carol,
     off_browser_thread,
     passkey_in_browser,
     screenshot_that_fits,
@@ -30,13 +24,7 @@ from tests.e2e.conftest import (
     wider_than_the_viewport,
 )
 from tests.records.factories import (
-    MRN_SYSTEM,
     PASSWORD,
-    ObservationResourceFactory,
-    PatientResourceFactory,
-    UserFactory,
-    bundle,
-    encode,
 )
 from tests.signing import grant_signed
 
@@ -45,48 +33,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.m
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 BREAST_CANCER_LABEL = "Running the breast-cancer diagnostic model"
 CLINICIAN_LABEL = "Dr Carol Jones (St Mary's Hospital)"
-
-
-@dataclass(frozen=True)
-class People:
-    alice: Any
-    bob: Any
-    carol: Any
-    st_marys: Any
-
-
-def _patient_resources(mrn: str) -> list[dict[str, Any]]:
-    """One patient with an imaging and a laboratory observation: two records on the dashboard."""
-    patient = PatientResourceFactory(mrn=mrn)
-    return [
-        patient,
-        ObservationResourceFactory(
-            patient=patient,
-            category_code="imaging",
-            code_value="bc-mean-radius",
-            display="Nucleus radius, mean",
-            value=14.1,
-            unit="[arb'U]",
-        ),
-        ObservationResourceFactory(patient=patient, category_code="laboratory", value=87.0),
-    ]
-
-
-@pytest.fixture
-def people(transactional_db):
-    """Two patients with anchored records and portal accounts, and a clinician of St Mary's Hospital."""
-    custodian = UserFactory(username="e2e-custodian", roles=[Role.CUSTODIAN])
-    record_ingest(
-        raw_body=encode(bundle(*_patient_resources("MRN-ALICE"), *_patient_resources("MRN-BOB"))), actor=custodian
-    )
-    accounts = {}
-    for username, mrn in (("alice", "MRN-ALICE"), ("bob", "MRN-BOB")):
-        accounts[username] = UserFactory(username=username, roles=[Role.PATIENT])
-        patient = Patient.objects.get(pseudonym=patient_pseudonym(f"{MRN_SYSTEM}|{mrn}"))
-        patient_link_user(patient=patient, user=accounts[username])
-    carol = dr_carol()
-    st_marys = carol.clinician_profile.organisation
-    return People(alice=accounts["alice"], bob=accounts["bob"], carol=carol, st_marys=st_marys)
 
 
 def read_consent(consent_id: str) -> dict[str, Any]:

@@ -20,19 +20,9 @@ from playwright.sync_api import Page, expect
 from chaincode.webauthn import b64url, document_digest, verify_assertion
 from consent.models import Consent
 from health_platform import bootstrap
-from health_platform.roles import Role
-from records.crypto import patient_pseudonym
-from records.models import Patient
-from records.services import patient_link_user, record_ingest
-from tests.e2e.conftest import dr_carol, off_browser_thread, sign_in
+from tests.e2e.conftest import devtools_of, off_browser_thread, sign_in, virtual_authenticator
 from tests.records.factories import (
-    MRN_SYSTEM,
     PASSWORD,
-    ObservationResourceFactory,
-    PatientResourceFactory,
-    UserFactory,
-    bundle,
-    encode,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -43,52 +33,13 @@ ASSERTION_FIELDS = ("credential_id", "authenticator_data", "client_data_json", "
 
 
 @pytest.fixture
-def alice(transactional_db) -> str:
-    """Alice, a patient with an imaging record and a portal account (no passkey yet), and Dr Carol Jones to grant
-    to. Returns Alice's pseudonym."""
-    custodian = UserFactory(username="e2e-custodian", roles=[Role.CUSTODIAN])
-    patient = PatientResourceFactory(mrn="MRN-ALICE")
-    imaging = ObservationResourceFactory(
-        patient=patient, category_code="imaging", code_value="bc-mean-radius", value=14.1, unit="[arb'U]"
-    )
-    record_ingest(raw_body=encode(bundle(patient, imaging)), actor=custodian)
-    user = UserFactory(username="alice", roles=[Role.PATIENT])
-    pseudonym = patient_pseudonym(f"{MRN_SYSTEM}|MRN-ALICE")
-    patient_link_user(patient=Patient.objects.get(pseudonym=pseudonym), user=user)
-    dr_carol()
-    return pseudonym
+def alice(people) -> str:
+    """Alice, a patient with records and a portal account (no passkey yet), and Dr Carol Jones to grant to (the
+    browser tests' `people`). Returns Alice's pseudonym."""
+    return people.alice.patient.pseudonym
 
 
 # --- the browser's authenticators -----------------------------------------------------------------
-
-
-def _devtools(page: Page) -> Any:
-    devtools = page.context.new_cdp_session(page)
-    devtools.send("WebAuthn.enable")
-    return devtools
-
-
-def _add_authenticator(devtools: Any, *credentials: dict[str, Any]) -> str:
-    """A platform authenticator (a phone's or laptop's) that verifies its user without a touch, holding
-    `credentials` (as WebAuthn.getCredentials gave them, private keys and counters included). Returns its id.
-    Chromium holds one such authenticator at a time: remove the one there first."""
-    added = devtools.send(
-        "WebAuthn.addVirtualAuthenticator",
-        {
-            "options": {
-                "protocol": "ctap2",
-                "transport": "internal",
-                "hasResidentKey": True,
-                "hasUserVerification": True,
-                "isUserVerified": True,
-                "automaticPresenceSimulation": True,
-            }
-        },
-    )
-    authenticator = added["authenticatorId"]
-    for credential in credentials:
-        devtools.send("WebAuthn.addCredential", {"authenticatorId": authenticator, "credential": credential})
-    return authenticator
 
 
 def _remove_authenticator(devtools: Any, authenticator: str) -> None:
@@ -196,8 +147,8 @@ def _verified_offline(document_sha256: str, pseudonym: str) -> tuple[Any, int]:
 
 def test_a_patient_enrols_a_passkey_then_grants_and_revokes_with_it(alice, new_page):
     page = new_page()
-    devtools = _devtools(page)
-    phone = _add_authenticator(devtools)
+    devtools = devtools_of(page)
+    phone = virtual_authenticator(devtools)
 
     sign_in(page, "alice", PASSWORD)
     expect(page).to_have_url(re.compile(r"/consent/$"))
@@ -259,24 +210,27 @@ def test_a_patient_enrols_a_passkey_then_grants_and_revokes_with_it(alice, new_p
     assert counter == _credential(devtools, phone)["signCount"] > count_after_grant
 
 
-def test_a_second_devices_passkey_is_confirmed_with_the_first_and_then_signs(alice, new_page):
-    page = new_page()
-    devtools = _devtools(page)
-
-    # The phone's passkey: Alice's first, on the ledger at once.
-    phone = _add_authenticator(devtools)
+def _phone_then_laptop(page: Page, alice: str) -> tuple[Any, dict[str, Any], str, dict[str, Any]]:
+    """Alice signs in; her phone's passkey, her first, goes on the ledger at once; then, the phone away, her laptop
+    registers a second. Returns the DevTools session, the phone's credential, the laptop's authenticator (the one the
+    browser holds now) and its credential."""
+    devtools = devtools_of(page)
+    phone = virtual_authenticator(devtools)
     sign_in(page, "alice", PASSWORD)
     _add_passkey(page, "Alice's phone")
     phone_credential = _credential(devtools, phone)
-    phone_id = _credential_id(phone_credential)
-    assert [key.credential_id for key in _patient_keys(alice).active] == [phone_id]
-
-    # On her laptop (the phone away), she registers a second passkey: it waits, it is not on the ledger.
+    assert [key.credential_id for key in _patient_keys(alice).active] == [_credential_id(phone_credential)]
     _remove_authenticator(devtools, phone)
-    laptop = _add_authenticator(devtools)
+    laptop = virtual_authenticator(devtools)
     _add_passkey(page, "Alice's laptop")
-    laptop_credential = _credential(devtools, laptop)
-    laptop_id = _credential_id(laptop_credential)
+    return devtools, phone_credential, laptop, _credential(devtools, laptop)
+
+
+def test_a_second_devices_passkey_is_confirmed_with_the_first_and_then_signs(alice, new_page):
+    page = new_page()
+    # The phone's passkey on the ledger; on her laptop she registers a second passkey: it waits, not on the ledger.
+    devtools, phone_credential, laptop, laptop_credential = _phone_then_laptop(page, alice)
+    phone_id, laptop_id = _credential_id(phone_credential), _credential_id(laptop_credential)
     assert laptop_id != phone_id
     assert [key.credential_id for key in _patient_keys(alice).keys] == [phone_id]
     page.goto("/consent/passkeys/")
@@ -288,7 +242,7 @@ def test_a_second_devices_passkey_is_confirmed_with_the_first_and_then_signs(ali
     # The phone is back (Chromium holds one platform authenticator at a time: the laptop's steps aside, its
     # credential kept): the phone's passkey signs the laptop's onto the ledger.
     _remove_authenticator(devtools, laptop)
-    phone = _add_authenticator(devtools, phone_credential)
+    phone = virtual_authenticator(devtools, phone_credential)
     confirm = waiting.get_by_role("button", name="Confirm it with a passkey already on the ledger")
     expect(waiting.locator("form")).to_have_attribute("data-credentials", json.dumps([phone_id]))
     confirm.click()
@@ -303,7 +257,7 @@ def test_a_second_devices_passkey_is_confirmed_with_the_first_and_then_signs(ali
 
     # The phone away again, the laptop's passkey alone signs a grant, and the ledger takes it.
     _remove_authenticator(devtools, phone)
-    laptop = _add_authenticator(devtools, laptop_credential)
+    laptop = virtual_authenticator(devtools, laptop_credential)
     consent_id = _grant_signed(page)
     on_ledger = _ledger_consent(consent_id)
     assert on_ledger.status == "active"
@@ -316,17 +270,9 @@ def test_a_second_devices_passkey_is_confirmed_with_the_first_and_then_signs(ali
 
 def test_a_grant_signed_by_a_passkey_not_on_the_ledger_is_refused(alice, new_page):
     page = new_page()
-    devtools = _devtools(page)
-    phone = _add_authenticator(devtools)
-    sign_in(page, "alice", PASSWORD)
-    _add_passkey(page, "Alice's phone")
-    phone_id = _credential_id(_credential(devtools, phone))
-
     # A second passkey, registered but never confirmed on the ledger, is all the browser holds.
-    _remove_authenticator(devtools, phone)
-    laptop = _add_authenticator(devtools)
-    _add_passkey(page, "Alice's laptop")
-    laptop_credential = _credential(devtools, laptop)
+    devtools, phone_credential, laptop, laptop_credential = _phone_then_laptop(page, alice)
+    phone_id = _credential_id(phone_credential)
     laptop_id = _credential_id(laptop_credential)
     keys_before = _patient_keys(alice)
     assert [key.credential_id for key in keys_before.keys] == [phone_id]

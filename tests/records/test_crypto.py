@@ -68,14 +68,20 @@ def test_active_key_must_be_listed(settings):
         record_cipher()
 
 
-@pytest.mark.django_db
-def test_master_key_rotation_rewraps_the_data_keys_and_every_version_stays_readable(settings, custodian):
+def _a_version_under_an_old_master_key(settings, custodian):
+    """A patient with one version, their data key wrapped under master key "old"; (old, a new key, the patient)."""
     old, new = _key(), _key()
     settings.RECORD_ENCRYPTION_KEYS, settings.RECORD_ENCRYPTION_ACTIVE_KEY = f"old:{old}", "old"
     patient = PatientResourceFactory()
     record_ingest(
         raw_body=encode(bundle(patient, ObservationResourceFactory(patient=patient, value=1.0))), actor=custodian
     )
+    return old, new, patient
+
+
+@pytest.mark.django_db
+def test_master_key_rotation_rewraps_the_data_keys_and_every_version_stays_readable(settings, custodian):
+    old, new, patient = _a_version_under_an_old_master_key(settings, custodian)
 
     settings.RECORD_ENCRYPTION_KEYS, settings.RECORD_ENCRYPTION_ACTIVE_KEY = f"old:{old},new:{new}", "new"
     record_ingest(
@@ -102,12 +108,7 @@ def test_master_key_rotation_rewraps_the_data_keys_and_every_version_stays_reada
 
 @pytest.mark.django_db
 def test_a_data_key_whose_master_key_is_withdrawn_opens_nothing(settings, custodian):
-    old, new = _key(), _key()
-    settings.RECORD_ENCRYPTION_KEYS, settings.RECORD_ENCRYPTION_ACTIVE_KEY = f"old:{old}", "old"
-    patient = PatientResourceFactory()
-    record_ingest(
-        raw_body=encode(bundle(patient, ObservationResourceFactory(patient=patient, value=1.0))), actor=custodian
-    )
+    _old, new, _patient = _a_version_under_an_old_master_key(settings, custodian)
     settings.RECORD_ENCRYPTION_KEYS, settings.RECORD_ENCRYPTION_ACTIVE_KEY = f"new:{new}", "new"
     data_key_cache_clear()
 
