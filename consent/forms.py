@@ -199,3 +199,21 @@ class GrantedConsentsFilterForm(forms.Form):
 def purpose_codes() -> list[tuple[str, str, str]]:
     """(plain words, code systems, ledger code) of every purpose, for the form's "codes" details."""
     return [(plain_words(label), label_codes(label), code) for code, label in consent_purposes().items()]
+
+
+class PasskeyResetForm(forms.Form):
+    """The custodian's reset of a patient's lost passkeys: whose (a hospital identifier), why, and that the
+    patient's identity was checked (a new passkey will sign for them)."""
+
+    identifier_system = forms.CharField(label="Identifier system", max_length=200)
+    identifier_value = forms.CharField(label="Identifier", max_length=200)
+    reason = forms.ChoiceField(label="Why")
+    identity_checked = forms.BooleanField(
+        label="I have checked this patient's identity (in person, or as the hospital's policy requires)"
+    )
+
+    def __init__(self, *args: Any, reasons: dict[str, str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        field = self.fields["reason"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = sorted(reasons.items())

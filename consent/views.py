@@ -24,15 +24,17 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from chaincode.vocabulary import CATEGORIES
 from consent.access import patient_of
-from consent.forms import ConsentGrantForm, GrantedConsentsFilterForm, purpose_codes
+from consent.forms import ConsentGrantForm, GrantedConsentsFilterForm, PasskeyResetForm, purpose_codes
 from consent.models import Consent
 from consent.passkeys import (
+    RECOVERY_REASONS,
     patient_keys_of,
     patient_passkey_add_document,
     patient_passkey_change,
     patient_passkey_enrol_waiting,
     patient_passkey_revoke_document,
     patient_passkeys,
+    patient_passkeys_recover,
     signing_request,
 )
 from consent.selectors import (
@@ -51,7 +53,7 @@ from health_platform.selectors import grantee_get, grantees_all
 from health_platform.wording import label_codes, plain_words
 from ledger import ContractRejected, LedgerError
 from records.models import Patient
-from records.selectors import patient_records_with_integrity
+from records.selectors import patient_by_identifier, patient_records_with_integrity
 
 log = structlog.get_logger(__name__)
 
@@ -299,6 +301,39 @@ def passkey_signed(request: HttpRequest, patient: Patient) -> HttpResponse:
         if added
         else "The passkey is off the ledger: it can no longer sign your consents.",
     )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def passkey_reset(request: HttpRequest) -> HttpResponse:
+    """The custodian resets a patient's lost passkeys (consent.passkeys.patient_passkeys_recover): on the ledger, on
+    the patient's passkeys page and by e-mail. Custodians only."""
+    if not user_has_role(request.user, Role.CUSTODIAN):
+        return _forbidden(request, "This page is for custodians.")
+    form = PasskeyResetForm(request.POST or None, reasons=RECOVERY_REASONS)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            data = form.cleaned_data
+            patient = patient_by_identifier(system=data["identifier_system"], value=data["identifier_value"])
+            if patient is None:
+                form.add_error("identifier_value", "No ingested patient has this identifier.")
+            else:
+                try:
+                    keys = patient_passkeys_recover(actor=request.user, patient=patient, reason=data["reason"])
+                except LedgerError as error:
+                    status, message = _ledger_failure(error, action="passkey_reset", user=request.user)
+                    form.add_error(None, message)
+                else:
+                    recovery = keys.recoveries[-1]
+                    messages.success(
+                        request,
+                        f"{len(recovery.revoked)} passkey(s) taken off the ledger in transaction {recovery.tx_id}. The "
+                        "patient was told by e-mail and adds a new passkey at their next sign-in.",
+                    )
+                    return redirect("consent:passkey-reset")
+    return render(request, "consent/passkey_reset.html", {"form": form}, status=status)
 
 
 def _passkey_change(request: HttpRequest, patient: Patient, change: Callable[[], Any], done: str) -> HttpResponse:

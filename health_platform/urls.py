@@ -41,6 +41,7 @@ consent_pages = [
     path("granted-to-me/", consent_views.granted_to_me, name="granted-to-me"),
     path("passkeys/", consent_views.passkeys, name="passkeys"),
     path("passkeys/signed/", consent_views.passkey_signed, name="passkey-signed"),
+    path("passkeys/reset/", consent_views.passkey_reset, name="passkey-reset"),
     path("passkeys/<int:authenticator_id>/enrol/", consent_views.passkey_enrol, name="passkey-enrol"),
     path("<str:consent_id>/", consent_views.detail, name="detail"),
     path("<str:consent_id>/revoke/", consent_views.revoke, name="revoke"),

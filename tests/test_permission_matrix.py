@@ -933,6 +933,16 @@ def build_cases() -> list[Case]:
             writes=True,
         ),
         Case("consent/passkeys/", "GET", "-", fixed("/consent/passkeys/"), portal(PATIENTS)),
+        Case("consent/passkeys/reset/", "GET", "-", fixed("/consent/passkeys/reset/"), portal((CUSTODIAN,))),
+        Case(  # incomplete: refused (400), nothing written; the reset itself: tests/consent/test_passkeys.py
+            "consent/passkeys/reset/",
+            "POST",
+            "-",
+            fixed("/consent/passkeys/reset/"),
+            portal((CUSTODIAN,), ok=400),
+            body=lambda world: {"identifier_system": "urn:x"},
+            content_type="form",
+        ),
         Case(  # nothing signed: refused, nothing written
             "consent/passkeys/signed/",
             "POST",

@@ -187,3 +187,28 @@ def test_only_a_custodian_resets_passkeys_and_the_command_refuses_unknowns(
     ):
         with pytest.raises(CommandError, match=code):
             call_command("patient_passkeys_reset", *arguments)
+
+
+def test_the_custodian_resets_a_patients_passkeys_from_the_portal_once_identity_is_checked(
+    patient_user, custodian, identified, ledger
+):
+    phone, _ = register(patient_user, "Phone")
+    system, _, value = identified.rpartition("|")
+    client = signed_in(custodian)
+    page = reverse("consent:passkey-reset")
+    form = {"identifier_system": system, "identifier_value": value, "reason": "lost_all_passkeys"}
+    height = ledger.height()
+
+    unchecked = client.post(page, form)
+    unknown = client.post(page, {**form, "identifier_value": "NO-SUCH", "identity_checked": "on"})
+    assert (unchecked.status_code, unknown.status_code) == (400, 400)
+    assert "No ingested patient has this identifier." in html_of(unknown)
+    assert ledger.height() == height
+
+    done = client.post(page, {**form, "identity_checked": "on"})
+
+    assert (done.status_code, done["Location"]) == (302, page)
+    keys = bootstrap.contracts().patient_keys(patient_user.patient.pseudonym)
+    assert (keys.active, keys.recoveries[0].revoked) == ([], [phone.credential_id_text])
+    assert keys.recoveries[0].tx_id in html_of(client.get(page))
+    assert signed_in(patient_user).post(page, {**form, "identity_checked": "on"}).status_code == 403

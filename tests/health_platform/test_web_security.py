@@ -195,6 +195,7 @@ FORMS = {
     # The terms: the page to sign them on (200). A change without the passkey's signature: refused (400).
     "/consent/grant/": (PATIENT, grant_form, 200),
     "/consent/<id>/revoke/": (PATIENT, lambda world: {}, 400),
+    "/consent/passkeys/reset/": ("custodian", lambda world: {}, 400),
     "/analytics/new/": ("clinician", analysis_form, 302),
     "/analytics/<id>/cancel/": ("clinician", lambda world: {}, 302),
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
