@@ -490,8 +490,18 @@ def _render_dashboard(
         "consents": _consent_rows(list(consents_of_patient(patient=patient))),
         "form": form,
         "error": error,
+        "passkey_needed": _passkey_needed(patient),
     }
     return render(request, "consent/dashboard.html", context, status=status)
+
+
+def _passkey_needed(patient: Patient) -> bool:
+    """Whether the patient has no passkey on the ledger yet (and so cannot sign a grant); not asked while the
+    ledger is away (the dashboard still shows the rest)."""
+    try:
+        return not patient_keys_of(patient=patient).active
+    except LedgerError:
+        return False
 
 
 def _consent_rows(consents: list[Consent]) -> list[ConsentRow]:

@@ -305,7 +305,11 @@ def enrol_link(request: HttpRequest, token: str) -> HttpResponse:
         except ValidationFailed as error:
             form.add_service_error(error)
         else:
-            messages.success(request, f"Your account {user.get_username()} is ready. Sign in to see your records.")
+            messages.success(
+                request,
+                f"Your account {user.get_username()} is ready. Sign in to see your records, then add your passkey: "
+                "it signs your consents.",
+            )
             return redirect("login")
     status = 400 if request.method == "POST" else 200
     return _no_referrer(render(request, "directory/enrol.html", {"form": form}, status=status))

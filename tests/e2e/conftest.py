@@ -12,6 +12,7 @@ asyncio.run, so while a browser is open the test reaches the database and the le
 """
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 from django.db import connections
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from health_platform.roles import Role
 from records.crypto import patient_pseudonym
@@ -192,6 +193,23 @@ def virtual_authenticator(devtools: Any, *credentials: dict[str, Any]) -> str:
     for credential in credentials:
         devtools.send("WebAuthn.addCredential", {"authenticatorId": added["authenticatorId"], "credential": credential})
     return str(added["authenticatorId"])
+
+
+def add_passkey_with_allauth(page: Page, name: str, password: str) -> None:
+    """From the patient's passkeys page, register a passkey with allauth's ceremony; the browser's (virtual)
+    authenticator makes it. The first goes to the ledger as allauth registers it."""
+    page.goto("/consent/passkeys/")
+    page.get_by_role("link", name="Add a passkey").click()
+    page.wait_for_load_state()
+    if "/accounts/reauthenticate/" in page.url:  # allauth asks for the password unless the sign-in was recent
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Confirm").click()
+    page.wait_for_url(re.compile(r"/accounts/2fa/webauthn/add/"))
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Passwordless").check()
+    page.get_by_role("button", name="Add").click()
+    page.wait_for_url(lambda url: "/accounts/2fa/webauthn/add/" not in url)
+    expect(page).to_have_url(re.compile(r"/accounts/2fa/(webauthn/|recovery-codes/)?$"))
 
 
 def passkey_in_browser(page: Page, patient: Any) -> Any:

@@ -16,7 +16,16 @@ from rest_framework.authtoken.models import Token
 from health_platform import bootstrap
 from health_platform.roles import Role
 from records.models import Patient
-from tests.e2e.conftest import dr_carol, off_browser_thread, screenshots_at_both_widths, sign_in, sign_out
+from tests.e2e.conftest import (
+    add_passkey_with_allauth,
+    devtools_of,
+    dr_carol,
+    off_browser_thread,
+    screenshots_at_both_widths,
+    sign_in,
+    sign_out,
+    virtual_authenticator,
+)
 from tests.records import factories
 from tests.records.factories import MRN_SYSTEM, PASSWORD, UserFactory
 
@@ -101,6 +110,7 @@ def test_a_patient_ingested_through_the_api_is_invited_enrols_signs_in_and_grant
     person.get_by_role("button", name="Create account").click()
     expect(person).to_have_url(re.compile(r"/accounts/login/"))
     expect(person.locator(".messages")).to_contain_text("Your account patient777 is ready")
+    expect(person.locator(".messages")).to_contain_text("then add your passkey")
 
     # The same link again is refused with a clear page and its code.
     again = new_page()
@@ -111,15 +121,25 @@ def test_a_patient_ingested_through_the_api_is_invited_enrols_signs_in_and_grant
     expect(again.get_by_role("heading", name="Create your account", level=1)).to_be_visible()
     screenshots_at_both_widths(again, "enrol-code")
 
-    # The patient signs in, sees their record and grants Dr Carol Jones consent.
+    # The patient signs in and sees their record; the dashboard asks for a passkey first, and they add one (the
+    # browser's authenticator makes it; its public key goes to the ledger under their pseudonym).
+    virtual_authenticator(devtools_of(person))
     sign_in(person, "patient777", CHOSEN_PASSWORD)
     expect(person).to_have_url(re.compile(r"/consent/$"))
     expect(person.locator("table.stack tbody tr")).to_have_count(1)
+    person.locator("#passkey-needed").get_by_role("link", name="Add your passkey").click()
+    expect(person.locator("#no-passkeys")).to_be_visible()
+    add_passkey_with_allauth(person, "My phone", CHOSEN_PASSWORD)
+    person.goto("/consent/")
+    expect(person.locator("#passkey-needed")).to_have_count(0)
+
+    # They grant Dr Carol Jones consent, signed with the passkey.
     person.get_by_label("Who may use your records").select_option(label="Dr Carol Jones (St Mary's Hospital)")
     person.get_by_label(BREAST_CANCER_LABEL).check()
     person.get_by_label("Imaging-derived measurements").check()
     person.get_by_label("Last day").fill((date.today() + timedelta(days=30)).isoformat())
     person.get_by_role("button", name="Grant consent").click()
+    person.get_by_role("button", name="Sign with my passkey").click()
     card = person.locator("article.consent-card")
     expect(card.locator("[data-status]")).to_have_text("Active")
 

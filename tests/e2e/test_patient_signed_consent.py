@@ -20,7 +20,7 @@ from playwright.sync_api import Page, expect
 from chaincode.webauthn import b64url, document_digest, verify_assertion
 from consent.models import Consent
 from health_platform import bootstrap
-from tests.e2e.conftest import devtools_of, off_browser_thread, sign_in, virtual_authenticator
+from tests.e2e.conftest import add_passkey_with_allauth, devtools_of, off_browser_thread, sign_in, virtual_authenticator
 from tests.records.factories import (
     PASSWORD,
 )
@@ -61,19 +61,7 @@ def _credential_id(credential: dict[str, Any]) -> str:
 
 
 def _add_passkey(page: Page, name: str) -> None:
-    """From the passkeys page, register a passkey with allauth; the browser's authenticator makes it."""
-    page.goto("/consent/passkeys/")
-    page.get_by_role("link", name="Add a passkey").click()
-    page.wait_for_load_state()
-    if "/accounts/reauthenticate/" in page.url:  # allauth asks for the password unless the sign-in was recent
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Confirm").click()
-    page.wait_for_url(re.compile(r"/accounts/2fa/webauthn/add/"))
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Passwordless").check()
-    page.get_by_role("button", name="Add").click()
-    page.wait_for_url(lambda url: "/accounts/2fa/webauthn/add/" not in url)
-    expect(page).to_have_url(re.compile(r"/accounts/2fa/(webauthn/|recovery-codes/)?$"))
+    add_passkey_with_allauth(page, name, PASSWORD)
 
 
 def _passkey_row(page: Page, credential_id: str):
