@@ -267,7 +267,7 @@ def consent_mirror_rebuild() -> int:
 def _codes(values: Any, vocabulary: dict[str, str], *, field: str, code: str) -> list[str]:
     if not isinstance(values, list | tuple) or not values or len(values) > MAX_CODES:
         raise ValidationFailed(f"Choose at least one of the {field}.", code=code, detail={"field": field})
-    unknown = [index for index, value in enumerate(values) if value not in vocabulary]
+    unknown = [index for index, value in enumerate(values) if not isinstance(value, str) or value not in vocabulary]
     if unknown:
         raise ValidationFailed(
             f"Unknown {field}; allowed: {', '.join(sorted(vocabulary))}.",

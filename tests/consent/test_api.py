@@ -219,3 +219,39 @@ def test_the_signing_request_names_the_patients_passkeys_on_the_ledger(patient_u
     from chaincode.webauthn import document_challenge
 
     assert asked["challenge"] == document_challenge(asked["document"])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"grants": "all of them"},
+        {"grants": []},
+        {"grants": [[1]]},
+        {"grants": [{"grantee": ["x"], "purposes": [["x"]], "categories": [{}], "valid_from": 1, "valid_until": None}]},
+        {"grants": [{}]},
+        {"issued_at": ["2026"]},
+        {"action": "revoke_consent"},
+        {"patient_pseudonym": None},
+        "unhashable-purposes",
+    ],
+)
+def test_a_hostile_document_is_refused_with_a_code_and_writes_nothing(patient_user, terms, ledger, change):
+    client = api_as(patient_user)
+    document = client.post(f"{URL}sign-request/", consent_api_body(terms), format="json").json()["document"]
+    if change == "unhashable-purposes":  # a known grantee, then purposes no vocabulary can hold
+        change = {"grants": [{**document["grants"][0], "purposes": [["treatment"]], "categories": [{"a": 1}]}]}
+    document = {**document, **change}
+    signature = passkey_of(patient_user.patient).sign(document)
+    height = ledger.height()
+    response = client.post(URL, {"document": document, "signature": signature}, format="json")
+    assert response.status_code in (400, 403)
+    assert response.json()["code"] in {
+        "invalid_document",
+        "unknown_grantee",
+        "unknown_purpose",
+        "unknown_category",
+        "invalid_period",
+        "permission_denied",
+    }
+    assert ledger.height() == height
+    assert Consent.objects.count() == 0
