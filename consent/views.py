@@ -218,10 +218,10 @@ def _submit_signed(
         return _signing_page(request, patient, document, action=request.path, error=message, status=403)
     except PermissionDenied:
         return _forbidden(request, "Only the patient a consent concerns can change it.")
-    except ValidationFailed as error:
-        return _signing_page(
-            request, patient, document, action=request.path, error=f"{error} ({error.code})", status=400
-        )
+    except ValidationFailed as error:  # the document itself is wrong: not shown again, nothing in it echoed
+        back = (reverse("consent:dashboard"), "Back to your records and consents")
+        message = f"{error.message} Nothing was changed ({error.code})."
+        return refused(request, message, status=400, base="consent/base.html", back=back, panel=False)
     except (LedgerError, LedgerRejected) as error:
         status, message = _ledger_failure(error, action="sign", user=request.user)
         return _signing_page(request, patient, document, action=request.path, error=message, status=status)
@@ -388,18 +388,25 @@ def _passkeys_page(
 
 
 def _document_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """A grant document's grants in plain words, for the patient to read before signing."""
+    """A grant document's grants in plain words, for the patient to read before signing. Only what the platform
+    knows is shown (a document comes back from the browser: nothing it carries is echoed)."""
     names = {grantee.grantee_id: grantee.display_name for grantee in grantees_all()}
     purposes = consent_purposes()
     found = document.get("grants")
     grants: list[Any] = found if isinstance(found, list) else []
+
+    def known(codes: Any, vocabulary: dict[str, str]) -> list[str]:
+        return (
+            [vocabulary[code] for code in codes if isinstance(code, str) and code in vocabulary]
+            if isinstance(codes, list)
+            else []
+        )
+
     return [
         {
             "grantee_name": names.get(str(grant.get("grantee")), "an unknown grantee"),
-            "purposes": [
-                plain_words(purposes.get(code, code)) for code in grant.get("purposes", []) if isinstance(code, str)
-            ],
-            "categories": [CATEGORIES.get(code, code) for code in grant.get("categories", []) if isinstance(code, str)],
+            "purposes": [plain_words(label) for label in known(grant.get("purposes"), purposes)],
+            "categories": known(grant.get("categories"), CATEGORIES),
             "valid_from": str(grant.get("valid_from", ""))[:10],
             "valid_until": str(grant.get("valid_until", ""))[:10],
         }

@@ -1,5 +1,6 @@
 """The consent portal's pages through Django's test client (the browser tests are in tests/e2e/)."""
 
+import json
 from datetime import UTC, timedelta
 
 import pytest
@@ -529,3 +530,30 @@ def test_the_dashboard_marks_a_consent_granted_before_signatures_as_not_patient_
     html = html_of(signed_in(patient_user).get(reverse(DASHBOARD)))
     assert 'data-patient-signed="true"' in html
     assert granted_too.grant_signature in html
+
+
+@pytest.mark.parametrize(
+    "grants",
+    [
+        [{"grantee": 5, "purposes": 5, "categories": "imaging", "valid_from": [], "valid_until": {}}],
+        [{"purposes": ["<script>alert(1)</script>"], "categories": [["x"]]}],
+        "not a list",
+    ],
+)
+def test_a_hostile_signed_document_is_answered_with_the_signing_page_and_writes_nothing(
+    patient_user, granted, ledger, grants
+):
+    """What comes back from the browser is any JSON: the page shows only what the platform knows, never echoes it."""
+    client = signed_in(patient_user)
+    passkey = passkey_of(patient_user.patient)
+    document = {"action": "grant_consent", "patient_pseudonym": patient_user.patient.pseudonym, "grants": grants}
+    height = ledger.height()
+    response = client.post(
+        reverse("consent:grant"),
+        {"document": json.dumps(document), "signature": json.dumps(passkey.sign(document))},
+    )
+    assert response.status_code == 400
+    assert "invalid_document" in html_of(response)
+    assert "<script>alert(1)</script>" not in response.content.decode()
+    assert "&lt;script&gt;" not in response.content.decode()
+    assert ledger.height() == height
