@@ -39,6 +39,7 @@ from records.models import Patient
 from records.services import patient_link_user
 from tests.conftest import BREAST_CANCER, consent_api_body, consent_terms
 from tests.records.factories import UserFactory
+from tests.signing import api_grant, api_revoke, passkey_of
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.he, pytest.mark.slow]
 
@@ -178,10 +179,10 @@ def test_no_health_data_or_key_material_in_any_log_output(people, tmp_path, capf
 
         # Consent: grant one to the clinician, grant and revoke another.
         grant = consent_api_body(consent_terms(people["clinician"]))
-        granted = clients["patient"].post("/api/consents/", grant, format="json")
+        granted = api_grant(clients["patient"], patient, grant)
         assert granted.status_code == 201, granted.content
-        other = clients["patient"].post("/api/consents/", {**grant, "categories": ["laboratory"]}, format="json")
-        revoked = clients["patient"].post(f"/api/consents/{other.json()['consent_id']}/revoke/")
+        (other,) = api_grant(clients["patient"], patient, {**grant, "categories": ["laboratory"]}).json()
+        revoked = api_revoke(clients["patient"], patient, other["consent_id"])
         assert revoked.status_code == 200, revoked.content
 
         # The analysis: gate, log, encrypt, score, decrypt; the clinician reads the decrypted results.
@@ -225,6 +226,9 @@ def test_no_health_data_or_key_material_in_any_log_output(people, tmp_path, capf
     assert_absent("\n".join(r.decode() for r in responses), health_values(), "an audit or metadata response")
 
 
+SIGN_REQUEST = "/api/consents/sign-request/"
+
+
 def bad_requests(clinician_grantee: str) -> list[tuple[str, str, str, object, str]]:
     """(role, method, url, body, content type): each carries the distinctive values where a value is wrong."""
     bundle = seeded_bundle()
@@ -251,20 +255,27 @@ def bad_requests(clinician_grantee: str) -> list[tuple[str, str, str, object, st
         ("custodian", "post", "/api/records/", json.dumps(unknown_key), fhir),
         ("custodian", "post", "/api/records/", json.dumps(bundle)[:-40], fhir),
         ("custodian", "post", "/api/records/", json.dumps({**bundle, "type": NAME}), fhir),
-        ("patient", "post", "/api/consents/", json.dumps({**grant, "grantee": NAME}), "application/json"),
-        ("patient", "post", "/api/consents/", json.dumps({**grant, "purposes": [NAME]}), "application/json"),
-        ("patient", "post", "/api/consents/", json.dumps({**grant, "categories": [NOTE]}), "application/json"),
-        (
+        ("patient", "post", SIGN_REQUEST, json.dumps({**grant, "grantee": NAME}), "application/json"),
+        ("patient", "post", SIGN_REQUEST, json.dumps({**grant, "purposes": [NAME]}), "application/json"),
+        ("patient", "post", SIGN_REQUEST, json.dumps({**grant, "categories": [NOTE]}), "application/json"),
+        (  # a signed document carrying values: refused without echoing them
             "patient",
             "post",
             "/api/consents/",
+            json.dumps({"document": {"action": NAME, "grants": [{**grant, "grantee": NOTE}]}, "signature": {}}),
+            "application/json",
+        ),
+        (
+            "patient",
+            "post",
+            SIGN_REQUEST,
             json.dumps({**grant, "valid_from": BIRTH_DATE + NAME}),
             "application/json",
         ),
         (
             "patient",
             "post",
-            "/api/consents/",
+            SIGN_REQUEST,
             json.dumps({**grant, "patient_pseudonym": IDENTIFIER}),
             "application/json",
         ),
@@ -407,7 +418,11 @@ def test_no_health_data_in_the_output_of_the_web_server_and_the_workers(
 
     # Consent, then the analysis, run by the workers; the clinician reads the decrypted results.
     grant = consent_api_body(consent_terms(users["clinician"]))
-    status, body = http("post", "/api/consents/", token=tokens["patient"], body=grant)
+    status, body = http("post", "/api/consents/sign-request/", token=tokens["patient"], body=grant)
+    assert status == 200, body
+    document = json.loads(body)["document"]
+    signed = {"document": document, "signature": passkey_of(patient).sign(document)}
+    status, body = http("post", "/api/consents/", token=tokens["patient"], body=signed)
     assert status == 201, body
     status, body = http(
         "post",

@@ -46,6 +46,10 @@
     }
   }
 
+  // The buttons are disabled in the page: without this script (no JavaScript, or not loaded yet) a click would send
+  // the form unsigned.
+  document.querySelectorAll("[data-sign]").forEach((button) => { button.disabled = false; });
+
   document.addEventListener("click", (event) => {
     const button = event.target.closest("[data-sign]");
     if (!button || !button.form) return;

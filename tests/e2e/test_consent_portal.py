@@ -262,7 +262,9 @@ def test_grant_form_can_be_filled_with_the_keyboard(people, new_page):
     page.keyboard.press("Space")
     page.get_by_role("button", name="Grant consent").focus()
     page.keyboard.press("Enter")
-    page.get_by_role("button", name="Sign with my passkey").focus()  # the signing page: by the keyboard too
+    sign = page.get_by_role("button", name="Sign with my passkey")
+    expect(sign).to_be_enabled()  # once the signing script is there (a click before would send it unsigned)
+    sign.focus()  # the signing page: by the keyboard too
     page.keyboard.press("Enter")
 
     card = page.locator("article.consent-card")

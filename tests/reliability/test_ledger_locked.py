@@ -22,6 +22,7 @@ from tests.reliability.conftest import (
     wait_until_finished,
     wait_until_gating_began,
 )
+from tests.signing import passkey_of
 
 RECORDS = 4
 LOCKED_SECONDS = 30
@@ -89,12 +90,14 @@ def test_a_consent_asked_for_while_the_ledger_is_locked_is_503_with_retry_after_
     patient_user, clinician, ledger, lock, settings
 ):
     settings.LEDGER_BUSY_TIMEOUT_SECONDS = 0.5
-    terms = consent_terms(clinician)
-    body = consent_api_body(terms)
+    client = api_as(patient_user)
+    asked = client.post("/api/consents/sign-request/", consent_api_body(consent_terms(clinician)), format="json")
+    document = asked.json()["document"]
+    body = {"document": document, "signature": passkey_of(patient_user.patient).sign(document)}
     height = ledger.height()
     lock.take()
 
-    refused = api_as(patient_user).post("/api/consents/", body, format="json")
+    refused = client.post("/api/consents/", body, format="json")
 
     assert refused.status_code == 503
     assert refused.json()["code"] == "ledger_unavailable"
@@ -102,7 +105,7 @@ def test_a_consent_asked_for_while_the_ledger_is_locked_is_503_with_retry_after_
     assert Consent.objects.count() == 0
     lock.release()
     assert ledger.height() == height
-    granted = api_as(patient_user).post("/api/consents/", body, format="json")
+    granted = client.post("/api/consents/", body, format="json")  # the same signed grant, once the ledger is back
     assert granted.status_code == 201
 
 
