@@ -120,7 +120,8 @@ def test_after_erasure_no_ciphertext_or_key_of_the_patient_remains_in_the_databa
     assert key_id in cached_data_key_ids()
     # The scan finds them before the erasure (it is not blind).
     assert _columns_holding(secrets)
-    assert _files_holding(secrets, Path(settings.VAR_DIR))
+    if connection.vendor == "sqlite":  # the database is a file in the var folder (PostgreSQL's is not)
+        assert _files_holding(secrets, Path(settings.VAR_DIR))
 
     erasure = patient_erase(actor=user, patient=patient)
 
