@@ -99,6 +99,12 @@ class LedgerClient(Protocol):
         """Run a read-only call against committed state. Nothing is recorded."""
         ...
 
+    def evaluate_endorsed(self, contract: str, function: str, *args: str) -> Receipt:
+        """evaluate, answered only when every organisation the endorsement policy names ran the call and got the
+        same result (on a backend with one copy of the state, that copy's answer). Nothing is recorded. Raises
+        TransactionConflict when the organisations' answers keep differing."""
+        ...
+
     def locate(self, tx_id: str) -> TransactionLocation | None:
         """The block and status of a committed transaction, or None if the ledger has no such transaction."""
         ...

@@ -600,8 +600,9 @@ class Contracts:
         items: Sequence[AccessItem],
         declaration_id: str | None = None,
     ) -> list[AccessDecision]:
-        """ONE read-only call: per item, admit or refuse with the reason, at time `at` (RFC 3339 UTC). Purpose
-        emergency names the declaration that would allow it."""
+        """ONE read-only call, endorsed by every organisation (so one tampered copy of the state cannot admit): per
+        item, admit or refuse with the reason, at time `at` (RFC 3339 UTC). Purpose emergency names the
+        declaration that would allow it."""
         query: dict[str, Any] = {
             "grantee": grantee,
             "purpose": purpose,
@@ -612,7 +613,7 @@ class Contracts:
             query["organisation"] = organisation
         if declaration_id:
             query["declaration_id"] = declaration_id
-        answer = self.client.evaluate(CONSENT, "CheckAccessBatch", _json(query)).json()
+        answer = self.client.evaluate_endorsed(CONSENT, "CheckAccessBatch", _json(query)).json()
         return [
             AccessDecision(r["record_id"], r["decision"], r["reason"], r["consent_id"], r["patient_pseudonym"])
             for r in answer["results"]

@@ -2,9 +2,10 @@
 
 Public API (stable; other code and the real-network tests build on it):
 
-    FabricLedger.from_url("fabric://<gateway host:port>/<channel>/<chaincode name>", environ=os.environ)
+    FabricLedger.from_url("fabric://<gateway host:port>[,<host:port>...]/<channel>/<chaincode name>",
+                          environ=os.environ)
         reads the FABRIC_* variables below; this is what open_ledger("fabric://...") calls.
-    FabricLedger(endpoint, channel, chaincode, identity=SigningIdentity(...),
+    FabricLedger(endpoint or [endpoints], channel, chaincode, identity=SigningIdentity(...),
                  tls_root_certificates=<PEM bytes> or None (plaintext), tls_server_name=None,
                  deadline_seconds=30.0, submit_retries=3)
     ledger.fabric_identity.SigningIdentity.from_files(msp_id, cert_path, key_path)
@@ -13,12 +14,23 @@ Environment (FabricLedger.from_url):
     FABRIC_MSP_ID             the client's MSP id (e.g. HospitalMSP)                          required
     FABRIC_CERT_PATH          PEM certificate of the client (file, or an MSP signcerts/ dir)   required
     FABRIC_KEY_PATH           PEM P-256 private key (file, or an MSP keystore/ dir)            required
-    FABRIC_TLS_CA_PATH        PEM root CA of the gateway peer's TLS certificate               required unless
+    FABRIC_TLS_CA_PATH        PEM root CA(s) of the gateway peers' TLS certificates (one      required unless
+                              bundle when the peers belong to different organisations)
     FABRIC_TLS_DISABLED       "true" to talk plaintext gRPC to the peer (development only)    ... this is true
     FABRIC_TLS_SERVER_NAME    host name to expect in the peer's TLS certificate               optional
     FABRIC_DEADLINE_SECONDS   deadline of every gRPC call (evaluate, endorse, submit, commit)  default 30
     FABRIC_SUBMIT_RETRIES     re-endorsements after an MVCC/phantom conflict or an endorsement
                               mismatch, before TransactionConflict                             default 3
+
+Gateways: the URL lists one or more gateway peers, in order of preference (the organisation's own peer
+first, then another organisation's). A call that finds a peer unreachable (UNAVAILABLE, DEADLINE_EXCEEDED,
+or a gateway that cannot reach enough endorsers) is made again on the next one; a peer that failed is tried
+last for FABRIC_FAILOVER_SECONDS (default 10), then first again, so the client returns to its own peer by
+itself once that is back. Endorsement still follows the chaincode's policy whichever gateway collects it.
+
+evaluate_endorsed() answers a read-only call only when every organisation the endorsement policy names ran
+it and got the same answer (the Gateway's Endorse, never submitted): a peer whose state was tampered with
+cannot answer alone.
 
 The chaincode is one ContractChaincode, so the function name on the wire is "<contract>:<Function>".
 A submit is Endorse -> sign the prepared envelope -> Submit -> CommitStatus (waits for the commit).
@@ -35,13 +47,14 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
+import structlog
 from fabric_protos.common import common_pb2, ledger_pb2
 from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
 from fabric_protos.peer import chaincode_event_pb2, chaincode_pb2, proposal_pb2, proposal_response_pb2, transaction_pb2
@@ -62,6 +75,7 @@ from ledger.fabric_identity import SigningIdentity
 
 DEFAULT_DEADLINE_SECONDS = 30.0
 DEFAULT_SUBMIT_RETRIES = 3
+DEFAULT_FAILOVER_SECONDS = 10.0
 QUERY_SYSTEM_CHAINCODE = "qscc"
 VALID = "VALID"
 RETRYABLE_VALIDATION_CODES = frozenset({"MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT"})
@@ -74,7 +88,7 @@ TRANSIENT_CODES = frozenset(
 _CHAINCODE_RESPONSE = re.compile(r"chaincode response (\d+), (.*)", re.DOTALL)
 _ERROR_DETAIL_TYPE = gateway_pb2.ErrorDetail.DESCRIPTOR.full_name
 
-Response = TypeVar("Response")
+log = structlog.get_logger("ledger.fabric")
 
 
 class EndorsementMismatch(TransactionConflict):
@@ -221,12 +235,22 @@ def translate_error(operation: str, error: grpc.RpcError) -> LedgerError:
     return LedgerError(f"fabric {operation} failed: {code_name}: {status_message[:200]}")
 
 
+@dataclass
+class _Gateway:
+    """One gateway peer: its gRPC channel, and until when it is tried last after it failed."""
+
+    endpoint: str
+    channel: grpc.Channel
+    stub: gateway_pb2_grpc.GatewayStub
+    demoted_until: float = 0.0
+
+
 class FabricLedger:
-    """LedgerClient over one Fabric Gateway peer. Thread-safe: one gRPC channel, shared by all threads."""
+    """LedgerClient over one or more Fabric Gateway peers. Thread-safe: one gRPC channel per peer, shared."""
 
     def __init__(
         self,
-        endpoint: str,
+        endpoints: str | Sequence[str],
         channel: str,
         chaincode: str,
         *,
@@ -235,39 +259,51 @@ class FabricLedger:
         tls_server_name: str | None = None,
         deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
         submit_retries: int = DEFAULT_SUBMIT_RETRIES,
+        failover_seconds: float = DEFAULT_FAILOVER_SECONDS,
     ):
         if deadline_seconds <= 0:
             raise ValueError("deadline_seconds must be positive")
         if submit_retries < 0:
             raise ValueError("submit_retries must not be negative")
-        self.endpoint = endpoint
+        addresses = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not addresses or len(set(addresses)) != len(addresses):
+            raise ValueError("endpoints must name at least one gateway peer, each once")
         self.channel = channel
         self.chaincode = chaincode
         self.identity = identity
         self.deadline_seconds = deadline_seconds
         self.submit_retries = submit_retries
+        self.failover_seconds = failover_seconds
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", 100 * 1024 * 1024),
             ("grpc.keepalive_time_ms", 60_000),
         ]
-        if tls_root_certificates is None:
-            self._channel = grpc.insecure_channel(endpoint, options=options)
-        else:
-            if tls_server_name:
-                options += [
-                    ("grpc.ssl_target_name_override", tls_server_name),
-                    ("grpc.default_authority", tls_server_name),
-                ]
-            credentials = grpc.ssl_channel_credentials(root_certificates=tls_root_certificates)
-            self._channel = grpc.secure_channel(endpoint, credentials, options=options)
-        self._gateway = gateway_pb2_grpc.GatewayStub(self._channel)
+        if tls_root_certificates is not None and tls_server_name:
+            options += [
+                ("grpc.ssl_target_name_override", tls_server_name),
+                ("grpc.default_authority", tls_server_name),
+            ]
+        self._gateways = [
+            _Gateway(address, channel, gateway_pb2_grpc.GatewayStub(channel))
+            for address, channel in ((a, _open_channel(a, tls_root_certificates, options)) for a in addresses)
+        ]
+        self._lock = threading.Lock()
         self._closed = threading.Event()
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(gateway.endpoint for gateway in self._gateways)
+
+    @property
+    def endpoint(self) -> str:
+        """The gateway peer calls go to first now: the most preferred one that has not failed lately."""
+        return self._in_order()[0].endpoint
 
     @classmethod
     def from_url(cls, url: str, environ: Mapping[str, str] | None = None) -> FabricLedger:
-        """Build from LEDGER_URL=fabric://host:port/channel/chaincode and the FABRIC_* variables."""
+        """Build from LEDGER_URL=fabric://host:port[,host:port...]/channel/chaincode and the FABRIC_* variables."""
         env = os.environ if environ is None else environ
-        endpoint, channel, chaincode = parse_url(url)
+        endpoints, channel, chaincode = parse_url(url)
 
         def required(name: str) -> str:
             value = env.get(name, "").strip()
@@ -281,7 +317,7 @@ class FabricLedger:
         tls_disabled = _flag(env, "FABRIC_TLS_DISABLED")
         tls_root_certificates = None if tls_disabled else _read(required("FABRIC_TLS_CA_PATH"), "FABRIC_TLS_CA_PATH")
         return cls(
-            endpoint,
+            endpoints,
             channel,
             chaincode,
             identity=identity,
@@ -289,6 +325,7 @@ class FabricLedger:
             tls_server_name=env.get("FABRIC_TLS_SERVER_NAME", "").strip() or None,
             deadline_seconds=_number(env, "FABRIC_DEADLINE_SECONDS", DEFAULT_DEADLINE_SECONDS, float),
             submit_retries=_number(env, "FABRIC_SUBMIT_RETRIES", DEFAULT_SUBMIT_RETRIES, int),
+            failover_seconds=_number(env, "FABRIC_FAILOVER_SECONDS", DEFAULT_FAILOVER_SECONDS, float),
         )
 
     # --- LedgerClient -------------------------------------------------------------------------
@@ -299,21 +336,14 @@ class FabricLedger:
                 time.sleep(random.uniform(0, 0.02 * attempt))
             proposal = build_proposal(self.identity, self.channel, self.chaincode, name, args)
             try:
-                endorsed = self._call(
-                    "endorse",
-                    self._gateway.Endorse,
-                    gateway_pb2.EndorseRequest(
-                        transaction_id=proposal.tx_id, channel_id=self.channel, proposed_transaction=proposal.signed
-                    ),
-                )
+                envelope = self._endorse(proposal)
             except EndorsementMismatch:
                 continue
-            envelope = endorsed.prepared_transaction
             envelope.signature = self.identity.sign(envelope.payload)
             result, events = parse_prepared_transaction(envelope)
             self._call(
                 "submit",
-                self._gateway.Submit,
+                "Submit",
                 gateway_pb2.SubmitRequest(
                     transaction_id=proposal.tx_id, channel_id=self.channel, prepared_transaction=envelope
                 ),
@@ -330,6 +360,26 @@ class FabricLedger:
 
     def evaluate(self, contract: str, function: str, *args: str) -> Receipt:
         return self._evaluate(self.chaincode, _function_name(contract, function, args), args)
+
+    def evaluate_endorsed(self, contract: str, function: str, *args: str) -> Receipt:
+        """A read-only call run by a peer of every organisation the endorsement policy names; answered only when
+        their results agree. Never submitted: nothing is recorded. Peers that disagree because one had not yet
+        committed the latest block are asked again (a fresh proposal), up to submit_retries times; a lasting
+        disagreement raises EndorsementMismatch."""
+        name = _function_name(contract, function, args)
+        for attempt in range(self.submit_retries + 1):
+            if attempt:
+                time.sleep(random.uniform(0.01, 0.05 * attempt))
+            proposal = build_proposal(self.identity, self.channel, self.chaincode, name, args)
+            try:
+                result, _ = parse_prepared_transaction(self._endorse(proposal))
+            except EndorsementMismatch:
+                continue
+            return Receipt(tx_id=proposal.tx_id, block_number=None, status="ENDORSED", payload=result)
+        raise EndorsementMismatch(
+            f"fabric endorse: the organisations' peers answered {contract}:{function} differently "
+            f"{self.submit_retries + 1} times"
+        )
 
     def locate(self, tx_id: str) -> TransactionLocation | None:
         try:
@@ -379,14 +429,15 @@ class FabricLedger:
     def close(self) -> None:
         if not self._closed.is_set():
             self._closed.set()
-            self._channel.close()
+            for gateway in self._gateways:
+                gateway.channel.close()
 
     # --- internals --------------------------------------------------------------------------
     def _evaluate(self, chaincode: str, name: str, args: tuple[str, ...]) -> Receipt:
         proposal = build_proposal(self.identity, self.channel, chaincode, name, args)
         response = self._call(
             "evaluate",
-            self._gateway.Evaluate,
+            "Evaluate",
             gateway_pb2.EvaluateRequest(
                 transaction_id=proposal.tx_id, channel_id=self.channel, proposed_transaction=proposal.signed
             ),
@@ -411,34 +462,91 @@ class FabricLedger:
         ).SerializeToString()
         return self._call(
             "commit status",
-            self._gateway.CommitStatus,
+            "CommitStatus",
             gateway_pb2.SignedCommitStatusRequest(request=request, signature=self.identity.sign(request)),
         )
 
-    def _call(self, operation: str, method: Callable[..., Response], request: Any) -> Response:
+    def _endorse(self, proposal: Proposal) -> Any:
+        """The prepared transaction the Gateway returns once the policy's organisations have endorsed `proposal`."""
+        endorsed = self._call(
+            "endorse",
+            "Endorse",
+            gateway_pb2.EndorseRequest(
+                transaction_id=proposal.tx_id, channel_id=self.channel, proposed_transaction=proposal.signed
+            ),
+        )
+        return endorsed.prepared_transaction
+
+    def _in_order(self) -> list[_Gateway]:
+        """The gateways in the order to try now: by preference, those that failed lately last."""
+        now = time.monotonic()
+        with self._lock:
+            return sorted(self._gateways, key=lambda gateway: gateway.demoted_until > now)
+
+    def _call(self, operation: str, rpc: str, request: Any) -> Any:
+        """Call the Gateway's `rpc` on the first gateway peer that answers; a peer that cannot be reached is tried
+        last for failover_seconds. A contract's refusal or any answer from a reachable peer is final."""
         if self._closed.is_set():
             raise LedgerUnavailable("the fabric ledger client is closed")
-        try:
-            return method(request, timeout=self.deadline_seconds)
-        except grpc.RpcError as error:
-            raise translate_error(operation, error) from None
-        except ValueError as error:  # grpc raises ValueError on a closed channel
-            raise LedgerUnavailable(f"fabric {operation} failed: {type(error).__name__}") from None
+        unreachable: LedgerError | None = None
+        for gateway in self._in_order():
+            try:
+                return getattr(gateway.stub, rpc)(request, timeout=self.deadline_seconds)
+            except grpc.RpcError as error:
+                translated = translate_error(operation, error)
+                if not _unreachable(error, translated):
+                    raise translated from None
+            except ValueError as error:  # grpc raises ValueError on a closed channel
+                raise LedgerUnavailable(f"fabric {operation} failed: {type(error).__name__}") from None
+            unreachable = translated
+            with self._lock:
+                gateway.demoted_until = time.monotonic() + self.failover_seconds
+            log.warning("fabric_gateway_unreachable", endpoint=gateway.endpoint, operation=operation)
+        assert unreachable is not None
+        raise unreachable
 
 
-def parse_url(url: str) -> tuple[str, str, str]:
-    """("host:port", channel, chaincode) from fabric://host:port/channel/chaincode."""
+def _open_channel(endpoint: str, tls_root_certificates: bytes | None, options: list[tuple[str, Any]]) -> grpc.Channel:
+    if tls_root_certificates is None:
+        return grpc.insecure_channel(endpoint, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls_root_certificates)
+    return grpc.secure_channel(endpoint, credentials, options=options)
+
+
+def _unreachable(error: grpc.RpcError, translated: LedgerError) -> bool:
+    """The peer itself could not be reached or could not reach enough endorsers: another gateway may do better."""
+    code = error.code() if isinstance(error, grpc.Call) else None
+    if isinstance(translated, EndorsementMismatch):  # the peers answered, and disagreed: not a reachability fault
+        return False
+    return isinstance(translated, LedgerUnavailable) and (
+        code in TRANSIENT_CODES or code == grpc.StatusCode.FAILED_PRECONDITION
+    )
+
+
+def parse_url(url: str) -> tuple[list[str], str, str]:
+    """(["host:port", ...], channel, chaincode) from fabric://host:port[,host:port...]/channel/chaincode."""
     parts = urlsplit(url)
     path = [segment for segment in parts.path.split("/") if segment]
-    if parts.scheme != "fabric" or not parts.hostname or len(path) != 2 or parts.query or parts.fragment:
+    if parts.scheme != "fabric" or not parts.netloc or len(path) != 2 or parts.query or parts.fragment:
         raise ValueError("LEDGER_URL must look like fabric://<gateway host:port>/<channel>/<chaincode name>")
+    endpoints = [_endpoint(address) for address in parts.netloc.split(",")]
+    if len(set(endpoints)) != len(endpoints):
+        raise ValueError("LEDGER_URL names a gateway peer twice")
+    return endpoints, path[0], path[1]
+
+
+def _endpoint(address: str) -> str:
+    """ "host:port" checked: a host, and a port in range."""
+    parts = urlsplit(f"fabric://{address.strip()}")
     try:
         port = parts.port
     except ValueError:
         port = None
+    if not parts.hostname or parts.username or parts.password:
+        raise ValueError("LEDGER_URL must look like fabric://<gateway host:port>/<channel>/<chaincode name>")
     if port is None:
         raise ValueError("LEDGER_URL must name the gateway's port: fabric://<host:port>/<channel>/<chaincode name>")
-    return parts.netloc, path[0], path[1]
+    return parts.netloc
 
 
 def _function_name(contract: str, function: str, args: tuple[str, ...]) -> str:

@@ -43,6 +43,15 @@ VALIDATION = transaction_pb2.TxValidationCode
 MVCC = VALIDATION.Value("MVCC_READ_CONFLICT")
 PHANTOM = VALIDATION.Value("PHANTOM_READ_CONFLICT")
 VALID = VALIDATION.Value("VALID")
+MISMATCH = (
+    grpc.StatusCode.ABORTED,
+    "failed to collect enough transaction endorsements, see attached details for more info",
+    ["ProposalResponsePayloads do not match"],
+)
+NO_ENDORSERS_MESSAGE = (
+    "no combination of peers can be derived which satisfy the endorsement policy: "
+    "no peer combination can satisfy the endorsement policy"
+)
 
 
 # --- key material -----------------------------------------------------------------------------
@@ -408,13 +417,7 @@ def test_a_read_conflict_is_retried_with_a_new_transaction(client, gateway, code
 
 
 def test_mismatching_endorsements_are_endorsed_again(client, gateway):
-    gateway.endorse_failures = [
-        (
-            grpc.StatusCode.ABORTED,
-            "failed to collect enough transaction endorsements, see attached details for more info",
-            ["ProposalResponsePayloads do not match"],
-        )
-    ]
+    gateway.endorse_failures = [MISMATCH]
     receipt = client.submit("consent", "RevokeConsent", "c-1")
     assert gateway.calls() == ["Endorse", "Endorse", "Submit", "CommitStatus"]
     assert receipt.status == "VALID"
@@ -449,14 +452,7 @@ def test_an_orderer_failure_is_ledger_unavailable(client, gateway):
 def test_a_gateway_that_knows_too_few_live_endorsers_is_ledger_unavailable(client, gateway):
     """What the hospital's gateway answers while the research peer is down, or before gossip has found it again
     after a restart: FAILED_PRECONDITION, yet transient."""
-    gateway.endorse_failures = [
-        (
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "no combination of peers can be derived which satisfy the endorsement policy: "
-            "no peer combination can satisfy the endorsement policy",
-            [],
-        )
-    ]
+    gateway.endorse_failures = [(grpc.StatusCode.FAILED_PRECONDITION, NO_ENDORSERS_MESSAGE, [])]
     with pytest.raises(LedgerUnavailable):
         client.submit("anchors", "AnchorRecord", SECRET)
 
@@ -773,10 +769,140 @@ def test_tls_can_be_disabled_explicitly_for_development(fabric_env, monkeypatch,
 
 def test_parse_url():
     assert parse_url("fabric://peer0.hospital:7051/health/health_platform") == (
-        "peer0.hospital:7051",
+        ["peer0.hospital:7051"],
         "health",
         "health_platform",
     )
+    assert parse_url("fabric://peer0.hospital:7051,peer0.research:9051/health/health_platform") == (
+        ["peer0.hospital:7051", "peer0.research:9051"],
+        "health",
+        "health_platform",
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "fabric://a:1,a:1/health/cc",  # the same peer twice
+        "fabric://a:1,/health/cc",  # an empty entry
+        "fabric://a:1,b/health/cc",  # a peer without its port
+        "fabric://a:1,b:99999/health/cc",  # a port out of range
+        "fabric://a:1,user@b:2/health/cc",  # credentials have no place in a peer's address
+    ],
+)
+def test_a_malformed_peer_list_is_a_clear_error(url):
+    with pytest.raises(ValueError, match="LEDGER_URL"):
+        parse_url(url)
+
+
+# --- failover between gateway peers -----------------------------------------------------------
+@pytest.fixture
+def second_gateway(identity):
+    servicer = FakeGateway(identity)
+    servicer.result = b'{"from":"second"}'
+    server, port = start_server(servicer)
+    servicer.endpoint = f"127.0.0.1:{port}"
+    yield servicer
+    servicer.hang.clear()
+    server.stop(0)
+
+
+def two_gateway_client(identity, *endpoints, deadline_seconds=5.0, failover_seconds=10.0) -> FabricLedger:
+    return FabricLedger(
+        list(endpoints),
+        CHANNEL,
+        CHAINCODE,
+        identity=identity,
+        tls_root_certificates=None,
+        deadline_seconds=deadline_seconds,
+        failover_seconds=failover_seconds,
+    )
+
+
+def test_calls_go_to_the_first_gateway_while_it_answers(identity, gateway, second_gateway):
+    ledger = two_gateway_client(identity, gateway.endpoint, second_gateway.endpoint)
+    assert ledger.evaluate("anchors", "ReadAnchor", "rec-1").json() == {"ok": True}
+    assert ledger.submit("anchors", "AnchorRecord", "rec-1").json() == {"ok": True}
+    assert gateway.calls() == ["Evaluate", "Endorse", "Submit", "CommitStatus"]
+    assert second_gateway.calls() == []
+    ledger.close()
+
+
+def test_an_unreachable_gateway_fails_over_to_the_next_and_back_once_it_returns(identity, second_gateway):
+    with socket_port() as port:
+        pass  # nothing listens on the first peer's port: it is down
+    ledger = two_gateway_client(identity, f"127.0.0.1:{port}", second_gateway.endpoint, failover_seconds=0.3)
+    assert ledger.evaluate("anchors", "ReadAnchor", "rec-1").json() == {"from": "second"}
+    assert ledger.submit("anchors", "AnchorRecord", "rec-1").json() == {"from": "second"}
+    assert second_gateway.calls() == ["Evaluate", "Endorse", "Submit", "CommitStatus"]
+    assert ledger.endpoint == second_gateway.endpoint  # the failed peer is tried last for a while
+    time.sleep(0.35)
+    assert ledger.endpoint == f"127.0.0.1:{port}"  # ... then first again: the client heals by itself
+    ledger.close()
+
+
+def test_a_frozen_gateway_costs_one_deadline_then_the_next_answers(identity, gateway, second_gateway):
+    gateway.hang.set()
+    ledger = two_gateway_client(identity, gateway.endpoint, second_gateway.endpoint, deadline_seconds=0.5)
+    started = time.monotonic()
+    assert ledger.evaluate("anchors", "ReadAnchor", "rec-1").json() == {"from": "second"}
+    assert ledger.evaluate("anchors", "ReadAnchor", "rec-2").json() == {"from": "second"}  # no second deadline
+    assert time.monotonic() - started < 1.5
+    ledger.close()
+
+
+def test_a_contract_refusal_is_final_and_not_asked_of_the_next_gateway(identity, gateway, second_gateway):
+    message = "chaincode response 500, not_found: no anchor for this record"
+    gateway.evaluate_failure = (
+        grpc.StatusCode.UNKNOWN,
+        "evaluate call to endorser returned error: " + message,
+        [message],
+    )
+    ledger = two_gateway_client(identity, gateway.endpoint, second_gateway.endpoint)
+    with pytest.raises(ContractRejected):
+        ledger.evaluate("anchors", "ReadAnchor", SECRET)
+    assert second_gateway.calls() == []
+    ledger.close()
+
+
+def test_every_gateway_unreachable_is_ledger_unavailable(identity):
+    with socket_port() as first, socket_port() as second:
+        pass
+    ledger = two_gateway_client(identity, f"127.0.0.1:{first}", f"127.0.0.1:{second}", deadline_seconds=2)
+    with pytest.raises(LedgerUnavailable):
+        ledger.evaluate("anchors", "ReadAnchor", "rec-1")
+    ledger.close()
+
+
+def test_a_gateway_short_of_endorsers_fails_over(identity, gateway, second_gateway):
+    gateway.endorse_failures = [(grpc.StatusCode.FAILED_PRECONDITION, NO_ENDORSERS_MESSAGE, [])]
+    ledger = two_gateway_client(identity, gateway.endpoint, second_gateway.endpoint)
+    assert ledger.submit("anchors", "AnchorRecord", "rec-1").json() == {"from": "second"}
+    assert gateway.calls() == ["Endorse"]
+    ledger.close()
+
+
+# --- reads endorsed by every organisation -----------------------------------------------------
+def test_an_endorsed_read_is_endorsed_and_never_submitted(client, gateway):
+    receipt = client.evaluate_endorsed("consent", "CheckAccessBatch", "{}")
+    assert receipt.json() == {"ok": True}
+    assert receipt.status == "ENDORSED"
+    assert receipt.block_number is None
+    assert gateway.calls() == ["Endorse"]
+
+
+def test_an_endorsed_read_asks_again_when_the_peers_disagree_for_a_moment(client, gateway):
+    gateway.endorse_failures = [MISMATCH]
+    assert client.evaluate_endorsed("consent", "CheckAccessBatch", "{}").json() == {"ok": True}
+    assert gateway.calls() == ["Endorse", "Endorse"]
+
+
+def test_an_endorsed_read_whose_peers_keep_disagreeing_fails_closed(client, gateway):
+    gateway.endorse_failures = [MISMATCH] * 4
+    with pytest.raises(TransactionConflict, match="differently") as raised:
+        client.evaluate_endorsed("consent", "CheckAccessBatch", SECRET)
+    assert SECRET not in str(raised.value)
+    assert gateway.calls() == ["Endorse"] * 4
 
 
 def test_signature_verification_helper_rejects_tampering(identity):
