@@ -51,6 +51,7 @@ from typing import Any
 
 import grpc
 import structlog
+from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from fabric_protos.peer import (
     chaincode_pb2,
     chaincode_shim_pb2,
@@ -157,6 +158,26 @@ class _QuietStub(ChaincodeStub):
 
     async def delete_state(self, key: str) -> Any:
         return await self.client.handle_delete_state("", key, self.channel_id, self.tx_id)
+
+    # Range reads page by page, for chaincode.state.sweep: the peer answers up to 100 keys per message.
+    async def range_first(self, start_key: str, end_key: str) -> tuple[list[tuple[str, bytes]], bool, str]:
+        answer = await self.client.handle_get_state_by_range("", start_key, end_key, self.channel_id, self.tx_id)
+        response = chaincode_shim_pb2.QueryResponse.FromString(answer.payload)
+        return _entries(response), response.has_more, response.id
+
+    async def range_next(self, query_id: str) -> tuple[list[tuple[str, bytes]], bool]:
+        answer = await self.client.handle_query_state_next(query_id, self.channel_id, self.tx_id)
+        response = chaincode_shim_pb2.QueryResponse.FromString(answer.payload)
+        return _entries(response), response.has_more
+
+    async def range_close(self, query_id: str) -> None:
+        await self.client.handle_query_state_close(query_id, self.channel_id, self.tx_id)
+
+
+def _entries(response: Any) -> list[tuple[str, bytes]]:
+    """(key, value) of each result of a range read's QueryResponse."""
+    parse = kv_query_result_pb2.KV.FromString
+    return [(kv.key, kv.value) for kv in (parse(result.resultBytes) for result in response.results)]
 
 
 @dataclass

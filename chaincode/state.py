@@ -19,6 +19,18 @@ from chaincode.validation import format_timestamp
 
 INDEX_MARKER = b"\x00"  # Fabric treats an empty value as a delete, so index entries hold one byte.
 MAX_RUNE = "\U0010ffff"
+# sweep(): how many wanted intervals one range read covers at most, and how many keys it may read per wanted
+# interval (plus one page's worth) before the rest of its intervals are read one by one. With Fabric's shim
+# answering 100 keys per message, a dense sweep costs one round trip per 100 keys instead of one per key; a
+# sparse one costs at most a few pages more than point reads. One range read never reads more than
+# SWEEP_SEGMENT * SWEEP_KEYS_PER_INTERVAL + SWEEP_GRACE keys (~4,200), far below the peer's totalQueryLimit
+# (100,000 by default), so a range that ends has truly ended.
+SWEEP_SEGMENT = 250
+SWEEP_KEYS_PER_INTERVAL = 16
+SWEEP_GRACE = 200
+
+Interval = tuple[str, str]
+Entries = list[tuple[str, bytes]]
 
 
 def dumps(value: Any) -> bytes:
@@ -40,6 +52,67 @@ async def get_json_many(stub: Any, keys: list[str]) -> list[Any]:
     else:
         raws = [await stub.get_state(key) for key in keys]
     return [orjson.loads(raw) if raw else None for raw in raws]
+
+
+async def read_many(stub: Any, keys: list[str]) -> list[Any]:
+    """get_json_many for READ-ONLY calls (never in a transaction that writes): where the stub can read ranges page
+    by page (Fabric's shim), the keys are read by sweep(), so a batch of keys that lie close together in the
+    key space costs a few range reads instead of a read each. Its read set holds ranges, which a transaction
+    that writes must not take on (another transaction's insert into a range would invalidate it)."""
+    if not hasattr(stub, "range_first"):
+        return await get_json_many(stub, keys)
+    unique = list(dict.fromkeys(keys))
+    found = dict(zip(unique, await sweep(stub, [(key, key + "\x00") for key in unique]), strict=True))
+    return [orjson.loads(found[key][0][1]) if found[key] else None for key in keys]
+
+
+async def scan_many(stub: Any, object_type: str, first_attributes: list[str]) -> list[Entries]:
+    """scan_prefix for each of `first_attributes` (one attribute each), in order; READ-ONLY calls only, as
+    read_many: swept where the stub can, one scan each otherwise."""
+    prefixes = [stub.create_composite_key(object_type, [attribute]) for attribute in first_attributes]
+    if not hasattr(stub, "range_first"):
+        return [[item async for item in scan(stub, prefix, prefix + MAX_RUNE)] for prefix in prefixes]
+    unique = list(dict.fromkeys(prefixes))
+    found = dict(zip(unique, await sweep(stub, [(prefix, prefix + MAX_RUNE) for prefix in unique]), strict=True))
+    return [list(found[prefix]) for prefix in prefixes]
+
+
+async def sweep(stub: Any, intervals: list[Interval]) -> list[Entries]:
+    """Every (key, value) in each half-open interval [start, end), per interval, in key order. The intervals
+    must not overlap. They are visited in key order, SWEEP_SEGMENT at a time, each segment by ONE range read
+    from its first start to its last end; when that range turns out sparse (more than SWEEP_KEYS_PER_INTERVAL
+    keys read per interval passed), the read is closed and the segment's remaining intervals are read one by
+    one. The stub provides range_first(start, end) -> (entries, has_more, query id), range_next(query id) ->
+    (entries, has_more) and range_close(query id)."""
+    found: list[Entries] = [[] for _ in intervals]
+    order = sorted(range(len(intervals)), key=lambda index: intervals[index][0])
+    for first in range(0, len(order), SWEEP_SEGMENT):
+        segment = order[first : first + SWEEP_SEGMENT]
+        done = await _sweep_segment(stub, [intervals[index] for index in segment], [found[index] for index in segment])
+        for index in segment[done:]:
+            found[index] = [item async for item in scan(stub, *intervals[index])]
+    return found
+
+
+async def _sweep_segment(stub: Any, intervals: list[Interval], found: list[Entries]) -> int:
+    """Read `intervals` (sorted) with one range read into `found`; the number of intervals read in full (all of
+    them, unless the range proved sparse and was closed early: then the rest are left empty)."""
+    entries, more, query_id = await stub.range_first(intervals[0][0], intervals[-1][1])
+    position = read = 0
+    while True:
+        for key, value in entries:
+            read += 1
+            while position < len(intervals) and key >= intervals[position][1]:
+                position += 1
+            if position < len(intervals) and key >= intervals[position][0]:
+                found[position].append((key, value))
+        if not more:
+            return len(intervals)
+        if read > SWEEP_KEYS_PER_INTERVAL * position + SWEEP_GRACE:
+            await stub.range_close(query_id)
+            found[position].clear()  # read in part: read again whole, with the rest
+            return position
+        entries, more = await stub.range_next(query_id)
 
 
 async def put_json(stub: Any, key: str, value: Any) -> None:

@@ -190,7 +190,7 @@ class ConsentContract(Contract):
             seen.add(record_id)
         # The state the batch needs, read in as few calls as the peer allows: every anchor, then the consents of
         # every patient whose anchor checks out (not for break-the-glass, which reads the patient's refusals).
-        anchors = await state.get_json_many(stub, [anchor_key(stub, record_id) for record_id, _, _, _ in asked])
+        anchors = await state.read_many(stub, [anchor_key(stub, record_id) for record_id, _, _, _ in asked])
         intact = [
             anchor is not None and _anchor_holds(anchor, digest, features)
             for anchor, (_, _, digest, features) in zip(anchors, asked, strict=True)
@@ -267,12 +267,17 @@ def _anchor_holds(anchor: dict[str, Any], digest: str, features: str | None) -> 
 
 
 async def _consents_of_many(stub: Any, pseudonyms: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """_consents_of for many patients: their entries read together, the index only for those without one."""
-    kept = await state.get_json_many(stub, [patient_consents_key(stub, pseudonym) for pseudonym in pseudonyms])
-    return {
-        pseudonym: list(entry["consents"]) if entry is not None else await _indexed_consents_of(stub, pseudonym)
-        for pseudonym, entry in zip(pseudonyms, kept, strict=True)
-    }
+    """_consents_of for many patients, for a read-only call: their entries read together, then the index of
+    those without one (most have no consent at all) swept together, then the consents it names."""
+    kept = await state.read_many(stub, [patient_consents_key(stub, pseudonym) for pseudonym in pseudonyms])
+    consents = {pseudonym: list(entry["consents"]) for pseudonym, entry in zip(pseudonyms, kept, strict=True) if entry}
+    unkept = [pseudonym for pseudonym in pseudonyms if pseudonym not in consents]
+    indexed = await state.scan_many(stub, CONSENT_BY_PATIENT, unkept)
+    named = [[stub.split_composite_key(key)[1][1] for key, _ in entries] for entries in indexed]
+    values = iter(await state.read_many(stub, [consent_key(stub, consent_id) for ids in named for consent_id in ids]))
+    for pseudonym, ids in zip(unkept, named, strict=True):
+        consents[pseudonym] = [consent for consent in (next(values) for _ in ids) if consent is not None]
+    return consents
 
 
 async def _consents_of(stub: Any, pseudonym: str) -> list[dict[str, Any]]:
