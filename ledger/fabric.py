@@ -80,6 +80,7 @@ QUERY_SYSTEM_CHAINCODE = "qscc"
 VALID = "VALID"
 RETRYABLE_VALIDATION_CODES = frozenset({"MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT"})
 ENDORSEMENT_MISMATCH = "ProposalResponsePayloads do not match"
+COLLECTING = "failed to collect enough transaction endorsements"  # after the first endorser endorsed
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 NO_ENDORSERS = "no combination of peers can be derived which satisfy the endorsement policy"
 TRANSIENT_CODES = frozenset(
@@ -212,7 +213,9 @@ def translate_error(operation: str, error: grpc.RpcError) -> LedgerError:
     """A gRPC error from the Gateway as the ledger error a caller can act on.
 
     A chaincode's refusal ("chaincode response 500, <code>: <message>" in an ErrorDetail or in the
-    status message) becomes ContractRejected, or LedgerUnavailable when the code tells of a storage fault
+    status message) becomes ContractRejected, unless only another organisation's peer refused what the
+    gateway's first endorser endorsed (EndorsementMismatch: their states differ, usually by a block not yet
+    committed there), or LedgerUnavailable when the code tells of a storage fault
     under the contract (errors.STORAGE_FAULT_CODES); mismatching endorsements EndorsementMismatch; an
     unreachable or slow peer LedgerUnavailable; anything else LedgerError with the gRPC code.
     """
@@ -221,6 +224,10 @@ def translate_error(operation: str, error: grpc.RpcError) -> LedgerError:
     messages = [detail.message for detail in error_details(error)] + [status_message]
     for message in messages:
         match = _CHAINCODE_RESPONSE.search(message)
+        if match and COLLECTING in status_message:
+            # The gateway's first endorser (its own organisation) endorsed; another organisation's peer refused the
+            # same proposal over its own copy of the state: one of them is behind (or was tampered with).
+            return EndorsementMismatch(f"fabric {operation}: one organisation's peer refused what another endorsed")
         if match:
             return error_from_response(match.group(2))
     if any(ENDORSEMENT_MISMATCH in message for message in messages):
@@ -333,7 +340,7 @@ class FabricLedger:
         name = _function_name(contract, function, args)
         for attempt in range(self.submit_retries + 1):
             if attempt:
-                time.sleep(random.uniform(0, 0.02 * attempt))
+                _pause(attempt)
             proposal = build_proposal(self.identity, self.channel, self.chaincode, name, args)
             try:
                 envelope = self._endorse(proposal)
@@ -369,7 +376,7 @@ class FabricLedger:
         name = _function_name(contract, function, args)
         for attempt in range(self.submit_retries + 1):
             if attempt:
-                time.sleep(random.uniform(0.01, 0.05 * attempt))
+                _pause(attempt)
             proposal = build_proposal(self.identity, self.channel, self.chaincode, name, args)
             try:
                 result, _ = parse_prepared_transaction(self._endorse(proposal))
@@ -504,6 +511,12 @@ class FabricLedger:
             log.warning("fabric_gateway_unreachable", endpoint=gateway.endpoint, operation=operation)
         assert unreachable is not None
         raise unreachable
+
+
+def _pause(attempt: int) -> None:
+    """Before asking again: long enough for a peer one block behind to commit it (blocks are cut every 20 ms
+    on the project's network, and commit takes a few more), jittered so that clients do not retry in step."""
+    time.sleep(random.uniform(0.01, 0.05) * attempt)
 
 
 def _open_channel(endpoint: str, tls_root_certificates: bytes | None, options: list[tuple[str, Any]]) -> grpc.Channel:

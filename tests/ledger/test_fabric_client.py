@@ -382,6 +382,30 @@ def test_a_contract_error_at_endorsement_is_contract_rejected_and_never_retried(
     assert gateway.calls() == ["Endorse"]
 
 
+def test_a_refusal_by_another_organisation_only_is_a_disagreement_endorsed_again(client, gateway):
+    """The gateway's own peer endorsed; the other organisation's peer, one block behind, did not yet know the key
+    the first had just committed. Asked again, both agree."""
+    gateway.endorse_failures = [
+        (
+            grpc.StatusCode.ABORTED,
+            MISMATCH[1],
+            ["chaincode response 500, unknown_key: the signing passkey is not one of the patient's keys"],
+        )
+    ]
+    receipt = client.submit("consent", "GrantConsent", SECRET)
+    assert receipt.status == "VALID"
+    assert gateway.calls() == ["Endorse", "Endorse", "Submit", "CommitStatus"]
+
+
+def test_a_refusal_by_another_organisation_that_lasts_fails_closed(client, gateway):
+    refusal = (grpc.StatusCode.ABORTED, MISMATCH[1], ["chaincode response 500, not_found: no anchor for this record"])
+    gateway.endorse_failures = [refusal] * 4
+    with pytest.raises(TransactionConflict) as raised:
+        client.evaluate_endorsed("consent", "CheckAccessBatch", SECRET)
+    assert not isinstance(raised.value, ContractRejected)
+    assert SECRET not in str(raised.value)
+
+
 def test_a_contract_error_at_evaluation_is_contract_rejected(client, gateway):
     detail = "chaincode response 500, invalid_argument: sha256 must be 64 hex digits"
     gateway.evaluate_failure = (
