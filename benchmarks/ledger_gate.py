@@ -3,19 +3,24 @@
     python -m benchmarks.ledger_gate [--records 10000] [--batch-sizes 100,1000,5000] [--naive-sample 500]
     FABRIC_BIN_DIR=/path/to/fabric/bin python -m benchmarks.ledger_gate      # also on a real Fabric network
 
-Batched (the design): ONE CheckAccessBatch evaluate per batch, ONE AppendAccessEvents transaction
-per batch. Naive: per record, a ReadAnchor and a ListConsentsForPatient evaluate (the gate done by
-the client), and one AppendAccessEvents transaction per record; run on a sample and reported per
-record, in the same run, on the same ledger.
+Batched (the design): ONE CheckAccessBatch per batch (endorsed by every organisation on Fabric), ONE
+AppendAccessEvents transaction per batch. Naive: per record, a ReadAnchor and a ListConsentsForPatient
+evaluate (the gate done by the client), and one AppendAccessEvents transaction per record; run on a
+sample and reported per record, in the same run, on the same ledger.
+
+Consent writes: signed grants (GrantConsent with the patient's passkey assertion), one per patient, from
+--writers concurrent clients each with its own connection, against one client alone.
 
 The embedded ledger always runs. With FABRIC_BIN_DIR set, the same measurements run on the native
-network of network/fabric.sh (two organisations, one orderer, the chaincode as a service, all on
-127.0.0.1), started for the run and stopped after it; --fabric-records sizes its data set.
+network of network/fabric.sh (all on 127.0.0.1), started for the run and stopped after it;
+--fabric-records sizes its data set.
 """
 
 import argparse
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -70,6 +75,41 @@ def populate(contracts: Contracts, records: int) -> None:
         list(pool.map(grant, range(0, records, 2)))
 
 
+def consent_writes(open_client: Callable[[], LedgerClient], patients: range, clients: int) -> float:
+    """Seconds to grant one signed consent to each of `patients` from `clients` concurrent clients, each with its own
+    connection to the ledger (their passkeys enrolled beforehand, untimed): consent writes as many patients'
+    portals make them."""
+    connections = [open_client() for _ in range(clients)]
+    signers = [SoftwareSigner(Contracts(connection)) for connection in connections]
+    now = datetime.now(UTC)
+
+    def enrol(patient: int) -> None:
+        signers[patient % clients].passkey(_pseudonym(patient))
+
+    def grant(patient: int) -> None:
+        signers[patient % clients].grant(
+            _pseudonym(patient),
+            ConsentGrant(
+                consent_id=f"w-{patient}",
+                grantee=GRANTEE,
+                purposes=[PURPOSE],
+                categories=["imaging"],
+                valid_from=_stamp(now - timedelta(days=1)),
+                valid_until=_stamp(now + timedelta(days=30)),
+            ),
+        )
+
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(enrol, patients))
+            time.sleep(0.5)  # every peer has committed the enrolments
+            seconds, _ = timed(lambda: list(pool.map(grant, patients)))
+    finally:
+        for connection in connections:
+            connection.close()
+    return seconds
+
+
 def _events(indices: range, run: str) -> list[dict[str, object]]:
     """One access-log batch's events for records `indices`."""
     return [
@@ -116,7 +156,15 @@ def gate_naive(contracts: Contracts, indices: range) -> int:
     return admitted
 
 
-def measure(backend: str, chain: LedgerClient, records: int, batch_sizes: list[int], naive_sample: int) -> list[dict]:
+def measure(
+    backend: str,
+    open_client: Callable[[], LedgerClient],
+    records: int,
+    batch_sizes: list[int],
+    naive_sample: int,
+    writers: int,
+) -> list[dict]:
+    chain = open_client()
     contracts = Contracts(chain)
     populate(contracts, records)
     rows = []
@@ -150,8 +198,13 @@ def measure(backend: str, chain: LedgerClient, records: int, batch_sizes: list[i
     row("gate", "naive: 2 calls/record", len(sample), seconds)
     seconds, _ = timed(partial(log_batches, contracts, [range(i, i + 1) for i in sample], "naive"))
     row("log", "naive: 1 tx/record", len(sample), seconds)
+    writes = range(records, records + 20 * writers)
+    row("consent write", f"{writers} clients", len(writes), consent_writes(open_client, writes, writers))
+    alone = range(writes.stop, writes.stop + 5 * writers)
+    row("consent write", "naive: 1 client", len(alone), consent_writes(open_client, alone, 1))
     report_chain = chain.verify()
     assert report_chain.ok, report_chain.problems[:5]
+    chain.close()
     return rows
 
 
@@ -162,23 +215,35 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="100,1000,5000")
     parser.add_argument("--naive-sample", type=int, default=500)
     parser.add_argument("--fabric-naive-sample", type=int, default=100)
+    parser.add_argument("--writers", type=int, default=32, help="concurrent clients writing consents")
     arguments = parser.parse_args()
     sizes = [int(s) for s in arguments.batch_sizes.split(",")]
 
     rows = []
     with tempfile.TemporaryDirectory() as directory:
-        chain = EmbeddedLedger(Path(directory) / "bench.sqlite3")
-        rows += measure("embedded", chain, arguments.records, sizes, arguments.naive_sample)
-        chain.close()
+        path = Path(directory) / "bench.sqlite3"
+        rows += measure(
+            "embedded",
+            partial(EmbeddedLedger, path),
+            arguments.records,
+            sizes,
+            arguments.naive_sample,
+            arguments.writers,
+        )
         bin_dir = os.environ.get("FABRIC_BIN_DIR")
         if bin_dir:
             from tests.fabric.network import start_network
 
             network = start_network(bin_dir, Path(directory) / "fabric")
             try:
-                fabric = network.open_ledger()
-                rows += measure("fabric", fabric, arguments.fabric_records, sizes, arguments.fabric_naive_sample)
-                fabric.close()
+                rows += measure(
+                    "fabric",
+                    network.open_ledger,
+                    arguments.fabric_records,
+                    sizes,
+                    arguments.fabric_naive_sample,
+                    arguments.writers,
+                )
             finally:
                 network.run("down", timeout=60)
         else:
@@ -187,9 +252,16 @@ def main() -> None:
     for backend in sorted({r["backend"] for r in rows}):
         gate = {r["design"]: r["records_per_s"] for r in rows if r["operation"] == "gate" and r["backend"] == backend}
         log = {r["design"]: r["records_per_s"] for r in rows if r["operation"] == "log" and r["backend"] == backend}
+        writes = {
+            r["design"]: r["records_per_s"]
+            for r in rows
+            if r["operation"] == "consent write" and r["backend"] == backend
+        }
         print(
             f"{backend}: gate batched 1000/call is {gate['batched, 1000/call'] / gate['naive: 2 calls/record']:.0f}x "
-            f"naive; log batched 1000/tx is {log['batched, 1000/tx'] / log['naive: 1 tx/record']:.0f}x naive"
+            f"naive; log batched 1000/tx is {log['batched, 1000/tx'] / log['naive: 1 tx/record']:.0f}x naive; "
+            f"consent writes {writes[f'{arguments.writers} clients']:.0f} tx/s from {arguments.writers} clients, "
+            f"{writes['naive: 1 client']:.0f} tx/s from one"
         )
 
 
