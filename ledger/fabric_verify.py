@@ -201,7 +201,9 @@ class ChainVerifier:
     def _check_last_config(self, block: Any, ref: str, expected: int | None) -> None:
         metadata_list = block.metadata.metadata
         try:
-            signed = common_pb2.Metadata.FromString(metadata_list[SIGNATURES]).value
+            signed = common_pb2.Metadata.FromString(
+                metadata_list[SIGNATURES] if len(metadata_list) > SIGNATURES else b""
+            ).value
             if signed:
                 index = common_pb2.OrdererBlockMetadata.FromString(signed).last_config.index
                 if index != expected:

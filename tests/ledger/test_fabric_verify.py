@@ -149,7 +149,11 @@ def test_a_block_signed_by_a_peer_is_not_signed_by_an_orderer(channel):
 
 def test_an_unsigned_block_is_named(channel):
     channel.append([channel.transaction()], signers=[])
-    assert channel.problems() == [("block", "2", "the block carries no orderer signature")]
+    channel.append([channel.transaction()]).metadata.ClearField("metadata")
+    assert channel.problems() == [
+        ("block", "2", "the block carries no orderer signature"),
+        ("block", "3", "the block carries no orderer signature"),
+    ]
 
 
 def test_an_endorsement_from_a_foreign_certificate_authority_is_named(channel):
