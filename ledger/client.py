@@ -73,8 +73,9 @@ class Problem:
 
 @dataclass(frozen=True)
 class VerificationReport:
-    """The result of re-checking the chain: the block hash chain on every backend, and on the
-    embedded ledger also every transaction, the key history and the world state."""
+    """The result of re-checking the chain: the block hash chain on every backend; on the embedded
+    ledger also every transaction, the key history and the world state; on Fabric also the orderers'
+    block signatures and every valid transaction's creator, endorsements and endorsement policy."""
 
     height: int
     transactions: int

@@ -61,7 +61,7 @@ from fabric_protos.peer import chaincode_event_pb2, chaincode_pb2, proposal_pb2,
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from ledger import fabric_blocks
+from ledger import fabric_blocks, fabric_verify
 from ledger.client import (
     BlockSummary,
     ChaincodeEvent,
@@ -411,27 +411,19 @@ class FabricLedger:
         return fabric_blocks.summarise_block(self._block(number))
 
     def verify(self) -> VerificationReport:
-        """Re-check every block: its data hash, its number, and the header hash chain to the chain's tip."""
+        """Re-check every block as a peer validates it (ledger.fabric_verify): hashes and header chain, the
+        orderers' signatures under the channel configuration in force, and every valid transaction's creator
+        and endorsements under its chaincode's endorsement policy; then that the chain ends at the peer's tip."""
         info = self._chain_info()
-        problems: list[Problem] = []
-        transactions = 0
-        previous_header_hash: bytes | None = None
+        verifier = fabric_verify.ChainVerifier()
         for number in range(info.height):
-            block = self._block(number)
-            transactions += len(block.data.data)
-            ref = str(number)
-            if block.header.number != number:
-                problems.append(Problem("block", ref, f"block carries number {block.header.number}"))
-            if fabric_blocks.data_hash(block) != bytes(block.header.data_hash):
-                problems.append(Problem("block", ref, "data_hash does not match the block's transactions"))
-            if previous_header_hash is not None and bytes(block.header.previous_hash) != previous_header_hash:
-                problems.append(Problem("block", ref, "previous_hash does not match the previous block's header hash"))
-            previous_header_hash = fabric_blocks.header_hash(block.header)
-        if previous_header_hash is not None and previous_header_hash != bytes(info.currentBlockHash):
+            verifier.add(self._block(number))
+        problems = list(verifier.problems)
+        if verifier.last_header_hash is not None and verifier.last_header_hash != bytes(info.currentBlockHash):
             problems.append(
                 Problem("block", str(info.height - 1), "the last block's header hash is not the chain's current hash")
             )
-        return VerificationReport(height=int(info.height), transactions=transactions, problems=tuple(problems))
+        return VerificationReport(height=int(info.height), transactions=verifier.transactions, problems=tuple(problems))
 
     def close(self) -> None:
         if not self._closed.is_set():

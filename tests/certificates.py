@@ -7,11 +7,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 
-def certificate(subject: str, key, *, issuer=None, issuer_key=None, ca=False, dns=None) -> x509.Certificate:
+def certificate(subject: str, key, *, issuer=None, issuer_key=None, ca=False, dns=None, unit=None) -> x509.Certificate:
     """A certificate for `key` named `subject`: signed by `issuer` (a certificate) with `issuer_key`, or by
-    `key` itself; a CA's when `ca`; for the host name `dns` when given."""
+    `key` itself; a CA's when `ca`; for the host name `dns` when given; with the organisational unit
+    `unit` (a Fabric node role: client, peer, admin, orderer) when given."""
     now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, subject)]
+    if unit:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
+    name = x509.Name(attributes)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)

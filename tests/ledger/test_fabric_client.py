@@ -22,7 +22,6 @@ from fabric_protos.common import common_pb2, ledger_pb2
 from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
 from fabric_protos.msp import identities_pb2
 from fabric_protos.peer import (
-    chaincode_event_pb2,
     chaincode_pb2,
     proposal_pb2,
     proposal_response_pb2,
@@ -35,6 +34,17 @@ from ledger.fabric import FabricLedger, build_proposal, parse_url
 from ledger.fabric_blocks import header_bytes, header_hash
 from ledger.fabric_identity import P256_ORDER, SigningIdentity, to_low_s, transaction_id
 from tests.certificates import certificate, key_pem, pem
+from tests.fabric.blocks import (
+    Organisation,
+    channel_config,
+    config_envelope,
+    endorsed_envelope,
+    kv_writes,
+    lifecycle_definition_writes,
+    resign_block,
+    signature_policy,
+    signed_block,
+)
 
 CHANNEL = "health"
 CHAINCODE = "health_platform"
@@ -61,8 +71,23 @@ def client_key():
 
 
 @pytest.fixture(scope="module")
-def identity(client_key) -> SigningIdentity:
-    return SigningIdentity("HospitalMSP", pem(certificate("clinician-app", client_key)), client_key)
+def channel() -> dict:
+    """The channel's organisations (tests/fabric/blocks.py) and the peers that endorse for the stand-in Gateway."""
+    ordering, hospital, research = Organisation("OrdererMSP"), Organisation("HospitalMSP"), Organisation("ResearchMSP")
+    return {
+        "ordering": ordering,
+        "hospital": hospital,
+        "research": research,
+        "orderer": ordering.member("orderer"),
+        "peers": (hospital.member("peer"), research.member("peer")),
+    }
+
+
+@pytest.fixture(scope="module")
+def identity(client_key, channel) -> SigningIdentity:
+    hospital = channel["hospital"]
+    cert = certificate("clinician-app", client_key, issuer=hospital.ca, issuer_key=hospital.ca_key, unit="client")
+    return SigningIdentity("HospitalMSP", pem(cert), client_key)
 
 
 def verify(identity: SigningIdentity, signature: bytes, message: bytes) -> None:
@@ -122,38 +147,12 @@ def unpack_proposal(signed) -> dict:
     }
 
 
-def prepared_transaction(signed, payload: bytes, event: tuple[str, bytes] | None = None) -> common_pb2.Envelope:
-    """The envelope the Gateway's Endorse returns: the proposal's header and the endorsed action."""
-    parts = unpack_proposal(signed)
-    action = proposal_pb2.ChaincodeAction(response=proposal_response_pb2.Response(status=200, payload=payload))
-    if event:
-        action.events = chaincode_event_pb2.ChaincodeEvent(
-            chaincode_id=CHAINCODE, tx_id=parts["channel_header"].tx_id, event_name=event[0], payload=event[1]
-        ).SerializeToString()
-    response_payload = proposal_response_pb2.ProposalResponsePayload(
-        proposal_hash=hashlib.sha256(signed.proposal_bytes).digest(), extension=action.SerializeToString()
-    )
-    action_payload = transaction_pb2.ChaincodeActionPayload(
-        chaincode_proposal_payload=parts["proposal"].payload,
-        action=transaction_pb2.ChaincodeEndorsedAction(proposal_response_payload=response_payload.SerializeToString()),
-    )
-    transaction = transaction_pb2.Transaction(
-        actions=[
-            transaction_pb2.TransactionAction(
-                header=parts["header"].signature_header, payload=action_payload.SerializeToString()
-            )
-        ]
-    )
-    return common_pb2.Envelope(
-        payload=common_pb2.Payload(header=parts["header"], data=transaction.SerializeToString()).SerializeToString()
-    )
-
-
 class FakeGateway(gateway_pb2_grpc.GatewayServicer):
     """Answers like a Gateway peer, from a script; records every request it receives."""
 
-    def __init__(self, identity: SigningIdentity):
+    def __init__(self, identity: SigningIdentity, endorsers: list[SigningIdentity]):
         self.identity = identity
+        self.endorsers = endorsers
         self.requests: list[tuple[str, object]] = []
         self.endorse_failures: list[tuple[grpc.StatusCode, str, list[str]]] = []
         self.commit_codes: list[int] = []
@@ -190,7 +189,8 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
         self._check_proposal(request, context)
         if self.endorse_failures:
             abort(context, *self.endorse_failures.pop(0))
-        envelope = prepared_transaction(request.proposed_transaction, self.result, self.event)
+        signed = request.proposed_transaction
+        envelope = endorsed_envelope(signed, self.endorsers, payload=self.result, event=self.event)
         return gateway_pb2.EndorseResponse(prepared_transaction=envelope)
 
     def Submit(self, request, context):
@@ -258,8 +258,8 @@ def start_server(servicer, credentials=None) -> tuple[grpc.Server, int]:
 
 
 @pytest.fixture
-def gateway(identity):
-    servicer = FakeGateway(identity)
+def gateway(identity, channel):
+    servicer = FakeGateway(identity, list(channel["peers"]))
     server, port = start_server(servicer)
     servicer.endpoint = f"127.0.0.1:{port}"
     yield servicer
@@ -570,8 +570,8 @@ def tls_material():
 
 
 @pytest.fixture
-def tls_gateway(identity, tls_material):
-    servicer = FakeGateway(identity)
+def tls_gateway(identity, channel, tls_material):
+    servicer = FakeGateway(identity, list(channel["peers"]))
     credentials = grpc.ssl_server_credentials([(tls_material["server_key"], tls_material["server_cert"])])
     server, port = start_server(servicer, credentials)
     servicer.endpoint = f"127.0.0.1:{port}"
@@ -615,40 +615,32 @@ def test_tls_refuses_an_untrusted_peer_or_plaintext(tls_gateway, identity, tls_m
 
 
 # --- reading the chain through qscc -------------------------------------------------------------
-def make_block(number: int, previous: common_pb2.Block | None, envelopes: list[bytes], codes: list[int]):
-    block = common_pb2.Block(
-        header=common_pb2.BlockHeader(
-            number=number,
-            previous_hash=header_hash(previous.header) if previous else b"",
-            data_hash=hashlib.sha256(b"".join(envelopes)).digest(),
-        ),
-        data=common_pb2.BlockData(data=envelopes),
-        metadata=common_pb2.BlockMetadata(metadata=[b"", b"", bytes(codes), b"", b""]),
-    )
-    return block
-
-
 @pytest.fixture
-def chain(gateway, identity):
-    """Three blocks: a config block, then two blocks of endorsed transactions."""
-    config_header = common_pb2.Header(
-        channel_header=common_pb2.ChannelHeader(
-            type=common_pb2.HeaderType.Value("CONFIG"), channel_id=CHANNEL
-        ).SerializeToString()
+def chain(gateway, identity, channel):
+    """Four blocks: the genesis configuration, the chaincode's definition, then two blocks of transactions,
+    endorsed by both organisations' peers and signed by the orderer as on a real network."""
+    peers, orderer = list(channel["peers"]), [channel["orderer"]]
+    organisations = [channel["hospital"], channel["research"]]
+    configuration = config_envelope(channel_config([channel["ordering"]], organisations))
+    genesis = signed_block(0, None, [configuration], [VALID], [])
+    both = signature_policy("AND", ("HospitalMSP", "peer"), ("ResearchMSP", "peer"))
+    definition = build_proposal(identity, CHANNEL, "_lifecycle", "CommitChaincodeDefinition", [])
+    commit = endorsed_envelope(
+        definition.signed, peers, rwsets=[lifecycle_definition_writes(CHAINCODE, both)], creator=identity
     )
-    config = common_pb2.Envelope(
-        payload=common_pb2.Payload(header=config_header, data=b"config").SerializeToString()
-    ).SerializeToString()
+    lifecycle = signed_block(1, genesis, [commit.SerializeToString()], [VALID], orderer)
     proposals = [
         build_proposal(identity, CHANNEL, CHAINCODE, "anchors:AnchorRecord", ["rec-1", SECRET, "ab" * 32, "1"]),
         build_proposal(identity, CHANNEL, CHAINCODE, "consent:GrantConsent", [SECRET]),
         build_proposal(identity, CHANNEL, CHAINCODE, "accesslog:AppendAccessEvents", [SECRET]),
     ]
-    envelopes = [prepared_transaction(p.signed, b"{}").SerializeToString() for p in proposals]
-    genesis = make_block(0, None, [config], [VALID])
-    first = make_block(1, genesis, envelopes[:2], [VALID, MVCC])
-    second = make_block(2, first, envelopes[2:], [VALID])
-    gateway.blocks = [genesis, first, second]
+    writes = [kv_writes(CHAINCODE, {"key": b"{}"})]
+    envelopes = [
+        endorsed_envelope(p.signed, peers, rwsets=writes, creator=identity).SerializeToString() for p in proposals
+    ]
+    first = signed_block(2, lifecycle, envelopes[:2], [VALID, MVCC], orderer)
+    second = signed_block(3, first, envelopes[2:], [VALID], orderer)
+    gateway.blocks = [genesis, lifecycle, first, second]
     gateway.tx_codes = {proposals[0].tx_id: VALID, proposals[1].tx_id: MVCC, proposals[2].tx_id: VALID}
     return [p.tx_id for p in proposals]
 
@@ -665,12 +657,12 @@ def test_header_hash_is_sha256_of_the_der_header():
 
 
 def test_height_and_block_summary(client, chain):
-    assert client.height() == 3
-    summary = client.block_summary(1)
-    assert summary.number == 1
-    assert summary.previous_hash == header_hash(client._block(0).header).hex()
-    assert summary.hash == header_hash(client._block(1).header).hex()
-    assert summary.data_hash == client._block(1).header.data_hash.hex()
+    assert client.height() == 4
+    summary = client.block_summary(2)
+    assert summary.number == 2
+    assert summary.previous_hash == header_hash(client._block(1).header).hex()
+    assert summary.hash == header_hash(client._block(2).header).hex()
+    assert summary.data_hash == client._block(2).header.data_hash.hex()
     assert [(t.tx_id, t.status, t.contract, t.function) for t in summary.transactions] == [
         (chain[0], "VALID", "anchors", "AnchorRecord"),
         (chain[1], "MVCC_READ_CONFLICT", "consent", "GrantConsent"),
@@ -679,40 +671,49 @@ def test_height_and_block_summary(client, chain):
     assert SECRET not in repr(summary)
     genesis = client.block_summary(0)
     assert [(t.contract, t.function) for t in genesis.transactions] == [("", "CONFIG")]
-    assert client.block_summary(3) is None
+    assert client.block_summary(4) is None
     assert client.block_summary(-1) is None
 
 
 def test_locate_finds_block_and_validation_status(client, chain):
-    assert client.locate(chain[1]).block_number == 1
+    assert client.locate(chain[1]).block_number == 2
     assert client.locate(chain[1]).status == "MVCC_READ_CONFLICT"
-    assert (client.locate(chain[2]).block_number, client.locate(chain[2]).status) == (2, "VALID")
+    assert (client.locate(chain[2]).block_number, client.locate(chain[2]).status) == (3, "VALID")
     assert client.locate("f" * 64) is None
 
 
 def test_verify_accepts_an_intact_chain(client, chain):
     report = client.verify()
     assert report.ok
-    assert (report.height, report.transactions) == (3, 4)
+    assert (report.height, report.transactions) == (4, 5)
 
 
 def test_verify_names_a_block_whose_transactions_were_changed(client, chain, gateway):
-    block = gateway.blocks[1]
+    block = gateway.blocks[2]
     tampered = bytearray(block.data.data[0])
     tampered[-3] ^= 0x01
     block.data.data[0] = bytes(tampered)
     report = client.verify()
-    assert [(p.kind, p.ref) for p in report.problems] == [("block", "1")]
+    # The changed bytes are the end of the creator's signature: the transaction no longer verifies either.
+    assert [(p.kind, p.ref) for p in report.problems] == [("block", "2"), ("transaction", "2/0")]
     assert "data_hash" in report.problems[0].detail
+    assert report.problems[1].detail.endswith("the creator's signature does not verify")
 
 
 def test_verify_names_a_broken_hash_chain(client, chain, gateway):
-    gateway.blocks[1].header.previous_hash = b"\x00" * 32
+    gateway.blocks[2].header.previous_hash = b"\x00" * 32
     report = client.verify()
     refs = {(p.ref, p.detail.split()[0]) for p in report.problems}
-    # Block 1 no longer points at block 0, and block 2 no longer points at (the changed) block 1.
-    assert ("1", "previous_hash") in refs
+    # Block 2 no longer points at block 1, and block 3 no longer points at (the changed) block 2.
     assert ("2", "previous_hash") in refs
+    assert ("3", "previous_hash") in refs
+
+
+def test_verify_names_a_block_signed_by_an_orderer_the_channel_does_not_know(client, chain, gateway):
+    resign_block(gateway.blocks[3], Organisation("OrdererMSP").member("orderer"))
+    report = client.verify()
+    assert [(p.kind, p.ref) for p in report.problems] == [("block", "3"), ("block", "3")]
+    assert report.problems[0].detail.startswith("orderer signature 0: the certificate is not issued by")
 
 
 # --- configuration ------------------------------------------------------------------------------
