@@ -822,8 +822,8 @@ def test_a_malformed_peer_list_is_a_clear_error(url):
 
 # --- failover between gateway peers -----------------------------------------------------------
 @pytest.fixture
-def second_gateway(identity):
-    servicer = FakeGateway(identity)
+def second_gateway(identity, channel):
+    servicer = FakeGateway(identity, list(channel["peers"]))
     servicer.result = b'{"from":"second"}'
     server, port = start_server(servicer)
     servicer.endpoint = f"127.0.0.1:{port}"
