@@ -48,28 +48,29 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _consent(consent_id: str) -> ConsentGrant:
+    """The grant every consenting patient of the benchmark makes: GRANTEE, PURPOSE, imaging, a month."""
+    now = datetime.now(UTC)
+    return ConsentGrant(
+        consent_id=consent_id,
+        grantee=GRANTEE,
+        purposes=[PURPOSE],
+        categories=["imaging"],
+        valid_from=_stamp(now - timedelta(days=1)),
+        valid_until=_stamp(now + timedelta(days=30)),
+    )
+
+
 def populate(contracts: Contracts, records: int) -> None:
     """One record per patient; every other patient consents."""
     for start in range(0, records, 5000):
         contracts.anchor_records(
             AnchorRequest(f"rec-{i}", _pseudonym(i), _digest(i), 1) for i in range(start, min(records, start + 5000))
         )
-    now = datetime.now(UTC)
-
     signer = SoftwareSigner(contracts)
 
     def grant(patient: int) -> None:
-        signer.grant(
-            _pseudonym(patient),
-            ConsentGrant(
-                consent_id=f"c-{patient}",
-                grantee=GRANTEE,
-                purposes=[PURPOSE],
-                categories=["imaging"],
-                valid_from=_stamp(now - timedelta(days=1)),
-                valid_until=_stamp(now + timedelta(days=30)),
-            ),
-        )
+        signer.grant(_pseudonym(patient), _consent(f"c-{patient}"))
 
     with ThreadPoolExecutor(8) as pool:  # setup only: Fabric commits ~15 tx/s from one client thread
         list(pool.map(grant, range(0, records, 2)))
@@ -81,23 +82,12 @@ def consent_writes(open_client: Callable[[], LedgerClient], patients: range, cli
     portals make them."""
     connections = [open_client() for _ in range(clients)]
     signers = [SoftwareSigner(Contracts(connection)) for connection in connections]
-    now = datetime.now(UTC)
 
     def enrol(patient: int) -> None:
         signers[patient % clients].passkey(_pseudonym(patient))
 
     def grant(patient: int) -> None:
-        signers[patient % clients].grant(
-            _pseudonym(patient),
-            ConsentGrant(
-                consent_id=f"w-{patient}",
-                grantee=GRANTEE,
-                purposes=[PURPOSE],
-                categories=["imaging"],
-                valid_from=_stamp(now - timedelta(days=1)),
-                valid_until=_stamp(now + timedelta(days=30)),
-            ),
-        )
+        signers[patient % clients].grant(_pseudonym(patient), _consent(f"w-{patient}"))
 
     try:
         with ThreadPoolExecutor(clients) as pool:

@@ -339,13 +339,10 @@ class FabricLedger:
     def submit(self, contract: str, function: str, *args: str) -> Receipt:
         name = _function_name(contract, function, args)
         for attempt in range(self.submit_retries + 1):
-            if attempt:
-                _pause(attempt)
-            proposal = build_proposal(self.identity, self.channel, self.chaincode, name, args)
-            try:
-                envelope = self._endorse(proposal)
-            except EndorsementMismatch:
+            endorsed = self._endorse_attempt(name, args, attempt)
+            if endorsed is None:
                 continue
+            proposal, envelope = endorsed
             envelope.signature = self.identity.sign(envelope.payload)
             result, events = parse_prepared_transaction(envelope)
             self._call(
@@ -375,14 +372,10 @@ class FabricLedger:
         disagreement raises EndorsementMismatch."""
         name = _function_name(contract, function, args)
         for attempt in range(self.submit_retries + 1):
-            if attempt:
-                _pause(attempt)
-            proposal = build_proposal(self.identity, self.channel, self.chaincode, name, args)
-            try:
-                result, _ = parse_prepared_transaction(self._endorse(proposal))
-            except EndorsementMismatch:
-                continue
-            return Receipt(tx_id=proposal.tx_id, block_number=None, status="ENDORSED", payload=result)
+            endorsed = self._endorse_attempt(name, args, attempt)
+            if endorsed is not None:
+                result, _ = parse_prepared_transaction(endorsed[1])
+                return Receipt(tx_id=endorsed[0].tx_id, block_number=None, status="ENDORSED", payload=result)
         raise EndorsementMismatch(
             f"fabric endorse: the organisations' peers answered {contract}:{function} differently "
             f"{self.submit_retries + 1} times"
@@ -464,6 +457,17 @@ class FabricLedger:
             "CommitStatus",
             gateway_pb2.SignedCommitStatusRequest(request=request, signature=self.identity.sign(request)),
         )
+
+    def _endorse_attempt(self, name: str, args: tuple[str, ...], attempt: int) -> tuple[Proposal, Any] | None:
+        """A fresh proposal and its endorsed envelope; None when the organisations' peers disagreed (ask again).
+        Every attempt after the first waits a little first."""
+        if attempt:
+            _pause(attempt)
+        proposal = build_proposal(self.identity, self.channel, self.chaincode, name, args)
+        try:
+            return proposal, self._endorse(proposal)
+        except EndorsementMismatch:
+            return None
 
     def _endorse(self, proposal: Proposal) -> Any:
         """The prepared transaction the Gateway returns once the policy's organisations have endorsed `proposal`."""

@@ -34,17 +34,7 @@ from ledger.fabric import FabricLedger, build_proposal, parse_url
 from ledger.fabric_blocks import header_bytes, header_hash
 from ledger.fabric_identity import P256_ORDER, SigningIdentity, to_low_s, transaction_id
 from tests.certificates import certificate, key_pem, pem
-from tests.fabric.blocks import (
-    Organisation,
-    channel_config,
-    config_envelope,
-    endorsed_envelope,
-    kv_writes,
-    lifecycle_definition_writes,
-    resign_block,
-    signature_policy,
-    signed_block,
-)
+from tests.fabric import blocks as fabric_blocks
 
 CHANNEL = "health"
 CHAINCODE = "health_platform"
@@ -73,7 +63,11 @@ def client_key():
 @pytest.fixture(scope="module")
 def channel() -> dict:
     """The channel's organisations (tests/fabric/blocks.py) and the peers that endorse for the stand-in Gateway."""
-    ordering, hospital, research = Organisation("OrdererMSP"), Organisation("HospitalMSP"), Organisation("ResearchMSP")
+    ordering, hospital, research = (
+        fabric_blocks.Organisation("OrdererMSP"),
+        fabric_blocks.Organisation("HospitalMSP"),
+        fabric_blocks.Organisation("ResearchMSP"),
+    )
     return {
         "ordering": ordering,
         "hospital": hospital,
@@ -190,7 +184,7 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
         if self.endorse_failures:
             abort(context, *self.endorse_failures.pop(0))
         signed = request.proposed_transaction
-        envelope = endorsed_envelope(signed, self.endorsers, payload=self.result, event=self.event)
+        envelope = fabric_blocks.endorsed_envelope(signed, self.endorsers, payload=self.result, event=self.event)
         return gateway_pb2.EndorseResponse(prepared_transaction=envelope)
 
     def Submit(self, request, context):
@@ -621,25 +615,26 @@ def chain(gateway, identity, channel):
     endorsed by both organisations' peers and signed by the orderer as on a real network."""
     peers, orderer = list(channel["peers"]), [channel["orderer"]]
     organisations = [channel["hospital"], channel["research"]]
-    configuration = config_envelope(channel_config([channel["ordering"]], organisations))
-    genesis = signed_block(0, None, [configuration], [VALID], [])
-    both = signature_policy("AND", ("HospitalMSP", "peer"), ("ResearchMSP", "peer"))
+    configuration = fabric_blocks.config_envelope(fabric_blocks.channel_config([channel["ordering"]], organisations))
+    genesis = fabric_blocks.signed_block(0, None, [configuration], [VALID], [])
+    both = fabric_blocks.signature_policy("AND", ("HospitalMSP", "peer"), ("ResearchMSP", "peer"))
     definition = build_proposal(identity, CHANNEL, "_lifecycle", "CommitChaincodeDefinition", [])
-    commit = endorsed_envelope(
-        definition.signed, peers, rwsets=[lifecycle_definition_writes(CHAINCODE, both)], creator=identity
+    commit = fabric_blocks.endorsed_envelope(
+        definition.signed, peers, rwsets=[fabric_blocks.lifecycle_definition_writes(CHAINCODE, both)], creator=identity
     )
-    lifecycle = signed_block(1, genesis, [commit.SerializeToString()], [VALID], orderer)
+    lifecycle = fabric_blocks.signed_block(1, genesis, [commit.SerializeToString()], [VALID], orderer)
     proposals = [
         build_proposal(identity, CHANNEL, CHAINCODE, "anchors:AnchorRecord", ["rec-1", SECRET, "ab" * 32, "1"]),
         build_proposal(identity, CHANNEL, CHAINCODE, "consent:GrantConsent", [SECRET]),
         build_proposal(identity, CHANNEL, CHAINCODE, "accesslog:AppendAccessEvents", [SECRET]),
     ]
-    writes = [kv_writes(CHAINCODE, {"key": b"{}"})]
+    writes = [fabric_blocks.kv_writes(CHAINCODE, {"key": b"{}"})]
     envelopes = [
-        endorsed_envelope(p.signed, peers, rwsets=writes, creator=identity).SerializeToString() for p in proposals
+        fabric_blocks.endorsed_envelope(p.signed, peers, rwsets=writes, creator=identity).SerializeToString()
+        for p in proposals
     ]
-    first = signed_block(2, lifecycle, envelopes[:2], [VALID, MVCC], orderer)
-    second = signed_block(3, first, envelopes[2:], [VALID], orderer)
+    first = fabric_blocks.signed_block(2, lifecycle, envelopes[:2], [VALID, MVCC], orderer)
+    second = fabric_blocks.signed_block(3, first, envelopes[2:], [VALID], orderer)
     gateway.blocks = [genesis, lifecycle, first, second]
     gateway.tx_codes = {proposals[0].tx_id: VALID, proposals[1].tx_id: MVCC, proposals[2].tx_id: VALID}
     return [p.tx_id for p in proposals]
@@ -710,7 +705,7 @@ def test_verify_names_a_broken_hash_chain(client, chain, gateway):
 
 
 def test_verify_names_a_block_signed_by_an_orderer_the_channel_does_not_know(client, chain, gateway):
-    resign_block(gateway.blocks[3], Organisation("OrdererMSP").member("orderer"))
+    fabric_blocks.resign_block(gateway.blocks[3], fabric_blocks.Organisation("OrdererMSP").member("orderer"))
     report = client.verify()
     assert [(p.kind, p.ref) for p in report.problems] == [("block", "3"), ("block", "3")]
     assert report.problems[0].detail.startswith("orderer signature 0: the certificate is not issued by")
