@@ -184,15 +184,10 @@ class ChainVerifier:
                 self._problem("block", ref, f"orderer signature {index} has a signature header that cannot be read")
                 continue
             signer = config.identity(bytes(creator))
-            if signer.msp_id not in config.orderer_msps:
-                self._problem("block", ref, f"orderer signature {index}: the signer is not an orderer of the channel")
-                continue
-            if signer.error:
-                self._problem("block", ref, f"orderer signature {index}: {signer.error}")
-                continue
             signed = bytes(metadata.value) + bytes(signature.signature_header) + header
-            if not verify_signature(signer, signed, bytes(signature.signature)):
-                self._problem("block", ref, f"orderer signature {index} does not verify")
+            fault = _signature_fault(signer, config.orderer_msps, signed, bytes(signature.signature))
+            if fault is not None:
+                self._problem("block", ref, f"orderer signature {index}" + _ORDERER_FAULTS.get(fault, f": {fault}"))
                 continue
             signers.setdefault(signer.key, signer)
         signed_by = list(signers.values())
@@ -282,17 +277,17 @@ class ChainVerifier:
         endorsers: dict[tuple[str, bytes], Identity] = {}
         for index, endorsement in enumerate(endorsed.endorsements):
             endorser = config.identity(bytes(endorsement.endorser))
-            who = endorser.msp_id or f"endorsement {index}"
-            if endorser.msp_id not in config.application_msps:
+            signed = response_payload + bytes(endorsement.endorser)
+            fault = _signature_fault(endorser, config.application_msps, signed, bytes(endorsement.signature))
+            if fault == _OUTSIDER:
                 self._problem("transaction", ref, f"{label}: endorsement {index} is not by an application organisation")
-                continue
-            if endorser.error:
-                self._problem("transaction", ref, f"{label}: endorsement by {who}: {endorser.error}")
-                continue
-            if not verify_signature(endorser, response_payload + bytes(endorsement.endorser), endorsement.signature):
-                self._problem("transaction", ref, f"{label}: endorsement by {who} does not verify")
-                continue
-            endorsers.setdefault(endorser.key, endorser)
+            elif fault is not None:
+                who = endorser.msp_id or f"endorsement {index}"
+                self._problem(
+                    "transaction", ref, f"{label}: endorsement by {who}" + _ENDORSER_FAULTS.get(fault, f": {fault}")
+                )
+            else:
+                endorsers.setdefault(endorser.key, endorser)
         return list(endorsers.values())
 
     @staticmethod
@@ -451,3 +446,20 @@ def verify_blocks(blocks: Iterable[Any]) -> ChainVerifier:
     for block in blocks:
         verifier.add(block)
     return verifier
+
+
+_OUTSIDER, _INVALID = "outsider", "invalid"
+_ORDERER_FAULTS = {_OUTSIDER: ": the signer is not an orderer of the channel", _INVALID: " does not verify"}
+_ENDORSER_FAULTS = {_INVALID: " does not verify"}
+
+
+def _signature_fault(signer: Identity, members: Any, message: bytes, signature: bytes) -> str | None:
+    """Why `signer`'s signature over `message` does not count for the organisations `members`: _OUTSIDER (not one
+    of them), its certificate's fault, or _INVALID (the signature does not verify); None when it counts."""
+    if signer.msp_id not in members:
+        return _OUTSIDER
+    if signer.error:
+        return signer.error
+    if not verify_signature(signer, message, signature):
+        return _INVALID
+    return None

@@ -364,13 +364,12 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
     for pk, record_id, version, key_id, encoding, ciphertext, category, pseudonym in _keyed_chunks(
         rows, cipher, chunk_size=1000, key_id_at=3
     ):
+        where = {"record_id": record_id, "version": version, "key_id": key_id}
         plaintext = _opened(
             record_open,
             cipher,
             event="record_ciphertext_invalid",
-            record_id=record_id,
-            version=version,
-            key_id=key_id,
+            **where,
             ciphertext=bytes(ciphertext),
             encoding=encoding,
         )
@@ -450,16 +449,9 @@ def record_versions_features(*, version_ids: list[int]) -> tuple[list[VersionFea
         if not sealed and key_id != ERASED_KEY_ID:
             without.append(pk)
             continue
-        opened = _opened(
-            features_open,
-            cipher,
-            event="record_features_invalid",
-            record_id=record_id,
-            version=version,
-            key_id=key_id,
-            sealed=bytes(sealed),
-            record_ciphertext=bytes(ciphertext),
-        )
+        where = {"record_id": record_id, "version": version, "key_id": key_id}
+        sealed_pair: dict[str, Any] = {"sealed": bytes(sealed), "record_ciphertext": bytes(ciphertext)}
+        opened = _opened(features_open, cipher, event="record_features_invalid", **where, **sealed_pair)
         found.append(VersionFeatures(pk, record_id, category, pseudonym, opened))
     return found, without
 

@@ -232,25 +232,10 @@ def test_the_patient_sees_why_each_access_happened_in_plain_words(
 
 def test_an_admitted_access_with_no_explanation_says_so():
     context = Context(who="Dr Carol")
-    unexplained = explanation(
-        kind="record_read",
-        purpose="treatment",
-        decision="admit",
-        reason="",
-        consent_id="",
-        request_id="r",
-        context=context,
-    )
+    read = {"kind": "record_read", "consent_id": "", "context": context}
+    unexplained = explanation(**read, purpose="treatment", decision="admit", reason="", request_id="r")
     assert "names no consent or emergency" in unexplained
-    refused = explanation(
-        kind="record_read",
-        purpose="emergency",
-        decision="refuse",
-        reason="emergency_refused",
-        consent_id="",
-        request_id="d",
-        context=context,
-    )
+    refused = explanation(**read, purpose="emergency", decision="refuse", reason="emergency_refused", request_id="d")
     assert refused == (
         "Dr Carol asked to open this record in an emergency; the ledger refused it: patient refused emergency access "
         "to this kind of data."

@@ -238,14 +238,9 @@ def test_implicit_collection_writes_need_that_organisation_s_endorsement(channel
         ]
     )
     tx = _tx_id(channel.blocks[2], 1)
-    assert channel.problems() == [
-        (
-            "transaction",
-            "2/1",
-            f"transaction {tx}: endorsements for collection _implicit_org_ResearchMSP of _lifecycle "
-            "do not satisfy /Channel/Application/ResearchMSP/Endorsement (OR('ResearchMSP.peer'))",
-        )
-    ]
+    unsatisfied = "do not satisfy /Channel/Application/ResearchMSP/Endorsement (OR('ResearchMSP.peer'))"
+    expected = f"transaction {tx}: endorsements for collection _implicit_org_ResearchMSP of _lifecycle {unsatisfied}"
+    assert channel.problems() == [("transaction", "2/1", expected)]
 
 
 def test_problems_never_carry_arguments(channel):
