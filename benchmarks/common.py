@@ -214,6 +214,9 @@ def start_workers(
         base["HEALTH_PLATFORM_ENV_FILE"] = os.environ["HEALTH_PLATFORM_ENV_FILE"]
     custodian_environment = {
         **base,
+        # The custodians' ledger, when not the embedded default: a Fabric network's URL and client identity. The
+        # compute workers never get it.
+        **{name: value for name, value in os.environ.items() if name == "LEDGER_URL" or name.startswith("FABRIC_")},
         "DJANGO_SETTINGS_MODULE": "health_platform.settings",
         **({"ANALYTICS_SCORE_ON": score_on} if score_on else {}),
     }
