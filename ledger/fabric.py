@@ -427,18 +427,27 @@ class FabricLedger:
 
 
 def parse_url(url: str) -> tuple[str, str, str]:
-    """("host:port", channel, chaincode) from fabric://host:port/channel/chaincode."""
+    """("host:port", channel, chaincode) from fabric://host:port[,host:port...]/channel/chaincode.
+
+    The gateway list is in order of preference; every entry must be a host:port, and the first is used.
+    """
     parts = urlsplit(url)
     path = [segment for segment in parts.path.split("/") if segment]
-    if parts.scheme != "fabric" or not parts.hostname or len(path) != 2 or parts.query or parts.fragment:
+    if parts.scheme != "fabric" or not parts.netloc or len(path) != 2 or parts.query or parts.fragment:
         raise ValueError("LEDGER_URL must look like fabric://<gateway host:port>/<channel>/<chaincode name>")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is None:
-        raise ValueError("LEDGER_URL must name the gateway's port: fabric://<host:port>/<channel>/<chaincode name>")
-    return parts.netloc, path[0], path[1]
+    endpoints = parts.netloc.split(",")
+    for endpoint in endpoints:
+        gateway = urlsplit(f"//{endpoint}")
+        try:
+            port = gateway.port
+        except ValueError:
+            port = None
+        if not gateway.hostname or port is None:
+            raise ValueError(
+                "LEDGER_URL must name each gateway's host and port: fabric://<host:port>[,<host:port>...]/<channel>/"
+                "<chaincode name>"
+            )
+    return endpoints[0], path[0], path[1]
 
 
 def _function_name(contract: str, function: str, args: tuple[str, ...]) -> str:

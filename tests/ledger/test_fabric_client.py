@@ -777,6 +777,15 @@ def test_parse_url():
         "health",
         "health_platform",
     )
+    # A list of gateways in order of preference: the first one is used.
+    assert parse_url("fabric://peer0.hospital:7051,peer0.research:9051/health/health") == (
+        "peer0.hospital:7051",
+        "health",
+        "health",
+    )
+    for wrong in ("fabric://peer0.hospital:7051,/health/health", "fabric://a:1,b/health/health", "fabric:///h/h"):
+        with pytest.raises(ValueError, match="LEDGER_URL"):
+            parse_url(wrong)
 
 
 def test_signature_verification_helper_rejects_tampering(identity):
