@@ -1,0 +1,52 @@
+"""The chaincode's content hash (chaincode/code_hash.py): what the lifecycle pins, changed by one byte of
+code and by nothing else; a package label that names it."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaincode.code_hash import PACKAGE_DIRECTORY, code_hash, label_problem, short_hash
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def copy(tmp_path) -> Path:
+    target = tmp_path / "chaincode"
+    shutil.copytree(PACKAGE_DIRECTORY, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def test_the_hash_is_sha256_hex_and_the_same_for_a_copy(copy):
+    assert re.fullmatch(r"[0-9a-f]{64}", code_hash())
+    assert code_hash(copy) == code_hash()
+
+
+def test_one_byte_changes_the_hash_and_caches_and_other_files_do_not(copy):
+    original = code_hash(copy)
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "server.cpython-311.py").write_text("cached")
+    (copy / "notes.txt").write_text("not code")
+    assert code_hash(copy) == original
+    server = copy / "server.py"
+    server.write_bytes(server.read_bytes() + b" ")
+    assert code_hash(copy) != original
+
+
+def test_python_m_chaincode_code_hash_prints_it():
+    result = subprocess.run(
+        [sys.executable, "-m", "chaincode.code_hash"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == code_hash()
+
+
+def test_a_label_must_end_in_the_short_hash():
+    full = code_hash()
+    assert label_problem(f"health_{short_hash(full)}:{'a' * 64}", full) is None
+    assert label_problem(f"health_{'0' * 16}:{'a' * 64}", full)
+    assert label_problem(f"health_1.0:{'a' * 64}", full)
+    assert label_problem(f"{short_hash(full)}:{'a' * 64}", full)
