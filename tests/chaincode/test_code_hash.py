@@ -1,5 +1,6 @@
-"""The chaincode's content hash (chaincode/code_hash.py): what the lifecycle pins, changed by one byte of
-code and by nothing else; a package label that names it."""
+"""The chaincode's content hash (chaincode/code_hash.py): what the lifecycle pins, the same in Python and in
+network/env.sh's POSIX version, changed by one byte of code and by nothing else; a package label that
+names it."""
 
 import re
 import shutil
@@ -21,9 +22,22 @@ def copy(tmp_path) -> Path:
     return target
 
 
-def test_the_hash_is_sha256_hex_and_the_same_for_a_copy(copy):
+def shell_hash(directory: Path) -> str:
+    """network/env.sh's CHAINCODE_CODE_HASH for a chaincode folder."""
+    result = subprocess.run(
+        ["sh", "-c", '. "$1/network/env.sh" && printf %s "$CHAINCODE_CODE_HASH"', "sh", str(REPO)],
+        env={"PATH": "/usr/bin:/bin", "CHAINCODE_DIR": str(directory), "NETWORK_SCRIPTS_DIR": str(REPO / "network")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_the_hash_is_sha256_hex_and_the_shell_computes_the_same(copy):
     assert re.fullmatch(r"[0-9a-f]{64}", code_hash())
     assert code_hash(copy) == code_hash()
+    assert shell_hash(copy) == code_hash()
 
 
 def test_one_byte_changes_the_hash_and_caches_and_other_files_do_not(copy):
@@ -32,9 +46,11 @@ def test_one_byte_changes_the_hash_and_caches_and_other_files_do_not(copy):
     (copy / "__pycache__" / "server.cpython-311.py").write_text("cached")
     (copy / "notes.txt").write_text("not code")
     assert code_hash(copy) == original
+    assert shell_hash(copy) == original
     server = copy / "server.py"
     server.write_bytes(server.read_bytes() + b" ")
     assert code_hash(copy) != original
+    assert shell_hash(copy) == code_hash(copy)
 
 
 def test_python_m_chaincode_code_hash_prints_it():
