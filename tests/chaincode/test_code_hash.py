@@ -1,6 +1,6 @@
 """The chaincode's content hash (chaincode/code_hash.py): what the lifecycle pins, the same in Python and in
-network/env.sh's POSIX version, changed by one byte of code and by nothing else; a package label that
-names it."""
+network/env.sh's POSIX version, changed by one byte of code and by nothing else; and the chaincode server
+refuses a package id whose label does not carry its own hash."""
 
 import re
 import shutil
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chaincode.code_hash import PACKAGE_DIRECTORY, code_hash, label_problem, short_hash
+from chaincode.server import ServerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,3 +67,31 @@ def test_a_label_must_end_in_the_short_hash():
     assert label_problem(f"health_{'0' * 16}:{'a' * 64}", full)
     assert label_problem(f"health_1.0:{'a' * 64}", full)
     assert label_problem(f"{short_hash(full)}:{'a' * 64}", full)
+
+
+def test_the_server_refuses_a_package_id_without_its_code_hash():
+    mismatched = {"CHAINCODE_SERVER_ADDRESS": "127.0.0.1:0", "CHAINCODE_TLS_DISABLED": "true"}
+    with pytest.raises(ValueError, match=short_hash(code_hash())):
+        ServerConfig.from_environment({**mismatched, "CHAINCODE_ID": f"health_{'0' * 16}:{'a' * 64}"})
+    accepted = ServerConfig.from_environment({**mismatched, "CHAINCODE_ID": f"health_{short_hash(code_hash())}:ab"})
+    assert accepted.chaincode_id.endswith(":ab")
+
+
+def test_python_m_chaincode_server_exits_non_zero_on_a_mismatched_package_id():
+    result = subprocess.run(
+        [sys.executable, "-m", "chaincode.server"],
+        cwd=REPO,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "CHAINCODE_SERVER_ADDRESS": "127.0.0.1:0",
+            "CHAINCODE_ID": f"health_1.0:{'a' * 64}",
+            "CHAINCODE_TLS_DISABLED": "true",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "does not carry this chaincode's code hash" in result.stderr
+    assert "chaincode_server_started" not in result.stdout + result.stderr
