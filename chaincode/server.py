@@ -3,7 +3,9 @@
 Run it as `python -m chaincode.server`, configured by the environment:
 
     CHAINCODE_SERVER_ADDRESS   host:port to listen on, e.g. 0.0.0.0:9999                     required
-    CHAINCODE_ID               the chaincode package id (label:sha256) the peer knows it by    required
+    CHAINCODE_ID               the chaincode package id (label:sha256) the peer knows it by;   required
+                               its label must end in _<this code's short hash>
+                               (chaincode.code_hash): the server refuses any other
     CHAINCODE_TLS_DISABLED     "true" to serve plaintext gRPC (development only)              default false
     CHAINCODE_TLS_KEY          path of the server's PEM private key      } required unless TLS is disabled
     CHAINCODE_TLS_CERT         path of the server's PEM certificate      }
@@ -59,6 +61,7 @@ from fabric_protos.peer import (
     proposal_response_pb2,
 )
 
+from chaincode.code_hash import code_hash, label_problem
 from chaincode.library import ChaincodeStub
 
 log = structlog.get_logger("chaincode.server")
@@ -117,6 +120,9 @@ class ServerConfig:
         for name, given in (("CHAINCODE_SERVER_ADDRESS", address), ("CHAINCODE_ID", chaincode_id)):
             if not given:
                 raise ValueError(f"{name} must be set")
+        problem = label_problem(chaincode_id, code_hash())
+        if problem:
+            raise ValueError(problem)
         disabled = value("CHAINCODE_TLS_DISABLED").lower()
         if disabled not in ("", "true", "false"):
             raise ValueError("CHAINCODE_TLS_DISABLED must be true or false")

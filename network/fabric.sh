@@ -1,26 +1,38 @@
 #!/bin/sh
-# The project's Fabric network: two organisations (HospitalMSP: peer0.hospital, ResearchMSP:
-# peer0.research), one etcdraft ordering node (OrdererMSP: orderer0.ordering), one channel, the
-# project's chaincode as a service. POSIX sh; settings in network/env.sh, all overridable.
+# The project's Fabric network: three organisations that do not trust each other -- the hospital
+# (HospitalMSP: peer0.hospital, peer1.hospital), research (ResearchMSP: peer0.research) and the
+# ordering service (OrdererMSP: orderer0/1/2.ordering, etcdraft) -- one channel, the project's
+# chaincode served by each peer organisation's own chaincode service. Each organisation's keys stay
+# in its own folder ($NETWORK_DIR/orgs/ORG, mode 0700); what the others may see is published in
+# $NETWORK_DIR/public/ORG. POSIX sh; settings in network/env.sh, all overridable.
 #
-#   fabric.sh up          native: prepare, start the nodes, create the channel, deploy the chaincode,
-#                         start the chaincode service; writes $NETWORK_DIR/client.env (source it)
-#   fabric.sh down        native: stop every process `up` started (their pids are in $NETWORK_DIR/run)
-#   fabric.sh prepare     crypto material, the channel's genesis block, the peers' core.yaml
-#   fabric.sh node NAME   run one node in the foreground: orderer | hospital | research
-#   fabric.sh channel     join the orderer (channel participation API) and both peers to the channel
-#   fabric.sh deploy      package as ccaas, install on both peers, approve for both orgs, commit
-#   fabric.sh chaincode   run the chaincode service in the foreground (python -m chaincode.server),
-#                         with mutual TLS unless CHAINCODE_TLS=false
-#   fabric.sh client-env  print the environment a Gateway client (ledger.open_ledger) needs
+#   fabric.sh up              native: every step below as local processes; writes $NETWORK_DIR/client.env
+#   fabric.sh down            native: stop every process `up` started (their pids are in $NETWORK_DIR/run)
+#   fabric.sh prepare-org ORG ORG's keys (cryptogen, that organisation only) and config into orgs/ORG;
+#                             its certificates into public/ORG.  ORG: ordering | hospital | research
+#   fabric.sh genesis         the channel's genesis block, from the public folders only
+#   fabric.sh prepare         prepare-org for the three organisations, then genesis
+#   fabric.sh node NODE       run one node in the foreground: orderer0.ordering | orderer1.ordering |
+#                             orderer2.ordering | peer0.hospital | peer1.hospital | peer0.research
+#   fabric.sh join ORG        ORG's admin joins ORG's nodes to the channel (osnadmin or peer channel join)
+#   fabric.sh approve ORG     ORG's admin packages ORG's ccaas package (pointing at ORG's own chaincode
+#                             service), installs it on ORG's peers and approves the definition for ORG
+#   fabric.sh commit [ORG]    ORG's admin (default COMMIT_ORG) commits the definition every organisation
+#                             approved, reaching the others' peers with their public TLS CAs only
+#   fabric.sh committed [ORG] print the committed chaincode definition (version, sequence, approvals)
+#   fabric.sh deploy          approve hospital, approve research, commit (a code change: next sequence)
+#   fabric.sh endorsers ORG   wait until ORG's gateway peer can collect both organisations' endorsements
+#   fabric.sh chaincode ORG   run ORG's chaincode service in the foreground (python -m chaincode.server),
+#                             with mutual TLS (ORG's TLS CA only) unless CHAINCODE_TLS=false
+#   fabric.sh client-env      print the environment a Gateway client (ledger.open_ledger) needs
 #   fabric.sh export-client DIR [OWNER]
-#                         copy the client identity (HospitalMSP User1) and the peer's TLS CA into DIR,
-#                         readable by OWNER (uid[:gid]) only, with DIR/client.env pointing at the copies
-#   fabric.sh export-chaincode-tls DIR [OWNER]
-#                         copy the chaincode service's TLS key, certificate and client CA into DIR
+#                             copy the client identity (HospitalMSP User1) and the gateway TLS CA bundle
+#                             into DIR, readable by OWNER (uid[:gid]) only, with DIR/client.env
+#   fabric.sh export-chaincode ORG DIR [OWNER]
+#                             copy ORG's chaincode service TLS key, certificate, client CA and package id
 #
-# Every step can be run again: what already exists is kept. The compose stack runs prepare, node,
-# channel + deploy and chaincode in separate containers; `up` runs them all as local processes.
+# Every step can be run again: what already exists is kept. The compose stack runs each organisation's
+# steps in its own containers; `up` runs them all as local processes.
 
 set -eu
 
@@ -30,89 +42,168 @@ CHAINCODE_BUILDER_DIR=${CHAINCODE_BUILDER_DIR:-$REPO_DIR/chaincode/builder}
 RUN_DIR=$NETWORK_DIR/run
 LOG_DIR=$NETWORK_DIR/logs
 
-prepare() {
-    require cryptogen configtxgen
+# --- each organisation's keys, and what it publishes -------------------------------------------------
+
+prepare_org() {
+    require cryptogen
+    org_settings "$1"
     [ -n "${FABRIC_CONFIG_DIR:-}" ] ||
         fail "no core.yaml/orderer.yaml found: set FABRIC_CONFIG_DIR to Fabric's config folder"
-    mkdir -p "$NETWORK_DIR"
-    if [ ! -f "$ORDERER_TLS_CA" ]; then
-        log "generating crypto material in $CRYPTO_DIR"
-        render "$NETWORK_SCRIPTS_DIR/templates/crypto-config.yaml" "$NETWORK_DIR/config/crypto-config.yaml"
-        cryptogen generate --config="$NETWORK_DIR/config/crypto-config.yaml" --output="$CRYPTO_DIR" >/dev/null
+    mkdir -p "$ORG_HOME"
+    chmod 0700 "$ORG_HOME"
+    if [ ! -d "$ORG_HOME/msp" ]; then
+        log "generating $ORG_MSP_ID's keys in $ORG_HOME"
+        crypto_config >"$ORG_HOME/crypto-config.yaml"
+        rm -rf "$ORG_HOME/generated"
+        cryptogen generate --config="$ORG_HOME/crypto-config.yaml" --output="$ORG_HOME/generated" >/dev/null
+        mv "$ORG_HOME/generated/${ORG_KIND}Organizations/$1"/* "$ORG_HOME/"
+        rm -rf "$ORG_HOME/generated"
     fi
-    if [ ! -f "$CHANNEL_BLOCK" ]; then
-        log "generating the genesis block of channel $CHANNEL_NAME"
-        render "$NETWORK_SCRIPTS_DIR/templates/configtx.yaml" "$NETWORK_DIR/config/configtx/configtx.yaml"
-        mkdir -p "$(dirname "$CHANNEL_BLOCK")"
-        FABRIC_CFG_PATH=$NETWORK_DIR/config/configtx FABRIC_LOGGING_SPEC=WARNING \
-            configtxgen -profile HealthChannel -channelID "$CHANNEL_NAME" -outputBlock "$CHANNEL_BLOCK"
+    mkdir -p "$ORG_CONFIG_DIR"
+    if [ "$ORG_KIND" = orderer ]; then
+        cp "$FABRIC_CONFIG_DIR/orderer.yaml" "$ORG_CONFIG_DIR/orderer.yaml"
+    else
+        # Fabric's core.yaml with the Docker endpoint removed: chaincode runs as a service, never in a
+        # container the peer builds, and the peer's health check must not depend on a Docker daemon.
+        sed -e 's|^\( *endpoint:\) unix:///var/run/docker.sock.*$|\1 ""|' \
+            "$FABRIC_CONFIG_DIR/core.yaml" >"$ORG_CONFIG_DIR/core.yaml"
     fi
-    # Fabric's core.yaml with the Docker endpoint removed: chaincode runs as a service, never in a
-    # container the peer builds, and the peer's health check must not depend on a Docker daemon.
-    mkdir -p "$PEER_CONFIG_DIR" "$NETWORK_DIR/config/orderer"
-    sed -e 's|^\( *endpoint:\) unix:///var/run/docker.sock.*$|\1 ""|' \
-        "$FABRIC_CONFIG_DIR/core.yaml" >"$PEER_CONFIG_DIR/core.yaml"
-    cp "$FABRIC_CONFIG_DIR/orderer.yaml" "$NETWORK_DIR/config/orderer/orderer.yaml"
+    publish
+}
+
+# crypto_config: cryptogen's input for the current organisation alone; each node's TLS certificate
+# names the host it is dialled at.
+crypto_config() {
+    if [ "$ORG_KIND" = orderer ]; then kind=Orderer; else kind=Peer; fi
+    printf '%sOrgs:\n  - Name: %s\n    Domain: %s\n    EnableNodeOUs: true\n    Specs:\n' "$kind" "$ORG" "$ORG"
+    for node in $ORG_NODES; do
+        node_settings "$node"
+        crypto_spec "${node%%.*}" "$NODE_HOST"
+    done
+    if [ "$ORG_KIND" = peer ]; then
+        # TLS for the organisation's chaincode service: its server certificate, and the client
+        # certificate its peers present to it. Neither is a node of the channel.
+        crypto_spec chaincode "$ORG_CHAINCODE_HOST"
+        crypto_spec chaincode-client localhost
+        printf '    Users:\n      Count: 1\n'
+    fi
+}
+
+crypto_spec() {
+    printf '      - Hostname: %s\n        SANS:\n          - localhost\n          - 127.0.0.1\n          - "%s"\n' "$1" "$2"
+}
+
+# publish: the current organisation's certificates that others need, into public/ORG: its MSP
+# definition (CA and TLS CA certificates, NodeOU config), its TLS CA, and its orderers' TLS
+# certificates (the Raft consenters). Never a key: only *.pem, *.crt and config.yaml are copied.
+publish() {
+    mkdir -p "$ORG_PUBLIC/msp/cacerts" "$ORG_PUBLIC/msp/tlscacerts"
+    cp "$ORG_HOME"/msp/cacerts/*.pem "$ORG_PUBLIC/msp/cacerts/"
+    cp "$ORG_HOME"/msp/tlscacerts/*.pem "$ORG_PUBLIC/msp/tlscacerts/"
+    cp "$ORG_HOME/msp/config.yaml" "$ORG_PUBLIC/msp/config.yaml"
+    cp "$ORG_HOME"/tlsca/*.pem "$ORG_TLS_CA"
+    if [ "$ORG_KIND" = orderer ]; then
+        for node in $ORG_NODES; do
+            mkdir -p "$ORG_PUBLIC/orderers/$node/tls"
+            cp "$ORG_HOME/orderers/$node/tls/server.crt" "$ORG_PUBLIC/orderers/$node/tls/server.crt"
+        done
+    fi
+}
+
+genesis() {
+    require configtxgen
+    if [ -f "$CHANNEL_BLOCK" ]; then
+        return
+    fi
+    for org in ordering $PEER_ORGS; do
+        [ -f "$PUBLIC_DIR/$org/msp/config.yaml" ] || fail "$org has not published its certificates: run '$0 prepare-org $org'"
+    done
+    log "generating the genesis block of channel $CHANNEL_NAME from $PUBLIC_DIR"
+    render "$NETWORK_SCRIPTS_DIR/templates/configtx.yaml" "$PUBLIC_DIR/config/configtx.yaml"
+    mkdir -p "$(dirname "$CHANNEL_BLOCK")"
+    FABRIC_CFG_PATH=$PUBLIC_DIR/config FABRIC_LOGGING_SPEC=WARNING \
+        configtxgen -profile HealthChannel -channelID "$CHANNEL_NAME" -outputBlock "$CHANNEL_BLOCK"
+}
+
+prepare() {
+    for org in ordering $PEER_ORGS; do
+        prepare_org "$org"
+    done
+    genesis
+}
+
+# --- the nodes: each given paths into its own organisation's folder and the public folder only -----
+
+run_node() {
+    node_settings "$1"
+    tls=$NODE_DIR/tls
+    export FABRIC_CFG_PATH="$ORG_CONFIG_DIR"
+    export FABRIC_LOGGING_SPEC="${FABRIC_LOGGING_SPEC:-INFO}"
+    if [ "$ORG_KIND" = orderer ]; then run_orderer; else run_peer; fi
 }
 
 run_orderer() {
     require orderer
-    tls=$ORDERER_NODE_DIR/tls
-    export FABRIC_CFG_PATH="$NETWORK_DIR/config/orderer"
-    export FABRIC_LOGGING_SPEC="${FABRIC_LOGGING_SPEC:-INFO}"
     export ORDERER_GENERAL_LISTENADDRESS="$NETWORK_LISTEN_HOST"
-    export ORDERER_GENERAL_LISTENPORT="$ORDERER_PORT"
-    export ORDERER_GENERAL_LOCALMSPID="OrdererMSP"
-    export ORDERER_GENERAL_LOCALMSPDIR="$ORDERER_NODE_DIR/msp"
+    export ORDERER_GENERAL_LISTENPORT="$NODE_PORT"
+    export ORDERER_GENERAL_LOCALMSPID="$ORG_MSP_ID"
+    export ORDERER_GENERAL_LOCALMSPDIR="$NODE_DIR/msp"
     export ORDERER_GENERAL_TLS_ENABLED="true"
     export ORDERER_GENERAL_TLS_PRIVATEKEY="$tls/server.key"
     export ORDERER_GENERAL_TLS_CERTIFICATE="$tls/server.crt"
     export ORDERER_GENERAL_TLS_ROOTCAS="[$tls/ca.crt]"
+    # Raft traffic between the orderers on its own port, with the node's TLS certificate (the one the
+    # channel's consenter list names).
+    export ORDERER_GENERAL_CLUSTER_LISTENADDRESS="$NETWORK_LISTEN_HOST"
+    export ORDERER_GENERAL_CLUSTER_LISTENPORT="$NODE_CLUSTER_PORT"
+    export ORDERER_GENERAL_CLUSTER_SERVERCERTIFICATE="$tls/server.crt"
+    export ORDERER_GENERAL_CLUSTER_SERVERPRIVATEKEY="$tls/server.key"
+    export ORDERER_GENERAL_CLUSTER_CLIENTCERTIFICATE="$tls/server.crt"
+    export ORDERER_GENERAL_CLUSTER_CLIENTPRIVATEKEY="$tls/server.key"
+    export ORDERER_GENERAL_CLUSTER_ROOTCAS="[$tls/ca.crt]"
     export ORDERER_GENERAL_BOOTSTRAPMETHOD="none"
     export ORDERER_CHANNELPARTICIPATION_ENABLED="true"
-    export ORDERER_ADMIN_LISTENADDRESS="$NETWORK_LISTEN_HOST:$ORDERER_ADMIN_PORT"
+    export ORDERER_ADMIN_LISTENADDRESS="$NETWORK_LISTEN_HOST:$NODE_ADMIN_PORT"
     export ORDERER_ADMIN_TLS_ENABLED="true"
     export ORDERER_ADMIN_TLS_PRIVATEKEY="$tls/server.key"
     export ORDERER_ADMIN_TLS_CERTIFICATE="$tls/server.crt"
     export ORDERER_ADMIN_TLS_CLIENTAUTHREQUIRED="true"
     export ORDERER_ADMIN_TLS_CLIENTROOTCAS="[$tls/ca.crt]"
-    export ORDERER_OPERATIONS_LISTENADDRESS="$NETWORK_LISTEN_HOST:$ORDERER_OPERATIONS_PORT"
+    export ORDERER_OPERATIONS_LISTENADDRESS="$NETWORK_LISTEN_HOST:$NODE_OPERATIONS_PORT"
     export ORDERER_METRICS_PROVIDER="disabled"
-    export ORDERER_FILELEDGER_LOCATION="$NETWORK_DIR/data/orderer0.ordering"
-    export ORDERER_CONSENSUS_WALDIR="$NETWORK_DIR/data/orderer0.ordering/etcdraft/wal"
-    export ORDERER_CONSENSUS_SNAPDIR="$NETWORK_DIR/data/orderer0.ordering/etcdraft/snapshot"
+    export ORDERER_FILELEDGER_LOCATION="$NODE_DATA_DIR"
+    export ORDERER_CONSENSUS_WALDIR="$NODE_DATA_DIR/etcdraft/wal"
+    export ORDERER_CONSENSUS_SNAPDIR="$NODE_DATA_DIR/etcdraft/snapshot"
     exec orderer
 }
 
 run_peer() {
     require peer
-    org_settings "$1"
-    tls=$PEER_DIR/tls
-    export FABRIC_CFG_PATH="$PEER_CONFIG_DIR"
-    export FABRIC_LOGGING_SPEC="${FABRIC_LOGGING_SPEC:-INFO}"
-    export CORE_PEER_ID="$PEER_NAME"
-    export CORE_PEER_ADDRESS="$PEER_HOST:$PEER_PORT"
-    export CORE_PEER_LISTENADDRESS="$NETWORK_LISTEN_HOST:$PEER_PORT"
-    export CORE_PEER_CHAINCODEADDRESS="$PEER_HOST:$PEER_CHAINCODE_PORT"
-    export CORE_PEER_CHAINCODELISTENADDRESS="$NETWORK_LISTEN_HOST:$PEER_CHAINCODE_PORT"
-    export CORE_PEER_GOSSIP_BOOTSTRAP="$PEER_HOST:$PEER_PORT"
-    export CORE_PEER_GOSSIP_EXTERNALENDPOINT="$PEER_HOST:$PEER_PORT"
-    # Two peers, not hundreds: gossip often enough that the organisations find each other (and the
-    # gateway can collect both endorsements) within seconds of joining, not Fabric's default ~30 s.
+    export CORE_PEER_ID="$NODE"
+    export CORE_PEER_ADDRESS="$NODE_ADDRESS"
+    export CORE_PEER_LISTENADDRESS="$NETWORK_LISTEN_HOST:$NODE_PORT"
+    export CORE_PEER_CHAINCODEADDRESS="$NODE_HOST:$NODE_CHAINCODE_PORT"
+    export CORE_PEER_CHAINCODELISTENADDRESS="$NETWORK_LISTEN_HOST:$NODE_CHAINCODE_PORT"
+    bootstrap=$(org_peer_addresses "$NODE")
+    export CORE_PEER_GOSSIP_BOOTSTRAP="$bootstrap"
+    export CORE_PEER_GOSSIP_EXTERNALENDPOINT="$NODE_ADDRESS"
+    # A few peers, not hundreds: gossip often enough that the organisations find each other (and the
+    # gateway can collect both endorsements) within seconds of joining, not Fabric's default ~30 s,
+    # and that a peer that stopped answering leaves the others' view within seconds.
     export CORE_PEER_GOSSIP_ALIVETIMEINTERVAL="${CORE_PEER_GOSSIP_ALIVETIMEINTERVAL:-1s}"
     export CORE_PEER_GOSSIP_ALIVEEXPIRATIONTIMEOUT="${CORE_PEER_GOSSIP_ALIVEEXPIRATIONTIMEOUT:-5s}"
     export CORE_PEER_GOSSIP_RECONNECTINTERVAL="${CORE_PEER_GOSSIP_RECONNECTINTERVAL:-2s}"
     export CORE_PEER_GOSSIP_PUBLISHSTATEINFOINTERVAL="${CORE_PEER_GOSSIP_PUBLISHSTATEINFOINTERVAL:-1s}"
     export CORE_PEER_GOSSIP_REQUESTSTATEINFOINTERVAL="${CORE_PEER_GOSSIP_REQUESTSTATEINFOINTERVAL:-1s}"
     export CORE_PEER_LOCALMSPID="$ORG_MSP_ID"
-    export CORE_PEER_MSPCONFIGPATH="$PEER_DIR/msp"
+    export CORE_PEER_MSPCONFIGPATH="$NODE_DIR/msp"
     export CORE_PEER_TLS_ENABLED="true"
     export CORE_PEER_TLS_CERT_FILE="$tls/server.crt"
     export CORE_PEER_TLS_KEY_FILE="$tls/server.key"
     export CORE_PEER_TLS_ROOTCERT_FILE="$tls/ca.crt"
-    export CORE_PEER_FILESYSTEMPATH="$NETWORK_DIR/data/$PEER_NAME"
-    export CORE_LEDGER_SNAPSHOTS_ROOTDIR="$NETWORK_DIR/data/$PEER_NAME/snapshots"
-    export CORE_OPERATIONS_LISTENADDRESS="$NETWORK_LISTEN_HOST:$PEER_OPERATIONS_PORT"
+    export CORE_PEER_FILESYSTEMPATH="$NODE_DATA_DIR"
+    export CORE_LEDGER_SNAPSHOTS_ROOTDIR="$NODE_DATA_DIR/snapshots"
+    export CORE_OPERATIONS_LISTENADDRESS="$NETWORK_LISTEN_HOST:$NODE_OPERATIONS_PORT"
     export CORE_METRICS_PROVIDER="disabled"
     # The project's ccaas builder (chaincode/builder): the only builder, so no chaincode is ever
     # built or launched by the peer itself.
@@ -120,51 +211,82 @@ run_peer() {
     exec peer node start
 }
 
-channel() {
-    require osnadmin peer
-    admin_tls=$ORDERER_ADMIN_DIR/tls
-    if osnadmin channel list -o "$ORDERER_HOST:$ORDERER_ADMIN_PORT" --ca-file "$ORDERER_TLS_CA" \
-        --client-cert "$admin_tls/client.crt" --client-key "$admin_tls/client.key" 2>/dev/null |
-        grep -q "\"name\": *\"$CHANNEL_NAME\""; then
-        log "orderer already serves channel $CHANNEL_NAME"
-    else
-        log "joining the orderer to channel $CHANNEL_NAME"
-        osnadmin channel join --channelID "$CHANNEL_NAME" --config-block "$CHANNEL_BLOCK" \
-            -o "$ORDERER_HOST:$ORDERER_ADMIN_PORT" --ca-file "$ORDERER_TLS_CA" \
-            --client-cert "$admin_tls/client.crt" --client-key "$admin_tls/client.key" >/dev/null
-    fi
-    for org in hospital research; do
-        as_admin "$org"
-        if peer channel list 2>/dev/null | grep -qx "$CHANNEL_NAME"; then
-            log "$PEER_NAME already joined $CHANNEL_NAME"
+# org_peer_addresses NODE: the addresses of NODE's organisation's other peers (gossip inside the
+# organisation), or NODE's own when it is alone.
+org_peer_addresses() {
+    addresses=""
+    for peer_node in $ORG_NODES; do
+        [ "$peer_node" != "$1" ] || continue
+        node_settings "$peer_node"
+        addresses="${addresses:+$addresses }$NODE_ADDRESS"
+    done
+    node_settings "$1"
+    printf '%s\n' "${addresses:-$NODE_ADDRESS}"
+}
+
+# --- the channel ----------------------------------------------------------------------------------
+
+join() {
+    org_settings "$1"
+    if [ "$ORG_KIND" = orderer ]; then join_orderers; else join_peers; fi
+}
+
+join_orderers() {
+    require osnadmin
+    for node in $ORG_NODES; do
+        node_settings "$node"
+        set -- -o "$NODE_HOST:$NODE_ADMIN_PORT" --ca-file "$ORG_TLS_CA" \
+            --client-cert "$ORG_ADMIN_DIR/tls/client.crt" --client-key "$ORG_ADMIN_DIR/tls/client.key"
+        if osnadmin channel list "$@" 2>/dev/null | grep -q "\"name\": *\"$CHANNEL_NAME\""; then
+            log "$node already serves channel $CHANNEL_NAME"
         else
-            log "joining $PEER_NAME to channel $CHANNEL_NAME"
+            log "joining $node to channel $CHANNEL_NAME"
+            osnadmin channel join --channelID "$CHANNEL_NAME" --config-block "$CHANNEL_BLOCK" "$@" >/dev/null
+        fi
+    done
+}
+
+join_peers() {
+    require peer
+    for node in $ORG_NODES; do
+        as_admin "$ORG" "$node"
+        if peer channel list 2>/dev/null | grep -qx "$CHANNEL_NAME"; then
+            log "$node already joined $CHANNEL_NAME"
+        else
+            log "joining $node to channel $CHANNEL_NAME"
             retry 10 peer channel join -b "$CHANNEL_BLOCK"
         fi
     done
 }
 
+# --- the chaincode's lifecycle: each organisation approves its own package with its own keys --------
+
+# package: the current organisation's ccaas package, pointing at its own chaincode service and
+# labelled (and described) with the code's hash, so that new code is a new package id.
 package() {
+    [ -n "$CHAINCODE_CODE_HASH" ] || fail "no chaincode code hash: is CHAINCODE_DIR ($CHAINCODE_DIR) there?"
     if [ -f "$PACKAGE_FILE" ]; then
         return
     fi
-    log "packaging chaincode $CHAINCODE_LABEL (ccaas, service at $CHAINCODE_HOST:$CHAINCODE_PORT, TLS $CHAINCODE_TLS)"
-    work=$NETWORK_DIR/chaincode/package
+    log "packaging $CHAINCODE_LABEL for $ORG_MSP_ID (ccaas, service at $ORG_CHAINCODE_HOST:$ORG_CHAINCODE_PORT, TLS $CHAINCODE_TLS)"
+    work=$ORG_HOME/chaincode/package
     rm -rf "$work"
     mkdir -p "$work"
+    address="\"address\":\"$ORG_CHAINCODE_HOST:$ORG_CHAINCODE_PORT\",\"dial_timeout\":\"10s\""
     if [ "$CHAINCODE_TLS" = true ]; then
-        # The peer checks the service's certificate against the hospital's TLS CA and presents the
-        # chaincode-client certificate, which the service checks against the same CA.
-        printf '{"address":"%s:%s","dial_timeout":"10s","tls_required":true,"client_auth_required":true,"root_cert":"%s","client_cert":"%s","client_key":"%s"}\n' \
-            "$CHAINCODE_HOST" "$CHAINCODE_PORT" "$(json_text "$CHAINCODE_SERVER_TLS_DIR/ca.crt")" \
-            "$(json_text "$CHAINCODE_CLIENT_TLS_DIR/server.crt")" "$(json_text "$CHAINCODE_CLIENT_TLS_DIR/server.key")" \
-            >"$work/connection.json"
+        # The peer checks the service's certificate against its own organisation's TLS CA and presents
+        # the chaincode-client certificate, which the service checks against the same CA.
+        printf '{%s,"tls_required":true,"client_auth_required":true,"root_cert":"%s","client_cert":"%s","client_key":"%s"}\n' \
+            "$address" "$(json_text "$ORG_TLS_CA")" \
+            "$(json_text "$ORG_HOME/peers/chaincode-client.$ORG/tls/server.crt")" \
+            "$(json_text "$ORG_HOME/peers/chaincode-client.$ORG/tls/server.key")" >"$work/connection.json"
     else
-        printf '{"address":"%s:%s","dial_timeout":"10s","tls_required":false}\n' \
-            "$CHAINCODE_HOST" "$CHAINCODE_PORT" >"$work/connection.json"
+        printf '{%s,"tls_required":false}\n' "$address" >"$work/connection.json"
     fi
-    printf '{"type":"ccaas","label":"%s"}\n' "$CHAINCODE_LABEL" >"$work/metadata.json"
+    printf '{"type":"ccaas","label":"%s","code_sha256":"%s"}\n' "$CHAINCODE_LABEL" "$CHAINCODE_CODE_HASH" \
+        >"$work/metadata.json"
     (cd "$work" && tar -czf code.tar.gz connection.json && tar -czf "$PACKAGE_FILE" metadata.json code.tar.gz)
+    rm -rf "$work"
 }
 
 # json_text FILE: the file's text as the inside of a JSON string (PEM: newlines as \n).
@@ -172,146 +294,252 @@ json_text() {
     awk '{ printf "%s\\n", $0 }' "$1"
 }
 
-deploy() {
+# orderer_args: the peer CLI's flags to reach the ordering service, trusting its public TLS CA.
+orderer_args() {
+    node_settings orderer0.ordering
+    ORDERER_ARGS="-o $NODE_ADDRESS --tls --cafile $ORG_TLS_CA"
+}
+
+# definition ORG: the lifecycle flags of the definition for this code, at the sequence it needs.
+# With the code already committed: the committed sequence; new code: the next one (CHAINCODE_SEQUENCE
+# overrides). Leaves the peer CLI pointed at ORG's gateway peer, as ORG's admin.
+definition() {
+    orderer_args
+    as_admin "$1"
+    committed=$(peer lifecycle chaincode querycommitted --channelID "$CHANNEL_NAME" --name "$CHAINCODE_NAME" 2>/dev/null |
+        sed -n 's/^Version: \([^,]*\), Sequence: \([0-9]*\),.*/\1 \2/p') || true
+    committed_version=${committed% *}
+    committed_sequence=${committed#* }
+    if [ -z "$committed" ]; then
+        SEQUENCE=1
+    elif [ "$committed_version" = "$CHAINCODE_VERSION" ]; then
+        SEQUENCE=$committed_sequence
+    else
+        SEQUENCE=$((committed_sequence + 1))
+    fi
+    SEQUENCE=${CHAINCODE_SEQUENCE:-$SEQUENCE}
+    COMMITTED_SEQUENCE=${committed_sequence:-0}
+    DEFINITION="--channelID $CHANNEL_NAME --name $CHAINCODE_NAME --version $CHAINCODE_VERSION --sequence $SEQUENCE"
+}
+
+approve() {
     require peer
+    org_settings "$1"
+    [ "$ORG_KIND" = peer ] || fail "only the peer organisations approve chaincode ($PEER_ORGS)"
     package
-    as_admin hospital
+    as_admin "$1"
     package_id=$(peer lifecycle chaincode calculatepackageid "$PACKAGE_FILE")
-    for org in hospital research; do
-        as_admin "$org"
+    for node in $ORG_NODES; do
+        as_admin "$1" "$node"
         if peer lifecycle chaincode queryinstalled 2>/dev/null | grep -q "Package ID: $package_id,"; then
-            log "$package_id already installed on $PEER_NAME"
+            log "$package_id already installed on $node"
         else
-            log "installing $package_id on $PEER_NAME"
+            log "installing $package_id on $node"
             retry 5 peer lifecycle chaincode install "$PACKAGE_FILE"
         fi
     done
+    mkdir -p "$(dirname "$PACKAGE_ID_FILE")"
     printf '%s\n' "$package_id" >"$PACKAGE_ID_FILE"
-    if committed; then
-        log "$CHAINCODE_NAME sequence $CHAINCODE_SEQUENCE already committed on $CHANNEL_NAME"
+    definition "$1"
+    if peer lifecycle chaincode queryapproved --channelID "$CHANNEL_NAME" --name "$CHAINCODE_NAME" --sequence "$SEQUENCE" \
+        2>/dev/null | grep -q "version: $CHAINCODE_VERSION, .*package-id: $package_id,"; then
+        log "$ORG_MSP_ID already approved $CHAINCODE_NAME version $CHAINCODE_VERSION sequence $SEQUENCE"
         return
     fi
-    orderer_args="-o $ORDERER_HOST:$ORDERER_PORT --tls --cafile $ORDERER_TLS_CA"
-    definition="--channelID $CHANNEL_NAME --name $CHAINCODE_NAME --version $CHAINCODE_VERSION --sequence $CHAINCODE_SEQUENCE"
-    for org in hospital research; do
-        as_admin "$org"
-        log "approving $CHAINCODE_NAME for $ORG_MSP_ID"
-        # shellcheck disable=SC2086 # the argument lists are meant to split
-        retry 5 peer lifecycle chaincode approveformyorg $orderer_args $definition \
-            --package-id "$package_id" --signature-policy "$ENDORSEMENT_POLICY"
+    log "approving $CHAINCODE_NAME version $CHAINCODE_VERSION sequence $SEQUENCE for $ORG_MSP_ID"
+    # shellcheck disable=SC2086 # the argument lists are meant to split
+    retry 5 peer lifecycle chaincode approveformyorg $ORDERER_ARGS $DEFINITION \
+        --package-id "$package_id" --signature-policy "$ENDORSEMENT_POLICY"
+}
+
+commit() {
+    require peer
+    org=${1:-$COMMIT_ORG}
+    definition "$org"
+    if [ "$SEQUENCE" -le "$COMMITTED_SEQUENCE" ]; then
+        log "$CHAINCODE_NAME version $CHAINCODE_VERSION sequence $SEQUENCE already committed on $CHANNEL_NAME"
+        return
+    fi
+    # Every peer organisation's gateway peer, each reached with its PUBLIC TLS CA.
+    peers=""
+    for peer_org in $PEER_ORGS; do
+        org_settings "$peer_org"
+        node_settings "$ORG_GATEWAY_PEER"
+        peers="$peers --peerAddresses $NODE_ADDRESS --tlsRootCertFiles $ORG_TLS_CA"
     done
-    org_settings research
-    research_peer=$PEER_HOST:$PEER_PORT
-    research_ca=$PEER_TLS_CA
-    as_admin hospital
-    log "committing $CHAINCODE_NAME on $CHANNEL_NAME, endorsed by both organisations"
+    as_admin "$org"
     # shellcheck disable=SC2086
-    retry 5 peer lifecycle chaincode commit $orderer_args $definition \
-        --signature-policy "$ENDORSEMENT_POLICY" \
-        --peerAddresses "$CORE_PEER_ADDRESS" --tlsRootCertFiles "$CORE_PEER_TLS_ROOTCERT_FILE" \
-        --peerAddresses "$research_peer" --tlsRootCertFiles "$research_ca"
-    for org in hospital research; do
-        as_admin "$org"
+    readiness=$(peer lifecycle chaincode checkcommitreadiness $DEFINITION --signature-policy "$ENDORSEMENT_POLICY" |
+        sed -n 's/^\([A-Za-z]*MSP\): \([a-z]*\)$/\1=\2/p' | tr '\n' ' ')
+    log "approvals of $CHAINCODE_NAME version $CHAINCODE_VERSION sequence $SEQUENCE: $readiness"
+    tries=5
+    case "$readiness" in *=false*) tries=1 ;; esac # not approved: Fabric refuses, once is enough to show it
+    log "committing $CHAINCODE_NAME sequence $SEQUENCE on $CHANNEL_NAME as $ORG_MSP_ID"
+    # shellcheck disable=SC2086
+    retry "$tries" peer lifecycle chaincode commit $ORDERER_ARGS $DEFINITION \
+        --signature-policy "$ENDORSEMENT_POLICY" $peers
+    for node in $ORG_NODES; do
+        as_admin "$org" "$node"
         attempts=0
-        until committed; do
+        until peer lifecycle chaincode querycommitted --channelID "$CHANNEL_NAME" --name "$CHAINCODE_NAME" 2>/dev/null |
+            grep -q "Sequence: $SEQUENCE,"; do
             attempts=$((attempts + 1))
-            [ "$attempts" -lt 100 ] || fail "$CHAINCODE_NAME is not committed on $PEER_NAME"
+            [ "$attempts" -lt 100 ] || fail "$CHAINCODE_NAME sequence $SEQUENCE is not committed on $node"
             sleep 0.1
         done
     done
-    log "$CHAINCODE_NAME committed; package id $package_id"
+    log "$CHAINCODE_NAME version $CHAINCODE_VERSION committed at sequence $SEQUENCE"
 }
 
-# Wait until each peer's discovery service names endorsers of both organisations for the chaincode:
-# what the gateway needs before it can collect both endorsements (gossip takes a few seconds to
-# connect the organisations' peers after they join the channel).
-wait_for_endorsers() {
-    require discover
-    for org in hospital research; do
-        org_settings "$org"
-        user=$ORG_DIR/users/Admin@$org/msp
-        attempts=0
-        until discover endorsers --channel "$CHANNEL_NAME" --chaincode "$CHAINCODE_NAME" \
-            --server "$PEER_HOST:$PEER_PORT" --peerTLSCA "$PEER_TLS_CA" --MSP "$ORG_MSP_ID" \
-            --userCert "$user/signcerts/Admin@$org-cert.pem" --userKey "$user/keystore/priv_sk" 2>/dev/null |
-            tr -d ' \n' | grep -q '"ResearchMSP".*"HospitalMSP"\|"HospitalMSP".*"ResearchMSP"'; do
-            attempts=$((attempts + 1))
-            [ "$attempts" -lt 600 ] || fail "$PEER_NAME's discovery does not name both organisations' endorsers"
-            sleep 0.1
-        done
-    done
-    log "both peers' gateways can collect both organisations' endorsements"
-}
-
+# committed [ORG]: the chaincode definition committed on the channel, as ORG's peer knows it.
 committed() {
-    peer lifecycle chaincode querycommitted --channelID "$CHANNEL_NAME" --name "$CHAINCODE_NAME" 2>/dev/null |
-        grep -q "Sequence: $CHAINCODE_SEQUENCE,"
+    as_admin "${1:-$COMMIT_ORG}"
+    peer lifecycle chaincode querycommitted --channelID "$CHANNEL_NAME" --name "$CHAINCODE_NAME"
 }
+
+deploy() {
+    for org in $PEER_ORGS; do
+        approve "$org"
+    done
+    commit
+}
+
+# endorsers ORG: wait until ORG's gateway peer's discovery service names every peer of every
+# organisation as an endorser of the chaincode: what its gateway needs to collect both endorsements,
+# and to fall back on the hospital's second peer (gossip takes a few seconds after the joins).
+endorsers() {
+    require discover
+    expected=""
+    for org in $PEER_ORGS; do
+        org_settings "$org"
+        for node in $ORG_NODES; do
+            node_settings "$node"
+            expected="$expected $NODE_ADDRESS"
+        done
+    done
+    org_settings "$1"
+    node_settings "$ORG_GATEWAY_PEER"
+    user=$ORG_ADMIN_DIR/msp
+    attempts=0
+    # shellcheck disable=SC2086 # one address a word
+    until found=$(discover endorsers --channel "$CHANNEL_NAME" --chaincode "$CHAINCODE_NAME" \
+        --server "$NODE_ADDRESS" --peerTLSCA "$ORG_TLS_CA" --MSP "$ORG_MSP_ID" \
+        --userCert "$user/signcerts/Admin@$ORG-cert.pem" --userKey "$user/keystore/priv_sk" 2>/dev/null) &&
+        names_all "$found" $expected; do
+        attempts=$((attempts + 1))
+        [ "$attempts" -lt 600 ] || fail "$NODE's discovery does not name every organisation's endorsers"
+        sleep 0.1
+    done
+    log "$NODE's gateway can collect both organisations' endorsements"
+}
+
+# names_all TEXT WORD...: whether TEXT holds every WORD.
+names_all() {
+    text=$1
+    shift
+    for word in "$@"; do
+        case "$text" in *"\"$word\""*) ;; *) return 1 ;; esac
+    done
+}
+
+# --- each organisation's chaincode service -----------------------------------------------------------
 
 run_chaincode() {
+    org_settings "${1:-}"
+    [ "$ORG_KIND" = peer ] || fail "usage: $0 chaincode hospital|research"
+    [ -n "$CHAINCODE_CODE_HASH" ] || fail "no chaincode code hash: is CHAINCODE_DIR ($CHAINCODE_DIR) there?"
     attempts=0
     while [ ! -s "$PACKAGE_ID_FILE" ]; do
         attempts=$((attempts + 1))
-        [ "$attempts" -lt 600 ] || fail "no package id in $PACKAGE_ID_FILE: run '$0 deploy' first"
+        [ "$attempts" -lt 600 ] || fail "no package id in $PACKAGE_ID_FILE: run '$0 approve $ORG' first"
         sleep 1
     done
     CHAINCODE_ID=$(cat "$PACKAGE_ID_FILE")
     export CHAINCODE_ID
-    export CHAINCODE_SERVER_ADDRESS="${CHAINCODE_SERVER_ADDRESS:-$NETWORK_LISTEN_HOST:$CHAINCODE_PORT}"
+    export CHAINCODE_SERVER_ADDRESS="${CHAINCODE_SERVER_ADDRESS:-$NETWORK_LISTEN_HOST:$ORG_CHAINCODE_PORT}"
     if [ "$CHAINCODE_TLS" = true ]; then
-        tls=${CHAINCODE_TLS_DIR:-$CHAINCODE_SERVER_TLS_DIR}
+        tls=${CHAINCODE_TLS_DIR:-$ORG_HOME/peers/chaincode.$ORG/tls}
         export CHAINCODE_TLS_KEY="$tls/server.key"
         export CHAINCODE_TLS_CERT="$tls/server.crt"
+        # Only a certificate of this organisation's TLS CA may connect: its own peers.
         export CHAINCODE_CLIENT_CA_CERT="$tls/ca.crt"
     else
         export CHAINCODE_TLS_DISABLED="true"
     fi
-    cd "$REPO_DIR"
+    cd "$(dirname "$CHAINCODE_DIR")"
     exec "$PYTHON" -m chaincode.server
+}
+
+# export_chaincode ORG DIR [OWNER]: ORG's chaincode service TLS key, certificate and client CA and its
+# package id, for a service that runs as another user (the compose stack's chaincode containers).
+export_chaincode() {
+    org_settings "${1:-}"
+    [ -n "${2:-}" ] || fail "usage: $0 export-chaincode ORG DIR [OWNER]"
+    mkdir -p "$2"
+    cp "$ORG_HOME/peers/chaincode.$ORG/tls/server.key" "$ORG_HOME/peers/chaincode.$ORG/tls/server.crt" \
+        "$ORG_HOME/peers/chaincode.$ORG/tls/ca.crt" "$PACKAGE_ID_FILE" "$2/"
+    chmod 0600 "$2/server.key"
+    own "$2" "${3:-}"
+    log "$ORG's chaincode service TLS and package id exported to $2"
+}
+
+# --- the client ------------------------------------------------------------------------------------
+
+# gateway_urls: LEDGER_URL's endpoints, one per peer organisation's gateway peer, hospital first.
+gateway_urls() {
+    endpoints=""
+    for org in $PEER_ORGS; do
+        org_settings "$org"
+        node_settings "$ORG_GATEWAY_PEER"
+        endpoints="${endpoints:+$endpoints,}$NODE_ADDRESS"
+    done
+    printf '%s\n' "$endpoints"
+}
+
+# gateway_tls_bundle FILE: every peer organisation's public TLS CA certificate, in one PEM file.
+gateway_tls_bundle() {
+    mkdir -p "$(dirname "$1")"
+    for org in $PEER_ORGS; do
+        cat "$PUBLIC_DIR/$org/tlsca.pem"
+    done >"$1"
 }
 
 client_env() {
     org_settings hospital
-    user=$ORG_DIR/users/User1@hospital/msp
+    user=$ORG_HOME/users/User1@hospital/msp
     cat <<EOF
-LEDGER_URL=fabric://$PEER_HOST:$PEER_PORT/$CHANNEL_NAME/$CHAINCODE_NAME
+LEDGER_URL=fabric://$(gateway_urls)/$CHANNEL_NAME/$CHAINCODE_NAME
 FABRIC_MSP_ID=$ORG_MSP_ID
 FABRIC_CERT_PATH=$user/signcerts/User1@hospital-cert.pem
 FABRIC_KEY_PATH=$user/keystore/priv_sk
-FABRIC_TLS_CA_PATH=$PEER_TLS_CA
+FABRIC_TLS_CA_PATH=$GATEWAY_TLS_BUNDLE
 EOF
 }
 
 export_client() {
     [ -n "${1:-}" ] || fail "usage: $0 export-client DIR [OWNER]"
     org_settings hospital
-    user=$ORG_DIR/users/User1@hospital/msp
+    user=$ORG_HOME/users/User1@hospital/msp
     mkdir -p "$1"
     cp "$user/signcerts/User1@hospital-cert.pem" "$1/cert.pem"
     cp "$user/keystore/priv_sk" "$1/key.pem"
-    cp "$PEER_TLS_CA" "$1/tls-ca.pem"
     chmod 0600 "$1/key.pem"
+    gateway_tls_bundle "$1/tls-ca.pem"
     client_env | sed -e "s|^FABRIC_CERT_PATH=.*|FABRIC_CERT_PATH=$1/cert.pem|" \
         -e "s|^FABRIC_KEY_PATH=.*|FABRIC_KEY_PATH=$1/key.pem|" \
         -e "s|^FABRIC_TLS_CA_PATH=.*|FABRIC_TLS_CA_PATH=$1/tls-ca.pem|" >"$1/client.env"
-    if [ -n "${2:-}" ]; then
-        chown -R "$2" "$1"
-    fi
+    own "$1" "${2:-}"
     log "client identity exported to $1"
 }
 
-# export_chaincode_tls DIR [OWNER]: the chaincode service's TLS key, certificate and client CA, for a
-# service that runs as another user (the compose stack's chaincode container).
-export_chaincode_tls() {
-    [ -n "${1:-}" ] || fail "usage: $0 export-chaincode-tls DIR [OWNER]"
-    mkdir -p "$1"
-    cp "$CHAINCODE_SERVER_TLS_DIR/server.key" "$CHAINCODE_SERVER_TLS_DIR/server.crt" "$CHAINCODE_SERVER_TLS_DIR/ca.crt" "$1/"
-    chmod 0600 "$1/server.key"
+# own DIR [OWNER]: hand DIR to OWNER (uid[:gid]) when given.
+own() {
     if [ -n "${2:-}" ]; then
         chown -R "$2" "$1"
     fi
-    log "chaincode service TLS exported to $1"
 }
+
+# --- native: everything as local processes -----------------------------------------------------------
 
 # retry N COMMAND...: run COMMAND until it succeeds, at most N times, one second apart.
 retry() {
@@ -347,22 +575,39 @@ wait_for_port() {
     done
 }
 
+all_nodes() {
+    # shellcheck disable=SC2086 # one node a line
+    printf '%s\n' $ORDERING_NODES $HOSPITAL_NODES $RESEARCH_NODES
+}
+
 up() {
     # A half-started network is stopped again; its logs stay in $LOG_DIR.
     # shellcheck disable=SC2154 # status is assigned inside the trap
     trap 'status=$?; [ "$status" -eq 0 ] || down; exit "$status"' EXIT
     prepare
-    start orderer node orderer
-    start peer0.hospital node hospital
-    start peer0.research node research
-    wait_for_port orderer "$ORDERER_HOST" "$ORDERER_ADMIN_PORT"
-    wait_for_port peer0.hospital "$HOSPITAL_PEER_HOST" "$HOSPITAL_PEER_PORT"
-    wait_for_port peer0.research "$RESEARCH_PEER_HOST" "$RESEARCH_PEER_PORT"
-    channel
-    deploy
-    wait_for_endorsers
-    start chaincode chaincode
-    wait_for_port chaincode "$CHAINCODE_HOST" "$CHAINCODE_PORT"
+    for node in $(all_nodes); do
+        start "$node" node "$node"
+    done
+    for node in $(all_nodes); do
+        node_settings "$node"
+        wait_for_port "$node" "$NODE_HOST" "${NODE_ADMIN_PORT:-$NODE_PORT}"
+    done
+    # Each organisation's admin steps in a subshell: the CLI settings they export (an admin's MSP
+    # folder) must not reach the processes started after them.
+    for org in ordering $PEER_ORGS; do
+        (join "$org")
+    done
+    (deploy)
+    for org in $PEER_ORGS; do
+        org_settings "$org"
+        start "chaincode.$org" chaincode "$org"
+    done
+    for org in $PEER_ORGS; do
+        org_settings "$org"
+        wait_for_port "chaincode.$org" "$ORG_CHAINCODE_HOST" "$ORG_CHAINCODE_PORT"
+        endorsers "$org"
+    done
+    gateway_tls_bundle "$GATEWAY_TLS_BUNDLE"
     client_env >"$NETWORK_DIR/client.env"
     trap - EXIT
     log "network up; client settings in $NETWORK_DIR/client.env"
@@ -394,25 +639,22 @@ down() {
 case "${1:-}" in
 up) up ;;
 down) down ;;
+prepare-org) prepare_org "${2:-}" ;;
+genesis) genesis ;;
 prepare) prepare ;;
-node)
-    case "${2:-}" in
-    orderer) run_orderer ;;
-    hospital | research) run_peer "$2" ;;
-    *) fail "usage: $0 node orderer|hospital|research" ;;
-    esac
-    ;;
-channel) channel ;;
-deploy)
-    deploy
-    wait_for_endorsers
-    ;;
-chaincode) run_chaincode ;;
+node) run_node "${2:-}" ;;
+join) join "${2:-}" ;;
+approve) approve "${2:-}" ;;
+commit) commit "${2:-}" ;;
+committed) committed "${2:-}" ;;
+deploy) deploy ;;
+endorsers) endorsers "${2:-}" ;;
+chaincode) run_chaincode "${2:-}" ;;
 client-env) client_env ;;
 export-client) export_client "${2:-}" "${3:-}" ;;
-export-chaincode-tls) export_chaincode_tls "${2:-}" "${3:-}" ;;
+export-chaincode) export_chaincode "${2:-}" "${3:-}" "${4:-}" ;;
 *)
-    sed -n '2,22s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,35s/^# \{0,1\}//p' "$0" >&2
     exit 2
     ;;
 esac

@@ -22,6 +22,7 @@ from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
 
 from benchmarks.common import free_port
+from chaincode.code_hash import code_hash, short_hash
 from chaincode.contracts.anchors import AnchorContract
 from chaincode.library import Contract, ContractChaincode, TransactionContext
 from chaincode.server import ChaincodeServer, ServerConfig
@@ -32,7 +33,8 @@ from tests.certificates import certificate, key_pem, pem
 REPO = Path(__file__).resolve().parents[2]
 Message = chaincode_shim_pb2.ChaincodeMessage
 CHANNEL = "health"
-CHAINCODE_ID = "health_platform:0123abcd"
+# A package id whose label carries this code's hash: the only kind the server accepts from its environment.
+CHAINCODE_ID = f"health_{short_hash(code_hash())}:0123abcd"
 SECRET_HASH = "5ec12e7" + "9" * 57  # a distinctive state value: it must never reach a log
 SECRET_PSEUDONYM = "ba5eba11" * 8
 

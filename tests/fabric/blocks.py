@@ -2,7 +2,8 @@
 
 Who endorsed what, read from committed Fabric blocks: each endorsement's identity, checked as Fabric's
 validation checks it (the endorser's key signs the proposal response payload followed by the endorser's
-serialised identity) and traced to the organisation's certificate authority in the network's crypto folder.
+serialised identity) and traced to the organisation's certificate authority as the organisation published it
+(the network's public folder).
 
 And a channel built in the test: organisations with their CAs (`Organisation`), a channel configuration
 (`channel_config`, `config_envelope`), endorsed and signed transactions (`endorsed_envelope`), the chaincode
@@ -12,6 +13,7 @@ definition's `_lifecycle` writes, blocks signed by orderers (`signed_block`) and
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +38,16 @@ from ledger.fabric_blocks import ENDORSER_TRANSACTION, header_bytes, header_hash
 from ledger.fabric_identity import SigningIdentity, new_nonce
 from tests.certificates import certificate, pem
 
-# The network's organisations (network/env.sh): MSP id -> folder under crypto/peerOrganizations.
+# The network's peer organisations (network/env.sh): MSP id -> its folder under public/ (and orgs/).
 ORGANISATIONS = {"HospitalMSP": "hospital", "ResearchMSP": "research"}
 
 
-def organisation_authorities(crypto_folder: Path) -> dict[str, list[x509.Certificate]]:
-    """MSP id -> the root certificates of its MSP (what a peer's certificate must be issued by)."""
+def organisation_authorities(public_folder: Path) -> dict[str, list[x509.Certificate]]:
+    """MSP id -> the root certificates of its published MSP (what a peer's certificate must be issued by)."""
     return {
         msp_id: [
             x509.load_pem_x509_certificate(path.read_bytes())
-            for path in sorted((crypto_folder / "peerOrganizations" / folder / "msp" / "cacerts").glob("*.pem"))
+            for path in sorted((public_folder / folder / "msp" / "cacerts").glob("*.pem"))
         ]
         for msp_id, folder in ORGANISATIONS.items()
     }
@@ -58,7 +60,31 @@ def endorsing_peers(block: Any, chaincode: str, authorities: dict[str, list[x509
     certificate is issued by one of the MSP's root certificates, and it names a peer (organisational unit
     "peer"); any other endorsement fails the caller's assertion with AssertionError naming the transaction.
     """
-    found: dict[str, list[str]] = {}
+    return {
+        tx_id: [
+            _verified_msp(tx_id, endorsed.proposal_response_payload, endorsement, authorities)
+            for endorsement in endorsed.endorsements
+        ]
+        for tx_id, endorsed in _chaincode_actions(block, chaincode)
+    }
+
+
+def endorser_names(block: Any, chaincode: str) -> dict[str, list[str]]:
+    """tx_id -> the common names of the certificates that endorsed each `chaincode` transaction (e.g.
+    "peer1.hospital"), in order; unverified: endorsing_peers verifies."""
+    return {
+        tx_id: [
+            x509.load_pem_x509_certificate(identities_pb2.SerializedIdentity.FromString(endorsement.endorser).id_bytes)
+            .subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0]
+            .value
+            for endorsement in endorsed.endorsements
+        ]
+        for tx_id, endorsed in _chaincode_actions(block, chaincode)
+    }
+
+
+def _chaincode_actions(block: Any, chaincode: str) -> Iterator[tuple[str, Any]]:
+    """(tx_id, endorsed action) of every transaction of `block` that calls `chaincode`."""
     for envelope_bytes in block.data.data:
         payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(envelope_bytes).payload)
         header = common_pb2.ChannelHeader.FromString(payload.header.channel_header)
@@ -71,12 +97,7 @@ def endorsing_peers(block: Any, chaincode: str, authorities: dict[str, list[x509
                 chaincode
             ):
                 continue
-            endorsed = action_payload.action
-            found[header.tx_id] = [
-                _verified_msp(header.tx_id, endorsed.proposal_response_payload, endorsement, authorities)
-                for endorsement in endorsed.endorsements
-            ]
-    return found
+            yield header.tx_id, action_payload.action
 
 
 def _verified_msp(

@@ -1,9 +1,10 @@
 """A real Fabric network for tests: started once per test session from FABRIC_BIN_DIR, stopped at its end.
 
-`shared_network()` starts network/fabric.sh's native network (two organisations, one orderer, the
-chaincode as a service) on free 127.0.0.1 ports in a temporary folder, the first time any test asks
-for it; every later caller in the session gets the same network. `stop_shared_network()` stops it
-(idempotent); every fixture that starts it registers that as a session finalizer.
+`shared_network()` starts network/fabric.sh's native network (the hospital's two peers, research's
+peer, three Raft orderers, each peer organisation's own chaincode service) on free 127.0.0.1 ports in
+a temporary folder, the first time any test asks for it; every later caller in the session gets the
+same network. `stop_shared_network()` stops it (idempotent); every fixture that starts it registers
+that as a session finalizer.
 
 Without FABRIC_BIN_DIR the callers skip with FABRIC_BIN_NOT_SET as the visible reason. A network
 that fails to start fails every test that needs it, with the tail of the failing node's log, and is
@@ -19,12 +20,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 FABRIC_SCRIPT = REPO / "network" / "fabric.sh"
@@ -32,17 +37,24 @@ FABRIC_BIN_NOT_SET = (
     "FABRIC_BIN_DIR is not set: the Fabric backend needs Fabric v2.5 binaries "
     "(peer, orderer, configtxgen, osnadmin, cryptogen, discover); see network/README.md"
 )
+# Every node of network/env.sh, in the order `up` starts them: the names of their logs and pid files.
+ORDERERS = ("orderer0.ordering", "orderer1.ordering", "orderer2.ordering")
+PEERS = ("peer0.hospital", "peer1.hospital", "peer0.research")
+CHAINCODE_SERVICES = ("chaincode.hospital", "chaincode.research")
+NODES = ORDERERS + PEERS + CHAINCODE_SERVICES
 PORT_VARIABLES = (
-    "ORDERER_PORT",
-    "ORDERER_ADMIN_PORT",
-    "ORDERER_OPERATIONS_PORT",
-    "HOSPITAL_PEER_PORT",
-    "HOSPITAL_PEER_CHAINCODE_PORT",
-    "HOSPITAL_PEER_OPERATIONS_PORT",
-    "RESEARCH_PEER_PORT",
-    "RESEARCH_PEER_CHAINCODE_PORT",
-    "RESEARCH_PEER_OPERATIONS_PORT",
-    "CHAINCODE_PORT",
+    *(
+        f"ORDERER{n}_{port}"
+        for n in range(len(ORDERERS))
+        for port in ("PORT", "CLUSTER_PORT", "ADMIN_PORT", "OPERATIONS_PORT")
+    ),
+    *(
+        f"{peer.split('.')[1].upper()}_{peer.split('.')[0].upper()}_{port}"
+        for peer in PEERS
+        for port in ("PORT", "CHAINCODE_PORT", "OPERATIONS_PORT")
+    ),
+    "HOSPITAL_CHAINCODE_PORT",
+    "RESEARCH_CHAINCODE_PORT",
 )
 
 
@@ -63,11 +75,14 @@ class FabricNetwork:
 
         return FabricLedger.from_url(self.ledger_url, environ=self.client_environment)
 
-    def run(self, command: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    def run(
+        self, *arguments: str, timeout: float = 180, environment: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """`network/fabric.sh ARGUMENTS...` on this network (with `environment`'s settings over its own)."""
         return subprocess.run(
-            ["sh", str(FABRIC_SCRIPT), command],
+            ["sh", str(FABRIC_SCRIPT), *arguments],
             cwd=REPO,
-            env=self.script_environment,
+            env={**self.script_environment, **(environment or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -112,6 +127,20 @@ class FabricNetwork:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def until_available(call: Callable[[], T], seconds: float = 60) -> T:
+    """call() until it does not raise LedgerUnavailable (a peer back from a fault may need a few seconds of
+    gossip before its gateway counts the other organisation's peers again), for at most `seconds`."""
+    from ledger import LedgerUnavailable
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except LedgerUnavailable:
+            assert time.monotonic() < deadline, f"the ledger was still unavailable after {seconds} s"
+            time.sleep(1)
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct ports free on 127.0.0.1 now (the OS picks them; a small race is accepted)."""
     with ExitStack() as stack:
@@ -134,10 +163,7 @@ def start_network(bin_dir: str, directory: Path) -> FabricNetwork:
     network = FabricNetwork(directory=directory, script_environment=environment)
     result = network.run("up")
     if result.returncode != 0:
-        logs = "\n".join(
-            f"--- {name}.log\n{network.log_tail(name)}"
-            for name in ("orderer", "peer0.hospital", "peer0.research", "chaincode")
-        )
+        logs = "\n".join(f"--- {name}.log\n{network.log_tail(name)}" for name in NODES)
         raise RuntimeError(f"network/fabric.sh up failed ({result.returncode}):\n{result.stderr[-4000:]}\n{logs}")
     for line in (directory / "client.env").read_text().splitlines():
         name, _, value = line.partition("=")

@@ -66,7 +66,7 @@ def test_a_mixed_cohort_on_fabric_scores_exactly_the_consented_intact_records_an
     # Every transaction of the test (the records' anchors, the consents granted and revoked, the batch's
     # access log) carries one endorsement of a peer of each organisation, as the committed blocks hold them:
     # each signature verified, each endorser's certificate issued by its organisation's CA.
-    authorities = organisation_authorities(fabric_network.directory / "crypto")
+    authorities = organisation_authorities(fabric_network.directory / "public")
     endorsed: dict[str, list[str]] = {}
     for number in range(first_block, ledger.height()):
         endorsed.update(endorsing_peers(ledger._block(number), ledger.chaincode, authorities))

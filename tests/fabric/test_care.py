@@ -54,7 +54,7 @@ def test_treatment_reads_on_fabric_are_gated_and_logged_on_the_chain(cohort, cli
         )
     assert AccessEvent.objects.get(batch_id=f"read:{reads[0].read_id}").consent_id == consent.consent_id
 
-    authorities = organisation_authorities(fabric_network.directory / "crypto")
+    authorities = organisation_authorities(fabric_network.directory / "public")
     endorsed: dict[str, list[str]] = {}
     for number in range(first_block, ledger.height()):
         endorsed.update(endorsing_peers(ledger._block(number), ledger.chaincode, authorities))

@@ -152,12 +152,20 @@ def test_the_compose_file_has_no_problems(compose):
 
 def test_the_stack_has_every_component(compose):
     expected = {
-        "fabric-prepare",
-        "orderer",
-        "peer-hospital",
-        "peer-research",
-        "fabric-setup",
-        "chaincode",
+        *(f"{org}-prepare" for org in ORGANISATIONS),
+        "genesis",
+        "orderer0",
+        "orderer1",
+        "orderer2",
+        "peer0-hospital",
+        "peer1-hospital",
+        "peer0-research",
+        "ordering-join",
+        "hospital-setup",
+        "research-setup",
+        "hospital-commit",
+        "chaincode-hospital",
+        "chaincode-research",
         "postgres",
         "redis",
         "web",
@@ -183,15 +191,16 @@ def test_the_compute_worker_gets_no_database_credentials_and_no_keys(compose):
 
 def test_the_app_reaches_the_ledger_through_fabric_with_an_exported_client_identity(compose):
     environment = environment_of(compose["services"]["web"])
-    assert environment["LEDGER_URL"] == "fabric://peer0.hospital:7051/health/health"
+    # Both organisations' gateways, in order of preference; the TLS CA file is the exported bundle of both.
+    assert environment["LEDGER_URL"] == "fabric://peer0.hospital:7051,peer0.research:9051/health/health"
     for variable in ("FABRIC_CERT_PATH", "FABRIC_KEY_PATH", "FABRIC_TLS_CA_PATH"):
         assert environment[variable].startswith("/var/fabric-client/")
-    assert "export-client /var/fabric-client" in " ".join(compose["services"]["fabric-setup"]["command"])
+    assert "export-client /var/fabric-client" in " ".join(compose["services"]["hospital-setup"]["command"])
 
 
 def test_fabric_settings_are_ones_the_network_scripts_read(compose):
     scripts = (REPO / "network" / "env.sh").read_text() + (REPO / "network" / "fabric.sh").read_text()
-    for service in ("fabric-prepare", "orderer", "peer-hospital", "peer-research", "fabric-setup", "chaincode"):
+    for service in network_steps(compose):
         for variable in environment_of(compose["services"][service]):
             if variable != "FABRIC_LOGGING_SPEC":
                 assert f"${{{variable}" in scripts or f"${variable}" in scripts, f"{service}: {variable}"
@@ -221,6 +230,119 @@ def test_no_env_file_or_secret_reaches_the_repository_or_the_image():
     assert ".env" in docker_ignored
     assert ".venv" in docker_ignored
     assert "var" in docker_ignored
+
+
+# --- the trust domains: each organisation's keys in its own volumes ------------------------------------
+
+ORGANISATIONS = ("ordering", "hospital", "research")
+PUBLIC_VOLUME = "fabric-public"
+CLIENT_EXPORT = "hospital-client"
+APP_SERVICES = ("web", "custodian-worker", "beat")
+
+
+def mounts(service: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(source, read-only) of each of a service's volumes (short syntax)."""
+    found = []
+    for volume in service.get("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        found.append((source, rest.split(":")[-1] == "ro" if ":" in rest else False))
+    return found
+
+
+def organisation_of_volume(volume: str) -> str | None:
+    """The organisation whose private volume this is (named <org>-...), None for any other."""
+    return next((org for org in ORGANISATIONS if volume.startswith(f"{org}-")), None)
+
+
+def network_steps(document: dict[str, Any]) -> dict[str, list[str]]:
+    """service -> its network/fabric.sh arguments (every call of the script in its command)."""
+    found = {}
+    for name, service in document["services"].items():
+        command = service.get("command") or []
+        text = command if isinstance(command, str) else " ".join(map(str, command))
+        calls = re.findall(r"fabric\.sh ([^&]*)", text)
+        if calls:
+            found[name] = [call.strip() for call in calls]
+    return found
+
+
+def trust_domain_problems(document: dict[str, Any]) -> list[str]:
+    """Every way the compose file lets one organisation's containers reach another's keys."""
+    problems = []
+    steps = network_steps(document)
+    for name, service in document["services"].items():
+        owners = {organisation_of_volume(source) for source, _ in mounts(service)} - {None}
+        if len(owners) > 1:
+            problems.append(f"{name}: mounts the private volumes of {', '.join(sorted(owners))}")
+        for owner in owners:
+            # A container of the organisation: a step or node of the script naming it, or the app (the
+            # hospital's) with the client export only.
+            named = any(re.search(rf"\b{owner}\b", call) for call in steps.get(name, []))
+            if not named and not (name in APP_SERVICES and owner == "hospital"):
+                problems.append(f"{name}: mounts {owner}'s private volumes, but is not one of {owner}'s containers")
+        for source, read_only in mounts(service):
+            publishing = any(call.startswith(("prepare-org", "genesis")) for call in steps.get(name, []))
+            if source == PUBLIC_VOLUME and not read_only and not publishing:
+                problems.append(f"{name}: mounts {PUBLIC_VOLUME} writable, but publishes nothing")
+        if name in APP_SERVICES:
+            fabric_mounts = [m for m in mounts(service) if m[0] == PUBLIC_VOLUME or organisation_of_volume(m[0])]
+            if fabric_mounts != [(CLIENT_EXPORT, True)]:
+                problems.append(f"{name}: mounts {fabric_mounts} of the network, not the client export read-only")
+    return problems
+
+
+def test_no_container_reaches_another_organisations_keys(compose):
+    assert trust_domain_problems(compose) == []
+    declared = set(compose["volumes"])
+    for org in ORGANISATIONS:
+        assert f"{org}-crypto" in declared
+
+
+def test_three_raft_orderers_each_its_own_node(compose):
+    steps = network_steps(compose)
+    orderers = sorted(call for calls in steps.values() for call in calls if call.startswith("node orderer"))
+    assert orderers == ["node orderer0.ordering", "node orderer1.ordering", "node orderer2.ordering"]
+    aliases = {
+        alias
+        for service in compose["services"].values()
+        for alias in (service.get("networks") or {}).get("default", {}).get("aliases", [])
+    }
+    assert {"orderer0.ordering", "orderer1.ordering", "orderer2.ordering", "peer1.hospital"} <= aliases
+
+
+def test_each_peer_organisation_has_its_own_chaincode_service_and_setup(compose):
+    steps = network_steps(compose)
+    assert steps["chaincode-hospital"] == ["chaincode hospital"]
+    assert steps["chaincode-research"] == ["chaincode research"]
+    for org in ("hospital", "research"):
+        assert f"approve {org}" in steps[f"{org}-setup"]
+        volumes = [source for source, _ in mounts(compose["services"][f"chaincode-{org}"])]
+        assert volumes == [f"{org}-chaincode"]
+    assert steps["hospital-commit"][0] == "commit hospital"
+
+
+def test_a_container_mounting_another_organisations_keys_is_caught(compose):
+    def two_organisations(document):
+        document["services"]["peer0-hospital"]["volumes"].append("research-crypto:/var/fabric/orgs/research")
+
+    def foreign(document):
+        document["services"]["orderer0"]["volumes"] = ["hospital-crypto:/var/fabric/orgs/hospital"]
+
+    def app_with_keys(document):
+        document["services"]["web"]["volumes"].append("hospital-crypto:/var/fabric/orgs/hospital:ro")
+
+    def public_writable(document):
+        document["services"]["peer0-research"]["volumes"] = ["fabric-public:/var/fabric/public"]
+
+    def problems(change):
+        document = copy.deepcopy(compose)
+        change(document)
+        return trust_domain_problems(document)
+
+    assert "peer0-hospital: mounts the private volumes of hospital, research" in problems(two_organisations)
+    assert "orderer0: mounts hospital's private volumes, but is not one of hospital's containers" in problems(foreign)
+    assert any(problem.startswith("web: mounts") for problem in problems(app_with_keys))
+    assert "peer0-research: mounts fabric-public writable, but publishes nothing" in problems(public_writable)
 
 
 # --- the checks catch a broken file ------------------------------------------------------------------
@@ -270,9 +392,9 @@ def test_a_dependency_on_a_missing_service_is_caught(compose):
 
 
 def test_a_long_running_service_without_a_healthcheck_is_caught(compose):
-    problems = broken(compose, lambda document: document["services"]["orderer"].pop("healthcheck"))
-    assert "orderer: a long-running service without a healthcheck" in problems
-    assert "fabric-setup: waits for orderer to be healthy, but orderer has no healthcheck" in problems
+    problems = broken(compose, lambda document: document["services"]["orderer1"].pop("healthcheck"))
+    assert "orderer1: a long-running service without a healthcheck" in problems
+    assert "ordering-join: waits for orderer1 to be healthy, but orderer1 has no healthcheck" in problems
 
 
 def test_a_literal_secret_is_caught(compose):

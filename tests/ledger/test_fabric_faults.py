@@ -2,14 +2,12 @@
 and answers nothing) is LedgerUnavailable for reads and writes, never a contract refusal, and the client
 works again once the peer is back. Skipped, with the reason, without FABRIC_BIN_DIR."""
 
-import time
-
 import pytest
 
 from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import Contracts
 from ledger.fabric import FabricLedger
-from tests.fabric.network import shared_network
+from tests.fabric.network import shared_network, until_available
 
 pytestmark = pytest.mark.fabric
 
@@ -37,14 +35,7 @@ def test_a_stopped_peer_is_ledger_unavailable_never_a_refusal_and_the_client_hea
         # Back: the peer answers at once; its gateway may need a few seconds of gossip to count the other
         # organisation's peer again, and says so as LedgerUnavailable (what the platform retries on).
         assert contracts.read_anchor("no-such-record") is None  # a refusal read as "absent", as before the fault
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                anchored = contracts.anchor_model(name="fault-test", version="1", sha256="c" * 64)
-                break
-            except LedgerUnavailable:
-                assert time.monotonic() < deadline, "the client did not heal within a minute"
-                time.sleep(1)
+        anchored = until_available(lambda: contracts.anchor_model(name="fault-test", version="1", sha256="c" * 64))
         assert anchored.tx_id
         assert contracts.height() > height
     finally:
