@@ -110,6 +110,9 @@ BATCH_TIMEOUT=${BATCH_TIMEOUT:-20ms}
 # Raft's clock: a leader is elected within ELECTION_TICK ticks (1 s here, not Fabric's 5 s default).
 RAFT_TICK_INTERVAL=${RAFT_TICK_INTERVAL:-100ms}
 RAFT_ELECTION_TICK=${RAFT_ELECTION_TICK:-10}
+# The orderers' metrics: "disabled", or "prometheus" for each orderer's operations endpoint to serve
+# /metrics (consensus_etcdraft_is_leader: which one leads the channel's Raft; committed_block_number).
+ORDERER_METRICS_PROVIDER=${ORDERER_METRICS_PROVIDER:-disabled}
 
 PYTHON=${PYTHON:-}
 if [ -z "$PYTHON" ]; then

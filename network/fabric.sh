@@ -14,6 +14,8 @@
 #   fabric.sh prepare         prepare-org for the three organisations, then genesis
 #   fabric.sh node NODE       run one node in the foreground: orderer0.ordering | orderer1.ordering |
 #                             orderer2.ordering | peer0.hospital | peer1.hospital | peer0.research
+#   fabric.sh start-node NODE native: start one node in the background as `up` does (a node that
+#                             stopped or crashed), and wait until it listens
 #   fabric.sh join ORG        ORG's admin joins ORG's nodes to the channel (osnadmin or peer channel join)
 #   fabric.sh approve ORG     ORG's admin packages ORG's ccaas package (pointing at ORG's own chaincode
 #                             service), installs it on ORG's peers and approves the definition for ORG
@@ -170,7 +172,7 @@ run_orderer() {
     export ORDERER_ADMIN_TLS_CLIENTAUTHREQUIRED="true"
     export ORDERER_ADMIN_TLS_CLIENTROOTCAS="[$tls/ca.crt]"
     export ORDERER_OPERATIONS_LISTENADDRESS="$NETWORK_LISTEN_HOST:$NODE_OPERATIONS_PORT"
-    export ORDERER_METRICS_PROVIDER="disabled"
+    export ORDERER_METRICS_PROVIDER
     export ORDERER_FILELEDGER_LOCATION="$NODE_DATA_DIR"
     export ORDERER_CONSENSUS_WALDIR="$NODE_DATA_DIR/etcdraft/wal"
     export ORDERER_CONSENSUS_SNAPDIR="$NODE_DATA_DIR/etcdraft/snapshot"
@@ -553,13 +555,21 @@ retry() {
     done
 }
 
-# start NAME ARGS...: run `fabric.sh ARGS...` in the background, its pid in $RUN_DIR/NAME.pid.
+# start NAME ARGS...: run `fabric.sh ARGS...` in the background, its pid in $RUN_DIR/NAME.pid. Its log is
+# appended to: a node started again keeps what it said before it stopped.
 start() {
     name=$1
     shift
     mkdir -p "$RUN_DIR" "$LOG_DIR"
-    nohup sh "$NETWORK_SCRIPTS_DIR/fabric.sh" "$@" >"$LOG_DIR/$name.log" 2>&1 &
+    nohup sh "$NETWORK_SCRIPTS_DIR/fabric.sh" "$@" >>"$LOG_DIR/$name.log" 2>&1 &
     echo $! >"$RUN_DIR/$name.pid"
+}
+
+# start_node NODE: NODE in the background, as `up` starts it, once it listens (its admin port, for an orderer).
+start_node() {
+    node_settings "$1"
+    start "$1" node "$1"
+    wait_for_port "$1" "$NODE_HOST" "${NODE_ADMIN_PORT:-$NODE_PORT}"
 }
 
 # wait_for_port NAME HOST PORT: wait until HOST:PORT accepts connections, or NAME's process died.
@@ -643,6 +653,7 @@ prepare-org) prepare_org "${2:-}" ;;
 genesis) genesis ;;
 prepare) prepare ;;
 node) run_node "${2:-}" ;;
+start-node) start_node "${2:-}" ;;
 join) join "${2:-}" ;;
 approve) approve "${2:-}" ;;
 commit) commit "${2:-}" ;;
@@ -654,7 +665,7 @@ client-env) client_env ;;
 export-client) export_client "${2:-}" "${3:-}" ;;
 export-chaincode) export_chaincode "${2:-}" "${3:-}" "${4:-}" ;;
 *)
-    sed -n '2,35s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,37s/^# \{0,1\}//p' "$0" >&2
     exit 2
     ;;
 esac

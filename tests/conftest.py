@@ -403,6 +403,28 @@ def every_gate_answer(cohort, clinician, monkeypatch):
     return people
 
 
+EVERY_GATE_ANSWER = (
+    ("admit", None),
+    ("refuse", "no_consent"),
+    ("refuse", "consent_expired"),
+    ("refuse", "consent_revoked"),
+    ("refuse", "category_not_covered"),
+    ("refuse", "hash_mismatch"),
+)
+"""The gate's answer, (decision, reason), for each of every_gate_answer's people in order."""
+
+
+def every_gate_answer_scored(request, clinician, people) -> dict[str, tuple[str, str | None]]:
+    """Check that `clinician`'s completed analysis of every_gate_answer's `people` scored patient 0's record alone, as
+    the model scores it in the clear; returns what the access log must say of each record: id -> (decision, reason)."""
+    results = analysis_results(request=request, viewer=clinician)
+    assert [row.record_id for row in results.rows] == [str(people[0][2].id)]
+    expected = plain_scores(1)[0]
+    assert results.rows[0].label == expected["label"]
+    assert abs(results.rows[0].score - expected["score"]) < 1e-3
+    return {str(record.id): answer for (_, _, record), answer in zip(people, EVERY_GATE_ANSWER, strict=True)}
+
+
 def plain_scores(count: int) -> list[dict]:
     """The breast-cancer model's answers ({"label", "score", ...}) for demo patients 0..count-1, computed in
     the clear: what the encrypted analysis of their records must come to."""

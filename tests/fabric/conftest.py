@@ -21,10 +21,10 @@ def fabric_network(request):
 
 
 @pytest.fixture(autouse=True)
-def ledger_url(request, settings, monkeypatch):
-    network = shared_network(request)
-    for name, value in network.client_environment.items():
+def ledger_url(fabric_network, settings, monkeypatch):
+    """The application on `fabric_network` (a module that needs a network of its own overrides that fixture)."""
+    for name, value in fabric_network.client_environment.items():
         monkeypatch.setenv(name, value)
     settings.PSEUDONYM_KEY = base64.b64encode(os.urandom(32)).decode()
-    with ledger_at(settings, network.ledger_url) as url:
+    with ledger_at(settings, fabric_network.ledger_url) as url:
         yield url

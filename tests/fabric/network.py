@@ -8,7 +8,9 @@ that as a session finalizer.
 
 Without FABRIC_BIN_DIR the callers skip with FABRIC_BIN_NOT_SET as the visible reason. A network
 that fails to start fails every test that needs it, with the tail of the failing node's log, and is
-not started again in the same session.
+not started again in the same session. `dedicated_network()` starts one of a module's own, for tests
+that crash nodes (FabricNetwork.kill, then start_node; raft_leader and committed_blocks read the
+orderers' metrics when the network runs with ORDERER_METRICS_PROVIDER=prometheus).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ FABRIC_BIN_NOT_SET = (
 # Every node of network/env.sh, in the order `up` starts them: the names of their logs and pid files.
 ORDERERS = ("orderer0.ordering", "orderer1.ordering", "orderer2.ordering")
 PEERS = ("peer0.hospital", "peer1.hospital", "peer0.research")
+CHANNEL_LABEL = '{channel="health"}'  # a channel's Prometheus series, as the orderers label them
 CHAINCODE_SERVICES = ("chaincode.hospital", "chaincode.research")
 NODES = ORDERERS + PEERS + CHAINCODE_SERVICES
 PORT_VARIABLES = (
@@ -107,6 +111,69 @@ class FabricNetwork:
                     frontier.append(int(entry.name))
         return found
 
+    def kill(self, name: str) -> float:
+        """Crash the node: SIGKILL to its whole process tree. Returns time.monotonic() at the signal, once every
+        process of it is gone."""
+        pids = self.processes(name)
+        killed_at = time.monotonic()
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = killed_at + 10
+        while any(map(_alive, pids)):
+            assert time.monotonic() < deadline, f"{name} is still running 10 s after SIGKILL"
+            time.sleep(0.05)
+        return killed_at
+
+    def start_node(self, name: str) -> None:
+        """`fabric.sh start-node NAME`: the node started again as `up` starts it (same environment, pid file and
+        log, appended to), returned once it listens; RuntimeError with its log's tail if it does not."""
+        result = self.run("start-node", name, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"{name} did not start again:\n{result.stderr[-2000:]}\n{self.log_tail(name)}")
+
+    def metrics(self, orderer: str) -> dict[str, float]:
+        """The orderer's Prometheus metrics for the channel (its operations endpoint's /metrics; the network must
+        run with ORDERER_METRICS_PROVIDER=prometheus): {"consensus_etcdraft_is_leader": 1.0, ...}. Raises OSError
+        when the orderer does not answer."""
+        port = self.script_environment[f"ORDERER{ORDERERS.index(orderer)}_OPERATIONS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+        found = {}
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.endswith(CHANNEL_LABEL):
+                found[name.removesuffix(CHANNEL_LABEL)] = float(value)
+        return found
+
+    def stop(self) -> None:
+        """`fabric.sh down`, then the network's folder removed (kept with FABRIC_KEEP_NETWORK_DIR set)."""
+        self.run("down", timeout=60)
+        if not os.environ.get("FABRIC_KEEP_NETWORK_DIR"):
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def raft_leader(self, among: tuple[str, ...] = ORDERERS, seconds: float = 30) -> str:
+        """The orderer of `among` that leads the channel's Raft, once exactly one of them says so (its
+        consensus_etcdraft_is_leader gauge is 1, the others' 0; one that does not answer is not it): each orderer
+        sets that gauge itself whenever its own Raft node becomes leader or stops being it."""
+        deadline = time.monotonic() + seconds
+        while True:
+            leaders = [name for name in among if self._metric(name, "consensus_etcdraft_is_leader") == 1]
+            if len(leaders) == 1:
+                return leaders[0]
+            assert time.monotonic() < deadline, f"no single Raft leader among {among} after {seconds} s: {leaders}"
+            time.sleep(0.05)
+
+    def committed_blocks(self) -> dict[str, float | None]:
+        """The number of the last block each orderer wrote to its ledger (None: it does not answer)."""
+        return {name: self._metric(name, "consensus_etcdraft_committed_block_number") for name in ORDERERS}
+
+    def _metric(self, orderer: str, name: str) -> float | None:
+        try:
+            return self.metrics(orderer).get(name)
+        except OSError:
+            return None
+
     @contextmanager
     def stopped(self, name: str) -> Iterator[None]:
         """The node frozen (SIGSTOP: it holds its connections and answers nothing) for the block, then resumed."""
@@ -125,6 +192,14 @@ class FabricNetwork:
         if not path.exists():
             return f"(no {path})"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def until_available(call: Callable[[], T], seconds: float = 60) -> T:
@@ -150,8 +225,9 @@ def free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def start_network(bin_dir: str, directory: Path) -> FabricNetwork:
-    """Start the native network in `directory`; raise RuntimeError with the logs if it does not come up."""
+def start_network(bin_dir: str, directory: Path, settings: dict[str, str] | None = None) -> FabricNetwork:
+    """Start the native network in `directory` (with network/env.sh `settings` over the defaults); raise
+    RuntimeError with the logs if it does not come up."""
     environment = {
         **os.environ,
         "FABRIC_BIN_DIR": bin_dir,
@@ -159,6 +235,7 @@ def start_network(bin_dir: str, directory: Path) -> FabricNetwork:
         "PYTHON": sys.executable,
         "FABRIC_LOGGING_SPEC": os.environ.get("FABRIC_TEST_LOGGING_SPEC", "WARNING"),
         **dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True)),
+        **(settings or {}),
     }
     network = FabricNetwork(directory=directory, script_environment=environment)
     result = network.run("up")
@@ -175,11 +252,17 @@ def start_network(bin_dir: str, directory: Path) -> FabricNetwork:
 _shared: dict[str, FabricNetwork | Exception | None] = {"network": None}
 
 
-def shared_network(request: pytest.FixtureRequest) -> FabricNetwork:
-    """The session's network, started on first use; skips without FABRIC_BIN_DIR."""
+def fabric_bin_dir() -> str:
+    """FABRIC_BIN_DIR; the caller skips, with FABRIC_BIN_NOT_SET as the reason, when it is not set."""
     bin_dir = os.environ.get("FABRIC_BIN_DIR")
     if not bin_dir:
         pytest.skip(FABRIC_BIN_NOT_SET)
+    return bin_dir
+
+
+def shared_network(request: pytest.FixtureRequest) -> FabricNetwork:
+    """The session's network, started on first use; skips without FABRIC_BIN_DIR."""
+    bin_dir = fabric_bin_dir()
     current = _shared["network"]
     if current is None:
         request.session.config.add_cleanup(stop_shared_network)
@@ -194,13 +277,26 @@ def shared_network(request: pytest.FixtureRequest) -> FabricNetwork:
     return current
 
 
+@contextmanager
+def dedicated_network(settings: dict[str, str] | None = None) -> Iterator[FabricNetwork]:
+    """A network of the caller's own (network/env.sh `settings` over the defaults), for tests that crash its
+    nodes: started in a temporary folder, stopped on the way out. Skips without FABRIC_BIN_DIR."""
+    bin_dir = fabric_bin_dir()
+    try:
+        network = start_network(bin_dir, Path(tempfile.mkdtemp(prefix="health-fabric-")), settings)
+    except RuntimeError as error:
+        pytest.fail(f"the dedicated Fabric network did not start: {error}", pytrace=False)
+    try:
+        yield network
+    finally:
+        network.stop()
+
+
 def stop_shared_network() -> None:
     current = _shared["network"]
     _shared["network"] = None
     if isinstance(current, FabricNetwork):
-        current.run("down", timeout=60)
-        if not os.environ.get("FABRIC_KEEP_NETWORK_DIR"):
-            shutil.rmtree(current.directory, ignore_errors=True)
+        current.stop()
 
 
 def backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
