@@ -12,13 +12,9 @@ copies disagree about it: neither organisation's copy alone decides.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import plyvel
 import pytest
@@ -33,7 +29,7 @@ from ledger.contracts import AccessItem, Contracts
 from ledger.fabric import FabricLedger
 from records.models import RecordVersion
 from tests.conftest import grant
-from tests.fabric.network import FABRIC_SCRIPT, REPO, FabricNetwork, until_available
+from tests.fabric.network import FabricNetwork, until_available
 
 pytestmark = [pytest.mark.fabric, pytest.mark.he, pytest.mark.django_db(transaction=True)]
 
@@ -88,27 +84,12 @@ def db_value(fields: dict[int, bytes]) -> bytes:
 
 @contextmanager
 def node_down(network: FabricNetwork, name: str):
-    """The node stopped for real (its processes terminated, its files released) for the block, then started again
-    as network/fabric.sh starts it, and awaited."""
-    for pid in reversed(network.processes(name)):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}").exists() for pid in network.processes(name)):
-        assert time.monotonic() < deadline, f"{name} did not stop"
-        time.sleep(0.1)
+    """The node crashed (its files released) for the block, then started again as network/fabric.sh starts it."""
+    network.kill(name)
     try:
         yield
     finally:
-        with (network.directory / "logs" / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(
-                ["sh", str(FABRIC_SCRIPT), "node", name],
-                cwd=REPO,
-                env=network.script_environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        (network.directory / "run" / f"{name}.pid").write_text(str(process.pid))
+        network.start_node(name)
 
 
 def edit_state(network: FabricNetwork, key: str, change) -> None:
