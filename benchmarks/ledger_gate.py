@@ -8,8 +8,9 @@ AppendAccessEvents transaction per batch. Naive: per record, a ReadAnchor and a 
 evaluate (the gate done by the client), and one AppendAccessEvents transaction per record; run on a
 sample and reported per record, in the same run, on the same ledger.
 
-Consent writes: signed grants (GrantConsent with the patient's passkey assertion), one per patient, from
---writers concurrent clients each with its own connection, against one client alone.
+Consent writes: signed grants (the patient's passkey assertion over each document), one per patient,
+--writers patients at once: through one platform process whose group commit writes the grants made at the same
+moment together (the design), against the same concurrency with one transaction per grant, and one client alone.
 
 The embedded ledger always runs. With FABRIC_BIN_DIR set, the same measurements run on the native
 network of network/fabric.sh (all on 127.0.0.1), started for the run and stopped after it;
@@ -76,18 +77,20 @@ def populate(contracts: Contracts, records: int) -> None:
         list(pool.map(grant, range(0, records, 2)))
 
 
-def consent_writes(open_client: Callable[[], LedgerClient], patients: range, clients: int) -> float:
-    """Seconds to grant one signed consent to each of `patients` from `clients` concurrent clients, each with its own
-    connection to the ledger (their passkeys enrolled beforehand, untimed): consent writes as many patients'
-    portals make them."""
-    connections = [open_client() for _ in range(clients)]
-    signers = [SoftwareSigner(Contracts(connection)) for connection in connections]
+def consent_writes(open_client: Callable[[], LedgerClient], patients: range, clients: int, *, grouped: bool) -> float:
+    """Seconds to grant one signed consent to each of `patients`, `clients` at a time (their passkeys enrolled
+    beforehand, untimed). grouped: through ONE platform process's client, whose group commit writes the grants
+    made at the same moment together (the design); else each concurrent client with its own connection and one
+    transaction per grant."""
+    shared = open_client()
+    connections = [shared] if grouped else [shared, *(open_client() for _ in range(clients - 1))]
+    signers = [SoftwareSigner(Contracts(connection, group_grants=grouped)) for connection in connections]
 
     def enrol(patient: int) -> None:
-        signers[patient % clients].passkey(_pseudonym(patient))
+        signers[patient % len(signers)].passkey(_pseudonym(patient))
 
     def grant(patient: int) -> None:
-        signers[patient % clients].grant(_pseudonym(patient), _consent(f"w-{patient}"))
+        signers[patient % len(signers)].grant(_pseudonym(patient), _consent(f"w-{patient}"))
 
     try:
         with ThreadPoolExecutor(clients) as pool:
@@ -188,10 +191,14 @@ def measure(
     row("gate", "naive: 2 calls/record", len(sample), seconds)
     seconds, _ = timed(partial(log_batches, contracts, [range(i, i + 1) for i in sample], "naive"))
     row("log", "naive: 1 tx/record", len(sample), seconds)
-    writes = range(records, records + 20 * writers)
-    row("consent write", f"{writers} clients", len(writes), consent_writes(open_client, writes, writers))
-    alone = range(writes.stop, writes.stop + 5 * writers)
-    row("consent write", "naive: 1 client", len(alone), consent_writes(open_client, alone, 1))
+    grouped = range(records, records + 20 * writers)
+    design = f"{writers} patients at once, one process, grouped"
+    row("consent write", design, len(grouped), consent_writes(open_client, grouped, writers, grouped=True))
+    apart = range(grouped.stop, grouped.stop + 20 * writers)
+    one_each = f"{writers} clients at once, 1 tx per grant"
+    row("consent write", one_each, len(apart), consent_writes(open_client, apart, writers, grouped=False))
+    alone = range(apart.stop, apart.stop + 5 * writers)
+    row("consent write", "naive: 1 client", len(alone), consent_writes(open_client, alone, 1, grouped=False))
     report_chain = chain.verify()
     assert report_chain.ok, report_chain.problems[:5]
     chain.close()
@@ -250,8 +257,10 @@ def main() -> None:
         print(
             f"{backend}: gate batched 1000/call is {gate['batched, 1000/call'] / gate['naive: 2 calls/record']:.0f}x "
             f"naive; log batched 1000/tx is {log['batched, 1000/tx'] / log['naive: 1 tx/record']:.0f}x naive; "
-            f"consent writes {writes[f'{arguments.writers} clients']:.0f} tx/s from {arguments.writers} clients, "
-            f"{writes['naive: 1 client']:.0f} tx/s from one"
+            f"consent writes from {arguments.writers} patients at once: "
+            f"{writes[f'{arguments.writers} patients at once, one process, grouped']:.0f}/s grouped, "
+            f"{writes[f'{arguments.writers} clients at once, 1 tx per grant']:.0f}/s one transaction each; "
+            f"{writes['naive: 1 client']:.0f}/s from one client"
         )
 
 

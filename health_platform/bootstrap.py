@@ -38,7 +38,7 @@ def ledger_retry_countdown(*, retries: int) -> float:
 
 def contracts() -> Contracts:
     """The platform's contracts over the process's ledger client: the one door apps use."""
-    return Contracts(ledger())
+    return Contracts(ledger(), group_grants=settings.LEDGER_GROUP_GRANTS)
 
 
 def reset_ledger() -> None:

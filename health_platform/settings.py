@@ -402,6 +402,9 @@ LEDGER_URL = env.str("LEDGER_URL", default=f"embedded://{VAR_DIR / 'ledger.sqlit
 # the platform answers ledger_unavailable (503 with Retry-After; the pipeline retries). Commits hold the
 # write lock for milliseconds, so this is only reached in an outage.
 LEDGER_BUSY_TIMEOUT_SECONDS = env.float("LEDGER_BUSY_TIMEOUT_SECONDS", default=10.0)
+# Signed grants made at the same moment through one process (many patients at once) go to the ledger together,
+# up to 64 per transaction (ledger.group_commit); a grant alone goes at once. false: one transaction per grant.
+LEDGER_GROUP_GRANTS = env.bool("LEDGER_GROUP_GRANTS", default=True)
 
 # --- Celery ---
 # Configured in health_platform/celery_config.py, from the same environment and .env: the compute

@@ -13,6 +13,8 @@ message free of arguments, so that the web layer renders them without catching t
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -21,9 +23,13 @@ import orjson
 
 from ledger.client import BlockSummary, LedgerClient, Receipt, TransactionLocation, VerificationReport
 from ledger.errors import ContractRejected
+from ledger.group_commit import GroupCommit
 
 ANCHORS, CONSENT, ACCESS_LOG, DIRECTORY = "anchors", "consent", "accesslog", "directory"
 EMERGENCY, ALERTS, PATIENT_KEYS = "emergency", "alerts", "patient_keys"
+
+# Signed grant documents in one GrantConsents transaction (chaincode.contracts.consent.MAX_GRANT_BATCH).
+MAX_GRANT_BATCH = 64
 
 # A grantee's status in the directory, as the ledger holds it.
 GRANTEE_ACTIVE, GRANTEE_INACTIVE = "active", "inactive"
@@ -32,6 +38,18 @@ GRANTEE_ACTIVE, GRANTEE_INACTIVE = "active", "inactive"
 _ABSENT = frozenset({"not_found"})
 
 _T = TypeVar("_T")
+
+
+def _patient_of(request: tuple[Any, Any]) -> str:
+    """The patient a grant request is for: one document per patient in a batch."""
+    document = request[0]
+    return str(document.get("patient_pseudonym")) if isinstance(document, Mapping) else repr(id(document))
+
+
+def _granted(answer: list[LedgerConsent] | ContractRejected) -> list[LedgerConsent]:
+    if isinstance(answer, ContractRejected):
+        raise answer
+    return answer
 
 
 def _from_mapping(kind: type[_T], values: Mapping[str, Any]) -> _T:
@@ -407,10 +425,20 @@ class Recorded:
 
 
 class Contracts:
-    """The platform's contracts over one LedgerClient (either backend)."""
+    """The platform's contracts over one LedgerClient (either backend).
 
-    def __init__(self, client: LedgerClient):
+    group_grants: signed grants made at the same moment through this client (by many patients at once) are
+    written together, up to MAX_GRANT_BATCH per transaction (ledger.group_commit); a grant alone goes at once,
+    as GrantConsent. One GroupCommit per client, shared by every Contracts over it."""
+
+    _grant_groups: weakref.WeakKeyDictionary[Any, GroupCommit[tuple[Any, Any], list[LedgerConsent]]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _grant_groups_lock = threading.Lock()
+
+    def __init__(self, client: LedgerClient, *, group_grants: bool = False):
         self.client = client
+        self.group_grants = group_grants
 
     # --- the chain ---------------------------------------------------------------------------------
     def block_of(self, tx_id: str | None) -> int | None:
@@ -518,11 +546,36 @@ class Contracts:
 
     # --- consent -----------------------------------------------------------------------------------
     def grant_consents(self, document: Mapping[str, Any], signature: Mapping[str, str]) -> list[LedgerConsent]:
-        """Grant every consent of a grant document the patient signed (chaincode.contracts.consent), at once."""
-        receipt = self.client.submit(CONSENT, "GrantConsent", _json(document), _json(signature))
+        """Grant every consent of a grant document the patient signed (chaincode.contracts.consent), at once; with
+        group_grants, in the same transaction as other patients' grants made at the same moment."""
+        if not self.group_grants:
+            return _granted(self._grant_batch([(document, signature)])[0])
+        with Contracts._grant_groups_lock:
+            group = Contracts._grant_groups.get(self.client)
+            if group is None:
+                group = Contracts._grant_groups[self.client] = GroupCommit(
+                    self._grant_batch, key=_patient_of, max_items=MAX_GRANT_BATCH
+                )
+        return group.call((document, signature))
+
+    def _grant_batch(self, requests: list[tuple[Any, Any]]) -> list[list[LedgerConsent] | ContractRejected]:
+        """One transaction for the grant documents of different patients: GrantConsent for one, GrantConsents for
+        more (each document accepted or refused alone)."""
+        if len(requests) == 1:
+            receipt = self.client.submit(CONSENT, "GrantConsent", *(_json(part) for part in requests[0]))
+            answers: list[Any] = [{"consents": receipt.json()}]
+        else:
+            batch = [{"document": _json(document), "signature": _json(signature)} for document, signature in requests]
+            receipt = self.client.submit(CONSENT, "GrantConsents", _json(batch))
+            answers = receipt.json()
         return [
-            _consent(consent, granted_block=self._committed_block(receipt, consent["granted_tx_id"]))
-            for consent in receipt.json()
+            [
+                _consent(consent, granted_block=self._committed_block(receipt, consent["granted_tx_id"]))
+                for consent in answer["consents"]
+            ]
+            if "consents" in answer
+            else ContractRejected(answer["error"]["code"], answer["error"]["message"])
+            for answer in answers
         ]
 
     def revoke_consent(

@@ -32,7 +32,7 @@ from chaincode.contracts.patient_keys import (
     signature_record,
     signed_document,
 )
-from chaincode.errors import AlreadyExists, InvalidArgument, NotFound
+from chaincode.errors import AlreadyExists, ContractError, InvalidArgument, NotFound
 from chaincode.library import Contract, TransactionContext
 from chaincode.vocabulary import CATEGORIES, EMERGENCY, EMERGENCY_PURPOSES, PURPOSES
 
@@ -40,6 +40,7 @@ CONSENT = "consent"
 CONSENT_BY_PATIENT = "consent_by_patient"
 PATIENT_CONSENTS = "patient_consents"
 CONSENT_SIGNATURE = "consent_signature"
+MAX_GRANT_BATCH = 64  # signed grant documents in one GrantConsents transaction
 _GRANT_FIELDS = {"consent_id", "grantee", "purposes", "categories", "valid_from", "valid_until"}
 _GRANT_DOCUMENT_FIELDS = {"action", "patient_pseudonym", "issued_at", "grants"}
 _REVOKE_DOCUMENT_FIELDS = {"action", "patient_pseudonym", "consent_id", "issued_at"}
@@ -75,24 +76,39 @@ class ConsentContract(Contract):
         is empty or over. Each consent keeps the hash of the document that granted it; the document and its
         signature are kept under that hash (ReadConsentSignature), for anyone to verify again.
         """
-        stub = ctx.get_stub()
         document = signed_document(document_json, "document", _GRANT_DOCUMENT_FIELDS, "grant_consent")
-        grants = validation.object_list(document["grants"], "document.grants", validation.MAX_CODES)
-        pseudonym = document["patient_pseudonym"]
-        digest = await _signed(stub, document, signature_json)
-        consents = [
-            await _new_consent(stub, grant, f"document.grants[{i}]", pseudonym) for i, grant in enumerate(grants)
-        ]
-        if len({c["consent_id"] for c in consents}) != len(consents):
-            raise InvalidArgument("document.grants repeat a consent_id")
-        for consent in consents:
-            consent["grant_signature"] = digest
-            await state.put_json(stub, consent_key(stub, consent["consent_id"]), consent)
-            await stub.put_state(
-                stub.create_composite_key(CONSENT_BY_PATIENT, [pseudonym, consent["consent_id"]]), state.INDEX_MARKER
-            )
-        await _keep_patient_consents(stub, pseudonym, consents)
-        return state.dumps(consents).decode()
+        return state.dumps(await _grant(ctx.get_stub(), document, signature_json)).decode()
+
+    async def GrantConsents(self, ctx: TransactionContext, requests_json: str) -> str:
+        """GrantConsent for several patients' signed documents in ONE transaction (the platform gathers the grants
+        its patients sign at the same moment): requests = [{document, signature}, ...] (JSON strings, as
+        GrantConsent takes them), 1 to MAX_GRANT_BATCH, each of a different patient. Each document stands alone:
+        checked in full before anything of it is written, and refused alone, with its own code, without failing the
+        others. Answers, in order, {"consents": [...]} or {"error": {"code", "message"}} per request."""
+        stub = ctx.get_stub()
+        requests = validation.object_list(
+            validation.json_argument(requests_json, "requests", list), "requests", MAX_GRANT_BATCH
+        )
+        patients: set[str] = set()
+        results: list[dict[str, Any]] = []
+        for index, request in enumerate(requests):
+            field = f"requests[{index}]"
+            validation.only_fields(request, field, {"document", "signature"}, {"document", "signature"})
+            staged = _StagedWrites(stub)
+            try:
+                document = signed_document(
+                    request["document"], f"{field}.document", _GRANT_DOCUMENT_FIELDS, "grant_consent"
+                )
+                if document["patient_pseudonym"] in patients:
+                    raise InvalidArgument(f"{field}.document's patient has another document in this batch")
+                consents = await _grant(staged, document, request["signature"])
+            except ContractError as error:
+                results.append({"error": {"code": error.code, "message": error.message}})
+                continue
+            patients.add(document["patient_pseudonym"])
+            await staged.commit()
+            results.append({"consents": consents})
+        return state.dumps(results).decode()
 
     async def RevokeConsent(self, ctx: TransactionContext, document_json: str, signature_json: str) -> str:
         """Revoke a consent, as its patient signed: document = {action: "revoke_consent", patient_pseudonym,
@@ -325,6 +341,46 @@ async def _new_consent(stub: Any, grant: dict[str, Any], field: str, pseudonym: 
     if await stub.get_state(consent_key(stub, consent_id)):
         raise AlreadyExists("a consent with this consent_id exists")
     return consent
+
+
+async def _grant(stub: Any, document: dict[str, Any], signature_json: Any) -> list[dict[str, Any]]:
+    """The consents of a grant document, its signature checked; written through `stub`."""
+    grants = validation.object_list(document["grants"], "document.grants", validation.MAX_CODES)
+    pseudonym = document["patient_pseudonym"]
+    digest = await _signed(stub, document, signature_json)
+    consents = [await _new_consent(stub, grant, f"document.grants[{i}]", pseudonym) for i, grant in enumerate(grants)]
+    if len({c["consent_id"] for c in consents}) != len(consents):
+        raise InvalidArgument("document.grants repeat a consent_id")
+    for consent in consents:
+        consent["grant_signature"] = digest
+        await state.put_json(stub, consent_key(stub, consent["consent_id"]), consent)
+        await stub.put_state(
+            stub.create_composite_key(CONSENT_BY_PATIENT, [pseudonym, consent["consent_id"]]), state.INDEX_MARKER
+        )
+    await _keep_patient_consents(stub, pseudonym, consents)
+    return consents
+
+
+class _StagedWrites:
+    """The stub, its writes held back until commit(): a document refused half way writes nothing. Reads go to the
+    stub (committed state, as on Fabric: a transaction never reads its own writes)."""
+
+    def __init__(self, stub: Any):
+        self._stub = stub
+        self._writes: dict[str, bytes] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    async def put_state(self, key: str, value: bytes | str) -> None:
+        self._writes[key] = value.encode() if isinstance(value, str) else bytes(value)
+
+    async def delete_state(self, key: str) -> None:
+        raise NotImplementedError("a grant deletes nothing")
+
+    async def commit(self) -> None:
+        for key, value in self._writes.items():
+            await self._stub.put_state(key, value)
 
 
 async def _signed(stub: Any, document: dict[str, Any], signature_json: str) -> str:
