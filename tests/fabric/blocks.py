@@ -357,3 +357,18 @@ def resign_block(block: Any, signer: SigningIdentity, *, index: int = 0) -> None
     metadata.signatures[index].signature_header = signature_header
     metadata.signatures[index].signature = signer.sign(metadata.value + signature_header + header_der)
     block.metadata.metadata[SIGNATURES] = metadata.SerializeToString()
+
+
+# --- the protobuf wire format, for messages the tests write by hand -------------------------------------------
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def length_delimited(number: int, data: bytes) -> bytes:
+    """Field `number` of wire type 2 (bytes, strings, messages) holding `data`."""
+    return varint(number << 3 | 2) + varint(len(data)) + data

@@ -29,6 +29,7 @@ from ledger.contracts import AccessItem, Contracts
 from ledger.fabric import FabricLedger
 from records.models import RecordVersion
 from tests.conftest import grant
+from tests.fabric.blocks import length_delimited
 from tests.fabric.network import FabricNetwork, until_available
 
 pytestmark = [pytest.mark.fabric, pytest.mark.he, pytest.mark.django_db(transaction=True)]
@@ -54,15 +55,6 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
             return value, at
 
 
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def db_value_fields(encoded: bytes) -> dict[int, bytes]:
     """stateleveldb's DBValue {bytes version = 1; bytes value = 2; bytes metadata = 3;}, field by field."""
     fields, at = {}, 0
@@ -75,11 +67,7 @@ def db_value_fields(encoded: bytes) -> dict[int, bytes]:
 
 
 def db_value(fields: dict[int, bytes]) -> bytes:
-    return b"".join(
-        _encode_varint(number << 3 | 2) + _encode_varint(len(data)) + data
-        for number, data in sorted(fields.items())
-        if data
-    )
+    return b"".join(length_delimited(number, data) for number, data in sorted(fields.items()) if data)
 
 
 @contextmanager

@@ -95,26 +95,14 @@ class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_me
     pass
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
 def rpc_status_bytes(code: grpc.StatusCode, message: str, details: list[str]) -> bytes:
     """google.rpc.Status on the wire, with one gateway.ErrorDetail per message, as the Gateway sends it."""
-    encoded = _varint(1 << 3) + _varint(code.value[0]) + _field(2, message.encode())
+    wire = fabric_blocks
+    encoded = wire.varint(1 << 3) + wire.varint(code.value[0]) + wire.length_delimited(2, message.encode())
     for detail in details:
         packed = any_pb2.Any()
         packed.Pack(gateway_pb2.ErrorDetail(address="peer0.hospital:7051", msp_id="HospitalMSP", message=detail))
-        encoded += _field(3, packed.SerializeToString())
+        encoded += fabric_blocks.length_delimited(3, packed.SerializeToString())
     return encoded
 
 
