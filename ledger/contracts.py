@@ -21,15 +21,13 @@ from typing import Any, TypeVar
 
 import orjson
 
+from chaincode.contracts.consent import MAX_GRANT_BATCH
 from ledger.client import BlockSummary, LedgerClient, Receipt, TransactionLocation, VerificationReport
-from ledger.errors import ContractRejected
+from ledger.errors import ContractRejected, LedgerUnavailable
 from ledger.group_commit import GroupCommit
 
 ANCHORS, CONSENT, ACCESS_LOG, DIRECTORY = "anchors", "consent", "accesslog", "directory"
 EMERGENCY, ALERTS, PATIENT_KEYS = "emergency", "alerts", "patient_keys"
-
-# Signed grant documents in one GrantConsents transaction (chaincode.contracts.consent.MAX_GRANT_BATCH).
-MAX_GRANT_BATCH = 64
 
 # A grantee's status in the directory, as the ledger holds it.
 GRANTEE_ACTIVE, GRANTEE_INACTIVE = "active", "inactive"
@@ -40,10 +38,16 @@ _ABSENT = frozenset({"not_found"})
 _T = TypeVar("_T")
 
 
-def _patient_of(request: tuple[Any, Any]) -> str:
+def _patient_of(request: tuple[Mapping[str, Any], Any]) -> str:
     """The patient a grant request is for: one document per patient in a batch."""
-    document = request[0]
-    return str(document.get("patient_pseudonym")) if isinstance(document, Mapping) else repr(id(document))
+    return str(request[0].get("patient_pseudonym"))
+
+
+def _alive(client: weakref.ref[Any]) -> LedgerClient:
+    found = client()
+    if found is None:  # only a caller racing the client's last reference can see this
+        raise LedgerUnavailable("the ledger client is closed")
+    return found
 
 
 def _granted(answer: list[LedgerConsent] | ContractRejected) -> list[LedgerConsent]:
@@ -553,8 +557,12 @@ class Contracts:
         with Contracts._grant_groups_lock:
             group = Contracts._grant_groups.get(self.client)
             if group is None:
+                # The group holds its client weakly: kept by the client, it must not keep the client alive.
+                client = weakref.ref(self.client)
                 group = Contracts._grant_groups[self.client] = GroupCommit(
-                    self._grant_batch, key=_patient_of, max_items=MAX_GRANT_BATCH
+                    lambda requests: Contracts(_alive(client))._grant_batch(requests),
+                    key=_patient_of,
+                    max_items=MAX_GRANT_BATCH,
                 )
         return group.call((document, signature))
 

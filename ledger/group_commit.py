@@ -39,7 +39,7 @@ class GroupCommit(Generic[Item, Result]):
         if max_items < 1 or senders < 1:
             raise ValueError("max_items and senders must be at least 1")
         self._run_batch, self._key, self._max_items, self._senders = run_batch, key, max_items, senders
-        self._pending: list[tuple[Item, Future[Result]]] = []
+        self._pending: list[tuple[Hashable, Item, Future[Result]]] = []
         self._in_flight: set[Hashable] = set()
         self._sending = 0
         self._changed = threading.Condition()
@@ -50,12 +50,13 @@ class GroupCommit(Generic[Item, Result]):
         The callers themselves send (flat combining): a caller finding fewer than `senders` batches in flight
         takes every waiting item it may (its own among them, unless its patient is in flight) and sends them in
         its own thread; the others wait for their result. A caller alone sends its item at once, in its thread."""
+        key = self._key(item)  # a malformed item fails its own caller here, never another's batch
         future: Future[Result] = Future()
         with self._changed:
-            self._pending.append((item, future))
+            self._pending.append((key, item, future))
         while True:
             with self._changed:
-                batch: list[tuple[Item, Future[Result]]] = []
+                batch: list[tuple[Hashable, Item, Future[Result]]] = []
                 while not future.done():
                     if self._sending < self._senders:
                         batch = self._take()
@@ -70,35 +71,33 @@ class GroupCommit(Generic[Item, Result]):
             finally:
                 with self._changed:
                     self._sending -= 1
-                    self._in_flight -= {self._key(entry) for entry, _ in batch}
+                    self._in_flight -= {key for key, _, _ in batch}
                     self._changed.notify_all()
 
-    def _take(self) -> list[tuple[Item, Future[Result]]]:
+    def _take(self) -> list[tuple[Hashable, Item, Future[Result]]]:
         """Under the lock: the next batch, first come first served, one item per key, none of a key in flight."""
-        batch: list[tuple[Item, Future[Result]]] = []
-        keys: set[Hashable] = set()
-        kept: list[tuple[Item, Future[Result]]] = []
+        batch: list[tuple[Hashable, Item, Future[Result]]] = []
+        kept: list[tuple[Hashable, Item, Future[Result]]] = []
         for entry in self._pending:
-            key = self._key(entry[0])
-            if len(batch) < self._max_items and key not in keys and key not in self._in_flight:
+            key = entry[0]
+            if len(batch) < self._max_items and key not in self._in_flight:
                 batch.append(entry)
-                keys.add(key)
+                self._in_flight.add(key)  # from now on, no second item of this key goes anywhere
             else:
                 kept.append(entry)
         self._pending = kept
-        self._in_flight |= keys
         return batch
 
-    def _send(self, batch: list[tuple[Item, Future[Result]]]) -> None:
+    def _send(self, batch: list[tuple[Hashable, Item, Future[Result]]]) -> None:
         try:
-            results = self._run_batch([item for item, _ in batch])
+            results = self._run_batch([item for _, item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"the batch runner answered {len(results)} results for {len(batch)} items")
         except BaseException as error:  # every item of the batch shares the batch's fault, whatever it is
-            for _, future in batch:
+            for _, _, future in batch:
                 future.set_exception(error)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, _, future), result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:

@@ -153,3 +153,31 @@ def test_patients_granting_at_once_share_transactions_and_each_gets_their_own_co
     transactions = {consent.granted_tx_id for consents in granted.values() for consent in consents}
     assert len(transactions) < len(granted)  # shared
     chain.close()
+
+
+def test_an_item_whose_key_cannot_be_taken_fails_its_own_caller_and_no_other():
+    runner = Recorder(seconds=0)
+    commit = GroupCommit(runner, key=lambda item: item[0].lower(), max_items=8)
+    with pytest.raises(AttributeError):
+        commit.call((None, 1))
+    assert commit.call(("P1", 2)) == 4
+    assert runner.batches == [[2]]
+
+
+def test_the_group_of_a_client_does_not_keep_the_client_alive(tmp_path):
+    import gc
+    import weakref
+
+    from ledger.contracts import Contracts
+    from ledger.embedded import EmbeddedLedger
+
+    chain = EmbeddedLedger(tmp_path / "chain.sqlite3")
+    contracts = Contracts(chain, group_grants=True)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal: only the group's creation matters here
+        contracts.grant_consents({"patient_pseudonym": "p"}, {})
+    assert Contracts._grant_groups.get(chain) is not None
+    gone = weakref.ref(chain)
+    chain.close()
+    del chain, contracts
+    gc.collect()
+    assert gone() is None
