@@ -163,6 +163,9 @@ MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
 MFA_PASSKEY_LOGIN_ENABLED = True
 MFA_ADAPTER = "accounts.adapter.MFAAdapter"
 MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="health_platform")
+# A code typed in the last second of its 30 s period arrives in the next one: one period either side is accepted
+# (RFC 6238, section 5.2, allows one step of transmission delay). A code still passes once only.
+MFA_TOTP_TOLERANCE = 1
 # WebAuthn needs a secure origin; http://127.0.0.1 and localhost (the embedded default) count as one for browsers.
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = not env.bool("DJANGO_HTTPS", default=False)
 SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"

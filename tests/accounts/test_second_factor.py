@@ -123,6 +123,28 @@ def test_signing_in_as_enrolled_staff_asks_for_the_code_and_a_wrong_code_signs_i
     assert (passed.status_code, passed["Location"]) == (302, "/")
 
 
+@pytest.mark.parametrize(("periods_ago", "passes"), [(0, True), (1, True), (2, False)])
+def test_a_code_typed_as_its_period_ends_still_passes_and_an_older_one_does_not(periods_ago, passes, monkeypatch):
+    import time
+
+    from allauth.mfa.totp.internal.auth import format_hotp_value, hotp_value
+    from django.core.cache import cache
+
+    from tests.clients import TOTP_SECRET
+
+    UserFactory(username="clinician-edge", roles=[Role.CLINICIAN])
+    now = (int(time.time()) // 30) * 30 + 1  # one second into a period: the code shown a second ago is the last one's
+    monkeypatch.setattr(time, "time", lambda: float(now))
+    code = format_hotp_value(hotp_value(TOTP_SECRET, now // 30 - periods_ago))
+    cache.clear()  # an earlier test may have used this period's code: a code passes once
+    client = Client()
+
+    client.post("/accounts/login/", {"username": "clinician-edge", "password": PASSWORD})
+    client.post("/accounts/2fa/authenticate/", {"code": code})
+
+    assert ("_auth_user_id" in client.session) is passes
+
+
 def test_a_recovery_code_passes_the_second_factor_once():
     from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
 
