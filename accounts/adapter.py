@@ -3,7 +3,7 @@ factors' secrets are sealed at rest.
 
 Single sign-on maps the provider's user to a platform account by e-mail: the provider must say the address is
 verified, and it must be the e-mail of exactly one existing active account holding a staff role (clinician,
-auditor, custodian). Anyone else signs in to nothing: no account is created and no role is given.
+auditor, custodian, model steward). Anyone else signs in to nothing: no account is created and no role is given.
 """
 
 import base64

@@ -1,8 +1,8 @@
 """Who may do what with models and analyses: the one place these rules live, for the API and the portal.
 
-- model cards: any signed-in user holding a role (patient, clinician, auditor, custodian). A card holds
-  no personal data; patients deciding a consent for a model's purpose and auditors checking the model
-  hash an access event cites have as much reason to read it as clinicians.
+- model cards: any signed-in user holding a role (patient, clinician, auditor, custodian, model steward). A card
+  holds no personal data; patients deciding a consent for a model's purpose, auditors checking the model hash an
+  access event cites and the model steward who publishes the model have as much reason to read it as clinicians.
 - analyses: clinicians only (others 403, anonymous 401), and each clinician their own requests only:
   another clinician's request id is answered 404 exactly like an id that does not exist.
 """
@@ -39,6 +39,7 @@ def analysis_of_requester(*, user: Any, analysis_id: object) -> AnalysisRequest:
 
 
 CanReadModelCards = permission(
-    user_may_read_model_cards, "Model cards are for signed-in patients, clinicians, auditors and custodians."
+    user_may_read_model_cards,
+    "Model cards are for signed-in patients, clinicians, auditors, custodians and model stewards.",
 )
 IsClinician = permission(user_may_request_analyses, "Only clinicians request analyses and read their results.")

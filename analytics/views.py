@@ -258,7 +258,9 @@ def analysis_results_panel(request: HttpRequest, analysis: AnalysisRequest) -> H
 def model_card(request: HttpRequest, name: str) -> HttpResponse:
     """A model card: what the model reads, how it was tested, and its weights' hash on the ledger."""
     if not user_may_read_model_cards(request.user):
-        return _forbidden(request, "Model cards are for signed-in patients, clinicians, auditors and custodians.")
+        return _forbidden(
+            request, "Model cards are for signed-in patients, clinicians, auditors, custodians and model stewards."
+        )
     model = diagnostic_model_get(name=name, version=request.GET.get("version"))
     if model is None:
         return _not_found(request, "There is no such model.")

@@ -1,5 +1,6 @@
 """The directory API (custodians only): grantees (list, add clinicians and organisations, deactivate,
-reactivate, reset a clinician's lost second factor) and patient invitations (list, issue, re-issue, revoke).
+reactivate, reset a clinician's lost second factor), model stewards (add) and patient invitations (list, issue,
+re-issue, revoke).
 
 Errors: validation_failed, invalid_slug, invalid_username, invalid_email, unknown_organisation (400);
 permission_denied (403); not_found, unknown_grantee, unknown_clinician, patient_not_found (404); organisation_exists,
@@ -26,12 +27,15 @@ from directory.serializers import (
     InvitationReissueSerializer,
     InvitationSerializer,
     IssuedInvitationSerializer,
+    ModelStewardInviteSerializer,
     OrganisationAddSerializer,
+    StaffAccountSerializer,
 )
 from directory.services import (
     IssuedInvitation,
     directory_clinician_invite,
     directory_grantee_set_active,
+    directory_model_steward_invite,
     directory_organisation_add,
     directory_second_factor_reset,
     patient_invitation_issue,
@@ -39,6 +43,7 @@ from directory.services import (
     patient_invitation_revoke,
 )
 from health_platform.errors import NotFound
+from health_platform.roles import user_roles
 from health_platform.serializers import ERROR_RESPONSE
 
 _ERROR = ERROR_RESPONSE
@@ -100,6 +105,20 @@ class ClinicianInviteView(_CustodianView):
         data = _validated(ClinicianInviteSerializer, request)
         profile = directory_clinician_invite(actor=request.user, base_url=_base_url(request), **data)
         return _entry_added(profile.grantee_id)
+
+
+class ModelStewardInviteView(_CustodianView):
+    @extend_schema(
+        summary="Add a model steward: their account and an e-mail to set a password (not a grantee: nothing on the "
+        "ledger)",
+        request=ModelStewardInviteSerializer,
+        responses={201: StaffAccountSerializer, 400: _ERROR, 403: _ERROR, 409: _ERROR},
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(ModelStewardInviteSerializer, request)
+        user = directory_model_steward_invite(actor=request.user, base_url=_base_url(request), **data)
+        body = {"username": user.get_username(), "email": user.email, "roles": sorted(user_roles(user))}
+        return Response(StaffAccountSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
 class GranteeStatusView(_CustodianView):

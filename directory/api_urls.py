@@ -6,6 +6,7 @@ urlpatterns = [
     path("grantees/", api.GranteeListView.as_view(), name="api-directory-grantees"),
     path("organisations/", api.OrganisationAddView.as_view(), name="api-directory-organisations"),
     path("clinicians/", api.ClinicianInviteView.as_view(), name="api-directory-clinicians"),
+    path("model-stewards/", api.ModelStewardInviteView.as_view(), name="api-directory-model-stewards"),
     path(
         "grantees/<str:grantee_id>/deactivate/",
         api.GranteeStatusView.as_view(active=False),

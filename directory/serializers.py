@@ -39,6 +39,19 @@ class ClinicianInviteSerializer(serializers.Serializer):
     )
 
 
+class ModelStewardInviteSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    email = serializers.EmailField(max_length=254)
+
+
+class StaffAccountSerializer(serializers.Serializer):
+    """A member of staff the custodian added: their username, e-mail and roles (no grantee id: not a grantee)."""
+
+    username = serializers.CharField()
+    email = serializers.EmailField()
+    roles = serializers.ListField(child=serializers.CharField())
+
+
 class InvitationIssueSerializer(serializers.Serializer):
     identifier_system = serializers.CharField(max_length=200)
     identifier_value = serializers.CharField(max_length=200)

@@ -1,9 +1,10 @@
 """Writes: the custodian's directory (clinicians, organisations, their status on the ledger) and patient enrolment.
 
 Grantees: adding one registers it on the ledger (health_platform.services); deactivating or reactivating it is a
-ledger transaction the gate reads at its next batch. Adding a clinician creates their account without a usable
-password and e-mails them a link to choose one (Django's password-reset token: single use, since the password it
-sets changes what the token is computed over, and expiring after PASSWORD_RESET_TIMEOUT).
+ledger transaction the gate reads at its next batch. Adding a clinician (or a model steward, who is no grantee)
+creates their account without a usable password and e-mails them a link to choose one (Django's password-reset
+token: single use, since the password it sets changes what the token is computed over, and expiring after
+PASSWORD_RESET_TIMEOUT).
 
 Patients: an invitation is a random token (100 bits, Crockford base32, shown as 5 groups of 4 for a desk
 hand-over) whose SHA-256 alone is stored. A patient has at most one pending invitation (issuing another revokes
@@ -265,7 +266,6 @@ def directory_clinician_invite(
 ) -> ClinicianProfile:
     """Add a clinician: their account (no usable password yet), their grantee identity on the ledger, and an e-mail
     with a link to choose their password. All or nothing: if the ledger or the mail server fails, nothing is kept."""
-    user_model = get_user_model()
     display_name = _text(display_name, "display_name")
     _check_email(email)
     organisation = None
@@ -275,32 +275,58 @@ def directory_clinician_invite(
             raise ValidationFailed(
                 "No such organisation.", code="unknown_organisation", detail={"field": "organisation"}
             )
+    with transaction.atomic():
+        user = _staff_account_create(username=username, email=email)
+        profile = clinician_register(user=user, display_name=display_name, organisation=organisation)
+        _staff_welcome_send(user=user, base_url=base_url)
+    log.info("directory_clinician_added", clinician_id=profile.public_id, user_id=getattr(actor, "pk", None))
+    return profile
+
+
+def directory_model_steward_invite(*, actor: Any, username: str, email: str, base_url: str) -> Any:
+    """Add a model steward: their account (no usable password yet, the model steward role) and an e-mail with a link
+    to choose their password, as for a clinician. A steward is no grantee: nothing is written to the ledger; like all
+    staff they enrol a second factor at their first sign-in. All or nothing: if the mail server fails, nothing is
+    kept."""
+    _check_email(email)
+    with transaction.atomic():
+        user = _staff_account_create(username=username, email=email)
+        user.groups.add(role_group(Role.MODEL_STEWARD))
+        _staff_welcome_send(user=user, base_url=base_url)
+    log.info("directory_model_steward_added", steward_user_id=user.pk, user_id=getattr(actor, "pk", None))
+    return user
+
+
+def _staff_account_create(*, username: Any, email: str) -> Any:
+    """A new member of staff's account, without a usable password. Refused: invalid_username, username_taken.
+    Must be called inside the transaction that also sends their welcome (a failed e-mail keeps no account)."""
+    user_model = get_user_model()
     username = _user_candidate(
         username, email=email, refusal="A username is at most 150 letters, digits and @.+-_ characters."
     ).username
-    with transaction.atomic():
-        if user_model.objects.filter(username__iexact=username).exists():
-            raise Conflict("This username is taken.", code="username_taken", detail={"field": "username"})
-        user = user_model.objects.create_user(username=username, email=email, password=None)
-        profile = clinician_register(user=user, display_name=display_name, organisation=organisation)
-        link = base_url.rstrip("/") + reverse(
-            "enrol:staff",
-            kwargs={
-                "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
-                "token": default_token_generator.make_token(user),
-            },
-        )
-        send_mail(
-            subject="Your health_platform account",
-            message=(
-                "An account has been created for you on the hospital's health_platform portal.\n\n"
-                f"Your username: {username}\nChoose your password here (the link works once):\n{link}\n"
-            ),
-            from_email=None,
-            recipient_list=[email],
-        )
-    log.info("directory_clinician_added", clinician_id=profile.public_id, user_id=getattr(actor, "pk", None))
-    return profile
+    if user_model.objects.filter(username__iexact=username).exists():
+        raise Conflict("This username is taken.", code="username_taken", detail={"field": "username"})
+    return user_model.objects.create_user(username=username, email=email, password=None)
+
+
+def _staff_welcome_send(*, user: Any, base_url: str) -> None:
+    """E-mail a new member of staff their username and the single-use link to choose their password."""
+    link = base_url.rstrip("/") + reverse(
+        "enrol:staff",
+        kwargs={
+            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+            "token": default_token_generator.make_token(user),
+        },
+    )
+    send_mail(
+        subject="Your health_platform account",
+        message=(
+            "An account has been created for you on the hospital's health_platform portal.\n\n"
+            f"Your username: {user.get_username()}\nChoose your password here (the link works once):\n{link}\n"
+        ),
+        from_email=None,
+        recipient_list=[user.email],
+    )
 
 
 def directory_grantee_set_active(*, actor: Any, grantee_id: str, active: bool) -> Any:
@@ -368,7 +394,7 @@ def _check_email(email: Any) -> None:
 
 
 def staff_password_set_check(*, uidb64: str, token: str) -> Any:
-    """The clinician whose welcome link this is, or InvitationRefused(invitation_invalid)."""
+    """The member of staff whose welcome link this is, or InvitationRefused(invitation_invalid)."""
     from django.utils.http import urlsafe_base64_decode
 
     user_model = get_user_model()

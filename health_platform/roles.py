@@ -4,6 +4,8 @@ patient    reads their own records and decides consent
 clinician  requests analyses; never reads records directly
 auditor    reads access logs and record metadata; never clinical values
 custodian  the hospital's data steward or EHR integration: ingests records
+model-steward  requests federated training runs over records consented for training and publishes the trained
+           models with their lineage; never sees a record or an organisation's plaintext update
 
 Every view and endpoint goes through these checks; object-level rules (a patient's own records)
 live in the selectors of each app.
@@ -20,6 +22,7 @@ class Role(StrEnum):
     CLINICIAN = "clinician"
     AUDITOR = "auditor"
     CUSTODIAN = "custodian"
+    MODEL_STEWARD = "model-steward"
 
 
 def user_roles(user: Any) -> frozenset[Role]:

@@ -1,8 +1,9 @@
 """The second factor: who must have one, and the doors that hold staff back until they do.
 
-Clinicians, auditors and custodians act over many patients' records: each must have enrolled a second factor
-(an authenticator app's TOTP or a passkey; recovery codes come with either) before the platform serves them
-anything but enrolment and their own account pages. Patients may enrol one; nothing requires it.
+Clinicians, auditors, custodians and model stewards act over many patients' records (or, for the model steward,
+over models trained on them): each must have enrolled a second factor (an authenticator app's TOTP or a passkey;
+recovery codes come with either) before the platform serves them anything but enrolment and their own account
+pages. Patients may enrol one; nothing requires it.
 
 The rule is checked here and only here: by EnrolmentRequiredMiddleware for the portal (and the API with a
 session) and by the API's authentication classes for tokens.
@@ -21,7 +22,7 @@ from health_platform.errors import SecondFactorEnrolmentRequired
 from health_platform.fhir_outcomes import error_response_for
 from health_platform.roles import Role, user_roles
 
-STAFF_ROLES = frozenset({Role.CLINICIAN, Role.AUDITOR, Role.CUSTODIAN})
+STAFF_ROLES = frozenset({Role.CLINICIAN, Role.AUDITOR, Role.CUSTODIAN, Role.MODEL_STEWARD})
 # The factors that count as enrolled (recovery codes are a fallback for them, never a factor of their own).
 ENROLLED_TYPES = (Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN)
 # Reachable without a second factor: enrolment and the account's own pages (sign-out, password, e-mail,

@@ -105,9 +105,9 @@ def fast_password_hashing():
 
 @pytest.fixture(scope="session", autouse=True)
 def staff_enrolled_in_a_second_factor():
-    """Every user given a staff role (clinician, auditor, custodian) in a test is enrolled with an authenticator
-    app holding tests.clients.TOTP_SECRET, as the platform requires of staff: without it every portal page
-    sends them to enrolment. A test of that sends an unenrolled member of staff (tests.clients.unenrol)."""
+    """Every user given a staff role (clinician, auditor, custodian, model steward) in a test is enrolled with an
+    authenticator app holding tests.clients.TOTP_SECRET, as the platform requires of staff: without it every portal
+    page sends them to enrolment. A test of that sends an unenrolled member of staff (tests.clients.unenrol)."""
     from django.contrib.auth import get_user_model
     from django.db.models.signals import m2m_changed
 

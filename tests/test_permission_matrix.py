@@ -1,7 +1,8 @@
 """The permission matrix: every URL of the project × every method × every kind of user → the expected answer.
 
-Users: anonymous, a patient and another patient, a clinician and another clinician, an auditor, a custodian,
-the admin (a superuser holding no role), a staff member who is not a superuser (holding no role) and a
+Users: anonymous, a patient and another patient, a clinician and another clinician, an auditor, a custodian, a
+model steward (issue 18: no page or endpoint of the other roles; the model cards, shared by every role, aside), the
+admin (a superuser holding no role), a staff member who is not a superuser (holding no role) and a
 signed-in user with no role. Being staff gives nothing: outside the admin the staff member gets exactly the
 answers of the user without a role (the only privilege beyond the roles is the superuser's, records.access,
 which an is_staff check in its place would hand to staff), and in the admin only what Django gives staff
@@ -77,14 +78,26 @@ CLINICIAN = "clinician"
 OTHER_CLINICIAN = "other_clinician"
 AUDITOR = "auditor"
 CUSTODIAN = "custodian"
+MODEL_STEWARD = "model_steward"
 STAFF = "staff"  # is_staff, not a superuser, holding no role
 ADMIN = "admin"
 NO_ROLE = "no_role"
-SIGNED_IN = (PATIENT, OTHER_PATIENT, CLINICIAN, OTHER_CLINICIAN, AUDITOR, CUSTODIAN, STAFF, ADMIN, NO_ROLE)
+SIGNED_IN = (
+    PATIENT,
+    OTHER_PATIENT,
+    CLINICIAN,
+    OTHER_CLINICIAN,
+    AUDITOR,
+    CUSTODIAN,
+    MODEL_STEWARD,
+    STAFF,
+    ADMIN,
+    NO_ROLE,
+)
 USERS = (ANONYMOUS, *SIGNED_IN)
 PATIENTS = (PATIENT, OTHER_PATIENT)
 CLINICIANS = (CLINICIAN, OTHER_CLINICIAN)
-ROLE_HOLDERS = (PATIENT, OTHER_PATIENT, CLINICIAN, OTHER_CLINICIAN, AUDITOR, CUSTODIAN)
+ROLE_HOLDERS = (PATIENT, OTHER_PATIENT, CLINICIAN, OTHER_CLINICIAN, AUDITOR, CUSTODIAN, MODEL_STEWARD)
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 MISSING_UUID = "00000000-0000-4000-8000-000000000000"
 
@@ -142,6 +155,7 @@ def build_world() -> World:
         CUSTODIAN: UserFactory(username="matrix-custodian", roles=[Role.CUSTODIAN]),
         STAFF: UserFactory(username="matrix-staff", is_staff=True),
         AUDITOR: UserFactory(username="matrix-auditor", roles=[Role.AUDITOR]),
+        MODEL_STEWARD: UserFactory(username="matrix-model-steward", roles=[Role.MODEL_STEWARD]),
         "other_auditor": UserFactory(username="matrix-other-auditor", roles=[Role.AUDITOR]),
         NO_ROLE: UserFactory(username="matrix-nobody"),
         CLINICIAN: UserFactory(username="matrix-dr-carol"),
@@ -374,12 +388,19 @@ def ledger_url(world_folder, settings):
         yield url
 
 
-@pytest.fixture(autouse=True)
-def no_failed_sign_ins_counted():
-    """Each case starts with no failed sign-ins counted (the wrong-password cases are sent by every user)."""
+def sign_in_limits_reset() -> None:
+    """Forget the failed sign-ins counted and allauth's rate limits (they share the cache): each user's request is a
+    case of its own, not the next attempt of one address (allauth lets one address try 10 passkey sign-ins a
+    minute, which the HEAD check of every user crosses now that there are 11)."""
     from django.core.cache import caches
 
     caches[settings.LOGIN_THROTTLE_CACHE].clear()
+
+
+@pytest.fixture(autouse=True)
+def no_failed_sign_ins_counted():
+    """Each case starts with no failed sign-ins counted (the wrong-password cases are sent by every user)."""
+    sign_in_limits_reset()
 
 
 @pytest.fixture(autouse=True)
@@ -839,7 +860,7 @@ def build_cases() -> list[Case]:
                 **dict.fromkeys(CLINICIANS, 302),
                 CUSTODIAN: 302,  # to the upload page (issue 14)
                 AUDITOR: 302,  # to the state of the access log (issue 14)
-                **dict.fromkeys((ADMIN, NO_ROLE), 200),
+                **dict.fromkeys((ADMIN, NO_ROLE, MODEL_STEWARD), 200),  # the page of links (no steward page yet)
             },
         ),
         Case("accounts/login/", "GET", "-", fixed("/accounts/login/"), everyone(200)),
@@ -1384,7 +1405,7 @@ def form(body: dict[str, Any]) -> Callable[[World], dict[str, Any]]:
 
 NEW_PASSWORD = "a-new-password-for-the-matrix"
 # The matrix's users enrolled in an authenticator app (tests/conftest.py enrols every member of staff).
-TOTP_ENROLLED = (*CLINICIANS, AUDITOR, CUSTODIAN)
+TOTP_ENROLLED = (*CLINICIANS, AUDITOR, CUSTODIAN, MODEL_STEWARD)  # staff: enrolled by tests/conftest.py
 PASSKEY_OWNERS = {"clinician's": CLINICIAN, "other clinician's": OTHER_CLINICIAN, "missing": None}
 
 
@@ -1734,6 +1755,13 @@ def enrol_body(world: World) -> dict[str, Any]:
     }
 
 
+def directory_added(kind: str, body: dict[str, Any]) -> Case:
+    """The custodian adds to the directory through the API (clinicians, model stewards, organisations): 201 for
+    custodians, refused to everyone else."""
+    url = f"api/directory/{kind}/"
+    return Case(url, "POST", "-", fixed(f"/{url}"), api(CUSTODIANS, ok=201), body=lambda world: body, writes=True)
+
+
 def directory_cases() -> list[Case]:
     """The custodian's directory and invitations (custodians only), and the enrolment pages (anyone with a link)."""
     existing = {"existing": True, "missing": False}
@@ -1866,24 +1894,9 @@ def directory_cases() -> list[Case]:
             content_type="form",
         ),
         Case("api/directory/grantees/", "GET", "-", fixed("/api/directory/grantees/"), api(CUSTODIANS)),
-        Case(
-            "api/directory/organisations/",
-            "POST",
-            "-",
-            fixed("/api/directory/organisations/"),
-            api(CUSTODIANS, ok=201),
-            body=lambda world: {"slug": "matrix-new-org", "name": "New"},
-            writes=True,
-        ),
-        Case(
-            "api/directory/clinicians/",
-            "POST",
-            "-",
-            fixed("/api/directory/clinicians/"),
-            api(CUSTODIANS, ok=201),
-            body=lambda world: clinician,
-            writes=True,
-        ),
+        directory_added("model-stewards", {"username": "matrix-new-steward", "email": "steward@example.org"}),
+        directory_added("organisations", {"slug": "matrix-new-org", "name": "New"}),
+        directory_added("clinicians", clinician),
         *(
             Case(
                 f"api/directory/grantees/<str:grantee_id>/{verb}/",
@@ -2313,6 +2326,7 @@ def test_a_method_no_case_sends_is_refused_without_effect(probe, world, effects)
 )
 def test_head_answers_as_get_or_is_refused_without_effect(case, world, effects):
     for who in USERS:
+        sign_in_limits_reset()
         client = client_for(world, who)
         before = effects()
 
@@ -2456,6 +2470,24 @@ def test_outside_the_admin_the_staff_member_gets_exactly_the_answers_of_a_user_w
     for case in CASES:
         if not case.route.startswith("admin/"):
             assert case.expect[STAFF] == case.expect[NO_ROLE], case.id
+
+
+MODEL_CARD_ROUTES = (
+    "analytics/models/<str:name>/",
+    "api/models/^$",
+    "api/models/^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63})/$",
+)
+
+
+def test_the_model_steward_reaches_no_page_or_endpoint_of_the_other_roles():
+    """Issue 18: the steward gets exactly the answers of a user without a role everywhere but the model cards (shared
+    by every role: the steward publishes the models they describe) and their own account's pages (as any member of
+    staff): every page and endpoint of the custodian, the clinicians, the auditors and the patients refuses them."""
+    differing = {case.route for case in CASES if case.expect[MODEL_STEWARD] != case.expect[NO_ROLE]}
+    # Their own account's pages answer them as every enrolled member of staff (a second factor to manage).
+    own_account = {route for route in differing if route.startswith("accounts/")}
+    assert all(case.expect[MODEL_STEWARD] == case.expect[AUDITOR] for case in CASES if case.route in own_account)
+    assert differing - own_account == set(MODEL_CARD_ROUTES), differing
 
 
 @pytest.mark.django_db

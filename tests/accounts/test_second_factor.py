@@ -18,7 +18,7 @@ from tests.records.factories import PASSWORD, UserFactory, patient_account
 
 pytestmark = pytest.mark.django_db
 
-STAFF = [Role.CLINICIAN, Role.AUDITOR, Role.CUSTODIAN]
+STAFF = [Role.CLINICIAN, Role.AUDITOR, Role.CUSTODIAN, Role.MODEL_STEWARD]
 
 
 @pytest.mark.parametrize("role", STAFF)

@@ -15,6 +15,7 @@ from tests.clients import api_as, signed_in
 pytestmark = pytest.mark.django_db
 
 CLINICIAN = {"username": "dr-new", "display_name": "Dr New", "email": "new@hospital.example", "organisation": ""}
+STEWARD = {"username": "steward-new", "email": "steward@hospital.example"}
 
 
 def test_adding_a_clinician_creates_their_account_registers_them_on_the_ledger_and_emails_a_password_link(custodian):
@@ -40,6 +41,29 @@ def test_adding_a_clinician_creates_their_account_registers_them_on_the_ledger_a
     again = Client().get(path)
     assert again.status_code == 404
     assert '<code id="refusal-code">invitation_invalid</code>' in again.content.decode()
+
+
+def test_adding_a_model_steward_creates_a_staff_account_with_a_password_link_and_nothing_on_the_ledger(custodian):
+    from health_platform.second_factor import second_factor_required
+
+    height = bootstrap.contracts().height()
+    response = api_as(custodian).post("/api/directory/model-stewards/", STEWARD, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json() == {**STEWARD, "roles": ["model-steward"]}
+    user = get_user_model().objects.get(username="steward-new")
+    assert user_has_role(user, Role.MODEL_STEWARD)
+    assert not user_has_role(user, Role.CLINICIAN)
+    assert not user.has_usable_password()
+    assert second_factor_required(user)
+    assert not ClinicianProfile.objects.filter(user=user).exists()
+    assert bootstrap.contracts().height() == height
+
+    (message,) = mail.outbox
+    link = next(word for word in message.body.split() if "/enrol/staff/" in word)
+    chosen = {"new_password1": "a-long-enough-Passphrase-9", "new_password2": "a-long-enough-Passphrase-9"}
+    assert Client().post(link.split("testserver", 1)[1], chosen).status_code == 302
+    user.refresh_from_db()
+    assert user.check_password("a-long-enough-Passphrase-9")
 
 
 def test_deactivating_and_reactivating_through_the_api_is_on_the_ledger_and_idempotent(custodian, clinician):
@@ -69,6 +93,9 @@ def test_deactivating_and_reactivating_through_the_api_is_on_the_ledger_and_idem
         ("/api/directory/clinicians/", {**CLINICIAN, "organisation": "nowhere"}, 400, "unknown_organisation"),
         ("/api/directory/clinicians/", {**CLINICIAN, "username": "bad name!"}, 400, "invalid_username"),
         ("/api/directory/clinicians/", [1, 2], 400, "validation_failed"),
+        ("/api/directory/model-stewards/", {**STEWARD, "username": "dr-carol"}, 409, "username_taken"),
+        ("/api/directory/model-stewards/", {**STEWARD, "username": "bad name!"}, 400, "invalid_username"),
+        ("/api/directory/model-stewards/", {**STEWARD, "email": "not-an-address"}, 400, "validation_failed"),
     ],
 )
 def test_bad_directory_input_is_refused_with_a_stable_code_and_stores_nothing(
@@ -93,7 +120,7 @@ def test_bad_directory_input_is_refused_with_a_stable_code_and_stores_nothing(
     assert mail.outbox == []
 
 
-@pytest.mark.parametrize("role", [Role.PATIENT, Role.CLINICIAN, Role.AUDITOR, None])
+@pytest.mark.parametrize("role", [Role.PATIENT, Role.CLINICIAN, Role.AUDITOR, Role.MODEL_STEWARD, None])
 def test_only_custodians_manage_the_directory(role, clinician):
     from tests.records.factories import UserFactory
 
@@ -101,6 +128,7 @@ def test_only_custodians_manage_the_directory(role, clinician):
     grantee_id = clinician.clinician_profile.grantee_id
     assert api_as(user).post(f"/api/directory/grantees/{grantee_id}/deactivate/").status_code == 403
     assert api_as(user).get("/api/directory/grantees/").status_code == 403
+    assert api_as(user).post("/api/directory/model-stewards/", STEWARD, format="json").status_code == 403
     assert signed_in(user).get("/directory/").status_code == 403
     assert signed_in(user).post(f"/directory/grantees/{grantee_id}/deactivate/").status_code == 403
     assert bootstrap.contracts().read_grantee(grantee_id).active

@@ -20,7 +20,14 @@ from health_platform.quickstart import credentials_file_read, credentials_table,
 from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_USERNAMES = ("demo-custodian", "demo-clinician", "demo-auditor", "demo-patient-bc", "demo-patient-db")
+DEMO_USERNAMES = (
+    "demo-custodian",
+    "demo-clinician",
+    "demo-auditor",
+    "demo-model-steward",
+    "demo-patient-bc",
+    "demo-patient-db",
+)
 ROWS = [
     ("custodian", "demo-custodian", "pw-custodian-1", ""),
     ("patient", "demo-patient-bc", "pw-patient-2", ""),

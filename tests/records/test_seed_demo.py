@@ -31,7 +31,13 @@ def _seed(patients: int) -> tuple[str, dict[str, tuple[str, str]]]:
 def test_seed_demo_creates_anchored_records_and_printed_credentials_sign_in(client):
     text, credentials = _seed(patients=3)
 
-    assert {role for role, _ in credentials.values()} == {"patient", "clinician", "auditor", "custodian"}
+    assert {role for role, _ in credentials.values()} == {
+        "patient",
+        "clinician",
+        "auditor",
+        "custodian",
+        "model-steward",
+    }
     for username, (_role, password) in credentials.items():
         assert client.login(username=username, password=password), username
         client.logout()
@@ -132,7 +138,7 @@ def test_seed_demo_prints_what_staff_need_to_pass_the_second_factor():
     text, _ = _seed(patients=1)
     staff_lines = [line.split() for line in text[text.index("role ") :].splitlines()[1:] if len(line.split()) == 6]
 
-    assert {line[0] for line in staff_lines} == {"clinician", "auditor", "custodian"}
+    assert {line[0] for line in staff_lines} == {"clinician", "auditor", "custodian", "model-steward"}
     for role, username, password, secret, code, recovery in staff_lines:
         period = int(time.time()) // 30  # the code printed is the secret's, now (or in the period just ended)
         assert code in {format_hotp_value(hotp_value(secret, counter)) for counter in (period, period - 1)}, role

@@ -44,6 +44,7 @@ DEMO_USERS = (
     ("demo-custodian", Role.CUSTODIAN, None),
     ("demo-clinician", Role.CLINICIAN, None),
     ("demo-auditor", Role.AUDITOR, None),
+    ("demo-model-steward", Role.MODEL_STEWARD, None),
     ("demo-patient-bc", Role.PATIENT, (BREAST_CANCER_DATASET, 0)),
     ("demo-patient-db", Role.PATIENT, (DIABETES_DATASET, 0)),
 )
@@ -51,8 +52,8 @@ DEMO_USERS = (
 
 class Command(PlatformCommand):
     help = (
-        "Create demo users (one per role, two patients; the clinician at St Mary's Hospital) and ingest demo "
-        "patients built from scikit-learn's "
+        "Create demo users (one per role, the model steward included, two patients; the clinician at St Mary's "
+        "Hospital) and ingest demo patients built from scikit-learn's "
         "breast-cancer (imaging) and diabetes (laboratory) datasets. Prints the users' new passwords."
     )
 
