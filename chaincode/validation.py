@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from chaincode.errors import InvalidArgument
-from chaincode.vocabulary import CODE_MAX_LENGTH, MODEL_PURPOSE_PREFIX, PURPOSES, is_purpose
+from chaincode.vocabulary import CODE_MAX_LENGTH, MODEL_PURPOSE_PREFIX, PURPOSES, TRAINING_PURPOSE_PREFIX, is_purpose
 
 MAX_JSON_ARGUMENT_BYTES = 8 * 1024 * 1024
 MAX_BATCH_ITEMS = 10_000
@@ -73,10 +73,12 @@ def code_list(value: Any, field: str, vocabulary: dict[str, str], check: Any = N
 
 
 def purpose(value: Any, field: str, extra: dict[str, str] | None = None) -> str:
-    """A consentable purpose (vocabulary.PURPOSES or "diagnostic-model:<family>"), or one of `extra`."""
+    """A consentable purpose (vocabulary.PURPOSES, "diagnostic-model:<family>" or "training:<family>"), or one of
+    `extra`."""
     if not _CODE.fullmatch(_string(value, field)) or not (is_purpose(value) or value in (extra or {})):
         allowed = ", ".join(sorted({**PURPOSES, **(extra or {})}))
-        raise InvalidArgument(f"{field} must be one of: {allowed}, or {MODEL_PURPOSE_PREFIX}<model family>")
+        families = f"{MODEL_PURPOSE_PREFIX}<model family> or {TRAINING_PURPOSE_PREFIX}<model family>"
+        raise InvalidArgument(f"{field} must be one of: {allowed}, {families}")
     return value
 
 

@@ -5,7 +5,8 @@ Data categories are FHIR R4 observation-category codes
 observations of one category from one ingest.
 
 Purposes are modelled on HL7 v3 PurposeOfUse and GA4GH DUO. A diagnostic-model purpose names the
-model family it covers, so that a consent for one model does not cover another.
+model family it covers, so that a consent for one model does not cover another; a training purpose names
+the model family whose training it allows, and covers neither running that model nor training another.
 """
 
 import re
@@ -40,18 +41,47 @@ MODEL_PURPOSE_PREFIX = "diagnostic-model:"
 CODE_MAX_LENGTH = 64
 _MODEL_FAMILY = re.compile(rf"[a-z0-9][a-z0-9-]{{0,{CODE_MAX_LENGTH - len(MODEL_PURPOSE_PREFIX) - 1}}}")
 
+# GA4GH DUO:0000007 disease-specific research, narrowed to TRAINING one model family: the purpose
+# "training:<family>" (issue 18), of HL7 v3 PurposeOfUse HRESCH (healthcare research: the records teach a model
+# that is then used for other patients, not for this one's care). Its own purpose, granted and revoked like any
+# other, and matched exactly: a consent to train a family's model does not let anyone run it on the patient's
+# records ("diagnostic-model:<family>"), nor the other way round. A family is written as for a diagnostic model.
+TRAINING_PURPOSE_PREFIX = "training:"
+
+
+def _with_family(code: object, prefix: str) -> bool:
+    return (
+        isinstance(code, str) and code.startswith(prefix) and _MODEL_FAMILY.fullmatch(code[len(prefix) :]) is not None
+    )
+
 
 def is_model_purpose(code: object) -> bool:
-    return (
-        isinstance(code, str)
-        and code.startswith(MODEL_PURPOSE_PREFIX)
-        and _MODEL_FAMILY.fullmatch(code[len(MODEL_PURPOSE_PREFIX) :]) is not None
-    )
+    return _with_family(code, MODEL_PURPOSE_PREFIX)
+
+
+def is_training_purpose(code: object) -> bool:
+    return _with_family(code, TRAINING_PURPOSE_PREFIX)
+
+
+def model_family_of(code: str) -> str:
+    """The model family a diagnostic-model or training purpose names ("" for any other purpose)."""
+    for prefix in (MODEL_PURPOSE_PREFIX, TRAINING_PURPOSE_PREFIX):
+        if _with_family(code, prefix):
+            return code[len(prefix) :]
+    return ""
+
+
+def training_purpose(family: str) -> str:
+    """The purpose of training `family`'s model: "training:<family>"."""
+    code = TRAINING_PURPOSE_PREFIX + family
+    if not is_training_purpose(code):
+        raise ValueError("a model family is lower-case letters, digits and -, starting with a letter or digit")
+    return code
 
 
 def is_purpose(code: object) -> bool:
     """A purpose a consent may name and an access may be for."""
-    return code in PURPOSES or is_model_purpose(code)
+    return code in PURPOSES or is_model_purpose(code) or is_training_purpose(code)
 
 
 # Emergency treatment without consent (break-the-glass): no consent names it, an emergency declaration on the
@@ -59,9 +89,10 @@ def is_purpose(code: object) -> bool:
 EMERGENCY = "emergency"
 EMERGENCY_PURPOSES: dict[str, str] = {EMERGENCY: "Emergency treatment (HL7 v3 ETREAT)"}
 
-# Purposes an access event may carry besides the consentable ones: an auditor exporting the log, reviewing an
-# emergency or triaging an alert (and the misuse detector raising one); a clinician in an emergency; a patient
-# downloading their own data (no consent is needed for that: it is their right of access).
+# Purposes an access event may carry besides the consentable ones (which include "training:<family>": a training
+# round's gate and log carry it, is_purpose): an auditor exporting the log, reviewing an emergency or triaging an
+# alert (and the misuse detector raising one); a clinician in an emergency; a patient downloading their own data
+# (no consent is needed for that: it is their right of access).
 PATIENT_REQUEST = "patient-request"
 AUDIT_PURPOSES: dict[str, str] = {
     "audit": "Compliance audit of access to health data (HL7 v3 HCOMPL)",

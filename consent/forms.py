@@ -13,7 +13,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from chaincode.vocabulary import CATEGORIES
+from chaincode.vocabulary import CATEGORIES, is_training_purpose
 from health_platform.errors import CHOICE_ERROR_MESSAGES, ValidationFailed
 from health_platform.model_catalogue import consent_purposes
 from health_platform.selectors import Grantee
@@ -50,6 +50,14 @@ SERVICE_ERROR_DEFAULT_FIELDS: dict[str, str] = {
     "invalid_period": "valid_until",
     "period_in_past": "valid_until",
 }
+
+
+# What consenting to train a model means, in plain words, beside the training purposes of the grant form (issue 18).
+TRAINING_EXPLANATION = (
+    "Training a model: your records help teach the model to recognise what it looks for. The trained model is then "
+    "used for other patients. If you revoke this consent, your records are left out of every future training run, "
+    "and each model already trained on them counts your revocation against itself."
+)
 
 
 class UncheckedChoiceField(forms.ChoiceField):
@@ -105,6 +113,9 @@ class ConsentGrantForm(forms.Form):
         assert isinstance(purposes_field, forms.MultipleChoiceField)
         # Plain words on the checkbox; the code systems' names ("HL7 v3 TREAT") behind a <details> (purpose_codes).
         purposes_field.choices = [(code, plain_words(label)) for code, label in consent_purposes().items()]
+        # Said only where the form offers training (a catalogue with no model offers none).
+        offers_training = any(is_training_purpose(code) for code in consent_purposes())
+        self.training_explanation = TRAINING_EXPLANATION if offers_training else ""
         grantee_field = self.fields["grantee"]
         assert isinstance(grantee_field, forms.ChoiceField)
         grantee_field.choices = [("", "Choose…")] + [

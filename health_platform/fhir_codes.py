@@ -6,6 +6,8 @@ A purpose of the platform (chaincode.vocabulary) is written as codings, most sta
     research                  v3-ActReason HRESCH, GA4GH DUO:0000042 (general research use)
     diagnostic-model:<family> v3-ActReason HRESCH, GA4GH DUO:0000007 (disease-specific research), and the
                               platform's own code for the family (DUO names no model family)
+    training:<family>         the same standard codes (DUO has no code for training a model), and the platform's
+                              own code, which alone tells training a family's model from running it
     audit                     v3-ActReason HCOMPL (an auditor's export of the access log, review or triage)
     emergency                 v3-ActReason ETREAT (a read in an emergency, break-the-glass)
     patient-request           v3-ActReason PATRQT (a patient downloading their own data)
@@ -19,7 +21,7 @@ HRESCH and DUO:0000007 that stand beside a model family's own code taken as that
 general (which DUO:0000042, or HRESCH with no model family beside it, names).
 """
 
-from chaincode.vocabulary import MODEL_PURPOSE_PREFIX, PATIENT_REQUEST, is_purpose
+from chaincode.vocabulary import PATIENT_REQUEST, is_purpose, model_family_of
 
 # Terminology systems (FHIR R4 canonical URLs).
 V3_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
@@ -99,7 +101,7 @@ def purpose_codings(purpose: str) -> list[Coding]:
         return [act_reason("ETREAT")]
     if purpose == PATIENT_REQUEST:
         return [act_reason("PATRQT")]
-    if purpose.startswith(MODEL_PURPOSE_PREFIX):
+    if model_family_of(purpose):  # diagnostic-model:<family> or training:<family>
         return [act_reason("HRESCH"), duo("DUO:0000007"), {"system": PURPOSE_SYSTEM, "code": purpose}]
     raise ValueError(f"not a purpose of the platform: {purpose[:64]!r}")
 
@@ -158,7 +160,7 @@ def purposes_from_codings(codings: list[Coding]) -> list[str]:
     for index, coding in enumerate(codings):
         if coding.get("system") == PURPOSE_SYSTEM:
             purposes.add(_single_purpose(coding, index))
-    with_family = any(purpose.startswith(MODEL_PURPOSE_PREFIX) for purpose in purposes)
+    with_family = any(model_family_of(purpose) for purpose in purposes)
     for index, coding in enumerate(codings):
         key = (coding.get("system"), coding.get("code"))
         if key[0] == PURPOSE_SYSTEM or (with_family and key in _WRITTEN_WITH_A_FAMILY):

@@ -20,7 +20,8 @@ weights, bias, the documented feature range and the validation metrics). The SHA
 weights document is what the ledger anchors and every access event cites.
 
 Everything that names models derives from here: the registry (analytics.registry), the purposes a patient
-can consent to (consent), the labels auditors read for a model hash (audit) and the demo's consents.
+can consent to (consent: running each model, and training each model family), the labels auditors read for a
+model hash (audit) and the demo's consents.
 `catalogue_check` is run at start-up: an unknown purpose, category or kind, a feature list that differs
 from the weights', a missing weights file or a malformed declaration stops the platform with a message
 naming the file and the field.
@@ -39,7 +40,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from chaincode.vocabulary import CATEGORIES, MODEL_PURPOSE_PREFIX, PURPOSES, is_model_purpose
+from chaincode.vocabulary import (
+    CATEGORIES,
+    MODEL_PURPOSE_PREFIX,
+    PURPOSES,
+    is_model_purpose,
+    model_family_of,
+    training_purpose,
+)
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "diagnostic_models"
 KINDS = ("logistic", "linear")
@@ -105,6 +113,22 @@ class ModelDeclaration:
     def consent_label(self) -> str:
         """How a patient reads the purpose (GA4GH DUO:0000007, disease-specific research, narrowed to the model)."""
         return self.purpose_label or f"Running the {self.name} diagnostic model (DUO:0000007)"
+
+    @property
+    def family(self) -> str:
+        """The model family its purpose names ("breast-cancer" for "diagnostic-model:breast-cancer")."""
+        return model_family_of(self.purpose)
+
+    @property
+    def training_purpose(self) -> str:
+        """The purpose a record needs to help train this family's model: "training:<family>" (issue 18)."""
+        return training_purpose(self.family)
+
+    @property
+    def training_label(self) -> str:
+        """How a patient reads the training purpose: GA4GH DUO:0000007 narrowed to training this model family, of
+        HL7 v3 HRESCH (research whose results serve other patients)."""
+        return f"Training of the {self.family} model (GA4GH DUO:0000007, HL7 v3 HRESCH)"
 
     def weights_path(self, version: str) -> Path:
         return self.folder / f"{self.name}@{version}.json"
@@ -197,9 +221,15 @@ def model_purposes(folder: Path | None = None) -> dict[str, str]:
     return {d.purpose: d.consent_label for d in catalogue(folder)}
 
 
+def training_purposes(folder: Path | None = None) -> dict[str, str]:
+    """The training purpose of each declared model family, with the words a patient reads for it."""
+    return {d.training_purpose: d.training_label for d in catalogue(folder)}
+
+
 def consent_purposes(folder: Path | None = None) -> dict[str, str]:
-    """Every purpose a patient can consent to, with its words: the ledger's own, then one per declared model."""
-    return {**PURPOSES, **model_purposes(folder)}
+    """Every purpose a patient can consent to, with its words: the ledger's own, then one per declared model, then
+    the training of each declared model family."""
+    return {**PURPOSES, **model_purposes(folder), **training_purposes(folder)}
 
 
 def model_labels(folder: Path | None = None) -> dict[str, str]:

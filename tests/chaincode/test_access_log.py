@@ -51,6 +51,19 @@ def test_a_batch_is_appended_in_one_transaction_and_read_back_whole(chain, names
     assert stored["events"][0]["reason"] is None
 
 
+def test_a_training_rounds_access_events_carry_the_training_purpose(chain, namespace):
+    events = [
+        event("e1", purpose="training:breast-cancer", grantee="org:st-mary", request="run-1"),
+        event("e2", purpose="training:breast-cancer", grantee="org:st-mary", decision="refuse", reason="no_consent"),
+    ]
+    append(chain, f"{namespace}-b1", events)
+    stored = chain.evaluate("accesslog", "ReadAccessBatch", f"{namespace}-b1").json()
+    assert [e["purpose"] for e in stored["events"]] == ["training:breast-cancer"] * 2
+    with pytest.raises(ContractRejected) as refused:
+        append(chain, f"{namespace}-b2", [event("e3", purpose="training:")])
+    assert "batch.events[0].purpose must be one of" in refused.value.message
+
+
 def test_appending_the_same_batch_twice_logs_it_once_and_answers_with_the_first_transaction(chain, namespace):
     first = append(chain, f"{namespace}-b1", [event("e1", request=namespace), event("e2", request=namespace)])
     second = append(chain, f"{namespace}-b1", [event("e1", request=namespace), event("e2", request=namespace)])

@@ -7,6 +7,7 @@ from ledger import ContractRejected
 from tests.chaincode.conftest import Passkeys, digest, ident, now, pseudonym, rfc3339
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
+TRAIN_BREAST_CANCER = "training:breast-cancer"
 
 
 def check(chain, items, *, grantee="clinician:alice", purpose=BREAST_CANCER, at=None, organisation=None):
@@ -65,6 +66,9 @@ def test_grant_refuses_an_existing_consent_id(chain, grant):
         ({"purposes": []}, "document.grants[0].purposes must be a non-empty list"),
         ({"purposes": ["marketing"]}, "document.grants[0].purposes[0] must be one of"),
         ({"purposes": [BREAST_CANCER, BREAST_CANCER]}, "must not repeat"),
+        ({"purposes": ["training:"]}, "document.grants[0].purposes[0] must be one of"),
+        ({"purposes": ["training:Breast-Cancer"]}, "or training:<model family>"),
+        ({"purposes": ["training:-x"]}, "document.grants[0].purposes[0] must be one of"),
         ({"categories": ["genome"]}, "document.grants[0].categories[0] must be one of"),
         ({"categories": "imaging"}, "document.grants[0].categories must be a non-empty list"),
         ({"valid_from": "yesterday"}, "document.grants[0].valid_from must be an RFC 3339"),
@@ -150,6 +154,36 @@ def test_check_access_batch_honours_grantee_purpose_and_period(chain, grant, anc
         == "no_consent"
     )
     assert check(chain, items, at=now() + timedelta(days=2), purpose="research")["results"][0]["reason"] == "no_consent"
+
+
+def test_a_training_consent_is_granted_and_revoked_like_any_other_purpose(chain, grant, revoke, anchor):
+    anchor(ident("rec-1"), 1, digest(1))
+    granted = grant(ident("c-train"), 1, purposes=[TRAIN_BREAST_CANCER])
+    assert (granted["purposes"], granted["status"]) == ([TRAIN_BREAST_CANCER], "active")
+    items = [item(ident("rec-1"), digest(1))]
+
+    admitted = check(chain, items, purpose=TRAIN_BREAST_CANCER)["results"][0]
+    assert (admitted["decision"], admitted["consent_id"]) == ("admit", ident("c-train"))
+    assert revoke(ident("c-train"), 1)["status"] == "revoked"
+    assert check(chain, items, purpose=TRAIN_BREAST_CANCER)["results"][0]["reason"] == "consent_revoked"
+
+
+def test_a_training_consent_and_a_diagnostic_model_consent_never_stand_for_each_other(chain, grant, anchor):
+    """Training a family's model and running it on the patient's records are two purposes, matched exactly both
+    ways; nor does training one family's model cover another's."""
+    anchor(ident("rec-train"), 1, digest(1))
+    grant(ident("c-train"), 1, purposes=[TRAIN_BREAST_CANCER])
+    anchor(ident("rec-run"), 2, digest(2))
+    grant(ident("c-run"), 2, purposes=[BREAST_CANCER])
+    items = [item(ident("rec-train"), digest(1)), item(ident("rec-run"), digest(2))]
+
+    def outcome(purpose):
+        return [(r["decision"], r["reason"]) for r in check(chain, items, purpose=purpose)["results"]]
+
+    assert outcome(TRAIN_BREAST_CANCER) == [("admit", None), ("refuse", "no_consent")]
+    assert outcome(BREAST_CANCER) == [("refuse", "no_consent"), ("admit", None)]
+    assert outcome("training:diabetes-progression") == [("refuse", "no_consent")] * 2
+    assert outcome("research") == [("refuse", "no_consent")] * 2
 
 
 def test_check_access_batch_admits_through_an_organisation_grant(chain, grant, anchor):

@@ -64,6 +64,29 @@ def test_export_round_trips_through_import(exported, patient_user):
     assert again == resource
 
 
+def test_a_training_consent_exports_with_its_own_code_and_round_trips_through_import(patient_user, terms):
+    consent = grant_signed(
+        actor=patient_user, patient=patient_user.patient, **{**terms, "purposes": ["training:breast-cancer"]}
+    )
+    resource = consent_to_fhir(consent)
+    parsed = FhirConsent.model_validate(resource)
+    codes = [(c.system, c.code) for c in parsed.provision.purpose]
+    assert [code for _, code in codes] == ["HRESCH", "DUO:0000007", "training:breast-cancer"]
+    assert codes[2][0] == PURPOSE_SYSTEM
+
+    response = api_import_fhir(api_as(patient_user), patient_user.patient, resource)
+    assert response.status_code == 201, response.content
+    [answer] = response.json()
+    assert Consent.objects.get(consent_id=answer["consent_id"]).purposes == ["training:breast-cancer"]
+
+
+def test_training_a_family_no_model_is_declared_for_is_refused_by_the_grant_rules(exported, patient_user):
+    _, resource = exported
+    body = changed(resource, "provision", "purpose", [{"system": PURPOSE_SYSTEM, "code": "training:no-such-model"}])
+    response = api_as(patient_user).post(f"{URL}fhir/", body, format="json")
+    assert (response.status_code, response.json()["code"]) == (400, "unknown_purpose")
+
+
 @pytest.mark.parametrize(
     ("path", "value", "field"),
     [

@@ -195,7 +195,46 @@ def test_grant_form_is_labelled_and_carries_a_csrf_token(patient_user, grantee_i
     assert "<legend>For what purposes</legend>" in html
 
 
+def test_the_grant_form_offers_training_each_model_family_and_says_in_plain_words_what_it_means(patient_user):
+    from health_platform.model_catalogue import catalogue
+
+    html = html_of(signed_in(patient_user).get(reverse(DASHBOARD)))
+    text = shown_text(html)
+
+    families = [declaration.family for declaration in catalogue()]
+    assert families == ["breast-cancer", "diabetes-progression"]
+    for family in families:
+        assert f'value="training:{family}"' in html
+        assert f"Training of the {family} model" in text
+    assert 'id="training-help"' in html
+    assert 'aria-describedby="training-help"' in html
+    for words in (
+        "your records help teach the model",
+        "used for other patients",
+        "left out of every future training run",
+        "each model already trained on them counts your revocation",
+    ):
+        assert words in text
+    # The code systems' names stay behind the codes' details, as for the other purposes.
+    assert "GA4GH DUO:0000007, HL7 v3 HRESCH · training:breast-cancer" in text
+
+
 # --- granting ------------------------------------------------------------------------------------
+
+
+def test_a_training_consent_is_granted_through_the_form_and_revoked_like_any_other(patient_user, grantee_id, ledger):
+    client = signed_in(patient_user)
+    passkey_of(patient_user.patient)
+    asked = client.post(reverse("consent:grant"), grant_form(grantee_id, purposes=["training:breast-cancer"]))
+    assert asked.status_code == 200
+    portal_sign(client, patient_user.patient, asked)
+
+    consent = Consent.objects.get()
+    assert consent_on_ledger(ledger, consent.consent_id)["purposes"] == ["training:breast-cancer"]
+    assert consent.purposes == ["training:breast-cancer"]
+    assert "Training of the breast-cancer model" in shown_text(html_of(client.get(reverse(DASHBOARD))))
+    revoke_signed(actor=patient_user, consent=consent)
+    assert consent_on_ledger(ledger, consent.consent_id)["status"] == "revoked"
 
 
 def test_granting_through_the_form_writes_the_consent_to_the_ledger_and_shows_its_transaction(

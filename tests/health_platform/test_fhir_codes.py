@@ -15,7 +15,9 @@ from health_platform.fhir_codes import (
 )
 
 
-@pytest.mark.parametrize("purpose", ["treatment", "research", "diagnostic-model:breast-cancer"])
+@pytest.mark.parametrize(
+    "purpose", ["treatment", "research", "diagnostic-model:breast-cancer", "training:breast-cancer"]
+)
 def test_each_purpose_is_read_back_from_its_codings(purpose):
     assert purpose_from_codings(purpose_codings(purpose)) == purpose
 
@@ -76,6 +78,9 @@ def test_a_patients_own_download_is_patient_requested_and_reads_back():
         ["diagnostic-model:breast-cancer", "research"],
         ["diagnostic-model:breast-cancer", "treatment"],
         ["diagnostic-model:breast-cancer", "diagnostic-model:diabetes", "research", "treatment"],
+        ["training:breast-cancer"],
+        ["research", "training:breast-cancer"],
+        ["diagnostic-model:breast-cancer", "training:breast-cancer", "training:diabetes"],
     ],
 )
 def test_several_purposes_are_read_back_from_one_list_of_codings(purposes):
@@ -89,6 +94,20 @@ def test_hresch_beside_a_model_family_is_the_familys_and_alone_is_research():
     hresch = {"system": V3_ACT_REASON, "code": "HRESCH"}
     assert purposes_from_codings([hresch, family]) == ["diagnostic-model:x"]
     assert purposes_from_codings([hresch]) == ["research"]
+
+
+def test_training_a_family_is_disease_specific_research_told_from_running_the_model_by_its_own_code():
+    codings = purpose_codings("training:breast-cancer")
+    assert [(c["system"], c["code"]) for c in codings] == [
+        (V3_ACT_REASON, "HRESCH"),
+        (DUO, "DUO:0000007"),
+        (PURPOSE_SYSTEM, "training:breast-cancer"),
+    ]
+    hresch = {"system": V3_ACT_REASON, "code": "HRESCH"}
+    assert purposes_from_codings([hresch, codings[2]]) == ["training:breast-cancer"]
+    assert purpose_codings("diagnostic-model:breast-cancer")[:2] == codings[:2]
+    with pytest.raises(ValueError, match="not a purpose"):
+        purpose_codings("training:Not A Family")
 
 
 def test_a_coding_of_a_list_with_no_equivalent_is_refused_with_its_index():
