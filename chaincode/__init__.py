@@ -76,6 +76,18 @@ Contract "directory" (chaincode.contracts.directory): the grantee directory's st
     entry = {grantee, status, registered_by, registered_at, changed_at, tx_id}
     CheckAccessBatch refuses with grantee_inactive what only an inactive grantee's consents would admit.
 
+Contract "training" (chaincode.contracts.training): training lineage (issue 18)
+    RecordTrainingRun(run_json: {run_id, model_family, model_version, steward, organisations: [{organisation,
+                      training_set_root, consent_root, record_count, consent_count}], training_set_root, consent_root,
+                      record_count, consent_count, trainer_sha256, hyperparameters, rounds, round_aggregates,
+                      metrics, dp_epsilon, dp_delta, weights_sha256})
+        -> run + {submitted_by, recorded_at, tx_id} (the same run again: unchanged; another under its id: refused)
+    ReadTrainingRun(run_id) / ModelLineageByWeights(weights_sha256) -> run
+    RetireModel / ReinstateModel({weights_sha256, reason, revocations}) -> status (idempotent)
+    ReadModelStatus(weights_sha256) / ModelStatusHistory(weights_sha256)
+    status = {weights_sha256, run_id, status (active | retired), reason, revocations, changed_by, changed_at, tx_id}
+    The Merkle roots are chaincode.merkle's (RFC 6962) over training_set_leaf and consent_leaf.
+
 Errors are raised as ContractError and reach the client as "code: message".
 """
 
@@ -90,6 +102,7 @@ def build_chaincode() -> ContractChaincode:
     from chaincode.contracts.directory import DirectoryContract
     from chaincode.contracts.oversight import AlertContract, EmergencyContract
     from chaincode.contracts.patient_keys import PatientKeyContract
+    from chaincode.contracts.training import TrainingContract
 
     return ContractChaincode.new_chaincode(
         AnchorContract(),
@@ -99,4 +112,5 @@ def build_chaincode() -> ContractChaincode:
         EmergencyContract(),
         AlertContract(),
         PatientKeyContract(),
+        TrainingContract(),
     )

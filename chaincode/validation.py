@@ -158,12 +158,29 @@ def actor(value: Any, field: str) -> str:
 
 
 _AUDITOR = re.compile(r"auditor:[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_MODEL_STEWARD = re.compile(r"model-steward:[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ORGANISATION = re.compile(r"org:[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_VERSION_LABEL = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,31}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DECIMAL = re.compile(r"-?\d{1,6}(\.\d{1,6})?")
 
 
 def auditor(value: Any, field: str) -> str:
     return matching(_AUDITOR, value, field, "'auditor:<id>'")
+
+
+def model_steward(value: Any, field: str) -> str:
+    """A model steward (issue 18), who asks for training runs and answers for the models they produce."""
+    return matching(_MODEL_STEWARD, value, field, "'model-steward:<id>'")
+
+
+def organisation(value: Any, field: str) -> str:
+    return matching(_ORGANISATION, value, field, "'org:<id>'")
+
+
+def version_label(value: Any, field: str) -> str:
+    """A model version's label, as the model catalogue writes it: 1-32 characters of [0-9A-Za-z._-]."""
+    return matching(_VERSION_LABEL, value, field, "1-32 characters of letters, digits and . _ -")
 
 
 def day(value: Any, field: str) -> str:

@@ -204,3 +204,17 @@ DECISION_LABELS: dict[str, str] = {
     **{code: label for decisions in OVERSIGHT_DECISIONS.values() for code, label in decisions.items()},
 }
 REASON_LABELS: dict[str, str] = {**REFUSAL_REASONS, **NOT_COMPUTED_REASONS, **EMERGENCY_REASONS}
+
+# A trained model's standing (contract "training", issue 18): a model whose lineage shows too many of its training
+# consents revoked since is retired from new analyses until it is retrained without them; retirement and
+# reinstatement are ledger transactions that carry why, and how many revocations counted against the model then.
+MODEL_STATUSES: dict[str, str] = {"active": "In use", "retired": "Retired from new analyses"}
+RETIREMENT_REASONS: dict[str, str] = {
+    "revocations_threshold": "Too many of its training consents revoked since it was trained",
+    "superseded": "Replaced by a model retrained without the revoked records",
+    "steward_decision": "Withdrawn by the model steward",
+}
+REINSTATEMENT_REASONS: dict[str, str] = {
+    "policy_changed": "The retirement policy changed and no longer retires it",
+    "steward_decision": "Put back in use by the model steward",
+}

@@ -28,6 +28,7 @@ from ledger.group_commit import GroupCommit
 
 ANCHORS, CONSENT, ACCESS_LOG, DIRECTORY = "anchors", "consent", "accesslog", "directory"
 EMERGENCY, ALERTS, PATIENT_KEYS = "emergency", "alerts", "patient_keys"
+TRAINING = "training"
 
 # A grantee's status in the directory, as the ledger holds it.
 GRANTEE_ACTIVE, GRANTEE_INACTIVE = "active", "inactive"
@@ -423,6 +424,82 @@ class Recorded:
 
     entry: Any  # LedgerEmergency or LedgerAlert
     logged: LoggedBatch
+
+
+@dataclass(frozen=True)
+class OrganisationLineage:
+    """One organisation's part of a training set: the Merkle roots (chaincode.merkle) over its records' (id,
+    version, anchored hash) and over the consents that admitted them, and the size of each tree."""
+
+    organisation: str  # "org:<slug>"
+    training_set_root: str
+    consent_root: str
+    record_count: int
+    consent_count: int
+
+
+@dataclass(frozen=True)
+class TrainingRunRequest:
+    """The lineage of a training run, as RecordTrainingRun takes it (issue 18). The totals and overall roots are
+    over every organisation's records and consents; `round_aggregates` holds one hash per round."""
+
+    run_id: str
+    model_family: str
+    model_version: str
+    steward: str  # "model-steward:<id>": who asked for the run
+    organisations: tuple[OrganisationLineage, ...]
+    training_set_root: str
+    consent_root: str
+    record_count: int
+    consent_count: int
+    trainer_sha256: str
+    hyperparameters: Mapping[str, Any]  # names to numbers, short texts, booleans or None
+    rounds: int
+    round_aggregates: tuple[str, ...]
+    metrics: Mapping[str, float]
+    weights_sha256: str
+    dp_epsilon: float | None = None  # the differential-privacy budget spent, None without noise
+    dp_delta: float | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            **{f.name: getattr(self, f.name) for f in fields(TrainingRunRequest)},
+            "organisations": [organisation.__dict__ for organisation in self.organisations],
+            "hyperparameters": dict(self.hyperparameters),
+            "round_aggregates": list(self.round_aggregates),
+            "metrics": dict(self.metrics),
+        }
+
+
+@dataclass(frozen=True)
+class TrainingRun(TrainingRunRequest):
+    """A training run's lineage as the ledger holds it: what was asked, the organisation (MSP) that submitted it,
+    when, and its transaction with that transaction's block where known."""
+
+    submitted_by: str = ""
+    recorded_at: str = ""
+    tx_id: str = ""
+    block_number: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Whether a trained model is retired from new analyses: its last retirement or reinstatement (reason code and
+    the revocations counted then), or active with no change for a model never retired."""
+
+    weights_sha256: str
+    status: str  # "active" or "retired"
+    reason: str | None
+    revocations: int | None
+    changed_by: str | None
+    changed_at: str | None
+    tx_id: str | None
+    run_id: str = ""
+    block_number: int | None = None
+
+    @property
+    def retired(self) -> bool:
+        return self.status == "retired"
 
 
 # --- the facade -------------------------------------------------------------------------------------
@@ -832,6 +909,43 @@ class Contracts:
         found = self._read(ALERTS, "ReadAlert", alert_id)
         return None if found is None else _alert(found)
 
+    # --- training lineage --------------------------------------------------------------------------
+    def record_training_run(self, run: TrainingRunRequest) -> TrainingRun:
+        """Write a training run's lineage in ONE transaction; the same run again answers the original."""
+        receipt = self.client.submit(TRAINING, "RecordTrainingRun", _json(run.payload()))
+        entry = receipt.json()
+        return _training_run(entry, block_number=self._committed_block(receipt, entry["tx_id"]))
+
+    def read_training_run(self, run_id: str) -> TrainingRun | None:
+        found = self._read(TRAINING, "ReadTrainingRun", run_id)
+        return None if found is None else _training_run(found, block_number=self.block_of(found["tx_id"]))
+
+    def model_lineage_by_weights(self, weights_sha256: str) -> TrainingRun | None:
+        """The lineage of the run that produced the model with these weights (None: a model trained elsewhere)."""
+        found = self._read(TRAINING, "ModelLineageByWeights", weights_sha256)
+        return None if found is None else _training_run(found, block_number=self.block_of(found["tx_id"]))
+
+    def retire_model(self, *, weights_sha256: str, reason: str, revocations: int) -> ModelStatus:
+        """Retire a model with a lineage from new analyses (reason: vocabulary.RETIREMENT_REASONS), once."""
+        return self._model_status_change("RetireModel", weights_sha256, reason, revocations)
+
+    def reinstate_model(self, *, weights_sha256: str, reason: str, revocations: int) -> ModelStatus:
+        """Put a retired model back in use (reason: vocabulary.REINSTATEMENT_REASONS), once."""
+        return self._model_status_change("ReinstateModel", weights_sha256, reason, revocations)
+
+    def model_status(self, weights_sha256: str) -> ModelStatus:
+        entry = self.client.evaluate(TRAINING, "ReadModelStatus", weights_sha256).json()
+        return ModelStatus(**entry, block_number=self.block_of(entry["tx_id"]))
+
+    def model_status_history(self, weights_sha256: str) -> list[StateChange]:
+        return self._history(TRAINING, "ModelStatusHistory", weights_sha256)
+
+    def _model_status_change(self, function: str, weights_sha256: str, reason: str, revocations: int) -> ModelStatus:
+        payload = {"weights_sha256": weights_sha256, "reason": reason, "revocations": revocations}
+        receipt = self.client.submit(TRAINING, function, _json(payload))
+        entry = receipt.json()
+        return ModelStatus(**entry, block_number=self._committed_block(receipt, entry["tx_id"]))
+
     def _logged(self, receipt: Receipt, answer: Mapping[str, Any]) -> LoggedBatch:
         return LoggedBatch(
             batch_id=answer["batch_id"],
@@ -892,3 +1006,21 @@ def _emergency(values: Mapping[str, Any]) -> LedgerEmergency:
 def _alert(values: Mapping[str, Any]) -> LedgerAlert:
     alert = _from_mapping(LedgerAlert, values)
     return LedgerAlert(**{**alert.__dict__, "judgement": _verdict(values.get("judgement"))})
+
+
+def _training_run(values: Mapping[str, Any], *, block_number: int | None) -> TrainingRun:
+    """A run as the contract stores it (numbers other than counts as decimal text, the hyperparameters as JSON
+    text), with numbers and objects again."""
+    run = _from_mapping(TrainingRun, values)
+    return TrainingRun(
+        **{
+            **run.__dict__,
+            "organisations": tuple(_from_mapping(OrganisationLineage, item) for item in values["organisations"]),
+            "hyperparameters": orjson.loads(values["hyperparameters"]),
+            "round_aggregates": tuple(values["round_aggregates"]),
+            "metrics": {name: float(number) for name, number in values["metrics"].items()},
+            "dp_epsilon": None if values["dp_epsilon"] is None else float(values["dp_epsilon"]),
+            "dp_delta": None if values["dp_delta"] is None else float(values["dp_delta"]),
+            "block_number": block_number,
+        }
+    )
