@@ -30,6 +30,15 @@ class ClinicianInviteForm(ServiceErrorsForm):
         field.choices = [("", "None")] + [(o.slug, o.name) for o in organisations]
 
 
+class ModelStewardInviteForm(ServiceErrorsForm):
+    """On the directory page beside the clinician's form: its fields are prefixed (steward-username...) so that
+    the two forms' fields keep ids of their own."""
+
+    prefix = "steward"
+    username = forms.CharField(label="Username", max_length=150)
+    email = forms.EmailField(label="E-mail", max_length=254)
+
+
 class InvitationIssueForm(ServiceErrorsForm):
     identifier_system = forms.CharField(label="Identifier system", max_length=200)
     identifier_value = forms.CharField(label="Identifier", max_length=200)

@@ -19,13 +19,21 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from directory.access import user_may_manage_directory
-from directory.forms import ClinicianInviteForm, EnrolCodeForm, EnrolForm, InvitationIssueForm, OrganisationAddForm
+from directory.forms import (
+    ClinicianInviteForm,
+    EnrolCodeForm,
+    EnrolForm,
+    InvitationIssueForm,
+    ModelStewardInviteForm,
+    OrganisationAddForm,
+)
 from directory.models import PatientInvitation
 from directory.selectors import directory_entries, invitation_get, invitations_recent
 from directory.services import (
     InvitationRefused,
     directory_clinician_invite,
     directory_grantee_set_active,
+    directory_model_steward_invite,
     directory_organisation_add,
     directory_second_factor_reset,
     invitation_check,
@@ -113,6 +121,22 @@ def clinician_add(request: HttpRequest) -> HttpResponse:
     return _directory_page(request, clinician_form=form, status=400)
 
 
+@require_POST
+@custodian_view
+def model_steward_add(request: HttpRequest) -> HttpResponse:
+    """A model steward's account (issue 18): staff, not a grantee, so not in the directory's table."""
+    form = ModelStewardInviteForm(request.POST)
+    if form.is_valid():
+        base_url = request.build_absolute_uri("/")
+        steward = _on_form(
+            form, directory_model_steward_invite, actor=request.user, base_url=base_url, **form.cleaned_data
+        )
+        if steward is not None:
+            messages.success(request, f"Model steward {steward.get_username()} added; an e-mail invites them.")
+            return redirect("directory:home")
+    return _directory_page(request, steward_form=form, status=400)
+
+
 def _refused_in_directory(request: HttpRequest, error: ApplicationError) -> HttpResponse:
     back = (reverse("directory:home"), "Back to the directory")
     return refused(request, error.message, status=error.status, base="base.html", panel=False, back=back)
@@ -160,6 +184,7 @@ def _directory_page(
     *,
     organisation_form: OrganisationAddForm | None = None,
     clinician_form: ClinicianInviteForm | None = None,
+    steward_form: ModelStewardInviteForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     organisations = Organisation.objects.all()
@@ -167,6 +192,7 @@ def _directory_page(
         "entries": directory_entries(),
         "organisation_form": organisation_form or OrganisationAddForm(),
         "clinician_form": clinician_form or ClinicianInviteForm(organisations=organisations),
+        "steward_form": steward_form or ModelStewardInviteForm(),
     }
     return render(request, "directory/home.html", context, status=status)
 

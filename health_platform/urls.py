@@ -98,6 +98,7 @@ directory_pages = [
     path("", directory_views.home, name="home"),
     path("organisations/", directory_views.organisation_add, name="organisation-add"),
     path("clinicians/", directory_views.clinician_add, name="clinician-add"),
+    path("model-stewards/", directory_views.model_steward_add, name="model-steward-add"),
     path("grantees/<str:grantee_id>/deactivate/", directory_views.deactivate, name="deactivate"),
     path("grantees/<str:grantee_id>/reactivate/", directory_views.reactivate, name="reactivate"),
     path(

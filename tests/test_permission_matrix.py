@@ -1755,11 +1755,15 @@ def enrol_body(world: World) -> dict[str, Any]:
     }
 
 
-def directory_added(kind: str, body: dict[str, Any]) -> Case:
-    """The custodian adds to the directory through the API (clinicians, model stewards, organisations): 201 for
-    custodians, refused to everyone else."""
-    url = f"api/directory/{kind}/"
-    return Case(url, "POST", "-", fixed(f"/{url}"), api(CUSTODIANS, ok=201), body=lambda world: body, writes=True)
+def directory_added(kind: str, body: dict[str, Any], *, door: str = "api") -> Case:
+    """The custodian adds to the directory (clinicians, model stewards, organisations) through the API (201) or the
+    portal's form (302, back to the directory); refused to everyone else."""
+    if door == "api":
+        url = f"api/directory/{kind}/"
+        return Case(url, "POST", "-", fixed(f"/{url}"), api(CUSTODIANS, ok=201), body=lambda world: body, writes=True)
+    url = f"directory/{kind}/"
+    expect = portal(CUSTODIANS, ok=302)
+    return Case(url, "POST", "-", fixed(f"/{url}"), expect, body=lambda world: body, content_type="form", writes=True)
 
 
 def directory_cases() -> list[Case]:
@@ -1768,25 +1772,12 @@ def directory_cases() -> list[Case]:
     clinician = {"username": "matrix-new-dr", "display_name": "Dr New", "email": "new@example.org", "organisation": ""}
     return [
         Case("directory/", "GET", "-", fixed("/directory/"), portal(CUSTODIANS)),
-        Case(
-            "directory/organisations/",
-            "POST",
-            "-",
-            fixed("/directory/organisations/"),
-            portal(CUSTODIANS, ok=302),
-            body=lambda world: {"slug": "matrix-new-org", "name": "New"},
-            content_type="form",
-            writes=True,
-        ),
-        Case(
-            "directory/clinicians/",
-            "POST",
-            "-",
-            fixed("/directory/clinicians/"),
-            portal(CUSTODIANS, ok=302),
-            body=lambda world: clinician,
-            content_type="form",
-            writes=True,
+        directory_added("organisations", {"slug": "matrix-new-org", "name": "New"}, door="portal"),
+        directory_added("clinicians", clinician, door="portal"),
+        directory_added(
+            "model-stewards",
+            {"steward-username": "matrix-portal-steward", "steward-email": "portal-steward@example.org"},
+            door="portal",
         ),
         *(
             Case(

@@ -131,6 +131,8 @@ def test_only_custodians_manage_the_directory(role, clinician):
     assert api_as(user).post("/api/directory/model-stewards/", STEWARD, format="json").status_code == 403
     assert signed_in(user).get("/directory/").status_code == 403
     assert signed_in(user).post(f"/directory/grantees/{grantee_id}/deactivate/").status_code == 403
+    steward = {"steward-username": "steward-x", "steward-email": "x@example.org"}
+    assert signed_in(user).post("/directory/model-stewards/", steward).status_code == 403
     assert bootstrap.contracts().read_grantee(grantee_id).active
 
 
@@ -153,6 +155,23 @@ def test_the_portal_adds_an_organisation_and_a_clinician_and_deactivates_them(cu
     assert not bootstrap.contracts().read_grantee(profile.grantee_id).active
     refused = client.post("/directory/organisations/", {"slug": "north", "name": "Again"})
     assert refused.status_code == 400
+
+
+def test_the_portal_adds_a_model_steward_and_shows_a_refusal_by_its_field(custodian):
+    client = signed_in(custodian)
+    page = client.get("/directory/").content.decode()
+    assert 'id="id_steward-username"' in page
+    assert 'id="id_username"' in page  # the clinician's form keeps its own ids
+
+    added = client.post("/directory/model-stewards/", {"steward-username": "steward-p", "steward-email": "p@x.org"})
+    assert (added.status_code, added["Location"]) == (302, "/directory/")
+    assert user_has_role(get_user_model().objects.get(username="steward-p"), Role.MODEL_STEWARD)
+    assert "/enrol/staff/" in mail.outbox[0].body
+
+    again = client.post("/directory/model-stewards/", {"steward-username": "steward-p", "steward-email": "q@x.org"})
+    assert again.status_code == 400
+    assert "This username is taken." in again.content.decode()
+    assert len(mail.outbox) == 1
 
 
 def test_the_management_commands_add_deactivate_and_reactivate(clinician):

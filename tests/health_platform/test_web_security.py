@@ -210,6 +210,11 @@ FORMS = {
         302,
     ),
     "/directory/organisations/": ("custodian", lambda world: {"slug": "csrf-org", "name": "Csrf"}, 302),
+    "/directory/model-stewards/": (
+        "custodian",
+        lambda world: {"steward-username": "csrf-steward", "steward-email": "s@example.org"},
+        302,
+    ),
     "/directory/grantees/<id>/deactivate/": ("custodian", lambda world: {}, 302),
     "/directory/grantees/<id>/second-factor-reset/": ("custodian", lambda world: {}, 302),
     "/directory/invitations/": ("custodian", invitation_body, 201),
