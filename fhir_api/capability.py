@@ -22,9 +22,10 @@ _DOCUMENTATION = (
 _SECURITY = (
     "Every interaction but metadata needs a user: `Authorization: Token <key>` (a personal token from "
     "/accounts/tokens/ or /api/auth/token/) or the portal's session cookie. Staff (clinicians, auditors, "
-    "custodians) must have a second factor enrolled. Who sees what is the platform's rule everywhere: a patient "
-    "their own consents and the access events about their records, a clinician the consents granted to them, an "
-    "auditor every consent and every access event; Patient/$everything only for the patient themselves."
+    "custodians, model stewards) must have a second factor enrolled. Who sees what is the platform's rule "
+    "everywhere: a patient their own consents and the access events about their records, a clinician the "
+    "consents granted to them, an auditor every consent and every access event; Patient/$everything only for the "
+    "patient themselves."
 )
 _EVERYTHING = (
     "The patient's own Patient (by pseudonym), the Observations of their records (decrypted), their consents and "

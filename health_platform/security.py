@@ -259,8 +259,8 @@ class ObtainAuthTokenView(ObtainAuthToken):
     @extend_schema(
         summary="Get your API token (username and password, or a session that passed the second factor)",
         description="Failed attempts are counted per username and client address: past the limit, 429 "
-        "throttled with Retry-After, whether or not the username exists. Staff (clinicians, auditors, custodians) "
-        "get no token for a password alone: 403 second_factor_required.",
+        "throttled with Retry-After, whether or not the username exists. Staff (clinicians, auditors, custodians, "
+        "model stewards) get no token for a password alone: 403 second_factor_required.",
         request=AuthTokenSerializer,
         responses={
             200: inline_serializer("AuthTokenResponse", {"token": serializers.CharField()}),

@@ -80,7 +80,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "allauth.usersessions.middleware.UserSessionsMiddleware",
-    # Staff (clinicians, auditors, custodians) without a second factor reach only enrolment and their account.
+    # Staff (clinicians, auditors, custodians, model stewards) without a second factor reach only enrolment and their
+    # account.
     "health_platform.second_factor.EnrolmentRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
