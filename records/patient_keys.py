@@ -91,8 +91,16 @@ class _DataKeyCache:
                 self._keys.popitem(last=False)
 
     def missing(self, key_ids: Iterable[str]) -> list[str]:
+        """The key ids not held; those held become the most recently used, so that putting the missing ones (a
+        chunk's keys, loaded together) pushes out keys of earlier chunks, never the ones this chunk is about to use."""
         with self._lock:
-            return [key_id for key_id in key_ids if key_id not in self._keys]
+            absent = []
+            for key_id in key_ids:
+                if key_id in self._keys:
+                    self._keys.move_to_end(key_id)
+                else:
+                    absent.append(key_id)
+            return absent
 
     def drop(self, key_id: str) -> None:
         with self._lock:

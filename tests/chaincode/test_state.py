@@ -24,7 +24,7 @@ def json_dumps(value) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(VALUES)
 def test_dumps_writes_what_json_dumps_wrote(value):
     try:

@@ -145,6 +145,27 @@ def test_the_cache_keeps_at_most_its_size_least_recently_used_out(cohort, settin
 
 
 @pytest.mark.django_db
+def test_a_full_cache_keeps_the_keys_a_chunk_needs_while_it_loads_the_others(cohort, settings, monkeypatch):
+    """Steady state: the cache is full of an earlier request's keys, some of which this one needs too. Loading the
+    missing keys must not push out the cached ones the same chunk is about to use (each would then be unwrapped
+    again, one query per version: that made every analysis after the first two to three times slower)."""
+    people = cohort(6)
+    settings.RECORD_DATA_KEY_CACHE_SIZE = 4
+    data_key_cache_clear()
+    ids = {patient.pk: RecordVersion.objects.get(record__patient=patient).pk for _, patient, _ in people}
+    patients = [patient.pk for _, patient, _ in people]
+    record_versions_features(version_ids=[ids[p] for p in patients[:4]])  # the cache now holds patients 0-3
+    unwraps = []
+    real = patient_keys._unwrap
+    monkeypatch.setattr(patient_keys, "_unwrap", lambda **kw: unwraps.append(kw["patient_id"]) or real(**kw))
+
+    found, _ = record_versions_features(version_ids=[ids[p] for p in (patients[0], patients[1], *patients[4:])])
+
+    assert all(f.opened is not None for f in found)
+    assert sorted(unwraps) == sorted(patients[4:])  # only the two it did not hold, once each
+
+
+@pytest.mark.django_db
 def test_a_wrapped_key_is_bound_to_its_patient(cohort):
     (_, first, _), (_, second, _) = cohort(2)
     mine, theirs = PatientDataKey.objects.get(patient=first), PatientDataKey.objects.get(patient=second)
