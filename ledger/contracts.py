@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from chaincode.contracts.access_log import compact
 from chaincode.contracts.consent import MAX_GRANT_BATCH
 from ledger.client import BlockSummary, LedgerClient, Receipt, TransactionLocation, VerificationReport
 from ledger.errors import ContractRejected, LedgerUnavailable
@@ -795,8 +796,12 @@ class Contracts:
     # --- access log --------------------------------------------------------------------------------
     def append_access_events(self, *, batch_id: str, events: Sequence[Mapping[str, Any]]) -> LoggedBatch:
         """Log `events` as one batch, in ONE transaction. An identical batch again is a no-op that
-        answers with the original transaction; another batch under the same id is refused."""
-        receipt = self.client.submit(ACCESS_LOG, "AppendAccessEvents", _json({"batch_id": batch_id, "events": events}))
+        answers with the original transaction; another batch under the same id is refused.
+
+        Sent in the compact form: the fields every event shares once, as `common` (chaincode.contracts.access_log)."""
+        common, own = compact([dict(event) for event in events])
+        argument = {"batch_id": batch_id, "common": common, "events": own}
+        receipt = self.client.submit(ACCESS_LOG, "AppendAccessEvents", _json(argument))
         return self._logged(receipt, receipt.json())
 
     def read_access_batch(self, batch_id: str) -> AccessBatch | None:

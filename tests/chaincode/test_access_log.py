@@ -1,4 +1,5 @@
 import json
+import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -246,3 +247,103 @@ def test_a_treatment_read_without_its_explanation_is_refused(chain, namespace, o
         append(chain, f"{namespace}-read", [{**read("r1"), **overrides}])
     assert fragment in refused.value.message
     assert chain.height() == height
+
+
+# --- the compact form: the fields every event of a batch shares, written once -------------------------------------
+
+
+def append_compact(chain, batch_id, events):
+    from chaincode.contracts.access_log import compact
+
+    common, own = compact(events)
+    body = {"batch_id": batch_id, "common": common, "events": own}
+    return chain.submit("accesslog", "AppendAccessEvents", json.dumps(body))
+
+
+def analysis_events(count, **overrides):
+    return [event(f"e{i}", patient=i, consent_id=f"c{i}", **overrides) for i in range(count)]
+
+
+def test_a_batch_sent_compact_reads_back_as_the_same_whole_events(chain, namespace):
+    events = [*analysis_events(3), event("e9", patient=9, decision="refuse", reason="no_consent")]
+    append(chain, f"{namespace}-whole", events)
+    append_compact(chain, f"{namespace}-compact", events)
+
+    whole = chain.evaluate("accesslog", "ReadAccessBatch", f"{namespace}-whole").json()["events"]
+    compact = chain.evaluate("accesslog", "ReadAccessBatch", f"{namespace}-compact").json()
+    assert compact["events"] == whole
+    assert "common" not in compact
+    by_patient = query(chain, request_id="req-1", patient_pseudonym=pseudonym(9))["events"]
+    assert [(e["batch_id"], e["reason"]) for e in by_patient] == [
+        (f"{namespace}-whole", "no_consent"),
+        (f"{namespace}-compact", "no_consent"),
+    ]
+
+
+def test_the_same_events_in_either_form_are_one_batch(chain, namespace):
+    events = analysis_events(3)
+    first = append(chain, f"{namespace}-b1", events)
+    again = append_compact(chain, f"{namespace}-b1", events)
+    assert (again.json()["appended"], again.json()["tx_id"]) == (False, first.tx_id)
+
+    append_compact(chain, f"{namespace}-b2", events)
+    with pytest.raises(ContractRejected, match="already logged with other events"):
+        append(chain, f"{namespace}-b2", [*events[:2], {**events[2], "decision": "refuse", "reason": "no_consent"}])
+
+
+@pytest.mark.parametrize(
+    ("common", "events", "fragment"),
+    [
+        ({"decision": "admit"}, [{"event_id": "e1", "decision": "admit"}], "repeats a field of batch.common"),
+        ({"event_id": "e1"}, [{"kind": "record_access"}], "batch.common has unknown fields: event_id"),
+        ({"colour": "red"}, [{"event_id": "e1"}], "batch.common has unknown fields: colour"),
+        (["decision"], [{"event_id": "e1"}], "batch.common must be a JSON object"),
+    ],
+)
+def test_a_malformed_common_part_is_refused_and_nothing_is_written(chain, namespace, common, events, fragment):
+    body = {"batch_id": f"{namespace}-b1", "common": common, "events": events}
+    with pytest.raises(ContractRejected, match=fragment):
+        chain.submit("accesslog", "AppendAccessEvents", json.dumps(body))
+    with pytest.raises(ContractRejected):
+        chain.evaluate("accesslog", "ReadAccessBatch", f"{namespace}-b1")
+
+
+def _stored_value(ledger, key):
+    with sqlite3.connect(ledger.path) as connection:
+        (value,) = connection.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+    return bytes(value)
+
+
+def test_a_batch_keeps_its_shared_fields_once_and_an_entry_of_the_older_form_still_reads_whole(tmp_path):
+    from ledger.embedded import EmbeddedLedger
+
+    ledger = EmbeddedLedger(tmp_path / "ledger.sqlite3")
+    events = analysis_events(500)
+    append(ledger, "b1", events)
+    key = b"\x00access_batch\x00b1\x00"
+    stored = json.loads(_stored_value(ledger, key))
+    read = ledger.evaluate("accesslog", "ReadAccessBatch", "b1").json()
+
+    assert set(stored["common"]) >= {"grantee", "purpose", "request_id", "model_hash", "kind", "decision"}
+    assert len(_stored_value(ledger, key)) < 0.5 * len(json.dumps(read["events"], separators=(",", ":")))
+    with sqlite3.connect(ledger.path) as connection:  # the entry as written before: whole events, no common
+        connection.execute("UPDATE state SET value = ? WHERE key = ?", (json.dumps(read).encode(), key))
+    assert ledger.evaluate("accesslog", "ReadAccessBatch", "b1").json() == read
+    assert append(ledger, "b1", events).json()["appended"] is False
+
+
+def test_the_platform_sends_a_batch_compact(tmp_path):
+    from ledger.contracts import Contracts
+    from ledger.embedded import EmbeddedLedger
+
+    ledger = EmbeddedLedger(tmp_path / "ledger.sqlite3")
+    events = analysis_events(500)
+    logged = Contracts(ledger).append_access_events(batch_id="b1", events=events)
+    with sqlite3.connect(ledger.path) as connection:
+        (args,) = connection.execute("SELECT args FROM transactions WHERE tx_id = ?", (logged.tx_id,)).fetchone()
+
+    assert "common" in json.loads(json.loads(args)[0])
+    assert len(args) < 0.5 * len(json.dumps(events))
+    assert ledger.evaluate("accesslog", "ReadAccessBatch", "b1").json()["events"] == [
+        {**dict.fromkeys(["consent_id", "export_sha256", "reason"]), **e} for e in events
+    ]
