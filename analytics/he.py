@@ -75,6 +75,15 @@ class HomomorphicEngine(Protocol):
         """Whether a serialised context carries a secret key (the server refuses to store one)."""
         ...
 
+    def encrypt_vector(self, public: bytes, values: Sequence[float]) -> bytes:
+        """One ciphertext holding `values` (1..slots of them), with a public context: a training update."""
+        ...
+
+    def add(self, context: bytes, ciphertexts: Sequence[bytes]) -> bytes:
+        """The slot-wise sum of ciphertexts, with a public or parameters-only context (a secret one is refused):
+        what a training round's aggregator computes, never decrypting."""
+        ...
+
 
 class TenSEALEngine:
     slots = SLOTS
@@ -166,6 +175,22 @@ class TenSEALEngine:
             return True
         self._keep(digest, loaded)
         return False
+
+    def encrypt_vector(self, public: bytes, values: Sequence[float]) -> bytes:
+        if not 0 < len(values) <= self.slots:
+            raise ValueError(f"expected 1..{self.slots} values")
+        return self._ts.ckks_vector(self._keyless_context(public), [float(v) for v in values]).serialize()
+
+    def add(self, context: bytes, ciphertexts: Sequence[bytes]) -> bytes:
+        if not ciphertexts:
+            raise ValueError("nothing to add")
+        loaded = self._keyless_context(context)
+        total = None
+        for ciphertext in ciphertexts:
+            vector = self._ts.ckks_vector_from(loaded, ciphertext)
+            total = vector if total is None else total + vector
+        assert total is not None
+        return total.serialize()
 
     def _parts(self, context) -> KeySet:
         return KeySet(
