@@ -59,7 +59,7 @@ def training_run_request(
     if not organisations or any(not str(o).startswith("org:") for o in organisations):
         raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
     engine, blobs = homomorphic_engine(), blob_store()
-    keys = engine.keygen()
+    keys = engine.keygen_for_sums()
     with transaction.atomic():
         run = TrainingRun(
             steward=steward,
