@@ -273,6 +273,11 @@ class GatedRecords:
     def admitted_count(self) -> int:
         return len(self.decisions) - sum(self.refusals.values())
 
+    @property
+    def counts(self) -> dict[str, Any]:
+        """What a log line says of the answer: how many admitted, how many refused for each reason."""
+        return {"admitted": self.admitted_count, "refused": self.refusals}
+
 
 def records_gate(
     *, version_ids: list[int], spec: LinearModel, grantee: str, organisation: str | None, purpose: str
@@ -321,22 +326,9 @@ def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[
         organisation=request.organisation_grantee_id or None,
         purpose=request.purpose,
     )
-    log.info(
-        "analysis_batch_gated",
-        request_id=str(request.id),
-        batch=batch.index,
-        admitted=gated.admitted_count,
-        refused=gated.refusals,
-    )
-    moved = _transition(
-        batch,
-        BatchStatus.PENDING,
-        status=BatchStatus.GATED,
-        gate_at=gated.at,
-        decisions=gated.decisions,
-        admitted_count=gated.admitted_count,
-        refusals=gated.refusals,
-    )
+    log.info("analysis_batch_gated", request_id=str(request.id), batch=batch.index, **gated.counts)
+    decided = {"decisions": gated.decisions, "admitted_count": gated.admitted_count, "refusals": gated.refusals}
+    moved = _transition(batch, BatchStatus.PENDING, status=BatchStatus.GATED, gate_at=gated.at, **decided)
     return moved, gated.readings
 
 

@@ -65,6 +65,7 @@ class OrganisationRecords:
     used: dict[str, dict[str, Any]] = field(default_factory=dict)  # record id -> manifest entry, first use first
     counts: dict[str, Any] = field(default_factory=dict)  # the last round's: admitted, refused, skipped
     log_tx_ids: list[str] = field(default_factory=list)
+    round_counts: dict[int, int] = field(default_factory=dict)  # round -> the records its update covered
     _validation: tuple[np.ndarray, np.ndarray] | None = None
 
     def __repr__(self) -> str:
@@ -79,7 +80,8 @@ class OrganisationRecords:
             update = maths.linear_statistics(design[train], targets[train])
         else:
             update = maths.newton_statistics(design[train], targets[train], scaled_weights)
-        return self._encrypt(update), int(train.sum())
+        self.round_counts[round_index] = int(train.sum())
+        return self._encrypt(update), self.round_counts[round_index]
 
     def validate(self, scaled_weights: np.ndarray) -> tuple[list[bytes], int]:
         if self._validation is None:

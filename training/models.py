@@ -14,21 +14,27 @@ from django.conf import settings
 from django.db import models
 
 
-class TrainingStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
-
-
 class TrainingRun(models.Model):
+    """One training run: what was asked (family, kind, hyperparameters, rounds, the organisations' candidates), how it
+    went (status, per-organisation counts, failure code), and what it left (manifest, lineage transaction, weights)."""
+
+    class Status(models.TextChoices):
+        """queued until a worker takes it; running its rounds; completed once its lineage is on the ledger and its
+        model registered; failed (failure_code says why) when an organisation, the aggregator or the ledger did not
+        answer."""
+
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     steward = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="training_runs")
     model_family = models.CharField(max_length=64)
     kind = models.CharField(max_length=16, help_text="linear or logistic")
     hyperparameters = models.JSONField(default=dict)
     rounds_requested = models.PositiveIntegerField()
-    status = models.CharField(max_length=16, choices=TrainingStatus.choices, default=TrainingStatus.QUEUED)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     failure_code = models.CharField(max_length=64, blank=True, default="")
     organisations = models.JSONField(default=dict, help_text="organisation grantee id -> its candidate version ids")
     organisation_counts = models.JSONField(
@@ -54,13 +60,15 @@ class TrainingRun(models.Model):
         return f"training run {self.pk}"
 
 
+TrainingStatus = TrainingRun.Status
+
+
 class TrainingRound(models.Model):
     run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="rounds")
     index = models.PositiveIntegerField(help_text="1-based, as Flower counts rounds")
-    status = models.CharField(max_length=16, default="aggregated")
-    aggregate_sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, default="aggregated", help_text="aggregated: the steward opened its sum")
+    aggregate_sha256 = models.CharField(max_length=64, help_text="training.maths.aggregate_sha256 of the opened sum")
     contributions = models.JSONField(default=dict, help_text="organisation -> records its update covered")
-    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["run", "index"]

@@ -4,6 +4,7 @@ transaction with the lineage (training.lineage) and the trained model into the p
 the catalogue's models. Run by a worker (training.tasks); the run's state says what is done, so a second delivery
 does nothing."""
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -105,25 +106,26 @@ def _execute(run: TrainingRun, observe: Any) -> None:
     manifest = {trainer.organisation: list(trainer.used.values()) for trainer in trainers}
     counts = {trainer.organisation: trainer.counts for trainer in trainers}
     TrainingRound.objects.bulk_create(
-        TrainingRound(run=run, index=index, aggregate_sha256=digest)
+        TrainingRound(
+            run=run,
+            index=index,
+            aggregate_sha256=digest,
+            contributions={trainer.organisation: trainer.round_counts.get(index, 0) for trainer in trainers},
+        )
         for index, digest in enumerate(steward.round_hashes, start=1)
     )
-    TrainingRun.objects.filter(pk=run.pk).update(manifest=manifest, organisation_counts=counts)
+    run.manifest, run.organisation_counts = manifest, counts
+    run.save(update_fields=["manifest", "organisation_counts"])
     if not any(manifest.values()):
         raise FederationFailed("no_admitted_records")
     weights, bias = plan.scaling.unscale(steward.weights)
     trained = _trained_model(spec, run, weights, bias, steward.metrics)
     lineage = _lineage_record(run, manifest, trained, steward)
     trained_model_register(spec=trained, lineage=_lineage_document(lineage))
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=TrainingStatus.COMPLETED,
-        lineage_tx_id=lineage.tx_id,
-        lineage_block=lineage.block_number,
-        weights_sha256=trained.sha256,
-        model_name=trained.name,
-        model_version=trained.version,
-        finished_at=timezone.now(),
-    )
+    run.status, run.finished_at = TrainingStatus.COMPLETED, timezone.now()
+    run.lineage_tx_id, run.lineage_block = lineage.tx_id, lineage.block_number
+    run.weights_sha256, run.model_name, run.model_version = trained.sha256, trained.name, trained.version
+    run.save()  # the run is this task's since it moved it from queued to running
     log.info("training_run_completed", run_id=str(run.pk), weights_sha256=trained.sha256, tx_id=lineage.tx_id)
 
 
@@ -135,22 +137,14 @@ def trained_model_version(run_id: object) -> str:
 def _trained_model(
     spec: LinearModel, run: TrainingRun, weights: np.ndarray, bias: float, metrics: dict[str, float]
 ) -> LinearModel:
-    return LinearModel(
-        name=spec.name,
+    """The family's declared model with the run's weights: same features, documented range, purpose and labels."""
+    return replace(
+        spec,
         version=trained_model_version(run.pk),
-        kind=spec.kind,
-        purpose=spec.purpose,
-        category=spec.category,
-        dataset=spec.dataset,
-        feature_codes=spec.feature_codes,
         weights=tuple(float(w) for w in weights),
         bias=float(bias),
-        feature_min=spec.feature_min,
-        feature_max=spec.feature_max,
         metrics=dict(metrics),
         description=f"{spec.description} Trained on this platform by federated training run {run.pk}.",
-        positive_label=spec.positive_label,
-        negative_label=spec.negative_label,
     )
 
 

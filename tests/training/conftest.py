@@ -3,7 +3,6 @@
 An "organisation" here is a set of patients tagged with it: its custodian offers only its own record versions to a
 run, as one platform instance per organisation would (tests model the two instances in one database)."""
 
-import json
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -13,10 +12,8 @@ from django.utils import timezone
 from health_platform.roles import Role
 from health_platform.services import organisation_create
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
-from records.crypto import patient_pseudonym
-from records.demo import demo_bundles, demo_patients
 from records.models import Patient, Record, RecordVersion
-from records.services import patient_link_user, record_ingest
+from tests.conftest import demo_people_ingested
 from tests.records.factories import UserFactory
 from tests.signing import grant_signed
 
@@ -55,19 +52,11 @@ def people(db, ledger):
     """people(dataset, count) -> the dataset's demo patients 0..count-1 ingested (anchored), each with an account."""
 
     def make(dataset: str, count: int) -> list[Person]:
-        custodian = UserFactory(username=f"custodian-{dataset}", roles=[Role.CUSTODIAN])
-        patients = demo_patients(dataset=dataset, count=count)
-        for document in demo_bundles(patients=patients, max_entries=1000):
-            record_ingest(raw_body=json.dumps(document).encode(), actor=custodian)
-        made = []
-        for demo in patients:
-            patient = Patient.objects.get(pseudonym=patient_pseudonym(demo.patient_key))
-            user = UserFactory(username=f"patient-{demo.identifier}", roles=[Role.PATIENT])
-            patient_link_user(patient=patient, user=user)
-            made.append(
-                Person(user, patient, Record.objects.get(patient=patient, category=CATEGORY[dataset]), demo.row)
-            )
-        return made
+        ingested = demo_people_ingested(dataset=dataset, count=count, custodian=f"custodian-{dataset}")
+        return [
+            Person(user, patient, Record.objects.get(patient=patient, category=CATEGORY[dataset]), demo.row)
+            for demo, user, patient in ingested
+        ]
 
     return make
 
