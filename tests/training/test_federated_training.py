@@ -116,9 +116,8 @@ def test_an_inclusion_proof_verifies_and_fails_for_a_record_not_in_the_set(breas
 
 def test_logistic_weights_meet_central_newton_on_the_same_admitted_records(breast_cancer_run):
     run, everyone, _ = breast_cancer_run
-    model = _trained(run)
+    spec = _trained(run)
     rows, labels = _admitted_training_rows(run, everyone)
-    spec = model.spec
     weights, bias = maths.central_weights(
         "logistic",
         _features(rows),
@@ -155,7 +154,7 @@ def test_the_aggregator_holds_no_secret_key_and_never_one_organisations_plaintex
     )
     first_round = strategy.received[0][1]
     opened = [np.asarray(tenseal.ckks_vector_from(secret, update[0]).decrypt()) for update in first_round]
-    spec = _trained(run).spec
+    spec = _trained(run)
     rows, labels = _admitted_training_rows(run, everyone)
     design = maths.Scaling.of_range(spec.feature_min, spec.feature_max).design(_features(rows))
     in_the_clear = maths.newton_statistics(design, _malignant(labels), np.zeros(design.shape[1]))
@@ -164,16 +163,11 @@ def test_the_aggregator_holds_no_secret_key_and_never_one_organisations_plaintex
 
 
 def _trained(run):
+    """The registered model the run produced, as analyses run it."""
     from analytics.models import DiagnosticModel
     from analytics.registry import model_spec
 
-    model = DiagnosticModel.objects.get(name=run.model_name, version=run.model_version)
-
-    class Trained:
-        row = model
-        spec = model_spec(model)
-
-    return Trained
+    return model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version))
 
 
 def _admitted_training_rows(run, everyone):

@@ -12,6 +12,7 @@ from analytics.models import AnalysisStatus, DiagnosticModel
 from analytics.registry import model_spec
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
+from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from tests.clients import signed_in
 from tests.signing import grant_signed
@@ -110,3 +111,26 @@ def test_the_trained_model_scores_in_an_analysis_and_its_card_shows_its_lineage(
     assert f"data-lineage-run>{run.pk}<" in html
     assert run.lineage_tx_id in html
     assert "data-lineage-records>12<" in html
+
+
+def test_a_run_fails_closed_when_the_ledger_does_not_answer_and_writes_no_lineage(
+    people, organisations, steward, blob_dir, ledger_switch
+):
+    everyone = people(BREAST_CANCER_DATASET, 4)
+    split = {organisations[0]: everyone[:2], organisations[1]: everyone[2:]}
+    for organisation, members in split.items():
+        for person in members:
+            consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    run = training_run_request(
+        steward=steward,
+        family="breast-cancer",
+        organisations={org: [p.version_id for p in members] for org, members in split.items()},
+        rounds=2,
+    )
+    ledger_switch.down()
+    run = training_run_execute(run_id=str(run.pk))
+    ledger_switch.up()
+    assert (run.status, run.failure_code) == (TrainingStatus.FAILED, "ledger_unavailable")
+    assert not run.rounds.exists()
+    assert not DiagnosticModel.objects.filter(name="breast-cancer").exists()
+    assert bootstrap.contracts().read_training_run(str(run.pk)) is None
