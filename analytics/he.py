@@ -10,6 +10,13 @@ Parameters: N = 8192, coefficient moduli [60, 40, 60] (160 bits, within the 218-
 Scores are returned as encrypted LOGITS (or values); the sigmoid and thresholds are applied after
 decryption, exactly.
 
+Sums (training updates, issue 18): additions only, no multiplication, but the sums are then solved (normal
+equations, Newton steps) and the solve amplifies their error by the system's condition number. Their keys
+(`keygen_for_sums`) keep two 60-bit primes for the data and a scale of 2^50: ~2^10 more precision than the scoring
+parameters, and room for sums up to ~2^60; [60, 60, 60] is 180 bits, within the 218-bit bound for 128-bit security
+at N = 8192. Measured on 40 diabetes records: linear-regression weights within 3e-8 of central least squares, against
+1.3e-4 with the scoring parameters.
+
 Domain code never imports tenseal: it asks analytics.bootstrap for the engine.
 """
 
@@ -24,6 +31,8 @@ POLY_MODULUS_DEGREE = 8192
 COEFF_MOD_BIT_SIZES = (60, 40, 60)
 GLOBAL_SCALE = 2**40
 SLOTS = POLY_MODULUS_DEGREE // 2
+SUM_COEFF_MOD_BIT_SIZES = (60, 60, 60)
+SUM_SCALE = 2**50
 PUBLIC_CONTEXT_CACHE = 4
 
 
@@ -50,6 +59,10 @@ class HomomorphicEngine(Protocol):
         """Derive the public and compute contexts from a secret context."""
         ...
 
+    def keygen_for_sums(self) -> KeySet:
+        """Keys for encrypted sums that are solved after decryption (training updates): see the module's docstring."""
+        ...
+
     def encrypt_columns(self, public: bytes, features: np.ndarray) -> list[bytes]:
         """Encrypt a (records × features) matrix, records ≤ slots, as one ciphertext per feature."""
         ...
@@ -73,6 +86,15 @@ class HomomorphicEngine(Protocol):
 
     def is_secret_context(self, context: bytes) -> bool:
         """Whether a serialised context carries a secret key (the server refuses to store one)."""
+        ...
+
+    def encrypt_vector(self, public: bytes, values: Sequence[float]) -> bytes:
+        """One ciphertext holding `values` (1..slots of them), with a public context: a training update."""
+        ...
+
+    def add(self, context: bytes, ciphertexts: Sequence[bytes]) -> bytes:
+        """The slot-wise sum of ciphertexts, with a public or parameters-only context (a secret one is refused):
+        what a training round's aggregator computes, never decrypting."""
         ...
 
 
@@ -104,10 +126,16 @@ class TenSEALEngine:
         self._public_contexts[digest] = context
 
     def keygen(self) -> KeySet:
+        return self._keygen(COEFF_MOD_BIT_SIZES, GLOBAL_SCALE)
+
+    def keygen_for_sums(self) -> KeySet:
+        return self._keygen(SUM_COEFF_MOD_BIT_SIZES, SUM_SCALE)
+
+    def _keygen(self, coeff_mod_bit_sizes: Sequence[int], scale: float) -> KeySet:
         context = self._ts.context(
-            self._ts.SCHEME_TYPE.CKKS, POLY_MODULUS_DEGREE, coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES)
+            self._ts.SCHEME_TYPE.CKKS, POLY_MODULUS_DEGREE, coeff_mod_bit_sizes=list(coeff_mod_bit_sizes)
         )
-        context.global_scale = GLOBAL_SCALE
+        context.global_scale = scale
         return self._parts(context)
 
     def public_parts(self, secret: bytes) -> KeySet:
@@ -166,6 +194,22 @@ class TenSEALEngine:
             return True
         self._keep(digest, loaded)
         return False
+
+    def encrypt_vector(self, public: bytes, values: Sequence[float]) -> bytes:
+        if not 0 < len(values) <= self.slots:
+            raise ValueError(f"expected 1..{self.slots} values")
+        return self._ts.ckks_vector(self._keyless_context(public), [float(v) for v in values]).serialize()
+
+    def add(self, context: bytes, ciphertexts: Sequence[bytes]) -> bytes:
+        if not ciphertexts:
+            raise ValueError("nothing to add")
+        loaded = self._keyless_context(context)
+        total = None
+        for ciphertext in ciphertexts:
+            vector = self._ts.ckks_vector_from(loaded, ciphertext)
+            total = vector if total is None else total + vector
+        assert total is not None
+        return total.serialize()
 
     def _parts(self, context) -> KeySet:
         return KeySet(

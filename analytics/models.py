@@ -21,6 +21,10 @@ class DiagnosticModel(models.Model):
     anchor_tx_id = models.CharField(max_length=128)
     anchor_block = models.PositiveBigIntegerField(null=True)
     registered_at = models.DateTimeField(auto_now_add=True)
+    # A model trained on the platform (issue 18) keeps its weights document here, since no catalogue file holds it,
+    # and the lineage its training run wrote on the ledger (run id, transaction, roots, counts, metrics...).
+    weights_document = models.JSONField(null=True, blank=True)
+    lineage = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name", "version"]

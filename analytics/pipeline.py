@@ -259,16 +259,41 @@ def gate_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[int, _Reading]]:
-    request = batch.request
-    readings = _read_versions(batch.record_version_ids, spec)
-    gated = [readings[i] for i in batch.record_version_ids if i in readings]
+@dataclass(frozen=True)
+class GatedRecords:
+    """What the gate answered for some record versions: the moment asked about, each version read (its hash and
+    features), and one decision per version read, admitted or refused with the reason and the consent."""
+
+    at: datetime
+    readings: dict[int, "_Reading"]
+    decisions: list[dict[str, Any]]
+    refusals: dict[str, int]
+
+    @property
+    def admitted_count(self) -> int:
+        return len(self.decisions) - sum(self.refusals.values())
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        """What a log line says of the answer: how many admitted, how many refused for each reason."""
+        return {"admitted": self.admitted_count, "refused": self.refusals}
+
+
+def records_gate(
+    *, version_ids: list[int], spec: LinearModel, grantee: str, organisation: str | None, purpose: str
+) -> GatedRecords:
+    """Read the versions and ask the ledger, in ONE CheckAccessBatch at this moment, whether each may be used by
+    `grantee` (or its `organisation`) for `purpose`, its recomputed hash and features hash checked against the
+    anchors. The one gate of the platform: an analysis batch and a training round's organisation both go through it.
+    Raises LedgerNotAnswering when the ledger does not answer (fail closed: nothing is admitted)."""
+    readings = _read_versions(version_ids, spec)
+    gated = [readings[i] for i in version_ids if i in readings]
     at = gate_clock()
     try:
         answers = bootstrap.contracts().check_access_batch(
-            grantee=request.grantee_id,
-            organisation=request.organisation_grantee_id or None,
-            purpose=request.purpose,
+            grantee=grantee,
+            organisation=organisation,
+            purpose=purpose,
             at=format_timestamp(at),
             items=[AccessItem(r.record_id, r.category, r.sha256, r.features_sha256) for r in gated],
         )
@@ -288,24 +313,23 @@ def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[
         }
         for reading, answer in zip(gated, answers, strict=True)
     ]
-    refusals = Counter(d["reason"] for d in decisions if d["decision"] != "admit")
-    log.info(
-        "analysis_batch_gated",
-        request_id=str(request.id),
-        batch=batch.index,
-        admitted=len(decisions) - sum(refusals.values()),
-        refused=dict(refusals),
+    refusals: Counter[str] = Counter(str(d["reason"]) for d in decisions if d["decision"] != "admit")
+    return GatedRecords(at, readings, decisions, dict(refusals))
+
+
+def _gate(batch: AnalysisBatch, spec: LinearModel) -> tuple[AnalysisBatch, dict[int, _Reading]]:
+    request = batch.request
+    gated = records_gate(
+        version_ids=batch.record_version_ids,
+        spec=spec,
+        grantee=request.grantee_id,
+        organisation=request.organisation_grantee_id or None,
+        purpose=request.purpose,
     )
-    moved = _transition(
-        batch,
-        BatchStatus.PENDING,
-        status=BatchStatus.GATED,
-        gate_at=at,
-        decisions=decisions,
-        admitted_count=len(decisions) - sum(refusals.values()),
-        refusals=dict(refusals),
-    )
-    return moved, readings
+    log.info("analysis_batch_gated", request_id=str(request.id), batch=batch.index, **gated.counts)
+    decided = {"decisions": gated.decisions, "admitted_count": gated.admitted_count, "refusals": gated.refusals}
+    moved = _transition(batch, BatchStatus.PENDING, status=BatchStatus.GATED, gate_at=gated.at, **decided)
+    return moved, gated.readings
 
 
 def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool = False) -> AnalysisBatch:
@@ -320,23 +344,13 @@ def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool 
     """
     request = batch.request
     request_id = str(request.id)
-    events = [
-        {
-            "event_id": access_event_id(request_id, d["record_id"]),
-            "kind": "record_access",
-            "record_id": d["record_id"],
-            "patient_pseudonym": d["patient_pseudonym"],
-            "grantee": request.grantee_id,
-            "purpose": request.purpose,
-            "request_id": request_id,
-            "consent_id": d.get("consent_id"),
-            "model_hash": spec.sha256,
-            "category": d["category"],
-            "decision": d["decision"],
-            "reason": d["reason"],
-        }
-        for d in batch.decisions
-    ]
+    events = record_access_events(
+        batch.decisions,
+        grantee=request.grantee_id,
+        purpose=request.purpose,
+        request_id=request_id,
+        model_hash=spec.sha256,
+    )
     if not events:
         return _transition(batch, BatchStatus.GATED, status=BatchStatus.LOGGED)
     if not log_claim(batch_id=batch.pk, claimant=claimant, force=force):
@@ -356,6 +370,38 @@ def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool 
         access_log_tx_id=logged.tx_id,
         access_log_block=logged.block_number,
     )
+
+
+def record_access_events(
+    decisions: list[dict[str, Any]],
+    *,
+    grantee: str,
+    purpose: str,
+    request_id: str,
+    model_hash: str | None,
+    event_scope: str | None = None,
+) -> list[dict[str, Any]]:
+    """The access-log events of gated decisions (records_gate), one per record, admitted or refused with the
+    reason: what ONE AppendAccessEvents transaction writes. Event ids are deterministic per (`event_scope`, record):
+    the scope is the request, or what within it gates the same record again (a training run's round)."""
+    scope = request_id if event_scope is None else event_scope
+    return [
+        {
+            "event_id": access_event_id(scope, d["record_id"]),
+            "kind": "record_access",
+            "record_id": d["record_id"],
+            "patient_pseudonym": d["patient_pseudonym"],
+            "grantee": grantee,
+            "purpose": purpose,
+            "request_id": request_id,
+            "consent_id": d.get("consent_id"),
+            "model_hash": model_hash,
+            "category": d["category"],
+            "decision": d["decision"],
+            "reason": d["reason"],
+        }
+        for d in decisions
+    ]
 
 
 def log_claim(*, batch_id: int, claimant: str, force: bool = False) -> bool:

@@ -1,6 +1,8 @@
 """The model registry: which diagnostic models the platform runs, each anchored on the ledger by its
 weights hash. A registered model is run only with the weights whose hash it was registered with."""
 
+from typing import Any
+
 import structlog
 
 from analytics.diagnostic_models import LinearModel, all_models
@@ -27,15 +29,43 @@ def diagnostic_models_register() -> list[DiagnosticModel]:
     return registered
 
 
+def trained_model_register(*, spec: LinearModel, lineage: dict[str, Any]) -> DiagnosticModel:
+    """Register a model trained on the platform (issue 18) beside the catalogue's: its weights hash anchored on the
+    ledger as theirs are, its weights document and its lineage (as the training run wrote it) kept with it, so
+    that analyses run it and its card shows where it came from. Idempotent for the same weights."""
+    anchor = bootstrap.contracts().anchor_model(name=spec.name, version=spec.version, sha256=spec.sha256)
+    row, _ = DiagnosticModel.objects.update_or_create(
+        name=spec.name,
+        version=spec.version,
+        defaults={
+            "sha256": spec.sha256,
+            "anchor_tx_id": anchor.tx_id,
+            "anchor_block": anchor.block_number,
+            "weights_document": spec.to_document(),
+            "lineage": lineage,
+        },
+    )
+    log.info("trained_model_registered", model=spec.model_id, sha256=spec.sha256, tx_id=anchor.tx_id)
+    return row
+
+
 def model_spec(model: DiagnosticModel) -> LinearModel:
-    """The weights of a registered model, refusing any whose hash differs from the registered one."""
+    """The weights of a registered model, refusing any whose hash differs from the registered one: the catalogue's,
+    or the document kept with a model trained on the platform."""
+    if model.weights_document:
+        trained = LinearModel.from_document(model.weights_document)
+        if trained.sha256 != model.sha256:
+            raise _hash_mismatch(model)
+        return trained
     for spec in all_models():
         if (spec.name, spec.version) == (model.name, model.version):
             if spec.sha256 != model.sha256:
-                raise ValidationFailed(
-                    "The model's weights differ from the anchored ones.",
-                    code="model_hash_mismatch",
-                    detail={"model": str(model)},
-                )
+                raise _hash_mismatch(model)
             return spec
     raise ValidationFailed("The model is not in the registry.", code="unknown_model", detail={"model": str(model)})
+
+
+def _hash_mismatch(model: DiagnosticModel) -> ValidationFailed:
+    return ValidationFailed(
+        "The model's weights differ from the anchored ones.", code="model_hash_mismatch", detail={"model": str(model)}
+    )

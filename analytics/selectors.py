@@ -9,6 +9,8 @@ from django.db.models import QuerySet
 
 from analytics import engines
 from analytics.client import summary as scores_summary
+from analytics.diagnostic_models import LinearModel as LinearModel
+from analytics.diagnostic_models import all_models
 from analytics.keys import secret_context_open
 from analytics.models import AnalysisBatch, AnalysisRequest, BatchStatus, DiagnosticModel, KeyMode
 from analytics.registry import model_spec
@@ -182,6 +184,17 @@ class ModelCard:
     negative_label: str = ""
     features: list[ModelFeature] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    """A model trained on the platform: its training run's lineage as the ledger holds it (empty for the others)."""
+
+
+def declared_model_of_family(*, family: str) -> LinearModel | None:
+    """The catalogue's latest declared model of a model family ("breast-cancer"): what a training run of the
+    family learns (its features, their documented range, its kind and category); None if no model is declared."""
+    from chaincode.vocabulary import model_family_of
+
+    found = [spec for spec in all_models() if model_family_of(spec.purpose) == family]
+    return found[-1] if found else None
 
 
 def diagnostic_models_latest() -> list[DiagnosticModel]:
@@ -236,4 +249,5 @@ def diagnostic_model_card(*, model: DiagnosticModel) -> ModelCard:
         negative_label=spec.negative_label,
         features=features,
         metrics=dict(spec.metrics),
+        lineage=dict(model.lineage or {}),
     )

@@ -1,5 +1,9 @@
 """Writes: analysis requests. A request is planned and run batch by batch by the pipeline
-(analytics.pipeline) on the custodian workers (analytics.tasks)."""
+(analytics.pipeline) on the custodian workers (analytics.tasks).
+
+Other apps reach analytics through here: a training round (training) gates and logs its records with the
+pipeline's own gate and events, encrypts with the same engine, and registers its model in the same registry.
+"""
 
 import re
 from typing import Any
@@ -10,7 +14,10 @@ from django.db import transaction
 
 from analytics import engines, pipeline, tasks
 from analytics.access import user_may_request_analyses
-from analytics.keys import secret_context_seal
+from analytics.engines import blob_store as blob_store
+from analytics.engines import homomorphic_engine as homomorphic_engine
+from analytics.keys import secret_context_open as secret_context_open
+from analytics.keys import secret_context_seal as secret_context_seal
 from analytics.models import (
     FINISHED,
     AnalysisBatch,
@@ -20,7 +27,11 @@ from analytics.models import (
     DiagnosticModel,
     KeyMode,
 )
+from analytics.pipeline import LedgerNotAnswering as LedgerNotAnswering
+from analytics.pipeline import record_access_events as record_access_events
+from analytics.pipeline import records_gate as records_gate
 from analytics.registry import model_spec
+from analytics.registry import trained_model_register as trained_model_register
 from health_platform.errors import Conflict, PermissionDenied, ValidationFailed
 from health_platform.selectors import inactive_grantee_ids
 from records.models import RecordVersion

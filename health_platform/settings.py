@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "records",
     "consent",
     "analytics",
+    "training",
     "audit",
     "care",
     "oversight",

@@ -456,6 +456,11 @@ def record_versions_features(*, version_ids: list[int]) -> tuple[list[VersionFea
     return found, without
 
 
+def record_version_numbers(*, version_ids: list[int]) -> dict[int, int]:
+    """Each version's number within its record (the version a training set's leaf names), by version id."""
+    return dict(RecordVersion.objects.filter(pk__in=version_ids).values_list("pk", "version"))
+
+
 def ingest_runs() -> QuerySet[IngestRun]:
     """Every ingest kept in the history (stored and refused), newest first, with who sent it."""
     return IngestRun.objects.select_related("actor").order_by("-created_at", "id")

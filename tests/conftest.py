@@ -276,19 +276,26 @@ def cohort(db, ledger):
     """
 
     def make(count: int):
-        custodian = UserFactory(username="custodian", roles=[Role.CUSTODIAN])
-        patients = demo_patients(dataset=BREAST_CANCER_DATASET, count=count)
-        for document in demo_bundles(patients=patients, max_entries=1000):
-            record_ingest(raw_body=json.dumps(document).encode(), actor=custodian)
-        made = []
-        for demo in patients:
-            patient = Patient.objects.get(pseudonym=patient_pseudonym(demo.patient_key))
-            user = UserFactory(username=f"patient-{demo.identifier}", roles=[Role.PATIENT])
-            patient_link_user(patient=patient, user=user)
-            made.append((user, patient, Record.objects.get(patient=patient, category="imaging")))
-        return made
+        people = demo_people_ingested(dataset=BREAST_CANCER_DATASET, count=count, custodian="custodian")
+        return [(user, patient, Record.objects.get(patient=patient, category="imaging")) for _, user, patient in people]
 
     return make
+
+
+def demo_people_ingested(*, dataset: str, count: int, custodian: str) -> list[tuple[Any, Any, Patient]]:
+    """The dataset's demo patients 0..count-1 ingested (anchored) by a custodian of that username, each with a portal
+    account: (demo patient, user, patient) in dataset order."""
+    sender = UserFactory(username=custodian, roles=[Role.CUSTODIAN])
+    patients = demo_patients(dataset=dataset, count=count)
+    for document in demo_bundles(patients=patients, max_entries=1000):
+        record_ingest(raw_body=json.dumps(document).encode(), actor=sender)
+    made = []
+    for demo in patients:
+        patient = Patient.objects.get(pseudonym=patient_pseudonym(demo.patient_key))
+        user = UserFactory(username=f"patient-{demo.identifier}", roles=[Role.PATIENT])
+        patient_link_user(patient=patient, user=user)
+        made.append((demo, user, patient))
+    return made
 
 
 def analysis_held(requester, **terms: Any):

@@ -1,0 +1,29 @@
+"""Only a model steward requests training runs and reads them; a steward sees their own runs only."""
+
+import pytest
+
+from health_platform.errors import NotFound, PermissionDenied
+from health_platform.roles import Role
+from tests.records.factories import UserFactory
+from training.models import TrainingRun
+from training.selectors import training_run_get, training_runs_of_steward
+from training.services import training_run_request
+
+
+def test_a_clinician_cannot_request_a_training_run_and_nothing_is_stored(clinician, organisations):
+    with pytest.raises(PermissionDenied):
+        training_run_request(steward=clinician, family="breast-cancer", organisations={organisations[0]: [1]})
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.he
+def test_a_steward_reads_their_own_runs_and_not_another_stewards(steward, organisations, blob_dir, clinician):
+    run = training_run_request(steward=steward, family="breast-cancer", organisations={organisations[0]: [1]})
+    other = UserFactory(username="steward-tom", roles=[Role.MODEL_STEWARD])
+    assert list(training_runs_of_steward(steward=steward)) == [run]
+    assert training_run_get(viewer=steward, run_id=run.pk) == run
+    assert not training_runs_of_steward(steward=other).exists()
+    assert not training_runs_of_steward(steward=clinician).exists()
+    for viewer in (other, clinician):
+        with pytest.raises(NotFound):
+            training_run_get(viewer=viewer, run_id=run.pk)

@@ -1,0 +1,192 @@
+"""Federated training end to end: two organisations, a real Flower server and two real Flower clients over TLS on
+loopback, CKKS-encrypted updates summed by the aggregator, the steward's key opening the sums, the lineage on the
+ledger, the trained model in the registry."""
+
+import numpy as np
+import pytest
+import tenseal
+
+from audit.models import AccessEvent
+from chaincode import merkle
+from health_platform import bootstrap
+from records.codes import BREAST_CANCER_DATASET, load_dataset
+from tests.conftest import tamper_with
+from tests.training.conftest import consent_to_training
+from training import maths
+from training.local import TRAIN
+from training.models import TrainingRound, TrainingStatus
+from training.selectors import training_record_proof_document, training_run_lineage_differences
+from training.services import training_run_execute, training_run_request
+
+pytestmark = [pytest.mark.he, pytest.mark.slow]
+
+ROUNDS = 4
+
+
+@pytest.fixture
+def breast_cancer_run(people, organisations, steward, blob_dir):
+    """Twelve breast-cancer patients, six per organisation. At St Mary's, patient 0 consented only to RUNNING the
+    model (diagnostic-model:breast-cancer), patient 1's record is tampered with; everyone else consented to
+    training:breast-cancer with their own organisation. Returns (run, people, strategy seen by the aggregator)."""
+    everyone = people(BREAST_CANCER_DATASET, 12)
+    st_marys, northgate = organisations
+    split = {st_marys: everyone[:6], northgate: everyone[6:]}
+    consent_to_training(everyone[0], st_marys, BREAST_CANCER_DATASET, purpose="diagnostic-model:breast-cancer")
+    for organisation, members in split.items():
+        for person in members:
+            if person is not everyone[0]:
+                consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    tamper_with(everyone[1].record)
+    run = training_run_request(
+        steward=steward,
+        family="breast-cancer",
+        organisations={org: [p.version_id for p in members] for org, members in split.items()},
+        rounds=ROUNDS,
+    )
+    seen = []
+    run = training_run_execute(run_id=str(run.pk), observe=seen.append)
+    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    return run, everyone, seen[0]
+
+
+def test_a_run_admits_only_records_with_an_active_training_consent_and_a_matching_anchor(breast_cancer_run):
+    run, everyone, _ = breast_cancer_run
+    st_marys, northgate = sorted(run.organisations, reverse=True)
+    used = {entry["record_id"] for entries in run.manifest.values() for entry in entries}
+    assert used == {str(p.record.id) for p in everyone[2:]}
+    assert run.organisation_counts[st_marys] == {
+        "admitted": 4,
+        "refused": {"no_consent": 1, "hash_mismatch": 1},
+        "skipped": {},
+    }
+    assert run.organisation_counts[northgate] == {"admitted": 6, "refused": {}, "skipped": {}}
+    # the access log says why, for every round
+    for person, reason in ((everyone[0], "no_consent"), (everyone[1], "hash_mismatch")):
+        events = AccessEvent.objects.filter(request_id=str(run.pk), record_id=str(person.record.id))
+        assert (
+            sorted(events.values_list("decision", "reason", "purpose"))
+            == [("refuse", reason, "training:breast-cancer")] * ROUNDS
+        )
+
+
+def test_every_batch_is_logged_in_one_transaction_per_organisation_and_round(breast_cancer_run):
+    run, everyone, _ = breast_cancer_run
+    events = AccessEvent.objects.filter(request_id=str(run.pk), kind="record_access")
+    assert events.count() == len(everyone) * ROUNDS
+    per_transaction = {}
+    for tx_id, record_id in events.values_list("tx_id", "record_id"):
+        per_transaction.setdefault(tx_id, set()).add(record_id)
+    assert len(per_transaction) == 2 * ROUNDS
+    assert sorted(len(records) for records in per_transaction.values()) == [6] * (2 * ROUNDS)
+    assert set(events.values_list("grantee", flat=True)) == set(run.organisations)
+
+
+def test_the_lineage_is_on_the_ledger_and_its_roots_are_the_manifests(breast_cancer_run):
+    run, _, _ = breast_cancer_run
+    lineage = bootstrap.contracts().read_training_run(str(run.pk))
+    assert lineage is not None
+    assert lineage.tx_id == run.lineage_tx_id
+    assert lineage.weights_sha256 == run.weights_sha256
+    assert (lineage.record_count, lineage.consent_count, lineage.rounds) == (10, 10, ROUNDS)
+    assert list(lineage.round_aggregates) == list(
+        TrainingRound.objects.filter(run=run).order_by("index").values_list("aggregate_sha256", flat=True)
+    )
+    entries = [entry for organisation in sorted(run.manifest) for entry in run.manifest[organisation]]
+    leaves = [merkle.training_set_leaf(e["record_id"], e["version"], e["sha256"]) for e in entries]
+    assert lineage.training_set_root == merkle.merkle_root(leaves).hex()
+    by_organisation = {part.organisation: part for part in lineage.organisations}
+    for organisation, organisation_entries in run.manifest.items():
+        consents = [merkle.consent_leaf(e["consent_id"], e["patient_pseudonym"]) for e in organisation_entries]
+        assert by_organisation[organisation].consent_root == merkle.merkle_root(consents).hex()
+    assert training_run_lineage_differences(run=run) == []
+    run.manifest[sorted(run.manifest)[0]].pop()  # a manifest that lost a record no longer matches the ledger
+    assert "training_set_root" in training_run_lineage_differences(run=run)
+
+
+def test_an_inclusion_proof_verifies_and_fails_for_a_record_not_in_the_set(breast_cancer_run):
+    run, everyone, _ = breast_cancer_run
+    lineage = bootstrap.contracts().read_training_run(str(run.pk))
+    proof = training_record_proof_document(run=run, record_id=str(everyone[5].record.id))
+    assert merkle.verify_document(proof)
+    assert (proof["root"], proof["size"]) == (lineage.training_set_root, lineage.record_count)
+    assert training_record_proof_document(run=run, record_id=str(everyone[1].record.id)) is None
+    forged = {**proof, "leaf": {**proof["leaf"], "record_id": str(everyone[1].record.id)}}
+    assert not merkle.verify_document(forged)
+
+
+def test_logistic_weights_meet_central_newton_on_the_same_admitted_records(breast_cancer_run):
+    run, everyone, _ = breast_cancer_run
+    spec = _trained(run)
+    rows, labels = _admitted_training_rows(run, everyone)
+    weights, bias = maths.central_weights(
+        "logistic",
+        _features(rows),
+        _malignant(labels),
+        maths.Scaling.of_range(spec.feature_min, spec.feature_max),
+        ridge=run.hyperparameters["ridge"],
+        rounds=ROUNDS,
+    )
+    assert np.max(np.abs(np.asarray(spec.weights) - weights)) < 1e-4
+    assert abs(spec.bias - bias) < 1e-4
+
+
+def test_the_aggregator_holds_no_secret_key_and_never_one_organisations_plaintext(breast_cancer_run, blob_dir):
+    run, everyone, strategy = breast_cancer_run
+    context = tenseal.context_from(strategy.context)
+    assert not context.is_private()
+    assert not context.has_public_key()  # parameters only: it cannot even encrypt
+    assert len(strategy.received) == ROUNDS
+    for _, updates in strategy.received:
+        assert len(updates) == 2  # one update per organisation, each CKKS ciphertexts and nothing else
+        for update in updates:
+            for ciphertext in update:
+                tenseal.ckks_vector_from(context, ciphertext)
+    assert "secret" not in repr(vars(strategy)).lower()
+    # what reached the aggregator was encrypted under the steward's key: only that key opens one organisation's
+    # update, and it is exactly that organisation's statistics
+    from analytics.services import secret_context_open
+    from training.rounds import vault_id
+
+    secret = tenseal.context_from(
+        secret_context_open(
+            request_id=vault_id(run.pk), key_id=run.sealed_key_id, sealed=bytes(run.sealed_secret_context)
+        )
+    )
+    first_round = strategy.received[0][1]
+    opened = [np.asarray(tenseal.ckks_vector_from(secret, update[0]).decrypt()) for update in first_round]
+    spec = _trained(run)
+    rows, labels = _admitted_training_rows(run, everyone)
+    design = maths.Scaling.of_range(spec.feature_min, spec.feature_max).design(_features(rows))
+    in_the_clear = maths.newton_statistics(design, _malignant(labels), np.zeros(design.shape[1]))
+    assert np.max(np.abs(sum(opened) - in_the_clear)) < 1e-6
+    assert not np.allclose(opened[0], in_the_clear)  # neither organisation's update is the whole
+
+
+def _trained(run):
+    """The registered model the run produced, as analyses run it."""
+    from analytics.models import DiagnosticModel
+    from analytics.registry import model_spec
+
+    return model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version))
+
+
+def _admitted_training_rows(run, everyone):
+    """The dataset rows (and targets) of the records the run trained on (not the held-out ones)."""
+    row_of = {str(p.record.id): p.row for p in everyone}
+    target = load_dataset(BREAST_CANCER_DATASET).target
+    rows = [
+        row_of[e["record_id"]]
+        for organisation in sorted(run.manifest)
+        for e in run.manifest[organisation]
+        if e["split"] == TRAIN
+    ]
+    return rows, [target[row] for row in rows]
+
+
+def _features(rows):
+    return np.asarray([load_dataset(BREAST_CANCER_DATASET).data[row] for row in rows])
+
+
+def _malignant(targets):
+    malignant = list(load_dataset(BREAST_CANCER_DATASET).target_names).index("malignant")
+    return (np.asarray(targets) == malignant).astype(float)

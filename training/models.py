@@ -1,0 +1,78 @@
+"""Training runs and their rounds (issue 18).
+
+A run is asked for by a model steward, over the records of several organisations consented for training one model
+family. Its keys: the steward's CKKS secret context sealed under the key vault (as an analysis keeps its requester's),
+the public context every organisation encrypts its update with, the parameters-only context the aggregator adds
+ciphertexts with. Its manifest is the ordered leaves of each organisation's training set and consents
+(training.lineage): what the roots on the ledger are computed over, kept so that proofs can be produced later.
+No plaintext update, record or label is ever stored.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class TrainingRun(models.Model):
+    """One training run: what was asked (family, kind, hyperparameters, rounds, the organisations' candidates), how it
+    went (status, per-organisation counts, failure code), and what it left (manifest, lineage transaction, weights)."""
+
+    class Status(models.TextChoices):
+        """queued until a worker takes it; running its rounds; completed once its lineage is on the ledger and its
+        model registered; failed (failure_code says why) when an organisation, the aggregator or the ledger did not
+        answer."""
+
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    steward = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="training_runs")
+    model_family = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16, help_text="linear or logistic")
+    hyperparameters = models.JSONField(default=dict)
+    rounds_requested = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    organisations = models.JSONField(default=dict, help_text="organisation grantee id -> its candidate version ids")
+    organisation_counts = models.JSONField(
+        default=dict, help_text="organisation -> {admitted, refused: {reason: n}, skipped: {reason: n}}"
+    )
+    manifest = models.JSONField(default=dict, help_text="organisation -> ordered training-set and consent leaves")
+    public_context_key = models.CharField(max_length=128)
+    compute_context_key = models.CharField(max_length=128)
+    sealed_key_id = models.CharField(max_length=64)
+    sealed_secret_context = models.BinaryField()
+    lineage_tx_id = models.CharField(max_length=128, blank=True, default="")
+    lineage_block = models.PositiveBigIntegerField(null=True)
+    weights_sha256 = models.CharField(max_length=64, blank=True, default="")
+    model_name = models.CharField(max_length=64, blank=True, default="")
+    model_version = models.CharField(max_length=32, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"training run {self.pk}"
+
+
+TrainingStatus = TrainingRun.Status
+
+
+class TrainingRound(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="rounds")
+    index = models.PositiveIntegerField(help_text="1-based, as Flower counts rounds")
+    status = models.CharField(max_length=16, default="aggregated", help_text="aggregated: the steward opened its sum")
+    aggregate_sha256 = models.CharField(max_length=64, help_text="training.maths.aggregate_sha256 of the opened sum")
+    contributions = models.JSONField(default=dict, help_text="organisation -> records its update covered")
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="training_round_unique")]
+
+    def __str__(self) -> str:
+        return f"round {self.index} of training run {self.run_id}"

@@ -1,0 +1,89 @@
+"""Writes: training runs (issue 18). A model steward asks for a run (training_run_request); a worker runs it
+(training.tasks, training.rounds.training_run_execute): the federated rounds over Flower, then ONE ledger
+transaction with the lineage, then the trained model into the platform's model registry, beside the catalogue's
+models.
+
+Keys: a run's CKKS keys are made for it. The secret context is sealed in the key vault as an analysis keeps its
+requester's (analytics.keys) and opened by the steward's side only (training.steward); the organisations get the
+public context, the aggregator the parameters-only one.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import structlog
+from django.db import transaction
+
+from analytics.selectors import declared_model_of_family
+from analytics.services import blob_store, homomorphic_engine, secret_context_seal
+from health_platform.errors import PermissionDenied, ValidationFailed
+from training import maths, tasks
+from training.access import user_may_request_training
+from training.models import TrainingRun
+from training.rounds import training_run_execute as training_run_execute
+from training.rounds import vault_id
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_ROUNDS = {maths.LINEAR: 1, maths.LOGISTIC: 8}  # sufficient statistics need one round; Newton a few
+DEFAULT_RIDGE = {maths.LINEAR: 0.0, maths.LOGISTIC: 1.0}
+DEFAULT_VALIDATION_FRACTION = 0.2
+MAX_ROUNDS = 50
+
+
+def training_run_request(
+    *,
+    steward: Any,
+    family: str,
+    organisations: Mapping[str, Sequence[int]],
+    rounds: int | None = None,
+    ridge: float | None = None,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+) -> TrainingRun:
+    """Ask for a run training `family`'s model over the record versions of each organisation ("org:<slug>" -> the
+    candidate version ids its custodian offers; the gate decides which are used). Queued; a worker runs it."""
+    if not user_may_request_training(steward):
+        raise PermissionDenied("Only a model steward can request a training run.")
+    spec = declared_model_of_family(family=family)
+    if spec is None:
+        raise ValidationFailed("No model of this family is declared.", code="unknown_model", detail={"field": "family"})
+    rounds = DEFAULT_ROUNDS[spec.kind] if rounds is None else rounds
+    if spec.kind == maths.LINEAR and rounds != 1:
+        raise ValidationFailed("A linear model trains in one round.", code="invalid_rounds", detail={"field": "rounds"})
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise ValidationFailed(f"rounds must be 1 to {MAX_ROUNDS}.", code="invalid_rounds", detail={"field": "rounds"})
+    ridge = DEFAULT_RIDGE[spec.kind] if ridge is None else float(ridge)
+    if not (np.isfinite(ridge) and ridge >= 0) or not 0 <= validation_fraction < 1:
+        raise ValidationFailed("Invalid hyperparameters.", code="invalid_hyperparameters")
+    if not organisations or any(not str(o).startswith("org:") for o in organisations):
+        raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
+    engine, blobs = homomorphic_engine(), blob_store()
+    keys = engine.keygen_for_sums()
+    with transaction.atomic():
+        run = TrainingRun(
+            steward=steward,
+            model_family=family,
+            kind=spec.kind,
+            hyperparameters={
+                "ridge": ridge,
+                "validation_fraction": validation_fraction,
+                "feature_scaling": "documented-range",
+                "method": "sufficient-statistics" if spec.kind == maths.LINEAR else "newton",
+            },
+            rounds_requested=rounds,
+            organisations={organisation: list(ids) for organisation, ids in organisations.items()},
+            public_context_key=blobs.put(keys.public),
+            compute_context_key=blobs.put(keys.compute),
+        )
+        run.sealed_key_id, run.sealed_secret_context = secret_context_seal(
+            request_id=vault_id(run.id), secret=keys.secret
+        )
+        run.save()
+        transaction.on_commit(lambda: _enqueue(run.id))
+    log.info("training_run_requested", run_id=str(run.id), family=family, steward_user_id=steward.pk)
+    return run
+
+
+def _enqueue(run_id: object) -> None:
+    tasks.training_run_execute.delay(str(run_id))
