@@ -4,6 +4,7 @@ transaction with the lineage (training.lineage) and the trained model into the p
 the catalogue's models. Run by a worker (training.tasks); the run's state says what is done, so a second delivery
 does nothing."""
 
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -39,7 +40,13 @@ def vault_id(run_id: object) -> str:
 
 
 def training_run_execute(*, run_id: str, observe: Any = None) -> TrainingRun | None:
-    """Run a queued run to its end (once: a second delivery finds it running or finished and returns)."""
+    """Run a queued run to its end (once: a second delivery finds it running or finished and returns). An id that is
+    not a run's (malformed, or of no run) does nothing."""
+    try:
+        run_id = str(uuid.UUID(str(run_id)))
+    except ValueError:
+        log.warning("training_run_id_invalid")
+        return None
     if not TrainingRun.objects.filter(pk=run_id, status=TrainingStatus.QUEUED).update(status=TrainingStatus.RUNNING):
         return None
     run = TrainingRun.objects.get(pk=run_id)

@@ -27,3 +27,13 @@ def test_a_steward_reads_their_own_runs_and_not_another_stewards(steward, organi
     for viewer in (other, clinician):
         with pytest.raises(NotFound):
             training_run_get(viewer=viewer, run_id=run.pk)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("run_id", ["not-a-uuid", "", "00000000-0000-0000-0000-000000000000", "x" * 10_000])
+def test_the_run_task_given_an_id_of_no_run_does_nothing_and_raises_nothing(run_id):
+    from training.rounds import training_run_execute
+    from training.tasks import training_run_execute as task
+
+    assert training_run_execute(run_id=run_id) is None
+    task.apply(args=[run_id]).get()  # a delivered message with such an id ends quietly, not as a task failure
