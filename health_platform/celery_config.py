@@ -163,6 +163,10 @@ def celery_config(*, queue: Queue, variables: Mapping[str, str] | None = None) -
                 "task": "analytics.tasks.resume_stalled_analyses",
                 "schedule": int(variables.get("ANALYTICS_STALL_SWEEP_SECONDS", "60")),
             },
+            "resume-stalled-training-runs": {
+                "task": "training.tasks.resume_stalled_training_runs",
+                "schedule": int(variables.get("ANALYTICS_STALL_SWEEP_SECONDS", "60")),
+            },
             # The misuse detector scores yesterday's and today's access log (a day alerted is not alerted again).
             "score-access-log": {
                 "task": "oversight.tasks.misuse_score_run",

@@ -396,6 +396,9 @@ AUDIT_EXPORT_DEADLINE_SECONDS = env.int("AUDIT_EXPORT_DEADLINE_SECONDS", default
 PATIENT_DOWNLOAD_MAX_ENTRIES = env.int("PATIENT_DOWNLOAD_MAX_ENTRIES", default=10_000)
 # Work unchanged this long is sent again (its message was lost); longer than any step's time limit.
 ANALYTICS_STALL_SECONDS = env.int("ANALYTICS_STALL_SECONDS", default=900)
+# A training run the ledger does not answer waits (nothing is trained meanwhile) and tries again with the analyses'
+# backoff, until this long after it was asked for; then it fails with ledger_unavailable.
+TRAINING_RUN_DEADLINE_SECONDS = env.int("TRAINING_RUN_DEADLINE_SECONDS", default=6 * 3600)
 ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS", default=2)
 # The longest wait between two attempts: the ledger back, a batch waits at most this long to notice.
 ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS", default=30)

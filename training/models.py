@@ -19,9 +19,10 @@ class TrainingRun(models.Model):
     went (status, per-organisation counts, failure code), and what it left (manifest, lineage transaction, weights)."""
 
     class Status(models.TextChoices):
-        """queued until a worker takes it; running its rounds; completed once its lineage is on the ledger and its
-        model registered; failed (failure_code says why) when an organisation, the aggregator or the ledger did not
-        answer."""
+        """queued until a worker takes it (again queued while it waits for the ledger to come back); running its
+        rounds; completed once its lineage is on the ledger and its model registered; failed (failure_code says why)
+        when an organisation or the aggregator failed, the ledger refused, or the ledger stayed away past the run's
+        deadline."""
 
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
@@ -50,7 +51,14 @@ class TrainingRun(models.Model):
     weights_sha256 = models.CharField(max_length=64, blank=True, default="")
     model_name = models.CharField(max_length=64, blank=True, default="")
     model_version = models.CharField(max_length=32, blank=True, default="")
+    outcome = models.JSONField(
+        default=dict,
+        help_text="the federation's result, kept before the lineage is written so that a run the ledger interrupted"
+        " there resumes without training again: {weights, bias, metrics, round_hashes} (model parameters only)",
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="times the ledger did not answer and the run waited")
     created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, help_text="when a worker last took it (queued -> running)")
     finished_at = models.DateTimeField(null=True)
 
     class Meta:

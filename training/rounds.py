@@ -6,10 +6,15 @@ does nothing."""
 
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import structlog
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from analytics.selectors import LinearModel, declared_model_of_family
@@ -41,41 +46,71 @@ def vault_id(run_id: object) -> str:
 
 def training_run_execute(*, run_id: str, observe: Any = None) -> TrainingRun | None:
     """Run a queued run to its end (once: a second delivery finds it running or finished and returns). An id that is
-    not a run's (malformed, or of no run) does nothing."""
+    not a run's (malformed, or of no run) does nothing.
+
+    The ledger not answering (the gate, the log, the lineage, the model's anchor) is never a refusal: the run goes
+    back to queued with one more attempt and the caller (training.tasks) tries again after
+    `ledger_wait_seconds(run)`, until TRAINING_RUN_DEADLINE_SECONDS after the run was asked for; then it fails with
+    ledger_unavailable. Once its federation has finished, its result is kept (run.outcome), so a run interrupted at
+    its lineage or its registration resumes there, without training (and reading records) again."""
     try:
         run_id = str(uuid.UUID(str(run_id)))
     except ValueError:
         log.warning("training_run_id_invalid")
         return None
-    if not TrainingRun.objects.filter(pk=run_id, status=TrainingStatus.QUEUED).update(status=TrainingStatus.RUNNING):
+    claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingStatus.QUEUED).update(
+        status=TrainingStatus.RUNNING, claimed_at=timezone.now()
+    )
+    if not claimed:
         return None
     run = TrainingRun.objects.get(pk=run_id)
     try:
-        _execute(run, observe)
-    except (FederationFailed, LedgerNotAnswering, LedgerUnavailable, ContractRejected) as error:
-        code = error.code if isinstance(error, FederationFailed) else _failure_code(error)
-        cause = error.__cause__
-        if isinstance(error, FederationFailed) and cause is not None:
-            code = _failure_code(cause) or code
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingStatus.FAILED, failure_code=code, finished_at=timezone.now()
-        )
-        log.error("training_run_failed", run_id=str(run.pk), code=code)
+        if not run.outcome:
+            _federate(run, observe)
+        _publish(run)
+    except (FederationFailed, *_LEDGER_ERRORS) as error:
+        code = _failure_code(error)
+        if code == LEDGER_UNAVAILABLE and _may_wait(run):
+            TrainingRun.objects.filter(pk=run.pk).update(status=TrainingStatus.QUEUED, attempts=F("attempts") + 1)
+            log.warning("training_run_ledger_wait", run_id=str(run.pk), attempt=run.attempts + 1)
+        else:
+            TrainingRun.objects.filter(pk=run.pk).update(
+                status=TrainingStatus.FAILED, failure_code=code, finished_at=timezone.now()
+            )
+            log.error("training_run_failed", run_id=str(run.pk), code=code)
     return TrainingRun.objects.get(pk=run.pk)
 
 
+LEDGER_UNAVAILABLE = "ledger_unavailable"
+
+
+def ledger_wait_seconds(run: TrainingRun) -> float:
+    """How long a run the ledger did not answer waits before its next attempt (the analyses' backoff)."""
+    return bootstrap.ledger_retry_countdown(retries=max(run.attempts - 1, 0))
+
+
+def _may_wait(run: TrainingRun) -> bool:
+    deadline = run.created_at + timedelta(seconds=settings.TRAINING_RUN_DEADLINE_SECONDS)
+    wait = bootstrap.ledger_retry_countdown(retries=run.attempts)
+    return timezone.now() + timedelta(seconds=wait) <= deadline
+
+
 def _failure_code(error: BaseException) -> str:
+    """The run's failure code: a federation's own, or its cause's when the ledger was behind it."""
+    if isinstance(error, FederationFailed):
+        cause = error.__cause__
+        return _failure_code(cause) if isinstance(cause, _LEDGER_ERRORS) else error.code
     if isinstance(error, ContractRejected):
         return f"ledger_rejected_{error.code}"
-    if isinstance(error, LedgerNotAnswering | LedgerUnavailable):
-        return "ledger_unavailable"
-    return ""
+    return LEDGER_UNAVAILABLE
 
 
-def _execute(run: TrainingRun, observe: Any) -> None:
-    spec = declared_model_of_family(family=run.model_family)
-    if spec is None:
-        raise FederationFailed("unknown_model")
+_LEDGER_ERRORS = (LedgerNotAnswering, LedgerUnavailable, ContractRejected)
+
+
+def _federate(run: TrainingRun, observe: Any) -> None:
+    """The federated rounds; their result kept in one database transaction (manifest, counts, rounds, outcome)."""
+    spec = _spec(run)
     engine, blobs = homomorphic_engine(), blob_store()
     plan = RunPlan(
         run_id=str(run.pk),
@@ -111,29 +146,77 @@ def _execute(run: TrainingRun, observe: Any) -> None:
         observe=observe,
     )
     manifest = {trainer.organisation: list(trainer.used.values()) for trainer in trainers}
-    counts = {trainer.organisation: trainer.counts for trainer in trainers}
-    TrainingRound.objects.bulk_create(
-        TrainingRound(
-            run=run,
-            index=index,
-            aggregate_sha256=digest,
-            contributions={trainer.organisation: trainer.round_counts.get(index, 0) for trainer in trainers},
+    weights, bias = plan.scaling.unscale(steward.weights)
+    with transaction.atomic():
+        TrainingRound.objects.bulk_create(
+            TrainingRound(
+                run=run,
+                index=index,
+                aggregate_sha256=digest,
+                contributions={trainer.organisation: trainer.round_counts.get(index, 0) for trainer in trainers},
+            )
+            for index, digest in enumerate(steward.round_hashes, start=1)
         )
-        for index, digest in enumerate(steward.round_hashes, start=1)
-    )
-    run.manifest, run.organisation_counts = manifest, counts
-    run.save(update_fields=["manifest", "organisation_counts"])
+        run.manifest = manifest
+        run.organisation_counts = {trainer.organisation: trainer.counts for trainer in trainers}
+        if any(manifest.values()):
+            run.outcome = {
+                "weights": [float(w) for w in weights],
+                "bias": float(bias),
+                "metrics": dict(steward.metrics),
+                "round_hashes": list(steward.round_hashes),
+            }
+        run.save(update_fields=["manifest", "organisation_counts", "outcome"])
     if not any(manifest.values()):
         raise FederationFailed("no_admitted_records")
-    weights, bias = plan.scaling.unscale(steward.weights)
-    trained = _trained_model(spec, run, weights, bias, steward.metrics)
-    lineage = _lineage_record(run, manifest, trained, steward)
+
+
+def _spec(run: TrainingRun) -> LinearModel:
+    spec = declared_model_of_family(family=run.model_family)
+    if spec is None:
+        raise FederationFailed("unknown_model")
+    return spec
+
+
+def _publish(run: TrainingRun) -> None:
+    """The lineage in ONE ledger transaction (the same run again answers the original), then the model into the
+    registry beside the catalogue's; the run completed."""
+    outcome = run.outcome
+    trained = _trained_model(_spec(run), run, np.asarray(outcome["weights"]), outcome["bias"], outcome["metrics"])
+    lineage = _lineage_record(run, run.manifest, trained, outcome["round_hashes"])
     trained_model_register(spec=trained, lineage=_lineage_document(lineage))
     run.status, run.finished_at = TrainingStatus.COMPLETED, timezone.now()
     run.lineage_tx_id, run.lineage_block = lineage.tx_id, lineage.block_number
     run.weights_sha256, run.model_name, run.model_version = trained.sha256, trained.name, trained.version
     run.save()  # the run is this task's since it moved it from queued to running
     log.info("training_run_completed", run_id=str(run.pk), weights_sha256=trained.sha256, tx_id=lineage.tx_id)
+
+
+def training_runs_stalled(*, queued_for: timedelta, running_for: timedelta) -> list[str]:
+    """Runs whose work is not moving: queued for longer than `queued_for` (its message was lost: a retry's countdown
+    is at most ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS), or taken by a worker longer ago than `running_for` (the
+    task's hard time limit and a margin: that worker is dead). A dead worker's run goes back to queued here, once
+    (a conditional update), so that sending it again is safe."""
+    now = timezone.now()
+    last_moved = Coalesce("claimed_at", "created_at")
+    queued = TrainingRun.objects.alias(moved=last_moved).filter(
+        status=TrainingStatus.QUEUED, moved__lt=now - queued_for
+    )
+    dead = list(
+        TrainingRun.objects.filter(status=TrainingStatus.RUNNING, claimed_at__lt=now - running_for).values_list(
+            "pk", "claimed_at"
+        )
+    )
+    revived = [
+        pk
+        for pk, claimed_at in dead
+        if TrainingRun.objects.filter(pk=pk, status=TrainingStatus.RUNNING, claimed_at=claimed_at).update(
+            status=TrainingStatus.QUEUED, claimed_at=now
+        )
+    ]
+    if revived:
+        log.warning("training_runs_revived", runs=len(revived))
+    return [str(pk) for pk in [*queued.values_list("pk", flat=True), *revived]]
 
 
 def trained_model_version(run_id: object) -> str:
@@ -160,7 +243,7 @@ def steward_actor(steward: Any) -> str:
     return f"model-steward:{steward.pk}"
 
 
-def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, steward: RunSteward) -> Any:
+def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, round_hashes: list[str]) -> Any:
     """ONE RecordTrainingRun transaction with the run's whole lineage."""
     parts, overall = lineage_roots(manifest)
     request = TrainingRunRequest(
@@ -179,8 +262,8 @@ def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, stew
         trainer_sha256=trainer_sha256(),
         hyperparameters=dict(run.hyperparameters),
         rounds=run.rounds_requested,
-        round_aggregates=tuple(steward.round_hashes),
-        metrics=dict(steward.metrics),
+        round_aggregates=tuple(round_hashes),
+        metrics=dict(run.outcome["metrics"]),
         weights_sha256=trained.sha256,
     )
     return bootstrap.contracts().record_training_run(request)

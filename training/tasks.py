@@ -1,11 +1,41 @@
 """Celery tasks of training runs. A task takes the run's id, re-reads it and calls the service; delivered twice, the
 second finds the run running or finished and does nothing."""
 
+from datetime import timedelta
+
+import structlog
 from celery import shared_task
+from django.conf import settings
 
 from training import rounds
 
+log = structlog.get_logger(__name__)
 
-@shared_task(acks_late=True, soft_time_limit=3300, time_limit=3600)
-def training_run_execute(run_id: str) -> None:
-    rounds.training_run_execute(run_id=run_id)
+RUN_TIME_LIMIT_SECONDS = 3600
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    max_retries=None,
+    soft_time_limit=RUN_TIME_LIMIT_SECONDS - 300,
+    time_limit=RUN_TIME_LIMIT_SECONDS,
+)
+def training_run_execute(self, run_id: str) -> None:
+    """Run it; a run the ledger did not answer is back in the queue: tried again after the backoff (the deadline is
+    the service's to judge)."""
+    run = rounds.training_run_execute(run_id=run_id)
+    if run is not None and run.status == rounds.TrainingStatus.QUEUED:
+        raise self.retry(countdown=rounds.ledger_wait_seconds(run))
+
+
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
+def resume_stalled_training_runs() -> None:
+    """Beat: send again a queued run whose message was lost, and put back in the queue a run whose worker died
+    (taken longer ago than the task's hard time limit: no worker can still hold it)."""
+    stalled = rounds.training_runs_stalled(
+        queued_for=timedelta(seconds=settings.ANALYTICS_STALL_SECONDS),
+        running_for=timedelta(seconds=RUN_TIME_LIMIT_SECONDS + 60),
+    )
+    for run_id in stalled:
+        training_run_execute.delay(run_id)

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,35 @@ def kill_group(process: subprocess.Popen) -> None:
     """SIGKILL a worker started by spawn_worker and its pool children (its own process group)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+# --- a ledger that goes away ---------------------------------------------------------------------
+
+UNREACHABLE = "/proc/health-platform-ledger-unreachable"
+
+
+class LedgerMount:
+    """The directory the worker opens the ledger through; cut() makes it unreachable, restore() heals it."""
+
+    def __init__(self, tmp_path, ledger):
+        self.target = ledger.path.parent
+        self.link = tmp_path / "ledger-mount"
+        os.symlink(self.target, self.link)
+        self.url = f"embedded://{self.link / ledger.path.name}"
+
+    def cut(self) -> datetime:
+        replacement = self.link.with_name("ledger-mount.new")
+        os.symlink(UNREACHABLE, replacement)
+        os.replace(replacement, self.link)  # atomic: the path is either reachable or not
+        return datetime.now(UTC)
+
+    def restore(self) -> datetime:
+        """The moment just before the ledger is reachable again: whatever is gated from now on comes after it."""
+        replacement = self.link.with_name("ledger-mount.new")
+        os.symlink(self.target, replacement)
+        moment = datetime.now(UTC)
+        os.replace(replacement, self.link)
+        return moment
 
 
 # --- Redis that survives a restart -------------------------------------------------------------

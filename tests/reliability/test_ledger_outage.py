@@ -7,10 +7,9 @@ worker runs with --max-tasks-per-child 1: every batch opens the ledger afresh, a
 worker would, and meets the outage through the operating system, not through a fake.
 """
 
-import os
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -21,6 +20,7 @@ from analytics.services import analysis_request_create
 from audit.models import AccessEvent
 from tests.conftest import wait_for
 from tests.reliability.conftest import (
+    LedgerMount,
     access_log_transactions,
     ledger_access_events,
     stored_blobs,
@@ -29,33 +29,8 @@ from tests.reliability.conftest import (
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-UNREACHABLE = "/proc/health-platform-ledger-unreachable"
 RECORDS = 4
 COLLECTED = re.compile(rb"analytics\.tasks\.analysis_batch_collect\[[^\]]+\] succeeded in")
-
-
-class LedgerMount:
-    """The directory the worker opens the ledger through; cut() makes it unreachable, restore() heals it."""
-
-    def __init__(self, tmp_path, ledger):
-        self.target = ledger.path.parent
-        self.link = tmp_path / "ledger-mount"
-        os.symlink(self.target, self.link)
-        self.url = f"embedded://{self.link / ledger.path.name}"
-
-    def cut(self) -> datetime:
-        replacement = self.link.with_name("ledger-mount.new")
-        os.symlink(UNREACHABLE, replacement)
-        os.replace(replacement, self.link)  # atomic: the path is either reachable or not
-        return datetime.now(UTC)
-
-    def restore(self) -> datetime:
-        """The moment just before the ledger is reachable again: whatever is gated from now on comes after it."""
-        replacement = self.link.with_name("ledger-mount.new")
-        os.symlink(self.target, replacement)
-        moment = datetime.now(UTC)
-        os.replace(replacement, self.link)
-        return moment
 
 
 @pytest.fixture

@@ -12,13 +12,15 @@ from analytics.models import AnalysisStatus, DiagnosticModel
 from analytics.registry import model_spec
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
+from audit.models import AccessEvent
 from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from tests.clients import signed_in
 from tests.signing import grant_signed
 from tests.training.conftest import consent_to_training
+from training import rounds
 from training.local import TRAIN
-from training.models import TrainingStatus
+from training.models import TrainingRun, TrainingStatus
 from training.services import training_run_execute, training_run_request
 
 pytestmark = [pytest.mark.he, pytest.mark.slow]
@@ -113,24 +115,115 @@ def test_the_trained_model_scores_in_an_analysis_and_its_card_shows_its_lineage(
     assert "data-lineage-records>12<" in html
 
 
-def test_a_run_fails_closed_when_the_ledger_does_not_answer_and_writes_no_lineage(
-    people, organisations, steward, blob_dir, ledger_switch
-):
+def _small_run(people, organisations, steward):
     everyone = people(BREAST_CANCER_DATASET, 4)
     split = {organisations[0]: everyone[:2], organisations[1]: everyone[2:]}
     for organisation, members in split.items():
         for person in members:
             consent_to_training(person, organisation, BREAST_CANCER_DATASET)
-    run = training_run_request(
+    return training_run_request(
         steward=steward,
         family="breast-cancer",
         organisations={org: [p.version_id for p in members] for org, members in split.items()},
         rounds=2,
     )
+
+
+def _nothing_written(run) -> None:
+    assert not run.rounds.exists()
+    assert not DiagnosticModel.objects.filter(name="breast-cancer").exists()
+    assert bootstrap.contracts().read_training_run(str(run.pk)) is None
+
+
+def test_a_run_the_ledger_does_not_answer_waits_in_the_queue_trains_nothing_then_completes_once_it_is_back(
+    people, organisations, steward, blob_dir, ledger_switch
+):
+    run = _small_run(people, organisations, steward)
+    ledger_switch.down()
+    for attempt in (1, 2):
+        run = training_run_execute(run_id=str(run.pk))
+        assert (run.status, run.attempts, run.failure_code) == (TrainingStatus.QUEUED, attempt, "")
+        assert run.outcome == {}
+        assert run.manifest == {}
+    ledger_switch.up()
+    _nothing_written(run)
+    run = training_run_execute(run_id=str(run.pk))
+    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    assert bootstrap.contracts().read_training_run(str(run.pk)).weights_sha256 == run.weights_sha256
+    assert DiagnosticModel.objects.filter(name="breast-cancer", version=run.model_version).exists()
+
+
+def test_a_run_fails_closed_with_ledger_unavailable_once_its_deadline_has_passed(
+    people, organisations, steward, blob_dir, ledger_switch, settings
+):
+    run = _small_run(people, organisations, steward)
+    settings.TRAINING_RUN_DEADLINE_SECONDS = 1  # the next wait (2 s) would end past it
     ledger_switch.down()
     run = training_run_execute(run_id=str(run.pk))
     ledger_switch.up()
     assert (run.status, run.failure_code) == (TrainingStatus.FAILED, "ledger_unavailable")
-    assert not run.rounds.exists()
-    assert not DiagnosticModel.objects.filter(name="breast-cancer").exists()
-    assert bootstrap.contracts().read_training_run(str(run.pk)) is None
+    _nothing_written(run)
+    assert training_run_execute(run_id=str(run.pk)) is None  # failed is final
+
+
+def test_a_run_interrupted_at_its_lineage_resumes_there_without_reading_a_record_again(
+    people, organisations, steward, blob_dir, ledger_switch, monkeypatch
+):
+    run = _small_run(people, organisations, steward)
+    write_lineage = rounds._lineage_record
+
+    def ledger_gone_at_the_lineage(*args, **kwargs):
+        ledger_switch.down()
+        return write_lineage(*args, **kwargs)
+
+    monkeypatch.setattr(rounds, "_lineage_record", ledger_gone_at_the_lineage)
+    run = training_run_execute(run_id=str(run.pk))
+    assert (run.status, run.attempts) == (TrainingStatus.QUEUED, 1)
+    assert set(run.outcome) == {"weights", "bias", "metrics", "round_hashes"}
+    assert run.rounds.count() == 2
+    accesses = AccessEvent.objects.filter(request_id=str(run.pk)).count()
+    assert accesses == 4 * 2  # every record, every round
+
+    monkeypatch.setattr(rounds, "_lineage_record", write_lineage)
+    ledger_switch.up()
+    run = training_run_execute(run_id=str(run.pk))
+    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    assert AccessEvent.objects.filter(request_id=str(run.pk)).count() == accesses  # not trained again
+    lineage = bootstrap.contracts().read_training_run(str(run.pk))
+    assert list(lineage.round_aggregates) == run.outcome["round_hashes"]
+    assert lineage.weights_sha256 == run.weights_sha256
+    assert model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version)).weights == tuple(
+        run.outcome["weights"]
+    )
+
+
+def test_the_sweep_sends_again_a_run_whose_message_was_lost_and_revives_one_whose_worker_died(
+    people, organisations, steward, blob_dir
+):
+    lost = _small_run(people, organisations, steward)
+    dead = TrainingRun.objects.create(
+        steward=steward,
+        model_family="breast-cancer",
+        kind="logistic",
+        rounds_requested=1,
+        status=TrainingStatus.RUNNING,
+    )
+    fresh = TrainingRun.objects.create(
+        steward=steward,
+        model_family="breast-cancer",
+        kind="logistic",
+        rounds_requested=1,
+        status=TrainingStatus.RUNNING,
+    )
+    long_ago = timezone.now() - timedelta(hours=2)
+    TrainingRun.objects.filter(pk=lost.pk).update(created_at=long_ago)
+    TrainingRun.objects.filter(pk=dead.pk).update(claimed_at=long_ago)
+    TrainingRun.objects.filter(pk=fresh.pk).update(claimed_at=timezone.now())
+    stalled = rounds.training_runs_stalled(queued_for=timedelta(minutes=15), running_for=timedelta(hours=1))
+    assert sorted(stalled) == sorted([str(lost.pk), str(dead.pk)])
+    assert TrainingRun.objects.get(pk=dead.pk).status == TrainingStatus.QUEUED
+    assert TrainingRun.objects.get(pk=fresh.pk).status == TrainingStatus.RUNNING
+    # revived once: the next sweep finds it queued and recently moved, and sends nothing
+    assert rounds.training_runs_stalled(queued_for=timedelta(minutes=15), running_for=timedelta(hours=1)) == [
+        str(lost.pk)
+    ]
