@@ -1,0 +1,92 @@
+"""A federated training run on the real Fabric network: both organisations' rounds gated and logged on the chain
+(purpose training), the lineage written in one transaction endorsed by a peer of each organisation, the roots the
+ledger holds equal to the kept manifest's, an inclusion proof against them, and the trained model anchored."""
+
+import json
+
+import pytest
+
+from analytics.models import DiagnosticModel
+from audit.models import AccessEvent
+from chaincode import merkle
+from health_platform import bootstrap
+from records.codes import BREAST_CANCER_DATASET
+from tests.conftest import tamper_with
+from tests.fabric.blocks import endorsing_peers, organisation_authorities
+from tests.training.conftest import consent_to_training, organisations, people, steward  # noqa: F401 (fixtures)
+from training.models import TrainingStatus
+from training.selectors import training_record_proof_document, training_run_lineage_differences
+from training.services import training_run_execute, training_run_request
+
+pytestmark = [pytest.mark.fabric, pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+ROUNDS = 2
+
+
+def test_a_training_run_on_fabric_admits_the_consented_intact_records_and_writes_an_endorsed_lineage(
+    people,  # noqa: F811
+    organisations,  # noqa: F811
+    steward,  # noqa: F811
+    ledger,
+    blob_dir,
+    fabric_network,
+):
+    assert type(ledger).__name__ == "FabricLedger"
+    everyone = people(BREAST_CANCER_DATASET, 6)
+    st_marys, northgate = organisations
+    split = {st_marys: everyone[:3], northgate: everyone[3:]}
+    consent_to_training(everyone[0], st_marys, BREAST_CANCER_DATASET, purpose="diagnostic-model:breast-cancer")
+    for organisation, members in split.items():
+        for person in members:
+            if person is not everyone[0]:
+                consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    tamper_with(everyone[1].record)
+    first_block = ledger.height()
+
+    run = training_run_request(
+        steward=steward,
+        family="breast-cancer",
+        organisations={org: [p.version_id for p in members] for org, members in split.items()},
+        rounds=ROUNDS,
+    )
+    run = training_run_execute(run_id=str(run.pk))
+
+    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    assert {entry["record_id"] for entries in run.manifest.values() for entry in entries} == {
+        str(p.record.id) for p in everyone[2:]
+    }
+    assert run.organisation_counts[st_marys]["refused"] == {"no_consent": 1, "hash_mismatch": 1}
+    # every round of every organisation logged on the chain, refusals with their reasons
+    events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(run.pk)})).json()["events"]
+    decisions = sorted(
+        (e["record_id"], e["decision"], e["reason"] or "") for e in events if e["kind"] == "record_access"
+    )
+    expected = sorted(
+        (str(p.record.id), *reason)
+        for p, reason in zip(
+            everyone, [("refuse", "no_consent"), ("refuse", "hash_mismatch")] + [("admit", "")] * 4, strict=True
+        )
+        for _ in range(ROUNDS)
+    )
+    assert decisions == expected
+    assert AccessEvent.objects.filter(request_id=str(run.pk), kind="record_access").count() == len(expected)
+
+    # the lineage: on the chain, valid, endorsed by a peer of each organisation, equal to the manifest's roots
+    lineage = bootstrap.contracts().read_training_run(str(run.pk))
+    assert lineage is not None
+    assert lineage.tx_id == run.lineage_tx_id
+    assert ledger.locate(lineage.tx_id).status == "VALID"
+    assert training_run_lineage_differences(run=run) == []
+    authorities = organisation_authorities(fabric_network.directory / "public")
+    endorsed: dict[str, list[str]] = {}
+    for number in range(first_block, ledger.height()):
+        endorsed.update(endorsing_peers(ledger._block(number), ledger.chaincode, authorities))
+    assert sorted(endorsed[lineage.tx_id]) == ["HospitalMSP", "ResearchMSP"]
+    proof = training_record_proof_document(run=run, record_id=str(everyone[4].record.id))
+    assert merkle.verify_document(proof)
+    assert (proof["root"], proof["size"]) == (lineage.training_set_root, 4)
+    # the model it produced is anchored on the chain by the weights the lineage names
+    model = DiagnosticModel.objects.get(name=run.model_name, version=run.model_version)
+    assert model.sha256 == lineage.weights_sha256
+    assert ledger.locate(model.anchor_tx_id).status == "VALID"
+    assert ledger.verify().ok
