@@ -97,6 +97,10 @@ class HomomorphicEngine(Protocol):
         what a training round's aggregator computes, never decrypting."""
         ...
 
+    def refuse_secret(self, context: bytes) -> None:
+        """Raise ValueError if `context` holds a secret key (what an aggregator is handed must not)."""
+        ...
+
 
 class TenSEALEngine:
     slots = SLOTS
@@ -210,6 +214,9 @@ class TenSEALEngine:
             total = vector if total is None else total + vector
         assert total is not None
         return total.serialize()
+
+    def refuse_secret(self, context: bytes) -> None:
+        self._keyless_context(context)
 
     def _parts(self, context) -> KeySet:
         return KeySet(

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -705,6 +706,14 @@ def _reset_broker_connections(app) -> None:
         app._pool = None
     app.amqp._producer_pool = None
     kombu.pools.reset()
+
+
+def python_output(probe: str, environment: dict[str, str], *, cwd: Path = REPO, timeout: float = 60) -> str:
+    """What `python -c probe` prints (stripped), run with exactly `environment`; a failure fails the test."""
+    command = [sys.executable, "-c", probe]
+    done = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
+    done.check_returncode()
+    return done.stdout.strip()
 
 
 def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):

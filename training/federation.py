@@ -1,31 +1,28 @@
-"""Flower as the transport between organisations: one Flower server (the aggregator) and one Flower client per
-organisation, over gRPC with TLS, carrying CKKS ciphertexts as Flower parameters. Free of Django.
+"""Flower as the transport between organisations: one Flower server (the aggregator, in a process of its own:
+training.aggregator) and one Flower client per organisation, over gRPC with TLS, carrying CKKS ciphertexts as Flower
+parameters. Free of Django.
 
 Flower API: the legacy "ECE" fleet transport of flwr 1.42 (grpc-bidi): the server is assembled from the pieces
-`flwr.server.start_server` is made of (`init_defaults`, the grpc-bidi `start_grpc_server` with certificates,
-`run_fl`), the clients are `flwr.client.start_client` with the run's root certificate. It runs in a library call,
-with no SuperLink/SuperNode processes to manage; `start_server` itself is not called because it installs signal
-handlers, which Python allows on the main thread only (a Celery task or a test thread is not), and it reports to
-Flower's telemetry, which is switched off here before flwr is first imported (FLWR_TELEMETRY_ENABLED=0): a hospital's
-training never calls out.
+`flwr.server.start_server` is made of (see training.aggregator), the clients are `flwr.client.start_client` with
+the run's root certificate. It runs in library calls, with no SuperLink/SuperNode processes to manage, and Flower's
+telemetry is switched off (training.flower): a hospital's training never calls out.
 
 What each side holds:
-- the aggregator (`CiphertextSum`, a flwr Strategy) gets each organisation's update as ciphertexts and a context
-  WITHOUT a secret key (parameters only): it adds ciphertexts slot-wise and hands the sum to the steward; it never
-  decrypts and never sees one organisation's plaintext update;
-- the steward (`Steward`) alone opens a sum, and answers the next round's weights (plaintext: the model is what is
-  being published) and, after the last round, the validation metrics;
+- the aggregator's process gets each organisation's update as ciphertexts and a context WITHOUT a secret key
+  (parameters only): it adds ciphertexts slot-wise and hands the sum to the steward; it never decrypts, never sees
+  one organisation's plaintext update, and shares no memory with the steward's key;
+- the steward (`Steward`), in the process that runs the training task, alone opens a sum, and answers the next
+  round's weights (plaintext: the model is what is being published) and, after the last round, the validation
+  metrics;
 - an organisation (`OrganisationTrainer`) computes its encrypted update on its own records at the weights it is sent.
 
-Threads: the Flower server runs on a thread of its own; every organisation's work is handed back to the thread that
-called `federate` (the caller's database connection, its transaction in a test), one job at a time.
+Threads of the task's process: one Flower client per organisation, and one answering the aggregator's sums with the
+steward; every organisation's work is handed back to the thread that called `federate` (the caller's database
+connection, its transaction in a test), one job at a time.
 """
 
-import os
 import queue
-import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -34,12 +31,12 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
+from training.aggregator import AggregatorFailed, AggregatorProcess, Steward
+from training.flower import CIPHERTEXT_TENSOR_TYPE, flower, parameters_weights
 from training.tls import FlowerTls, loopback_tls
 
 log = structlog.get_logger(__name__)
 
-CIPHERTEXT_TENSOR_TYPE = "tenseal.ckks.v1"
-WEIGHTS_TENSOR_TYPE = "numpy.float64.le"
 CONNECT_TIMEOUT_SECONDS = 30.0
 
 
@@ -55,116 +52,12 @@ class OrganisationTrainer(Protocol):
         ...
 
 
-class Steward(Protocol):
-    def open_round(self, round_index: int, summed: list[bytes]) -> np.ndarray:
-        """Decrypt a round's summed update; answer the next scaled weights."""
-        ...
-
-    def open_validation(self, summed: list[bytes]) -> None:
-        """Decrypt the summed validation statistics (the steward keeps the metrics)."""
-        ...
-
-
-Adder = Callable[[bytes, Sequence[bytes]], bytes]  # (keyless context, ciphertexts) -> their sum
-
-
 class FederationFailed(Exception):
     """A round did not hear from every organisation, or the federation did not finish; `code` says which."""
 
     def __init__(self, code: str):
         super().__init__(code)
         self.code = code
-
-
-def _flower() -> Any:
-    """Import flwr with its telemetry off (it reads the switch when first imported)."""
-    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
-    import flwr
-    import flwr.supercore.telemetry
-
-    flwr.supercore.telemetry.FLWR_TELEMETRY_ENABLED = "0"
-    return flwr
-
-
-def weights_parameters(weights: np.ndarray) -> Any:
-    from flwr.common import Parameters
-
-    return Parameters(tensors=[np.asarray(weights, dtype="<f8").tobytes()], tensor_type=WEIGHTS_TENSOR_TYPE)
-
-
-def parameters_weights(parameters: Any) -> np.ndarray:
-    if parameters.tensor_type != WEIGHTS_TENSOR_TYPE or len(parameters.tensors) != 1:
-        raise ValueError("expected the model's weights")
-    return np.frombuffer(parameters.tensors[0], dtype="<f8").copy()
-
-
-def _strategy_class() -> type:
-    from flwr.common import EvaluateIns, FitIns, Parameters
-    from flwr.server.strategy import Strategy
-
-    class CiphertextSum(Strategy):
-        """Sums the organisations' ciphertexts, round by round; the steward opens the sums. Holds no secret key:
-        `context` is a parameters-only CKKS context, enough to add, not to decrypt (nor to encrypt)."""
-
-        def __init__(
-            self, *, organisations: int, rounds: int, initial: np.ndarray, context: bytes, add: Adder, steward: Steward
-        ):
-            self.organisations, self.rounds, self.initial = organisations, rounds, initial
-            self.context, self.add, self.steward = context, add, steward
-            self.failure = ""
-            self.received: list[tuple[int, list[list[bytes]]]] = []  # what reached the aggregator, per round
-
-        def __repr__(self) -> str:
-            return f"CiphertextSum(organisations={self.organisations}, rounds={self.rounds})"
-
-        def initialize_parameters(self, client_manager: Any) -> Any:
-            return weights_parameters(self.initial)
-
-        def _clients(self, client_manager: Any) -> list[Any]:
-            return client_manager.sample(num_clients=self.organisations, min_num_clients=self.organisations)
-
-        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[Any]:
-            if self.failure:
-                return []
-            config: dict[str, Any] = {"round": server_round}
-            return [(client, FitIns(parameters, config)) for client in self._clients(client_manager)]
-
-        def _sum(self, updates: list[list[bytes]]) -> list[bytes]:
-            if len({len(update) for update in updates}) != 1:
-                raise ValueError("the organisations' updates differ in shape")
-            return [self.add(self.context, [update[i] for update in updates]) for i in range(len(updates[0]))]
-
-        def aggregate_fit(self, server_round: int, results: list[Any], failures: list[Any]) -> tuple[Any, dict]:
-            if failures or len(results) != self.organisations or self.failure:
-                self.failure = self.failure or "organisation_missing"
-                return None, {}
-            updates = []
-            for _, result in results:
-                if result.parameters.tensor_type != CIPHERTEXT_TENSOR_TYPE:
-                    self.failure = "update_not_encrypted"
-                    return None, {}
-                updates.append(list(result.parameters.tensors))
-            self.received.append((server_round, updates))
-            next_weights = self.steward.open_round(server_round, self._sum(updates))
-            return weights_parameters(next_weights), {}
-
-        def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list[Any]:
-            if server_round != self.rounds or self.failure:
-                return []
-            return [(client, EvaluateIns(parameters, {})) for client in self._clients(client_manager)]
-
-        def aggregate_evaluate(self, server_round: int, results: list[Any], failures: list[Any]) -> tuple[Any, dict]:
-            if failures or len(results) != self.organisations:
-                self.failure = self.failure or "organisation_missing"
-                return None, {}
-            updates = [[r.metrics[f"c{i}"] for i in range(len(r.metrics))] for _, r in results]
-            self.steward.open_validation(self._sum(updates))
-            return None, {}
-
-        def evaluate(self, server_round: int, parameters: Parameters) -> None:
-            return None
-
-    return CiphertextSum
 
 
 def _client_class() -> type:
@@ -237,23 +130,6 @@ class _CallerThread:
                 future.set_exception(error)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise FederationFailed("aggregator_unreachable")
-
-
 def federate(
     *,
     trainers: Sequence[OrganisationTrainer],
@@ -261,52 +137,57 @@ def federate(
     rounds: int,
     initial: np.ndarray,
     aggregation_context: bytes,
-    add: Adder,
     tls: FlowerTls | None = None,
     round_timeout: float = 600.0,
-    observe: Callable[[Any], None] | None = None,
+    observe: Callable[[AggregatorProcess], None] | None = None,
 ) -> None:
     """Run `rounds` federated rounds and the validation over Flower on 127.0.0.1 with TLS (a fresh loopback
-    authority unless `tls` is given). `observe` is shown the aggregator's strategy before the run (tests check what
-    it holds). Raises FederationFailed when an organisation does not answer a round."""
-    flwr = _flower()
-    from flwr.server.server import init_defaults, run_fl
-    from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
-
+    authority unless `tls` is given), the aggregator in a process of its own. `observe` is shown the aggregator's
+    process once it listens (tests check what it holds; its report is filled at the end). Raises FederationFailed
+    when an organisation does not answer a round, or the aggregator fails."""
+    flwr = flower()
     tls = tls or loopback_tls()
-    strategy = _strategy_class()(
-        organisations=len(trainers),
-        rounds=rounds,
-        initial=initial,
-        context=aggregation_context,
-        add=add,
-        steward=steward,
-    )
-    if observe is not None:
-        observe(strategy)
-    server, config = init_defaults(
-        server=None,
-        config=flwr.server.ServerConfig(num_rounds=rounds, round_timeout=round_timeout),
-        strategy=strategy,
-        client_manager=None,
-    )
-    port = _free_port()
-    grpc_server = start_grpc_server(
-        client_manager=server.client_manager(),
-        server_address=f"127.0.0.1:{port}",
-        certificates=(tls.authority, tls.certificate, tls.private_key),
-    )
+    aggregator = AggregatorProcess()
+    try:
+        try:
+            port = aggregator.start(
+                organisations=len(trainers),
+                rounds=rounds,
+                initial=initial,
+                context=aggregation_context,
+                tls=tls,
+                round_timeout=round_timeout,
+            )
+        except AggregatorFailed as error:
+            raise FederationFailed(error.code) from None
+        if observe is not None:
+            observe(aggregator)
+        _run_rounds(flwr, aggregator, port, tls, trainers, steward)
+    finally:
+        aggregator.stop()
+    if aggregator.report.failure:
+        raise FederationFailed(aggregator.report.failure)
+    log.info("training_federation_finished", organisations=len(trainers), rounds=rounds)
+
+
+def _run_rounds(
+    flwr: Any,
+    aggregator: AggregatorProcess,
+    port: int,
+    tls: FlowerTls,
+    trainers: Sequence[OrganisationTrainer],
+    steward: Steward,
+) -> None:
     caller = _CallerThread()
-    errors: list[BaseException] = []  # the transport's
+    errors: list[BaseException] = []  # the transport's, or the aggregator's
     organisation_errors: list[BaseException] = []  # an organisation's own work's (a ledger that did not answer...)
 
-    def serve() -> None:
+    def answer() -> None:
         try:
-            run_fl(server=server, config=config)
+            aggregator.answer_until_finished(steward)
         except BaseException as error:  # the caller raises it
             errors.append(error)
-        finally:
-            grpc_server.stop(grace=1)
+            aggregator.stop()  # its clients then see the server gone and end
 
     def connect(trainer: OrganisationTrainer) -> None:
         try:
@@ -314,20 +195,20 @@ def federate(
                 server_address=f"localhost:{port}",
                 client=_client_class()(trainer, caller.submit, organisation_errors),
                 root_certificates=tls.authority,
+                max_wait_time=CONNECT_TIMEOUT_SECONDS,  # a server gone for good: give up, never linger
             )
         except BaseException as error:
             errors.append(error)
 
-    _wait_for_port(port)
-    aggregator = threading.Thread(target=serve, name="training-aggregator", daemon=True)
+    steward_side = threading.Thread(target=answer, name="training-steward", daemon=True)
     clients = [
         threading.Thread(target=connect, args=(trainer,), name=f"training-client-{index}", daemon=True)
         for index, trainer in enumerate(trainers)
     ]
-    aggregator.start()
+    steward_side.start()
     for client in clients:
         client.start()
-    caller.serve_until(lambda: not aggregator.is_alive())
+    caller.serve_until(lambda: not steward_side.is_alive())
     for client in clients:
         client.join(timeout=CONNECT_TIMEOUT_SECONDS)
     if organisation_errors:
@@ -335,7 +216,5 @@ def federate(
         raise FederationFailed("organisation_failed") from organisation_errors[0]
     if errors:
         log.error("training_federation_failed", error=type(errors[0]).__name__)
-        raise FederationFailed("federation_error") from errors[0]
-    if strategy.failure:
-        raise FederationFailed(strategy.failure)
-    log.info("training_federation_finished", organisations=len(trainers), rounds=rounds)
+        code = errors[0].code if isinstance(errors[0], AggregatorFailed) else "federation_error"
+        raise FederationFailed(code) from errors[0]

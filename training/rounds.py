@@ -142,7 +142,6 @@ def _federate(run: TrainingRun, observe: Any) -> None:
         rounds=run.rounds_requested,
         initial=np.zeros(len(spec.feature_codes) + 1),
         aggregation_context=blobs.get(run.compute_context_key),
-        add=engine.add,
         observe=observe,
     )
     manifest = {trainer.organisation: list(trainer.used.values()) for trainer in trainers}

@@ -4,8 +4,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from analytics.diagnostic_models import all_models, breast_cancer_model, diabete
 from analytics.models import DiagnosticModel
 from analytics.registry import diagnostic_models_register
 from health_platform.model_catalogue import DEFAULT_FOLDER, model_labels
-from tests.conftest import REPO
+from tests.conftest import python_output
 
 HASHED_NUMBERS = ("weights", "feature_min", "feature_max")
 
@@ -50,17 +48,7 @@ def test_the_model_hash_does_not_depend_on_the_blas_kernels():
     hashes = set()
     for coretype in ("Haswell", "Prescott", ""):
         environment = {**os.environ, "OPENBLAS_CORETYPE": coretype}
-        hashes.add(
-            subprocess.run(
-                [sys.executable, "-c", probe],
-                cwd=REPO,
-                env=environment,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=120,
-            ).stdout.strip()
-        )
+        hashes.add(python_output(probe, environment, timeout=120))
     assert hashes == {breast_cancer_model().sha256}
 
 

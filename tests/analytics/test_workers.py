@@ -2,8 +2,6 @@
 has no database settings and no keys, on the embedded default's broker and on a real Redis."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.selectors import analysis_results
 from analytics.services import analysis_request_create
 from benchmarks.common import redis_server
-from tests.conftest import REPO, broker_switched, plain_scores, wait_for
+from tests.conftest import REPO, broker_switched, plain_scores, python_output, wait_for
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -84,10 +82,7 @@ def test_the_compute_app_loads_no_django_settings_database_or_record_code(tmp_pa
         f" if m in {forbidden!r} or m.split('.')[0] == 'health_platform' and m not in {shared!r}))"
     )
     environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HEALTH_PLATFORM_VAR_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, env=environment, capture_output=True, text=True, check=True, timeout=60
-    )
-    assert result.stdout.strip() == "[]"
+    assert python_output(probe, environment) == "[]"
 
 
 @pytest.fixture

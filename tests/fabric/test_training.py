@@ -10,10 +10,14 @@ from analytics.models import DiagnosticModel
 from audit.models import AccessEvent
 from chaincode import merkle
 from health_platform import bootstrap
-from records.codes import BREAST_CANCER_DATASET
-from tests.conftest import tamper_with
 from tests.fabric.blocks import endorsing_peers, organisation_authorities
-from tests.training.conftest import consent_to_training, organisations, people, steward  # noqa: F401 (fixtures)
+from tests.training.conftest import (  # noqa: F401 (fixtures)
+    candidates,
+    mixed_breast_cancer_split,
+    organisations,
+    people,
+    steward,
+)
 from training.models import TrainingStatus
 from training.selectors import training_record_proof_document, training_run_lineage_differences
 from training.services import training_run_execute, training_run_request
@@ -32,21 +36,14 @@ def test_a_training_run_on_fabric_admits_the_consented_intact_records_and_writes
     fabric_network,
 ):
     assert type(ledger).__name__ == "FabricLedger"
-    everyone = people(BREAST_CANCER_DATASET, 6)
-    st_marys, northgate = organisations
-    split = {st_marys: everyone[:3], northgate: everyone[3:]}
-    consent_to_training(everyone[0], st_marys, BREAST_CANCER_DATASET, purpose="diagnostic-model:breast-cancer")
-    for organisation, members in split.items():
-        for person in members:
-            if person is not everyone[0]:
-                consent_to_training(person, organisation, BREAST_CANCER_DATASET)
-    tamper_with(everyone[1].record)
+    everyone, split = mixed_breast_cancer_split(people, organisations, 6)
+    st_marys = organisations[0]
     first_block = ledger.height()
 
     run = training_run_request(
         steward=steward,
         family="breast-cancer",
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
+        organisations=candidates(split),
         rounds=ROUNDS,
     )
     run = training_run_execute(run_id=str(run.pk))

@@ -49,6 +49,19 @@ class LedgerMount:
         os.symlink(self.target, self.link)
         self.url = f"embedded://{self.link / ledger.path.name}"
 
+    def worker(self, spawn_worker, **overrides: str):
+        """A custodian worker that reaches the ledger through this mount and opens it afresh for every task
+        (--max-tasks-per-child 1), retrying the ledger after 1 s at first; `overrides` are more settings."""
+        return spawn_worker(
+            queues="custodian",
+            extra=["--max-tasks-per-child", "1"],
+            overrides={
+                "LEDGER_URL": self.url,
+                "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
+                **overrides,
+            },
+        )
+
     def cut(self) -> datetime:
         replacement = self.link.with_name("ledger-mount.new")
         os.symlink(UNREACHABLE, replacement)

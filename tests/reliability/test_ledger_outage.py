@@ -41,15 +41,7 @@ def outage(consented, clinician, spawn_worker, start_compute_worker, tmp_path, l
         `compute_now` the compute worker is not started: an order sent stays in flight, on the broker."""
         people = consented(RECORDS)
         mount = LedgerMount(tmp_path, ledger)
-        custodian = spawn_worker(
-            queues="custodian",
-            extra=["--max-tasks-per-child", "1"],
-            overrides={
-                "LEDGER_URL": mount.url,
-                "ANALYTICS_REQUEST_DEADLINE_SECONDS": str(deadline_seconds),
-                "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
-            },
-        )
+        custodian = mount.worker(spawn_worker, ANALYTICS_REQUEST_DEADLINE_SECONDS=str(deadline_seconds))
         if compute_now:
             start_compute_worker()
         request = analysis_request_create(

@@ -9,10 +9,15 @@ import pytest
 from analytics.models import DiagnosticModel
 from audit.models import AccessEvent
 from health_platform import bootstrap
-from records.codes import BREAST_CANCER_DATASET
 from tests.conftest import wait_for
 from tests.reliability.conftest import LedgerMount
-from tests.training.conftest import consent_to_training, organisations, people, steward  # noqa: F401 (fixtures)
+from tests.training.conftest import (  # noqa: F401 (fixtures)
+    candidates,
+    consented_breast_cancer_split,
+    organisations,
+    people,
+    steward,
+)
 from training.models import TrainingRun, TrainingStatus
 from training.services import training_run_request
 
@@ -24,27 +29,18 @@ def run_in_outage(people, organisations, steward, spawn_worker, tmp_path, ledger
     def start(*, deadline_seconds: int):
         """Cut the ledger, start a custodian worker reaching it through the cut path, and ask for a run of two
         rounds over four consented patients, two per organisation."""
-        everyone = people(BREAST_CANCER_DATASET, 4)
-        split = {organisations[0]: everyone[:2], organisations[1]: everyone[2:]}
-        for organisation, members in split.items():
-            for person in members:
-                consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+        split = consented_breast_cancer_split(people, organisations, 4)
         mount = LedgerMount(tmp_path, ledger)
         mount.cut()
-        worker = spawn_worker(
-            queues="custodian",
-            extra=["--max-tasks-per-child", "1"],
-            overrides={
-                "LEDGER_URL": mount.url,
-                "TRAINING_RUN_DEADLINE_SECONDS": str(deadline_seconds),
-                "ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS": "1",
-                "ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS": "2",
-            },
+        worker = mount.worker(
+            spawn_worker,
+            TRAINING_RUN_DEADLINE_SECONDS=str(deadline_seconds),
+            ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS="2",
         )
         run = training_run_request(
             steward=steward,
             family="breast-cancer",
-            organisations={org: [p.version_id for p in members] for org, members in split.items()},
+            organisations=candidates(split),
             rounds=2,
         )
         return run, mount, worker

@@ -13,7 +13,7 @@ from health_platform.roles import Role
 from health_platform.services import organisation_create
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
 from records.models import Patient, Record, RecordVersion
-from tests.conftest import demo_people_ingested
+from tests.conftest import demo_people_ingested, tamper_with
 from tests.records.factories import UserFactory
 from tests.signing import grant_signed
 
@@ -73,3 +73,34 @@ def consent_to_training(person: Person, organisation: str, dataset: str, *, purp
         valid_from=now,
         valid_until=now + timedelta(days=30),
     )
+
+
+def mixed_breast_cancer_split(people, organisations, count: int) -> tuple[list[Person], dict[str, list[Person]]]:
+    """`count` breast-cancer patients, half per organisation. At the first organisation, patient 0 consented only to
+    RUNNING the model (diagnostic-model:breast-cancer) and patient 1's record is tampered with; everyone else consented
+    to training:breast-cancer with their own organisation. Returns (everyone, organisation -> its patients)."""
+    everyone = people(BREAST_CANCER_DATASET, count)
+    first, second = organisations
+    split = {first: everyone[: count // 2], second: everyone[count // 2 :]}
+    consent_to_training(everyone[0], first, BREAST_CANCER_DATASET, purpose="diagnostic-model:breast-cancer")
+    for organisation, members in split.items():
+        for person in members:
+            if person is not everyone[0]:
+                consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    tamper_with(everyone[1].record)
+    return everyone, split
+
+
+def consented_breast_cancer_split(people, organisations, count: int) -> dict[str, list[Person]]:
+    """`count` breast-cancer patients, half per organisation, each consenting to training with their own."""
+    everyone = people(BREAST_CANCER_DATASET, count)
+    split = dict(zip(organisations, (everyone[: count // 2], everyone[count // 2 :]), strict=True))
+    for organisation, members in split.items():
+        for person in members:
+            consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    return split
+
+
+def candidates(split: dict[str, list[Person]]) -> dict[str, list[int]]:
+    """What each organisation's custodian offers a run: its patients' record versions."""
+    return {organisation: [person.version_id for person in members] for organisation, members in split.items()}

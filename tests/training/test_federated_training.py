@@ -2,18 +2,24 @@
 loopback, CKKS-encrypted updates summed by the aggregator, the steward's key opening the sums, the lineage on the
 ledger, the trained model in the registry."""
 
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import tenseal
 
+from analytics.blobs import FileSystemBlobStore
 from audit.models import AccessEvent
 from chaincode import merkle
 from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, load_dataset
-from tests.conftest import tamper_with
-from tests.training.conftest import consent_to_training
+from tests.training.conftest import candidates, mixed_breast_cancer_split
 from training import maths
-from training.local import TRAIN
+from training.local import TRAIN, OrganisationRecords
 from training.models import TrainingRound, TrainingStatus
 from training.selectors import training_record_proof_document, training_run_lineage_differences
 from training.services import training_run_execute, training_run_request
@@ -23,30 +29,45 @@ pytestmark = [pytest.mark.he, pytest.mark.slow]
 ROUNDS = 4
 
 
+@dataclass
+class Watched:
+    """What a test saw of a run from outside: the aggregator's process (its environment read while it listened, its
+    report at the end) and what each organisation sent, per round."""
+
+    aggregator: Any = None
+    environment: dict[str, str] = field(default_factory=dict)
+    sent: dict[int, list[list[bytes]]] = field(default_factory=dict)
+
+    def saw(self, aggregator) -> None:
+        self.aggregator = aggregator
+        raw = Path(f"/proc/{aggregator.pid}/environ").read_bytes()
+        self.environment = dict(item.split("=", 1) for item in raw.decode().split("\0") if item)
+
+
 @pytest.fixture
-def breast_cancer_run(people, organisations, steward, blob_dir):
+def breast_cancer_run(people, organisations, steward, blob_dir, monkeypatch):
     """Twelve breast-cancer patients, six per organisation. At St Mary's, patient 0 consented only to RUNNING the
     model (diagnostic-model:breast-cancer), patient 1's record is tampered with; everyone else consented to
-    training:breast-cancer with their own organisation. Returns (run, people, strategy seen by the aggregator)."""
-    everyone = people(BREAST_CANCER_DATASET, 12)
-    st_marys, northgate = organisations
-    split = {st_marys: everyone[:6], northgate: everyone[6:]}
-    consent_to_training(everyone[0], st_marys, BREAST_CANCER_DATASET, purpose="diagnostic-model:breast-cancer")
-    for organisation, members in split.items():
-        for person in members:
-            if person is not everyone[0]:
-                consent_to_training(person, organisation, BREAST_CANCER_DATASET)
-    tamper_with(everyone[1].record)
+    training:breast-cancer with their own organisation. Returns (run, people, what was watched)."""
+    everyone, split = mixed_breast_cancer_split(people, organisations, 12)
     run = training_run_request(
         steward=steward,
         family="breast-cancer",
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
+        organisations=candidates(split),
         rounds=ROUNDS,
     )
-    seen = []
-    run = training_run_execute(run_id=str(run.pk), observe=seen.append)
+    watched = Watched()
+    fit = OrganisationRecords.fit
+
+    def fit_and_keep(trainer, round_index, weights):
+        ciphertexts, count = fit(trainer, round_index, weights)
+        watched.sent.setdefault(round_index, []).append(list(ciphertexts))  # (Flower empties the list it sends)
+        return ciphertexts, count
+
+    monkeypatch.setattr(OrganisationRecords, "fit", fit_and_keep)
+    run = training_run_execute(run_id=str(run.pk), observe=watched.saw)
     assert run.status == TrainingStatus.COMPLETED, run.failure_code
-    return run, everyone, seen[0]
+    return run, everyone, watched
 
 
 def test_a_run_admits_only_records_with_an_active_training_consent_and_a_matching_anchor(breast_cancer_run):
@@ -130,20 +151,30 @@ def test_logistic_weights_meet_central_newton_on_the_same_admitted_records(breas
     assert abs(spec.bias - bias) < 1e-4
 
 
-def test_the_aggregator_holds_no_secret_key_and_never_one_organisations_plaintext(breast_cancer_run, blob_dir):
-    run, everyone, strategy = breast_cancer_run
-    context = tenseal.context_from(strategy.context)
+def test_the_aggregator_runs_apart_with_no_key_and_receives_only_each_organisations_ciphertexts(
+    breast_cancer_run, blob_dir
+):
+    run, everyone, watched = breast_cancer_run
+    # its own process, started with an environment of four variables: no database, no platform key, no secret
+    assert watched.aggregator.pid != os.getpid()
+    assert set(watched.environment) == {"PATH", "PYTHONPATH", "FLWR_TELEMETRY_ENABLED", "PYTHONUNBUFFERED"}
+    # the context it was handed is parameters only: it can add, not decrypt, not even encrypt
+    context = tenseal.context_from(FileSystemBlobStore(blob_dir).get(run.compute_context_key))
     assert not context.is_private()
-    assert not context.has_public_key()  # parameters only: it cannot even encrypt
-    assert len(strategy.received) == ROUNDS
-    for _, updates in strategy.received:
-        assert len(updates) == 2  # one update per organisation, each CKKS ciphertexts and nothing else
-        for update in updates:
+    assert not context.has_public_key()
+    # what reached it, round by round, is what the two organisations sent: CKKS ciphertexts, one update each
+    report = watched.aggregator.report
+    assert report.failure == ""
+    assert [index for index, _ in report.received] == list(range(1, ROUNDS + 1))
+    for index, digests in report.received:
+        sent = watched.sent[index]
+        assert len(sent) == 2
+        assert sorted(digests) == sorted([hashlib.sha256(c).hexdigest() for c in update] for update in sent)
+        for update in sent:
             for ciphertext in update:
                 tenseal.ckks_vector_from(context, ciphertext)
-    assert "secret" not in repr(vars(strategy)).lower()
-    # what reached the aggregator was encrypted under the steward's key: only that key opens one organisation's
-    # update, and it is exactly that organisation's statistics
+    # encrypted under the steward's key: only that key opens one organisation's update, and it is exactly that
+    # organisation's statistics
     from analytics.services import secret_context_open
     from training.rounds import vault_id
 
@@ -152,8 +183,7 @@ def test_the_aggregator_holds_no_secret_key_and_never_one_organisations_plaintex
             request_id=vault_id(run.pk), key_id=run.sealed_key_id, sealed=bytes(run.sealed_secret_context)
         )
     )
-    first_round = strategy.received[0][1]
-    opened = [np.asarray(tenseal.ckks_vector_from(secret, update[0]).decrypt()) for update in first_round]
+    opened = [np.asarray(tenseal.ckks_vector_from(secret, update[0]).decrypt()) for update in watched.sent[1]]
     spec = _trained(run)
     rows, labels = _admitted_training_rows(run, everyone)
     design = maths.Scaling.of_range(spec.feature_min, spec.feature_max).design(_features(rows))

@@ -17,7 +17,7 @@ from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from tests.clients import signed_in
 from tests.signing import grant_signed
-from tests.training.conftest import consent_to_training
+from tests.training.conftest import candidates, consent_to_training, consented_breast_cancer_split
 from training import rounds
 from training.local import TRAIN
 from training.models import TrainingRun, TrainingStatus
@@ -116,17 +116,8 @@ def test_the_trained_model_scores_in_an_analysis_and_its_card_shows_its_lineage(
 
 
 def _small_run(people, organisations, steward):
-    everyone = people(BREAST_CANCER_DATASET, 4)
-    split = {organisations[0]: everyone[:2], organisations[1]: everyone[2:]}
-    for organisation, members in split.items():
-        for person in members:
-            consent_to_training(person, organisation, BREAST_CANCER_DATASET)
-    return training_run_request(
-        steward=steward,
-        family="breast-cancer",
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
-        rounds=2,
-    )
+    split = consented_breast_cancer_split(people, organisations, 4)
+    return training_run_request(steward=steward, family="breast-cancer", organisations=candidates(split), rounds=2)
 
 
 def _nothing_written(run) -> None:
@@ -201,19 +192,11 @@ def test_the_sweep_sends_again_a_run_whose_message_was_lost_and_revives_one_whos
     people, organisations, steward, blob_dir
 ):
     lost = _small_run(people, organisations, steward)
-    dead = TrainingRun.objects.create(
-        steward=steward,
-        model_family="breast-cancer",
-        kind="logistic",
-        rounds_requested=1,
-        status=TrainingStatus.RUNNING,
-    )
-    fresh = TrainingRun.objects.create(
-        steward=steward,
-        model_family="breast-cancer",
-        kind="logistic",
-        rounds_requested=1,
-        status=TrainingStatus.RUNNING,
+    dead, fresh = (
+        TrainingRun.objects.create(
+            steward=steward, model_family="breast-cancer", kind="logistic", rounds_requested=1, status="running"
+        )
+        for _ in range(2)
     )
     long_ago = timezone.now() - timedelta(hours=2)
     TrainingRun.objects.filter(pk=lost.pk).update(created_at=long_ago)
