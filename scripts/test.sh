@@ -84,7 +84,7 @@ for database in $TEST_DATABASES; do
       DATABASE_URL="$DATABASE_URL" .venv/bin/pytest "${workers[@]}" --ignore=tests/e2e \
         --ignore=tests/ledger --ignore=tests/chaincode --ignore=tests/test_permission_matrix.py \
         --ignore=tests/health_platform/test_quickstart.py --ignore=tests/reliability/test_ledger_outage.py \
-        --ignore=tests/reliability/test_ledger_locked.py "$@" || status=$?
+        --ignore=tests/reliability/test_training_ledger_outage.py --ignore=tests/reliability/test_ledger_locked.py "$@" || status=$?
       scripts/postgres.sh stop "$postgres_dir"
       postgres_dir=""
       # 5: arguments that select only tests this pass leaves out (e.g. scripts/test.sh tests/ledger).
