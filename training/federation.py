@@ -107,10 +107,18 @@ def _strategy_class() -> type:
         `context` is a parameters-only CKKS context, enough to add, not to decrypt (nor to encrypt)."""
 
         def __init__(
-            self, *, organisations: int, rounds: int, initial: np.ndarray, context: bytes, add: Adder, steward: Steward
+            self,
+            *,
+            organisations: int,
+            rounds: int,
+            initial: np.ndarray,
+            context: bytes,
+            add: Adder,
+            steward: Steward,
+            opened: Callable[[int], None],
         ):
             self.organisations, self.rounds, self.initial = organisations, rounds, initial
-            self.context, self.add, self.steward = context, add, steward
+            self.context, self.add, self.steward, self.opened = context, add, steward, opened
             self.failure = ""
             self.received: list[tuple[int, list[list[bytes]]]] = []  # what reached the aggregator, per round
 
@@ -146,6 +154,7 @@ def _strategy_class() -> type:
                 updates.append(list(result.parameters.tensors))
             self.received.append((server_round, updates))
             next_weights = self.steward.open_round(server_round, self._sum(updates))
+            self.opened(server_round)
             return weights_parameters(next_weights), {}
 
         def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> list[Any]:
@@ -265,15 +274,24 @@ def federate(
     tls: FlowerTls | None = None,
     round_timeout: float = 600.0,
     observe: Callable[[Any], None] | None = None,
+    round_opened: Callable[[int], None] | None = None,
 ) -> None:
     """Run `rounds` federated rounds and the validation over Flower on 127.0.0.1 with TLS (a fresh loopback
     authority unless `tls` is given). `observe` is shown the aggregator's strategy before the run (tests check what
-    it holds). Raises FederationFailed when an organisation does not answer a round."""
+    it holds); `round_opened(index)` is called on the caller's thread (its database connection) once the steward
+    has opened a round's sum, before the next round starts: how a run's page follows its rounds. Raises
+    FederationFailed when an organisation does not answer a round."""
     flwr = _flower()
     from flwr.server.server import init_defaults, run_fl
     from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
 
     tls = tls or loopback_tls()
+    caller = _CallerThread()
+
+    def opened(round_index: int) -> None:
+        if round_opened is not None:
+            caller.submit(lambda: round_opened(round_index))
+
     strategy = _strategy_class()(
         organisations=len(trainers),
         rounds=rounds,
@@ -281,6 +299,7 @@ def federate(
         context=aggregation_context,
         add=add,
         steward=steward,
+        opened=opened,
     )
     if observe is not None:
         observe(strategy)
@@ -296,7 +315,6 @@ def federate(
         server_address=f"127.0.0.1:{port}",
         certificates=(tls.authority, tls.certificate, tls.private_key),
     )
-    caller = _CallerThread()
     errors: list[BaseException] = []  # the transport's
     organisation_errors: list[BaseException] = []  # an organisation's own work's (a ledger that did not answer...)
 

@@ -22,6 +22,7 @@ from analytics.services import (
 )
 from chaincode.vocabulary import training_purpose
 from health_platform import bootstrap
+from health_platform.roles import model_steward_actor
 from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import OrganisationLineage, TrainingRunRequest
 from training.federation import FederationFailed, federate
@@ -101,6 +102,18 @@ def _execute(run: TrainingRun, observe: Any) -> None:
         features=len(spec.feature_codes),
         ridge=float(run.hyperparameters["ridge"]),
     )
+
+    def round_opened(index: int) -> None:
+        """The round the steward just opened, on the run's page at once (its counts: the organisations' so far)."""
+        TrainingRound.objects.create(
+            run=run,
+            index=index,
+            aggregate_sha256=steward.round_hashes[index - 1],
+            contributions={trainer.organisation: trainer.round_counts.get(index, 0) for trainer in trainers},
+        )
+        run.organisation_counts = {trainer.organisation: trainer.counts for trainer in trainers}
+        run.save(update_fields=["organisation_counts"])
+
     federate(
         trainers=trainers,
         steward=steward,
@@ -109,18 +122,10 @@ def _execute(run: TrainingRun, observe: Any) -> None:
         aggregation_context=blobs.get(run.compute_context_key),
         add=engine.add,
         observe=observe,
+        round_opened=round_opened,
     )
     manifest = {trainer.organisation: list(trainer.used.values()) for trainer in trainers}
     counts = {trainer.organisation: trainer.counts for trainer in trainers}
-    TrainingRound.objects.bulk_create(
-        TrainingRound(
-            run=run,
-            index=index,
-            aggregate_sha256=digest,
-            contributions={trainer.organisation: trainer.round_counts.get(index, 0) for trainer in trainers},
-        )
-        for index, digest in enumerate(steward.round_hashes, start=1)
-    )
     run.manifest, run.organisation_counts = manifest, counts
     run.save(update_fields=["manifest", "organisation_counts"])
     if not any(manifest.values()):
@@ -155,11 +160,6 @@ def _trained_model(
     )
 
 
-def steward_actor(steward: Any) -> str:
-    """How the ledger names a model steward: model-steward:<user id>."""
-    return f"model-steward:{steward.pk}"
-
-
 def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, steward: RunSteward) -> Any:
     """ONE RecordTrainingRun transaction with the run's whole lineage."""
     parts, overall = lineage_roots(manifest)
@@ -167,7 +167,7 @@ def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, stew
         run_id=str(run.pk),
         model_family=run.model_family,
         model_version=trained.version,
-        steward=steward_actor(run.steward),
+        steward=model_steward_actor(run.steward),
         organisations=tuple(
             OrganisationLineage(p.organisation, p.training_set_root, p.consent_root, p.record_count, p.consent_count)
             for p in parts
