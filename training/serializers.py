@@ -6,8 +6,6 @@ is not a number of rounds; a boolean or a string is not a ridge), and no field i
 training.services, which answers with stable codes. No error here echoes a submitted value or a submitted key.
 """
 
-import math
-from numbers import Real
 from typing import Any
 
 from django.urls import reverse
@@ -17,7 +15,7 @@ from rest_framework import serializers
 from health_platform.errors import ValidationFailed
 from training.models import TrainingRun
 from training.selectors import RunOverview
-from training.services import MAX_RIDGE, MAX_ROUNDS, MAX_VALIDATION_FRACTION
+from training.services import MAX_RIDGE, MAX_ROUNDS, MAX_VALIDATION_FRACTION, finite_number
 
 
 class JsonIntegerField(serializers.IntegerField):
@@ -33,12 +31,12 @@ class JsonIntegerField(serializers.IntegerField):
 
 class JsonNumberField(serializers.FloatField):
     """A finite JSON number (integer or not): not a boolean or a string. JSON has no NaN or infinity (the parser
-    refuses them), but 1e999 reads as infinity: refused here."""
+    refuses them), but 1e999 reads as infinity and 1 followed by 400 zeros as an integer no float holds: refused."""
 
     default_error_messages = {"invalid": "A finite number is required."}
 
     def to_internal_value(self, data: Any) -> float:
-        if not isinstance(data, Real) or isinstance(data, bool) or not math.isfinite(float(data)):
+        if not finite_number(data):
             self.fail("invalid")
         return float(data)
 

@@ -119,25 +119,35 @@ def training_terms_check(*, kind: str, rounds: object, ridge: object, validation
     model), ridge a finite number 0..MAX_RIDGE, validation_fraction a finite number 0..MAX_VALIDATION_FRACTION.
     Booleans are refused although Python counts them as numbers (True is not one round); so are strings."""
 
-    def number(value: object) -> bool:
-        return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
-
     if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= MAX_ROUNDS:
         raise ValidationFailed(
             f"rounds must be a whole number from 1 to {MAX_ROUNDS}.", code="invalid_rounds", detail={"field": "rounds"}
         )
     if kind == maths.LINEAR and rounds != 1:
         raise ValidationFailed("A linear model trains in one round.", code="invalid_rounds", detail={"field": "rounds"})
-    if not number(ridge) or not 0 <= float(ridge) <= MAX_RIDGE:  # type: ignore[arg-type]
+    if not finite_number(ridge) or not 0 <= float(ridge) <= MAX_RIDGE:  # type: ignore[arg-type]
         raise ValidationFailed(
             f"ridge must be a number from 0 to {MAX_RIDGE:g}.", code="invalid_ridge", detail={"field": "ridge"}
         )
-    if not number(validation_fraction) or not 0 <= float(validation_fraction) <= MAX_VALIDATION_FRACTION:  # type: ignore[arg-type]
+    if (
+        not finite_number(validation_fraction) or not 0 <= float(validation_fraction) <= MAX_VALIDATION_FRACTION  # type: ignore[arg-type]
+    ):
         raise ValidationFailed(
             f"validation_fraction must be a number from 0 to {MAX_VALIDATION_FRACTION}.",
             code="invalid_validation_fraction",
             detail={"field": "validation_fraction"},
         )
+
+
+def finite_number(value: object) -> bool:
+    """A real number a float holds, finite: not a boolean (Python counts True as 1), a string, NaN, an infinity, or
+    an integer too large for a float (10**400)."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _enqueue(run_id: object) -> None:

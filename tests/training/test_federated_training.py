@@ -11,7 +11,7 @@ from chaincode import merkle
 from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, load_dataset
 from tests.conftest import tamper_with
-from tests.training.conftest import consent_to_training
+from tests.training_world import consent_to_training
 from training import maths
 from training.local import TRAIN
 from training.models import TrainingRound, TrainingStatus

@@ -16,7 +16,7 @@ from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from tests.clients import signed_in
 from tests.signing import grant_signed
-from tests.training.conftest import consent_to_training
+from tests.training_world import consent_to_training
 from training.local import TRAIN
 from training.models import TrainingStatus
 from training.services import training_run_execute, training_run_request
