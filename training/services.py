@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from django.db import transaction
 
-from analytics.selectors import declared_model_of_family
+from analytics.selectors import LinearModel, declared_model_of_family
 from analytics.services import blob_store, homomorphic_engine, secret_context_seal
 from health_platform.errors import PermissionDenied, ValidationFailed
 from training import maths, tasks
@@ -49,12 +49,7 @@ def training_run_request(
     candidate version ids its custodian offers; the gate decides which are used). Queued; a worker runs it."""
     if not user_may_request_training(steward):
         raise PermissionDenied("Only a model steward can request a training run.")
-    spec = declared_model_of_family(family=family)
-    if spec is None:
-        raise ValidationFailed("No model of this family is declared.", code="unknown_model", detail={"field": "family"})
-    rounds = DEFAULT_ROUNDS[spec.kind] if rounds is None else rounds
-    ridge = DEFAULT_RIDGE[spec.kind] if ridge is None else ridge
-    training_terms_check(kind=spec.kind, rounds=rounds, ridge=ridge, validation_fraction=validation_fraction)
+    spec, rounds, ridge = _terms_checked(family, rounds, ridge, validation_fraction)
     if not organisations or any(not str(o).startswith("org:") for o in organisations):
         raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
     engine, blobs = homomorphic_engine(), blob_store()
@@ -97,6 +92,7 @@ def training_run_request_offered(
     (no live training consent to any organisation) is ValidationFailed no_records_offered, and nothing is stored."""
     if not user_may_request_training(steward):
         raise PermissionDenied("Only a model steward can request a training run.")
+    _terms_checked(family, rounds, ridge, validation_fraction)  # the terms first: they are the steward's to correct
     offered = training_candidates_offered(family=family)
     if not offered:
         raise ValidationFailed(
@@ -112,6 +108,19 @@ def training_run_request_offered(
         ridge=ridge,
         validation_fraction=validation_fraction,
     )
+
+
+def _terms_checked(
+    family: str, rounds: object, ridge: object, validation_fraction: object
+) -> tuple[LinearModel, int, float]:
+    """The family's declared model and the run's rounds and ridge (the kind's defaults where not given), checked."""
+    spec = declared_model_of_family(family=family)
+    if spec is None:
+        raise ValidationFailed("No model of this family is declared.", code="unknown_model", detail={"field": "family"})
+    rounds = DEFAULT_ROUNDS[spec.kind] if rounds is None else rounds
+    ridge = DEFAULT_RIDGE[spec.kind] if ridge is None else ridge
+    training_terms_check(kind=spec.kind, rounds=rounds, ridge=ridge, validation_fraction=validation_fraction)
+    return spec, rounds, float(ridge)  # type: ignore[arg-type,return-value]
 
 
 def training_terms_check(*, kind: str, rounds: object, ridge: object, validation_fraction: object) -> None:
