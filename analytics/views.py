@@ -45,6 +45,7 @@ from consent.selectors import consents_granted_to, consents_with_effective_statu
 from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from health_platform.portal import object_panel, object_view, refused
 from health_platform.roles import model_steward_actor
+from health_platform.wording import failure_words
 
 log = structlog.get_logger(__name__)
 
@@ -91,12 +92,9 @@ class ProgressView:
 
 def failure_message(code: str, *, scored: int) -> str:
     """What a clinician reads for a failed request (its code is shown beside it)."""
-    if code in FAILURE_MESSAGES:
-        message = FAILURE_MESSAGES[code]
-    elif code.startswith("ledger_rejected"):
-        message = FAILURE_MESSAGE_REJECTED
-    else:
-        message = FAILURE_MESSAGE_DEFAULT
+    message = failure_words(
+        code, FAILURE_MESSAGES, rejected=FAILURE_MESSAGE_REJECTED, otherwise=FAILURE_MESSAGE_DEFAULT
+    )
     if scored:
         # Batches scored before the failure were gated and logged; the portal still shows no partial results.
         message = (

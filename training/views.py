@@ -22,6 +22,7 @@ from analytics.selectors import declared_model_families
 from chaincode.vocabulary import CATEGORIES
 from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
 from health_platform.portal import object_panel, object_view, refused
+from health_platform.wording import failure_words
 from training.access import user_may_request_training
 from training.forms import KIND_EXPLANATIONS, TrainingRunForm
 from training.models import TrainingRun
@@ -66,14 +67,6 @@ class FamilyChoice:
     default_ridge: float
     offered_records: int
     organisations: int
-
-
-def failure_message(code: str) -> str:
-    if code in FAILURE_MESSAGES:
-        return FAILURE_MESSAGES[code]
-    if code.startswith("ledger_rejected"):
-        return FAILURE_MESSAGE_REJECTED
-    return FAILURE_MESSAGE_DEFAULT
 
 
 # --- pages ---------------------------------------------------------------------------------------
@@ -166,7 +159,11 @@ def _live(overview: RunOverview) -> LiveRun:
     return LiveRun(
         overview=overview,
         rounds_done=len(overview.rounds),
-        failure_message=failure_message(run.failure_code) if run.status == "failed" else "",
+        failure_message=failure_words(
+            run.failure_code, FAILURE_MESSAGES, rejected=FAILURE_MESSAGE_REJECTED, otherwise=FAILURE_MESSAGE_DEFAULT
+        )
+        if run.status == "failed"
+        else "",
     )
 
 
