@@ -188,13 +188,19 @@ class ModelCard:
     """A model trained on the platform: its training run's lineage as the ledger holds it (empty for the others)."""
 
 
+def declared_model_families() -> dict[str, LinearModel]:
+    """Every declared model family ("breast-cancer": its purpose without the diagnostic-model: prefix) with the
+    catalogue's latest declared model of it, by family name: the families a training run can learn."""
+    from chaincode.vocabulary import model_family_of
+
+    families = {model_family_of(spec.purpose): spec for spec in all_models()}  # a later version replaces an earlier
+    return dict(sorted(families.items()))
+
+
 def declared_model_of_family(*, family: str) -> LinearModel | None:
     """The catalogue's latest declared model of a model family ("breast-cancer"): what a training run of the
     family learns (its features, their documented range, its kind and category); None if no model is declared."""
-    from chaincode.vocabulary import model_family_of
-
-    found = [spec for spec in all_models() if model_family_of(spec.purpose) == family]
-    return found[-1] if found else None
+    return declared_model_families().get(family)
 
 
 def diagnostic_models_latest() -> list[DiagnosticModel]:

@@ -44,6 +44,8 @@ from chaincode.vocabulary import REASON_LABELS
 from consent.selectors import consents_granted_to, consents_with_effective_status
 from health_platform.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from health_platform.portal import object_panel, object_view, refused
+from health_platform.roles import model_steward_actor
+from health_platform.wording import failure_words
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,7 @@ METRIC_LABELS: dict[str, str] = {
     "mae": "Mean absolute error",
     "test_records": "Records in the test split",
     "train_records": "Records in the training split",
+    "validation_records": "Records held out to validate (federated training)",
 }
 
 
@@ -89,12 +92,9 @@ class ProgressView:
 
 def failure_message(code: str, *, scored: int) -> str:
     """What a clinician reads for a failed request (its code is shown beside it)."""
-    if code in FAILURE_MESSAGES:
-        message = FAILURE_MESSAGES[code]
-    elif code.startswith("ledger_rejected"):
-        message = FAILURE_MESSAGE_REJECTED
-    else:
-        message = FAILURE_MESSAGE_DEFAULT
+    message = failure_words(
+        code, FAILURE_MESSAGES, rejected=FAILURE_MESSAGE_REJECTED, otherwise=FAILURE_MESSAGE_DEFAULT
+    )
     if scored:
         # Batches scored before the failure were gated and logged; the portal still shows no partial results.
         message = (
@@ -266,7 +266,11 @@ def model_card(request: HttpRequest, name: str) -> HttpResponse:
         return _not_found(request, "There is no such model.")
     card = diagnostic_model_card(model=model)
     metrics = [(code, METRIC_LABELS.get(code, code), value) for code, value in card.metrics.items()]
-    return render(request, "analytics/model_card.html", {"card": card, "metrics": metrics})
+    # A trained model's steward is linked back to the run that trained it (the run's page is theirs alone).
+    own_run = bool(card.lineage) and card.lineage.get("steward") == model_steward_actor(request.user)
+    terms = sorted((name.replace("_", " "), value) for name, value in card.lineage.get("hyperparameters", {}).items())
+    context = {"card": card, "metrics": metrics, "own_run": own_run, "lineage_terms": terms}
+    return render(request, "analytics/model_card.html", context)
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -37,6 +37,11 @@ def user_roles(user: Any) -> frozenset[Role]:
     return cached
 
 
+def model_steward_actor(user: Any) -> str:
+    """How the ledger names a model steward (the steward of a training run's lineage): model-steward:<user id>."""
+    return f"model-steward:{user.pk}"
+
+
 def role_group(role: Role) -> Any:
     """The auth Group of `role` (created by migration health_platform/0001_roles; recreated if missing)."""
     from django.contrib.auth.models import Group

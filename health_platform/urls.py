@@ -23,6 +23,7 @@ from health_platform import security, views
 from oversight import views as oversight_views
 from records import erasure_views, ingest_views
 from records import views as records_views
+from training import views as training_views
 
 # The patient's records; the custodian's upload with its report, and the ingest history.
 records_pages = [
@@ -56,6 +57,14 @@ analytics_pages = [
     path("<str:analysis_id>/progress/", analytics_views.analysis_progress_panel, name="progress"),
     path("<str:analysis_id>/results/", analytics_views.analysis_results_panel, name="results"),
     path("<str:analysis_id>/cancel/", analytics_views.analysis_cancel, name="cancel"),
+]
+
+# The model steward's training runs (new/ before the run id).
+training_pages = [
+    path("", training_views.training_run_list, name="list"),
+    path("new/", training_views.training_run_new, name="new"),
+    path("<str:run_id>/", training_views.training_run_detail, name="detail"),
+    path("<str:run_id>/progress/", training_views.training_run_progress_panel, name="progress"),
 ]
 
 # The auditor's search, exports, ledger, overview and verify-a-copy; the patient's "who used my data" and their
@@ -124,6 +133,7 @@ urlpatterns = [
     path("records/", include((records_pages, "records"))),
     path("consent/", include((consent_pages, "consent"))),
     path("analytics/", include((analytics_pages, "analytics"))),
+    path("training/", include((training_pages, "training"))),
     path("audit/", include((audit_pages, "audit"))),
     path("care/", include((care_pages, "care"))),
     path("oversight/", include((oversight_pages, "oversight"))),
@@ -135,6 +145,7 @@ urlpatterns = [
     path("api/grantees/", GranteeListView.as_view(), name="api-grantees"),
     path("api/analyses/", include("analytics.api_urls")),
     path("api/models/", include(model_urlpatterns)),
+    path("api/training/", include("training.api_urls")),
     path("api/audit/", include("audit.api_urls")),
     path("api/care/", include("care.api_urls")),
     path("api/oversight/", include("oversight.api_urls")),

@@ -17,8 +17,8 @@ from health_platform.roles import Role, user_roles
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     """Patients land on their consent dashboard, clinicians on the consents naming them, custodians on the
-    upload page and its history, auditors on the state of the access log; anyone with several roles or none
-    gets the page of links."""
+    upload page and its history, auditors on the state of the access log, model stewards on their training runs;
+    anyone with several roles or none gets the page of links."""
     roles = user_roles(request.user)
     if roles == {Role.PATIENT}:
         return redirect("consent:dashboard")
@@ -28,6 +28,8 @@ def home(request: HttpRequest) -> HttpResponse:
         return redirect("records:ingest")
     if roles == {Role.AUDITOR}:
         return redirect("audit:overview")
+    if roles == {Role.MODEL_STEWARD}:
+        return redirect("training:list")
     return render(request, "home.html", {"role_names": sorted(role.value for role in roles)})
 
 

@@ -7,6 +7,7 @@ patient. `plain_words` keeps the words; `label_codes` the bracketed codes, which
 """
 
 import re
+from collections.abc import Mapping
 
 _TRAILING_CODES = re.compile(r"^(?P<words>.*?)\s*\((?P<codes>[^()]*)\)\s*$")
 
@@ -46,3 +47,14 @@ def unit_words(unit: str) -> str:
     if "[" in unit or "{" in unit:  # an annotation or special unit left in UCUM's notation: say no more than it
         return re.sub(r"[\[\]{}']", "", unit)
     return unit
+
+
+def failure_words(code: str, known: Mapping[str, str], *, rejected: str, otherwise: str) -> str:
+    """What a person reads for a failed job's code (an analysis's, a training run's; the code is shown beside it):
+    the job's own words for it, `rejected` for any refusal by the ledger (ledger_rejected_<reason>), else
+    `otherwise`."""
+    if code in known:
+        return known[code]
+    if code.startswith("ledger_rejected"):
+        return rejected
+    return otherwise

@@ -99,6 +99,9 @@ PATIENTS = (PATIENT, OTHER_PATIENT)
 CLINICIANS = (CLINICIAN, OTHER_CLINICIAN)
 ROLE_HOLDERS = (PATIENT, OTHER_PATIENT, CLINICIAN, OTHER_CLINICIAN, AUDITOR, CUSTODIAN, MODEL_STEWARD)
 BREAST_CANCER = "diagnostic-model:breast-cancer"
+TRAINING_BREAST_CANCER = "training:breast-cancer"
+ST_MARYS = "org:matrix-st-marys"
+OTHER_STEWARD = "other_steward"  # owns a run; no case signs them in
 MISSING_UUID = "00000000-0000-4000-8000-000000000000"
 
 
@@ -132,6 +135,8 @@ class World:
     emergency: dict[str, str] = field(default_factory=dict)
     # Misuse alerts: "open" -> one to read; "portal" / "api" -> one for the auditors to triage through that door.
     alert: dict[str, str] = field(default_factory=dict)
+    # Training runs (issue 18): MODEL_STEWARD / OTHER_STEWARD -> their run (queued: the matrix tests who may ask).
+    training: dict[str, str] = field(default_factory=dict)
 
 
 def build_world() -> World:
@@ -234,6 +239,7 @@ def build_world() -> World:
     directory = build_directory_world(users[CUSTODIAN])
     emergency = build_emergency_world(users, identifier, directory)
     alert = build_alert_world(users)
+    training = build_training_world(users, record[PATIENT])
     token = Token.objects.create(user=users[PATIENT])
     passkey = {
         who: str(
@@ -277,6 +283,7 @@ def build_world() -> World:
         identifier=identifier,
         emergency=emergency,
         alert=alert,
+        training=training,
     )
 
 
@@ -354,6 +361,38 @@ def build_alert_world(users: dict[str, Any]) -> dict[str, str]:
     return dict(zip(("open", *DOORS), ids, strict=True))
 
 
+def build_training_world(users: dict[str, Any], record_id: str) -> dict[str, str]:
+    """A run of the model steward's and one of another steward's, both left queued; the patient consents to St Mary's
+    training the breast-cancer model, so that St Mary's offers their record to the runs the allowed cases request."""
+    from records.models import RecordVersion
+    from tests.signing import grant_signed
+    from tests.training_world import model_steward
+    from training.services import training_run_request
+
+    now = timezone.now()
+    grant_signed(
+        actor=users[PATIENT],
+        patient=users[PATIENT].patient,
+        grantee_id=ST_MARYS,
+        purposes=[TRAINING_BREAST_CANCER],
+        categories=["imaging"],
+        valid_from=now - timedelta(minutes=1),
+        valid_until=now + timedelta(days=30),
+    )
+    version = RecordVersion.objects.filter(record_id=record_id).values_list("pk", flat=True).first()
+    stewards = {MODEL_STEWARD: users[MODEL_STEWARD], OTHER_STEWARD: model_steward("matrix-other-steward")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("training.services._enqueue", lambda run_id: None)
+        return {
+            who: str(
+                training_run_request(
+                    steward=steward, family="breast-cancer", organisations={ST_MARYS: [version]}, rounds=1
+                ).pk
+            )
+            for who, steward in stewards.items()
+        }
+
+
 @pytest.fixture(scope="module")
 def world_folder(tmp_path_factory):
     return tmp_path_factory.mktemp("world")
@@ -407,6 +446,7 @@ def no_failed_sign_ins_counted():
 def nothing_is_queued(monkeypatch):
     """Requests made by the allowed cases stay queued: the matrix tests who may ask, not the pipeline."""
     monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)
+    monkeypatch.setattr("training.services._enqueue", lambda run_id: None)
 
 
 # --- expectations --------------------------------------------------------------------------------
@@ -608,6 +648,14 @@ def analysis_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[
     return lambda world: f"{prefix}{world.analysis[owner] if owner else MISSING_UUID}/{suffix}"
 
 
+def training_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[[World], str]:
+    return lambda world: f"{prefix}{world.training[owner] if owner else MISSING_UUID}/{suffix}"
+
+
+def own_run(owner: str | None) -> dict[str, Outcome]:
+    return {MODEL_STEWARD: 200 if owner == MODEL_STEWARD else 404}
+
+
 def export_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[[World], str]:
     return lambda world: f"{prefix}{world.export[owner] if owner else MISSING_UUID}/{suffix}"
 
@@ -623,6 +671,7 @@ def fixed(path: str) -> Callable[[World], str]:
 OWNERS = {"own": PATIENT, "other patient's": OTHER_PATIENT, "missing": None}
 CLINICIAN_OWNERS = {"clinician's": CLINICIAN, "other clinician's": OTHER_CLINICIAN, "missing": None}
 EXPORT_OWNERS = {"auditor's": AUDITOR, "other auditor's": "other_auditor", "missing": None}
+STEWARD_OWNERS = {"steward's": MODEL_STEWARD, "other steward's": OTHER_STEWARD, "missing": None}
 
 
 # --- care: emergency access (break-the-glass) ---
@@ -860,7 +909,8 @@ def build_cases() -> list[Case]:
                 **dict.fromkeys(CLINICIANS, 302),
                 CUSTODIAN: 302,  # to the upload page (issue 14)
                 AUDITOR: 302,  # to the state of the access log (issue 14)
-                **dict.fromkeys((ADMIN, NO_ROLE, MODEL_STEWARD), 200),  # the page of links (no steward page yet)
+                MODEL_STEWARD: 302,  # to their training runs (issue 18)
+                **dict.fromkeys((ADMIN, NO_ROLE), 200),  # the page of links
             },
         ),
         Case("accounts/login/", "GET", "-", fixed("/accounts/login/"), everyone(200)),
@@ -1082,6 +1132,31 @@ def build_cases() -> list[Case]:
                 writes=True,
             )
             for variant, owner in CLINICIAN_OWNERS.items()
+        ),
+        # --- portal: the model steward's training runs (issue 18) ---
+        Case("training/", "GET", "-", fixed("/training/"), portal((MODEL_STEWARD,))),
+        Case("training/new/", "GET", "-", fixed("/training/new/"), portal((MODEL_STEWARD,))),
+        Case(
+            "training/new/",
+            "POST",
+            "-",
+            fixed("/training/new/"),
+            portal((MODEL_STEWARD,), ok=302),
+            body=lambda world: {"family": "breast-cancer", "rounds": "1"},
+            content_type="form",
+            writes=True,
+        ),
+        *(
+            Case(
+                f"training/<str:run_id>/{suffix}",
+                "GET",
+                variant,
+                training_path("/training/", owner, suffix),
+                portal(own_run(owner)),
+                htmx=bool(suffix),
+            )
+            for suffix in ("", "progress/")
+            for variant, owner in STEWARD_OWNERS.items()
         ),
         # --- portal: audit ---
         Case("audit/", "GET", "-", fixed("/audit/"), portal(AUDIT_READERS)),
@@ -1354,6 +1429,27 @@ def build_cases() -> list[Case]:
             "missing",
             fixed("/api/models/no-such-model/"),
             api(ROLE_HOLDERS, ok=404),
+        ),
+        # --- API: training runs (issue 18) ---
+        Case("api/training/^runs/$", "GET", "-", fixed("/api/training/runs/"), api((MODEL_STEWARD,))),
+        Case(
+            "api/training/^runs/$",
+            "POST",
+            "-",
+            fixed("/api/training/runs/"),
+            api((MODEL_STEWARD,), ok=201),
+            body=lambda world: {"family": "breast-cancer", "rounds": 1},
+            writes=True,
+        ),
+        *(
+            Case(
+                "api/training/^runs/(?P<pk>[0-9A-Fa-f-]{32,36})/$",
+                "GET",
+                variant,
+                training_path("/api/training/runs/", owner),
+                api(own_run(owner)),
+            )
+            for variant, owner in STEWARD_OWNERS.items()
         ),
         # --- API: audit ---
         Case("api/audit/^events/$", "GET", "-", fixed("/api/audit/events/"), api((AUDITOR, *PATIENTS))),
@@ -2468,17 +2564,26 @@ MODEL_CARD_ROUTES = (
     "api/models/^$",
     "api/models/^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63})/$",
 )
+TRAINING_ROUTES = {case.route for case in CASES if case.route.startswith(("training/", "api/training/"))}
 
 
 def test_the_model_steward_reaches_no_page_or_endpoint_of_the_other_roles():
-    """Issue 18: the steward gets exactly the answers of a user without a role everywhere but the model cards (shared
-    by every role: the steward publishes the models they describe) and their own account's pages (as any member of
-    staff): every page and endpoint of the custodian, the clinicians, the auditors and the patients refuses them."""
+    """Issue 18: the steward gets exactly the answers of a user without a role everywhere but their training runs'
+    pages and endpoints (theirs alone), the start page (which sends them there), the model cards (shared by every
+    role: the steward publishes the models they describe) and their own account's pages (as any member of staff):
+    every page and endpoint of the custodian, the clinicians, the auditors and the patients refuses them."""
     differing = {case.route for case in CASES if case.expect[MODEL_STEWARD] != case.expect[NO_ROLE]}
     # Their own account's pages answer them as every enrolled member of staff (a second factor to manage).
     own_account = {route for route in differing if route.startswith("accounts/")}
     assert all(case.expect[MODEL_STEWARD] == case.expect[AUDITOR] for case in CASES if case.route in own_account)
-    assert differing - own_account == set(MODEL_CARD_ROUTES), differing
+    assert differing - own_account == {"", *MODEL_CARD_ROUTES, *TRAINING_ROUTES}, differing
+    assert all(  # and nobody else reaches the training runs
+        outcome in (401, 403, "login")
+        for case in CASES
+        if case.route in TRAINING_ROUTES
+        for who, outcome in case.expect.items()
+        if who != MODEL_STEWARD
+    )
 
 
 @pytest.mark.django_db
@@ -2500,7 +2605,7 @@ def test_the_staff_member_sees_no_application_in_the_admin(world):
 
 def test_the_ids_of_other_users_objects_are_tried_on_every_url_that_takes_one():
     """Every portal and API URL taking an object id is tried with another user's object and a missing one."""
-    others = {"other patient's", "other clinician's", "other auditor's"}
+    others = {"other patient's", "other clinician's", "other auditor's", "other steward's"}
     for route in {case.route for case in CASES}:
         # A model's name and a single sign-on provider's id name configuration, not anyone's object.
         if route.startswith("admin/") or "<" not in route or "name>" in route or "provider_id>" in route:

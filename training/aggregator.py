@@ -168,9 +168,9 @@ class AggregatorProcess:
         except (EOFError, ValueError):
             return {"event": "failed", "error": "ended"}
 
-    def answer_until_finished(self, steward: Steward) -> None:
-        """Open each round's sum with the steward and send back the next weights, until the aggregator finishes.
-        Raises AggregatorFailed if it ends otherwise."""
+    def answer_until_finished(self, steward: Steward, opened: Callable[[int], None] = lambda index: None) -> None:
+        """Open each round's sum with the steward and send back the next weights (after `opened(round)`), until the
+        aggregator finishes. Raises AggregatorFailed if it ends otherwise."""
         assert self._process.stdin is not None
         while True:
             message = self._next()
@@ -178,6 +178,7 @@ class AggregatorProcess:
             if event == "round":
                 summed = [_unb64(text) for text in message["sum"]]
                 weights = steward.open_round(int(message["round"]), summed)
+                opened(int(message["round"]))
                 _send(self._process.stdin, {"weights": [float(w) for w in weights]})
             elif event == "validation":
                 steward.open_validation([_unb64(text) for text in message["sum"]])

@@ -140,11 +140,14 @@ def federate(
     tls: FlowerTls | None = None,
     round_timeout: float = 600.0,
     observe: Callable[[AggregatorProcess], None] | None = None,
+    round_opened: Callable[[int], None] | None = None,
 ) -> None:
     """Run `rounds` federated rounds and the validation over Flower on 127.0.0.1 with TLS (a fresh loopback
     authority unless `tls` is given), the aggregator in a process of its own. `observe` is shown the aggregator's
-    process once it listens (tests check what it holds; its report is filled at the end). Raises FederationFailed
-    when an organisation does not answer a round, or the aggregator fails."""
+    process once it listens (tests check what it holds; its report is filled at the end); `round_opened(index)` is
+    called on the caller's thread (its database connection) once the steward has opened a round's sum, before the
+    next round starts: how a run's page follows its rounds. Raises FederationFailed when an organisation does not
+    answer a round, or the aggregator fails."""
     flwr = flower()
     tls = tls or loopback_tls()
     aggregator = AggregatorProcess()
@@ -162,7 +165,7 @@ def federate(
             raise FederationFailed(error.code) from None
         if observe is not None:
             observe(aggregator)
-        _run_rounds(flwr, aggregator, port, tls, trainers, steward)
+        _run_rounds(flwr, aggregator, port, tls, trainers, steward, round_opened)
     finally:
         aggregator.stop()
     if aggregator.report.failure:
@@ -177,14 +180,20 @@ def _run_rounds(
     tls: FlowerTls,
     trainers: Sequence[OrganisationTrainer],
     steward: Steward,
+    round_opened: Callable[[int], None] | None,
 ) -> None:
     caller = _CallerThread()
+
+    def opened(round_index: int) -> None:
+        if round_opened is not None:
+            caller.submit(lambda: round_opened(round_index))
+
     errors: list[BaseException] = []  # the transport's, or the aggregator's
     organisation_errors: list[BaseException] = []  # an organisation's own work's (a ledger that did not answer...)
 
     def answer() -> None:
         try:
-            aggregator.answer_until_finished(steward)
+            aggregator.answer_until_finished(steward, opened=opened)
         except BaseException as error:  # the caller raises it
             errors.append(error)
             aggregator.stop()  # its clients then see the server gone and end

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import structlog
 from django.conf import settings
-from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -27,6 +26,7 @@ from analytics.services import (
 )
 from chaincode.vocabulary import training_purpose
 from health_platform import bootstrap
+from health_platform.roles import model_steward_actor
 from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import OrganisationLineage, TrainingRunRequest
 from training.federation import FederationFailed, federate
@@ -136,6 +136,19 @@ def _federate(run: TrainingRun, observe: Any) -> None:
         features=len(spec.feature_codes),
         ridge=float(run.hyperparameters["ridge"]),
     )
+    TrainingRound.objects.filter(run=run).delete()  # an attempt the ledger interrupted: its rounds are done again
+
+    def round_opened(index: int) -> None:
+        """The round the steward just opened, on the run's page at once (its counts: the organisations' so far)."""
+        TrainingRound.objects.create(
+            run=run,
+            index=index,
+            aggregate_sha256=steward.round_hashes[index - 1],
+            contributions={trainer.organisation: trainer.round_counts.get(index, 0) for trainer in trainers},
+        )
+        run.organisation_counts = {trainer.organisation: trainer.counts for trainer in trainers}
+        run.save(update_fields=["organisation_counts"])
+
     federate(
         trainers=trainers,
         steward=steward,
@@ -143,29 +156,20 @@ def _federate(run: TrainingRun, observe: Any) -> None:
         initial=np.zeros(len(spec.feature_codes) + 1),
         aggregation_context=blobs.get(run.compute_context_key),
         observe=observe,
+        round_opened=round_opened,
     )
     manifest = {trainer.organisation: list(trainer.used.values()) for trainer in trainers}
     weights, bias = plan.scaling.unscale(steward.weights)
-    with transaction.atomic():
-        TrainingRound.objects.bulk_create(
-            TrainingRound(
-                run=run,
-                index=index,
-                aggregate_sha256=digest,
-                contributions={trainer.organisation: trainer.round_counts.get(index, 0) for trainer in trainers},
-            )
-            for index, digest in enumerate(steward.round_hashes, start=1)
-        )
-        run.manifest = manifest
-        run.organisation_counts = {trainer.organisation: trainer.counts for trainer in trainers}
-        if any(manifest.values()):
-            run.outcome = {
-                "weights": [float(w) for w in weights],
-                "bias": float(bias),
-                "metrics": dict(steward.metrics),
-                "round_hashes": list(steward.round_hashes),
-            }
-        run.save(update_fields=["manifest", "organisation_counts", "outcome"])
+    run.manifest = manifest
+    run.organisation_counts = {trainer.organisation: trainer.counts for trainer in trainers}
+    if any(manifest.values()):
+        run.outcome = {
+            "weights": [float(w) for w in weights],
+            "bias": float(bias),
+            "metrics": dict(steward.metrics),
+            "round_hashes": list(steward.round_hashes),
+        }
+    run.save(update_fields=["manifest", "organisation_counts", "outcome"])  # one UPDATE: all of it or none
     if not any(manifest.values()):
         raise FederationFailed("no_admitted_records")
 
@@ -237,11 +241,6 @@ def _trained_model(
     )
 
 
-def steward_actor(steward: Any) -> str:
-    """How the ledger names a model steward: model-steward:<user id>."""
-    return f"model-steward:{steward.pk}"
-
-
 def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, round_hashes: list[str]) -> Any:
     """ONE RecordTrainingRun transaction with the run's whole lineage."""
     parts, overall = lineage_roots(manifest)
@@ -249,7 +248,7 @@ def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, roun
         run_id=str(run.pk),
         model_family=run.model_family,
         model_version=trained.version,
-        steward=steward_actor(run.steward),
+        steward=model_steward_actor(run.steward),
         organisations=tuple(
             OrganisationLineage(p.organisation, p.training_set_root, p.consent_root, p.record_count, p.consent_count)
             for p in parts

@@ -8,14 +8,15 @@ requester's (analytics.keys) and opened by the steward's side only (training.ste
 public context, the aggregator the parameters-only one.
 """
 
+import math
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any
 
-import numpy as np
 import structlog
 from django.db import transaction
 
-from analytics.selectors import declared_model_of_family
+from analytics.selectors import LinearModel, declared_model_of_family
 from analytics.services import blob_store, homomorphic_engine, secret_context_seal
 from health_platform.errors import PermissionDenied, ValidationFailed
 from training import maths, tasks
@@ -23,6 +24,7 @@ from training.access import user_may_request_training
 from training.models import TrainingRun
 from training.rounds import training_run_execute as training_run_execute
 from training.rounds import vault_id
+from training.selectors import training_candidates_offered
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +32,8 @@ DEFAULT_ROUNDS = {maths.LINEAR: 1, maths.LOGISTIC: 8}  # sufficient statistics n
 DEFAULT_RIDGE = {maths.LINEAR: 0.0, maths.LOGISTIC: 1.0}
 DEFAULT_VALIDATION_FRACTION = 0.2
 MAX_ROUNDS = 50
+MAX_RIDGE = 1_000_000.0  # on features scaled to their documented range: far past any useful penalty
+MAX_VALIDATION_FRACTION = 0.5  # at least half of the admitted records train the model
 
 
 def training_run_request(
@@ -45,17 +49,7 @@ def training_run_request(
     candidate version ids its custodian offers; the gate decides which are used). Queued; a worker runs it."""
     if not user_may_request_training(steward):
         raise PermissionDenied("Only a model steward can request a training run.")
-    spec = declared_model_of_family(family=family)
-    if spec is None:
-        raise ValidationFailed("No model of this family is declared.", code="unknown_model", detail={"field": "family"})
-    rounds = DEFAULT_ROUNDS[spec.kind] if rounds is None else rounds
-    if spec.kind == maths.LINEAR and rounds != 1:
-        raise ValidationFailed("A linear model trains in one round.", code="invalid_rounds", detail={"field": "rounds"})
-    if not 1 <= rounds <= MAX_ROUNDS:
-        raise ValidationFailed(f"rounds must be 1 to {MAX_ROUNDS}.", code="invalid_rounds", detail={"field": "rounds"})
-    ridge = DEFAULT_RIDGE[spec.kind] if ridge is None else float(ridge)
-    if not (np.isfinite(ridge) and ridge >= 0) or not 0 <= validation_fraction < 1:
-        raise ValidationFailed("Invalid hyperparameters.", code="invalid_hyperparameters")
+    spec, rounds, ridge = _terms_checked(family, rounds, ridge, validation_fraction)
     if not organisations or any(not str(o).startswith("org:") for o in organisations):
         raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
     engine, blobs = homomorphic_engine(), blob_store()
@@ -66,8 +60,8 @@ def training_run_request(
             model_family=family,
             kind=spec.kind,
             hyperparameters={
-                "ridge": ridge,
-                "validation_fraction": validation_fraction,
+                "ridge": float(ridge),
+                "validation_fraction": float(validation_fraction),
                 "feature_scaling": "documented-range",
                 "method": "sufficient-statistics" if spec.kind == maths.LINEAR else "newton",
             },
@@ -83,6 +77,86 @@ def training_run_request(
         transaction.on_commit(lambda: _enqueue(run.id))
     log.info("training_run_requested", run_id=str(run.id), family=family, steward_user_id=steward.pk)
     return run
+
+
+def training_run_request_offered(
+    *,
+    steward: Any,
+    family: str,
+    rounds: int | None = None,
+    ridge: float | None = None,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+) -> TrainingRun:
+    """Ask for a run over the records the organisations' custodians offer for `family`
+    (training.selectors.training_candidates_offered): what the steward's page and API request. Nothing offered
+    (no live training consent to any organisation) is ValidationFailed no_records_offered, and nothing is stored."""
+    if not user_may_request_training(steward):
+        raise PermissionDenied("Only a model steward can request a training run.")
+    _terms_checked(family, rounds, ridge, validation_fraction)  # the terms first: they are the steward's to correct
+    offered = training_candidates_offered(family=family)
+    if not offered:
+        raise ValidationFailed(
+            "No organisation offers a record for this model family: no patient holds a live training consent.",
+            code="no_records_offered",
+            detail={"field": "family"},
+        )
+    return training_run_request(
+        steward=steward,
+        family=family,
+        organisations=offered,
+        rounds=rounds,
+        ridge=ridge,
+        validation_fraction=validation_fraction,
+    )
+
+
+def _terms_checked(
+    family: str, rounds: object, ridge: object, validation_fraction: object
+) -> tuple[LinearModel, int, float]:
+    """The family's declared model and the run's rounds and ridge (the kind's defaults where not given), checked."""
+    spec = declared_model_of_family(family=family)
+    if spec is None:
+        raise ValidationFailed("No model of this family is declared.", code="unknown_model", detail={"field": "family"})
+    rounds = DEFAULT_ROUNDS[spec.kind] if rounds is None else rounds
+    ridge = DEFAULT_RIDGE[spec.kind] if ridge is None else ridge
+    training_terms_check(kind=spec.kind, rounds=rounds, ridge=ridge, validation_fraction=validation_fraction)
+    return spec, rounds, float(ridge)  # type: ignore[arg-type,return-value]
+
+
+def training_terms_check(*, kind: str, rounds: object, ridge: object, validation_fraction: object) -> None:
+    """A run's terms, whatever their source (API, form, shell): rounds a whole number 1..MAX_ROUNDS (one for a linear
+    model), ridge a finite number 0..MAX_RIDGE, validation_fraction a finite number 0..MAX_VALIDATION_FRACTION.
+    Booleans are refused although Python counts them as numbers (True is not one round); so are strings."""
+
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= MAX_ROUNDS:
+        raise ValidationFailed(
+            f"rounds must be a whole number from 1 to {MAX_ROUNDS}.", code="invalid_rounds", detail={"field": "rounds"}
+        )
+    if kind == maths.LINEAR and rounds != 1:
+        raise ValidationFailed("A linear model trains in one round.", code="invalid_rounds", detail={"field": "rounds"})
+    if not finite_number(ridge) or not 0 <= float(ridge) <= MAX_RIDGE:  # type: ignore[arg-type]
+        raise ValidationFailed(
+            f"ridge must be a number from 0 to {MAX_RIDGE:g}.", code="invalid_ridge", detail={"field": "ridge"}
+        )
+    if (
+        not finite_number(validation_fraction) or not 0 <= float(validation_fraction) <= MAX_VALIDATION_FRACTION  # type: ignore[arg-type]
+    ):
+        raise ValidationFailed(
+            f"validation_fraction must be a number from 0 to {MAX_VALIDATION_FRACTION}.",
+            code="invalid_validation_fraction",
+            detail={"field": "validation_fraction"},
+        )
+
+
+def finite_number(value: object) -> bool:
+    """A real number a float holds, finite: not a boolean (Python counts True as 1), a string, NaN, an infinity, or
+    an integer too large for a float (10**400)."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _enqueue(run_id: object) -> None:

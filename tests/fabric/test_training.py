@@ -12,12 +12,11 @@ from chaincode import merkle
 from health_platform import bootstrap
 from tests.fabric.blocks import endorsing_peers, organisation_authorities
 from tests.training.conftest import (  # noqa: F401 (fixtures)
-    candidates,
-    mixed_breast_cancer_split,
     organisations,
     people,
     steward,
 )
+from tests.training_world import candidates, mixed_breast_cancer_split
 from training.models import TrainingStatus
 from training.selectors import training_record_proof_document, training_run_lineage_differences
 from training.services import training_run_execute, training_run_request

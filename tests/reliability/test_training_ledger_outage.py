@@ -12,12 +12,11 @@ from health_platform import bootstrap
 from tests.conftest import wait_for
 from tests.reliability.conftest import LedgerMount
 from tests.training.conftest import (  # noqa: F401 (fixtures)
-    candidates,
-    consented_breast_cancer_split,
     organisations,
     people,
     steward,
 )
+from tests.training_world import candidates, consented_breast_cancer_split
 from training.models import TrainingRun, TrainingStatus
 from training.services import training_run_request
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from health_platform.errors import NotFound, PermissionDenied
+from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
 from health_platform.roles import Role
 from tests.records.factories import UserFactory
 from training.models import TrainingRun
@@ -37,3 +37,24 @@ def test_the_run_task_given_an_id_of_no_run_does_nothing_and_raises_nothing(run_
 
     assert training_run_execute(run_id=run_id) is None
     task.apply(args=[run_id]).get()  # a delivered message with such an id ends quietly, not as a task failure
+
+
+@pytest.mark.parametrize(
+    ("terms", "code"),
+    [
+        ({"rounds": True}, "invalid_rounds"),  # Python counts True as 1: not a number of rounds
+        ({"rounds": 2.0}, "invalid_rounds"),
+        ({"rounds": "2"}, "invalid_rounds"),
+        ({"ridge": True}, "invalid_ridge"),
+        ({"ridge": "1"}, "invalid_ridge"),
+        ({"ridge": float("nan")}, "invalid_ridge"),
+        ({"ridge": 10**400}, "invalid_ridge"),
+        ({"validation_fraction": False}, "invalid_validation_fraction"),
+        ({"validation_fraction": float("inf")}, "invalid_validation_fraction"),
+    ],
+)
+def test_the_service_refuses_terms_of_the_wrong_type_whatever_calls_it(steward, organisations, terms, code):
+    with pytest.raises(ValidationFailed) as refused:
+        training_run_request(steward=steward, family="breast-cancer", organisations={organisations[0]: [1]}, **terms)
+    assert refused.value.code == code
+    assert not TrainingRun.objects.exists()

@@ -17,7 +17,7 @@ from audit.models import AccessEvent
 from chaincode import merkle
 from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, load_dataset
-from tests.training.conftest import candidates, mixed_breast_cancer_split
+from tests.training_world import candidates, mixed_breast_cancer_split
 from training import maths
 from training.local import TRAIN, OrganisationRecords
 from training.models import TrainingRound, TrainingStatus

@@ -17,7 +17,7 @@ from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from tests.clients import signed_in
 from tests.signing import grant_signed
-from tests.training.conftest import candidates, consent_to_training, consented_breast_cancer_split
+from tests.training_world import candidates, consent_to_training, consented_breast_cancer_split
 from training import rounds
 from training.local import TRAIN
 from training.models import TrainingRun, TrainingStatus

@@ -1,0 +1,99 @@
+"""Two organisations, each a custodian of its own patients, and their training consents: what the training tests and
+the training portal's browser tests share (plain functions, so that a browser test can call them off its thread).
+
+An "organisation" here is a set of patients tagged with it: its custodian offers only its own record versions to a
+run, as one platform instance per organisation would (tests model the two instances in one database)."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
+
+from health_platform.roles import Role
+from health_platform.services import organisation_create
+from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
+from records.models import Patient, Record, RecordVersion
+from tests.conftest import demo_people_ingested, tamper_with
+from tests.records.factories import UserFactory
+from tests.signing import grant_signed
+
+CATEGORY = {BREAST_CANCER_DATASET: "imaging", DIABETES_DATASET: "laboratory"}
+FAMILY = {BREAST_CANCER_DATASET: "breast-cancer", DIABETES_DATASET: "diabetes-progression"}
+
+
+@dataclass(frozen=True)
+class Person:
+    user: object
+    patient: Patient
+    record: Record
+    row: int  # the demo dataset's row
+
+    @property
+    def version_id(self) -> int:
+        return RecordVersion.objects.get(record=self.record).pk
+
+
+def model_steward(username: str = "steward-sam"):
+    return UserFactory(username=username, roles=[Role.MODEL_STEWARD])
+
+
+def two_organisations() -> list[str]:
+    """The two organisations' grantee ids, registered on the ledger: St Mary's, then Northgate."""
+    return [
+        organisation_create(slug="st-marys", name="St Mary's").grantee_id,
+        organisation_create(slug="northgate", name="Northgate").grantee_id,
+    ]
+
+
+def people_ingested(dataset: str, count: int) -> list[Person]:
+    """The dataset's demo patients 0..count-1 ingested (anchored), each with an account."""
+    ingested = demo_people_ingested(dataset=dataset, count=count, custodian=f"custodian-{dataset}")
+    return [
+        Person(user, patient, Record.objects.get(patient=patient, category=CATEGORY[dataset]), demo.row)
+        for demo, user, patient in ingested
+    ]
+
+
+def consent_to_training(person: Person, organisation: str, dataset: str, *, purpose: str = "", days: int = 30):
+    """`person` consents to `organisation` using their record to train the dataset's model family (or `purpose`)."""
+    now = timezone.now()
+    return grant_signed(
+        actor=person.user,
+        patient=person.patient,
+        grantee_id=organisation,
+        purposes=[purpose or f"training:{FAMILY[dataset]}"],
+        categories=[CATEGORY[dataset]],
+        valid_from=now,
+        valid_until=now + timedelta(days=days),
+    )
+
+
+def mixed_breast_cancer_split(people, organisations, count: int) -> tuple[list[Person], dict[str, list[Person]]]:
+    """`count` breast-cancer patients, half per organisation. At the first organisation, patient 0 consented only to
+    RUNNING the model (diagnostic-model:breast-cancer) and patient 1's record is tampered with; everyone else consented
+    to training:breast-cancer with their own organisation. Returns (everyone, organisation -> its patients)."""
+    everyone = people(BREAST_CANCER_DATASET, count)
+    first, second = organisations
+    split = {first: everyone[: count // 2], second: everyone[count // 2 :]}
+    consent_to_training(everyone[0], first, BREAST_CANCER_DATASET, purpose="diagnostic-model:breast-cancer")
+    for organisation, members in split.items():
+        for person in members:
+            if person is not everyone[0]:
+                consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    tamper_with(everyone[1].record)
+    return everyone, split
+
+
+def consented_breast_cancer_split(people, organisations, count: int) -> dict[str, list[Person]]:
+    """`count` breast-cancer patients, half per organisation, each consenting to training with their own."""
+    everyone = people(BREAST_CANCER_DATASET, count)
+    split = dict(zip(organisations, (everyone[: count // 2], everyone[count // 2 :]), strict=True))
+    for organisation, members in split.items():
+        for person in members:
+            consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    return split
+
+
+def candidates(split: dict[str, list[Person]]) -> dict[str, list[int]]:
+    """What each organisation's custodian offers a run: its patients' record versions."""
+    return {organisation: [person.version_id for person in members] for organisation, members in split.items()}
