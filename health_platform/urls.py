@@ -23,6 +23,7 @@ from health_platform import security, views
 from oversight import views as oversight_views
 from records import erasure_views, ingest_views
 from records import views as records_views
+from training import views as training_views
 
 # The patient's records; the custodian's upload with its report, and the ingest history.
 records_pages = [
@@ -93,6 +94,12 @@ oversight_pages = [
     path("alerts/<str:alert_id>/triage/", oversight_views.alert_triage, name="alert-triage"),
 ]
 
+# The patient's "Models my records trained" and the inclusion proof of each of their records (issue 18).
+training_pages = [
+    path("my-models/", training_views.my_models, name="my-models"),
+    path("my-models/<uuid:run_id>/<uuid:record_id>/proof.json", training_views.my_model_proof, name="my-model-proof"),
+]
+
 # The custodian's grantee directory and patient invitations.
 directory_pages = [
     path("", directory_views.home, name="home"),
@@ -128,6 +135,7 @@ urlpatterns = [
     path("care/", include((care_pages, "care"))),
     path("oversight/", include((oversight_pages, "oversight"))),
     path("directory/", include((directory_pages, "directory"))),
+    path("training/", include((training_pages, "training"))),
     path("enrol/", include((enrol_pages, "enrol"))),
     path("api/auth/token/", security.obtain_auth_token, name="api-token"),
     path("api/records/", include("records.api_urls")),
@@ -139,6 +147,7 @@ urlpatterns = [
     path("api/care/", include("care.api_urls")),
     path("api/oversight/", include("oversight.api_urls")),
     path("api/directory/", include("directory.api_urls")),
+    path("api/training/", include("training.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # GET only: its renderer has no page for OPTIONS' metadata (it answered 500).
     path(

@@ -73,3 +73,34 @@ def consent_to_training(person: Person, organisation: str, dataset: str, *, purp
         valid_from=now,
         valid_until=now + timedelta(days=30),
     )
+
+
+def training_run_completed(steward, family: str, split: dict, *, rounds: int):
+    """Request a run over each organisation's people (split: organisation -> people) and run it here, to its end."""
+    from training.models import TrainingStatus
+    from training.services import training_run_execute, training_run_request
+
+    run = training_run_request(
+        steward=steward,
+        family=family,
+        organisations={org: [p.version_id for p in members] for org, members in split.items()},
+        rounds=rounds,
+    )
+    run = training_run_execute(run_id=str(run.pk))
+    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    return run
+
+
+@pytest.fixture
+def small_breast_cancer_run(people, organisations, steward, blob_dir):
+    """A real two-round federated run of the breast-cancer model over six patients, three per organisation, each
+    consented to training with their own; the seventh patient never consented (their record is not used).
+    Returns (run, the seven people)."""
+    everyone = people(BREAST_CANCER_DATASET, 7)
+    st_marys, northgate = organisations
+    split = {st_marys: everyone[:3], northgate: everyone[3:6]}
+    for organisation, members in split.items():
+        for person in members:
+            consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    split[northgate] = everyone[3:]  # offered, refused by the gate: no consent
+    return training_run_completed(steward, "breast-cancer", split, rounds=2), everyone
