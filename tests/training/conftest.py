@@ -75,18 +75,14 @@ def consent_to_training(person: Person, organisation: str, dataset: str, *, purp
     )
 
 
-def training_run_completed(steward, family: str, split: dict, *, rounds: int):
-    """Request a run over each organisation's people (split: organisation -> people) and run it here, to its end."""
-    from training.models import TrainingStatus
+def training_run_completed(steward, family: str, organisations: dict[str, list[int]], *, rounds: int):
+    """Request a run over each organisation's record versions and run it here to its end (or find it run already,
+    by a worker that runs tasks eagerly at commit)."""
+    from training.models import TrainingRun, TrainingStatus
     from training.services import training_run_execute, training_run_request
 
-    run = training_run_request(
-        steward=steward,
-        family=family,
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
-        rounds=rounds,
-    )
-    run = training_run_execute(run_id=str(run.pk))
+    run = training_run_request(steward=steward, family=family, organisations=organisations, rounds=rounds)
+    run = training_run_execute(run_id=str(run.pk)) or TrainingRun.objects.get(pk=run.pk)
     assert run.status == TrainingStatus.COMPLETED, run.failure_code
     return run
 
@@ -103,4 +99,5 @@ def small_breast_cancer_run(people, organisations, steward, blob_dir):
         for person in members:
             consent_to_training(person, organisation, BREAST_CANCER_DATASET)
     split[northgate] = everyone[3:]  # offered, refused by the gate: no consent
-    return training_run_completed(steward, "breast-cancer", split, rounds=2), everyone
+    offered = {org: [p.version_id for p in members] for org, members in split.items()}
+    return training_run_completed(steward, "breast-cancer", offered, rounds=2), everyone
