@@ -132,6 +132,7 @@ class World:
     emergency: dict[str, str] = field(default_factory=dict)
     # Misuse alerts: "open" -> one to read; "portal" / "api" -> one for the auditors to triage through that door.
     alert: dict[str, str] = field(default_factory=dict)
+    training_run: str = ""  # a completed training run whose training set holds both patients' records
 
 
 def build_world() -> World:
@@ -234,6 +235,7 @@ def build_world() -> World:
     directory = build_directory_world(users[CUSTODIAN])
     emergency = build_emergency_world(users, identifier, directory)
     alert = build_alert_world(users)
+    training_run = build_training_world(users)
     token = Token.objects.create(user=users[PATIENT])
     passkey = {
         who: str(
@@ -277,6 +279,7 @@ def build_world() -> World:
         identifier=identifier,
         emergency=emergency,
         alert=alert,
+        training_run=training_run,
     )
 
 
@@ -352,6 +355,32 @@ def build_alert_world(users: dict[str, Any]) -> dict[str, str]:
 
     ids = alerts_raised(users[CLINICIAN], ["2026-11-10", "2026-11-11", "2026-11-12"])
     return dict(zip(("open", *DOORS), ids, strict=True))
+
+
+def build_training_world(users: dict[str, Any]) -> str:
+    """A real federated run (Flower over TLS, CKKS sums, its lineage on the ledger) of the breast-cancer model over
+    both patients' imaging records, each consented to training with one organisation."""
+    from datetime import timedelta
+
+    from health_platform.services import organisation_create
+    from tests.signing import grant_signed
+    from tests.training.conftest import training_run_completed
+
+    trainers = organisation_create(slug="matrix-trainers", name="Matrix Trainers").grantee_id
+    for who in PATIENTS:
+        grant_signed(
+            actor=users[who],
+            patient=users[who].patient,
+            grantee_id=trainers,
+            purposes=["training:breast-cancer"],
+            categories=["imaging"],
+            valid_from=timezone.now() - timedelta(minutes=1),
+            valid_until=timezone.now() + timedelta(days=30),
+        )
+    offered = [users[who].patient.records.get(category="imaging").versions.get().pk for who in PATIENTS]
+    run = training_run_completed(users[MODEL_STEWARD], "breast-cancer", {trainers: offered}, rounds=1)
+    assert run.entries.count() == 2
+    return str(run.pk)
 
 
 @pytest.fixture(scope="module")
@@ -614,6 +643,15 @@ def export_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[[W
 
 def treatment_read_path(url: str, owner: str | None) -> Callable[[World], str]:
     return lambda world: url.format(world.pseudonym[owner] if owner else "0" * 64)
+
+
+def training_proof_path(url: str, owner: str | None) -> Callable[[World], str]:
+    return lambda world: url.format(world.training_run, world.record[owner] if owner else MISSING_UUID)
+
+
+def own_or_missing(owner: str | None) -> dict[str, Outcome]:
+    """The patient `owner` 200; the other patient (and both, for no owner) 404."""
+    return {who: 200 if who == owner else 404 for who in PATIENTS}
 
 
 def fixed(path: str) -> Callable[[World], str]:
@@ -1120,6 +1158,26 @@ def build_cases() -> list[Case]:
             content_type="multipart",
         ),
         Case("audit/my-data/", "GET", "-", fixed("/audit/my-data/"), portal(PATIENTS)),
+        # --- the patient's "Models my records trained" (issue 18): the proof of their own record; another patient's
+        # record, or one no run used, 404 as if it did not exist; every other role 403 ---
+        Case("training/my-models/", "GET", "-", fixed("/training/my-models/"), portal(PATIENTS)),
+        Case("api/training/my-models/", "GET", "-", fixed("/api/training/my-models/"), api(PATIENTS)),
+        *(
+            Case(route, "GET", variant, training_proof_path(url, owner), table(own_or_missing(owner)))
+            for route, table, url in (
+                (
+                    "training/my-models/<uuid:run_id>/<uuid:record_id>/proof.json",
+                    portal,
+                    "/training/my-models/{}/{}/proof.json",
+                ),
+                (
+                    "api/training/my-models/<uuid:run_id>/<uuid:record_id>/proof/",
+                    api,
+                    "/api/training/my-models/{}/{}/proof/",
+                ),
+            )
+            for variant, owner in OWNERS.items()
+        ),
         # The patient's download of their own data: a file, logged on the ledger (a write), for patients only.
         Case(
             "audit/my-data/download/",
