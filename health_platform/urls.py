@@ -59,8 +59,11 @@ analytics_pages = [
     path("<str:analysis_id>/cancel/", analytics_views.analysis_cancel, name="cancel"),
 ]
 
-# The model steward's training runs (new/ before the run id).
+# The model steward's training runs (new/ and the patient's my-models/ before the run id), and the patient's
+# "Models my records trained" with the inclusion proof of each of their records (issue 18).
 training_pages = [
+    path("my-models/", training_views.my_models, name="my-models"),
+    path("my-models/<uuid:run_id>/<uuid:record_id>/proof.json", training_views.my_model_proof, name="my-model-proof"),
     path("", training_views.training_run_list, name="list"),
     path("new/", training_views.training_run_new, name="new"),
     path("<str:run_id>/", training_views.training_run_detail, name="detail"),

@@ -137,6 +137,7 @@ class World:
     alert: dict[str, str] = field(default_factory=dict)
     # Training runs (issue 18): MODEL_STEWARD / OTHER_STEWARD -> their run (queued: the matrix tests who may ask).
     training: dict[str, str] = field(default_factory=dict)
+    training_run: str = ""  # a completed training run whose training set holds both patients' records
 
 
 def build_world() -> World:
@@ -240,6 +241,7 @@ def build_world() -> World:
     emergency = build_emergency_world(users, identifier, directory)
     alert = build_alert_world(users)
     training = build_training_world(users, record[PATIENT])
+    training_run = build_completed_training_world(users)
     token = Token.objects.create(user=users[PATIENT])
     passkey = {
         who: str(
@@ -284,6 +286,7 @@ def build_world() -> World:
         emergency=emergency,
         alert=alert,
         training=training,
+        training_run=training_run,
     )
 
 
@@ -391,6 +394,32 @@ def build_training_world(users: dict[str, Any], record_id: str) -> dict[str, str
             )
             for who, steward in stewards.items()
         }
+
+
+def build_completed_training_world(users: dict[str, Any]) -> str:
+    """A real federated run (Flower over TLS, CKKS sums, its lineage on the ledger) of the breast-cancer model over
+    both patients' imaging records, each consented to training with one organisation."""
+    from datetime import timedelta
+
+    from health_platform.services import organisation_create
+    from tests.signing import grant_signed
+    from tests.training_world import training_run_completed
+
+    trainers = organisation_create(slug="matrix-trainers", name="Matrix Trainers").grantee_id
+    for who in PATIENTS:
+        grant_signed(
+            actor=users[who],
+            patient=users[who].patient,
+            grantee_id=trainers,
+            purposes=["training:breast-cancer"],
+            categories=["imaging"],
+            valid_from=timezone.now() - timedelta(minutes=1),
+            valid_until=timezone.now() + timedelta(days=30),
+        )
+    offered = [users[who].patient.records.get(category="imaging").versions.get().pk for who in PATIENTS]
+    run = training_run_completed(users[MODEL_STEWARD], "breast-cancer", {trainers: offered}, rounds=1)
+    assert run.entries.count() == 2
+    return str(run.pk)
 
 
 @pytest.fixture(scope="module")
@@ -662,6 +691,15 @@ def export_path(prefix: str, owner: str | None, suffix: str = "") -> Callable[[W
 
 def treatment_read_path(url: str, owner: str | None) -> Callable[[World], str]:
     return lambda world: url.format(world.pseudonym[owner] if owner else "0" * 64)
+
+
+def training_proof_path(url: str, owner: str | None) -> Callable[[World], str]:
+    return lambda world: url.format(world.training_run, world.record[owner] if owner else MISSING_UUID)
+
+
+def own_or_missing(owner: str | None) -> dict[str, Outcome]:
+    """The patient `owner` 200; the other patient (and both, for no owner) 404."""
+    return {who: 200 if who == owner else 404 for who in PATIENTS}
 
 
 def fixed(path: str) -> Callable[[World], str]:
@@ -1195,6 +1233,26 @@ def build_cases() -> list[Case]:
             content_type="multipart",
         ),
         Case("audit/my-data/", "GET", "-", fixed("/audit/my-data/"), portal(PATIENTS)),
+        # --- the patient's "Models my records trained" (issue 18): the proof of their own record; another patient's
+        # record, or one no run used, 404 as if it did not exist; every other role 403 ---
+        Case("training/my-models/", "GET", "-", fixed("/training/my-models/"), portal(PATIENTS)),
+        Case("api/training/my-models/", "GET", "-", fixed("/api/training/my-models/"), api(PATIENTS)),
+        *(
+            Case(route, "GET", variant, training_proof_path(url, owner), table(own_or_missing(owner)))
+            for route, table, url in (
+                (
+                    "training/my-models/<uuid:run_id>/<uuid:record_id>/proof.json",
+                    portal,
+                    "/training/my-models/{}/{}/proof.json",
+                ),
+                (
+                    "api/training/my-models/<uuid:run_id>/<uuid:record_id>/proof/",
+                    api,
+                    "/api/training/my-models/{}/{}/proof/",
+                ),
+            )
+            for variant, owner in OWNERS.items()
+        ),
         # The patient's download of their own data: a file, logged on the ledger (a write), for patients only.
         Case(
             "audit/my-data/download/",
@@ -2564,7 +2622,11 @@ MODEL_CARD_ROUTES = (
     "api/models/^$",
     "api/models/^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,63})/$",
 )
-TRAINING_ROUTES = {case.route for case in CASES if case.route.startswith(("training/", "api/training/"))}
+TRAINING_ROUTES = {  # the steward's (the patient's "models my records trained" is under training/ too)
+    case.route
+    for case in CASES
+    if case.route.startswith(("training/", "api/training/")) and "my-models/" not in case.route
+}
 
 
 def test_the_model_steward_reaches_no_page_or_endpoint_of_the_other_roles():

@@ -97,3 +97,15 @@ def consented_breast_cancer_split(people, organisations, count: int) -> dict[str
 def candidates(split: dict[str, list[Person]]) -> dict[str, list[int]]:
     """What each organisation's custodian offers a run: its patients' record versions."""
     return {organisation: [person.version_id for person in members] for organisation, members in split.items()}
+
+
+def training_run_completed(steward, family: str, organisations: dict[str, list[int]], *, rounds: int):
+    """Request a run over each organisation's record versions and run it here to its end (or find it run already,
+    by a worker that runs tasks eagerly at commit)."""
+    from training.models import TrainingRun, TrainingStatus
+    from training.services import training_run_execute, training_run_request
+
+    run = training_run_request(steward=steward, family=family, organisations=organisations, rounds=rounds)
+    run = training_run_execute(run_id=str(run.pk)) or TrainingRun.objects.get(pk=run.pk)
+    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    return run

@@ -18,3 +18,13 @@ def user_may_read_training_run(user: Any, run: Any) -> bool:
 
 
 IsModelSteward = permission(user_may_request_training, "Only model stewards request training runs and read them.")
+
+
+def user_may_see_models_trained_on_own_records(user: Any) -> bool:
+    """A patient sees the models their own records trained, with proofs; no staff role sees a patient's."""
+    return user_has_role(user, Role.PATIENT)
+
+
+CanSeeModelsTrainedOnOwnRecords = permission(
+    user_may_see_models_trained_on_own_records, "Only a patient sees the models their records trained."
+)

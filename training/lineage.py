@@ -63,11 +63,33 @@ def lineage_roots(manifest: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[
     return parts, _roots("", all_records, all_consents)
 
 
+def overall_entries(manifest: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(organisation, entry) for every entry of the manifest, in the order of the overall training-set tree's leaves:
+    an entry's index in this list is its leaf index, the position its inclusion proof names."""
+    return [(organisation, entry) for organisation in sorted(manifest) for entry in manifest[organisation]]
+
+
+def index_rows(manifest: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The manifest as the rows of the training-set index (training.models.TrainingSetEntry, less the run): what the
+    index and its backfill migration both write."""
+    return [
+        {
+            "record_id": entry["record_id"],
+            "record_version": entry["version"],
+            "position": position,
+            "organisation": organisation,
+            "consent_id": entry["consent_id"],
+            "split": entry["split"],
+        }
+        for position, (organisation, entry) in enumerate(overall_entries(manifest))
+    ]
+
+
 def training_record_proof(
     manifest: Mapping[str, Sequence[Mapping[str, Any]]], *, record_id: str, about: Mapping[str, str]
 ) -> dict[str, Any] | None:
     """The inclusion proof of `record_id` in the run's overall training set (None if the run did not use it)."""
-    entries = [entry for organisation in sorted(manifest) for entry in manifest[organisation]]
+    entries = [entry for _, entry in overall_entries(manifest)]
     for index, entry in enumerate(entries):
         if entry["record_id"] == record_id:
             leaf = {

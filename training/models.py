@@ -84,3 +84,28 @@ class TrainingRound(models.Model):
 
     def __str__(self) -> str:
         return f"round {self.index} of training run {self.run_id}"
+
+
+class TrainingSetEntry(models.Model):
+    """One record version in a completed run's training set: the index that finds a patient's models without reading
+    every run's manifest. Written with the run's completion, in the same transaction (training.rounds), from the
+    manifest, which stays the truth the roots are computed over; `position` is the record's leaf index in the run's
+    overall training-set tree (training.lineage.overall_entries), the index its inclusion proof names."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="entries")
+    record = models.ForeignKey("records.Record", on_delete=models.PROTECT, related_name="+")
+    record_version = models.PositiveIntegerField()
+    position = models.PositiveIntegerField(help_text="leaf index in the run's overall training-set tree")
+    organisation = models.CharField(max_length=80, help_text="org:<slug>: whose custodian offered the record")
+    consent_id = models.CharField(max_length=128, help_text="the consent that admitted the record")
+    split = models.CharField(max_length=16, help_text="train or validation")
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="training_set_entry_position_unique"),
+            models.UniqueConstraint(fields=["run", "record"], name="training_set_entry_record_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"entry {self.position} of training run {self.run_id}"

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import structlog
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -31,9 +32,9 @@ from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import OrganisationLineage, TrainingRunRequest
 from training.federation import FederationFailed, federate
 from training.labels import demo_label_source
-from training.lineage import lineage_roots, trainer_sha256
+from training.lineage import index_rows, lineage_roots, trainer_sha256
 from training.local import OrganisationRecords, RunPlan
-from training.models import TrainingRound, TrainingRun, TrainingStatus
+from training.models import TrainingRound, TrainingRun, TrainingSetEntry, TrainingStatus
 from training.steward import RunSteward
 
 log = structlog.get_logger(__name__)
@@ -191,7 +192,9 @@ def _publish(run: TrainingRun) -> None:
     run.status, run.finished_at = TrainingStatus.COMPLETED, timezone.now()
     run.lineage_tx_id, run.lineage_block = lineage.tx_id, lineage.block_number
     run.weights_sha256, run.model_name, run.model_version = trained.sha256, trained.name, trained.version
-    run.save()  # the run is this task's since it moved it from queued to running
+    with transaction.atomic():  # a completed run always has its training-set index, and only a completed one
+        run.save()  # the run is this task's since it moved it from queued to running
+        TrainingSetEntry.objects.bulk_create(training_set_index(run), batch_size=1000)
     log.info("training_run_completed", run_id=str(run.pk), weights_sha256=trained.sha256, tx_id=lineage.tx_id)
 
 
@@ -220,6 +223,11 @@ def training_runs_stalled(*, queued_for: timedelta, running_for: timedelta) -> l
     if revived:
         log.warning("training_runs_revived", runs=len(revived))
     return [str(pk) for pk in [*queued.values_list("pk", flat=True), *revived]]
+
+
+def training_set_index(run: TrainingRun) -> list[TrainingSetEntry]:
+    """The index rows of a run's training set, from its manifest (unsaved)."""
+    return [TrainingSetEntry(run=run, **row) for row in index_rows(run.manifest)]
 
 
 def trained_model_version(run_id: object) -> str:

@@ -1,23 +1,31 @@
 """Reads: the records each organisation offers a run, a steward's training runs, their lineage as the manifest
-rebuilds it, and inclusion proofs."""
+rebuilds it and as the ledger's anchors rebuild it, a patient's "models my records trained", and inclusion proofs."""
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
 
 from analytics.selectors import declared_model_of_family, diagnostic_model_get
-from chaincode.vocabulary import REASON_LABELS, training_purpose
-from consent.models import Consent
-from consent.selectors import consents_listing, consents_with_effective_status
+from chaincode.vocabulary import CATEGORIES, REASON_LABELS, training_purpose
+from consent.models import Consent, ConsentStatus
+from consent.selectors import consents_listing, consents_of_patient, consents_with_effective_status
 from health_platform import bootstrap
-from health_platform.errors import NotFound, ValidationFailed
+from health_platform.errors import Conflict, NotFound, ValidationFailed
 from health_platform.models import Organisation
+from ledger.contracts import TrainingRun as LedgerTrainingRun
+from records.models import Patient
 from records.selectors import record_versions_usable_for_analysis
 from training.access import user_may_read_training_run, user_may_request_training
-from training.lineage import lineage_roots, training_record_proof
-from training.models import TrainingRound, TrainingRun, TrainingStatus
+from training.lineage import lineage_roots, overall_entries, training_record_proof
+from training.models import TrainingRound, TrainingRun, TrainingSetEntry, TrainingStatus
+
+# A patient's page lists at most this many of their training-set entries, newest run first.
+MAX_ENTRIES_SHOWN = 500
+NO_ANCHOR = "0" * 64  # stands for a missing anchor's hash when the roots are rebuilt from the ledger's anchors
 
 # The words for why a record a run was offered was not used: the gate's refusals, and what made an admitted record
 # unusable for training (training.local).
@@ -139,23 +147,47 @@ def training_run_overview(*, run: TrainingRun) -> RunOverview:
     return RunOverview(run=run, rounds=list(run.rounds.order_by("index")), organisations=organisations, lineage=lineage)
 
 
+LINEAGE_ROOT_FIELDS = ("training_set_root", "consent_root", "record_count", "consent_count")
+
+
 def training_run_lineage_differences(*, run: TrainingRun) -> list[str]:
     """What differs between the lineage on the ledger and the one rebuilt from the run's kept manifest: the names of
-    the fields (per organisation: "org:<slug>.<field>") whose values are not equal. Empty: they agree."""
-    on_ledger = bootstrap.contracts().read_training_run(str(run.pk))
+    the fields (per organisation: "org:<slug>.<field>") whose values are not equal; and between the ledger and the
+    run's model: its weights hash as the run, the model registry ("model_registry.sha256") and the ledger's own
+    index by weights ("model_lineage_by_weights") know it. Empty: they agree."""
+    contracts = bootstrap.contracts()
+    on_ledger = contracts.read_training_run(str(run.pk))
     if on_ledger is None:
         return ["run"]
-    parts, overall = lineage_roots(run.manifest)
-    fields = ("training_set_root", "consent_root", "record_count", "consent_count")
-    differences = [name for name in fields if getattr(overall, name) != getattr(on_ledger, name)]
+    differences = lineage_root_differences(run.manifest, on_ledger)
+    if on_ledger.weights_sha256 != run.weights_sha256:
+        differences.append("weights_sha256")
+    if on_ledger.model_version != run.model_version:
+        differences.append("model_version")
+    registered = diagnostic_model_get(name=run.model_name, version=run.model_version) if run.model_name else None
+    if registered is None or registered.sha256 != on_ledger.weights_sha256:
+        differences.append("model_registry.sha256")
+    by_weights = contracts.model_lineage_by_weights(on_ledger.weights_sha256)
+    if by_weights is None or by_weights.run_id != str(run.pk):
+        differences.append("model_lineage_by_weights")
+    return differences
+
+
+def lineage_root_differences(
+    manifest: Mapping[str, Sequence[Mapping[str, Any]]], on_ledger: LedgerTrainingRun, *, prefix: str = ""
+) -> list[str]:
+    """The roots and counts, overall and per organisation, in which `manifest` and the ledger's lineage differ, each
+    named "<prefix><field>" or "<prefix>org:<slug>.<field>" ("<prefix>organisations": not the same organisations)."""
+    parts, overall = lineage_roots(manifest)
+    differences = [prefix + name for name in LINEAGE_ROOT_FIELDS if getattr(overall, name) != getattr(on_ledger, name)]
     ledger_parts = {part.organisation: part for part in on_ledger.organisations}
     if set(ledger_parts) != {part.organisation for part in parts}:
-        differences.append("organisations")
+        differences.append(f"{prefix}organisations")
     for part in parts:
         kept = ledger_parts.get(part.organisation)
         differences += [
-            f"{part.organisation}.{name}"
-            for name in fields
+            f"{prefix}{part.organisation}.{name}"
+            for name in LINEAGE_ROOT_FIELDS
             if kept is not None and getattr(part, name) != getattr(kept, name)
         ]
     return differences
@@ -165,4 +197,216 @@ def training_record_proof_document(*, run: TrainingRun, record_id: str) -> dict[
     """The inclusion proof of a record in the run's training set, against the overall root on the ledger (None if
     the run did not use it)."""
     about = {"run_id": str(run.pk), "model": f"{run.model_name}@{run.model_version}"}
+    if run.lineage_tx_id:
+        about["lineage_tx_id"] = run.lineage_tx_id
+    if run.lineage_block is not None:
+        about["lineage_block"] = str(run.lineage_block)
     return training_record_proof(run.manifest, record_id=record_id, about=about)
+
+
+# --- a patient's "models my records trained" ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordTrainedOn:
+    """One of the patient's record versions in a run's training set: never a clinical value."""
+
+    record_id: str
+    category: str
+    category_label: str
+    version: int
+    split: str  # "train" or "validation" (held out to measure the model)
+    consent_id: str
+    consent_status: str  # "active", "revoked", or "unknown" (the consent is not in this platform's mirror)
+    consent_revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ModelTrainedOnMine:
+    """A completed run whose training set holds records of the patient, and the model it produced."""
+
+    run_id: str
+    model_name: str
+    model_version: str
+    finished_at: datetime | None
+    lineage_tx_id: str
+    lineage_block: int | None
+    records: list[RecordTrainedOn] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return f"{self.model_name}@{self.model_version}"
+
+
+def models_trained_on_patient(*, patient: Patient | None) -> list[ModelTrainedOnMine]:
+    """The completed runs that used `patient`'s records (newest first), each with which records, how (trained or
+    validated) and the consent that admitted them, with that consent's status now. Read from the training-set index
+    (no manifest is scanned); at most MAX_ENTRIES_SHOWN entries."""
+    if patient is None:
+        return []
+    entries = list(
+        TrainingSetEntry.objects.filter(record__patient=patient, run__status=TrainingStatus.COMPLETED)
+        .select_related("run", "record")
+        .order_by("-run__finished_at", "run_id", "position")[:MAX_ENTRIES_SHOWN]
+    )
+    consents = {
+        consent.consent_id: consent
+        for consent in consents_of_patient(patient=patient).filter(consent_id__in={e.consent_id for e in entries})
+    }
+    models: dict[Any, ModelTrainedOnMine] = {}
+    for entry in entries:
+        run = entry.run
+        shown = models.setdefault(
+            run.pk,
+            ModelTrainedOnMine(
+                run_id=str(run.pk),
+                model_name=run.model_name,
+                model_version=run.model_version,
+                finished_at=run.finished_at,
+                lineage_tx_id=run.lineage_tx_id,
+                lineage_block=run.lineage_block,
+            ),
+        )
+        consent = consents.get(entry.consent_id)
+        revoked = consent is not None and consent.status == ConsentStatus.REVOKED
+        shown.records.append(
+            RecordTrainedOn(
+                record_id=str(entry.record_id),
+                category=entry.record.category,
+                category_label=CATEGORIES.get(entry.record.category, entry.record.category),
+                version=entry.record_version,
+                split=entry.split,
+                consent_id=entry.consent_id,
+                consent_status="unknown" if consent is None else consent.status,
+                consent_revoked_at=consent.revoked_at if consent is not None and revoked else None,
+            )
+        )
+    return list(models.values())
+
+
+def training_record_proof_for_patient(*, patient: Patient | None, run_id: Any, record_id: Any) -> dict[str, Any]:
+    """The inclusion proof of the patient's record in a completed run's training set, once its root and size are
+    the ones the ledger holds for the run. NotFound for a run or record that is not theirs (another patient's is not
+    shown to exist); Conflict lineage_mismatch when the kept manifest no longer gives the ledger's root."""
+    try:
+        run_id, record_id = uuid.UUID(str(run_id)), uuid.UUID(str(record_id))
+    except ValueError:
+        raise NotFound("No model was trained on this record of yours.") from None
+    entry = (
+        TrainingSetEntry.objects.filter(
+            run_id=run_id, record_id=record_id, record__patient=patient, run__status=TrainingStatus.COMPLETED
+        )
+        .select_related("run")
+        .first()
+        if patient is not None
+        else None
+    )
+    if entry is None:
+        raise NotFound("No model was trained on this record of yours.")
+    document = training_record_proof_document(run=entry.run, record_id=str(record_id))
+    on_ledger = bootstrap.contracts().read_training_run(str(run_id))
+    if (
+        document is None
+        or on_ledger is None
+        or (document["root"], document["size"]) != (on_ledger.training_set_root, on_ledger.record_count)
+    ):
+        raise Conflict(
+            "The training set kept for this model no longer matches its lineage on the ledger: no proof is given.",
+            code="lineage_mismatch",
+        )
+    return document
+
+
+# --- verifying a model's lineage ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineageVerification:
+    """A run's lineage checked three ways: the ledger's roots against the kept manifest's, against the roots rebuilt
+    from the ledger's own anchors ("anchors.<field>"), and the model's weights hash across the run, the registry and
+    the ledger. `records_differing`: per organisation, the records whose anchor is not the hash the run used."""
+
+    run_id: str
+    model: str
+    lineage_tx_id: str
+    records_checked: int
+    organisations: list[str]
+    differences: list[str]
+    records_differing: dict[str, list[dict[str, Any]]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences and not self.records_differing
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "run_id": self.run_id,
+            "model": self.model,
+            "lineage_tx_id": self.lineage_tx_id,
+            "records_checked": self.records_checked,
+            "organisations": self.organisations,
+            "differences": self.differences,
+            "records_differing": self.records_differing,
+        }
+
+
+def training_run_for_model(*, model: str) -> TrainingRun:
+    """The completed run that produced `model`: "name@version", or the run's id. ValidationFailed invalid_model for
+    anything else; NotFound unknown_model when no completed run produced it (a catalogue model has no lineage)."""
+    model = model.strip()
+    try:
+        runs = TrainingRun.objects.filter(pk=uuid.UUID(model))
+    except ValueError:
+        name, at, version = model.partition("@")
+        if not (at and name and version) or len(model) > 100 or "\x00" in model:
+            raise ValidationFailed(
+                "Name the model as name@version or by its training run's id.", code="invalid_model"
+            ) from None
+        runs = TrainingRun.objects.filter(model_name=name, model_version=version)
+    run = runs.filter(status=TrainingStatus.COMPLETED).first()
+    if run is None:
+        raise NotFound("No completed training run produced this model.", code="unknown_model")
+    return run
+
+
+def training_run_verify(*, run: TrainingRun) -> LineageVerification:
+    """Check a completed run's lineage (see LineageVerification): the ledger is read for the run's lineage, the
+    model's, and the anchor of every record version in the kept manifest (one read per record)."""
+    verified = LineageVerification(
+        run_id=str(run.pk),
+        model=f"{run.model_name}@{run.model_version}",
+        lineage_tx_id=run.lineage_tx_id,
+        records_checked=sum(len(entries) for entries in run.manifest.values()),
+        organisations=sorted(run.manifest),
+        differences=[],
+        records_differing={},
+    )
+    try:
+        differences, differing = _lineage_and_anchor_differences(run)
+    except (KeyError, TypeError, ValueError):  # MalformedProof is a ValueError: a leaf the manifest cannot make
+        differences, differing = ["manifest"], {}
+    return replace(verified, differences=differences, records_differing=differing)
+
+
+def _lineage_and_anchor_differences(run: TrainingRun) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+    contracts = bootstrap.contracts()
+    differences = training_run_lineage_differences(run=run)
+    as_anchored: dict[str, list[dict[str, Any]]] = {organisation: [] for organisation in run.manifest}
+    differing: dict[str, list[dict[str, Any]]] = {}
+    for organisation, entry in overall_entries(run.manifest):
+        anchor = contracts.anchor_at_version(entry["record_id"], int(entry["version"])).anchor
+        anchored = NO_ANCHOR if anchor is None else anchor.sha256
+        if anchored != entry["sha256"]:
+            differing.setdefault(organisation, []).append(
+                {
+                    "record_id": entry["record_id"],
+                    "version": entry["version"],
+                    "anchor": "missing" if anchor is None else "differs",
+                }
+            )
+        as_anchored[organisation].append({**entry, "sha256": anchored})
+    on_ledger = contracts.read_training_run(str(run.pk))
+    if on_ledger is not None:
+        differences += lineage_root_differences(as_anchored, on_ledger, prefix="anchors.")
+    return differences, differing

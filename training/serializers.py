@@ -107,7 +107,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
     def get_links(self, run: TrainingRun) -> dict[str, str]:
         links = {
-            "self": reverse("api-training-run-detail", kwargs={"pk": run.pk}),
+            "self": reverse("training-api:run-detail", kwargs={"pk": run.pk}),
             "portal": reverse("training:detail", kwargs={"run_id": run.pk}),
         }
         if run.model_name:

@@ -5,10 +5,16 @@ pager, and the same progress mechanism: while a run is queued or running its pro
 second (htmx), gets 204 when nothing changed, and stops once the run has completed or failed. Without JavaScript the
 page says to reload. Writes go through training.services, reads through training.selectors; who may see what is
 decided in training.access (the API's rules too).
+
+And the patient's "Models my records trained": each model a completed training run produced from their records,
+which records (never a clinical value), how they were used, the consent that admitted them and whether it has since
+been revoked; and, per record, the inclusion proof to download and check offline (python -m chaincode.merkle verify).
 """
 
+import json
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import structlog
 from django.contrib.auth.decorators import login_required
@@ -20,15 +26,18 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from analytics.selectors import declared_model_families
 from chaincode.vocabulary import CATEGORIES
-from health_platform.errors import NotFound, PermissionDenied, ValidationFailed
+from health_platform.errors import ApplicationError, NotFound, PermissionDenied, ValidationFailed
 from health_platform.portal import object_panel, object_view, refused
 from health_platform.wording import failure_words
-from training.access import user_may_request_training
+from records.selectors import patient_of
+from training.access import user_may_request_training, user_may_see_models_trained_on_own_records
 from training.forms import KIND_EXPLANATIONS, TrainingRunForm
 from training.models import TrainingRun
 from training.selectors import (
     RunOverview,
+    models_trained_on_patient,
     training_candidates_offered,
+    training_record_proof_for_patient,
     training_run_get,
     training_run_overview,
     training_runs_of_steward,
@@ -190,3 +199,42 @@ def _render_new(
 
 def _forbidden(request: HttpRequest) -> HttpResponse:
     return refused(request, STEWARDS_ONLY, status=403, base=BASE)
+
+
+PATIENT_BASE = "consent/base.html"
+
+
+@login_required
+@require_GET
+def my_models(request: HttpRequest) -> HttpResponse:
+    """The models the signed-in patient's records trained, newest first."""
+    if not user_may_see_models_trained_on_own_records(request.user):
+        return refused(request, "This page is for patients.", status=403, base=PATIENT_BASE)
+    patient = patient_of(request.user)
+    return render(
+        request, "training/my_models.html", {"models": models_trained_on_patient(patient=patient), "patient": patient}
+    )
+
+
+@login_required
+@require_GET
+def my_model_proof(request: HttpRequest, run_id: UUID, record_id: UUID) -> HttpResponse:
+    """The inclusion proof of one of the patient's records in a run's training set, as a JSON file."""
+    if not user_may_see_models_trained_on_own_records(request.user):
+        return refused(request, "This page is for patients.", status=403, base=PATIENT_BASE)
+    back = (reverse("training:my-models"), "Models my records trained")
+    try:
+        document = training_record_proof_for_patient(
+            patient=patient_of(request.user), run_id=run_id, record_id=record_id
+        )
+    except ApplicationError as error:
+        return refused(request, error.message, status=error.status, base=PATIENT_BASE, back=back)
+    return proof_download(document)
+
+
+def proof_download(document: dict) -> HttpResponse:
+    """A proof document as an attachment named after the model and the record it proves."""
+    response = HttpResponse(json.dumps(document, indent=2, sort_keys=True) + "\n", content_type="application/json")
+    name = f"training-proof-{document['about']['model'].replace('@', '-')}-{document['leaf']['record_id']}.json"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

@@ -3,7 +3,14 @@ tests)."""
 
 import pytest
 
-from tests.training_world import model_steward, people_ingested, two_organisations
+from records.codes import BREAST_CANCER_DATASET
+from tests.training_world import (
+    consent_to_training,
+    model_steward,
+    people_ingested,
+    training_run_completed,
+    two_organisations,
+)
 
 
 @pytest.fixture
@@ -21,3 +28,19 @@ def organisations(db, ledger):
 def people(db, ledger):
     """people(dataset, count) -> the dataset's demo patients 0..count-1 ingested (anchored), each with an account."""
     return people_ingested
+
+
+@pytest.fixture
+def small_breast_cancer_run(people, organisations, steward, blob_dir):
+    """A real two-round federated run of the breast-cancer model over six patients, three per organisation, each
+    consented to training with their own; the seventh patient never consented (their record is not used).
+    Returns (run, the seven people)."""
+    everyone = people(BREAST_CANCER_DATASET, 7)
+    st_marys, northgate = organisations
+    split = {st_marys: everyone[:3], northgate: everyone[3:6]}
+    for organisation, members in split.items():
+        for person in members:
+            consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    split[northgate] = everyone[3:]  # offered, refused by the gate: no consent
+    offered = {org: [p.version_id for p in members] for org, members in split.items()}
+    return training_run_completed(steward, "breast-cancer", offered, rounds=2), everyone
