@@ -133,5 +133,9 @@ def test_only_the_custodian_app_has_the_beat_schedule_and_the_eager_switch():
         "anchor-pending-records",
         "resume-stalled-analyses",
         "score-access-log",
+        "trained-models-standing",
     }
+    assert custodian["CELERY_BEAT_SCHEDULE"]["trained-models-standing"]["task"] == (
+        "training.tasks.trained_models_standing_sweep"
+    )
     assert set(custodian) - set(compute) == {"CELERY_TASK_ALWAYS_EAGER", "CELERY_BEAT_SCHEDULE"}
