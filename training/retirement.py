@@ -66,13 +66,7 @@ def _evaluate(run: TrainingRun) -> None:
         return
     since = trained_model_since_trained(run=run)
     trained_model_since_trained_record(model=model, since_trained=since.as_dict())
-    log.info(
-        "trained_model_counted",
-        run_id=str(run.pk),
-        revoked_consents=since.revoked_consents,
-        erased_records=since.erased_records,
-        withdrawn_consents=since.withdrawn_consents,
-    )
+    log.info("trained_model_counted", run_id=str(run.pk), **since.as_dict())  # counts only
     if retirement_due(since):
         trained_model_retire(model=model, reason=RETIREMENT_REASON, revocations=since.withdrawn_consents)
 

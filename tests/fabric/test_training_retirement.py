@@ -12,10 +12,14 @@ from health_platform import bootstrap
 from health_platform.errors import Conflict
 from records.codes import BREAST_CANCER_DATASET
 from tests.signing import revoke_signed
-from tests.training.conftest import consent_to_training, organisations, people, steward  # noqa: F401 (fixtures)
+from tests.training.conftest import (  # noqa: F401 (fixtures)
+    consent_to_training,
+    organisations,
+    people,
+    steward,
+    trained_run,
+)
 from training import tasks
-from training.models import TrainingStatus
-from training.services import training_run_execute, training_run_request
 
 pytestmark = [pytest.mark.fabric, pytest.mark.he, pytest.mark.slow]
 
@@ -38,23 +42,17 @@ def test_a_revocation_on_fabric_retires_the_model_on_the_chain_once_and_new_anal
         for organisation, members in split.items()
         for person in members
     ]
-    run = training_run_request(
-        steward=steward,
-        family="breast-cancer",
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
-        rounds=1,
-    )
-    run = training_run_execute(run_id=str(run.pk))
-    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    run, model = trained_run(steward, split, rounds=1)
 
     for _ in range(2):  # revoked twice: the event comes twice
         with django_capture_on_commit_callbacks(execute=True):
             revoke_signed(actor=consents[0].patient.user, consent=Consent.objects.get(pk=consents[0].pk))
     tasks.trained_models_standing_sweep()
 
-    model = DiagnosticModel.objects.get(name=run.model_name, version=run.model_version)
+    model = DiagnosticModel.objects.get(pk=model.pk)
     status = bootstrap.contracts().model_status(model.sha256)
     assert (status.status, status.reason, status.revocations) == ("retired", "revocations_threshold", 1)
+    assert status.run_id == str(run.pk)
     assert model.retirement["tx_id"] == status.tx_id
     assert len(bootstrap.contracts().model_status_history(model.sha256)) == 1
     assert model.since_trained["revoked_consents"] == 1

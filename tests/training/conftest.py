@@ -73,3 +73,27 @@ def consent_to_training(person: Person, organisation: str, dataset: str, *, purp
         valid_from=now,
         valid_until=now + timedelta(days=30),
     )
+
+
+def trained_run(steward, split: dict[str, list[Person]], *, family: str = "breast-cancer", rounds: int = 2):
+    """A finished run of `family` over `split` (organisation -> people: each offers its people's record versions),
+    and the model it registered."""
+    from analytics.models import DiagnosticModel
+    from training.models import TrainingStatus
+    from training.services import training_run_execute, training_run_request
+
+    run = training_run_request(
+        steward=steward,
+        family=family,
+        organisations={org: [p.version_id for p in members] for org, members in split.items()},
+        rounds=rounds,
+    )
+    run = training_run_execute(run_id=str(run.pk))
+    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    return run, DiagnosticModel.objects.get(name=run.model_name, version=run.model_version)
+
+
+def consent_to_analyses(clinician, people: list[Person], *, purpose: str = "diagnostic-model:breast-cancer") -> None:
+    """Each of `people` (breast-cancer patients) consents to `clinician` running the model of `purpose`."""
+    for person in people:
+        consent_to_training(person, clinician.clinician_profile.grantee_id, BREAST_CANCER_DATASET, purpose=purpose)

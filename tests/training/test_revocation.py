@@ -6,11 +6,8 @@ of the family leaves the revoked records out and its model serves.
 A real small federated run (two organisations over Flower, CKKS sums) and the real contracts on the embedded ledger;
 the revocations go through the consent service, its signal and the training task, as in the portal."""
 
-from datetime import timedelta
-
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
 from analytics.models import AnalysisStatus, DiagnosticModel
 from analytics.selectors import diagnostic_model_get
@@ -23,28 +20,13 @@ from health_platform.errors import Conflict
 from records.codes import BREAST_CANCER_DATASET
 from records.services import patient_erase
 from tests.clients import api_as, signed_in
-from tests.signing import grant_signed, revoke_signed
-from tests.training.conftest import consent_to_training
+from tests.signing import revoke_signed
+from tests.training.conftest import consent_to_analyses, consent_to_training, trained_run
 from training import tasks
-from training.models import TrainingStatus
-from training.services import training_run_execute, training_run_request
 
 pytestmark = [pytest.mark.he, pytest.mark.slow]
 
 PATIENTS = 8
-
-
-def trained_run(steward, split):
-    """A finished two-round run of breast-cancer over `split` (organisation -> people), and its registered model."""
-    run = training_run_request(
-        steward=steward,
-        family="breast-cancer",
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
-        rounds=2,
-    )
-    run = training_run_execute(run_id=str(run.pk))
-    assert run.status == TrainingStatus.COMPLETED, run.failure_code
-    return run, DiagnosticModel.objects.get(name=run.model_name, version=run.model_version)
 
 
 @pytest.fixture
@@ -76,19 +58,6 @@ def revoke(eager_tasks, django_capture_on_commit_callbacks):
 
 def _reread(model):
     return DiagnosticModel.objects.get(pk=model.pk)
-
-
-def _clinician_consents(clinician, people):
-    for person in people:
-        grant_signed(
-            actor=person.user,
-            patient=person.patient,
-            grantee_id=clinician.clinician_profile.grantee_id,
-            purposes=["diagnostic-model:breast-cancer"],
-            categories=["imaging"],
-            valid_from=timezone.now(),
-            valid_until=timezone.now() + timedelta(days=30),
-        )
 
 
 def test_a_revocation_moves_the_counter_and_below_the_threshold_the_model_stays_in_use(
@@ -217,7 +186,7 @@ def test_an_analysis_requested_before_the_retirement_runs_to_its_end(
     trained, revoke, clinician, eager, django_capture_on_commit_callbacks
 ):
     _run, model, everyone, _, consents = trained
-    _clinician_consents(clinician, everyone[4:6])
+    consent_to_analyses(clinician, everyone[4:6])
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     assert request.status == AnalysisStatus.QUEUED  # its start is sent at commit, which this test holds back
     revoke(consents[everyone[0].patient.pk])
