@@ -147,11 +147,12 @@ class AnalysisViewSet(VisibleListViewSet):
             "not 64 lowercase hex: detail.indexes), cohort_too_large, invalid_batch_size, invalid_key_mode, "
             "public_context_missing, public_context_invalid, secret_key_uploaded (a context holding a secret "
             "key is refused and not stored), malformed_request (400); permission_denied, grantee_inactive (the "
-            "requester is deactivated in the directory) (403); "
+            "requester is deactivated in the directory) (403); model_retired (the model's newest version is "
+            "retired from new analyses until it is retrained: too many of its training consents withdrawn) (409); "
             "payload_too_large, public_context_too_large (413)."
         ),
         request=AnalysisCreateSerializer,
-        responses={201: AnalysisRequestSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR, 413: _ERROR},
+        responses={201: AnalysisRequestSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR, 409: _ERROR, 413: _ERROR},
     )
     def create(self, request: Request) -> Response:
         limit = request_max_bytes()

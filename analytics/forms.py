@@ -14,7 +14,7 @@ from django import forms
 
 from analytics.models import CohortKind
 from analytics.selectors import ModelCard
-from health_platform.errors import ValidationFailed
+from health_platform.errors import ApplicationError
 
 SERVICE_ERROR_MESSAGES: dict[str, str] = {
     "unknown_model": "Choose a model from the list.",
@@ -22,11 +22,14 @@ SERVICE_ERROR_MESSAGES: dict[str, str] = {
     "invalid_cohort": "List at least one pseudonymous patient id.",
     "cohort_too_large": "Too many patients for one request.",
     "invalid_batch_size": "The batch size is not allowed.",
+    "model_retired": "This model is retired from new analyses: too many of the consents it was trained under have "
+    "been withdrawn since. It can be used again once it is retrained.",
 }
 
 SERVICE_ERROR_FIELDS: dict[str, str] = {
     "unknown_model": "model",
     "model_hash_mismatch": "model",
+    "model_retired": "model",
     "invalid_cohort": "pseudonyms",
     "cohort_too_large": "pseudonyms",
 }
@@ -65,7 +68,9 @@ class AnalysisRequestForm(forms.Form):
         super().__init__(*args, **kwargs)
         model_field: forms.ChoiceField = self.fields["model"]  # type: ignore[assignment]
         model_field.choices = [("", "Choose…")] + [
-            (card.name, f"{card.name} (version {card.version})") for card in cards if card.available
+            (card.name, f"{card.name} (version {card.version}{', retired' if card.retired else ''})")
+            for card in cards
+            if card.available
         ]
 
     def clean(self) -> dict[str, Any]:
@@ -83,7 +88,7 @@ class AnalysisRequestForm(forms.Form):
             )
         return cleaned
 
-    def add_service_error(self, error: ValidationFailed) -> None:
+    def add_service_error(self, error: ApplicationError) -> None:
         """Show the analytics service's refusal by the field it concerns (its detail carries no values)."""
         detail = error.detail if isinstance(error.detail, dict) else {}
         message = SERVICE_ERROR_MESSAGES.get(error.code, error.message)

@@ -25,6 +25,13 @@ class DiagnosticModel(models.Model):
     # and the lineage its training run wrote on the ledger (run id, transaction, roots, counts, metrics...).
     weights_document = models.JSONField(null=True, blank=True)
     lineage = models.JSONField(default=dict, blank=True)
+    # What has become of its training set since (training.standing): how many of its lineage's consents have been
+    # revoked, how many of its records erased; and its retirement from new analyses once too many have. The
+    # retirement is decided here first (retired_at: no new analysis uses it from then) and then written on the
+    # ledger (retirement["tx_id"] stays empty until RetireModel has committed).
+    since_trained = models.JSONField(default=dict, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retirement = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name", "version"]

@@ -4,6 +4,7 @@ weights hash. A registered model is run only with the weights whose hash it was 
 from typing import Any
 
 import structlog
+from django.utils import timezone
 
 from analytics.diagnostic_models import LinearModel, all_models
 from analytics.models import DiagnosticModel
@@ -69,3 +70,33 @@ def _hash_mismatch(model: DiagnosticModel) -> ValidationFailed:
     return ValidationFailed(
         "The model's weights differ from the anchored ones.", code="model_hash_mismatch", detail={"model": str(model)}
     )
+
+
+def trained_model_since_trained_record(*, model: DiagnosticModel, since_trained: dict[str, Any]) -> None:
+    """Keep what has become of a trained model's training set since (training.standing: revoked consents, erased
+    records), for its card, the model list and the API."""
+    DiagnosticModel.objects.filter(pk=model.pk).update(since_trained=since_trained)
+
+
+def trained_model_retire(*, model: DiagnosticModel, reason: str, revocations: int) -> bool:
+    """Retire a model from new analyses here, at once, before the ledger hears of it: the conservative decision
+    while the ledger may be away. Once: True only for the call that retired it (a retired model keeps the reason and
+    count it was retired with, which are what RetireModel then writes)."""
+    retired = DiagnosticModel.objects.filter(pk=model.pk, retired_at=None).update(
+        retired_at=timezone.now(), retirement={"reason": reason, "revocations": revocations, "tx_id": ""}
+    )
+    if retired:
+        log.warning("diagnostic_model_retired", model=str(model), reason=reason, revocations=revocations)
+    return bool(retired)
+
+
+def trained_model_retirement_landed(*, model: DiagnosticModel, tx_id: str, block_number: int | None) -> None:
+    """The ledger holds the model's retirement: where."""
+    retirement = {**model.retirement, "tx_id": tx_id, "block_number": block_number}
+    DiagnosticModel.objects.filter(pk=model.pk).update(retirement=retirement)
+    log.info("diagnostic_model_retirement_on_ledger", model=str(model), tx_id=tx_id)
+
+
+def trained_models_retirement_pending() -> list[DiagnosticModel]:
+    """Models retired here whose retirement the ledger does not hold yet."""
+    return [m for m in DiagnosticModel.objects.exclude(retired_at=None) if not m.retirement.get("tx_id")]

@@ -186,6 +186,16 @@ class ModelCard:
     metrics: dict[str, float] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     """A model trained on the platform: its training run's lineage as the ledger holds it (empty for the others)."""
+    since_trained: dict[str, Any] = field(default_factory=dict)
+    """A model trained on the platform: its lineage's consents since revoked and records since erased (empty before
+    they were first counted, and for the catalogue's models)."""
+    retirement: dict[str, Any] = field(default_factory=dict)
+    """Empty, or why the model was retired from new analyses: reason, reason_label, revocations, retired_at, tx_id
+    and block_number on the ledger (tx_id empty while the ledger has not taken it yet)."""
+
+    @property
+    def retired(self) -> bool:
+        return bool(self.retirement)
 
 
 def declared_model_families() -> dict[str, LinearModel]:
@@ -203,10 +213,16 @@ def declared_model_of_family(*, family: str) -> LinearModel | None:
     return declared_model_families().get(family)
 
 
+# The version of a model that new requests use: the one registered last. A model trained on the platform is
+# registered when its run ends, so a retrained model serves from then on, whatever its version label (run-<hex>).
+NEWEST_FIRST = ("-registered_at", "-pk")
+
+
 def diagnostic_models_latest() -> list[DiagnosticModel]:
-    """The version of each registered model that a new request uses (as analysis_request_create picks it)."""
+    """The version of each registered model that a new request uses (as analysis_request_create picks it), retired
+    or not: a retired model is listed as retired, and a request for it refused, until it is retrained."""
     latest: dict[str, DiagnosticModel] = {}
-    for model in DiagnosticModel.objects.order_by("name", "-version"):
+    for model in DiagnosticModel.objects.order_by("name", *NEWEST_FIRST):
         latest.setdefault(model.name, model)
     return list(latest.values())
 
@@ -218,7 +234,7 @@ def diagnostic_model_get(*, name: str, version: str | None = None) -> Diagnostic
     models = DiagnosticModel.objects.filter(name=name)
     if version is not None:
         models = models.filter(version=version)
-    return models.order_by("-version").first()
+    return models.order_by(*NEWEST_FIRST).first()
 
 
 def diagnostic_model_card(*, model: DiagnosticModel) -> ModelCard:
@@ -233,6 +249,8 @@ def diagnostic_model_card(*, model: DiagnosticModel) -> ModelCard:
         "anchor_tx_id": model.anchor_tx_id,
         "anchor_block": model.anchor_block,
         "registered_at": model.registered_at,
+        "since_trained": dict(model.since_trained or {}),
+        "retirement": _retirement(model),
     }
     try:
         spec = model_spec(model)
@@ -257,3 +275,19 @@ def diagnostic_model_card(*, model: DiagnosticModel) -> ModelCard:
         metrics=dict(spec.metrics),
         lineage=dict(model.lineage or {}),
     )
+
+
+def _retirement(model: DiagnosticModel) -> dict[str, Any]:
+    from chaincode.vocabulary import RETIREMENT_REASONS
+
+    if model.retired_at is None:
+        return {}
+    reason = model.retirement.get("reason", "")
+    return {
+        "reason": reason,
+        "reason_label": RETIREMENT_REASONS.get(reason, reason),
+        "revocations": model.retirement.get("revocations"),
+        "retired_at": model.retired_at,
+        "tx_id": model.retirement.get("tx_id", ""),
+        "block_number": model.retirement.get("block_number"),
+    }

@@ -34,6 +34,26 @@ class ModelAnchorSerializer(serializers.Serializer):
     block = serializers.IntegerField(source="anchor_block", allow_null=True)
 
 
+class SinceTrainedSerializer(serializers.Serializer):
+    records = serializers.IntegerField(help_text="records the model was trained on (its lineage's record count)")
+    consents = serializers.IntegerField(help_text="consents that admitted them")
+    revoked_consents = serializers.IntegerField(help_text="of those consents, how many have been revoked since")
+    erased_records = serializers.IntegerField(help_text="of those records, how many have been erased since")
+    withdrawn_consents = serializers.IntegerField(
+        help_text="consents revoked or whose records were erased: what the retirement policy counts"
+    )
+    counted_at = serializers.CharField()
+
+
+class ModelRetirementSerializer(serializers.Serializer):
+    reason = serializers.CharField(help_text="revocations_threshold, superseded or steward_decision")
+    reason_label = serializers.CharField()
+    revocations = serializers.IntegerField(allow_null=True, help_text="withdrawn consents counted when retired")
+    retired_at = serializers.DateTimeField()
+    tx_id = serializers.CharField(help_text="the RetireModel transaction; empty while the ledger has not taken it")
+    block_number = serializers.IntegerField(allow_null=True)
+
+
 class ModelCardSerializer(serializers.Serializer):
     """A model card (analytics.selectors.ModelCard)."""
 
@@ -56,7 +76,22 @@ class ModelCardSerializer(serializers.Serializer):
     sha256 = serializers.CharField(help_text="SHA-256 of the weights document; every result cites it")
     anchor = ModelAnchorSerializer(source="*", help_text="the ledger transaction that anchored the hash")
     registered_at = serializers.DateTimeField()
+    since_trained = serializers.SerializerMethodField(
+        help_text="a model trained on the platform: what has become of its training set since (else null)"
+    )
+    retired = serializers.BooleanField(
+        help_text="True: retired from new analyses (a request is refused, model_retired)"
+    )
+    retirement = serializers.SerializerMethodField(help_text="why and when it was retired, and where (else null)")
     links = serializers.SerializerMethodField()
+
+    @extend_schema_field(SinceTrainedSerializer(allow_null=True))
+    def get_since_trained(self, card: Any) -> dict[str, Any] | None:
+        return SinceTrainedSerializer(card.since_trained).data if card.since_trained else None
+
+    @extend_schema_field(ModelRetirementSerializer(allow_null=True))
+    def get_retirement(self, card: Any) -> dict[str, Any] | None:
+        return ModelRetirementSerializer(card.retirement).data if card.retirement else None
 
     def get_links(self, card: Any) -> dict[str, str]:
         return {

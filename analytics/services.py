@@ -24,7 +24,6 @@ from analytics.models import (
     AnalysisRequest,
     AnalysisStatus,
     CohortKind,
-    DiagnosticModel,
     KeyMode,
 )
 from analytics.pipeline import LedgerNotAnswering as LedgerNotAnswering
@@ -32,6 +31,11 @@ from analytics.pipeline import record_access_events as record_access_events
 from analytics.pipeline import records_gate as records_gate
 from analytics.registry import model_spec
 from analytics.registry import trained_model_register as trained_model_register
+from analytics.registry import trained_model_retire as trained_model_retire
+from analytics.registry import trained_model_retirement_landed as trained_model_retirement_landed
+from analytics.registry import trained_model_since_trained_record as trained_model_since_trained_record
+from analytics.registry import trained_models_retirement_pending as trained_models_retirement_pending
+from analytics.selectors import diagnostic_model_get
 from health_platform.errors import Conflict, PermissionDenied, ValidationFailed
 from health_platform.selectors import inactive_grantee_ids
 from records.models import RecordVersion
@@ -60,9 +64,16 @@ def analysis_request_create(
         raise PermissionDenied(
             "Your entry in the directory is deactivated: you cannot request analyses.", code="grantee_inactive"
         )
-    model = DiagnosticModel.objects.filter(name=model_name).order_by("-version").first()
+    model = diagnostic_model_get(name=model_name)
     if model is None:
         raise ValidationFailed("Unknown model.", code="unknown_model", detail={"field": "model"})
+    if model.retired_at is not None:
+        raise Conflict(
+            "This model is retired from new analyses: too many of the consents it was trained under have been "
+            "withdrawn since. It serves again once it is retrained.",
+            code="model_retired",
+            detail={"field": "model", "reason": model.retirement.get("reason", "")},
+        )
     spec = model_spec(model)
     if cohort_kind not in CohortKind.values:
         raise ValidationFailed("Unknown cohort kind.", code="invalid_cohort", detail={"field": "cohort_kind"})

@@ -164,9 +164,9 @@ def analysis_new(request: HttpRequest) -> HttpResponse:
             pseudonyms=form.cleaned_data["pseudonym_list"] if kind == CohortKind.EXPLICIT else None,
             key_mode=KeyMode.PORTAL,
         )
-    except ValidationFailed as error:
+    except (ValidationFailed, Conflict) as error:
         form.add_service_error(error)
-        return _render_new(request, form, cards, status=400)
+        return _render_new(request, form, cards, status=409 if isinstance(error, Conflict) else 400)
     except PermissionDenied as error:
         if error.code == "grantee_inactive":
             return _forbidden(request, error.message)

@@ -1,5 +1,6 @@
 """Reads: consents from the mirror for display, their history from the ledger."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from consent.models import Consent, ConsentStatus
 from health_platform import bootstrap
 from health_platform.errors import PermissionDenied
 from health_platform.roles import Role, user_has_role
-from health_platform.selectors import grantee_ids_of_user
+from health_platform.selectors import grantee_ids_of_user, values_among
 from records.models import Patient
 
 
@@ -150,3 +151,9 @@ def patients_with_consent_in_force_count(*, user: Any) -> int:
     """How many patients have a consent in force (as of now, in the mirror) naming `user` or their organisation."""
     active = consents_with_effective_status(consents_granted_to(user=user), "active")
     return active.values("patient_id").distinct().count()
+
+
+def consents_revoked_among(*, consent_ids: Iterable[str]) -> set[str]:
+    """Which of `consent_ids` the mirror holds as revoked (a consent the mirror does not hold is not among them), in
+    one query per health_platform.selectors.IN_LIST_CHUNK ids."""
+    return values_among(Consent.objects.filter(status=ConsentStatus.REVOKED), "consent_id", consent_ids)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from chaincode.validation import format_timestamp
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
     from consent.fhir import GrantTerms
 
 log = structlog.get_logger(__name__)
+
+consent_revoked = Signal()
+"""Sent with `consent_id` and `purposes` once a revocation is on the ledger and in the mirror (a revoked consent
+revoked again sends it again: receivers must be idempotent). Other apps follow revocations through it without
+consent knowing them (training: the models trained under the consent count it)."""
 
 # A grant may start this much before "now" (clocks differ, forms take time to fill); never earlier.
 BACKDATING_TOLERANCE = timedelta(minutes=5)
@@ -192,6 +198,7 @@ def consent_revoke(*, actor: Any, consent: Consent, document: Any, signature: An
     log.info("consent_revoked", consent_id=consent.consent_id, tx_id=revoked.revoked_tx_id, block=revoked.revoked_block)
     Consent.objects.filter(pk=consent.pk).update(**_mirror_fields(revoked))
     consent.refresh_from_db()
+    consent_revoked.send(sender=Consent, consent_id=consent.consent_id, purposes=list(consent.purposes))
     return consent
 
 

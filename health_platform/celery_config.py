@@ -42,6 +42,7 @@ VARIABLES = frozenset(
         "CELERY_TASK_ALWAYS_EAGER",
         "ANCHOR_SWEEP_SECONDS",
         "ANALYTICS_STALL_SWEEP_SECONDS",
+        "TRAINING_STANDING_SWEEP_SECONDS",
     }
 )
 
@@ -166,6 +167,11 @@ def celery_config(*, queue: Queue, variables: Mapping[str, str] | None = None) -
             "resume-stalled-training-runs": {
                 "task": "training.tasks.resume_stalled_training_runs",
                 "schedule": int(variables.get("ANALYTICS_STALL_SWEEP_SECONDS", "60")),
+            },
+            # Trained models: their consents since revoked counted again, their pending retirements sent to the ledger.
+            "trained-models-standing": {
+                "task": "training.tasks.trained_models_standing_sweep",
+                "schedule": int(variables.get("TRAINING_STANDING_SWEEP_SECONDS", "300")),
             },
             # The misuse detector scores yesterday's and today's access log (a day alerted is not alerted again).
             "score-access-log": {

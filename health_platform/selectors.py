@@ -1,7 +1,10 @@
-"""Reads of the grantee directory."""
+"""Reads of the grantee directory, and the chunked IN-list read the apps share."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from django.db.models import QuerySet
 
 from health_platform.models import ClinicianProfile, GranteeStatus, Organisation
 
@@ -59,3 +62,18 @@ def grantee_ids_of_user(*, user: Any) -> set[str]:
     if profile.organisation is not None:
         ids.add(profile.organisation.grantee_id)
     return ids
+
+
+# Values per IN list: well under SQLite's bound on a statement's parameters, and a few thousand ids in a few queries.
+IN_LIST_CHUNK = 500
+
+
+def values_among(rows: QuerySet[Any, Any], field: str, values: Iterable[Any]) -> set[Any]:
+    """The `values` that some row of `rows` holds in `field`: one query per IN_LIST_CHUNK values, whatever their
+    number (no statement grows past the database's bound on parameters)."""
+    wanted = list(dict.fromkeys(values))
+    found: set[Any] = set()
+    for start in range(0, len(wanted), IN_LIST_CHUNK):
+        chunk = wanted[start : start + IN_LIST_CHUNK]
+        found.update(rows.filter(**{f"{field}__in": chunk}).values_list(field, flat=True))
+    return found

@@ -7,6 +7,7 @@ documented in .env.example; switching database, broker or ledger is configuratio
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import environ
@@ -402,6 +403,40 @@ TRAINING_RUN_DEADLINE_SECONDS = env.int("TRAINING_RUN_DEADLINE_SECONDS", default
 ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_BACKOFF_SECONDS", default=2)
 # The longest wait between two attempts: the ledger back, a batch waits at most this long to notice.
 ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS = env.int("ANALYTICS_LEDGER_RETRY_MAX_BACKOFF_SECONDS", default=30)
+
+# --- Training: models that answer to revocation ---
+# A model trained on the platform is retired from new analyses (on the ledger: RetireModel) once MORE than this
+# fraction of the consents in its lineage are withdrawn (revoked, or their records erased), or more than this many:
+# whichever is crossed first. "off" disables either; with both off no model is ever retired for revocations.
+
+
+def _retirement_threshold(name: str, text: str, parse: Any, valid: Any, what: str) -> Any:
+    """A threshold of the retirement policy, or None when "off"; a value that is not one stops the start."""
+    if text.strip().lower() in ("", "off"):
+        return None
+    try:
+        value = parse(text.strip())
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        raise environ.ImproperlyConfigured(f"{name} must be {what}, or off")
+    return value
+
+
+TRAINING_RETIREMENT_REVOKED_FRACTION: float | None = _retirement_threshold(
+    "TRAINING_RETIREMENT_REVOKED_FRACTION",
+    env.str("TRAINING_RETIREMENT_REVOKED_FRACTION", default="0.05"),
+    float,
+    lambda value: 0 <= value < 1,
+    "a fraction from 0 to below 1 (0.05: more than 5 % of its consents withdrawn)",
+)
+TRAINING_RETIREMENT_REVOKED_COUNT: int | None = _retirement_threshold(
+    "TRAINING_RETIREMENT_REVOKED_COUNT",
+    env.str("TRAINING_RETIREMENT_REVOKED_COUNT", default="off"),
+    int,
+    lambda value: value >= 0,
+    "a whole number of 0 or more (0: any withdrawal retires)",
+)
 
 # --- Ledger ---
 # embedded:///absolute/path.sqlite3 (default) or fabric://... (see .env.example).

@@ -18,8 +18,8 @@ analyses list them and the gate refuses them as erased), the identifiers' keyed 
 the patient is refused, patient_erased). Consents are left as they are on the ledger: an erased record is refused
 before any consent is read, so they admit nothing, and their history stays audit evidence.
 
-Models whose training lineage holds erased records would count them as revocations count; no lineage exists yet
-(training with lineage is an open issue), so there is nothing to count here yet.
+Models whose training lineage holds erased records count them, as "records since erased", beside the consents since
+revoked (training follows `patient_erasure_destroy` and counts again once the erasure has committed).
 
 On SQLite the database runs with secure_delete (deleted bytes are zeroed) and the write-ahead log is truncated
 after the erasure; on PostgreSQL dead rows stay on disk until the next VACUUM (run it after erasures).

@@ -16,6 +16,7 @@ from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
 from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
+from health_platform.selectors import values_among
 from health_platform.wording import unit_words
 from ledger import LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
@@ -23,7 +24,7 @@ from records.codes import FEATURE_CODES_BY_CODING
 from records.crypto import patient_pseudonym, record_open
 from records.errors import CiphertextInvalid
 from records.features import OpenedFeatures, bundle_features, features_open, features_vector
-from records.models import AnchorState, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
+from records.models import AnchorState, ErasureState, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
 from records.patient_keys import ERASED_KEY_ID, record_keys
 
 log = structlog.get_logger(__name__)
@@ -471,3 +472,10 @@ def patient_by_identifier(*, system: str, value: str) -> Patient | None:
     known = PatientIdentifier.objects.filter(pseudonym=patient_pseudonym(f"{system}|{value}")).select_related("patient")
     identifier = known.first()
     return identifier.patient if identifier is not None else None
+
+
+def records_erased_among(*, record_ids: Iterable[str]) -> set[str]:
+    """Which of `record_ids` belong to a patient whose erasure is on the ledger (the gate refuses them from then), as
+    text, in one query per health_platform.selectors.IN_LIST_CHUNK ids."""
+    erased = Record.objects.filter(patient__erasure__state__in=(ErasureState.ON_LEDGER, ErasureState.DONE))
+    return {str(record_id) for record_id in values_among(erased, "pk", record_ids)}

@@ -109,3 +109,18 @@ def training_run_completed(steward, family: str, organisations: dict[str, list[i
     run = training_run_execute(run_id=str(run.pk)) or TrainingRun.objects.get(pk=run.pk)
     assert run.status == TrainingStatus.COMPLETED, run.failure_code
     return run
+
+
+def trained_run(steward, split: dict[str, list[Person]], *, family: str = "breast-cancer", rounds: int = 2):
+    """A finished run of `family` over `split` (organisation -> people: each offers its people's record versions),
+    and the model it registered."""
+    from analytics.models import DiagnosticModel
+
+    run = training_run_completed(steward, family, candidates(split), rounds=rounds)
+    return run, DiagnosticModel.objects.get(name=run.model_name, version=run.model_version)
+
+
+def consent_to_analyses(clinician, people: list[Person], *, purpose: str = "diagnostic-model:breast-cancer") -> None:
+    """Each of `people` (breast-cancer patients) consents to `clinician` running the model of `purpose`."""
+    for person in people:
+        consent_to_training(person, clinician.clinician_profile.grantee_id, BREAST_CANCER_DATASET, purpose=purpose)

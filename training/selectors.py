@@ -3,22 +3,28 @@ rebuilds it and as the ledger's anchors rebuild it, a patient's "models my recor
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from analytics.selectors import declared_model_of_family, diagnostic_model_get
 from chaincode.vocabulary import CATEGORIES, REASON_LABELS, training_purpose
 from consent.models import Consent, ConsentStatus
-from consent.selectors import consents_listing, consents_of_patient, consents_with_effective_status
+from consent.selectors import (
+    consents_listing,
+    consents_of_patient,
+    consents_revoked_among,
+    consents_with_effective_status,
+)
 from health_platform import bootstrap
 from health_platform.errors import Conflict, NotFound, ValidationFailed
 from health_platform.models import Organisation
 from ledger.contracts import TrainingRun as LedgerTrainingRun
 from records.models import Patient
-from records.selectors import record_versions_usable_for_analysis
+from records.selectors import record_versions_usable_for_analysis, records_erased_among
 from training.access import user_may_read_training_run, user_may_request_training
 from training.lineage import lineage_roots, overall_entries, training_record_proof
 from training.models import TrainingRound, TrainingRun, TrainingSetEntry, TrainingStatus
@@ -410,3 +416,41 @@ def _lineage_and_anchor_differences(run: TrainingRun) -> tuple[list[str], dict[s
     if on_ledger is not None:
         differences += lineage_root_differences(as_anchored, on_ledger, prefix="anchors.")
     return differences, differing
+
+
+@dataclass(frozen=True)
+class SinceTrained:
+    """What has become of a trained model's training set since its run: of the consents that admitted its records,
+    how many the patients have revoked; of its records, how many have been erased; and the consents withdrawn
+    either way (revoked, or that admitted a record since erased), which the retirement policy counts.
+
+    Expired consents are not counted: the patient agreed to the training for the consent's period, and the run
+    used the records within it. A revocation withdraws that agreement; an erasure withdraws the record itself."""
+
+    records: int
+    consents: int
+    revoked_consents: int
+    erased_records: int
+    withdrawn_consents: int
+    counted_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trained_model_since_trained(*, run: TrainingRun) -> SinceTrained:
+    """Count a completed run's manifest against the consent mirror and the erasures: a bounded number of queries,
+    one per health_platform.selectors.IN_LIST_CHUNK consent ids and one per as many record ids."""
+    entries = [entry for organisation in sorted(run.manifest) for entry in run.manifest[organisation]]
+    consent_of = {entry["record_id"]: entry["consent_id"] for entry in entries}
+    consents = set(consent_of.values())
+    revoked = consents_revoked_among(consent_ids=sorted(consents))
+    erased = records_erased_among(record_ids=list(consent_of))
+    return SinceTrained(
+        records=len(consent_of),
+        consents=len(consents),
+        revoked_consents=len(revoked),
+        erased_records=len(erased),
+        withdrawn_consents=len(revoked | {consent_of[record_id] for record_id in erased}),
+        counted_at=timezone.now().isoformat(),
+    )

@@ -18,10 +18,14 @@ from django.db import transaction
 
 from analytics.selectors import LinearModel, declared_model_of_family
 from analytics.services import blob_store, homomorphic_engine, secret_context_seal
+from chaincode.vocabulary import is_training_purpose
 from health_platform.errors import PermissionDenied, ValidationFailed
 from training import maths, tasks
 from training.access import user_may_request_training
 from training.models import TrainingRun
+from training.retirement import retirement_due as retirement_due
+from training.retirement import trained_model_retirements_send as trained_model_retirements_send
+from training.retirement import trained_models_standing_evaluate as trained_models_standing_evaluate
 from training.rounds import training_run_execute as training_run_execute
 from training.rounds import vault_id
 from training.selectors import training_candidates_offered
@@ -161,3 +165,17 @@ def finite_number(value: object) -> bool:
 
 def _enqueue(run_id: object) -> None:
     tasks.training_run_execute.delay(str(run_id))
+
+
+def consent_revoked_follow(*, consent_id: str, purposes: list[str]) -> None:
+    """A consent was revoked (consent.services.consent_revoked): if it was for training, the models trained under
+    it are counted again by a task, once the revocation's transaction has committed."""
+    if any(is_training_purpose(purpose) for purpose in purposes):
+        transaction.on_commit(lambda: tasks.trained_models_standing_evaluate.delay(consent_ids=[consent_id]))
+
+
+def records_erased_follow(*, record_ids: list[str]) -> None:
+    """A patient's records were erased (records.services.patient_erasure_destroy): the models trained on them are
+    counted again by a task, once the erasure's transaction has committed."""
+    if record_ids:
+        transaction.on_commit(lambda: tasks.trained_models_standing_evaluate.delay(record_ids=list(record_ids)))

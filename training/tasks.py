@@ -1,5 +1,5 @@
-"""Celery tasks of training runs. A task takes the run's id, re-reads it and calls the service; delivered twice, the
-second finds the run running or finished and does nothing."""
+"""Celery tasks of training runs and of the trained models' standing. A task takes ids, re-reads state and calls
+the service; delivered twice, the second finds the work done and does nothing."""
 
 from datetime import timedelta
 
@@ -7,7 +7,7 @@ import structlog
 from celery import shared_task
 from django.conf import settings
 
-from training import rounds
+from training import retirement, rounds
 
 log = structlog.get_logger(__name__)
 
@@ -39,3 +39,15 @@ def resume_stalled_training_runs() -> None:
     )
     for run_id in stalled:
         training_run_execute.delay(run_id)
+
+
+@shared_task(acks_late=True, soft_time_limit=540, time_limit=600)
+def trained_models_standing_evaluate(consent_ids: list[str] | None = None, record_ids: list[str] | None = None) -> None:
+    """Count again the models trained under these consents or on these records; retire those past the threshold."""
+    retirement.trained_models_standing_evaluate(consent_ids=consent_ids or [], record_ids=record_ids or [])
+
+
+@shared_task(acks_late=True, soft_time_limit=540, time_limit=600)
+def trained_models_standing_sweep() -> None:
+    """The beat's sweep: every trained model counted again, every retirement the ledger has not taken sent again."""
+    retirement.trained_models_standing_evaluate()

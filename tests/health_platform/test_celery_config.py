@@ -132,6 +132,15 @@ def test_only_the_custodian_app_has_the_beat_schedule_and_the_eager_switch():
     assert set(custodian["CELERY_BEAT_SCHEDULE"]) == {
         "anchor-pending-records",
         "resume-stalled-analyses",
+        "resume-stalled-training-runs",
         "score-access-log",
+        "trained-models-standing",
     }
+    assert custodian["CELERY_BEAT_SCHEDULE"]["trained-models-standing"]["task"] == (
+        "training.tasks.trained_models_standing_sweep"
+    )
+    from health_platform.celery import app  # every task the beat sends is one the custodian's worker knows
+
+    app.loader.import_default_modules()
+    assert {entry["task"] for entry in custodian["CELERY_BEAT_SCHEDULE"].values()} <= set(app.tasks)
     assert set(custodian) - set(compute) == {"CELERY_TASK_ALWAYS_EAGER", "CELERY_BEAT_SCHEDULE"}

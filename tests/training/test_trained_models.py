@@ -16,8 +16,7 @@ from audit.models import AccessEvent
 from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from tests.clients import signed_in
-from tests.signing import grant_signed
-from tests.training_world import candidates, consent_to_training, consented_breast_cancer_split
+from tests.training_world import candidates, consent_to_analyses, consent_to_training, consented_breast_cancer_split
 from training import rounds
 from training.local import TRAIN
 from training.models import TrainingRun, TrainingStatus
@@ -83,16 +82,7 @@ def test_the_trained_model_scores_in_an_analysis_and_its_card_shows_its_lineage(
     trained = model_spec(DiagnosticModel.objects.get(name="breast-cancer", version=run.model_version))
 
     scored = everyone[:3]
-    for person in scored:
-        grant_signed(
-            actor=person.user,
-            patient=person.patient,
-            grantee_id=clinician.clinician_profile.grantee_id,
-            purposes=["diagnostic-model:breast-cancer"],
-            categories=["imaging"],
-            valid_from=timezone.now(),
-            valid_until=timezone.now() + timedelta(days=30),
-        )
+    consent_to_analyses(clinician, scored)
     request = analysis_request_create(requester=clinician, model_name="breast-cancer", cohort_kind="consented")
     request.refresh_from_db()
     assert request.model.version == run.model_version  # the newest registered version serves new requests
