@@ -58,6 +58,8 @@ echo "==> import rules (lint-imports, .importlinter)"
 # Each worker keeps its own HEALTH_PLATFORM_VAR_DIR (a subfolder of the one above, see
 # tests/conftest.py) and its own test database.
 workers=(-n "${PYTEST_WORKERS:-auto}")
+# Each pass ends with its 30 slowest tests: where the suite's time goes, for whoever keeps it short.
+workers+=(--durations=30)
 
 # Every pass runs, whatever the one before it found; the script fails at the end if any failed.
 failed_passes=()
