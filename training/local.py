@@ -41,6 +41,7 @@ class RunPlan:
     purpose: str  # training:<family>
     spec: LinearModel  # the family's declared model: its feature codes, their documented range, its category
     validation_fraction: float
+    target_bound: float | None = None  # under differential privacy, a linear family's targets are clipped to ±this
 
     @property
     def scaling(self) -> maths.Scaling:
@@ -77,7 +78,10 @@ class OrganisationRecords:
         train = np.asarray([entry["split"] == TRAIN for entry in entries], dtype=bool)
         self._validation = (design[~train], targets[~train])
         if self.plan.kind == maths.LINEAR:
-            update = maths.linear_statistics(design[train], targets[train])
+            bound = self.plan.target_bound  # under differential privacy: bounds one record's update (maths)
+            update = maths.linear_statistics(
+                design[train], targets[train] if bound is None else np.clip(targets[train], -bound, bound)
+            )
         else:
             update = maths.newton_statistics(design[train], targets[train], scaled_weights)
         self.round_counts[round_index] = int(train.sum())

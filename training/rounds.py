@@ -25,11 +25,13 @@ from health_platform import bootstrap
 from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import OrganisationLineage, TrainingRunRequest
 from training.federation import FederationFailed, federate
-from training.labels import demo_label_source
+from training.labels import LabelSource, demo_label_source
 from training.lineage import lineage_roots, trainer_sha256
 from training.local import OrganisationRecords, RunPlan
+from training.maths import record_sensitivity
 from training.models import TrainingRound, TrainingRun, TrainingStatus
-from training.steward import RunSteward
+from training.privacy import GaussianBudget, noise_source
+from training.steward import PrivateRounds, RunSteward
 
 log = structlog.get_logger(__name__)
 
@@ -39,9 +41,11 @@ def vault_id(run_id: object) -> str:
     return f"training-run|{run_id}"
 
 
-def training_run_execute(*, run_id: str, observe: Any = None) -> TrainingRun | None:
+def training_run_execute(*, run_id: str, observe: Any = None, labels: LabelSource | None = None) -> TrainingRun | None:
     """Run a queued run to its end (once: a second delivery finds it running or finished and returns). An id that is
-    not a run's (malformed, or of no run) does nothing."""
+    not a run's (malformed, or of no run) does nothing.
+
+    `labels`: where the organisations read their records' labels (the demo datasets' by default: training.labels)."""
     try:
         run_id = str(uuid.UUID(str(run_id)))
     except ValueError:
@@ -51,7 +55,7 @@ def training_run_execute(*, run_id: str, observe: Any = None) -> TrainingRun | N
         return None
     run = TrainingRun.objects.get(pk=run_id)
     try:
-        _execute(run, observe)
+        _execute(run, observe, labels)
     except (FederationFailed, LedgerNotAnswering, LedgerUnavailable, ContractRejected) as error:
         code = error.code if isinstance(error, FederationFailed) else _failure_code(error)
         cause = error.__cause__
@@ -72,7 +76,7 @@ def _failure_code(error: BaseException) -> str:
     return ""
 
 
-def _execute(run: TrainingRun, observe: Any) -> None:
+def _execute(run: TrainingRun, observe: Any, labels: LabelSource | None) -> None:
     spec = declared_model_of_family(family=run.model_family)
     if spec is None:
         raise FederationFailed("unknown_model")
@@ -83,8 +87,9 @@ def _execute(run: TrainingRun, observe: Any) -> None:
         purpose=training_purpose(run.model_family),
         spec=spec,
         validation_fraction=float(run.hyperparameters["validation_fraction"]),
+        target_bound=run.hyperparameters.get("dp_target_bound"),
     )
-    labels = demo_label_source(
+    labels = labels or demo_label_source(
         dataset=spec.dataset, feature_codes=spec.feature_codes, kind=spec.kind, positive_label=spec.positive_label
     )
     public = blobs.get(run.public_context_key)
@@ -100,6 +105,7 @@ def _execute(run: TrainingRun, observe: Any) -> None:
         kind=run.kind,
         features=len(spec.feature_codes),
         ridge=float(run.hyperparameters["ridge"]),
+        privacy=_private_rounds(run, plan),
     )
     federate(
         trainers=trainers,
@@ -134,6 +140,20 @@ def _execute(run: TrainingRun, observe: Any) -> None:
     run.weights_sha256, run.model_name, run.model_version = trained.sha256, trained.name, trained.version
     run.save()  # the run is this task's since it moved it from queued to running
     log.info("training_run_completed", run_id=str(run.pk), weights_sha256=trained.sha256, tx_id=lineage.tx_id)
+
+
+def _private_rounds(run: TrainingRun, plan: RunPlan) -> PrivateRounds | None:
+    """The run's differential privacy, if it asked for it (training.privacy)."""
+    terms = run.hyperparameters
+    if terms.get("dp_epsilon") is None:
+        return None
+    return PrivateRounds(
+        budget=GaussianBudget(
+            epsilon=float(terms["dp_epsilon"]), delta=float(terms["dp_delta"]), rounds=run.rounds_requested
+        ),
+        sensitivity=record_sensitivity(run.kind, len(plan.spec.feature_codes) + 1, plan.target_bound),
+        noise=noise_source(),
+    )
 
 
 def trained_model_version(run_id: object) -> str:
@@ -182,6 +202,8 @@ def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, stew
         round_aggregates=tuple(steward.round_hashes),
         metrics=dict(steward.metrics),
         weights_sha256=trained.sha256,
+        dp_epsilon=steward.epsilon_spent,
+        dp_delta=None if steward.privacy is None else steward.privacy.budget.delta,
     )
     return bootstrap.contracts().record_training_run(request)
 

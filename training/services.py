@@ -18,7 +18,7 @@ from django.db import transaction
 from analytics.selectors import declared_model_of_family
 from analytics.services import blob_store, homomorphic_engine, secret_context_seal
 from health_platform.errors import PermissionDenied, ValidationFailed
-from training import maths, tasks
+from training import maths, privacy, tasks
 from training.access import user_may_request_training
 from training.models import TrainingRun
 from training.rounds import training_run_execute as training_run_execute
@@ -30,6 +30,7 @@ DEFAULT_ROUNDS = {maths.LINEAR: 1, maths.LOGISTIC: 8}  # sufficient statistics n
 DEFAULT_RIDGE = {maths.LINEAR: 0.0, maths.LOGISTIC: 1.0}
 DEFAULT_VALIDATION_FRACTION = 0.2
 MAX_ROUNDS = 50
+MAX_TARGET_BOUND = 1e6
 
 
 def training_run_request(
@@ -40,9 +41,16 @@ def training_run_request(
     rounds: int | None = None,
     ridge: float | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    dp_epsilon: float | None = None,
+    dp_delta: float | None = None,
+    dp_target_bound: float | None = None,
 ) -> TrainingRun:
     """Ask for a run training `family`'s model over the record versions of each organisation ("org:<slug>" -> the
-    candidate version ids its custodian offers; the gate decides which are used). Queued; a worker runs it."""
+    candidate version ids its custodian offers; the gate decides which are used). Queued; a worker runs it.
+
+    Differential privacy, optional: `dp_epsilon` in (0, 100] and `dp_delta` in (0, 1e-3], both or neither
+    (training.privacy); a linear family also needs `dp_target_bound`, the B its records' targets are clipped to
+    ([−B, B]): without it one record's contribution has no bound."""
     if not user_may_request_training(steward):
         raise PermissionDenied("Only a model steward can request a training run.")
     spec = declared_model_of_family(family=family)
@@ -58,6 +66,7 @@ def training_run_request(
         raise ValidationFailed("Invalid hyperparameters.", code="invalid_hyperparameters")
     if not organisations or any(not str(o).startswith("org:") for o in organisations):
         raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
+    differential_privacy = _differential_privacy_terms(spec.kind, dp_epsilon, dp_delta, dp_target_bound)
     engine, blobs = homomorphic_engine(), blob_store()
     keys = engine.keygen_for_sums()
     with transaction.atomic():
@@ -70,6 +79,7 @@ def training_run_request(
                 "validation_fraction": validation_fraction,
                 "feature_scaling": "documented-range",
                 "method": "sufficient-statistics" if spec.kind == maths.LINEAR else "newton",
+                **differential_privacy,
             },
             rounds_requested=rounds,
             organisations={organisation: list(ids) for organisation, ids in organisations.items()},
@@ -83,6 +93,73 @@ def training_run_request(
         transaction.on_commit(lambda: _enqueue(run.id))
     log.info("training_run_requested", run_id=str(run.id), family=family, steward_user_id=steward.pk)
     return run
+
+
+def _real(value: object) -> float | None:
+    """`value` as a float if it is a finite real number (not a boolean, not a text), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        return None
+    return float(value)
+
+
+def _differential_privacy_terms(
+    kind: str, epsilon: object, delta: object, target_bound: object
+) -> dict[str, float | str]:
+    """The run's differential-privacy hyperparameters (none without a budget), each term checked."""
+    if epsilon is None and delta is None:
+        if target_bound is not None:
+            raise ValidationFailed(
+                "A target bound is only for a run with differential privacy.",
+                code="invalid_dp_target_bound",
+                detail={"field": "dp_target_bound"},
+            )
+        return {}
+    if epsilon is None or delta is None:
+        raise ValidationFailed(
+            "Give both epsilon and delta, or neither.",
+            code="dp_budget_incomplete",
+            detail={"field": "dp_delta" if delta is None else "dp_epsilon"},
+        )
+    checked_epsilon, checked_delta = _real(epsilon), _real(delta)
+    if checked_epsilon is None or not 0 < checked_epsilon <= privacy.MAX_EPSILON:
+        raise ValidationFailed(
+            f"epsilon must be a number above 0 and at most {privacy.MAX_EPSILON:g}.",
+            code="invalid_dp_epsilon",
+            detail={"field": "dp_epsilon"},
+        )
+    if checked_delta is None or not 0 < checked_delta <= privacy.MAX_DELTA:
+        raise ValidationFailed(
+            f"delta must be a number above 0 and at most {privacy.MAX_DELTA:g}.",
+            code="invalid_dp_delta",
+            detail={"field": "dp_delta"},
+        )
+    terms: dict[str, float | str] = {
+        "dp_mechanism": privacy.MECHANISM,
+        "dp_epsilon": checked_epsilon,
+        "dp_delta": checked_delta,
+    }
+    if kind == maths.LINEAR:
+        bound = _real(target_bound)
+        if target_bound is None:
+            raise ValidationFailed(
+                "A linear model under differential privacy needs the bound its targets are clipped to.",
+                code="dp_target_bound_required",
+                detail={"field": "dp_target_bound"},
+            )
+        if bound is None or not 0 < bound <= MAX_TARGET_BOUND:
+            raise ValidationFailed(
+                f"The target bound must be a number above 0 and at most {MAX_TARGET_BOUND:g}.",
+                code="invalid_dp_target_bound",
+                detail={"field": "dp_target_bound"},
+            )
+        terms["dp_target_bound"] = bound
+    elif target_bound is not None:
+        raise ValidationFailed(
+            "A target bound is only for a linear model.",
+            code="invalid_dp_target_bound",
+            detail={"field": "dp_target_bound"},
+        )
+    return terms
 
 
 def _enqueue(run_id: object) -> None:

@@ -6,16 +6,18 @@ run, as one platform instance per organisation would (tests model the two instan
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from django.utils import timezone
 
 from health_platform.roles import Role
 from health_platform.services import organisation_create
-from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
+from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from records.models import Patient, Record, RecordVersion
 from tests.conftest import demo_people_ingested
 from tests.records.factories import UserFactory
 from tests.signing import grant_signed
+from training.local import TRAIN
 
 CATEGORY = {BREAST_CANCER_DATASET: "imaging", DIABETES_DATASET: "laboratory"}
 FAMILY = {BREAST_CANCER_DATASET: "breast-cancer", DIABETES_DATASET: "diabetes-progression"}
@@ -73,3 +75,25 @@ def consent_to_training(person: Person, organisation: str, dataset: str, *, purp
         valid_from=now,
         valid_until=now + timedelta(days=30),
     )
+
+
+def admitted_training_rows(run, everyone):
+    """The dataset rows (and targets) of the records the run trained on (not the held-out ones)."""
+    row_of = {str(p.record.id): p.row for p in everyone}
+    target = load_dataset(BREAST_CANCER_DATASET).target
+    rows = [
+        row_of[e["record_id"]]
+        for organisation in sorted(run.manifest)
+        for e in run.manifest[organisation]
+        if e["split"] == TRAIN
+    ]
+    return rows, [target[row] for row in rows]
+
+
+def dataset_features(rows):
+    return np.asarray([load_dataset(BREAST_CANCER_DATASET).data[row] for row in rows])
+
+
+def malignant(targets):
+    malignant = list(load_dataset(BREAST_CANCER_DATASET).target_names).index("malignant")
+    return (np.asarray(targets) == malignant).astype(float)
