@@ -17,6 +17,7 @@ from records.models import Patient, Record, RecordVersion
 from tests.conftest import demo_people_ingested
 from tests.records.factories import UserFactory
 from tests.signing import grant_signed
+from training import maths
 from training.local import TRAIN
 
 CATEGORY = {BREAST_CANCER_DATASET: "imaging", DIABETES_DATASET: "laboratory"}
@@ -97,3 +98,44 @@ def dataset_features(rows):
 def malignant(targets):
     malignant = list(load_dataset(BREAST_CANCER_DATASET).target_names).index("malignant")
     return (np.asarray(targets) == malignant).astype(float)
+
+
+def split_consenting(everyone: list[Person], organisations: list[str], dataset: str) -> dict[str, list[Person]]:
+    """`everyone` split in two halves, one per organisation, each person consenting to training with theirs."""
+    half = len(everyone) // 2
+    split = dict(zip(organisations, (everyone[:half], everyone[half:]), strict=True))
+    for organisation, members in split.items():
+        for person in members:
+            consent_to_training(person, organisation, dataset)
+    return split
+
+
+def offered(split: dict[str, list[Person]]) -> dict[str, list[int]]:
+    """What each organisation offers a run: its people's record versions."""
+    return {organisation: [person.version_id for person in members] for organisation, members in split.items()}
+
+
+def central_newton(run, everyone, trained, rounds):
+    """(weights, bias) of central Newton in the clear on the breast-cancer records `run` trained on."""
+    rows, labels = admitted_training_rows(run, everyone)
+    return maths.central_weights(
+        "logistic",
+        dataset_features(rows),
+        malignant(labels),
+        maths.Scaling.of_range(trained.feature_min, trained.feature_max),
+        ridge=run.hyperparameters["ridge"],
+        rounds=rounds,
+    )
+
+
+def trained_run(steward, family, split, **terms):
+    """Request a run over what each organisation of `split` offers and run it to its end: (run, trained model)."""
+    from analytics.models import DiagnosticModel
+    from analytics.registry import model_spec
+    from training.models import TrainingStatus
+    from training.services import training_run_execute, training_run_request
+
+    run = training_run_request(steward=steward, family=family, organisations=offered(split), **terms)
+    run = training_run_execute(run_id=str(run.pk))
+    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    return run, model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version))

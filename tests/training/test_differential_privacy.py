@@ -8,17 +8,15 @@ import pytest
 from django.urls import reverse
 from scipy import stats
 
-from analytics.models import DiagnosticModel
-from analytics.registry import model_spec
 from health_platform import bootstrap
 from health_platform.errors import ValidationFailed
 from records.codes import BREAST_CANCER_DATASET
 from tests.clients import signed_in
-from tests.training.conftest import admitted_training_rows, consent_to_training, dataset_features, malignant
+from tests.training.conftest import central_newton, split_consenting, trained_run
 from training import maths
-from training.models import TrainingRun, TrainingStatus
+from training.models import TrainingRun
 from training.privacy import GaussianBudget, noise_source
-from training.services import training_run_execute, training_run_request
+from training.services import training_run_request
 from training.steward import PrivateRounds
 
 ROUNDS = 3
@@ -129,36 +127,15 @@ def test_a_run_under_a_budget_records_epsilon_and_delta_and_its_weights_carry_no
     people, organisations, steward, blob_dir, clinician
 ):
     everyone = people(BREAST_CANCER_DATASET, 12)
-    split = dict(zip(organisations, (everyone[:6], everyone[6:]), strict=True))
-    for organisation, members in split.items():
-        for person in members:
-            consent_to_training(person, organisation, BREAST_CANCER_DATASET)
-    run = training_run_request(
-        steward=steward,
-        family="breast-cancer",
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
-        rounds=ROUNDS,
-        dp_epsilon=4.0,
-        dp_delta=1e-5,
-    )
-    run = training_run_execute(run_id=str(run.pk))
-    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    split = split_consenting(everyone, organisations, BREAST_CANCER_DATASET)
+    run, trained = trained_run(steward, "breast-cancer", split, rounds=ROUNDS, dp_epsilon=4.0, dp_delta=1e-5)
     assert run.hyperparameters["dp_mechanism"] == "gaussian-zcdp"
     lineage = bootstrap.contracts().read_training_run(str(run.pk))
     assert lineage.dp_epsilon == pytest.approx(4.0, rel=1e-9)
     assert lineage.dp_delta == 1e-5
     assert lineage.hyperparameters["dp_epsilon"] == 4.0
     # without a budget the weights meet central Newton within 1e-4 (test_federated_training); with one they do not
-    trained = model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version))
-    rows, labels = admitted_training_rows(run, everyone)
-    central, _ = maths.central_weights(
-        "logistic",
-        dataset_features(rows),
-        malignant(labels),
-        maths.Scaling.of_range(trained.feature_min, trained.feature_max),
-        ridge=run.hyperparameters["ridge"],
-        rounds=ROUNDS,
-    )
+    central, _ = central_newton(run, everyone, trained, ROUNDS)
     assert np.max(np.abs(np.asarray(trained.weights) - central)) > 1e-3
     assert np.all(np.isfinite([*trained.weights, trained.bias]))
     page = signed_in(clinician).get(

@@ -11,7 +11,13 @@ from chaincode import merkle
 from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET
 from tests.conftest import tamper_with
-from tests.training.conftest import admitted_training_rows, consent_to_training, dataset_features, malignant
+from tests.training.conftest import (
+    admitted_training_rows,
+    central_newton,
+    consent_to_training,
+    dataset_features,
+    malignant,
+)
 from training import maths
 from training.models import TrainingRound, TrainingStatus
 from training.selectors import training_record_proof_document, training_run_lineage_differences
@@ -116,15 +122,7 @@ def test_an_inclusion_proof_verifies_and_fails_for_a_record_not_in_the_set(breas
 def test_logistic_weights_meet_central_newton_on_the_same_admitted_records(breast_cancer_run):
     run, everyone, _ = breast_cancer_run
     spec = _trained(run)
-    rows, labels = admitted_training_rows(run, everyone)
-    weights, bias = maths.central_weights(
-        "logistic",
-        dataset_features(rows),
-        malignant(labels),
-        maths.Scaling.of_range(spec.feature_min, spec.feature_max),
-        ridge=run.hyperparameters["ridge"],
-        rounds=ROUNDS,
-    )
+    weights, bias = central_newton(run, everyone, spec, ROUNDS)
     assert np.max(np.abs(np.asarray(spec.weights) - weights)) < 1e-4
     assert abs(spec.bias - bias) < 1e-4
 

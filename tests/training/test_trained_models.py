@@ -16,24 +16,12 @@ from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from tests.clients import signed_in
 from tests.signing import grant_signed
-from tests.training.conftest import consent_to_training
+from tests.training.conftest import consent_to_training, offered, split_consenting, trained_run
 from training.local import TRAIN
 from training.models import TrainingStatus
 from training.services import training_run_execute, training_run_request
 
 pytestmark = [pytest.mark.he, pytest.mark.slow]
-
-
-def _run(steward, family, split, **terms):
-    run = training_run_request(
-        steward=steward,
-        family=family,
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
-        **terms,
-    )
-    run = training_run_execute(run_id=str(run.pk))
-    assert run.status == TrainingStatus.COMPLETED, run.failure_code
-    return run, model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version))
 
 
 def test_linear_weights_equal_central_least_squares_on_the_same_admitted_records(
@@ -45,7 +33,7 @@ def test_linear_weights_equal_central_least_squares_on_the_same_admitted_records
     for organisation, members in split.items():
         for person in members[:-1]:  # the last of each never consented: left out
             consent_to_training(person, organisation, DIABETES_DATASET)
-    run, trained = _run(steward, "diabetes-progression", split)
+    run, trained = trained_run(steward, "diabetes-progression", split)
     row_of = {str(p.record.id): p.row for p in everyone}
     entries = [e for organisation in sorted(run.manifest) for e in run.manifest[organisation]]
     assert len(entries) == 38
@@ -117,14 +105,11 @@ def test_a_run_fails_closed_when_the_ledger_does_not_answer_and_writes_no_lineag
     people, organisations, steward, blob_dir, ledger_switch
 ):
     everyone = people(BREAST_CANCER_DATASET, 4)
-    split = {organisations[0]: everyone[:2], organisations[1]: everyone[2:]}
-    for organisation, members in split.items():
-        for person in members:
-            consent_to_training(person, organisation, BREAST_CANCER_DATASET)
+    split = split_consenting(everyone, organisations, BREAST_CANCER_DATASET)
     run = training_run_request(
         steward=steward,
         family="breast-cancer",
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
+        organisations=offered(split),
         rounds=2,
     )
     ledger_switch.down()
