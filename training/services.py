@@ -31,6 +31,7 @@ DEFAULT_RIDGE = {maths.LINEAR: 0.0, maths.LOGISTIC: 1.0}
 DEFAULT_VALIDATION_FRACTION = 0.2
 MAX_ROUNDS = 50
 MAX_TARGET_BOUND = 1e6
+DP_MINIMUM_RIDGE = 1.0  # the noisy (PSD-projected) Gram matrix or Hessian plus this is invertible
 
 
 def training_run_request(
@@ -61,12 +62,20 @@ def training_run_request(
         raise ValidationFailed("A linear model trains in one round.", code="invalid_rounds", detail={"field": "rounds"})
     if not 1 <= rounds <= MAX_ROUNDS:
         raise ValidationFailed(f"rounds must be 1 to {MAX_ROUNDS}.", code="invalid_rounds", detail={"field": "rounds"})
-    ridge = DEFAULT_RIDGE[spec.kind] if ridge is None else float(ridge)
+    differential_privacy = _differential_privacy_terms(spec.kind, dp_epsilon, dp_delta, dp_target_bound)
+    if ridge is None:  # under differential privacy the noisy Gram matrix needs a ridge to stay well conditioned
+        ridge = DP_MINIMUM_RIDGE if differential_privacy and spec.kind == maths.LINEAR else DEFAULT_RIDGE[spec.kind]
+    ridge = float(ridge)
+    if differential_privacy and not ridge >= DP_MINIMUM_RIDGE:
+        raise ValidationFailed(
+            f"Under differential privacy the ridge must be at least {DP_MINIMUM_RIDGE:g}.",
+            code="dp_ridge_too_small",
+            detail={"field": "ridge"},
+        )
     if not (np.isfinite(ridge) and ridge >= 0) or not 0 <= validation_fraction < 1:
         raise ValidationFailed("Invalid hyperparameters.", code="invalid_hyperparameters")
     if not organisations or any(not str(o).startswith("org:") for o in organisations):
         raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
-    differential_privacy = _differential_privacy_terms(spec.kind, dp_epsilon, dp_delta, dp_target_bound)
     engine, blobs = homomorphic_engine(), blob_store()
     keys = engine.keygen_for_sums()
     with transaction.atomic():

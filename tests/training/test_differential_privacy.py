@@ -91,6 +91,7 @@ BAD_BUDGETS = [
     ({"dp_epsilon": 1.0, "dp_delta": "1e-5"}, "invalid_dp_delta"),
     ({"dp_epsilon": 1.0, "dp_delta": 1e-5, "dp_target_bound": 10.0}, "invalid_dp_target_bound"),
     ({"dp_target_bound": 10.0}, "invalid_dp_target_bound"),
+    ({"dp_epsilon": 1.0, "dp_delta": 1e-5, "ridge": 0.5}, "dp_ridge_too_small"),
 ]
 
 
