@@ -26,6 +26,7 @@ bench:  ## run the benchmarks, each against its naive baseline
 	.venv/bin/python -m benchmarks.bulk_ingest
 	.venv/bin/python -m benchmarks.analysis
 	.venv/bin/python -m benchmarks.misuse_detection
+	.venv/bin/python -m benchmarks.training
 
 load:  ## load test: the platform as make run starts it, 50 users for 2 minutes (Locust, 127.0.0.1 only)
 	scripts/setup.sh

@@ -38,33 +38,21 @@ import shutil
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import redis_server, setup_django, start_workers
-
-
-def _synthetic_patients(count: int):
-    """Breast-cancer-like patients: dataset rows with 1% noise, clipped to the model's range."""
-    from analytics.diagnostic_models import breast_cancer_model
-    from records.codes import BREAST_CANCER_DATASET
-    from records.demo import DemoPatient, demo_patients
-
-    base = demo_patients(dataset=BREAST_CANCER_DATASET, count=569)
-    model = breast_cancer_model()
-    rng = np.random.default_rng(0)
-    patients = []
-    for index in range(count):
-        features = np.asarray(base[index % len(base)].features) * (1 + 0.01 * rng.standard_normal(30))
-        features = np.clip(features, model.feature_min, model.feature_max)
-        patients.append(
-            DemoPatient(dataset=BREAST_CANCER_DATASET, row=index, features=tuple(float(v) for v in features))
-        )
-    return patients
+from benchmarks.common import (
+    consents_grant,
+    patients_ingest,
+    redis_server,
+    setup_django,
+    start_workers,
+    synthetic_patients,
+)
 
 
 def _he_throughput(records: int, processes: int, *, way: str = "engine") -> float:
@@ -267,7 +255,6 @@ def main() -> None:
         if arguments.broker == "redis":
             os.environ["CELERY_BROKER_URL"] = stack.enter_context(redis_server(directory)).url
         setup_django(directory)
-        from django.conf import settings
         from django.contrib.auth.models import User
 
         from analytics.models import AnalysisStatus
@@ -279,12 +266,8 @@ def main() -> None:
         from health_platform.celery import app
         from health_platform.roles import Role, role_group
         from health_platform.services import clinician_register
-        from health_platform.software_passkey import SoftwareSigner
-        from ledger.contracts import ConsentGrant
         from records.crypto import patient_pseudonym
-        from records.demo import demo_bundles
         from records.models import Patient, RecordVersion
-        from records.services import record_ingest
 
         print(f"setting up {arguments.records} records and consents (not timed)...", flush=True)
         app.conf.update(CELERY_TASK_ALWAYS_EAGER=True, CELERY_TASK_EAGER_PROPAGATES=True)
@@ -292,31 +275,17 @@ def main() -> None:
         diagnostic_models_register()
         custodian = User.objects.create(username="bench-custodian")
         custodian.groups.add(role_group(Role.CUSTODIAN))
-        patients = _synthetic_patients(arguments.records + arguments.naive_sample)
+        patients = synthetic_patients(arguments.records + arguments.naive_sample)
         features_by_pseudonym = {patient_pseudonym(p.patient_key): p.features for p in patients}
-        for document in demo_bundles(patients=patients, max_entries=settings.INGEST_MAX_ENTRIES):
-            record_ingest(raw_body=json.dumps(document).encode(), actor=custodian)
+        patients_ingest(patients, actor=custodian)
         clinician = User.objects.create(username="bench-clinician")
         grantee = clinician_register(user=clinician, display_name="Bench").grantee_id
-        now = datetime.now(UTC)
         pseudonyms = list(Patient.objects.order_by("created_at", "pk").values_list("pseudonym", flat=True))
-        signer = SoftwareSigner(contracts)
-
-        def grant(index: int) -> None:
-            signer.grant(
-                pseudonyms[index],
-                ConsentGrant(
-                    consent_id=f"bench-{index}",
-                    grantee=grantee,
-                    purposes=["diagnostic-model:breast-cancer"],
-                    categories=["imaging"],
-                    valid_from=(now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    valid_until=(now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                ),
-            )
-
-        with ThreadPoolExecutor(16) as pool:  # 9 in 10 consent; the gate refuses the others
-            list(pool.map(grant, (index for index in range(len(pseudonyms)) if index % 10)))
+        consents_grant(  # 9 in 10 consent; the gate refuses the others
+            [(f"bench-{index}", pseudonyms[index], grantee) for index in range(len(pseudonyms)) if index % 10],
+            purposes=["diagnostic-model:breast-cancer"],
+            categories=["imaging"],
+        )
         cohort, naive_cohort = pseudonyms[: arguments.records], pseudonyms[arguments.records :]
 
         expected_rows = sum(1 for i in range(arguments.records) if i % 10)

@@ -263,3 +263,114 @@ def _wait_until_started(program: Program, sign: bytes, timeout: float = 60) -> N
             text = program.log_path.read_text()[-2000:] if program.log_path.exists() else ""
             raise RuntimeError(f"{program.name} did not start: {text}")
         time.sleep(0.1)
+
+
+# --- synthetic records, their consents, and timing what a run calls ----------------------------------
+
+
+def synthetic_patients(count: int, *, dataset: str = "", seed: int = 0) -> list[Any]:
+    """`count` patients like `dataset`'s (breast-cancer by default): patient i is the dataset's row i mod its size
+    with 1% multiplicative noise on each feature, clipped to the dataset's declared model's range (records.demo's
+    DemoPatient, numbered 0..count-1). Patient i's outcome is its row's: `synthetic_targets`."""
+    import numpy as np
+
+    from analytics.diagnostic_models import all_models
+    from records.codes import BREAST_CANCER_DATASET
+    from records.demo import DemoPatient, demo_patients
+
+    dataset = dataset or BREAST_CANCER_DATASET
+    base = demo_patients(dataset=dataset, count=100_000)
+    model = [spec for spec in all_models() if spec.dataset == dataset][-1]  # the latest declared
+    generator = np.random.default_rng(seed)
+    patients = []
+    for index in range(count):
+        values = np.asarray(base[index % len(base)].features)
+        features = np.clip(
+            values * (1 + 0.01 * generator.standard_normal(len(values))), model.feature_min, model.feature_max
+        )
+        patients.append(DemoPatient(dataset=dataset, row=index, features=tuple(float(v) for v in features)))
+    return patients
+
+
+def synthetic_targets(patients: list[Any]) -> Any:
+    """The dataset's target of each synthetic patient's row (see synthetic_patients)."""
+    import numpy as np
+
+    from records.codes import load_dataset
+
+    targets = np.asarray(load_dataset(patients[0].dataset).target) if patients else np.zeros(0)
+    return np.asarray([targets[patient.row % len(targets)] for patient in patients])
+
+
+def patients_ingest(patients: list[Any], *, actor: Any) -> None:
+    """Ingest the patients' records through the ingest service (FHIR bundles, anchored on the ledger)."""
+    import json
+
+    from django.conf import settings
+
+    from records.demo import demo_bundles
+    from records.services import record_ingest
+
+    for document in demo_bundles(patients=patients, max_entries=settings.INGEST_MAX_ENTRIES):
+        record_ingest(raw_body=json.dumps(document).encode(), actor=actor)
+
+
+def consents_grant(grants: list[tuple[str, str, str]], *, purposes: list[str], categories: list[str]) -> None:
+    """Grant each (consent id, patient pseudonym, grantee) for 30 days from yesterday, signed by the patient's
+    software passkey (health_platform.software_passkey), 16 at a time (the ledger groups those made together)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime, timedelta
+
+    from health_platform import bootstrap
+    from health_platform.software_passkey import SoftwareSigner
+    from ledger.contracts import ConsentGrant
+
+    now = datetime.now(UTC)
+    signer = SoftwareSigner(bootstrap.contracts())
+
+    def grant(item: tuple[str, str, str]) -> None:
+        consent_id, pseudonym, grantee = item
+        signer.grant(
+            pseudonym,
+            ConsentGrant(
+                consent_id=consent_id,
+                grantee=grantee,
+                purposes=purposes,
+                categories=categories,
+                valid_from=(now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                valid_until=(now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            ),
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(grant, grants))
+
+
+@contextlib.contextmanager
+def time_spent_in(targets: dict[str, tuple[Any, str]]) -> Iterator[dict[str, float]]:
+    """Seconds spent in each named callable (an attribute of a class or module) while the block runs, summed over
+    calls: each is wrapped for the block and put back after it, so that nothing is measured, nor costs anything,
+    outside it. Calls on other threads count too (the wrapper is shared)."""
+    import functools
+
+    spent = dict.fromkeys(targets, 0.0)
+    originals = {name: getattr(owner, attribute) for name, (owner, attribute) in targets.items()}
+
+    def timing(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed_call(*arguments: Any, **keywords: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*arguments, **keywords)
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return timed_call
+
+    for name, (owner, attribute) in targets.items():
+        setattr(owner, attribute, timing(name, originals[name]))
+    try:
+        yield spent
+    finally:
+        for name, (owner, attribute) in targets.items():
+            setattr(owner, attribute, originals[name])

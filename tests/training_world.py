@@ -7,15 +7,18 @@ run, as one platform instance per organisation would (tests model the two instan
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 from django.utils import timezone
 
 from health_platform.roles import Role
 from health_platform.services import organisation_create
-from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
+from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from records.models import Patient, Record, RecordVersion
 from tests.conftest import demo_people_ingested, tamper_with
 from tests.records.factories import UserFactory
 from tests.signing import grant_signed
+from training import maths
+from training.local import TRAIN
 
 CATEGORY = {BREAST_CANCER_DATASET: "imaging", DIABETES_DATASET: "laboratory"}
 FAMILY = {BREAST_CANCER_DATASET: "breast-cancer", DIABETES_DATASET: "diabetes-progression"}
@@ -86,12 +89,7 @@ def mixed_breast_cancer_split(people, organisations, count: int) -> tuple[list[P
 
 def consented_breast_cancer_split(people, organisations, count: int) -> dict[str, list[Person]]:
     """`count` breast-cancer patients, half per organisation, each consenting to training with their own."""
-    everyone = people(BREAST_CANCER_DATASET, count)
-    split = dict(zip(organisations, (everyone[: count // 2], everyone[count // 2 :]), strict=True))
-    for organisation, members in split.items():
-        for person in members:
-            consent_to_training(person, organisation, BREAST_CANCER_DATASET)
-    return split
+    return split_consenting(people(BREAST_CANCER_DATASET, count), organisations, BREAST_CANCER_DATASET)
 
 
 def candidates(split: dict[str, list[Person]]) -> dict[str, list[int]]:
@@ -124,3 +122,62 @@ def consent_to_analyses(clinician, people: list[Person], *, purpose: str = "diag
     """Each of `people` (breast-cancer patients) consents to `clinician` running the model of `purpose`."""
     for person in people:
         consent_to_training(person, clinician.clinician_profile.grantee_id, BREAST_CANCER_DATASET, purpose=purpose)
+
+
+def admitted_training_rows(run, everyone):
+    """The dataset rows (and targets) of the records the run trained on (not the held-out ones)."""
+    row_of = {str(p.record.id): p.row for p in everyone}
+    target = load_dataset(BREAST_CANCER_DATASET).target
+    rows = [
+        row_of[e["record_id"]]
+        for organisation in sorted(run.manifest)
+        for e in run.manifest[organisation]
+        if e["split"] == TRAIN
+    ]
+    return rows, [target[row] for row in rows]
+
+
+def dataset_features(rows):
+    return np.asarray([load_dataset(BREAST_CANCER_DATASET).data[row] for row in rows])
+
+
+def malignant(targets):
+    malignant = list(load_dataset(BREAST_CANCER_DATASET).target_names).index("malignant")
+    return (np.asarray(targets) == malignant).astype(float)
+
+
+def split_consenting(everyone: list[Person], organisations: list[str], dataset: str) -> dict[str, list[Person]]:
+    """`everyone` split in two halves, one per organisation, each person consenting to training with theirs."""
+    half = len(everyone) // 2
+    split = dict(zip(organisations, (everyone[:half], everyone[half:]), strict=True))
+    for organisation, members in split.items():
+        for person in members:
+            consent_to_training(person, organisation, dataset)
+    return split
+
+
+def central_newton(run, everyone, trained, rounds):
+    """(weights, bias) of central Newton in the clear on the breast-cancer records `run` trained on."""
+    rows, labels = admitted_training_rows(run, everyone)
+    return maths.central_weights(
+        "logistic",
+        dataset_features(rows),
+        malignant(labels),
+        maths.Scaling.of_range(trained.feature_min, trained.feature_max),
+        ridge=run.hyperparameters["ridge"],
+        rounds=rounds,
+    )
+
+
+def trained_with(steward, family, split, **terms):
+    """Request a run over what each organisation of `split` offers and run it to its end: (run, the trained model's
+    weights as analyses run them)."""
+    from analytics.models import DiagnosticModel
+    from analytics.registry import model_spec
+    from training.models import TrainingStatus
+    from training.services import training_run_execute, training_run_request
+
+    run = training_run_request(steward=steward, family=family, organisations=candidates(split), **terms)
+    run = training_run_execute(run_id=str(run.pk))
+    assert run.status == TrainingStatus.COMPLETED, run.failure_code
+    return run, model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version))

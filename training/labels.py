@@ -34,11 +34,22 @@ def _labels(dataset: str, feature_codes: tuple[str, ...], kind: str, positive_la
         targets = (np.asarray(data.target) == positive).astype(float)
     else:
         targets = np.asarray(data.target, dtype=float)
+    return _by_features(columns, targets)
+
+
+def _by_features(rows: np.ndarray, targets: np.ndarray) -> dict[tuple[float, ...], float | None]:
     labels: dict[tuple[float, ...], float | None] = {}
-    for row, target in zip(columns, targets, strict=True):
+    for row, target in zip(rows, targets, strict=True):
         key = _key(row)
         labels[key] = float(target) if labels.get(key, target) == target else None  # ambiguous rows: no label
     return labels
+
+
+def label_source_of(*, rows: np.ndarray, targets: np.ndarray) -> LabelSource:
+    """A label source that knows the target of each of `rows` (features in the declared order), looked up by the
+    features as demo_label_source looks them up (rows with equal features and different targets: no label)."""
+    labels = _by_features(np.asarray(rows, dtype=float), np.asarray(targets, dtype=float))
+    return lambda features: labels.get(_key(features))
 
 
 def demo_label_source(*, dataset: str, feature_codes: tuple[str, ...], kind: str, positive_label: str) -> LabelSource:

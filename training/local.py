@@ -41,6 +41,7 @@ class RunPlan:
     purpose: str  # training:<family>
     spec: LinearModel  # the family's declared model: its feature codes, their documented range, its category
     validation_fraction: float
+    target_bound: float | None = None  # under differential privacy, a linear family's targets are clipped to ±this
 
     @property
     def scaling(self) -> maths.Scaling:
@@ -67,6 +68,10 @@ class OrganisationRecords:
     log_tx_ids: list[str] = field(default_factory=list)
     round_counts: dict[int, int] = field(default_factory=dict)  # round -> the records its update covered
     _validation: tuple[np.ndarray, np.ndarray] | None = None
+    # A version never changes (a new reading is a new version) and the gate admits it only while its features match
+    # their anchored hash: its number and its label are read once, in the first round that admits it.
+    _version_numbers: dict[int, int] = field(default_factory=dict)
+    _labels: dict[int, float | None] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"OrganisationRecords(organisation={self.organisation!r}, candidates={len(self.version_ids)})"
@@ -77,7 +82,10 @@ class OrganisationRecords:
         train = np.asarray([entry["split"] == TRAIN for entry in entries], dtype=bool)
         self._validation = (design[~train], targets[~train])
         if self.plan.kind == maths.LINEAR:
-            update = maths.linear_statistics(design[train], targets[train])
+            bound = self.plan.target_bound  # under differential privacy: bounds one record's update (maths)
+            update = maths.linear_statistics(
+                design[train], targets[train] if bound is None else np.clip(targets[train], -bound, bound)
+            )
         else:
             update = maths.newton_statistics(design[train], targets[train], scaled_weights)
         self.round_counts[round_index] = int(train.sum())
@@ -121,18 +129,22 @@ class OrganisationRecords:
                 batch_id = f"{plan.run_id}:{self.organisation}:{round_index}:{start // size}"
                 self.log_tx_ids.append(access_batch_log(batch_id=batch_id, events=events).tx_id)
             refused.update(gated.refusals)
-            numbers = record_version_numbers(version_ids=chunk)
+            self._read_version_numbers(chunk)
             for decision in gated.decisions:
                 if decision["decision"] != "admit":
                     continue
-                reading = gated.readings[decision["version_id"]]
-                label = None if reading.features is None else self.labels(tuple(reading.features))
+                version_id = decision["version_id"]
+                reading = gated.readings[version_id]
                 if reading.features is None:
                     skipped["missing_features"] += 1
-                elif label is None:
+                    continue
+                if version_id not in self._labels:
+                    self._labels[version_id] = self.labels(tuple(reading.features))
+                label = self._labels[version_id]
+                if label is None:
                     skipped["no_label"] += 1
                 else:
-                    entries.append(self._entry(decision, numbers[decision["version_id"]]))
+                    entries.append(self._entry(decision, self._version_numbers[version_id]))
                     rows.append(reading.features)
                     labels.append(label)
         self.counts = {"admitted": len(entries), "refused": dict(refused), "skipped": dict(skipped)}
@@ -147,6 +159,11 @@ class OrganisationRecords:
         )
         features = plan.spec.clip(np.asarray(rows, dtype=float))[0] if rows else np.zeros((0, 0))
         return entries, features, np.asarray(labels, dtype=float)
+
+    def _read_version_numbers(self, version_ids: list[int]) -> None:
+        unread = [version_id for version_id in version_ids if version_id not in self._version_numbers]
+        if unread:
+            self._version_numbers.update(record_version_numbers(version_ids=unread))
 
     def _entry(self, decision: dict[str, Any], version: int) -> dict[str, Any]:
         record_id = decision["record_id"]

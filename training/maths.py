@@ -16,6 +16,9 @@ ridge term the result is the ordinary least squares of the raw features.
 
 Validation (on each organisation's held-out records, after the last round): linear sends [Σ(y − ŷ)², Σy, Σy², n],
 logistic [correct, n]; the steward turns the sums into R² or accuracy.
+
+Differential privacy (optional, per run: training.privacy) needs a bound on what one record can move a round's
+update, in L2 over all its numbers: `record_sensitivity` derives it from the update's form (see its docstring).
 """
 
 from dataclasses import dataclass
@@ -66,6 +69,41 @@ def newton_statistics(design: np.ndarray, labels: np.ndarray, scaled_weights: np
     probability = 1.0 / (1.0 + np.exp(-np.clip(design @ scaled_weights, -500, 500)))
     hessian = design.T @ (design * (probability * (1 - probability))[:, None])
     return np.concatenate([hessian.ravel(), design.T @ (probability - labels)])
+
+
+def record_sensitivity(kind: str, width: int, target_bound: float | None = None) -> float:
+    """The L2 sensitivity of one round's update to adding or removing one record: the largest L2 norm of a single
+    record's contribution to [vec(M), v], over the whole vector.
+
+    Derivation. A record's design row z holds its features scaled by the documented range, CLIPPED to it (an analysis
+    clips them so too), so each |zᵢ| ≤ 1, and the intercept's 1: ‖z‖² ≤ width. For any scalar c, ‖c·zzᵀ‖_F =
+    |c|·‖z‖² ≤ |c|·width and ‖c·z‖₂ ≤ |c|·√width. Hence:
+    - logistic (Newton): the record adds p(1−p)·zzᵀ to the Hessian, p(1−p) ≤ 1/4, and (p − y)·z to the gradient,
+      |p − y| ≤ 1 for y ∈ {0, 1}: Δ² ≤ (width/4)² + width;
+    - linear (sufficient statistics): it adds zzᵀ and y·z, with |y| ≤ `target_bound` once the organisation clips its
+      targets to [−B, B] (it does under differential privacy: training.local): Δ² ≤ width² + B²·width.
+    The bound holds at any weights, so every round has the same sensitivity. (vec(M) counts each off-diagonal term
+    twice, as the Frobenius norm does: the noise covers the whole vector the steward opens.)
+    """
+    if kind == LOGISTIC:
+        return float(np.sqrt((width / 4) ** 2 + width))
+    if target_bound is None:
+        raise ValueError("a linear update's sensitivity needs the targets' bound")
+    return float(np.sqrt(width**2 + target_bound**2 * width))
+
+
+def symmetric_positive_part(matrix: np.ndarray) -> np.ndarray:
+    """The nearest symmetric positive semi-definite matrix (in Frobenius norm): symmetrised, negative eigenvalues set
+    to 0. A noisy Gram matrix or Hessian is projected so before a solve; post-processing, it costs no privacy."""
+    symmetric = (matrix + matrix.T) / 2
+    values, vectors = np.linalg.eigh(symmetric)
+    return (vectors * np.clip(values, 0.0, None)) @ vectors.T
+
+
+def positive_part_of_update(aggregate: np.ndarray, width: int) -> np.ndarray:
+    """The update with its matrix part replaced by its symmetric positive part (the vector part unchanged)."""
+    matrix, vector = _split(aggregate, width)
+    return np.concatenate([symmetric_positive_part(matrix).ravel(), vector])
 
 
 def _split(aggregate: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,11 +31,13 @@ from health_platform.roles import model_steward_actor
 from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import OrganisationLineage, TrainingRunRequest
 from training.federation import FederationFailed, federate
-from training.labels import demo_label_source
+from training.labels import LabelSource, demo_label_source
 from training.lineage import index_rows, lineage_roots, trainer_sha256
 from training.local import OrganisationRecords, RunPlan
+from training.maths import record_sensitivity
 from training.models import TrainingRound, TrainingRun, TrainingSetEntry, TrainingStatus
-from training.steward import RunSteward
+from training.privacy import GaussianBudget, noise_source
+from training.steward import PrivateRounds, RunSteward
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +47,7 @@ def vault_id(run_id: object) -> str:
     return f"training-run|{run_id}"
 
 
-def training_run_execute(*, run_id: str, observe: Any = None) -> TrainingRun | None:
+def training_run_execute(*, run_id: str, observe: Any = None, labels: LabelSource | None = None) -> TrainingRun | None:
     """Run a queued run to its end (once: a second delivery finds it running or finished and returns). An id that is
     not a run's (malformed, or of no run) does nothing.
 
@@ -53,7 +55,9 @@ def training_run_execute(*, run_id: str, observe: Any = None) -> TrainingRun | N
     back to queued with one more attempt and the caller (training.tasks) tries again after
     `ledger_wait_seconds(run)`, until TRAINING_RUN_DEADLINE_SECONDS after the run was asked for; then it fails with
     ledger_unavailable. Once its federation has finished, its result is kept (run.outcome), so a run interrupted at
-    its lineage or its registration resumes there, without training (and reading records) again."""
+    its lineage or its registration resumes there, without training (and reading records) again.
+
+    `labels`: where the organisations read their records' labels (the demo datasets' by default: training.labels)."""
     try:
         run_id = str(uuid.UUID(str(run_id)))
     except ValueError:
@@ -67,7 +71,7 @@ def training_run_execute(*, run_id: str, observe: Any = None) -> TrainingRun | N
     run = TrainingRun.objects.get(pk=run_id)
     try:
         if not run.outcome:
-            _federate(run, observe)
+            _federate(run, observe, labels)
         _publish(run)
     except (FederationFailed, *_LEDGER_ERRORS) as error:
         code = _failure_code(error)
@@ -109,7 +113,7 @@ def _failure_code(error: BaseException) -> str:
 _LEDGER_ERRORS = (LedgerNotAnswering, LedgerUnavailable, ContractRejected)
 
 
-def _federate(run: TrainingRun, observe: Any) -> None:
+def _federate(run: TrainingRun, observe: Any, labels: LabelSource | None) -> None:
     """The federated rounds; their result kept in one database transaction (manifest, counts, rounds, outcome)."""
     spec = _spec(run)
     engine, blobs = homomorphic_engine(), blob_store()
@@ -119,8 +123,9 @@ def _federate(run: TrainingRun, observe: Any) -> None:
         purpose=training_purpose(run.model_family),
         spec=spec,
         validation_fraction=float(run.hyperparameters["validation_fraction"]),
+        target_bound=run.hyperparameters.get("dp_target_bound"),
     )
-    labels = demo_label_source(
+    labels = labels or demo_label_source(
         dataset=spec.dataset, feature_codes=spec.feature_codes, kind=spec.kind, positive_label=spec.positive_label
     )
     public = blobs.get(run.public_context_key)
@@ -136,6 +141,7 @@ def _federate(run: TrainingRun, observe: Any) -> None:
         kind=run.kind,
         features=len(spec.feature_codes),
         ridge=float(run.hyperparameters["ridge"]),
+        privacy=_private_rounds(run, plan),
     )
     TrainingRound.objects.filter(run=run).delete()  # an attempt the ledger interrupted: its rounds are done again
 
@@ -169,10 +175,26 @@ def _federate(run: TrainingRun, observe: Any) -> None:
             "bias": float(bias),
             "metrics": dict(steward.metrics),
             "round_hashes": list(steward.round_hashes),
+            "dp_epsilon": steward.epsilon_spent,
+            "dp_delta": None if steward.privacy is None else steward.privacy.budget.delta,
         }
     run.save(update_fields=["manifest", "organisation_counts", "outcome"])  # one UPDATE: all of it or none
     if not any(manifest.values()):
         raise FederationFailed("no_admitted_records")
+
+
+def _private_rounds(run: TrainingRun, plan: RunPlan) -> PrivateRounds | None:
+    """The run's differential privacy, if it asked for it (training.privacy)."""
+    terms = run.hyperparameters
+    if terms.get("dp_epsilon") is None:
+        return None
+    return PrivateRounds(
+        budget=GaussianBudget(
+            epsilon=float(terms["dp_epsilon"]), delta=float(terms["dp_delta"]), rounds=run.rounds_requested
+        ),
+        sensitivity=record_sensitivity(run.kind, len(plan.spec.feature_codes) + 1, plan.target_bound),
+        noise=noise_source(),
+    )
 
 
 def _spec(run: TrainingRun) -> LinearModel:
@@ -271,6 +293,8 @@ def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, roun
         round_aggregates=tuple(round_hashes),
         metrics=dict(run.outcome["metrics"]),
         weights_sha256=trained.sha256,
+        dp_epsilon=run.outcome.get("dp_epsilon"),
+        dp_delta=run.outcome.get("dp_delta"),
     )
     return bootstrap.contracts().record_training_run(request)
 

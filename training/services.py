@@ -20,7 +20,7 @@ from analytics.selectors import LinearModel, declared_model_of_family
 from analytics.services import blob_store, homomorphic_engine, secret_context_seal
 from chaincode.vocabulary import is_training_purpose
 from health_platform.errors import PermissionDenied, ValidationFailed
-from training import maths, tasks
+from training import maths, privacy, tasks
 from training.access import user_may_request_training
 from training.models import TrainingRun
 from training.retirement import retirement_due as retirement_due
@@ -38,6 +38,8 @@ DEFAULT_VALIDATION_FRACTION = 0.2
 MAX_ROUNDS = 50
 MAX_RIDGE = 1_000_000.0  # on features scaled to their documented range: far past any useful penalty
 MAX_VALIDATION_FRACTION = 0.5  # at least half of the admitted records train the model
+MAX_TARGET_BOUND = 1e6
+DP_MINIMUM_RIDGE = 1.0  # the noisy (PSD-projected) Gram matrix or Hessian plus this is invertible
 
 
 def training_run_request(
@@ -48,12 +50,31 @@ def training_run_request(
     rounds: int | None = None,
     ridge: float | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    dp_epsilon: float | None = None,
+    dp_delta: float | None = None,
+    dp_target_bound: float | None = None,
 ) -> TrainingRun:
     """Ask for a run training `family`'s model over the record versions of each organisation ("org:<slug>" -> the
-    candidate version ids its custodian offers; the gate decides which are used). Queued; a worker runs it."""
+    candidate version ids its custodian offers; the gate decides which are used). Queued; a worker runs it.
+
+    Differential privacy, optional: `dp_epsilon` in (0, 100] and `dp_delta` in (0, 1e-3], both or neither
+    (training.privacy); a linear family also needs `dp_target_bound`, the B its records' targets are clipped to
+    ([−B, B]): without it one record's contribution has no bound."""
     if not user_may_request_training(steward):
         raise PermissionDenied("Only a model steward can request a training run.")
+    spec = _declared(family)
+    differential_privacy = _differential_privacy_terms(spec.kind, dp_epsilon, dp_delta, dp_target_bound)
+    if ridge is None and differential_privacy and spec.kind == maths.LINEAR:
+        ridge = (
+            DP_MINIMUM_RIDGE  # under differential privacy the noisy Gram matrix needs a ridge to stay well conditioned
+        )
     spec, rounds, ridge = _terms_checked(family, rounds, ridge, validation_fraction)
+    if differential_privacy and not ridge >= DP_MINIMUM_RIDGE:
+        raise ValidationFailed(
+            f"Under differential privacy the ridge must be at least {DP_MINIMUM_RIDGE:g}.",
+            code="dp_ridge_too_small",
+            detail={"field": "ridge"},
+        )
     if not organisations or any(not str(o).startswith("org:") for o in organisations):
         raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
     engine, blobs = homomorphic_engine(), blob_store()
@@ -68,6 +89,7 @@ def training_run_request(
                 "validation_fraction": float(validation_fraction),
                 "feature_scaling": "documented-range",
                 "method": "sufficient-statistics" if spec.kind == maths.LINEAR else "newton",
+                **differential_privacy,
             },
             rounds_requested=rounds,
             organisations={organisation: list(ids) for organisation, ids in organisations.items()},
@@ -114,13 +136,18 @@ def training_run_request_offered(
     )
 
 
+def _declared(family: str) -> LinearModel:
+    spec = declared_model_of_family(family=family)
+    if spec is None:
+        raise ValidationFailed("No model of this family is declared.", code="unknown_model", detail={"field": "family"})
+    return spec
+
+
 def _terms_checked(
     family: str, rounds: object, ridge: object, validation_fraction: object
 ) -> tuple[LinearModel, int, float]:
     """The family's declared model and the run's rounds and ridge (the kind's defaults where not given), checked."""
-    spec = declared_model_of_family(family=family)
-    if spec is None:
-        raise ValidationFailed("No model of this family is declared.", code="unknown_model", detail={"field": "family"})
+    spec = _declared(family)
     rounds = DEFAULT_ROUNDS[spec.kind] if rounds is None else rounds
     ridge = DEFAULT_RIDGE[spec.kind] if ridge is None else ridge
     training_terms_check(kind=spec.kind, rounds=rounds, ridge=ridge, validation_fraction=validation_fraction)
@@ -161,6 +188,71 @@ def finite_number(value: object) -> bool:
         return math.isfinite(float(value))
     except OverflowError:
         return False
+
+
+def _real(value: object) -> float | None:
+    """`value` as a float if it is a finite real number (finite_number), else None."""
+    return float(value) if finite_number(value) else None  # type: ignore[arg-type]
+
+
+def _differential_privacy_terms(
+    kind: str, epsilon: object, delta: object, target_bound: object
+) -> dict[str, float | str]:
+    """The run's differential-privacy hyperparameters (none without a budget), each term checked."""
+    if epsilon is None and delta is None:
+        if target_bound is not None:
+            raise ValidationFailed(
+                "A target bound is only for a run with differential privacy.",
+                code="invalid_dp_target_bound",
+                detail={"field": "dp_target_bound"},
+            )
+        return {}
+    if epsilon is None or delta is None:
+        raise ValidationFailed(
+            "Give both epsilon and delta, or neither.",
+            code="dp_budget_incomplete",
+            detail={"field": "dp_delta" if delta is None else "dp_epsilon"},
+        )
+    checked_epsilon, checked_delta = _real(epsilon), _real(delta)
+    if checked_epsilon is None or not 0 < checked_epsilon <= privacy.MAX_EPSILON:
+        raise ValidationFailed(
+            f"epsilon must be a number above 0 and at most {privacy.MAX_EPSILON:g}.",
+            code="invalid_dp_epsilon",
+            detail={"field": "dp_epsilon"},
+        )
+    if checked_delta is None or not 0 < checked_delta <= privacy.MAX_DELTA:
+        raise ValidationFailed(
+            f"delta must be a number above 0 and at most {privacy.MAX_DELTA:g}.",
+            code="invalid_dp_delta",
+            detail={"field": "dp_delta"},
+        )
+    terms: dict[str, float | str] = {
+        "dp_mechanism": privacy.MECHANISM,
+        "dp_epsilon": checked_epsilon,
+        "dp_delta": checked_delta,
+    }
+    if kind == maths.LINEAR:
+        bound = _real(target_bound)
+        if target_bound is None:
+            raise ValidationFailed(
+                "A linear model under differential privacy needs the bound its targets are clipped to.",
+                code="dp_target_bound_required",
+                detail={"field": "dp_target_bound"},
+            )
+        if bound is None or not 0 < bound <= MAX_TARGET_BOUND:
+            raise ValidationFailed(
+                f"The target bound must be a number above 0 and at most {MAX_TARGET_BOUND:g}.",
+                code="invalid_dp_target_bound",
+                detail={"field": "dp_target_bound"},
+            )
+        terms["dp_target_bound"] = bound
+    elif target_bound is not None:
+        raise ValidationFailed(
+            "A target bound is only for a linear model.",
+            code="invalid_dp_target_bound",
+            detail={"field": "dp_target_bound"},
+        )
+    return terms
 
 
 def _enqueue(run_id: object) -> None:

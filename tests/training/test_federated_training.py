@@ -16,10 +16,16 @@ from analytics.blobs import FileSystemBlobStore
 from audit.models import AccessEvent
 from chaincode import merkle
 from health_platform import bootstrap
-from records.codes import BREAST_CANCER_DATASET, load_dataset
-from tests.training_world import candidates, mixed_breast_cancer_split
+from tests.training_world import (
+    admitted_training_rows,
+    candidates,
+    central_newton,
+    dataset_features,
+    malignant,
+    mixed_breast_cancer_split,
+)
 from training import maths
-from training.local import TRAIN, OrganisationRecords
+from training.local import OrganisationRecords
 from training.models import TrainingRound, TrainingStatus
 from training.selectors import training_record_proof_document, training_run_lineage_differences
 from training.services import training_run_execute, training_run_request
@@ -138,15 +144,7 @@ def test_an_inclusion_proof_verifies_and_fails_for_a_record_not_in_the_set(breas
 def test_logistic_weights_meet_central_newton_on_the_same_admitted_records(breast_cancer_run):
     run, everyone, _ = breast_cancer_run
     spec = _trained(run)
-    rows, labels = _admitted_training_rows(run, everyone)
-    weights, bias = maths.central_weights(
-        "logistic",
-        _features(rows),
-        _malignant(labels),
-        maths.Scaling.of_range(spec.feature_min, spec.feature_max),
-        ridge=run.hyperparameters["ridge"],
-        rounds=ROUNDS,
-    )
+    weights, bias = central_newton(run, everyone, spec, ROUNDS)
     assert np.max(np.abs(np.asarray(spec.weights) - weights)) < 1e-4
     assert abs(spec.bias - bias) < 1e-4
 
@@ -185,9 +183,9 @@ def test_the_aggregator_runs_apart_with_no_key_and_receives_only_each_organisati
     )
     opened = [np.asarray(tenseal.ckks_vector_from(secret, update[0]).decrypt()) for update in watched.sent[1]]
     spec = _trained(run)
-    rows, labels = _admitted_training_rows(run, everyone)
-    design = maths.Scaling.of_range(spec.feature_min, spec.feature_max).design(_features(rows))
-    in_the_clear = maths.newton_statistics(design, _malignant(labels), np.zeros(design.shape[1]))
+    rows, labels = admitted_training_rows(run, everyone)
+    design = maths.Scaling.of_range(spec.feature_min, spec.feature_max).design(dataset_features(rows))
+    in_the_clear = maths.newton_statistics(design, malignant(labels), np.zeros(design.shape[1]))
     assert np.max(np.abs(sum(opened) - in_the_clear)) < 1e-6
     assert not np.allclose(opened[0], in_the_clear)  # neither organisation's update is the whole
 
@@ -198,25 +196,3 @@ def _trained(run):
     from analytics.registry import model_spec
 
     return model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version))
-
-
-def _admitted_training_rows(run, everyone):
-    """The dataset rows (and targets) of the records the run trained on (not the held-out ones)."""
-    row_of = {str(p.record.id): p.row for p in everyone}
-    target = load_dataset(BREAST_CANCER_DATASET).target
-    rows = [
-        row_of[e["record_id"]]
-        for organisation in sorted(run.manifest)
-        for e in run.manifest[organisation]
-        if e["split"] == TRAIN
-    ]
-    return rows, [target[row] for row in rows]
-
-
-def _features(rows):
-    return np.asarray([load_dataset(BREAST_CANCER_DATASET).data[row] for row in rows])
-
-
-def _malignant(targets):
-    malignant = list(load_dataset(BREAST_CANCER_DATASET).target_names).index("malignant")
-    return (np.asarray(targets) == malignant).astype(float)

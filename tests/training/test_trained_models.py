@@ -16,25 +16,19 @@ from audit.models import AccessEvent
 from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from tests.clients import signed_in
-from tests.training_world import candidates, consent_to_analyses, consent_to_training, consented_breast_cancer_split
+from tests.training_world import (
+    candidates,
+    consent_to_analyses,
+    consent_to_training,
+    consented_breast_cancer_split,
+    trained_with,
+)
 from training import rounds
 from training.local import TRAIN
 from training.models import TrainingRun, TrainingStatus
 from training.services import training_run_execute, training_run_request
 
 pytestmark = [pytest.mark.he, pytest.mark.slow]
-
-
-def _run(steward, family, split, **terms):
-    run = training_run_request(
-        steward=steward,
-        family=family,
-        organisations={org: [p.version_id for p in members] for org, members in split.items()},
-        **terms,
-    )
-    run = training_run_execute(run_id=str(run.pk))
-    assert run.status == TrainingStatus.COMPLETED, run.failure_code
-    return run, model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version))
 
 
 def test_linear_weights_equal_central_least_squares_on_the_same_admitted_records(
@@ -46,7 +40,7 @@ def test_linear_weights_equal_central_least_squares_on_the_same_admitted_records
     for organisation, members in split.items():
         for person in members[:-1]:  # the last of each never consented: left out
             consent_to_training(person, organisation, DIABETES_DATASET)
-    run, trained = _run(steward, "diabetes-progression", split)
+    run, trained = trained_with(steward, "diabetes-progression", split)
     row_of = {str(p.record.id): p.row for p in everyone}
     entries = [e for organisation in sorted(run.manifest) for e in run.manifest[organisation]]
     assert len(entries) == 38
@@ -160,7 +154,7 @@ def test_a_run_interrupted_at_its_lineage_resumes_there_without_reading_a_record
     monkeypatch.setattr(rounds, "_lineage_record", ledger_gone_at_the_lineage)
     run = training_run_execute(run_id=str(run.pk))
     assert (run.status, run.attempts) == (TrainingStatus.QUEUED, 1)
-    assert set(run.outcome) == {"weights", "bias", "metrics", "round_hashes"}
+    assert set(run.outcome) == {"weights", "bias", "metrics", "round_hashes", "dp_epsilon", "dp_delta"}
     assert run.rounds.count() == 2
     accesses = AccessEvent.objects.filter(request_id=str(run.pk)).count()
     assert accesses == 4 * 2  # every record, every round
