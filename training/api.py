@@ -33,7 +33,7 @@ from training.services import training_run_request_offered
 
 _ERROR = ERROR_RESPONSE
 _NOT_FOUND = error_response("not_found: no such training run of yours")
-REQUEST_MAX_BYTES = 4096  # four small fields: anything longer is not a run's terms
+REQUEST_MAX_BYTES = 4096  # seven small fields: anything longer is not a run's terms
 
 
 @list_and_read_schema(

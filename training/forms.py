@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 
 from health_platform.errors import ValidationFailed
+from training.privacy import MAX_DELTA, MAX_EPSILON
 from training.services import MAX_RIDGE, MAX_ROUNDS
 
 # Which field a service refusal concerns (its detail names it too; these are the codes without one).
@@ -62,6 +63,30 @@ class TrainingRunForm(forms.Form):
             "min_value": "The ridge penalty cannot be negative.",
             "max_value": f"The ridge penalty can be at most {MAX_RIDGE:g}.",
         },
+    )
+
+    dp_epsilon = forms.FloatField(
+        label="Privacy budget ε",
+        required=False,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+        help_text="Differential privacy: noise is added to each round's combined update so that the model reveals "
+        "little about any one patient. A smaller ε protects more and costs accuracy; give δ too. Leave both empty for "
+        f"none. Above 0, at most {MAX_EPSILON:g}.",
+        error_messages={"invalid": "Enter a number, such as 4 or 0.5."},
+    )
+    dp_delta = forms.FloatField(
+        label="Privacy δ",
+        required=False,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+        help_text=f"The small chance the ε guarantee does not hold, such as 0.00001. Above 0, at most {MAX_DELTA:g}.",
+        error_messages={"invalid": "Enter a number, such as 0.00001."},
+    )
+    dp_target_bound = forms.FloatField(
+        label="Target bound (linear models under a privacy budget)",
+        required=False,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+        help_text="The largest value a linear model's target may take; larger targets are clipped to it.",
+        error_messages={"invalid": "Enter a number, such as 400."},
     )
 
     def __init__(self, *args: Any, families: dict[str, Any], **kwargs: Any) -> None:

@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from health_platform.errors import ValidationFailed
 from training.models import TrainingRun
+from training.privacy import MAX_DELTA, MAX_EPSILON
 from training.selectors import RunOverview
 from training.services import MAX_RIDGE, MAX_ROUNDS, MAX_VALIDATION_FRACTION, finite_number
 
@@ -51,6 +52,17 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     )
     validation_fraction = JsonNumberField(
         required=False, help_text=f"share of records held out to validate, 0 to {MAX_VALIDATION_FRACTION}; 0.2"
+    )
+    dp_epsilon = JsonNumberField(
+        required=False,
+        help_text=f"differential privacy: the run's epsilon, above 0 and at most {MAX_EPSILON:g} (with dp_delta)",
+    )
+    dp_delta = JsonNumberField(
+        required=False, help_text=f"differential privacy: the run's delta, above 0 and at most {MAX_DELTA:g}"
+    )
+    dp_target_bound = JsonNumberField(
+        required=False,
+        help_text="differential privacy, a linear family only: the bound B its records' targets are clipped to",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

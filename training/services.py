@@ -112,13 +112,19 @@ def training_run_request_offered(
     rounds: int | None = None,
     ridge: float | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    dp_epsilon: float | None = None,
+    dp_delta: float | None = None,
+    dp_target_bound: float | None = None,
 ) -> TrainingRun:
     """Ask for a run over the records the organisations' custodians offer for `family`
-    (training.selectors.training_candidates_offered): what the steward's page and API request. Nothing offered
-    (no live training consent to any organisation) is ValidationFailed no_records_offered, and nothing is stored."""
+    (training.selectors.training_candidates_offered): what the steward's page and API request, with differential
+    privacy if a budget is given (as training_run_request). Nothing offered (no live training consent to any
+    organisation) is ValidationFailed no_records_offered, and nothing is stored."""
     if not user_may_request_training(steward):
         raise PermissionDenied("Only a model steward can request a training run.")
-    _terms_checked(family, rounds, ridge, validation_fraction)  # the terms first: they are the steward's to correct
+    # the terms first: they are the steward's to correct
+    spec, _, _ = _terms_checked(family, rounds, ridge, validation_fraction)
+    _differential_privacy_terms(spec.kind, dp_epsilon, dp_delta, dp_target_bound)
     offered = training_candidates_offered(family=family)
     if not offered:
         raise ValidationFailed(
@@ -133,6 +139,9 @@ def training_run_request_offered(
         rounds=rounds,
         ridge=ridge,
         validation_fraction=validation_fraction,
+        dp_epsilon=dp_epsilon,
+        dp_delta=dp_delta,
+        dp_target_bound=dp_target_bound,
     )
 
 

@@ -104,12 +104,7 @@ def training_run_new(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _render_new(request, form, families, status=400)
     try:
-        run = training_run_request_offered(
-            steward=request.user,
-            family=form.cleaned_data["family"],
-            rounds=form.cleaned_data["rounds"],
-            ridge=form.cleaned_data["ridge"],
-        )
+        run = training_run_request_offered(steward=request.user, **form.cleaned_data)
     except ValidationFailed as error:
         form.add_service_error(error)
         return _render_new(request, form, families, status=400)

@@ -65,6 +65,25 @@ def offered(people, organisations):
         ({"family": "breast-cancer", "ridge": 10**400}, 400, "validation_failed", "ridge"),  # no float holds it
         ({"family": "breast-cancer", "validation_fraction": 0.9}, 400, "invalid_validation_fraction", None),
         ({"family": "breast-cancer", "validation_fraction": "0.1"}, 400, "validation_failed", "validation_fraction"),
+        ({"family": "breast-cancer", "dp_epsilon": 1.0}, 400, "dp_budget_incomplete", "dp_delta"),
+        ({"family": "breast-cancer", "dp_delta": 1e-5}, 400, "dp_budget_incomplete", "dp_epsilon"),
+        ({"family": "breast-cancer", "dp_epsilon": 0, "dp_delta": 1e-5}, 400, "invalid_dp_epsilon", "dp_epsilon"),
+        ({"family": "breast-cancer", "dp_epsilon": 101, "dp_delta": 1e-5}, 400, "invalid_dp_epsilon", "dp_epsilon"),
+        ({"family": "breast-cancer", "dp_epsilon": 1, "dp_delta": 0.5}, 400, "invalid_dp_delta", "dp_delta"),
+        ({"family": "breast-cancer", "dp_epsilon": True, "dp_delta": 1e-5}, 400, "validation_failed", "dp_epsilon"),
+        ({"family": "breast-cancer", "dp_epsilon": "1", "dp_delta": 1e-5}, 400, "validation_failed", "dp_epsilon"),
+        (
+            {"family": "breast-cancer", "dp_epsilon": 1, "dp_delta": 1e-5, "dp_target_bound": 5},
+            400,
+            "invalid_dp_target_bound",
+            "dp_target_bound",
+        ),
+        (
+            {"family": "diabetes-progression", "dp_epsilon": 1, "dp_delta": 1e-5},
+            400,
+            "dp_target_bound_required",
+            "dp_target_bound",
+        ),
         ({"family": "breast-cancer", "organisations": {"org:x": [1]}}, 400, "unknown_fields", None),
         ({"family": "breast-cancer", HOSTILE: 1}, 400, "unknown_fields", None),
     ],
@@ -135,6 +154,10 @@ def test_a_steward_requests_a_run_over_the_organisations_offer(steward, offered,
     }
     defaults = api_as(steward).post(RUNS, {"family": "diabetes-progression"}, format="json").json()
     assert (defaults["kind"], defaults["rounds_requested"], defaults["hyperparameters"]["ridge"]) == ("linear", 1, 0.0)
+    private = {"family": "breast-cancer", "dp_epsilon": 4, "dp_delta": 1e-5}
+    assert api_as(steward).post(RUNS, private, format="json").status_code == 201
+    terms = TrainingRun.objects.filter(hyperparameters__has_key="dp_epsilon").get().hyperparameters
+    assert (terms["dp_epsilon"], terms["dp_delta"], terms["dp_mechanism"]) == (4.0, 1e-5, "gaussian-zcdp")
 
 
 # --- who may ------------------------------------------------------------------------------------

@@ -82,6 +82,13 @@ def test_the_form_explains_each_family_in_plain_words_with_its_defaults(steward,
         ({"family": "breast-cancer", "ridge": "9" * 400}, "ridge", "Enter a number, such as 1 or 0.5."),
         ({"family": "diabetes-progression", "rounds": "2"}, "rounds", "A linear model trains in one round."),
         ({"family": "breast-cancer", "ridge": "1e300"}, "ridge", "The ridge penalty can be at most 1e+06."),
+        ({"family": "breast-cancer", "dp_epsilon": "1"}, "dp_delta", "Give both epsilon and delta, or neither."),
+        ({"family": "breast-cancer", "dp_epsilon": "a lot"}, "dp_epsilon", "Enter a number, such as 4 or 0.5."),
+        (
+            {"family": "breast-cancer", "dp_epsilon": "1", "dp_delta": "0.5"},
+            "dp_delta",
+            "delta must be a number above 0 and at most 0.001.",
+        ),
     ],
 )
 def test_a_request_the_service_or_the_form_refuses_is_shown_at_its_field_and_nothing_is_stored(
