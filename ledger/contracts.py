@@ -17,6 +17,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
 from typing import Any, TypeVar
 
 import orjson
@@ -437,6 +438,9 @@ class OrganisationLineage:
     consent_root: str
     record_count: int
     consent_count: int
+    left_out: Mapping[str, int] = dataclass_field(
+        default_factory=dict
+    )  # offered and not used, by reason (gate or no_label)
 
 
 @dataclass(frozen=True)
@@ -465,7 +469,10 @@ class TrainingRunRequest:
     def payload(self) -> dict[str, Any]:
         return {
             **{f.name: getattr(self, f.name) for f in fields(TrainingRunRequest)},
-            "organisations": [organisation.__dict__ for organisation in self.organisations],
+            "organisations": [
+                {**organisation.__dict__, "left_out": dict(organisation.left_out)}
+                for organisation in self.organisations
+            ],
             "hyperparameters": dict(self.hyperparameters),
             "round_aggregates": list(self.round_aggregates),
             "metrics": dict(self.metrics),

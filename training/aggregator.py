@@ -22,6 +22,7 @@ Its own logs go to standard error, never a ciphertext.
 import base64
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -308,6 +309,7 @@ def serve(reader: IO[str], writer: IO[str]) -> None:
     from analytics.he import TenSEALEngine
 
     flwr = flower()
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # after its import, which sets it to DEBUG: rounds aren't news
     from flwr.server.server import init_defaults, run_fl
     from flwr.server.superlink.fleet.grpc_bidi.grpc_server import start_grpc_server
 
@@ -359,9 +361,6 @@ def main() -> int:
     # standard error instead.
     conversation = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
-    import logging
-
-    logging.getLogger("flwr").setLevel(logging.WARNING)
     try:
         serve(sys.stdin, conversation)
     except Exception as error:  # a code or its type only: never a value, which might be a ciphertext

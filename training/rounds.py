@@ -280,7 +280,14 @@ def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, roun
         model_version=trained.version,
         steward=model_steward_actor(run.steward),
         organisations=tuple(
-            OrganisationLineage(p.organisation, p.training_set_root, p.consent_root, p.record_count, p.consent_count)
+            OrganisationLineage(
+                p.organisation,
+                p.training_set_root,
+                p.consent_root,
+                p.record_count,
+                p.consent_count,
+                left_out=left_out(run.organisation_counts.get(p.organisation, {})),
+            )
             for p in parts
         ),
         training_set_root=overall.training_set_root,
@@ -299,10 +306,17 @@ def _lineage_record(run: TrainingRun, manifest: dict, trained: LinearModel, roun
     return bootstrap.contracts().record_training_run(request)
 
 
+def left_out(counts: dict[str, Any]) -> dict[str, int]:
+    """What an organisation offered and the run did not use, by reason: the gate's refusals (hash_mismatch,
+    consent_revoked...) and admitted records it could not train on (no_label, missing_features), as its last round
+    counted them."""
+    return {reason: int(n) for part in ("refused", "skipped") for reason, n in counts.get(part, {}).items() if n}
+
+
 def _lineage_document(lineage: Any) -> dict[str, Any]:
     """The lineage as the model registry keeps it beside the model (for its card)."""
     document = {name: getattr(lineage, name) for name in lineage.__dataclass_fields__}
-    document["organisations"] = [dict(o.__dict__) for o in lineage.organisations]
+    document["organisations"] = [{**o.__dict__, "left_out": dict(o.left_out)} for o in lineage.organisations]
     document["round_aggregates"] = list(lineage.round_aggregates)
     document["hyperparameters"] = dict(lineage.hyperparameters)
     document["metrics"] = dict(lineage.metrics)

@@ -64,6 +64,10 @@ _RUN_FIELDS = {
     "weights_sha256",
 }
 _ORGANISATION_FIELDS = {"organisation", "training_set_root", "consent_root", "record_count", "consent_count"}
+# left_out (optional): the records the organisation offered that the run did not use, by reason (the gate's refusals,
+# e.g. hash_mismatch or consent_revoked, and what made an admitted record unusable, e.g. no_label)
+_ORGANISATION_OPTIONAL = {"left_out"}
+MAX_LEFT_OUT_REASONS = 32
 _STATUS_FIELDS = {"weights_sha256", "reason", "revocations"}
 _NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _TEXT_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/+-]{0,127}")
@@ -260,7 +264,7 @@ def _organisation(item: dict[str, Any], field: str) -> dict[str, Any]:
     """One organisation's part: its trees' roots and sizes. Every record admitted had a consent and every consent
     listed admitted a record, so there are no more consents than records, and none without records; an empty tree
     has the empty root."""
-    validation.only_fields(item, field, _ORGANISATION_FIELDS, _ORGANISATION_FIELDS)
+    validation.only_fields(item, field, _ORGANISATION_FIELDS | _ORGANISATION_OPTIONAL, _ORGANISATION_FIELDS)
     checked = {
         "organisation": validation.organisation(item["organisation"], f"{field}.organisation"),
         "training_set_root": validation.sha256(item["training_set_root"], f"{field}.training_set_root"),
@@ -268,7 +272,23 @@ def _organisation(item: dict[str, Any], field: str) -> dict[str, Any]:
         "record_count": _count(item["record_count"], f"{field}.record_count"),
         "consent_count": _count(item["consent_count"], f"{field}.consent_count"),
     }
+    if "left_out" in item:
+        checked["left_out"] = _left_out(item["left_out"], f"{field}.left_out")
     _tree_sizes(checked, field)
+    return checked
+
+
+def _left_out(value: Any, field: str) -> dict[str, int]:
+    """Reason code -> how many offered records were left out for it (reasons sorted; none with a count of 0)."""
+    if not isinstance(value, dict) or len(value) > MAX_LEFT_OUT_REASONS:
+        raise InvalidArgument(f"{field} must be an object of at most {MAX_LEFT_OUT_REASONS} reasons")
+    checked = {}
+    for reason in sorted(value):
+        if not isinstance(reason, str) or not _NAME.fullmatch(reason):
+            raise InvalidArgument(f"{field} names a reason that is not a code")
+        checked[reason] = _count(value[reason], f"{field}.{reason}")
+        if checked[reason] == 0:
+            raise InvalidArgument(f"{field}.{reason} must be at least 1 (leave out a reason with none)")
     return checked
 
 

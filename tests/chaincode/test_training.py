@@ -191,6 +191,11 @@ def test_a_malformed_run_is_refused_with_a_stable_code_and_writes_nothing(chain,
         ({"consent_count": 2}, "inconsistent_counts", "run.organisations[0].consent_count must be from 1"),
         ({"record_count": 0, "consent_count": 0}, "invalid_argument", "training_set_root of an empty tree"),
         ({"extra": 1}, "invalid_argument", "run.organisations[0] has unknown fields: extra"),
+        ({"left_out": ["hash_mismatch"]}, "invalid_argument", "run.organisations[0].left_out must be an object"),
+        ({"left_out": {"Hash Mismatch": 1}}, "invalid_argument", "left_out names a reason that is not a code"),
+        ({"left_out": {"hash_mismatch": 0}}, "invalid_argument", "left_out.hash_mismatch must be at least 1"),
+        ({"left_out": {"hash_mismatch": True}}, "invalid_argument", "left_out.hash_mismatch must be an integer"),
+        ({"left_out": {f"r{i}": 1 for i in range(33)}}, "invalid_argument", "at most 32 reasons"),
     ],
 )
 def test_a_malformed_organisation_is_refused(chain, change, code, fragment):
@@ -199,6 +204,17 @@ def test_a_malformed_organisation_is_refused(chain, change, code, fragment):
     with pytest.raises(ContractRejected) as refused:
         record(chain, run)
     assert (refused.value.code, fragment in refused.value.message) == (code, True), refused.value.message
+
+
+def test_an_organisation_says_what_it_left_out_and_why_and_a_lineage_without_it_reads_as_before(chain):
+    run = lineage(ident("run-1"), digest(90))
+    run["organisations"][0]["left_out"] = {"no_label": 2, "hash_mismatch": 1}
+    entry = record(chain, run).json()
+    assert [part.get("left_out") for part in entry["organisations"]] == [
+        {"hash_mismatch": 1, "no_label": 2},  # reasons in code order
+        None,  # not said: an entry as written before the field existed
+    ]
+    assert chain.evaluate("training", "ReadTrainingRun", ident("run-1")).json() == entry
 
 
 def test_the_same_organisation_twice_is_refused(chain):

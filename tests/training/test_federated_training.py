@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 import tenseal
+from django.urls import reverse
 
 from analytics.blobs import FileSystemBlobStore
 from audit.models import AccessEvent
 from chaincode import merkle
 from health_platform import bootstrap
+from tests.clients import signed_in
 from tests.training_world import (
     admitted_training_rows,
     candidates,
@@ -122,6 +124,10 @@ def test_the_lineage_is_on_the_ledger_and_its_roots_are_the_manifests(breast_can
     leaves = [merkle.training_set_leaf(e["record_id"], e["version"], e["sha256"]) for e in entries]
     assert lineage.training_set_root == merkle.merkle_root(leaves).hex()
     by_organisation = {part.organisation: part for part in lineage.organisations}
+    # the lineage says why the records offered and not used were left out
+    st_marys, northgate = sorted(run.organisations, reverse=True)
+    assert dict(by_organisation[st_marys].left_out) == {"hash_mismatch": 1, "no_consent": 1}
+    assert dict(by_organisation[northgate].left_out) == {}
     for organisation, organisation_entries in run.manifest.items():
         consents = [merkle.consent_leaf(e["consent_id"], e["patient_pseudonym"]) for e in organisation_entries]
         assert by_organisation[organisation].consent_root == merkle.merkle_root(consents).hex()
@@ -196,3 +202,14 @@ def _trained(run):
     from analytics.registry import model_spec
 
     return model_spec(DiagnosticModel.objects.get(name=run.model_name, version=run.model_version))
+
+
+def test_the_model_card_says_what_each_organisation_left_out_and_why(breast_cancer_run, steward):
+    run, _, _ = breast_cancer_run
+    card = signed_in(steward).get(
+        reverse("analytics:model-card", kwargs={"name": run.model_name}), {"version": run.model_version}
+    )
+    html = card.content.decode()
+    assert card.status_code == 200
+    assert '<td data-label="Left out" data-left-out>1 hash_mismatch, 1 no_consent</td>' in html  # St Mary's
+    assert '<td data-label="Left out" data-left-out>none</td>' in html  # Northgate
