@@ -18,7 +18,8 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import set_rollback
 
-from health_platform.errors import ApplicationError, error_headers
+from health_platform.errors import ApplicationError, PermissionDenied, error_headers
+from health_platform.roles import Role, user_has_role
 from ledger import LedgerError
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,16 @@ def permission(check: Callable[[Any], bool], message: str) -> type[BasePermissio
     Permission.message = message
     Permission.__name__ = Permission.__qualname__ = f"May_{check.__name__}"
     return Permission
+
+
+def role_input(request: Request, *, role: Role, refusal: str, serializer: type[BaseSerializer]) -> dict[str, Any]:
+    """The validated body of a POST only `role` may send (an auditor's verdict, a clinician's declaration): another
+    role is PermissionDenied with `refusal`, a body `serializer` refuses is a validation error (400)."""
+    if not user_has_role(request.user, role):
+        raise PermissionDenied(refusal)
+    payload = serializer(data=request.data)
+    payload.is_valid(raise_exception=True)
+    return dict(payload.validated_data)
 
 
 def error_response(error: ApplicationError | LedgerError) -> Response:
