@@ -44,9 +44,19 @@ class VisibleListViewSet(viewsets.GenericViewSet):
 
     model: type[Model]
     list_serializer: type[BaseSerializer]
+    detail_serializer: type[BaseSerializer]
 
     def visible_to(self, user: Any) -> QuerySet[Any]:
         raise NotImplementedError
+
+    def visible_one(self, user: Any, pk: str | None) -> Any:
+        """The object a read names, through the app's selector, which refuses what `user` may not see (its
+        NotFound is the read's 404). The read writes it with `detail_serializer` and `detail_context`."""
+        raise NotImplementedError
+
+    def detail_context(self, request: Request, obj: Any) -> dict[str, Any]:
+        """What `detail_serializer` needs beside the object (its progress, its decrypted content...)."""
+        return {}
 
     def get_queryset(self) -> QuerySet[Any]:
         if getattr(self, "swagger_fake_view", False):
@@ -59,6 +69,10 @@ class VisibleListViewSet(viewsets.GenericViewSet):
         if page is None:
             return Response(self.list_serializer(objects, many=True).data)
         return self.get_paginated_response(self.list_serializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        found = self.visible_one(request.user, pk)
+        return Response(self.detail_serializer(found, context=self.detail_context(request, found)).data)
 
 
 def permission(check: Callable[[Any], bool], message: str) -> type[BasePermission]:

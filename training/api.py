@@ -47,6 +47,7 @@ REQUEST_MAX_BYTES = 4096  # four small fields: anything longer is not a run's te
 class TrainingRunViewSet(VisibleListViewSet):
     model = TrainingRun
     list_serializer = TrainingRunSerializer
+    detail_serializer = TrainingRunDetailSerializer
     permission_classes = [IsAuthenticated, IsModelSteward]
     parser_classes = [LimitedJSONParser]
     serializer_class = TrainingRunSerializer
@@ -57,10 +58,11 @@ class TrainingRunViewSet(VisibleListViewSet):
     def visible_to(self, user: Any) -> QuerySet[TrainingRun]:
         return training_runs_of_steward(steward=user)
 
-    def retrieve(self, request: Request, pk: str | None = None) -> Response:
-        run = training_run_get(viewer=request.user, run_id=pk)
-        context = {"overview": training_run_overview(run=run)}
-        return Response(TrainingRunDetailSerializer(run, context=context).data)
+    def visible_one(self, user: Any, pk: str | None) -> TrainingRun:
+        return training_run_get(viewer=user, run_id=pk)
+
+    def detail_context(self, request: Request, run: TrainingRun) -> dict[str, Any]:
+        return {"overview": training_run_overview(run=run)}
 
     @extend_schema(
         summary="Request a training run of a model family over the records the organisations offer",
