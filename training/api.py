@@ -29,7 +29,7 @@ from training.selectors import (
     training_runs_of_steward,
 )
 from training.serializers import TrainingRunCreateSerializer, TrainingRunDetailSerializer, TrainingRunSerializer
-from training.services import training_run_request_offered
+from training.services import training_run_request
 
 _ERROR = ERROR_RESPONSE
 _NOT_FOUND = error_response("not_found: no such training run of yours")
@@ -81,7 +81,7 @@ class TrainingRunViewSet(VisibleListViewSet):
     def create(self, request: Request) -> Response:
         payload = TrainingRunCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        run = training_run_request_offered(steward=request.user, **payload.validated_data)
+        run = training_run_request(steward=request.user, **payload.validated_data)
         body = TrainingRunSerializer(run).data
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["links"]["self"]})
 

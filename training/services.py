@@ -44,16 +44,29 @@ def training_run_request(
     *,
     steward: Any,
     family: str,
-    organisations: Mapping[str, Sequence[int]],
+    organisations: Mapping[str, Sequence[int]] | None = None,
     rounds: int | None = None,
     ridge: float | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
 ) -> TrainingRun:
     """Ask for a run training `family`'s model over the record versions of each organisation ("org:<slug>" -> the
-    candidate version ids its custodian offers; the gate decides which are used). Queued; a worker runs it."""
+    candidate version ids its custodian offers; the gate decides which are used). Queued; a worker runs it.
+
+    Without `organisations`: over the records the organisations' custodians offer for `family`
+    (training.selectors.training_candidates_offered), which is what the steward's page and API request. Nothing
+    offered (no live training consent to any organisation) is ValidationFailed no_records_offered, and nothing is
+    stored. The terms are checked before the offer is read: they are the steward's to correct."""
     if not user_may_request_training(steward):
         raise PermissionDenied("Only a model steward can request a training run.")
     spec, rounds, ridge = _terms_checked(family, rounds, ridge, validation_fraction)
+    if organisations is None:
+        organisations = training_candidates_offered(family=family)
+        if not organisations:
+            raise ValidationFailed(
+                "No organisation offers a record for this model family: no patient holds a live training consent.",
+                code="no_records_offered",
+                detail={"field": "family"},
+            )
     if not organisations or any(not str(o).startswith("org:") for o in organisations):
         raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
     engine, blobs = homomorphic_engine(), blob_store()
@@ -81,37 +94,6 @@ def training_run_request(
         transaction.on_commit(lambda: _enqueue(run.id))
     log.info("training_run_requested", run_id=str(run.id), family=family, steward_user_id=steward.pk)
     return run
-
-
-def training_run_request_offered(
-    *,
-    steward: Any,
-    family: str,
-    rounds: int | None = None,
-    ridge: float | None = None,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-) -> TrainingRun:
-    """Ask for a run over the records the organisations' custodians offer for `family`
-    (training.selectors.training_candidates_offered): what the steward's page and API request. Nothing offered
-    (no live training consent to any organisation) is ValidationFailed no_records_offered, and nothing is stored."""
-    if not user_may_request_training(steward):
-        raise PermissionDenied("Only a model steward can request a training run.")
-    _terms_checked(family, rounds, ridge, validation_fraction)  # the terms first: they are the steward's to correct
-    offered = training_candidates_offered(family=family)
-    if not offered:
-        raise ValidationFailed(
-            "No organisation offers a record for this model family: no patient holds a live training consent.",
-            code="no_records_offered",
-            detail={"field": "family"},
-        )
-    return training_run_request(
-        steward=steward,
-        family=family,
-        organisations=offered,
-        rounds=rounds,
-        ridge=ridge,
-        validation_fraction=validation_fraction,
-    )
 
 
 def _terms_checked(
