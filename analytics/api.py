@@ -117,6 +117,7 @@ class AnalysisFilter(filters.FilterSet):
 class AnalysisViewSet(VisibleListViewSet):
     model = AnalysisRequest
     list_serializer = AnalysisRequestSerializer
+    detail_serializer = AnalysisDetailSerializer
     permission_classes = [IsAuthenticated, IsClinician]
     parser_classes = [LimitedJSONParser]
     serializer_class = AnalysisRequestSerializer
@@ -131,10 +132,11 @@ class AnalysisViewSet(VisibleListViewSet):
     def visible_to(self, user: Any) -> QuerySet[AnalysisRequest]:
         return analyses_of(user=user)
 
-    def retrieve(self, request: Request, pk: str | None = None) -> Response:
-        analysis = analysis_of_requester(user=request.user, analysis_id=pk)
-        context = {"progress": analysis_progress(request=analysis)}
-        return Response(AnalysisDetailSerializer(analysis, context=context).data)
+    def visible_one(self, user: Any, pk: str | None) -> AnalysisRequest:
+        return analysis_of_requester(user=user, analysis_id=pk)
+
+    def detail_context(self, request: Request, analysis: AnalysisRequest) -> dict[str, Any]:
+        return {"progress": analysis_progress(request=analysis)}
 
     @extend_schema(
         summary="Request an analysis: a model over a cohort, in portal or requester-held key mode",

@@ -15,6 +15,7 @@ from django import forms
 from analytics.models import CohortKind
 from analytics.selectors import ModelCard
 from health_platform.errors import ApplicationError
+from health_platform.portal import ListedChoiceField
 
 SERVICE_ERROR_MESSAGES: dict[str, str] = {
     "unknown_model": "Choose a model from the list.",
@@ -39,11 +40,7 @@ _SEPARATORS = re.compile(r"[\s,;]+")
 
 
 class AnalysisRequestForm(forms.Form):
-    model = forms.ChoiceField(
-        label="Diagnostic model",
-        widget=forms.Select(attrs={"aria-describedby": "model-help"}),
-        error_messages={"required": "Choose a model.", "invalid_choice": "Choose a model from the list."},
-    )
+    model = ListedChoiceField(label="Diagnostic model", help_id="model-help", what="a model")
     cohort_kind = forms.ChoiceField(
         label="Which patients",
         choices=[
@@ -66,12 +63,12 @@ class AnalysisRequestForm(forms.Form):
 
     def __init__(self, *args: Any, cards: list[ModelCard], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        model_field: forms.ChoiceField = self.fields["model"]  # type: ignore[assignment]
-        model_field.choices = [("", "Choose…")] + [
+        model_field: ListedChoiceField = self.fields["model"]  # type: ignore[assignment]
+        model_field.offer(
             (card.name, f"{card.name} (version {card.version}{', retired' if card.retired else ''})")
             for card in cards
             if card.available
-        ]
+        )
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -24,6 +24,7 @@ from care import emergencies
 from care.models import EmergencyDeclaration
 from care.services import TreatmentRead, treatment_records_read
 from chaincode.vocabulary import CATEGORIES, EMERGENCY_REASONS, EMERGENCY_VERDICTS
+from health_platform.api import role_input
 from health_platform.errors import PermissionDenied
 from health_platform.roles import Role, user_has_role
 from health_platform.serializers import ERROR_RESPONSE
@@ -188,11 +189,9 @@ class EmergencyListView(APIView):
     )
     def post(self, request: Request) -> Response:
         """201 with the declaration (on the ledger); 404 unknown_patient; 400 with the field for bad input."""
-        if not user_has_role(request.user, Role.CLINICIAN):
-            raise PermissionDenied("Only clinicians declare emergencies.")
-        payload = DeclareSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        values = dict(payload.validated_data)
+        values = role_input(
+            request, role=Role.CLINICIAN, refusal="Only clinicians declare emergencies.", serializer=DeclareSerializer
+        )
         declaration = emergencies.emergency_declare(clinician=request.user, **values)
         return Response(
             EmergencySerializer(declaration, context={"request": request}).data, status=status.HTTP_201_CREATED
@@ -238,11 +237,9 @@ class EmergencyReviewView(APIView):
     )
     def post(self, request: Request, declaration_id: str) -> Response:
         """400 already_reviewed for a second review; the verdict and the note's hash go on the ledger."""
-        if not user_has_role(request.user, Role.AUDITOR):
-            raise PermissionDenied("Only auditors review emergency access.")
-        payload = ReviewSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        values = dict(payload.validated_data)
+        values = role_input(
+            request, role=Role.AUDITOR, refusal="Only auditors review emergency access.", serializer=ReviewSerializer
+        )
         declaration = emergencies.emergency_review(auditor=request.user, declaration_id=declaration_id, **values)
         return Response(EmergencySerializer(declaration, context={"request": request}).data)
 

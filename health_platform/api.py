@@ -18,7 +18,8 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import set_rollback
 
-from health_platform.errors import ApplicationError, error_headers
+from health_platform.errors import ApplicationError, PermissionDenied, error_headers
+from health_platform.roles import Role, user_has_role
 from ledger import LedgerError
 
 log = structlog.get_logger(__name__)
@@ -43,9 +44,19 @@ class VisibleListViewSet(viewsets.GenericViewSet):
 
     model: type[Model]
     list_serializer: type[BaseSerializer]
+    detail_serializer: type[BaseSerializer]
 
     def visible_to(self, user: Any) -> QuerySet[Any]:
         raise NotImplementedError
+
+    def visible_one(self, user: Any, pk: str | None) -> Any:
+        """The object a read names, through the app's selector, which refuses what `user` may not see (its
+        NotFound is the read's 404). The read writes it with `detail_serializer` and `detail_context`."""
+        raise NotImplementedError
+
+    def detail_context(self, request: Request, obj: Any) -> dict[str, Any]:
+        """What `detail_serializer` needs beside the object (its progress, its decrypted content...)."""
+        return {}
 
     def get_queryset(self) -> QuerySet[Any]:
         if getattr(self, "swagger_fake_view", False):
@@ -59,6 +70,10 @@ class VisibleListViewSet(viewsets.GenericViewSet):
             return Response(self.list_serializer(objects, many=True).data)
         return self.get_paginated_response(self.list_serializer(page, many=True).data)
 
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        found = self.visible_one(request.user, pk)
+        return Response(self.detail_serializer(found, context=self.detail_context(request, found)).data)
+
 
 def permission(check: Callable[[Any], bool], message: str) -> type[BasePermission]:
     """A DRF permission class that admits the users `check` (an access.py rule) admits; others get `message`."""
@@ -70,6 +85,16 @@ def permission(check: Callable[[Any], bool], message: str) -> type[BasePermissio
     Permission.message = message
     Permission.__name__ = Permission.__qualname__ = f"May_{check.__name__}"
     return Permission
+
+
+def role_input(request: Request, *, role: Role, refusal: str, serializer: type[BaseSerializer]) -> dict[str, Any]:
+    """The validated body of a POST only `role` may send (an auditor's verdict, a clinician's declaration): another
+    role is PermissionDenied with `refusal`, a body `serializer` refuses is a validation error (400)."""
+    if not user_has_role(request.user, role):
+        raise PermissionDenied(refusal)
+    payload = serializer(data=request.data)
+    payload.is_valid(raise_exception=True)
+    return dict(payload.validated_data)
 
 
 def error_response(error: ApplicationError | LedgerError) -> Response:

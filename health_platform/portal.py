@@ -1,10 +1,11 @@
 """What every app's portal views share."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any, TypeVar
 
 import structlog
+from django import forms
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.db import InterfaceError, OperationalError
@@ -21,6 +22,22 @@ log = structlog.get_logger(__name__)
 
 View = TypeVar("View", bound=Callable[..., Any])
 Found = TypeVar("Found")
+
+
+class ListedChoiceField(forms.ChoiceField):
+    """A select of what the form lists for this request (`offer`), after a blank "Choose…", described by the help
+    whose id is `help_id` (the list templates/_field.html shows as its help_template). No choice, or one not listed,
+    is refused with "Choose <what>." or "Choose <what> from the list."."""
+
+    def __init__(self, *, label: str, help_id: str, what: str) -> None:
+        super().__init__(
+            label=label,
+            widget=forms.Select(attrs={"aria-describedby": help_id}),
+            error_messages={"required": f"Choose {what}.", "invalid_choice": f"Choose {what} from the list."},
+        )
+
+    def offer(self, choices: Iterable[tuple[str, str]]) -> None:
+        self.choices = [("", "Choose…"), *choices]
 
 
 def object_view(

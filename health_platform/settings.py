@@ -491,6 +491,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "AnalysisStatusEnum": "analytics.models.AnalysisStatus",
         "CohortKindEnum": "analytics.models.CohortKind",
+        "TrainingRunStatusEnum": "training.models.TrainingRun.Status",
     },
 }
 

@@ -14,8 +14,9 @@ from rest_framework.views import APIView
 
 from audit.services import NOTE_MAX
 from chaincode.vocabulary import ALERT_VERDICTS
-from health_platform.errors import PermissionDenied, ValidationFailed
-from health_platform.roles import Role, user_has_role
+from health_platform.api import role_input
+from health_platform.errors import ValidationFailed
+from health_platform.roles import Role
 from oversight import selectors, services, tasks
 from oversight.models import Alert, AlertStatus
 
@@ -106,11 +107,9 @@ class AlertTriageView(APIView):
     )
     def post(self, request: Request, alert_id: str) -> Response:
         """400 already_triaged for a second verdict; the verdict and the note's hash go on the ledger."""
-        if not user_has_role(request.user, Role.AUDITOR):
-            raise PermissionDenied("Only auditors triage alerts.")
-        payload = TriageSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        values = dict(payload.validated_data)
+        values = role_input(
+            request, role=Role.AUDITOR, refusal="Only auditors triage alerts.", serializer=TriageSerializer
+        )
         alert = services.alert_triage(auditor=request.user, alert_id=alert_id, **values)
         return Response(AlertSerializer(alert).data)
 
@@ -122,11 +121,9 @@ class ScoringRunView(APIView):
     def post(self, request: Request) -> Response:
         """202: queued for the custodian workers (the beat also scores yesterday and today, every
         OVERSIGHT_SCORE_SECONDS)."""
-        if not user_has_role(request.user, Role.AUDITOR):
-            raise PermissionDenied("Only auditors ask for a scoring run.")
-        payload = ScoringRunSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        values = dict(payload.validated_data)
+        values = role_input(
+            request, role=Role.AUDITOR, refusal="Only auditors ask for a scoring run.", serializer=ScoringRunSerializer
+        )
         until = values.get("until")
         services.scoring_window_check(until=until, days=values.get("days", 2))
         queued = tasks.misuse_score_run.delay(until=until.isoformat() if until else None, days=values.get("days", 2))

@@ -69,6 +69,7 @@ _ERRORS = {
 class RecordViewSet(VisibleListViewSet):
     model = Record
     list_serializer = RecordSerializer
+    detail_serializer = RecordDetailSerializer
     serializer_class = RecordSerializer
     filterset_class = RecordFilter
     parser_classes = [FhirJsonParser, JSONParser]
@@ -82,8 +83,9 @@ class RecordViewSet(VisibleListViewSet):
     def visible_to(self, user: Any) -> QuerySet[Record]:
         return records_visible_to(user=user)
 
-    def retrieve(self, request: Request, pk: str | None = None) -> Response:
-        record = self._visible_record(pk)
+    def detail_context(self, request: Request, record: Record) -> dict[str, Any]:
+        """The decrypted bundle of the newest version for whom may see clinical content (None else, or when its
+        ciphertext does not open)."""
         context: dict[str, Any] = {"bundle": None}
         if record_shows_clinical_content(user=request.user, record=record):
             versions = list(record.versions.all())
@@ -92,7 +94,7 @@ class RecordViewSet(VisibleListViewSet):
                     context["bundle"] = record_version_document(record_version=versions[-1])
                 except CiphertextInvalid:
                     log.warning("record_ciphertext_invalid", record_id=str(record.pk), version=versions[-1].version)
-        return Response(RecordDetailSerializer(record, context=context).data)
+        return context
 
     @extend_schema(
         summary="Ingest a FHIR R4 Bundle (custodians)",
@@ -134,7 +136,7 @@ class RecordViewSet(VisibleListViewSet):
     )
     @action(detail=True, methods=["get"])
     def integrity(self, request: Request, pk: str | None = None) -> Response:
-        record = self._visible_record(pk)
+        record = self.visible_one(request.user, pk)
         versions = list(record.versions.all())
         wanted = request.query_params.get("version")
         if wanted is not None:
@@ -145,12 +147,12 @@ class RecordViewSet(VisibleListViewSet):
         version = record.versions.get(pk=versions[-1].pk)
         return Response(IntegritySerializer(record_integrity_check(record_version=version)).data)
 
-    def _visible_record(self, pk: str | None) -> Record:
+    def visible_one(self, user: Any, pk: str | None) -> Record:
         try:
             record_id = UUID(str(pk))
         except ValueError:
             raise NotFound("No such record.") from None
-        return record_get_visible(user=self.request.user, record_id=record_id)
+        return record_get_visible(user=user, record_id=record_id)
 
 
 def _raw_body(request: Request) -> bytes:

@@ -18,6 +18,7 @@ never travel in a record.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from health_platform.fhir_codes import LOINC, PLATFORM, UCUM
@@ -73,21 +74,17 @@ def _breast_cancer_codes() -> tuple[FeatureCode, ...]:
         ("se", "{} error", "Nucleus {}, standard error"),
         ("worst", "worst {}", "Nucleus {}, worst (mean of the three largest)"),
     )
-    codes = []
-    for statistic, column_pattern, display_pattern in statistics:
-        for stem, unit, description in measurements:
-            codes.append(
-                FeatureCode(
-                    code=f"bc-{statistic}-{stem.replace(' ', '-')}",
-                    display=display_pattern.format(description[0].lower() + description[1:]),
-                    unit=unit,
-                    ucum=True,
-                    dataset=BREAST_CANCER_DATASET,
-                    column=column_pattern.format(stem),
-                    category="imaging",
-                )
-            )
-    return tuple(codes)
+    imaging = partial(FeatureCode, ucum=True, dataset=BREAST_CANCER_DATASET, category="imaging")
+    return tuple(
+        imaging(
+            code=f"bc-{statistic}-{stem.replace(' ', '-')}",
+            display=display_pattern.format(description[0].lower() + description[1:]),
+            unit=unit,
+            column=column_pattern.format(stem),
+        )
+        for statistic, column_pattern, display_pattern in statistics
+        for stem, unit, description in measurements
+    )
 
 
 # (project code, display, UCUM unit, column, LOINC code or None): docs/CODES.md gives each LOINC code's source,
@@ -105,17 +102,10 @@ _DIABETES = (
     ("db-glu", "Blood sugar level (glu)", "mg/dL", "s6", "2345-7"),
 )
 
+_laboratory = partial(FeatureCode, ucum=True, dataset=DIABETES_DATASET, category="laboratory")
+
 FEATURE_CODES: tuple[FeatureCode, ...] = _breast_cancer_codes() + tuple(
-    FeatureCode(
-        code=code,
-        display=display,
-        unit=unit,
-        ucum=True,
-        dataset=DIABETES_DATASET,
-        column=column,
-        category="laboratory",
-        loinc=loinc,
-    )
+    _laboratory(code=code, display=display, unit=unit, column=column, loinc=loinc)
     for code, display, unit, column, loinc in _DIABETES
 )
 

@@ -29,7 +29,7 @@ from training.selectors import (
     training_runs_of_steward,
 )
 from training.serializers import TrainingRunCreateSerializer, TrainingRunDetailSerializer, TrainingRunSerializer
-from training.services import training_run_request_offered
+from training.services import training_run_request
 
 _ERROR = ERROR_RESPONSE
 _NOT_FOUND = error_response("not_found: no such training run of yours")
@@ -47,6 +47,7 @@ REQUEST_MAX_BYTES = 4096  # seven small fields: anything longer is not a run's t
 class TrainingRunViewSet(VisibleListViewSet):
     model = TrainingRun
     list_serializer = TrainingRunSerializer
+    detail_serializer = TrainingRunDetailSerializer
     permission_classes = [IsAuthenticated, IsModelSteward]
     parser_classes = [LimitedJSONParser]
     serializer_class = TrainingRunSerializer
@@ -57,10 +58,11 @@ class TrainingRunViewSet(VisibleListViewSet):
     def visible_to(self, user: Any) -> QuerySet[TrainingRun]:
         return training_runs_of_steward(steward=user)
 
-    def retrieve(self, request: Request, pk: str | None = None) -> Response:
-        run = training_run_get(viewer=request.user, run_id=pk)
-        context = {"overview": training_run_overview(run=run)}
-        return Response(TrainingRunDetailSerializer(run, context=context).data)
+    def visible_one(self, user: Any, pk: str | None) -> TrainingRun:
+        return training_run_get(viewer=user, run_id=pk)
+
+    def detail_context(self, request: Request, run: TrainingRun) -> dict[str, Any]:
+        return {"overview": training_run_overview(run=run)}
 
     @extend_schema(
         summary="Request a training run of a model family over the records the organisations offer",
@@ -79,7 +81,7 @@ class TrainingRunViewSet(VisibleListViewSet):
     def create(self, request: Request) -> Response:
         payload = TrainingRunCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        run = training_run_request_offered(steward=request.user, **payload.validated_data)
+        run = training_run_request(steward=request.user, **payload.validated_data)
         body = TrainingRunSerializer(run).data
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["links"]["self"]})
 

@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 
 from health_platform.errors import ValidationFailed
+from health_platform.portal import ListedChoiceField
 from training.privacy import MAX_DELTA, MAX_EPSILON
 from training.services import MAX_RIDGE, MAX_ROUNDS
 
@@ -31,11 +32,7 @@ KIND_EXPLANATIONS: dict[str, str] = {
 
 
 class TrainingRunForm(forms.Form):
-    family = forms.ChoiceField(
-        label="Model family",
-        widget=forms.Select(attrs={"aria-describedby": "family-help"}),
-        error_messages={"required": "Choose a model family.", "invalid_choice": "Choose a model family from the list."},
-    )
+    family = ListedChoiceField(label="Model family", help_id="family-help", what="a model family")
     rounds = forms.IntegerField(
         label="Rounds",
         required=False,
@@ -91,8 +88,8 @@ class TrainingRunForm(forms.Form):
 
     def __init__(self, *args: Any, families: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        family_field: forms.ChoiceField = self.fields["family"]  # type: ignore[assignment]
-        family_field.choices = [("", "Choose…")] + [(family, family) for family in families]
+        family_field: ListedChoiceField = self.fields["family"]  # type: ignore[assignment]
+        family_field.offer((family, family) for family in families)
 
     def add_service_error(self, error: ValidationFailed) -> None:
         """Show the training service's refusal by the field it concerns (its message names limits, never values)."""

@@ -46,7 +46,7 @@ def training_run_request(
     *,
     steward: Any,
     family: str,
-    organisations: Mapping[str, Sequence[int]],
+    organisations: Mapping[str, Sequence[int]] | None = None,
     rounds: int | None = None,
     ridge: float | None = None,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
@@ -59,15 +59,18 @@ def training_run_request(
 
     Differential privacy, optional: `dp_epsilon` in (0, 100] and `dp_delta` in (0, 1e-3], both or neither
     (training.privacy); a linear family also needs `dp_target_bound`, the B its records' targets are clipped to
-    ([−B, B]): without it one record's contribution has no bound."""
+    ([−B, B]): without it one record's contribution has no bound.
+
+    Without `organisations`: over the records the organisations' custodians offer for `family`
+    (training.selectors.training_candidates_offered), which is what the steward's page and API request. Nothing
+    offered (no live training consent to any organisation) is ValidationFailed no_records_offered, and nothing is
+    stored. The terms are checked before the offer is read: they are the steward's to correct."""
     if not user_may_request_training(steward):
         raise PermissionDenied("Only a model steward can request a training run.")
     spec = _declared(family)
     differential_privacy = _differential_privacy_terms(spec.kind, dp_epsilon, dp_delta, dp_target_bound)
     if ridge is None and differential_privacy and spec.kind == maths.LINEAR:
-        ridge = (
-            DP_MINIMUM_RIDGE  # under differential privacy the noisy Gram matrix needs a ridge to stay well conditioned
-        )
+        ridge = DP_MINIMUM_RIDGE  # under differential privacy the noisy Gram matrix needs a ridge to stay invertible
     spec, rounds, ridge = _terms_checked(family, rounds, ridge, validation_fraction)
     if differential_privacy and not ridge >= DP_MINIMUM_RIDGE:
         raise ValidationFailed(
@@ -75,6 +78,14 @@ def training_run_request(
             code="dp_ridge_too_small",
             detail={"field": "ridge"},
         )
+    if organisations is None:
+        organisations = training_candidates_offered(family=family)
+        if not organisations:
+            raise ValidationFailed(
+                "No organisation offers a record for this model family: no patient holds a live training consent.",
+                code="no_records_offered",
+                detail={"field": "family"},
+            )
     if not organisations or any(not str(o).startswith("org:") for o in organisations):
         raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
     engine, blobs = homomorphic_engine(), blob_store()
@@ -103,46 +114,6 @@ def training_run_request(
         transaction.on_commit(lambda: _enqueue(run.id))
     log.info("training_run_requested", run_id=str(run.id), family=family, steward_user_id=steward.pk)
     return run
-
-
-def training_run_request_offered(
-    *,
-    steward: Any,
-    family: str,
-    rounds: int | None = None,
-    ridge: float | None = None,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    dp_epsilon: float | None = None,
-    dp_delta: float | None = None,
-    dp_target_bound: float | None = None,
-) -> TrainingRun:
-    """Ask for a run over the records the organisations' custodians offer for `family`
-    (training.selectors.training_candidates_offered): what the steward's page and API request, with differential
-    privacy if a budget is given (as training_run_request). Nothing offered (no live training consent to any
-    organisation) is ValidationFailed no_records_offered, and nothing is stored."""
-    if not user_may_request_training(steward):
-        raise PermissionDenied("Only a model steward can request a training run.")
-    # the terms first: they are the steward's to correct
-    spec, _, _ = _terms_checked(family, rounds, ridge, validation_fraction)
-    _differential_privacy_terms(spec.kind, dp_epsilon, dp_delta, dp_target_bound)
-    offered = training_candidates_offered(family=family)
-    if not offered:
-        raise ValidationFailed(
-            "No organisation offers a record for this model family: no patient holds a live training consent.",
-            code="no_records_offered",
-            detail={"field": "family"},
-        )
-    return training_run_request(
-        steward=steward,
-        family=family,
-        organisations=offered,
-        rounds=rounds,
-        ridge=ridge,
-        validation_fraction=validation_fraction,
-        dp_epsilon=dp_epsilon,
-        dp_delta=dp_delta,
-        dp_target_bound=dp_target_bound,
-    )
 
 
 def _declared(family: str) -> LinearModel:

@@ -42,7 +42,7 @@ from training.selectors import (
     training_run_overview,
     training_runs_of_steward,
 )
-from training.services import DEFAULT_RIDGE, DEFAULT_ROUNDS, training_run_request_offered
+from training.services import DEFAULT_RIDGE, DEFAULT_ROUNDS, training_run_request
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +104,7 @@ def training_run_new(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _render_new(request, form, families, status=400)
     try:
-        run = training_run_request_offered(steward=request.user, **form.cleaned_data)
+        run = training_run_request(steward=request.user, **form.cleaned_data)
     except ValidationFailed as error:
         form.add_service_error(error)
         return _render_new(request, form, families, status=400)

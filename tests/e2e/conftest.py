@@ -53,7 +53,24 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 812}
 TIMEOUT_MS = 15_000
 
+BROWSER_TEST_TIMEOUT = 180  # seconds: a module whose tests need another limit marks its own
+
 T = TypeVar("T")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of this folder once: e2e, django_db(transaction=True) (the live server reads, from its own
+    thread, what the test wrote) and a timeout of BROWSER_TEST_TIMEOUT unless its module names another. First, so
+    that -m selects on these marks and the database groups are sorted with them."""
+    folder = Path(__file__).parent
+    for item in items:
+        if folder not in item.path.parents:
+            continue
+        item.add_marker(pytest.mark.e2e)
+        item.add_marker(pytest.mark.django_db(transaction=True))
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(BROWSER_TEST_TIMEOUT))
 
 
 def dr_carol(username: str = "dr-carol") -> Any:

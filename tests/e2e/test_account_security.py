@@ -8,7 +8,6 @@ Screenshots of each page (desktop and 375px phone width) are written to test-art
 import re
 from pathlib import Path
 
-import pytest
 from allauth.mfa.models import Authenticator
 from playwright.sync_api import Page, expect
 
@@ -23,8 +22,6 @@ from tests.e2e.conftest import (
     virtual_authenticator,
 )
 from tests.records.factories import PASSWORD, UserFactory
-
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 NEW_PASSWORD = "a-new-long-Passphrase-7"
 RESET_LINK = re.compile(r"https?://\S+/accounts/password/reset/key/\S+/")

@@ -19,8 +19,6 @@ from tests.e2e.conftest import off_browser_thread, screenshots_at_both_widths, s
 from tests.oversight.conftest import SCORED, history, snooping  # noqa: F401 (history is a fixture)
 from tests.records.factories import PASSWORD
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
-
 SNOOPING = "Read one patient's records 15 times in a day, usual 1"
 NOTE = "Dr Carol had no patient on the ward that night; reported to the privacy officer."
 REFUSED = "Misuse alerts are for auditors."

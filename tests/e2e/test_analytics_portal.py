@@ -39,7 +39,7 @@ from tests.e2e.conftest import (
 from tests.records.factories import PASSWORD, UserFactory
 from tests.signing import grant_signed
 
-pytestmark = [pytest.mark.e2e, pytest.mark.he, pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.he, pytest.mark.timeout(240)]
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 CONSENTED = 28  # the first rows of the data set: malignant and benign cases

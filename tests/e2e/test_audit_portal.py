@@ -25,7 +25,7 @@ from tests.conftest import worker_database_url
 from tests.e2e.conftest import off_browser_thread, screenshot, screenshots_at_both_widths, sign_in
 from tests.records.factories import PASSWORD, PatientFactory, UserFactory
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 COMPLETION_TIMEOUT_MS = 60_000

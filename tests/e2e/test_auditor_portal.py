@@ -20,7 +20,7 @@ from tests.conftest import tasks_run_eagerly
 from tests.e2e.conftest import screenshots_at_both_widths, sign_in
 from tests.records.factories import PASSWORD, UserFactory
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture

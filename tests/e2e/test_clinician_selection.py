@@ -20,8 +20,6 @@ from health_platform.services import clinician_register, organisation_create
 from tests.e2e.conftest import off_browser_thread, screenshots_at_both_widths, sign_in
 from tests.records.factories import PASSWORD, PatientFactory, UserFactory
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
-
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 CONSENTS = 300
 

@@ -28,7 +28,7 @@ from tests.records.factories import (
 )
 from tests.signing import grant_signed
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 BREAST_CANCER_LABEL = "Running the breast-cancer diagnostic model"

@@ -15,7 +15,7 @@ from records.models import IngestRun, Record
 from tests.e2e.conftest import off_browser_thread, screenshots_at_both_widths, sign_in
 from tests.records.factories import PASSWORD, UserFactory, bundle, patient_with_observations
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ Screenshots of each new page (desktop and 375px phone width) are written to test
 import re
 from datetime import date, timedelta
 
-import pytest
 from django.core import mail
 from playwright.sync_api import expect
 from rest_framework.authtoken.models import Token
@@ -28,8 +27,6 @@ from tests.e2e.conftest import (
 )
 from tests.records import factories
 from tests.records.factories import MRN_SYSTEM, PASSWORD, UserFactory
-
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 MRN = "MRN-000777"
 CHOSEN_PASSWORD = "a-long-enough-Passphrase-9"

@@ -34,8 +34,6 @@ from tests.e2e.conftest import (
 )
 from tests.records.factories import PASSWORD, UserFactory
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
-
 WHY = "Unconscious after a fall, no family reachable; need prior imaging."
 NOTE = "Confirmed with the ward: the patient arrived unconscious."
 REASON = "Patient unconscious or unable to consent"

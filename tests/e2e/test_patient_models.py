@@ -17,7 +17,7 @@ from tests.e2e.conftest import off_browser_thread, screenshots_at_both_widths, s
 from tests.records.factories import PASSWORD
 from tests.training.conftest import organisations, people, small_breast_cancer_run, steward  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.he, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
+pytestmark = pytest.mark.he
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

@@ -25,7 +25,7 @@ from tests.records.factories import (
     PASSWORD,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 BREAST_CANCER_LABEL = "Running the breast-cancer diagnostic model"
 CLINICIAN_LABEL = "Dr Carol Jones (St Mary's Hospital)"

@@ -28,7 +28,7 @@ from tests.clients import totp_code
 from tests.e2e.conftest import DESKTOP, TIMEOUT_MS, off_browser_thread, screenshots_at_both_widths
 from tests.records.factories import UserFactory, patient_account
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 PROVIDER_ID = "hospital"
 PROVIDER_NAME = "Hospital sign-in"

@@ -19,7 +19,7 @@ from tests.records.factories import PASSWORD
 from tests.training_world import consent_to_training, model_steward, people_ingested, two_organisations
 from training.models import TrainingRun, TrainingStatus
 
-pytestmark = [pytest.mark.e2e, pytest.mark.he, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.he, pytest.mark.timeout(300)]
 
 PATIENTS = 8
 ROUNDS = 3

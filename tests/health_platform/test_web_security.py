@@ -198,6 +198,8 @@ FORMS = {
     "/consent/passkeys/reset/": ("custodian", lambda world: {}, 400),
     "/analytics/new/": ("clinician", analysis_form, 302),
     "/analytics/<id>/cancel/": ("clinician", lambda world: {}, 302),
+    # A training run over what St Mary's offers (the matrix world's patient consented to it training the family).
+    "/training/new/": ("model_steward", lambda world: {"family": "breast-cancer", "rounds": "1"}, 302),
     "/audit/exports/": ("auditor", lambda world: {"format": "csv"}, 302),
     "/records/ingest/": ("custodian", ingest_upload, 200),
     # Unconfirmed (400): an erasure would mark the patient's anchors erased on the world's shared ledger.

@@ -10,6 +10,7 @@ from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET
 from tests.clients import api_as
 from tests.conftest import tamper_with
 from tests.records.factories import UserFactory
+from tests.training.factories import TrainingRunFactory
 from tests.training_world import consent_to_training, model_steward
 from training.models import TrainingRun, TrainingStatus
 from training.services import MAX_ROUNDS, training_run_execute
@@ -20,8 +21,7 @@ HOSTILE = "<script>" + "x" * 1000
 
 def run_of(steward, **fields):
     """A run row as a request leaves it (its keys aside: these tests never run it)."""
-    terms = {"model_family": "breast-cancer", "kind": "logistic", "rounds_requested": 1, "organisations": {}}
-    return TrainingRun.objects.create(steward=steward, sealed_secret_context=b"", **{**terms, **fields})
+    return TrainingRunFactory(steward=steward, **fields)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from records.codes import BREAST_CANCER_DATASET, load_dataset
 from tests.clients import api_as, signed_in
 from tests.records.factories import UserFactory
 from tests.signing import revoke_signed
+from tests.training.factories import TrainingRunFactory
 from training.lineage import index_rows
 from training.models import TrainingRun, TrainingSetEntry, TrainingStatus
 from training.selectors import training_record_proof_document
@@ -82,18 +83,7 @@ def test_the_backfill_migration_indexes_the_runs_completed_before_it_and_no_othe
     run, _ = small_breast_cancer_run
     expected = sorted(TrainingSetEntry.objects.filter(run=run).values_list("record_id", "position", "consent_id"))
     TrainingSetEntry.objects.all().delete()
-    unfinished = TrainingRun.objects.create(
-        steward=steward,
-        model_family="breast-cancer",
-        kind="logistic",
-        rounds_requested=1,
-        status=TrainingStatus.FAILED,
-        manifest=run.manifest,
-        public_context_key="-",
-        compute_context_key="-",
-        sealed_key_id="-",
-        sealed_secret_context=b"",
-    )
+    unfinished = TrainingRunFactory(steward=steward, status=TrainingStatus.FAILED, manifest=run.manifest)
     backfill.index_completed_runs(apps, None)
     assert sorted(TrainingSetEntry.objects.filter(run=run).values_list("record_id", "position", "consent_id")) == (
         expected

@@ -15,7 +15,8 @@ from health_platform.selectors import IN_LIST_CHUNK
 from records.models import ErasureState, PatientErasure, Record
 from tests.conftest import REPO
 from tests.records.factories import PatientFactory
-from training.models import TrainingRun, TrainingStatus
+from tests.training.factories import TrainingRunFactory
+from training.models import TrainingStatus
 from training.selectors import SinceTrained, trained_model_since_trained
 from training.services import retirement_due
 
@@ -56,17 +57,10 @@ def test_a_manifest_of_thousands_is_counted_in_a_bounded_number_of_queries(db, s
         for consent_id in consents
     )
     entries = [{"record_id": r, "consent_id": c} for r, c in zip(records, consents, strict=True)]
-    run = TrainingRun.objects.create(
+    run = TrainingRunFactory(
         steward=steward,
-        model_family="breast-cancer",
-        kind="logistic",
-        rounds_requested=1,
         status=TrainingStatus.COMPLETED,
         manifest={"org:northgate": entries[:2500], "org:st-marys": entries[2500:]},
-        public_context_key="-",
-        compute_context_key="-",
-        sealed_key_id="-",
-        sealed_secret_context=b"-",
     )
     bound = 2 * -(-ENTRIES // 500)  # one query per 500 consent ids, one per 500 record ids: 24, not thousands
     assert IN_LIST_CHUNK == 500

@@ -16,6 +16,7 @@ from audit.models import AccessEvent
 from health_platform import bootstrap
 from records.codes import BREAST_CANCER_DATASET, DIABETES_DATASET, load_dataset
 from tests.clients import signed_in
+from tests.training.factories import TrainingRunFactory
 from tests.training_world import (
     candidates,
     consent_to_analyses,
@@ -176,12 +177,7 @@ def test_the_sweep_sends_again_a_run_whose_message_was_lost_and_revives_one_whos
     people, organisations, steward, blob_dir
 ):
     lost = _small_run(people, organisations, steward)
-    dead, fresh = (
-        TrainingRun.objects.create(
-            steward=steward, model_family="breast-cancer", kind="logistic", rounds_requested=1, status="running"
-        )
-        for _ in range(2)
-    )
+    dead, fresh = TrainingRunFactory.create_batch(2, steward=steward, status=TrainingStatus.RUNNING)
     long_ago = timezone.now() - timedelta(hours=2)
     TrainingRun.objects.filter(pk=lost.pk).update(created_at=long_ago)
     TrainingRun.objects.filter(pk=dead.pk).update(claimed_at=long_ago)
