@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import structlog
 from django.conf import settings
+from django.db.models import Q
 
 from analytics.models import DiagnosticModel
 from analytics.selectors import diagnostic_model_get
@@ -51,12 +52,12 @@ def trained_models_standing_evaluate(
     """Count again the models whose lineage holds one of `consent_ids` or `record_ids` (every trained model when
     both are None), retire those past the threshold, and send the ledger the retirements it has not taken yet.
     Returns the models retired here (now or before)."""
-    consents, records = set(consent_ids or ()), set(record_ids or ())
-    everything = consent_ids is None and record_ids is None
-    for run in TrainingRun.objects.filter(status=TrainingStatus.COMPLETED).exclude(model_version=""):
-        entries = [entry for part in run.manifest.values() for entry in part]
-        if everything or any(e["consent_id"] in consents or e["record_id"] in records for e in entries):
-            _evaluate(run)
+    runs = TrainingRun.objects.filter(status=TrainingStatus.COMPLETED).exclude(model_version="")
+    if consent_ids is not None or record_ids is not None:  # the runs whose training-set index names one of them
+        named = Q(entries__consent_id__in=list(consent_ids or ())) | Q(entries__record_id__in=list(record_ids or ()))
+        runs = runs.filter(named).distinct()
+    for run in runs:
+        _evaluate(run)
     return trained_model_retirements_send()
 
 
