@@ -59,6 +59,8 @@ FAILURE_MESSAGES: dict[str, str] = {
     "organisation_missing": "An organisation did not answer a round, so the run stopped before its end.",
     "federation_error": "The federation between the organisations broke off, so the run stopped before its end.",
     "aggregator_unreachable": "The organisations could not reach the aggregator: no round ran.",
+    "aggregator_failed": "The aggregator stopped during the run, so the run stopped before its end.",
+    "context_not_keyless": "The aggregator was handed a key that could decrypt and refused to start: no round ran.",
 }
 FAILURE_MESSAGE_REJECTED = "The ledger refused the run's lineage, so no model was registered."
 FAILURE_MESSAGE_DEFAULT = "The run stopped before its end: no model was registered."

@@ -127,6 +127,22 @@ def test_the_rounds_panel_polls_while_the_run_is_queued_and_answers_204_when_not
     assert client.get(f"/training/{run.pk}/progress/").url == f"/training/{run.pk}/"  # not htmx: the page
 
 
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("aggregator_failed", "The aggregator stopped during the run"),
+        ("context_not_keyless", "The aggregator was handed a key that could decrypt and refused to start"),
+        ("ledger_unavailable", "The ledger did not answer, so no record was used"),
+    ],
+)
+def test_a_failed_runs_page_says_in_words_why_the_aggregator_or_the_ledger_stopped_it(steward, code, words):
+    run = run_of(steward)
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingStatus.FAILED, failure_code=code)
+    page = html_of(signed_in(steward).get(f"/training/{run.pk}/"))
+    assert words in page
+    assert code in page
+
+
 @pytest.fixture
 def offered_two(people, organisations):
     everyone = people(BREAST_CANCER_DATASET, 2)
