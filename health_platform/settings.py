@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import environ
 
 from health_platform import celery_config
+from training import peers as _training_peers
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -437,6 +438,31 @@ TRAINING_RETIREMENT_REVOKED_COUNT: int | None = _retirement_threshold(
     lambda value: value >= 0,
     "a whole number of 0 or more (0: any withdrawal retires)",
 )
+
+# --- Training: one platform instance per organisation ---
+# The organisations whose records this instance holds (org:<slug>, comma-separated): their custodian is here and
+# only their records are offered to a run. Empty (the embedded default): every organisation of the directory.
+try:
+    TRAINING_HOSTED_ORGANISATIONS = _training_peers.hosted_parse(
+        "TRAINING_HOSTED_ORGANISATIONS", env.list("TRAINING_HOSTED_ORGANISATIONS", default=[])
+    )
+    # Other organisations' instances a run federates with: a JSON object {"org:<slug>": {"url", "key"}}
+    # (training.peers). The key is a secret the two instances share (base64, at least 32 bytes): set it in the
+    # environment, never in git.
+    TRAINING_FEDERATION_PEERS = _training_peers.peers_parse(
+        "TRAINING_FEDERATION_PEERS",
+        env.str("TRAINING_FEDERATION_PEERS", default=""),
+        hosted=TRAINING_HOSTED_ORGANISATIONS,
+    )
+except _training_peers.PeersMisconfigured as misconfigured:
+    raise environ.ImproperlyConfigured(str(misconfigured)) from None
+# Where a run's aggregator listens, and the name the invited organisations dial (its certificate names it).
+TRAINING_AGGREGATOR_BIND = env.str("TRAINING_AGGREGATOR_BIND", default="127.0.0.1")
+TRAINING_AGGREGATOR_HOST = env.str("TRAINING_AGGREGATOR_HOST", default="localhost")
+# How long the aggregator waits for every organisation's client to connect before the run fails organisation_missing.
+TRAINING_CONNECT_SECONDS = env.int("TRAINING_CONNECT_SECONDS", default=120)
+# How long a steward's instance waits for an invited instance's answer (an invitation, its outcome at the end).
+TRAINING_PEER_TIMEOUT_SECONDS = env.float("TRAINING_PEER_TIMEOUT_SECONDS", default=30.0)
 
 # --- Ledger ---
 # embedded:///absolute/path.sqlite3 (default) or fabric://... (see .env.example).

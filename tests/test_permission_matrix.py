@@ -1509,6 +1509,22 @@ def build_cases() -> list[Case]:
             )
             for variant, owner in STEWARD_OWNERS.items()
         ),
+        # --- API between platform instances (issue 18): a peer instance's signature only, never a user ---
+        Case(
+            "api/training/federation/invitations/",
+            "POST",
+            "-",
+            fixed("/api/training/federation/invitations/"),
+            everyone(401),
+            body=lambda world: {"run_id": MISSING_UUID, "attempt": 0},
+        ),
+        Case(
+            "api/training/federation/invitations/<uuid:run_id>/<int:attempt>/",
+            "GET",
+            "missing",
+            fixed(f"/api/training/federation/invitations/{MISSING_UUID}/0/"),
+            everyone(401),
+        ),
         # --- API: audit ---
         Case("api/audit/^events/$", "GET", "-", fixed("/api/audit/events/"), api((AUDITOR, *PATIENTS))),
         Case("api/audit/^exports/$", "GET", "-", fixed("/api/audit/exports/"), api(AUDIT_READERS)),
@@ -2625,7 +2641,9 @@ MODEL_CARD_ROUTES = (
 TRAINING_ROUTES = {  # the steward's (the patient's "models my records trained" is under training/ too)
     case.route
     for case in CASES
-    if case.route.startswith(("training/", "api/training/")) and "my-models/" not in case.route
+    if case.route.startswith(("training/", "api/training/"))
+    and "my-models/" not in case.route
+    and "federation/" not in case.route  # between platform instances: no user's, the steward's neither
 }
 
 
@@ -2681,8 +2699,16 @@ def test_the_ids_of_other_users_objects_are_tried_on_every_url_that_takes_one():
 
 # Objects no user owns: the directory's grantees and invitations are the custodians' together, an enrolment link is
 # anyone's who holds it, and misuse alerts are every auditor's. Their routes are tried with an existing and a missing
-# object only.
-NO_OWNER_ROUTES = ("directory/", "api/directory/", "enrol/", "oversight/", "api/oversight/")
+# object only. An invitation between platform instances is no user's: a peer instance's signature alone reaches it
+# (tests/training/test_federation_api.py tries another peer's).
+NO_OWNER_ROUTES = (
+    "directory/",
+    "api/directory/",
+    "enrol/",
+    "oversight/",
+    "api/oversight/",
+    "api/training/federation/",
+)
 
 
 # --- what a list shows ---------------------------------------------------------------------------

@@ -10,7 +10,8 @@ space with it, as the compute worker does not share one with the custodian. Its 
 
 The conversation, one JSON object a line (ciphertexts base64), on the pipes its parent holds:
 - parent -> aggregator, once: {organisations, rounds, initial, context, tls: {authority, certificate, private_key},
-  round_timeout}; the context must be parameters-only: one holding a secret key is refused ("context_not_keyless");
+  round_timeout, bind, connect_timeout}; the context must be parameters-only: one holding a secret key is refused
+  ("context_not_keyless");
 - aggregator -> parent: {"event": "listening", "port"}; then per round {"event": "round", "round", "sum"}, answered
   {"weights"}; after the last round {"event": "validation", "sum"}, answered {}; at the end {"event": "finished",
   "failure", "received"}: `received` holds, per round, the SHA-256 of each organisation's ciphertexts (what it was
@@ -133,8 +134,11 @@ class AggregatorProcess:
         context: bytes,
         tls: FlowerTls,
         round_timeout: float,
+        bind: str = "127.0.0.1",
+        connect_timeout: float = 120.0,
     ) -> int:
-        """Hand it the run; the port it listens on."""
+        """Hand it the run; the port it listens on (at `bind`). It waits `connect_timeout` seconds for every
+        organisation's client to connect, then fails the run organisation_missing."""
         assert self._process.stdin is not None
         assert self._process.stdout is not None
         _send(
@@ -148,6 +152,8 @@ class AggregatorProcess:
                     name: getattr(tls, name).decode("ascii") for name in ("authority", "certificate", "private_key")
                 },
                 "round_timeout": round_timeout,
+                "bind": bind,
+                "connect_timeout": connect_timeout,
             },
         )
         ready: dict[str, Any] = {}
@@ -229,9 +235,18 @@ def _strategy_class() -> type:
         `context` is a parameters-only CKKS context, enough to add, not to decrypt (nor to encrypt)."""
 
         def __init__(
-            self, *, organisations: int, rounds: int, initial: np.ndarray, context: bytes, add: Adder, steward: Steward
+            self,
+            *,
+            organisations: int,
+            rounds: int,
+            initial: np.ndarray,
+            context: bytes,
+            add: Adder,
+            steward: Steward,
+            connect_timeout: float = 120.0,
         ):
             self.organisations, self.rounds, self.initial = organisations, rounds, initial
+            self.connect_timeout = connect_timeout
             self.context, self.add, self.steward = context, add, steward
             self.failure = ""
             self.received: list[tuple[int, list[list[bytes]]]] = []  # what reached the aggregator, per round
@@ -243,6 +258,11 @@ def _strategy_class() -> type:
             return weights_parameters(self.initial)
 
         def _clients(self, client_manager: Any) -> list[Any]:
+            """Every organisation's client, waiting for them at most `connect_timeout` seconds (an invited instance
+            that never connects fails the run organisation_missing: nothing waits a day for it)."""
+            if not client_manager.wait_for(self.organisations, timeout=self.connect_timeout):
+                self.failure = self.failure or "organisation_missing"
+                return []
             return client_manager.sample(num_clients=self.organisations, min_num_clients=self.organisations)
 
         def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> list[Any]:
@@ -298,9 +318,9 @@ def _digests(updates: Sequence[Sequence[bytes]]) -> list[list[str]]:
     return [[hashlib.sha256(ciphertext).hexdigest() for ciphertext in update] for update in updates]
 
 
-def _free_port() -> int:
+def _free_port(bind: str) -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((bind, 0))
         return int(probe.getsockname()[1])
 
 
@@ -327,6 +347,7 @@ def serve(reader: IO[str], writer: IO[str]) -> None:
         context=context,
         add=engine.add,
         steward=_SumsForTheSteward(reader, writer),
+        connect_timeout=float(setup.get("connect_timeout", 120.0)),
     )
     server, config = init_defaults(
         server=None,
@@ -335,10 +356,11 @@ def serve(reader: IO[str], writer: IO[str]) -> None:
         client_manager=None,
     )
     tls = setup["tls"]
-    port = _free_port()
+    bind = str(setup.get("bind", "127.0.0.1"))
+    port = _free_port(bind)
     grpc_server = start_grpc_server(
         client_manager=server.client_manager(),
-        server_address=f"127.0.0.1:{port}",
+        server_address=f"{bind}:{port}",
         certificates=(tls["authority"].encode(), tls["certificate"].encode(), tls["private_key"].encode()),
     )
     _send(writer, {"event": "listening", "port": port})

@@ -141,42 +141,111 @@ def federate(
     round_timeout: float = 600.0,
     observe: Callable[[AggregatorProcess], None] | None = None,
     round_opened: Callable[[int], None] | None = None,
+    invited: int = 0,
+    invite: Callable[[str, FlowerTls], None] | None = None,
+    bind: str = "127.0.0.1",
+    host: str = "localhost",
+    connect_timeout: float = 120.0,
 ) -> None:
-    """Run `rounds` federated rounds and the validation over Flower on 127.0.0.1 with TLS (a fresh loopback
-    authority unless `tls` is given), the aggregator in a process of its own. `observe` is shown the aggregator's
-    process once it listens (tests check what it holds; its report is filled at the end); `round_opened(index)` is
-    called on the caller's thread (its database connection) once the steward has opened a round's sum, before the
-    next round starts: how a run's page follows its rounds. Raises FederationFailed when an organisation does not
-    answer a round, or the aggregator fails."""
+    """Run `rounds` federated rounds and the validation over Flower with TLS (a fresh authority for `host` unless
+    `tls` is given), the aggregator in a process of its own listening at `bind`. `trainers` are the organisations this
+    instance hosts (their clients run here); `invited` more organisations' clients come from other instances:
+    `invite(address, tls)` is called once the aggregator listens, to send them the address ("host:port") and the
+    authority (training.participation), and raises FederationFailed if it cannot. The aggregator waits
+    `connect_timeout` seconds for every client.
+
+    `observe` is shown the aggregator's process once it listens (tests check what it holds; its report is filled at
+    the end); `round_opened(index)` is called on the caller's thread (its database connection) once the steward has
+    opened a round's sum, before the next round starts: how a run's page follows its rounds. Raises FederationFailed
+    when an organisation does not answer a round, or the aggregator fails."""
     flwr = flower()
-    tls = tls or loopback_tls()
+    tls = tls or loopback_tls(host)
     aggregator = AggregatorProcess()
     try:
         try:
             port = aggregator.start(
-                organisations=len(trainers),
+                organisations=len(trainers) + invited,
                 rounds=rounds,
                 initial=initial,
                 context=aggregation_context,
                 tls=tls,
                 round_timeout=round_timeout,
+                bind=bind,
+                connect_timeout=connect_timeout,
             )
         except AggregatorFailed as error:
             raise FederationFailed(error.code) from None
         if observe is not None:
             observe(aggregator)
-        _run_rounds(flwr, aggregator, port, tls, trainers, steward, round_opened)
+        if invite is not None:
+            invite(f"{host}:{port}", tls)
+        _run_rounds(flwr, aggregator, f"localhost:{port}", tls, trainers, steward, round_opened)
     finally:
         aggregator.stop()
     if aggregator.report.failure:
         raise FederationFailed(aggregator.report.failure)
-    log.info("training_federation_finished", organisations=len(trainers), rounds=rounds)
+    log.info("training_federation_finished", organisations=len(trainers) + invited, rounds=rounds)
+
+
+def participate(*, trainer: OrganisationTrainer, address: str, authority: bytes) -> None:
+    """One organisation's side of a run that another instance's steward federates: its Flower client connects to the
+    aggregator at `address` ("host:port"), trusting only `authority` (the run's, from its signed invitation), and
+    does the organisation's work on the calling thread (its database connection). Returns when the aggregator ends
+    the federation; raises FederationFailed when the organisation's own work failed (organisation_failed, caused by
+    its error) or the transport did (federation_error)."""
+    flwr = flower()
+    caller = _CallerThread()
+    errors: list[BaseException] = []
+    organisation_errors: list[BaseException] = []
+    client = _client_thread(
+        flwr, address, authority, trainer, caller, organisation_errors, errors, name="training-client"
+    )
+    client.start()
+    caller.serve_until(lambda: not client.is_alive())
+    _raise_failures(organisation_errors, errors)
+
+
+def _client_thread(
+    flwr: Any,
+    address: str,
+    authority: bytes,
+    trainer: OrganisationTrainer,
+    caller: _CallerThread,
+    organisation_errors: list[BaseException],
+    errors: list[BaseException],
+    *,
+    name: str,
+) -> threading.Thread:
+    """A thread running `trainer`'s Flower client until the aggregator ends the federation (or is gone for good)."""
+
+    def connect() -> None:
+        try:
+            flwr.client.start_client(
+                server_address=address,
+                client=_client_class()(trainer, caller.submit, organisation_errors),
+                root_certificates=authority,
+                max_wait_time=CONNECT_TIMEOUT_SECONDS,  # a server gone for good: give up, never linger
+            )
+        except BaseException as error:
+            errors.append(error)
+
+    return threading.Thread(target=connect, name=name, daemon=True)
+
+
+def _raise_failures(organisation_errors: list[BaseException], errors: list[BaseException]) -> None:
+    if organisation_errors:
+        log.error("training_organisation_failed", error=type(organisation_errors[0]).__name__)
+        raise FederationFailed("organisation_failed") from organisation_errors[0]
+    if errors:
+        log.error("training_federation_failed", error=type(errors[0]).__name__)
+        code = errors[0].code if isinstance(errors[0], AggregatorFailed) else "federation_error"
+        raise FederationFailed(code) from errors[0]
 
 
 def _run_rounds(
     flwr: Any,
     aggregator: AggregatorProcess,
-    port: int,
+    address: str,
     tls: FlowerTls,
     trainers: Sequence[OrganisationTrainer],
     steward: Steward,
@@ -198,20 +267,11 @@ def _run_rounds(
             errors.append(error)
             aggregator.stop()  # its clients then see the server gone and end
 
-    def connect(trainer: OrganisationTrainer) -> None:
-        try:
-            flwr.client.start_client(
-                server_address=f"localhost:{port}",
-                client=_client_class()(trainer, caller.submit, organisation_errors),
-                root_certificates=tls.authority,
-                max_wait_time=CONNECT_TIMEOUT_SECONDS,  # a server gone for good: give up, never linger
-            )
-        except BaseException as error:
-            errors.append(error)
-
     steward_side = threading.Thread(target=answer, name="training-steward", daemon=True)
     clients = [
-        threading.Thread(target=connect, args=(trainer,), name=f"training-client-{index}", daemon=True)
+        _client_thread(
+            flwr, address, tls.authority, trainer, caller, organisation_errors, errors, name=f"training-client-{index}"
+        )
         for index, trainer in enumerate(trainers)
     ]
     steward_side.start()
@@ -220,10 +280,4 @@ def _run_rounds(
     caller.serve_until(lambda: not steward_side.is_alive())
     for client in clients:
         client.join(timeout=CONNECT_TIMEOUT_SECONDS)
-    if organisation_errors:
-        log.error("training_organisation_failed", error=type(organisation_errors[0]).__name__)
-        raise FederationFailed("organisation_failed") from organisation_errors[0]
-    if errors:
-        log.error("training_federation_failed", error=type(errors[0]).__name__)
-        code = errors[0].code if isinstance(errors[0], AggregatorFailed) else "federation_error"
-        raise FederationFailed(code) from errors[0]
+    _raise_failures(organisation_errors, errors)

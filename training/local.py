@@ -67,6 +67,7 @@ class OrganisationRecords:
     counts: dict[str, Any] = field(default_factory=dict)  # the last round's: admitted, refused, skipped
     log_tx_ids: list[str] = field(default_factory=list)
     round_counts: dict[int, int] = field(default_factory=dict)  # round -> the records its update covered
+    validated: bool = False  # it sent its validation statistics: the federation's last step
     _validation: tuple[np.ndarray, np.ndarray] | None = None
     # A version never changes (a new reading is a new version) and the gate admits it only while its features match
     # their anchored hash: its number and its label are read once, in the first round that admits it.
@@ -95,7 +96,9 @@ class OrganisationRecords:
         if self._validation is None:
             raise RuntimeError("validation before any round")
         design, targets = self._validation
-        return self._encrypt(maths.validation_statistics(self.plan.kind, design, targets, scaled_weights)), len(targets)
+        statistics = self._encrypt(maths.validation_statistics(self.plan.kind, design, targets, scaled_weights))
+        self.validated = True
+        return statistics, len(targets)
 
     def _encrypt(self, values: np.ndarray) -> list[bytes]:
         engine = homomorphic_engine()

@@ -38,6 +38,11 @@ class TrainingRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     failure_code = models.CharField(max_length=64, blank=True, default="")
     organisations = models.JSONField(default=dict, help_text="organisation grantee id -> its candidate version ids")
+    invited = models.JSONField(
+        default=list,
+        help_text="the organisations whose own platform instances take part (training.participation): their records"
+        " are offered, gated and logged there, never here",
+    )
     organisation_counts = models.JSONField(
         default=dict, help_text="organisation -> {admitted, refused: {reason: n}, skipped: {reason: n}}"
     )
@@ -109,3 +114,49 @@ class TrainingSetEntry(models.Model):
 
     def __str__(self) -> str:
         return f"entry {self.position} of training run {self.run_id}"
+
+
+class TrainingParticipation(models.Model):
+    """This instance's organisation taking part in a run that another instance's model steward federates (one platform
+    instance per organisation): the signed invitation's terms, and what the organisation's custodian did. Its records
+    never leave: it gates and logs them here, sends its encrypted update to the run's aggregator, and keeps the
+    manifest's leaves (record id, version, anchored hash, consent, pseudonym, split) and its counts, which the steward's
+    instance reads at the end with a signed request. One per (run, attempt): a run the ledger interrupted invites again
+    with a new aggregator."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    run_id = models.UUIDField(help_text="the run's id at the steward's instance")
+    attempt = models.PositiveIntegerField(default=0)
+    steward_organisation = models.CharField(max_length=80, help_text="the inviting instance's organisation")
+    organisation = models.CharField(max_length=80, help_text="this instance's organisation taking part")
+    model_family = models.CharField(max_length=64)
+    terms = models.JSONField(default=dict, help_text="rounds, validation_fraction, target_bound (all public)")
+    public_context_key = models.CharField(max_length=128)
+    aggregator = models.CharField(max_length=300, help_text="host:port of the run's aggregator")
+    authority = models.TextField(help_text="PEM: the run's certificate authority, the only one the client trusts")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    failure_code = models.CharField(max_length=64, blank=True, default="")
+    offered = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, help_text="{admitted, refused: {reason: n}, skipped: {reason: n}}")
+    round_counts = models.JSONField(default=dict, help_text="round -> records the organisation's update covered")
+    manifest = models.JSONField(default=list, help_text="the organisation's training-set leaves, first use first")
+    created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["run_id", "attempt"], name="training_participation_attempt_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"participation in training run {self.run_id} (attempt {self.attempt})"
+
+
+ParticipationStatus = TrainingParticipation.Status

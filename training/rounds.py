@@ -31,6 +31,7 @@ from health_platform.roles import model_steward_actor
 from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import OrganisationLineage, TrainingRunRequest
 from training.federation import FederationFailed, federate
+from training.invitations import UNREACHABLE, InvitedOrganisation, invited_organisations
 from training.labels import LabelSource, demo_label_source
 from training.lineage import index_rows, lineage_roots, trainer_sha256
 from training.local import OrganisationRecords, RunPlan
@@ -74,8 +75,8 @@ def training_run_execute(*, run_id: str, observe: Any = None, labels: LabelSourc
             _federate(run, observe, labels)
         _publish(run)
     except (FederationFailed, *_LEDGER_ERRORS) as error:
-        code = _failure_code(error)
-        if code == LEDGER_UNAVAILABLE and _may_wait(run):
+        code = failure_code(error)
+        if code in WAITABLE and _may_wait(run):
             TrainingRun.objects.filter(pk=run.pk).update(status=TrainingStatus.QUEUED, attempts=F("attempts") + 1)
             log.warning("training_run_ledger_wait", run_id=str(run.pk), attempt=run.attempts + 1)
         else:
@@ -87,6 +88,9 @@ def training_run_execute(*, run_id: str, observe: Any = None, labels: LabelSourc
 
 
 LEDGER_UNAVAILABLE = "ledger_unavailable"
+# What a run waits out (nothing is trained meanwhile), then tries again: the ledger away, or an invited
+# organisation's instance (its web server, or its worker that never took the invitation).
+WAITABLE = frozenset({LEDGER_UNAVAILABLE, UNREACHABLE})
 
 
 def ledger_wait_seconds(run: TrainingRun) -> float:
@@ -100,11 +104,11 @@ def _may_wait(run: TrainingRun) -> bool:
     return timezone.now() + timedelta(seconds=wait) <= deadline
 
 
-def _failure_code(error: BaseException) -> str:
-    """The run's failure code: a federation's own, or its cause's when the ledger was behind it."""
+def failure_code(error: BaseException) -> str:
+    """A run's (or a participation's) failure code: a federation's own, or its cause's when the ledger was behind it."""
     if isinstance(error, FederationFailed):
         cause = error.__cause__
-        return _failure_code(cause) if isinstance(cause, _LEDGER_ERRORS) else error.code
+        return failure_code(cause) if isinstance(cause, _LEDGER_ERRORS) else error.code
     if isinstance(error, ContractRejected):
         return f"ledger_rejected_{error.code}"
     return LEDGER_UNAVAILABLE
@@ -129,6 +133,7 @@ def _federate(run: TrainingRun, observe: Any, labels: LabelSource | None) -> Non
         dataset=spec.dataset, feature_codes=spec.feature_codes, kind=spec.kind, positive_label=spec.positive_label
     )
     public = blobs.get(run.public_context_key)
+    invited = invited_organisations(run)
     trainers = [
         OrganisationRecords(plan, organisation, list(ids), public, labels)
         for organisation, ids in sorted(run.organisations.items())
@@ -156,19 +161,41 @@ def _federate(run: TrainingRun, observe: Any, labels: LabelSource | None) -> Non
         run.organisation_counts = {trainer.organisation: trainer.counts for trainer in trainers}
         run.save(update_fields=["organisation_counts"])
 
-    federate(
-        trainers=trainers,
-        steward=steward,
-        rounds=run.rounds_requested,
-        initial=np.zeros(len(spec.feature_codes) + 1),
-        aggregation_context=blobs.get(run.compute_context_key),
-        observe=observe,
-        round_opened=round_opened,
-    )
+    def invite(address: str, tls: Any) -> None:
+        for organisation in invited:
+            organisation.invite(address=address, tls=tls, public_context=public, feature_codes=spec.feature_codes)
+
+    try:
+        federate(
+            trainers=trainers,
+            steward=steward,
+            rounds=run.rounds_requested,
+            initial=np.zeros(len(spec.feature_codes) + 1),
+            aggregation_context=blobs.get(run.compute_context_key),
+            observe=observe,
+            round_opened=round_opened,
+            invited=len(invited),
+            invite=invite if invited else None,
+            bind=settings.TRAINING_AGGREGATOR_BIND,
+            host=settings.TRAINING_AGGREGATOR_HOST,
+            connect_timeout=settings.TRAINING_CONNECT_SECONDS,
+        )
+    except FederationFailed as error:
+        told = _invited_cause(error, invited)
+        if told is error:
+            raise
+        raise told from error
+    remote = {o.organisation: o.outcome(timeout=settings.TRAINING_PEER_TIMEOUT_SECONDS) for o in invited}
     manifest = {trainer.organisation: list(trainer.used.values()) for trainer in trainers}
+    manifest.update({organisation: outcome["manifest"] for organisation, outcome in remote.items()})
     weights, bias = plan.scaling.unscale(steward.weights)
-    run.manifest = manifest
+    run.manifest = dict(sorted(manifest.items()))
     run.organisation_counts = {trainer.organisation: trainer.counts for trainer in trainers}
+    run.organisation_counts.update({organisation: outcome["counts"] for organisation, outcome in remote.items()})
+    for training_round in TrainingRound.objects.filter(run=run) if remote else []:
+        for organisation, outcome in remote.items():
+            training_round.contributions[organisation] = outcome["round_counts"].get(training_round.index, 0)
+        training_round.save(update_fields=["contributions"])
     if any(manifest.values()):
         run.outcome = {
             "weights": [float(w) for w in weights],
@@ -181,6 +208,19 @@ def _federate(run: TrainingRun, observe: Any, labels: LabelSource | None) -> Non
     run.save(update_fields=["manifest", "organisation_counts", "outcome"])  # one UPDATE: all of it or none
     if not any(manifest.values()):
         raise FederationFailed("no_admitted_records")
+
+
+def _invited_cause(error: FederationFailed, invited: list[InvitedOrganisation]) -> FederationFailed:
+    """Why a federation with invited organisations failed, as their instances tell it: one of them away
+    (organisation_unreachable) or its ledger away (ledger_unavailable) is waited out; otherwise the federation's own
+    code, or the first code an organisation reports."""
+    if not invited or error.code in WAITABLE:
+        return error
+    reported = [code for code in (organisation.failure() for organisation in invited) if code]
+    for code in reported:
+        if code in WAITABLE:
+            return FederationFailed(code)
+    return FederationFailed(reported[0]) if reported and error.code == "organisation_missing" else error
 
 
 def _private_rounds(run: TrainingRun, plan: RunPlan) -> PrivateRounds | None:
@@ -249,7 +289,8 @@ def training_runs_stalled(*, queued_for: timedelta, running_for: timedelta) -> l
 
 def training_set_index(run: TrainingRun) -> list[TrainingSetEntry]:
     """The index rows of a run's training set, from its manifest (unsaved)."""
-    return [TrainingSetEntry(run=run, **row) for row in index_rows(run.manifest)]
+    invited = set(run.invited)  # their records are in their instances' databases, and indexed there
+    return [TrainingSetEntry(run=run, **row) for row in index_rows(run.manifest) if row["organisation"] not in invited]
 
 
 def trained_model_version(run_id: object) -> str:

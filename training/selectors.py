@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -51,11 +52,17 @@ def training_candidates_offered(*, family: str) -> dict[str, list[int]]:
     of their EARLIEST live consent (granted first; ties by consent id), so that no record is trained on twice.
     This is the custodian's offer only, from a mirror that may be behind the ledger: the gate, asked when each
     round runs, remains the authority and refuses what the ledger no longer allows. Three queries whatever the
-    number of patients. An unknown family is ValidationFailed unknown_model."""
+    number of patients. An unknown family is ValidationFailed unknown_model.
+
+    Only the organisations this instance hosts (TRAINING_HOSTED_ORGANISATIONS; all when it names none) offer here:
+    another organisation's records are in its own instance, which offers them when invited (training.participation)."""
     spec = declared_model_of_family(family=family)
     if spec is None:
         raise ValidationFailed("No model of this family is declared.", code="unknown_model", detail={"field": "family"})
     grantees = [organisation.grantee_id for organisation in Organisation.objects.order_by("slug")]
+    hosted = settings.TRAINING_HOSTED_ORGANISATIONS
+    if hosted:  # one platform instance per organisation: only the organisations whose records are here
+        grantees = [grantee for grantee in grantees if grantee in hosted]
     live = consents_with_effective_status(Consent.objects.filter(grantee__in=grantees), "active")
     live = consents_listing(live, field="purposes", code=training_purpose(family))
     live = consents_listing(live, field="categories", code=spec.category)
@@ -139,12 +146,14 @@ def training_run_overview(*, run: TrainingRun) -> RunOverview:
     organisations = [
         OrganisationCounts(
             organisation=organisation,
-            offered=len(run.organisations.get(organisation, [])),
-            admitted=int(run.organisation_counts.get(organisation, {}).get("admitted", 0)),
-            refused=dict(run.organisation_counts.get(organisation, {}).get("refused", {})),
-            skipped=dict(run.organisation_counts.get(organisation, {}).get("skipped", {})),
+            # an invited organisation's offer is counted by its own instance (training.participation)
+            offered=int(counts.get("offered", len(run.organisations.get(organisation, [])))),
+            admitted=int(counts.get("admitted", 0)),
+            refused=dict(counts.get("refused", {})),
+            skipped=dict(counts.get("skipped", {})),
         )
-        for organisation in sorted(run.organisations)
+        for organisation in sorted({*run.organisations, *run.invited})
+        for counts in [run.organisation_counts.get(organisation, {})]
     ]
     lineage = None
     if run.status == TrainingStatus.COMPLETED:

@@ -8,12 +8,11 @@ requester's (analytics.keys) and opened by the steward's side only (training.ste
 public context, the aggregator the parameters-only one.
 """
 
-import math
 from collections.abc import Mapping, Sequence
-from numbers import Real
 from typing import Any
 
 import structlog
+from django.conf import settings
 from django.db import transaction
 
 from analytics.selectors import LinearModel, declared_model_of_family
@@ -23,22 +22,20 @@ from health_platform.errors import PermissionDenied, ValidationFailed
 from training import maths, privacy, tasks
 from training.access import user_may_request_training
 from training.models import TrainingRun
+from training.participation import participation_keep
 from training.retirement import retirement_due as retirement_due
 from training.retirement import trained_model_retirements_send as trained_model_retirements_send
 from training.retirement import trained_models_standing_evaluate as trained_models_standing_evaluate
 from training.rounds import training_run_execute as training_run_execute
 from training.rounds import vault_id
 from training.selectors import training_candidates_offered
+from training.terms import MAX_RIDGE, MAX_ROUNDS, MAX_TARGET_BOUND, MAX_VALIDATION_FRACTION, finite_number
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_ROUNDS = {maths.LINEAR: 1, maths.LOGISTIC: 8}  # sufficient statistics need one round; Newton a few
 DEFAULT_RIDGE = {maths.LINEAR: 0.0, maths.LOGISTIC: 1.0}
 DEFAULT_VALIDATION_FRACTION = 0.2
-MAX_ROUNDS = 50
-MAX_RIDGE = 1_000_000.0  # on features scaled to their documented range: far past any useful penalty
-MAX_VALIDATION_FRACTION = 0.5  # at least half of the admitted records train the model
-MAX_TARGET_BOUND = 1e6
 DP_MINIMUM_RIDGE = 1.0  # the noisy (PSD-projected) Gram matrix or Hessian plus this is invertible
 
 
@@ -62,9 +59,11 @@ def training_run_request(
     ([−B, B]): without it one record's contribution has no bound.
 
     Without `organisations`: over the records the organisations' custodians offer for `family`
-    (training.selectors.training_candidates_offered), which is what the steward's page and API request. Nothing
-    offered (no live training consent to any organisation) is ValidationFailed no_records_offered, and nothing is
-    stored. The terms are checked before the offer is read: they are the steward's to correct."""
+    (training.selectors.training_candidates_offered), which is what the steward's page and API request, and with
+    every peer instance of TRAINING_FEDERATION_PEERS invited to offer its own organisation's (training.invitations).
+    Nothing offered and no peer (no live training consent to any organisation) is ValidationFailed
+    no_records_offered, and nothing is stored. The terms are checked before the offer is read: they are the
+    steward's to correct."""
     if not user_may_request_training(steward):
         raise PermissionDenied("Only a model steward can request a training run.")
     spec = _declared(family)
@@ -78,15 +77,17 @@ def training_run_request(
             code="dp_ridge_too_small",
             detail={"field": "ridge"},
         )
+    invited: list[str] = []
     if organisations is None:
         organisations = training_candidates_offered(family=family)
-        if not organisations:
+        invited = sorted(settings.TRAINING_FEDERATION_PEERS)
+        if not organisations and not invited:
             raise ValidationFailed(
                 "No organisation offers a record for this model family: no patient holds a live training consent.",
                 code="no_records_offered",
                 detail={"field": "family"},
             )
-    if not organisations or any(not str(o).startswith("org:") for o in organisations):
+    if not (organisations or invited) or any(not str(o).startswith("org:") for o in organisations):
         raise ValidationFailed("Name the organisations as org:<slug>.", code="invalid_organisations")
     engine, blobs = homomorphic_engine(), blob_store()
     keys = engine.keygen_for_sums()
@@ -104,6 +105,7 @@ def training_run_request(
             },
             rounds_requested=rounds,
             organisations={organisation: list(ids) for organisation, ids in organisations.items()},
+            invited=invited,
             public_context_key=blobs.put(keys.public),
             compute_context_key=blobs.put(keys.compute),
         )
@@ -157,17 +159,6 @@ def training_terms_check(*, kind: str, rounds: object, ridge: object, validation
             code="invalid_validation_fraction",
             detail={"field": "validation_fraction"},
         )
-
-
-def finite_number(value: object) -> bool:
-    """A real number a float holds, finite: not a boolean (Python counts True as 1), a string, NaN, an infinity, or
-    an integer too large for a float (10**400)."""
-    if not isinstance(value, Real) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
 
 
 def _real(value: object) -> float | None:
@@ -233,6 +224,16 @@ def _differential_privacy_terms(
             detail={"field": "dp_target_bound"},
         )
     return terms
+
+
+def training_participation_accept(*, steward_organisation: str, invitation: object) -> tuple[Any, bool]:
+    """An invitation from the peer instance `steward_organisation` (its signature checked by the caller) to take part
+    in its run: kept (training.participation) and, when new, queued for this instance's custodian worker once it is
+    committed. (The participation, whether it is new.)"""
+    participation, created = participation_keep(steward_organisation=steward_organisation, invitation=invitation)
+    if created:
+        transaction.on_commit(lambda: tasks.training_participation_run.delay(participation.pk))
+    return participation, created
 
 
 def _enqueue(run_id: object) -> None:

@@ -7,7 +7,7 @@ import structlog
 from celery import shared_task
 from django.conf import settings
 
-from training import retirement, rounds
+from training import participation, retirement, rounds
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +27,12 @@ def training_run_execute(self, run_id: str) -> None:
     run = rounds.training_run_execute(run_id=run_id)
     if run is not None and run.status == rounds.TrainingStatus.QUEUED:
         raise self.retry(countdown=rounds.ledger_wait_seconds(run))
+
+
+@shared_task(acks_late=True, soft_time_limit=RUN_TIME_LIMIT_SECONDS - 300, time_limit=RUN_TIME_LIMIT_SECONDS)
+def training_participation_run(participation_id: int) -> None:
+    """Take part, with this instance's organisation, in a run another instance's steward federates."""
+    participation.participation_run(participation_id=participation_id)
 
 
 @shared_task(acks_late=True, soft_time_limit=50, time_limit=60)

@@ -1,9 +1,9 @@
-"""TLS for the Flower transport on loopback: a certificate authority made for one training run, and the aggregator's
-certificate for 127.0.0.1 and localhost signed by it (ECDSA P-256, valid for an hour).
+"""TLS for the Flower transport: a certificate authority made for one training run, and the aggregator's certificate
+for 127.0.0.1, localhost and TRAINING_AGGREGATOR_HOST signed by it (ECDSA P-256, valid for an hour).
 
-One platform hosting every organisation's client (the embedded default, the tests) makes them per run, in memory:
-the clients trust exactly this run's authority, and nothing is written to disk. Between hospitals, the aggregator's
-certificate and the authority the organisations trust come from configuration instead (a seam: FlowerTls)."""
+The steward's instance makes them per run, in memory: the clients trust exactly this run's authority (an invited
+instance receives it in the run's signed invitation: training.participation), and nothing is written to disk.
+A certificate from a hospital's own authority can be handed in instead (the seam: FlowerTls)."""
 
 import datetime
 import ipaddress
@@ -30,8 +30,9 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def loopback_tls() -> FlowerTls:
-    """A fresh authority and a server certificate for 127.0.0.1 / localhost signed by it."""
+def loopback_tls(host: str = "localhost") -> FlowerTls:
+    """A fresh authority and a server certificate for 127.0.0.1 / localhost (and `host`, the name the organisations
+    of other instances dial: TRAINING_AGGREGATOR_HOST) signed by it."""
     now = datetime.datetime.now(datetime.UTC)
     authority_key = ec.generate_private_key(ec.SECP256R1())
     authority_name = _name("health-platform training run authority")
@@ -47,7 +48,12 @@ def loopback_tls() -> FlowerTls:
         .sign(authority_key, hashes.SHA256())
     )
     server_key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    if host not in ("localhost", "127.0.0.1"):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
     certificate = (
         x509.CertificateBuilder()
         .subject_name(_name("localhost"))
