@@ -26,7 +26,10 @@
 #   fabric.sh endorsers ORG   wait until ORG's gateway peer can collect both organisations' endorsements
 #   fabric.sh chaincode ORG   run ORG's chaincode service in the foreground (python -m chaincode.server),
 #                             with mutual TLS (ORG's TLS CA only) unless CHAINCODE_TLS=false
-#   fabric.sh client-env      print the environment a Gateway client (ledger.open_ledger) needs
+#   fabric.sh client-env [ORG]
+#                             print the environment a Gateway client (ledger.open_ledger) needs, as ORG's
+#                             User1 (hospital, the default, or research: the platform instance of that
+#                             organisation), its own organisation's gateway peer first
 #   fabric.sh export-client DIR [OWNER]
 #                             copy the client identity (HospitalMSP User1) and the gateway TLS CA bundle
 #                             into DIR, readable by OWNER (uid[:gid]) only, with DIR/client.env
@@ -487,10 +490,12 @@ export_chaincode() {
 
 # --- the client ------------------------------------------------------------------------------------
 
-# gateway_urls: LEDGER_URL's endpoints, one per peer organisation's gateway peer, hospital first.
+# gateway_urls [ORG]: every peer organisation's gateway peer, ORG's first (then the others in order).
 gateway_urls() {
-    endpoints=""
-    for org in $PEER_ORGS; do
+    endpoints="" listed=""
+    for org in ${1:-} $PEER_ORGS; do
+        case " $listed " in *" $org "*) continue ;; esac
+        listed="$listed $org"
         org_settings "$org"
         node_settings "$ORG_GATEWAY_PEER"
         endpoints="${endpoints:+$endpoints,}$NODE_ADDRESS"
@@ -507,12 +512,15 @@ gateway_tls_bundle() {
 }
 
 client_env() {
-    org_settings hospital
-    user=$ORG_HOME/users/User1@hospital/msp
+    client_org=${1:-hospital}
+    case "$client_org" in hospital | research) ;; *) fail "usage: $0 client-env [hospital|research]" ;; esac
+    urls=$(gateway_urls "$client_org")
+    org_settings "$client_org"
+    user=$ORG_HOME/users/User1@$client_org/msp
     cat <<EOF
-LEDGER_URL=fabric://$(gateway_urls)/$CHANNEL_NAME/$CHAINCODE_NAME
+LEDGER_URL=fabric://$urls/$CHANNEL_NAME/$CHAINCODE_NAME
 FABRIC_MSP_ID=$ORG_MSP_ID
-FABRIC_CERT_PATH=$user/signcerts/User1@hospital-cert.pem
+FABRIC_CERT_PATH=$user/signcerts/User1@$client_org-cert.pem
 FABRIC_KEY_PATH=$user/keystore/priv_sk
 FABRIC_TLS_CA_PATH=$GATEWAY_TLS_BUNDLE
 EOF
@@ -661,7 +669,7 @@ committed) committed "${2:-}" ;;
 deploy) deploy ;;
 endorsers) endorsers "${2:-}" ;;
 chaincode) run_chaincode "${2:-}" ;;
-client-env) client_env ;;
+client-env) client_env "${2:-}" ;;
 export-client) export_client "${2:-}" "${3:-}" ;;
 export-chaincode) export_chaincode "${2:-}" "${3:-}" "${4:-}" ;;
 *)

@@ -74,6 +74,14 @@ class FabricNetwork:
     def ledger_url(self) -> str:
         return self.client_environment["LEDGER_URL"]
 
+    def client_environment_of(self, organisation: str) -> dict[str, str]:
+        """What a Gateway client of `organisation` (hospital or research) needs: `fabric.sh client-env ORG`, its own
+        organisation's User1 and gateway peer first (the platform instance of that organisation)."""
+        result = self.run("client-env", organisation)
+        if result.returncode != 0:
+            raise RuntimeError(f"fabric.sh client-env {organisation} failed:\n{result.stderr[-2000:]}")
+        return dict(line.partition("=")[::2] for line in result.stdout.splitlines() if "=" in line)
+
     def open_ledger(self):  # -> ledger.fabric.FabricLedger
         from ledger.fabric import FabricLedger
 

@@ -3,6 +3,7 @@
 ledger holds equal to the kept manifest's, an inclusion proof against them, and the trained model anchored."""
 
 import json
+import secrets
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.training.conftest import (  # noqa: F401 (fixtures)
     people,
     steward,
 )
+from tests.training.second_instance import Instance, federated_across_two_instances
 from tests.training_world import candidates, mixed_breast_cancer_split
 from training.models import TrainingStatus
 from training.selectors import training_record_proof_document, training_run_lineage_differences
@@ -86,3 +88,58 @@ def test_a_training_run_on_fabric_admits_the_consented_intact_records_and_writes
     assert model.sha256 == lineage.weights_sha256
     assert ledger.locate(model.anchor_tx_id).status == "VALID"
     assert ledger.verify().ok
+
+
+def test_a_run_federates_two_instances_on_fabric_each_organisation_with_its_own_identity(
+    people,  # noqa: F811
+    organisations,  # noqa: F811
+    steward,  # noqa: F811
+    ledger,
+    blob_dir,
+    fabric_network,
+    settings,
+    start_web,
+    start_worker,
+    monkeypatch,
+    tmp_path,
+):
+    """One platform instance per organisation on the real network: St Mary's (this test) as the hospital's client,
+    Northgate's instance as the research organisation's (its own MSP identity, its own gateway peer first); the
+    scenario of tests/training/test_two_instances.py, then Northgate's access log is found on the chain under its
+    own organisation's signature."""
+    monkeypatch.setattr("training.services._enqueue", lambda run_id: None)  # this test's process is St Mary's worker
+    key = secrets.token_bytes(32)
+    research = fabric_network.client_environment_of("research")
+    assert research["FABRIC_MSP_ID"] == "ResearchMSP"
+    instance = Instance(tmp_path / "northgate", key, research)
+    run = federated_across_two_instances(
+        instance=instance,
+        key=key,
+        steward=steward,
+        people=people,
+        settings=settings,
+        start_web=start_web,
+        start_worker=start_worker,
+    )
+    events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(run.pk)})).json()["events"]
+    northgate_logged = [e for e in events if e["kind"] == "record_access" and e["grantee"] == "org:northgate"]
+    assert len(northgate_logged) == 5 * 2
+    # Northgate's batches were submitted by its own organisation's client, and committed VALID
+    transactions = instance.rows("SELECT DISTINCT tx_id FROM audit_accessevent WHERE request_id = ?", str(run.pk))
+    assert transactions
+    assert {submitter_msp(ledger, tx_id) for (tx_id,) in transactions} == {"ResearchMSP"}
+    assert all(ledger.locate(tx_id).status == "VALID" for (tx_id,) in transactions)
+    st_marys_transactions = set(AccessEvent.objects.filter(request_id=str(run.pk)).values_list("tx_id", flat=True))
+    assert {submitter_msp(ledger, tx_id) for tx_id in st_marys_transactions} == {"HospitalMSP"}
+
+
+def submitter_msp(ledger, tx_id: str) -> str:
+    """The MSP of the client that signed transaction `tx_id`, from its envelope on the chain."""
+    from fabric_protos.common import common_pb2
+    from fabric_protos.msp import identities_pb2
+    from fabric_protos.peer import transaction_pb2
+
+    processed = transaction_pb2.ProcessedTransaction.FromString(ledger._query("GetTransactionByID", tx_id))
+    payload = common_pb2.Payload.FromString(processed.transactionEnvelope.payload)
+    header = common_pb2.SignatureHeader.FromString(payload.header.signature_header)
+    return identities_pb2.SerializedIdentity.FromString(header.creator).mspid

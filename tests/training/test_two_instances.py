@@ -5,147 +5,42 @@ started for the test: its own SQLite database, var folder (its own record and ps
 web server (gunicorn) and custodian worker (Celery), every one of them a process of its own, with the same embedded
 ledger file. The steward at St Mary's asks for a run; St Mary's invites Northgate over the signed service API;
 Northgate's worker gates and logs its own records on the ledger and sends its encrypted update to the run's
-aggregator; at the end St Mary's reads Northgate's manifest leaves and writes the lineage of both.
+aggregator; at the end St Mary's reads Northgate's manifest leaves and writes the lineage of both. The scenario and
+its checks: tests.training.second_instance.federated_across_two_instances (the Fabric variant:
+tests/fabric/test_training.py).
 """
 
-import base64
-import json
-import os
 import secrets
-import sqlite3
-import subprocess
-import sys
 
 import pytest
 
-from audit.models import AccessEvent
-from health_platform import bootstrap
-from records.codes import BREAST_CANCER_DATASET
-from records.models import Record
-from tests.conftest import REPO
 from tests.training.conftest import organisations, people, steward  # noqa: F401 (fixtures)
-from tests.training_world import consent_to_training
-from training.models import TrainingSetEntry, TrainingStatus
-from training.peers import Peer
-from training.selectors import training_run_lineage_differences
-from training.services import training_run_execute, training_run_request
+from tests.training.second_instance import Instance, federated_across_two_instances
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ST_MARYS, NORTHGATE = "org:st-marys", "org:northgate"
-NORTHGATE_PATIENTS = 5  # the first one's record tampered with
-
-
-class Instance:
-    """Northgate's instance: its folder, its environment, and its database read from outside."""
-
-    def __init__(self, folder, ledger_url: str, key: bytes):
-        self.folder = folder
-        broker = folder / "broker"
-        for sub in ("queue", "processed"):
-            (broker / sub).mkdir(parents=True)
-        self.database = folder / "northgate.sqlite3"
-        self.environment = {
-            "HEALTH_PLATFORM_VAR_DIR": str(folder / "var"),
-            "DATABASE_URL": f"sqlite:///{self.database}",
-            "LEDGER_URL": ledger_url,
-            "ANALYTICS_BLOB_DIR": str(folder / "blobs"),
-            "AUDIT_EXPORT_DIR": str(folder / "exports"),
-            "CELERY_BROKER_URL": "filesystem://",
-            "CELERY_FILESYSTEM_BROKER_DIR": str(broker),
-            "TRAINING_HOSTED_ORGANISATIONS": NORTHGATE,
-            "TRAINING_FEDERATION_PEERS": json.dumps(
-                {ST_MARYS: {"url": "http://127.0.0.1:9", "key": base64.b64encode(key).decode()}}
-            ),
-        }
-
-    def seed(self, count: int) -> dict:
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.training.second_instance", str(count)],
-            cwd=REPO,
-            env={**os.environ, **self.environment},
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    def rows(self, query: str, *parameters) -> list[tuple]:
-        with sqlite3.connect(self.database) as database:
-            return database.execute(query, parameters).fetchall()
-
-
-@pytest.fixture
-def northgate(tmp_path, ledger_url):
-    key = secrets.token_bytes(32)
-    return Instance(tmp_path / "northgate", ledger_url, key), key
-
 
 def test_a_run_federates_two_instances_each_with_its_own_database_and_workers_sharing_only_the_ledger(
-    northgate,
     organisations,  # noqa: F811
     people,  # noqa: F811
     steward,  # noqa: F811
+    ledger_url,
     blob_dir,
     settings,
     start_web,
     start_worker,
     monkeypatch,
+    tmp_path,
 ):
-    instance, key = northgate
-    seeded = instance.seed(NORTHGATE_PATIENTS)
-    st_marys_people = people(BREAST_CANCER_DATASET, 4)
-    for person in st_marys_people:
-        consent_to_training(person, ST_MARYS, BREAST_CANCER_DATASET)
-    settings.TRAINING_HOSTED_ORGANISATIONS = [ST_MARYS]
-    settings.TRAINING_AGGREGATOR_HOST = "127.0.0.1"
-    settings.TRAINING_CONNECT_SECONDS = 90
-    settings.TRAINING_PEER_TIMEOUT_SECONDS = 10.0
     monkeypatch.setattr("training.services._enqueue", lambda run_id: None)  # this test's process is St Mary's worker
-
-    # Northgate's web server is not up yet: the run waits, trains nothing, and asks nothing of the ledger.
-    settings.TRAINING_FEDERATION_PEERS = {NORTHGATE: Peer(NORTHGATE, "http://127.0.0.1:9", key)}
-    run = training_run_request(steward=steward, family="breast-cancer", rounds=2)
-    assert run.invited == [NORTHGATE]
-    assert set(run.organisations) == {ST_MARYS}  # Northgate's records are not in this database
-    waiting = training_run_execute(run_id=str(run.pk))
-    assert (waiting.status, waiting.attempts, waiting.failure_code) == (TrainingStatus.QUEUED, 1, "")
-    assert not AccessEvent.objects.filter(request_id=str(run.pk)).exists()
-
-    web = start_web(overrides=instance.environment)
-    start_worker(overrides=instance.environment, queues="custodian")
-    settings.TRAINING_FEDERATION_PEERS = {NORTHGATE: Peer(NORTHGATE, web.url, key)}
-    done = training_run_execute(run_id=str(run.pk))
-
-    assert done.status == TrainingStatus.COMPLETED, done.failure_code
-    northgate_records = {entry["record_id"] for entry in done.manifest[NORTHGATE]}
-    assert northgate_records == set(seeded["records"]) - {seeded["tampered"]}
-    assert not Record.objects.filter(pk__in=northgate_records).exists()  # never in St Mary's database
-    assert {entry["record_id"] for entry in done.manifest[ST_MARYS]} == {str(p.record.pk) for p in st_marys_people}
-    assert done.organisation_counts[NORTHGATE]["offered"] == NORTHGATE_PATIENTS
-    assert done.organisation_counts[NORTHGATE]["refused"] == {"hash_mismatch": 1}
-    rounds = list(done.rounds.order_by("index"))
-    assert [r.index for r in rounds] == [1, 2]
-    assert all(r.contributions[NORTHGATE] > 0 and r.contributions[ST_MARYS] > 0 for r in rounds)
-
-    # The lineage on the ledger holds both organisations, Northgate's tampered record left out and said why.
-    lineage = bootstrap.contracts().read_training_run(str(run.pk))
-    by_organisation = {o.organisation: o for o in lineage.organisations}
-    assert by_organisation[NORTHGATE].record_count == NORTHGATE_PATIENTS - 1
-    assert dict(by_organisation[NORTHGATE].left_out) == {"hash_mismatch": 1}
-    assert by_organisation[ST_MARYS].record_count == 4
-    assert training_run_lineage_differences(run=done) == []
-    # St Mary's index holds its own records only; Northgate's are indexed nowhere here.
-    assert set(TrainingSetEntry.objects.filter(run=done).values_list("organisation", flat=True)) == {ST_MARYS}
-
-    # Northgate gated and logged its own records, in its own database, each round; St Mary's logged none of them.
-    logged = instance.rows(
-        "SELECT decision, reason FROM audit_accessevent WHERE request_id = ? AND kind = 'record_access'", str(run.pk)
+    key = secrets.token_bytes(32)
+    instance = Instance(tmp_path / "northgate", key, {"LEDGER_URL": ledger_url})
+    federated_across_two_instances(
+        instance=instance,
+        key=key,
+        steward=steward,
+        people=people,
+        settings=settings,
+        start_web=start_web,
+        start_worker=start_worker,
     )
-    assert len(logged) == NORTHGATE_PATIENTS * 2
-    assert sorted({tuple(row) for row in logged}) == [("admit", ""), ("refuse", "hash_mismatch")]
-    assert AccessEvent.objects.filter(request_id=str(run.pk), grantee=NORTHGATE).count() == 0
-    assert AccessEvent.objects.filter(request_id=str(run.pk), grantee=ST_MARYS).count() == 4 * 2
-    participations = instance.rows("SELECT attempt, status, failure_code FROM training_trainingparticipation")
-    assert participations == [(1, "completed", "")]
