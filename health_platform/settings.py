@@ -459,7 +459,7 @@ except _training_peers.PeersMisconfigured as misconfigured:
 # Where a run's aggregator listens, and the name the invited organisations dial (its certificate names it).
 TRAINING_AGGREGATOR_BIND = env.str("TRAINING_AGGREGATOR_BIND", default="127.0.0.1")
 TRAINING_AGGREGATOR_HOST = env.str("TRAINING_AGGREGATOR_HOST", default="localhost")
-# How long the aggregator waits for every organisation's client to connect before the run fails organisation_missing.
+# How long the aggregator waits for every client (an invited instance that never connects: organisation_unreachable).
 TRAINING_CONNECT_SECONDS = env.int("TRAINING_CONNECT_SECONDS", default=120)
 # How long a steward's instance waits for an invited instance's answer (an invitation, its outcome at the end).
 TRAINING_PEER_TIMEOUT_SECONDS = env.float("TRAINING_PEER_TIMEOUT_SECONDS", default=30.0)
