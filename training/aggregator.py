@@ -10,8 +10,10 @@ space with it, as the compute worker does not share one with the custodian. Its 
 
 The conversation, one JSON object a line (ciphertexts base64), on the pipes its parent holds:
 - parent -> aggregator, once: {organisations, rounds, initial, context, tls: {authority, certificate, private_key},
-  round_timeout, bind, connect_timeout}; the context must be parameters-only: one holding a secret key is refused
-  ("context_not_keyless");
+  round_timeout, bind, connect_timeout, tokens}; the context must be parameters-only: one holding a secret key is
+  refused ("context_not_keyless"); `tokens` are the SHA-256 of each organisation's token, one per organisation:
+  every update must carry one of them, each once, or the run fails ("organisation_unknown"): a client that is not
+  one of the run's organisations (anyone who can reach the port) never has its update summed;
 - aggregator -> parent: {"event": "listening", "port"}; then per round {"event": "round", "round", "sum"}, answered
   {"weights"}; after the last round {"event": "validation", "sum"}, answered {}; at the end {"event": "finished",
   "failure", "received"}: `received` holds, per round, the SHA-256 of each organisation's ciphertexts (what it was
@@ -41,6 +43,13 @@ from training.tls import FlowerTls
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60.0
+
+
+TOKEN_METRIC = "organisation_token"  # noqa: S105 (the metric's name, not a secret)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", errors="replace")).hexdigest()
 
 
 def _b64(data: bytes) -> str:
@@ -134,11 +143,13 @@ class AggregatorProcess:
         context: bytes,
         tls: FlowerTls,
         round_timeout: float,
+        tokens: Sequence[str] = (),
         bind: str = "127.0.0.1",
         connect_timeout: float = 120.0,
     ) -> int:
         """Hand it the run; the port it listens on (at `bind`). It waits `connect_timeout` seconds for every
-        organisation's client to connect, then fails the run organisation_missing."""
+        organisation's client to connect, then fails the run organisation_missing. `tokens`: each organisation's
+        (token_digest of it is all the aggregator gets); its client sends it with every update."""
         assert self._process.stdin is not None
         assert self._process.stdout is not None
         _send(
@@ -154,6 +165,7 @@ class AggregatorProcess:
                 "round_timeout": round_timeout,
                 "bind": bind,
                 "connect_timeout": connect_timeout,
+                "tokens": [token_digest(token) for token in tokens],
             },
         )
         ready: dict[str, Any] = {}
@@ -243,10 +255,12 @@ def _strategy_class() -> type:
             context: bytes,
             add: Adder,
             steward: Steward,
+            tokens: Sequence[str],
             connect_timeout: float = 120.0,
         ):
             self.organisations, self.rounds, self.initial = organisations, rounds, initial
             self.connect_timeout = connect_timeout
+            self.tokens = {digest: index for index, digest in enumerate(tokens)}  # digest -> organisation's place
             self.context, self.add, self.steward = context, add, steward
             self.failure = ""
             self.received: list[tuple[int, list[list[bytes]]]] = []  # what reached the aggregator, per round
@@ -276,12 +290,28 @@ def _strategy_class() -> type:
                 raise ValueError("the organisations' updates differ in shape")
             return [self.add(self.context, [update[i] for update in updates]) for i in range(len(updates[0]))]
 
+        def _in_order(self, results: list[Any]) -> list[Any] | None:
+            """The results in the organisations' order, each carrying its own organisation's token once; None if
+            one does not (a client that is not one of the run's organisations, or one token twice)."""
+            placed: dict[int, Any] = {}
+            for _, result in results:
+                token = result.metrics.get(TOKEN_METRIC)
+                index = self.tokens.get(token_digest(token)) if isinstance(token, str) else None
+                if index is None or index in placed:
+                    return None
+                placed[index] = result
+            return [placed[index] for index in sorted(placed)] if len(placed) == len(self.tokens) else None
+
         def aggregate_fit(self, server_round: int, results: list[Any], failures: list[Any]) -> tuple[Any, dict]:
             if failures or len(results) != self.organisations or self.failure:
                 self.failure = self.failure or "organisation_missing"
                 return None, {}
+            ordered = self._in_order(results)
+            if ordered is None:
+                self.failure = "organisation_unknown"
+                return None, {}
             updates = []
-            for _, result in results:
+            for result in ordered:
                 if result.parameters.tensor_type != CIPHERTEXT_TENSOR_TYPE:
                     self.failure = "update_not_encrypted"
                     return None, {}
@@ -299,7 +329,11 @@ def _strategy_class() -> type:
             if failures or len(results) != self.organisations:
                 self.failure = self.failure or "organisation_missing"
                 return None, {}
-            updates = [[r.metrics[f"c{i}"] for i in range(len(r.metrics))] for _, r in results]
+            ordered = self._in_order(results)
+            if ordered is None:
+                self.failure = "organisation_unknown"
+                return None, {}
+            updates = [[r.metrics[f"c{i}"] for i in range(len(r.metrics) - 1)] for r in ordered]
             self.steward.open_validation(self._sum(updates))
             return None, {}
 
@@ -340,6 +374,8 @@ def serve(reader: IO[str], writer: IO[str]) -> None:
         engine.refuse_secret(context)
     except ValueError:
         raise ContextNotKeyless() from None
+    if len(setup["tokens"]) != int(setup["organisations"]):
+        raise ValueError("one token per organisation")
     strategy = ciphertext_sum(
         organisations=int(setup["organisations"]),
         rounds=int(setup["rounds"]),
@@ -347,6 +383,7 @@ def serve(reader: IO[str], writer: IO[str]) -> None:
         context=context,
         add=engine.add,
         steward=_SumsForTheSteward(reader, writer),
+        tokens=[str(digest) for digest in setup["tokens"]],
         connect_timeout=float(setup.get("connect_timeout", 120.0)),
     )
     server, config = init_defaults(

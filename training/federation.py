@@ -22,8 +22,9 @@ connection, its transaction in a test), one job at a time.
 """
 
 import queue
+import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
-from training.aggregator import AggregatorFailed, AggregatorProcess, Steward
+from training.aggregator import TOKEN_METRIC, AggregatorFailed, AggregatorProcess, Steward
 from training.flower import CIPHERTEXT_TENSOR_TYPE, flower, parameters_weights
 from training.tls import FlowerTls, loopback_tls
 
@@ -68,9 +69,13 @@ def _client_class() -> type:
         """One organisation's Flower client: its work runs on the caller's thread (`run`)."""
 
         def __init__(
-            self, trainer: OrganisationTrainer, run: Callable[[Callable[[], Any]], Any], errors: list[BaseException]
+            self,
+            trainer: OrganisationTrainer,
+            run: Callable[[Callable[[], Any]], Any],
+            errors: list[BaseException],
+            token: str,
         ):
-            self.trainer, self.run, self.errors = trainer, run, errors
+            self.trainer, self.run, self.errors, self.token = trainer, run, errors, token
 
         def _work(self, job: Callable[[], tuple[list[bytes], int]]) -> tuple[list[bytes], int] | None:
             """The organisation's work; None when it failed (the error is kept for the caller, and the round
@@ -92,7 +97,7 @@ def _client_class() -> type:
                 status=Status(Code.OK, ""),
                 parameters=Parameters(tensors=ciphertexts, tensor_type=CIPHERTEXT_TENSOR_TYPE),
                 num_examples=count,
-                metrics={},
+                metrics={TOKEN_METRIC: self.token},
             )
 
         def evaluate(self, ins: Any) -> Any:
@@ -102,6 +107,7 @@ def _client_class() -> type:
                 return EvaluateRes(Status(Code.EVALUATE_NOT_IMPLEMENTED, "failed"), 0.0, 0, {})
             ciphertexts, count = done
             metrics: dict[str, Any] = {f"c{i}": ciphertext for i, ciphertext in enumerate(ciphertexts)}
+            metrics[TOKEN_METRIC] = self.token
             return EvaluateRes(status=Status(Code.OK, ""), loss=0.0, num_examples=count, metrics=metrics)
 
     return OrganisationClient
@@ -142,7 +148,7 @@ def federate(
     observe: Callable[[AggregatorProcess], None] | None = None,
     round_opened: Callable[[int], None] | None = None,
     invited: int = 0,
-    invite: Callable[[str, FlowerTls], None] | None = None,
+    invite: Callable[[str, FlowerTls, list[str]], None] | None = None,
     bind: str = "127.0.0.1",
     host: str = "localhost",
     connect_timeout: float = 120.0,
@@ -150,9 +156,11 @@ def federate(
     """Run `rounds` federated rounds and the validation over Flower with TLS (a fresh authority for `host` unless
     `tls` is given), the aggregator in a process of its own listening at `bind`. `trainers` are the organisations this
     instance hosts (their clients run here); `invited` more organisations' clients come from other instances:
-    `invite(address, tls)` is called once the aggregator listens, to send them the address ("host:port") and the
-    authority (training.participation), and raises FederationFailed if it cannot. The aggregator waits
-    `connect_timeout` seconds for every client.
+    `invite(address, tls, tokens)` is called once the aggregator listens, to send them the address ("host:port"), the
+    authority and each its token (training.participation), and raises FederationFailed if it cannot. The aggregator
+    waits `connect_timeout` seconds for every client, and sums only updates that carry the run's tokens, one per
+    organisation, made here for this attempt: a client that is not one of the organisations fails the attempt
+    (organisation_unknown) and is never summed.
 
     `observe` is shown the aggregator's process once it listens (tests check what it holds; its report is filled at
     the end); `round_opened(index)` is called on the caller's thread (its database connection) once the steward has
@@ -160,11 +168,13 @@ def federate(
     when an organisation does not answer a round, or the aggregator fails."""
     flwr = flower()
     tls = tls or loopback_tls(host)
+    tokens = [secrets.token_urlsafe(32) for _ in range(len(trainers) + invited)]
     aggregator = AggregatorProcess()
     try:
         try:
             port = aggregator.start(
                 organisations=len(trainers) + invited,
+                tokens=tokens,
                 rounds=rounds,
                 initial=initial,
                 context=aggregation_context,
@@ -178,8 +188,9 @@ def federate(
         if observe is not None:
             observe(aggregator)
         if invite is not None:
-            invite(f"{host}:{port}", tls)
-        _run_rounds(flwr, aggregator, f"localhost:{port}", tls, trainers, steward, round_opened)
+            invite(f"{host}:{port}", tls, tokens[len(trainers) :])
+        hosted = zip(trainers, tokens[: len(trainers)], strict=True)
+        _run_rounds(flwr, aggregator, f"localhost:{port}", tls, hosted, steward, round_opened)
     finally:
         aggregator.stop()
     if aggregator.report.failure:
@@ -187,18 +198,19 @@ def federate(
     log.info("training_federation_finished", organisations=len(trainers) + invited, rounds=rounds)
 
 
-def participate(*, trainer: OrganisationTrainer, address: str, authority: bytes) -> None:
+def participate(*, trainer: OrganisationTrainer, address: str, authority: bytes, token: str) -> None:
     """One organisation's side of a run that another instance's steward federates: its Flower client connects to the
-    aggregator at `address` ("host:port"), trusting only `authority` (the run's, from its signed invitation), and
-    does the organisation's work on the calling thread (its database connection). Returns when the aggregator ends
-    the federation; raises FederationFailed when the organisation's own work failed (organisation_failed, caused by
-    its error) or the transport did (federation_error)."""
+    aggregator at `address` ("host:port"), trusting only `authority` (the run's, from its signed invitation), sends
+    `token` (the organisation's, from the same invitation) with every update, and does the organisation's work on the
+    calling thread (its database connection). Returns when the aggregator ends the federation; raises FederationFailed
+    when the organisation's own work failed (organisation_failed, caused by its error) or the transport did
+    (federation_error)."""
     flwr = flower()
     caller = _CallerThread()
     errors: list[BaseException] = []
     organisation_errors: list[BaseException] = []
     client = _client_thread(
-        flwr, address, authority, trainer, caller, organisation_errors, errors, name="training-client"
+        flwr, address, authority, trainer, token, caller, organisation_errors, errors, name="training-client"
     )
     client.start()
     caller.serve_until(lambda: not client.is_alive())
@@ -210,6 +222,7 @@ def _client_thread(
     address: str,
     authority: bytes,
     trainer: OrganisationTrainer,
+    token: str,
     caller: _CallerThread,
     organisation_errors: list[BaseException],
     errors: list[BaseException],
@@ -222,7 +235,7 @@ def _client_thread(
         try:
             flwr.client.start_client(
                 server_address=address,
-                client=_client_class()(trainer, caller.submit, organisation_errors),
+                client=_client_class()(trainer, caller.submit, organisation_errors, token),
                 root_certificates=authority,
                 max_wait_time=CONNECT_TIMEOUT_SECONDS,  # a server gone for good: give up, never linger
             )
@@ -247,7 +260,7 @@ def _run_rounds(
     aggregator: AggregatorProcess,
     address: str,
     tls: FlowerTls,
-    trainers: Sequence[OrganisationTrainer],
+    trainers: Iterable[tuple[OrganisationTrainer, str]],
     steward: Steward,
     round_opened: Callable[[int], None] | None,
 ) -> None:
@@ -270,9 +283,17 @@ def _run_rounds(
     steward_side = threading.Thread(target=answer, name="training-steward", daemon=True)
     clients = [
         _client_thread(
-            flwr, address, tls.authority, trainer, caller, organisation_errors, errors, name=f"training-client-{index}"
+            flwr,
+            address,
+            tls.authority,
+            trainer,
+            token,
+            caller,
+            organisation_errors,
+            errors,
+            name=f"training-client-{index}",
         )
-        for index, trainer in enumerate(trainers)
+        for index, (trainer, token) in enumerate(trainers)
     ]
     steward_side.start()
     for client in clients:

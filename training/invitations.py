@@ -1,8 +1,9 @@
 """The steward's instance and the organisations whose own instances take part in its run (training.participation on
 their side): the signed invitation once the run's aggregator listens, and the outcome read at the end.
 
-What travels: to the organisation, the run's public terms, its PUBLIC CKKS context (to encrypt its update) and the
-aggregator's address with the run's certificate authority (the only one its client trusts); back, its counts and
+What travels: to the organisation, the run's public terms, its PUBLIC CKKS context (to encrypt its update), the
+aggregator's address with the run's certificate authority (the only one its client trusts) and the organisation's
+token for this attempt (the aggregator sums only updates that carry the run's tokens); back, its counts and
 the manifest's leaves. Never the secret context, a record, a feature or a label.
 
 A peer that does not answer (its web server down, the network) is organisation_unreachable: the run waits and tries
@@ -86,7 +87,9 @@ class InvitedOrganisation:
     def organisation(self) -> str:
         return self.peer.organisation
 
-    def invite(self, *, address: str, tls: FlowerTls, public_context: bytes, feature_codes: tuple[str, ...]) -> None:
+    def invite(
+        self, *, address: str, tls: FlowerTls, token: str, public_context: bytes, feature_codes: tuple[str, ...]
+    ) -> None:
         """Send the invitation; FederationFailed invitation_refused (with the peer's code in the log) when its
         instance refuses it, PeerUnreachable when it does not answer."""
         run = self.run
@@ -107,6 +110,7 @@ class InvitedOrganisation:
                 "public_context": base64.b64encode(public_context).decode("ascii"),
                 "aggregator": address,
                 "authority": tls.authority.decode("ascii"),
+                "token": token,
             },
         )
         if status not in (200, 201):

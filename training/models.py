@@ -139,6 +139,9 @@ class TrainingParticipation(models.Model):
     public_context_key = models.CharField(max_length=128)
     aggregator = models.CharField(max_length=300, help_text="host:port of the run's aggregator")
     authority = models.TextField(help_text="PEM: the run's certificate authority, the only one the client trusts")
+    token = models.CharField(
+        max_length=128, default="", help_text="the organisation's token for this attempt: sent with every update"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     failure_code = models.CharField(max_length=64, blank=True, default="")
     offered = models.PositiveIntegerField(default=0)

@@ -58,6 +58,7 @@ INVITATION_FIELDS = frozenset(
         "public_context",
         "aggregator",
         "authority",
+        "token",
     }
 )
 _ADDRESS = re.compile(r"\A(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?):(?P<port>[0-9]{1,5})\Z")
@@ -121,7 +122,17 @@ def invitation_check(invitation: object) -> dict[str, Any]:
         "public_context": _context(invitation["public_context"]),
         "aggregator": _aggregator(invitation["aggregator"]),
         "authority": _authority(invitation["authority"]),
+        "token": _token(invitation["token"]),
     }
+
+
+_TOKEN = re.compile(r"\A[A-Za-z0-9_-]{32,128}\Z")
+
+
+def _token(text: object) -> str:
+    if not isinstance(text, str) or not _TOKEN.match(text):
+        raise _refuse("token", "token must be 32 to 128 URL-safe characters.", "invalid_token")
+    return text
 
 
 def _context(text: object) -> bytes:
@@ -176,6 +187,7 @@ def participation_keep(*, steward_organisation: str, invitation: object) -> tupl
                 public_context_key=blob_store().put(checked["public_context"]),
                 aggregator=checked["aggregator"],
                 authority=checked["authority"],
+                token=checked["token"],
             )
     except IntegrityError:  # the same invitation, accepted at the same moment by another web worker
         existing = TrainingParticipation.objects.get(run_id=checked["run_id"], attempt=checked["attempt"])
@@ -245,7 +257,12 @@ def participation_run(*, participation_id: int) -> TrainingParticipation | None:
     trainer, failure = None, ""
     try:
         trainer = _trainer(participation)
-        participate(trainer=trainer, address=participation.aggregator, authority=participation.authority.encode())
+        participate(
+            trainer=trainer,
+            address=participation.aggregator,
+            authority=participation.authority.encode(),
+            token=participation.token,
+        )
     except FederationFailed as error:
         failure = failure_code(error)
     if not failure and not (trainer is not None and trainer.validated):

@@ -39,6 +39,7 @@ from training.maths import record_sensitivity
 from training.models import TrainingRound, TrainingRun, TrainingSetEntry, TrainingStatus
 from training.privacy import GaussianBudget, noise_source
 from training.steward import PrivateRounds, RunSteward
+from training.tls import FlowerTls
 
 log = structlog.get_logger(__name__)
 
@@ -161,9 +162,11 @@ def _federate(run: TrainingRun, observe: Any, labels: LabelSource | None) -> Non
         run.organisation_counts = {trainer.organisation: trainer.counts for trainer in trainers}
         run.save(update_fields=["organisation_counts"])
 
-    def invite(address: str, tls: Any) -> None:
-        for organisation in invited:
-            organisation.invite(address=address, tls=tls, public_context=public, feature_codes=spec.feature_codes)
+    def invite(address: str, tls: FlowerTls, tokens: list[str]) -> None:
+        for organisation, token in zip(invited, tokens, strict=True):
+            organisation.invite(
+                address=address, tls=tls, token=token, public_context=public, feature_codes=spec.feature_codes
+            )
 
     try:
         federate(

@@ -167,6 +167,7 @@ def invitation(context: str, **change) -> dict:
         "public_context": context,
         "aggregator": "127.0.0.1:45678",
         "authority": loopback_tls().authority.decode(),
+        "token": "t" * 43,
     }
     body.update(change)
     return body
@@ -242,6 +243,9 @@ BAD_FIELDS = [
     ({"aggregator": "evil host:80"}, "invalid_aggregator", "aggregator"),
     ({"authority": "not a certificate"}, "invalid_authority", "authority"),
     ({"authority": "<script>" * 2000}, "invalid_authority", "authority"),
+    ({"token": "short"}, "invalid_token", "token"),
+    ({"token": "t" * 40 + " <>"}, "invalid_token", "token"),
+    ({"token": 123}, "invalid_token", "token"),
 ]
 
 
