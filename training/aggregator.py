@@ -113,9 +113,12 @@ class AggregatorReport:
 
 class AggregatorProcess:
     """The parent's handle: starts `python -m training.aggregator` with an environment of its own and answers its
-    rounds with the steward. `pid` and `report` are there for whoever watches (the tests)."""
+    rounds with the steward. `pid` and `report` are there for whoever watches (the tests). It listens at `bind`,
+    waits `connect_timeout` seconds for every organisation's client (then fails the run organisation_missing) and
+    `round_timeout` seconds for a round's updates."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, bind: str = "127.0.0.1", connect_timeout: float = 120.0, round_timeout: float = 600.0):
+        self.timing = {"bind": bind, "connect_timeout": connect_timeout, "round_timeout": round_timeout}
         environment = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": str(REPO),
@@ -134,37 +137,22 @@ class AggregatorProcess:
         self.pid = self._process.pid
         self.report = AggregatorReport()
 
-    def start(
-        self,
-        *,
-        organisations: int,
-        rounds: int,
-        initial: np.ndarray,
-        context: bytes,
-        tls: FlowerTls,
-        round_timeout: float,
-        tokens: Sequence[str] = (),
-        bind: str = "127.0.0.1",
-        connect_timeout: float = 120.0,
-    ) -> int:
-        """Hand it the run; the port it listens on (at `bind`). It waits `connect_timeout` seconds for every
-        organisation's client to connect, then fails the run organisation_missing. `tokens`: each organisation's
-        (token_digest of it is all the aggregator gets); its client sends it with every update."""
+    def start(self, *, tokens: Sequence[str], rounds: int, initial: np.ndarray, context: bytes, tls: FlowerTls) -> int:
+        """Hand it the run; the port it listens on. `tokens`: one per organisation (token_digest of each is all the
+        aggregator gets); an organisation's client sends its own with every update."""
         assert self._process.stdin is not None
         assert self._process.stdout is not None
         _send(
             self._process.stdin,
             {
-                "organisations": organisations,
+                "organisations": len(tokens),
                 "rounds": rounds,
                 "initial": [float(w) for w in initial],
                 "context": _b64(context),
                 "tls": {
                     name: getattr(tls, name).decode("ascii") for name in ("authority", "certificate", "private_key")
                 },
-                "round_timeout": round_timeout,
-                "bind": bind,
-                "connect_timeout": connect_timeout,
+                **self.timing,
                 "tokens": [token_digest(token) for token in tokens],
             },
         )
@@ -302,13 +290,20 @@ def _strategy_class() -> type:
                 placed[index] = result
             return [placed[index] for index in sorted(placed)] if len(placed) == len(self.tokens) else None
 
-        def aggregate_fit(self, server_round: int, results: list[Any], failures: list[Any]) -> tuple[Any, dict]:
+        def _from_every_organisation(self, results: list[Any], failures: list[Any]) -> list[Any] | None:
+            """The results in the organisations' order; None, the run's failure set, when one is missing or failed
+            (organisation_missing) or is not from one of the run's organisations (organisation_unknown)."""
             if failures or len(results) != self.organisations or self.failure:
                 self.failure = self.failure or "organisation_missing"
-                return None, {}
+                return None
             ordered = self._in_order(results)
             if ordered is None:
                 self.failure = "organisation_unknown"
+            return ordered
+
+        def aggregate_fit(self, server_round: int, results: list[Any], failures: list[Any]) -> tuple[Any, dict]:
+            ordered = self._from_every_organisation(results, failures)
+            if ordered is None:
                 return None, {}
             updates = []
             for result in ordered:
@@ -326,12 +321,8 @@ def _strategy_class() -> type:
             return [(client, EvaluateIns(parameters, {})) for client in self._clients(client_manager)]
 
         def aggregate_evaluate(self, server_round: int, results: list[Any], failures: list[Any]) -> tuple[Any, dict]:
-            if failures or len(results) != self.organisations:
-                self.failure = self.failure or "organisation_missing"
-                return None, {}
-            ordered = self._in_order(results)
+            ordered = self._from_every_organisation(results, failures)
             if ordered is None:
-                self.failure = "organisation_unknown"
                 return None, {}
             updates = [[r.metrics[f"c{i}"] for i in range(len(r.metrics) - 1)] for r in ordered]
             self.steward.open_validation(self._sum(updates))

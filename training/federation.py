@@ -169,20 +169,10 @@ def federate(
     flwr = flower()
     tls = tls or loopback_tls(host)
     tokens = [secrets.token_urlsafe(32) for _ in range(len(trainers) + invited)]
-    aggregator = AggregatorProcess()
+    aggregator = AggregatorProcess(bind=bind, connect_timeout=connect_timeout, round_timeout=round_timeout)
     try:
         try:
-            port = aggregator.start(
-                organisations=len(trainers) + invited,
-                tokens=tokens,
-                rounds=rounds,
-                initial=initial,
-                context=aggregation_context,
-                tls=tls,
-                round_timeout=round_timeout,
-                bind=bind,
-                connect_timeout=connect_timeout,
-            )
+            port = aggregator.start(tokens=tokens, rounds=rounds, initial=initial, context=aggregation_context, tls=tls)
         except AggregatorFailed as error:
             raise FederationFailed(error.code) from None
         if observe is not None:

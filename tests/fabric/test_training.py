@@ -3,7 +3,6 @@
 ledger holds equal to the kept manifest's, an inclusion proof against them, and the trained model anchored."""
 
 import json
-import secrets
 
 import pytest
 
@@ -16,8 +15,8 @@ from tests.training.conftest import (  # noqa: F401 (fixtures)
     organisations,
     people,
     steward,
+    two_instances,
 )
-from tests.training.second_instance import Instance, federated_across_two_instances
 from tests.training_world import candidates, mixed_breast_cancer_split
 from training.models import TrainingStatus
 from training.selectors import training_record_proof_document, training_run_lineage_differences
@@ -91,36 +90,18 @@ def test_a_training_run_on_fabric_admits_the_consented_intact_records_and_writes
 
 
 def test_a_run_federates_two_instances_on_fabric_each_organisation_with_its_own_identity(
-    people,  # noqa: F811
     organisations,  # noqa: F811
-    steward,  # noqa: F811
+    two_instances,  # noqa: F811
     ledger,
-    blob_dir,
     fabric_network,
-    settings,
-    start_web,
-    start_worker,
-    monkeypatch,
-    tmp_path,
 ):
     """One platform instance per organisation on the real network: St Mary's (this test) as the hospital's client,
     Northgate's instance as the research organisation's (its own MSP identity, its own gateway peer first); the
     scenario of tests/training/test_two_instances.py, then Northgate's access log is found on the chain under its
     own organisation's signature."""
-    monkeypatch.setattr("training.services._enqueue", lambda run_id: None)  # this test's process is St Mary's worker
-    key = secrets.token_bytes(32)
     research = fabric_network.client_environment_of("research")
     assert research["FABRIC_MSP_ID"] == "ResearchMSP"
-    instance = Instance(tmp_path / "northgate", key, research)
-    run = federated_across_two_instances(
-        instance=instance,
-        key=key,
-        steward=steward,
-        people=people,
-        settings=settings,
-        start_web=start_web,
-        start_worker=start_worker,
-    )
+    run, instance = two_instances(research)
     events = ledger.evaluate("accesslog", "QueryAccessEvents", json.dumps({"request_id": str(run.pk)})).json()["events"]
     northgate_logged = [e for e in events if e["kind"] == "record_access" and e["grantee"] == "org:northgate"]
     assert len(northgate_logged) == 5 * 2

@@ -44,3 +44,23 @@ def small_breast_cancer_run(people, organisations, steward, blob_dir):
     split[northgate] = everyone[3:]  # offered, refused by the gate: no consent
     offered = {org: [p.version_id for p in members] for org, members in split.items()}
     return training_run_completed(steward, "breast-cancer", offered, rounds=2), everyone
+
+
+@pytest.fixture
+def two_instances(people, steward, settings, start_web, start_worker, monkeypatch, tmp_path, blob_dir):
+    """two_instances(ledger_environment) -> the completed run of the two-instance scenario
+    (tests.training.second_instance.federated_across_two_instances), Northgate's instance on the ledger that
+    `ledger_environment` names (LEDGER_URL, and on Fabric its organisation's client identity); (run, Instance)."""
+    import secrets
+
+    from tests.training.second_instance import Instance, federated_across_two_instances
+
+    monkeypatch.setattr("training.services._enqueue", lambda run_id: None)  # this test's process is St Mary's worker
+
+    def run(ledger_environment: dict[str, str]):
+        key = secrets.token_bytes(32)
+        instance = Instance(tmp_path / "northgate", key, ledger_environment)
+        done = federated_across_two_instances(instance, key, steward, people, settings, start_web, start_worker)
+        return done, instance
+
+    return run

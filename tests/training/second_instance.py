@@ -82,9 +82,7 @@ class Instance:
             return database.execute(query, parameters).fetchall()
 
 
-def federated_across_two_instances(
-    *, instance: Instance, key: bytes, steward, people, settings, start_web, start_worker
-):
+def federated_across_two_instances(instance: Instance, key: bytes, steward, people, settings, start_web, start_worker):
     """The scenario of both backends' two-instance tests (tests/training/test_two_instances.py, and on Fabric
     tests/fabric/test_training.py): St Mary's is the test's process, `instance` Northgate's; the steward's run first
     meets Northgate's web server away (it waits), then completes across both. Returns the completed run."""

@@ -32,18 +32,10 @@ def test_the_aggregator_loads_no_django_no_database_driver_and_no_record_code(tm
 
 def test_the_aggregator_refuses_a_context_holding_a_secret_key():
     keys = TenSEALEngine().keygen_for_sums()
-    aggregator = AggregatorProcess()
+    aggregator, tokens = AggregatorProcess(), ["a" * 43, "b" * 43]
     try:
         with pytest.raises(AggregatorFailed) as refused:
-            aggregator.start(
-                organisations=2,
-                rounds=1,
-                initial=np.zeros(3),
-                context=keys.secret,
-                tls=loopback_tls(),
-                round_timeout=5,
-                tokens=["a" * 43, "b" * 43],
-            )
+            aggregator.start(tokens=tokens, rounds=1, initial=np.zeros(3), context=keys.secret, tls=loopback_tls())
     finally:
         aggregator.stop()
     assert refused.value.code == "context_not_keyless"

@@ -10,37 +10,16 @@ its checks: tests.training.second_instance.federated_across_two_instances (the F
 tests/fabric/test_training.py).
 """
 
-import secrets
-
 import pytest
 
-from tests.training.conftest import organisations, people, steward  # noqa: F401 (fixtures)
-from tests.training.second_instance import Instance, federated_across_two_instances
+from tests.training.conftest import organisations, people, steward, two_instances  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.he, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_run_federates_two_instances_each_with_its_own_database_and_workers_sharing_only_the_ledger(
     organisations,  # noqa: F811
-    people,  # noqa: F811
-    steward,  # noqa: F811
+    two_instances,  # noqa: F811
     ledger_url,
-    blob_dir,
-    settings,
-    start_web,
-    start_worker,
-    monkeypatch,
-    tmp_path,
 ):
-    monkeypatch.setattr("training.services._enqueue", lambda run_id: None)  # this test's process is St Mary's worker
-    key = secrets.token_bytes(32)
-    instance = Instance(tmp_path / "northgate", key, {"LEDGER_URL": ledger_url})
-    federated_across_two_instances(
-        instance=instance,
-        key=key,
-        steward=steward,
-        people=people,
-        settings=settings,
-        start_web=start_web,
-        start_worker=start_worker,
-    )
+    two_instances({"LEDGER_URL": ledger_url})
