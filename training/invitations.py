@@ -140,6 +140,22 @@ class InvitedOrganisation:
                 raise PeerUnreachable()
             time.sleep(0.2)
 
+    def standing(self) -> tuple[set[str], set[str]]:
+        """What the organisation's instance says of the records it used now: (its consents since revoked, its records
+        since erased), ids only, each one of its own leaves; FederationFailed when it does not answer or answers
+        otherwise."""
+        answer = self.status()
+        standing = answer.get("standing")
+        leaves = answer.get("manifest")
+        if answer.get("status") != "completed" or not isinstance(standing, dict) or not isinstance(leaves, list):
+            raise FederationFailed("peer_outcome_invalid")
+        consents = {leaf.get("consent_id") for leaf in leaves if isinstance(leaf, dict)}
+        records = {leaf.get("record_id") for leaf in leaves if isinstance(leaf, dict)}
+        revoked, erased = standing.get("revoked_consents"), standing.get("erased_records")
+        if not (isinstance(revoked, list) and isinstance(erased, list)):
+            raise FederationFailed("peer_outcome_invalid")
+        return {c for c in revoked if c in consents}, {r for r in erased if r in records}
+
     def failure(self) -> str | None:
         """After a federation that failed: the code this organisation's instance reports, if it reports one."""
         try:

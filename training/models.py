@@ -95,9 +95,20 @@ class TrainingSetEntry(models.Model):
     """One record version in a completed run's training set: the index that finds a patient's models without reading
     every run's manifest. Written with the run's completion, in the same transaction (training.rounds), from the
     manifest, which stays the truth the roots are computed over; `position` is the record's leaf index in the run's
-    overall training-set tree (training.lineage.overall_entries), the index its inclusion proof names."""
+    overall training-set tree (training.lineage.overall_entries), the index its inclusion proof names.
 
-    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="entries")
+    At an invited organisation's instance (one platform instance per organisation) the entry is of its participation
+    instead, written when it completes: `position` is then the leaf index in that organisation's own tree, whose root
+    the lineage on the ledger holds among its organisations' (the steward's instance alone has the whole run)."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="entries", null=True)
+    participation = models.ForeignKey(
+        "TrainingParticipation",
+        on_delete=models.CASCADE,
+        related_name="entries",
+        null=True,
+        help_text="or: this instance's part of another instance's run (position: in its organisation's tree)",
+    )
     record = models.ForeignKey("records.Record", on_delete=models.PROTECT, related_name="+")
     record_version = models.PositiveIntegerField()
     position = models.PositiveIntegerField(help_text="leaf index in the run's overall training-set tree")
@@ -110,6 +121,13 @@ class TrainingSetEntry(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "position"], name="training_set_entry_position_unique"),
             models.UniqueConstraint(fields=["run", "record"], name="training_set_entry_record_unique"),
+            models.UniqueConstraint(
+                fields=["participation", "position"], name="training_set_entry_participation_position_unique"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(run__isnull=True) ^ models.Q(participation__isnull=True),
+                name="training_set_entry_of_run_or_participation",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -148,6 +166,12 @@ class TrainingParticipation(models.Model):
     counts = models.JSONField(default=dict, help_text="{admitted, refused: {reason: n}, skipped: {reason: n}}")
     round_counts = models.JSONField(default=dict, help_text="round -> records the organisation's update covered")
     manifest = models.JSONField(default=list, help_text="the organisation's training-set leaves, first use first")
+    # The run's lineage once it is on the ledger with this organisation's part equal to the kept leaves
+    # (training.participation.participations_lineage_confirm): what this instance's patients are shown.
+    model_name = models.CharField(max_length=64, blank=True, default="")
+    model_version = models.CharField(max_length=32, blank=True, default="")
+    lineage_tx_id = models.CharField(max_length=128, blank=True, default="")
+    lineage_block = models.PositiveBigIntegerField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
     claimed_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)

@@ -29,12 +29,16 @@ from django.utils import timezone
 from analytics.selectors import declared_model_of_family
 from analytics.services import blob_store
 from chaincode.vocabulary import training_purpose
+from consent.selectors import consents_revoked_among
+from health_platform import bootstrap
 from health_platform.errors import Conflict, NotFound, ValidationFailed
+from records.selectors import records_erased_among
 from training import maths
 from training.federation import FederationFailed, participate
 from training.labels import demo_label_source
+from training.lineage import index_rows, lineage_roots
 from training.local import OrganisationRecords, RunPlan
-from training.models import ParticipationStatus, TrainingParticipation
+from training.models import ParticipationStatus, TrainingParticipation, TrainingSetEntry
 from training.rounds import failure_code
 from training.selectors import training_candidates_offered
 from training.terms import MAX_ROUNDS, MAX_TARGET_BOUND, MAX_VALIDATION_FRACTION, finite_number
@@ -222,9 +226,17 @@ def participation_get(*, steward_organisation: str, run_id: object, attempt: obj
 
 
 def participation_outcome(participation: TrainingParticipation) -> dict[str, Any]:
-    """What the steward's instance reads: the status and, once completed, the counts and the manifest's leaves."""
+    """What the steward's instance reads: the status and, once completed, the counts, the manifest's leaves and the
+    standing of what it used NOW, from this instance's own mirror: the consents of its leaves since revoked and its
+    records since erased (ids only), which the steward's instance counts against the model (training.retirement)."""
     done = participation.status == ParticipationStatus.COMPLETED
+    leaves = participation.manifest if done else []
+    standing = {
+        "revoked_consents": sorted(consents_revoked_among(consent_ids=[leaf["consent_id"] for leaf in leaves])),
+        "erased_records": sorted(records_erased_among(record_ids=[leaf["record_id"] for leaf in leaves])),
+    }
     return {
+        "standing": standing,
         "run_id": str(participation.run_id),
         "attempt": participation.attempt,
         "organisation": participation.organisation,
@@ -274,7 +286,13 @@ def participation_run(*, participation_id: int) -> TrainingParticipation | None:
         participation.round_counts = {str(index): count for index, count in trainer.round_counts.items()}
         participation.manifest = list(trainer.used.values())
     participation.finished_at = timezone.now()
-    participation.save()
+    with transaction.atomic():  # a completed participation always has its training-set index
+        participation.save()
+        if not failure:
+            rows = index_rows({participation.organisation: participation.manifest})
+            TrainingSetEntry.objects.bulk_create(
+                [TrainingSetEntry(participation=participation, **row) for row in rows], batch_size=1000
+            )
     log.info(
         "training_participation_finished",
         run_id=str(participation.run_id),
@@ -306,3 +324,32 @@ def _trainer(participation: TrainingParticipation) -> OrganisationRecords:
     )
     public = blob_store().get(participation.public_context_key)
     return OrganisationRecords(plan, participation.organisation, list(offered), public, labels)
+
+
+def participations_lineage_confirm() -> int:
+    """Find on the ledger the lineage of every completed participation that has none yet, and keep it (model, its
+    version, the lineage's transaction) once this organisation's part of it is exactly the leaves kept here: its
+    training-set root and count. From then this instance's patients see the model their records trained, with a
+    proof against that root (training.selectors). A lineage not written yet (the steward's instance has not published
+    it) is looked for again by the next sweep; one whose part differs is logged and never shown. Returns how many were
+    confirmed. Run by the beat's standing sweep (training.tasks)."""
+    confirmed = 0
+    waiting = TrainingParticipation.objects.filter(status=ParticipationStatus.COMPLETED, lineage_tx_id="")
+    for participation in waiting:
+        lineage = bootstrap.contracts().read_training_run(str(participation.run_id))
+        if lineage is None:
+            continue
+        part = next((o for o in lineage.organisations if o.organisation == participation.organisation), None)
+        [kept], _ = lineage_roots({participation.organisation: participation.manifest})
+        if part is None or (part.training_set_root, part.record_count) != (kept.training_set_root, kept.record_count):
+            log.error("training_participation_lineage_mismatch", run_id=str(participation.run_id))
+            continue
+        declared = declared_model_of_family(family=lineage.model_family)
+        TrainingParticipation.objects.filter(pk=participation.pk).update(
+            model_name=declared.name if declared is not None else lineage.model_family,
+            model_version=lineage.model_version,
+            lineage_tx_id=lineage.tx_id or "",
+            lineage_block=lineage.block_number,
+        )
+        confirmed += 1
+    return confirmed

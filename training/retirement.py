@@ -9,6 +9,10 @@ until it lands. Everything is idempotent: the same consent revoked twice, or a t
 model once, with the count it was retired with (RetireModel answers the same retirement again without writing).
 
 Analyses already running are not touched: the model is refused to NEW requests only.
+
+One platform instance per organisation: the consents and erasures of an invited organisation's records are in its
+own instance; each count asks it (training.invitations.InvitedOrganisation.standing), and a count it cannot get is
+left for the next sweep, the counters unchanged.
 """
 
 from collections.abc import Iterable
@@ -28,6 +32,8 @@ from analytics.services import (
 from health_platform import bootstrap
 from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import ModelStatus
+from training.federation import FederationFailed
+from training.invitations import invited_organisations
 from training.models import TrainingRun, TrainingStatus
 from training.selectors import SinceTrained, trained_model_since_trained
 
@@ -65,7 +71,12 @@ def _evaluate(run: TrainingRun) -> None:
     model = diagnostic_model_get(name=run.model_name, version=run.model_version)
     if model is None:
         return
-    since = trained_model_since_trained(run=run)
+    try:  # the invited organisations' own consents and erasures, which only their instances hold
+        elsewhere = {organisation.organisation: organisation.standing() for organisation in invited_organisations(run)}
+    except FederationFailed as error:  # counted again by the next sweep; the counters stay as they were
+        log.warning("trained_model_count_deferred", run_id=str(run.pk), code=error.code)
+        return
+    since = trained_model_since_trained(run=run, elsewhere=elsewhere)
     trained_model_since_trained_record(model=model, since_trained=since.as_dict())
     log.info("trained_model_counted", run_id=str(run.pk), **since.as_dict())  # counts only
     if retirement_due(since):

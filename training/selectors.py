@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from analytics.selectors import declared_model_of_family, diagnostic_model_get
@@ -28,7 +28,14 @@ from records.models import Patient
 from records.selectors import record_versions_usable_for_analysis, records_erased_among
 from training.access import user_may_read_training_run, user_may_request_training
 from training.lineage import lineage_roots, overall_entries, training_record_proof
-from training.models import TrainingRound, TrainingRun, TrainingSetEntry, TrainingStatus
+from training.models import (
+    ParticipationStatus,
+    TrainingParticipation,
+    TrainingRound,
+    TrainingRun,
+    TrainingSetEntry,
+    TrainingStatus,
+)
 
 # A patient's page lists at most this many of their training-set entries, newest run first.
 MAX_ENTRIES_SHOWN = 500
@@ -247,6 +254,10 @@ class ModelTrainedOnMine:
     lineage_tx_id: str
     lineage_block: int | None
     records: list[RecordTrainedOn] = field(default_factory=list)
+    # The organisation whose part of the training set the patient's records are in, when the run was federated by
+    # another organisation's platform instance (their proofs lead to this organisation's root); "" for a run of this
+    # instance (proofs to the overall root).
+    part_of: str = ""
 
     @property
     def model(self) -> str:
@@ -260,9 +271,12 @@ def models_trained_on_patient(*, patient: Patient | None) -> list[ModelTrainedOn
     if patient is None:
         return []
     entries = list(
-        TrainingSetEntry.objects.filter(record__patient=patient, run__status=TrainingStatus.COMPLETED)
-        .select_related("run", "record")
-        .order_by("-run__finished_at", "run_id", "position")[:MAX_ENTRIES_SHOWN]
+        _entries_shown()
+        .filter(record__patient=patient)
+        .select_related("run", "participation", "record")
+        .order_by("-run__finished_at", "-participation__finished_at", "run_id", "participation_id", "position")[
+            :MAX_ENTRIES_SHOWN
+        ]
     )
     consents = {
         consent.consent_id: consent
@@ -270,16 +284,18 @@ def models_trained_on_patient(*, patient: Patient | None) -> list[ModelTrainedOn
     }
     models: dict[Any, ModelTrainedOnMine] = {}
     for entry in entries:
-        run = entry.run
+        run = _run_or_participation(entry)
+        run_id = run.run_id if isinstance(run, TrainingParticipation) else run.pk
         shown = models.setdefault(
-            run.pk,
+            run_id,
             ModelTrainedOnMine(
-                run_id=str(run.pk),
+                run_id=str(run_id),
                 model_name=run.model_name,
                 model_version=run.model_version,
                 finished_at=run.finished_at,
                 lineage_tx_id=run.lineage_tx_id,
                 lineage_block=run.lineage_block,
+                part_of=run.organisation if isinstance(run, TrainingParticipation) else "",
             ),
         )
         consent = consents.get(entry.consent_id)
@@ -299,6 +315,20 @@ def models_trained_on_patient(*, patient: Patient | None) -> list[ModelTrainedOn
     return list(models.values())
 
 
+def _run_or_participation(entry: TrainingSetEntry) -> TrainingRun | TrainingParticipation:
+    source = entry.run or entry.participation
+    assert source is not None  # a constraint: one or the other
+    return source
+
+
+def _entries_shown() -> QuerySet[TrainingSetEntry]:
+    """The index entries a patient is shown: of completed runs of this instance, and of this instance's completed
+    part in another instance's run once its lineage on the ledger is confirmed (training.participation)."""
+    of_runs = Q(run__status=TrainingStatus.COMPLETED)
+    of_participations = Q(participation__status=ParticipationStatus.COMPLETED) & ~Q(participation__lineage_tx_id="")
+    return TrainingSetEntry.objects.filter(of_runs | of_participations)
+
+
 def training_record_proof_for_patient(*, patient: Patient | None, run_id: Any, record_id: Any) -> dict[str, Any]:
     """The inclusion proof of the patient's record in a completed run's training set, once its root and size are
     the ones the ledger holds for the run. NotFound for a run or record that is not theirs (another patient's is not
@@ -308,28 +338,46 @@ def training_record_proof_for_patient(*, patient: Patient | None, run_id: Any, r
     except ValueError:
         raise NotFound("No model was trained on this record of yours.") from None
     entry = (
-        TrainingSetEntry.objects.filter(
-            run_id=run_id, record_id=record_id, record__patient=patient, run__status=TrainingStatus.COMPLETED
-        )
-        .select_related("run")
+        _entries_shown()
+        .filter(Q(run_id=run_id) | Q(participation__run_id=run_id), record_id=record_id, record__patient=patient)
+        .select_related("run", "participation")
         .first()
         if patient is not None
         else None
     )
     if entry is None:
         raise NotFound("No model was trained on this record of yours.")
-    document = training_record_proof_document(run=entry.run, record_id=str(record_id))
     on_ledger = bootstrap.contracts().read_training_run(str(run_id))
-    if (
-        document is None
-        or on_ledger is None
-        or (document["root"], document["size"]) != (on_ledger.training_set_root, on_ledger.record_count)
-    ):
+    if entry.run is not None:
+        document = training_record_proof_document(run=entry.run, record_id=str(record_id))
+        expected = None if on_ledger is None else (on_ledger.training_set_root, on_ledger.record_count)
+    else:  # this instance's part of another instance's run: against its organisation's root on the ledger
+        document = _participation_proof_document(_run_or_participation(entry), str(record_id))
+        part = next(
+            (o for o in (on_ledger.organisations if on_ledger else ()) if o.organisation == entry.organisation), None
+        )
+        expected = None if part is None else (part.training_set_root, part.record_count)
+    if document is None or expected is None or (document["root"], document["size"]) != expected:
         raise Conflict(
             "The training set kept for this model no longer matches its lineage on the ledger: no proof is given.",
             code="lineage_mismatch",
         )
     return document
+
+
+def _participation_proof_document(participation: Any, record_id: str) -> dict[str, Any] | None:
+    """The inclusion proof of a record in this instance's organisation's part of another instance's run: against
+    that organisation's training-set root, which the run's lineage on the ledger lists among its organisations'."""
+    about = {
+        "run_id": str(participation.run_id),
+        "model": f"{participation.model_name}@{participation.model_version}",
+        "organisation": participation.organisation,
+        "root_of": "the organisation's training set (the lineage's organisations[].training_set_root)",
+        "lineage_tx_id": participation.lineage_tx_id,
+    }
+    if participation.lineage_block is not None:
+        about["lineage_block"] = str(participation.lineage_block)
+    return training_record_proof({participation.organisation: participation.manifest}, record_id=record_id, about=about)
 
 
 # --- verifying a model's lineage ------------------------------------------------------------------------------
@@ -447,14 +495,21 @@ class SinceTrained:
         return asdict(self)
 
 
-def trained_model_since_trained(*, run: TrainingRun) -> SinceTrained:
+def trained_model_since_trained(
+    *, run: TrainingRun, elsewhere: Mapping[str, tuple[set[str], set[str]]] | None = None
+) -> SinceTrained:
     """Count a completed run's manifest against the consent mirror and the erasures: a bounded number of queries,
-    one per health_platform.selectors.IN_LIST_CHUNK consent ids and one per as many record ids."""
+    one per health_platform.selectors.IN_LIST_CHUNK consent ids and one per as many record ids. `elsewhere`: what
+    the instances of the run's invited organisations say of their own leaves (organisation -> (consents revoked,
+    records erased): training.invitations), which this instance's mirror does not hold."""
     entries = [entry for organisation in sorted(run.manifest) for entry in run.manifest[organisation]]
     consent_of = {entry["record_id"]: entry["consent_id"] for entry in entries}
     consents = set(consent_of.values())
     revoked = consents_revoked_among(consent_ids=sorted(consents))
     erased = records_erased_among(record_ids=list(consent_of))
+    for their_revoked, their_erased in (elsewhere or {}).values():
+        revoked |= their_revoked & consents
+        erased |= their_erased & set(consent_of)
     return SinceTrained(
         records=len(consent_of),
         consents=len(consents),

@@ -2,11 +2,16 @@
 Fabric tests/fabric/test_training.py), and their scenario. Northgate's own database, var folder (its own record and
 pseudonym keys), blob folder and broker, sharing only the ledger with the test's instance (St Mary's).
 
-    python -m tests.training.second_instance COUNT     (in that instance's environment: see Instance.environment)
+    python -m tests.training.second_instance seed COUNT    (in that instance's environment: Instance.environment)
 
 migrates its database, registers both organisations, ingests the breast-cancer demo patients 0..COUNT-1 (anchored on
 the shared ledger), has each consent to Northgate training the breast-cancer model, and tampers with the first one's
-stored record. Prints {"records": [record ids], "tampered": record id} as JSON on its last line."""
+stored record. Prints {"records": [record ids], "tampered": record id} as JSON on its last line. The patients'
+software passkeys are kept in the instance's var folder, so that
+
+    python -m tests.training.second_instance revoke RECORD_ID
+
+can have the record's patient revoke their consent there, signed by their own passkey."""
 
 import base64
 import json
@@ -14,6 +19,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +45,88 @@ def seed(count: int) -> dict:
     for person in people:
         consent_to_training(person, northgate, BREAST_CANCER_DATASET)
     tamper_with(people[0].record)
+    _passkeys_keep()
     return {"records": [str(person.record.pk) for person in people], "tampered": str(people[0].record.pk)}
+
+
+def _passkeys_file() -> Path:
+    return Path(os.environ["HEALTH_PLATFORM_VAR_DIR"]) / "test-passkeys.json"
+
+
+def _passkeys_keep() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.signing import _passkeys
+
+    kept = {
+        pseudonym: {
+            "private_key": passkey.private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode(),
+            "credential_id": base64.b64encode(passkey.credential_id).decode(),
+            "counter": passkey.counter,
+            "rp_id": passkey.rp_id,
+            "origin": passkey.origin,
+        }
+        for pseudonym, passkey in _passkeys.items()
+    }
+    _passkeys_file().write_text(json.dumps(kept))
+
+
+def patient_view(record_id: str) -> dict:
+    """What the record's patient sees at this instance once the sweep has looked for the lineage on the ledger: the
+    models their records trained (their page's rows) and the proof for this record, or the error's code."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_platform.settings")
+    django.setup()
+    from health_platform.errors import ApplicationError
+    from records.models import Record
+    from training.participation import participations_lineage_confirm
+    from training.selectors import models_trained_on_patient, training_record_proof_for_patient
+
+    confirmed = participations_lineage_confirm()
+    patient = Record.objects.get(pk=record_id).patient
+    models = models_trained_on_patient(patient=patient)
+    seen: dict = {
+        "confirmed": confirmed,
+        "models": [
+            {"run_id": m.run_id, "model": m.model, "part_of": m.part_of, "records": [r.record_id for r in m.records]}
+            for m in models
+        ],
+    }
+    for m in models:
+        try:
+            seen["proof"] = training_record_proof_for_patient(patient=patient, run_id=m.run_id, record_id=record_id)
+        except ApplicationError as error:
+            seen["proof_error"] = error.code
+    return seen
+
+
+def revoke(record_id: str) -> dict:
+    """The record's patient revokes their consent at this instance, signed by the passkey seed() kept."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "health_platform.settings")
+    django.setup()
+    from cryptography.hazmat.primitives import serialization
+
+    from consent.models import Consent
+    from health_platform.software_passkey import SoftwarePasskey
+    from records.models import Record
+    from tests.signing import _passkeys, revoke_signed
+
+    for pseudonym, kept in json.loads(_passkeys_file().read_text()).items():
+        _passkeys[pseudonym] = SoftwarePasskey(
+            rp_id=kept["rp_id"],
+            origin=kept["origin"],
+            private_key=serialization.load_pem_private_key(kept["private_key"].encode(), password=None),
+            credential_id=base64.b64decode(kept["credential_id"]),
+            counter=kept["counter"],
+        )
+    patient = Record.objects.get(pk=record_id).patient
+    consent = revoke_signed(actor=patient.user, consent=Consent.objects.get(patient=patient))
+    return {"consent_id": consent.consent_id}
 
 
 class Instance:
@@ -66,8 +153,17 @@ class Instance:
         }
 
     def seed(self, count: int) -> dict:
+        return self._command("seed", str(count))
+
+    def revoke(self, record_id: str) -> dict:
+        return self._command("revoke", record_id)
+
+    def patient_view(self, record_id: str) -> dict:
+        return self._command("patient-view", record_id)
+
+    def _command(self, *arguments: str) -> dict:
         done = subprocess.run(
-            [sys.executable, "-m", "tests.training.second_instance", str(count)],
+            [sys.executable, "-m", "tests.training.second_instance", *arguments],
             cwd=REPO,
             env={**os.environ, **self.environment},
             capture_output=True,
@@ -86,7 +182,10 @@ def federated_across_two_instances(instance: Instance, key: bytes, steward, peop
     """The scenario of both backends' two-instance tests (tests/training/test_two_instances.py, and on Fabric
     tests/fabric/test_training.py): St Mary's is the test's process, `instance` Northgate's; the steward's run first
     meets Northgate's web server away (it waits), then completes across both. Returns the completed run."""
+    from analytics.selectors import diagnostic_model_get
     from audit.models import AccessEvent
+    from chaincode import merkle
+    from consent.models import Consent
     from health_platform import bootstrap
     from records.codes import BREAST_CANCER_DATASET
     from records.models import Record
@@ -94,7 +193,7 @@ def federated_across_two_instances(instance: Instance, key: bytes, steward, peop
     from training.models import TrainingSetEntry, TrainingStatus
     from training.peers import Peer
     from training.selectors import training_run_lineage_differences
-    from training.services import training_run_execute, training_run_request
+    from training.services import trained_models_standing_evaluate, training_run_execute, training_run_request
 
     seeded = instance.seed(NORTHGATE_PATIENTS)
     st_marys_people = people(BREAST_CANCER_DATASET, 4)
@@ -118,6 +217,11 @@ def federated_across_two_instances(instance: Instance, key: bytes, steward, peop
     start_worker(overrides=instance.environment, queues="custodian")
     settings.TRAINING_FEDERATION_PEERS = {NORTHGATE: Peer(NORTHGATE, web.url, key)}
     done = training_run_execute(run_id=str(run.pk))
+    for _ in range(5):  # as the task's retries would: Northgate's instance busy starting (its database locked, 503)
+        if done.status != TrainingStatus.QUEUED:
+            break
+        time.sleep(2)
+        done = training_run_execute(run_id=str(run.pk))
 
     assert done.status == TrainingStatus.COMPLETED, done.failure_code
     northgate_records = {entry["record_id"] for entry in done.manifest[NORTHGATE]}
@@ -128,7 +232,9 @@ def federated_across_two_instances(instance: Instance, key: bytes, steward, peop
     assert done.organisation_counts[NORTHGATE]["refused"] == {"hash_mismatch": 1}
     rounds = list(done.rounds.order_by("index"))
     assert [r.index for r in rounds] == [1, 2]
-    assert all(r.contributions[NORTHGATE] > 0 and r.contributions[ST_MARYS] > 0 for r in rounds)
+    assert all(r.contributions[NORTHGATE] > 0 and r.contributions[ST_MARYS] > 0 for r in rounds), [
+        (r.index, r.contributions) for r in rounds
+    ]
 
     # The lineage on the ledger holds both organisations, Northgate's tampered record left out and said why.
     lineage = bootstrap.contracts().read_training_run(str(run.pk))
@@ -148,10 +254,43 @@ def federated_across_two_instances(instance: Instance, key: bytes, steward, peop
     assert sorted({tuple(row) for row in logged}) == [("admit", ""), ("refuse", "hash_mismatch")]
     assert AccessEvent.objects.filter(request_id=str(run.pk), grantee=NORTHGATE).count() == 0
     assert AccessEvent.objects.filter(request_id=str(run.pk), grantee=ST_MARYS).count() == 4 * 2
-    participations = instance.rows("SELECT attempt, status, failure_code FROM training_trainingparticipation")
-    assert participations == [(1, "completed", "")]
+    participations = instance.rows(
+        "SELECT attempt, status FROM training_trainingparticipation ORDER BY attempt DESC LIMIT 1"
+    )
+    assert participations == [(done.attempts, "completed")]
+
+    # Northgate's patients see, at Northgate, the model their records trained, with a proof against Northgate's part
+    # of the lineage on the ledger that verifies offline; the tampered record's patient sees none.
+    used = sorted(northgate_records)[0]
+    seen = instance.patient_view(used)
+    assert seen["confirmed"] == 1
+    assert seen["models"] == [
+        {
+            "run_id": str(run.pk),
+            "model": f"{done.model_name}@{done.model_version}",
+            "part_of": NORTHGATE,
+            "records": [used],
+        }
+    ]
+    proof = seen["proof"]
+    assert merkle.verify_document(proof)
+    assert (proof["root"], proof["size"]) == (by_organisation[NORTHGATE].training_set_root, NORTHGATE_PATIENTS - 1)
+    assert proof["about"]["lineage_tx_id"] == lineage.tx_id
+    assert instance.patient_view(seeded["tampered"])["models"] == []
+
+    # A Northgate patient revokes their training consent at Northgate, in Northgate's database and on the ledger:
+    # St Mary's counts it against the model (1 consent of 8 withdrawn: past the default 5 %, the model is retired).
+    revoked = instance.revoke(used)
+    assert not Consent.objects.filter(consent_id=revoked["consent_id"]).exists()  # not in St Mary's mirror
+    trained_models_standing_evaluate()
+    model = diagnostic_model_get(name=done.model_name, version=done.model_version)
+    assert (model.since_trained["revoked_consents"], model.since_trained["consents"]) == (1, 8)
+    assert model.retired_at is not None
     return done
 
 
 if __name__ == "__main__":
-    print(json.dumps(seed(int(sys.argv[1]))))
+    command, argument = sys.argv[1:3]
+    commands = {"seed": lambda: seed(int(argument)), "revoke": lambda: revoke(argument)}
+    commands["patient-view"] = lambda: patient_view(argument)
+    print(json.dumps(commands[command](), default=str))

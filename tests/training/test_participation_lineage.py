@@ -1,0 +1,114 @@
+"""An invited organisation's instance shows its patients the models their records trained only once the run's
+lineage on the ledger holds, for its organisation, exactly the root and count of the leaves it kept
+(training.participation.participations_lineage_confirm); the proof it gives leads to that root."""
+
+import uuid
+
+import pytest
+
+from chaincode import merkle
+from health_platform import bootstrap
+from ledger.contracts import OrganisationLineage, TrainingRunRequest
+from records.codes import BREAST_CANCER_DATASET
+from records.models import RecordVersion
+from tests.training.conftest import people  # noqa: F401 (fixtures)
+from training.lineage import index_rows, lineage_roots
+from training.models import ParticipationStatus, TrainingParticipation, TrainingSetEntry
+from training.participation import participations_lineage_confirm
+from training.selectors import models_trained_on_patient, training_record_proof_for_patient
+
+pytestmark = pytest.mark.django_db
+
+NORTHGATE = "org:northgate"
+HEX = "ab" * 32
+
+
+def completed_participation(people_here) -> TrainingParticipation:
+    """This instance's completed part of another instance's run over `people_here`'s records, with its index."""
+    manifest = [
+        {
+            "record_id": str(person.record.pk),
+            "version": 1,
+            "sha256": RecordVersion.objects.get(record=person.record).sha256,
+            "consent_id": f"cns-{index}",
+            "patient_pseudonym": person.patient.pseudonym,
+            "split": "train",
+        }
+        for index, person in enumerate(people_here)
+    ]
+    participation = TrainingParticipation.objects.create(
+        run_id=uuid.uuid4(),
+        steward_organisation="org:st-marys",
+        organisation=NORTHGATE,
+        model_family="breast-cancer",
+        status=ParticipationStatus.COMPLETED,
+        manifest=manifest,
+    )
+    TrainingSetEntry.objects.bulk_create(
+        TrainingSetEntry(participation=participation, **row) for row in index_rows({NORTHGATE: manifest})
+    )
+    return participation
+
+
+def lineage_written(participation: TrainingParticipation, *, root: str, count: int) -> None:
+    """The steward's instance writes the run's lineage, naming `root` and `count` for this organisation."""
+    organisations = (
+        OrganisationLineage("org:st-marys", HEX, HEX, record_count=1, consent_count=1),
+        OrganisationLineage(NORTHGATE, root, HEX, record_count=count, consent_count=count),
+    )
+    bootstrap.contracts().record_training_run(
+        TrainingRunRequest(
+            run_id=str(participation.run_id),
+            model_family="breast-cancer",
+            model_version="run-" + participation.run_id.hex[:12],
+            steward="model-steward:u1",
+            organisations=organisations,
+            training_set_root=HEX,
+            consent_root=HEX,
+            record_count=count + 1,
+            consent_count=count + 1,
+            trainer_sha256=HEX,
+            hyperparameters={"ridge": 1.0},
+            rounds=1,
+            round_aggregates=(HEX,),
+            metrics={"accuracy": 0.9},
+            weights_sha256=uuid.uuid4().hex * 2,
+        )
+    )
+
+
+def test_a_confirmed_part_is_shown_to_its_patients_with_a_proof_to_its_organisations_root(people):  # noqa: F811
+    everyone = people(BREAST_CANCER_DATASET, 3)
+    participation = completed_participation(everyone[:2])
+    [kept], _ = lineage_roots({NORTHGATE: participation.manifest})
+    assert models_trained_on_patient(patient=everyone[0].patient) == []  # no lineage on the ledger yet
+    assert participations_lineage_confirm() == 0
+
+    lineage_written(participation, root=kept.training_set_root, count=2)
+    assert participations_lineage_confirm() == 1
+    [shown] = models_trained_on_patient(patient=everyone[0].patient)
+    assert (shown.run_id, shown.part_of, shown.model) == (
+        str(participation.run_id),
+        NORTHGATE,
+        f"breast-cancer@run-{participation.run_id.hex[:12]}",
+    )
+    proof = training_record_proof_for_patient(
+        patient=everyone[0].patient, run_id=participation.run_id, record_id=everyone[0].record.pk
+    )
+    assert merkle.verify_document(proof)
+    assert (proof["root"], proof["size"], proof["about"]["organisation"]) == (kept.training_set_root, 2, NORTHGATE)
+    assert models_trained_on_patient(patient=everyone[2].patient) == []  # not in the set
+
+
+def test_a_part_the_ledger_names_otherwise_is_never_shown(people):  # noqa: F811
+    everyone = people(BREAST_CANCER_DATASET, 2)
+    participation = completed_participation(everyone)
+    lineage_written(participation, root="cd" * 32, count=2)  # not the root of the leaves kept here
+    assert participations_lineage_confirm() == 0
+    assert TrainingParticipation.objects.get(pk=participation.pk).lineage_tx_id == ""
+    assert models_trained_on_patient(patient=everyone[0].patient) == []
+    with pytest.raises(Exception, match="No model was trained") as refused:
+        training_record_proof_for_patient(
+            patient=everyone[0].patient, run_id=participation.run_id, record_id=everyone[0].record.pk
+        )
+    assert refused.value.code == "not_found"
