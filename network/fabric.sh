@@ -30,9 +30,10 @@
 #                             print the environment a Gateway client (ledger.open_ledger) needs, as ORG's
 #                             User1 (hospital, the default, or research: the platform instance of that
 #                             organisation), its own organisation's gateway peer first
-#   fabric.sh export-client DIR [OWNER]
-#                             copy the client identity (HospitalMSP User1) and the gateway TLS CA bundle
-#                             into DIR, readable by OWNER (uid[:gid]) only, with DIR/client.env
+#   fabric.sh export-client DIR [OWNER] [ORG]
+#                             copy ORG's client identity (User1 of hospital, the default, or research) and
+#                             the gateway TLS CA bundle into DIR, readable by OWNER (uid[:gid]) only, with
+#                             DIR/client.env (ORG's own gateway peer first)
 #   fabric.sh export-chaincode ORG DIR [OWNER]
 #                             copy ORG's chaincode service TLS key, certificate, client CA and package id
 #
@@ -527,15 +528,17 @@ EOF
 }
 
 export_client() {
-    [ -n "${1:-}" ] || fail "usage: $0 export-client DIR [OWNER]"
-    org_settings hospital
-    user=$ORG_HOME/users/User1@hospital/msp
+    [ -n "${1:-}" ] || fail "usage: $0 export-client DIR [OWNER] [ORG]"
+    client_org=${3:-hospital}
+    case "$client_org" in hospital | research) ;; *) fail "usage: $0 export-client DIR [OWNER] [hospital|research]" ;; esac
+    org_settings "$client_org"
+    user=$ORG_HOME/users/User1@$client_org/msp
     mkdir -p "$1"
-    cp "$user/signcerts/User1@hospital-cert.pem" "$1/cert.pem"
+    cp "$user/signcerts/User1@$client_org-cert.pem" "$1/cert.pem"
     cp "$user/keystore/priv_sk" "$1/key.pem"
     chmod 0600 "$1/key.pem"
     gateway_tls_bundle "$1/tls-ca.pem"
-    client_env | sed -e "s|^FABRIC_CERT_PATH=.*|FABRIC_CERT_PATH=$1/cert.pem|" \
+    client_env "$client_org" | sed -e "s|^FABRIC_CERT_PATH=.*|FABRIC_CERT_PATH=$1/cert.pem|" \
         -e "s|^FABRIC_KEY_PATH=.*|FABRIC_KEY_PATH=$1/key.pem|" \
         -e "s|^FABRIC_TLS_CA_PATH=.*|FABRIC_TLS_CA_PATH=$1/tls-ca.pem|" >"$1/client.env"
     own "$1" "${2:-}"
@@ -670,7 +673,7 @@ deploy) deploy ;;
 endorsers) endorsers "${2:-}" ;;
 chaincode) run_chaincode "${2:-}" ;;
 client-env) client_env "${2:-}" ;;
-export-client) export_client "${2:-}" "${3:-}" ;;
+export-client) export_client "${2:-}" "${3:-}" "${4:-}" ;;
 export-chaincode) export_chaincode "${2:-}" "${3:-}" "${4:-}" ;;
 *)
     sed -n '2,37s/^# \{0,1\}//p' "$0" >&2

@@ -148,3 +148,27 @@ def test_with_peer0_hospital_down_the_research_gateway_gets_the_hospital_endorse
         until_available(lambda: Contracts(hospital).anchor_model(name="failover-healed", version="1", sha256="e" * 64))
     finally:
         hospital.close()
+
+
+@pytest.mark.parametrize(("organisation", "msp"), [("hospital", "HospitalMSP"), ("research", "ResearchMSP")])
+def test_each_organisations_platform_instance_gets_its_own_client_identity(
+    fabric_network: FabricNetwork, tmp_path: Path, organisation: str, msp: str
+):
+    """`fabric.sh export-client DIR "" ORG` (what each organisation's platform instance mounts in the compose stack):
+    ORG's own User1, its key readable by its owner only, its own gateway peer first, and it reaches the ledger."""
+    exported = tmp_path / organisation
+    result = fabric_network.run("export-client", str(exported), "", organisation)
+    assert result.returncode == 0, result.stderr[-2000:]
+    environment = dict(line.partition("=")[::2] for line in (exported / "client.env").read_text().splitlines())
+    assert environment["FABRIC_MSP_ID"] == msp
+    gateways = environment["LEDGER_URL"].split("//")[1].split("/")[0].split(",")
+    own_first = fabric_network.client_environment_of(organisation)["LEDGER_URL"].split("//")[1].split("/")[0]
+    assert gateways == own_first.split(",")
+    other = "research" if organisation == "hospital" else "hospital"
+    assert gateways[0] != fabric_network.client_environment_of(other)["LEDGER_URL"].split("//")[1].split(",")[0]
+    assert stat.S_IMODE((exported / "key.pem").stat().st_mode) == 0o600
+    ledger = FabricLedger.from_url(environment["LEDGER_URL"], environ=environment)
+    try:
+        assert ledger.height() > 0
+    finally:
+        ledger.close()

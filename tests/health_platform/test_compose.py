@@ -31,6 +31,7 @@ SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEYS?$|PSEUDONYM_KEY)", re.IG
 INTERPOLATED = re.compile(r"^\$\{[A-Z0-9_]+(:?[-?][^}]*)?\}$")
 SECRET_IN_URL = re.compile(r"://[^:/@\s]+:(\$\{[^}]*\}|[^@\s]+)@")
 KEY_MATERIAL = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+SECRET_IN_JSON = re.compile(r'"key"\s*:\s*"([^"]*)"')  # a peer instance's shared key (TRAINING_FEDERATION_PEERS)
 
 
 def load(path: Path = COMPOSE_FILE) -> dict[str, Any]:
@@ -127,6 +128,8 @@ def _secret_problems(name: str, service: dict[str, Any]) -> list[str]:
             problems.append(f"{name}: {variable} holds a literal password in a URL")
         if KEY_MATERIAL.search(value):
             problems.append(f"{name}: {variable} holds a private key")
+        if any(not INTERPOLATED.match(key) for key in SECRET_IN_JSON.findall(value)):
+            problems.append(f"{name}: {variable} holds a literal key")
     return problems
 
 
@@ -236,8 +239,14 @@ def test_no_env_file_or_secret_reaches_the_repository_or_the_image():
 
 ORGANISATIONS = ("ordering", "hospital", "research")
 PUBLIC_VOLUME = "fabric-public"
-CLIENT_EXPORT = "hospital-client"
-APP_SERVICES = ("web", "custodian-worker", "beat")
+CLIENT_EXPORTS = {"hospital": "hospital-client", "research": "research-client"}
+# Each peer organisation's platform instance (README: "One platform instance per organisation"): its services that
+# reach the ledger, and the one volume of the network they mount, read-only: their organisation's client export.
+APP_SERVICES = {
+    "hospital": ("web", "custodian-worker", "beat"),
+    "research": ("northgate-web", "northgate-custodian-worker", "northgate-beat"),
+}
+INSTANCES = {"hospital": "", "research": "northgate-"}  # the prefix of each instance's services and stores
 
 
 def mounts(service: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -278,15 +287,16 @@ def trust_domain_problems(document: dict[str, Any]) -> list[str]:
             # A container of the organisation: a step or node of the script naming it, or the app (the
             # hospital's) with the client export only.
             named = any(re.search(rf"\b{owner}\b", call) for call in steps.get(name, []))
-            if not named and not (name in APP_SERVICES and owner == "hospital"):
+            if not named and name not in APP_SERVICES.get(owner, ()):
                 problems.append(f"{name}: mounts {owner}'s private volumes, but is not one of {owner}'s containers")
         for source, read_only in mounts(service):
             publishing = any(call.startswith(("prepare-org", "genesis")) for call in steps.get(name, []))
             if source == PUBLIC_VOLUME and not read_only and not publishing:
                 problems.append(f"{name}: mounts {PUBLIC_VOLUME} writable, but publishes nothing")
-        if name in APP_SERVICES:
+        instance = next((org for org, names in APP_SERVICES.items() if name in names), None)
+        if instance is not None:
             fabric_mounts = [m for m in mounts(service) if m[0] == PUBLIC_VOLUME or organisation_of_volume(m[0])]
-            if fabric_mounts != [(CLIENT_EXPORT, True)]:
+            if fabric_mounts != [(CLIENT_EXPORTS[instance], True)]:
                 problems.append(f"{name}: mounts {fabric_mounts} of the network, not the client export read-only")
     return problems
 
@@ -404,11 +414,44 @@ def test_a_literal_secret_is_caught(compose):
             document["services"]["web"]["environment"],
             DATABASE_URL="postgres://health_platform:hunter2@postgres:5432/health_platform",
             DJANGO_SECRET_KEY="not-so-secret",
+            TRAINING_FEDERATION_PEERS='{"org:northgate": {"url": "http://northgate-web:8000", "key": "a2V5"}}',
         )
         document["services"]["web"]["env_file"] = [".env"]
 
     problems = broken(compose, change)
     assert "postgres: POSTGRES_PASSWORD holds a literal secret" in problems
+    assert "web: TRAINING_FEDERATION_PEERS holds a literal key" in problems
     assert "web: DATABASE_URL holds a literal password in a URL" in problems
     assert "web: DJANGO_SECRET_KEY holds a literal secret" in problems
     assert any(problem.startswith("web: env_file") for problem in problems)
+
+
+def test_each_organisation_runs_its_own_platform_instance_on_its_own_stores(compose):
+    """One platform instance per organisation: St Mary's (the hospital's) and Northgate (the research
+    organisation's), each with its own database server, broker, var folder (its keys) and blob folder, its own
+    organisation's client identity, and the other as its federation peer, the shared key interpolated."""
+    services = compose["services"]
+    stores: dict[str, set[str]] = {}
+    for organisation, prefix in INSTANCES.items():
+        environment = environment_of(services[f"{prefix}web"])
+        assert environment["FABRIC_MSP_ID"] == {"hospital": "HospitalMSP", "research": "ResearchMSP"}[organisation]
+        assert f"@{prefix}postgres:5432/" in environment["DATABASE_URL"]
+        assert environment["CELERY_BROKER_URL"] == f"redis://{prefix}redis:6379/0"
+        for service in (f"{prefix}web", f"{prefix}custodian-worker", f"{prefix}beat", f"{prefix}compute-worker"):
+            assert service in services
+        stores[organisation] = {
+            source
+            for name in (*APP_SERVICES[organisation], f"{prefix}compute-worker")
+            for source, _ in mounts(services[name])
+        }
+        hosted = environment["TRAINING_HOSTED_ORGANISATIONS"]
+        peers = SECRET_IN_JSON.sub('"key": "-"', environment["TRAINING_FEDERATION_PEERS"])
+        [(peer, entry)] = json.loads(peers).items()
+        assert peer != hosted
+        assert entry["url"].startswith("http://")
+        assert entry["url"].split("//")[1].split(":")[0] in services
+        assert SECRET_IN_JSON.findall(environment["TRAINING_FEDERATION_PEERS"]) == [
+            "${TRAINING_FEDERATION_KEY:?set TRAINING_FEDERATION_KEY in the environment or .env}"
+        ]
+        assert environment["TRAINING_AGGREGATOR_HOST"] == f"{prefix}custodian-worker"
+    assert stores["hospital"].isdisjoint(stores["research"])
