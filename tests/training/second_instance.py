@@ -192,7 +192,7 @@ def federated_across_two_instances(instance: Instance, key: bytes, steward, peop
     from tests.training_world import consent_to_training
     from training.models import TrainingSetEntry, TrainingStatus
     from training.peers import Peer
-    from training.selectors import training_run_lineage_differences
+    from training.selectors import training_run_lineage_differences, training_run_verify
     from training.services import trained_models_standing_evaluate, training_run_execute, training_run_request
 
     seeded = instance.seed(NORTHGATE_PATIENTS)
@@ -243,6 +243,10 @@ def federated_across_two_instances(instance: Instance, key: bytes, steward, peop
     assert dict(by_organisation[NORTHGATE].left_out) == {"hash_mismatch": 1}
     assert by_organisation[ST_MARYS].record_count == 4
     assert training_run_lineage_differences(run=done) == []
+    # manage.py verify_model_lineage's check: the roots rebuilt from the ledger's anchors of every record version,
+    # Northgate's included (anchored by Northgate's instance), agree with the lineage
+    verified = training_run_verify(run=done)
+    assert (verified.ok, verified.records_checked, verified.organisations) == (True, 8, [NORTHGATE, ST_MARYS])
     # St Mary's index holds its own records only; Northgate's are indexed nowhere here.
     assert set(TrainingSetEntry.objects.filter(run=done).values_list("organisation", flat=True)) == {ST_MARYS}
 
