@@ -18,6 +18,7 @@ import base64
 import binascii
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -353,3 +354,21 @@ def participations_lineage_confirm() -> int:
         )
         confirmed += 1
     return confirmed
+
+
+def participations_abandoned_close(*, older_than: timedelta) -> int:
+    """Close the participations no worker will finish: taken longer ago than `older_than` (the task's hard time limit
+    and a margin: the worker that took it is dead) or never taken in that time (its message was lost). Failed,
+    worker_lost or not_taken: the steward's instance has long since invited a new attempt (it reads a participation
+    that does not move as unreachable), so nothing is sent again here. Returns how many were closed. Run by the
+    beat's standing sweep (training.tasks)."""
+    cutoff = timezone.now() - older_than
+    lost = TrainingParticipation.objects.filter(status=ParticipationStatus.RUNNING, claimed_at__lt=cutoff).update(
+        status=ParticipationStatus.FAILED, failure_code="worker_lost", finished_at=timezone.now()
+    )
+    untaken = TrainingParticipation.objects.filter(status=ParticipationStatus.QUEUED, created_at__lt=cutoff).update(
+        status=ParticipationStatus.FAILED, failure_code="not_taken", finished_at=timezone.now()
+    )
+    if lost or untaken:
+        log.warning("training_participations_abandoned", worker_lost=lost, not_taken=untaken)
+    return lost + untaken

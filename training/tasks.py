@@ -55,7 +55,9 @@ def trained_models_standing_evaluate(consent_ids: list[str] | None = None, recor
 
 @shared_task(acks_late=True, soft_time_limit=540, time_limit=600)
 def trained_models_standing_sweep() -> None:
-    """The beat's sweep: every trained model counted again, every retirement the ledger has not taken sent again, and
-    the lineage of this instance's parts in other instances' runs looked for on the ledger (their patients' view)."""
+    """The beat's sweep: every trained model counted again, every retirement the ledger has not taken sent again, the
+    lineage of this instance's parts in other instances' runs looked for on the ledger (their patients' view), and
+    the parts no worker will finish closed."""
     retirement.trained_models_standing_evaluate()
     participation.participations_lineage_confirm()
+    participation.participations_abandoned_close(older_than=timedelta(seconds=RUN_TIME_LIMIT_SECONDS + 60))

@@ -112,3 +112,32 @@ def test_a_part_the_ledger_names_otherwise_is_never_shown(people):  # noqa: F811
             patient=everyone[0].patient, run_id=participation.run_id, record_id=everyone[0].record.pk
         )
     assert refused.value.code == "not_found"
+
+
+def test_a_participation_no_worker_will_finish_is_closed_by_the_sweep():
+    """Taken by a worker that died (running past the task's time limit), or never taken: failed with its reason;
+    one still within the limit, and one finished, are left as they are."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from training.participation import participations_abandoned_close
+
+    long_ago = timezone.now() - timedelta(hours=2)
+
+    def participation(status, **fields):
+        made = TrainingParticipation.objects.create(
+            run_id=uuid.uuid4(), steward_organisation="org:st-marys", organisation=NORTHGATE, status=status, **fields
+        )
+        TrainingParticipation.objects.filter(pk=made.pk).update(created_at=fields.get("claimed_at", timezone.now()))
+        return made.pk
+
+    lost = participation(ParticipationStatus.RUNNING, claimed_at=long_ago)
+    untaken = participation(ParticipationStatus.QUEUED, claimed_at=long_ago)
+    working = participation(ParticipationStatus.RUNNING, claimed_at=timezone.now())
+    finished = participation(ParticipationStatus.COMPLETED, claimed_at=long_ago)
+
+    assert participations_abandoned_close(older_than=timedelta(hours=1)) == 2
+    statuses = dict(TrainingParticipation.objects.values_list("pk", "failure_code"))
+    assert statuses == {lost: "worker_lost", untaken: "not_taken", working: "", finished: ""}
+    assert participations_abandoned_close(older_than=timedelta(hours=1)) == 0
