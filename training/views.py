@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -61,6 +62,15 @@ FAILURE_MESSAGES: dict[str, str] = {
     "aggregator_unreachable": "The organisations could not reach the aggregator: no round ran.",
     "aggregator_failed": "The aggregator stopped during the run, so the run stopped before its end.",
     "context_not_keyless": "The aggregator was handed a key that could decrypt and refused to start: no round ran.",
+    # One platform instance per organisation (training.invitations)
+    "organisation_unreachable": "Another organisation's platform did not answer before the run's deadline: no model "
+    "was trained.",
+    "organisation_unknown": "A client that is not one of the run's organisations sent an update; it was not summed "
+    "and the run stopped.",
+    "invitation_refused": "Another organisation's platform refused the run's invitation (its code is in its log).",
+    "peer_outcome_invalid": "Another organisation's platform sent back a training set that is not one: no lineage "
+    "was written.",
+    "peer_not_configured": "An organisation invited to the run is no longer among this platform's peers.",
 }
 FAILURE_MESSAGE_REJECTED = "The ledger refused the run's lineage, so no model was registered."
 FAILURE_MESSAGE_DEFAULT = "The run stopped before its end: no model was registered."
@@ -77,6 +87,7 @@ class FamilyChoice:
     default_rounds: int
     default_ridge: float
     offered_records: int
+    invited: int  # other organisations' platform instances, invited when the run starts (they count their own)
     organisations: int
 
 
@@ -189,6 +200,7 @@ def _render_new(
                 default_ridge=DEFAULT_RIDGE[spec.kind],
                 offered_records=sum(len(ids) for ids in offered.values()),
                 organisations=len(offered),
+                invited=len(settings.TRAINING_FEDERATION_PEERS),
             )
         )
     return render(request, "training/new.html", {"form": form, "families": choices}, status=status)

@@ -1,6 +1,8 @@
 """The model steward's training pages: who may open them, the request form's errors at their fields, the rounds
 panel's polling, and a completed run's page with its lineage and its model card linking back."""
 
+import html
+
 import pytest
 from django.urls import reverse
 
@@ -133,12 +135,17 @@ def test_the_rounds_panel_polls_while_the_run_is_queued_and_answers_204_when_not
         ("aggregator_failed", "The aggregator stopped during the run"),
         ("context_not_keyless", "The aggregator was handed a key that could decrypt and refused to start"),
         ("ledger_unavailable", "The ledger did not answer, so no record was used"),
+        ("organisation_unreachable", "Another organisation's platform did not answer before the run's deadline"),
+        ("organisation_unknown", "A client that is not one of the run's organisations sent an update"),
+        ("invitation_refused", "Another organisation's platform refused the run's invitation"),
+        ("peer_outcome_invalid", "sent back a training set that is not one"),
+        ("peer_not_configured", "no longer among this platform's peers"),
     ],
 )
 def test_a_failed_runs_page_says_in_words_why_the_aggregator_or_the_ledger_stopped_it(steward, code, words):
     run = run_of(steward)
     TrainingRun.objects.filter(pk=run.pk).update(status=TrainingStatus.FAILED, failure_code=code)
-    page = html_of(signed_in(steward).get(f"/training/{run.pk}/"))
+    page = html.unescape(html_of(signed_in(steward).get(f"/training/{run.pk}/")))
     assert words in page
     assert code in page
 
@@ -183,3 +190,17 @@ def test_a_completed_runs_page_shows_its_rounds_reasons_in_words_and_links_to_it
     assert 'id="lineage-organisations"' in card_html
     assert "data-lineage-trainer" in card_html
     assert "training-run-link" not in html_of(signed_in(clinician).get(card))  # the run is its steward's alone
+
+
+def test_the_request_form_says_which_other_organisations_platforms_are_invited(steward, settings):
+    """One platform instance per organisation: the form counts this instance's offer, and names how many other
+    organisations' platforms the run will invite (they count their own records)."""
+    from training.peers import Peer
+
+    page = html.unescape(html_of(signed_in(steward).get(NEW)))
+    assert "data-invited" not in page
+    settings.TRAINING_FEDERATION_PEERS = {
+        "org:northgate": Peer("org:northgate", "https://northgate.example", b"k" * 32)
+    }
+    page = html.unescape(html_of(signed_in(steward).get(NEW)))
+    assert "and 1 other organisation's platform, invited" in " ".join(page.split())
