@@ -23,6 +23,7 @@ from consent.selectors import (
 from health_platform import bootstrap
 from health_platform.errors import Conflict, NotFound, ValidationFailed
 from health_platform.models import Organisation
+from health_platform.selectors import grantee_get
 from ledger.contracts import TrainingRun as LedgerTrainingRun
 from records.models import Patient
 from records.selectors import record_versions_usable_for_analysis, records_erased_among
@@ -258,6 +259,7 @@ class ModelTrainedOnMine:
     # another organisation's platform instance (their proofs lead to this organisation's root); "" for a run of this
     # instance (proofs to the overall root).
     part_of: str = ""
+    part_of_name: str = ""  # that organisation's name in this instance's directory
 
     @property
     def model(self) -> str:
@@ -296,6 +298,7 @@ def models_trained_on_patient(*, patient: Patient | None) -> list[ModelTrainedOn
                 lineage_tx_id=run.lineage_tx_id,
                 lineage_block=run.lineage_block,
                 part_of=run.organisation if isinstance(run, TrainingParticipation) else "",
+                part_of_name=_organisation_name(run.organisation) if isinstance(run, TrainingParticipation) else "",
             ),
         )
         consent = consents.get(entry.consent_id)
@@ -313,6 +316,11 @@ def models_trained_on_patient(*, patient: Patient | None) -> list[ModelTrainedOn
             )
         )
     return list(models.values())
+
+
+def _organisation_name(grantee_id: str) -> str:
+    grantee = grantee_get(grantee_id=grantee_id)
+    return grantee.display_name if grantee is not None else grantee_id
 
 
 def _run_or_participation(entry: TrainingSetEntry) -> TrainingRun | TrainingParticipation:
