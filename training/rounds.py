@@ -79,7 +79,7 @@ def training_run_execute(*, run_id: str, observe: Any = None, labels: LabelSourc
         code = failure_code(error)
         if code in WAITABLE and _may_wait(run):
             TrainingRun.objects.filter(pk=run.pk).update(status=TrainingStatus.QUEUED, attempts=F("attempts") + 1)
-            log.warning("training_run_ledger_wait", run_id=str(run.pk), attempt=run.attempts + 1)
+            log.warning("training_run_ledger_wait", run_id=str(run.pk), attempt=run.attempts + 1, code=code)
         else:
             TrainingRun.objects.filter(pk=run.pk).update(
                 status=TrainingStatus.FAILED, failure_code=code, finished_at=timezone.now()
