@@ -328,32 +328,47 @@ def _trainer(participation: TrainingParticipation) -> OrganisationRecords:
 
 
 def participations_lineage_confirm() -> int:
-    """Find on the ledger the lineage of every completed participation that has none yet, and keep it (model, its
-    version, the lineage's transaction) once this organisation's part of it is exactly the leaves kept here: its
-    training-set root and count. From then this instance's patients see the model their records trained, with a
-    proof against that root (training.selectors). A lineage not written yet (the steward's instance has not published
-    it) is looked for again by the next sweep; one whose part differs is logged and never shown. Returns how many were
+    """Find on the ledger the lineage of every run with a completed participation that has none yet, and keep it
+    (model, its version, the lineage's transaction) on the participation whose leaves are exactly this organisation's
+    part of it: its training-set root and count. From then this instance's patients see the model their records
+    trained, with a proof against that root (training.selectors). A lineage not written yet (the steward's instance
+    has not published it) is looked for again by the next sweep. Another completed attempt of the same run (the
+    steward's instance tried again after it: its lineage is over the attempt that won) is closed, superseded; with no
+    attempt matching, the mismatch is logged and nothing is shown. One ledger read per run. Returns how many were
     confirmed. Run by the beat's standing sweep (training.tasks)."""
+    waiting: dict[Any, list[TrainingParticipation]] = {}
+    for participation in TrainingParticipation.objects.filter(status=ParticipationStatus.COMPLETED, lineage_tx_id=""):
+        waiting.setdefault(participation.run_id, []).append(participation)
     confirmed = 0
-    waiting = TrainingParticipation.objects.filter(status=ParticipationStatus.COMPLETED, lineage_tx_id="")
-    for participation in waiting:
-        lineage = bootstrap.contracts().read_training_run(str(participation.run_id))
+    for run_id, attempts in waiting.items():
+        lineage = bootstrap.contracts().read_training_run(str(run_id))
         if lineage is None:
             continue
-        part = next((o for o in lineage.organisations if o.organisation == participation.organisation), None)
-        [kept], _ = lineage_roots({participation.organisation: participation.manifest})
-        if part is None or (part.training_set_root, part.record_count) != (kept.training_set_root, kept.record_count):
-            log.error("training_participation_lineage_mismatch", run_id=str(participation.run_id))
+        matching = [attempt for attempt in attempts if _part_matches(lineage, attempt)]
+        if not matching:
+            log.error("training_participation_lineage_mismatch", run_id=str(run_id))
             continue
         declared = declared_model_of_family(family=lineage.model_family)
-        TrainingParticipation.objects.filter(pk=participation.pk).update(
+        TrainingParticipation.objects.filter(pk=matching[-1].pk).update(
             model_name=declared.name if declared is not None else lineage.model_family,
             model_version=lineage.model_version,
             lineage_tx_id=lineage.tx_id or "",
             lineage_block=lineage.block_number,
         )
+        TrainingParticipation.objects.filter(pk__in=[a.pk for a in attempts if a.pk != matching[-1].pk]).update(
+            status=ParticipationStatus.FAILED, failure_code="superseded"
+        )
         confirmed += 1
     return confirmed
+
+
+def _part_matches(lineage: Any, participation: TrainingParticipation) -> bool:
+    """Whether the lineage's part for the participation's organisation is exactly the leaves it kept."""
+    part = next((o for o in lineage.organisations if o.organisation == participation.organisation), None)
+    [kept], _ = lineage_roots({participation.organisation: participation.manifest})
+    if part is None:
+        return False
+    return (part.training_set_root, part.record_count) == (kept.training_set_root, kept.record_count)
 
 
 def participations_abandoned_close(*, older_than: timedelta) -> int:

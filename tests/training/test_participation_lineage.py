@@ -23,8 +23,9 @@ NORTHGATE = "org:northgate"
 HEX = "ab" * 32
 
 
-def completed_participation(people_here) -> TrainingParticipation:
-    """This instance's completed part of another instance's run over `people_here`'s records, with its index."""
+def completed_participation(people_here, *, run_id=None, attempt: int = 0) -> TrainingParticipation:
+    """This instance's completed part of another instance's run (`run_id`, or a new one) over `people_here`'s
+    records, with its index."""
     manifest = [
         {
             "record_id": str(person.record.pk),
@@ -37,7 +38,8 @@ def completed_participation(people_here) -> TrainingParticipation:
         for index, person in enumerate(people_here)
     ]
     participation = TrainingParticipation.objects.create(
-        run_id=uuid.uuid4(),
+        run_id=run_id or uuid.uuid4(),
+        attempt=attempt,
         steward_organisation="org:st-marys",
         organisation=NORTHGATE,
         model_family="breast-cancer",
@@ -141,3 +143,27 @@ def test_a_participation_no_worker_will_finish_is_closed_by_the_sweep():
     statuses = dict(TrainingParticipation.objects.values_list("pk", "failure_code"))
     assert statuses == {lost: "worker_lost", untaken: "not_taken", working: "", finished: ""}
     assert participations_abandoned_close(older_than=timedelta(hours=1)) == 0
+
+
+def test_of_two_completed_attempts_of_a_run_the_one_the_lineage_is_over_is_shown_and_the_other_closed(
+    people,  # noqa: F811
+):
+    """The steward's instance tried the run again after this instance had completed its part (it could not read the
+    outcome): the lineage is over the second attempt's leaves. One ledger read confirms that attempt; the first is
+    closed, superseded."""
+    everyone = people(BREAST_CANCER_DATASET, 3)
+    first = completed_participation(everyone[:1])
+    second = completed_participation(everyone[:2], run_id=first.run_id, attempt=1)
+    [kept], _ = lineage_roots({NORTHGATE: second.manifest})
+    lineage_written(second, root=kept.training_set_root, count=2)
+
+    assert participations_lineage_confirm() == 1
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.failure_code, first.lineage_tx_id) == (ParticipationStatus.FAILED, "superseded", "")
+    assert second.lineage_tx_id != ""
+    [shown] = models_trained_on_patient(patient=everyone[1].patient)
+    assert [r.record_id for r in shown.records] == [str(everyone[1].record.pk)]
+    [shown] = models_trained_on_patient(patient=everyone[0].patient)  # in both attempts: shown once, the second's
+    assert [r.record_id for r in shown.records] == [str(everyone[0].record.pk)]
+    assert participations_lineage_confirm() == 0  # nothing left to look for
