@@ -11,12 +11,17 @@ of their passkeys (chaincode.contracts.patient_keys, chaincode.webauthn), verifi
 written. The platform that submits it cannot make one. Consents written before signatures were required carry
 no grant_signature: they stay valid, and the portal and exports mark them "not patient-signed".
 
-Layout: each consent is `consent/<id>` (read, history), indexed by `consent_by_patient/<patient>/<id>`.
-Each patient's consents are also kept whole in `patient_consents/<patient>`, written in the same
-transaction as every grant and revocation, so that the gate reads a patient's consents with one state
-read instead of a range scan plus one read per consent (on Fabric each is a round trip on the chaincode
-stream). A patient without that entry (no consent yet, or consents written before it existed) is read
-through the index, and the first grant or revocation that follows creates it from the index.
+Layout: each consent is `consent/<id>` (read, history). Each patient's consents are kept whole in
+`patient_consents/<patient>`, written in the same transaction as every grant and revocation, so that the gate
+reads a patient's consents with one state read instead of a range scan plus one read per consent (on Fabric each
+is a round trip on the chaincode stream). Consents written before that entry existed were found through an
+index, `consent_by_patient/<patient>/<id>`: a patient without the entry is still read through it, and the first
+grant or revocation that follows creates the entry from it. New consents are not indexed: the entry is the list.
+
+What a grant costs on Fabric is mostly round trips on the chaincode stream, one per state call, so a grant makes
+only the calls its checks and its record need: the patient's keys, the consent id (unused), the patient's entry;
+then the keys (counter), the signed document, the consent and the entry. A replayed document needs no read of its
+own: its consents exist, each naming the document's hash (`replayed`); an applied revocation answers the same.
 """
 
 from typing import Any
@@ -120,14 +125,15 @@ class ConsentContract(Contract):
         consent = await state.get_json(stub, key)
         if consent is None or consent["patient_pseudonym"] != document["patient_pseudonym"]:
             raise NotFound("no consent with this consent_id")
-        if consent["status"] == "revoked":
+        if consent["status"] == "revoked":  # this document again, or another: nothing changes, nothing is read
             return state.dumps(consent).decode()
-        digest = await _signed(stub, document, signature_json)
+        record = signature_record(signature_json, document)
+        await _signed(stub, await keys_of(stub, document["patient_pseudonym"]), record, document, signature_json)
         consent.update(
             status="revoked",
             revoked_at=state.tx_time_text(stub),
             revoked_tx_id=stub.get_txid(),
-            revoke_signature=digest,
+            revoke_signature=record["document_sha256"],
         )
         await state.put_json(stub, key, consent)
         await _keep_patient_consents(stub, consent["patient_pseudonym"], [consent])
@@ -314,8 +320,9 @@ async def _indexed_consents_of(stub: Any, pseudonym: str) -> list[dict[str, Any]
     return consents
 
 
-async def _new_consent(stub: Any, grant: dict[str, Any], field: str, pseudonym: str) -> dict[str, Any]:
-    """A consent as GrantConsent stores it, from one of the document's grants, checked; not yet written."""
+async def _new_consent(stub: Any, grant: dict[str, Any], field: str, pseudonym: str, digest: str) -> dict[str, Any]:
+    """A consent as GrantConsent stores it, from one of the document's grants (signed document `digest`),
+    checked; not yet written. Its id taken by this very document means the document came again: replayed."""
     validation.only_fields(grant, field, _GRANT_FIELDS, _GRANT_FIELDS)
     consent_id = validation.identifier(grant["consent_id"], f"{field}.consent_id")
     valid_from = validation.timestamp(grant["valid_from"], f"{field}.valid_from")
@@ -338,8 +345,12 @@ async def _new_consent(stub: Any, grant: dict[str, Any], field: str, pseudonym: 
         "revoked_at": None,
         "revoked_tx_id": None,
     }
-    if await stub.get_state(consent_key(stub, consent_id)):
+    existing = await state.get_json(stub, consent_key(stub, consent_id))
+    if existing is not None:
+        if existing.get("grant_signature") == digest:
+            raise AlreadyExists("this signed document was submitted before", code="replayed")
         raise AlreadyExists("a consent with this consent_id exists")
+    consent["grant_signature"] = digest
     return consent
 
 
@@ -347,16 +358,17 @@ async def _grant(stub: Any, document: dict[str, Any], signature_json: Any) -> li
     """The consents of a grant document, its signature checked; written through `stub`."""
     grants = validation.object_list(document["grants"], "document.grants", validation.MAX_CODES)
     pseudonym = document["patient_pseudonym"]
-    digest = await _signed(stub, document, signature_json)
-    consents = [await _new_consent(stub, grant, f"document.grants[{i}]", pseudonym) for i, grant in enumerate(grants)]
+    entry = await keys_of(stub, pseudonym)
+    record = signature_record(signature_json, document)
+    digest = str(record["document_sha256"])
+    consents = [
+        await _new_consent(stub, grant, f"document.grants[{i}]", pseudonym, digest) for i, grant in enumerate(grants)
+    ]
     if len({c["consent_id"] for c in consents}) != len(consents):
         raise InvalidArgument("document.grants repeat a consent_id")
+    await _signed(stub, entry, record, document, signature_json)
     for consent in consents:
-        consent["grant_signature"] = digest
         await state.put_json(stub, consent_key(stub, consent["consent_id"]), consent)
-        await stub.put_state(
-            stub.create_composite_key(CONSENT_BY_PATIENT, [pseudonym, consent["consent_id"]]), state.INDEX_MARKER
-        )
     await _keep_patient_consents(stub, pseudonym, consents)
     return consents
 
@@ -383,17 +395,14 @@ class _StagedWrites:
             await self._stub.put_state(key, value)
 
 
-async def _signed(stub: Any, document: dict[str, Any], signature_json: str) -> str:
-    """Check the patient's signature over `document`, keep document and signature under its hash, move the key's
-    counter; the hash. The same signed document a second time is refused as replayed."""
-    entry = await keys_of(stub, document["patient_pseudonym"])
-    record = signature_record(signature_json, document)
-    if await stub.get_state(signature_key(stub, record["document_sha256"])):
-        raise AlreadyExists("this signed document was submitted before", code="replayed")
+async def _signed(
+    stub: Any, entry: dict[str, Any], record: dict[str, Any], document: dict[str, Any], signature_json: str
+) -> None:
+    """Check the patient's signature over `document` against their keys `entry`, move the key's counter, keep
+    document and signature (`record`, signature_record's) under the document's hash."""
     await check_patient_signature(stub, entry, document, signature_json)
     await state.put_json(stub, patient_keys_key(stub, document["patient_pseudonym"]), entry)
     await state.put_json(stub, signature_key(stub, record["document_sha256"]), {**record, "document": document})
-    return str(record["document_sha256"])
 
 
 async def _keep_patient_consents(stub: Any, pseudonym: str, changed: list[dict[str, Any]]) -> None:

@@ -1,0 +1,91 @@
+"""What a consent change asks of the peer: on Fabric every state call of a transaction is one round trip on the
+chaincode stream, answered by each endorsing peer, and every key read or written is checked or written again by
+every peer at commit. A grant and a revocation make only the calls their checks and their records need.
+
+Counted on the embedded ledger, whose stub the contracts call exactly as they call Fabric's shim.
+"""
+
+import json
+from collections import Counter
+
+import pytest
+
+from ledger.embedded import EmbeddedLedger, _EmbeddedStub
+from tests.chaincode.conftest import Passkeys, grant_document, grant_terms, pseudonym, revoke_document
+
+CALLS = ("get_state", "get_states", "put_state", "delete_state", "get_state_by_range")
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    ledger = EmbeddedLedger(tmp_path / "ledger.sqlite3")
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+def calls(monkeypatch) -> Counter:
+    """Every state call a contract makes from now on, by name."""
+    counted: Counter = Counter()
+    for name in CALLS:
+        original = getattr(_EmbeddedStub, name)
+
+        async def counting(self, *arguments, _original=original, _name=name):
+            counted[_name] += 1
+            return await _original(self, *arguments)
+
+        monkeypatch.setattr(_EmbeddedStub, name, counting)
+    return counted
+
+
+def test_a_first_grant_reads_three_keys_and_the_legacy_index_and_writes_four(ledger, calls):
+    passkeys = Passkeys(ledger)
+    passkeys.of(pseudonym(1))  # enrolled before counting
+    calls.clear()
+
+    passkeys.grant(pseudonym(1), grant_terms("c-1"))
+
+    # Reads: the patient's keys, the consent id, the patient's consents (none: the index of consents written
+    # before that entry existed is looked at once). Writes: the keys (counter), the signed document, the consent,
+    # the patient's consents. No read of the signed document's hash (a replay shows in the consent id) and no
+    # index entry.
+    assert calls == Counter(get_state=3, get_state_by_range=1, put_state=4)
+
+
+def test_a_later_grant_and_a_revocation_make_seven_calls(ledger, calls):
+    passkeys = Passkeys(ledger)
+    passkeys.grant(pseudonym(1), grant_terms("c-1"))
+    calls.clear()
+
+    passkeys.grant(pseudonym(1), grant_terms("c-2"))
+    assert calls == Counter(get_state=3, put_state=4)
+
+    calls.clear()
+    passkeys.revoke("c-1", pseudonym(1))
+    # The consent, the keys, the patient's consents; then the same three and the signed document written.
+    assert calls == Counter(get_state=3, put_state=4)
+
+
+def test_grants_of_many_patients_in_one_transaction_cost_the_same_each(ledger, calls):
+    passkeys = Passkeys(ledger)
+    requests = []
+    for n in range(1, 5):
+        document = grant_document(pseudonym(n), grant_terms(f"c-{n}"))
+        requests.append({"document": document, "signature": passkeys.of(pseudonym(n)).sign(document)})
+    calls.clear()
+
+    ledger.submit("consent", "GrantConsents", json.dumps([{k: json.dumps(v) for k, v in r.items()} for r in requests]))
+
+    assert calls == Counter(get_state=3 * 4, get_state_by_range=4, put_state=4 * 4)
+
+
+def test_a_revocation_already_applied_reads_only_the_consent(ledger, calls):
+    passkeys = Passkeys(ledger)
+    passkeys.grant(pseudonym(1), grant_terms("c-1"))
+    passkeys.revoke("c-1", pseudonym(1))
+    calls.clear()
+
+    again = revoke_document("c-1", pseudonym(1))
+    signature = passkeys.of(pseudonym(1)).sign(again)
+    ledger.submit("consent", "RevokeConsent", json.dumps(again), json.dumps(signature))
+    assert calls == Counter(get_state=1)
