@@ -120,9 +120,21 @@ async def put_json(stub: Any, key: str, value: Any) -> None:
 
 
 async def scan(stub: Any, start_key: str, end_key: str) -> AsyncIterator[tuple[str, bytes]]:
-    iterator = await stub.get_state_by_range(start_key, end_key)
-    async for kv in iterator:
-        yield kv.key, kv.value
+    """Every (key, value) in [start_key, end_key), in key order. Where the stub reads ranges page by page
+    (Fabric's shim), the range is never closed by a call of its own: the peer closes it when it answers the last
+    page (has_more false), and closes whatever a transaction left open when the transaction completes. Closing it
+    again, as the library's iterator does, would cost a round trip on the chaincode stream for nothing."""
+    if not hasattr(stub, "range_first"):
+        async for kv in await stub.get_state_by_range(start_key, end_key):
+            yield kv.key, kv.value
+        return
+    entries, more, query_id = await stub.range_first(start_key, end_key)
+    while True:
+        for entry in entries:
+            yield entry
+        if not more:
+            return
+        entries, more = await stub.range_next(query_id)
 
 
 async def scan_prefix(stub: Any, object_type: str, attributes: list[str]) -> AsyncIterator[tuple[str, bytes]]:

@@ -22,6 +22,7 @@ from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
 
 from benchmarks.common import free_port
+from chaincode import state
 from chaincode.code_hash import code_hash, short_hash
 from chaincode.contracts.anchors import AnchorContract
 from chaincode.library import Contract, ContractChaincode, TransactionContext
@@ -52,6 +53,9 @@ class ProbeContract(Contract):
         """A large answer, as a batch of thousands of records gives: its COMPLETED message takes several writes."""
         return "x" * int(size)
 
+    async def Scan(self, ctx: TransactionContext, start: str, end: str) -> str:
+        return json.dumps([key async for key, _ in state.scan(ctx.get_stub(), start, end)])
+
     async def Swallow(self, ctx: TransactionContext, key: str, value: str) -> str:
         with contextlib.suppress(Exception):  # a careless contract must not turn a refused write into success
             await ctx.get_stub().put_state(key, value.encode())
@@ -72,6 +76,7 @@ class Peer:
     def __init__(self, target: str, credentials: grpc.ChannelCredentials | None = None, refuse: set[str] = frozenset()):
         self.target, self.credentials, self.refuse = target, credentials, set(refuse)
         self.state: dict[str, bytes] = {}
+        self.asked: list[str] = []  # the type of every state call, in order
         self.completed: dict[str, asyncio.Future] = {}
         self.write_lock = asyncio.Lock()
         self.identity = _peer_identity()
@@ -114,6 +119,7 @@ class Peer:
 
     async def answer(self, message) -> None:
         kind = Message.Type.Name(message.type)
+        self.asked.append(kind)
         reply = Message(type=Message.RESPONSE, txid=message.txid, channel_id=message.channel_id)
         if kind in self.refuse:
             reply = Message(type=Message.ERROR, payload=b"refused by the peer", txid=message.txid)
@@ -324,6 +330,23 @@ def test_library_takes_a_refused_put_state_as_success():
         with_peer("library", lambda peer: peer.transact("anchors:AnchorRecord", *anchor_args(1)), refuse={"PUT_STATE"})
     )
     assert response(message).status == 200
+
+
+# --- a range read to its end is not closed again -----------------------------------------------------
+# The peer closes a range when it answers its last page, and every range a transaction left open when the
+# transaction completes; the library's iterator closes it again, a round trip on the stream for nothing.
+async def _scan(peer: Peer) -> tuple[list[str], list[str]]:
+    peer.state = {"a1": b"1", "a2": b"2", "b1": b"3"}
+    message = await peer.transact("probe:Scan", "a", "b")
+    return json.loads(response(message).payload), peer.asked
+
+
+@pytest.mark.parametrize(
+    ("server", "calls"),
+    [("project", ["GET_STATE_BY_RANGE"]), ("library", ["GET_STATE_BY_RANGE", "QUERY_STATE_CLOSE"])],
+)
+def test_a_range_read_to_its_end_makes_no_close_call(server, calls):
+    assert asyncio.run(with_peer(server, _scan)) == (["a1", "a2"], calls)
 
 
 # --- defect 4: state values in the logs ------------------------------------------------------------
