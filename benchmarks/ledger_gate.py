@@ -77,11 +77,36 @@ def populate(contracts: Contracts, records: int) -> None:
         list(pool.map(grant, range(0, records, 2)))
 
 
-def consent_writes(open_client: Callable[[], LedgerClient], patients: range, clients: int, *, grouped: bool) -> float:
+# The processes of a Fabric network on this machine, by what their command line holds; this process is "client".
+_KINDS = (("peers", "peer node start"), ("chaincode", "chaincode.server"), ("orderers", "orderer"))
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds spent so far by this process ("client") and by the network's processes, summed by kind (from
+    /proc: Linux, as the network's scripts)."""
+    spent = dict.fromkeys(["client", *(kind for kind, _ in _KINDS)], 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        kind = "client" if int(entry.name) == os.getpid() else next((k for k, n in _KINDS if n in command), None)
+        if kind:
+            spent[kind] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return spent
+
+
+def consent_writes(
+    open_client: Callable[[], LedgerClient], patients: range, clients: int, *, grouped: bool
+) -> tuple[float, str]:
     """Seconds to grant one signed consent to each of `patients`, `clients` at a time (their passkeys enrolled
-    beforehand, untimed). grouped: through ONE platform process's client, whose group commit writes the grants
-    made at the same moment together (the design); else each concurrent client with its own connection and one
-    transaction per grant."""
+    beforehand, untimed), and where the CPU went: milliseconds per grant by kind of process. grouped: through ONE
+    platform process's client, whose group commit writes the grants made at the same moment together (the
+    design); else each concurrent client with its own connection and one transaction per grant."""
     shared = open_client()
     connections = [shared] if grouped else [shared, *(open_client() for _ in range(clients - 1))]
     signers = [SoftwareSigner(Contracts(connection, group_grants=grouped)) for connection in connections]
@@ -96,11 +121,14 @@ def consent_writes(open_client: Callable[[], LedgerClient], patients: range, cli
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(enrol, patients))
             time.sleep(0.5)  # every peer has committed the enrolments
+            before = cpu_seconds()
             seconds, _ = timed(lambda: list(pool.map(grant, patients)))
+            after = cpu_seconds()
     finally:
         for connection in connections:
             connection.close()
-    return seconds
+    spent = {kind: (after[kind] - before[kind]) * 1000 / len(patients) for kind in after if after[kind] > before[kind]}
+    return seconds, ", ".join(f"{kind} {ms:.1f}" for kind, ms in spent.items())
 
 
 def _events(indices: range, run: str) -> list[dict[str, object]]:
@@ -162,7 +190,7 @@ def measure(
     populate(contracts, records)
     rows = []
 
-    def row(operation: str, design: str, count: int, seconds: float) -> None:
+    def row(operation: str, design: str, count: int, seconds: float, cpu: str = "") -> None:
         rows.append(
             {
                 "backend": backend,
@@ -171,6 +199,7 @@ def measure(
                 "records": count,
                 "seconds": seconds,
                 "records_per_s": count / seconds,
+                "cpu_ms_per_record": cpu,
             }
         )
 
@@ -193,12 +222,12 @@ def measure(
     row("log", "naive: 1 tx/record", len(sample), seconds)
     grouped = range(records, records + 20 * writers)
     design = f"{writers} patients at once, one process, grouped"
-    row("consent write", design, len(grouped), consent_writes(open_client, grouped, writers, grouped=True))
+    row("consent write", design, len(grouped), *consent_writes(open_client, grouped, writers, grouped=True))
     apart = range(grouped.stop, grouped.stop + 20 * writers)
     one_each = f"{writers} clients at once, 1 tx per grant"
-    row("consent write", one_each, len(apart), consent_writes(open_client, apart, writers, grouped=False))
+    row("consent write", one_each, len(apart), *consent_writes(open_client, apart, writers, grouped=False))
     alone = range(apart.stop, apart.stop + 5 * writers)
-    row("consent write", "naive: 1 client", len(alone), consent_writes(open_client, alone, 1, grouped=False))
+    row("consent write", "naive: 1 client", len(alone), *consent_writes(open_client, alone, 1, grouped=False))
     report_chain = chain.verify()
     assert report_chain.ok, report_chain.problems[:5]
     chain.close()
