@@ -399,9 +399,12 @@ async def _signed(
     stub: Any, entry: dict[str, Any], record: dict[str, Any], document: dict[str, Any], signature_json: str
 ) -> None:
     """Check the patient's signature over `document` against their keys `entry`, move the key's counter, keep
-    document and signature (`record`, signature_record's) under the document's hash."""
+    document and signature (`record`, signature_record's) under the document's hash. A passkey without a counter
+    (synced passkeys report 0 every time) leaves the entry as it was: it is not written again."""
+    counters = [key["sign_count"] for key in entry["keys"]]
     await check_patient_signature(stub, entry, document, signature_json)
-    await state.put_json(stub, patient_keys_key(stub, document["patient_pseudonym"]), entry)
+    if [key["sign_count"] for key in entry["keys"]] != counters:
+        await state.put_json(stub, patient_keys_key(stub, document["patient_pseudonym"]), entry)
     await state.put_json(stub, signature_key(stub, record["document_sha256"]), {**record, "document": document})
 
 

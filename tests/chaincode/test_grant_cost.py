@@ -12,6 +12,7 @@ import pytest
 
 from ledger.embedded import EmbeddedLedger, _EmbeddedStub
 from tests.chaincode.conftest import Passkeys, grant_document, grant_terms, pseudonym, revoke_document
+from tests.chaincode.test_patient_signatures import forge
 
 CALLS = ("get_state", "get_states", "put_state", "delete_state", "get_state_by_range")
 
@@ -89,3 +90,19 @@ def test_a_revocation_already_applied_reads_only_the_consent(ledger, calls):
     signature = passkeys.of(pseudonym(1)).sign(again)
     ledger.submit("consent", "RevokeConsent", json.dumps(again), json.dumps(signature))
     assert calls == Counter(get_state=1)
+
+
+def test_a_passkey_without_a_counter_leaves_the_patients_keys_unwritten(ledger, calls):
+    """Synced passkeys report counter 0 every time: the keys entry does not change, so it is not written again."""
+    passkeys = Passkeys(ledger)
+    passkey = passkeys.of(pseudonym(1))
+    history = ledger.evaluate("patient_keys", "PatientKeysHistory", pseudonym(1)).json()
+    calls.clear()
+
+    for name in ("c-1", "c-2"):
+        document = grant_document(pseudonym(1), grant_terms(name))
+        ledger.submit("consent", "GrantConsent", json.dumps(document), json.dumps(forge(passkey, document, counter=0)))
+
+    # Per grant: the signed document, the consent, the patient's consents; not the keys.
+    assert calls["put_state"] == 2 * 3
+    assert ledger.evaluate("patient_keys", "PatientKeysHistory", pseudonym(1)).json() == history
