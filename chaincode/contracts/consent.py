@@ -95,6 +95,7 @@ class ConsentContract(Contract):
             validation.json_argument(requests_json, "requests", list), "requests", MAX_GRANT_BATCH
         )
         patients: set[str] = set()
+        claimed: set[str] = set()  # the consent ids granted by the batch's earlier documents
         results: list[dict[str, Any]] = []
         for index, request in enumerate(requests):
             field = f"requests[{index}]"
@@ -107,10 +108,14 @@ class ConsentContract(Contract):
                 if document["patient_pseudonym"] in patients:
                     raise InvalidArgument(f"{field}.document's patient has another document in this batch")
                 consents = await _grant(staged, document, request["signature"])
+                # Reads see committed state only: an id an earlier document of this batch takes is checked here.
+                if claimed.intersection(consent["consent_id"] for consent in consents):
+                    raise AlreadyExists(f"{field}.document grants a consent_id an earlier document of the batch grants")
             except ContractError as error:
                 results.append({"error": {"code": error.code, "message": error.message}})
                 continue
             patients.add(document["patient_pseudonym"])
+            claimed.update(consent["consent_id"] for consent in consents)
             await staged.commit()
             results.append({"consents": consents})
         return state.dumps(results).decode()

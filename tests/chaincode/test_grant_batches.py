@@ -101,3 +101,25 @@ def test_a_malformed_document_inside_a_batch_is_that_documents_refusal(chain, pa
     answers, _ = batch(chain, {"document": "not json", "signature": "{}"}, request(*signed(passkeys, 1, "c-1")))
     assert answers[0]["error"]["code"] == "invalid_argument"
     assert "consents" in answers[1]
+
+
+def test_two_documents_of_a_batch_cannot_grant_the_same_consent_id(chain, passkeys):
+    """Each document is checked against committed state, which holds neither: the second is refused all the same,
+    and the first patient's consent stays theirs."""
+    first = grant_document(pseudonym(1), grant_terms(ident("c-same")))
+    second = grant_document(pseudonym(2), grant_terms(ident("c-same"), grantee="clinician:mallory"))
+    answers, _ = batch(
+        chain,
+        request(first, passkeys.of(pseudonym(1)).sign(first)),
+        request(second, passkeys.of(pseudonym(2)).sign(second)),
+        request(*signed(passkeys, 3, "c-3")),
+    )
+
+    assert "consents" in answers[0]
+    assert answers[1]["error"]["code"] == "already_exists"
+    assert "consents" in answers[2]
+    consent = chain.evaluate("consent", "ReadConsent", ident("c-same")).json()
+    assert (consent["patient_pseudonym"], consent["grantee"]) == (pseudonym(1), "clinician:alice")
+    assert chain.evaluate("consent", "ListConsentsForPatient", pseudonym(2)).json() == []
+    key = chain.evaluate("patient_keys", "ReadPatientKeys", pseudonym(2)).json()["keys"][0]
+    assert key["sign_count"] == 0  # nothing of the refused document was written
