@@ -348,6 +348,7 @@ def main() -> None:
                 for worker in workers:
                     worker.stop()
                 if arguments.keep_logs:
+                    Path(arguments.keep_logs).mkdir(parents=True, exist_ok=True)
                     for worker in workers:
                         shutil.copy(worker.log_path, Path(arguments.keep_logs) / f"{score_on}-{worker.log_path.name}")
         first_run, worker_runs = through_workers["custodian"]
