@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks.common import report, timed
+from benchmarks.faults import cpu_ticks
 from health_platform.software_passkey import SoftwareSigner
 from ledger import LedgerClient
 from ledger.contracts import AccessItem, AnchorRequest, ConsentGrant, Contracts
@@ -91,12 +92,12 @@ def cpu_seconds() -> dict[str, float]:
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process ended meanwhile
             continue
         kind = "client" if int(entry.name) == os.getpid() else next((k for k, n in _KINDS if n in command), None)
-        if kind:
-            spent[kind] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        ticks = cpu_ticks(int(entry.name)) if kind else None
+        if kind and ticks is not None:
+            spent[kind] += ticks / tick
     return spent
 
 
