@@ -116,6 +116,7 @@ class ScoredBatch:
     gate_at: datetime | None
     chunks: tuple[ScoredChunk, ...]
     consents: Mapping[str, str | None] = field(default_factory=dict)  # record id -> the consent the gate named
+    patients: Mapping[str, str] = field(default_factory=dict)  # record id -> its patient, as the gate named them
 
 
 def _recorded_at(event: Mapping[str, Any]) -> datetime:
@@ -221,16 +222,19 @@ def scored_batches(blob_dir: Path) -> list[ScoredBatch]:
     )
     for request_id, index, gate_at, column_keys, decisions in rows.iterator():
         chunks = tuple(ScoredChunk(tuple(c["record_ids"]), written_at(c["columns"])) for c in column_keys)
-        consents = {d["record_id"]: d.get("consent_id") for d in decisions if d["decision"] == "admit"}
-        batches.append(ScoredBatch(str(request_id), index, gate_at, chunks, consents))
+        admitted = [d for d in decisions if d["decision"] == "admit"]
+        consents = {d["record_id"]: d.get("consent_id") for d in admitted}
+        patients = {d["record_id"]: d["patient_pseudonym"] for d in admitted if d.get("patient_pseudonym")}
+        batches.append(ScoredBatch(str(request_id), index, gate_at, chunks, consents, patients))
     return batches
 
 
-def consents_revoked_at(contracts: Any, consent_ids: Iterable[str]) -> dict[str, datetime | None]:
-    """When the ledger revoked each consent (None: not revoked, or not on the ledger)."""
+def consents_revoked_at(contracts: Any, consents: Iterable[tuple[str, str]]) -> dict[str, datetime | None]:
+    """When the ledger revoked each consent, by id, of (patient pseudonym, consent id) (None: not revoked, or not
+    on the ledger)."""
     found: dict[str, datetime | None] = {}
-    for consent_id in sorted(set(consent_ids)):
-        consent = contracts.read_consent(consent_id, with_blocks=False)
+    for pseudonym, consent_id in sorted(set(consents)):
+        consent = contracts.read_consent(pseudonym, consent_id, with_blocks=False)
         revoked = consent.revoked_at if consent is not None else None
         found[consent_id] = datetime.fromisoformat(revoked.replace("Z", "+00:00")) if revoked else None
     return found
@@ -698,7 +702,9 @@ def main() -> int:
         print("==> counting, on the ledger and in the database", flush=True)
         events = ledger_events(contracts)
         batches = scored_batches(Path(settings.ANALYTICS_BLOB_DIR))
-        revoked = consents_revoked_at(contracts, (c for b in batches for c in b.consents.values() if c))
+        revoked = consents_revoked_at(
+            contracts, ((b.patients[r], c) for b in batches for r, c in b.consents.items() if c and r in b.patients)
+        )
         must_be_zero = {
             "duplicate_events": duplicate_events(events),
             "records_scored_twice": records_scored_twice(batches),

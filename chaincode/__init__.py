@@ -26,8 +26,9 @@ Contract "consent" (chaincode.contracts.consent): only what the patient signed (
                   signature_json)                                  -> consent (idempotent)
     signature = {credential_id, authenticator_data, client_data_json, signature}: a WebAuthn assertion whose
                 challenge is SHA-256 of the document's canonical JSON
-    ReadConsent(consent_id) / ConsentHistory(consent_id) / ListConsentsForPatient(patient_pseudonym)
-    ReadConsentSignature(document_sha256)                          -> {document, document_sha256, signature...}
+    ReadConsent(patient_pseudonym, consent_id) / ConsentHistory(patient_pseudonym, consent_id)
+    ListConsentsForPatient(patient_pseudonym)      (a consent is its patient's: the id names it within the patient)
+    ReadConsentSignature(tx_id, document_sha256)                   -> {document, document_sha256, signature...}
     CheckAccessBatch(request_json: {grantee, organisation, purpose, at, items: [{record_id, category, sha256}],
                      declaration_id (purpose emergency only)})
         -> {at, grantee, purpose, results: [{record_id, decision, reason, consent_id, patient_pseudonym}]}
@@ -42,7 +43,7 @@ Contract "patient_keys" (chaincode.contracts.patient_keys): the passkeys whose s
     ReadPatientKeys(patient_pseudonym) / PatientKeysHistory(patient_pseudonym)
     entry = {patient_pseudonym, keys: [{credential_id, public_key, rp_id_hash, origin, status, sign_count,
              added_at, added_tx_id, added_by, revoked_*}], recoveries: [{recovery_id, custodian, reason, revoked,
-             at, tx_id}]}
+             at, tx_id}]}; on the ledger the entry also holds the patient's consents (chaincode.contracts.patients)
 
 Contract "accesslog" (chaincode.contracts.access_log): one state entry per batch of events
     AppendAccessEvents(batch_json: {batch_id, events: [event, ...]})

@@ -117,7 +117,7 @@ def consent_history(*, consent: Consent) -> list[ConsentChange]:
             timestamp=datetime.fromisoformat(change.timestamp.replace("Z", "+00:00")),
             status=change.value["status"] if change.value else "deleted",
         )
-        for change in bootstrap.contracts().consent_history(consent.consent_id)
+        for change in bootstrap.contracts().consent_history(consent.patient.pseudonym, consent.consent_id)
     ]
 
 

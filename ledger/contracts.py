@@ -676,8 +676,8 @@ class Contracts:
     ) -> LedgerConsent:
         """Revoke a consent by a revocation document its patient signed; revoking a revoked one writes nothing and
         answers the consent as it is."""
-        consent_id = str(document.get("consent_id", ""))
-        current = self.read_consent(consent_id, with_blocks=False)
+        pseudonym, consent_id = str(document.get("patient_pseudonym", "")), str(document.get("consent_id", ""))
+        current = self.read_consent(pseudonym, consent_id, with_blocks=False)
         if current is None:
             raise ContractRejected("not_found", "no consent with this consent_id")
         if current.status == "revoked":
@@ -690,8 +690,10 @@ class Contracts:
             consent, granted_block=granted_block, revoked_block=self._committed_block(receipt, consent["revoked_tx_id"])
         )
 
-    def consent_signature(self, document_sha256: str) -> SignedDocument | None:
-        found = self._read(CONSENT, "ReadConsentSignature", document_sha256)
+    def consent_signature(self, tx_id: str, document_sha256: str) -> SignedDocument | None:
+        """The signed document with this hash that transaction `tx_id` applied: a consent's granted_tx_id and
+        grant_signature, or its revoked_tx_id and revoke_signature."""
+        found = self._read(CONSENT, "ReadConsentSignature", tx_id, document_sha256)
         return None if found is None else _from_mapping(SignedDocument, found)
 
     # --- patients' passkeys ------------------------------------------------------------------------
@@ -721,8 +723,9 @@ class Contracts:
     def patient_keys(self, pseudonym: str) -> PatientKeys:
         return _patient_keys(self.client.evaluate(PATIENT_KEYS, "ReadPatientKeys", pseudonym).json())
 
-    def read_consent(self, consent_id: str, *, with_blocks: bool = True) -> LedgerConsent | None:
-        found = self._read(CONSENT, "ReadConsent", consent_id)
+    def read_consent(self, pseudonym: str, consent_id: str, *, with_blocks: bool = True) -> LedgerConsent | None:
+        """A patient's consent (a consent id names a consent of its patient's)."""
+        found = self._read(CONSENT, "ReadConsent", pseudonym, consent_id)
         if found is None:
             return None
         return self._with_blocks(found) if with_blocks else _consent(found)
@@ -732,9 +735,9 @@ class Contracts:
         found = self.client.evaluate(CONSENT, "ListConsentsForPatient", pseudonym).json()
         return [self._with_blocks(consent) if with_blocks else _consent(consent) for consent in found]
 
-    def consent_history(self, consent_id: str) -> list[StateChange]:
-        """Every committed change of a consent (grant, revocation), oldest first, with its block."""
-        return self._history(CONSENT, "ConsentHistory", consent_id)
+    def consent_history(self, pseudonym: str, consent_id: str) -> list[StateChange]:
+        """Every committed change of a patient's consent (grant, revocation), oldest first, with its block."""
+        return self._history(CONSENT, "ConsentHistory", pseudonym, consent_id)
 
     def check_access_batch(
         self,
@@ -973,10 +976,10 @@ class Contracts:
         return Recorded(entry=build(answer), logged=self._logged(receipt, answer.pop("logged")))
 
     # --- history -----------------------------------------------------------------------------------
-    def _history(self, contract: str, function: str, key: str) -> list[StateChange]:
+    def _history(self, contract: str, function: str, *key: str) -> list[StateChange]:
         blocks: dict[str, int | None] = {}
         changes = []
-        for entry in self.client.evaluate(contract, function, key).json() or []:
+        for entry in self.client.evaluate(contract, function, *key).json() or []:
             tx_id = entry["tx_id"]
             if tx_id not in blocks:
                 blocks[tx_id] = self.block_of(tx_id)

@@ -11,17 +11,14 @@ of their passkeys (chaincode.contracts.patient_keys, chaincode.webauthn), verifi
 written. The platform that submits it cannot make one. Consents written before signatures were required carry
 no grant_signature: they stay valid, and the portal and exports mark them "not patient-signed".
 
-Layout: each consent is `consent/<id>` (read, history). Each patient's consents are kept whole in
-`patient_consents/<patient>`, written in the same transaction as every grant and revocation, so that the gate
-reads a patient's consents with one state read instead of a range scan plus one read per consent (on Fabric each
-is a round trip on the chaincode stream). Consents written before that entry existed were found through an
-index, `consent_by_patient/<patient>/<id>`: a patient without the entry is still read through it, and the first
-grant or revocation that follows creates the entry from it. New consents are not indexed: the entry is the list.
-
-What a grant costs on Fabric is mostly round trips on the chaincode stream, one per state call, so a grant makes
-only the calls its checks and its record need: the patient's keys, the consent id (unused), the patient's entry;
-then the keys (counter), the signed document, the consent and the entry. A replayed document needs no read of its
-own: its consents exist, each naming the document's hash (`replayed`); an applied revocation answers the same.
+Layout: a patient's consents are kept whole in the patient's entry (chaincode.contracts.patients), beside the
+passkeys that sign their changes, so a grant or a revocation reads one entry and writes it back, and the gate reads
+a patient's consents with one read. A consent's identity is (patient, consent_id); its history is the history of
+the entry's versions that changed it. The signed documents a transaction applied are kept once for the transaction,
+under its id: a consent names the transaction (granted_tx_id, revoked_tx_id) and the document's hash
+(grant_signature, revoke_signature), which ReadConsentSignature takes. A replayed grant document shows in the
+patient's consents: a consent with its id names the document's hash (`replayed`); an applied revocation answers
+as it stands. Earlier layouts are still read (chaincode.contracts.patients).
 """
 
 from typing import Any
@@ -30,21 +27,20 @@ from chaincode import state, validation
 from chaincode.contracts.anchors import anchor_key
 from chaincode.contracts.directory import grantee_status
 from chaincode.contracts.oversight import emergency_decision, emergency_of, refused_categories
-from chaincode.contracts.patient_keys import (
-    check_patient_signature,
-    keys_of,
-    patient_keys_key,
-    signature_record,
-    signed_document,
+from chaincode.contracts.patient_keys import check_patient_signature, signature_record, signed_document
+from chaincode.contracts.patients import (
+    consents_of_many,
+    earlier_consent_history,
+    entry_key,
+    entry_of,
+    keep_signed,
+    put_entry,
+    signed_document_of,
 )
 from chaincode.errors import AlreadyExists, ContractError, InvalidArgument, NotFound
 from chaincode.library import Contract, TransactionContext
 from chaincode.vocabulary import CATEGORIES, EMERGENCY, EMERGENCY_PURPOSES, PURPOSES
 
-CONSENT = "consent"
-CONSENT_BY_PATIENT = "consent_by_patient"
-PATIENT_CONSENTS = "patient_consents"
-CONSENT_SIGNATURE = "consent_signature"
 MAX_GRANT_BATCH = 64  # signed grant documents in one GrantConsents transaction
 _GRANT_FIELDS = {"consent_id", "grantee", "purposes", "categories", "valid_from", "valid_until"}
 _GRANT_DOCUMENT_FIELDS = {"action", "patient_pseudonym", "issued_at", "grants"}
@@ -52,18 +48,6 @@ _REVOKE_DOCUMENT_FIELDS = {"action", "patient_pseudonym", "consent_id", "issued_
 _CHECK_FIELDS = {"grantee", "organisation", "purpose", "at", "items", "declaration_id"}
 _ITEM_FIELDS = {"record_id", "category", "sha256"}
 _ITEM_OPTIONAL = {"features_sha256"}
-
-
-def consent_key(stub: Any, consent_id: str) -> str:
-    return stub.create_composite_key(CONSENT, [consent_id])
-
-
-def signature_key(stub: Any, document_sha256: str) -> str:
-    return stub.create_composite_key(CONSENT_SIGNATURE, [document_sha256])
-
-
-def patient_consents_key(stub: Any, pseudonym: str) -> str:
-    return stub.create_composite_key(PATIENT_CONSENTS, [pseudonym])
 
 
 class ConsentContract(Contract):
@@ -79,10 +63,14 @@ class ConsentContract(Contract):
         categories, valid_from, valid_until}, ...]}. Refused (nothing written) if the signature does not verify
         (chaincode.webauthn's codes), the same signed document comes again (replayed), an id exists, or a period
         is empty or over. Each consent keeps the hash of the document that granted it; the document and its
-        signature are kept under that hash (ReadConsentSignature), for anyone to verify again.
+        signature are kept with the transaction (ReadConsentSignature), for anyone to verify again.
         """
+        stub = ctx.get_stub()
         document = signed_document(document_json, "document", _GRANT_DOCUMENT_FIELDS, "grant_consent")
-        return state.dumps(await _grant(ctx.get_stub(), document, signature_json)).decode()
+        signed: list[dict[str, Any]] = []
+        consents = await _grant(stub, document, signature_json, signed)
+        await keep_signed(stub, signed)
+        return state.dumps(consents).decode()
 
     async def GrantConsents(self, ctx: TransactionContext, requests_json: str) -> str:
         """GrantConsent for several patients' signed documents in ONE transaction (the platform gathers the grants
@@ -95,25 +83,26 @@ class ConsentContract(Contract):
             validation.json_argument(requests_json, "requests", list), "requests", MAX_GRANT_BATCH
         )
         patients: set[str] = set()
-        written: dict[str, bytes] = {}  # what the batch's accepted documents wrote, for the later ones to read
+        signed: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
         for index, request in enumerate(requests):
             field = f"requests[{index}]"
             validation.only_fields(request, field, {"document", "signature"}, {"document", "signature"})
-            staged = _StagedWrites(stub, written)
+            staged = _StagedWrites(stub)
             try:
                 document = signed_document(
                     request["document"], f"{field}.document", _GRANT_DOCUMENT_FIELDS, "grant_consent"
                 )
                 if document["patient_pseudonym"] in patients:
                     raise InvalidArgument(f"{field}.document's patient has another document in this batch")
-                consents = await _grant(staged, document, request["signature"])
+                consents = await _grant(staged, document, request["signature"], signed)
             except ContractError as error:
                 results.append({"error": {"code": error.code, "message": error.message}})
                 continue
             patients.add(document["patient_pseudonym"])
             await staged.commit()
             results.append({"consents": consents})
+        await keep_signed(stub, signed)
         return state.dumps(results).decode()
 
     async def RevokeConsent(self, ctx: TransactionContext, document_json: str, signature_json: str) -> str:
@@ -122,43 +111,56 @@ class ConsentContract(Contract):
         stub = ctx.get_stub()
         document = signed_document(document_json, "document", _REVOKE_DOCUMENT_FIELDS, "revoke_consent")
         consent_id = validation.identifier(document["consent_id"], "document.consent_id")
-        key = consent_key(stub, consent_id)
-        consent = await state.get_json(stub, key)
-        if consent is None or consent["patient_pseudonym"] != document["patient_pseudonym"]:
+        entry = await entry_of(stub, document["patient_pseudonym"])
+        consent = _find(entry["consents"], consent_id)
+        if consent is None:
             raise NotFound("no consent with this consent_id")
-        if consent["status"] == "revoked":  # this document again, or another: nothing changes, nothing is read
+        if consent["status"] == "revoked":  # this document again, or another: nothing changes, nothing is checked
             return state.dumps(consent).decode()
         record = signature_record(signature_json, document)
-        await _signed(stub, await keys_of(stub, document["patient_pseudonym"]), record, document, signature_json)
+        await check_patient_signature(stub, entry, document, signature_json)
         consent.update(
             status="revoked",
             revoked_at=state.tx_time_text(stub),
             revoked_tx_id=stub.get_txid(),
             revoke_signature=record["document_sha256"],
         )
-        await state.put_json(stub, key, consent)
-        await _keep_patient_consents(stub, consent["patient_pseudonym"], [consent])
+        await put_entry(stub, entry)
+        await keep_signed(stub, [{**record, "document": document}])
         return state.dumps(consent).decode()
 
-    async def ReadConsentSignature(self, ctx: TransactionContext, document_sha256: str) -> str:
-        """A signed document (grant or revocation) and the patient's assertion over it."""
+    async def ReadConsentSignature(self, ctx: TransactionContext, tx_id: str, document_sha256: str) -> str:
+        """A signed document (grant or revocation) and the patient's assertion over it, as transaction `tx_id`
+        applied it: a consent names both (granted_tx_id and grant_signature, revoked_tx_id and revoke_signature)."""
         stub = ctx.get_stub()
-        found = await state.get_json(stub, signature_key(stub, validation.sha256(document_sha256, "document_sha256")))
+        found = await signed_document_of(
+            stub, validation.identifier(tx_id, "tx_id"), validation.sha256(document_sha256, "document_sha256")
+        )
         if found is None:
-            raise NotFound("no signed document with this hash")
+            raise NotFound("no signed document with this hash in this transaction")
         return state.dumps(found).decode()
 
-    async def ReadConsent(self, ctx: TransactionContext, consent_id: str) -> str:
-        validation.identifier(consent_id, "consent_id")
-        consent = await state.get_json(ctx.get_stub(), consent_key(ctx.get_stub(), consent_id))
+    async def ReadConsent(self, ctx: TransactionContext, patient_pseudonym: str, consent_id: str) -> str:
+        stub = ctx.get_stub()
+        pseudonym = validation.pseudonym(patient_pseudonym)
+        consent = _find(await _consents_of(stub, pseudonym), validation.identifier(consent_id, "consent_id"))
         if consent is None:
-            raise NotFound("no consent with this consent_id")
+            raise NotFound("the patient has no consent with this consent_id")
         return state.dumps(consent).decode()
 
-    async def ConsentHistory(self, ctx: TransactionContext, consent_id: str) -> str:
-        """Every committed change of a consent (grant, revocation), oldest first."""
+    async def ConsentHistory(self, ctx: TransactionContext, patient_pseudonym: str, consent_id: str) -> str:
+        """Every committed change of a patient's consent (grant, revocation), oldest first: {tx_id, timestamp,
+        is_delete, value (the consent)}. The versions of the patient's entry that changed it, after the changes it
+        had in the first layout if it was written then."""
+        stub = ctx.get_stub()
+        pseudonym = validation.pseudonym(patient_pseudonym)
         validation.identifier(consent_id, "consent_id")
-        return state.dumps(await state.history(ctx.get_stub(), consent_key(ctx.get_stub(), consent_id))).decode()
+        changes = await earlier_consent_history(stub, pseudonym, consent_id)
+        for change in await state.history(stub, entry_key(stub, pseudonym)):
+            consent = _find((change["value"] or {}).get("consents", []), consent_id)
+            if consent is not None and (not changes or consent != changes[-1]["value"]):
+                changes.append({**change, "value": consent})
+        return state.dumps(changes).decode()
 
     async def ListConsentsForPatient(self, ctx: TransactionContext, patient_pseudonym: str) -> str:
         validation.pseudonym(patient_pseudonym)
@@ -221,7 +223,7 @@ class ConsentContract(Contract):
         consents_by_patient: dict[str, list[dict[str, Any]]] = {}
         if purpose != EMERGENCY and requester not in inactive:
             patients = list(dict.fromkeys(a["patient_pseudonym"] for a, ok in zip(anchors, intact, strict=True) if ok))
-            consents_by_patient = await _consents_of_many(stub, patients)
+            consents_by_patient = await consents_of_many(stub, patients)
         refusals: dict[str, frozenset[str]] = {}
         results = []
         for (record_id, category, _, _), anchor, holds in zip(asked, anchors, intact, strict=True):
@@ -289,41 +291,21 @@ def _anchor_holds(anchor: dict[str, Any], digest: str, features: str | None) -> 
     return anchor["sha256"] == digest and (features is None or anchor.get("features_sha256") == features)
 
 
-async def _consents_of_many(stub: Any, pseudonyms: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """_consents_of for many patients, for a read-only call: their entries read together, then the index of
-    those without one (most have no consent at all) swept together, then the consents it names."""
-    kept = await state.read_many(stub, [patient_consents_key(stub, pseudonym) for pseudonym in pseudonyms])
-    consents = {pseudonym: list(entry["consents"]) for pseudonym, entry in zip(pseudonyms, kept, strict=True) if entry}
-    unkept = [pseudonym for pseudonym in pseudonyms if pseudonym not in consents]
-    indexed = await state.scan_many(stub, CONSENT_BY_PATIENT, unkept)
-    named = [[stub.split_composite_key(key)[1][1] for key, _ in entries] for entries in indexed]
-    values = iter(await state.read_many(stub, [consent_key(stub, consent_id) for ids in named for consent_id in ids]))
-    for pseudonym, ids in zip(unkept, named, strict=True):
-        consents[pseudonym] = [consent for consent in (next(values) for _ in ids) if consent is not None]
-    return consents
-
-
 async def _consents_of(stub: Any, pseudonym: str) -> list[dict[str, Any]]:
-    """A patient's consents, ordered by consent_id: one read of the patient's entry, or the index."""
-    kept = await state.get_json(stub, patient_consents_key(stub, pseudonym))
-    if kept is not None:
-        return list(kept["consents"])
-    return await _indexed_consents_of(stub, pseudonym)
+    """A patient's consents, ordered by consent_id."""
+    return list((await entry_of(stub, pseudonym))["consents"])
 
 
-async def _indexed_consents_of(stub: Any, pseudonym: str) -> list[dict[str, Any]]:
-    consents = []
-    async for key, _ in state.scan_prefix(stub, CONSENT_BY_PATIENT, [pseudonym]):
-        _, attributes = stub.split_composite_key(key)
-        consent = await state.get_json(stub, consent_key(stub, attributes[1]))
-        if consent is not None:
-            consents.append(consent)
-    return consents
+def _find(consents: list[dict[str, Any]], consent_id: str) -> dict[str, Any] | None:
+    return next((consent for consent in consents if consent["consent_id"] == consent_id), None)
 
 
-async def _new_consent(stub: Any, grant: dict[str, Any], field: str, pseudonym: str, digest: str) -> dict[str, Any]:
+def _new_consent(
+    stub: Any, grant: dict[str, Any], field: str, held: dict[str, dict[str, Any]], pseudonym: str, digest: str
+) -> dict[str, Any]:
     """A consent as GrantConsent stores it, from one of the document's grants (signed document `digest`),
-    checked; not yet written. Its id taken by this very document means the document came again: replayed."""
+    checked against the patient's consents `held`; not yet written. Its id taken by this very document means the
+    document came again: replayed."""
     validation.only_fields(grant, field, _GRANT_FIELDS, _GRANT_FIELDS)
     consent_id = validation.identifier(grant["consent_id"], f"{field}.consent_id")
     valid_from = validation.timestamp(grant["valid_from"], f"{field}.valid_from")
@@ -332,7 +314,12 @@ async def _new_consent(stub: Any, grant: dict[str, Any], field: str, pseudonym: 
         raise InvalidArgument(f"{field}.valid_until must be later than {field}.valid_from")
     if valid_until <= state.tx_time(stub):
         raise InvalidArgument(f"{field}.valid_until is in the past")
-    consent = {
+    existing = held.get(consent_id)
+    if existing is not None:
+        if existing.get("grant_signature") == digest:
+            raise AlreadyExists("this signed document was submitted before", code="replayed")
+        raise AlreadyExists("the patient has a consent with this consent_id")
+    return {
         "consent_id": consent_id,
         "patient_pseudonym": pseudonym,
         "grantee": validation.grantee(grant["grantee"], f"{field}.grantee"),
@@ -345,57 +332,45 @@ async def _new_consent(stub: Any, grant: dict[str, Any], field: str, pseudonym: 
         "granted_tx_id": stub.get_txid(),
         "revoked_at": None,
         "revoked_tx_id": None,
+        "grant_signature": digest,
     }
-    existing = await state.get_json(stub, consent_key(stub, consent_id))
-    if existing is not None:
-        if existing.get("grant_signature") == digest:
-            raise AlreadyExists("this signed document was submitted before", code="replayed")
-        raise AlreadyExists("a consent with this consent_id exists")
-    consent["grant_signature"] = digest
-    return consent
 
 
-async def _grant(stub: Any, document: dict[str, Any], signature_json: Any) -> list[dict[str, Any]]:
-    """The consents of a grant document, its signature checked; written through `stub`."""
+async def _grant(
+    stub: Any, document: dict[str, Any], signature_json: Any, signed: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The consents of a grant document, its signature checked; written through `stub` into the patient's entry.
+    The signed document is added to `signed`, for the caller to keep once for the transaction (keep_signed)."""
     grants = validation.object_list(document["grants"], "document.grants", validation.MAX_CODES)
     pseudonym = document["patient_pseudonym"]
-    entry = await keys_of(stub, pseudonym)
+    entry = await entry_of(stub, pseudonym)
     record = signature_record(signature_json, document)
-    digest = str(record["document_sha256"])
+    held = {consent["consent_id"]: consent for consent in entry["consents"]}
     consents = [
-        await _new_consent(stub, grant, f"document.grants[{i}]", pseudonym, digest) for i, grant in enumerate(grants)
+        _new_consent(stub, grant, f"document.grants[{i}]", held, pseudonym, record["document_sha256"])
+        for i, grant in enumerate(grants)
     ]
     if len({c["consent_id"] for c in consents}) != len(consents):
         raise InvalidArgument("document.grants repeat a consent_id")
-    await _signed(stub, entry, record, document, signature_json)
-    for consent in consents:
-        await state.put_json(stub, consent_key(stub, consent["consent_id"]), consent)
-    await _keep_patient_consents(stub, pseudonym, consents)
+    await check_patient_signature(stub, entry, document, signature_json)
+    held.update({consent["consent_id"]: consent for consent in consents})
+    entry["consents"] = [held[consent_id] for consent_id in sorted(held)]
+    await put_entry(stub, entry)
+    signed.append({**record, "document": document})
     return consents
 
 
 class _StagedWrites:
     """The stub for one document of a batch, its writes held back until commit(): a document refused half way
-    writes nothing. A transaction never reads its own writes on Fabric, so reads would see committed state only,
-    blind to the batch's earlier documents: point reads see what those documents wrote (`written`, which commit()
-    adds to), then the stub. A consent id an earlier document granted is then taken, as if committed. (Range reads
-    go to the stub: a grant writes no key a range read of its looks for.)"""
+    writes nothing. (A document reads and writes its own patient's entry only, and a batch holds one document per
+    patient, so no document of a batch reads what another wrote.)"""
 
-    def __init__(self, stub: Any, written: dict[str, bytes]):
+    def __init__(self, stub: Any):
         self._stub = stub
-        self._written = written
         self._writes: dict[str, bytes] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stub, name)
-
-    async def get_state(self, key: str) -> bytes:
-        if key in self._written:
-            return self._written[key]
-        return await self._stub.get_state(key)
-
-    async def get_states(self, keys: list[str]) -> list[bytes]:  # the embedded ledger's many-key read, the same way
-        return [await self.get_state(key) for key in keys]
 
     async def put_state(self, key: str, value: bytes | str) -> None:
         self._writes[key] = value.encode() if isinstance(value, str) else bytes(value)
@@ -406,29 +381,6 @@ class _StagedWrites:
     async def commit(self) -> None:
         for key, value in self._writes.items():
             await self._stub.put_state(key, value)
-        self._written.update(self._writes)
-
-
-async def _signed(
-    stub: Any, entry: dict[str, Any], record: dict[str, Any], document: dict[str, Any], signature_json: str
-) -> None:
-    """Check the patient's signature over `document` against their keys `entry`, move the key's counter, keep
-    document and signature (`record`, signature_record's) under the document's hash. A passkey without a counter
-    (synced passkeys report 0 every time) leaves the entry as it was: it is not written again."""
-    counters = [key["sign_count"] for key in entry["keys"]]
-    await check_patient_signature(stub, entry, document, signature_json)
-    if [key["sign_count"] for key in entry["keys"]] != counters:
-        await state.put_json(stub, patient_keys_key(stub, document["patient_pseudonym"]), entry)
-    await state.put_json(stub, signature_key(stub, record["document_sha256"]), {**record, "document": document})
-
-
-async def _keep_patient_consents(stub: Any, pseudonym: str, changed: list[dict[str, Any]]) -> None:
-    """Write `changed` (granted or revoked) into their patient's entry, creating the entry from the index if the
-    patient has none. Reads see committed state only, so new consents are added here, not read."""
-    consents = {c["consent_id"]: c for c in await _consents_of(stub, pseudonym)}
-    consents.update({c["consent_id"]: c for c in changed})
-    entry = {"patient_pseudonym": pseudonym, "consents": [consents[k] for k in sorted(consents)]}
-    await state.put_json(stub, patient_consents_key(stub, pseudonym), entry)
 
 
 def _decide(

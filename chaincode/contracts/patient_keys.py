@@ -1,9 +1,10 @@
 """Patients' passkeys on the ledger: the public keys whose signatures alone can change a patient's consents.
 
-Each patient's keys are one entry, `patient_keys/<pseudonym>`: {patient_pseudonym, keys: [key, ...],
-recoveries: [recovery, ...]}, key = {credential_id, public_key (COSE, base64url), rp_id_hash, origin, status
-(active | revoked), sign_count, added_at, added_tx_id, added_by (enrolment | patient | recovery... see below),
-revoked_at, revoked_tx_id, revoked_by}. `patient_key_credential/<credential_id>` names the patient a credential
+Each patient's keys are in the patient's entry (chaincode.contracts.patients), `patient_keys/<pseudonym>`:
+{patient_pseudonym, keys: [key, ...], recoveries: [recovery, ...], consents (the consent contract's)},
+key = {credential_id, public_key (COSE, base64url), rp_id_hash, origin, status (active | revoked), sign_count,
+added_at, added_tx_id, added_by (enrolment | patient | recovery... see below), revoked_at, revoked_tx_id,
+revoked_by}. `patient_key_credential/<credential_id>` names the patient a credential
 belongs to: a credential is one patient's only, and a signature with another patient's passkey is foreign_key.
 
 Who may write what:
@@ -23,10 +24,10 @@ from typing import Any
 
 from chaincode import state, validation, webauthn
 from chaincode.contracts.directory import creator_msp
+from chaincode.contracts.patients import entry_key, entry_of, put_entry
 from chaincode.errors import AlreadyExists, ContractError, InvalidArgument, NotFound
 from chaincode.library import Contract, TransactionContext
 
-PATIENT_KEYS = "patient_keys"
 PATIENT_KEY_CREDENTIAL = "patient_key_credential"
 RECOVERY_REASONS = ("lost_all_passkeys", "device_stolen", "identity_reverified")
 _KEY_FIELDS = {"patient_pseudonym", "credential_id", "public_key", "rp_id_hash", "origin"}
@@ -39,17 +40,8 @@ SIGNATURE_WINDOW_SECONDS = 15 * 60
 _CUSTODIAN = re.compile(r"custodian:[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def patient_keys_key(stub: Any, pseudonym: str) -> str:
-    return stub.create_composite_key(PATIENT_KEYS, [pseudonym])
-
-
 def credential_key(stub: Any, credential_id: str) -> str:
     return stub.create_composite_key(PATIENT_KEY_CREDENTIAL, [credential_id])
-
-
-async def keys_of(stub: Any, pseudonym: str) -> dict[str, Any]:
-    entry = await state.get_json(stub, patient_keys_key(stub, pseudonym))
-    return entry or {"patient_pseudonym": pseudonym, "keys": [], "recoveries": []}
 
 
 def signed_document(document_json: str, field: str, fields: set[str], action: str) -> dict[str, Any]:
@@ -111,30 +103,30 @@ class PatientKeyContract(Contract):
         stub = ctx.get_stub()
         document = validation.json_argument(key_json, "key", dict)
         validation.only_fields(document, "key", _KEY_FIELDS, _KEY_FIELDS)
-        entry = await keys_of(stub, validation.pseudonym(document["patient_pseudonym"], "key.patient_pseudonym"))
+        entry = await entry_of(stub, validation.pseudonym(document["patient_pseudonym"], "key.patient_pseudonym"))
         if any(key["status"] == "active" for key in entry["keys"]):
             raise ContractError(
                 "the patient holds an active passkey: a new one is added with its signature", code="keys_exist"
             )
         entry.setdefault("custodian_msp", creator_msp(stub))
         await _add_key(stub, entry, document, added_by="enrolment")
-        return state.dumps(entry).decode()
+        return state.dumps(_keys_only(entry)).decode()
 
     async def AddPatientKey(self, ctx: TransactionContext, key_json: str, signature_json: str) -> str:
         """Add a passkey (a second device, or a rotation's new key), signed by one of the patient's active keys."""
         stub = ctx.get_stub()
         document = signed_document(key_json, "key", _SIGNED_KEY_FIELDS, "add_patient_key")
-        entry = await keys_of(stub, document["patient_pseudonym"])
+        entry = await entry_of(stub, document["patient_pseudonym"])
         await check_patient_signature(stub, entry, document, signature_json)
         await _add_key(stub, entry, document, added_by="patient")
-        return state.dumps(entry).decode()
+        return state.dumps(_keys_only(entry)).decode()
 
     async def RevokePatientKey(self, ctx: TransactionContext, revocation_json: str, signature_json: str) -> str:
         """Revoke one of the patient's passkeys, signed by one of their active keys (it may be the same one)."""
         stub = ctx.get_stub()
         document = signed_document(revocation_json, "revocation", _REVOCATION_FIELDS, "revoke_patient_key")
         credential = webauthn.credential_id(document["credential_id"], "revocation.credential_id")
-        entry = await keys_of(stub, document["patient_pseudonym"])
+        entry = await entry_of(stub, document["patient_pseudonym"])
         target = next((k for k in entry["keys"] if k["credential_id"] == credential), None)
         if target is None:
             raise NotFound("the patient has no passkey with this credential_id")
@@ -143,8 +135,8 @@ class PatientKeyContract(Contract):
             if sum(key["status"] == "active" for key in entry["keys"]) == 1:
                 raise ContractError("the last passkey cannot be revoked: add another first", code="last_key")
             _revoke(stub, target, by="patient")
-        await state.put_json(stub, patient_keys_key(stub, entry["patient_pseudonym"]), entry)
-        return state.dumps(entry).decode()
+        await put_entry(stub, entry)
+        return state.dumps(_keys_only(entry)).decode()
 
     async def RecoverPatientKeys(self, ctx: TransactionContext, recovery_json: str) -> str:
         """The custodian revokes every passkey of a patient who lost them all; kept in the entry for good."""
@@ -154,7 +146,7 @@ class PatientKeyContract(Contract):
         recovery_id = validation.identifier(document["recovery_id"], "recovery.recovery_id")
         custodian = validation.matching(_CUSTODIAN, document["custodian"], "recovery.custodian", "'custodian:<id>'")
         reason = validation.code(document["reason"], "recovery.reason", RECOVERY_REASONS)
-        entry = await keys_of(stub, validation.pseudonym(document["patient_pseudonym"], "recovery.patient_pseudonym"))
+        entry = await entry_of(stub, validation.pseudonym(document["patient_pseudonym"], "recovery.patient_pseudonym"))
         if entry.get("custodian_msp") not in (None, creator_msp(stub)):
             raise ContractError(
                 "only the organisation that enrolled the patient may reset their passkeys", code="forbidden"
@@ -175,17 +167,27 @@ class PatientKeyContract(Contract):
                 "tx_id": stub.get_txid(),
             }
         )
-        await state.put_json(stub, patient_keys_key(stub, entry["patient_pseudonym"]), entry)
-        return state.dumps(entry).decode()
+        await put_entry(stub, entry)
+        return state.dumps(_keys_only(entry)).decode()
 
     async def ReadPatientKeys(self, ctx: TransactionContext, patient_pseudonym: str) -> str:
         stub = ctx.get_stub()
-        return state.dumps(await keys_of(stub, validation.pseudonym(patient_pseudonym))).decode()
+        return state.dumps(_keys_only(await entry_of(stub, validation.pseudonym(patient_pseudonym)))).decode()
 
     async def PatientKeysHistory(self, ctx: TransactionContext, patient_pseudonym: str) -> str:
+        """Every committed change of the patient's keys and recoveries, oldest first: the versions of the entry
+        that changed them (a consent change writes the entry too, and is the consent's history)."""
         stub = ctx.get_stub()
-        key = patient_keys_key(stub, validation.pseudonym(patient_pseudonym))
-        return state.dumps(await state.history(stub, key)).decode()
+        changes: list[dict[str, Any]] = []
+        for change in await state.history(stub, entry_key(stub, validation.pseudonym(patient_pseudonym))):
+            change["value"] = None if change["value"] is None else _keys_only(change["value"])
+            if not changes or change["value"] != changes[-1]["value"]:
+                changes.append(change)
+        return state.dumps(changes).decode()
+
+
+def _keys_only(entry: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in entry.items() if name != "consents"}
 
 
 async def _add_key(stub: Any, entry: dict[str, Any], document: dict[str, Any], *, added_by: str) -> None:
@@ -211,7 +213,7 @@ async def _add_key(stub: Any, entry: dict[str, Any], document: dict[str, Any], *
             "revoked_by": None,
         }
     )
-    await state.put_json(stub, patient_keys_key(stub, entry["patient_pseudonym"]), entry)
+    await put_entry(stub, entry)
     await stub.put_state(credential_key(stub, credential), entry["patient_pseudonym"].encode())
 
 

@@ -210,7 +210,10 @@ def test_the_counts_read_a_real_ledger_and_database_and_find_each_fault(clinicia
             record_version_ids=[],
             status=BatchStatus.SCORED,
             gate_at=gate_at,
-            decisions=[{"record_id": r, "decision": "admit", "consent_id": consents.get(r)} for r in consents or {}],
+            decisions=[
+                {"record_id": r, "decision": "admit", "consent_id": c, "patient_pseudonym": pseudonym}
+                for r, c in (consents or {}).items()
+            ],
             column_keys=[{"record_ids": ids, "columns": [key]} for ids, key in chunks],
         )
 
@@ -243,4 +246,5 @@ def test_the_counts_read_a_real_ledger_and_database_and_find_each_fault(clinicia
     assert duplicate_events(events) == 1  # a's access, in batches 0 and 1
     assert records_scored_twice(batches) == 1  # a, in batches 0 and 1
     assert computed_without_admitting_gate(batches, events) == 3  # b refused, c encrypted first, batch 2's outcome
-    assert admitted_under_revoked_consent(batches, consents_revoked_at(contracts, ["cns-d"])) == 1
+    assert admitted_under_revoked_consent(batches, consents_revoked_at(contracts, [(pseudonym, "cns-d")])) == 1
+    assert [b.patients for b in batches if b.index == 1] == [{d: pseudonym}]

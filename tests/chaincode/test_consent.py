@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 
 from ledger import ContractRejected
-from tests.chaincode.conftest import Passkeys, digest, ident, now, pseudonym, rfc3339
+from tests.chaincode.conftest import Passkeys, digest, grant_terms, ident, now, pseudonym, rfc3339
 
 BREAST_CANCER = "diagnostic-model:breast-cancer"
 TRAIN_BREAST_CANCER = "training:breast-cancer"
@@ -24,12 +24,12 @@ def item(record_id, sha, category="imaging"):
 def test_grant_then_read_list_and_history(chain, grant):
     granted = grant(ident("consent-1"), 1)
     assert granted["status"] == "active"
-    assert chain.evaluate("consent", "ReadConsent", ident("consent-1")).json() == granted
+    assert chain.evaluate("consent", "ReadConsent", pseudonym(1), ident("consent-1")).json() == granted
     assert [c["consent_id"] for c in chain.evaluate("consent", "ListConsentsForPatient", pseudonym(1)).json()] == [
         ident("consent-1")
     ]
     assert chain.evaluate("consent", "ListConsentsForPatient", pseudonym(2)).json() == []
-    history = chain.evaluate("consent", "ConsentHistory", ident("consent-1")).json()
+    history = chain.evaluate("consent", "ConsentHistory", pseudonym(1), ident("consent-1")).json()
     assert [h["value"]["status"] for h in history] == ["active"]
 
 
@@ -37,7 +37,7 @@ def test_revoke_is_recorded_in_history_and_is_idempotent(chain, grant, revoke):
     grant(ident("consent-1"), 1)
     revoked = revoke(ident("consent-1"), 1)
     again = revoke(ident("consent-1"), 1)
-    history = chain.evaluate("consent", "ConsentHistory", ident("consent-1")).json()
+    history = chain.evaluate("consent", "ConsentHistory", pseudonym(1), ident("consent-1")).json()
     assert revoked["status"] == "revoked"
     assert revoked["revoked_at"] is not None
     assert again == revoked
@@ -50,11 +50,19 @@ def test_revoke_unknown_consent_is_not_found(chain, revoke):
     assert refused.value.code == "not_found"
 
 
-def test_grant_refuses_an_existing_consent_id(chain, grant):
-    grant(ident("consent-1"), 1)
+def test_grant_refuses_an_existing_consent_id_of_the_patient(chain, grant):
+    first = grant(ident("consent-1"), 1)
     with pytest.raises(ContractRejected) as refused:
-        grant(ident("consent-1"), 2)
+        grant(ident("consent-1"), 1, categories=["laboratory"])
     assert refused.value.code == "already_exists"
+    assert chain.evaluate("consent", "ListConsentsForPatient", pseudonym(1)).json() == [first]
+    # A consent is its patient's: another patient's consent of the same id is theirs, and changes nothing of the first.
+    other = grant(ident("consent-1"), 2)
+    assert other["patient_pseudonym"] == pseudonym(2)
+    assert chain.evaluate("consent", "ReadConsent", pseudonym(1), ident("consent-1")).json() == first
+    with pytest.raises(ContractRejected) as unknown:
+        chain.evaluate("consent", "ReadConsent", pseudonym(3), ident("consent-1"))
+    assert unknown.value.code == "not_found"
 
 
 @pytest.mark.parametrize(
@@ -300,7 +308,7 @@ def test_the_patients_consent_entry_follows_every_grant_and_revocation(chain, gr
     revoke(ident("c-a"), 1)
     revoke(ident("c-b"), 1)
     listed = chain.evaluate("consent", "ListConsentsForPatient", pseudonym(1)).json()
-    read = [chain.evaluate("consent", "ReadConsent", ident(n)).json() for n in ("c-a", "c-b", "c-c")]
+    read = [chain.evaluate("consent", "ReadConsent", pseudonym(1), ident(n)).json() for n in ("c-a", "c-b", "c-c")]
     assert listed == read
     assert [c["status"] for c in listed] == ["revoked", "revoked", "active"]
     # Imaging was covered by c-a and c-b only, both revoked; c-c covers another category.
@@ -309,74 +317,120 @@ def test_the_patients_consent_entry_follows_every_grant_and_revocation(chain, gr
     assert check(chain, [item(ident("rec-1"), digest(1))])["results"][0]["reason"] == "consent_revoked"
 
 
-def test_consents_written_before_the_patient_entry_existed_still_count(tmp_path):
-    """A ledger whose consents were written by the contract before `patient_consents/<patient>` existed:
-    the gate reads them through the index, and the next grant or revocation builds the entry from it."""
-    from chaincode import state
-    from chaincode.contracts.access_log import AccessLogContract
-    from chaincode.contracts.anchors import AnchorContract
-    from chaincode.contracts.consent import CONSENT_BY_PATIENT, ConsentContract, consent_key
-    from chaincode.contracts.patient_keys import PatientKeyContract
-    from chaincode.library import Contract, ContractChaincode, TransactionContext
-    from ledger.embedded import EmbeddedLedger
+class EarlierLayouts:
+    """A ledger holding what earlier versions of the contracts wrote: a contract that writes any key, as they did."""
 
-    class EarlierConsentLayout(Contract):
-        """Writes a consent as GrantConsent did before: the consent and its index entry only."""
+    def __init__(self, tmp_path):
+        from chaincode import state
+        from chaincode.contracts.access_log import AccessLogContract
+        from chaincode.contracts.anchors import AnchorContract
+        from chaincode.contracts.consent import ConsentContract
+        from chaincode.contracts.patient_keys import PatientKeyContract
+        from chaincode.library import Contract, ContractChaincode, TransactionContext
+        from ledger.embedded import EmbeddedLedger
 
-        Name = "earlier"
+        class Earlier(Contract):
+            Name = "earlier"
 
-        async def Grant(self, ctx: TransactionContext, consent_json: str) -> str:
-            stub, consent = ctx.get_stub(), json.loads(consent_json)
-            await state.put_json(stub, consent_key(stub, consent["consent_id"]), consent)
-            index = stub.create_composite_key(CONSENT_BY_PATIENT, [consent["patient_pseudonym"], consent["consent_id"]])
-            await stub.put_state(index, state.INDEX_MARKER)
-            return "{}"
+            async def Put(self, ctx: TransactionContext, object_type: str, attributes: str, value_json: str) -> str:
+                stub = ctx.get_stub()
+                key = stub.create_composite_key(object_type, json.loads(attributes))
+                value = json.loads(value_json)
+                await stub.put_state(key, state.INDEX_MARKER if value is None else state.dumps(value))
+                return "{}"
 
-    ledger = EmbeddedLedger(
-        tmp_path / "ledger.sqlite3",
-        chaincode=ContractChaincode.new_chaincode(
-            AnchorContract(), ConsentContract(), AccessLogContract(), PatientKeyContract(), EarlierConsentLayout()
-        ),
-    )
+        self.ledger = EmbeddedLedger(
+            tmp_path / "ledger.sqlite3",
+            chaincode=ContractChaincode.new_chaincode(
+                AnchorContract(), ConsentContract(), AccessLogContract(), PatientKeyContract(), Earlier()
+            ),
+        )
+
+    def put(self, object_type: str, attributes: list[str], value) -> None:
+        self.ledger.submit("earlier", "Put", object_type, json.dumps(attributes), json.dumps(value))
+
+
+def earlier_consent(consent_id: str, patient: str, **fields) -> dict:
+    start = now() - timedelta(days=1)
+    return {
+        "consent_id": consent_id,
+        "patient_pseudonym": patient,
+        "grantee": "clinician:alice",
+        "purposes": [BREAST_CANCER],
+        "categories": ["imaging"],
+        "valid_from": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "valid_until": (start + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "status": "active",
+        "granted_at": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "granted_tx_id": "0" * 64,
+        "revoked_at": None,
+        "revoked_tx_id": None,
+        **fields,
+    }
+
+
+def test_consents_written_in_the_first_layout_still_count(tmp_path):
+    """Consents the contract once wrote as `consent/<id>` with an index entry, before the patient held a passkey:
+    the gate reads them through the index; the patient's enrolment brings them into the patient's entry, and their
+    history goes on there."""
+    earlier = EarlierLayouts(tmp_path)
+    ledger = earlier.ledger
     try:
-        patient, start = pseudonym(1), now() - timedelta(days=1)
-        earlier = {
-            "consent_id": "c-old",
-            "patient_pseudonym": patient,
-            "grantee": "clinician:alice",
-            "purposes": [BREAST_CANCER],
-            "categories": ["imaging"],
-            "valid_from": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "valid_until": (start + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "status": "active",
-            "granted_at": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "granted_tx_id": "0" * 64,
-            "revoked_at": None,
-            "revoked_tx_id": None,
-        }
-        ledger.submit("earlier", "Grant", json.dumps(earlier))
+        patient = pseudonym(1)
+        old = earlier_consent("c-old", patient)
+        earlier.put("consent", ["c-old"], old)
+        earlier.put("consent_by_patient", [patient, "c-old"], None)
         ledger.submit("anchors", "AnchorRecord", "rec-1", patient, digest(1), "1")
         assert check(ledger, [item("rec-1", digest(1))])["results"][0]["decision"] == "admit"
+        assert ledger.evaluate("consent", "ReadConsent", patient, "c-old").json() == old
 
         passkeys = Passkeys(ledger)
-        passkeys.grant(
-            patient,
-            {
-                **{k: earlier[k] for k in ("grantee", "purposes")},
-                "consent_id": "c-new",
-                "categories": ["laboratory"],
-                "valid_from": rfc3339(start),
-                "valid_until": rfc3339(start + timedelta(days=30)),
-            },
-        )
+        passkeys.grant(patient, grant_terms("c-new", categories=["laboratory"]))
         assert [c["consent_id"] for c in ledger.evaluate("consent", "ListConsentsForPatient", patient).json()] == [
             "c-new",
             "c-old",
         ]
-        old = ledger.evaluate("consent", "ReadConsent", "c-old").json()
-        assert "grant_signature" not in old  # written before signatures: valid, and not patient-signed
+        assert "grant_signature" not in ledger.evaluate("consent", "ReadConsent", patient, "c-old").json()
         passkeys.revoke("c-old", patient)
         assert check(ledger, [item("rec-1", digest(1))])["results"][0]["reason"] == "category_not_covered"
+        history = ledger.evaluate("consent", "ConsentHistory", patient, "c-old").json()
+        assert [h["value"]["status"] for h in history] == ["active", "revoked"]
+        # Another patient's consent of the same id in the first layout is not this patient's history.
+        assert ledger.evaluate("consent", "ConsentHistory", pseudonym(2), "c-old").json() == []
         assert ledger.verify().ok
+    finally:
+        ledger.close()
+
+
+def test_consents_and_signatures_written_in_the_second_layout_still_count(tmp_path):
+    """A patient whose keys entry holds no consents (enrolled before the entry held them), whose consents are whole
+    in `patient_consents/<patient>` and whose signed document is kept under its hash: all of it is read, and their
+    next grant moves the consents into the entry."""
+    earlier = EarlierLayouts(tmp_path)
+    ledger = earlier.ledger
+    try:
+        patient = pseudonym(1)
+        passkeys = Passkeys(ledger)
+        passkeys.of(patient)
+        keys_only = ledger.evaluate("patient_keys", "ReadPatientKeys", patient).json()
+        earlier.put("patient_keys", [patient], keys_only)
+        signed = earlier_consent("c-old", patient, grant_signature="d" * 64, granted_tx_id="e" * 64)
+        earlier.put("patient_consents", [patient], {"patient_pseudonym": patient, "consents": [signed]})
+        record = {"document_sha256": "d" * 64, "document": {"action": "grant_consent"}, "signature": "kept"}
+        earlier.put("consent_signature", ["d" * 64], record)
+        ledger.submit("anchors", "AnchorRecord", "rec-1", patient, digest(1), "1")
+
+        assert check(ledger, [item("rec-1", digest(1))])["results"][0]["consent_id"] == "c-old"
+        assert ledger.evaluate("consent", "ReadConsentSignature", "e" * 64, "d" * 64).json() == record
+        passkeys.grant(patient, grant_terms("c-new"))
+        assert [c["consent_id"] for c in ledger.evaluate("consent", "ListConsentsForPatient", patient).json()] == [
+            "c-new",
+            "c-old",
+        ]
+        earlier.put("patient_consents", [patient], {"patient_pseudonym": patient, "consents": []})
+        assert len(ledger.evaluate("consent", "ListConsentsForPatient", patient).json()) == 2  # the entry counts now
+        passkeys.revoke("c-old", patient)
+        assert ledger.evaluate("consent", "ReadConsent", patient, "c-old").json()["status"] == "revoked"
+        assert check(ledger, [item("rec-1", digest(1))])["results"][0]["consent_id"] == "c-new"
     finally:
         ledger.close()

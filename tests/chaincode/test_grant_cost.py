@@ -39,35 +39,32 @@ def calls(monkeypatch) -> Counter:
     return counted
 
 
-def test_a_first_grant_reads_three_keys_and_the_legacy_index_and_writes_four(ledger, calls):
+def test_a_grant_reads_the_patients_entry_and_writes_it_and_its_signed_document(ledger, calls):
     passkeys = Passkeys(ledger)
     passkeys.of(pseudonym(1))  # enrolled before counting
     calls.clear()
 
     passkeys.grant(pseudonym(1), grant_terms("c-1"))
 
-    # Reads: the patient's keys, the consent id, the patient's consents (none: the index of consents written
-    # before that entry existed is looked at once). Writes: the keys (counter), the signed document, the consent,
-    # the patient's consents. No read of the signed document's hash (a replay shows in the consent id) and no
-    # index entry.
-    assert calls == Counter(get_state=3, get_state_by_range=1, put_state=4)
+    # The patient's entry (keys and consents) read and written back; the signed document kept for the transaction.
+    # No read of the consent id (the patient's consents are in the entry), no index, no second list.
+    assert calls == Counter(get_state=1, put_state=2)
+
+    calls.clear()
+    passkeys.grant(pseudonym(1), grant_terms("c-2"))
+    assert calls == Counter(get_state=1, put_state=2)
 
 
-def test_a_later_grant_and_a_revocation_make_seven_calls(ledger, calls):
+def test_a_revocation_reads_and_writes_the_patients_entry_and_keeps_its_signed_document(ledger, calls):
     passkeys = Passkeys(ledger)
     passkeys.grant(pseudonym(1), grant_terms("c-1"))
     calls.clear()
 
-    passkeys.grant(pseudonym(1), grant_terms("c-2"))
-    assert calls == Counter(get_state=3, put_state=4)
-
-    calls.clear()
     passkeys.revoke("c-1", pseudonym(1))
-    # The consent, the keys, the patient's consents; then the same three and the signed document written.
-    assert calls == Counter(get_state=3, put_state=4)
+    assert calls == Counter(get_state=1, put_state=2)
 
 
-def test_grants_of_many_patients_in_one_transaction_cost_the_same_each(ledger, calls):
+def test_grants_of_many_patients_in_one_transaction_keep_their_signed_documents_once(ledger, calls):
     passkeys = Passkeys(ledger)
     requests = []
     for n in range(1, 5):
@@ -77,10 +74,17 @@ def test_grants_of_many_patients_in_one_transaction_cost_the_same_each(ledger, c
 
     ledger.submit("consent", "GrantConsents", json.dumps([{k: json.dumps(v) for k, v in r.items()} for r in requests]))
 
-    assert calls == Counter(get_state=3 * 4, get_state_by_range=4, put_state=4 * 4)
+    assert calls == Counter(get_state=4, put_state=4 + 1)
 
 
-def test_a_revocation_already_applied_reads_only_the_consent(ledger, calls):
+def test_an_enrolment_looks_at_the_earlier_layouts_once_so_grants_never_do(ledger, calls):
+    Passkeys(ledger).of(pseudonym(1))
+    # The entry (none), the patient's consents as once kept (none, neither whole nor indexed), the credential's
+    # owner (none); the entry and the credential written.
+    assert calls == Counter(get_state=3, get_state_by_range=1, put_state=2)
+
+
+def test_a_revocation_already_applied_reads_only_the_patients_entry(ledger, calls):
     passkeys = Passkeys(ledger)
     passkeys.grant(pseudonym(1), grant_terms("c-1"))
     passkeys.revoke("c-1", pseudonym(1))
@@ -92,8 +96,8 @@ def test_a_revocation_already_applied_reads_only_the_consent(ledger, calls):
     assert calls == Counter(get_state=1)
 
 
-def test_a_passkey_without_a_counter_leaves_the_patients_keys_unwritten(ledger, calls):
-    """Synced passkeys report counter 0 every time: the keys entry does not change, so it is not written again."""
+def test_a_passkey_without_a_counter_leaves_the_patients_keys_history_as_it_was(ledger, calls):
+    """Synced passkeys report counter 0 every time: the keys do not change, and their history shows no change."""
     passkeys = Passkeys(ledger)
     passkey = passkeys.of(pseudonym(1))
     history = ledger.evaluate("patient_keys", "PatientKeysHistory", pseudonym(1)).json()
@@ -103,6 +107,6 @@ def test_a_passkey_without_a_counter_leaves_the_patients_keys_unwritten(ledger, 
         document = grant_document(pseudonym(1), grant_terms(name))
         ledger.submit("consent", "GrantConsent", json.dumps(document), json.dumps(forge(passkey, document, counter=0)))
 
-    # Per grant: the signed document, the consent, the patient's consents; not the keys.
-    assert calls["put_state"] == 2 * 3
+    assert calls["put_state"] == 2 * 2
     assert ledger.evaluate("patient_keys", "PatientKeysHistory", pseudonym(1)).json() == history
+    assert len(ledger.evaluate("consent", "ListConsentsForPatient", pseudonym(1)).json()) == 2

@@ -52,14 +52,14 @@ def refused(chain, code: str, contract: str, function: str, *arguments) -> Contr
     return rejected.value
 
 
-def absent(chain, consent_id: str) -> None:
+def absent(chain, patient: str, consent_id: str) -> None:
     with pytest.raises(ContractRejected) as missing:
-        chain.evaluate("consent", "ReadConsent", consent_id)
+        chain.evaluate("consent", "ReadConsent", patient, consent_id)
     assert missing.value.code == "not_found"
 
 
-def status(chain, consent_id: str) -> str:
-    return chain.evaluate("consent", "ReadConsent", consent_id).json()["status"]
+def status(chain, consent_id: str, patient: int = 1) -> str:
+    return chain.evaluate("consent", "ReadConsent", pseudonym(patient), consent_id).json()["status"]
 
 
 def keys(chain, patient: str) -> dict:
@@ -120,7 +120,7 @@ def one_grant(patient: str, name: str = "c-1", **overrides) -> dict:
 def grant_refused(chain, code: str, document: dict, signature) -> None:
     refused(chain, code, "consent", "GrantConsent", document, signature)
     for terms in document["grants"]:
-        absent(chain, terms["consent_id"])
+        absent(chain, document["patient_pseudonym"], terms["consent_id"])
 
 
 # --- a valid signed grant -----------------------------------------------------------------------------------------
@@ -138,8 +138,8 @@ def test_a_signed_grant_is_kept_with_its_signature_and_opens_the_gate(chain, pas
     document_sha256 = document_digest(document).hex()
     assert [c["consent_id"] for c in granted] == [ident("c-1"), ident("c-2")]
     assert {c["grant_signature"] for c in granted} == {document_sha256}
-    assert chain.evaluate("consent", "ReadConsent", ident("c-1")).json() == granted[0]
-    kept = chain.evaluate("consent", "ReadConsentSignature", document_sha256).json()
+    assert chain.evaluate("consent", "ReadConsent", patient, ident("c-1")).json() == granted[0]
+    kept = chain.evaluate("consent", "ReadConsentSignature", granted[0]["granted_tx_id"], document_sha256).json()
     assert kept == {**signature, "document": document, "document_sha256": document_sha256}
     # Anyone can verify the kept signature again, offline, with the key on the ledger (whose counter has moved on).
     (key,) = keys(chain, patient)["keys"]
@@ -154,10 +154,12 @@ def test_a_signed_grant_is_kept_with_its_signature_and_opens_the_gate(chain, pas
     assert (answer["results"][0]["decision"], answer["results"][0]["consent_id"]) == ("admit", ident("c-1"))
 
 
-def test_read_consent_signature_of_an_unknown_hash_is_not_found(chain):
-    with pytest.raises(ContractRejected) as missing:
-        chain.evaluate("consent", "ReadConsentSignature", digest(1))
-    assert missing.value.code == "not_found"
+def test_read_consent_signature_of_an_unknown_hash_or_transaction_is_not_found(chain, grant):
+    granted = grant(ident("c-1"), 1)
+    for tx_id, document_sha256 in ((granted["granted_tx_id"], digest(1)), ("f" * 64, granted["grant_signature"])):
+        with pytest.raises(ContractRejected) as missing:
+            chain.evaluate("consent", "ReadConsentSignature", tx_id, document_sha256)
+        assert missing.value.code == "not_found"
 
 
 # --- grants refused -----------------------------------------------------------------------------------------------
@@ -300,7 +302,7 @@ def test_a_signed_grant_is_accepted_once(chain, passkeys, again):
         document,
         signature if again == "same-signature" else passkey.sign(document),
     )
-    assert chain.evaluate("consent", "ReadConsent", ident("c-1")).json() == granted[0]
+    assert chain.evaluate("consent", "ReadConsent", patient, ident("c-1")).json() == granted[0]
     assert keys(chain, patient)["keys"][0]["sign_count"] == 1
 
 
@@ -368,8 +370,8 @@ def test_a_signed_revocation_is_kept_with_its_signature(chain, passkeys, granted
     revoked = submit(chain, "consent", "RevokeConsent", document, signature)
     document_sha256 = document_digest(document).hex()
     assert (revoked["status"], revoked["revoke_signature"]) == ("revoked", document_sha256)
-    assert chain.evaluate("consent", "ReadConsent", granted).json() == revoked
-    kept = chain.evaluate("consent", "ReadConsentSignature", document_sha256).json()
+    assert chain.evaluate("consent", "ReadConsent", pseudonym(1), granted).json() == revoked
+    kept = chain.evaluate("consent", "ReadConsentSignature", revoked["revoked_tx_id"], document_sha256).json()
     assert kept == {**signature, "document": document, "document_sha256": document_sha256}
     assert check(chain, [item(ident("rec-1"), digest(1))])["results"][0]["reason"] == "consent_revoked"
 

@@ -27,7 +27,8 @@ def test_patient_revokes_through_the_api(patient_user, terms, ledger):
     response = api_revoke(api_as(patient_user), patient_user.patient, consent.consent_id)
     assert response.status_code == 200
     assert response.json()["status"] == "revoked"
-    assert ledger.evaluate("consent", "ReadConsent", consent.consent_id).json()["status"] == "revoked"
+    on_ledger = ledger.evaluate("consent", "ReadConsent", consent.patient.pseudonym, consent.consent_id).json()
+    assert on_ledger["status"] == "revoked"
 
 
 def test_grant_naming_another_patient_is_403_and_nothing_reaches_the_ledger(
@@ -56,7 +57,8 @@ def test_revoking_another_patients_consent_is_404_as_for_a_missing_one_and_nothi
         assert (response.status_code, response.json()["code"]) == (404, "not_found")
         assert response.json() == missing.json()
     assert ledger.height() == height
-    assert ledger.evaluate("consent", "ReadConsent", consent.consent_id).json()["status"] == "active"
+    on_ledger = ledger.evaluate("consent", "ReadConsent", consent.patient.pseudonym, consent.consent_id).json()
+    assert on_ledger["status"] == "active"
 
 
 @pytest.mark.parametrize(

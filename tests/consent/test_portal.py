@@ -52,8 +52,8 @@ def granted(patient_user, terms):
     return grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
 
 
-def consent_on_ledger(ledger, consent_id):
-    return ledger.evaluate("consent", "ReadConsent", consent_id).json()
+def consent_on_ledger(ledger, consent):
+    return ledger.evaluate("consent", "ReadConsent", consent.patient.pseudonym, consent.consent_id).json()
 
 
 # --- who may open which page ---------------------------------------------------------------------
@@ -230,11 +230,11 @@ def test_a_training_consent_is_granted_through_the_form_and_revoked_like_any_oth
     portal_sign(client, patient_user.patient, asked)
 
     consent = Consent.objects.get()
-    assert consent_on_ledger(ledger, consent.consent_id)["purposes"] == ["training:breast-cancer"]
+    assert consent_on_ledger(ledger, consent)["purposes"] == ["training:breast-cancer"]
     assert consent.purposes == ["training:breast-cancer"]
     assert "Training of the breast-cancer model" in shown_text(html_of(client.get(reverse(DASHBOARD))))
     revoke_signed(actor=patient_user, consent=consent)
-    assert consent_on_ledger(ledger, consent.consent_id)["status"] == "revoked"
+    assert consent_on_ledger(ledger, consent)["status"] == "revoked"
 
 
 def test_granting_through_the_form_writes_the_consent_to_the_ledger_and_shows_its_transaction(
@@ -252,7 +252,7 @@ def test_granting_through_the_form_writes_the_consent_to_the_ledger_and_shows_it
     assert consent.patient_signed
     assert response.status_code == 302
     assert response["Location"] == f"{reverse(DASHBOARD)}#consent-{consent.consent_id}"
-    on_ledger = consent_on_ledger(ledger, consent.consent_id)
+    on_ledger = consent_on_ledger(ledger, consent)
     assert on_ledger["patient_pseudonym"] == patient_user.patient.pseudonym
     assert (on_ledger["grantee"], on_ledger["purposes"], on_ledger["categories"]) == (
         grantee_id,
@@ -278,7 +278,7 @@ def test_a_forged_patient_field_is_ignored_the_grant_is_for_the_signed_in_patien
 
     consent = Consent.objects.get()
     assert consent.patient == patient_user.patient
-    assert consent_on_ledger(ledger, consent.consent_id)["patient_pseudonym"] == patient_user.patient.pseudonym
+    assert consent_on_ledger(ledger, consent)["patient_pseudonym"] == patient_user.patient.pseudonym
     assert not Consent.objects.filter(patient=other_patient_user.patient).exists()
 
 
@@ -369,7 +369,7 @@ def test_revoke_asks_for_confirmation_first_and_changes_nothing_until_confirmed(
     assert 'name="csrfmiddlewaretoken"' in html
     assert "Yes, revoke it with my passkey" in html
     assert ledger.height() == height
-    assert consent_on_ledger(ledger, granted.consent_id)["status"] == "active"
+    assert consent_on_ledger(ledger, granted)["status"] == "active"
 
 
 def test_confirmed_revoke_is_on_the_ledger_and_the_dashboard_shows_it_revoked(patient_user, granted, ledger):
@@ -380,7 +380,7 @@ def test_confirmed_revoke_is_on_the_ledger_and_the_dashboard_shows_it_revoked(pa
     )
 
     assert response.status_code == 302
-    on_ledger = consent_on_ledger(ledger, granted.consent_id)
+    on_ledger = consent_on_ledger(ledger, granted)
     assert on_ledger["status"] == "revoked"
     granted.refresh_from_db()
     assert granted.revoked_tx_id == on_ledger["revoked_tx_id"]
@@ -413,7 +413,7 @@ def test_another_patients_consent_cannot_be_revoked_or_even_seen(method, other_p
     assert granted.consent_id not in html_of(response)
     assert "Dr Carol" not in html_of(response)
     assert ledger.height() == height
-    assert consent_on_ledger(ledger, granted.consent_id)["status"] == "active"
+    assert consent_on_ledger(ledger, granted)["status"] == "active"
     granted.refresh_from_db()
     assert granted.status == "active"
 
@@ -493,7 +493,7 @@ def test_revoke_while_the_ledger_is_down_says_so_and_the_consent_stays_active(
     assert response.status_code == 503
     assert "The ledger is not reachable at the moment, so nothing was changed." in html_of(response)
     ledger_switch.up()
-    assert consent_on_ledger(ledger, granted.consent_id)["status"] == "active"
+    assert consent_on_ledger(ledger, granted)["status"] == "active"
     granted.refresh_from_db()
     assert granted.status == "active"
 

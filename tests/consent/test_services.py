@@ -24,7 +24,7 @@ def _check(ledger, grantee, record_id, sha, *, at=None):
 
 def test_grant_is_a_ledger_transaction_mirrored_with_its_id_and_block(patient_user, terms, ledger):
     consent = grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
-    on_ledger = ledger.evaluate("consent", "ReadConsent", consent.consent_id).json()
+    on_ledger = ledger.evaluate("consent", "ReadConsent", consent.patient.pseudonym, consent.consent_id).json()
     assert on_ledger["patient_pseudonym"] == patient_user.patient.pseudonym
     assert on_ledger["grantee"] == terms["grantee_id"]
     assert consent.granted_tx_id == on_ledger["granted_tx_id"]
@@ -78,7 +78,8 @@ def test_a_patient_cannot_grant_or_revoke_for_another_and_nothing_reaches_the_le
     with pytest.raises(PermissionDenied):
         revoke_signed(actor=other_patient_user, consent=consent)
     assert ledger.height() == height
-    assert ledger.evaluate("consent", "ReadConsent", consent.consent_id).json()["status"] == "active"
+    on_ledger = ledger.evaluate("consent", "ReadConsent", consent.patient.pseudonym, consent.consent_id).json()
+    assert on_ledger["status"] == "active"
 
 
 @pytest.mark.parametrize(

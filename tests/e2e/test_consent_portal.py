@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from consent.models import Consent
 from health_platform import bootstrap
 from tests.clients import shown_text
 from tests.e2e.conftest import (
@@ -37,11 +38,16 @@ CLINICIAN_LABEL = "Dr Carol Jones (St Mary's Hospital)"
 
 
 def read_consent(consent_id: str) -> dict[str, Any]:
-    return bootstrap.ledger().evaluate("consent", "ReadConsent", consent_id).json()
+    return bootstrap.ledger().evaluate("consent", "ReadConsent", *_of_patient(consent_id)).json()
 
 
 def ledger_history(consent_id: str) -> list[dict[str, Any]]:
-    return bootstrap.ledger().evaluate("consent", "ConsentHistory", consent_id).json()
+    return bootstrap.ledger().evaluate("consent", "ConsentHistory", *_of_patient(consent_id)).json()
+
+
+def _of_patient(consent_id: str) -> tuple[str, str]:
+    """(patient pseudonym, consent id): on the ledger a consent is its patient's."""
+    return Consent.objects.get(consent_id=consent_id).patient.pseudonym, consent_id
 
 
 def block_of(tx_id: str) -> int | None:

@@ -108,17 +108,17 @@ def _patient_keys(pseudonym: str):
     return off_browser_thread(lambda: bootstrap.contracts().patient_keys(pseudonym))
 
 
-def _ledger_consent(consent_id: str):
-    return off_browser_thread(lambda: bootstrap.contracts().read_consent(consent_id))
+def _ledger_consent(pseudonym: str, consent_id: str):
+    return off_browser_thread(lambda: bootstrap.contracts().read_consent(pseudonym, consent_id))
 
 
-def _verified_offline(document_sha256: str, pseudonym: str) -> tuple[Any, int]:
+def _verified_offline(tx_id: str, document_sha256: str, pseudonym: str) -> tuple[Any, int]:
     """The signed document the ledger keeps under `document_sha256`, checked again here: its hash, and the
     assertion under the ledger's public key for the passkey that made it. Returns it and the signed counter."""
 
     def read():
         contracts = bootstrap.contracts()
-        return contracts.consent_signature(document_sha256), contracts.patient_keys(pseudonym)
+        return contracts.consent_signature(tx_id, document_sha256), contracts.patient_keys(pseudonym)
 
     signed, keys = off_browser_thread(read)
     assert signed is not None, f"no signed document {document_sha256} on the ledger"
@@ -163,11 +163,11 @@ def test_a_patient_enrols_a_passkey_then_grants_and_revokes_with_it(alice, new_p
     # She grants Dr Carol; her passkey signs the grant, the ledger verifies it before writing.
     count_before = credential["signCount"]
     consent_id = _grant_signed(page)
-    on_ledger = _ledger_consent(consent_id)
+    on_ledger = _ledger_consent(alice, consent_id)
     assert (on_ledger.status, on_ledger.patient_pseudonym) == ("active", alice)
     assert on_ledger.grant_signature
     assert on_ledger.revoke_signature is None
-    signed, counter = _verified_offline(on_ledger.grant_signature, alice)
+    signed, counter = _verified_offline(on_ledger.granted_tx_id, on_ledger.grant_signature, alice)
     assert signed.credential_id == credential_id
     assert signed.document["action"] == "grant_consent"
     assert [grant["consent_id"] for grant in signed.document["grants"]] == [consent_id]
@@ -182,17 +182,17 @@ def test_a_patient_enrols_a_passkey_then_grants_and_revokes_with_it(alice, new_p
     card.get_by_role("link", name="Revoke…").click()
     expect(page).to_have_url(re.compile(rf"/consent/{re.escape(consent_id)}/revoke/$"))
     expect(page.get_by_role("heading", name="Revoke consent", level=1)).to_be_visible()
-    assert _ledger_consent(consent_id).status == "active"  # nothing changes until she signs
+    assert _ledger_consent(alice, consent_id).status == "active"  # nothing changes until she signs
     page.get_by_role("button", name="Yes, revoke it with my passkey").click()
     page.wait_for_url(re.compile(rf"/consent/#consent-{re.escape(consent_id)}$"))
     expect(card.locator("[data-status]")).to_have_text("Revoked")
     expect(card.get_by_role("link", name="Revoke…")).to_have_count(0)
 
-    on_ledger = _ledger_consent(consent_id)
+    on_ledger = _ledger_consent(alice, consent_id)
     assert on_ledger.status == "revoked"
     assert on_ledger.revoke_signature
     assert on_ledger.revoke_signature != on_ledger.grant_signature
-    revocation, counter = _verified_offline(on_ledger.revoke_signature, alice)
+    revocation, counter = _verified_offline(on_ledger.revoked_tx_id, on_ledger.revoke_signature, alice)
     assert revocation.credential_id == credential_id
     assert (revocation.document["action"], revocation.document["consent_id"]) == ("revoke_consent", consent_id)
     assert counter == _credential(devtools, phone)["signCount"] > count_after_grant
@@ -247,10 +247,10 @@ def test_a_second_devices_passkey_is_confirmed_with_the_first_and_then_signs(ali
     _remove_authenticator(devtools, phone)
     laptop = virtual_authenticator(devtools, laptop_credential)
     consent_id = _grant_signed(page)
-    on_ledger = _ledger_consent(consent_id)
+    on_ledger = _ledger_consent(alice, consent_id)
     assert on_ledger.status == "active"
     assert on_ledger.grant_signature
-    signed, counter = _verified_offline(on_ledger.grant_signature, alice)
+    signed, counter = _verified_offline(on_ledger.granted_tx_id, on_ledger.grant_signature, alice)
     assert signed.credential_id == laptop_id
     assert counter == _credential(devtools, laptop)["signCount"] > laptop_credential["signCount"]
     assert {key.credential_id: key.sign_count for key in _patient_keys(alice).active}[laptop_id] == counter

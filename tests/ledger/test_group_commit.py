@@ -148,8 +148,8 @@ def test_patients_granting_at_once_share_transactions_and_each_gets_their_own_co
     assert {index: [c.consent_id for c in consents] for index, consents in granted.items()} == {
         index: [f"c-{index}"] for index in granted
     }
-    assert all(contracts.read_consent(f"c-{index}", with_blocks=False) is not None for index in granted)
-    assert contracts.read_consent("c-7", with_blocks=False) is None
+    assert all(contracts.read_consent(patients[i], f"c-{i}", with_blocks=False) is not None for i in granted)
+    assert contracts.read_consent(patients[7], "c-7", with_blocks=False) is None
     transactions = {consent.granted_tx_id for consents in granted.values() for consent in consents}
     assert len(transactions) < len(granted)  # shared
     chain.close()
