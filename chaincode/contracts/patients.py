@@ -14,7 +14,8 @@ Earlier layouts are still read, so nothing written before is lost. Consents were
 found through the index `consent_by_patient/<patient>/<id>`; then whole in `patient_consents/<patient>`; their
 signed documents under `consent_signature/<document hash>`. An entry without a `consents` field (keys enrolled
 before) or no entry at all is completed from them when read, and the entry's next write holds the list; from then
-on the entry alone counts.
+on the entry alone counts. On a ledger that holds no consent of the earlier layouts at all (every ledger started
+with this one), two range reads tell so, and a patient without an entry has no consents: nothing more is read.
 """
 
 from typing import Any
@@ -40,7 +41,7 @@ async def entry_of(stub: Any, pseudonym: str) -> dict[str, Any]:
     entry = await state.get_json(stub, entry_key(stub, pseudonym))
     entry = entry or {"patient_pseudonym": pseudonym, "keys": [], "recoveries": []}
     if "consents" not in entry:
-        entry["consents"] = await _earlier_consents(stub, pseudonym)
+        entry["consents"] = await _earlier_consents(stub, pseudonym) if await _earlier_layouts_hold(stub) else []
     return entry
 
 
@@ -58,6 +59,8 @@ async def consents_of_many(stub: Any, pseudonyms: list[str]) -> dict[str, list[d
         if entry and "consents" in entry
     }
     unkept = [pseudonym for pseudonym in pseudonyms if pseudonym not in consents]
+    if unkept and not await _earlier_layouts_hold(stub):
+        return {**consents, **{pseudonym: [] for pseudonym in unkept}}
     listed = await state.read_many(stub, [stub.create_composite_key(PATIENT_CONSENTS, [p]) for p in unkept])
     consents.update(
         {pseudonym: list(entry["consents"]) for pseudonym, entry in zip(unkept, listed, strict=True) if entry}
@@ -93,6 +96,16 @@ async def earlier_consent_history(stub: Any, pseudonym: str, consent_id: str) ->
     """The changes of a consent written as `consent/<id>` (the first layout), if it was this patient's."""
     changes = await state.history(stub, _consent_key(stub, consent_id))
     return [change for change in changes if (change["value"] or {}).get("patient_pseudonym") == pseudonym]
+
+
+async def _earlier_layouts_hold(stub: Any) -> bool:
+    """Whether the ledger holds any consent of the earlier layouts (the whole lists, or the first layout's index):
+    one range read each, of their first key only."""
+    for object_type in (PATIENT_CONSENTS, CONSENT_BY_PATIENT):
+        prefix = stub.create_composite_key(object_type, [])
+        async for _ in state.scan(stub, prefix, prefix + state.MAX_RUNE):
+            return True
+    return False
 
 
 async def _earlier_consents(stub: Any, pseudonym: str) -> list[dict[str, Any]]:

@@ -11,9 +11,10 @@ from collections import Counter
 import pytest
 
 from ledger.embedded import EmbeddedLedger, _EmbeddedStub
-from tests.chaincode.conftest import Passkeys, grant_document, grant_terms, pseudonym, revoke_document
+from tests.chaincode.conftest import Passkeys, grant_document, grant_terms, now, pseudonym, revoke_document, rfc3339
 from tests.chaincode.test_patient_signatures import forge
 
+BREAST_CANCER = "diagnostic-model:breast-cancer"
 CALLS = ("get_state", "get_states", "put_state", "delete_state", "get_state_by_range")
 
 
@@ -79,9 +80,27 @@ def test_grants_of_many_patients_in_one_transaction_keep_their_signed_documents_
 
 def test_an_enrolment_looks_at_the_earlier_layouts_once_so_grants_never_do(ledger, calls):
     Passkeys(ledger).of(pseudonym(1))
-    # The entry (none), the patient's consents as once kept (none, neither whole nor indexed), the credential's
-    # owner (none); the entry and the credential written.
-    assert calls == Counter(get_state=3, get_state_by_range=1, put_state=2)
+    # The entry (none); whether the ledger holds consents of the earlier layouts (none: two range reads); the
+    # credential's owner (none). The entry and the credential written.
+    assert calls == Counter(get_state=2, get_state_by_range=2, put_state=2)
+
+
+def test_the_gate_reads_nothing_more_for_patients_without_an_entry_on_a_ledger_without_earlier_layouts(ledger, calls):
+    """Most patients of a cohort may have no consent at all: their entries are absent, and on a ledger that never
+    held the earlier layouts two range reads settle it for the whole batch, however many such patients."""
+    Passkeys(ledger).grant(pseudonym(1), grant_terms("c-1"))
+    for n in range(1, 41):
+        ledger.submit("anchors", "AnchorRecord", f"rec-{n}", pseudonym(n), f"{n:064x}", "1")
+    items = [{"record_id": f"rec-{n}", "category": "imaging", "sha256": f"{n:064x}"} for n in range(1, 41)]
+    request = {"grantee": "clinician:alice", "purpose": BREAST_CANCER, "at": rfc3339(now()), "items": items}
+    calls.clear()
+
+    results = ledger.evaluate("consent", "CheckAccessBatch", json.dumps(request)).json()["results"]
+
+    assert [r["decision"] for r in results] == ["admit"] + ["refuse"] * 39
+    assert {r["reason"] for r in results[1:]} == {"no_consent"}
+    # The anchors, the entries (one read each, of many keys); the grantee's status; the two range reads.
+    assert calls == Counter(get_states=2, get_state=1, get_state_by_range=2)
 
 
 def test_a_revocation_already_applied_reads_only_the_patients_entry(ledger, calls):
