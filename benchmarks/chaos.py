@@ -115,8 +115,8 @@ class ScoredBatch:
     index: int
     gate_at: datetime | None
     chunks: tuple[ScoredChunk, ...]
-    consents: Mapping[str, str | None] = field(default_factory=dict)  # record id -> the consent the gate named
-    patients: Mapping[str, str] = field(default_factory=dict)  # record id -> its patient, as the gate named them
+    # record id -> the consent the gate admitted it on, as the ledger names a consent: (patient pseudonym, consent id)
+    consents: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _recorded_at(event: Mapping[str, Any]) -> datetime:
@@ -176,15 +176,17 @@ def computed_without_admitting_gate(batches: Iterable[ScoredBatch], events: Iter
     return found
 
 
-def admitted_under_revoked_consent(batches: Iterable[ScoredBatch], revoked_at: Mapping[str, datetime | None]) -> int:
-    """Records scored on a consent (the one the gate named) that `revoked_at` (consent id -> when the ledger revoked
-    it, None if it has not) says was revoked at least REVOCATION_RACE before the batch was gated."""
+def admitted_under_revoked_consent(
+    batches: Iterable[ScoredBatch], revoked_at: Mapping[tuple[str, str], datetime | None]
+) -> int:
+    """Records scored on a consent (the one the gate named) that `revoked_at` ((patient, consent id) -> when the
+    ledger revoked it, None if it has not) says was revoked at least REVOCATION_RACE before the batch was gated."""
     found = 0
     for batch in batches:
         for chunk in batch.chunks:
             for record_id in chunk.record_ids:
-                consent_id = batch.consents.get(record_id)
-                revoked = revoked_at.get(consent_id) if consent_id else None
+                consent = batch.consents.get(record_id)
+                revoked = revoked_at.get(consent) if consent else None
                 if revoked is not None and batch.gate_at is not None and revoked <= batch.gate_at - REVOCATION_RACE:
                     found += 1
     return found
@@ -222,21 +224,23 @@ def scored_batches(blob_dir: Path) -> list[ScoredBatch]:
     )
     for request_id, index, gate_at, column_keys, decisions in rows.iterator():
         chunks = tuple(ScoredChunk(tuple(c["record_ids"]), written_at(c["columns"])) for c in column_keys)
-        admitted = [d for d in decisions if d["decision"] == "admit"]
-        consents = {d["record_id"]: d.get("consent_id") for d in admitted}
-        patients = {d["record_id"]: d["patient_pseudonym"] for d in admitted if d.get("patient_pseudonym")}
-        batches.append(ScoredBatch(str(request_id), index, gate_at, chunks, consents, patients))
+        consents = {
+            d["record_id"]: (d["patient_pseudonym"], d["consent_id"])
+            for d in decisions
+            if d["decision"] == "admit" and d.get("consent_id")
+        }
+        batches.append(ScoredBatch(str(request_id), index, gate_at, chunks, consents))
     return batches
 
 
-def consents_revoked_at(contracts: Any, consents: Iterable[tuple[str, str]]) -> dict[str, datetime | None]:
-    """When the ledger revoked each consent, by id, of (patient pseudonym, consent id) (None: not revoked, or not
-    on the ledger)."""
-    found: dict[str, datetime | None] = {}
+def consents_revoked_at(contracts: Any, consents: Iterable[tuple[str, str]]) -> dict[tuple[str, str], datetime | None]:
+    """When the ledger revoked each consent, (patient pseudonym, consent id) (None: not revoked, or not on the
+    ledger)."""
+    found: dict[tuple[str, str], datetime | None] = {}
     for pseudonym, consent_id in sorted(set(consents)):
         consent = contracts.read_consent(pseudonym, consent_id, with_blocks=False)
         revoked = consent.revoked_at if consent is not None else None
-        found[consent_id] = datetime.fromisoformat(revoked.replace("Z", "+00:00")) if revoked else None
+        found[pseudonym, consent_id] = datetime.fromisoformat(revoked.replace("Z", "+00:00")) if revoked else None
     return found
 
 
@@ -702,9 +706,7 @@ def main() -> int:
         print("==> counting, on the ledger and in the database", flush=True)
         events = ledger_events(contracts)
         batches = scored_batches(Path(settings.ANALYTICS_BLOB_DIR))
-        revoked = consents_revoked_at(
-            contracts, ((b.patients[r], c) for b in batches for r, c in b.consents.items() if c and r in b.patients)
-        )
+        revoked = consents_revoked_at(contracts, (consent for b in batches for consent in b.consents.values()))
         must_be_zero = {
             "duplicate_events": duplicate_events(events),
             "records_scored_twice": records_scored_twice(batches),

@@ -124,11 +124,16 @@ def test_computed_without_admitting_gate_finds_a_result_without_an_admit_before_
     assert computed_without_admitting_gate(batches, events) == found
 
 
+A, C = ("p-1", "cns-a"), ("p-1", "cns-c")  # consents as the ledger names them: (patient, consent id)
+
+
 def test_admitted_under_revoked_consent_leaves_a_revocation_racing_the_gate_alone():
-    batch = scored((["a", "c"], 2.0), gate_at=T0 + timedelta(seconds=10), consents={"a": "cns-a", "c": "cns-c"})
-    assert admitted_under_revoked_consent([batch], {"cns-a": T0 + timedelta(seconds=8.5)}) == 1
-    assert admitted_under_revoked_consent([batch], {"cns-a": T0 + timedelta(seconds=9.5)}) == 0
-    assert admitted_under_revoked_consent([batch], {"cns-a": T0 + timedelta(seconds=11), "cns-c": None}) == 0
+    batch = scored((["a", "c"], 2.0), gate_at=T0 + timedelta(seconds=10), consents={"a": A, "c": C})
+    assert admitted_under_revoked_consent([batch], {A: T0 + timedelta(seconds=8.5)}) == 1
+    assert admitted_under_revoked_consent([batch], {A: T0 + timedelta(seconds=9.5)}) == 0
+    assert admitted_under_revoked_consent([batch], {A: T0 + timedelta(seconds=11), C: None}) == 0
+    # Another patient's consent of the same id is another consent.
+    assert admitted_under_revoked_consent([batch], {("p-2", "cns-a"): T0}) == 0
 
 
 def test_a_stall_is_the_time_work_waits_with_no_progress():
@@ -246,5 +251,5 @@ def test_the_counts_read_a_real_ledger_and_database_and_find_each_fault(clinicia
     assert duplicate_events(events) == 1  # a's access, in batches 0 and 1
     assert records_scored_twice(batches) == 1  # a, in batches 0 and 1
     assert computed_without_admitting_gate(batches, events) == 3  # b refused, c encrypted first, batch 2's outcome
+    assert [b.consents for b in batches if b.index == 1] == [{d: (pseudonym, "cns-d")}]
     assert admitted_under_revoked_consent(batches, consents_revoked_at(contracts, [(pseudonym, "cns-d")])) == 1
-    assert [b.patients for b in batches if b.index == 1] == [{d: pseudonym}]
