@@ -31,7 +31,7 @@ from chaincode.contracts.patient_keys import check_patient_signature, signature_
 from chaincode.contracts.patients import (
     consents_of_many,
     earlier_consent_history,
-    entry_key,
+    entry_history,
     entry_of,
     keep_signed,
     put_entry,
@@ -155,11 +155,10 @@ class ConsentContract(Contract):
         stub = ctx.get_stub()
         pseudonym = validation.pseudonym(patient_pseudonym)
         validation.identifier(consent_id, "consent_id")
-        changes = await earlier_consent_history(stub, pseudonym, consent_id)
-        for change in await state.history(stub, entry_key(stub, pseudonym)):
-            consent = _find((change["value"] or {}).get("consents", []), consent_id)
-            if consent is not None and (not changes or consent != changes[-1]["value"]):
-                changes.append({**change, "value": consent})
+        earlier = await earlier_consent_history(stub, pseudonym, consent_id)
+        changes = await entry_history(
+            stub, pseudonym, lambda entry: _find(entry.get("consents", []), consent_id), earlier
+        )
         return state.dumps(changes).decode()
 
     async def ListConsentsForPatient(self, ctx: TransactionContext, patient_pseudonym: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 
 from chaincode import state, validation, webauthn
 from chaincode.contracts.directory import creator_msp
-from chaincode.contracts.patients import entry_key, entry_of, put_entry
+from chaincode.contracts.patients import entry_history, entry_of, put_entry
 from chaincode.errors import AlreadyExists, ContractError, InvalidArgument, NotFound
 from chaincode.library import Contract, TransactionContext
 
@@ -177,12 +177,7 @@ class PatientKeyContract(Contract):
     async def PatientKeysHistory(self, ctx: TransactionContext, patient_pseudonym: str) -> str:
         """Every committed change of the patient's keys and recoveries, oldest first: the versions of the entry
         that changed them (a consent change writes the entry too, and is the consent's history)."""
-        stub = ctx.get_stub()
-        changes: list[dict[str, Any]] = []
-        for change in await state.history(stub, entry_key(stub, validation.pseudonym(patient_pseudonym))):
-            change["value"] = None if change["value"] is None else _keys_only(change["value"])
-            if not changes or change["value"] != changes[-1]["value"]:
-                changes.append(change)
+        changes = await entry_history(ctx.get_stub(), validation.pseudonym(patient_pseudonym), _keys_only)
         return state.dumps(changes).decode()
 
 

@@ -18,6 +18,7 @@ on the entry alone counts. On a ledger that holds no consent of the earlier layo
 with this one), two range reads tell so, and a patient without an entry has no consents: nothing more is read.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from chaincode import state
@@ -47,6 +48,23 @@ async def entry_of(stub: Any, pseudonym: str) -> dict[str, Any]:
 
 async def put_entry(stub: Any, entry: dict[str, Any]) -> None:
     await state.put_json(stub, entry_key(stub, entry["patient_pseudonym"]), entry)
+
+
+async def entry_history(
+    stub: Any,
+    pseudonym: str,
+    view: Callable[[dict[str, Any]], Any],
+    earlier: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The committed changes of one part of the patient's entry, oldest first, after `earlier`: each version of the
+    entry seen through `view` (None: the part is not there), kept when it differs from the change before. The
+    entry is written by every change of its keys and of each consent: this is the history of one of them."""
+    changes = list(earlier or [])
+    for change in await state.history(stub, entry_key(stub, pseudonym)):
+        seen = None if change["value"] is None else view(change["value"])
+        if seen is not None and (not changes or seen != changes[-1]["value"]):
+            changes.append({**change, "value": seen})
+    return changes
 
 
 async def consents_of_many(stub: Any, pseudonyms: list[str]) -> dict[str, list[dict[str, Any]]]:
