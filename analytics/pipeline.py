@@ -37,6 +37,7 @@ from audit.services import access_batch_log
 from chaincode.validation import format_timestamp
 from consent.selectors import patients_with_active_consent
 from health_platform import bootstrap
+from health_platform.selectors import one_of
 from ledger import ContractRejected, LedgerUnavailable
 from ledger.contracts import AccessItem
 from records.selectors import (
@@ -74,7 +75,7 @@ def _plan_batches(request: AnalysisRequest) -> None:
     spec = model_spec(request.model)
     versions = record_versions_usable_for_analysis(categories=[spec.category])
     if request.cohort_kind == CohortKind.EXPLICIT:
-        versions = versions.filter(record__patient__pseudonym__in=request.cohort_pseudonyms)
+        versions = versions.filter(record__patient__pseudonym__in=one_of(request.cohort_pseudonyms))
     else:
         # Candidates from the consent mirror; the ledger gate decides. A stale mirror can only
         # add candidates that the gate then refuses, or miss some that a later request includes.

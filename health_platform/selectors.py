@@ -1,10 +1,13 @@
 """Reads of the grantee directory, and the chunked IN-list read the apps share."""
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 
 from health_platform.models import ClinicianProfile, GranteeStatus, Organisation
 
@@ -77,3 +80,17 @@ def values_among(rows: QuerySet[Any, Any], field: str, values: Iterable[Any]) ->
         chunk = wanted[start : start + IN_LIST_CHUNK]
         found.update(rows.filter(**{f"{field}__in": chunk}).values_list(field, flat=True))
     return found
+
+
+def one_of(values: Iterable[int | str]) -> RawSQL:
+    """`values` (ints or strings, as the column stores them) as ONE bound parameter, for `field__in=one_of(values)`:
+    any number of them in one statement, and Django does not resolve each one (for 10,000 ids that cost more than
+    the query). SQLite reads them from a JSON array, PostgreSQL from an array."""
+    listed = list(values)
+    if any(type(value) not in (int, str) for value in listed):
+        raise TypeError("one_of takes ints and strings only")
+    if not listed:
+        return RawSQL("SELECT NULL WHERE FALSE", [])
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s)", [listed])
+    return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(listed)])

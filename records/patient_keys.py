@@ -21,6 +21,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -125,6 +126,16 @@ class _DataKeyCache:
 _cache = _DataKeyCache()
 
 
+@dataclass(frozen=True)
+class WrappedDataKey:
+    """A patient's data key as stored (records.models.PatientDataKey), read beside the versions it opens."""
+
+    pk: UUID
+    patient_id: UUID
+    wrap_key_id: str
+    wrapped: bytes
+
+
 class RecordKeys:
     """The keyring every stored version opens under: its patient's data key ("dk:..." key ids, unwrapped on first
     use and cached) or, for a version written before per-patient keys, the master keyring. Satisfies
@@ -155,6 +166,32 @@ class RecordKeys:
             loaded[data_key_id(pk)] = aead = AESGCM(raw)
             _cache.put(data_key_id(pk), aead)
         return loaded
+
+    def forget_after_erasures(self) -> None:
+        """Drop every cached key if an erasure was completed since the last look (one query): what a caller that
+        unwraps keys from rows it read itself (`adopt`) does first, as `load` does."""
+        _cache.clear_after_erasures(PatientErasure.objects.filter(state=ErasureState.DONE).count())
+
+    def adopt(self, wrapped: Iterable[tuple[str, "WrappedDataKey | None"]]) -> None:
+        """Make the key ids open, each from its patient's wrapped data key read in the same query as its version (a
+        join, instead of `load`'s query of its own): those held become the most recently used, then the others are
+        unwrapped and cached, as `load` does for a chunk. A key id that is not its data key's, or a wrapped key that
+        does not open, is left out; its version then does not open."""
+        given = {key_id: data_key for key_id, data_key in wrapped if data_key is not None}
+        for key_id in _cache.missing(given):
+            data_key = given[key_id]
+            if key_id != data_key_id(data_key.pk):
+                continue
+            try:
+                raw = _unwrap(
+                    patient_id=data_key.patient_id,
+                    data_key_pk=data_key.pk,
+                    wrap_key_id=data_key.wrap_key_id,
+                    wrapped=data_key.wrapped,
+                )
+            except CiphertextInvalid:
+                continue
+            _cache.put(key_id, AESGCM(raw))
 
     def decrypt(self, ciphertext: bytes, *, key_id: str, associated_data: bytes) -> bytes:
         if not is_data_key_id(key_id):

@@ -16,7 +16,7 @@ from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
 from health_platform import bootstrap
 from health_platform.errors import NotFound, PermissionDenied
-from health_platform.selectors import values_among
+from health_platform.selectors import one_of, values_among
 from health_platform.wording import unit_words
 from ledger import LedgerError
 from records.access import user_may_read_all_record_metadata, user_may_read_own_records, user_owns_record
@@ -25,7 +25,7 @@ from records.crypto import patient_pseudonym, record_open
 from records.errors import CiphertextInvalid
 from records.features import OpenedFeatures, bundle_features, features_open, features_vector
 from records.models import AnchorState, ErasureState, IngestRun, Patient, PatientIdentifier, Record, RecordVersion
-from records.patient_keys import ERASED_KEY_ID, record_keys
+from records.patient_keys import ERASED_KEY_ID, WrappedDataKey, record_keys
 
 log = structlog.get_logger(__name__)
 
@@ -363,7 +363,7 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
     )
     cipher = record_keys()
     for pk, record_id, version, key_id, encoding, ciphertext, category, pseudonym in _keyed_chunks(
-        rows, cipher, chunk_size=1000, key_id_at=3
+        rows, lambda chunk: cipher.load(row[3] for row in chunk), chunk_size=1000
     ):
         where = {"record_id": record_id, "version": version, "key_id": key_id}
         plaintext = _opened(
@@ -377,17 +377,28 @@ def record_versions_contents(*, version_ids: list[int]) -> Iterator[VersionConte
         yield VersionContent(pk, record_id, category, pseudonym, plaintext)
 
 
-def _keyed_chunks(rows: QuerySet[Any, Any], keys: Any, *, chunk_size: int, key_id_at: int) -> Iterator[Any]:
-    """`rows` streamed a chunk at a time, the data keys each chunk's versions name unwrapped first (one query)."""
+def _keyed_chunks(
+    rows: QuerySet[Any, Any], open_keys: Callable[[list[Any]], object], *, chunk_size: int
+) -> Iterator[Any]:
+    """`rows` streamed a chunk at a time, `open_keys` given each chunk first: the data keys its versions name made
+    to open, by one query (RecordKeys.load) or from the chunk itself (RecordKeys.adopt)."""
     chunk: list[Any] = []
     for row in rows.iterator(chunk_size=chunk_size):
         chunk.append(row)
         if len(chunk) == chunk_size:
-            keys.load(item[key_id_at] for item in chunk)
+            open_keys(chunk)
             yield from chunk
             chunk = []
-    keys.load(item[key_id_at] for item in chunk)
+    open_keys(chunk)
     yield from chunk
+
+
+def _wrapped_keys(chunk: list[Any]) -> Iterator[tuple[str, WrappedDataKey | None]]:
+    """Each row's key id (its 4th value) and its patient's data key, from the row's last four values (patient id,
+    data key id, wrapping key id, wrapped key; the data key's None when the patient has none)."""
+    for row in chunk:
+        key_id, (patient_id, pk, wrap_key_id, wrapped) = row[3], row[-4:]
+        yield key_id, None if pk is None else WrappedDataKey(pk, patient_id, wrap_key_id, bytes(wrapped))
 
 
 def _opened(
@@ -432,7 +443,7 @@ def record_versions_features(*, version_ids: list[int]) -> tuple[list[VersionFea
     For the analytics custodian only, which has checked the request. The record's ciphertext is read to check
     the features' binding to it, never opened. Missing ids are left out of both.
     """
-    rows = RecordVersion.objects.filter(pk__in=version_ids).values_list(
+    rows = RecordVersion.objects.filter(pk__in=one_of(version_ids)).values_list(
         "pk",
         "record_id",
         "version",
@@ -441,12 +452,16 @@ def record_versions_features(*, version_ids: list[int]) -> tuple[list[VersionFea
         "features",
         "record__category",
         "record__patient__pseudonym",
+        "record__patient_id",
+        "record__patient__data_key__id",
+        "record__patient__data_key__wrap_key_id",
+        "record__patient__data_key__wrapped_key",
     )
     cipher = record_keys()
+    cipher.forget_after_erasures()
     found, without = [], []
-    for pk, record_id, version, key_id, ciphertext, sealed, category, pseudonym in _keyed_chunks(
-        rows, cipher, chunk_size=2000, key_id_at=3
-    ):
+    for row in _keyed_chunks(rows, lambda chunk: cipher.adopt(_wrapped_keys(chunk)), chunk_size=2000):
+        pk, record_id, version, key_id, ciphertext, sealed, category, pseudonym = row[:8]
         if not sealed and key_id != ERASED_KEY_ID:
             without.append(pk)
             continue

@@ -133,6 +133,20 @@ def test_a_batch_of_versions_unwraps_each_patients_key_once(cohort, monkeypatch)
 
 
 @pytest.mark.django_db
+def test_the_gates_read_takes_each_patients_wrapped_key_from_the_versions_own_query(cohort, django_assert_num_queries):
+    cohort(6)
+    data_key_cache_clear()
+    version_ids = _all_version_ids()
+
+    with django_assert_num_queries(2):  # the completed erasures (to drop stale keys), then versions joined to keys
+        found, _ = record_versions_features(version_ids=version_ids)
+
+    assert len(found) == 6
+    assert all(f.opened is not None for f in found)
+    assert len(cached_data_key_ids()) == 6
+
+
+@pytest.mark.django_db
 def test_the_cache_keeps_at_most_its_size_least_recently_used_out(cohort, settings):
     cohort(5)
     settings.RECORD_DATA_KEY_CACHE_SIZE = 3
