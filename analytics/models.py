@@ -119,6 +119,9 @@ class AnalysisBatch(models.Model):
     )
     access_log_tx_id = models.CharField(max_length=128, blank=True, default="")
     access_log_block = models.PositiveBigIntegerField(null=True, blank=True)
+    access_mirror_pending = models.BooleanField(
+        default=False, help_text="its access events are on the ledger and not yet in the audit mirror"
+    )
     column_keys = models.JSONField(default=list, blank=True)
     log_claimed_by = models.CharField(
         max_length=64, blank=True, default="", help_text="the task (message id) that took its access-log step"

@@ -33,7 +33,7 @@ from analytics import engines
 from analytics.diagnostic_models import LinearModel
 from analytics.models import FINISHED, AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus, CohortKind
 from analytics.registry import model_spec
-from audit.services import access_batch_log
+from audit.services import access_batch_log, access_batch_mirror
 from chaincode.validation import format_timestamp
 from consent.selectors import patients_with_active_consent
 from health_platform import bootstrap
@@ -358,7 +358,8 @@ def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool 
         log.info("analysis_batch_log_held_elsewhere", request_id=request_id, batch=batch.index)
         return batch
     try:
-        logged = access_batch_log(batch_id=access_batch_id(request.id, batch.index), events=events)
+        # Mirrored once the batch is done (analysis_access_mirror): off the critical path of the batches running.
+        logged = access_batch_log(batch_id=access_batch_id(request.id, batch.index), events=events, mirror=False)
     except BaseException as error:  # whatever stopped it, the next delivery may take the step
         _log_release(batch.pk, claimant)
         if isinstance(error, LedgerUnavailable):
@@ -370,6 +371,7 @@ def _log(batch: AnalysisBatch, spec: LinearModel, *, claimant: str, force: bool 
         status=BatchStatus.LOGGED,
         access_log_tx_id=logged.tx_id,
         access_log_block=logged.block_number,
+        access_mirror_pending=True,
     )
 
 
@@ -488,21 +490,26 @@ def _encrypt(batch: AnalysisBatch, spec: LinearModel, readings: dict[int, _Readi
     )
 
 
-def analysis_batch_collect(*, batch_id: int, score_keys: list[str]) -> None:
+def analysis_batch_collect(*, batch_id: int, score_keys: list[str]) -> bool:
     """Record the compute result of a batch (once) and complete the request when all are scored. The batch's
-    outcome (computed; the admitted records the custodian skipped not computed) is then logged."""
+    outcome (computed; the admitted records the custodian skipped not computed) is then to log. Returns whether
+    this call found every batch of the request scored: its outcomes are logged then (analysis_outcomes_log), after
+    the results, not while other batches of it are still being computed; the sweep logs those of a long request's
+    finished batches meanwhile (analyses_with_outcomes_to_log)."""
     updated = AnalysisBatch.objects.filter(pk=batch_id, status=BatchStatus.ENCRYPTED).update(
         status=BatchStatus.SCORED, score_keys=score_keys, outcome=OUTCOME_COMPUTED, updated_at=timezone.now()
     )
     if not updated:
-        return
+        return False
     batch = AnalysisBatch.objects.get(pk=batch_id)
     log.info("analysis_batch_scored", request_id=str(batch.request_id), batch=batch.index)
-    if not AnalysisBatch.objects.filter(request_id=batch.request_id).exclude(status=BatchStatus.SCORED).exists():
-        AnalysisRequest.objects.filter(pk=batch.request_id, status=AnalysisStatus.RUNNING).update(
-            status=AnalysisStatus.COMPLETED, finished_at=timezone.now()
-        )
+    if AnalysisBatch.objects.filter(request_id=batch.request_id).exclude(status=BatchStatus.SCORED).exists():
+        return False
+    if AnalysisRequest.objects.filter(pk=batch.request_id, status=AnalysisStatus.RUNNING).update(
+        status=AnalysisStatus.COMPLETED, finished_at=timezone.now()
+    ):
         log.info("analysis_completed", request_id=str(batch.request_id))
+    return True
 
 
 def analysis_fail(*, batch_id: int, code: str) -> None:
@@ -548,10 +555,13 @@ def analysis_outcomes_log(*, request_id: UUID) -> int:
     """Log on the ledger the outcome of each batch of the request that has one and has not logged it: one
     event for the batch, and one per admitted record the custodian skipped (not computed, with why).
 
-    Each batch's logging is claimed first (its outcome_tx_id holds the claim until the ledger's transaction
-    replaces it), so that two tasks logging one request's outcomes at once (a collect's and the sweep's) do
-    not both submit it. Raises LedgerUnavailable when the ledger does not answer: the claim is released and
-    what was not logged stays to log (analyses_with_outcomes_to_log). Returns how many batches it logged."""
+    The batches' access events still to mirror (analysis_access_mirror) are mirrored first, so that an outcome
+    finds the accesses it marks. Each batch's logging is claimed first (its outcome_tx_id holds the claim until
+    the ledger's transaction replaces it), so that two tasks logging one request's outcomes at once (a collect's
+    and the sweep's) do not both submit it. Raises LedgerUnavailable when the ledger does not answer: the claim is
+    released and what was not logged stays to log (analyses_with_outcomes_to_log). Returns how many batches it
+    logged."""
+    analysis_access_mirror(request_id=request_id)
     logged = 0
     pending = AnalysisBatch.objects.select_related("request__model").filter(request_id=request_id, outcome_tx_id="")
     for batch in pending.exclude(outcome="").order_by("index"):
@@ -571,6 +581,22 @@ def analysis_outcomes_log(*, request_id: UUID) -> int:
     if logged:
         log.info("analysis_outcomes_logged", request_id=str(request_id), batches=logged)
     return logged
+
+
+def analysis_access_mirror(*, request_id: UUID) -> int:
+    """Mirror the access events of the request's finished batches (those with an outcome) that the log step left on
+    the ledger only: the log step does not wait for the mirror, which is written once the batch is done, off the
+    critical path of the batches still running. Read back from the ledger. Safe to run twice at once: a row already
+    mirrored is left as it is. Raises LedgerUnavailable when the ledger does not answer (what is left stays pending,
+    for the sweep). Returns how many batches it mirrored."""
+    pending = AnalysisBatch.objects.filter(request_id=request_id, access_mirror_pending=True).exclude(outcome="")
+    pending = pending.order_by("index")
+    mirrored = 0
+    for batch_id, index, block in pending.values_list("pk", "index", "access_log_block"):
+        access_batch_mirror(batch_id=access_batch_id(request_id, index), block_number=block)
+        AnalysisBatch.objects.filter(pk=batch_id).update(access_mirror_pending=False)
+        mirrored += 1
+    return mirrored
 
 
 OUTCOME_CLAIM = "claim:"  # then the claim's time (Unix seconds) and a random id: the batch's row is not touched
@@ -613,15 +639,15 @@ def _outcome_events(batch: AnalysisBatch) -> list[dict[str, Any]]:
 
 
 def analyses_with_outcomes_to_log() -> list[str]:
-    """Requests with a batch whose outcome is known and not yet on the ledger (the ledger was away, say). A
-    claim left by a task that died is taken back first."""
+    """Requests with a batch whose outcome is known and not yet on the ledger (the ledger was away, say), or whose
+    access events are not mirrored yet. A claim left by a task that died is taken back first."""
     stale = time.time() - OUTCOME_CLAIM_STALE.total_seconds()
     claims = AnalysisBatch.objects.filter(outcome_tx_id__startswith=OUTCOME_CLAIM)
     for batch_id, claim in claims.values_list("pk", "outcome_tx_id"):
         claimed_at = claim.removeprefix(OUTCOME_CLAIM).partition(":")[0]
         if not claimed_at.isdigit() or int(claimed_at) < stale:
             AnalysisBatch.objects.filter(pk=batch_id, outcome_tx_id=claim).update(outcome_tx_id="")
-    pending = AnalysisBatch.objects.filter(outcome_tx_id="").exclude(outcome="")
+    pending = AnalysisBatch.objects.exclude(outcome="").filter(Q(outcome_tx_id="") | Q(access_mirror_pending=True))
     return [str(pk) for pk in pending.values_list("request_id", flat=True).distinct()]
 
 

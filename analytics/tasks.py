@@ -111,10 +111,11 @@ def _fail(batch_id: int, code: str) -> None:
 
 @shared_task(acks_late=True, soft_time_limit=240, time_limit=300)
 def analysis_batch_collect(score_keys: list[str], batch_id: int) -> None:
-    pipeline.analysis_batch_collect(batch_id=batch_id, score_keys=score_keys)
-    request_id = pipeline.request_of_batch(batch_id=batch_id)
-    if request_id is not None:
-        analysis_outcomes_log.delay(str(request_id))
+    """Collect a batch's scores; once the request's last batch is in, log its outcomes and mirror its accesses."""
+    if pipeline.analysis_batch_collect(batch_id=batch_id, score_keys=score_keys):
+        request_id = pipeline.request_of_batch(batch_id=batch_id)
+        if request_id is not None:
+            analysis_outcomes_log.delay(str(request_id))
 
 
 @shared_task(acks_late=True, soft_time_limit=240, time_limit=300)

@@ -24,20 +24,23 @@ MIRROR_INSERT_CHUNK = 2000
 REBUILD_PAGE = 10_000
 
 
-def access_batch_log(*, batch_id: str, events: list[dict[str, Any]]) -> LoggedBatch:
+def access_batch_log(*, batch_id: str, events: list[dict[str, Any]], mirror: bool = True) -> LoggedBatch:
     """Log `events` on the ledger as one batch, then mirror them. Idempotent per batch_id.
 
+    `mirror=False`: the caller mirrors the batch later (logged_batch_mirror) and keeps, durably, that it has to:
+    an analysis batch does it once its request is done, off the analysis's critical path.
     Raises ledger.LedgerUnavailable (TransactionConflict included) when the ledger does not answer
     (nothing is mirrored then) and ledger.ContractRejected when the contract refuses the batch.
     """
     logged = bootstrap.contracts().append_access_events(batch_id=batch_id, events=events)
-    _mirror(
-        [{**event, "position": position} for position, event in enumerate(events)],
-        batch_id=batch_id,
-        recorded_at=logged.recorded_at,
-        tx_id=logged.tx_id,
-        block_number=logged.block_number,
-    )
+    if mirror:
+        _mirror(
+            [{**event, "position": position} for position, event in enumerate(events)],
+            batch_id=batch_id,
+            recorded_at=logged.recorded_at,
+            tx_id=logged.tx_id,
+            block_number=logged.block_number,
+        )
     log.info(
         "access_batch_logged",
         batch_id=batch_id,
@@ -52,15 +55,23 @@ def access_batch_log(*, batch_id: str, events: list[dict[str, Any]]) -> LoggedBa
 def logged_batch_mirror(logged: LoggedBatch) -> None:
     """Mirror a batch that a transaction of another contract logged (an emergency declaration, a review, alerts, a
     triage write their event in their own transaction): read it back from the ledger, as it holds it."""
-    batch = bootstrap.contracts().read_access_batch(logged.batch_id)
-    if batch is None:  # the transaction answered with it: a ledger that lost it is not one to mirror
-        raise LookupError(f"the ledger holds no batch {logged.batch_id}")
+    access_batch_mirror(batch_id=logged.batch_id, block_number=logged.block_number)
+
+
+def access_batch_mirror(*, batch_id: str, block_number: int | None) -> None:
+    """Mirror the logged batch `batch_id` (in block `block_number`) as the ledger holds it, read back from it: for
+    a batch logged by another contract's transaction, or logged earlier without its mirror. Rows already mirrored
+    are left as they are. Raises ledger.LedgerUnavailable when the ledger does not answer, LookupError when it holds
+    no such batch."""
+    batch = bootstrap.contracts().read_access_batch(batch_id)
+    if batch is None:  # it was logged: a ledger that lost it is not one to mirror
+        raise LookupError(f"the ledger holds no batch {batch_id}")
     _mirror(
         [{**event, "position": position} for position, event in enumerate(batch.events)],
         batch_id=batch.batch_id,
         recorded_at=batch.recorded_at,
         tx_id=batch.tx_id,
-        block_number=logged.block_number,
+        block_number=block_number,
     )
 
 

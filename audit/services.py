@@ -11,7 +11,7 @@ from django.db import transaction
 
 from audit import tasks
 from audit.access import auditor_actor_id, auditor_required
-from audit.log import access_batch_log, access_log_mirror_rebuild, logged_batch_mirror
+from audit.log import access_batch_log, access_batch_mirror, access_log_mirror_rebuild, logged_batch_mirror
 from audit.models import AuditExport, ExportFormat
 from audit.selectors import AccessEventFilters
 from audit.verdicts import NOTE_MAX, verdict_note_open, verdict_record
@@ -20,6 +20,7 @@ from health_platform.errors import ValidationFailed
 __all__ = [
     "NOTE_MAX",
     "access_batch_log",
+    "access_batch_mirror",
     "access_log_mirror_rebuild",
     "audit_export_create",
     "auditor_actor_id",

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.urls import reverse
 
-from analytics.models import AnalysisBatch, AnalysisStatus, BatchStatus
+from analytics.models import AnalysisBatch, AnalysisRequest, AnalysisStatus, BatchStatus
 from analytics.pipeline import (
     OUTCOME_CLAIM,
     analyses_with_outcomes_to_log,
@@ -17,7 +17,7 @@ from analytics.pipeline import (
     analysis_start,
 )
 from analytics.services import analysis_request_create
-from analytics.tasks import resume_stalled_analyses
+from analytics.tasks import analysis_batch_collect, resume_stalled_analyses
 from audit.models import AccessEvent
 from ledger import LedgerUnavailable
 from tests.clients import api_as, html_of, signed_in
@@ -95,6 +95,62 @@ def test_an_outcome_the_ledger_could_not_take_is_logged_by_the_sweep_once_it_is_
         resume_stalled_analyses.apply()  # the beat's sweep, the ledger back
 
     assert [e["decision"] for e in ledger_access_events(ledger, request.id, kind="outcome")] == ["not_computed"]
+    assert analyses_with_outcomes_to_log() == []
+
+
+def test_a_batchs_accesses_are_on_the_ledger_at_once_and_in_the_mirror_once_it_is_done_whatever_the_ledger_did(
+    logged_not_computed, ledger, settings, eager_tasks
+):
+    request, _people, first, second = logged_not_computed
+    on_ledger = {e["record_id"] for e in ledger_access_events(ledger, request.id)}
+    assert on_ledger == {d["record_id"] for d in first.decisions}  # logged before use
+    assert len(on_ledger) == 2
+    # The log step does not wait for the audit mirror: the batch still running, the mirror has none of it yet.
+    assert first.access_mirror_pending
+    assert not AccessEvent.objects.filter(request_id=str(request.id)).exists()
+    assert analyses_with_outcomes_to_log() == []
+
+    analysis_fail(batch_id=first.pk, code="ledger_unavailable")  # done (not computed); its task dies here
+    reachable = settings.LEDGER_URL
+    with ledger_at(settings, UNREACHABLE), pytest.raises(LedgerUnavailable):
+        analysis_outcomes_log(request_id=request.pk)
+    assert AnalysisBatch.objects.get(pk=first.pk).access_mirror_pending  # nothing lost: still to mirror
+    assert analyses_with_outcomes_to_log() == [str(request.pk)]
+
+    with ledger_at(settings, reachable):
+        resume_stalled_analyses.apply()  # the beat's sweep, the ledger back
+
+    mirrored = AccessEvent.objects.filter(request_id=str(request.id), kind="record_access")
+    assert {e.record_id for e in mirrored} == on_ledger
+    assert {(e.tx_id, e.block_number) for e in mirrored} == {(first.access_log_tx_id, first.access_log_block)}
+    assert _outcomes(request) == dict.fromkeys(on_ledger, ("not_computed", "request_failed"))  # marked after
+    assert not AnalysisBatch.objects.filter(request=request, access_mirror_pending=True).exists()
+    assert analyses_with_outcomes_to_log() == []
+    second.refresh_from_db()
+    assert (second.access_log_tx_id, second.access_mirror_pending) == ("", False)  # never logged: nothing to mirror
+
+
+def test_the_outcomes_and_the_mirror_follow_the_requests_last_batch_not_each_batch_and_the_sweep_does_not_wait(
+    logged_not_computed, ledger, eager_tasks
+):
+    request, _people, first, second = logged_not_computed
+    analysis_batch_collect.apply(args=[["its-score"], first.pk])  # the first batch scored: the other still runs
+
+    assert AnalysisBatch.objects.get(pk=first.pk).status == BatchStatus.SCORED
+    assert ledger_access_events(ledger, request.id, kind="outcome") == []  # the running batch keeps the workers
+    assert not AccessEvent.objects.filter(request_id=str(request.id)).exists()
+    assert analyses_with_outcomes_to_log() == [str(request.pk)]  # the beat's sweep would take it: a long analysis
+
+    order = analysis_batch_advance(batch_id=second.pk)
+    analysis_batch_collect.apply(args=[["its-score"], order.batch_id])  # the last one: the request is done
+
+    assert AnalysisRequest.objects.get(pk=request.pk).status == AnalysisStatus.COMPLETED
+    outcomes = ledger_access_events(ledger, request.id, kind="outcome")
+    assert sorted(e["batch_id"] for e in outcomes) == [f"{request.id}:0:outcome", f"{request.id}:1:outcome"]
+    assert {e["decision"] for e in outcomes} == {"computed"}
+    on_ledger = {e["record_id"] for e in ledger_access_events(ledger, request.id)}
+    assert len(on_ledger) == 4
+    assert _outcomes(request) == dict.fromkeys(on_ledger, ("computed", ""))
     assert analyses_with_outcomes_to_log() == []
 
 

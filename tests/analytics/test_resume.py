@@ -29,7 +29,7 @@ from records.crypto import record_cipher, record_seal
 from records.models import RecordVersion
 from records.selectors import record_version_document
 from tests.conftest import grant, plain_scores
-from tests.reliability.conftest import stored_blobs
+from tests.reliability.conftest import ledger_access_events, stored_blobs
 
 pytestmark = [pytest.mark.he, pytest.mark.django_db(transaction=True)]
 
@@ -171,7 +171,7 @@ def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
     assert batch.compute_sent_at is not None
     ciphertexts = stored_blobs(blob_dir) - blobs
     assert ciphertexts == {key for chunk in batch.column_keys for key in chunk["columns"]}
-    events = AccessEvent.objects.filter(request_id=str(request.pk)).count()
+    events = len(ledger_access_events(ledger, request.pk))
     steps.clear()
 
     analysis_batch_gate.apply(args=[batch_id])  # delivered again
@@ -193,7 +193,7 @@ def test_a_gate_task_delivered_again_after_its_order_was_sent_sends_nothing(
     assert ledger.height() == height + 1
     assert AnalysisBatch.objects.get(pk=batch_id).column_keys == batch.column_keys  # not encrypted again
     assert stored_blobs(blob_dir) - blobs == ciphertexts
-    assert AccessEvent.objects.filter(request_id=str(request.pk)).count() == events == 3
+    assert len(ledger_access_events(ledger, request.pk)) == events == 3
 
 
 def test_a_batch_scored_by_its_custodian_writes_one_ciphertext_a_chunk_and_is_collected_once_whatever_the_deliveries(
@@ -338,7 +338,7 @@ def test_a_task_finding_the_log_step_claimed_by_another_logs_nothing_and_the_cla
     # The killed task's message, delivered again (reject-on-worker-lost), carries the same id: it goes on.
     assert analysis_batch_advance(batch_id=batch_id, claimant="first-message") is not None
     assert AnalysisBatch.objects.get(pk=batch_id).status == BatchStatus.ENCRYPTED
-    assert AccessEvent.objects.filter(request_id=str(request.pk), kind="record_access").count() == 3
+    assert len(ledger_access_events(ledger, request.pk)) == 3
 
 
 def test_the_sweep_takes_over_a_log_step_claimed_by_a_task_that_never_came_back(
