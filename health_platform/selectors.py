@@ -82,15 +82,18 @@ def values_among(rows: QuerySet[Any, Any], field: str, values: Iterable[Any]) ->
     return found
 
 
-def one_of(values: Iterable[int | str]) -> RawSQL:
+def one_of(values: Iterable[int | str]) -> RawSQL | list[int | str]:
     """`values` (ints or strings, as the column stores them) as ONE bound parameter, for `field__in=one_of(values)`:
     any number of them in one statement, and Django does not resolve each one (for 10,000 ids that cost more than
     the query). SQLite reads them from a JSON array, PostgreSQL from an array."""
     listed = list(values)
-    if any(type(value) not in (int, str) for value in listed):
-        raise TypeError("one_of takes ints and strings only")
+    kinds = {type(value) for value in listed}
+    if not kinds <= {int} and not kinds <= {str}:
+        raise TypeError("one_of takes ints, or strings, not both nor anything else")
     if not listed:
-        return RawSQL("SELECT NULL WHERE FALSE", [])
+        return []  # Django answers an empty IN list with no rows, without a query
     if connection.vendor == "postgresql":
-        return RawSQL("SELECT unnest(%s)", [listed])
+        if kinds == {int}:
+            return RawSQL("SELECT unnest(%s::bigint[])", [listed])
+        return RawSQL("SELECT unnest(%s::text[])", [listed])
     return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(listed)])
