@@ -8,7 +8,10 @@ variables only). After scoring, the chain it was given sends the collect step ba
 queue; it never needs the custodian's code.
 """
 
+import gc
+
 from celery import Celery
+from celery.signals import worker_process_init
 
 from analytics.blobs import FileSystemBlobStore
 from analytics.compute import SCORE_TASK, score_batch
@@ -34,6 +37,14 @@ def _engine_of_this_process() -> TenSEALEngine:
     if _engine is None:
         _engine = TenSEALEngine()
     return _engine
+
+
+@worker_process_init.connect
+def _ready(**_: object) -> None:
+    """The engine made, and the pages inherited at the fork copied (a collection writes to every object), before the
+    first task: the first batch after a start costs what the next ones do."""
+    gc.collect()
+    _engine_of_this_process()
 
 
 @app.task(name=SCORE_TASK, acks_late=True, soft_time_limit=540, time_limit=600)
