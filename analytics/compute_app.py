@@ -42,9 +42,11 @@ def _engine_of_this_process() -> TenSEALEngine:
 @worker_process_init.connect
 def _ready(**_: object) -> None:
     """The engine made, and the pages inherited at the fork copied (a collection writes to every object), before the
-    first task: the first batch after a start costs what the next ones do."""
+    first task: the first batch after a start costs what the next ones do. What lives then is frozen out of the
+    cyclic collector, as in the custodian (analytics.tasks.worker_process_ready)."""
     gc.collect()
     _engine_of_this_process()
+    gc.freeze()
 
 
 @app.task(name=SCORE_TASK, acks_late=True, soft_time_limit=540, time_limit=600)

@@ -164,13 +164,25 @@ def worker_process_ready(**_: object) -> None:
     a start runs as the next ones do: its database connection and ledger client opened, its CKKS engine made, and
     a collection run, which writes to every object the process inherited at the fork and so copies those pages now
     (with the three others: a fifth of the first analysis's time, measured, when left to it). Nothing here is
-    needed: a database or ledger that does not answer yet is met, and retried, by the first task, as always."""
+    needed: a database or ledger that does not answer yet is met, and retried, by the first task, as always.
+
+    Then what is alive (the modules, Django, TenSEAL: hundreds of thousands of objects that live as long as the
+    process) is frozen out of the cyclic collector (gc.freeze): a batch allocates enough to set off full
+    collections, each of which walked all of it, a third of the gate's time (measured: the gate's read of 5,000
+    versions 0.26 s, 0.18 s frozen; its ledger call 0.21 s, 0.13 s). What a task allocates is collected as before."""
     from django.db import connection
 
-    gc.collect()
+    _freeze_what_lives()
     engines.homomorphic_engine()
     try:
         connection.ensure_connection()
         bootstrap.contracts().height()
     except Exception as error:  # the process must start whatever is down; its tasks say what is
         log.warning("worker_start_not_ready", error=type(error).__name__)
+    _freeze_what_lives()
+
+
+def _freeze_what_lives() -> None:
+    """Collect, then move every object still alive to the collector's permanent generation."""
+    gc.collect()
+    gc.freeze()
