@@ -114,12 +114,12 @@ def test_the_raft_leader_crashing_between_two_batches_of_an_analysis_does_not_st
     height_at_crash: list[int] = []  # the peer's height when the leader was crashed: the next block's number
     access_batch_log = pipeline.access_batch_log
 
-    def crashing_the_leader_before_the_second_batch(*, batch_id: str, events: list) -> object:
+    def crashing_the_leader_before_the_second_batch(*, batch_id: str, events: list, **options: object) -> object:
         if batch_id.endswith(":1") and not crashes.killed:
             height_at_crash.append(ledger.height())
             crashes.kill(fabric_network.raft_leader())
         try:
-            entry = access_batch_log(batch_id=batch_id, events=events)
+            entry = access_batch_log(batch_id=batch_id, events=events, **options)
         except Exception as error:
             log_writes.append((batch_id, type(error).__name__, crashes.since()))
             raise
