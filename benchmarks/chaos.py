@@ -245,7 +245,8 @@ def consents_revoked_at(contracts: Any, consents: Iterable[tuple[str, str]]) -> 
 
 
 def unfinished_work() -> dict[str, int]:
-    """What was asked and is not done: analyses not finished, exports pending, outcomes not on the ledger."""
+    """What was asked and is not done: analyses not finished, exports pending, outcomes not on the ledger, accesses
+    on the ledger not yet in the audit mirror."""
     from analytics.models import FINISHED, AnalysisBatch, AnalysisRequest
     from analytics.pipeline import OUTCOME_CLAIM
     from audit.models import AuditExport, ExportStatus
@@ -256,6 +257,7 @@ def unfinished_work() -> dict[str, int]:
         "exports_pending": AuditExport.objects.filter(status=ExportStatus.PENDING).count(),
         "outcomes_not_logged": outcomes.filter(outcome_tx_id="").count()
         + outcomes.filter(outcome_tx_id__startswith=OUTCOME_CLAIM).count(),
+        "accesses_not_mirrored": AnalysisBatch.objects.filter(access_mirror_pending=True).count(),
     }
 
 
