@@ -321,7 +321,8 @@ def mirror_verify(*, filters: AccessEventFilters | None = None) -> VerificationR
     happened: a process that dies between the two, or a mirror insert that fails and is never retried, leaves
     a batch on the ledger that the mirror (and every export made from it) lacks. The check therefore
     enumerates the ledger up to the moment it starts. A batch being logged at that very moment (committed,
-    its mirror rows not yet written) is named missing: check again.
+    its mirror rows not yet written) is named missing: check again. So is a batch of an analysis still running,
+    whose accesses are mirrored once the analysis is done (analytics.pipeline.analysis_access_mirror).
     """
     scope = (filters or AccessEventFilters()).bounded_by(timezone.now())
     return events_verify(mirror_rows(scope), filters=scope)
