@@ -151,7 +151,7 @@ class RecordKeys:
     def load(self, key_ids: Iterable[str]) -> dict[str, AESGCM]:
         """Unwrap, in one query, the data keys of `key_ids` not in the cache yet (master key ids are ignored), put
         them in the cache and return them (a cache smaller than a chunk's keys keeps only the last ones)."""
-        _cache.clear_after_erasures(PatientErasure.objects.filter(state=ErasureState.DONE).count())
+        self.forget_after_erasures()
         wanted = {UUID(hex=key_id[len(DATA_KEY_PREFIX) :]) for key_id in set(key_ids) if _parsable(key_id)}
         missing = _cache.missing(data_key_id(pk) for pk in wanted)
         if not missing:
@@ -159,17 +159,14 @@ class RecordKeys:
         rows = PatientDataKey.objects.filter(pk__in=[key_id[len(DATA_KEY_PREFIX) :] for key_id in missing])
         loaded = {}
         for pk, patient_id, wrap_key_id, wrapped in rows.values_list("pk", "patient_id", "wrap_key_id", "wrapped_key"):
-            try:
-                raw = _unwrap(patient_id=patient_id, data_key_pk=pk, wrap_key_id=wrap_key_id, wrapped=bytes(wrapped))
-            except CiphertextInvalid:
-                continue  # a wrapped key that does not open: its versions do not open either
-            loaded[data_key_id(pk)] = aead = AESGCM(raw)
-            _cache.put(data_key_id(pk), aead)
+            aead = _unwrapped_and_cached(WrappedDataKey(pk, patient_id, wrap_key_id, bytes(wrapped)))
+            if aead is not None:
+                loaded[data_key_id(pk)] = aead
         return loaded
 
     def forget_after_erasures(self) -> None:
-        """Drop every cached key if an erasure was completed since the last look (one query): what a caller that
-        unwraps keys from rows it read itself (`adopt`) does first, as `load` does."""
+        """Drop every cached key if an erasure was completed since the last look (one query): `load` does it first,
+        and so does a caller that unwraps keys from rows it read itself (`adopt`)."""
         _cache.clear_after_erasures(PatientErasure.objects.filter(state=ErasureState.DONE).count())
 
     def adopt(self, wrapped: Iterable[tuple[str, "WrappedDataKey | None"]]) -> None:
@@ -179,19 +176,8 @@ class RecordKeys:
         does not open, is left out; its version then does not open."""
         given = {key_id: data_key for key_id, data_key in wrapped if data_key is not None}
         for key_id in _cache.missing(given):
-            data_key = given[key_id]
-            if key_id != data_key_id(data_key.pk):
-                continue
-            try:
-                raw = _unwrap(
-                    patient_id=data_key.patient_id,
-                    data_key_pk=data_key.pk,
-                    wrap_key_id=data_key.wrap_key_id,
-                    wrapped=data_key.wrapped,
-                )
-            except CiphertextInvalid:
-                continue
-            _cache.put(key_id, AESGCM(raw))
+            if key_id == data_key_id(given[key_id].pk):
+                _unwrapped_and_cached(given[key_id])
 
     def decrypt(self, ciphertext: bytes, *, key_id: str, associated_data: bytes) -> bytes:
         if not is_data_key_id(key_id):
@@ -200,6 +186,23 @@ class RecordKeys:
         if aead is None:
             raise CiphertextInvalid(key_id)
         return _aead_open(aead, ciphertext, key_id=key_id, associated_data=associated_data)
+
+
+def _unwrapped_and_cached(data_key: WrappedDataKey) -> AESGCM | None:
+    """The data key unwrapped and put in the cache; None for a wrapped key that does not open (its versions do not
+    open either)."""
+    try:
+        raw = _unwrap(
+            patient_id=data_key.patient_id,
+            data_key_pk=data_key.pk,
+            wrap_key_id=data_key.wrap_key_id,
+            wrapped=data_key.wrapped,
+        )
+    except CiphertextInvalid:
+        return None
+    aead = AESGCM(raw)
+    _cache.put(data_key_id(data_key.pk), aead)
+    return aead
 
 
 def _parsable(key_id: str) -> bool:
