@@ -172,17 +172,11 @@ def worker_process_ready(**_: object) -> None:
     versions 0.26 s, 0.18 s frozen; its ledger call 0.21 s, 0.13 s). What a task allocates is collected as before."""
     from django.db import connection
 
-    _freeze_what_lives()
     engines.homomorphic_engine()
     try:
         connection.ensure_connection()
         bootstrap.contracts().height()
     except Exception as error:  # the process must start whatever is down; its tasks say what is
         log.warning("worker_start_not_ready", error=type(error).__name__)
-    _freeze_what_lives()
-
-
-def _freeze_what_lives() -> None:
-    """Collect, then move every object still alive to the collector's permanent generation."""
     gc.collect()
     gc.freeze()

@@ -27,7 +27,7 @@ REBUILD_PAGE = 10_000
 def access_batch_log(*, batch_id: str, events: list[dict[str, Any]], mirror: bool = True) -> LoggedBatch:
     """Log `events` on the ledger as one batch, then mirror them. Idempotent per batch_id.
 
-    `mirror=False`: the caller mirrors the batch later (logged_batch_mirror) and keeps, durably, that it has to:
+    `mirror=False`: the caller mirrors the batch later (access_batch_mirror) and keeps, durably, that it has to:
     an analysis batch does it once its request is done, off the analysis's critical path.
     Raises ledger.LedgerUnavailable (TransactionConflict included) when the ledger does not answer
     (nothing is mirrored then) and ledger.ContractRejected when the contract refuses the batch.
