@@ -5,6 +5,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -27,6 +28,9 @@ from tests.conftest import dr_carol, explicit_analysis
 from tests.records.factories import encode
 
 WINDOW, STRIDE = 24, 48
+WORD = 8  # bytes: the windows are looked for a word at a time (_SecretWindows)
+FILTER_BITS = 24
+LOW_BITS = np.uint64((1 << FILTER_BITS) - 1)
 
 
 @pytest.fixture
@@ -57,20 +61,72 @@ def _windows(secret: bytes) -> list[bytes]:
     return [secret[start : start + WINDOW] for start in range(0, len(secret) - WINDOW + 1, STRIDE)]
 
 
+class _SecretWindows:
+    """The windows of some secrets, each with the names of the secrets it is a slice of, to look for in contents.
+
+    `names_in` is exactly `window in content` for every window, in time linear in the content rather than in
+    windows x content (the blobs' windows number in the tens of thousands, the var folder's files in the hundreds
+    of MB): a full-size window is WINDOW // WORD words of WORD bytes, so at each of the WORD alignments the content
+    is read as words; the positions whose words are each some window's word at that place (sieved first by a
+    table of the first words' low bits) are candidates, and only those are compared in full. Windows of another
+    size (a secret shorter than WINDOW) are looked for as they are.
+    """
+
+    def __init__(self, secrets: dict[str, bytes]) -> None:
+        self.names: dict[bytes, set[str]] = {}
+        for name, secret in secrets.items():
+            for window in _windows(secret):
+                self.names.setdefault(window, set()).add(name)
+        self.short = [window for window in self.names if len(window) != WINDOW]
+        full = [window for window in self.names if len(window) == WINDOW]
+        self.words_per_window = WINDOW // WORD
+        words = np.frombuffer(b"".join(full), dtype="<u8").reshape(-1, self.words_per_window)
+        self.known_words = [np.unique(words[:, place]) for place in range(self.words_per_window)]  # sorted
+        # A first sieve, one look-up a word: whether some window's first word has the same low FILTER_BITS bits.
+        self.first_word_low_bits = np.zeros(1 << FILTER_BITS, dtype=bool)
+        self.first_word_low_bits[self.known_words[0] & LOW_BITS] = True
+
+    def names_in(self, content: bytes) -> set[str]:
+        """The names of the secrets one of whose windows occurs anywhere in `content`."""
+        found: set[str] = set()
+        for window in self.short:
+            if window in content:
+                found |= self.names[window]
+        if not len(self.known_words[0]):
+            return found
+        for alignment in range(WORD):
+            count = (len(content) - alignment) // WORD
+            if count < self.words_per_window:
+                break
+            words = np.frombuffer(content, dtype="<u8", offset=alignment, count=count)
+            starts = np.flatnonzero(self.first_word_low_bits[words[: count - self.words_per_window + 1] & LOW_BITS])
+            for place in range(self.words_per_window):
+                starts = starts[_known(words[starts + place], self.known_words[place])]
+            for start in (alignment + WORD * int(i) for i in starts):
+                found |= self.names.get(content[start : start + WINDOW], set())
+        return found
+
+
+def _known(words: np.ndarray, known_sorted: np.ndarray) -> np.ndarray:
+    """For each of `words`, whether it is one of `known_sorted` (np.isin, without sorting `known_sorted` again)."""
+    at = np.minimum(np.searchsorted(known_sorted, words), len(known_sorted) - 1)
+    return known_sorted[at] == words
+
+
 def _files_holding(secrets: dict[str, bytes], *folders: Path) -> list[tuple[str, str]]:
     """(file, secret name) for every file under `folders` holding a slice of a secret."""
+    windows = _SecretWindows(secrets)
     hits = []
     for folder in folders:
         for path in (p for p in Path(folder).rglob("*") if p.is_file()):
-            content = path.read_bytes()
-            hits += [
-                (str(path), name) for name, secret in secrets.items() if any(w in content for w in _windows(secret))
-            ]
+            found = windows.names_in(path.read_bytes())
+            hits += [(str(path), name) for name in secrets if name in found]
     return hits
 
 
 def _columns_holding(secrets: dict[str, bytes]) -> list[tuple[str, str]]:
     """(table.column, secret name) for every binary or text column of every table holding a secret."""
+    windows = _SecretWindows(secrets)
     hits = []
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names(cursor):
@@ -79,8 +135,9 @@ def _columns_holding(secrets: dict[str, bytes]) -> list[tuple[str, str]]:
                 for (value,) in cursor.fetchall():
                     raw = bytes(value) if isinstance(value, bytes | memoryview) else str(value or "").encode()
                     hex_text = raw.lower()
+                    found = windows.names_in(raw)
                     for name, secret in secrets.items():
-                        if any(w in raw for w in _windows(secret)) or secret.hex().encode() in hex_text:
+                        if name in found or secret.hex().encode() in hex_text:
                             hits.append((f"{table}.{column.name}", name))
     return hits
 
