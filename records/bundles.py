@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import orjson
 import rfc8785
 from django.conf import settings
 from fhir.resources.R4B.observation import Observation as FhirObservation
@@ -30,7 +31,14 @@ from fhir.resources.R4B.patient import Patient as FhirPatient
 
 from chaincode.vocabulary import CATEGORIES, OBSERVATION_CATEGORY_SYSTEM
 from health_platform.parsers import json_depth_check, json_too_deep
-from records.canonical import canonical_json, record_document, sha256_hex
+from records.canonical import (
+    canonical_json,
+    digits_folded,
+    record_canonical,
+    record_document,
+    resource_canonical,
+    sha256_hex,
+)
 from records.codes import FEATURE_CODES_BY_CODING
 from records.errors import BundleRejected, BundleTooLarge
 from records.fhir_validation import ResourceValidator
@@ -43,6 +51,8 @@ _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _FHIR_MODELS: dict[str, Any] = {"Patient": FhirPatient, "Observation": FhirObservation}
 # Every string of a JSON text, each with the colon that follows it when it is a key (only keys are followed by one).
 _STRING_THEN_COLON = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"\s*(:?)')
+# A quote followed by JSON whitespace: a key may be spaced from its colon (see _keys_unrepeated).
+_QUOTE_THEN_SPACE = re.compile(r'"[ \t\n\r]')
 
 
 class Location(Protocol):
@@ -75,11 +85,12 @@ Patientlike = TypeVar("Patientlike")
 
 @dataclass(frozen=True)
 class ParsedRecord:
-    """One patient's observations of one category, ready to store: its document and hash."""
+    """One patient's observations of one category, ready to store: the canonical form of its document
+    (records.canonical.record_document, not kept itself: the canonical form is what is sealed and hashed) and its
+    hash."""
 
     patient_key: str
     category: str
-    document: dict[str, Any]
     canonical: bytes
     sha256: str
     patient_keys: tuple[str, ...] = ()
@@ -130,8 +141,8 @@ def bundle_load_json(raw_body: bytes) -> Any:
         raise BundleRejected("The body is not UTF-8 encoded JSON.", code="malformed_json") from None
     json_depth_check(text, settings.INGEST_MAX_JSON_DEPTH, error=BundleRejected)
     try:
-        document = json.loads(text, parse_constant=_reject_constant)
-        if _member_count(document) != _STRING_THEN_COLON.findall(text).count(":"):
+        document = json_value(raw_body)
+        if not _keys_unrepeated(text, document):
             # A repeated key (json.loads keeps the last): parsed again to be refused as it always was.
             document = json.loads(
                 text, object_pairs_hook=_object_without_duplicate_keys, parse_constant=_reject_constant
@@ -142,6 +153,39 @@ def bundle_load_json(raw_body: bytes) -> Any:
     except ValueError as error:
         detail = {"line": error.lineno, "column": error.colno} if isinstance(error, json.JSONDecodeError) else None
         raise BundleRejected("The body is not valid JSON.", code="malformed_json", detail=detail) from None
+
+
+def json_value(raw: bytes) -> Any:
+    """json.loads of UTF-8 `raw`, NaN and Infinity refused (ValueError), read by orjson where it gives the same
+    value: about three times faster.
+
+    orjson reads an integer beyond 64 bits as a float, so a text with 19 digits in a row goes to json.loads; so does
+    one orjson refuses (json.loads then refuses it with its own error, line and column, or takes what orjson does
+    not: a lone surrogate escape, a number too large for a double). Held to json.loads by
+    tests/records/test_json_value.py.
+    """
+    if b"0" * 19 not in digits_folded(raw):  # an integer orjson may read as a float (beyond 64 bits)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+
+
+def _keys_unrepeated(text: str, document: Any) -> bool:
+    """Whether no object of `document`, parsed from `text`, had a key twice (the parsers keep the last).
+
+    A JSON text with no backslash (every quote opens or closes a string, none inside one) and no quote followed by
+    whitespace (each key's closing quote is followed by its colon) has one quote-colon per key and one per string
+    beginning with a colon. orjson writes `document` back the same way, with its members: one count falls short of
+    the other exactly when a key repeated. Any other text: every string read by _STRING_THEN_COLON, against the
+    members counted one by one."""
+    if "\\" not in text and _QUOTE_THEN_SPACE.search(text) is None:
+        try:
+            return text.count('":') == orjson.dumps(document).count(b'":')
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits
+            pass
+    return _member_count(document) == _STRING_THEN_COLON.findall(text).count(":")
 
 
 def _member_count(document: Any) -> int:
@@ -552,19 +596,29 @@ def record_parse(
     observations: list[dict[str, Any]],
     patient_entry: int = -1,
     entries: tuple[int, ...] = (),
+    texts: Sequence[bytes] = (),
 ) -> ParsedRecord:
-    """One record of checked resources: its document (records.canonical.record_document), canonical form and hash.
-    Raises RecordNotCanonicalizable."""
+    """One record of checked resources: the canonical form of its document (records.canonical.record_document) and
+    its hash. `texts`, when given, are the JSON texts the patient and each observation were parsed from, in that
+    order: the canonical form is then made from theirs (records.canonical.record_canonical), without building the
+    document. Raises RecordNotCanonicalizable."""
     try:
-        document = record_document(patient=patient, observations=observations)
-        canonical = canonical_json(document)
+        if texts:
+            canonical = record_canonical(
+                patient=resource_canonical(texts[0], patient),
+                observations=[
+                    (str(observation.get("id", "")), resource_canonical(text, observation))
+                    for text, observation in zip(texts[1:], observations, strict=True)
+                ],
+            )
+        else:
+            canonical = canonical_json(record_document(patient=patient, observations=observations))
     except rfc8785.CanonicalizationError as error:
         raise RecordNotCanonicalizable from error
     return ParsedRecord(
         patient_key=patient_keys[0],
         patient_keys=patient_keys,
         category=category,
-        document=document,
         canonical=canonical,
         sha256=sha256_hex(canonical),
         patient_entry=patient_entry,

@@ -6,12 +6,22 @@ spelling in what a sender sent: RFC 8785 fixes all three.
 
 import hashlib
 import math
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import rfc8785
 
 _SAFE_INTEGER = 2**53 - 1
+# Every digit as 0 and E as e (bytes.translate, at C speed): a run of n digits is then b"0" * n, an exponent b"0e".
+_DIGITS_FOLDED = bytes.maketrans(b"0123456789E", b"0000000000e")
+# A fraction of zeros only (17.0, 3.00): an integral float, which RFC 8785 writes as an integer.
+_INTEGRAL_FLOAT = re.compile(rb"\.0+(?![0-9])")
+_SORTED = orjson.OPT_SORT_KEYS
+_RECORD_OPENING = b'{"entry":[{"resource":'
+_RECORD_BETWEEN = b'},{"resource":'
+_RECORD_CLOSING = b'}],"resourceType":"Bundle","type":"collection"}'
 
 
 def canonical_json(document: Any) -> bytes:
@@ -30,6 +40,45 @@ def canonical_json(document: Any) -> bytes:
         except orjson.JSONEncodeError:  # a lone surrogate: rfc8785 refuses it with its own error
             pass
     return rfc8785.dumps(document)
+
+
+def resource_canonical(text: bytes, resource: Any) -> bytes:
+    """canonical_json(resource), for `resource` parsed from the JSON text `text`, told from the text where it can.
+
+    A text in ASCII with no \\u escape, no 16 digits in a row, no exponent and no ".0000" holds only what
+    _orjson_subset lets through (ASCII keys and strings, integers within 2^53, floats from 1e-4 to 2^53 written
+    without an exponent), so orjson writes it at once, integral floats made integers first where the text shows
+    one. Any other text, or one that merely looks like it (a string holding "1e5" or "v1.0"), takes
+    canonical_json's walk, which also raises its errors.
+    """
+    folded = digits_folded(text)
+    if (
+        text.isascii()
+        and b"\\u" not in text  # an escape that may stand for a non-ASCII character or a lone surrogate
+        and b"0" * 16 not in folded  # an integer that may pass 2^53
+        and b"0e" not in folded  # an exponent
+        and b".0000" not in text  # a number below 1e-4 written without an exponent
+    ):
+        integral = b".0" in text and _INTEGRAL_FLOAT.search(text) is not None  # 17.0, written 17 by RFC 8785
+        return orjson.dumps(_integral_floats_as_integers(resource) if integral else resource, option=_SORTED)
+    return canonical_json(resource)
+
+
+def digits_folded(text: bytes) -> bytes:
+    """`text` with every digit as 0 and E as e, to look for runs of digits and exponents with `in`."""
+    return text.translate(_DIGITS_FOLDED)
+
+
+def record_canonical(*, patient: bytes, observations: Sequence[tuple[str, bytes]]) -> bytes:
+    """canonical_json(record_document(...)) from the canonical forms of its resources: the patient's, and each
+    observation's with its id as record_document reads it (str(observation.get("id", ""))).
+
+    The record's document is a Bundle whose members sort as "entry", "resourceType", "type", each entry an object
+    of one member, so its canonical form is its resources' own, in record_document's order, between fixed bytes.
+    Sorting by (id, canonical form) is that order: by id when the ids are unique, by both when they are not.
+    """
+    ordered = [canonical for _id, canonical in sorted(observations)]
+    return _RECORD_OPENING + _RECORD_BETWEEN.join([patient, *ordered]) + _RECORD_CLOSING
 
 
 def _orjson_subset(document: Any) -> Any:

@@ -14,7 +14,6 @@ in two stages:
 """
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from records.bundles import (
     bundle_load_json,
     duplicate_ids,
     duplicate_patients,
+    json_value,
     not_canonicalizable,
     observation_category,
     observation_code_check,
@@ -158,22 +158,28 @@ def ndjson_slice_records(
 
 def _patient_records(streams: Sequence[BinaryIO], number: int, index: ExportIndex) -> list[ParsedRecord]:
     patient_at = index.patients[number]
-    patient = _read(streams, patient_at)
+    patient_text, patient = _read(streams, patient_at)
     located: list[tuple[Location, dict[str, Any]]] = [(patient_at, patient)]
-    located += [(at, _read(streams, at)) for at in sorted(index.observations[number])]
-    by_category: dict[str, list[dict[str, Any]]] = {}
-    for at, observation in located[1:]:
+    by_category: dict[str, list[tuple[bytes, dict[str, Any]]]] = {}
+    for at in sorted(index.observations[number]):
+        text, observation = _read(streams, at)
+        located.append((at, observation))
         category = observation_category(observation, at)
         observation_code_check(observation, at)
-        by_category.setdefault(category, []).append(observation)
+        by_category.setdefault(category, []).append((text, observation))
     resources_fhir_check(located)
     keys = tuple(patient_identifier_keys(patient, patient_at))
     try:
         return [
             record_parse(
-                patient=patient, patient_keys=keys, category=category, observations=observations, patient_entry=number
+                patient=patient,
+                patient_keys=keys,
+                category=category,
+                observations=[observation for _text, observation in lines],
+                patient_entry=number,
+                texts=(patient_text, *(text for text, _observation in lines)),
             )
-            for category, observations in sorted(by_category.items())
+            for category, lines in sorted(by_category.items())
         ]
     except RecordNotCanonicalizable:
         raise not_canonicalizable(located) from None
@@ -211,13 +217,14 @@ def _resource(raw: bytes, at: LineAt) -> dict[str, Any]:
     return resource
 
 
-def _read(streams: Sequence[BinaryIO], at: LineAt) -> dict[str, Any]:
-    """The resource on a line stage 1 read and checked in full (size, UTF-8, depth, strict JSON, no repeated key,
-    an object): parsed again as it is, by json.loads alone, which gives the same value for such a line."""
+def _read(streams: Sequence[BinaryIO], at: LineAt) -> tuple[bytes, dict[str, Any]]:
+    """The text of a line stage 1 read and checked in full (size, UTF-8, depth, strict JSON, no repeated key, an
+    object), and its resource: parsed again as it is, by json_value alone, which gives the same value for it."""
     stream = streams[at.position]
     stream.seek(at.offset)
-    resource: dict[str, Any] = json.loads(stream.readline(settings.INGEST_MAX_BYTES + 2))
-    return resource
+    text = stream.readline(settings.INGEST_MAX_BYTES + 2)
+    resource: dict[str, Any] = json_value(text)
+    return text, resource
 
 
 def _refusal(error: ApplicationError, files: list[NdjsonFile], patient_at: LineAt) -> PatientRefusal:

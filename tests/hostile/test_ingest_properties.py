@@ -233,4 +233,4 @@ def test_nfc_and_nfd_names_are_different_versions_stored_as_sent(custodian_api):
     assert first["records"][0]["sha256"] != second["records"][0]["sha256"]
     assert (second["records"][0]["version"], second["records"][0]["unchanged"]) == (2, False)
     [parsed] = bundle_parse(json.dumps(decomposed).encode())
-    assert parsed.document["entry"][0]["resource"]["name"] == [{"family": "Jose\u0301"}]
+    assert json.loads(parsed.canonical)["entry"][0]["resource"]["name"] == [{"family": "Jose\u0301"}]
