@@ -19,7 +19,7 @@ input with the same codes.
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -258,34 +258,49 @@ class _Observation:
 
 class FirstSeen:
     """Where each key (a resource id, a fullUrl, a patient identifier) was first seen: a resource that repeats
-    one held by another is refused with `code`, naming both."""
+    one held by another is refused with `code`, naming both.
 
-    def __init__(self, *, message: str, code: str, path: str):
-        self._first: dict[Any, Location] = {}
+    `at` is kept as it is given: a Location, or anything `located` turns into one when a repeat is refused (the bulk
+    ingest keeps a line's number in its index, not an object per line)."""
+
+    def __init__(
+        self, *, message: str, code: str, path: str, located: Callable[[Any], Location] = lambda at: at
+    ) -> None:
+        self._first: dict[Any, Any] = {}
         self._message, self._code, self._path = message, code, path
+        self._located = located
 
-    def add(self, keys: list[Any], at: Location) -> None:
+    def add(self, keys: list[Any], at: Any) -> None:
         for key in keys:
             first = self._first.get(key)
             if first is not None and first != at:
                 raise BundleRejected(
                     self._message,
                     code=self._code,
-                    detail={"entries": [first.reference(), at.reference()], "path": self._path},
+                    detail={
+                        "entries": [self._located(first).reference(), self._located(at).reference()],
+                        "path": self._path,
+                    },
                 )
         for key in keys:
             self._first.setdefault(key, at)
 
 
-def duplicate_ids() -> FirstSeen:
+def duplicate_ids(located: Callable[[Any], Location] = lambda at: at) -> FirstSeen:
     return FirstSeen(
-        message="Two entries carry the same resource id.", code="duplicate_resource_id", path="resource.id"
+        message="Two entries carry the same resource id.",
+        code="duplicate_resource_id",
+        path="resource.id",
+        located=located,
     )
 
 
-def duplicate_patients() -> FirstSeen:
+def duplicate_patients(located: Callable[[Any], Location] = lambda at: at) -> FirstSeen:
     return FirstSeen(
-        message="Two Patient entries carry the same identifier.", code="duplicate_patient", path="resource.identifier"
+        message="Two Patient entries carry the same identifier.",
+        code="duplicate_patient",
+        path="resource.identifier",
+        located=located,
     )
 
 

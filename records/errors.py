@@ -7,7 +7,7 @@ data, and error bodies end up in responses and logs.
 from health_platform.errors import ApplicationError, PayloadTooLarge, ValidationFailed
 from health_platform.keyring import CiphertextInvalid
 
-__all__ = ["BundleRejected", "BundleTooLarge", "CiphertextInvalid", "UnsupportedMediaType"]
+__all__ = ["BundleRejected", "BundleTooLarge", "CiphertextInvalid", "IngestInterrupted", "UnsupportedMediaType"]
 
 
 class BundleRejected(ValidationFailed):
@@ -25,3 +25,13 @@ class UnsupportedMediaType(ApplicationError):
     code = "unsupported_media_type"
     status = 415
     message = "Send the bundle as application/fhir+json or application/json."
+
+
+class IngestInterrupted(ApplicationError):
+    """A bulk ingest stopped reading its files (a file that no longer reads, a reader process that died): what was
+    stored is kept, and the same command run again resumes at the first slice not stored. `detail.error` names the
+    cause's type, never a value."""
+
+    code = "ingest_interrupted"
+    status = 503
+    message = "Reading the files stopped. The slices stored are kept: run the same command again to resume."

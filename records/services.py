@@ -33,7 +33,7 @@ from records.models import (
     Record,
     RecordVersion,
 )
-from records.ndjson import ExportIndex, PatientRefusal, ndjson_files, ndjson_index, ndjson_slice_records
+from records.ndjson import ExportIndex, PatientRefusal, ndjson_files, ndjson_index, ndjson_slices_records
 from records.patient_keys import (
     DATA_KEY_PREFIX,
     ERASED_KEY_ID,
@@ -504,15 +504,18 @@ def record_ingest_ndjson(
         BulkIngestJob.objects.filter(pk=job.pk).update(status="refused", refusal_code=error.code)
         log.info("bulk_ingest_refused", job_id=str(job.pk), code=error.code)
         raise
-    slices_total = -(-len(index.patients) // job.slice_patients)
+    slices_total = -(-index.patient_count // job.slice_patients)
     BulkIngestJob.objects.filter(pk=job.pk).update(slices_total=slices_total)
     if resumed_at:
         # A run stopped between a slice's commit and its anchoring left its versions pending: anchored now.
         _anchor_records_after_ingest(record_ids=None)
-    for number in range(resumed_at, slices_total):
-        first = number * job.slice_patients
-        patients = range(first, min(first + job.slice_patients, len(index.patients)))
-        parsed_records, refused = ndjson_slice_records(files, index, patients)
+    numbers = range(resumed_at, slices_total)
+    slices = [
+        range(number * job.slice_patients, min((number + 1) * job.slice_patients, index.patient_count))
+        for number in numbers
+    ]
+    read = ndjson_slices_records(files, index, slices, processes=settings.INGEST_NDJSON_PROCESSES)
+    for number, (parsed_records, refused) in zip(numbers, read, strict=True):
         job = _bulk_slice_store(job=job, number=number, parsed_records=parsed_records, refused=refused, index=index)
         if after_slice is not None:
             after_slice(job)
@@ -543,7 +546,7 @@ def _bulk_slice_store(
                     stored = _record_versions_store(parsed_records=kept)
                 break
             except BundleRejected as conflict:  # patient_identifier_conflict, patient_erased: that patient is refused
-                at = index.patients[conflict.detail["entry"]]
+                at = index.patient_at(conflict.detail["entry"])
                 refused[conflict.detail["entry"]] = PatientRefusal(
                     code=conflict.code, position=at.position, line=at.line, path="resource.identifier"
                 )

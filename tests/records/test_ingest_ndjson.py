@@ -13,9 +13,10 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from records import ndjson
 from records.codes import BREAST_CANCER_DATASET
 from records.demo import demo_bundles, demo_patient_resources, demo_patients
-from records.errors import BundleRejected, BundleTooLarge
+from records.errors import BundleRejected, BundleTooLarge, IngestInterrupted
 from records.models import AnchorState, BulkIngestJob, Record, RecordVersion
 from records.services import record_ingest, record_ingest_ndjson
 from tests.conftest import REPO, worker_database_url
@@ -47,7 +48,11 @@ def _versions() -> dict[tuple[str, str], tuple[str, str, int]]:
 
 
 @pytest.mark.django_db
-def test_ndjson_stores_what_the_bundle_ingest_stores_for_the_same_patients(tmp_path, custodian, ledger):
+@pytest.mark.parametrize("processes", [0, 2], ids=["read-by-the-command", "read-by-2-processes"])
+def test_ndjson_stores_what_the_bundle_ingest_stores_for_the_same_patients(
+    tmp_path, custodian, ledger, settings, processes
+):
+    settings.INGEST_NDJSON_PROCESSES = processes
     patients = demo_patients(dataset=BREAST_CANCER_DATASET, count=5)
     paths = _write(tmp_path, patients, observations_first=True)
 
@@ -67,7 +72,9 @@ def test_ndjson_stores_what_the_bundle_ingest_stores_for_the_same_patients(tmp_p
 
 
 @pytest.mark.django_db
-def test_a_bad_line_refuses_its_patient_only_naming_file_line_and_code(tmp_path, ledger):
+@pytest.mark.parametrize("processes", [0, 2], ids=["read-by-the-command", "read-by-2-processes"])
+def test_a_bad_line_refuses_its_patient_only_naming_file_line_and_code(tmp_path, ledger, settings, processes):
+    settings.INGEST_NDJSON_PROCESSES = processes
     patients = demo_patients(dataset=BREAST_CANCER_DATASET, count=3)
     paths = _write(tmp_path, patients)
     lines = Path(paths[1]).read_text().splitlines()
@@ -77,9 +84,9 @@ def test_a_bad_line_refuses_its_patient_only_naming_file_line_and_code(tmp_path,
     Path(paths[1]).write_text("\n".join(lines) + "\n")
     refused_patient = bad["subject"]["reference"].removeprefix("Patient/")
 
-    job = record_ingest_ndjson(paths=paths).job
+    job = record_ingest_ndjson(paths=paths, slice_patients=1).job
 
-    assert (job.status, job.records_new, job.patients_refused) == ("done", 2, 1)
+    assert (job.status, job.slices_total, job.records_new, job.patients_refused) == ("done", 3, 2, 1)
     assert job.refusals == [{"code": "observation_category_unknown", "file": 1, "line": 5, "path": "resource.category"}]
     assert Record.objects.count() == 2
     assert refused_patient not in json.dumps(job.refusals)
@@ -102,6 +109,67 @@ def test_a_refused_file_stores_nothing_and_loses_nothing_stored(tmp_path, ledger
     assert (refused.value.detail["file"], refused.value.detail["line"]) == (paths[1], 121)
     assert _versions() == before
     assert BulkIngestJob.objects.get(status="refused").refusal_code == "malformed_json"
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command's name (state, parent...); [] for a process that is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _children(pid: int) -> list[int]:
+    return [int(path.name) for path in Path("/proc").glob("[0-9]*") if _stat(int(path.name))[1:2] == [str(pid)]]
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not ended (a zombie, ended but not yet reaped, has)."""
+    return _stat(pid)[:1] not in ([], ["Z"])
+
+
+READER_FAILURES = {
+    "a file that no longer reads": ("OSError", lambda: (_ for _ in ()).throw(OSError("gone"))),
+    "a reader process killed": ("BrokenProcessPool", lambda: os.kill(os.getpid(), signal.SIGKILL)),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("failure", list(READER_FAILURES))
+def test_a_reader_that_fails_stops_the_run_with_a_stable_code_keeping_what_was_stored_and_a_run_again_resumes(
+    tmp_path, ledger, settings, monkeypatch, failure
+):
+    settings.INGEST_NDJSON_PROCESSES = 2
+    paths = _write(tmp_path, demo_patients(dataset=BREAST_CANCER_DATASET, count=8))
+    cause, fail = READER_FAILURES[failure]
+    read = ndjson._patient_records
+    parent = os.getpid()
+
+    def failing(streams, number, index):
+        assert os.getpid() != parent  # read by a worker process, which inherits this patch
+        if number == 4:
+            fail()
+        return read(streams, number, index)
+
+    monkeypatch.setattr(ndjson, "_patient_records", failing)
+
+    with pytest.raises(IngestInterrupted) as interrupted:
+        record_ingest_ndjson(paths=paths, slice_patients=2)
+
+    assert (interrupted.value.code, interrupted.value.detail) == ("ingest_interrupted", {"error": cause})
+    job = BulkIngestJob.objects.get()
+    assert job.status == "running"
+    assert job.slices_done <= 2  # slice 2 (patients 4 and 5) failed; a dead process may take another down
+    assert RecordVersion.objects.count() == 2 * job.slices_done
+    stored = _versions()
+    monkeypatch.undo()
+
+    result = record_ingest_ndjson(paths=paths, slice_patients=2)
+
+    assert result.resumed_at == job.slices_done
+    assert (result.job.status, result.job.slices_done, result.job.records_new) == ("done", 4, 8)
+    assert RecordVersion.objects.count() == 8 == RecordVersion.objects.filter(anchor_state=AnchorState.ANCHORED).count()
+    assert {key: _versions()[key] for key in stored} == stored
 
 
 HOSTILE_LINES = [
@@ -151,7 +219,12 @@ def test_a_run_killed_after_a_slice_resumes_without_duplicates(tmp_path, ledger_
         "from django.core.management import call_command\n"
         "call_command('ingest_ndjson', *sys.argv[1:], '--slice-patients', '2')\n"
     )
-    environment = {**os.environ, "LEDGER_URL": ledger_url, "DATABASE_URL": worker_database_url(connection)}
+    environment = {
+        **os.environ,
+        "LEDGER_URL": ledger_url,
+        "DATABASE_URL": worker_database_url(connection),
+        "INGEST_NDJSON_PROCESSES": "2",
+    }
     process = subprocess.Popen([sys.executable, "-c", script, *paths], cwd=REPO, env=environment)
     try:
         deadline = time.monotonic() + 120
@@ -159,10 +232,17 @@ def test_a_run_killed_after_a_slice_resumes_without_duplicates(tmp_path, ledger_
             assert process.poll() is None
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        readers = _children(process.pid)
+        assert len(readers) == 2
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert RecordVersion.objects.count() == 2
+    # Its reader processes, left with no one to shut them down, end by themselves.
+    deadline = time.monotonic() + 10
+    while any(_running(reader) for reader in readers):
+        assert time.monotonic() < deadline, "a reader process outlived its killed command"
+        time.sleep(0.1)
 
     call_command("ingest_ndjson", *paths)
 
