@@ -1,6 +1,7 @@
 """The bulk ingest of FHIR NDJSON (records.services.record_ingest_ndjson, manage.py ingest_ndjson): the same
 records as the bundle ingest, anchored, refusals by file, line and code, and resuming after a kill -9."""
 
+import gc
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from records import ndjson
 from records.codes import BREAST_CANCER_DATASET
 from records.demo import demo_bundles, demo_patient_resources, demo_patients
 from records.errors import BundleRejected, BundleTooLarge, IngestInterrupted
+from records.management.commands.ingest_ndjson import ndjson_ingest_command
 from records.models import AnchorState, BulkIngestJob, Record, RecordVersion
 from records.services import record_ingest, record_ingest_ndjson
 from tests.conftest import REPO, worker_database_url
@@ -126,6 +128,23 @@ def _children(pid: int) -> list[int]:
 def _running(pid: int) -> bool:
     """Whether `pid` is a process that has not ended (a zombie, ended but not yet reaped, has)."""
     return _stat(pid)[:1] not in ([], ["Z"])
+
+
+@pytest.mark.django_db
+def test_the_command_freezes_what_lives_at_its_start_out_of_the_collector_for_the_run_only(tmp_path, ledger):
+    paths = _write(tmp_path, demo_patients(dataset=BREAST_CANCER_DATASET, count=3))
+    frozen_after_slices = []
+
+    def out(line: str) -> None:
+        if line.startswith("slice "):
+            frozen_after_slices.append(gc.get_freeze_count())
+
+    job = ndjson_ingest_command(paths=paths, slice_patients=1, out=out)
+
+    assert job.status == "done"
+    assert len(frozen_after_slices) == 3
+    assert min(frozen_after_slices) > 100_000  # Django and the FHIR models, at least
+    assert gc.get_freeze_count() == 0  # handed back to the collector
 
 
 READER_FAILURES = {
