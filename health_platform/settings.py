@@ -306,9 +306,9 @@ INGEST_MAX_JSON_DEPTH = env.int("INGEST_MAX_JSON_DEPTH", default=32)
 # The bulk (NDJSON) ingest stores this many patients' records per database transaction, with the job's progress,
 # and anchors them in one ledger transaction: an interrupted ingest resumes at the first slice not committed.
 INGEST_NDJSON_SLICE_PATIENTS = env.int("INGEST_NDJSON_SLICE_PATIENTS", default=500)
-# Processes reading the next slices while the command stores one (records.ndjson.ndjson_slices_records); 0: the
-# command reads them itself. Default: one per core but the command's own.
-INGEST_NDJSON_PROCESSES = env.int("INGEST_NDJSON_PROCESSES", default=(os.cpu_count() or 1) - 1)
+# Processes reading the next slices while the command stores one, and one more checking the files first
+# (records.ndjson); 0: the command reads them itself. Default: one per core.
+INGEST_NDJSON_PROCESSES = env.int("INGEST_NDJSON_PROCESSES", default=os.cpu_count() or 1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES + 64 * 1024
 
 # --- Keys (from configuration; the embedded default creates per-installation keys under VAR_DIR) ---

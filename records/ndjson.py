@@ -19,13 +19,13 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from django.conf import settings
 
@@ -50,6 +50,7 @@ from records.bundles import (
 from records.errors import BundleRejected, BundleTooLarge, IngestInterrupted
 
 READ_CHUNK_BYTES = 1 << 20
+INDEX_PART_BYTES = 4 << 20
 ORPHAN_CHECK_SECONDS = 0.5
 
 
@@ -76,6 +77,9 @@ class NdjsonFile:
     name: str
     sha256: str
     size: int
+    parts: tuple[tuple[int, int, int], ...] = ()
+    """The file cut at line starts into parts of about INDEX_PART_BYTES, each (start, end, its first line's
+    number), read by stage 1 one part per task."""
 
 
 @dataclass
@@ -122,54 +126,67 @@ class PatientRefusal:
 
 
 def ndjson_files(paths: list[str]) -> list[NdjsonFile]:
-    """The files named, each with its SHA-256 and size (read in chunks, never whole)."""
+    """The files named, each with its SHA-256, size and parts (read in chunks, never whole)."""
     files = []
     for name in paths:
         path = Path(name)
         digest = hashlib.sha256()
+        starts = [(0, 1)]  # (offset, number) of the line each part starts with
+        offset = lines = 0
         with path.open("rb") as stream:
             while chunk := stream.read(READ_CHUNK_BYTES):
                 digest.update(chunk)
-        files.append(NdjsonFile(path=path, name=name, sha256=digest.hexdigest(), size=path.stat().st_size))
+                while (cut := chunk.find(b"\n", max(0, starts[-1][0] + INDEX_PART_BYTES - 1 - offset))) >= 0:
+                    starts.append((offset + cut + 1, lines + chunk.count(b"\n", 0, cut + 1) + 1))
+                lines += chunk.count(b"\n")
+                offset += len(chunk)
+        ends = [start for start, _number in starts[1:]] + [offset]
+        parts = tuple((start, end, number) for (start, number), end in zip(starts, ends, strict=True) if start < end)
+        files.append(NdjsonFile(path=path, name=name, sha256=digest.hexdigest(), size=offset, parts=parts))
     return files
 
 
-def ndjson_index(files: list[NdjsonFile]) -> ExportIndex:
+def ndjson_index(files: list[NdjsonFile], *, processes: int = 0) -> ExportIndex:
     """Stage 1: check every line of `files` and index them by patient. Raises BundleRejected / BundleTooLarge
-    naming the file and line (detail.file, detail.line)."""
+    naming the file and line (detail.file, detail.line).
+
+    Each line's own checks (size, UTF-8, depth, JSON, type, a Patient's identifiers) run per part of a file
+    (_part_lines), in `processes` forked processes (here when 0); what spans lines (repeated ids and identifiers,
+    subjects) is checked here, on the parts' lines in the files' order, so the first line refused is the one a
+    single pass over the files would refuse, and for the same reason."""
     index = ExportIndex(names=[ndjson.name for ndjson in files])
     seen_ids, seen_patients = duplicate_ids(index.line_at), duplicate_patients(index.line_at)
     references: dict[str, int] = {}
     unresolved: list[tuple[int, str | None]] = []  # Observations whose subject is not (yet) a Patient read
     observation_count = 0
-    for position, ndjson in enumerate(files):
-        with ndjson.path.open("rb") as stream:
-            for number, offset, raw in _lines(stream, name=ndjson.name):
-                line_id = len(index.offsets)
-                index.positions.append(position)
-                index.numbers.append(number)
-                index.offsets.append(offset)
-                at = index.line_at(line_id)  # for the errors: the index keeps the line's id, not this
-                resource = _resource(raw, at)
-                resource_type = resource_type_check(resource, at)
-                resource_id = resource.get("id")
-                if isinstance(resource_id, str):
-                    seen_ids.add([(resource_type, resource_id)], line_id)
-                if resource_type == "Patient":
-                    seen_patients.add(patient_identifier_keys(resource, at), line_id)
-                    if isinstance(resource_id, str):
-                        references[f"Patient/{resource_id}"] = index.patient_count
-                    index.patient_lines.append(line_id)
-                    index.observation_lines.append(array("Q"))
-                    continue
-                observation_count += 1
-                subject = resource.get("subject")
-                reference = subject.get("reference") if isinstance(subject, dict) else None
-                patient = references.get(reference) if isinstance(reference, str) else None
-                if patient is None:
-                    unresolved.append((line_id, reference if isinstance(reference, str) else None))
-                else:
-                    index.observation_lines[patient].append(line_id)
+    parts = [(position, *part) for position, ndjson in enumerate(files) for part in ndjson.parts]
+    for (position, *_part), (lines, failure) in zip(
+        parts, _in_processes(_part_lines, files, parts, processes), strict=True
+    ):
+        for number, offset, resource_type, resource_id, found in lines:
+            line_id = len(index.offsets)
+            index.positions.append(position)
+            index.numbers.append(number)
+            index.offsets.append(offset)
+            if resource_id is not None:
+                seen_ids.add([(resource_type, resource_id)], line_id)
+            if isinstance(found, ApplicationError):  # refused after its id was read (a Patient's identifiers)
+                raise found
+            if resource_type == "Patient":
+                seen_patients.add(found, line_id)
+                if resource_id is not None:
+                    references[f"Patient/{resource_id}"] = index.patient_count
+                index.patient_lines.append(line_id)
+                index.observation_lines.append(array("Q"))
+                continue
+            observation_count += 1
+            patient = references.get(found) if found is not None else None
+            if patient is None:
+                unresolved.append((line_id, found))
+            else:
+                index.observation_lines[patient].append(line_id)
+        if failure is not None:
+            raise failure
     if not observation_count:
         raise BundleRejected("The files hold no Observation to record.", code="empty_bundle")
     # Refused (or filed) in the files' order, after every line was read, as the bundle path refuses its entries.
@@ -184,31 +201,90 @@ def ndjson_index(files: list[NdjsonFile]) -> ExportIndex:
     return index
 
 
+PartLine = tuple[int, int, str, str | None, Any]
+
+
+def _part_lines(files: list[NdjsonFile], part: tuple[int, int, int, int]) -> tuple[list[PartLine], Any]:
+    """A part's lines, each checked on its own: (number, offset, resource type, id when a string, then a Patient's
+    identifier keys, or the error refusing them, or an Observation's subject reference when a string); and the
+    error that stopped the part at a line before its type was known (None when none did)."""
+    position, start, end, first_number = part
+    ndjson = files[position]
+    lines: list[PartLine] = []
+    with ndjson.path.open("rb") as stream:
+        stream.seek(start)
+        try:
+            for number, offset, raw in _lines(stream, name=ndjson.name, number=first_number - 1, offset=start):
+                if offset >= end:
+                    break
+                at = LineAt(position=position, line=number, offset=offset, file=ndjson.name)
+                resource = _resource(raw, at)
+                resource_type = resource_type_check(resource, at)
+                resource_id = resource.get("id")
+                found: Any
+                if resource_type == "Patient":
+                    try:
+                        found = patient_identifier_keys(resource, at)
+                    except (BundleRejected, BundleTooLarge) as error:
+                        found = error
+                else:
+                    subject = resource.get("subject")
+                    reference = subject.get("reference") if isinstance(subject, dict) else None
+                    found = reference if isinstance(reference, str) else None
+                lines.append(
+                    (number, offset, resource_type, resource_id if isinstance(resource_id, str) else None, found)
+                )
+                if isinstance(found, ApplicationError):
+                    break
+        except (BundleRejected, BundleTooLarge) as error:
+            return lines, error
+    return lines, None
+
+
 def ndjson_slices_records(
     files: list[NdjsonFile], index: ExportIndex, slices: Sequence[range], *, processes: int
 ) -> Iterator[tuple[list[ParsedRecord], dict[int, PatientRefusal]]]:
-    """Stage 2 for each of `slices` in turn (ndjson_slice_records), read by `processes` worker processes ahead of
-    the caller while it stores the slice before: at most processes + 1 slices are read and not yet taken.
+    """Stage 2 for each of `slices` in turn (ndjson_slice_records), read by `processes` processes ahead of the
+    caller while it stores the slice before (_in_processes)."""
+    return _in_processes(_slice_records, (files, index), slices, processes)
 
-    The workers are forked once the index is built, so they share it without copying; they read the files and
-    return records, and touch nothing else (no database, no ledger). With no process, or one slice, the slices
-    are read here. A file that no longer reads, or a worker that dies, raises IngestInterrupted here when its
-    slice's turn comes: the slices before it are stored, and a run again resumes."""
+
+def _slice_records(
+    state: tuple[list[NdjsonFile], ExportIndex], patients: range
+) -> tuple[list[ParsedRecord], dict[int, PatientRefusal]]:
+    files, index = state
+    return ndjson_slice_records(files, index, patients)
+
+
+Task = TypeVar("Task")
+State = TypeVar("State")
+Result = TypeVar("Result")
+
+
+def _in_processes(
+    function: Callable[[State, Task], Result], state: State, tasks: Sequence[Task], processes: int
+) -> Iterator[Result]:
+    """function(state, task) for each of `tasks`, in order, computed by `processes` processes ahead of the caller:
+    at most processes + 1 results are waiting to be taken. With no process, or one task, computed here.
+
+    The processes are forked when the first result is asked for, so they share `state` (the files, the index)
+    without copying it; they read files and return results, and touch nothing else (no database, no ledger). A
+    file that no longer reads, or a process that dies, raises IngestInterrupted here when its task's turn comes."""
     try:
-        if processes < 1 or len(slices) <= 1:
-            for patients in slices:
-                yield ndjson_slice_records(files, index, patients)
+        if processes < 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield function(state, task)
             return
         pool = ProcessPoolExecutor(
             max_workers=processes,
             mp_context=get_context("fork"),
             initializer=_worker_ready,
-            initargs=(files, index, os.getpid()),
+            initargs=(function, state, os.getpid()),
         )
         try:
-            ahead: deque[Future[tuple[list[ParsedRecord], dict[int, PatientRefusal]]]] = deque()
-            for patients in slices:
-                ahead.append(pool.submit(_worker_slice_records, patients))
+            ahead: deque[Future[Result]] = deque()
+            for task in tasks:
+                ahead.append(pool.submit(_worker_task, task))
                 if len(ahead) > processes:
                     yield ahead.popleft().result()
             while ahead:
@@ -219,26 +295,24 @@ def ndjson_slices_records(
         raise IngestInterrupted(detail={"error": type(error).__name__}) from error
 
 
-_worker_files: list[NdjsonFile] = []
-_worker_index = ExportIndex(names=[])
+_worker: dict[str, Any] = {}
 
 
-def _worker_ready(files: list[NdjsonFile], index: ExportIndex, parent: int) -> None:
-    global _worker_files, _worker_index
-    _worker_files, _worker_index = files, index
+def _worker_ready(function: Callable[[Any, Any], Any], state: Any, parent: int) -> None:
+    _worker.update(function=function, state=state)
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="orphan-watch").start()
 
 
+def _worker_task(task: Any) -> Any:
+    return _worker["function"](_worker["state"], task)
+
+
 def _exit_when_orphaned(parent: int) -> None:
-    """A reader whose command was killed (kill -9 leaves no one to shut the pool down) ends within a second: it
+    """A process whose command was killed (kill -9 leaves no one to shut the pool down) ends within a second: it
     holds both ends of the pool's pipes, so it would otherwise wait for work for ever."""
     while os.getppid() == parent:
         time.sleep(ORPHAN_CHECK_SECONDS)
     os._exit(1)
-
-
-def _worker_slice_records(patients: range) -> tuple[list[ParsedRecord], dict[int, PatientRefusal]]:
-    return ndjson_slice_records(_worker_files, _worker_index, patients)
 
 
 def ndjson_slice_records(
@@ -291,13 +365,11 @@ def _patient_records(streams: Sequence[BinaryIO], number: int, index: ExportInde
         raise not_canonicalizable(located) from None
 
 
-def _lines(stream: BinaryIO, *, name: str) -> Iterator[tuple[int, int, bytes]]:
-    """Each line of `stream` (without its line break): its number (from 1), where it starts, and its bytes; a line
-    longer than INGEST_MAX_BYTES is refused (payload_too_large) before it is read whole. A last line break ends the
-    file, adding no line."""
+def _lines(stream: BinaryIO, *, name: str, number: int = 0, offset: int = 0) -> Iterator[tuple[int, int, bytes]]:
+    """Each line of `stream` from where it is (line `number` + 1, at `offset`), without its line break: its number,
+    where it starts, and its bytes; a line longer than INGEST_MAX_BYTES is refused (payload_too_large) before it is
+    read whole. A last line break ends the file, adding no line."""
     limit = settings.INGEST_MAX_BYTES
-    offset = 0
-    number = 0
     while raw := stream.readline(limit + 2):
         number += 1
         line = raw[:-2] if raw.endswith(b"\r\n") else raw.removesuffix(b"\n")

@@ -499,7 +499,9 @@ def record_ingest_ndjson(
         return BulkIngestResult(job=job, resumed_at=resumed_at)
     log.info("bulk_ingest_started", job_id=str(job.pk), files=len(files), resumed_at=resumed_at)
     try:
-        index = ndjson_index(files)
+        index = ndjson_index(
+            files, processes=settings.INGEST_NDJSON_PROCESSES + 1 if settings.INGEST_NDJSON_PROCESSES else 0
+        )
     except (BundleRejected, BundleTooLarge) as error:
         BulkIngestJob.objects.filter(pk=job.pk).update(status="refused", refusal_code=error.code)
         log.info("bulk_ingest_refused", job_id=str(job.pk), code=error.code)

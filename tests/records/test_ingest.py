@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 
 from records.canonical import canonical_json, canonical_sha256
-from records.crypto import patient_pseudonym, record_cipher
+from records.crypto import DEFLATE_LEVEL, patient_pseudonym, record_cipher
 from records.models import AnchorState, Patient, PatientDataKey, Record, RecordVersion
 from records.selectors import record_integrity_check, record_version_document
 from records.services import record_ingest
@@ -105,7 +105,7 @@ def test_stored_version_decrypts_to_canonical_bundle_of_patient_and_sorted_obser
     assert version.key_id == f"dk:{PatientDataKey.objects.get(patient=version.record.patient).pk.hex}"
     assert version.key_id != record_cipher().active_key_id
     assert version.content_encoding == "deflate"
-    assert len(version.ciphertext) == 12 + len(zlib.compress(canonical_json(document), 6)) + 16
+    assert len(version.ciphertext) == 12 + len(zlib.compress(canonical_json(document), DEFLATE_LEVEL)) + 16
 
 
 @pytest.mark.django_db

@@ -191,6 +191,68 @@ def test_a_reader_that_fails_stops_the_run_with_a_stable_code_keeping_what_was_s
     assert {key: _versions()[key] for key in stored} == stored
 
 
+def _refusal_of(paths: list[str]) -> tuple[str, object]:
+    with pytest.raises((BundleRejected, BundleTooLarge)) as refused:
+        record_ingest_ndjson(paths=paths)
+    return refused.value.code, refused.value.detail
+
+
+def _patient_line(patient_id: str, identifier: str | None) -> str:
+    resource: dict = {"resourceType": "Patient", "id": patient_id}
+    if identifier is not None:
+        resource["identifier"] = [{"system": "https://hospital.example/mrn", "value": identifier}]
+    return json.dumps(resource)
+
+
+# Files with two faults each, the first in the files' order to be named whichever process reads which part: a
+# repeat spans parts (checked by the command), a line's own fault is found in its part.
+TWO_FAULTS = {
+    "a repeated id before a broken line": (
+        [_patient_line("p-1", "m-1"), _patient_line("p-2", "m-2"), _patient_line("p-1", "m-3"), "{broken"],
+        "duplicate_resource_id",
+    ),
+    "a broken line before a repeated id": (
+        [_patient_line("p-1", "m-1"), "{broken", _patient_line("p-1", "m-3")],
+        "malformed_json",
+    ),
+    "a repeated id on a Patient without identifier": (
+        [_patient_line("p-1", "m-1"), _patient_line("p-2", "m-2"), _patient_line("p-1", None)],
+        "duplicate_resource_id",
+    ),
+    "a Patient without identifier before a repeated identifier": (
+        [_patient_line("p-1", "m-1"), _patient_line("p-2", None), _patient_line("p-3", "m-1")],
+        "patient_identifier_missing",
+    ),
+    "a repeated identifier before a line too long": (
+        [_patient_line("p-1", "m-1"), _patient_line("p-2", "m-1"), _patient_line("p-3", "x" * 3000)],
+        "duplicate_patient",
+    ),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("faults", list(TWO_FAULTS))
+def test_the_files_checked_in_parts_by_processes_are_refused_for_the_first_fault_a_single_pass_finds(
+    tmp_path, ledger, settings, monkeypatch, faults
+):
+    settings.INGEST_MAX_BYTES = 2048
+    lines, code = TWO_FAULTS[faults]
+    paths = _write(tmp_path, demo_patients(dataset=BREAST_CANCER_DATASET, count=2))
+    with Path(paths[0]).open("a") as patients:
+        patients.write("\n".join(lines) + "\n")
+
+    settings.INGEST_NDJSON_PROCESSES = 0
+    in_one_pass = _refusal_of(paths)
+    BulkIngestJob.objects.all().delete()  # a job refused is not tried again on the same files
+    settings.INGEST_NDJSON_PROCESSES = 2
+    monkeypatch.setattr(ndjson, "INDEX_PART_BYTES", 1)  # a part per line (at least), three processes
+    assert len(ndjson.ndjson_files(paths)[0].parts) == 2 + len(lines)
+    in_parts = _refusal_of(paths)
+
+    assert in_parts == in_one_pass
+    assert in_parts[0] == code
+
+
 HOSTILE_LINES = [
     (b'{"resourceType": "Patient", "id": "' + b"x" * 3000 + b'"}', "payload_too_large"),
     (b'{"resourceType": "Patient", "id": "\xff\xfe"}', "malformed_json"),
