@@ -28,6 +28,7 @@ LeafCheck = Callable[[Any], bool]
 _SHAPE_CACHE_LIMIT = 10_000
 _VALUE_CACHE_LIMIT = 200_000
 _UNCHECKED = object()
+_CONTAINERS = (dict, list)
 
 
 class ResourceValidator:
@@ -115,41 +116,48 @@ def _shape_and_leaves(resource: dict[str, Any]) -> tuple[tuple[Any, ...], list[A
     leaf values, both in the order _leaf_checks_of walks them (depth first, from the last member pushed)."""
     shape: list[Any] = []
     leaves: list[Any] = []
+    to_shape, to_leaves, more_leaves = shape.append, leaves.append, leaves.extend
     pending: list[Any] = [resource]
+    push, pop = pending.append, pending.pop
     while pending:
-        value = pending.pop()
-        if type(value) is list:
-            if _is_primitive_list(value):
-                shape.append(tuple(type(element) for element in value))
-                leaves.extend(value)
+        value = pop()
+        kind = type(value)
+        if kind is list:
+            if value and type(value[0]) not in _CONTAINERS and _is_primitive_list(value):
+                to_shape(tuple(map(type, value)))
+                more_leaves(value)
             else:
-                shape.append(len(value))
+                to_shape(len(value))
                 pending.extend(value)
             continue
-        if type(value) is not dict:  # a scalar in a list of objects: a shape no check is made for
-            shape.append(type(value))
-            leaves.append(value)
+        if kind is not dict:
+            to_shape(kind)
+            to_leaves(value)
             continue
-        shape.append(dict)
+        to_shape(dict)
         for key, member in value.items():
             kind = type(member)
-            if key == "resourceType" and kind is str:
-                shape.append((key, member))
-                leaves.append(member)
-            elif kind is dict or (kind is list and not _is_primitive_list(member)):
-                shape.append(key)
-                pending.append(member)
+            if kind is dict:
+                to_shape(key)
+                push(member)
             elif kind is list:
-                shape.append((key, tuple(type(element) for element in member)))
-                leaves.extend(member)
+                if member and type(member[0]) not in _CONTAINERS and _is_primitive_list(member):
+                    to_shape((key, tuple(map(type, member))))
+                    more_leaves(member)
+                else:
+                    to_shape(key)
+                    push(member)
+            elif key == "resourceType" and kind is str:
+                to_shape((key, member))
+                to_leaves(member)
             else:
-                shape.append((key, kind))
-                leaves.append(member)
+                to_shape((key, kind))
+                to_leaves(member)
     return tuple(shape), leaves
 
 
 def _is_primitive_list(value: list[Any]) -> bool:
-    return bool(value) and all(type(element) not in (dict, list) for element in value)
+    return bool(value) and all(type(element) not in _CONTAINERS for element in value)
 
 
 def _always(_value: Any) -> bool:

@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 from django.conf import settings
 
@@ -54,15 +54,14 @@ INDEX_PART_BYTES = 4 << 20
 ORPHAN_CHECK_SECONDS = 0.5
 
 
-@dataclass(frozen=True, order=True)
-class LineAt:
+class LineAt(NamedTuple):
     """A line of one of the job's files: the file as it was named (`file`), its position among them, the line's
-    number (from 1) and where it starts."""
+    number (from 1) and where it starts. A named tuple: one is made for every line, twice."""
 
     position: int
     line: int
-    offset: int = field(compare=False)
-    file: str = field(compare=False)
+    offset: int
+    file: str
 
     def detail(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line}
