@@ -57,13 +57,17 @@ def _anchor_pending(*, record_ids: set[UUID] | None, limit: int) -> AnchorRunRes
     unresolved: set[int] = set()
     attempted = 0
     while attempted < limit:
-        batch = record_versions_anchorable(record_ids=record_ids, exclude_ids=unresolved, limit=limit - attempted)
+        asked = limit - attempted
+        batch = record_versions_anchorable(record_ids=record_ids, exclude_ids=unresolved, limit=asked)
         if not batch:
             return AnchorRunResult(anchored=anchored, unresolved=len(unresolved), remaining=False)
         attempted += len(batch)
         done, left = _anchor_batch(batch)
         anchored += done
         unresolved.update(left)
+        if len(batch) < asked and not any(getattr(version, "later_pending", True) for version in batch):
+            # Every version anchorable was in the batch, and none had a later one waiting for it: none is left.
+            return AnchorRunResult(anchored=anchored, unresolved=len(unresolved), remaining=False)
     more = bool(record_versions_anchorable(record_ids=record_ids, exclude_ids=unresolved, limit=1))
     return AnchorRunResult(anchored=anchored, unresolved=len(unresolved), remaining=more)
 

@@ -74,18 +74,18 @@ def record_versions_usable_for_analysis(
 def record_versions_anchorable(
     *, record_ids: Iterable[UUID] | None = None, exclude_ids: Iterable[int] = (), limit: int
 ) -> list[RecordVersion]:
-    """Pending versions that may be anchored now: per record, its lowest pending version.
+    """Pending versions that may be anchored now: per record, its lowest pending version, each with `later_pending`
+    (whether its record has a later version pending, which this one's anchoring makes anchorable).
 
     The anchor contract takes a record's versions in order and at most one per record per
     transaction, so a record's next pending version waits until this one is anchored. A patient whose erasure
     has begun has nothing anchored any more (records.erasure deletes their pending versions).
     """
-    lower_pending = RecordVersion.objects.filter(
-        record=OuterRef("record"), anchor_state=AnchorState.PENDING, version__lt=OuterRef("version")
-    )
+    pending = RecordVersion.objects.filter(record=OuterRef("record"), anchor_state=AnchorState.PENDING)
     versions = (
         RecordVersion.objects.filter(anchor_state=AnchorState.PENDING, record__patient__erasure__isnull=True)
-        .exclude(Exists(lower_pending))
+        .exclude(Exists(pending.filter(version__lt=OuterRef("version"))))
+        .annotate(later_pending=Exists(pending.filter(version__gt=OuterRef("version"))))
         .exclude(pk__in=list(exclude_ids))
         .select_related("record__patient")
         .order_by("created_at", "pk")
