@@ -287,21 +287,13 @@ class FirstSeen:
 
 
 def duplicate_ids(located: Callable[[Any], Location] = lambda at: at) -> FirstSeen:
-    return FirstSeen(
-        message="Two entries carry the same resource id.",
-        code="duplicate_resource_id",
-        path="resource.id",
-        located=located,
-    )
+    message = "Two entries carry the same resource id."
+    return FirstSeen(message=message, code="duplicate_resource_id", path="resource.id", located=located)
 
 
 def duplicate_patients(located: Callable[[Any], Location] = lambda at: at) -> FirstSeen:
-    return FirstSeen(
-        message="Two Patient entries carry the same identifier.",
-        code="duplicate_patient",
-        path="resource.identifier",
-        located=located,
-    )
+    message = "Two Patient entries carry the same identifier."
+    return FirstSeen(message=message, code="duplicate_patient", path="resource.identifier", located=located)
 
 
 def _check_entries(entries: list[Any]) -> tuple[list[_Patient], list[_Observation]]:
