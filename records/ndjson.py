@@ -11,6 +11,9 @@ in two stages:
 2. `ndjson_slice_records`, per slice of patients: the rest of the checks (category, code, FHIR validation,
    canonical form) on each patient's lines, and their records, built as the bundle path builds them. A patient
    with a refused line is refused whole (none of their records), and the others of the slice are kept.
+
+Both stages run in forked processes when asked (`_in_processes`): stage 1 a part of a file each, with what spans
+lines checked by the caller in the files' order; stage 2 a slice each, ahead of the caller storing the slice before.
 """
 
 import hashlib
@@ -86,8 +89,9 @@ class ExportIndex:
     """Where each line of the files is, by its number among all their lines (a line id, in the files' order), and
     each patient's Patient line and Observation lines, patients numbered in the files' order.
 
-    Machine integers in arrays, not an object per line: the index of a million patients' export is a few hundred
-    megabytes, and holds nothing the garbage collector has to walk while the slices are stored."""
+    Machine integers in arrays, not an object per line: about 30 bytes a line (a million breast-cancer patients'
+    export, 31 million lines, about a gigabyte), and nothing the garbage collector has to walk while the slices
+    are stored."""
 
     names: list[str]
     positions: array = field(default_factory=lambda: array("I"))
