@@ -21,7 +21,7 @@ from records import erasure, tasks
 from records.anchoring import record_versions_anchor_of, record_versions_anchor_pending
 from records.bundles import ParsedRecord, bundle_entry_count, bundle_parse
 from records.crypto import RecordCipher, patient_pseudonym, record_open, record_seal
-from records.errors import BundleRejected, BundleTooLarge, CiphertextInvalid
+from records.errors import BundleRejected, BundleTooLarge, CiphertextInvalid, IngestInterrupted
 from records.features import bundle_features, features_reseal, features_seal
 from records.models import (
     BulkIngestJob,
@@ -506,6 +506,9 @@ def record_ingest_ndjson(
         BulkIngestJob.objects.filter(pk=job.pk).update(status="refused", refusal_code=error.code)
         log.info("bulk_ingest_refused", job_id=str(job.pk), code=error.code)
         raise
+    except IngestInterrupted as error:
+        _log_interrupted(job, error)
+        raise
     slices_total = -(-index.patient_count // job.slice_patients)
     BulkIngestJob.objects.filter(pk=job.pk).update(slices_total=slices_total)
     if resumed_at:
@@ -517,14 +520,23 @@ def record_ingest_ndjson(
         for number in numbers
     ]
     read = ndjson_slices_records(files, index, slices, processes=settings.INGEST_NDJSON_PROCESSES)
-    for number, (parsed_records, refused) in zip(numbers, read, strict=True):
-        job = _bulk_slice_store(job=job, number=number, parsed_records=parsed_records, refused=refused, index=index)
-        if after_slice is not None:
-            after_slice(job)
+    try:
+        for number, (parsed_records, refused) in zip(numbers, read, strict=True):
+            job = _bulk_slice_store(job=job, number=number, parsed_records=parsed_records, refused=refused, index=index)
+            if after_slice is not None:
+                after_slice(job)
+    except IngestInterrupted as error:
+        _log_interrupted(job, error)
+        raise
     BulkIngestJob.objects.filter(pk=job.pk).update(status="done")
     job.refresh_from_db()
     log.info("bulk_ingest_done", job_id=str(job.pk), records_new=job.records_new, refused=job.patients_refused)
     return BulkIngestResult(job=job, resumed_at=resumed_at)
+
+
+def _log_interrupted(job: BulkIngestJob, error: IngestInterrupted) -> None:
+    """The job stays running, resumable: the operator's log names it, the slices it kept and the cause's type."""
+    log.warning("bulk_ingest_interrupted", job_id=str(job.pk), slices_done=job.slices_done, cause=error.detail["error"])
 
 
 def _bulk_slice_store(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from structlog.testing import capture_logs
 
 from records import ndjson
 from records.codes import BREAST_CANCER_DATASET
@@ -172,11 +173,20 @@ def test_a_reader_that_fails_stops_the_run_with_a_stable_code_keeping_what_was_s
 
     monkeypatch.setattr(ndjson, "_patient_records", failing)
 
-    with pytest.raises(IngestInterrupted) as interrupted:
+    with pytest.raises(IngestInterrupted) as interrupted, capture_logs() as logs:
         record_ingest_ndjson(paths=paths, slice_patients=2)
 
     assert (interrupted.value.code, interrupted.value.detail) == ("ingest_interrupted", {"error": cause})
     job = BulkIngestJob.objects.get()
+    assert [log for log in logs if log["event"] == "bulk_ingest_interrupted"] == [
+        {
+            "event": "bulk_ingest_interrupted",
+            "log_level": "warning",
+            "job_id": str(job.pk),
+            "slices_done": job.slices_done,
+            "cause": cause,
+        }
+    ]
     assert job.status == "running"
     assert job.slices_done <= 2  # slice 2 (patients 4 and 5) failed; a dead process may take another down
     assert RecordVersion.objects.count() == 2 * job.slices_done
