@@ -32,6 +32,8 @@ from typing import TypeVar
 
 import pytest
 
+from tests.processes import child_processes, process_alive
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,17 +108,9 @@ class FabricNetwork:
         wrapper = int((self.directory / "run" / f"{name}.pid").read_text())
         found, frontier = [wrapper], [wrapper]
         while frontier:
-            parent = frontier.pop()
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    parent_of = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-                if parent_of == parent:
-                    found.append(int(entry.name))
-                    frontier.append(int(entry.name))
+            children = child_processes(frontier.pop())
+            found += children
+            frontier += children
         return found
 
     def kill(self, name: str) -> float:
@@ -128,7 +122,7 @@ class FabricNetwork:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = killed_at + 10
-        while any(map(_alive, pids)):
+        while any(map(process_alive, pids)):
             assert time.monotonic() < deadline, f"{name} is still running 10 s after SIGKILL"
             time.sleep(0.05)
         return killed_at
@@ -200,14 +194,6 @@ class FabricNetwork:
         if not path.exists():
             return f"(no {path})"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def until_available(call: Callable[[], T], seconds: float = 60) -> T:

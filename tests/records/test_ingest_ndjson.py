@@ -23,6 +23,7 @@ from records.management.commands.ingest_ndjson import ndjson_ingest_command
 from records.models import AnchorState, BulkIngestJob, Record, RecordVersion
 from records.services import record_ingest, record_ingest_ndjson
 from tests.conftest import REPO, worker_database_url
+from tests.processes import child_processes, process_alive
 
 
 def _write(folder: Path, patients, *, observations_first: bool = False) -> list[str]:
@@ -112,23 +113,6 @@ def test_a_refused_file_stores_nothing_and_loses_nothing_stored(tmp_path, ledger
     assert (refused.value.detail["file"], refused.value.detail["line"]) == (paths[1], 121)
     assert _versions() == before
     assert BulkIngestJob.objects.get(status="refused").refusal_code == "malformed_json"
-
-
-def _stat(pid: int) -> list[str]:
-    """/proc/<pid>/stat's fields after the command's name (state, parent...); [] for a process that is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return []
-
-
-def _children(pid: int) -> list[int]:
-    return [int(path.name) for path in Path("/proc").glob("[0-9]*") if _stat(int(path.name))[1:2] == [str(pid)]]
-
-
-def _running(pid: int) -> bool:
-    """Whether `pid` is a process that has not ended (a zombie, ended but not yet reaped, has)."""
-    return _stat(pid)[:1] not in ([], ["Z"])
 
 
 @pytest.mark.django_db
@@ -323,7 +307,7 @@ def test_a_run_killed_after_a_slice_resumes_without_duplicates(tmp_path, ledger_
             assert process.poll() is None
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        readers = _children(process.pid)
+        readers = child_processes(process.pid)
         assert len(readers) == 2
     finally:
         process.send_signal(signal.SIGKILL)
@@ -331,7 +315,7 @@ def test_a_run_killed_after_a_slice_resumes_without_duplicates(tmp_path, ledger_
     assert RecordVersion.objects.count() == 2
     # Its reader processes, left with no one to shut them down, end by themselves.
     deadline = time.monotonic() + 10
-    while any(_running(reader) for reader in readers):
+    while any(map(process_alive, readers)):
         assert time.monotonic() < deadline, "a reader process outlived its killed command"
         time.sleep(0.1)
 
