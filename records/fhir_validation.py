@@ -130,7 +130,7 @@ def _shape_and_leaves(resource: dict[str, Any]) -> tuple[tuple[Any, ...], list[A
                 to_shape(len(value))
                 pending.extend(value)
             continue
-        if kind is not dict:
+        if kind is not dict:  # a scalar in a list of objects: a shape no check is made for
             to_shape(kind)
             to_leaves(value)
             continue

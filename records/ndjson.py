@@ -217,9 +217,7 @@ def _part_lines(files: list[NdjsonFile], part: tuple[int, int, int, int]) -> tup
     with ndjson.path.open("rb") as stream:
         stream.seek(start)
         try:
-            for number, offset, raw in _lines(stream, name=ndjson.name, number=first_number - 1, offset=start):
-                if offset >= end:
-                    break
+            for number, offset, raw in _lines(stream, name=ndjson.name, number=first_number - 1, offset=start, end=end):
                 at = LineAt(position=position, line=number, offset=offset, file=ndjson.name)
                 resource = _resource(raw, at)
                 resource_type = resource_type_check(resource, at)
@@ -368,12 +366,12 @@ def _patient_records(streams: Sequence[BinaryIO], number: int, index: ExportInde
         raise not_canonicalizable(located) from None
 
 
-def _lines(stream: BinaryIO, *, name: str, number: int = 0, offset: int = 0) -> Iterator[tuple[int, int, bytes]]:
-    """Each line of `stream` from where it is (line `number` + 1, at `offset`), without its line break: its number,
-    where it starts, and its bytes; a line longer than INGEST_MAX_BYTES is refused (payload_too_large) before it is
-    read whole. A last line break ends the file, adding no line."""
+def _lines(stream: BinaryIO, *, name: str, number: int, offset: int, end: int) -> Iterator[tuple[int, int, bytes]]:
+    """Each line of `stream` from where it is (line `number` + 1, at `offset`) to `end`, without its line break: its
+    number, where it starts, and its bytes; a line longer than INGEST_MAX_BYTES is refused (payload_too_large)
+    before it is read whole. A last line break ends the file, adding no line."""
     limit = settings.INGEST_MAX_BYTES
-    while raw := stream.readline(limit + 2):
+    while offset < end and (raw := stream.readline(limit + 2)):
         number += 1
         line = raw[:-2] if raw.endswith(b"\r\n") else raw.removesuffix(b"\n")
         if len(line) > limit:
