@@ -317,7 +317,8 @@ def patients_ingest(patients: list[Any], *, actor: Any) -> None:
 
 def consents_grant(grants: list[tuple[str, str, str]], *, purposes: list[str], categories: list[str]) -> None:
     """Grant each (consent id, patient pseudonym, grantee) for 30 days from yesterday, signed by the patient's
-    software passkey (health_platform.software_passkey), 16 at a time (the ledger groups those made together)."""
+    software passkey (health_platform.software_passkey): the patients' keys enrolled 64 to a transaction first, then
+    the grants 16 at a time (the ledger groups those made together)."""
     from concurrent.futures import ThreadPoolExecutor
     from datetime import UTC, datetime, timedelta
 
@@ -342,6 +343,7 @@ def consents_grant(grants: list[tuple[str, str, str]], *, purposes: list[str], c
             ),
         )
 
+    signer.enrol([pseudonym for _, pseudonym, _ in grants])
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(grant, grants))
 

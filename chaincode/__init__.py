@@ -37,6 +37,8 @@ Contract "consent" (chaincode.contracts.consent): only what the patient signed (
 Contract "patient_keys" (chaincode.contracts.patient_keys): the passkeys whose signatures change consents
     EnrolPatientKey(key_json: {patient_pseudonym, credential_id, public_key, rp_id_hash, origin})
         (the platform; only while the patient has no active key)                  -> entry
+    EnrolPatientKeys(keys_json: [key, ...]) (1-64, each of another patient; each enrolled or refused alone)
+        -> [{entry} | {error: {code, message}}, ...]
     AddPatientKey(key_json + {action: add_patient_key, issued_at}, signature_json) -> entry
     RevokePatientKey({action: revoke_patient_key, patient_pseudonym, credential_id, issued_at}, signature_json)
     RecoverPatientKeys({recovery_id, patient_pseudonym, custodian, reason})  -> entry (every key revoked)

@@ -171,3 +171,27 @@ def tx_time_text(stub: Any) -> str:
 
 def _from_proto(timestamp: Any) -> datetime:
     return datetime.fromtimestamp(timestamp.seconds + timestamp.nanos / 1e9, tz=UTC)
+
+
+class StagedWrites:
+    """The stub for one item of a batch transaction (GrantConsents, EnrolPatientKeys), its writes held back until
+    commit(): an item refused half way writes nothing. Reads see committed state, not the held writes, so a batch
+    holds one item per patient (each reads and writes its own patient's entry only) and checks itself whatever else
+    two of its items could both claim."""
+
+    def __init__(self, stub: Any):
+        self._stub = stub
+        self._writes: dict[str, bytes] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    async def put_state(self, key: str, value: bytes | str) -> None:
+        self._writes[key] = value.encode() if isinstance(value, str) else bytes(value)
+
+    async def delete_state(self, key: str) -> None:
+        raise NotImplementedError("a batch item deletes nothing")
+
+    async def commit(self) -> None:
+        for key, value in self._writes.items():
+            await self._stub.put_state(key, value)

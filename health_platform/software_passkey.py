@@ -19,9 +19,11 @@ from fido2.cose import ES256
 from fido2.utils import websafe_encode
 from fido2.webauthn import AttestationObject, AttestedCredentialData, AuthenticatorData, CollectedClientData
 
+from chaincode.contracts.patient_keys import MAX_ENROL_BATCH
 from chaincode.validation import format_timestamp
 from chaincode.webauthn import b64url, document_digest
 from ledger.contracts import grant_document, revoke_document
+from ledger.errors import ContractRejected
 
 _FLAGS = AuthenticatorData.FLAG.UP | AuthenticatorData.FLAG.UV
 
@@ -110,6 +112,21 @@ class SoftwareSigner:
             self.contracts.enrol_patient_key(passkey.ledger_key(pseudonym))
             self.passkeys[pseudonym] = passkey
         return self.passkeys[pseudonym]
+
+    def enrol(self, pseudonyms: list[str]) -> None:
+        """A passkey for each of `pseudonyms` that has none here yet, enrolled MAX_ENROL_BATCH to a transaction;
+        raises the contract's refusal of the first key the ledger refuses (the others of its batch are enrolled)."""
+        pending = [pseudonym for pseudonym in dict.fromkeys(pseudonyms) if pseudonym not in self.passkeys]
+        for start in range(0, len(pending), MAX_ENROL_BATCH):
+            batch = [
+                (p, SoftwarePasskey(rp_id=self.rp_id, origin=self.origin))
+                for p in pending[start : start + MAX_ENROL_BATCH]
+            ]
+            answers = self.contracts.enrol_patient_keys([passkey.ledger_key(p) for p, passkey in batch])
+            refused = [answer for answer in answers if isinstance(answer, ContractRejected)]
+            self.passkeys.update(pair for pair, answer in zip(batch, answers, strict=True) if answer not in refused)
+            if refused:
+                raise refused[0]
 
     def grant(self, pseudonym: str, *grants: Any) -> list[Any]:
         """Grant `grants` (ledger.contracts.ConsentGrant) as the patient `pseudonym`, in one signed document."""

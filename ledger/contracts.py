@@ -701,6 +701,17 @@ class Contracts:
         """The platform enrols a patient's passkey while the patient has no active one (keys_exist otherwise)."""
         return _patient_keys(self.client.submit(PATIENT_KEYS, "EnrolPatientKey", _json(key)).json())
 
+    def enrol_patient_keys(self, keys: Sequence[Mapping[str, str]]) -> list[PatientKeys | ContractRejected]:
+        """Enrol several patients' passkeys in one transaction (1 to MAX_ENROL_BATCH, each of another patient): for
+        each, in order, the patient's keys, or the contract's refusal of that key alone (keys_exist, ...)."""
+        answers = self.client.submit(PATIENT_KEYS, "EnrolPatientKeys", _json(list(keys))).json()
+        return [
+            _patient_keys(answer["entry"])
+            if "entry" in answer
+            else ContractRejected(answer["error"]["code"], answer["error"]["message"])
+            for answer in answers
+        ]
+
     def add_patient_key(self, document: Mapping[str, str], signature: Mapping[str, str]) -> PatientKeys:
         return _patient_keys(
             self.client.submit(PATIENT_KEYS, "AddPatientKey", _json(document), _json(signature)).json()

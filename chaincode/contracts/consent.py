@@ -88,7 +88,7 @@ class ConsentContract(Contract):
         for index, request in enumerate(requests):
             field = f"requests[{index}]"
             validation.only_fields(request, field, {"document", "signature"}, {"document", "signature"})
-            staged = _StagedWrites(stub)
+            staged = state.StagedWrites(stub)
             try:
                 document = signed_document(
                     request["document"], f"{field}.document", _GRANT_DOCUMENT_FIELDS, "grant_consent"
@@ -357,29 +357,6 @@ async def _grant(
     await put_entry(stub, entry)
     signed.append({**record, "document": document})
     return consents
-
-
-class _StagedWrites:
-    """The stub for one document of a batch, its writes held back until commit(): a document refused half way
-    writes nothing. (A document reads and writes its own patient's entry only, and a batch holds one document per
-    patient, so no document of a batch reads what another wrote.)"""
-
-    def __init__(self, stub: Any):
-        self._stub = stub
-        self._writes: dict[str, bytes] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stub, name)
-
-    async def put_state(self, key: str, value: bytes | str) -> None:
-        self._writes[key] = value.encode() if isinstance(value, str) else bytes(value)
-
-    async def delete_state(self, key: str) -> None:
-        raise NotImplementedError("a grant deletes nothing")
-
-    async def commit(self) -> None:
-        for key, value in self._writes.items():
-            await self._stub.put_state(key, value)
 
 
 def _decide(

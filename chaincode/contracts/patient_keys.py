@@ -37,6 +37,7 @@ _RECOVERY_FIELDS = {"recovery_id", "patient_pseudonym", "custodian", "reason"}
 # How far a signed document's issued_at may lie from the transaction's time: long enough for a patient to find
 # their passkey, short enough that a signed document kept aside cannot be played much later.
 SIGNATURE_WINDOW_SECONDS = 15 * 60
+MAX_ENROL_BATCH = 64  # keys in one EnrolPatientKeys transaction
 _CUSTODIAN = re.compile(r"custodian:[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -101,16 +102,38 @@ class PatientKeyContract(Contract):
     async def EnrolPatientKey(self, ctx: TransactionContext, key_json: str) -> str:
         """The platform enrols a patient's passkey: only while the patient has no active key."""
         stub = ctx.get_stub()
-        document = validation.json_argument(key_json, "key", dict)
-        validation.only_fields(document, "key", _KEY_FIELDS, _KEY_FIELDS)
-        entry = await entry_of(stub, validation.pseudonym(document["patient_pseudonym"], "key.patient_pseudonym"))
-        if any(key["status"] == "active" for key in entry["keys"]):
-            raise ContractError(
-                "the patient holds an active passkey: a new one is added with its signature", code="keys_exist"
-            )
-        entry.setdefault("custodian_msp", creator_msp(stub))
-        await _add_key(stub, entry, document, added_by="enrolment")
+        entry = await _enrol(stub, validation.json_argument(key_json, "key", dict), "key")
         return state.dumps(_keys_only(entry)).decode()
+
+    async def EnrolPatientKeys(self, ctx: TransactionContext, keys_json: str) -> str:
+        """EnrolPatientKey for several patients in ONE transaction (a hospital enrolling the patients it invites
+        together): keys = [key, ...], 1 to MAX_ENROL_BATCH, each of a different patient and credential. Each key
+        stands alone: checked in full before anything of it is written, and refused alone, with its own code,
+        without failing the others. Answers, in order, {"entry": ...} or {"error": {"code", "message"}} per key."""
+        stub = ctx.get_stub()
+        keys = validation.object_list(validation.json_argument(keys_json, "keys", list), "keys", MAX_ENROL_BATCH)
+        patients: set[str] = set()
+        credentials: set[str] = set()
+        results: list[dict[str, Any]] = []
+        for index, document in enumerate(keys):
+            field = f"keys[{index}]"
+            staged = state.StagedWrites(stub)
+            try:
+                # Another key of this batch is not visible to the checks below (staged writes): refuse a second
+                # key of the same patient, or of the same credential, as the ledger would once the first is written.
+                if document.get("patient_pseudonym") in patients:
+                    raise InvalidArgument(f"{field}'s patient has another key in this batch")
+                if document.get("credential_id") in credentials:
+                    raise AlreadyExists("this passkey belongs to another patient", code="credential_taken")
+                entry = await _enrol(staged, document, field)
+            except ContractError as error:
+                results.append({"error": {"code": error.code, "message": error.message}})
+                continue
+            patients.add(entry["patient_pseudonym"])
+            credentials.add(document["credential_id"])
+            await staged.commit()
+            results.append({"entry": _keys_only(entry)})
+        return state.dumps(results).decode()
 
     async def AddPatientKey(self, ctx: TransactionContext, key_json: str, signature_json: str) -> str:
         """Add a passkey (a second device, or a rotation's new key), signed by one of the patient's active keys."""
@@ -179,6 +202,19 @@ class PatientKeyContract(Contract):
         that changed them (a consent change writes the entry too, and is the consent's history)."""
         changes = await entry_history(ctx.get_stub(), validation.pseudonym(patient_pseudonym), _keys_only)
         return state.dumps(changes).decode()
+
+
+async def _enrol(stub: Any, document: dict[str, Any], field: str) -> dict[str, Any]:
+    """Enrol the key `document` for its patient, who must hold no active key. Returns the patient's entry."""
+    validation.only_fields(document, field, _KEY_FIELDS, _KEY_FIELDS)
+    entry = await entry_of(stub, validation.pseudonym(document["patient_pseudonym"], f"{field}.patient_pseudonym"))
+    if any(key["status"] == "active" for key in entry["keys"]):
+        raise ContractError(
+            "the patient holds an active passkey: a new one is added with its signature", code="keys_exist"
+        )
+    entry.setdefault("custodian_msp", creator_msp(stub))
+    await _add_key(stub, entry, document, added_by="enrolment")
+    return entry
 
 
 def _keys_only(entry: dict[str, Any]) -> dict[str, Any]:
