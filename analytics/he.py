@@ -21,7 +21,7 @@ Domain code never imports tenseal: it asks analytics.bootstrap for the engine.
 """
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,6 +82,10 @@ class HomomorphicEngine(Protocol):
 
     def decrypt_many(self, secret: bytes, ciphertexts: Sequence[tuple[bytes, int]]) -> list[np.ndarray]:
         """decrypt() for each (ciphertext, count), the secret context read once."""
+        ...
+
+    def decrypt_each(self, secret: bytes, ciphertexts: Iterable[tuple[bytes, int]]) -> Iterator[np.ndarray]:
+        """decrypt_many, lazily: each (ciphertext, count) read, decrypted and answered before the next is read."""
         ...
 
     def is_secret_context(self, context: bytes) -> bool:
@@ -178,14 +182,16 @@ class TenSEALEngine:
         return self.decrypt_many(secret, [(ciphertext, count)])[0]
 
     def decrypt_many(self, secret: bytes, ciphertexts: Sequence[tuple[bytes, int]]) -> list[np.ndarray]:
-        """The secret context lives for this call only: it is never cached."""
+        return list(self.decrypt_each(secret, ciphertexts))
+
+    def decrypt_each(self, secret: bytes, ciphertexts: Iterable[tuple[bytes, int]]) -> Iterator[np.ndarray]:
+        """The secret context lives for this call only: it is never cached. It is read before the first ciphertext
+        is asked for, so a context without a secret key is refused at the first answer."""
         context = self._ts.context_from(secret)
         if not context.has_secret_key():
             raise ValueError("this context holds no secret key")
-        return [
-            np.asarray(self._ts.ckks_vector_from(context, ciphertext).decrypt()[:count])
-            for ciphertext, count in ciphertexts
-        ]
+        for ciphertext, count in ciphertexts:
+            yield np.asarray(self._ts.ckks_vector_from(context, ciphertext).decrypt()[:count])
 
     def is_secret_context(self, context: bytes) -> bool:
         """A context found keyless is kept like the ones the engine uses: the compute step checks its

@@ -1,7 +1,9 @@
 """Reads: a request's progress, its decrypted results (portal mode, requester only), its encrypted
 scores (requester-held mode), and the requests a clinician may see."""
 
+import itertools
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,22 +39,24 @@ class Progress:
 
 
 def analysis_progress(*, request: AnalysisRequest) -> Progress:
-    batches = list(request.batches.all())
+    """Counted from each batch's counts, never its decisions: a million-record request's progress reads a few
+    hundred small rows, not a million decisions."""
+    batches = list(request.batches.values("status", "gate_at", "admitted_count", "refusals"))
     refusals: Counter[str] = Counter()
     for batch in batches:
-        refusals.update(batch.refusals)
-    gated = [b for b in batches if b.decisions]
+        refusals.update(batch["refusals"])
+    gated = [b for b in batches if b["gate_at"] is not None]
     return Progress(
         status=request.status,
         failure_code=request.failure_code,
         total=request.total_records,
-        gated=sum(len(b.decisions) for b in gated),
-        admitted=sum(b.admitted_count for b in gated),
+        gated=sum(b["admitted_count"] + sum(b["refusals"].values()) for b in gated),
+        admitted=sum(b["admitted_count"] for b in gated),
         refused=sum(refusals.values()),
         refusals=dict(refusals),
-        scored=sum(b.admitted_count for b in batches if b.status == BatchStatus.SCORED),
+        scored=sum(b["admitted_count"] for b in batches if b["status"] == BatchStatus.SCORED),
         batches=len(batches),
-        batches_done=sum(b.status == BatchStatus.SCORED for b in batches),
+        batches_done=sum(b["status"] == BatchStatus.SCORED for b in batches),
     )
 
 
@@ -92,6 +96,18 @@ class Results:
 
 def analysis_results(*, request: AnalysisRequest, viewer: Any) -> Results:
     """Decrypt and interpret the scores: the requester only, in portal mode, in the web process."""
+    spec = model_spec(request.model)
+    refusals: Counter[str] = Counter()
+    rows = list(analysis_result_rows(request=request, viewer=viewer, refusals=refusals))
+    return Results(spec.name, spec.version, spec.sha256, spec.kind, rows, dict(refusals))
+
+
+def analysis_result_rows(
+    *, request: AnalysisRequest, viewer: Any, refusals: Counter[str] | None = None
+) -> Iterator[ResultRow]:
+    """The result rows of the batches scored so far, in order, decrypted one score ciphertext at a time as they are
+    read (the secret context opened once): a million-record request is read in the memory of one batch. Adds each
+    batch's refusals to `refusals`. The requester only, in portal mode."""
     if viewer.pk != request.requester_id:
         raise PermissionDenied("Only the requester can read an analysis's results.")
     if request.key_mode != KeyMode.PORTAL or not request.sealed_secret_context:
@@ -103,23 +119,26 @@ def analysis_results(*, request: AnalysisRequest, viewer: Any) -> Results:
         request_id=request.id, key_id=request.sealed_key_id, sealed=bytes(request.sealed_secret_context)
     )
     engine, blobs = engines.homomorphic_engine(), engines.blob_store()
-    refusals: Counter[str] = Counter()
-    chunks: list[tuple[list[str], bytes]] = []  # (record ids, score ciphertext), in order
-    pseudonyms: dict[str, str] = {}
-    clipped: set[str] = set()
-    for batch in request.batches.filter(status=BatchStatus.SCORED).order_by("index"):
+    chunks = _score_chunks(request, blobs, Counter() if refusals is None else refusals)
+    described, sent = itertools.tee(chunks)  # decrypt_each reads one, answers it, then reads the next
+    decrypted = engine.decrypt_each(secret, ((ciphertext, len(ids)) for ids, _, _, ciphertext in sent))
+    for (ids, pseudonyms, clipped, _), scores in zip(described, decrypted, strict=True):
+        for record_id, result in zip(ids, spec.interpret(scores), strict=True):
+            yield ResultRow(record_id, pseudonyms[record_id], result["score"], result["label"], record_id in clipped)
+
+
+def _score_chunks(
+    request: AnalysisRequest, blobs: Any, refusals: Counter[str]
+) -> Iterator[tuple[list[str], dict[str, str], set[str], bytes]]:
+    """Each score ciphertext of the request's scored batches, in order, with its record ids, their patients and
+    the clipped ones among them; one batch read at a time."""
+    scored = request.batches.filter(status=BatchStatus.SCORED).order_by("index")
+    for batch in scored.only("refusals", "decisions", "clipped_record_ids", "column_keys", "score_keys").iterator(1):
         refusals.update(batch.refusals)
-        pseudonyms.update((d["record_id"], d["patient_pseudonym"]) for d in batch.decisions)
-        clipped.update(batch.clipped_record_ids)
+        pseudonyms = {d["record_id"]: d["patient_pseudonym"] for d in batch.decisions}
+        clipped = set(batch.clipped_record_ids)
         for chunk, score_key in zip(batch.column_keys, batch.score_keys, strict=True):
-            chunks.append((chunk["record_ids"], blobs.get(score_key)))
-    decrypted = engine.decrypt_many(secret, [(ciphertext, len(ids)) for ids, ciphertext in chunks])
-    rows = [
-        ResultRow(record_id, pseudonyms[record_id], result["score"], result["label"], record_id in clipped)
-        for (ids, _), scores in zip(chunks, decrypted, strict=True)
-        for record_id, result in zip(ids, spec.interpret(scores), strict=True)
-    ]
-    return Results(spec.name, spec.version, spec.sha256, spec.kind, rows, dict(refusals))
+            yield chunk["record_ids"], pseudonyms, clipped, blobs.get(score_key)
 
 
 def analysis_encrypted_scores(*, request: AnalysisRequest, viewer: Any) -> dict[str, Any]:

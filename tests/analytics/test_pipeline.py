@@ -241,3 +241,51 @@ def test_a_consented_record_lacking_one_of_the_models_measurements_is_not_scored
         for e in AccessEvent.objects.filter(request_id=str(request.id), kind="record_access")
     }
     assert outcomes == {str(record.id): ("computed", ""), str(other.id): ("not_computed", "missing_features")}
+
+
+def test_results_are_read_one_score_ciphertext_at_a_time_and_progress_from_the_batches_counts(
+    consented, clinician, models_registered, blob_dir, monkeypatch
+):
+    """A request of a million records must be readable in the memory of one batch: the rows come decrypted one
+    score ciphertext at a time, and the progress is counted without reading any batch's decisions."""
+    from analytics.engines import FileSystemBlobStore
+    from analytics.selectors import analysis_progress, analysis_result_rows
+    from analytics.tasks import analysis_batch_gate
+
+    people = consented(5, not_consenting=1)
+    monkeypatch.setattr("analytics.services._enqueue_start", lambda request_id: None)  # we run the steps
+    request = analysis_request_create(
+        requester=clinician,
+        model_name="breast-cancer",
+        cohort_kind="explicit",
+        pseudonyms=[patient.pseudonym for _, patient, _ in people],
+        batch_size=3,
+    )
+    batches = analysis_start(request_id=str(request.id))
+    assert len(batches) == 2
+
+    def counted_from_decisions() -> tuple[int, int, int]:
+        decided = [d for b in AnalysisBatch.objects.filter(request=request) for d in b.decisions]
+        admitted = sum(d["decision"] == "admit" for d in decided)
+        return len(decided), admitted, len(decided) - admitted
+
+    for batch in batches:
+        analysis_batch_gate.apply(args=[batch])
+        progress = analysis_progress(request=request)
+        assert (progress.gated, progress.admitted, progress.refused) == counted_from_decisions()
+    request.refresh_from_db()
+    assert request.status == AnalysisStatus.COMPLETED
+    progress = analysis_progress(request=request)
+    assert (progress.total, progress.gated, progress.refused, progress.refusals) == (5, 5, 1, {"no_consent": 1})
+    assert (progress.scored, progress.batches_done) == (4, 2)
+
+    fetched: list[str] = []
+    get = FileSystemBlobStore.get
+    monkeypatch.setattr(FileSystemBlobStore, "get", lambda store, key: fetched.append(key) or get(store, key))
+    rows = analysis_result_rows(request=request, viewer=clinician)
+    first = next(rows)
+    assert len(fetched) == 1  # the first batch's score only
+    streamed = [first, *rows]
+    assert len(fetched) == 2
+    assert streamed == analysis_results(request=request, viewer=clinician).rows
+    assert len(streamed) == 4
