@@ -5,6 +5,7 @@ committed it. If the ledger cannot be reached nothing is written anywhere and th
 ledger_unavailable. The mirror can always be rebuilt from the ledger (consent_mirror_rebuild).
 """
 
+import itertools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -256,19 +257,28 @@ def _parse_timestamp(value: Any) -> datetime:
     raise ValidationFailed("The document holds a malformed time.", code="invalid_document")
 
 
-def consent_mirror_rebuild() -> int:
-    """Replace the mirror with what the ledger holds for every known patient. Returns the row count."""
+def consent_mirror_rebuild(*, patients_per_transaction: int = 1000) -> int:
+    """Replace the mirror with what the ledger holds for every known patient. Returns the row count.
+
+    A few patients at a time: their consents read from the ledger, then their rows replaced in one short
+    transaction. Memory holds one group's consents, not a hospital's, and the web process is never kept from
+    writing for long. Each patient's rows are at every moment either the ledger's or those the mirror held; a
+    ledger that stops answering half way leaves the patients not yet reached as they were."""
     contracts = bootstrap.contracts()
-    rows = [
-        Consent(patient=patient, **_mirror_fields(ledger_consent))
-        for patient in Patient.objects.order_by("pk").iterator()
-        for ledger_consent in contracts.consents_of_patient(patient.pseudonym)
-    ]
-    with transaction.atomic():
-        Consent.objects.all().delete()
-        Consent.objects.bulk_create(rows)
-    log.info("consent_mirror_rebuilt", consents=len(rows))
-    return len(rows)
+    count = 0
+    patients = Patient.objects.order_by("pk").only("pk", "pseudonym").iterator(chunk_size=patients_per_transaction)
+    while group := list(itertools.islice(patients, patients_per_transaction)):
+        rows = [
+            Consent(patient=patient, **_mirror_fields(ledger_consent))
+            for patient in group
+            for ledger_consent in contracts.consents_of_patient(patient.pseudonym)
+        ]
+        with transaction.atomic():
+            Consent.objects.filter(patient__in=[patient.pk for patient in group]).delete()
+            Consent.objects.bulk_create(rows)
+        count += len(rows)
+    log.info("consent_mirror_rebuilt", consents=count)
+    return count
 
 
 def _codes(values: Any, vocabulary: dict[str, str], *, field: str, code: str) -> list[str]:

@@ -50,3 +50,39 @@ def test_a_command_that_finds_the_ledger_down_says_so_with_its_code_and_changes_
     with pytest.raises(CommandError, match=r"^ledger_unavailable: The ledger did not answer"):
         call_command(command)
     assert _snapshot() == before
+
+
+def test_rebuild_goes_a_few_patients_at_a_time_and_each_group_is_replaced_whole(
+    patient_user, other_patient_user, terms, monkeypatch
+):
+    """Memory holds one group's consents: the ledger is read group by group, each group's rows replaced in a
+    transaction of its own, and a ledger that stops answering half way leaves the groups not reached as they were."""
+    from consent.services import consent_mirror_rebuild
+    from health_platform import bootstrap
+    from ledger import LedgerUnavailable
+
+    grant_signed(actor=patient_user, patient=patient_user.patient, **terms)
+    grant_signed(actor=other_patient_user, patient=other_patient_user.patient, **terms)
+    truth = _snapshot()
+    Consent.objects.update(status="revoked")  # both groups' rows wrong
+    contracts = type(bootstrap.contracts())
+    read = contracts.consents_of_patient
+    order = sorted([patient_user.patient, other_patient_user.patient], key=lambda patient: patient.pk)
+    reads: list[str] = []
+
+    def second_group_unanswered(self, pseudonym, **keywords):
+        reads.append(pseudonym)
+        if pseudonym == order[1].pseudonym:
+            raise LedgerUnavailable("down")
+        return read(self, pseudonym, **keywords)
+
+    monkeypatch.setattr(contracts, "consents_of_patient", second_group_unanswered)
+    with pytest.raises(LedgerUnavailable):
+        consent_mirror_rebuild(patients_per_transaction=1)
+    assert reads == [patient.pseudonym for patient in order]
+    statuses = dict(Consent.objects.values_list("patient_id", "status"))
+    assert statuses == {order[0].pk: "active", order[1].pk: "revoked"}  # the first group rebuilt, the second kept
+
+    monkeypatch.setattr(contracts, "consents_of_patient", read)
+    assert consent_mirror_rebuild(patients_per_transaction=1) == 2
+    assert _snapshot() == truth
