@@ -154,10 +154,10 @@ def _reference_share(secret: bytes, chunks: list[np.ndarray], weights, bias: flo
     return [np.asarray(total.decrypt()) for total in totals]
 
 
-def _check_against_scikit_learn(rows, features_by_pseudonym: dict[str, tuple[float, ...]]) -> float:
+def _check_against_scikit_learn(rows, features: np.ndarray) -> float:
     """Every result row's label must be scikit-learn's on the same features in the clear (a LogisticRegression
-    holding the model's weights), and its probability within 1e-3 of it; returns the largest difference. A
-    mismatch fails the run."""
+    holding the model's weights; `features`: each row's patient's, in the rows' order), and its probability within
+    1e-3 of it; returns the largest difference. A mismatch fails the run."""
     from sklearn.linear_model import LogisticRegression
 
     from analytics.diagnostic_models import breast_cancer_model
@@ -165,7 +165,7 @@ def _check_against_scikit_learn(rows, features_by_pseudonym: dict[str, tuple[flo
     model = breast_cancer_model()
     plain = LogisticRegression()
     plain.coef_, plain.intercept_, plain.classes_ = np.asarray([model.weights]), np.asarray([model.bias]), np.arange(2)
-    features, _ = model.clip(np.asarray([features_by_pseudonym[row.patient_pseudonym] for row in rows]))
+    features, _ = model.clip(np.asarray(features))
     labels = [model.positive_label if label else model.negative_label for label in plain.predict(features)]
     probabilities = plain.predict_proba(features)[:, 1]
     mismatches = [row.record_id for row, label in zip(rows, labels, strict=True) if row.label != label]
@@ -175,6 +175,10 @@ def _check_against_scikit_learn(rows, features_by_pseudonym: dict[str, tuple[flo
     if largest > 1e-3:
         raise SystemExit(f"a probability differs from scikit-learn's by {largest:.2e}")
     return largest
+
+
+def _features_of(rows, features_by_pseudonym: dict[str, tuple[float, ...]]) -> np.ndarray:
+    return np.asarray([features_by_pseudonym[row.patient_pseudonym] for row in rows])
 
 
 def _naive(sample, grantee: str, contracts) -> float:
@@ -229,7 +233,7 @@ def _naive(sample, grantee: str, contracts) -> float:
     return len(sample) / (time.perf_counter() - start)
 
 
-def _settled(request) -> float:
+def _settled(request, *, timeout: float = 120) -> float:
     """Wait for what the workers do after a request's results are readable (each batch's outcome logged on the
     ledger, its access events mirrored for the auditors), so that the next timed analysis has the workers to
     itself, as one analysis on an otherwise idle platform; return the time (perf_counter) it was all done."""
@@ -238,10 +242,10 @@ def _settled(request) -> float:
     from analytics.models import AnalysisBatch
 
     trailing = Q(outcome_tx_id="") | Q(outcome_tx_id__startswith="claim:") | Q(access_mirror_pending=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while AnalysisBatch.objects.filter(request=request).filter(trailing).exists():
         if time.monotonic() > deadline:
-            raise SystemExit("a batch's outcome was not logged, or its accesses not mirrored, within 120 s")
+            raise SystemExit(f"a batch's outcome was not logged, or its accesses not mirrored, within {timeout:.0f} s")
         time.sleep(0.01)
     return time.perf_counter()
 
@@ -325,7 +329,9 @@ def main() -> None:
             profiler.dump_stats(arguments.profile)
         assert request.status == AnalysisStatus.COMPLETED, request.failure_code
         assert len(results.rows) == expected_rows
-        largest_difference = _check_against_scikit_learn(results.rows, features_by_pseudonym)
+        largest_difference = _check_against_scikit_learn(
+            results.rows, _features_of(results.rows, features_by_pseudonym)
+        )
 
         print("running the analysis through worker processes...", flush=True)
         app.conf.update(CELERY_TASK_ALWAYS_EAGER=False)
@@ -348,7 +354,8 @@ def main() -> None:
             assert len(results.rows) == expected_rows
             nonlocal largest_difference
             largest_difference = max(
-                largest_difference, _check_against_scikit_learn(results.rows, features_by_pseudonym)
+                largest_difference,
+                _check_against_scikit_learn(results.rows, _features_of(results.rows, features_by_pseudonym)),
             )
             trailing.append(_settled(request) - start)
             return elapsed

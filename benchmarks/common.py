@@ -271,25 +271,36 @@ def _wait_until_started(program: Program, sign: bytes, timeout: float = 60) -> N
 def synthetic_patients(count: int, *, dataset: str = "", seed: int = 0) -> list[Any]:
     """`count` patients like `dataset`'s (breast-cancer by default): patient i is the dataset's row i mod its size
     with 1% multiplicative noise on each feature, clipped to the dataset's declared model's range (records.demo's
-    DemoPatient, numbered 0..count-1). Patient i's outcome is its row's: `synthetic_targets`."""
+    DemoPatient, numbered 0..count-1; features: synthetic_features). Patient i's outcome is its row's:
+    `synthetic_targets`."""
+    return synthetic_demo_patients(synthetic_features(count, dataset=dataset, seed=seed), dataset=dataset)
+
+
+def synthetic_features(count: int, *, dataset: str = "", seed: int = 0) -> Any:
+    """The features of synthetic_patients(count) as a (count x features) array: 8 bytes a value, where a patient
+    object costs about a kilobyte (a million patients' features: 240 MB)."""
     import numpy as np
 
     from analytics.diagnostic_models import all_models
-    from records.codes import BREAST_CANCER_DATASET
-    from records.demo import DemoPatient, demo_patients
+    from records.codes import BREAST_CANCER_DATASET, load_dataset
 
     dataset = dataset or BREAST_CANCER_DATASET
-    base = demo_patients(dataset=dataset, count=100_000)
+    base = np.asarray(load_dataset(dataset).data, dtype=float)
     model = [spec for spec in all_models() if spec.dataset == dataset][-1]  # the latest declared
-    generator = np.random.default_rng(seed)
-    patients = []
-    for index in range(count):
-        values = np.asarray(base[index % len(base)].features)
-        features = np.clip(
-            values * (1 + 0.01 * generator.standard_normal(len(values))), model.feature_min, model.feature_max
-        )
-        patients.append(DemoPatient(dataset=dataset, row=index, features=tuple(float(v) for v in features)))
-    return patients
+    noise = np.random.default_rng(seed).standard_normal((count, base.shape[1]))
+    return np.clip(base[np.arange(count) % len(base)] * (1 + 0.01 * noise), model.feature_min, model.feature_max)
+
+
+def synthetic_demo_patients(features: Any, *, dataset: str = "", first: int = 0) -> list[Any]:
+    """DemoPatients first, first+1, ... holding the rows of `features` (a slice of synthetic_features')."""
+    from records.codes import BREAST_CANCER_DATASET
+    from records.demo import DemoPatient
+
+    dataset = dataset or BREAST_CANCER_DATASET
+    return [
+        DemoPatient(dataset=dataset, row=first + index, features=tuple(float(v) for v in values))
+        for index, values in enumerate(features)
+    ]
 
 
 def synthetic_targets(patients: list[Any]) -> Any:
