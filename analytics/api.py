@@ -16,6 +16,7 @@ from django_filters import rest_framework as filters
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -51,6 +52,15 @@ from health_platform.serializers import ERROR_RESPONSE, error_response, list_and
 log = structlog.get_logger(__name__)
 
 _ERROR = ERROR_RESPONSE
+# Result rows in one API answer: a consented cohort has no upper size, and a million rows in one JSON document
+# would cost the web process gigabytes to write.
+RESULT_ROWS_PER_API_PAGE = 10_000
+
+
+class ResultRowsPagination(PageNumberPagination):
+    page_size = RESULT_ROWS_PER_API_PAGE
+
+
 _NOT_FOUND = error_response("not_found: no such analysis of yours")
 
 
@@ -182,8 +192,11 @@ class AnalysisViewSet(VisibleListViewSet):
     @extend_schema(
         summary="Decrypted results (portal mode): score and label per pseudonymous record, summary, histogram",
         description="Decrypted in the web process for the requester only. Rows are those of the batches scored "
-        "so far: complete once status is completed. Requester-held keys: results_held_by_requester (400); "
+        f"so far: complete once status is completed; {RESULT_ROWS_PER_API_PAGE:,} a page, in the batches' order "
+        "(?page=2 for the next; count, next and previous as in every list; a page past the last: not_found). The "
+        "summary and the histogram are over every row. Requester-held keys: results_held_by_requester (400); "
         "download links.encrypted_scores instead.",
+        parameters=[OpenApiParameter("page", int, description="the page of rows (1 by default)")],
         responses={200: ResultsSerializer, 400: _ERROR, 401: _ERROR, 403: _ERROR, 404: _NOT_FOUND},
     )
     @action(detail=True, methods=["get"])
@@ -191,6 +204,8 @@ class AnalysisViewSet(VisibleListViewSet):
         analysis = analysis_of_requester(user=request.user, analysis_id=pk)
         results = analysis_results(request=analysis, viewer=request.user)
         log.info("analysis_results_read", request_id=str(analysis.pk), user_id=request.user.pk, rows=len(results.rows))
+        pages = ResultRowsPagination()
+        rows = pages.paginate_queryset(results.rows, request, view=self)
         body = {
             "request_id": analysis.pk,
             "status": analysis.status,
@@ -203,7 +218,10 @@ class AnalysisViewSet(VisibleListViewSet):
             "summary": results.summary(),
             "histogram": results.histogram(),
             "refusals": results.refusals,
-            "rows": results.rows,
+            "count": len(results.rows),
+            "next": pages.get_next_link(),
+            "previous": pages.get_previous_link(),
+            "rows": rows,
         }
         return Response(ResultsSerializer(body).data)
 

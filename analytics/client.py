@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,14 @@ def interpretation_for(described: dict[str, Any]) -> Any:
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Count, mean, min, max, median, labels and clipped rows of decrypted scores (the portal shows the same)."""
-    scores = sorted(row["score"] for row in rows)
+    return scores_summary(
+        [row["score"] for row in rows], (row["label"] for row in rows), sum(1 for row in rows if row["clipped"])
+    )
+
+
+def scores_summary(scores: list[float], labels: Iterable[str], clipped: int) -> dict[str, Any]:
+    """summary() from the rows' scores, labels and how many were clipped."""
+    scores = sorted(scores)
     if not scores:
         return {"count": 0, "labels": {}, "clipped": 0}
     return {
@@ -234,8 +242,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "min": scores[0],
         "max": scores[-1],
         "median": scores[len(scores) // 2],
-        "labels": dict(Counter(row["label"] for row in rows if row["label"])),
-        "clipped": sum(1 for row in rows if row["clipped"]),
+        "labels": dict(Counter(label for label in labels if label)),
+        "clipped": clipped,
     }
 
 

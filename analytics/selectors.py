@@ -4,13 +4,13 @@ scores (requester-held mode), and the requests a clinician may see."""
 import itertools
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import QuerySet
 
 from analytics import engines
-from analytics.client import summary as scores_summary
+from analytics.client import scores_summary
 from analytics.diagnostic_models import LinearModel as LinearModel
 from analytics.diagnostic_models import all_models
 from analytics.keys import secret_context_open
@@ -60,7 +60,7 @@ def analysis_progress(*, request: AnalysisRequest) -> Progress:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResultRow:
     record_id: str
     patient_pseudonym: str
@@ -80,7 +80,10 @@ class Results:
 
     def summary(self) -> dict[str, Any]:
         """Count, mean, min, max, median, labels and clipped rows: what the requester's client prints too."""
-        return scores_summary([asdict(row) for row in self.rows])
+        rows = self.rows
+        return scores_summary(
+            [row.score for row in rows], (row.label for row in rows), sum(row.clipped for row in rows)
+        )
 
     def histogram(self, bins: int = 10) -> list[dict[str, float]]:
         if not self.rows:

@@ -275,7 +275,10 @@ class ResultsSerializer(serializers.Serializer):
     )
     histogram = HistogramBinSerializer(many=True)
     refusals = serializers.DictField(child=serializers.IntegerField())
-    rows = ResultRowSerializer(many=True)
+    count = serializers.IntegerField(help_text="rows in every page together")
+    next = serializers.URLField(allow_null=True, help_text="the next page of rows; null on the last")
+    previous = serializers.URLField(allow_null=True, help_text="the page before; null on the first")
+    rows = ResultRowSerializer(many=True, help_text="this page's rows, in the batches' order")
 
 
 class EncryptedChunkSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ import json
 import pytest
 from rest_framework.test import APIClient
 
+from analytics.api import ResultRowsPagination
 from analytics.diagnostic_models import all_models, breast_cancer_model
 from analytics.models import AnalysisRequest, AnalysisStatus
 from analytics.services import analysis_request_create
@@ -159,7 +160,7 @@ def test_a_clinician_role_without_a_clinician_profile_cannot_request(models_regi
 @pytest.mark.he
 @pytest.mark.django_db(transaction=True)
 def test_a_portal_mode_request_is_created_runs_and_its_results_cite_the_model_hash(
-    consented, clinician, models_registered, blob_dir, eager
+    consented, clinician, models_registered, blob_dir, eager, monkeypatch
 ):
     people = consented(4, not_consenting=1)
 
@@ -206,6 +207,18 @@ def test_a_portal_mode_request_is_created_runs_and_its_results_cite_the_model_ha
     assert sorted(chunk["record_ids"]) == sorted(row["record_id"] for row in results["rows"])
     assert len(base64.b64decode(chunk["ciphertext"])) > 1000
     assert encrypted["model"]["positive_label"] == "malignant"
+
+    # Rows a page at a time (10,000 a page; 2 here): the summary and histogram over every row on each page.
+    monkeypatch.setattr(ResultRowsPagination, "page_size", 2)
+    first = api_as(clinician).get(created["links"]["results"]).json()
+    second = api_as(clinician).get(first["next"]).json()
+    assert (first["count"], len(first["rows"]), first["previous"]) == (3, 2, None)
+    assert (second["count"], len(second["rows"]), second["next"]) == (3, 1, None)
+    assert first["rows"] + second["rows"] == results["rows"]
+    assert first["summary"] == second["summary"] == results["summary"]
+    for page in ("3", "0", "x"):
+        past = api_as(clinician).get(created["links"]["results"], {"page": page})
+        assert (past.status_code, past.json()["code"]) == (404, "not_found")
 
 
 @pytest.mark.he
