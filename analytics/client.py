@@ -88,15 +88,16 @@ def _error_line(error: urllib.error.HTTPError) -> str:
 # --- commands ------------------------------------------------------------------------------------
 
 
-def keygen(out: Path, *, force: bool = False) -> tuple[Path, Path]:
-    """Write a new key set: secret.ctx readable by the owner only, public.ctx for the platform."""
-    from analytics.he import TenSEALEngine
+def keygen(out: Path, *, force: bool = False, wide: bool = False) -> tuple[Path, Path]:
+    """Write a new key set: secret.ctx readable by the owner only, public.ctx for the platform. `wide`: the less
+    precise parameters that hold larger scores (analytics.he.scoring_parameters), for a model the default's refuse."""
+    from analytics.he import SCORING_PARAMETERS, TenSEALEngine
 
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret_path, public_path = out / SECRET_FILE, out / PUBLIC_FILE
     if secret_path.exists() and not force:
         raise ClientError(f"{secret_path} exists: scores encrypted for it could not be read again; use --force")
-    keys = TenSEALEngine().keygen()
+    keys = TenSEALEngine().keygen(score_bound=SCORING_PARAMETERS[-1][2] if wide else 0.0)
     secret_path.unlink(missing_ok=True)
     descriptor = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as secret_file:
@@ -274,6 +275,9 @@ def parser() -> argparse.ArgumentParser:
     command = commands.add_parser("keygen", help="make a key set: secret.ctx (0600) and public.ctx")
     command.add_argument("--out", type=Path, required=True, help="folder for the keys")
     command.add_argument("--force", action="store_true", help="replace an existing secret.ctx")
+    command.add_argument(
+        "--wide", action="store_true", help="parameters for larger scores, less precise (if submit says out_of_range)"
+    )
 
     command = commands.add_parser("submit", parents=[server], help="request an analysis (uploads public.ctx only)")
     command.add_argument("--model", required=True, help="model name, see /api/models/")
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     try:
         if arguments.command == "keygen":
-            secret_path, public_path = keygen(arguments.out, force=arguments.force)
+            secret_path, public_path = keygen(arguments.out, force=arguments.force, wide=arguments.wide)
             print(f"secret key (keep it here, never upload it): {secret_path}", file=sys.stderr)
             print(f"public context (what submit uploads): {public_path}", file=sys.stderr)
             return 0

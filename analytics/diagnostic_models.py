@@ -119,6 +119,14 @@ class LinearModel:
         outside = np.asarray(((features < low) | (features > high)).any(axis=1), dtype=bool)
         return np.clip(features, low, high), outside
 
+    def score_bound(self) -> float:
+        """The largest magnitude a score or one of its terms wᵢ·xᵢ can take on clipped features (the range the
+        homomorphic parameters must hold: analytics.he.scoring_parameters)."""
+        weights = np.asarray(self.weights)
+        low, high = weights * np.asarray(self.feature_min), weights * np.asarray(self.feature_max)
+        scores = (np.minimum(low, high).sum() + self.bias, np.maximum(low, high).sum() + self.bias)
+        return float(max(np.abs(scores).max(), np.maximum(np.abs(low), np.abs(high)).max(initial=0.0)))
+
     def score_plain(self, features: np.ndarray) -> np.ndarray:
         return features @ np.asarray(self.weights) + self.bias
 

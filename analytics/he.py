@@ -5,8 +5,11 @@ N/2 records in its slots. A linear model's score is then Σ wᵢ·ctᵢ + b: pla
 additions only, no rotations, so the compute side needs no evaluation keys at all. It receives a
 context holding the parameters only (~100 bytes): it can evaluate, it cannot encrypt or decrypt.
 
-Parameters: N = 8192, coefficient moduli [60, 40, 60] (160 bits, within the 218-bit bound for
-128-bit security at N = 8192), scale 2^40. One multiplicative level: enough for Σ wᵢ·ctᵢ + b.
+Parameters: N = 8192, coefficient moduli [60, 48, 60] (168 bits, within the 218-bit bound for
+128-bit security at N = 8192), scale 2^48. One multiplicative level: enough for Σ wᵢ·ctᵢ + b. The first prime's
+room above the scale, 2^11, must hold every score and every term wᵢ·xᵢ; features are clipped to the model's range
+before encryption, so the model bounds them (LinearModel.score_bound). A model whose bound exceeds 2^10 (half the
+room) gets [60, 40, 60] at 2^40 instead: room 2^19, 250 times less precise (scoring_parameters).
 Scores are returned as encrypted LOGITS (or values); the sigmoid and thresholds are applied after
 decryption, exactly.
 
@@ -28,8 +31,12 @@ from typing import Any, Protocol
 import numpy as np
 
 POLY_MODULUS_DEGREE = 8192
-COEFF_MOD_BIT_SIZES = (60, 40, 60)
-GLOBAL_SCALE = 2**40
+# Scoring parameters, the most precise that hold the model's scores (scoring_parameters): (coefficient moduli, scale,
+# the largest score magnitude they hold with a factor of 2 to spare). A score decrypts within about 1e-8 of the
+# plaintext's at 2^48, 2e-5 at 2^40 (breast-cancer, 4,096 records): at a million records, a score that close to the
+# threshold occurs, and 2^40 gave it the other label. Both are 3 primes, so encryption costs the same.
+SCORING_PARAMETERS = (((60, 48, 60), 2**48, 2.0**10), ((60, 40, 60), 2**40, 2.0**18))
+COEFF_MOD_BIT_SIZES, GLOBAL_SCALE, SCORE_CAPACITY = SCORING_PARAMETERS[0]
 SLOTS = POLY_MODULUS_DEGREE // 2
 SUM_COEFF_MOD_BIT_SIZES = (60, 60, 60)
 SUM_SCALE = 2**50
@@ -53,7 +60,13 @@ class KeySet:
 class HomomorphicEngine(Protocol):
     slots: int
 
-    def keygen(self) -> KeySet: ...
+    def keygen(self, *, score_bound: float = 0.0) -> KeySet:
+        """Keys for scoring a model whose scores and terms stay within ±score_bound (scoring_parameters)."""
+        ...
+
+    def score_capacity(self, context: bytes) -> float:
+        """The largest score magnitude a (public or parameters-only) context's parameters hold."""
+        ...
 
     def public_parts(self, secret: bytes) -> KeySet:
         """Derive the public and compute contexts from a secret context."""
@@ -106,6 +119,16 @@ class HomomorphicEngine(Protocol):
         ...
 
 
+def scoring_parameters(score_bound: float) -> tuple[tuple[int, ...], float]:
+    """The coefficient moduli and scale for scoring a model whose scores and terms stay within ±score_bound: the most
+    precise of SCORING_PARAMETERS that holds them. Raises ValueError for a bound none holds (a CKKS value beyond its
+    room does not fail: it decrypts to a wrong number)."""
+    for bit_sizes, scale, capacity in SCORING_PARAMETERS:
+        if score_bound <= capacity:
+            return bit_sizes, scale
+    raise ValueError("the model's scores exceed what the homomorphic parameters hold")
+
+
 class TenSEALEngine:
     slots = SLOTS
 
@@ -133,8 +156,16 @@ class TenSEALEngine:
             self._public_contexts.pop(next(iter(self._public_contexts)))
         self._public_contexts[digest] = context
 
-    def keygen(self) -> KeySet:
-        return self._keygen(COEFF_MOD_BIT_SIZES, GLOBAL_SCALE)
+    def keygen(self, *, score_bound: float = 0.0) -> KeySet:
+        bit_sizes, scale = scoring_parameters(score_bound)
+        return self._keygen(bit_sizes, scale)
+
+    def score_capacity(self, context: bytes) -> float:
+        """The largest score magnitude a keyless context's parameters hold (with the margin SCORING_PARAMETERS keep):
+        the first prime's room above the scale."""
+        loaded = self._keyless_context(context)
+        first_prime_bits = 60  # SEAL's largest, which every parameter set here and the client's keygen use
+        return 2.0 ** (first_prime_bits - 2) / loaded.global_scale
 
     def keygen_for_sums(self) -> KeySet:
         return self._keygen(SUM_COEFF_MOD_BIT_SIZES, SUM_SCALE)

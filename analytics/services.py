@@ -88,9 +88,19 @@ def analysis_request_create(
 
     engine, blobs = engines.homomorphic_engine(), engines.blob_store()
     if key_mode == KeyMode.PORTAL:
-        keys = engine.keygen()
+        try:
+            keys = engine.keygen(score_bound=spec.score_bound())
+        except ValueError:
+            raise _model_out_of_range() from None
     elif key_mode == KeyMode.REQUESTER:
         keys = _uploaded_public_context(engine, public_context)
+        if engine.score_capacity(keys.compute) < spec.score_bound():
+            raise ValidationFailed(
+                "This model's scores exceed what the uploaded context's parameters hold: they would decrypt to wrong "
+                "numbers. Make keys for it with the platform's client: analytics.client keygen --wide.",
+                code="public_context_out_of_range",
+                detail={"field": "public_context"},
+            )
     else:
         raise ValidationFailed("Unknown key mode.", code="invalid_key_mode", detail={"field": "key_mode"})
 
@@ -124,6 +134,14 @@ def analysis_request_create(
         requester_id=requester.pk,
     )
     return request
+
+
+def _model_out_of_range() -> Conflict:
+    return Conflict(
+        "This model's scores exceed what homomorphic encryption can hold here: it cannot be used for analyses.",
+        code="model_out_of_range",
+        detail={"field": "model"},
+    )
 
 
 def _checked_pseudonyms(pseudonyms: Any) -> list[str]:

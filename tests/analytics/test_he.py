@@ -153,3 +153,39 @@ def test_the_compute_step_reads_its_context_once_and_never_keeps_a_secret_one(ke
     assert engine.is_secret_context(keys.secret)
     assert not any(context.has_secret_key() for context in engine._public_contexts.values())
     assert loads[1:] == [len(keys.secret)] * 2  # a secret context is read again each time: never kept
+
+
+@pytest.mark.parametrize("model", [breast_cancer_model(), diabetes_model()], ids=lambda model: model.name)
+def test_a_full_ciphertext_decrypts_within_1e_7_of_the_plaintext_score_even_at_the_ranges_corners(engine, keys, model):
+    """At a million records some score lies within 1e-5 of the threshold: the scoring parameters keep the error
+    far below that (about 1e-8; 2e-5 with the 2^40 scale used before), on random features and at the corners of
+    the clipped range where the score is largest."""
+    rng = np.random.default_rng(11)
+    low, high = np.asarray(model.feature_min), np.asarray(model.feature_max)
+    features = low + rng.random((engine.slots, len(low))) * (high - low)
+    weights = np.asarray(model.weights)
+    features[0], features[1] = np.where(weights > 0, high, low), np.where(weights > 0, low, high)
+    error = np.abs(_encrypted_scores(engine, keys, model, features) - model.score_plain(features))
+    assert error.max() < 1e-7
+    assert np.abs(model.score_plain(features[:2])).max() == pytest.approx(model.score_bound())
+
+
+def test_a_model_whose_scores_exceed_the_precise_parameters_gets_the_wide_ones_and_scores_right(engine):
+    """The precise parameters hold scores up to 2^10: a model beyond that gets keys that hold it (a CKKS value past
+    its room decrypts to a wrong number, it does not fail); one beyond every parameter set is refused."""
+    from dataclasses import replace
+
+    from analytics.he import SCORING_PARAMETERS, scoring_parameters
+
+    model = breast_cancer_model()
+    large = replace(model, weights=tuple(50 * w for w in model.weights), bias=50 * model.bias)
+    assert model.score_bound() < SCORING_PARAMETERS[0][2] < large.score_bound() < SCORING_PARAMETERS[1][2]
+    low, high = np.asarray(model.feature_min), np.asarray(model.feature_max)
+    features = np.stack([np.where(np.asarray(large.weights) > 0, high, low), (low + high) / 2])
+    for bits, expected_good in ((0.0, False), (large.score_bound(), True)):
+        keys = engine.keygen(score_bound=bits)
+        scores = _encrypted_scores(engine, keys, large, features)
+        assert bool(np.abs(scores - large.score_plain(features)).max() < 1e-3) == expected_good
+    assert engine.score_capacity(engine.keygen(score_bound=large.score_bound()).compute) >= large.score_bound()
+    with pytest.raises(ValueError, match="exceed"):
+        scoring_parameters(2.0**19)

@@ -169,6 +169,37 @@ def test_uploading_a_context_that_holds_the_secret_key_is_refused_and_nothing_is
         requester_client.submit(ApiThroughTestClient("unused"), model="breast-cancer", keys=tmp_path / "bad")
 
 
+def test_a_context_whose_parameters_cannot_hold_the_models_scores_is_refused_and_wide_keys_are_accepted(
+    cohort, clinician, models_registered, blob_dir, tmp_path
+):
+    """A CKKS score past its parameters' room decrypts to a wrong number: a context that cannot hold the model's
+    scores (here a scale of 2^55, room 2^4 against breast-cancer's ~96) is refused before anything is stored; the
+    client's wide keys hold them."""
+    people = cohort(1)
+    context = tenseal.context(tenseal.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 55, 60])
+    context.global_scale = 2**55
+    client = APIClient()
+    client.force_authenticate(clinician)
+
+    def submitted(public: bytes):
+        return client.post(
+            ANALYSES,
+            {
+                "model": "breast-cancer",
+                "cohort": {"kind": "explicit", "pseudonyms": [people[0][1].pseudonym]},
+                "key_mode": "requester",
+                "public_context": base64.b64encode(public).decode(),
+            },
+            format="json",
+        )
+
+    response = submitted(context.serialize(save_secret_key=False))
+    assert (response.status_code, response.json()["code"]) == (400, "public_context_out_of_range")
+    assert AnalysisRequest.objects.count() == 0
+    requester_client.keygen(tmp_path / "wide", wide=True)
+    assert submitted((tmp_path / "wide" / "public.ctx").read_bytes()).status_code == 201
+
+
 def test_the_interpretation_comes_from_the_described_kind_and_labels():
     logistic = requester_client.interpretation_for(
         {"name": "m", "version": "1", "kind": "logistic", "positive_label": "yes", "negative_label": "no"}
