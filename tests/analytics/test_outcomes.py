@@ -198,3 +198,33 @@ def test_a_cancelled_request_computes_nothing_more_and_logs_why(
     assert set(_outcomes(request).values()) == {("not_computed", "request_cancelled")}
     again = api_as(clinician).post(url)
     assert (again.status_code, again.json()["code"]) == (409, "analysis_finished")
+
+
+def test_the_outcomes_are_logged_one_batch_at_a_time_without_reading_decisions_nobody_needs(
+    logged_not_computed, ledger, eager_tasks
+):
+    """A million-record request has 200 batches of 5,000 decisions: read together to log their outcomes, they took
+    1.7 GB in a worker. Each batch is read alone, without its lists; its decisions only for records it skipped."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from analytics.pipeline import analysis_outcomes_log
+
+    request, _people, first, second = logged_not_computed
+    analysis_batch_collect.apply(args=[["its-score"], first.pk])
+    order = analysis_batch_advance(batch_id=second.pk)
+    AnalysisBatch.objects.filter(pk=order.batch_id).update(status=BatchStatus.SCORED, outcome="computed")
+    AnalysisRequest.objects.filter(pk=request.pk).update(status=AnalysisStatus.COMPLETED)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert analysis_outcomes_log(request_id=request.pk) == 2
+    read = [
+        query["sql"]
+        for query in queries
+        if query["sql"].startswith("SELECT") and "analytics_analysisbatch" in query["sql"]
+    ]
+    assert not [sql for sql in read if '"decisions"' in sql or '"record_version_ids"' in sql]
+    assert sorted(e["batch_id"] for e in ledger_access_events(ledger, request.id, kind="outcome")) == [
+        f"{request.id}:0:outcome",
+        f"{request.id}:1:outcome",
+    ]
