@@ -136,7 +136,8 @@ def _score_chunks(
     """Each score ciphertext of the request's scored batches, in order, with its record ids, their patients and
     the clipped ones among them; one batch read at a time."""
     scored = request.batches.filter(status=BatchStatus.SCORED).order_by("index")
-    for batch in scored.only("refusals", "decisions", "clipped_record_ids", "column_keys", "score_keys").iterator(1):
+    fields = ("request", "refusals", "decisions", "clipped_record_ids", "column_keys", "score_keys")
+    for batch in scored.only(*fields).iterator(1):
         refusals.update(batch.refusals)
         pseudonyms = {d["record_id"]: d["patient_pseudonym"] for d in batch.decisions}
         clipped = set(batch.clipped_record_ids)
