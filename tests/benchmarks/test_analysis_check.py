@@ -15,8 +15,8 @@ from records.demo import demo_patients
 def _rows():
     model = breast_cancer_model()
     patients = demo_patients(dataset=BREAST_CANCER_DATASET, count=40)
-    features = {f"p{index}": patient.features for index, patient in enumerate(patients)}
-    clipped, _ = model.clip(np.asarray(list(features.values())))
+    features = np.asarray([patient.features for patient in patients])  # row i's patient's, in the rows' order
+    clipped, _ = model.clip(features)
     results = model.interpret(model.score_plain(clipped))
     rows = [ResultRow(f"r{i}", f"p{i}", result["score"], result["label"]) for i, result in enumerate(results)]
     return rows, features
