@@ -91,13 +91,13 @@ def _error_line(error: urllib.error.HTTPError) -> str:
 def keygen(out: Path, *, force: bool = False, wide: bool = False) -> tuple[Path, Path]:
     """Write a new key set: secret.ctx readable by the owner only, public.ctx for the platform. `wide`: the less
     precise parameters that hold larger scores (analytics.he.scoring_parameters), for a model the default's refuse."""
-    from analytics.he import SCORING_PARAMETERS, TenSEALEngine
+    from analytics.he import SCORING_PARAMETERS, TenSEALEngine, score_room
 
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     secret_path, public_path = out / SECRET_FILE, out / PUBLIC_FILE
     if secret_path.exists() and not force:
         raise ClientError(f"{secret_path} exists: scores encrypted for it could not be read again; use --force")
-    keys = TenSEALEngine().keygen(score_bound=SCORING_PARAMETERS[-1][2] if wide else 0.0)
+    keys = TenSEALEngine().keygen(score_bound=score_room(SCORING_PARAMETERS[-1][1]) if wide else 0.0)
     secret_path.unlink(missing_ok=True)
     descriptor = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as secret_file:

@@ -31,12 +31,12 @@ from typing import Any, Protocol
 import numpy as np
 
 POLY_MODULUS_DEGREE = 8192
-# Scoring parameters, the most precise that hold the model's scores (scoring_parameters): (coefficient moduli, scale,
-# the largest score magnitude they hold with a factor of 2 to spare). A score decrypts within about 1e-8 of the
-# plaintext's at 2^48, 2e-5 at 2^40 (breast-cancer, 4,096 records): at a million records, a score that close to the
-# threshold occurs, and 2^40 gave it the other label. Both are 3 primes, so encryption costs the same.
-SCORING_PARAMETERS = (((60, 48, 60), 2**48, 2.0**10), ((60, 40, 60), 2**40, 2.0**18))
-COEFF_MOD_BIT_SIZES, GLOBAL_SCALE, SCORE_CAPACITY = SCORING_PARAMETERS[0]
+# Scoring parameters, most precise first (scoring_parameters picks the first that holds the model's scores):
+# (coefficient moduli, scale). A score decrypts within about 1e-8 of the plaintext's at 2^48, 2e-5 at 2^40
+# (breast-cancer, 4,096 records): at a million records, a score that close to the threshold occurs, and 2^40 gave it
+# the other label. Both are 3 primes, so encryption costs the same. Every set starts with FIRST_PRIME_BITS.
+SCORING_PARAMETERS = (((60, 48, 60), 2**48), ((60, 40, 60), 2**40))
+FIRST_PRIME_BITS = 60  # SEAL's largest; TenSEAL does not expose a loaded context's primes, so uploads are assumed so
 SLOTS = POLY_MODULUS_DEGREE // 2
 SUM_COEFF_MOD_BIT_SIZES = (60, 60, 60)
 SUM_SCALE = 2**50
@@ -123,10 +123,16 @@ def scoring_parameters(score_bound: float) -> tuple[tuple[int, ...], float]:
     """The coefficient moduli and scale for scoring a model whose scores and terms stay within ±score_bound: the most
     precise of SCORING_PARAMETERS that holds them. Raises ValueError for a bound none holds (a CKKS value beyond its
     room does not fail: it decrypts to a wrong number)."""
-    for bit_sizes, scale, capacity in SCORING_PARAMETERS:
-        if score_bound <= capacity:
+    for bit_sizes, scale in SCORING_PARAMETERS:
+        if score_bound <= score_room(scale):
             return bit_sizes, scale
     raise ValueError("the model's scores exceed what the homomorphic parameters hold")
+
+
+def score_room(scale: float) -> float:
+    """The largest score magnitude parameters at `scale` hold with a factor of 2 to spare: half the first prime's room
+    above the scale (2^10 at 2^48, 2^18 at 2^40)."""
+    return 2.0 ** (FIRST_PRIME_BITS - 2) / scale
 
 
 class TenSEALEngine:
@@ -161,11 +167,7 @@ class TenSEALEngine:
         return self._keygen(bit_sizes, scale)
 
     def score_capacity(self, context: bytes) -> float:
-        """The largest score magnitude a keyless context's parameters hold (with the margin SCORING_PARAMETERS keep):
-        the first prime's room above the scale."""
-        loaded = self._keyless_context(context)
-        first_prime_bits = 60  # SEAL's largest, which every parameter set here and the client's keygen use
-        return 2.0 ** (first_prime_bits - 2) / loaded.global_scale
+        return score_room(self._keyless_context(context).global_scale)
 
     def keygen_for_sums(self) -> KeySet:
         return self._keygen(SUM_COEFF_MOD_BIT_SIZES, SUM_SCALE)

@@ -175,11 +175,13 @@ def test_a_model_whose_scores_exceed_the_precise_parameters_gets_the_wide_ones_a
     its room decrypts to a wrong number, it does not fail); one beyond every parameter set is refused."""
     from dataclasses import replace
 
-    from analytics.he import SCORING_PARAMETERS, scoring_parameters
+    from analytics.he import SCORING_PARAMETERS, score_room, scoring_parameters
 
     model = breast_cancer_model()
     large = replace(model, weights=tuple(50 * w for w in model.weights), bias=50 * model.bias)
-    assert model.score_bound() < SCORING_PARAMETERS[0][2] < large.score_bound() < SCORING_PARAMETERS[1][2]
+    precise, wide = (score_room(scale) for _, scale in SCORING_PARAMETERS)
+    assert (precise, wide) == (2.0**10, 2.0**18)
+    assert model.score_bound() < precise < large.score_bound() < wide
     low, high = np.asarray(model.feature_min), np.asarray(model.feature_max)
     features = np.stack([np.where(np.asarray(large.weights) > 0, high, low), (low + high) / 2])
     for bits, expected_good in ((0.0, False), (large.score_bound(), True)):
