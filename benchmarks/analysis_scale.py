@@ -88,6 +88,11 @@ def _setup(directory: str, features: np.ndarray, part: int) -> list[dict[str, An
     from health_platform.services import clinician_register
     from records.models import Patient
 
+    if Patient.objects.exists():
+        raise SystemExit(
+            f"{directory} holds a setup that did not finish (or one for another --records): remove it, or choose "
+            "another --directory"
+        )
     bootstrap.contracts()
     diagnostic_models_register()
     rows = []
@@ -240,14 +245,10 @@ def _reset_peak(pid: int) -> None:
 
 
 def _row(design: str, records: int, seconds: float, peak: float | None = None) -> dict[str, Any]:
-    return {
-        "design": design,
-        "records": records,
-        "seconds": seconds,
-        "records_per_s": records / seconds,
-        "peak_mib": peak,
-        "load_average_1_5_15": " ".join(f"{value:.2f}" for value in os.getloadavg()),
-    }
+    """benchmarks.bulk_ingest's row (records/s and the load average) with a peak memory, in MiB."""
+    from benchmarks.bulk_ingest import _row as rate_row
+
+    return rate_row(design, records, seconds) | {"peak_mib": peak}
 
 
 if __name__ == "__main__":
